@@ -1,0 +1,98 @@
+//! Shared serde plumbing for top-level objects (`apiVersion`, `kind`, `metadata`, `spec`, `status`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
+
+#[derive(Serialize)]
+struct Out<'a, S, T> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: &'a ObjectMeta,
+    spec: &'a S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a T>,
+}
+
+#[derive(Deserialize)]
+#[serde(bound(deserialize = "S: Deserialize<'de> + Default, T: Deserialize<'de>"))]
+struct In<S, T> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+    #[serde(default)]
+    spec: Option<S>,
+    #[serde(default)]
+    status: Option<T>,
+}
+
+pub(crate) fn serialize<R, S, T, Ser>(
+    metadata: &ObjectMeta,
+    spec: &S,
+    status: Option<&T>,
+    serializer: Ser,
+) -> Result<Ser::Ok, Ser::Error>
+where
+    R: k8s_openapi::Resource,
+    S: Serialize,
+    T: Serialize,
+    Ser: Serializer,
+{
+    Out {
+        api_version: R::API_VERSION,
+        kind: R::KIND,
+        metadata,
+        spec,
+        status,
+    }
+    .serialize(serializer)
+}
+
+/// `apiVersion` and `kind` may be absent (list items, hand-written fixtures), but when present they
+/// must name this type: decoding a `Project` as a `Cluster` is a bug worth an error.
+pub(crate) fn deserialize<'de, R, S, T, D>(
+    deserializer: D,
+) -> Result<(ObjectMeta, S, Option<T>), D::Error>
+where
+    R: k8s_openapi::Resource,
+    S: Deserialize<'de> + Default,
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    let raw = In::<S, T>::deserialize(deserializer)?;
+    if let Some(api_version) = raw.api_version.as_deref()
+        && api_version != R::API_VERSION
+    {
+        return Err(D::Error::custom(format_args!(
+            "expected apiVersion {:?}, got {:?}",
+            R::API_VERSION,
+            api_version
+        )));
+    }
+    if let Some(kind) = raw.kind.as_deref()
+        && kind != R::KIND
+    {
+        return Err(D::Error::custom(format_args!(
+            "expected kind {:?}, got {:?}",
+            R::KIND,
+            kind
+        )));
+    }
+    Ok((
+        raw.metadata.unwrap_or_default(),
+        raw.spec.unwrap_or_default(),
+        raw.status,
+    ))
+}
+
+/// Go decodes `null` into a zero value; so do we, for slices and strings.
+pub(crate) fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
