@@ -1,0 +1,182 @@
+//! Percent-decoding of request paths, the way Go's `url.URL.Path` is derived, plus the checks
+//! that keep a path from escaping the target its prefix names.
+
+use std::borrow::Cow;
+
+use crate::RouteError;
+
+/// Percent-decodes a raw request path (Go's path unescaping: `%XX` only; `+` stays `+`).
+///
+/// Returns the input borrowed when it contains no `%`. An escape that is not two hex digits, or
+/// bytes that do not form UTF-8 after decoding, are an error (Go's HTTP server answers those with
+/// `400 Bad Request` before any handler runs).
+pub fn decode_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
+    if !raw.contains('%') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex);
+            let lo = bytes.get(i + 2).copied().and_then(hex);
+            match (hi, lo) {
+                (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
+                _ => return Err(RouteError::InvalidEscape),
+            }
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| RouteError::InvalidUtf8)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Checks the raw path: it must start with `/` and hold no control byte, NUL, backslash, or
+/// percent-escape that decodes to `/`, `\`, or a control byte. Such escapes mean different things
+/// to different servers, so they could make the gateway authorize one path while an upstream
+/// serves another.
+pub(crate) fn check_raw(raw: &str) -> Result<(), RouteError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(RouteError::NotAbsolute);
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x20 || b == 0x7f {
+            return Err(RouteError::ControlCharacter);
+        }
+        if b == b'\\' {
+            return Err(RouteError::Backslash);
+        }
+        if b == b'%' {
+            let hi = bytes.get(i + 1).copied().and_then(hex);
+            let lo = bytes.get(i + 2).copied().and_then(hex);
+            let decoded = match (hi, lo) {
+                (Some(hi), Some(lo)) => hi << 4 | lo,
+                _ => return Err(RouteError::InvalidEscape),
+            };
+            match decoded {
+                b'/' => return Err(RouteError::EncodedSlash),
+                b'\\' => return Err(RouteError::Backslash),
+                d if d < 0x20 || d == 0x7f => return Err(RouteError::ControlCharacter),
+                _ => {}
+            }
+            i += 3;
+            continue;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Checks the segments of a raw path: no empty segment (`//`) except a single trailing slash,
+/// and no dot segment (`.`, `..`, or their escaped forms such as `%2e%2E`).
+pub(crate) fn check_segments(raw: &str) -> Result<(), RouteError> {
+    let body = raw.strip_prefix('/').unwrap_or(raw);
+    if body.is_empty() {
+        return Ok(());
+    }
+    let body = body.strip_suffix('/').unwrap_or(body);
+    for segment in body.split('/') {
+        if segment.is_empty() {
+            return Err(RouteError::EmptySegment);
+        }
+        if is_dot_segment(segment) {
+            return Err(RouteError::DotSegment);
+        }
+    }
+    Ok(())
+}
+
+/// `.` or `..`, with any of the dots possibly written as `%2e`/`%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment;
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            rest = r;
+        } else if rest.len() >= 3 && rest.as_bytes()[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
+}
+
+/// An RFC 1123 label: 1–63 characters of `[a-z0-9-]`, starting and ending alphanumeric.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > 63 {
+        return false;
+    }
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    alnum(b[0]) && alnum(b[b.len() - 1]) && b.iter().all(|&c| alnum(c) || c == b'-')
+}
+
+/// An RFC 1123 label without the 63-character limit (a DNS-1123 subdomain part).
+pub(crate) fn is_dns1123_label_any_len(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !b.is_empty()
+        && alnum(b[0])
+        && alnum(b[b.len() - 1])
+        && b.iter().all(|&c| alnum(c) || c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_escapes() {
+        assert_eq!(decode_path("/a%20b").unwrap(), "/a b");
+        assert_eq!(decode_path("/a+b").unwrap(), "/a+b");
+        assert!(matches!(decode_path("/a").unwrap(), Cow::Borrowed(_)));
+        assert_eq!(decode_path("/a%zz"), Err(RouteError::InvalidEscape));
+        assert_eq!(decode_path("/a%2"), Err(RouteError::InvalidEscape));
+        assert_eq!(decode_path("/a%ff"), Err(RouteError::InvalidUtf8));
+        assert_eq!(decode_path("/%E1%9B%92").unwrap(), "/ᛒ");
+    }
+
+    #[test]
+    fn dot_segments() {
+        for s in [".", "..", "%2e", "%2E%2e", ".%2e", "%2e."] {
+            assert!(is_dot_segment(s), "{s}");
+        }
+        for s in ["...", "a.", ".a", "%2e%2e%2e", "%2f", ""] {
+            assert!(!is_dot_segment(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn labels() {
+        assert!(is_dns1123_label("a"));
+        assert!(is_dns1123_label("prod-1"));
+        assert!(!is_dns1123_label("Prod"));
+        assert!(!is_dns1123_label("-a"));
+        assert!(!is_dns1123_label("a-"));
+        assert!(!is_dns1123_label("a.b"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1123_label(&"a".repeat(63)));
+    }
+}

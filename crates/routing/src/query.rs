@@ -1,0 +1,101 @@
+//! Query strings read the way Go's `url.ParseQuery` reads them, which is what kube-apiserver sees.
+//!
+//! Pairs are separated by `&`; a pair containing `;` is dropped (Go ≥ 1.17); `+` is a space;
+//! a pair whose key or value holds an invalid `%` escape is dropped; only the first value of a
+//! repeated key counts wherever kube-apiserver reads a single value.
+
+use std::borrow::Cow;
+
+/// A raw query string with Go `url.ParseQuery` semantics. Decoding happens lazily and borrows
+/// whenever a key or value holds no `%` or `+`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Query<'a> {
+    raw: &'a str,
+}
+
+impl<'a> Query<'a> {
+    /// Wraps a raw query (without the leading `?`).
+    pub fn new(raw: &'a str) -> Self {
+        Query { raw }
+    }
+
+    /// Every decodable `(key, value)` pair, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + 'a {
+        self.raw.split('&').filter_map(|pair| {
+            if pair.is_empty() || pair.contains(';') {
+                return None;
+            }
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Some((unescape(key)?, unescape(value)?))
+        })
+    }
+
+    /// The first value of `key`, like Go's `Values.Get`; `None` when the key is absent.
+    pub fn first(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.pairs().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// Whether `key` appears at all.
+    pub fn has(&self, key: &str) -> bool {
+        self.pairs().any(|(k, _)| k == key)
+    }
+}
+
+/// Go `url.QueryUnescape`: `+` → space, `%XX` → byte; `None` on an invalid escape.
+/// Bytes that are not UTF-8 after decoding are replaced (Go would keep them raw).
+pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
+    if !s.contains(['%', '+']) {
+        return Some(Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' => {
+                let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16))?;
+                let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16))?;
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Some(match String::from_utf8(out) {
+        Ok(s) => Cow::Owned(s),
+        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_parse_query_quirks() {
+        let q = Query::new("a=1&a=2&b=x+y&c=%41&bad=%zz&semi=1;x=2&&=novalue&flag");
+        assert_eq!(q.first("a").unwrap(), "1");
+        assert_eq!(q.first("b").unwrap(), "x y");
+        assert_eq!(q.first("c").unwrap(), "A");
+        assert_eq!(q.first("bad"), None, "invalid escape drops the pair");
+        assert_eq!(q.first("semi"), None, "a pair with ';' is dropped");
+        assert_eq!(q.first("x"), None);
+        assert_eq!(q.first("").unwrap(), "novalue");
+        assert_eq!(q.first("flag").unwrap(), "");
+        assert!(q.has("flag"));
+        assert!(!q.has("missing"));
+    }
+
+    #[test]
+    fn escaped_key() {
+        let q = Query::new("w%61tch=true");
+        assert_eq!(q.first("watch").unwrap(), "true");
+    }
+}

@@ -1,0 +1,329 @@
+//! kube-apiserver's RequestInfo (apiserver `pkg/endpoints/request/requestinfo.go`), borrowed from
+//! the request.
+
+use std::borrow::Cow;
+
+use crate::query::Query;
+use crate::selectors::{self, FieldSelector, LabelSelector, SelectorError};
+
+/// What a Kubernetes API request is asking for, computed exactly as kube-apiserver computes it
+/// with `APIPrefixes = {api, apis}` and `GrouplessAPIPrefixes = {api}`.
+///
+/// ```
+/// use kubegate_routing::RequestInfo;
+///
+/// let info = RequestInfo::parse("GET", "/api/v1/namespaces/default/pods", Some("watch=1")).unwrap();
+/// assert!(info.is_resource_request);
+/// assert_eq!((&*info.verb, info.namespace, info.resource), ("watch", "default", "pods"));
+/// assert!(info.is_long_running());
+///
+/// let info = RequestInfo::parse("GET", "/healthz", None).unwrap();
+/// assert!(!info.is_resource_request);
+/// assert_eq!(info.verb, "get");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo<'a> {
+    /// Whether this is a request for an API resource (as opposed to a non-resource URL).
+    pub is_resource_request: bool,
+    /// The decoded request path.
+    pub path: &'a str,
+    /// The Kubernetes verb: `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`,
+    /// `deletecollection`, `proxy`, or `""` for methods kube-apiserver does not map. For
+    /// non-resource requests, the lowercased HTTP method.
+    pub verb: Cow<'a, str>,
+    /// `api` or `apis` when the path starts with one (even if it turns out to be non-resource).
+    pub api_prefix: &'a str,
+    /// API group; `""` is the core group.
+    pub api_group: &'a str,
+    /// API version.
+    pub api_version: &'a str,
+    /// Namespace; `""` for cluster-scoped requests.
+    pub namespace: &'a str,
+    /// Resource (plural).
+    pub resource: &'a str,
+    /// Subresource, e.g. `status`, `exec`.
+    pub subresource: &'a str,
+    /// Object name, from the path or from a `metadata.name` field selector on list/watch.
+    pub name: Cow<'a, str>,
+    /// The raw first `fieldSelector` value of a list, watch or deletecollection request.
+    pub field_selector: Cow<'a, str>,
+    /// The raw first `labelSelector` value of a list, watch or deletecollection request.
+    pub label_selector: Cow<'a, str>,
+    /// The segments not consumed as prefix/group/version/verb/namespace, joined by `/`
+    /// (`None` for non-resource requests).
+    parts: Option<&'a str>,
+}
+
+/// The one error kube-apiserver's RequestInfo resolver returns; kube-apiserver answers it with a
+/// plain-text 500 (`Internal Server Error: "<uri>": <message>`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestInfoError {
+    /// A `watch` or `proxy` path verb with nothing after it.
+    #[error("unable to determine kind and namespace from url, {url}")]
+    UnableToDetermineKindAndNamespace {
+        /// The request URL (path and query).
+        url: String,
+    },
+}
+
+/// Segments of a path (after trimming slashes at both ends), consumed from the front without
+/// allocating. `None` means no segment is left; `Some("")` is one empty segment.
+#[derive(Clone, Copy)]
+struct Segments<'a>(Option<&'a str>);
+
+impl<'a> Segments<'a> {
+    fn new(path: &'a str) -> Self {
+        let trimmed = path.trim_matches('/');
+        Segments((!trimmed.is_empty()).then_some(trimmed))
+    }
+
+    fn len(&self) -> usize {
+        self.0
+            .map_or(0, |s| s.bytes().filter(|&b| b == b'/').count() + 1)
+    }
+
+    fn get(&self, index: usize) -> Option<&'a str> {
+        self.0?.split('/').nth(index)
+    }
+
+    fn pop(&mut self) -> Option<&'a str> {
+        let s = self.0?;
+        match s.split_once('/') {
+            Some((first, rest)) => {
+                self.0 = Some(rest);
+                Some(first)
+            }
+            None => {
+                self.0 = None;
+                Some(s)
+            }
+        }
+    }
+}
+
+fn lowercase_method(method: &str) -> Cow<'_, str> {
+    match method {
+        "GET" => Cow::Borrowed("get"),
+        "POST" => Cow::Borrowed("post"),
+        "PUT" => Cow::Borrowed("put"),
+        "PATCH" => Cow::Borrowed("patch"),
+        "DELETE" => Cow::Borrowed("delete"),
+        "HEAD" => Cow::Borrowed("head"),
+        "OPTIONS" => Cow::Borrowed("options"),
+        "CONNECT" => Cow::Borrowed("connect"),
+        "TRACE" => Cow::Borrowed("trace"),
+        m if !m.chars().any(char::is_uppercase) => Cow::Borrowed(m),
+        m => Cow::Owned(m.to_lowercase()),
+    }
+}
+
+impl<'a> RequestInfo<'a> {
+    /// Computes RequestInfo from the HTTP `method` exactly as sent (case-sensitive), the
+    /// percent-**decoded** `path` (what Go calls `req.URL.Path`; see
+    /// [`Route::rest`](crate::Route::rest)) and the raw query.
+    pub fn parse(
+        method: &'a str,
+        path: &'a str,
+        query: Option<&'a str>,
+    ) -> Result<Self, RequestInfoError> {
+        let mut info = RequestInfo {
+            is_resource_request: false,
+            path,
+            verb: lowercase_method(method),
+            api_prefix: "",
+            api_group: "",
+            api_version: "",
+            namespace: "",
+            resource: "",
+            subresource: "",
+            name: Cow::Borrowed(""),
+            field_selector: Cow::Borrowed(""),
+            label_selector: Cow::Borrowed(""),
+            parts: None,
+        };
+        let mut segments = Segments::new(path);
+        if segments.len() < 3 {
+            return Ok(info);
+        }
+        let prefix = segments.pop().unwrap_or_default();
+        if prefix != "api" && prefix != "apis" {
+            return Ok(info);
+        }
+        info.api_prefix = prefix;
+        if prefix == "apis" {
+            if segments.len() < 3 {
+                return Ok(info);
+            }
+            info.api_group = segments.pop().unwrap_or_default();
+        }
+        info.is_resource_request = true;
+        info.api_version = segments.pop().unwrap_or_default();
+
+        let mut verb_via_path_prefix = false;
+        if let Some(special @ ("watch" | "proxy")) = segments.get(0) {
+            if segments.len() < 2 {
+                let url = match query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                return Err(RequestInfoError::UnableToDetermineKindAndNamespace { url });
+            }
+            info.verb = Cow::Borrowed(special);
+            segments.pop();
+            verb_via_path_prefix = true;
+        } else {
+            info.verb = Cow::Borrowed(match method {
+                "POST" => "create",
+                "GET" | "HEAD" => "get",
+                "PUT" => "update",
+                "PATCH" => "patch",
+                "DELETE" => "delete",
+                _ => "",
+            });
+        }
+
+        if segments.get(0) == Some("namespaces")
+            && let Some(namespace) = segments.get(1)
+        {
+            info.namespace = namespace;
+            // `namespaces/<ns>/status|finalize` are subresources of the namespace itself.
+            if segments
+                .get(2)
+                .is_some_and(|s| s != "status" && s != "finalize")
+            {
+                segments.pop();
+                segments.pop();
+            }
+        }
+
+        info.parts = segments.0;
+        let n = segments.len();
+        if n >= 3 && info.verb != "proxy" {
+            info.subresource = segments.get(2).unwrap_or_default();
+        }
+        if n >= 2 {
+            info.name = Cow::Borrowed(segments.get(1).unwrap_or_default());
+        }
+        if n >= 1 {
+            info.resource = segments.get(0).unwrap_or_default();
+        }
+
+        let query = Query::new(query.unwrap_or(""));
+        if info.name.is_empty() && info.verb == "get" {
+            info.apply_list_options(&query);
+        }
+        if info.name.is_empty() && info.verb == "delete" {
+            info.verb = Cow::Borrowed("deletecollection");
+        }
+        if !verb_via_path_prefix && matches!(&*info.verb, "list" | "watch" | "deletecollection") {
+            if let Some(v) = query.first("fieldSelector") {
+                info.field_selector = v;
+            }
+            if let Some(v) = query.first("labelSelector") {
+                info.label_selector = v;
+            }
+        }
+        Ok(info)
+    }
+
+    /// A collection GET becomes `list` or `watch`, and may take its name from a
+    /// `metadata.name` field selector, following how kube-apiserver decodes ListOptions —
+    /// including its fallback when any option fails to decode.
+    fn apply_list_options(&mut self, query: &Query<'a>) {
+        match decode_list_options(query) {
+            Ok((watch, name)) => {
+                self.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
+                if let Some(name) = name.filter(|n| is_path_segment_name(n)) {
+                    self.name = name;
+                }
+            }
+            Err(()) => {
+                // Everything parsed is discarded; only a present `watch` value still counts.
+                let watch = query.first("watch").is_some_and(|v| go_bool(&v));
+                self.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
+            }
+        }
+    }
+
+    /// The segments left after prefix, group, version, path verb and namespace were consumed:
+    /// `resource/name/subresource/…` (empty for non-resource requests).
+    pub fn parts(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.parts.into_iter().flat_map(|p| p.split('/'))
+    }
+
+    /// Whether kube-apiserver treats this request as long-running: verbs `watch`/`proxy`,
+    /// subresources `attach`, `exec`, `proxy`, `log`, `portforward`, and non-resource paths under
+    /// `/debug/pprof/`. Long-running requests get no request timeout.
+    pub fn is_long_running(&self) -> bool {
+        if matches!(&*self.verb, "watch" | "proxy") {
+            return true;
+        }
+        if self.is_resource_request {
+            matches!(
+                self.subresource,
+                "attach" | "exec" | "proxy" | "log" | "portforward"
+            )
+        } else {
+            self.path.starts_with("/debug/pprof/")
+        }
+    }
+
+    /// The parsed field selector (for authorizers that look at selectors).
+    pub fn field_requirements(&self) -> Result<FieldSelector<'_>, SelectorError> {
+        FieldSelector::parse(&self.field_selector)
+    }
+
+    /// The parsed label selector (for authorizers that look at selectors).
+    pub fn label_requirements(&self) -> Result<LabelSelector<'_>, SelectorError> {
+        LabelSelector::parse(&self.label_selector)
+    }
+}
+
+/// Go's `Convert_Slice_string_To_bool` on a first value: `0` and `false` (any case) are false,
+/// everything else — including the empty string — is true.
+fn go_bool(v: &str) -> bool {
+    !(v == "0" || v.eq_ignore_ascii_case("false"))
+}
+
+/// Decodes the ListOptions kube-apiserver would decode from the query, returning whether it is a
+/// watch and the `metadata.name` the field selector pins, or `Err` if any option fails to decode.
+/// Only options that can fail are checked: selectors must parse and integers must be integers.
+fn decode_list_options<'a>(query: &Query<'a>) -> Result<(bool, Option<Cow<'a, str>>), ()> {
+    let mut watch = None;
+    let mut field_selector = None;
+    let mut label_selector = None;
+    let mut limit = None;
+    let mut timeout = None;
+    for (key, value) in query.pairs() {
+        let slot = match &*key {
+            "watch" => &mut watch,
+            "fieldSelector" => &mut field_selector,
+            "labelSelector" => &mut label_selector,
+            "limit" => &mut limit,
+            "timeoutSeconds" => &mut timeout,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(value);
+        }
+    }
+    for int in [limit, timeout].into_iter().flatten() {
+        int.parse::<i64>().map_err(|_| ())?;
+    }
+    if let Some(labels) = &label_selector {
+        LabelSelector::parse(labels).map_err(|_| ())?;
+    }
+    let name = match field_selector {
+        None => None,
+        Some(Cow::Borrowed(s)) => selectors::exact_name(s).map_err(|_| ())?,
+        Some(Cow::Owned(s)) => selectors::exact_name(&s)
+            .map_err(|_| ())?
+            .map(|n| Cow::Owned(n.into_owned())),
+    };
+    Ok((watch.is_some_and(|w| go_bool(&w)), name))
+}
+
+/// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
+fn is_path_segment_name(name: &str) -> bool {
+    name != "." && name != ".." && !name.contains(['/', '%'])
+}

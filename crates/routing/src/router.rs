@@ -1,0 +1,225 @@
+//! URL prefix → [`Target`] for the two gateway modes.
+
+use std::borrow::Cow;
+
+use crate::path::{check_raw, check_segments, decode_path, is_dns1123_label};
+use crate::{OpsPath, RouteError, Target};
+
+/// Which kind of name a prefix segment holds (used in [`RouteError::InvalidName`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// A connected cluster.
+    Cluster,
+    /// A namespace on a host cluster.
+    Namespace,
+    /// A virtual cluster.
+    VirtualCluster,
+    /// A project.
+    Project,
+    /// A project space.
+    Space,
+}
+
+impl std::fmt::Display for NameKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NameKind::Cluster => "cluster",
+            NameKind::Namespace => "namespace",
+            NameKind::VirtualCluster => "virtual cluster",
+            NameKind::Project => "project",
+            NameKind::Space => "space",
+        })
+    }
+}
+
+/// The result of routing: where the request goes and what path the destination sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// The destination named by the prefix.
+    pub target: Target<'a>,
+    /// The path below the prefix, percent-decoded (what kube-apiserver's `req.URL.Path` would be
+    /// at the upstream). Always starts with `/`; a bare prefix maps to `/`. Borrowed unless the
+    /// path held escapes.
+    pub rest: Cow<'a, str>,
+    /// The same suffix of the raw, still-escaped input path: the path to forward upstream, so the
+    /// upstream decodes exactly what the client sent.
+    pub raw_rest: &'a str,
+    /// The raw query string, untouched.
+    pub query: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Mode {
+    Central,
+    Agent { cluster: String },
+}
+
+/// Maps gateway URL prefixes to targets (spec/loft-api.md §3).
+///
+/// Central mode serves every target; agent mode (a direct cluster endpoint) serves the cluster it
+/// runs in under `/kubernetes/cluster/…` with no cluster name, legacy virtual clusters under
+/// `/kubernetes/virtualcluster/$NS/$VC/…`, the two project forms, and the ops endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    mode: Mode,
+}
+
+impl Router {
+    /// A router for the central gateway.
+    pub fn central() -> Self {
+        Router {
+            mode: Mode::Central,
+        }
+    }
+
+    /// A router for an agent serving the cluster named `cluster` (used as the
+    /// [`Target::Cluster`] name, so scopes naming the cluster apply at the agent too).
+    pub fn agent(cluster: impl Into<String>) -> Result<Self, RouteError> {
+        let cluster = cluster.into();
+        if !is_dns1123_label(&cluster) {
+            return Err(RouteError::InvalidName {
+                kind: NameKind::Cluster,
+            });
+        }
+        Ok(Router {
+            mode: Mode::Agent { cluster },
+        })
+    }
+
+    /// Whether this router serves agent mode.
+    pub fn is_agent(&self) -> bool {
+        matches!(self.mode, Mode::Agent { .. })
+    }
+
+    /// Routes a request given its raw (still percent-encoded) path and raw query.
+    ///
+    /// ```
+    /// use kubegate_routing::{Router, Target};
+    ///
+    /// let router = Router::central();
+    /// let route = router.route("/kubernetes/cluster/prod/api/v1/pods", Some("limit=500")).unwrap();
+    /// assert_eq!(route.target, Target::Cluster { cluster: "prod" });
+    /// assert_eq!(route.rest, "/api/v1/pods");
+    /// assert_eq!(route.query, Some("limit=500"));
+    ///
+    /// // One prefix can never reach another target.
+    /// assert!(router.route("/kubernetes/cluster/a/../../management/apis", None).is_err());
+    /// ```
+    pub fn route<'a>(
+        &'a self,
+        raw_path: &'a str,
+        query: Option<&'a str>,
+    ) -> Result<Route<'a>, RouteError> {
+        check_raw(raw_path)?;
+        check_segments(raw_path)?;
+        let (target, raw_rest) = self.target(raw_path)?;
+        let raw_rest = if raw_rest.is_empty() { "/" } else { raw_rest };
+        let rest = decode_path(raw_rest)?;
+        Ok(Route {
+            target,
+            rest,
+            raw_rest,
+            query,
+        })
+    }
+
+    fn target<'a>(&'a self, path: &'a str) -> Result<(Target<'a>, &'a str), RouteError> {
+        let (first, after) = split_segment(path).ok_or(RouteError::NotFound)?;
+        let central = matches!(self.mode, Mode::Central);
+        match first {
+            "kubernetes" => self.kubernetes(after),
+            "auth" if central => Ok((Target::Auth, after)),
+            "oidc" if central => Ok((Target::Oidc, after)),
+            "grafana" if central => {
+                let (cluster, after) = name(after, NameKind::Cluster)?;
+                Ok((Target::Grafana { cluster }, after))
+            }
+            "healthz" => Ok((Target::Ops(OpsPath::Healthz), path)),
+            "livez" => Ok((Target::Ops(OpsPath::Livez), path)),
+            "readyz" => Ok((Target::Ops(OpsPath::Readyz), path)),
+            "version" if after.is_empty() => Ok((Target::Ops(OpsPath::Version), path)),
+            "metrics" if after.is_empty() => Ok((Target::Ops(OpsPath::Metrics), path)),
+            _ => Err(RouteError::NotFound),
+        }
+    }
+
+    fn kubernetes<'a>(&'a self, path: &'a str) -> Result<(Target<'a>, &'a str), RouteError> {
+        let (kind, after) = split_segment(path).ok_or(RouteError::NotFound)?;
+        match (&self.mode, kind) {
+            (Mode::Central, "management") => Ok((Target::Management, after)),
+            (Mode::Central, "cluster") => {
+                let (cluster, after) = name(after, NameKind::Cluster)?;
+                Ok((Target::Cluster { cluster }, after))
+            }
+            (Mode::Agent { cluster }, "cluster") => Ok((Target::Cluster { cluster }, after)),
+            (Mode::Central, "virtualcluster") => {
+                let (cluster, after) = name(after, NameKind::Cluster)?;
+                let (namespace, after) = name(after, NameKind::Namespace)?;
+                let (name, after) = name(after, NameKind::VirtualCluster)?;
+                Ok((
+                    Target::VirtualCluster {
+                        cluster,
+                        namespace,
+                        name,
+                    },
+                    after,
+                ))
+            }
+            (Mode::Agent { cluster }, "virtualcluster") => {
+                let (namespace, after) = name(after, NameKind::Namespace)?;
+                let (name, after) = name(after, NameKind::VirtualCluster)?;
+                Ok((
+                    Target::VirtualCluster {
+                        cluster,
+                        namespace,
+                        name,
+                    },
+                    after,
+                ))
+            }
+            (_, "project") => {
+                let (project, after) = name(after, NameKind::Project)?;
+                let (kind, after) = split_segment(after).ok_or(RouteError::NotFound)?;
+                match kind {
+                    "space" => {
+                        let (space, after) = name(after, NameKind::Space)?;
+                        Ok((Target::ProjectSpace { project, space }, after))
+                    }
+                    "virtualcluster" => {
+                        let (virtual_cluster, after) = name(after, NameKind::VirtualCluster)?;
+                        Ok((
+                            Target::ProjectVirtualCluster {
+                                project,
+                                virtual_cluster,
+                            },
+                            after,
+                        ))
+                    }
+                    _ => Err(RouteError::NotFound),
+                }
+            }
+            _ => Err(RouteError::NotFound),
+        }
+    }
+}
+
+/// Splits `/seg/rest…` into `("seg", "/rest…")`; `/seg` and `/seg/` give `("seg", "")` / `("seg", "/")`.
+/// `None` when nothing is left.
+fn split_segment(path: &str) -> Option<(&str, &str)> {
+    let body = path.strip_prefix('/')?;
+    if body.is_empty() {
+        return None;
+    }
+    match body.find('/') {
+        Some(i) => Some((&body[..i], &body[i..])),
+        None => Some((body, "")),
+    }
+}
+
+fn name(path: &str, kind: NameKind) -> Result<(&str, &str), RouteError> {
+    let (segment, after) = split_segment(path).ok_or(RouteError::NotFound)?;
+    if !is_dns1123_label(segment) {
+        return Err(RouteError::InvalidName { kind });
+    }
+    Ok((segment, after))
+}

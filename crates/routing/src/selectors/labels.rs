@@ -1,0 +1,527 @@
+//! Label selectors: `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k>1`, `k<1`.
+
+use super::SelectorError;
+
+/// A label selector operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelOperator {
+    /// `key`
+    Exists,
+    /// `!key`
+    DoesNotExist,
+    /// `key=value`
+    Equals,
+    /// `key==value`
+    DoubleEquals,
+    /// `key!=value`
+    NotEquals,
+    /// `key in (…)`
+    In,
+    /// `key notin (…)`
+    NotIn,
+    /// `key>n`
+    GreaterThan,
+    /// `key<n`
+    LessThan,
+}
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelRequirement<'a> {
+    /// The label key (a qualified name).
+    pub key: &'a str,
+    /// The operator.
+    pub operator: LabelOperator,
+    /// The values, sorted and de-duplicated (empty for `Exists`/`DoesNotExist`).
+    pub values: Vec<&'a str>,
+}
+
+/// A parsed label selector: requirements sorted by key, as apimachinery's `labels.Parse` returns them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LabelSelector<'a> {
+    requirements: Vec<LabelRequirement<'a>>,
+}
+
+impl<'a> LabelSelector<'a> {
+    /// Parses a label selector like `labels.Parse`.
+    ///
+    /// ```
+    /// use kubegate_routing::selectors::{LabelOperator, LabelSelector};
+    /// let s = LabelSelector::parse("env in (prod, dev),!canary").unwrap();
+    /// assert_eq!(s.requirements()[0].key, "canary");
+    /// assert_eq!(s.requirements()[0].operator, LabelOperator::DoesNotExist);
+    /// assert_eq!(s.requirements()[1].values, ["dev", "prod"]);
+    /// assert!(LabelSelector::parse("a=b c").is_err());
+    /// ```
+    pub fn parse(selector: &'a str) -> Result<Self, SelectorError> {
+        let mut parser = Parser {
+            lexer: Lexer { input: selector },
+            peeked: None,
+        };
+        let mut requirements = parser.parse()?;
+        requirements.sort_by(|a, b| a.key.cmp(b.key));
+        Ok(LabelSelector { requirements })
+    }
+
+    /// The requirements, sorted by key.
+    pub fn requirements(&self) -> &[LabelRequirement<'a>] {
+        &self.requirements
+    }
+
+    /// Whether the selector has no requirement (matches everything).
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token<'a> {
+    End,
+    Identifier(&'a str),
+    In,
+    NotIn,
+    Comma,
+    OpenParen,
+    CloseParen,
+    Bang,
+    Equals,
+    DoubleEquals,
+    NotEquals,
+    GreaterThan,
+    LessThan,
+}
+
+impl Token<'_> {
+    fn literal(&self) -> &str {
+        match self {
+            Token::End => "",
+            Token::Identifier(s) => s,
+            Token::In => "in",
+            Token::NotIn => "notin",
+            Token::Comma => ",",
+            Token::OpenParen => "(",
+            Token::CloseParen => ")",
+            Token::Bang => "!",
+            Token::Equals => "=",
+            Token::DoubleEquals => "==",
+            Token::NotEquals => "!=",
+            Token::GreaterThan => ">",
+            Token::LessThan => "<",
+        }
+    }
+
+    /// In value position apimachinery reads the keywords `in`/`notin` as plain identifiers.
+    fn as_value(self) -> Self {
+        match self {
+            Token::In => Token::Identifier("in"),
+            Token::NotIn => Token::Identifier("notin"),
+            other => other,
+        }
+    }
+}
+
+struct Lexer<'a> {
+    input: &'a str,
+}
+
+fn is_whitespace(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn is_special(b: u8) -> bool {
+    matches!(b, b'=' | b'!' | b'(' | b')' | b',' | b'>' | b'<')
+}
+
+impl<'a> Lexer<'a> {
+    fn next(&mut self) -> Token<'a> {
+        let trimmed = self
+            .input
+            .trim_start_matches(|c: char| c.is_ascii() && is_whitespace(c as u8));
+        self.input = trimmed;
+        let bytes = trimmed.as_bytes();
+        // apimachinery's lexer reads a NUL byte as the end of input.
+        let Some(&first) = bytes.first().filter(|b| **b != 0) else {
+            self.input = "";
+            return Token::End;
+        };
+        if is_special(first) {
+            let two = bytes.get(1).copied();
+            let (token, len) = match (first, two) {
+                (b'!', Some(b'=')) => (Token::NotEquals, 2),
+                (b'=', Some(b'=')) => (Token::DoubleEquals, 2),
+                (b'!', _) => (Token::Bang, 1),
+                (b'=', _) => (Token::Equals, 1),
+                (b'(', _) => (Token::OpenParen, 1),
+                (b')', _) => (Token::CloseParen, 1),
+                (b',', _) => (Token::Comma, 1),
+                (b'>', _) => (Token::GreaterThan, 1),
+                _ => (Token::LessThan, 1),
+            };
+            self.input = &trimmed[len..];
+            return token;
+        }
+        let end = bytes
+            .iter()
+            .position(|&b| b == 0 || is_whitespace(b) || is_special(b))
+            .unwrap_or(bytes.len());
+        let word = &trimmed[..end];
+        self.input = &trimmed[end..];
+        match word {
+            "in" => Token::In,
+            "notin" => Token::NotIn,
+            _ => Token::Identifier(word),
+        }
+    }
+}
+
+struct Parser<'a> {
+    lexer: Lexer<'a>,
+    peeked: Option<Token<'a>>,
+}
+
+fn err(msg: String) -> SelectorError {
+    SelectorError::Label(msg)
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&mut self) -> Token<'a> {
+        match self.peeked {
+            Some(t) => t,
+            None => {
+                let t = self.lexer.next();
+                self.peeked = Some(t);
+                t
+            }
+        }
+    }
+
+    fn consume(&mut self) -> Token<'a> {
+        self.peeked.take().unwrap_or_else(|| self.lexer.next())
+    }
+
+    fn parse(&mut self) -> Result<Vec<LabelRequirement<'a>>, SelectorError> {
+        let mut requirements = Vec::new();
+        loop {
+            match self.peek().as_value() {
+                Token::Identifier(_) | Token::Bang => {
+                    requirements.push(self.requirement()?);
+                    match self.consume() {
+                        Token::End => return Ok(requirements),
+                        Token::Comma => match self.peek().as_value() {
+                            Token::Identifier(_) | Token::Bang => {}
+                            t => {
+                                return Err(err(format!(
+                                    "found '{}', expected: identifier after ','",
+                                    t.literal()
+                                )));
+                            }
+                        },
+                        t => {
+                            return Err(err(format!(
+                                "found '{}', expected: ',' or 'end of string'",
+                                t.literal()
+                            )));
+                        }
+                    }
+                }
+                Token::End => return Ok(requirements),
+                t => {
+                    return Err(err(format!(
+                        "found '{}', expected: !, identifier, or 'end of string'",
+                        t.literal()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<LabelRequirement<'a>, SelectorError> {
+        let mut negated = false;
+        let mut token = self.consume().as_value();
+        if token == Token::Bang {
+            negated = true;
+            token = self.consume().as_value();
+        }
+        let Token::Identifier(key) = token else {
+            return Err(err(format!(
+                "found '{}', expected: identifier",
+                token.literal()
+            )));
+        };
+        validate_key(key)?;
+        let at_end = matches!(self.peek().as_value(), Token::End | Token::Comma);
+        if negated || at_end {
+            let operator = if negated {
+                LabelOperator::DoesNotExist
+            } else {
+                LabelOperator::Exists
+            };
+            return Ok(LabelRequirement {
+                key,
+                operator,
+                values: Vec::new(),
+            });
+        }
+        let operator = match self.consume() {
+            Token::In => LabelOperator::In,
+            Token::NotIn => LabelOperator::NotIn,
+            Token::Equals => LabelOperator::Equals,
+            Token::DoubleEquals => LabelOperator::DoubleEquals,
+            Token::NotEquals => LabelOperator::NotEquals,
+            Token::GreaterThan => LabelOperator::GreaterThan,
+            Token::LessThan => LabelOperator::LessThan,
+            t => {
+                return Err(err(format!(
+                    "found '{}', expected: in, notin, =, ==, !=, gt, lt",
+                    t.literal()
+                )));
+            }
+        };
+        let mut values = match operator {
+            LabelOperator::In | LabelOperator::NotIn => self.set_values()?,
+            _ => vec![self.exact_value()?],
+        };
+        values.sort_unstable();
+        values.dedup();
+        match operator {
+            LabelOperator::GreaterThan | LabelOperator::LessThan => {
+                if values.len() != 1 || values[0].parse::<i64>().is_err() {
+                    return Err(err(format!(
+                        "key: Invalid value: {:?}: for 'Gt', 'Lt' operators, the value must be an integer",
+                        values
+                    )));
+                }
+            }
+            _ => {
+                for v in &values {
+                    validate_value(v)?;
+                }
+            }
+        }
+        Ok(LabelRequirement {
+            key,
+            operator,
+            values,
+        })
+    }
+
+    fn exact_value(&mut self) -> Result<&'a str, SelectorError> {
+        match self.peek().as_value() {
+            Token::End | Token::Comma => Ok(""),
+            Token::Identifier(v) => {
+                self.consume();
+                Ok(v)
+            }
+            t => Err(err(format!(
+                "found '{}', expected: identifier",
+                t.literal()
+            ))),
+        }
+    }
+
+    fn set_values(&mut self) -> Result<Vec<&'a str>, SelectorError> {
+        let open = self.consume().as_value();
+        if open != Token::OpenParen {
+            return Err(err(format!("found '{}' expected: '('", open.literal())));
+        }
+        match self.peek().as_value() {
+            Token::Identifier(_) | Token::Comma => {
+                let values = self.identifiers()?;
+                let close = self.consume().as_value();
+                if close != Token::CloseParen {
+                    return Err(err(format!("found '{}', expected: ')'", close.literal())));
+                }
+                Ok(values)
+            }
+            Token::CloseParen => {
+                self.consume();
+                Ok(vec![""])
+            }
+            t => Err(err(format!(
+                "found '{}', expected: ',', ')' or identifier",
+                t.literal()
+            ))),
+        }
+    }
+
+    fn identifiers(&mut self) -> Result<Vec<&'a str>, SelectorError> {
+        let mut values = Vec::new();
+        loop {
+            match self.consume().as_value() {
+                Token::Identifier(v) => {
+                    values.push(v);
+                    match self.peek().as_value() {
+                        Token::Comma => continue,
+                        Token::CloseParen => return Ok(values),
+                        t => {
+                            return Err(err(format!(
+                                "found '{}', expected: ',' or ')'",
+                                t.literal()
+                            )));
+                        }
+                    }
+                }
+                Token::Comma => {
+                    if values.is_empty() {
+                        values.push("");
+                    }
+                    match self.peek().as_value() {
+                        Token::CloseParen => {
+                            values.push("");
+                            return Ok(values);
+                        }
+                        Token::Comma => {
+                            self.consume();
+                            values.push("");
+                        }
+                        _ => {}
+                    }
+                }
+                t => {
+                    return Err(err(format!(
+                        "found '{}', expected: ',', or identifier",
+                        t.literal()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// `IsQualifiedName`: an optional DNS-1123 subdomain prefix and `/`, then a name of at most 63
+/// characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn validate_key(key: &str) -> Result<(), SelectorError> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(is_dns1123_subdomain);
+    if prefix_ok && !name.contains('/') && is_qualified_name_part(name) {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "key: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        )))
+    }
+}
+
+/// `IsValidLabelValue`: empty, or at most 63 characters shaped like a qualified name part.
+fn validate_value(value: &str) -> Result<(), SelectorError> {
+    if value.is_empty() || is_qualified_name_part(value) {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "values[0][key]: Invalid value: {value:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"
+        )))
+    }
+}
+
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(crate::path::is_dns1123_label_any_len)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Vec<(String, LabelOperator, Vec<String>)> {
+        LabelSelector::parse(s)
+            .unwrap_or_else(|e| panic!("{s}: {e}"))
+            .requirements()
+            .iter()
+            .map(|r| {
+                (
+                    r.key.to_owned(),
+                    r.operator,
+                    r.values.iter().map(|v| v.to_string()).collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn valid_selectors() {
+        use LabelOperator::*;
+        assert_eq!(ok(""), vec![]);
+        assert_eq!(ok("x=a"), vec![("x".into(), Equals, vec!["a".into()])]);
+        assert_eq!(
+            ok("x==a"),
+            vec![("x".into(), DoubleEquals, vec!["a".into()])]
+        );
+        assert_eq!(ok("x!=a"), vec![("x".into(), NotEquals, vec!["a".into()])]);
+        assert_eq!(ok("x="), vec![("x".into(), Equals, vec!["".into()])]);
+        assert_eq!(ok("x"), vec![("x".into(), Exists, vec![])]);
+        assert_eq!(ok("!x"), vec![("x".into(), DoesNotExist, vec![])]);
+        assert_eq!(
+            ok(" x , y "),
+            vec![("x".into(), Exists, vec![]), ("y".into(), Exists, vec![])]
+        );
+        assert_eq!(ok("x>1"), vec![("x".into(), GreaterThan, vec!["1".into()])]);
+        assert_eq!(ok("x<-1"), vec![("x".into(), LessThan, vec!["-1".into()])]);
+        assert_eq!(
+            ok("x in (b,a,a)"),
+            vec![("x".into(), In, vec!["a".into(), "b".into()])]
+        );
+        assert_eq!(ok("x notin ()"), vec![("x".into(), NotIn, vec!["".into()])]);
+        assert_eq!(
+            ok("x in (,a)"),
+            vec![("x".into(), In, vec!["".into(), "a".into()])]
+        );
+        assert_eq!(
+            ok("x in (a,)"),
+            vec![("x".into(), In, vec!["".into(), "a".into()])]
+        );
+        assert_eq!(ok("x=in"), vec![("x".into(), Equals, vec!["in".into()])]);
+        assert_eq!(
+            ok("example.com/app=web"),
+            vec![("example.com/app".into(), Equals, vec!["web".into()])]
+        );
+        assert_eq!(
+            ok("z,a"),
+            vec![("a".into(), Exists, vec![]), ("z".into(), Exists, vec![])]
+        );
+    }
+
+    #[test]
+    fn invalid_selectors() {
+        for s in [
+            "x=a b",
+            "x=a||y=b",
+            "x==a==b",
+            "!x=a",
+            "x>a",
+            "x in a",
+            "x in (a",
+            "x in (a b)",
+            ",",
+            "x,",
+            "=a",
+            "x=,",
+            "-x=a",
+            "x=-a",
+            "a/b/c=d",
+            "Example.com/a=b",
+            "x in (a,(b)",
+            "x=a,",
+            "x!",
+            "!",
+        ] {
+            assert!(LabelSelector::parse(s).is_err(), "{s:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn trailing_comma_is_an_error_but_empty_exact_value_is_not() {
+        assert!(LabelSelector::parse("x=,y").is_ok());
+    }
+}

@@ -1,0 +1,71 @@
+//! Routing + RequestInfo of a request without escapes or selectors allocates nothing.
+#![allow(clippy::unwrap_used)]
+
+use kubegate_routing::{RequestInfo, Router};
+
+const REQUESTS: &[(&str, &str, Option<&str>)] = &[
+    (
+        "GET",
+        "/kubernetes/cluster/prod/api/v1/namespaces/default/pods",
+        Some("limit=500"),
+    ),
+    (
+        "GET",
+        "/kubernetes/cluster/prod/api/v1/namespaces/default/pods/web-1",
+        None,
+    ),
+    (
+        "GET",
+        "/kubernetes/cluster/prod/api/v1/pods",
+        Some("watch=true&resourceVersion=10&allowWatchBookmarks=true"),
+    ),
+    (
+        "POST",
+        "/kubernetes/project/p/space/s/api/v1/namespaces/s/pods/web/exec",
+        Some("command=sh&stdin=true"),
+    ),
+    (
+        "GET",
+        "/kubernetes/management/apis/management.loft.sh/v1/clusters",
+        None,
+    ),
+    ("GET", "/kubernetes/virtualcluster/prod/team/vc/apis", None),
+    (
+        "DELETE",
+        "/kubernetes/cluster/prod/apis/apps/v1/namespaces/a/deployments/d",
+        None,
+    ),
+    ("GET", "/healthz", None),
+];
+
+#[test]
+fn hot_path_allocates_nothing() {
+    let central = Router::central();
+    let mut seen = 0;
+    let info = allocation_counter::measure(|| {
+        for &(method, path, query) in REQUESTS {
+            let route = central.route(path, query).unwrap();
+            let info = RequestInfo::parse(method, &route.rest, route.query).unwrap();
+            seen += usize::from(info.is_resource_request) + info.name.len();
+            std::hint::black_box(&info);
+        }
+    });
+    assert!(seen > 0);
+    assert_eq!(info.count_total, 0, "allocations on the hot path: {info:?}");
+}
+
+#[test]
+fn escapes_allocate_but_only_a_little() {
+    let central = Router::central();
+    let info = allocation_counter::measure(|| {
+        let route = central
+            .route(
+                "/kubernetes/cluster/prod/api/v1/namespaces/a/configmaps/x%20y",
+                None,
+            )
+            .unwrap();
+        let info = RequestInfo::parse("GET", &route.rest, route.query).unwrap();
+        std::hint::black_box(&info);
+    });
+    assert_eq!(info.count_total, 1, "{info:?}");
+}

@@ -1,0 +1,82 @@
+//! Property tests: routing never panics, `rest` is a suffix of the decoded input, and a route's
+#![allow(clippy::unwrap_used)]
+//! target prefix is literally in the input.
+
+use kubegate_routing::{RequestInfo, Router, Target, decode_path};
+use proptest::prelude::*;
+
+fn literal_prefix(target: &Target<'_>, agent: bool) -> String {
+    match *target {
+        Target::Management => "/kubernetes/management".into(),
+        Target::Cluster { cluster } if agent => {
+            let _ = cluster;
+            "/kubernetes/cluster".into()
+        }
+        Target::Cluster { cluster } => format!("/kubernetes/cluster/{cluster}"),
+        Target::VirtualCluster {
+            namespace, name, ..
+        } if agent => format!("/kubernetes/virtualcluster/{namespace}/{name}"),
+        Target::VirtualCluster {
+            cluster,
+            namespace,
+            name,
+        } => format!("/kubernetes/virtualcluster/{cluster}/{namespace}/{name}"),
+        Target::ProjectSpace { project, space } => {
+            format!("/kubernetes/project/{project}/space/{space}")
+        }
+        Target::ProjectVirtualCluster {
+            project,
+            virtual_cluster,
+        } => format!("/kubernetes/project/{project}/virtualcluster/{virtual_cluster}"),
+        Target::Auth => "/auth".into(),
+        Target::Oidc => "/oidc".into(),
+        Target::Grafana { cluster } => format!("/grafana/{cluster}"),
+        Target::Ops(_) => "/".into(),
+    }
+}
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    let segment = prop_oneof![
+        Just("kubernetes".to_owned()),
+        Just("cluster".to_owned()),
+        Just("management".to_owned()),
+        Just("virtualcluster".to_owned()),
+        Just("project".to_owned()),
+        Just("space".to_owned()),
+        Just("..".to_owned()),
+        Just("%2e".to_owned()),
+        Just("%2F".to_owned()),
+        Just("".to_owned()),
+        Just("api".to_owned()),
+        "[a-z0-9%.\\-]{1,6}",
+        ".{0,4}",
+    ];
+    proptest::collection::vec(segment, 0..9).prop_map(|s| format!("/{}", s.join("/")))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn routes_are_honest(path in path_strategy(), query in proptest::option::of(".{0,20}")) {
+        for (router, agent) in [(Router::central(), false), (Router::agent("here").unwrap(), true)] {
+            if let Ok(route) = router.route(&path, query.as_deref()) {
+                let decoded = decode_path(&path).unwrap();
+                let prefix = literal_prefix(&route.target, agent);
+                // `rest` is a suffix of the decoded path, except that a bare prefix maps to `/`.
+                prop_assert!(
+                    decoded.ends_with(&*route.rest) || (route.rest == "/" && decoded == prefix)
+                );
+                prop_assert!(route.rest.starts_with('/'));
+                prop_assert!(path.ends_with(route.raw_rest) || route.raw_rest == "/");
+                prop_assert!(path.starts_with(&prefix));
+                let _ = RequestInfo::parse("GET", &route.rest, route.query);
+            }
+        }
+    }
+
+    #[test]
+    fn request_info_never_panics(method in "[A-Za-z]{0,7}", path in ".{0,40}", query in ".{0,40}") {
+        let _ = RequestInfo::parse(&method, &path, Some(&query));
+    }
+}
