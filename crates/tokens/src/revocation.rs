@@ -1,0 +1,70 @@
+//! Revoked token ids, each kept only until the token it names would have expired anyway.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// A set of revoked `jti`s. Shared between the verifier (reads on every request) and whatever
+/// applies revocations (the gateway's store watcher).
+#[derive(Debug, Default)]
+pub struct RevocationSet {
+    /// jti → the last second the revoked token could still verify (`exp + leeway`).
+    entries: RwLock<HashMap<String, u64>>,
+}
+
+impl RevocationSet {
+    /// An empty set.
+    pub fn new() -> RevocationSet {
+        RevocationSet::default()
+    }
+
+    /// Revokes `jti` until `until` (Unix seconds; pass the token's `exp` plus the verifier's
+    /// leeway, or use [`crate::Verifier::revoke`] which does that). Purges entries that ended
+    /// before `now`.
+    pub fn revoke(&self, jti: impl Into<String>, until: u64, now: u64) {
+        if let Ok(mut m) = self.entries.write() {
+            m.retain(|_, u| *u >= now);
+            let e = m.entry(jti.into()).or_insert(until);
+            *e = (*e).max(until);
+        }
+    }
+
+    /// Whether `jti` is revoked. A poisoned lock reads as revoked: fail closed.
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.entries.read().map_or(true, |m| m.contains_key(jti))
+    }
+
+    /// Drops entries whose token can no longer verify at `now`.
+    pub fn purge(&self, now: u64) {
+        if let Ok(mut m) = self.entries.write() {
+            m.retain(|_, u| *u >= now);
+        }
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.entries.read().map_or(0, |m| m.len())
+    }
+
+    /// Whether the set holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_expire_with_the_token() {
+        let r = RevocationSet::new();
+        r.revoke("a", 100, 0);
+        r.revoke("b", 200, 0);
+        assert!(r.is_revoked("a") && r.is_revoked("b"));
+        r.purge(150);
+        assert!(!r.is_revoked("a"));
+        assert!(r.is_revoked("b"));
+        r.revoke("c", 300, 201);
+        assert_eq!(r.len(), 1);
+    }
+}
