@@ -1,0 +1,344 @@
+//! Resource requests: CRUD, list (limit/continue, selectors, Table), watch, pod exec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use crate::body::{self, Body};
+use crate::patch;
+use crate::request::{Query, RequestInfo};
+use crate::resources::{self, PODS, RESOURCES, ResourceDef};
+use crate::selector::Selector;
+use crate::server::Shared;
+use crate::status::Status;
+use crate::store::StoredObject;
+use crate::table::{self, IncludeObject, TABLE_CONTENT_TYPE};
+use crate::watch::{self, WatchParams};
+
+/// Largest request body accepted (kube-apiserver's default is 3 MiB; tests seed bigger).
+const MAX_BODY: usize = 64 << 20;
+/// Bytes per chunk when streaming a list.
+const LIST_CHUNK: usize = 256 << 10;
+
+pub(crate) struct Ctx<'a> {
+    pub(crate) shared: &'a Arc<Shared>,
+    pub(crate) info: &'a RequestInfo,
+    pub(crate) query: &'a Query,
+    pub(crate) pretty: bool,
+    pub(crate) table: Option<IncludeObject>,
+}
+
+impl Ctx<'_> {
+    fn error(&self, s: &Status) -> Response<Body> {
+        body::status(s, self.pretty)
+    }
+
+    fn dry_run(&self) -> bool {
+        self.query.get("dryRun") == Some("All")
+    }
+}
+
+fn object_response(code: StatusCode, obj: &StoredObject) -> Response<Body> {
+    body::json(code, obj.json.clone())
+}
+
+async fn read_json(req: Request<Incoming>) -> Result<(Value, String), Status> {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| Status::bad_request(format!("failed to read the request body: {e}")))?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|e| Status::bad_request(format!("error decoding the request body: {e}")))?;
+    Ok((value, content_type))
+}
+
+/// Serves a resource request that was already authenticated and authorized.
+pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Body> {
+    let p = &ctx.info.path;
+    let Some(res) = resources::find(&p.group, &p.version, &p.resource) else {
+        return ctx.error(&Status::path_not_found());
+    };
+    let def = &RESOURCES[res];
+    if !def.namespaced && !p.namespace.is_empty() && p.resource != "namespaces" {
+        return ctx.error(&Status::path_not_found());
+    }
+    // `/api/v1/namespaces/<name>` addresses the namespace itself, not a namespace scope.
+    let ns = if def.namespaced { p.namespace.as_str() } else { "" };
+    if !p.subresource.is_empty() {
+        if res == PODS && p.subresource == "exec" {
+            return exec(ctx, req, ns).await;
+        }
+        return ctx.error(&Status::path_not_found());
+    }
+    let verb = ctx.info.verb.as_str();
+    if !def.verbs.contains(&verb) {
+        let action = match *req.method() {
+            Method::DELETE => "deletecollection",
+            _ => verb,
+        };
+        return ctx.error(&Status::method_not_supported(def.group, def.plural, action));
+    }
+    let store = &ctx.shared.store;
+    let result = match verb {
+        "get" => store
+            .get(res, ns, &p.name)
+            .map(|o| object_or_table(ctx, res, &o))
+            .ok_or_else(|| Status::not_found(def.group, def.plural, &p.name)),
+        "list" => list(ctx, res, ns),
+        "watch" => watch(ctx, res, ns),
+        "create" => match read_json(req).await {
+            Ok((v, _)) => store
+                .create(res, ns, v, ctx.dry_run())
+                .map(|o| object_response(StatusCode::CREATED, &o)),
+            Err(e) => Err(e),
+        },
+        "update" => match read_json(req).await {
+            Ok((v, _)) => store
+                .update(res, ns, &p.name, v, ctx.dry_run())
+                .map(|o| object_response(StatusCode::OK, &o)),
+            Err(e) => Err(e),
+        },
+        "patch" => match read_json(req).await {
+            Ok((v, ct)) => patch_object(ctx, res, ns, v, &ct),
+            Err(e) => Err(e),
+        },
+        "delete" => store.delete(res, ns, &p.name, ctx.dry_run()).map(|o| deleted(def, &o)),
+        "deletecollection" => delete_collection(ctx, res, ns),
+        _ => Err(Status::method_not_supported(def.group, def.plural, verb)),
+    };
+    result.unwrap_or_else(|e| ctx.error(&e))
+}
+
+fn object_or_table(ctx: &Ctx<'_>, res: usize, o: &Arc<StoredObject>) -> Response<Body> {
+    match ctx.table {
+        None => object_response(StatusCode::OK, o),
+        Some(include) => {
+            let meta = json!({"resourceVersion": o.value["metadata"]["resourceVersion"]});
+            let t = table::table(res, std::slice::from_ref(o), include, meta, true);
+            let bytes = serde_json::to_vec(&t).unwrap_or_default();
+            body::response(StatusCode::OK, TABLE_CONTENT_TYPE, body::full(bytes))
+        }
+    }
+}
+
+/// Resources whose DELETE answers with a `Success` Status (no graceful deletion) rather than
+/// the object (kube's `ReturnDeletedObject`).
+fn deleted(def: &ResourceDef, o: &StoredObject) -> Response<Body> {
+    if matches!(def.plural, "configmaps" | "secrets") {
+        let status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {"name": o.name(), "kind": def.plural, "uid": o.value["metadata"]["uid"]},
+        });
+        body::json(StatusCode::OK, serde_json::to_vec(&status).unwrap_or_default())
+    } else {
+        object_response(StatusCode::OK, o)
+    }
+}
+
+fn selector(ctx: &Ctx<'_>) -> Result<Selector, Status> {
+    Selector::parse(ctx.query.get("fieldSelector"), ctx.query.get("labelSelector"))
+}
+
+fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
+    let def = &RESOURCES[res];
+    let sel = selector(ctx)?;
+    let (rv, all) = ctx.shared.store.list(res, (!ns.is_empty()).then_some(ns));
+    let mut items: Vec<Arc<StoredObject>> = all.into_iter().filter(|o| sel.matches(o)).collect();
+    // `continue` is the last returned key; the list is re-read from current state, not from a
+    // snapshot at the first page's resourceVersion.
+    if let Some(token) = ctx.query.get("continue").filter(|t| !t.is_empty()) {
+        let decoded = URL_SAFE_NO_PAD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or_else(|| Status::bad_request("continue key is not valid: illegal base64 data"))?;
+        let (cns, cname) = decoded.split_once('/').unwrap_or(("", decoded.as_str()));
+        items.retain(|o| (o.namespace(), o.name()) > (cns, cname));
+    }
+    let limit = match ctx.query.get("limit") {
+        Some(l) => l.parse::<usize>().map_err(|_| {
+            Status::bad_request(format!("invalid limit {l:?}: must be a non-negative integer"))
+        })?,
+        None => 0,
+    };
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if limit > 0 && items.len() > limit {
+        let remaining = items.len() - limit;
+        items.truncate(limit);
+        if let Some(last) = items.last() {
+            let key = format!("{}/{}", last.namespace(), last.name());
+            meta["continue"] = json!(URL_SAFE_NO_PAD.encode(key));
+            meta["remainingItemCount"] = json!(remaining);
+        }
+    }
+    if let Some(include) = ctx.table {
+        let t = table::table(res, &items, include, meta, true);
+        let bytes = serde_json::to_vec(&t).unwrap_or_default();
+        return Ok(body::response(StatusCode::OK, TABLE_CONTENT_TYPE, body::full(bytes)));
+    }
+    let head = format!(
+        "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+        def.kind,
+        def.api_version(),
+        meta
+    );
+    Ok(body::response(StatusCode::OK, "application/json", body::stream(list_chunks(head, items))))
+}
+
+/// A list body as a stream of ~256 KiB chunks, serialised from the stored bytes as it goes.
+fn list_chunks(
+    head: String,
+    items: Vec<Arc<StoredObject>>,
+) -> impl futures_util::Stream<Item = Bytes> + Send {
+    let mut items = items.into_iter().peekable();
+    let mut head = Some(head);
+    let mut done = false;
+    futures_util::stream::poll_fn(move |_| {
+        if done {
+            return std::task::Poll::Ready(None);
+        }
+        let mut buf = BytesMut::with_capacity(LIST_CHUNK + 4096);
+        if let Some(h) = head.take() {
+            buf.put_slice(h.as_bytes());
+        }
+        while buf.len() < LIST_CHUNK {
+            let Some(item) = items.next() else { break };
+            buf.put_slice(&item.json);
+            if items.peek().is_some() {
+                buf.put_u8(b',');
+            }
+        }
+        if items.peek().is_none() {
+            buf.put_slice(b"]}");
+            done = true;
+        }
+        std::task::Poll::Ready(Some(buf.freeze()))
+    })
+}
+
+fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
+    let sel = selector(ctx)?;
+    let rv = match ctx.query.get("resourceVersion") {
+        None | Some("" | "0") => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            Status::bad_request(format!("invalid resource version {v:?}"))
+        })?),
+    };
+    let timeout = match ctx.query.get("timeoutSeconds") {
+        Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
+            Status::bad_request(format!("invalid timeoutSeconds {t:?}"))
+        })?)),
+        None => None,
+    };
+    let start = match ctx.shared.store.watch(res, rv) {
+        Ok(s) => s,
+        // A too-old resourceVersion is reported in-stream, as kube-apiserver does.
+        Err(status) => {
+            let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": status.to_value()}))
+                .unwrap_or_default();
+            v.push(b'\n');
+            return Ok(body::response(StatusCode::OK, "application/json", body::full(v)));
+        }
+    };
+    let params = WatchParams {
+        resource: res,
+        namespace: (!ns.is_empty()).then(|| ns.to_owned()),
+        selector: sel,
+        table: ctx.table,
+        timeout,
+        shutdown: ctx.shared.shutdown.clone(),
+    };
+    let content_type = if ctx.table.is_some() { TABLE_CONTENT_TYPE } else { "application/json" };
+    Ok(body::response(StatusCode::OK, content_type, watch::body(start, params)))
+}
+
+fn patch_object(
+    ctx: &Ctx<'_>,
+    res: usize,
+    ns: &str,
+    patch_body: Value,
+    content_type: &str,
+) -> Result<Response<Body>, Status> {
+    let name = &ctx.info.path.name;
+    let store = &ctx.shared.store;
+    let kind = patch::PatchKind::from_content_type(content_type)
+        .ok_or_else(|| Status::unsupported_media_type(content_type))?;
+    if kind == patch::PatchKind::Apply && store.get(res, ns, name).is_none() {
+        // Server-side apply of a missing object creates it.
+        let mut obj = patch_body;
+        obj["metadata"]["name"] = json!(name);
+        return store
+            .create(res, ns, obj, ctx.dry_run())
+            .map(|o| object_response(StatusCode::CREATED, &o));
+    }
+    store
+        .modify(res, ns, name, ctx.dry_run(), |current| patch::apply(kind, current, &patch_body))
+        .map(|o| object_response(StatusCode::OK, &o))
+}
+
+fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
+    let def = &RESOURCES[res];
+    let sel = selector(ctx)?;
+    let (_, items) = ctx.shared.store.list(res, (!ns.is_empty()).then_some(ns));
+    let mut deleted = Vec::new();
+    for o in items.iter().filter(|o| sel.matches(o)) {
+        // Racing deletes are fine: whatever is already gone is skipped.
+        if let Ok(d) = ctx.shared.store.delete(res, o.namespace(), o.name(), ctx.dry_run()) {
+            deleted.push(d.value.clone());
+        }
+    }
+    let rv = ctx.shared.store.resource_version();
+    let list = json!({
+        "kind": format!("{}List", def.kind),
+        "apiVersion": def.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": deleted,
+    });
+    Ok(body::json(StatusCode::OK, serde_json::to_vec(&list).unwrap_or_default()))
+}
+
+async fn exec(ctx: &Ctx<'_>, req: Request<Incoming>, ns: &str) -> Response<Body> {
+    let name = &ctx.info.path.name;
+    let Some(pod) = ctx.shared.store.get(PODS, ns, name) else {
+        return ctx.error(&Status::not_found("", "pods", name));
+    };
+    let containers: Vec<&str> = pod.value["spec"]["containers"]
+        .as_array()
+        .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    match ctx.query.get("container") {
+        Some(c) if !containers.contains(&c) => {
+            return ctx.error(&Status::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
+        None if containers.len() != 1 => {
+            return ctx.error(&Status::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: {containers:?}"
+            )));
+        }
+        _ => {}
+    }
+    crate::exec::exec(req, ctx.query)
+}

@@ -1,0 +1,65 @@
+//! Response bodies: full, empty, and streamed (each chunk becomes one HTTP chunk / h2 frame,
+//! flushed as it is produced).
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body::Frame;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+
+use crate::status::Status;
+
+/// The body type of every response this server writes.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
+}
+
+pub(crate) fn empty() -> Body {
+    Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync()
+}
+
+pub(crate) fn stream<S>(chunks: S) -> Body
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    StreamBody::new(chunks.map(|b| Ok::<_, std::io::Error>(Frame::data(b)))).boxed_unsync()
+}
+
+pub(crate) fn response(code: StatusCode, content_type: &str, body: Body) -> Response<Body> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = code;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        resp.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp
+}
+
+pub(crate) fn json(code: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> {
+    response(code, "application/json", full(bytes))
+}
+
+pub(crate) fn status(status: &Status, pretty: bool) -> Response<Body> {
+    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = json(code, status.to_bytes(pretty));
+    if let Some(secs) = status.retry_after() {
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if code == StatusCode::FORBIDDEN {
+        resp.headers_mut()
+            .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    }
+    resp
+}
+
+pub(crate) fn text(code: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = response(code, "text/plain; charset=utf-8", full(text));
+    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}

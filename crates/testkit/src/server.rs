@@ -1,0 +1,566 @@
+//! The server: accept loop, TLS, and the request pipeline (authentication → impersonation →
+//! authorization → record → faults → handler), in kube-apiserver's filter order.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{HeaderValue, LOCATION};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::Error;
+use crate::api::{self, Ctx};
+use crate::authn::{Authenticator, impersonate};
+use crate::authz::{Attributes, Authorizer, AuthorizerChain, Decision};
+use crate::body::{self, Body};
+use crate::certs::{CertifiedKey, TestCa};
+use crate::conn::{ConnControl, ResettableStream};
+use crate::exec::is_upgrade;
+use crate::faults::{Fault, Faults};
+use crate::identity::{SYSTEM_MASTERS, UserInfo};
+use crate::kubeconfig::{Credential, write_kubeconfig};
+use crate::recorder::{RecordedRequest, Recorder};
+use crate::request::{Query, RequestInfo};
+use crate::resources::{self, NAMESPACES, RESOURCES};
+use crate::status::{Status, forbidden_for, wants_pretty};
+use crate::store::Store;
+use crate::table::{IncludeObject, wants_table};
+use crate::{discovery, openapi};
+
+/// The path of the raw upgrade echo endpoint.
+pub const UPGRADE_ECHO_PATH: &str = "/testkit/upgrade-echo";
+
+/// How to start a [`TestApiServer`].
+#[derive(Debug, Clone)]
+pub struct TestApiServerConfig {
+    /// Authorizes everyone not in `system:masters` (the admin is). Required: there is no
+    /// allow-all default.
+    pub authorizer: Arc<dyn Authorizer>,
+    /// Accept unauthenticated requests as `system:anonymous` (default: 401).
+    pub anonymous: bool,
+    /// Events kept for watches resuming from a resourceVersion (older → 410 Expired).
+    pub watch_history: usize,
+    /// Namespaces created at start.
+    pub namespaces: Vec<String>,
+}
+
+impl TestApiServerConfig {
+    /// A config with this authorizer, namespaces `default`, `kube-system`, `kube-public`.
+    pub fn new(authorizer: impl Authorizer) -> Self {
+        Self {
+            authorizer: Arc::new(authorizer),
+            anonymous: false,
+            watch_history: 100_000,
+            namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
+        }
+    }
+}
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) authn: Authenticator,
+    pub(crate) authz: AuthorizerChain,
+    pub(crate) recorder: Recorder,
+    pub(crate) faults: Faults,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    host: String,
+}
+
+/// A running fake kube-apiserver. Dropping it stops the server, ends open connections and
+/// removes its temporary directory.
+#[derive(Debug)]
+pub struct TestApiServer {
+    shared: Arc<Shared>,
+    ca: TestCa,
+    addr: SocketAddr,
+    url: String,
+    admin_token: String,
+    admin: UserInfo,
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    shutdown: watch::Sender<bool>,
+    token_seq: AtomicU64,
+}
+
+static DIR_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn random_hex() -> String {
+    // Throwaway tokens only need to be unguessable across concurrently running tests; the key
+    // pair generator is a CSPRNG, so a digest of a fresh public key serves.
+    let key = rcgen::KeyPair::generate().map(|k| k.public_key_raw().to_vec()).unwrap_or_default();
+    key.iter().skip(1).take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+impl TestApiServer {
+    /// Starts the server on `127.0.0.1:0`.
+    pub async fn start(config: TestApiServerConfig) -> Result<Self, Error> {
+        // Harmless if another provider is already installed: configs name theirs explicitly.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let ca = TestCa::generate()?;
+        let serving = ca.serving_cert()?;
+        let tls = crate::tls::server_config(&ca, &serving)?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let authn = Authenticator::new(config.anonymous);
+        let shared = Arc::new(Shared {
+            store: Store::new(config.watch_history),
+            authn,
+            authz: AuthorizerChain { inner: config.authorizer.clone() },
+            recorder: Recorder::default(),
+            faults: Faults::default(),
+            shutdown: shutdown_rx.clone(),
+            host: addr.to_string(),
+        });
+        for ns in &config.namespaces {
+            let obj = serde_json::json!({"metadata": {"name": ns}});
+            shared.store.create(NAMESPACES, "", obj, false).map_err(Error::from)?;
+        }
+        let admin = UserInfo::new("kubegate-testkit-admin").with_group(SYSTEM_MASTERS);
+        let admin_token = random_hex();
+        shared.authn.add_token(admin_token.clone(), admin.clone());
+        let dir = std::env::temp_dir().join(format!(
+            "kubegate-testkit-{}-{}-{}",
+            std::process::id(),
+            DIR_SEQ.fetch_add(1, Ordering::Relaxed),
+            addr.port()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        let url = format!("https://{addr}");
+        let kubeconfig = dir.join("admin.kubeconfig");
+        write_kubeconfig(&kubeconfig, &url, ca.pem(), &Credential::Token(admin_token.clone()))?;
+        tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), shared.clone(), shutdown_rx));
+        Ok(Self {
+            shared,
+            ca,
+            addr,
+            url,
+            admin_token,
+            admin,
+            dir,
+            kubeconfig,
+            shutdown: shutdown_tx,
+            token_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA certificate (PEM) that signed the serving and client certificates.
+    pub fn ca_pem(&self) -> &str {
+        self.ca.pem()
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> &rustls_pki_types::CertificateDer<'static> {
+        self.ca.der()
+    }
+
+    /// A bearer token for `kubegate-testkit-admin` (group `system:masters`: allowed
+    /// everything, including impersonation).
+    pub fn admin_token(&self) -> &str {
+        &self.admin_token
+    }
+
+    /// The admin identity.
+    pub fn admin_user(&self) -> &UserInfo {
+        &self.admin
+    }
+
+    /// A kubeconfig for the admin token (context `testkit`, namespace `default`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The server's temporary directory (removed on drop), for kubeconfigs and caches.
+    pub fn temp_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Mints a bearer token for `user` (`system:authenticated` is added on use).
+    pub fn mint_token(&self, user: UserInfo) -> String {
+        let token = format!("{}{}", random_hex(), self.token_seq.fetch_add(1, Ordering::Relaxed));
+        self.shared.authn.add_token(token.clone(), user);
+        token
+    }
+
+    /// Mints a client certificate for `user` (CN = name, O = first group).
+    pub fn mint_client_cert(&self, user: UserInfo) -> Result<CertifiedKey, Error> {
+        let cert = self.ca.client_cert(&user)?;
+        self.shared.authn.add_cert(cert.cert_der.to_vec(), user);
+        Ok(cert)
+    }
+
+    /// Writes a kubeconfig for this server with `credential` into the temp dir.
+    pub fn kubeconfig_for(&self, name: &str, credential: &Credential) -> Result<PathBuf, Error> {
+        let path = self.dir.join(format!("{name}.kubeconfig"));
+        write_kubeconfig(&path, &self.url, self.ca.pem(), credential)?;
+        Ok(path)
+    }
+
+    /// A rustls client config trusting this server (HTTP/1.1 ALPN), optionally with a client
+    /// certificate.
+    pub fn client_tls_config(
+        &self,
+        client: Option<&CertifiedKey>,
+    ) -> Result<rustls::ClientConfig, Error> {
+        crate::tls::client_config(&self.ca, client)
+    }
+
+    /// The request log.
+    pub fn recorder(&self) -> &Recorder {
+        &self.shared.recorder
+    }
+
+    /// Everything recorded so far.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.recorder.requests()
+    }
+
+    /// The misbehaviour knobs.
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    fn resource(resource: &str) -> Result<usize, Error> {
+        resources::lookup(resource).ok_or_else(|| Error::UnknownResource(resource.to_owned()))
+    }
+
+    /// Creates an object (`resource` as kubectl names it: `configmaps`, `cm`,
+    /// `widgets.example.com`, ...; `namespace` ignored for cluster-scoped resources).
+    pub fn create(&self, resource: &str, namespace: &str, object: Value) -> Result<Value, Error> {
+        let res = Self::resource(resource)?;
+        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
+        Ok(self.shared.store.create(res, ns, object, false)?.value.clone())
+    }
+
+    /// Reads an object.
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Result<Option<Value>, Error> {
+        let res = Self::resource(resource)?;
+        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
+        Ok(self.shared.store.get(res, ns, name).map(|o| o.value.clone()))
+    }
+
+    /// Changes an object in place (one MODIFIED event).
+    pub fn modify(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Result<Value, Error> {
+        let res = Self::resource(resource)?;
+        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
+        let stored = self.shared.store.modify(res, ns, name, false, |v| {
+            f(v);
+            Ok(())
+        })?;
+        Ok(stored.value.clone())
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> Result<(), Error> {
+        let res = Self::resource(resource)?;
+        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
+        self.shared.store.delete(res, ns, name, false)?;
+        Ok(())
+    }
+
+    /// Seeds `count` ConfigMaps `bulk-00000..` in `namespace`, each with `data_bytes` bytes
+    /// of data, for large-list tests (e.g. 1024 × 64 KiB ≈ 64 MiB). Returns the total data size.
+    pub fn seed_configmaps(
+        &self,
+        namespace: &str,
+        count: usize,
+        data_bytes: usize,
+    ) -> Result<usize, Error> {
+        let payload = "x".repeat(data_bytes);
+        for i in 0..count {
+            let obj = serde_json::json!({
+                "metadata": {"name": format!("bulk-{i:05}"), "labels": {"testkit/bulk": "true"}},
+                "data": {"payload": payload},
+            });
+            self.shared.store.create(1, namespace, obj, false)?;
+        }
+        Ok(count * data_bytes)
+    }
+
+    /// Emits `n` MODIFIED events for one object by bumping an annotation `n` times.
+    pub fn generate_events(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        n: usize,
+    ) -> Result<(), Error> {
+        for i in 0..n {
+            self.modify(resource, namespace, name, |v| {
+                v["metadata"]["annotations"]["testkit/counter"] = Value::String(i.to_string());
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.store.resource_version()
+    }
+}
+
+impl Drop for TestApiServer {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        // Best effort: a leftover temp dir is harmless.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((tcp, peer)) = accepted else { continue };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let control = Arc::new(ConnControl::default());
+            let stream = ResettableStream::new(tcp, control.clone());
+            let Ok(tls) = acceptor.accept(stream).await else { return };
+            let peer_cert: Option<Arc<[u8]>> = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Arc::from(c.as_ref()));
+            let conn_control = control.clone();
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                let peer_cert = peer_cert.clone();
+                let control = conn_control.clone();
+                async move {
+                    Ok::<_, Infallible>(handle(shared, peer, peer_cert, control, req).await)
+                }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            tokio::select! {
+                _ = conn => {}
+                () = control.killed.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        });
+    }
+}
+
+fn percent_decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
+}
+
+/// What the checks before the handler decided.
+enum Admission {
+    Proceed { info: RequestInfo },
+    Reject(Status),
+}
+
+fn admit(shared: &Shared, req: &Request<Incoming>, peer_cert: Option<&[u8]>, query: &Query, path: &str) -> (Admission, Option<UserInfo>, Option<UserInfo>, String) {
+    let info = RequestInfo::parse(req.method().as_str(), path, query);
+    let verb = info.verb.clone();
+    let Some(requestor) = shared.authn.authenticate(req.headers(), peer_cert) else {
+        return (Admission::Reject(Status::unauthorized()), None, None, verb);
+    };
+    let impersonated = match impersonate(&shared.authz, &requestor, req.headers()) {
+        Ok(i) => i,
+        Err(status) => return (Admission::Reject(status), Some(requestor), None, verb),
+    };
+    let user = impersonated.clone().unwrap_or_else(|| requestor.clone());
+    let p = &info.path;
+    let attrs = Attributes {
+        user: &user,
+        verb: &info.verb,
+        resource_request: info.resource_request,
+        path,
+        api_group: &p.group,
+        api_version: &p.version,
+        resource: &p.resource,
+        subresource: &p.subresource,
+        namespace: &p.namespace,
+        name: &p.name,
+    };
+    let decision = match shared.authz.authorize(&attrs) {
+        Decision::Allow => None,
+        Decision::Deny(r) | Decision::NoOpinion(r) => Some(forbidden_for(&attrs, &r)),
+    };
+    // Pod exec/attach/portforward also need `create` when the verb isn't already create
+    // (AuthorizePodWebsocketUpgradeCreatePermission, on since 1.35).
+    let decision = decision.or_else(|| {
+        let streaming = p.resource == "pods"
+            && matches!(p.subresource.as_str(), "exec" | "attach" | "portforward");
+        if !streaming || info.verb == "create" {
+            return None;
+        }
+        let create = Attributes { verb: "create", ..attrs };
+        match shared.authz.authorize(&create) {
+            Decision::Allow => None,
+            Decision::Deny(r) | Decision::NoOpinion(r) => {
+                Some(Status::forbidden("", "pods", &p.name, &r))
+            }
+        }
+    });
+    if let Some(status) = decision {
+        return (Admission::Reject(status), Some(requestor), impersonated, verb);
+    }
+    (Admission::Proceed { info }, Some(requestor), impersonated, verb)
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    _peer: SocketAddr,
+    peer_cert: Option<Arc<[u8]>>,
+    control: Arc<ConnControl>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let raw_path = req.uri().path().to_owned();
+    let raw_query = req.uri().query().map(str::to_owned);
+    let path = percent_decoded(&raw_path);
+    let query = Query::parse(raw_query.as_deref());
+    let pretty = wants_pretty(
+        raw_query.as_deref(),
+        req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()),
+    );
+    let upgrade = is_upgrade(req.headers());
+    let (admission, authenticated, impersonated, verb) =
+        admit(&shared, &req, peer_cert.as_deref(), &query, &path);
+    shared.recorder.push(RecordedRequest {
+        method: req.method().clone(),
+        version: req.version(),
+        path: raw_path.clone(),
+        query: raw_query.clone(),
+        headers: req.headers().clone(),
+        authenticated,
+        impersonated,
+        verb,
+    });
+    let mut slow = None;
+    match shared.faults.take(req.method(), &raw_path, upgrade) {
+        None => {}
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Reset) => {
+            control.reset();
+            // The connection task drops this future together with the socket.
+            return std::future::pending().await;
+        }
+        Some(Fault::Status(code)) => return body::status(&Status::for_code(code), pretty),
+        Some(Fault::SlowBody { chunk_size, interval }) => slow = Some((chunk_size, interval)),
+        Some(Fault::UpgradeStatus { code, location }) => {
+            return upgrade_refusal(code, location.as_deref(), pretty);
+        }
+    }
+    let resp = match admission {
+        Admission::Reject(status) => body::status(&status, pretty),
+        Admission::Proceed { info } => {
+            route(&shared, req, &info, &query, &path, pretty).await
+        }
+    };
+    match slow {
+        Some((chunk, interval)) => slow_down(resp, chunk.max(1), interval),
+        None => resp,
+    }
+}
+
+fn upgrade_refusal(code: u16, location: Option<&str>, pretty: bool) -> Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code == StatusCode::FORBIDDEN {
+        let s = Status::forbidden("", "", "", "upgrade refused by fault injection");
+        return body::status(&s, pretty);
+    }
+    let mut resp = body::text(code, "ok\n");
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        resp.headers_mut().insert(LOCATION, loc);
+    }
+    resp
+}
+
+fn slow_down(resp: Response<Body>, chunk: usize, interval: Duration) -> Response<Body> {
+    let (parts, inner) = resp.into_parts();
+    let frames = inner.into_data_stream();
+    let pieces = frames
+        .flat_map(move |r| {
+            let data: Bytes = r.unwrap_or_default();
+            let pieces: Vec<Bytes> = (0..data.len())
+                .step_by(chunk)
+                .map(|i| data.slice(i..(i + chunk).min(data.len())))
+                .collect();
+            futures_util::stream::iter(pieces)
+        })
+        .then(move |b| async move {
+            tokio::time::sleep(interval).await;
+            b
+        });
+    Response::from_parts(parts, body::stream(pieces))
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    info: &RequestInfo,
+    query: &Query,
+    path: &str,
+    pretty: bool,
+) -> Response<Body> {
+    if path == UPGRADE_ECHO_PATH {
+        return crate::exec::upgrade_echo(req);
+    }
+    if info.resource_request {
+        let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+        let table = wants_table(accept).then(|| IncludeObject::parse(query.get("includeObject")));
+        let ctx = Ctx { shared, info, query, pretty, table };
+        return api::serve(&ctx, req).await;
+    }
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return body::text(StatusCode::OK, "ok");
+    }
+    if let Some(resp) = openapi::serve(path) {
+        return resp;
+    }
+    if let Some(resp) = discovery::serve(path, req.headers(), &shared.host) {
+        return resp;
+    }
+    body::status(&Status::path_not_found(), pretty)
+}
