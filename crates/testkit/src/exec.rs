@@ -10,7 +10,8 @@ use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::body::{self, Body};
 use crate::request::Query;
@@ -134,7 +135,8 @@ where
         }
     }
     ws.send(frame(ERROR, br#"{"metadata":{},"status":"Success"}"#)).await?;
-    ws.close(None).await?;
+    // client-go only treats a 1000 Normal Closure as end of stream (1005 is an error).
+    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() })).await?;
     // Drain until the client acknowledges the close.
     while let Some(Ok(_)) = ws.next().await {}
     Ok(())
