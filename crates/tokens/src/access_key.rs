@@ -226,7 +226,11 @@ pub struct AccessKeyPolicy {
 impl AccessKeyPolicy {
     /// The policy of an `AccessKey` spec, with times taken from its metadata and status.
     /// A negative `ttl` on the wire counts as none.
-    pub fn from_spec(spec: &AccessKeySpec, created_at: u64, last_activity: Option<u64>) -> AccessKeyPolicy {
+    pub fn from_spec(
+        spec: &AccessKeySpec,
+        created_at: u64,
+        last_activity: Option<u64>,
+    ) -> AccessKeyPolicy {
         AccessKeyPolicy {
             disabled: spec.disabled,
             ttl: u64::try_from(spec.ttl).unwrap_or(0),
@@ -243,7 +247,9 @@ impl AccessKeyPolicy {
             return None;
         }
         let from = if self.ttl_after_last_activity {
-            self.last_activity.unwrap_or(self.created_at).max(self.created_at)
+            self.last_activity
+                .unwrap_or(self.created_at)
+                .max(self.created_at)
         } else {
             self.created_at
         };
@@ -316,8 +322,14 @@ mod tests {
     #[test]
     fn shape_check_rejects_near_misses() {
         assert!(!is_generated_access_key("kgak_short"));
-        assert!(!is_generated_access_key(&format!("kgak_{}", "a".repeat(42) + "+")));
-        assert!(!is_generated_access_key(&format!("KGAK_{}", "a".repeat(43))));
+        assert!(!is_generated_access_key(&format!(
+            "kgak_{}",
+            "a".repeat(42) + "+"
+        )));
+        assert!(!is_generated_access_key(&format!(
+            "KGAK_{}",
+            "a".repeat(43)
+        )));
         assert!(is_generated_access_key(&format!("kgak_{}", "a".repeat(43))));
     }
 
@@ -370,7 +382,10 @@ mod tests {
         assert!(p.check(1_150).is_ok());
         assert!(matches!(p.check(1_190), Err(Error::AccessKeyExpired)));
         // Never used: counts from creation.
-        assert!(matches!(policy(100, true, None).check(1_100), Err(Error::AccessKeyExpired)));
+        assert!(matches!(
+            policy(100, true, None).check(1_100),
+            Err(Error::AccessKeyExpired)
+        ));
     }
 
     #[test]

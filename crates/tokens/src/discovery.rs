@@ -28,7 +28,11 @@ pub struct DiscoveryDocument {
 
 impl DiscoveryDocument {
     /// The document for `issuer` serving its keys at `jwks_uri`.
-    pub fn new(issuer: impl Into<String>, jwks_uri: impl Into<String>, keys: &KeySet) -> DiscoveryDocument {
+    pub fn new(
+        issuer: impl Into<String>,
+        jwks_uri: impl Into<String>,
+        keys: &KeySet,
+    ) -> DiscoveryDocument {
         DiscoveryDocument {
             issuer: issuer.into(),
             jwks_uri: jwks_uri.into(),

@@ -52,9 +52,12 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
         return Err(Error::Malformed("empty token"));
     }
     let mut parts = token.splitn(4, '.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(Error::Malformed("a JWS has exactly three dot-separated parts"));
+        return Err(Error::Malformed(
+            "a JWS has exactly three dot-separated parts",
+        ));
     };
     if h.is_empty() || p.is_empty() {
         return Err(Error::Malformed("empty header or payload"));
@@ -69,7 +72,9 @@ pub(crate) fn parse(token: &str, max_len: usize) -> Result<Unverified<'_>, Error
         HeaderAlg::Unknown => return Err(Error::UnsupportedAlgorithm),
     };
     if header.crit.is_some() {
-        return Err(Error::Malformed("critical header extensions are not supported"));
+        return Err(Error::Malformed(
+            "critical header extensions are not supported",
+        ));
     }
     if s.is_empty() {
         return Err(Error::Malformed("empty signature"));
@@ -93,8 +98,9 @@ impl Unverified<'_> {
                 key: key.algorithm(),
             });
         }
-        let sig = b64::decode(self.signature).ok_or(Error::Malformed("signature is not base64url"))?;
-        key.verify(self.signing_input.as_bytes(), &sig)?;
+        let sig =
+            b64::decode(self.signature).ok_or(Error::Malformed("signature is not base64url"))?;
+        key.verify_signature(self.signing_input.as_bytes(), &sig)?;
         b64::decode(self.payload).ok_or(Error::Malformed("payload is not base64url"))
     }
 }

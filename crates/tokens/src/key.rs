@@ -94,10 +94,14 @@ impl SigningKey {
             Algorithm::Rs256 => KeyPairInner::Rsa(
                 RsaKeyPair::generate(KeySize::Rsa3072).map_err(|_| Error::KeyGeneration)?,
             ),
-            Algorithm::EdDsa => KeyPairInner::Ed25519(
-                Ed25519KeyPair::generate().map_err(|_| Error::KeyGeneration)?,
-            ),
-            _ => return Err(Error::UnsupportedKey("kubegate signs only with ES256, RS256 or EdDSA")),
+            Algorithm::EdDsa => {
+                KeyPairInner::Ed25519(Ed25519KeyPair::generate().map_err(|_| Error::KeyGeneration)?)
+            }
+            _ => {
+                return Err(Error::UnsupportedKey(
+                    "kubegate signs only with ES256, RS256 or EdDSA",
+                ));
+            }
         };
         SigningKey::from_inner(inner)
     }
@@ -153,7 +157,9 @@ impl SigningKey {
             ),
             KeyPairInner::Rsa(k) => {
                 if k.public_modulus_len() < MIN_RSA_MODULUS_BYTES {
-                    return Err(Error::UnsupportedKey("RSA keys must have at least 2048 bits"));
+                    return Err(Error::UnsupportedKey(
+                        "RSA keys must have at least 2048 bits",
+                    ));
                 }
                 let c = RsaPublicKeyComponents::<Vec<u8>>::from(k.public_key());
                 (Algorithm::Rs256, PublicParts::Rsa { n: c.n, e: c.e })
@@ -210,8 +216,9 @@ impl SigningKey {
         &self.header_b64
     }
 
-    /// Signs `message` (a JWS signing input) and returns the raw JWS signature bytes.
-    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
+    /// Signs `message` and returns the raw signature in JWS form (`r || s` for ECDSA).
+    /// Tokens are made with [`crate::Minter`]; this is the bare primitive underneath.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
         match &self.inner {
             KeyPairInner::Ecdsa(k) => Ok(k
                 .sign(&SystemRandom::new(), message)
@@ -239,7 +246,10 @@ enum PublicParts {
     /// Uncompressed SEC1 point `04 || x || y`.
     Ec(Vec<u8>),
     Ed25519(Vec<u8>),
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
 }
 
 impl VerifyingKey {
@@ -256,7 +266,9 @@ impl VerifyingKey {
                     ("P-384", 48)
                 };
                 if point.len() != 1 + 2 * coord || point.first() != Some(&4) {
-                    return Err(Error::UnsupportedKey("EC point is not an uncompressed point of the curve"));
+                    return Err(Error::UnsupportedKey(
+                        "EC point is not an uncompressed point of the curve",
+                    ));
                 }
                 let key = ParsedPublicKey::new(alg.verification(), point.as_slice())
                     .map_err(|e| rejected(&e))?;
@@ -284,7 +296,9 @@ impl VerifyingKey {
                 let n = strip_leading_zeros(n);
                 let e = strip_leading_zeros(e);
                 if n.len() < MIN_RSA_MODULUS_BYTES {
-                    return Err(Error::UnsupportedKey("RSA keys must have at least 2048 bits"));
+                    return Err(Error::UnsupportedKey(
+                        "RSA keys must have at least 2048 bits",
+                    ));
                 }
                 let params = alg
                     .rsa_params()
@@ -322,7 +336,9 @@ impl VerifyingKey {
         if let Some(a) = &jwk.alg
             && a != alg.name()
         {
-            return Err(Error::UnsupportedKey("JWK alg differs from the requested algorithm"));
+            return Err(Error::UnsupportedKey(
+                "JWK alg differs from the requested algorithm",
+            ));
         }
         if let Some(u) = &jwk.use_
             && u != "sig"
@@ -340,16 +356,12 @@ impl VerifyingKey {
                 .ok_or(Error::UnsupportedKey(what))
         };
         let parts = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
-            ("EC", Some("P-256")) if alg == Algorithm::Es256 => ec_point(
-                &field(&jwk.x, "EC x")?,
-                &field(&jwk.y, "EC y")?,
-                32,
-            )?,
-            ("EC", Some("P-384")) if alg == Algorithm::Es384 => ec_point(
-                &field(&jwk.x, "EC x")?,
-                &field(&jwk.y, "EC y")?,
-                48,
-            )?,
+            ("EC", Some("P-256")) if alg == Algorithm::Es256 => {
+                ec_point(&field(&jwk.x, "EC x")?, &field(&jwk.y, "EC y")?, 32)?
+            }
+            ("EC", Some("P-384")) if alg == Algorithm::Es384 => {
+                ec_point(&field(&jwk.x, "EC x")?, &field(&jwk.y, "EC y")?, 48)?
+            }
             ("OKP", Some("Ed25519")) if alg == Algorithm::EdDsa => {
                 PublicParts::Ed25519(field(&jwk.x, "OKP x")?)
             }
@@ -357,7 +369,11 @@ impl VerifyingKey {
                 n: field(&jwk.n, "RSA n")?,
                 e: field(&jwk.e, "RSA e")?,
             },
-            _ => return Err(Error::UnsupportedKey("JWK type or curve does not fit the algorithm")),
+            _ => {
+                return Err(Error::UnsupportedKey(
+                    "JWK type or curve does not fit the algorithm",
+                ));
+            }
         };
         VerifyingKey::from_parts(alg, &parts, jwk.kid.as_deref())
     }
@@ -377,9 +393,11 @@ impl VerifyingKey {
         &self.jwk
     }
 
-    pub(crate) fn verify(&self, message: &[u8], sig: &[u8]) -> Result<(), Error> {
+    /// Checks a raw signature over `message` with this key's one algorithm: the bare
+    /// primitive under token verification (JWS signatures are `r || s` for ECDSA).
+    pub fn verify_signature(&self, message: &[u8], signature: &[u8]) -> Result<(), Error> {
         self.key
-            .verify_sig(message, sig)
+            .verify_sig(message, signature)
             .map_err(|_| Error::BadSignature)
     }
 }

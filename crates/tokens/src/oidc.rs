@@ -132,7 +132,9 @@ impl OidcIssuer {
             }
         }
         if keys.is_empty() {
-            return Err(Error::Jwks("no usable signature key for the allowed algorithms"));
+            return Err(Error::Jwks(
+                "no usable signature key for the allowed algorithms",
+            ));
         }
         Ok(OidcIssuer { config, keys })
     }
@@ -197,7 +199,9 @@ impl OidcIssuer {
         }
         let aud_ok = match claims.get("aud") {
             Some(Value::String(a)) => *a == self.config.client_id,
-            Some(Value::Array(list)) => list.iter().any(|a| a.as_str() == Some(&self.config.client_id)),
+            Some(Value::Array(list)) => list
+                .iter()
+                .any(|a| a.as_str() == Some(&self.config.client_id)),
             _ => false,
         };
         if !aud_ok {

@@ -48,7 +48,11 @@ impl Verifier {
     pub const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
 
     /// A verifier accepting tokens of `issuer` for `audience`, signed by a key of `keys`.
-    pub fn new(keys: Arc<KeySet>, issuer: impl Into<String>, audience: impl Into<String>) -> Verifier {
+    pub fn new(
+        keys: Arc<KeySet>,
+        issuer: impl Into<String>,
+        audience: impl Into<String>,
+    ) -> Verifier {
         Verifier {
             keys,
             issuer: issuer.into(),
@@ -102,8 +106,11 @@ impl Verifier {
 
     /// Revokes a token by its claims until it would have expired (`exp + leeway`).
     pub fn revoke(&self, claims: &Claims, now: u64) {
-        self.revocations
-            .revoke(claims.jti.clone(), claims.exp.saturating_add(self.leeway), now);
+        self.revocations.revoke(
+            claims.jti.clone(),
+            claims.exp.saturating_add(self.leeway),
+            now,
+        );
     }
 
     /// Number of tokens in the cache.
@@ -121,7 +128,12 @@ impl Verifier {
     /// Verifies `token` at `now` (Unix seconds). `current_generation` returns the subject's
     /// current token generation (`User.spec.tokenGeneration`), or `None` if the subject is
     /// unknown, which refuses the token.
-    pub fn verify<G>(&self, token: &str, now: u64, current_generation: G) -> Result<Arc<Claims>, Error>
+    pub fn verify<G>(
+        &self,
+        token: &str,
+        now: u64,
+        current_generation: G,
+    ) -> Result<Arc<Claims>, Error>
     where
         G: FnOnce(&LoftClaim) -> Option<i64>,
     {
