@@ -81,7 +81,11 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         return ctx.error(&Status::path_not_found());
     }
     // `/api/v1/namespaces/<name>` addresses the namespace itself, not a namespace scope.
-    let ns = if def.namespaced { p.namespace.as_str() } else { "" };
+    let ns = if def.namespaced {
+        p.namespace.as_str()
+    } else {
+        ""
+    };
     if !p.subresource.is_empty() {
         if res == PODS && p.subresource == "exec" {
             return exec(ctx, req, ns).await;
@@ -120,7 +124,9 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
             Ok((v, ct)) => patch_object(ctx, res, ns, v, &ct),
             Err(e) => Err(e),
         },
-        "delete" => store.delete(res, ns, &p.name, ctx.dry_run()).map(|o| deleted(def, &o)),
+        "delete" => store
+            .delete(res, ns, &p.name, ctx.dry_run())
+            .map(|o| deleted(def, &o)),
         "deletecollection" => delete_collection(ctx, res, ns),
         _ => Err(Status::method_not_supported(def.group, def.plural, verb)),
     };
@@ -132,7 +138,7 @@ fn object_or_table(ctx: &Ctx<'_>, res: usize, o: &Arc<StoredObject>) -> Response
         None => object_response(StatusCode::OK, o),
         Some(include) => {
             let meta = json!({"resourceVersion": o.value["metadata"]["resourceVersion"]});
-            let t = table::table(res, std::slice::from_ref(o), include, meta, true);
+            let t = table::table(res, std::slice::from_ref(o), include, &meta, true);
             let bytes = serde_json::to_vec(&t).unwrap_or_default();
             body::response(StatusCode::OK, TABLE_CONTENT_TYPE, body::full(bytes))
         }
@@ -150,14 +156,20 @@ fn deleted(def: &ResourceDef, o: &StoredObject) -> Response<Body> {
             "status": "Success",
             "details": {"name": o.name(), "kind": def.plural, "uid": o.value["metadata"]["uid"]},
         });
-        body::json(StatusCode::OK, serde_json::to_vec(&status).unwrap_or_default())
+        body::json(
+            StatusCode::OK,
+            serde_json::to_vec(&status).unwrap_or_default(),
+        )
     } else {
         object_response(StatusCode::OK, o)
     }
 }
 
 fn selector(ctx: &Ctx<'_>) -> Result<Selector, Status> {
-    Selector::parse(ctx.query.get("fieldSelector"), ctx.query.get("labelSelector"))
+    Selector::parse(
+        ctx.query.get("fieldSelector"),
+        ctx.query.get("labelSelector"),
+    )
 }
 
 fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
@@ -178,7 +190,9 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
     }
     let limit = match ctx.query.get("limit") {
         Some(l) => l.parse::<usize>().map_err(|_| {
-            Status::bad_request(format!("invalid limit {l:?}: must be a non-negative integer"))
+            Status::bad_request(format!(
+                "invalid limit {l:?}: must be a non-negative integer"
+            ))
         })?,
         None => 0,
     };
@@ -193,9 +207,13 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
         }
     }
     if let Some(include) = ctx.table {
-        let t = table::table(res, &items, include, meta, true);
+        let t = table::table(res, &items, include, &meta, true);
         let bytes = serde_json::to_vec(&t).unwrap_or_default();
-        return Ok(body::response(StatusCode::OK, TABLE_CONTENT_TYPE, body::full(bytes)));
+        return Ok(body::response(
+            StatusCode::OK,
+            TABLE_CONTENT_TYPE,
+            body::full(bytes),
+        ));
     }
     let head = format!(
         "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
@@ -203,7 +221,11 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
         def.api_version(),
         meta
     );
-    Ok(body::response(StatusCode::OK, "application/json", body::stream(list_chunks(head, items))))
+    Ok(body::response(
+        StatusCode::OK,
+        "application/json",
+        body::stream(list_chunks(head, items)),
+    ))
 }
 
 /// A list body as a stream of ~256 KiB chunks, serialised from the stored bytes as it goes.
@@ -241,9 +263,10 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
     let sel = selector(ctx)?;
     let rv = match ctx.query.get("resourceVersion") {
         None | Some("" | "0") => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|_| {
-            Status::bad_request(format!("invalid resource version {v:?}"))
-        })?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|_| Status::bad_request(format!("invalid resource version {v:?}")))?,
+        ),
     };
     let timeout = match ctx.query.get("timeoutSeconds") {
         Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
@@ -258,7 +281,11 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
             let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": status.to_value()}))
                 .unwrap_or_default();
             v.push(b'\n');
-            return Ok(body::response(StatusCode::OK, "application/json", body::full(v)));
+            return Ok(body::response(
+                StatusCode::OK,
+                "application/json",
+                body::full(v),
+            ));
         }
     };
     let params = WatchParams {
@@ -269,8 +296,16 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
         timeout,
         shutdown: ctx.shared.shutdown.clone(),
     };
-    let content_type = if ctx.table.is_some() { TABLE_CONTENT_TYPE } else { "application/json" };
-    Ok(body::response(StatusCode::OK, content_type, watch::body(start, params)))
+    let content_type = if ctx.table.is_some() {
+        TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    Ok(body::response(
+        StatusCode::OK,
+        content_type,
+        watch::body(start, params),
+    ))
 }
 
 fn patch_object(
@@ -293,7 +328,9 @@ fn patch_object(
             .map(|o| object_response(StatusCode::CREATED, &o));
     }
     store
-        .modify(res, ns, name, ctx.dry_run(), |current| patch::apply(kind, current, &patch_body))
+        .modify(res, ns, name, ctx.dry_run(), |current| {
+            patch::apply(kind, current, &patch_body)
+        })
         .map(|o| object_response(StatusCode::OK, &o))
 }
 
@@ -304,7 +341,11 @@ fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Bod
     let mut deleted = Vec::new();
     for o in items.iter().filter(|o| sel.matches(o)) {
         // Racing deletes are fine: whatever is already gone is skipped.
-        if let Ok(d) = ctx.shared.store.delete(res, o.namespace(), o.name(), ctx.dry_run()) {
+        if let Ok(d) = ctx
+            .shared
+            .store
+            .delete(res, o.namespace(), o.name(), ctx.dry_run())
+        {
             deleted.push(d.value.clone());
         }
     }
@@ -315,7 +356,10 @@ fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Bod
         "metadata": {"resourceVersion": rv.to_string()},
         "items": deleted,
     });
-    Ok(body::json(StatusCode::OK, serde_json::to_vec(&list).unwrap_or_default()))
+    Ok(body::json(
+        StatusCode::OK,
+        serde_json::to_vec(&list).unwrap_or_default(),
+    ))
 }
 
 async fn exec(ctx: &Ctx<'_>, req: Request<Incoming>, ns: &str) -> Response<Body> {

@@ -21,21 +21,32 @@ pub(crate) struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("anonymous", &self.anonymous).finish_non_exhaustive()
+        f.debug_struct("Authenticator")
+            .field("anonymous", &self.anonymous)
+            .finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
     pub(crate) fn new(anonymous: bool) -> Self {
-        Self { anonymous, ..Self::default() }
+        Self {
+            anonymous,
+            ..Self::default()
+        }
     }
 
     pub(crate) fn add_token(&self, token: String, user: UserInfo) {
-        self.tokens.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(token, user);
+        self.tokens
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(token, user);
     }
 
     pub(crate) fn add_cert(&self, der: Vec<u8>, user: UserInfo) {
-        self.certs.write().unwrap_or_else(std::sync::PoisonError::into_inner).insert(der, user);
+        self.certs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(der, user);
     }
 
     /// The requestor, with `system:authenticated` added, or `None` → 401.
@@ -47,12 +58,24 @@ impl Authenticator {
         if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
             // A presented but unknown credential is rejected even when anonymous is allowed.
             let token = auth.to_str().ok()?.strip_prefix("Bearer ")?.trim();
-            let tokens = self.tokens.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            return tokens.get(token).cloned().map(UserInfo::with_authenticated_group);
+            let tokens = self
+                .tokens
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            return tokens
+                .get(token)
+                .cloned()
+                .map(UserInfo::with_authenticated_group);
         }
         if let Some(der) = peer_cert {
-            let certs = self.certs.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            return certs.get(der).cloned().map(UserInfo::with_authenticated_group);
+            let certs = self
+                .certs
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            return certs
+                .get(der)
+                .cloned()
+                .map(UserInfo::with_authenticated_group);
         }
         self.anonymous.then(UserInfo::anonymous)
     }
@@ -101,12 +124,17 @@ impl ImpersonationRequest {
 fn unescape(s: &str) -> String {
     let bytes = s.as_bytes();
     let valid = bytes.iter().enumerate().all(|(i, b)| {
-        *b != b'%' || bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        *b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
     });
     if !valid {
         return s.to_owned();
     }
-    percent_decode_str(s).decode_utf8().map_or_else(|_| s.to_owned(), |c| c.into_owned())
+    percent_decode_str(s)
+        .decode_utf8()
+        .map_or_else(|_| s.to_owned(), |c| c.into_owned())
 }
 
 fn service_account(user: &str) -> Option<(&str, &str)> {
@@ -115,7 +143,8 @@ fn service_account(user: &str) -> Option<(&str, &str)> {
     let valid = |s: &str| {
         !s.is_empty()
             && s.len() <= 253
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     };
     (valid(ns) && valid(name)).then_some((ns, name))
 }
@@ -178,7 +207,10 @@ pub(crate) fn impersonate(
     }
     let mut groups = req.groups.clone();
     if let (Some((ns, _)), true) = (sa, groups.is_empty()) {
-        groups = vec!["system:serviceaccounts".to_owned(), format!("system:serviceaccounts:{ns}")];
+        groups = vec![
+            "system:serviceaccounts".to_owned(),
+            format!("system:serviceaccounts:{ns}"),
+        ];
     }
     let mut out = UserInfo {
         name: user.to_owned(),
@@ -251,53 +283,274 @@ mod tests {
                 Decision::NoOpinion("deny by default".into())
             }
         };
-        AuthorizerChain { inner: Arc::new(FnAuthorizer(f)) }
+        AuthorizerChain {
+            inner: Arc::new(FnAuthorizer(f)),
+        }
     }
 
     fn user(spec: &str) -> UserInfo {
         let (name, groups) = spec.split_once(';').unwrap_or((spec, ""));
         let mut u = UserInfo::new(name);
-        u.groups = groups.split(',').filter(|g| !g.is_empty()).map(str::to_owned).collect();
+        u.groups = groups
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+            .collect();
         u
     }
 
     /// V3.1 TestImpersonationFilter: (name, requestor, headers, code, expected user spec).
     #[test]
     fn v3_1_test_impersonation_filter() {
-        type Case = (&'static str, &'static str, &'static [(&'static str, &'static str)], u16, &'static str);
+        type Case = (
+            &'static str,
+            &'static str,
+            &'static [(&'static str, &'static str)],
+            u16,
+            &'static str,
+        );
         let cases: &[Case] = &[
             ("not-impersonating", "tester", &[], 200, "tester"),
-            ("impersonating-error", "tester", &[("impersonate-user", "anyone")], 403, ""),
-            ("impersonating-group-without-user", "tester", &[("impersonate-group", "some-group")], 400, ""),
-            ("impersonating-extra-without-user", "tester", &[("impersonate-extra-scopes", "scope-a")], 400, ""),
-            ("impersonating-uid-without-user", "tester", &[("impersonate-uid", "some-uid")], 400, ""),
-            ("disallowed-group", "dev;wheel", &[("impersonate-user", "system:admin"), ("impersonate-group", "some-group")], 403, ""),
-            ("allowed-group", "dev;wheel,group-impersonater", &[("impersonate-user", "system:admin"), ("impersonate-group", "some-group")], 200, "system:admin;some-group,system:authenticated"),
-            ("disallowed-userextra-1", "dev;wheel", &[("impersonate-user", "system:admin"), ("impersonate-group", "some-group"), ("impersonate-extra-scopes", "scope-a")], 403, ""),
-            ("disallowed-userextra-2", "dev;wheel,extra-setter-project", &[("impersonate-user", "system:admin"), ("impersonate-group", "some-group"), ("impersonate-extra-scopes", "scope-a")], 403, ""),
-            ("disallowed-userextra-3", "dev;wheel,extra-setter-particular-scopes", &[("impersonate-user", "system:admin"), ("impersonate-group", "some-group"), ("impersonate-extra-scopes", "scope-a"), ("impersonate-extra-scopes", "scope-b")], 403, ""),
-            ("allowed-userextras", "dev;wheel,extra-setter-scopes", &[("impersonate-user", "system:admin"), ("impersonate-extra-scopes", "scope-a"), ("impersonate-extra-scopes", "scope-b")], 200, "system:admin;system:authenticated|scopes=scope-a,scope-b"),
-            ("percent-escaped-userextras", "dev;wheel,escaped-scopes", &[("impersonate-user", "system:admin"), ("impersonate-extra-example.com%2fescaped%e1%9b%84scopes", "scope-a"), ("impersonate-extra-example.com%2fescaped%e1%9b%84scopes", "scope-b")], 200, "system:admin;system:authenticated|example.com/escapedᛄscopes=scope-a,scope-b"),
-            ("almost-percent-escaped-userextras", "dev;wheel,almost-escaped-scopes", &[("impersonate-user", "system:admin"), ("impersonate-extra-almost%zzpercent%xxencoded", "scope-a"), ("impersonate-extra-almost%zzpercent%xxencoded", "scope-b")], 200, "system:admin;system:authenticated|almost%zzpercent%xxencoded=scope-a,scope-b"),
-            ("allowed-users-impersonation", "dev;regular-impersonater", &[("impersonate-user", "tester")], 200, "tester;system:authenticated"),
-            ("disallowed-impersonating", "dev;sa-impersonater", &[("impersonate-user", "tester")], 403, ""),
-            ("allowed-sa-impersonating", "dev;sa-impersonater", &[("impersonate-user", "system:serviceaccount:foo:default")], 200, "system:serviceaccount:foo:default;system:serviceaccounts,system:serviceaccounts:foo,system:authenticated"),
-            ("anonymous-username-prevents-adding-authenticated-group", "system:admin", &[("impersonate-user", "system:anonymous")], 200, "system:anonymous;system:unauthenticated"),
-            ("unauthenticated-group-prevents-adding-authenticated-group", "system:admin", &[("impersonate-user", "unknown"), ("impersonate-group", "system:unauthenticated")], 200, "unknown;system:unauthenticated"),
-            ("unauthenticated-group-prevents-double-adding-authenticated-group", "system:admin", &[("impersonate-user", "unknown"), ("impersonate-group", "system:authenticated")], 200, "unknown;system:authenticated"),
-            ("specified-authenticated-group-prevents-double-adding-authenticated-group", "dev;wheel,group-impersonater", &[("impersonate-user", "system:admin"), ("impersonate-group", "some-group"), ("impersonate-group", "system:authenticated")], 200, "system:admin;some-group,system:authenticated"),
-            ("anonymous-user-should-include-unauthenticated-group", "system:admin", &[("impersonate-user", "system:anonymous")], 200, "system:anonymous;system:unauthenticated"),
-            ("anonymous-user-prevents-double-adding-unauthenticated-group", "system:admin", &[("impersonate-user", "system:anonymous"), ("impersonate-group", "system:unauthenticated")], 200, "system:anonymous;system:unauthenticated"),
-            ("allowed-user-impersonation-with-uid", "dev;everything-impersonater", &[("impersonate-user", "tester"), ("impersonate-uid", "some-uid")], 200, "tester;system:authenticated#some-uid"),
-            ("disallowed-user-impersonation-with-uid", "dev;everything-impersonater", &[("impersonate-user", "tester"), ("impersonate-uid", "disallowed-uid")], 403, ""),
-            ("allowed-impersonation-with-all-headers", "dev;everything-impersonater", &[("impersonate-user", "tester"), ("impersonate-group", "system:authenticated"), ("impersonate-extra-scopes", "scope-a"), ("impersonate-extra-scopes", "scope-b"), ("impersonate-uid", "some-uid")], 200, "tester;system:authenticated|scopes=scope-a,scope-b#some-uid"),
+            (
+                "impersonating-error",
+                "tester",
+                &[("impersonate-user", "anyone")],
+                403,
+                "",
+            ),
+            (
+                "impersonating-group-without-user",
+                "tester",
+                &[("impersonate-group", "some-group")],
+                400,
+                "",
+            ),
+            (
+                "impersonating-extra-without-user",
+                "tester",
+                &[("impersonate-extra-scopes", "scope-a")],
+                400,
+                "",
+            ),
+            (
+                "impersonating-uid-without-user",
+                "tester",
+                &[("impersonate-uid", "some-uid")],
+                400,
+                "",
+            ),
+            (
+                "disallowed-group",
+                "dev;wheel",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-group", "some-group"),
+                ],
+                403,
+                "",
+            ),
+            (
+                "allowed-group",
+                "dev;wheel,group-impersonater",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-group", "some-group"),
+                ],
+                200,
+                "system:admin;some-group,system:authenticated",
+            ),
+            (
+                "disallowed-userextra-1",
+                "dev;wheel",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-group", "some-group"),
+                    ("impersonate-extra-scopes", "scope-a"),
+                ],
+                403,
+                "",
+            ),
+            (
+                "disallowed-userextra-2",
+                "dev;wheel,extra-setter-project",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-group", "some-group"),
+                    ("impersonate-extra-scopes", "scope-a"),
+                ],
+                403,
+                "",
+            ),
+            (
+                "disallowed-userextra-3",
+                "dev;wheel,extra-setter-particular-scopes",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-group", "some-group"),
+                    ("impersonate-extra-scopes", "scope-a"),
+                    ("impersonate-extra-scopes", "scope-b"),
+                ],
+                403,
+                "",
+            ),
+            (
+                "allowed-userextras",
+                "dev;wheel,extra-setter-scopes",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-extra-scopes", "scope-a"),
+                    ("impersonate-extra-scopes", "scope-b"),
+                ],
+                200,
+                "system:admin;system:authenticated|scopes=scope-a,scope-b",
+            ),
+            (
+                "percent-escaped-userextras",
+                "dev;wheel,escaped-scopes",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    (
+                        "impersonate-extra-example.com%2fescaped%e1%9b%84scopes",
+                        "scope-a",
+                    ),
+                    (
+                        "impersonate-extra-example.com%2fescaped%e1%9b%84scopes",
+                        "scope-b",
+                    ),
+                ],
+                200,
+                "system:admin;system:authenticated|example.com/escapedᛄscopes=scope-a,scope-b",
+            ),
+            (
+                "almost-percent-escaped-userextras",
+                "dev;wheel,almost-escaped-scopes",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-extra-almost%zzpercent%xxencoded", "scope-a"),
+                    ("impersonate-extra-almost%zzpercent%xxencoded", "scope-b"),
+                ],
+                200,
+                "system:admin;system:authenticated|almost%zzpercent%xxencoded=scope-a,scope-b",
+            ),
+            (
+                "allowed-users-impersonation",
+                "dev;regular-impersonater",
+                &[("impersonate-user", "tester")],
+                200,
+                "tester;system:authenticated",
+            ),
+            (
+                "disallowed-impersonating",
+                "dev;sa-impersonater",
+                &[("impersonate-user", "tester")],
+                403,
+                "",
+            ),
+            (
+                "allowed-sa-impersonating",
+                "dev;sa-impersonater",
+                &[("impersonate-user", "system:serviceaccount:foo:default")],
+                200,
+                "system:serviceaccount:foo:default;system:serviceaccounts,system:serviceaccounts:foo,system:authenticated",
+            ),
+            (
+                "anonymous-username-prevents-adding-authenticated-group",
+                "system:admin",
+                &[("impersonate-user", "system:anonymous")],
+                200,
+                "system:anonymous;system:unauthenticated",
+            ),
+            (
+                "unauthenticated-group-prevents-adding-authenticated-group",
+                "system:admin",
+                &[
+                    ("impersonate-user", "unknown"),
+                    ("impersonate-group", "system:unauthenticated"),
+                ],
+                200,
+                "unknown;system:unauthenticated",
+            ),
+            (
+                "unauthenticated-group-prevents-double-adding-authenticated-group",
+                "system:admin",
+                &[
+                    ("impersonate-user", "unknown"),
+                    ("impersonate-group", "system:authenticated"),
+                ],
+                200,
+                "unknown;system:authenticated",
+            ),
+            (
+                "specified-authenticated-group-prevents-double-adding-authenticated-group",
+                "dev;wheel,group-impersonater",
+                &[
+                    ("impersonate-user", "system:admin"),
+                    ("impersonate-group", "some-group"),
+                    ("impersonate-group", "system:authenticated"),
+                ],
+                200,
+                "system:admin;some-group,system:authenticated",
+            ),
+            (
+                "anonymous-user-should-include-unauthenticated-group",
+                "system:admin",
+                &[("impersonate-user", "system:anonymous")],
+                200,
+                "system:anonymous;system:unauthenticated",
+            ),
+            (
+                "anonymous-user-prevents-double-adding-unauthenticated-group",
+                "system:admin",
+                &[
+                    ("impersonate-user", "system:anonymous"),
+                    ("impersonate-group", "system:unauthenticated"),
+                ],
+                200,
+                "system:anonymous;system:unauthenticated",
+            ),
+            (
+                "allowed-user-impersonation-with-uid",
+                "dev;everything-impersonater",
+                &[
+                    ("impersonate-user", "tester"),
+                    ("impersonate-uid", "some-uid"),
+                ],
+                200,
+                "tester;system:authenticated#some-uid",
+            ),
+            (
+                "disallowed-user-impersonation-with-uid",
+                "dev;everything-impersonater",
+                &[
+                    ("impersonate-user", "tester"),
+                    ("impersonate-uid", "disallowed-uid"),
+                ],
+                403,
+                "",
+            ),
+            (
+                "allowed-impersonation-with-all-headers",
+                "dev;everything-impersonater",
+                &[
+                    ("impersonate-user", "tester"),
+                    ("impersonate-group", "system:authenticated"),
+                    ("impersonate-extra-scopes", "scope-a"),
+                    ("impersonate-extra-scopes", "scope-b"),
+                    ("impersonate-uid", "some-uid"),
+                ],
+                200,
+                "tester;system:authenticated|scopes=scope-a,scope-b#some-uid",
+            ),
         ];
         let authz = v3_authorizer();
         for (name, requestor, headers, code, want) in cases {
             let requestor = user(requestor);
             let mut map = HeaderMap::new();
             for (k, v) in *headers {
-                map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+                map.append(
+                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
             }
             let got = impersonate(&authz, &requestor, &map);
             match (got, *code) {
@@ -322,7 +575,9 @@ mod tests {
     #[test]
     fn impersonation_denial_message() {
         let authz = AuthorizerChain {
-            inner: Arc::new(FnAuthorizer(|_: &Attributes<'_>| Decision::NoOpinion(String::new()))),
+            inner: Arc::new(FnAuthorizer(|_: &Attributes<'_>| {
+                Decision::NoOpinion(String::new())
+            })),
         };
         let mut map = HeaderMap::new();
         map.insert("impersonate-user", HeaderValue::from_static("bob"));

@@ -17,11 +17,15 @@ use crate::status::Status;
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|e: Infallible| match e {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
 }
 
 pub(crate) fn empty() -> Body {
-    Empty::new().map_err(|e: Infallible| match e {}).boxed_unsync()
+    Empty::new()
+        .map_err(|e: Infallible| match e {})
+        .boxed_unsync()
 }
 
 pub(crate) fn stream<S>(chunks: S) -> Body
@@ -37,7 +41,8 @@ pub(crate) fn response(code: StatusCode, content_type: &str, body: Body) -> Resp
     if let Ok(v) = HeaderValue::from_str(content_type) {
         resp.headers_mut().insert(CONTENT_TYPE, v);
     }
-    resp.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
     resp
 }
 
@@ -49,17 +54,23 @@ pub(crate) fn status(status: &Status, pretty: bool) -> Response<Body> {
     let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = json(code, status.to_bytes(pretty));
     if let Some(secs) = status.retry_after() {
-        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     if code == StatusCode::FORBIDDEN {
-        resp.headers_mut()
-            .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+        resp.headers_mut().insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
     }
     resp
 }
 
 pub(crate) fn text(code: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
     let mut resp = response(code, "text/plain; charset=utf-8", full(text));
-    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }

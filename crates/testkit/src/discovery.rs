@@ -10,7 +10,8 @@ use crate::resources::{RESOURCES, ResourceDef, groups};
 use crate::status::Status;
 
 /// The aggregated discovery media type (`apidiscovery.k8s.io/v2`).
-pub(crate) const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub(crate) const AGGREGATED: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 /// How a discovery request wants its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +102,11 @@ fn api_resource(r: &ResourceDef) -> Vec<Value> {
         "storageVersionHash": format!("{:x}", fnv(r.plural.as_bytes()) & 0xffff_ffff_ffff),
     })];
     for (sub, verbs) in r.subresources {
-        let kind = if *sub == "exec" { "PodExecOptions" } else { r.kind };
+        let kind = if *sub == "exec" {
+            "PodExecOptions"
+        } else {
+            r.kind
+        };
         out.push(json!({
             "name": format!("{}/{sub}", r.plural),
             "singularName": "",
@@ -183,15 +188,21 @@ fn aggregated_item(group: &str, versions: &[&str]) -> Value {
             json!({"version": v, "resources": resources, "freshness": "Current"})
         })
         .collect();
-    let metadata = if group.is_empty() { json!({}) } else { json!({"name": group}) };
+    let metadata = if group.is_empty() {
+        json!({})
+    } else {
+        json!({"name": group})
+    };
     json!({"metadata": metadata, "versions": versions})
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
-fn aggregated_response(items: Vec<Value>, headers: &HeaderMap) -> Response<Body> {
+fn aggregated_response(items: &[Value], headers: &HeaderMap) -> Response<Body> {
     let doc = json!({
         "kind": "APIGroupDiscoveryList",
         "apiVersion": "apidiscovery.k8s.io/v2",
@@ -199,7 +210,11 @@ fn aggregated_response(items: Vec<Value>, headers: &HeaderMap) -> Response<Body>
         "items": items,
     });
     let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-    let etag = format!("\"{:016X}{:016X}\"", fnv(&bytes), fnv(&[&bytes[..], b"2"].concat()));
+    let etag = format!(
+        "\"{:016X}{:016X}\"",
+        fnv(&bytes),
+        fnv(&[&bytes[..], b"2"].concat())
+    );
     let not_modified = headers
         .get(http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -214,19 +229,26 @@ fn aggregated_response(items: Vec<Value>, headers: &HeaderMap) -> Response<Body>
         h.insert(ETAG, v);
     }
     h.insert(http::header::VARY, HeaderValue::from_static("Accept"));
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public"));
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("public"),
+    );
     resp
 }
 
 /// Serves a discovery path; `None` if `path` is not one.
 pub(crate) fn serve(path: &str, headers: &HeaderMap, host: &str) -> Option<Response<Body>> {
-    let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let accept = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
     let json_ok = |v: Value| body::json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default());
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
         ["version"] => Some(json_ok(version())),
         ["api"] => Some(match negotiate(accept) {
-            DiscoveryFormat::Aggregated => aggregated_response(vec![aggregated_item("", &["v1"])], headers),
+            DiscoveryFormat::Aggregated => {
+                aggregated_response(&[aggregated_item("", &["v1"])], headers)
+            }
             DiscoveryFormat::Legacy => json_ok(json!({
                 "kind": "APIVersions",
                 "versions": ["v1"],
@@ -236,7 +258,10 @@ pub(crate) fn serve(path: &str, headers: &HeaderMap, host: &str) -> Option<Respo
         }),
         ["apis"] => Some(match negotiate(accept) {
             DiscoveryFormat::Aggregated => aggregated_response(
-                groups().iter().map(|(g, vs)| aggregated_item(g, vs)).collect(),
+                &groups()
+                    .iter()
+                    .map(|(g, vs)| aggregated_item(g, vs))
+                    .collect::<Vec<_>>(),
                 headers,
             ),
             DiscoveryFormat::Legacy => json_ok(json!({
@@ -247,12 +272,15 @@ pub(crate) fn serve(path: &str, headers: &HeaderMap, host: &str) -> Option<Respo
             DiscoveryFormat::NotAcceptable => not_acceptable(),
         }),
         ["api", v] => resource_list("", v).map(json_ok),
-        ["apis", g] => groups().iter().find(|(name, _)| name == g).map(|(name, vs)| {
-            let mut doc = api_group(name, vs);
-            doc["kind"] = json!("APIGroup");
-            doc["apiVersion"] = json!("v1");
-            json_ok(doc)
-        }),
+        ["apis", g] => groups()
+            .iter()
+            .find(|(name, _)| name == g)
+            .map(|(name, vs)| {
+                let mut doc = api_group(name, vs);
+                doc["kind"] = json!("APIGroup");
+                doc["apiVersion"] = json!("v1");
+                json_ok(doc)
+            }),
         ["apis", g, v] => resource_list(g, v).map(json_ok),
         _ => None,
     }
@@ -275,9 +303,18 @@ mod tests {
     #[test]
     fn v6_1_content_type_is_gvk() {
         let cases = [
-            ("application/json; g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList", Ok(true)),
-            ("application/json; as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io", Ok(true)),
-            ("application/json; as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io;charset=utf-8", Ok(true)),
+            (
+                "application/json; g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+                Ok(true),
+            ),
+            (
+                "application/json; as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io",
+                Ok(true),
+            ),
+            (
+                "application/json; as=APIGroupDiscoveryList;v=v2;g=apidiscovery.k8s.io;charset=utf-8",
+                Ok(true),
+            ),
             ("application/json", Ok(false)),
             ("application/json; charset=UTF-8", Ok(false)),
             ("malformed content type string", Err(())),
@@ -291,11 +328,31 @@ mod tests {
     #[test]
     fn v6_2_accept_negotiation() {
         let cases = [
-            ("client-go discovery (default)", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json", DiscoveryFormat::Aggregated),
-            ("client-go discovery (nopeer)", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json", DiscoveryFormat::Aggregated),
-            ("client-go legacy discovery", "application/json", DiscoveryFormat::Legacy),
-            ("v2beta1 falls through to legacy", "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json", DiscoveryFormat::Legacy),
-            ("v2beta1 only", "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList", DiscoveryFormat::NotAcceptable),
+            (
+                "client-go discovery (default)",
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+                DiscoveryFormat::Aggregated,
+            ),
+            (
+                "client-go discovery (nopeer)",
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+                DiscoveryFormat::Aggregated,
+            ),
+            (
+                "client-go legacy discovery",
+                "application/json",
+                DiscoveryFormat::Legacy,
+            ),
+            (
+                "v2beta1 falls through to legacy",
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+                DiscoveryFormat::Legacy,
+            ),
+            (
+                "v2beta1 only",
+                "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+                DiscoveryFormat::NotAcceptable,
+            ),
         ];
         for (name, accept, want) in cases {
             assert_eq!(negotiate(Some(accept)), want, "{name}");

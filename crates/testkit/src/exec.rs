@@ -3,7 +3,9 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use http::header::{CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use http::header::{
+    CONNECTION, HeaderValue, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -27,15 +29,18 @@ const CLOSE: u8 = 255;
 
 /// apimachinery `httpstream.IsUpgradeRequest`: any `Connection` value containing `upgrade`.
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade")))
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.to_ascii_lowercase().contains("upgrade"))
+    })
 }
 
 fn is_websocket(headers: &HeaderMap) -> bool {
     is_upgrade(headers)
-        && headers.get(UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 fn offered_protocols(headers: &HeaderMap) -> Vec<String> {
@@ -69,7 +74,10 @@ pub(crate) fn exec(mut req: Request<Incoming>, query: &Query) -> Response<Body> 
             "unable to upgrade: no supported websocket subprotocol offered\n",
         );
     };
-    let Some(key) = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes()))
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
     else {
         return body::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
@@ -79,7 +87,9 @@ pub(crate) fn exec(mut req: Request<Incoming>, query: &Query) -> Response<Body> 
     let v5 = protocol.starts_with("v5");
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
         // The client going away mid-session is not an error for a fake process.
         let _ = run_exec(ws, &commands, stdin, stdout, v5).await;
@@ -134,9 +144,14 @@ where
             }
         }
     }
-    ws.send(frame(ERROR, br#"{"metadata":{},"status":"Success"}"#)).await?;
+    ws.send(frame(ERROR, br#"{"metadata":{},"status":"Success"}"#))
+        .await?;
     // client-go only treats a 1000 Normal Closure as end of stream (1005 is an error).
-    ws.close(Some(CloseFrame { code: CloseCode::Normal, reason: "".into() })).await?;
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }))
+    .await?;
     // Drain until the client acknowledges the close.
     while let Some(Ok(_)) = ws.next().await {}
     Ok(())
@@ -147,17 +162,24 @@ pub(crate) fn upgrade_echo(mut req: Request<Incoming>) -> Response<Body> {
     if !is_upgrade(req.headers()) {
         return body::status(&Status::bad_request("Upgrade request required"), false);
     }
-    let proto = req.headers().get(UPGRADE).cloned().unwrap_or(HeaderValue::from_static("echo"));
+    let proto = req
+        .headers()
+        .get(UPGRADE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("echo"));
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
-        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
         let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
         let _ = tokio::io::copy(&mut r, &mut w).await;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
     });
     let mut resp = Response::new(body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     resp.headers_mut().insert(UPGRADE, proto);
     resp
 }

@@ -42,7 +42,12 @@ pub struct FaultRule {
 impl FaultRule {
     /// Applies `fault` to every request until cleared.
     pub fn new(fault: Fault) -> Self {
-        Self { fault, path_prefix: None, method: None, remaining: None }
+        Self {
+            fault,
+            path_prefix: None,
+            method: None,
+            remaining: None,
+        }
     }
 
     /// Only requests whose (encoded) path starts with `prefix`.
@@ -71,7 +76,10 @@ impl FaultRule {
             return false;
         }
         self.method.as_ref().is_none_or(|m| m == method)
-            && self.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|p| path.starts_with(p))
             && self.remaining != Some(0)
     }
 }
@@ -85,17 +93,28 @@ pub struct Faults {
 impl Faults {
     /// Adds a rule (after the existing ones).
     pub fn inject(&self, rule: FaultRule) {
-        self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(rule);
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(rule);
     }
 
     /// Removes every rule.
     pub fn clear(&self) {
-        self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 
     pub(crate) fn take(&self, method: &http::Method, path: &str, upgrade: bool) -> Option<Fault> {
-        let mut rules = self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let rule = rules.iter_mut().find(|r| r.matches(method, path, upgrade))?;
+        let mut rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rule = rules
+            .iter_mut()
+            .find(|r| r.matches(method, path, upgrade))?;
         if let Some(n) = rule.remaining.as_mut() {
             *n -= 1;
         }
@@ -112,15 +131,25 @@ mod tests {
     #[test]
     fn first_matching_rule_wins_and_counts_down() {
         let f = Faults::default();
-        f.inject(FaultRule::new(Fault::Status(503)).path_prefix("/api/").times(1));
+        f.inject(
+            FaultRule::new(Fault::Status(503))
+                .path_prefix("/api/")
+                .times(1),
+        );
         f.inject(FaultRule::new(Fault::Reset).method(http::Method::POST));
-        f.inject(FaultRule::new(Fault::UpgradeStatus { code: 403, location: None }));
+        f.inject(FaultRule::new(Fault::UpgradeStatus {
+            code: 403,
+            location: None,
+        }));
         let get = http::Method::GET;
         assert_eq!(f.take(&get, "/version", false), None);
         assert_eq!(f.take(&get, "/api/v1", false), Some(Fault::Status(503)));
         assert_eq!(f.take(&get, "/api/v1", false), None);
         assert_eq!(f.take(&http::Method::POST, "/x", false), Some(Fault::Reset));
-        assert!(matches!(f.take(&get, "/x", true), Some(Fault::UpgradeStatus { code: 403, .. })));
+        assert!(matches!(
+            f.take(&get, "/x", true),
+            Some(Fault::UpgradeStatus { code: 403, .. })
+        ));
         f.clear();
         assert_eq!(f.take(&http::Method::POST, "/x", false), None);
     }

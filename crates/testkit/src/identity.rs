@@ -27,7 +27,10 @@ pub const SYSTEM_ANONYMOUS: &str = "system:anonymous";
 impl UserInfo {
     /// A user with no groups.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            ..Self::default()
+        }
     }
 
     /// Builder: add a group.

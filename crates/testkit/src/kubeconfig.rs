@@ -55,5 +55,8 @@ pub fn write_kubeconfig(
         "current-context": "testkit",
     });
     let bytes = serde_json::to_vec_pretty(&config)?;
-    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.to_owned(), source })
+    std::fs::write(path, bytes).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
 }

@@ -29,11 +29,27 @@ fn gvs() -> Vec<(&'static str, &'static str)> {
 fn document(group: &str, version: &str) -> Value {
     let mut paths = Map::new();
     let mut schemas = Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
         let gvk = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
-        let prefix = if r.namespaced { "/namespaces/{namespace}" } else { "" };
+        let prefix = if r.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         let path = format!("/{}{prefix}/{}/{{name}}", gv_path(group, version), r.plural);
-        let schema_name = format!("{}.{}.{}", if group.is_empty() { "io.k8s.api.core" } else { group }, version, r.kind);
+        let schema_name = format!(
+            "{}.{}.{}",
+            if group.is_empty() {
+                "io.k8s.api.core"
+            } else {
+                group
+            },
+            version,
+            r.kind
+        );
         let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
         paths.insert(path, json!({
             "patch": {
@@ -44,16 +60,19 @@ fn document(group: &str, version: &str) -> Value {
                 "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema_name}")}}}}},
             }
         }));
-        schemas.insert(schema_name, json!({
-            "type": "object",
-            "x-kubernetes-group-version-kind": gvk,
-            "x-kubernetes-preserve-unknown-fields": true,
-            "properties": {
-                "apiVersion": {"type": "string"},
-                "kind": {"type": "string"},
-                "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
-            },
-        }));
+        schemas.insert(
+            schema_name,
+            json!({
+                "type": "object",
+                "x-kubernetes-group-version-kind": gvk,
+                "x-kubernetes-preserve-unknown-fields": true,
+                "properties": {
+                    "apiVersion": {"type": "string"},
+                    "kind": {"type": "string"},
+                    "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                },
+            }),
+        );
     }
     json!({
         "openapi": "3.0.0",
@@ -65,7 +84,9 @@ fn document(group: &str, version: &str) -> Value {
 
 fn hash(doc: &Value) -> String {
     let bytes = serde_json::to_vec(doc).unwrap_or_default();
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    });
     format!("{h:016X}")
 }
 
@@ -83,5 +104,8 @@ pub(crate) fn serve(path: &str) -> Option<Response<Body>> {
         return Some(json_ok(json!({"paths": paths})));
     }
     let gv = rest.trim_start_matches('/');
-    gvs().into_iter().find(|(g, v)| gv_path(g, v) == gv).map(|(g, v)| json_ok(document(g, v)))
+    gvs()
+        .into_iter()
+        .find(|(g, v)| gv_path(g, v) == gv)
+        .map(|(g, v)| json_ok(document(g, v)))
 }

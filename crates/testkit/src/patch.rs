@@ -101,11 +101,19 @@ fn get(root: &Value, path: &str) -> Option<Value> {
 
 fn remove(root: &mut Value, path: &str) -> Result<Value, Status> {
     let (tokens, last) = split_pointer(path)?;
-    let missing = || Status::bad_request(format!("the server rejected our request due to an error in our request: path {path:?} does not exist"));
+    let missing = || {
+        Status::bad_request(format!(
+            "the server rejected our request due to an error in our request: path {path:?} does not exist"
+        ))
+    };
     match parent(root, &tokens).ok_or_else(missing)? {
         Value::Object(m) => m.remove(&last).ok_or_else(missing),
         Value::Array(a) => {
-            let i = last.parse::<usize>().ok().filter(|i| *i < a.len()).ok_or_else(missing)?;
+            let i = last
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < a.len())
+                .ok_or_else(missing)?;
             Ok(a.remove(i))
         }
         _ => Err(missing()),
@@ -118,7 +126,11 @@ fn add(root: &mut Value, path: &str, value: Value, replace: bool) -> Result<(), 
         return Ok(());
     }
     let (tokens, last) = split_pointer(path)?;
-    let missing = || Status::bad_request(format!("the server rejected our request due to an error in our request: path {path:?} does not exist"));
+    let missing = || {
+        Status::bad_request(format!(
+            "the server rejected our request due to an error in our request: path {path:?} does not exist"
+        ))
+    };
     match parent(root, &tokens).ok_or_else(missing)? {
         Value::Object(m) => {
             if replace && !m.contains_key(&last) {
@@ -215,6 +227,9 @@ mod tests {
         apply(PatchKind::Json, &mut t, &p).unwrap();
         assert_eq!(t, json!({"data": {"a": "x", "c": "2"}, "list": [2, 3]}));
         let failed = json!([{"op": "test", "path": "/data/a", "value": "nope"}]);
-        assert_eq!(apply(PatchKind::Json, &mut t, &failed).unwrap_err().code, 400);
+        assert_eq!(
+            apply(PatchKind::Json, &mut t, &failed).unwrap_err().code,
+            400
+        );
     }
 }

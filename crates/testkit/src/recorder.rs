@@ -70,13 +70,19 @@ pub struct Recorder {
 
 impl Default for Recorder {
     fn default() -> Self {
-        Self { requests: Mutex::new(Vec::new()), count: watch::channel(0).0 }
+        Self {
+            requests: Mutex::new(Vec::new()),
+            count: watch::channel(0).0,
+        }
     }
 }
 
 impl Recorder {
     pub(crate) fn push(&self, req: RecordedRequest) {
-        let mut requests = self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         requests.push(req);
         let len = requests.len();
         drop(requests);
@@ -85,12 +91,18 @@ impl Recorder {
 
     /// Everything recorded so far, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Forgets everything recorded so far.
     pub fn clear(&self) {
-        self.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         self.count.send_replace(0);
     }
 

@@ -35,7 +35,9 @@ impl Query {
                 continue;
             }
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let (Some(k), Some(v)) = (decode(k), decode(v)) else { continue };
+            let (Some(k), Some(v)) = (decode(k), decode(v)) else {
+                continue;
+            };
             out.push((k, v));
         }
         Self(out)
@@ -43,17 +45,24 @@ impl Query {
 
     /// First value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`, in order.
     pub(crate) fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// apimachinery bool conversion: first value; `0`/`false` → false, anything else → true.
     pub(crate) fn flag(&self, key: &str) -> bool {
-        self.get(key).is_some_and(|v| !(v == "0" || v.eq_ignore_ascii_case("false")))
+        self.get(key)
+            .is_some_and(|v| !(v == "0" || v.eq_ignore_ascii_case("false")))
     }
 }
 
@@ -64,7 +73,9 @@ fn decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let ok = bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            let ok = bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
             if !ok {
                 return None;
             }
@@ -73,7 +84,10 @@ fn decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    percent_decode_str(&plus).decode_utf8().ok().map(|c| c.into_owned())
+    percent_decode_str(&plus)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
 }
 
 impl RequestInfo {
@@ -85,8 +99,11 @@ impl RequestInfo {
             path: ResourcePath::default(),
         };
         let trimmed = path.trim_matches('/');
-        let segs: Vec<&str> =
-            if trimmed.is_empty() { Vec::new() } else { trimmed.split('/').collect() };
+        let segs: Vec<&str> = if trimmed.is_empty() {
+            Vec::new()
+        } else {
+            trimmed.split('/').collect()
+        };
         if segs.len() < 3 {
             return non_resource();
         }
@@ -114,12 +131,10 @@ impl RequestInfo {
             _ => "",
         }
         .to_owned();
-        if rest.first() == Some(&"namespaces") {
-            if rest.len() >= 2 {
-                p.namespace = rest[1].to_owned();
-                if rest.len() >= 3 && !matches!(rest[2], "status" | "finalize") {
-                    rest = &rest[2..];
-                }
+        if rest.first() == Some(&"namespaces") && rest.len() >= 2 {
+            p.namespace = rest[1].to_owned();
+            if rest.len() >= 3 && !matches!(rest[2], "status" | "finalize") {
+                rest = &rest[2..];
             }
         }
         if let Some(r) = rest.first() {
@@ -144,7 +159,11 @@ impl RequestInfo {
         if p.name.is_empty() && verb == "delete" {
             verb = "deletecollection".to_owned();
         }
-        Self { resource_request: true, verb, path: p }
+        Self {
+            resource_request: true,
+            verb,
+            path: p,
+        }
     }
 }
 
@@ -152,7 +171,8 @@ fn selector_name(fs: &str) -> Option<&str> {
     let mut terms: Vec<&str> = fs.split(',').collect();
     terms.sort_unstable();
     terms.into_iter().find_map(|t| {
-        t.strip_prefix("metadata.name==").or_else(|| t.strip_prefix("metadata.name="))
+        t.strip_prefix("metadata.name==")
+            .or_else(|| t.strip_prefix("metadata.name="))
     })
 }
 
@@ -172,16 +192,25 @@ mod tests {
             "/api/v1/namespaces/ns/pods/p/exec",
             &Query::parse(Some("command=ls")),
         );
-        assert_eq!((ri.verb.as_str(), ri.path.subresource.as_str()), ("get", "exec"));
+        assert_eq!(
+            (ri.verb.as_str(), ri.path.subresource.as_str()),
+            ("get", "exec")
+        );
         let ri = RequestInfo::parse("DELETE", "/apis/example.com/v1/namespaces/a/widgets", &q);
         assert_eq!(ri.verb, "deletecollection");
         assert_eq!(ri.path.group, "example.com");
         let ri = RequestInfo::parse("GET", "/api/v1/namespaces/foo", &Query::default());
-        assert_eq!((ri.path.resource.as_str(), ri.path.name.as_str()), ("namespaces", "foo"));
+        assert_eq!(
+            (ri.path.resource.as_str(), ri.path.name.as_str()),
+            ("namespaces", "foo")
+        );
         let ri = RequestInfo::parse("GET", "/apis/example.com/v1", &Query::default());
         assert!(!ri.resource_request);
         assert!(!Query::parse(Some("watch=false")).flag("watch"));
         assert!(Query::parse(Some("watch")).flag("watch"));
-        assert_eq!(Query::parse(Some("a=%zz&b=1;c=2&d=x+y")).0, vec![("d".into(), "x y".into())]);
+        assert_eq!(
+            Query::parse(Some("a=%zz&b=1;c=2&d=x+y")).0,
+            vec![("d".into(), "x y".into())]
+        );
     }
 }

@@ -16,8 +16,16 @@ pub(crate) struct ResourceDef {
     pub(crate) subresources: &'static [(&'static str, &'static [&'static str])],
 }
 
-const ALL_VERBS: &[&str] =
-    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// Served resources; the index is the store's resource id.
 pub(crate) const RESOURCES: &[ResourceDef] = &[
@@ -30,7 +38,9 @@ pub(crate) const RESOURCES: &[ResourceDef] = &[
         namespaced: false,
         short_names: &["ns"],
         categories: &[],
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
         subresources: &[],
     },
     ResourceDef {

@@ -68,7 +68,12 @@ fn parse_set(s: &str) -> Option<Vec<String>> {
 }
 
 fn parse_term(term: &str, labels: bool) -> Option<Requirement> {
-    let req = |key: &str, op| Some(Requirement { key: key.trim().to_owned(), op });
+    let req = |key: &str, op| {
+        Some(Requirement {
+            key: key.trim().to_owned(),
+            op,
+        })
+    };
     if let Some((k, v)) = term.split_once("!=") {
         return req(k, Op::Ne(v.trim().to_owned()));
     }
@@ -122,7 +127,11 @@ impl Selector {
         });
         fields_ok
             && self.labels.iter().all(|r| {
-                r.matches(obj.labels().and_then(|l| l.get(&r.key)).and_then(Value::as_str))
+                r.matches(
+                    obj.labels()
+                        .and_then(|l| l.get(&r.key))
+                        .and_then(Value::as_str),
+                )
             })
     }
 }

@@ -103,8 +103,14 @@ static DIR_SEQ: AtomicU64 = AtomicU64::new(0);
 fn random_hex() -> String {
     // Throwaway tokens only need to be unguessable across concurrently running tests; the key
     // pair generator is a CSPRNG, so a digest of a fresh public key serves.
-    let key = rcgen::KeyPair::generate().map(|k| k.public_key_raw().to_vec()).unwrap_or_default();
-    key.iter().skip(1).take(16).map(|b| format!("{b:02x}")).collect()
+    let key = rcgen::KeyPair::generate()
+        .map(|k| k.public_key_raw().to_vec())
+        .unwrap_or_default();
+    key.iter()
+        .skip(1)
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl TestApiServer {
@@ -117,16 +123,22 @@ impl TestApiServer {
         let tls = crate::tls::server_config(&ca, &serving)?;
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| Error::Io { path: PathBuf::from("127.0.0.1:0"), source })?;
+            .map_err(|source| Error::Io {
+                path: PathBuf::from("127.0.0.1:0"),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Io {
+            path: PathBuf::from("127.0.0.1:0"),
+            source,
+        })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let authn = Authenticator::new(config.anonymous);
         let shared = Arc::new(Shared {
             store: Store::new(config.watch_history),
             authn,
-            authz: AuthorizerChain { inner: config.authorizer.clone() },
+            authz: AuthorizerChain {
+                inner: config.authorizer.clone(),
+            },
             recorder: Recorder::default(),
             faults: Faults::default(),
             shutdown: shutdown_rx.clone(),
@@ -134,7 +146,10 @@ impl TestApiServer {
         });
         for ns in &config.namespaces {
             let obj = serde_json::json!({"metadata": {"name": ns}});
-            shared.store.create(NAMESPACES, "", obj, false).map_err(Error::from)?;
+            shared
+                .store
+                .create(NAMESPACES, "", obj, false)
+                .map_err(Error::from)?;
         }
         let admin = UserInfo::new("kubegate-testkit-admin").with_group(SYSTEM_MASTERS);
         let admin_token = random_hex();
@@ -145,11 +160,24 @@ impl TestApiServer {
             DIR_SEQ.fetch_add(1, Ordering::Relaxed),
             addr.port()
         ));
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
         let url = format!("https://{addr}");
         let kubeconfig = dir.join("admin.kubeconfig");
-        write_kubeconfig(&kubeconfig, &url, ca.pem(), &Credential::Token(admin_token.clone()))?;
-        tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), shared.clone(), shutdown_rx));
+        write_kubeconfig(
+            &kubeconfig,
+            &url,
+            ca.pem(),
+            &Credential::Token(admin_token.clone()),
+        )?;
+        tokio::spawn(accept_loop(
+            listener,
+            TlsAcceptor::from(tls),
+            shared.clone(),
+            shutdown_rx,
+        ));
         Ok(Self {
             shared,
             ca,
@@ -207,7 +235,11 @@ impl TestApiServer {
 
     /// Mints a bearer token for `user` (`system:authenticated` is added on use).
     pub fn mint_token(&self, user: UserInfo) -> String {
-        let token = format!("{}{}", random_hex(), self.token_seq.fetch_add(1, Ordering::Relaxed));
+        let token = format!(
+            "{}{}",
+            random_hex(),
+            self.token_seq.fetch_add(1, Ordering::Relaxed)
+        );
         self.shared.authn.add_token(token.clone(), user);
         token
     }
@@ -258,15 +290,32 @@ impl TestApiServer {
     /// `widgets.example.com`, ...; `namespace` ignored for cluster-scoped resources).
     pub fn create(&self, resource: &str, namespace: &str, object: Value) -> Result<Value, Error> {
         let res = Self::resource(resource)?;
-        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
-        Ok(self.shared.store.create(res, ns, object, false)?.value.clone())
+        let ns = if RESOURCES[res].namespaced {
+            namespace
+        } else {
+            ""
+        };
+        Ok(self
+            .shared
+            .store
+            .create(res, ns, object, false)?
+            .value
+            .clone())
     }
 
     /// Reads an object.
     pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Result<Option<Value>, Error> {
         let res = Self::resource(resource)?;
-        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
-        Ok(self.shared.store.get(res, ns, name).map(|o| o.value.clone()))
+        let ns = if RESOURCES[res].namespaced {
+            namespace
+        } else {
+            ""
+        };
+        Ok(self
+            .shared
+            .store
+            .get(res, ns, name)
+            .map(|o| o.value.clone()))
     }
 
     /// Changes an object in place (one MODIFIED event).
@@ -278,7 +327,11 @@ impl TestApiServer {
         f: impl FnOnce(&mut Value),
     ) -> Result<Value, Error> {
         let res = Self::resource(resource)?;
-        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
+        let ns = if RESOURCES[res].namespaced {
+            namespace
+        } else {
+            ""
+        };
         let stored = self.shared.store.modify(res, ns, name, false, |v| {
             f(v);
             Ok(())
@@ -289,7 +342,11 @@ impl TestApiServer {
     /// Deletes an object.
     pub fn delete(&self, resource: &str, namespace: &str, name: &str) -> Result<(), Error> {
         let res = Self::resource(resource)?;
-        let ns = if RESOURCES[res].namespaced { namespace } else { "" };
+        let ns = if RESOURCES[res].namespaced {
+            namespace
+        } else {
+            ""
+        };
         self.shared.store.delete(res, ns, name, false)?;
         Ok(())
     }
@@ -362,7 +419,9 @@ async fn accept_loop(
         tokio::spawn(async move {
             let control = Arc::new(ConnControl::default());
             let stream = ResettableStream::new(tcp, control.clone());
-            let Ok(tls) = acceptor.accept(stream).await else { return };
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
             let peer_cert: Option<Arc<[u8]>> = tls
                 .get_ref()
                 .1
@@ -374,9 +433,7 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let peer_cert = peer_cert.clone();
                 let control = conn_control.clone();
-                async move {
-                    Ok::<_, Infallible>(handle(shared, peer, peer_cert, control, req).await)
-                }
+                async move { Ok::<_, Infallible>(handle(shared, peer, peer_cert, control, req).await) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
@@ -390,7 +447,9 @@ async fn accept_loop(
 }
 
 fn percent_decoded(path: &str) -> String {
-    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// What the checks before the handler decided.
@@ -399,7 +458,13 @@ enum Admission {
     Reject(Status),
 }
 
-fn admit(shared: &Shared, req: &Request<Incoming>, peer_cert: Option<&[u8]>, query: &Query, path: &str) -> (Admission, Option<UserInfo>, Option<UserInfo>, String) {
+fn admit(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    peer_cert: Option<&[u8]>,
+    query: &Query,
+    path: &str,
+) -> (Admission, Option<UserInfo>, Option<UserInfo>, String) {
     let info = RequestInfo::parse(req.method().as_str(), path, query);
     let verb = info.verb.clone();
     let Some(requestor) = shared.authn.authenticate(req.headers(), peer_cert) else {
@@ -435,7 +500,10 @@ fn admit(shared: &Shared, req: &Request<Incoming>, peer_cert: Option<&[u8]>, que
         if !streaming || info.verb == "create" {
             return None;
         }
-        let create = Attributes { verb: "create", ..attrs };
+        let create = Attributes {
+            verb: "create",
+            ..attrs
+        };
         match shared.authz.authorize(&create) {
             Decision::Allow => None,
             Decision::Deny(r) | Decision::NoOpinion(r) => {
@@ -444,9 +512,19 @@ fn admit(shared: &Shared, req: &Request<Incoming>, peer_cert: Option<&[u8]>, que
         }
     });
     if let Some(status) = decision {
-        return (Admission::Reject(status), Some(requestor), impersonated, verb);
+        return (
+            Admission::Reject(status),
+            Some(requestor),
+            impersonated,
+            verb,
+        );
     }
-    (Admission::Proceed { info }, Some(requestor), impersonated, verb)
+    (
+        Admission::Proceed { info },
+        Some(requestor),
+        impersonated,
+        verb,
+    )
 }
 
 async fn handle(
@@ -462,7 +540,9 @@ async fn handle(
     let query = Query::parse(raw_query.as_deref());
     let pretty = wants_pretty(
         raw_query.as_deref(),
-        req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()),
+        req.headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
     );
     let upgrade = is_upgrade(req.headers());
     let (admission, authenticated, impersonated, verb) =
@@ -487,16 +567,17 @@ async fn handle(
             return std::future::pending().await;
         }
         Some(Fault::Status(code)) => return body::status(&Status::for_code(code), pretty),
-        Some(Fault::SlowBody { chunk_size, interval }) => slow = Some((chunk_size, interval)),
+        Some(Fault::SlowBody {
+            chunk_size,
+            interval,
+        }) => slow = Some((chunk_size, interval)),
         Some(Fault::UpgradeStatus { code, location }) => {
             return upgrade_refusal(code, location.as_deref(), pretty);
         }
     }
     let resp = match admission {
         Admission::Reject(status) => body::status(&status, pretty),
-        Admission::Proceed { info } => {
-            route(&shared, req, &info, &query, &path, pretty).await
-        }
+        Admission::Proceed { info } => route(&shared, req, &info, &query, &path, pretty).await,
     };
     match slow {
         Some((chunk, interval)) => slow_down(resp, chunk.max(1), interval),
@@ -548,9 +629,18 @@ async fn route(
         return crate::exec::upgrade_echo(req);
     }
     if info.resource_request {
-        let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+        let accept = req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
         let table = wants_table(accept).then(|| IncludeObject::parse(query.get("includeObject")));
-        let ctx = Ctx { shared, info, query, pretty, table };
+        let ctx = Ctx {
+            shared,
+            info,
+            query,
+            pretty,
+            table,
+        };
         return api::serve(&ctx, req).await;
     }
     if matches!(path, "/healthz" | "/livez" | "/readyz") {

@@ -14,7 +14,7 @@ pub struct Status {
     api_version: &'static str,
     metadata: Empty,
     /// `Failure` or `Success`.
-    pub status: String,
+    pub status: &'static str,
     /// Human-readable message; omitted when empty.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
@@ -23,7 +23,7 @@ pub struct Status {
     pub reason: String,
     /// Details; omitted when `None`, `{}` when present but empty.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
     /// The HTTP status code.
     pub code: u16,
 }
@@ -90,10 +90,10 @@ impl Status {
             kind: "Status",
             api_version: "v1",
             metadata: Empty {},
-            status: "Failure".to_owned(),
+            status: "Failure",
             message,
             reason: reason.to_owned(),
-            details,
+            details: details.map(Box::new),
             code,
         }
     }
@@ -104,7 +104,7 @@ impl Status {
             kind: "Status",
             api_version: "v1",
             metadata: Empty {},
-            status: "Success".to_owned(),
+            status: "Success",
             message: String::new(),
             reason: String::new(),
             details: None,
@@ -124,7 +124,11 @@ impl Status {
         } else if name.is_empty() {
             format!("{} is forbidden: {err}", qualified(group, resource))
         } else {
-            format!("{} {} is forbidden: {err}", qualified(group, resource), go_quote(name))
+            format!(
+                "{} {} is forbidden: {err}",
+                qualified(group, resource),
+                go_quote(name)
+            )
         };
         let details = StatusDetails {
             name: name.to_owned(),
@@ -137,8 +141,17 @@ impl Status {
 
     /// 404 `NewNotFound(gr, name)`.
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        let message = format!("{} {} not found", qualified(group, resource), go_quote(name));
-        Self::failure(404, "NotFound", message, Some(Self::object_details(group, resource, name)))
+        let message = format!(
+            "{} {} not found",
+            qualified(group, resource),
+            go_quote(name)
+        );
+        Self::failure(
+            404,
+            "NotFound",
+            message,
+            Some(Self::object_details(group, resource, name)),
+        )
     }
 
     /// 404 for a path the server does not serve (kube answers `the server could not find the
@@ -150,7 +163,11 @@ impl Status {
 
     /// 409 `NewAlreadyExists`.
     pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
-        let message = format!("{} {} already exists", qualified(group, resource), go_quote(name));
+        let message = format!(
+            "{} {} already exists",
+            qualified(group, resource),
+            go_quote(name)
+        );
         let details = Self::object_details(group, resource, name);
         Self::failure(409, "AlreadyExists", message, Some(details))
     }
@@ -162,7 +179,12 @@ impl Status {
             qualified(group, resource),
             go_quote(name)
         );
-        Self::failure(409, "Conflict", message, Some(Self::object_details(group, resource, name)))
+        Self::failure(
+            409,
+            "Conflict",
+            message,
+            Some(Self::object_details(group, resource, name)),
+        )
     }
 
     /// 400 `NewBadRequest`.
@@ -196,7 +218,9 @@ impl Status {
 
     /// 415 `UnsupportedMediaType`.
     pub fn unsupported_media_type(content_type: &str) -> Self {
-        let message = format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type}");
+        let message = format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type}"
+        );
         Self::failure(415, "UnsupportedMediaType", message, None)
     }
 
@@ -224,10 +248,18 @@ impl Status {
     /// 500 `NewInternalError(err)`.
     pub fn internal_error(err: &str) -> Self {
         let details = StatusDetails {
-            causes: vec![StatusCause { message: err.to_owned(), ..StatusCause::default() }],
+            causes: vec![StatusCause {
+                message: err.to_owned(),
+                ..StatusCause::default()
+            }],
             ..StatusDetails::default()
         };
-        Self::failure(500, "InternalError", format!("Internal error occurred: {err}"), Some(details))
+        Self::failure(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {err}"),
+            Some(details),
+        )
     }
 
     /// 503 `NewServiceUnavailable(msg)`.
@@ -247,10 +279,23 @@ impl Status {
                 Some(StatusDetails::default()),
             ),
             429 => {
-                let details = StatusDetails { retry_after_seconds: 1, ..StatusDetails::default() };
-                Self::failure(429, "TooManyRequests", "injected fault".to_owned(), Some(details))
+                let details = StatusDetails {
+                    retry_after_seconds: 1,
+                    ..StatusDetails::default()
+                };
+                Self::failure(
+                    429,
+                    "TooManyRequests",
+                    "injected fault".to_owned(),
+                    Some(details),
+                )
             }
-            _ => Self::failure(code, "", format!("injected fault: status code {code}"), None),
+            _ => Self::failure(
+                code,
+                "",
+                format!("injected fault: status code {code}"),
+                None,
+            ),
         }
     }
 
@@ -265,7 +310,10 @@ impl Status {
 
     /// `details.retryAfterSeconds`, for the `Retry-After` header.
     pub fn retry_after(&self) -> Option<u32> {
-        self.details.as_ref().map(|d| d.retry_after_seconds).filter(|s| *s > 0)
+        self.details
+            .as_ref()
+            .map(|d| d.retry_after_seconds)
+            .filter(|s| *s > 0)
     }
 
     /// Compact JSON + `\n` (or 2-space pretty without the newline), with Go's `<>&` escaping.
@@ -305,7 +353,12 @@ pub(crate) fn go_escape(raw: &[u8]) -> Vec<u8> {
 pub(crate) fn forbidden_reason(attrs: &Attributes<'_>, authorizer_reason: &str) -> String {
     let user = attrs.user.name.as_str();
     let mut msg = if !attrs.resource_request {
-        format!("User {} cannot {} path {}", go_quote(user), attrs.verb, go_quote(attrs.path))
+        format!(
+            "User {} cannot {} path {}",
+            go_quote(user),
+            attrs.verb,
+            go_quote(attrs.path)
+        )
     } else {
         let res = if attrs.subresource.is_empty() {
             attrs.resource.to_owned()
@@ -329,7 +382,9 @@ pub(crate) fn forbidden_reason(attrs: &Attributes<'_>, authorizer_reason: &str) 
         msg.push_str(": ");
         msg.push_str(authorizer_reason);
     }
-    msg.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    msg.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// The 403 Status for a denied request (`NewForbidden` with the request's group/resource/name).
@@ -356,7 +411,9 @@ pub(crate) fn wants_pretty(query: Option<&str>, user_agent: Option<&str>) -> boo
         return p;
     }
     let ua = user_agent.unwrap_or("");
-    ["curl", "Wget", "Mozilla/5.0"].iter().any(|p| ua.starts_with(p))
+    ["curl", "Wget", "Mozilla/5.0"]
+        .iter()
+        .any(|p| ua.starts_with(p))
 }
 
 #[cfg(test)]
@@ -378,7 +435,21 @@ mod tests {
                     "",
                     "",
                     "",
-                    &forbidden_reason(&Attributes { user: &UserInfo::new("NAME"), verb: "GET", resource_request: false, path: "/whatever", api_group: "", api_version: "v1", resource: "", subresource: "", namespace: "", name: "" }, ""),
+                    &forbidden_reason(
+                        &Attributes {
+                            user: &UserInfo::new("NAME"),
+                            verb: "GET",
+                            resource_request: false,
+                            path: "/whatever",
+                            api_group: "",
+                            api_version: "v1",
+                            resource: "",
+                            subresource: "",
+                            namespace: "",
+                            name: "",
+                        },
+                        "",
+                    ),
                 ),
                 "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"forbidden: User \\\"NAME\\\" cannot GET path \\\"/whatever\\\"\",\"reason\":\"Forbidden\",\"details\":{},\"code\":403}\n",
             ),
@@ -388,7 +459,21 @@ mod tests {
                     "",
                     "",
                     "",
-                    &forbidden_reason(&Attributes { user: &UserInfo::new("NAME"), verb: "GET", resource_request: false, path: "/<script>", api_group: "", api_version: "v1", resource: "", subresource: "", namespace: "", name: "" }, ""),
+                    &forbidden_reason(
+                        &Attributes {
+                            user: &UserInfo::new("NAME"),
+                            verb: "GET",
+                            resource_request: false,
+                            path: "/<script>",
+                            api_group: "",
+                            api_version: "v1",
+                            resource: "",
+                            subresource: "",
+                            namespace: "",
+                            name: "",
+                        },
+                        "",
+                    ),
                 ),
                 "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"forbidden: User \\\"NAME\\\" cannot GET path \\\"/\\u0026lt;script\\u0026gt;\\\"\",\"reason\":\"Forbidden\",\"details\":{},\"code\":403}\n",
             ),
@@ -398,7 +483,21 @@ mod tests {
                     "",
                     "pod",
                     "",
-                    &forbidden_reason(&Attributes { user: &UserInfo::new("NAME"), verb: "get", resource_request: true, path: "", api_group: "", api_version: "v1", resource: "pod", subresource: "", namespace: "", name: "" }, ""),
+                    &forbidden_reason(
+                        &Attributes {
+                            user: &UserInfo::new("NAME"),
+                            verb: "get",
+                            resource_request: true,
+                            path: "",
+                            api_group: "",
+                            api_version: "v1",
+                            resource: "pod",
+                            subresource: "",
+                            namespace: "",
+                            name: "",
+                        },
+                        "",
+                    ),
                 ),
                 "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pod is forbidden: User \\\"NAME\\\" cannot get resource \\\"pod\\\" in API group \\\"\\\" at the cluster scope\",\"reason\":\"Forbidden\",\"details\":{\"kind\":\"pod\"},\"code\":403}\n",
             ),
@@ -408,7 +507,21 @@ mod tests {
                     "",
                     "pod",
                     "mypod",
-                    &forbidden_reason(&Attributes { user: &UserInfo::new("NAME"), verb: "get", resource_request: true, path: "", api_group: "", api_version: "v1", resource: "pod", subresource: "", namespace: "", name: "" }, ""),
+                    &forbidden_reason(
+                        &Attributes {
+                            user: &UserInfo::new("NAME"),
+                            verb: "get",
+                            resource_request: true,
+                            path: "",
+                            api_group: "",
+                            api_version: "v1",
+                            resource: "pod",
+                            subresource: "",
+                            namespace: "",
+                            name: "",
+                        },
+                        "",
+                    ),
                 ),
                 "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pod \\\"mypod\\\" is forbidden: User \\\"NAME\\\" cannot get resource \\\"pod\\\" in API group \\\"\\\" at the cluster scope\",\"reason\":\"Forbidden\",\"details\":{\"name\":\"mypod\",\"kind\":\"pod\"},\"code\":403}\n",
             ),
@@ -418,7 +531,21 @@ mod tests {
                     "v2",
                     "pod",
                     "",
-                    &forbidden_reason(&Attributes { user: &UserInfo::new("NAME"), verb: "get", resource_request: true, path: "", api_group: "v2", api_version: "v1", resource: "pod", subresource: "quota", namespace: "test", name: "" }, ""),
+                    &forbidden_reason(
+                        &Attributes {
+                            user: &UserInfo::new("NAME"),
+                            verb: "get",
+                            resource_request: true,
+                            path: "",
+                            api_group: "v2",
+                            api_version: "v1",
+                            resource: "pod",
+                            subresource: "quota",
+                            namespace: "test",
+                            name: "",
+                        },
+                        "",
+                    ),
                 ),
                 "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pod.v2 is forbidden: User \\\"NAME\\\" cannot get resource \\\"pod/quota\\\" in API group \\\"v2\\\" in the namespace \\\"test\\\"\",\"reason\":\"Forbidden\",\"details\":{\"group\":\"v2\",\"kind\":\"pod\"},\"code\":403}\n",
             ),

@@ -39,7 +39,10 @@ impl StoredObject {
 }
 
 fn meta_str<'a>(v: &'a Value, field: &str) -> &'a str {
-    v.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    v.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// Watch event type.
@@ -101,7 +104,11 @@ impl Store {
     pub(crate) fn new(history_cap: usize) -> Self {
         let (events, _) = broadcast::channel(history_cap.max(16));
         Self {
-            inner: Mutex::new(Inner { rv: 1, objects: BTreeMap::new(), history: VecDeque::new() }),
+            inner: Mutex::new(Inner {
+                rv: 1,
+                objects: BTreeMap::new(),
+                history: VecDeque::new(),
+            }),
             events,
             history_cap: history_cap.max(16),
             uid_seq: AtomicU64::new(1),
@@ -111,7 +118,9 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave a half-written map entry behind, so a
         // poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn resource_version(&self) -> u64 {
@@ -119,7 +128,10 @@ impl Store {
     }
 
     pub(crate) fn get(&self, res: usize, ns: &str, name: &str) -> Option<Arc<StoredObject>> {
-        self.lock().objects.get(&(res, ns.to_owned(), name.to_owned())).cloned()
+        self.lock()
+            .objects
+            .get(&(res, ns.to_owned(), name.to_owned()))
+            .cloned()
     }
 
     /// All objects of a resource (in `ns` if given), ordered by namespace then name.
@@ -136,7 +148,12 @@ impl Store {
     }
 
     fn commit(&self, inner: &mut Inner, kind: EventType, res: usize, object: Arc<StoredObject>) {
-        let event = Arc::new(Event { rv: inner.rv, kind, resource: res, object });
+        let event = Arc::new(Event {
+            rv: inner.rv,
+            kind,
+            resource: res,
+            object,
+        });
         if inner.history.len() >= self.history_cap {
             inner.history.pop_front();
         }
@@ -162,7 +179,9 @@ impl Store {
         let (group, plural) = gr(def);
         check_type(def, &value)?;
         let Some(obj) = value.as_object_mut() else {
-            return Err(Status::bad_request("the object provided is not a JSON object"));
+            return Err(Status::bad_request(
+                "the object provided is not a JSON object",
+            ));
         };
         obj.insert("kind".into(), json!(def.kind));
         obj.insert("apiVersion".into(), json!(def.api_version()));
@@ -170,7 +189,11 @@ impl Store {
         let Some(meta) = meta.as_object_mut() else {
             return Err(Status::bad_request("metadata must be an object"));
         };
-        let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("").to_owned();
+        let body_ns = meta
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         if def.namespaced {
             if !body_ns.is_empty() && body_ns != ns {
                 return Err(Status::bad_request(
@@ -182,9 +205,16 @@ impl Store {
             meta.remove("namespace");
         }
         let mut inner = self.lock();
-        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         if name.is_empty() {
-            let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or("");
+            let prefix = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if prefix.is_empty() {
                 return Err(Status::invalid(
                     group,
@@ -197,18 +227,32 @@ impl Store {
             name = format!("{prefix}{:05x}", (inner.rv * 2_654_435_761) & 0xfffff);
             meta.insert("name".into(), json!(name));
         }
-        if def.namespaced && !inner.objects.contains_key(&(NAMESPACES, String::new(), ns.into()))
+        if def.namespaced
+            && !inner
+                .objects
+                .contains_key(&(NAMESPACES, String::new(), ns.into()))
         {
             return Err(Status::not_found("", "namespaces", ns));
         }
-        let key = (res, if def.namespaced { ns.to_owned() } else { String::new() }, name.clone());
+        let key = (
+            res,
+            if def.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.clone(),
+        );
         if inner.objects.contains_key(&key) {
             return Err(Status::already_exists(group, plural, &name));
         }
         meta.insert("uid".into(), json!(self.next_uid()));
-        meta.insert("creationTimestamp".into(), json!(crate::meta::now_rfc3339()));
+        meta.insert(
+            "creationTimestamp".into(),
+            json!(crate::meta::now_rfc3339()),
+        );
         meta.remove("deletionTimestamp");
-        if def.group != "" {
+        if !def.group.is_empty() {
             meta.insert("generation".into(), json!(1));
         }
         default_status(res, obj);
@@ -267,7 +311,15 @@ impl Store {
         f: impl FnOnce(&mut Value) -> Result<(), Status>,
     ) -> Result<Arc<StoredObject>, Status> {
         let def = &RESOURCES[res];
-        let key = (res, if def.namespaced { ns.to_owned() } else { String::new() }, name.into());
+        let key = (
+            res,
+            if def.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.into(),
+        );
         let mut inner = self.lock();
         let Some(current) = inner.objects.get(&key) else {
             return Err(Status::not_found(def.group, def.plural, name));
@@ -280,7 +332,7 @@ impl Store {
             obj.insert("kind".into(), json!(def.kind));
             obj.insert("apiVersion".into(), json!(def.api_version()));
         }
-        if def.group != "" && strip_meta(&before) != strip_meta(&value) {
+        if !def.group.is_empty() && strip_meta(&before) != strip_meta(&value) {
             let generation = before["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             value["metadata"]["generation"] = json!(generation);
         }
@@ -304,7 +356,15 @@ impl Store {
         dry_run: bool,
     ) -> Result<Arc<StoredObject>, Status> {
         let def = &RESOURCES[res];
-        let key = (res, if def.namespaced { ns.to_owned() } else { String::new() }, name.into());
+        let key = (
+            res,
+            if def.namespaced {
+                ns.to_owned()
+            } else {
+                String::new()
+            },
+            name.into(),
+        );
         let mut inner = self.lock();
         let Some(current) = inner.objects.get(&key).cloned() else {
             return Err(Status::not_found(def.group, def.plural, name));
@@ -364,7 +424,12 @@ impl Store {
                         oldest - 1
                     )));
                 }
-                inner.history.iter().filter(|e| e.rv > rv && e.resource == res).cloned().collect()
+                inner
+                    .history
+                    .iter()
+                    .filter(|e| e.rv > rv && e.resource == res)
+                    .cloned()
+                    .collect()
             }
         };
         Ok(WatchStart { backlog, live })
@@ -372,7 +437,10 @@ impl Store {
 }
 
 fn check_type(def: &ResourceDef, value: &Value) -> Result<(), Status> {
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let want = def.api_version();
     if !api_version.is_empty() && api_version != want {
         return Err(Status::bad_request(format!(
@@ -409,7 +477,13 @@ fn carry_system_fields(from: &Value, to: &mut Value) {
     if !to.get("metadata").is_some_and(Value::is_object) {
         to["metadata"] = json!({});
     }
-    for field in ["uid", "creationTimestamp", "namespace", "name", "generation"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "namespace",
+        "name",
+        "generation",
+    ] {
         match from["metadata"].get(field) {
             Some(v) => to["metadata"][field] = v.clone(),
             None => {
@@ -423,7 +497,8 @@ fn carry_system_fields(from: &Value, to: &mut Value) {
 
 fn default_status(res: usize, obj: &mut Map<String, Value>) {
     if res == NAMESPACES {
-        obj.entry("spec").or_insert_with(|| json!({"finalizers": ["kubernetes"]}));
+        obj.entry("spec")
+            .or_insert_with(|| json!({"finalizers": ["kubernetes"]}));
         obj.insert("status".into(), json!({"phase": "Active"}));
     } else if res == PODS {
         // No kubelet: every pod is running as soon as it exists, so exec works.
@@ -440,7 +515,13 @@ mod tests {
 
     fn store_with_default_ns() -> Store {
         let s = Store::new(64);
-        s.create(NAMESPACES, "", json!({"metadata": {"name": "default"}}), false).unwrap();
+        s.create(
+            NAMESPACES,
+            "",
+            json!({"metadata": {"name": "default"}}),
+            false,
+        )
+        .unwrap();
         s
     }
 
@@ -456,7 +537,10 @@ mod tests {
         let updated = s.update(1, "default", "a", upd.clone(), false).unwrap();
         assert_eq!(updated.value["data"]["k"], "v");
         // The old resourceVersion no longer matches.
-        assert_eq!(s.update(1, "default", "a", upd, false).unwrap_err().reason, "Conflict");
+        assert_eq!(
+            s.update(1, "default", "a", upd, false).unwrap_err().reason,
+            "Conflict"
+        );
         assert_eq!(s.delete(1, "default", "a", false).unwrap().name(), "a");
         assert_eq!(s.get(1, "default", "a").map(|o| o.name().to_owned()), None);
         assert_eq!(s.delete(1, "default", "a", false).unwrap_err().code, 404);
@@ -465,20 +549,35 @@ mod tests {
     #[test]
     fn namespaced_create_needs_the_namespace() {
         let s = Store::new(16);
-        let err = s.create(1, "nope", json!({"metadata": {"name": "a"}}), false).unwrap_err();
+        let err = s
+            .create(1, "nope", json!({"metadata": {"name": "a"}}), false)
+            .unwrap_err();
         assert_eq!(err.message, "namespaces \"nope\" not found");
     }
 
     #[test]
     fn watch_resumes_from_history_and_expires() {
         let s = Store::new(16);
-        s.create(NAMESPACES, "", json!({"metadata": {"name": "default"}}), false).unwrap();
+        s.create(
+            NAMESPACES,
+            "",
+            json!({"metadata": {"name": "default"}}),
+            false,
+        )
+        .unwrap();
         let rv = s.resource_version();
-        s.create(1, "default", json!({"metadata": {"name": "a"}}), false).unwrap();
+        s.create(1, "default", json!({"metadata": {"name": "a"}}), false)
+            .unwrap();
         let start = s.watch(1, Some(rv)).unwrap();
         assert_eq!(start.backlog.len(), 1);
         for i in 0..40 {
-            s.create(1, "default", json!({"metadata": {"name": format!("x{i}")}}), false).unwrap();
+            s.create(
+                1,
+                "default",
+                json!({"metadata": {"name": format!("x{i}")}}),
+                false,
+            )
+            .unwrap();
         }
         assert_eq!(s.watch(1, Some(rv)).err().map(|e| e.code), Some(410));
     }

@@ -54,24 +54,67 @@ fn column(name: &str, kind: &str, format: &str, description: &str) -> Value {
 }
 
 pub(crate) fn columns(res: usize) -> Value {
-    let name = column("Name", "string", "name", "Name must be unique within a namespace.");
-    let age = column("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.");
+    let name = column(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+    );
+    let age = column(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    );
     match RESOURCES[res].plural {
         "pods" => json!([
             name,
-            column("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic."),
-            column("Status", "string", "", "The aggregate status of the containers in this pod."),
-            column("Restarts", "string", "", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."),
+            column(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic."
+            ),
+            column(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod."
+            ),
+            column(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted."
+            ),
             age
         ]),
-        "configmaps" => json!([name, column("Data", "integer", "", "Data contains the configuration data."), age]),
+        "configmaps" => json!([
+            name,
+            column(
+                "Data",
+                "integer",
+                "",
+                "Data contains the configuration data."
+            ),
+            age
+        ]),
         "secrets" => json!([
             name,
             column("Type", "string", "", "The type of the secret"),
-            column("Data", "string", "", "The total number of data in the secret"),
+            column(
+                "Data",
+                "string",
+                "",
+                "The total number of data in the secret"
+            ),
             age
         ]),
-        "namespaces" => json!([name, column("Status", "string", "", "The status of the namespace"), age]),
+        "namespaces" => json!([
+            name,
+            column("Status", "string", "", "The status of the namespace"),
+            age
+        ]),
         _ => json!([name, age]),
     }
 }
@@ -80,7 +123,11 @@ fn cells(res: usize, v: &Value) -> Value {
     let meta = &v["metadata"];
     let name = meta["name"].as_str().unwrap_or("");
     let age = age(meta["creationTimestamp"].as_str().unwrap_or(""));
-    let count = |field: &str| v.get(field).and_then(Value::as_object).map_or(0, |m| m.len());
+    let count = |field: &str| {
+        v.get(field)
+            .and_then(Value::as_object)
+            .map_or(0, |m| m.len())
+    };
     match RESOURCES[res].plural {
         "pods" => {
             let containers = v["spec"]["containers"].as_array().map_or(0, Vec::len);
@@ -121,7 +168,7 @@ pub(crate) fn table(
     res: usize,
     objects: &[std::sync::Arc<StoredObject>],
     include: IncludeObject,
-    list_meta: Value,
+    list_meta: &Value,
     with_columns: bool,
 ) -> Value {
     json!({
@@ -142,7 +189,9 @@ mod tests {
         let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert!(wants_table(Some(kubectl)));
         assert!(!wants_table(Some("application/json")));
-        assert!(!wants_table(Some("application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json")));
+        assert!(!wants_table(Some(
+            "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        )));
         assert!(!wants_table(None));
     }
 }

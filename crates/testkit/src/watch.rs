@@ -28,7 +28,10 @@ pub(crate) struct WatchParams {
 impl WatchParams {
     fn wants(&self, e: &Event) -> bool {
         e.resource == self.resource
-            && self.namespace.as_deref().is_none_or(|ns| ns == e.object.namespace())
+            && self
+                .namespace
+                .as_deref()
+                .is_none_or(|ns| ns == e.object.namespace())
             && self.selector.matches(&e.object)
     }
 }
@@ -58,7 +61,7 @@ fn encode(state: &mut State, e: &Event) -> Bytes {
                 state.params.resource,
                 std::slice::from_ref(&e.object),
                 include,
-                json!({"resourceVersion": e.rv.to_string()}),
+                &json!({"resourceVersion": e.rv.to_string()}),
                 state.first,
             );
             state.first = false;

@@ -19,18 +19,24 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// `alice` may read configmaps in `default`; discovery is open to every authenticated user.
 fn authorizer() -> FnAuthorizer<impl Fn(&Attributes<'_>) -> Decision + Send + Sync> {
     FnAuthorizer(|a: &Attributes<'_>| {
-        let discovery = !a.resource_request
-            && a.user.groups.iter().any(|g| g == "system:authenticated");
+        let discovery =
+            !a.resource_request && a.user.groups.iter().any(|g| g == "system:authenticated");
         let alice = a.user.name == "alice"
             && a.resource == "configmaps"
             && a.namespace == "default"
             && matches!(a.verb, "get" | "list" | "watch");
-        if discovery || alice { Decision::Allow } else { Decision::NoOpinion(String::new()) }
+        if discovery || alice {
+            Decision::Allow
+        } else {
+            Decision::NoOpinion(String::new())
+        }
     })
 }
 
 async fn server() -> TestApiServer {
-    TestApiServer::start(TestApiServerConfig::new(authorizer())).await.unwrap()
+    TestApiServer::start(TestApiServerConfig::new(authorizer()))
+        .await
+        .unwrap()
 }
 
 fn kubectl(server: &TestApiServer, kubeconfig: &Path) -> Command {
@@ -51,7 +57,10 @@ struct Out {
 }
 
 async fn run(mut cmd: Command) -> Out {
-    let out = tokio::time::timeout(LIMIT, cmd.output()).await.expect("kubectl timed out").unwrap();
+    let out = tokio::time::timeout(LIMIT, cmd.output())
+        .await
+        .expect("kubectl timed out")
+        .unwrap();
     Out {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -76,25 +85,45 @@ async fn version_and_get_namespaces_use_aggregated_discovery_and_table() {
     let s = server().await;
     let out = admin(&s, &["version", "-o", "json"]).await;
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stdout.contains("v1.34.0-kubegate-testkit"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("v1.34.0-kubegate-testkit"),
+        "{}",
+        out.stdout
+    );
     let out = admin(&s, &["get", "namespaces"]).await;
     assert!(out.ok, "{}", out.stderr);
     let first = out.stdout.lines().next().unwrap();
-    assert!(first.starts_with("NAME") && first.contains("STATUS") && first.contains("AGE"), "{first}");
+    assert!(
+        first.starts_with("NAME") && first.contains("STATUS") && first.contains("AGE"),
+        "{first}"
+    );
     assert!(out.stdout.contains("kube-system"), "{}", out.stdout);
     let reqs = s.requests();
-    let apis = reqs.iter().find(|r| r.path == "/apis").expect("discovery request");
+    let apis = reqs
+        .iter()
+        .find(|r| r.path == "/apis")
+        .expect("discovery request");
     assert!(apis.header_values("accept")[0].contains("as=APIGroupDiscoveryList"));
-    let list = reqs.iter().find(|r| r.path == "/api/v1/namespaces").unwrap();
+    let list = reqs
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces")
+        .unwrap();
     assert!(list.header_values("accept")[0].starts_with("application/json;as=Table;v=v1"));
     assert_eq!(list.query.as_deref(), Some("limit=500"));
-    assert_eq!(list.authenticated.as_ref().unwrap().name, "kubegate-testkit-admin");
+    assert_eq!(
+        list.authenticated.as_ref().unwrap().name,
+        "kubegate-testkit-admin"
+    );
 }
 
 #[tokio::test]
 async fn create_get_apply_delete_configmap_and_widget() {
     let s = server().await;
-    let cm = write(&s, "cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\ndata:\n  a: \"1\"\n");
+    let cm = write(
+        &s,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\ndata:\n  a: \"1\"\n",
+    );
     let out = admin(&s, &["create", "-f", cm.to_str().unwrap()]).await;
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "configmap/one created");
@@ -102,9 +131,17 @@ async fn create_get_apply_delete_configmap_and_widget() {
     assert_eq!(out.stdout, "1", "{}", out.stderr);
     let out = admin(&s, &["create", "-f", cm.to_str().unwrap()]).await;
     assert!(!out.ok);
-    assert!(out.stderr.contains("Error from server (AlreadyExists)"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Error from server (AlreadyExists)"),
+        "{}",
+        out.stderr
+    );
 
-    let widget = write(&s, "w.yaml", "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n");
+    let widget = write(
+        &s,
+        "w.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n",
+    );
     let out = admin(&s, &["create", "-f", widget.to_str().unwrap()]).await;
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "widget.example.com/w1 created");
@@ -113,27 +150,59 @@ async fn create_get_apply_delete_configmap_and_widget() {
         .into_iter()
         .find(|r| r.method == http::Method::POST && r.path.ends_with("/widgets"))
         .unwrap();
-    assert!(post.query.unwrap().contains("fieldValidation=Strict"), "field validation probe");
+    assert!(
+        post.query.unwrap().contains("fieldValidation=Strict"),
+        "field validation probe"
+    );
 
     // Client-side apply: create with last-applied, then a patch.
-    let applied = write(&s, "a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  k: v1\n");
+    let applied = write(
+        &s,
+        "a.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  k: v1\n",
+    );
     let out = admin(&s, &["apply", "-f", applied.to_str().unwrap()]).await;
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "configmap/applied created");
-    std::fs::write(&applied, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  k: v2\n").unwrap();
+    std::fs::write(
+        &applied,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  k: v2\n",
+    )
+    .unwrap();
     let out = admin(&s, &["apply", "-f", applied.to_str().unwrap()]).await;
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "configmap/applied configured");
-    assert_eq!(s.get("cm", "default", "applied").unwrap().unwrap()["data"]["k"], "v2");
+    assert_eq!(
+        s.get("cm", "default", "applied").unwrap().unwrap()["data"]["k"],
+        "v2"
+    );
 
     // Server-side apply of a widget.
-    std::fs::write(&widget, "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 2\n").unwrap();
-    let out = admin(&s, &["apply", "--server-side", "-f", widget.to_str().unwrap()]).await;
+    std::fs::write(
+        &widget,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 2\n",
+    )
+    .unwrap();
+    let out = admin(
+        &s,
+        &["apply", "--server-side", "-f", widget.to_str().unwrap()],
+    )
+    .await;
     assert!(out.ok, "{}", out.stderr);
-    assert_eq!(s.get("widgets.example.com", "default", "w1").unwrap().unwrap()["spec"]["size"], 2);
+    assert_eq!(
+        s.get("widgets.example.com", "default", "w1")
+            .unwrap()
+            .unwrap()["spec"]["size"],
+        2
+    );
 
     let out = admin(&s, &["get", "widgets"]).await;
-    assert!(out.ok && out.stdout.contains("w1"), "{} {}", out.stdout, out.stderr);
+    assert!(
+        out.ok && out.stdout.contains("w1"),
+        "{} {}",
+        out.stdout,
+        out.stderr
+    );
 
     let out = admin(&s, &["delete", "cm", "one"]).await;
     assert!(out.ok, "{}", out.stderr);
@@ -141,14 +210,21 @@ async fn create_get_apply_delete_configmap_and_widget() {
     assert!(s.get("cm", "default", "one").unwrap().is_none());
     let out = admin(&s, &["get", "cm", "one"]).await;
     assert!(!out.ok);
-    assert!(out.stderr.contains("Error from server (NotFound): configmaps \"one\" not found"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Error from server (NotFound): configmaps \"one\" not found"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]
 async fn rbac_denial_is_a_kubectl_forbidden_error() {
     let s = server().await;
     let token = s.mint_token(UserInfo::new("alice"));
-    let kc = s.kubeconfig_for("alice", &Credential::Token(token)).unwrap();
+    let kc = s
+        .kubeconfig_for("alice", &Credential::Token(token))
+        .unwrap();
     let mut c = kubectl(&s, &kc);
     c.args(["get", "cm"]);
     let out = run(c).await;
@@ -167,16 +243,27 @@ async fn rbac_denial_is_a_kubectl_forbidden_error() {
 #[tokio::test]
 async fn client_certificate_identity() {
     let s = server().await;
-    let cert = s.mint_client_cert(UserInfo::new("alice").with_group("dev")).unwrap();
-    let kc = s.kubeconfig_for("alice-cert", &Credential::ClientCert(cert)).unwrap();
+    let cert = s
+        .mint_client_cert(UserInfo::new("alice").with_group("dev"))
+        .unwrap();
+    let kc = s
+        .kubeconfig_for("alice-cert", &Credential::ClientCert(cert))
+        .unwrap();
     let mut c = kubectl(&s, &kc);
     c.args(["get", "cm", "-o", "name"]);
     let out = run(c).await;
     assert!(out.ok, "{}", out.stderr);
-    let list = s.requests().into_iter().find(|r| r.path == "/api/v1/namespaces/default/configmaps").unwrap();
+    let list = s
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/namespaces/default/configmaps")
+        .unwrap();
     let user = list.authenticated.unwrap();
     assert_eq!(user.name, "alice");
-    assert_eq!(user.groups, vec!["dev".to_owned(), "system:authenticated".to_owned()]);
+    assert_eq!(
+        user.groups,
+        vec!["dev".to_owned(), "system:authenticated".to_owned()]
+    );
 }
 
 #[tokio::test]
@@ -184,13 +271,22 @@ async fn impersonation_via_kubectl_as() {
     let s = server().await;
     let out = admin(&s, &["get", "cm", "--as", "alice", "--as-group", "team"]).await;
     assert!(out.ok, "{}", out.stderr);
-    let list = s.requests().into_iter().find(|r| r.path == "/api/v1/namespaces/default/configmaps").unwrap();
+    let list = s
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/v1/namespaces/default/configmaps")
+        .unwrap();
     let who = list.impersonated.unwrap();
     assert_eq!(who.name, "alice");
-    assert_eq!(who.groups, vec!["team".to_owned(), "system:authenticated".to_owned()]);
+    assert_eq!(
+        who.groups,
+        vec!["team".to_owned(), "system:authenticated".to_owned()]
+    );
     // alice may not impersonate anyone.
     let token = s.mint_token(UserInfo::new("alice"));
-    let kc = s.kubeconfig_for("alice", &Credential::Token(token)).unwrap();
+    let kc = s
+        .kubeconfig_for("alice", &Credential::Token(token))
+        .unwrap();
     let mut c = kubectl(&s, &kc);
     c.args(["get", "cm", "--as", "bob"]);
     let out = run(c).await;
@@ -201,9 +297,11 @@ async fn impersonation_via_kubectl_as() {
 #[tokio::test]
 async fn get_watch_streams_changes() {
     let s = server().await;
-    s.create("cm", "default", json!({"metadata": {"name": "before"}})).unwrap();
+    s.create("cm", "default", json!({"metadata": {"name": "before"}}))
+        .unwrap();
     let mut c = kubectl(&s, s.kubeconfig_path());
-    c.args(["get", "cm", "-w", "--output-watch-events"]).stdout(Stdio::piped());
+    c.args(["get", "cm", "-w", "--output-watch-events"])
+        .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let result = tokio::time::timeout(LIMIT, async {
@@ -212,7 +310,8 @@ async fn get_watch_streams_changes() {
             if line.contains("before") {
                 // The initial list is printed: now the watch is (being) established.
                 s.recorder().wait_for(|r| r.verb == "watch").await;
-                s.create("cm", "default", json!({"metadata": {"name": "after"}})).unwrap();
+                s.create("cm", "default", json!({"metadata": {"name": "after"}}))
+                    .unwrap();
             }
             let done = line.contains("ADDED") && line.contains("after");
             seen.push(line);
@@ -226,7 +325,11 @@ async fn get_watch_streams_changes() {
     .expect("watch event not printed");
     child.kill().await.unwrap();
     assert!(result.iter().any(|l| l.contains("after")));
-    let watch = s.requests().into_iter().find(|r| r.verb == "watch").unwrap();
+    let watch = s
+        .requests()
+        .into_iter()
+        .find(|r| r.verb == "watch")
+        .unwrap();
     assert!(watch.query.unwrap().contains("watch=true"));
 }
 
@@ -244,18 +347,36 @@ async fn exec_with_and_without_stdin() {
     assert_eq!(out.stdout, format!("{EXEC_STDOUT_PREFIX} echo hi\n"));
 
     let mut c = kubectl(&s, s.kubeconfig_path());
-    c.args(["exec", "-i", "p", "--", "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    c.args(["exec", "-i", "p", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"hello from stdin\n").await.unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(LIMIT, child.wait_with_output()).await.unwrap().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(LIMIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("{EXEC_STDOUT_PREFIX} cat\nhello from stdin\n")
     );
-    let exec = s.requests().into_iter().find(|r| r.path.ends_with("/exec")).unwrap();
+    let exec = s
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/exec"))
+        .unwrap();
     assert_eq!(exec.method, http::Method::GET);
-    assert!(exec.header_values("sec-websocket-protocol").iter().any(|p| p.contains("v5.channel.k8s.io")));
+    assert!(
+        exec.header_values("sec-websocket-protocol")
+            .iter()
+            .any(|p| p.contains("v5.channel.k8s.io"))
+    );
 }

@@ -1,0 +1,493 @@
+//! Raw hyper/rustls clients against the fake apiserver: Status bodies, faults, upgrades,
+//! big lists and watches.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use kubegate_testkit::{
+    Attributes, Decision, Fault, FaultRule, FnAuthorizer, TestApiServer, TestApiServerConfig,
+    UPGRADE_ECHO_PATH,
+};
+use rustls_pki_types::ServerName;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn deny_all() -> FnAuthorizer<impl Fn(&Attributes<'_>) -> Decision + Send + Sync> {
+    FnAuthorizer(|_: &Attributes<'_>| Decision::NoOpinion(String::new()))
+}
+
+async fn server() -> TestApiServer {
+    TestApiServer::start(TestApiServerConfig::new(deny_all()))
+        .await
+        .unwrap()
+}
+
+async fn tls(s: &TestApiServer, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut config = s.client_tls_config(None).unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(s.addr()).await.unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+type H1 = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn h1(s: &TestApiServer) -> H1 {
+    let io = TokioIo::new(tls(s, &[b"http/1.1"]).await);
+    let (send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    tokio::spawn(conn.with_upgrades());
+    send
+}
+
+fn get(s: &TestApiServer, path: &str) -> Request<Empty<Bytes>> {
+    Request::get(path)
+        .header("host", s.addr().to_string())
+        .header("authorization", format!("Bearer {}", s.admin_token()))
+        .body(Empty::new())
+        .unwrap()
+}
+
+async fn send(
+    s: &TestApiServer,
+    req: Request<Empty<Bytes>>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut c = h1(s).await;
+    let resp = tokio::time::timeout(LIMIT, c.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn text(b: &Bytes) -> &str {
+    std::str::from_utf8(b).unwrap()
+}
+
+#[tokio::test]
+async fn status_bodies_match_kube_apiserver() {
+    let s = server().await;
+    let mut unauth = get(&s, "/api/v1/namespaces");
+    unauth.headers_mut().remove("authorization");
+    let cases: Vec<(&str, Request<Empty<Bytes>>, u16, &str)> = vec![
+        (
+            "401 unauthenticated",
+            unauth,
+            401,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}\n",
+        ),
+        (
+            "404 object",
+            get(&s, "/api/v1/namespaces/default/pods/foo"),
+            404,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"foo\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"foo\",\"kind\":\"pods\"},\"code\":404}\n",
+        ),
+        (
+            "400 exec without upgrade",
+            get(
+                &s,
+                "/api/v1/namespaces/default/pods/p/exec?command=ls&stdout=true",
+            ),
+            400,
+            "",
+        ),
+    ];
+    s.create(
+        "pods",
+        "default",
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}),
+    )
+    .unwrap();
+    for (name, req, code, want) in cases {
+        let (status, headers, body) = send(&s, req).await;
+        assert_eq!(status.as_u16(), code, "{name}: {}", text(&body));
+        assert_eq!(headers["content-type"], "application/json", "{name}");
+        if !want.is_empty() {
+            assert_eq!(text(&body), want, "{name}");
+        }
+    }
+    let (_, _, body) = send(
+        &s,
+        get(
+            &s,
+            "/api/v1/namespaces/default/pods/p/exec?command=ls&stdout=true",
+        ),
+    )
+    .await;
+    assert_eq!(
+        text(&body),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Upgrade request required\",\"reason\":\"BadRequest\",\"code\":400}\n"
+    );
+    // curl gets the pretty form.
+    let mut curl = get(&s, "/api/v1/namespaces/default/pods/foo");
+    curl.headers_mut()
+        .insert("user-agent", "curl/8.0".parse().unwrap());
+    let (_, _, body) = send(&s, curl).await;
+    assert!(text(&body).starts_with("{\n  \"kind\": \"Status\",\n"));
+}
+
+#[tokio::test]
+async fn forbidden_for_an_identity_without_rbac() {
+    let s = server().await;
+    let token = s.mint_token(kubegate_testkit::UserInfo::new("jane"));
+    let mut req = get(&s, "/apis/example.com/v1/widgets");
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (status, headers, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(
+        text(&body),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"widgets.example.com is forbidden: User \\\"jane\\\" cannot list resource \\\"widgets\\\" in API group \\\"example.com\\\" at the cluster scope\",\"reason\":\"Forbidden\",\"details\":{\"group\":\"example.com\",\"kind\":\"widgets\"},\"code\":403}\n"
+    );
+}
+
+#[tokio::test]
+async fn fault_status_answers_5xx_with_a_status_body() {
+    let s = server().await;
+    s.faults().inject(
+        FaultRule::new(Fault::Status(503))
+            .path_prefix("/api/v1")
+            .times(1),
+    );
+    let (status, _, body) = send(&s, get(&s, "/api/v1/namespaces")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["reason"].as_str(), v["code"].as_u64()),
+        (Some("ServiceUnavailable"), Some(503))
+    );
+    let (status, _, _) = send(&s, get(&s, "/api/v1/namespaces")).await;
+    assert_eq!(status, StatusCode::OK, "the rule applied once");
+}
+
+#[tokio::test]
+async fn fault_delay_holds_the_response() {
+    let s = server().await;
+    s.faults()
+        .inject(FaultRule::new(Fault::Delay(Duration::from_secs(3600))).path_prefix("/version"));
+    let mut c = h1(&s).await;
+    let mut pending = Box::pin(c.send_request(get(&s, "/version")));
+    tokio::select! {
+        r = &mut pending => panic!("answered despite the delay: {:?}", r.map(|r| r.status())),
+        _ = s.recorder().wait_for(|r| r.path == "/version") => {}
+    }
+    // Received and recorded, but the handler is still sleeping: no response yet.
+    assert!(futures_util::poll!(&mut pending).is_pending());
+}
+
+#[tokio::test]
+async fn fault_reset_drops_the_connection() {
+    let s = server().await;
+    s.faults()
+        .inject(FaultRule::new(Fault::Reset).path_prefix("/version"));
+    let mut c = h1(&s).await;
+    let r = tokio::time::timeout(LIMIT, c.send_request(get(&s, "/version")))
+        .await
+        .unwrap();
+    let err = r.expect_err("connection must be reset");
+    // The peer must see a TCP reset (SO_LINGER 0), not an orderly close.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    let mut reset = false;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            reset |= io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = e.source();
+    }
+    assert!(reset, "{err:?}");
+}
+
+#[tokio::test]
+async fn fault_slow_body_streams_small_chunks() {
+    let s = server().await;
+    let (_, _, whole) = send(&s, get(&s, "/version")).await;
+    s.faults().inject(FaultRule::new(Fault::SlowBody {
+        chunk_size: 16,
+        interval: Duration::from_millis(1),
+    }));
+    let mut c = h1(&s).await;
+    let resp = c.send_request(get(&s, "/version")).await.unwrap();
+    let mut body: Incoming = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            frames.push(d);
+        }
+    }
+    assert!(frames.len() >= whole.len() / 16, "{} frames", frames.len());
+    assert!(frames.iter().all(|f| f.len() <= 16));
+    assert_eq!(frames.concat(), whole.to_vec());
+}
+
+async fn raw_upgrade(s: &TestApiServer, path: &str, extra: &str) -> (TlsStream<TcpStream>, String) {
+    let mut io = tls(s, &[b"http/1.1"]).await;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: testkit-echo\r\n{extra}\r\n",
+        s.addr(),
+        s.admin_token()
+    );
+    io.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(
+            io.read(&mut b).await.unwrap(),
+            1,
+            "connection closed in response head"
+        );
+        head.push(b[0]);
+    }
+    (io, String::from_utf8(head).unwrap())
+}
+
+#[tokio::test]
+async fn upgrade_echo_round_trip() {
+    let s = server().await;
+    let (mut io, head) = raw_upgrade(&s, UPGRADE_ECHO_PATH, "").await;
+    assert!(
+        head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: testkit-echo"),
+        "{head}"
+    );
+    io.write_all(b"ping over the upgraded stream")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 29];
+    io.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"ping over the upgraded stream");
+}
+
+#[tokio::test]
+async fn upgrade_faults_answer_without_switching() {
+    let s = server().await;
+    let cases = [
+        ("200", 200, None, "HTTP/1.1 200 OK"),
+        (
+            "302",
+            302,
+            Some("https://example.com/there"),
+            "HTTP/1.1 302 Found",
+        ),
+        ("403", 403, None, "HTTP/1.1 403 Forbidden"),
+    ];
+    for (name, code, location, status_line) in cases {
+        s.faults().clear();
+        s.faults().inject(FaultRule::new(Fault::UpgradeStatus {
+            code,
+            location: location.map(str::to_owned),
+        }));
+        // A plain request is unaffected by an upgrade fault.
+        let (status, _, _) = send(&s, get(&s, "/version")).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        let (_, head) = raw_upgrade(&s, UPGRADE_ECHO_PATH, "").await;
+        assert!(head.starts_with(status_line), "{name}: {head}");
+        if let Some(loc) = location {
+            assert!(head.contains(&format!("location: {loc}")), "{name}: {head}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_for_plain_requests() {
+    let s = server().await;
+    let io = TokioIo::new(tls(&s, &[b"h2"]).await);
+    let (mut c, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("https://{}/version", s.addr()))
+        .header("authorization", format!("Bearer {}", s.admin_token()))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(s.requests()[0].version, http::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn list_limit_and_continue() {
+    let s = server().await;
+    for i in 0..5 {
+        s.create(
+            "cm",
+            "default",
+            json!({"metadata": {"name": format!("c{i}")}}),
+        )
+        .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut next = String::new();
+    loop {
+        let path = format!("/api/v1/namespaces/default/configmaps?limit=2&continue={next}");
+        let (status, _, body) = send(&s, get(&s, &path)).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["kind"], "ConfigMapList");
+        names.extend(
+            v["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()),
+        );
+        match v["metadata"]["continue"].as_str() {
+            Some(c) => next = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["c0", "c1", "c2", "c3", "c4"]);
+}
+
+#[tokio::test]
+async fn list_of_64_mib_is_streamed_in_chunks() {
+    let s = server().await;
+    let total = s.seed_configmaps("default", 1024, 64 << 10).unwrap();
+    assert_eq!(total, 64 << 20);
+    let mut c = h1(&s).await;
+    let resp = c
+        .send_request(get(&s, "/api/v1/namespaces/default/configmaps"))
+        .await
+        .unwrap();
+    assert!(
+        resp.headers().get("content-length").is_none(),
+        "streamed, not buffered"
+    );
+    let mut body = resp.into_body();
+    let (mut frames, mut bytes) = (0usize, Vec::with_capacity((64 << 20) + (1 << 20)));
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            frames += 1;
+            bytes.extend_from_slice(&d);
+        }
+    }
+    assert!(bytes.len() > 64 << 20);
+    assert!(frames > 100, "{frames} frames");
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 1024);
+}
+
+async fn read_events(body: &mut Incoming, buf: &mut Vec<u8>, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            out.push(serde_json::from_slice(&line).unwrap());
+        }
+        if out.len() >= n {
+            break;
+        }
+        let frame = body.frame().await.expect("watch ended early").unwrap();
+        if let Ok(d) = frame.into_data() {
+            buf.extend_from_slice(&d);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn watch_sees_a_thousand_events_in_order() {
+    let s = server().await;
+    s.create("cm", "default", json!({"metadata": {"name": "hot"}}))
+        .unwrap();
+    let rv = s.resource_version();
+    let mut c = h1(&s).await;
+    let resp = c
+        .send_request(get(
+            &s,
+            &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let mut body = resp.into_body();
+    s.generate_events("cm", "default", "hot", 1000).unwrap();
+    let mut buf = Vec::new();
+    let events = tokio::time::timeout(LIMIT, read_events(&mut body, &mut buf, 1000))
+        .await
+        .unwrap();
+    let rvs: Vec<u64> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e["type"], "MODIFIED");
+            e["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(rvs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        events[999]["object"]["metadata"]["annotations"]["testkit/counter"],
+        "999"
+    );
+}
+
+#[tokio::test]
+async fn watch_from_a_compacted_version_gets_410() {
+    let mut config = TestApiServerConfig::new(deny_all());
+    config.watch_history = 16;
+    let s = TestApiServer::start(config).await.unwrap();
+    s.create("cm", "default", json!({"metadata": {"name": "x"}}))
+        .unwrap();
+    s.generate_events("cm", "default", "x", 40).unwrap();
+    let (status, _, body) = send(
+        &s,
+        get(
+            &s,
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=2",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["type"], "ERROR");
+    assert_eq!(
+        (v["object"]["code"].as_u64(), v["object"]["reason"].as_str()),
+        (Some(410), Some("Expired"))
+    );
+}
+
+#[tokio::test]
+async fn watch_without_version_starts_with_current_objects_and_times_out() {
+    let s = server().await;
+    s.create("cm", "default", json!({"metadata": {"name": "a"}}))
+        .unwrap();
+    let (status, _, body) = send(
+        &s,
+        get(
+            &s,
+            "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=0",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_slice(text(&body).lines().next().unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("a"))
+    );
+}
