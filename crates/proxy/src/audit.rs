@@ -1,0 +1,437 @@
+//! [`AuditLayer`]: one `audit.k8s.io/v1` Event (level `Metadata`) per request, handed to an
+//! [`AuditSink`], and the `Audit-ID` header on every response.
+//!
+//! Stages follow kube-apiserver: long-running requests ([`LongRunning`]) emit `ResponseStarted`
+//! when the response head is ready and `ResponseComplete` when the body ends; others emit only
+//! `ResponseComplete`, when the body ends (or is dropped because the client went away).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use tower::{Layer, Service};
+
+use crate::body::GuardedBody;
+use crate::ext::{
+    AuditAnnotations, AuditId, ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta,
+};
+
+const AUDIT_ID: &str = "audit-id";
+
+/// kube's `MicroTime` wire format.
+const MICRO_TIME: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+fn micro_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(MICRO_TIME)
+        .unwrap_or_default()
+}
+
+/// Receives audit events. Called on the request path: implementations must not block for long
+/// (queue and write elsewhere if the destination is slow).
+pub trait AuditSink: Send + Sync + 'static {
+    /// Records one event.
+    fn record(&self, event: &AuditEvent);
+}
+
+/// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer,
+/// e.g. a file opened for appending.
+pub struct JsonLinesSink<W> {
+    writer: Mutex<W>,
+}
+
+impl<W: Write + Send + 'static> JsonLinesSink<W> {
+    /// Wraps `writer`.
+    pub fn new(writer: W) -> Self {
+        JsonLinesSink {
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// Returns the writer.
+    pub fn into_inner(self) -> W {
+        self.writer
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<W> fmt::Debug for JsonLinesSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesSink").finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Send + 'static> AuditSink for JsonLinesSink<W> {
+    fn record(&self, event: &AuditEvent) {
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = w.write_all(&line).and_then(|()| w.flush()) {
+            tracing::warn!(error = %e, "writing an audit event failed");
+        }
+    }
+}
+
+impl<T: AuditSink> AuditSink for Arc<T> {
+    fn record(&self, event: &AuditEvent) {
+        T::record(self, event);
+    }
+}
+
+/// An `audit.k8s.io/v1` Event at level `Metadata`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Always `Event`.
+    pub kind: &'static str,
+    /// Always `audit.k8s.io/v1`.
+    pub api_version: &'static str,
+    /// Always `Metadata` (bodies are never recorded).
+    pub level: &'static str,
+    /// The request's audit ID.
+    #[serde(rename = "auditID")]
+    pub audit_id: String,
+    /// `ResponseStarted` or `ResponseComplete`.
+    pub stage: &'static str,
+    /// Request URI as the client sent it.
+    #[serde(rename = "requestURI")]
+    pub request_uri: String,
+    /// kube verb.
+    pub verb: String,
+    /// The authenticated user (empty user name when authentication did not run or failed).
+    pub user: Identity,
+    /// Client addresses: `X-Forwarded-For` entries, then the peer address.
+    #[serde(rename = "sourceIPs")]
+    pub source_ips: Vec<String>,
+    /// `User-Agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The addressed object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_ref: Option<ObjectRef>,
+    /// Response code (absent if the service failed without a response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<ResponseStatus>,
+    /// When the request arrived.
+    pub request_received_timestamp: String,
+    /// When this stage was reached.
+    pub stage_timestamp: String,
+    /// Annotations (e.g. authorization decision).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `responseStatus` (a `meta/v1` Status carrying the code).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseStatus {
+    /// Always `{}`.
+    pub metadata: BTreeMap<String, String>,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Layer applying [`Audit`].
+pub struct AuditLayer<K> {
+    sink: Arc<K>,
+}
+
+impl<K: AuditSink> AuditLayer<K> {
+    /// Sends events to `sink`.
+    pub fn new(sink: K) -> Self {
+        AuditLayer {
+            sink: Arc::new(sink),
+        }
+    }
+
+    /// Shares an existing sink.
+    pub fn from_arc(sink: Arc<K>) -> Self {
+        AuditLayer { sink }
+    }
+}
+
+impl<K> Clone for AuditLayer<K> {
+    fn clone(&self) -> Self {
+        AuditLayer {
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for AuditLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S, K> Layer<S> for AuditLayer<K> {
+    type Service = Audit<S, K>;
+
+    fn layer(&self, inner: S) -> Audit<S, K> {
+        Audit {
+            inner,
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+/// Middleware emitting audit events.
+pub struct Audit<S, K> {
+    inner: S,
+    sink: Arc<K>,
+}
+
+impl<S: Clone, K> Clone for Audit<S, K> {
+    fn clone(&self) -> Self {
+        Audit {
+            inner: self.inner.clone(),
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K> fmt::Debug for Audit<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Audit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An audit ID a client may set: kube accepts any non-empty value; we additionally bound it so
+/// logs stay sane.
+fn valid_client_audit_id(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?.trim();
+    (!s.is_empty() && s.len() <= 128).then_some(s)
+}
+
+/// Everything needed to write the event once the response is known; dropping it emits
+/// `ResponseComplete`.
+pub struct Pending<K: AuditSink> {
+    sink: Arc<K>,
+    event: Option<AuditEvent>,
+}
+
+impl<K: AuditSink> fmt::Debug for Pending<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl<K: AuditSink> Drop for Pending<K> {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.stage = "ResponseComplete";
+            event.stage_timestamp = micro_time(OffsetDateTime::now_utc());
+            self.sink.record(&event);
+        }
+    }
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S, K>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    K: AuditSink,
+{
+    type Response = Response<GuardedBody<ResBody, Pending<K>>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let received = OffsetDateTime::now_utc();
+        let id: Arc<str> = match req.headers().get(AUDIT_ID).and_then(valid_client_audit_id) {
+            Some(s) => s.into(),
+            None => uuid::Uuid::new_v4().to_string().into(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            // Forwarded upstream too, so the upstream's audit log carries the same ID.
+            req.headers_mut().insert(AUDIT_ID, v);
+        }
+        req.extensions_mut().insert(AuditId(id.clone()));
+        let mut source_ips: Vec<String> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>() {
+            source_ips.push(addr.ip().to_string());
+        }
+        let meta = req.extensions().get::<RequestMeta>();
+        let event = AuditEvent {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: "Metadata",
+            audit_id: id.to_string(),
+            stage: "RequestReceived",
+            request_uri: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |pq| pq.to_string()),
+            verb: meta
+                .map(|m| m.verb.clone())
+                .unwrap_or_else(|| req.method().as_str().to_ascii_lowercase()),
+            user: Identity::default(),
+            source_ips,
+            user_agent: req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            object_ref: meta.and_then(|m| m.object_ref.clone()),
+            response_status: None,
+            request_received_timestamp: micro_time(received),
+            stage_timestamp: String::new(),
+            annotations: BTreeMap::new(),
+        };
+        let long_running = req.extensions().get::<LongRunning>().is_some_and(|l| l.0);
+        // The identity is only known after authentication, which runs inside this layer;
+        // a shared slot lets the inner stack's request extension reach the event.
+        let slot = IdentitySlot::default();
+        if let Some(identity) = req.extensions().get::<Identity>() {
+            slot.set(identity.clone());
+        }
+        req.extensions_mut().insert(slot.clone());
+        ResponseFuture {
+            inner: self.inner.call(req),
+            state: Some(State {
+                sink: self.sink.clone(),
+                event,
+                long_running,
+                id,
+                slot,
+            }),
+        }
+    }
+}
+
+/// Where [`AuthnLayer`](crate::AuthnLayer)-produced identities are reported back to the audit
+/// layer (a request extension; the inner stack writes it, the audit layer reads it).
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySlot(Arc<Mutex<Option<Identity>>>);
+
+impl IdentitySlot {
+    /// Records the identity the request acts as.
+    pub fn set(&self, identity: Identity) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(identity);
+    }
+
+    fn take(&self) -> Option<Identity> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+struct State<K> {
+    sink: Arc<K>,
+    event: AuditEvent,
+    long_running: bool,
+    id: Arc<str>,
+    slot: IdentitySlot,
+}
+
+pin_project! {
+    /// Response future of [`Audit`].
+    pub struct ResponseFuture<F, K> {
+        #[pin]
+        inner: F,
+        state: Option<State<K>>,
+    }
+}
+
+impl<F, K> fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, K, B, E> Future for ResponseFuture<F, K>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    K: AuditSink,
+{
+    type Output = Result<Response<GuardedBody<B, Pending<K>>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let Some(State {
+            sink,
+            mut event,
+            long_running,
+            id,
+            slot,
+        }) = this.state.take()
+        else {
+            // Polled after completion: a contract violation by the caller; report it as pending.
+            return Poll::Pending;
+        };
+        if let Some(identity) = slot.take() {
+            event.user = identity;
+        }
+        match result {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    parts.headers.insert(AUDIT_ID, v);
+                }
+                event.response_status = Some(ResponseStatus {
+                    metadata: BTreeMap::new(),
+                    code: parts.status.as_u16(),
+                });
+                if let Some(AuditAnnotations(a)) = parts.extensions.get::<AuditAnnotations>() {
+                    event
+                        .annotations
+                        .extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                if long_running {
+                    event.stage = "ResponseStarted";
+                    event.stage_timestamp = micro_time(OffsetDateTime::now_utc());
+                    sink.record(&event);
+                }
+                let pending = Pending {
+                    sink,
+                    event: Some(event),
+                };
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    GuardedBody::new(body, pending),
+                )))
+            }
+            Err(e) => {
+                event.stage = "ResponseComplete";
+                event.stage_timestamp = micro_time(OffsetDateTime::now_utc());
+                sink.record(&event);
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! [`AuthnLayer`]: authenticates every request through an [`Authenticator`]; failures get
+//! kube-apiserver's 401 Status.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::audit::IdentitySlot;
+use crate::ext::Identity;
+use crate::status::{Status, wants_pretty};
+
+/// A successful authentication.
+#[derive(Debug, Clone)]
+pub struct Authenticated<S> {
+    /// Who the request acts as; inserted as a request extension.
+    pub identity: Identity,
+    /// An optional restriction (e.g. an access-key scope); inserted as a request extension
+    /// when present.
+    pub scope: Option<S>,
+}
+
+/// Why authentication failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthnError {
+    /// No or invalid credentials: 401 `Unauthorized`.
+    #[error("Unauthorized")]
+    Unauthorized,
+    /// The authenticator could not decide (e.g. a token review backend is down): 500 Status.
+    /// The message is shown to the client and must not contain secrets.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AuthnError {
+    /// The Status kube-apiserver answers with.
+    pub fn status(&self) -> Status {
+        match self {
+            AuthnError::Unauthorized => Status::unauthorized(),
+            AuthnError::Internal(msg) => Status::internal_error(msg),
+        }
+    }
+}
+
+/// Turns request credentials (headers, cookies, client certificate info in extensions) into an
+/// identity.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The scope type attached to authenticated requests (`()` if none).
+    type Scope: Clone + Send + Sync + 'static;
+
+    /// Authenticates a request head.
+    fn authenticate(
+        &self,
+        request: &http::request::Parts,
+    ) -> impl Future<Output = Result<Authenticated<Self::Scope>, AuthnError>> + Send;
+}
+
+/// Layer applying [`Authn`].
+pub struct AuthnLayer<A> {
+    authenticator: Arc<A>,
+}
+
+impl<A> AuthnLayer<A> {
+    /// Authenticates with `authenticator`.
+    pub fn new(authenticator: A) -> Self {
+        AuthnLayer {
+            authenticator: Arc::new(authenticator),
+        }
+    }
+
+    /// Shares an existing authenticator.
+    pub fn from_arc(authenticator: Arc<A>) -> Self {
+        AuthnLayer { authenticator }
+    }
+}
+
+impl<A> Clone for AuthnLayer<A> {
+    fn clone(&self) -> Self {
+        AuthnLayer {
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+impl<A> fmt::Debug for AuthnLayer<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthnLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S, A> Layer<S> for AuthnLayer<A> {
+    type Service = Authn<S, A>;
+
+    fn layer(&self, inner: S) -> Authn<S, A> {
+        Authn {
+            inner,
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+/// Middleware that authenticates, then calls the inner service with [`Identity`] (and the scope)
+/// in the request extensions, or answers 401 itself.
+pub struct Authn<S, A> {
+    inner: S,
+    authenticator: Arc<A>,
+}
+
+impl<S: Clone, A> Clone for Authn<S, A> {
+    fn clone(&self) -> Self {
+        Authn {
+            inner: self.inner.clone(),
+            authenticator: self.authenticator.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, A> fmt::Debug for Authn<S, A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authn")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, A, ReqBody, ResBody> Service<Request<ReqBody>> for Authn<S, A>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    A: Authenticator,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes> + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        // The ready service is the one that must be called; leave a fresh clone behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authenticator = self.authenticator.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let (mut parts, body) = req.into_parts();
+                match authenticator.authenticate(&parts).await {
+                    Ok(Authenticated { identity, scope }) => {
+                        if let Some(slot) = parts.extensions.get::<IdentitySlot>() {
+                            slot.set(identity.clone());
+                        }
+                        parts.extensions.insert(identity);
+                        if let Some(scope) = scope {
+                            parts.extensions.insert(scope);
+                        }
+                        inner.call(Request::from_parts(parts, body)).await
+                    }
+                    Err(e) => Ok(e
+                        .status()
+                        .to_response(wants_pretty(&parts.uri, &parts.headers))),
+                }
+            }),
+        }
+    }
+}
+
+/// Response future of [`Authn`] (and [`Authz`](crate::authz::Authz)).
+pub struct ResponseFuture<B, E> {
+    pub(crate) inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
+}
+
+impl<B, E> fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<B>, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    struct Tokens;
+    impl Authenticator for Tokens {
+        type Scope = &'static str;
+        async fn authenticate(
+            &self,
+            req: &http::request::Parts,
+        ) -> Result<Authenticated<&'static str>, AuthnError> {
+            match req.headers.get("authorization").map(|v| v.as_bytes()) {
+                Some(b"Bearer good") => Ok(Authenticated {
+                    identity: Identity::new("alice").with_group("system:authenticated"),
+                    scope: Some("scope-a"),
+                }),
+                Some(b"Bearer broken") => Err(AuthnError::Internal("backend down".into())),
+                _ => Err(AuthnError::Unauthorized),
+            }
+        }
+    }
+
+    fn echo() -> impl Service<
+        Request<Full<Bytes>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone
+    + Send
+    + 'static {
+        tower::service_fn(|req: Request<Full<Bytes>>| async move {
+            let id = req
+                .extensions()
+                .get::<Identity>()
+                .map(|i| i.username.clone())
+                .unwrap_or_default();
+            let scope = req
+                .extensions()
+                .get::<&'static str>()
+                .copied()
+                .unwrap_or_default();
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                "{id} {scope}"
+            )))))
+        })
+    }
+
+    async fn call(auth: Option<&'static str>, ua: &'static str) -> Response<Full<Bytes>> {
+        let svc = AuthnLayer::new(Tokens).layer(echo());
+        let mut req = Request::builder()
+            .uri("/api/v1/pods")
+            .header("user-agent", ua);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        svc.oneshot(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn text(res: Response<Full<Bytes>>) -> String {
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn authenticated_request_reaches_inner_with_identity_and_scope() {
+        let res = call(Some("Bearer good"), "kubectl").await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(text(res).await, "alice scope-a");
+    }
+
+    #[tokio::test]
+    async fn missing_or_bad_credentials_get_kube_401() {
+        for auth in [None, Some("Bearer bad"), Some("Basic x")] {
+            let res = call(auth, "kubectl").await;
+            assert_eq!(res.status(), 401);
+            assert_eq!(
+                text(res).await,
+                "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}\n"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn curl_gets_pretty_401() {
+        let res = call(None, "curl/8.5.0").await;
+        assert!(text(res).await.starts_with("{\n  \"kind\": \"Status\""));
+    }
+
+    #[tokio::test]
+    async fn authenticator_failure_is_500_status() {
+        let res = call(Some("Bearer broken"), "kubectl").await;
+        assert_eq!(res.status(), 500);
+        assert!(
+            text(res)
+                .await
+                .contains("Internal error occurred: backend down")
+        );
+    }
+}

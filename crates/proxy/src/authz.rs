@@ -1,0 +1,253 @@
+//! [`AuthzLayer`]: asks an [`Authorizer`] whether the (already authenticated) request may
+//! proceed; answers kube-apiserver's 403 Status or 500 plain text itself otherwise.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::authn::ResponseFuture;
+use crate::ext::AuditAnnotations;
+use crate::status::{Status, internal_error_text, wants_pretty};
+
+/// An authorization decision.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// Proceed. The reason is recorded as the audit annotation `authorization.k8s.io/reason`.
+    Allow {
+        /// Why (e.g. `RBAC: allowed by ClusterRoleBinding "x" …`).
+        reason: String,
+    },
+    /// Refuse with this Status — normally [`Status::forbidden`] with the sentence from
+    /// kubegate-authz's formatter (`User "x" cannot list resource "pods" …`).
+    Deny {
+        /// The 403 to send.
+        status: Status,
+        /// The authorizer's reason for the audit annotation.
+        reason: String,
+    },
+    /// The authorizer failed: kube answers `500 Internal Server Error: "<uri>": <err>` as plain
+    /// text (apiserver `filters/authorization.go`).
+    Error(String),
+}
+
+/// Decides on a request head (identity, scope, route information are in its extensions).
+pub trait Authorizer: Send + Sync + 'static {
+    /// Authorizes a request.
+    fn authorize(&self, request: &http::request::Parts) -> impl Future<Output = Decision> + Send;
+}
+
+/// Layer applying [`Authz`].
+pub struct AuthzLayer<Z> {
+    authorizer: Arc<Z>,
+}
+
+impl<Z> AuthzLayer<Z> {
+    /// Authorizes with `authorizer`.
+    pub fn new(authorizer: Z) -> Self {
+        AuthzLayer {
+            authorizer: Arc::new(authorizer),
+        }
+    }
+
+    /// Shares an existing authorizer.
+    pub fn from_arc(authorizer: Arc<Z>) -> Self {
+        AuthzLayer { authorizer }
+    }
+}
+
+impl<Z> Clone for AuthzLayer<Z> {
+    fn clone(&self) -> Self {
+        AuthzLayer {
+            authorizer: self.authorizer.clone(),
+        }
+    }
+}
+
+impl<Z> fmt::Debug for AuthzLayer<Z> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthzLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S, Z> Layer<S> for AuthzLayer<Z> {
+    type Service = Authz<S, Z>;
+
+    fn layer(&self, inner: S) -> Authz<S, Z> {
+        Authz {
+            inner,
+            authorizer: self.authorizer.clone(),
+        }
+    }
+}
+
+/// Middleware that authorizes each request before calling the inner service.
+pub struct Authz<S, Z> {
+    inner: S,
+    authorizer: Arc<Z>,
+}
+
+impl<S: Clone, Z> Clone for Authz<S, Z> {
+    fn clone(&self) -> Self {
+        Authz {
+            inner: self.inner.clone(),
+            authorizer: self.authorizer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, Z> fmt::Debug for Authz<S, Z> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authz")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+fn annotations(decision: &str, reason: &str) -> AuditAnnotations {
+    let mut m = BTreeMap::new();
+    m.insert(
+        "authorization.k8s.io/decision".to_owned(),
+        decision.to_owned(),
+    );
+    m.insert("authorization.k8s.io/reason".to_owned(), reason.to_owned());
+    AuditAnnotations(m)
+}
+
+impl<S, Z, ReqBody, ResBody> Service<Request<ReqBody>> for Authz<S, Z>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+    Z: Authorizer,
+    ReqBody: Send + 'static,
+    ResBody: From<Bytes> + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let authorizer = self.authorizer.clone();
+        ResponseFuture {
+            inner: Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                match authorizer.authorize(&parts).await {
+                    Decision::Allow { reason } => {
+                        let mut res = inner.call(Request::from_parts(parts, body)).await?;
+                        res.extensions_mut().insert(annotations("allow", &reason));
+                        Ok(res)
+                    }
+                    Decision::Deny { status, reason } => {
+                        let mut res: Response<ResBody> =
+                            status.to_response(wants_pretty(&parts.uri, &parts.headers));
+                        res.extensions_mut().insert(annotations("forbid", &reason));
+                        Ok(res)
+                    }
+                    Decision::Error(err) => {
+                        let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                        let mut res: Response<ResBody> = internal_error_text(uri, &err);
+                        res.extensions_mut().insert(annotations("forbid", &err));
+                        Ok(res)
+                    }
+                }
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ext::Identity;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    /// Allows alice, denies everyone else with kube's sentence, errors for "broken".
+    struct OnlyAlice;
+    impl Authorizer for OnlyAlice {
+        async fn authorize(&self, req: &http::request::Parts) -> Decision {
+            let user = req
+                .extensions
+                .get::<Identity>()
+                .map(|i| i.username.clone())
+                .unwrap_or_default();
+            match user.as_str() {
+                "alice" => Decision::Allow {
+                    reason: "RBAC: allowed".into(),
+                },
+                "broken" => Decision::Error("ARGH".into()),
+                _ => Decision::Deny {
+                    status: Status::forbidden(
+                        "",
+                        "pods",
+                        "",
+                        &format!(
+                            "User {user:?} cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+                        ),
+                    ),
+                    reason: String::new(),
+                },
+            }
+        }
+    }
+
+    async fn call(user: &str, uri: &str) -> Response<Full<Bytes>> {
+        let inner = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let svc = AuthzLayer::new(OnlyAlice).layer(inner);
+        let mut req = Request::builder()
+            .uri(uri)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut().insert(Identity::new(user));
+        svc.oneshot(req).await.unwrap()
+    }
+
+    async fn text(res: Response<Full<Bytes>>) -> String {
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn allowed_requests_pass_and_are_annotated() {
+        let res = call("alice", "/api/v1/namespaces/default/pods").await;
+        assert_eq!(res.status(), 200);
+        let ann = res.extensions().get::<AuditAnnotations>().unwrap();
+        assert_eq!(ann.0["authorization.k8s.io/decision"], "allow");
+        assert_eq!(text(res).await, "ok");
+    }
+
+    #[tokio::test]
+    async fn denied_requests_get_kube_403() {
+        let res = call("system:anonymous", "/api/v1/namespaces/default/pods").await;
+        assert_eq!(res.status(), 403);
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            text(res).await,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods is forbidden: User \\\"system:anonymous\\\" cannot list resource \\\"pods\\\" in API group \\\"\\\" in the namespace \\\"default\\\"\",\"reason\":\"Forbidden\",\"details\":{\"kind\":\"pods\"},\"code\":403}\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn authorizer_error_is_plain_text_500() {
+        let res = call("broken", "/api?a=1&b=2").await;
+        assert_eq!(res.status(), 500);
+        assert_eq!(
+            text(res).await,
+            "Internal Server Error: \"/api?a=1&amp;b=2\": ARGH\n"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Response bodies: the forwarded upstream stream or a locally generated error, and a wrapper
+//! that runs a guard's `Drop` when the body ends.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+
+pin_project! {
+    /// The body [`ForwardService`](crate::ForwardService) answers with: the upstream's body,
+    /// streamed frame by frame (data and trailers), or a small local error body. Dropping it
+    /// drops the upstream stream.
+    #[derive(Debug)]
+    pub struct ProxyBody {
+        #[pin]
+        kind: Kind,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind {
+        Upstream { #[pin] body: Incoming },
+        Local { #[pin] body: Full<Bytes> },
+    }
+}
+
+impl ProxyBody {
+    /// An empty body.
+    pub fn empty() -> Self {
+        ProxyBody::from(Bytes::new())
+    }
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(b: Bytes) -> Self {
+        ProxyBody {
+            kind: Kind::Local { body: Full::new(b) },
+        }
+    }
+}
+
+impl From<Incoming> for ProxyBody {
+    fn from(body: Incoming) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream { body },
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Local { body } => match body.poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Err(never))) => match never {},
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Local { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body } => body.size_hint(),
+            Kind::Local { body } => body.size_hint(),
+        }
+    }
+}
+
+pin_project! {
+    /// A body that drops `guard` as soon as the inner body ends, fails, or is dropped — whichever
+    /// comes first. Audit and metrics use it to observe the real end of streaming responses.
+    #[derive(Debug)]
+    pub struct GuardedBody<B, G> {
+        #[pin]
+        inner: B,
+        guard: Option<G>,
+    }
+}
+
+impl<B, G> GuardedBody<B, G> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, guard: G) -> Self {
+        GuardedBody {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl<B: From<Bytes>, G> From<Bytes> for GuardedBody<B, G> {
+    fn from(b: Bytes) -> Self {
+        GuardedBody {
+            inner: B::from(b),
+            guard: None,
+        }
+    }
+}
+
+impl<B: Body, G> Body for GuardedBody<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let res = this.inner.poll_frame(cx);
+        match &res {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => drop(this.guard.take()),
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn guard_drops_at_end_of_stream() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let mut b = GuardedBody::new(Full::new(Bytes::from_static(b"x")), Count(n.clone()));
+        assert!(b.frame().await.is_some());
+        assert_eq!(n.load(Ordering::SeqCst), 0);
+        assert!(b.frame().await.is_none());
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+        drop(b);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn guard_drops_with_body() {
+        let n = Arc::new(AtomicUsize::new(0));
+        let b = GuardedBody::new(Full::new(Bytes::from_static(b"x")), Count(n.clone()));
+        drop(b);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,238 @@
+//! Request and response extensions: the contract between the gateway, the layers and
+//! [`ForwardService`](crate::ForwardService).
+//!
+//! | extension | inserted by | read by | when absent |
+//! |---|---|---|---|
+//! | [`Identity`] | [`AuthnLayer`](crate::AuthnLayer) (or the embedder) | `ForwardService` (impersonation), audit | `ForwardService` in `Impersonate` mode answers 500 (it never forwards anonymously) |
+//! | [`ClientAddr`] | the embedder's accept loop | `ForwardService` (`X-Forwarded-For`), audit (`sourceIPs`) | no `X-Forwarded-For` is added |
+//! | [`UpstreamPath`] | the gateway after routing (`Route::raw_rest` + `Route::query`) | `ForwardService` | the request URI's path and query are forwarded unchanged |
+//! | [`LongRunning`] | the gateway (`RequestInfo::is_long_running`) | `ForwardService` (no response-header timeout), audit (`ResponseStarted` stage) | treated as not long-running |
+//! | [`RequestMeta`] | the gateway after routing | audit (verb, objectRef), metrics (target, verb labels) | verb = lowercase method, target label `""` |
+//! | [`AuditId`] | [`AuditLayer`](crate::AuditLayer) | anyone who logs | — |
+//! | [`AuditAnnotations`] (response) | [`AuthzLayer`](crate::AuthzLayer) | audit | no annotations |
+//! | [`UpstreamError`] (response) | `ForwardService` on its own error responses | metrics (`upstream errors`) | — |
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use kubegate_routing::{RequestInfo, Target};
+use serde::Serialize;
+
+/// The authenticated user a request acts as (kube `user.Info`).
+///
+/// kubegate-authz is expected to provide the canonical identity type; this one carries exactly
+/// what the proxy needs to emit `Impersonate-*` headers and audit events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// User name (`Impersonate-User`).
+    pub username: String,
+    /// UID (`Impersonate-Uid`; omitted when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// Groups (one `Impersonate-Group` each), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Extra attributes (`Impersonate-Extra-<escaped key>`, one header per value).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl Identity {
+    /// An identity with just a user name.
+    pub fn new(username: impl Into<String>) -> Self {
+        Identity {
+            username: username.into(),
+            ..Identity::default()
+        }
+    }
+
+    /// Adds a group.
+    #[must_use]
+    pub fn with_group(mut self, group: impl Into<String>) -> Self {
+        self.groups.push(group.into());
+        self
+    }
+
+    /// Sets the UID.
+    #[must_use]
+    pub fn with_uid(mut self, uid: impl Into<String>) -> Self {
+        self.uid = uid.into();
+        self
+    }
+
+    /// Adds one value of an extra attribute.
+    #[must_use]
+    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.entry(key.into()).or_default().push(value.into());
+        self
+    }
+}
+
+/// The TCP peer address of the client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Whether the request is long-running in kube-apiserver's sense (watch, proxy, exec, attach,
+/// log, portforward): such requests get no response-header timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LongRunning(pub bool);
+
+/// The path and query the upstream must see, still percent-encoded exactly as the client sent
+/// it (routing's `Route::raw_rest` and `Route::query`). The upstream's base path is prepended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamPath(pub PathAndQuery);
+
+impl UpstreamPath {
+    /// Builds the extension from a route's raw (still-encoded) rest path and raw query.
+    pub fn from_route(raw_rest: &str, query: Option<&str>) -> Result<Self, crate::Error> {
+        let pq = match query {
+            Some(q) => PathAndQuery::try_from(format!("{raw_rest}?{q}"))?,
+            None => PathAndQuery::try_from(raw_rest)?,
+        };
+        Ok(UpstreamPath(pq))
+    }
+}
+
+/// The Kubernetes object a request addresses (audit `objectRef`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRef {
+    /// Resource (plural).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    /// Namespace (empty for cluster scope).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Object name.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// API group (empty for core).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_group: String,
+    /// API version.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub api_version: String,
+    /// Subresource.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub subresource: String,
+}
+
+/// What routing learned about a request, for audit and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMeta {
+    /// Metric/audit label of the destination, e.g. `cluster/prod`. Shared so per-request
+    /// clones stay cheap.
+    pub target: Arc<str>,
+    /// kube verb (`get`, `list`, `watch`, …; lowercase method for non-resource requests).
+    pub verb: String,
+    /// The addressed object, for resource requests.
+    pub object_ref: Option<ObjectRef>,
+}
+
+impl ObjectRef {
+    /// The audit `objectRef` of a resource request (`None` for non-resource requests).
+    pub fn from_request_info(info: &RequestInfo<'_>) -> Option<Self> {
+        info.is_resource_request.then(|| ObjectRef {
+            resource: info.resource.to_owned(),
+            namespace: info.namespace.to_owned(),
+            name: info.name.clone().into_owned(),
+            api_group: info.api_group.to_owned(),
+            api_version: info.api_version.to_owned(),
+            subresource: info.subresource.to_owned(),
+        })
+    }
+}
+
+impl RequestMeta {
+    /// Builds the extension from routing's results.
+    pub fn new(target: &Target<'_>, info: &RequestInfo<'_>) -> Self {
+        RequestMeta {
+            target: target_label(target).into(),
+            verb: info.verb.clone().into_owned(),
+            object_ref: ObjectRef::from_request_info(info),
+        }
+    }
+}
+
+/// The metrics/audit label of a target: `cluster/prod`, `virtualcluster/prod/ns/vc`,
+/// `project/p/space/s`, `project/p/virtualcluster/vc`, `management`, `auth`, `oidc`,
+/// `grafana/prod` or `ops`.
+pub fn target_label(target: &Target<'_>) -> String {
+    match target {
+        Target::Management => "management".to_owned(),
+        Target::Cluster { cluster } => format!("cluster/{cluster}"),
+        Target::VirtualCluster {
+            cluster,
+            namespace,
+            name,
+        } => {
+            format!("virtualcluster/{cluster}/{namespace}/{name}")
+        }
+        Target::ProjectSpace { project, space } => format!("project/{project}/space/{space}"),
+        Target::ProjectVirtualCluster {
+            project,
+            virtual_cluster,
+        } => {
+            format!("project/{project}/virtualcluster/{virtual_cluster}")
+        }
+        Target::Auth => "auth".to_owned(),
+        Target::Oidc => "oidc".to_owned(),
+        Target::Grafana { cluster } => format!("grafana/{cluster}"),
+        Target::Ops(_) => "ops".to_owned(),
+    }
+}
+
+/// The audit ID of a request (echoed from the client's `Audit-ID` header or generated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditId(pub Arc<str>);
+
+/// Annotations a layer wants on the audit event (response extension), e.g.
+/// `authorization.k8s.io/decision`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditAnnotations(pub BTreeMap<String, String>);
+
+/// Marks a response that `ForwardService` produced because the upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamError {
+    /// `connect`, `tls`, `timeout`, `protocol`, `credential` or `upgrade`.
+    pub kind: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_from_routing() {
+        let router = kubegate_routing::Router::central();
+        let route = router
+            .route(
+                "/kubernetes/cluster/prod/api/v1/namespaces/default/pods/p1/exec",
+                Some("command=ls"),
+            )
+            .unwrap();
+        let info = RequestInfo::parse("POST", &route.rest, route.query).unwrap();
+        let meta = RequestMeta::new(&route.target, &info);
+        assert_eq!(&*meta.target, "cluster/prod");
+        assert_eq!(meta.verb, "create");
+        let o = meta.object_ref.unwrap();
+        assert_eq!(
+            (
+                o.resource.as_str(),
+                o.namespace.as_str(),
+                o.name.as_str(),
+                o.subresource.as_str()
+            ),
+            ("pods", "default", "p1", "exec")
+        );
+        let up = UpstreamPath::from_route(route.raw_rest, route.query).unwrap();
+        assert_eq!(
+            up.0.as_str(),
+            "/api/v1/namespaces/default/pods/p1/exec?command=ls"
+        );
+        let info = RequestInfo::parse("GET", "/healthz", None).unwrap();
+        assert!(ObjectRef::from_request_info(&info).is_none());
+    }
+}

@@ -1,0 +1,394 @@
+//! [`ForwardService`]: streams a request to one upstream and the response back.
+//!
+//! Contract (see [`crate::ext`]): the request's path and query on the upstream come from the
+//! [`UpstreamPath`] extension (else the request URI); the identity to impersonate from
+//! [`Identity`]; the client address from [`ClientAddr`]; [`LongRunning`] disables the
+//! response-header timeout. The service never fails: every problem becomes a kube-style response.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, Uri, Version};
+use http_body::Body;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::body::ProxyBody;
+use crate::ext::{ClientAddr, Identity, LongRunning, UpstreamError, UpstreamPath};
+use crate::headers;
+use crate::status::{Status, internal_error_text, wants_pretty};
+use crate::upgrade;
+use crate::upstream::{IdentityMode, Upstream};
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Forwards requests to one [`Upstream`] over a pooled HTTP/1.1 + HTTP/2 (ALPN) client.
+///
+/// `B` is the request body type (e.g. `hyper::body::Incoming`, `axum::body::Body`); it is
+/// streamed, never buffered. Upgrade requests (`Connection: Upgrade`) take the dedicated
+/// upgrade path (a fresh HTTP/1.1 connection per request, kube-apiserver §5.4 semantics).
+pub struct ForwardService<B> {
+    upstream: Upstream,
+    client: Client<HttpsConnector<HttpConnector>, B>,
+}
+
+impl<B> Clone for ForwardService<B> {
+    fn clone(&self) -> Self {
+        ForwardService {
+            upstream: self.upstream.clone(),
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for ForwardService<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForwardService")
+            .field("upstream", &self.upstream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> ForwardService<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    /// Builds the pooled client for `upstream`.
+    pub fn new(upstream: Upstream) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(upstream.connect_timeout()));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(rustls::ClientConfig::clone(upstream.tls()))
+            .https_or_http()
+            .with_server_name_resolver(FixedServerName(upstream.server_name().clone()))
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(90))
+            .build(connector);
+        ForwardService { upstream, client }
+    }
+
+    /// The upstream this service forwards to.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+}
+
+/// Resolves every URI to the configured TLS server name (the URL host or `tls_server_name`).
+#[derive(Debug, Clone)]
+struct FixedServerName(rustls::pki_types::ServerName<'static>);
+
+impl hyper_rustls::ResolveServerName for FixedServerName {
+    fn resolve(
+        &self,
+        _uri: &Uri,
+    ) -> Result<rustls::pki_types::ServerName<'static>, Box<dyn StdError + Sync + Send>> {
+        Ok(self.0.clone())
+    }
+}
+
+impl<B> tower::Service<Request<B>> for ForwardService<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> ResponseFuture {
+        let this = self.clone();
+        ResponseFuture {
+            inner: Box::pin(async move { Ok(this.forward(req).await) }),
+        }
+    }
+}
+
+/// Response future of [`ForwardService`].
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+/// What goes wrong talking to an upstream, mapped onto the Status kube users understand.
+pub(crate) fn upstream_failure(
+    upstream: &Upstream,
+    err: &(dyn StdError + 'static),
+) -> Response<ProxyBody> {
+    let target = upstream.description();
+    let (status, kind) = classify(err, upstream, target);
+    let mut res: Response<ProxyBody> = status.to_response(false);
+    res.extensions_mut().insert(UpstreamError { kind });
+    res
+}
+
+fn classify(
+    err: &(dyn StdError + 'static),
+    upstream: &Upstream,
+    target: &str,
+) -> (Status, &'static str) {
+    let mut is_connect = false;
+    let mut io_kind = None;
+    // `io::Error::source()` skips the error it wraps, and hyper-rustls wraps io errors in io
+    // errors, so the walk also descends through `io::Error::get_ref`.
+    let mut stack: Vec<&(dyn StdError + 'static)> = vec![err];
+    while let Some(e) = stack.pop() {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return (
+                Status::bad_gateway(format!(
+                    "{target}: TLS handshake with the upstream failed: {tls}"
+                )),
+                "tls",
+            );
+        }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            is_connect |= h.is_connect();
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            // The innermost meaningful kind wins over wrappers' `Other`.
+            if io.kind() != std::io::ErrorKind::Other || io_kind.is_none() {
+                io_kind = Some(io.kind());
+            }
+            if let Some(inner) = io.get_ref() {
+                stack.push(inner);
+            }
+        }
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
+    }
+    if is_connect || io_kind.is_some_and(is_connect_kind) {
+        let cause = match io_kind {
+            Some(std::io::ErrorKind::TimedOut) => format!(
+                "connect timed out after {}",
+                humanize(upstream.connect_timeout())
+            ),
+            Some(k) => io_kind_text(k).to_owned(),
+            None => "connection failed".to_owned(),
+        };
+        return (
+            Status::service_unavailable(format!("{target} is unavailable: {cause}")),
+            "connect",
+        );
+    }
+    let cause = match io_kind {
+        Some(k) => io_kind_text(k).to_owned(),
+        // hyper's own messages ("connection closed before message completed") carry no secrets.
+        None => innermost_hyper_message(err),
+    };
+    (
+        Status::bad_gateway(format!("{target}: upstream request failed: {cause}")),
+        "protocol",
+    )
+}
+
+fn is_connect_kind(k: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        k,
+        ConnectionRefused | HostUnreachable | NetworkUnreachable | AddrNotAvailable
+    )
+}
+
+fn io_kind_text(k: std::io::ErrorKind) -> &'static str {
+    use std::io::ErrorKind::*;
+    match k {
+        ConnectionRefused => "connection refused",
+        ConnectionReset => "connection reset by peer",
+        ConnectionAborted => "connection aborted",
+        HostUnreachable => "no route to host",
+        NetworkUnreachable => "network is unreachable",
+        TimedOut => "i/o timeout",
+        UnexpectedEof => "unexpected EOF",
+        BrokenPipe => "broken pipe",
+        NotFound => "host not found",
+        _ => "i/o error",
+    }
+}
+
+fn innermost_hyper_message(err: &(dyn StdError + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        if e.is::<hyper::Error>() {
+            msg = e.to_string();
+        }
+        cur = e.source();
+    }
+    msg
+}
+
+pub(crate) fn humanize(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Header preparation shared by the pooled and the upgrade path. On failure returns the
+/// response to send instead.
+pub(crate) fn prepare_headers(
+    upstream: &Upstream,
+    uri: &Uri,
+    headers: &mut HeaderMap,
+    extensions: &http::Extensions,
+) -> Result<(), Box<Response<ProxyBody>>> {
+    let client_auth = headers::strip_request(headers);
+    match upstream.identity_mode() {
+        IdentityMode::Impersonate => {
+            let Some(identity) = extensions.get::<Identity>() else {
+                return Err(Box::new(internal_error_text(
+                    uri.path_and_query().map_or("/", PathAndQuery::as_str),
+                    "no user found for request",
+                )));
+            };
+            match upstream.authorization() {
+                Ok(Some(v)) => {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let mut res: Response<ProxyBody> = Status::internal_error(&format!(
+                        "credential for {} is unavailable: {e}",
+                        upstream.description()
+                    ))
+                    .to_response(wants_pretty(uri, headers));
+                    res.extensions_mut()
+                        .insert(UpstreamError { kind: "credential" });
+                    return Err(Box::new(res));
+                }
+            }
+            if let Err(e) = headers::insert_impersonation(headers, identity) {
+                return Err(Box::new(
+                    Status::internal_error(&format!(
+                        "the authenticated {} cannot be sent as an impersonation header",
+                        e.0
+                    ))
+                    .to_response(wants_pretty(uri, headers)),
+                ));
+            }
+        }
+        IdentityMode::Passthrough => {
+            if let Some(v) = client_auth {
+                headers.insert(http::header::AUTHORIZATION, v);
+            }
+        }
+    }
+    if let Some(ClientAddr(addr)) = extensions.get::<ClientAddr>() {
+        headers::append_forwarded_for(headers, addr.ip());
+    }
+    Ok(())
+}
+
+impl<B> ForwardService<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    async fn forward(self, req: Request<B>) -> Response<ProxyBody> {
+        if headers::is_upgrade_request(req.headers()) {
+            return upgrade::forward_upgrade(&self.upstream, req).await;
+        }
+        let (mut parts, body) = req.into_parts();
+        let pretty = wants_pretty(&parts.uri, &parts.headers);
+        let pq = target_path(&parts);
+        let long_running = parts.extensions.get::<LongRunning>().is_some_and(|l| l.0);
+        if let Err(res) = prepare_headers(
+            &self.upstream,
+            &parts.uri,
+            &mut parts.headers,
+            &parts.extensions,
+        ) {
+            return *res;
+        }
+        let uri = match self.upstream.uri_for(&pq) {
+            Ok(u) => u,
+            Err(e) => {
+                return Status::internal_error(&format!("invalid upstream URI: {e}"))
+                    .to_response(pretty);
+            }
+        };
+        let mut out = Request::new(body);
+        *out.method_mut() = parts.method;
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = parts.headers;
+
+        let fut = self.client.request(out);
+        let result = if long_running {
+            fut.await
+        } else {
+            let limit = self.upstream.response_header_timeout();
+            match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let mut res: Response<ProxyBody> = Status::timeout(
+                        &format!(
+                            "{} did not send a response within {}",
+                            self.upstream.description(),
+                            humanize(limit)
+                        ),
+                        0,
+                    )
+                    .to_response(pretty);
+                    res.extensions_mut()
+                        .insert(UpstreamError { kind: "timeout" });
+                    return res;
+                }
+            }
+        };
+        match result {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                headers::strip_response(&mut parts.headers, false);
+                Response::from_parts(parts, ProxyBody::from(body))
+            }
+            Err(e) => {
+                tracing::debug!(upstream = self.upstream.name(), error = %e, "upstream request failed");
+                upstream_failure(&self.upstream, &e)
+            }
+        }
+    }
+}
+
+pub(crate) fn target_path(parts: &http::request::Parts) -> PathAndQuery {
+    parts
+        .extensions
+        .get::<UpstreamPath>()
+        .map(|p| p.0.clone())
+        .or_else(|| parts.uri.path_and_query().cloned())
+        .unwrap_or_else(|| PathAndQuery::from_static("/"))
+}

@@ -1,0 +1,351 @@
+//! Header surgery for forwarding: what a client may not send upstream, what the gateway adds.
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::ext::Identity;
+
+/// Bytes client-go leaves unescaped in an `Impersonate-Extra-` key: HTTP token characters except
+/// `%` (client-go `transport/round_trippers.go headerKeyEscape`: escape when not a legal header
+/// byte or `%`). Non-ASCII is always escaped by `utf8_percent_encode` with uppercase hex.
+const EXTRA_KEY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// The header-name suffix client-go sends for an extra key.
+pub(crate) fn escape_extra_key(key: &str) -> String {
+    utf8_percent_encode(key, EXTRA_KEY_ESCAPE).to_string()
+}
+
+/// Headers that describe one hop and never cross a proxy (RFC 9110 §7.6.1 + the legacy
+/// `Keep-Alive`/`Proxy-Connection`). `Upgrade` is handled separately.
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding"
+    ) || name.starts_with("proxy-")
+}
+
+/// `httpstream.IsUpgradeRequest`: any `Connection` value containing `upgrade`, case-insensitively.
+pub(crate) fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .windows(7)
+            .any(|w| w.eq_ignore_ascii_case(b"upgrade"))
+    })
+}
+
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// Removes from a client request everything that must not reach an upstream: hop-by-hop headers
+/// (and those `Connection` names), `Host`, `Authorization`, every `Impersonate-*` and
+/// `X-Remote-*`. For upgrades, `Connection: Upgrade` and `Upgrade` are re-set afterwards by the
+/// caller. Returns the client's single `Authorization` value (for passthrough mode).
+pub(crate) fn strip_request(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let nominated = connection_tokens(headers);
+    let auth = single_authorization(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            is_hop_by_hop(n)
+                || n == "upgrade"
+                || n == "host"
+                || n == "authorization"
+                || n.starts_with("impersonate-")
+                || n.starts_with("x-remote-")
+                || nominated.iter().any(|t| t == n)
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+    auth
+}
+
+/// The `Authorization` header if there is exactly one: duplicates are ambiguous (which one did
+/// authentication check?), so passthrough forwards none of them.
+pub(crate) fn single_authorization(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut it = headers.get_all(AUTHORIZATION).iter();
+    let first = it.next()?.clone();
+    if it.next().is_some() {
+        None
+    } else {
+        Some(first)
+    }
+}
+
+/// Removes hop-by-hop headers from an upstream response (and `Upgrade` unless `keep_upgrade`).
+pub(crate) fn strip_response(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let nominated = connection_tokens(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            (is_hop_by_hop(n) && !(keep_upgrade && n == "connection"))
+                || (n == "upgrade" && !keep_upgrade)
+                || (nominated.iter().any(|t| t == n) && !(keep_upgrade && n == "upgrade"))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Error for identity fields that cannot be represented as header values.
+#[derive(Debug)]
+pub(crate) struct InvalidIdentityHeader(pub(crate) &'static str);
+
+/// Adds `Impersonate-User`, `-Uid`, `-Group`, `-Extra-<key>` for `identity`, byte-for-byte as
+/// client-go's `ImpersonatingRoundTripper` would.
+pub(crate) fn insert_impersonation(
+    headers: &mut HeaderMap,
+    identity: &Identity,
+) -> Result<(), InvalidIdentityHeader> {
+    let value = |s: &str, what: &'static str| {
+        HeaderValue::from_str(s).map_err(|_| InvalidIdentityHeader(what))
+    };
+    headers.insert("impersonate-user", value(&identity.username, "user name")?);
+    if !identity.uid.is_empty() {
+        headers.insert("impersonate-uid", value(&identity.uid, "uid")?);
+    }
+    for g in &identity.groups {
+        headers.append("impersonate-group", value(g, "group")?);
+    }
+    for (key, values) in &identity.extra {
+        let name = HeaderName::try_from(format!("impersonate-extra-{}", escape_extra_key(key)))
+            .map_err(|_| InvalidIdentityHeader("extra key"))?;
+        for v in values {
+            headers.append(name.clone(), value(v, "extra value")?);
+        }
+    }
+    Ok(())
+}
+
+/// Appends the client address to `X-Forwarded-For` the way Go's `httputil.ReverseProxy` does:
+/// prior values joined with `, `, then the client IP, as one header.
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
+    let mut joined = String::new();
+    for v in headers.get_all("x-forwarded-for") {
+        if let Ok(s) = v.to_str() {
+            joined.push_str(s);
+            joined.push_str(", ");
+        }
+    }
+    joined.push_str(&ip.to_string());
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+/// Re-adds the two headers an upgrade needs after [`strip_request`] removed them.
+pub(crate) fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(UPGRADE, protocol);
+}
+
+/// Sets `Host` (HTTP/1.1 connections opened by hand need it explicitly).
+pub(crate) fn set_host(headers: &mut HeaderMap, authority: &str) {
+    if let Ok(v) = HeaderValue::from_str(authority) {
+        headers.insert(HOST, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // V3.4 extra-key escaping (client-go TestHeaderEscapeRoundTrip keys).
+    #[test]
+    fn v3_4_extra_key_escaping() {
+        let cases = [
+            ("alphabetical", "alphabetical"),
+            ("alph4num3r1c", "alph4num3r1c"),
+            ("percent%20encoded", "percent%2520encoded"),
+            (
+                "almost%zzpercent%xxencoded",
+                "almost%25zzpercent%25xxencoded",
+            ),
+            (
+                "example.com/percent%20encoded",
+                "example.com%2Fpercent%2520encoded",
+            ),
+            (
+                "example.com/ᛒᚥᛏᛖᚥᚢとロビン",
+                "example.com%2F%E1%9B%92%E1%9A%A5%E1%9B%8F%E1%9B%96%E1%9A%A5%E1%9A%A2%E3%81%A8%E3%83%AD%E3%83%93%E3%83%B3",
+            ),
+            ("abc123!#$+.-_*\\^`~|'", "abc123!#$+.-_*%5C^`~|'"),
+            ("@=:", "%40%3D%3A"),
+        ];
+        for (key, want) in cases {
+            assert_eq!(escape_extra_key(key), want, "{key}");
+            // Round trip as the server does it: lower-case, then PathUnescape.
+            let back = percent_encoding::percent_decode_str(&want.to_ascii_lowercase())
+                .decode_utf8()
+                .unwrap()
+                .into_owned();
+            assert_eq!(back, key.to_ascii_lowercase(), "{key} round trip");
+        }
+    }
+
+    // V3.4: client-go ImpersonationConfig → headers.
+    #[test]
+    fn v3_4_impersonation_config_headers() {
+        let id = Identity::new("user")
+            .with_uid("uid-a")
+            .with_group("one")
+            .with_group("two")
+            .with_extra("first", "A")
+            .with_extra("first", "a")
+            .with_extra("second", "B")
+            .with_extra("second", "b");
+        let mut h = HeaderMap::new();
+        insert_impersonation(&mut h, &id).unwrap();
+        let all = |n: &str| {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all("Impersonate-User"), ["user"]);
+        assert_eq!(all("Impersonate-Uid"), ["uid-a"]);
+        assert_eq!(all("Impersonate-Group"), ["one", "two"]);
+        assert_eq!(all("Impersonate-Extra-First"), ["A", "a"]);
+        assert_eq!(all("Impersonate-Extra-Second"), ["B", "b"]);
+        assert_eq!(h.len(), 8);
+    }
+
+    #[test]
+    fn identity_without_uid_sends_no_uid_header() {
+        let mut h = HeaderMap::new();
+        insert_impersonation(&mut h, &Identity::new("bob")).unwrap();
+        assert!(h.get("impersonate-uid").is_none());
+    }
+
+    #[test]
+    fn control_characters_in_identity_are_rejected() {
+        let mut h = HeaderMap::new();
+        assert!(insert_impersonation(&mut h, &Identity::new("bob\r\nX-Remote-User: x")).is_err());
+    }
+
+    #[test]
+    fn strips_credentials_identity_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("authorization", "Bearer client"),
+            ("Impersonate-User", "admin"),
+            ("impersonate-group", "system:masters"),
+            ("IMPERSONATE-EXTRA-scopes", "x"),
+            ("impersonate-uid", "1"),
+            ("x-remote-user", "admin"),
+            ("X-Remote-Group", "system:masters"),
+            ("x-remote-extra-foo", "bar"),
+            ("connection", "keep-alive, x-custom"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("host", "gateway.example"),
+            ("accept", "application/json"),
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+            ("audit-id", "abc"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        let auth = strip_request(&mut h);
+        assert_eq!(auth.unwrap(), "Bearer client");
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["accept", "audit-id", "content-length", "content-type"]
+        );
+    }
+
+    #[test]
+    fn duplicate_authorization_is_not_single() {
+        let mut h = HeaderMap::new();
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer a"));
+        assert!(single_authorization(&h).is_some());
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer b"));
+        assert!(single_authorization(&h).is_none());
+    }
+
+    #[test]
+    fn upgrade_detection_like_is_upgrade_request() {
+        let cases = [
+            (vec!["Upgrade"], true),
+            (vec!["keep-alive, upgrade"], true),
+            (vec!["keep-alive", "UPGRADE"], true),
+            (vec!["keep-alive"], false),
+            (vec![], false),
+        ];
+        for (values, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in &values {
+                h.append(CONNECTION, HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(is_upgrade_request(&h), want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_joins_prior_values() {
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, "10.0.0.1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        h.append("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        append_forwarded_for(&mut h, "::1".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 1.1.1.1, ::1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn response_hop_by_hop_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, x-hop"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        strip_response(&mut h, false);
+        assert_eq!(h.len(), 1);
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+        strip_response(&mut h, true);
+        assert_eq!(h.len(), 2);
+    }
+}

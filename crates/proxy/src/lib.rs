@@ -1,0 +1,77 @@
+#![doc = include_str!("../README.md")]
+
+pub mod audit;
+pub mod authn;
+pub mod authz;
+mod body;
+pub mod ext;
+pub mod forward;
+mod headers;
+pub mod metrics;
+pub mod status;
+mod upgrade;
+pub mod upstream;
+
+pub use audit::{AuditEvent, AuditLayer, AuditSink, JsonLinesSink};
+pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
+pub use authz::{Authorizer, AuthzLayer, Decision};
+pub use body::{GuardedBody, ProxyBody};
+pub use ext::{ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, UpstreamPath};
+pub use forward::ForwardService;
+pub use metrics::MetricsLayer;
+pub use status::Status;
+pub use upstream::{Credential, IdentityMode, Upstream, UpstreamBuilder};
+
+/// Errors raised while configuring the proxy (request-time failures become [`Status`] responses).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The upstream URL could not be parsed or is not `http(s)://host[:port][/base/path]`.
+    #[error("invalid upstream URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The CA bundle held no usable certificate.
+    #[error("invalid CA bundle for upstream {upstream:?}: {reason}")]
+    InvalidCaBundle {
+        /// Upstream name.
+        upstream: String,
+        /// What was wrong (never contains key material).
+        reason: String,
+    },
+    /// An `https` upstream needs a CA bundle unless verification is explicitly turned off.
+    #[error("upstream {0:?} uses https but has no CA bundle and TLS verification is on")]
+    MissingCaBundle(String),
+    /// The client certificate or key could not be parsed or does not match.
+    #[error("invalid client certificate or key for upstream {upstream:?}: {reason}")]
+    InvalidClientCert {
+        /// Upstream name.
+        upstream: String,
+        /// What was wrong (never contains key material).
+        reason: String,
+    },
+    /// A token is not a valid HTTP header value (the token itself is never shown).
+    #[error("the bearer token for upstream {0:?} contains characters not allowed in a header")]
+    InvalidToken(String),
+    /// `Passthrough` forwards the client's bearer token; a gateway client certificate would
+    /// authenticate the gateway instead and silently change who the upstream sees.
+    #[error(
+        "upstream {0:?}: identity mode passthrough cannot be combined with a client certificate"
+    )]
+    PassthroughWithClientCert(String),
+    /// The TLS configuration could not be built.
+    #[error("TLS configuration for upstream {upstream:?}: {source}")]
+    Tls {
+        /// Upstream name.
+        upstream: String,
+        /// rustls error.
+        #[source]
+        source: rustls::Error,
+    },
+    /// An [`UpstreamPath`] could not be built from a route.
+    #[error("invalid upstream path: {0}")]
+    InvalidUpstreamPath(#[from] http::uri::InvalidUri),
+}

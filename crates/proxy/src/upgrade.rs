@@ -1,0 +1,243 @@
+//! The upgrade path (exec, attach, port-forward; SPDY/3.1 and WebSocket), kept in one place.
+//!
+//! kube-apiserver §5.4 rules, and the CVEs they close:
+//! - only `SPDY/3.1` and `websocket` are accepted as `Upgrade` tokens (kubernetes#72112);
+//! - every upgrade dials a fresh, un-pooled HTTP/1.1 connection (ALPN `http/1.1`) and sends only
+//!   the request head — the client's bytes after the head are not even read until a 101 is seen;
+//! - the backend's complete response head is read and parsed before anything is decided;
+//! - 101 → 101 to the client, then a full-duplex copy (bytes the backend sent right after its
+//!   head are forwarded first);
+//! - non-101 below 400 → a 500 Status `invalid upgrade response: status code <n>`; the backend's
+//!   response (and any `Location`) is never forwarded (CVE-2020-8559);
+//! - 400 and above → that response and its body are forwarded with `Connection: close`, and both
+//!   connections end there: nothing is ever bridged after a failed upgrade (CVE-2018-1002105).
+
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::Empty;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::ProxyBody;
+use crate::ext::UpstreamError;
+use crate::forward::{humanize, prepare_headers, target_path, upstream_failure};
+use crate::headers;
+use crate::status::{Status, wants_pretty};
+use crate::upstream::Upstream;
+
+const ALLOWED_PROTOCOLS: [&str; 2] = ["SPDY/3.1", "websocket"];
+
+fn tagged(mut res: Response<ProxyBody>, kind: &'static str) -> Response<ProxyBody> {
+    res.extensions_mut().insert(UpstreamError { kind });
+    res
+}
+
+fn with_close(mut res: Response<ProxyBody>) -> Response<ProxyBody> {
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
+pub(crate) async fn forward_upgrade<B: Body>(
+    upstream: &Upstream,
+    req: Request<B>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = req.into_parts();
+    let pretty = wants_pretty(&parts.uri, &parts.headers);
+
+    let mut protocols = parts.headers.get_all(UPGRADE).iter();
+    let protocol = match (protocols.next(), protocols.next()) {
+        (Some(p), None) => p.clone(),
+        _ => {
+            return Status::bad_request("an upgrade request must name exactly one protocol")
+                .to_response(pretty);
+        }
+    };
+    let Some(allowed) = protocol.to_str().ok().and_then(|p| {
+        ALLOWED_PROTOCOLS
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(p.trim()))
+    }) else {
+        return Status::bad_request(format!(
+            "upgrade protocol {:?} is not allowed (allowed: SPDY/3.1, websocket)",
+            String::from_utf8_lossy(protocol.as_bytes())
+        ))
+        .to_response(pretty);
+    };
+    // Exec/attach/port-forward requests carry no body. Refusing bodies keeps the rule simple:
+    // no client byte beyond the request head goes anywhere before the backend said 101.
+    let declares_body = parts.headers.contains_key(TRANSFER_ENCODING)
+        || parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if declares_body || !(body.is_end_stream() || body.size_hint().upper() == Some(0)) {
+        return Status::bad_request("an upgrade request must not have a body").to_response(pretty);
+    }
+    drop(body);
+    let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+        return Status::bad_request("upgrades require an HTTP/1.1 connection").to_response(pretty);
+    };
+
+    let pq = target_path(&parts);
+    let uri = parts.uri.clone();
+    if let Err(res) = prepare_headers(upstream, &uri, &mut parts.headers, &parts.extensions) {
+        return *res;
+    }
+    headers::set_upgrade(&mut parts.headers, protocol);
+    headers::set_host(&mut parts.headers, upstream.authority().as_str());
+
+    let target: http::Uri = match upstream.path_for(&pq).parse() {
+        Ok(u) => u,
+        Err(e) => {
+            return Status::internal_error(&format!("invalid upstream URI: {e}"))
+                .to_response(pretty);
+        }
+    };
+    let mut out = Request::new(Empty::<Bytes>::new());
+    *out.method_mut() = parts.method;
+    *out.uri_mut() = target;
+    *out.headers_mut() = parts.headers;
+
+    let mut sender = match dial(upstream).await {
+        Ok(s) => s,
+        Err(res) => return res,
+    };
+    // hyper's HTTP/1 client reads and parses the complete response head before returning and
+    // keeps any bytes read past it for the upgraded stream.
+    let mut backend_res = match sender.send_request(out).await {
+        Ok(r) => r,
+        Err(e) => return with_close(upstream_failure(upstream, &e)),
+    };
+    drop(sender);
+
+    let status = backend_res.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        let agreed = backend_res
+            .headers()
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(allowed));
+        if !agreed {
+            return with_close(tagged(
+                Status::failure(
+                    500,
+                    "invalid upgrade response: the backend switched to a different protocol",
+                )
+                .to_response(pretty),
+                "upgrade",
+            ));
+        }
+        let backend_io = match hyper::upgrade::on(&mut backend_res).await {
+            Ok(io) => io,
+            Err(e) => return with_close(upstream_failure(upstream, &e)),
+        };
+        let (mut head, _) = backend_res.into_parts();
+        headers::strip_response(&mut head.headers, true);
+        tokio::spawn(async move {
+            let Ok(client_io) = client_upgrade.await else {
+                return;
+            };
+            let mut client_io = TokioIo::new(client_io);
+            let mut backend_io = TokioIo::new(backend_io);
+            // Ends when either side closes; both halves are then dropped, closing both sockets.
+            let _ = tokio::io::copy_bidirectional(&mut client_io, &mut backend_io).await;
+        });
+        return Response::from_parts(head, ProxyBody::empty());
+    }
+    if status.as_u16() < 400 {
+        // Redirects and successes to an upgrade are refused and never shown (CVE-2020-8559).
+        return with_close(tagged(
+            Status::failure(
+                500,
+                format!("invalid upgrade response: status code {}", status.as_u16()),
+            )
+            .to_response(pretty),
+            "upgrade",
+        ));
+    }
+    // ≥ 400: forward the error with its body, then close (CVE-2018-1002105). The backend
+    // connection closes once this body is done because its sender is gone.
+    let (mut head, body) = backend_res.into_parts();
+    headers::strip_response(&mut head.headers, false);
+    with_close(Response::from_parts(head, ProxyBody::from(body)))
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// A fresh TCP (+ TLS, ALPN `http/1.1`) connection used for exactly one upgrade request.
+async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
+    let authority = upstream.authority();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let default_port = if upstream.is_https() { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let limit = upstream.connect_timeout();
+    let unavailable = |cause: String| {
+        with_close(tagged(
+            Status::service_unavailable(format!(
+                "{} is unavailable: {cause}",
+                upstream.description()
+            ))
+            .to_response(false),
+            "connect",
+        ))
+    };
+    let connect = async {
+        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        tcp.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(tcp)
+    };
+    let tcp = match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e))),
+        Err(_) => {
+            return Err(unavailable(format!(
+                "connect timed out after {}",
+                humanize(limit)
+            )));
+        }
+    };
+    let builder = hyper::client::conn::http1::Builder::new();
+    if upstream.is_https() {
+        let connector = tokio_rustls::TlsConnector::from(upstream.upgrade_tls().clone());
+        let tls = match tokio::time::timeout(
+            limit,
+            connector.connect(upstream.server_name().clone(), tcp),
+        )
+        .await
+        {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e))),
+            Err(_) => {
+                return Err(unavailable(format!(
+                    "TLS handshake timed out after {}",
+                    humanize(limit)
+                )));
+            }
+        };
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| with_close(upstream_failure(upstream, &e)))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    } else {
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| with_close(upstream_failure(upstream, &e)))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+}

@@ -1,0 +1,680 @@
+//! An upstream Kubernetes API server: where it is, how to trust it, how to authenticate to it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Uri};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::Error;
+
+/// Whose identity the upstream sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IdentityMode {
+    /// The gateway authenticates with its own credential and impersonates the authenticated
+    /// user (`Impersonate-User/Group/Uid/Extra-*`). The default.
+    #[default]
+    Impersonate,
+    /// The client's own bearer token is forwarded; no impersonation headers are added and the
+    /// upstream credential is not sent.
+    Passthrough,
+}
+
+/// How the gateway authenticates to the upstream. Secrets never appear in `Debug` output.
+#[derive(Clone)]
+pub enum Credential {
+    /// No credential (e.g. passthrough mode with a CA-only upstream).
+    None,
+    /// A static bearer token.
+    BearerToken(String),
+    /// A bearer token read from a file and re-read when the file changes (projected service
+    /// account tokens rotate).
+    TokenFile(PathBuf),
+    /// A TLS client certificate chain and private key, both PEM.
+    ClientCert {
+        /// PEM certificate chain.
+        cert_pem: Vec<u8>,
+        /// PEM private key.
+        key_pem: Vec<u8>,
+    },
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::BearerToken(_) => f.write_str("BearerToken(<redacted>)"),
+            Credential::TokenFile(p) => f.debug_tuple("TokenFile").field(p).finish(),
+            Credential::ClientCert { .. } => f.write_str("ClientCert { key: <redacted> }"),
+        }
+    }
+}
+
+/// Builder for [`Upstream`].
+#[derive(Debug, Clone)]
+pub struct UpstreamBuilder {
+    name: String,
+    url: String,
+    ca_pem: Option<Vec<u8>>,
+    credential: Credential,
+    identity_mode: IdentityMode,
+    insecure_skip_tls_verify: bool,
+    connect_timeout: Duration,
+    response_header_timeout: Duration,
+    token_file_recheck: Duration,
+    tls_server_name: Option<String>,
+    description: Option<String>,
+}
+
+impl UpstreamBuilder {
+    /// How error messages name this upstream (default `cluster "<name>"`), e.g.
+    /// `virtual cluster "team-a/dev"`.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
+    }
+
+    /// PEM bundle of CA certificates trusted for this upstream (required for `https` unless
+    /// verification is explicitly skipped).
+    #[must_use]
+    pub fn ca_bundle_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
+    }
+
+    /// The gateway's credential.
+    #[must_use]
+    pub fn credential(mut self, credential: Credential) -> Self {
+        self.credential = credential;
+        self
+    }
+
+    /// Impersonate (default) or passthrough.
+    #[must_use]
+    pub fn identity_mode(mut self, mode: IdentityMode) -> Self {
+        self.identity_mode = mode;
+        self
+    }
+
+    /// Turns off certificate verification. Only for clusters whose config says so by name.
+    #[must_use]
+    pub fn insecure_skip_tls_verify(mut self, skip: bool) -> Self {
+        self.insecure_skip_tls_verify = skip;
+        self
+    }
+
+    /// TCP + TLS connect timeout (default 10 s).
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a non-long-running request may wait for the upstream's response head
+    /// (default 60 s, kube-apiserver's `--request-timeout`). Long-running requests have none.
+    #[must_use]
+    pub fn response_header_timeout(mut self, timeout: Duration) -> Self {
+        self.response_header_timeout = timeout;
+        self
+    }
+
+    /// How often a token file is checked for changes (default 1 s).
+    #[must_use]
+    pub fn token_file_recheck(mut self, every: Duration) -> Self {
+        self.token_file_recheck = every;
+        self
+    }
+
+    /// Verify the upstream certificate against this name instead of the URL host
+    /// (kubeconfig `tls-server-name`).
+    #[must_use]
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls_server_name = Some(name.into());
+        self
+    }
+
+    /// Validates everything and builds the TLS configuration.
+    pub fn build(self) -> Result<Upstream, Error> {
+        let bad = |reason| Error::InvalidUrl {
+            url: self.url.clone(),
+            reason,
+        };
+        let uri: Uri = self.url.parse().map_err(|_| bad("not a URI"))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("missing scheme"))?;
+        if scheme != Scheme::HTTPS && scheme != Scheme::HTTP {
+            return Err(bad("scheme must be https or http"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("user info is not allowed"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("a query is not allowed"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        if self.identity_mode == IdentityMode::Passthrough
+            && matches!(self.credential, Credential::ClientCert { .. })
+        {
+            return Err(Error::PassthroughWithClientCert(self.name));
+        }
+        let server_name = self.tls_server_name.clone().unwrap_or_else(|| {
+            authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        });
+        let server_name = ServerName::try_from(server_name)
+            .map_err(|_| bad("host is not a valid TLS server name"))?;
+        let https = scheme == Scheme::HTTPS;
+        let tls = Arc::new(self.tls_config(https)?);
+        let mut upgrade = ClientConfig::clone(&tls);
+        // Upgrades are HTTP/1.1 only (client-go forces ALPN http/1.1 for upgrade dials).
+        upgrade.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let upgrade_tls = Arc::new(upgrade);
+        let credential = match &self.credential {
+            Credential::BearerToken(t) => CredentialState::Static(
+                bearer_value(t).ok_or_else(|| Error::InvalidToken(self.name.clone()))?,
+            ),
+            Credential::TokenFile(p) => CredentialState::File(TokenFile {
+                path: p.clone(),
+                recheck: self.token_file_recheck,
+                state: Mutex::new(TokenFileState::default()),
+            }),
+            Credential::None | Credential::ClientCert { .. } => CredentialState::None,
+        };
+        Ok(Upstream {
+            inner: Arc::new(Inner {
+                description: self
+                    .description
+                    .clone()
+                    .unwrap_or_else(|| format!("cluster {:?}", self.name)),
+                name: self.name,
+                scheme,
+                authority,
+                base_path,
+                server_name: server_name.to_owned(),
+                tls,
+                upgrade_tls,
+                credential,
+                identity_mode: self.identity_mode,
+                insecure: self.insecure_skip_tls_verify,
+                connect_timeout: self.connect_timeout,
+                response_header_timeout: self.response_header_timeout,
+            }),
+        })
+    }
+
+    /// For `http://` upstreams a config is still built (the pooled connector type is shared) but
+    /// never used, so it trusts nothing.
+    fn tls_config(&self, https: bool) -> Result<ClientConfig, Error> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls_err = |source| Error::Tls {
+            upstream: self.name.clone(),
+            source,
+        };
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?;
+        let builder = if !https {
+            builder.with_root_certificates(RootCertStore::empty())
+        } else if self.insecure_skip_tls_verify {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification {
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+        } else {
+            let pem = self
+                .ca_pem
+                .as_deref()
+                .ok_or_else(|| Error::MissingCaBundle(self.name.clone()))?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| Error::InvalidCaBundle {
+                    upstream: self.name.clone(),
+                    reason: e.to_string(),
+                })?;
+                roots.add(cert).map_err(|e| Error::InvalidCaBundle {
+                    upstream: self.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            if roots.is_empty() {
+                return Err(Error::InvalidCaBundle {
+                    upstream: self.name.clone(),
+                    reason: "no certificate found".to_owned(),
+                });
+            }
+            builder.with_root_certificates(roots)
+        };
+        match &self.credential {
+            Credential::ClientCert { cert_pem, key_pem } => {
+                let bad = |reason: String| Error::InvalidClientCert {
+                    upstream: self.name.clone(),
+                    reason,
+                };
+                let chain = CertificateDer::pem_slice_iter(cert_pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(format!("certificate: {e}")))?;
+                if chain.is_empty() {
+                    return Err(bad("no certificate found".to_owned()));
+                }
+                // The key parser's error could echo input; report only that it failed.
+                let key = PrivateKeyDer::from_pem_slice(key_pem)
+                    .map_err(|_| bad("private key is not valid PEM".to_owned()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| bad(e.to_string()))
+            }
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+}
+
+fn bearer_value(token: &str) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.trim())).ok()?;
+    // Keeps the token out of HPACK tables and out of `Debug` output of header maps.
+    v.set_sensitive(true);
+    Some(v)
+}
+
+/// A configured upstream. Cheap to clone.
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    description: String,
+    scheme: Scheme,
+    authority: Authority,
+    base_path: String,
+    server_name: ServerName<'static>,
+    tls: Arc<ClientConfig>,
+    upgrade_tls: Arc<ClientConfig>,
+    credential: CredentialState,
+    identity_mode: IdentityMode,
+    insecure: bool,
+    connect_timeout: Duration,
+    response_header_timeout: Duration,
+}
+
+impl fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("Upstream")
+            .field("name", &i.name)
+            .field(
+                "url",
+                &format!("{}://{}{}", i.scheme, i.authority, i.base_path),
+            )
+            .field("credential", &i.credential)
+            .field("identity_mode", &i.identity_mode)
+            .field("insecure_skip_tls_verify", &i.insecure)
+            .field("connect_timeout", &i.connect_timeout)
+            .field("response_header_timeout", &i.response_header_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+enum CredentialState {
+    None,
+    Static(HeaderValue),
+    File(TokenFile),
+}
+
+impl fmt::Debug for CredentialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialState::None => f.write_str("None"),
+            CredentialState::Static(_) => f.write_str("BearerToken(<redacted>)"),
+            CredentialState::File(t) => f.debug_tuple("TokenFile").field(&t.path).finish(),
+        }
+    }
+}
+
+struct TokenFile {
+    path: PathBuf,
+    recheck: Duration,
+    state: Mutex<TokenFileState>,
+}
+
+#[derive(Default)]
+struct TokenFileState {
+    value: Option<HeaderValue>,
+    modified: Option<SystemTime>,
+    len: u64,
+    checked: Option<Instant>,
+}
+
+/// Why the upstream credential could not be produced (no secret inside).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CredentialError {
+    #[error("reading the token file failed: {0}")]
+    Io(std::io::ErrorKind),
+    #[error("the token file does not hold a valid bearer token")]
+    Invalid,
+}
+
+impl TokenFile {
+    fn current(&self) -> Result<HeaderValue, CredentialError> {
+        let now = Instant::now();
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let (Some(v), Some(at)) = (&st.value, st.checked)
+            && now.duration_since(at) < self.recheck
+        {
+            return Ok(v.clone());
+        }
+        // A metadata call is cheap; reading and re-validating happens only on change.
+        let meta = std::fs::metadata(&self.path);
+        st.checked = Some(now);
+        let meta = match meta {
+            Ok(m) => m,
+            // Keep serving the last good token while a rotation replaces the file.
+            Err(e) => return st.value.clone().ok_or(CredentialError::Io(e.kind())),
+        };
+        let modified = meta.modified().ok();
+        if let Some(v) = &st.value
+            && modified == st.modified
+            && meta.len() == st.len
+        {
+            return Ok(v.clone());
+        }
+        let bytes = std::fs::read(&self.path).map_err(|e| CredentialError::Io(e.kind()))?;
+        let token = std::str::from_utf8(&bytes)
+            .map_err(|_| CredentialError::Invalid)?
+            .trim();
+        if token.is_empty() {
+            return Err(CredentialError::Invalid);
+        }
+        let v = bearer_value(token).ok_or(CredentialError::Invalid)?;
+        st.value = Some(v.clone());
+        st.modified = modified;
+        st.len = meta.len();
+        Ok(v)
+    }
+}
+
+impl Upstream {
+    /// Starts a builder. `name` is used in error messages and metrics (e.g. the cluster name);
+    /// `url` is `https://host[:port][/base/path]`.
+    pub fn builder(name: impl Into<String>, url: impl Into<String>) -> UpstreamBuilder {
+        UpstreamBuilder {
+            name: name.into(),
+            url: url.into(),
+            ca_pem: None,
+            credential: Credential::None,
+            identity_mode: IdentityMode::Impersonate,
+            insecure_skip_tls_verify: false,
+            connect_timeout: Duration::from_secs(10),
+            response_header_timeout: Duration::from_secs(60),
+            token_file_recheck: Duration::from_secs(1),
+            tls_server_name: None,
+            description: None,
+        }
+    }
+
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Impersonate or passthrough.
+    pub fn identity_mode(&self) -> IdentityMode {
+        self.inner.identity_mode
+    }
+
+    /// Connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
+    }
+
+    /// Response-header timeout for non-long-running requests.
+    pub fn response_header_timeout(&self) -> Duration {
+        self.inner.response_header_timeout
+    }
+
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.inner.authority
+    }
+
+    pub(crate) fn server_name(&self) -> &ServerName<'static> {
+        &self.inner.server_name
+    }
+
+    pub(crate) fn tls(&self) -> &Arc<ClientConfig> {
+        &self.inner.tls
+    }
+
+    pub(crate) fn upgrade_tls(&self) -> &Arc<ClientConfig> {
+        &self.inner.upgrade_tls
+    }
+
+    pub(crate) fn is_https(&self) -> bool {
+        self.inner.scheme == Scheme::HTTPS
+    }
+
+    /// How error messages name this upstream, e.g. `cluster "prod"`.
+    pub fn description(&self) -> &str {
+        &self.inner.description
+    }
+
+    /// The upstream URI for a request path: scheme + authority + base path + `pq`.
+    pub(crate) fn uri_for(&self, pq: &PathAndQuery) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.inner.scheme.clone())
+            .authority(self.inner.authority.clone())
+            .path_and_query(self.path_for(pq))
+            .build()
+    }
+
+    /// Base path + `pq`, as an origin-form request target.
+    pub(crate) fn path_for(&self, pq: &PathAndQuery) -> String {
+        let mut s = String::with_capacity(self.inner.base_path.len() + pq.as_str().len());
+        s.push_str(&self.inner.base_path);
+        s.push_str(pq.as_str());
+        s
+    }
+
+    /// The `Authorization` value of the gateway's own credential, if it uses a bearer token.
+    pub(crate) fn authorization(&self) -> Result<Option<HeaderValue>, CredentialError> {
+        match &self.inner.credential {
+            CredentialState::None => Ok(None),
+            CredentialState::Static(v) => Ok(Some(v.clone())),
+            CredentialState::File(f) => f.current().map(Some),
+        }
+    }
+
+    /// The token file path, if any (for diagnostics; a path is not a secret).
+    pub fn token_file(&self) -> Option<&Path> {
+        match &self.inner.credential {
+            CredentialState::File(f) => Some(&f.path),
+            _ => None,
+        }
+    }
+}
+
+/// Accepts any certificate but still checks handshake signatures, so the connection is at least
+/// bound to the key the peer presented. Used only with `insecure_skip_tls_verify`.
+#[derive(Debug)]
+struct NoVerification {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let up = Upstream::builder("prod", "http://127.0.0.1:1")
+            .credential(Credential::BearerToken("s3cr3t-token".into()))
+            .build()
+            .unwrap();
+        let dbg = format!("{up:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(dbg.contains("redacted"));
+        let c = Credential::ClientCert {
+            cert_pem: b"CERT".to_vec(),
+            key_pem: b"KEYMATERIAL".to_vec(),
+        };
+        assert!(!format!("{c:?}").contains("KEYMATERIAL"));
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", up.authorization().unwrap().unwrap());
+        assert!(!format!("{h:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn url_validation() {
+        for (url, ok) in [
+            ("https://10.0.0.1:6443", true),
+            ("https://k8s.example.com/base/", true),
+            ("http://127.0.0.1:8080", true),
+            ("ftp://x", false),
+            ("https://user:pw@x", false),
+            ("https://x/?a=b", false),
+            ("/relative", false),
+        ] {
+            let r = Upstream::builder("c", url)
+                .insecure_skip_tls_verify(true)
+                .build();
+            assert_eq!(r.is_ok(), ok, "{url}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn https_without_ca_is_refused_unless_insecure() {
+        assert!(matches!(
+            Upstream::builder("c", "https://x").build(),
+            Err(Error::MissingCaBundle(_))
+        ));
+        assert!(
+            Upstream::builder("c", "https://x")
+                .insecure_skip_tls_verify(true)
+                .build()
+                .is_ok()
+        );
+        assert!(matches!(
+            Upstream::builder("c", "https://x")
+                .ca_bundle_pem("not pem")
+                .build(),
+            Err(Error::InvalidCaBundle { .. })
+        ));
+    }
+
+    #[test]
+    fn passthrough_with_client_cert_is_refused() {
+        let r = Upstream::builder("c", "https://x")
+            .insecure_skip_tls_verify(true)
+            .identity_mode(IdentityMode::Passthrough)
+            .credential(Credential::ClientCert {
+                cert_pem: vec![],
+                key_pem: vec![],
+            })
+            .build();
+        assert!(matches!(r, Err(Error::PassthroughWithClientCert(_))));
+    }
+
+    #[test]
+    fn bad_key_error_does_not_echo_key() {
+        let r = Upstream::builder("c", "https://x")
+            .insecure_skip_tls_verify(true)
+            .credential(Credential::ClientCert {
+                cert_pem: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                    .to_vec(),
+                key_pem: b"SECRETKEYBYTES".to_vec(),
+            })
+            .build();
+        let e = r.unwrap_err().to_string();
+        assert!(!e.contains("SECRETKEYBYTES"), "{e}");
+    }
+
+    #[test]
+    fn base_path_is_prepended() {
+        let up = Upstream::builder("c", "http://h:1/prefix/")
+            .build()
+            .unwrap();
+        let pq = PathAndQuery::from_static("/api/v1/pods?limit=1");
+        assert_eq!(
+            up.uri_for(&pq).unwrap(),
+            "http://h:1/prefix/api/v1/pods?limit=1"
+        );
+    }
+
+    #[test]
+    fn token_file_is_reread_when_it_changes() {
+        let dir = std::env::temp_dir().join(format!("kubegate-proxy-tok-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let up = Upstream::builder("c", "http://h:1")
+            .credential(Credential::TokenFile(path.clone()))
+            .token_file_recheck(Duration::ZERO)
+            .build()
+            .unwrap();
+        assert_eq!(up.authorization().unwrap().unwrap(), "Bearer first");
+        // A different length guarantees detection even on filesystems with coarse mtimes.
+        std::fs::write(&path, "second-token").unwrap();
+        assert_eq!(up.authorization().unwrap().unwrap(), "Bearer second-token");
+        // While the file is briefly missing (rotation), the last good token is kept.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(up.authorization().unwrap().unwrap(), "Bearer second-token");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let missing = Upstream::builder("c", "http://h:1")
+            .credential(Credential::TokenFile(dir.join("nope")))
+            .build()
+            .unwrap();
+        assert!(missing.authorization().is_err());
+    }
+}

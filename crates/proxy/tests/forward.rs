@@ -1,0 +1,465 @@
+//! ForwardService against real HTTPS upstreams on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Backend, Pki, TestBody, body_string, front, full, h1_client, h2c_client};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use kubegate_proxy::{
+    Credential, ForwardService, Identity, IdentityMode, LongRunning, RequestMeta, Upstream,
+    UpstreamPath,
+};
+use kubegate_routing::{RequestInfo, Router};
+use tower::ServiceBuilder;
+
+const UPSTREAM_TOKEN: &str = "gateway-upstream-token-123";
+
+fn upstream(pki: &Pki, backend: &Backend) -> kubegate_proxy::UpstreamBuilder {
+    Upstream::builder("prod", backend.url())
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
+}
+
+fn identity() -> Identity {
+    Identity::new("jane@example.com")
+        .with_uid("uid-jane")
+        .with_group("devs")
+        .with_group("system:authenticated")
+        .with_extra("example.com/team", "blue")
+}
+
+/// What the gateway does in front of ForwardService: route, classify, authenticate (here: a
+/// fixed identity), then forward.
+async fn gateway(svc: ForwardService<Incoming>, id: Option<Identity>) -> std::net::SocketAddr {
+    let router = Arc::new(Router::central());
+    let stack = ServiceBuilder::new()
+        .map_request(move |mut req: Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().map(str::to_owned);
+            let route = router.route(&path, query.as_deref()).unwrap();
+            let method = req.method().as_str().to_owned();
+            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
+            let ext = req.extensions_mut();
+            ext.insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
+            ext.insert(LongRunning(info.is_long_running()));
+            ext.insert(RequestMeta::new(&route.target, &info));
+            if let Some(id) = &id {
+                ext.insert(id.clone());
+            }
+            req
+        })
+        .service(svc);
+    front(stack).await
+}
+
+fn ok(body: &'static str) -> Response<TestBody> {
+    Response::new(full(body))
+}
+
+#[tokio::test]
+async fn forwards_path_query_body_and_identity_over_http1() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |req: Request<Incoming>| async move {
+        let body = body_string(req.into_body()).await;
+        Response::builder()
+            .header("x-echo", body)
+            .body(full("{\"kind\":\"PodList\"}"))
+            .unwrap()
+    })
+    .await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+
+    let req = Request::post(format!(
+        "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps/a%3Ab?fieldManager=kubectl&dryRun=All"
+    ))
+    .header("content-type", "application/json")
+    .body(full("{\"a\":1}"))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-echo"], "{\"a\":1}");
+    assert_eq!(body_string(res.into_body()).await, "{\"kind\":\"PodList\"}");
+
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 1);
+    let s = &seen[0];
+    assert_eq!(s.version, http::Version::HTTP_11);
+    // The still-encoded path is forwarded byte for byte.
+    assert_eq!(s.uri.path(), "/api/v1/namespaces/default/configmaps/a%3Ab");
+    assert_eq!(s.uri.query(), Some("fieldManager=kubectl&dryRun=All"));
+    assert_eq!(s.all("authorization"), [format!("Bearer {UPSTREAM_TOKEN}")]);
+    assert_eq!(s.all("impersonate-user"), ["jane@example.com"]);
+    assert_eq!(s.all("impersonate-uid"), ["uid-jane"]);
+    assert_eq!(s.all("impersonate-group"), ["devs", "system:authenticated"]);
+    assert_eq!(s.all("impersonate-extra-example.com%2fteam"), ["blue"]);
+    assert_eq!(s.all("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(
+        s.all("host"),
+        [format!("127.0.0.1:{}", backend.addr.port())]
+    );
+}
+
+#[tokio::test]
+async fn header_smuggling_cannot_change_the_identity_the_upstream_sees() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async { ok("ok") }).await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+
+    let mut req = Request::get(format!(
+        "http://{addr}/kubernetes/cluster/prod/api/v1/secrets"
+    ))
+    .body(full(""))
+    .unwrap();
+    let h = req.headers_mut();
+    for (n, v) in [
+        ("authorization", "Bearer client-token"),
+        ("authorization", "Bearer second-client-token"),
+        ("impersonate-user", "admin"),
+        ("Impersonate-Group", "system:masters"),
+        ("IMPERSONATE-UID", "0"),
+        ("impersonate-extra-scopes", "all"),
+        ("x-remote-user", "admin"),
+        ("X-Remote-Group", "system:masters"),
+        ("x-remote-extra-scopes", "all"),
+        ("connection", "x-smuggle"),
+        ("x-smuggle", "1"),
+        ("proxy-authorization", "Basic YWRtaW46YWRtaW4="),
+    ] {
+        h.append(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            http::HeaderValue::from_static(v),
+        );
+    }
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+
+    let s = &backend.seen()[0];
+    assert_eq!(s.all("authorization"), [format!("Bearer {UPSTREAM_TOKEN}")]);
+    assert_eq!(s.all("impersonate-user"), ["jane@example.com"]);
+    assert_eq!(s.all("impersonate-group"), ["devs", "system:authenticated"]);
+    assert_eq!(s.all("impersonate-uid"), ["uid-jane"]);
+    let names: Vec<&str> = s.headers.keys().map(|k| k.as_str()).collect();
+    for n in &names {
+        assert!(!n.starts_with("x-remote-"), "{n} leaked: {names:?}");
+        assert!(
+            *n != "x-smuggle" && *n != "proxy-authorization",
+            "{n} leaked"
+        );
+        assert!(
+            !n.starts_with("impersonate-extra-") || *n == "impersonate-extra-example.com%2fteam",
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async {
+        let frames = vec![
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(
+                b"hello ",
+            ))),
+            Ok(Frame::data(Bytes::from_static(b"world"))),
+            Ok(Frame::trailers({
+                let mut t = http::HeaderMap::new();
+                t.insert("x-checksum", http::HeaderValue::from_static("abc"));
+                t
+            })),
+        ];
+        Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+    })
+    .await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/version"))
+        .body(full(""))
+        .unwrap();
+    let res = h2c_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let collected = res.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+    assert_eq!(collected.to_bytes(), "hello world");
+    assert_eq!(backend.seen()[0].version, http::Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn responses_stream_without_buffering_and_client_disconnect_reaches_upstream() {
+    let pki = Pki::new();
+    // The backend sends one event, then waits for the test to say "next"; it learns the client
+    // went away when its body sender fails.
+    let (next_tx, next_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let next_rx = Arc::new(tokio::sync::Mutex::new(Some(next_rx)));
+    let (gone_tx, gone_rx) = tokio::sync::oneshot::channel::<()>();
+    let gone_tx = Arc::new(std::sync::Mutex::new(Some(gone_tx)));
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], move |_req| {
+        let next_rx = next_rx.clone();
+        let gone_tx = gone_tx.clone();
+        async move {
+            let (tx, rx) = tokio::sync::mpsc::channel::<
+                Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>,
+            >(1);
+            let mut next_rx = next_rx.lock().await.take().unwrap();
+            tokio::spawn(async move {
+                let mut n = 0;
+                loop {
+                    let ev = format!("{{\"type\":\"ADDED\",\"n\":{n}}}\n");
+                    if tx.send(Ok(Frame::data(Bytes::from(ev)))).await.is_err() {
+                        break;
+                    }
+                    n += 1;
+                    tokio::select! {
+                        more = next_rx.recv() => if more.is_none() { tx.closed().await; break },
+                        () = tx.closed() => break,
+                    }
+                }
+                if let Some(g) = gone_tx.lock().unwrap().take() {
+                    let _ = g.send(());
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|f| (f, rx))
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(StreamBody::new(stream).boxed())
+                .unwrap()
+        }
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .response_header_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+
+    let req = Request::get(format!(
+        "http://{addr}/kubernetes/cluster/prod/api/v1/pods?watch=true"
+    ))
+    .body(full(""))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    let mut body = res.into_body();
+    // Each event arrives while the backend is still holding the next one back.
+    for n in 0..3 {
+        let frame = body.frame().await.unwrap().unwrap();
+        let data = frame.into_data().unwrap();
+        assert_eq!(data, format!("{{\"type\":\"ADDED\",\"n\":{n}}}\n"));
+        next_tx.send(()).await.unwrap();
+    }
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(20), gone_rx)
+        .await
+        .expect("the upstream stream was not closed after the client disconnected")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_503_status_naming_the_cluster() {
+    let pki = Pki::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let up = Upstream::builder("prod", format!("https://127.0.0.1:{port}"))
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = body_string(res.into_body()).await;
+    assert_eq!(
+        body,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"cluster \\\"prod\\\" is unavailable: connection refused\",\"reason\":\"ServiceUnavailable\",\"code\":503}\n"
+    );
+}
+
+#[tokio::test]
+async fn tls_failure_is_502_status_without_secrets() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("never") }).await;
+    let up = Upstream::builder("prod", backend.url())
+        .ca_bundle_pem(other.ca_pem.clone())
+        .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    let status = res.status();
+    let body = body_string(res.into_body()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(
+        body.contains(
+            "cluster \\\"prod\\\": TLS handshake with the upstream failed: invalid peer certificate"
+        ),
+        "{body}"
+    );
+    assert!(!body.contains(UPSTREAM_TOKEN));
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn response_header_timeout_applies_only_to_non_long_running_requests() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |req: Request<Incoming>| async move {
+        if req.uri().query() == Some("watch=true") || req.uri().path().ends_with("/slow") {
+            // Longer than the gateway's header timeout below.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        ok("late")
+    })
+    .await;
+    let up = upstream(&pki, &backend)
+        .response_header_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+
+    let req = Request::get(format!(
+        "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/pods/slow"
+    ))
+    .body(full(""))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        body_string(res.into_body()).await,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Timeout: cluster \\\"prod\\\" did not send a response within 200ms\",\"reason\":\"Timeout\",\"details\":{},\"code\":504}\n"
+    );
+
+    // A watch is long-running: no header timeout.
+    let req = Request::get(format!(
+        "http://{addr}/kubernetes/cluster/prod/api/v1/pods?watch=true"
+    ))
+    .body(full(""))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_string(res.into_body()).await, "late");
+}
+
+#[tokio::test]
+async fn client_certificate_credential_is_presented() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async { ok("ok") }).await;
+    let up = Upstream::builder("prod", backend.url())
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::ClientCert {
+            cert_pem: pki.client_cert_pem.clone().into_bytes(),
+            key_pem: pki.client_key_pem.clone().into_bytes(),
+        })
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .body(full(""))
+        .unwrap();
+    assert_eq!(h1_client().request(req).await.unwrap().status(), 200);
+    let s = &backend.seen()[0];
+    assert!(s.client_cert);
+    assert!(s.headers.get("authorization").is_none());
+    assert_eq!(s.all("impersonate-user"), ["jane@example.com"]);
+}
+
+#[tokio::test]
+async fn passthrough_forwards_only_the_clients_single_bearer_token() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("ok") }).await;
+    let up = Upstream::builder("prod", backend.url())
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .identity_mode(IdentityMode::Passthrough)
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    for auths in [vec!["Bearer client-token"], vec!["Bearer a", "Bearer b"]] {
+        let mut req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .header("impersonate-user", "admin")
+            .body(full(""))
+            .unwrap();
+        for a in &auths {
+            req.headers_mut()
+                .append("authorization", http::HeaderValue::from_str(a).unwrap());
+        }
+        assert_eq!(h1_client().request(req).await.unwrap().status(), 200);
+    }
+    let seen = backend.seen();
+    assert_eq!(seen[0].all("authorization"), ["Bearer client-token"]);
+    assert!(
+        seen[1].headers.get("authorization").is_none(),
+        "ambiguous duplicates are dropped"
+    );
+    for s in &seen {
+        assert!(
+            s.headers
+                .keys()
+                .all(|k| !k.as_str().starts_with("impersonate-"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn impersonate_mode_without_identity_is_refused() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("ok") }).await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, None).await;
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert_eq!(
+        body_string(res.into_body()).await,
+        "Internal Server Error: \"/kubernetes/cluster/prod/api\": no user found for request\n"
+    );
+    assert!(backend.seen().is_empty());
+}
+
+#[tokio::test]
+async fn token_file_rotation_is_picked_up() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("ok") }).await;
+    let dir = std::env::temp_dir().join(format!("kubegate-proxy-it-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, "token-one").unwrap();
+    let up = Upstream::builder("prod", backend.url())
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::TokenFile(path.clone()))
+        .token_file_recheck(Duration::ZERO)
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    let get = || {
+        Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .body(full(""))
+            .unwrap()
+    };
+    assert_eq!(h1_client().request(get()).await.unwrap().status(), 200);
+    std::fs::write(&path, "token-two-rotated").unwrap();
+    assert_eq!(h1_client().request(get()).await.unwrap().status(), 200);
+    let seen = backend.seen();
+    assert_eq!(seen[0].all("authorization"), ["Bearer token-one"]);
+    assert_eq!(seen[1].all("authorization"), ["Bearer token-two-rotated"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,320 @@
+//! Upgrade path regression tests (CVE-2018-1002105, CVE-2020-8559; vectors §V5.1–V5.3) against a
+//! raw TLS backend socket server written here, driven by a raw TCP client.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Pki, front};
+use http::Request;
+use hyper::body::Incoming;
+use kubegate_proxy::{Credential, ForwardService, Identity, LongRunning, Upstream, UpstreamPath};
+use kubegate_routing::{RequestInfo, Router};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceBuilder;
+
+/// Failsafe for reads that must finish; never a timing assertion.
+const FAILSAFE: Duration = Duration::from_secs(20);
+
+/// A hand-written TLS backend: reads one request head, answers `response` verbatim, then keeps
+/// the connection open and logs (and, if `echo`, echoes) every further byte — the most
+/// dangerous kubelet imaginable.
+struct RawBackend {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<u8>>>,
+    closed: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl RawBackend {
+    async fn start(pki: &Pki, response: Vec<u8>, echo: bool) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(&[b"http/1.1"], false)));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+        let log = received.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let log = log.clone();
+                let response = response.clone();
+                let closed_tx = closed_tx.clone();
+                tokio::spawn(async move {
+                    let mut tls = acceptor.accept(tcp).await.unwrap();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let n = tls.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    log.lock().unwrap().extend_from_slice(&head);
+                    tls.write_all(&response).await.unwrap();
+                    tls.flush().await.unwrap();
+                    loop {
+                        let n = tls.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            break;
+                        }
+                        log.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if echo && tls.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = closed_tx.send(());
+                });
+            }
+        });
+        RawBackend {
+            addr,
+            received,
+            closed,
+        }
+    }
+
+    fn received(&self) -> String {
+        String::from_utf8_lossy(&self.received.lock().unwrap()).into_owned()
+    }
+}
+
+async fn gateway(pki: &Pki, backend_port: u16) -> SocketAddr {
+    let up = Upstream::builder("prod", format!("https://localhost:{backend_port}"))
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::BearerToken("gateway-token".into()))
+        .build()
+        .unwrap();
+    let router = Arc::new(Router::central());
+    let stack = ServiceBuilder::new()
+        .map_request(move |mut req: Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().map(str::to_owned);
+            let route = router.route(&path, query.as_deref()).unwrap();
+            let method = req.method().as_str().to_owned();
+            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
+            req.extensions_mut()
+                .insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
+            req.extensions_mut()
+                .insert(LongRunning(info.is_long_running()));
+            req.extensions_mut()
+                .insert(Identity::new("jane").with_group("devs"));
+            req
+        })
+        .service(ForwardService::new(up));
+    front(stack).await
+}
+
+const EXEC_HEAD: &str = "POST /kubernetes/cluster/prod/api/v1/namespaces/default/pods/p1/exec?command=ls&stdout=true HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nImpersonate-User: admin\r\nAuthorization: Bearer client\r\nContent-Length: 0\r\n\r\n";
+const FOLLOW_UP: &str = "GET /there HTTP/1.1\r\nHost: gateway\r\n\r\n";
+
+/// Sends the exec upgrade request with a pipelined follow-up request, then reads until EOF.
+async fn exec_with_smuggled_follow_up(gw: SocketAddr) -> String {
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(format!("{EXEC_HEAD}{FOLLOW_UP}").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(FAILSAFE, c.read_to_end(&mut out))
+        .await
+        .expect("the gateway kept the client connection open after a failed upgrade")
+        .unwrap();
+    // The connection is closed; a late write cannot reach anything either.
+    let _ = c.write_all(FOLLOW_UP.as_bytes()).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn assert_backend_saw_one_request_only(backend: &mut RawBackend) {
+    tokio::time::timeout(FAILSAFE, backend.closed.recv())
+        .await
+        .expect("the gateway kept the backend connection open after a failed upgrade");
+    let got = backend.received();
+    assert_eq!(got.matches("HTTP/1.1\r\n").count(), 1, "{got}");
+    assert!(
+        !got.contains("/there"),
+        "smuggled request reached the backend: {got}"
+    );
+    assert!(
+        got.ends_with("\r\n\r\n"),
+        "bytes after the request head reached the backend: {got}"
+    );
+}
+
+// V5.1 TestProxyUpgradeErrorResponse: non-101 below 400 is never forwarded (CVE-2020-8559).
+#[tokio::test]
+async fn v5_1_non_101_below_400_is_not_forwarded() {
+    for code in [200u16, 300, 302, 307] {
+        let pki = Pki::new();
+        let response = format!(
+            "HTTP/1.1 {code} X\r\nLocation: https://example.com/there\r\nContent-Length: 9\r\n\r\nsome data"
+        );
+        let mut backend = RawBackend::start(&pki, response.into_bytes(), false).await;
+        let gw = gateway(&pki, backend.addr.port()).await;
+        let out = exec_with_smuggled_follow_up(gw).await;
+        assert!(out.starts_with("HTTP/1.1 500 "), "{code}: {out}");
+        let want = format!(
+            "{{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{{}},\"status\":\"Failure\",\"message\":\"invalid upgrade response: status code {code}\",\"code\":500}}\n"
+        );
+        assert!(out.ends_with(&want), "{code}: {out}");
+        assert!(
+            !out.to_ascii_lowercase().contains("location"),
+            "{code}: Location leaked: {out}"
+        );
+        assert!(
+            !out.contains("some data"),
+            "{code}: backend body leaked: {out}"
+        );
+        assert_eq!(out.matches("HTTP/1.1").count(), 1, "{code}: {out}");
+        assert_backend_saw_one_request_only(&mut backend).await;
+    }
+}
+
+// V5.2 TestProxyUpgradeErrorResponseTerminates: ≥ 400 is forwarded, then both sides are closed
+// and a follow-up request never reaches the backend (CVE-2018-1002105).
+#[tokio::test]
+async fn v5_2_error_responses_are_forwarded_then_both_connections_close() {
+    for code in [400u16, 500] {
+        let pki = Pki::new();
+        let response = format!("HTTP/1.1 {code} X\r\nContent-Length: 9\r\n\r\nsome data");
+        let mut backend = RawBackend::start(&pki, response.into_bytes(), false).await;
+        let gw = gateway(&pki, backend.addr.port()).await;
+        let out = exec_with_smuggled_follow_up(gw).await;
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {code} ")),
+            "{code}: {out}"
+        );
+        assert!(out.ends_with("\r\n\r\nsome data"), "{code}: {out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{code}: {out}"
+        );
+        assert_eq!(out.matches("HTTP/1.1").count(), 1, "{code}: {out}");
+        assert_backend_saw_one_request_only(&mut backend).await;
+    }
+}
+
+// V5.3 TestProxyUpgradeConnectionErrorResponse: the dial error is reported to the client.
+#[tokio::test]
+async fn v5_3_dial_failure_is_reported() {
+    let pki = Pki::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let gw = gateway(&pki, port).await;
+    let out = exec_with_smuggled_follow_up(gw).await;
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(
+        out.contains("cluster \\\"prod\\\" is unavailable: connection refused"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn switching_protocols_bridges_both_directions_including_early_bytes() {
+    let pki = Pki::new();
+    let response = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n\r\nEARLY".to_vec();
+    let backend = RawBackend::start(&pki, response, true).await;
+    let gw = gateway(&pki, backend.addr.port()).await;
+
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"EARLY") {
+        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(
+        text.starts_with("http/1.1 101 switching protocols\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("upgrade: spdy/3.1"), "{text}");
+    assert!(
+        text.contains("x-stream-protocol-version: v4.channel.k8s.io"),
+        "{text}"
+    );
+
+    c.write_all(b"ping-1").await.unwrap();
+    let mut echo = vec![0u8; 6];
+    tokio::time::timeout(FAILSAFE, c.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, b"ping-1");
+
+    let head = backend.received();
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with(
+            "POST /api/v1/namespaces/default/pods/p1/exec?command=ls&stdout=true HTTP/1.1\r\n"
+        ),
+        "{head}"
+    );
+    assert!(
+        lower.contains("authorization: bearer gateway-token\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("impersonate-user: jane\r\n"), "{head}");
+    assert!(lower.contains("impersonate-group: devs\r\n"), "{head}");
+    assert!(
+        !lower.contains("admin") && !lower.contains("bearer client"),
+        "{head}"
+    );
+    assert!(
+        lower.contains("connection: upgrade\r\n") && lower.contains("upgrade: spdy/3.1\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn switching_to_a_different_protocol_is_refused() {
+    let pki = Pki::new();
+    let response =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    let backend = RawBackend::start(&pki, response, true).await;
+    let gw = gateway(&pki, backend.addr.port()).await;
+    let out = exec_with_smuggled_follow_up(gw).await;
+    assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
+    assert!(out.contains("invalid upgrade response"), "{out}");
+}
+
+#[tokio::test]
+async fn only_spdy_and_websocket_upgrades_are_allowed() {
+    let pki = Pki::new();
+    let backend = RawBackend::start(
+        &pki,
+        b"HTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec(),
+        true,
+    )
+    .await;
+    let gw = gateway(&pki, backend.addr.port()).await;
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(EXEC_HEAD.replace("SPDY/3.1", "h2c").as_bytes())
+        .await
+        .unwrap();
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(FAILSAFE, c.read(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out[..n]);
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert!(out.contains("\"reason\":\"BadRequest\""), "{out}");
+    assert!(backend.received().is_empty());
+}
