@@ -14,6 +14,7 @@ mod kubeconfig;
 mod meta;
 mod openapi;
 mod patch;
+mod rbac;
 mod recorder;
 mod request;
 mod resources;
@@ -36,6 +37,7 @@ pub use identity::{
     SYSTEM_ANONYMOUS, SYSTEM_AUTHENTICATED, SYSTEM_MASTERS, SYSTEM_UNAUTHENTICATED, UserInfo,
 };
 pub use kubeconfig::{Credential, write_kubeconfig};
+pub use rbac::{Rbac, RbacAuthorizer};
 pub use recorder::{RecordedRequest, Recorder};
 pub use server::{TestApiServer, TestApiServerConfig, UPGRADE_ECHO_PATH};
 pub use status::{Status, StatusCause, StatusDetails};
@@ -63,6 +65,9 @@ pub enum Error {
     /// The resource name is not one this server serves.
     #[error("unknown resource {0:?}")]
     UnknownResource(String),
+    /// RBAC objects could not be compiled.
+    #[error("invalid RBAC policy: {0}")]
+    Rbac(String),
     /// The store refused the operation (the Status kube would answer with).
     #[error("{}", .0.message)]
     Api(Status),

@@ -33,6 +33,7 @@ use crate::exec::is_upgrade;
 use crate::faults::{Fault, Faults};
 use crate::identity::{SYSTEM_MASTERS, UserInfo};
 use crate::kubeconfig::{Credential, write_kubeconfig};
+use crate::rbac::{Rbac, RbacAuthorizer};
 use crate::recorder::{RecordedRequest, Recorder};
 use crate::request::{Query, RequestInfo};
 use crate::resources::{self, NAMESPACES, RESOURCES};
@@ -59,6 +60,19 @@ pub struct TestApiServerConfig {
 }
 
 impl TestApiServerConfig {
+    /// RBAC (kube-apiserver's bootstrap discovery roles plus `rbac`) via `kubegate-authz`.
+    /// To change RBAC while the server runs, build an `Arc<RbacAuthorizer>` yourself, pass it
+    /// to [`Self::new`] and call [`RbacAuthorizer::set`].
+    pub fn with_rbac(rbac: &Rbac) -> Result<Self, Error> {
+        let mut all = Rbac::bootstrap();
+        all.roles.extend(rbac.roles.iter().cloned());
+        all.cluster_roles.extend(rbac.cluster_roles.iter().cloned());
+        all.role_bindings.extend(rbac.role_bindings.iter().cloned());
+        all.cluster_role_bindings
+            .extend(rbac.cluster_role_bindings.iter().cloned());
+        Ok(Self::new(RbacAuthorizer::new(&all)?))
+    }
+
     /// A config with this authorizer, namespaces `default`, `kube-system`, `kube-public`.
     pub fn new(authorizer: impl Authorizer) -> Self {
         Self {

@@ -6,8 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use kubegate_testkit::{
-    Attributes, Credential, Decision, EXEC_STDOUT_PREFIX, FnAuthorizer, TestApiServer,
-    TestApiServerConfig, UserInfo,
+    Credential, EXEC_STDOUT_PREFIX, Rbac, TestApiServer, TestApiServerConfig, UserInfo,
 };
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -16,25 +15,21 @@ use tokio::process::Command;
 /// Bound on any one kubectl run, so a hang fails the test instead of stalling CI.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// `alice` may read configmaps in `default`; discovery is open to every authenticated user.
-fn authorizer() -> FnAuthorizer<impl Fn(&Attributes<'_>) -> Decision + Send + Sync> {
-    FnAuthorizer(|a: &Attributes<'_>| {
-        let discovery =
-            !a.resource_request && a.user.groups.iter().any(|g| g == "system:authenticated");
-        let alice = a.user.name == "alice"
-            && a.resource == "configmaps"
-            && a.namespace == "default"
-            && matches!(a.verb, "get" | "list" | "watch");
-        if discovery || alice {
-            Decision::Allow
-        } else {
-            Decision::NoOpinion(String::new())
-        }
-    })
+/// RBAC: `alice` may read configmaps in `default` (plus kube's bootstrap discovery roles).
+fn rbac() -> Rbac {
+    Rbac::default()
+        .with_objects(&[
+            json!({"kind": "Role", "metadata": {"name": "cm-reader", "namespace": "default"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]}),
+            json!({"kind": "RoleBinding", "metadata": {"name": "alice-reads-cms", "namespace": "default"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}]}),
+        ])
+        .unwrap()
 }
 
 async fn server() -> TestApiServer {
-    TestApiServer::start(TestApiServerConfig::new(authorizer()))
+    TestApiServer::start(TestApiServerConfig::with_rbac(&rbac()).unwrap())
         .await
         .unwrap()
 }

@@ -11,8 +11,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use kubegate_testkit::{
-    Attributes, Decision, Fault, FaultRule, FnAuthorizer, TestApiServer, TestApiServerConfig,
-    UPGRADE_ECHO_PATH,
+    Fault, FaultRule, Rbac, TestApiServer, TestApiServerConfig, UPGRADE_ECHO_PATH, UserInfo,
 };
 use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
@@ -23,12 +22,27 @@ use tokio_rustls::client::TlsStream;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn deny_all() -> FnAuthorizer<impl Fn(&Attributes<'_>) -> Decision + Send + Sync> {
-    FnAuthorizer(|_: &Attributes<'_>| Decision::NoOpinion(String::new()))
+/// RBAC: `kubegate-gateway` may impersonate users and groups (what a gateway's upstream
+/// identity gets); `alice` may list configmaps in `default`.
+fn rbac() -> Rbac {
+    Rbac::default()
+        .with_objects(&[
+            json!({"kind": "ClusterRole", "metadata": {"name": "impersonator"},
+                   "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "gateway-impersonates"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonator"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "kubegate-gateway"}]}),
+            json!({"kind": "Role", "metadata": {"name": "cm-lister", "namespace": "default"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+            json!({"kind": "RoleBinding", "metadata": {"name": "alice-lists", "namespace": "default"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-lister"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}]}),
+        ])
+        .unwrap()
 }
 
 async fn server() -> TestApiServer {
-    TestApiServer::start(TestApiServerConfig::new(deny_all()))
+    TestApiServer::start(TestApiServerConfig::with_rbac(&rbac()).unwrap())
         .await
         .unwrap()
 }
@@ -147,7 +161,7 @@ async fn status_bodies_match_kube_apiserver() {
 #[tokio::test]
 async fn forbidden_for_an_identity_without_rbac() {
     let s = server().await;
-    let token = s.mint_token(kubegate_testkit::UserInfo::new("jane"));
+    let token = s.mint_token(UserInfo::new("jane"));
     let mut req = get(&s, "/apis/example.com/v1/widgets");
     req.headers_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -448,7 +462,7 @@ async fn watch_sees_a_thousand_events_in_order() {
 
 #[tokio::test]
 async fn watch_from_a_compacted_version_gets_410() {
-    let mut config = TestApiServerConfig::new(deny_all());
+    let mut config = TestApiServerConfig::with_rbac(&rbac()).unwrap();
     config.watch_history = 16;
     let s = TestApiServer::start(config).await.unwrap();
     s.create("cm", "default", json!({"metadata": {"name": "x"}}))
@@ -490,4 +504,104 @@ async fn watch_without_version_starts_with_current_objects_and_times_out() {
         (v["type"].as_str(), v["object"]["metadata"]["name"].as_str()),
         (Some("ADDED"), Some("a"))
     );
+}
+
+fn as_user(
+    s: &TestApiServer,
+    token: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Request<Empty<Bytes>> {
+    let mut req = get(s, path);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    for (k, v) in headers {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    req
+}
+
+#[tokio::test]
+async fn privileged_identity_impersonates_and_rbac_applies_to_the_impersonated_user() {
+    let s = server().await;
+    let gateway = s
+        .mint_client_cert(UserInfo::new("kubegate-gateway"))
+        .unwrap();
+    let gateway_token = s.mint_token(UserInfo::new("kubegate-gateway"));
+    let impersonate = [("impersonate-user", "alice"), ("impersonate-group", "devs")];
+
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let (status, _, body) = send(&s, as_user(&s, &gateway_token, cms, &impersonate)).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    let rec = s.recorder().wait_for(|r| r.path == cms).await;
+    assert_eq!(rec.authenticated.as_ref().unwrap().name, "kubegate-gateway");
+    let alice = rec.impersonated.clone().unwrap();
+    assert_eq!(alice.name, "alice");
+    assert_eq!(alice.groups, ["devs", "system:authenticated"]);
+    assert_eq!(rec.effective_user().unwrap().name, "alice");
+
+    // The impersonated user's own RBAC decides the request.
+    let (status, _, body) = send(
+        &s,
+        as_user(
+            &s,
+            &gateway_token,
+            "/api/v1/namespaces/default/secrets",
+            &impersonate,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        text(&body).contains(
+            "secrets is forbidden: User \\\"alice\\\" cannot list resource \\\"secrets\\\""
+        ),
+        "{}",
+        text(&body)
+    );
+
+    // Impersonating a UID is not granted to the gateway.
+    let with_uid = [("impersonate-user", "alice"), ("impersonate-uid", "u-1")];
+    let (status, _, body) = send(&s, as_user(&s, &gateway_token, cms, &with_uid)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(text(&body).contains("uids.authentication.k8s.io \\\"u-1\\\" is forbidden: User \\\"kubegate-gateway\\\" cannot impersonate resource \\\"uids\\\""), "{}", text(&body));
+
+    // alice herself may not impersonate.
+    let alice_token = s.mint_token(UserInfo::new("alice"));
+    let (status, _, body) = send(
+        &s,
+        as_user(&s, &alice_token, cms, &[("impersonate-user", "bob")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{}", text(&body));
+
+    // Groups without a user: 400.
+    let (status, _, _) = send(
+        &s,
+        as_user(&s, &gateway_token, cms, &[("impersonate-group", "x")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The same identity over a client certificate works too.
+    let mut config = s.client_tls_config(Some(&gateway)).unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(s.addr()).await.unwrap();
+    let io = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = get(&s, cms);
+    req.headers_mut().remove("authorization");
+    req.headers_mut()
+        .insert("impersonate-user", "alice".parse().unwrap());
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
