@@ -1,6 +1,7 @@
 //! Records what the server received, for assertions.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, Method, Version};
 use tokio::sync::watch;
@@ -66,6 +67,7 @@ impl std::fmt::Debug for RecordedRequest {
 pub struct Recorder {
     requests: Mutex<Vec<RecordedRequest>>,
     count: watch::Sender<usize>,
+    enabled: AtomicBool,
 }
 
 impl Default for Recorder {
@@ -73,11 +75,22 @@ impl Default for Recorder {
         Self {
             requests: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
+            enabled: AtomicBool::new(true),
         }
     }
 }
 
 impl Recorder {
+    /// Turns recording on or off (off for load benches, where the log would grow without
+    /// bound). On by default.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn push(&self, req: RecordedRequest) {
         let mut requests = self
             .requests

@@ -98,7 +98,6 @@ pub(crate) struct Shared {
 
 /// A running fake kube-apiserver. Dropping it stops the server, ends open connections and
 /// removes its temporary directory.
-#[derive(Debug)]
 pub struct TestApiServer {
     shared: Arc<Shared>,
     ca: TestCa,
@@ -110,6 +109,17 @@ pub struct TestApiServer {
     kubeconfig: PathBuf,
     shutdown: watch::Sender<bool>,
     token_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for TestApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The admin token stays out of Debug output.
+        f.debug_struct("TestApiServer")
+            .field("url", &self.url)
+            .field("admin", &self.admin)
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 static DIR_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -561,16 +571,18 @@ async fn handle(
     let upgrade = is_upgrade(req.headers());
     let (admission, authenticated, impersonated, verb) =
         admit(&shared, &req, peer_cert.as_deref(), &query, &path);
-    shared.recorder.push(RecordedRequest {
-        method: req.method().clone(),
-        version: req.version(),
-        path: raw_path.clone(),
-        query: raw_query.clone(),
-        headers: req.headers().clone(),
-        authenticated,
-        impersonated,
-        verb,
-    });
+    if shared.recorder.is_enabled() {
+        shared.recorder.push(RecordedRequest {
+            method: req.method().clone(),
+            version: req.version(),
+            path: raw_path.clone(),
+            query: raw_query.clone(),
+            headers: req.headers().clone(),
+            authenticated,
+            impersonated,
+            verb,
+        });
+    }
     let mut slow = None;
     match shared.faults.take(req.method(), &raw_path, upgrade) {
         None => {}

@@ -605,3 +605,60 @@ async fn privileged_identity_impersonates_and_rbac_applies_to_the_impersonated_u
     let resp = c.send_request(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn websocket_exec_also_needs_create() {
+    let rbac = Rbac::default()
+        .with_objects(&[
+            json!({"kind": "ClusterRole", "metadata": {"name": "exec-get-only"},
+                   "rules": [{"apiGroups": [""], "resources": ["pods", "pods/exec"], "verbs": ["get"]}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "viewer-exec"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "exec-get-only"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "viewer"}]}),
+        ])
+        .unwrap();
+    let s = TestApiServer::start(TestApiServerConfig::with_rbac(&rbac).unwrap())
+        .await
+        .unwrap();
+    s.create(
+        "pods",
+        "default",
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}),
+    )
+    .unwrap();
+    let token = s.mint_token(UserInfo::new("viewer"));
+    let req = as_user(
+        &s,
+        &token,
+        "/api/v1/namespaces/default/pods/p/exec?command=ls&stdout=true",
+        &[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "v5.channel.k8s.io"),
+        ],
+    );
+    let (status, _, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        text(&body),
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"p\\\" is forbidden: \",\"reason\":\"Forbidden\",\"details\":{\"name\":\"p\",\"kind\":\"pods\"},\"code\":403}\n"
+    );
+}
+
+#[tokio::test]
+async fn recording_can_be_switched_off_for_benches() {
+    let s = server().await;
+    s.recorder().set_enabled(false);
+    let (status, _, _) = send(&s, get(&s, "/version")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(s.requests().is_empty());
+    s.recorder().set_enabled(true);
+    send(&s, get(&s, "/version")).await;
+    assert_eq!(s.requests().len(), 1);
+    assert!(
+        !format!("{s:?}").contains(s.admin_token()),
+        "no token in Debug"
+    );
+}
