@@ -4,15 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::{TokenHash, VerifiedCache};
+use crate::cache::VerifiedCache;
 use crate::claims::{Claims, LoftClaim};
 use crate::{Error, KeySet, RevocationSet, jws};
 
 /// Verifies kubegate tokens: signature by the key the `kid` names with that key's one
 /// algorithm, then `iss`, `aud`, `exp`, `nbf` (with leeway), `jti` revocation and `gen`.
 ///
-/// Successful verifications are cached by SHA-256 of the token until `exp + leeway`, so a
-/// repeat costs one hash and a map lookup; revocation and generation are still checked on
+/// Successful verifications are cached under a keyed hash of the token (never the token)
+/// until `exp + leeway`, so a repeat costs one hash and a map lookup; revocation and generation are still checked on
 /// every call. The key set is fixed for the verifier's life: on rotation build a new
 /// `Verifier` (its cache starts empty, so retired keys stop working at once).
 pub struct Verifier {
@@ -60,7 +60,7 @@ impl Verifier {
             leeway: Verifier::DEFAULT_LEEWAY.as_secs(),
             max_token_len: Verifier::DEFAULT_MAX_TOKEN_LEN,
             revocations: Arc::new(RevocationSet::new()),
-            cache: Some(VerifiedCache::new(Verifier::DEFAULT_CACHE_CAPACITY)),
+            cache: VerifiedCache::new(Verifier::DEFAULT_CACHE_CAPACITY),
         }
     }
 
@@ -84,7 +84,11 @@ impl Verifier {
 
     /// Sets the cache capacity; 0 disables caching.
     pub fn with_cache_capacity(mut self, capacity: usize) -> Verifier {
-        self.cache = (capacity > 0).then(|| VerifiedCache::new(capacity));
+        self.cache = if capacity > 0 {
+            VerifiedCache::new(capacity)
+        } else {
+            None
+        };
         self
     }
 
@@ -143,12 +147,15 @@ impl Verifier {
                 max: self.max_token_len,
             });
         }
-        let Some(cache) = &self.cache else {
+        let Some((cache, key)) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.key(token).map(|k| (c, k)))
+        else {
             let claims = Arc::new(self.verify_signed(token, now)?);
             self.check_dynamic(&claims, current_generation)?;
             return Ok(claims);
         };
-        let key = TokenHash::of(token);
         let claims = match cache.get(&key, now) {
             Some(c) => c,
             None => {
