@@ -91,89 +91,24 @@ fn decode(s: &str) -> Option<String> {
 }
 
 impl RequestInfo {
-    /// `path` is the decoded path.
-    pub(crate) fn parse(method: &str, path: &str, query: &Query) -> Self {
-        let non_resource = || Self {
-            resource_request: false,
-            verb: method.to_ascii_lowercase(),
-            path: ResourcePath::default(),
-        };
-        let trimmed = path.trim_matches('/');
-        let segs: Vec<&str> = if trimmed.is_empty() {
-            Vec::new()
-        } else {
-            trimmed.split('/').collect()
-        };
-        if segs.len() < 3 {
-            return non_resource();
-        }
-        let mut rest: &[&str] = &segs[1..];
-        let mut p = ResourcePath::default();
-        match segs[0] {
-            "api" => {}
-            "apis" => {
-                if rest.len() < 3 {
-                    return non_resource();
-                }
-                p.group = rest[0].to_owned();
-                rest = &rest[1..];
-            }
-            _ => return non_resource(),
-        }
-        p.version = rest[0].to_owned();
-        rest = &rest[1..];
-        let mut verb = match method {
-            "POST" => "create",
-            "GET" | "HEAD" => "get",
-            "PUT" => "update",
-            "PATCH" => "patch",
-            "DELETE" => "delete",
-            _ => "",
-        }
-        .to_owned();
-        if rest.first() == Some(&"namespaces") && rest.len() >= 2 {
-            p.namespace = rest[1].to_owned();
-            if rest.len() >= 3 && !matches!(rest[2], "status" | "finalize") {
-                rest = &rest[2..];
-            }
-        }
-        if let Some(r) = rest.first() {
-            p.resource = (*r).to_owned();
-        }
-        if let Some(n) = rest.get(1) {
-            p.name = (*n).to_owned();
-        }
-        if let Some(s) = rest.get(2) {
-            p.subresource = (*s).to_owned();
-        }
-        if p.name.is_empty() && verb == "get" {
-            verb = if query.flag("watch") { "watch" } else { "list" }.to_owned();
-            if let Some(name) = query
-                .get("fieldSelector")
-                .and_then(|fs| selector_name(fs))
-                .filter(|n| !n.contains('/') && !n.contains('%') && *n != "." && *n != "..")
-            {
-                p.name = name.to_owned();
-            }
-        }
-        if p.name.is_empty() && verb == "delete" {
-            verb = "deletecollection".to_owned();
-        }
-        Self {
-            resource_request: true,
-            verb,
-            path: p,
-        }
+    /// kube-apiserver's RequestInfo (via `kubegate-routing`); `path` is the decoded path,
+    /// `query` the raw query. The error is the message kube answers with a plain-text 500.
+    pub(crate) fn parse(method: &str, path: &str, query: Option<&str>) -> Result<Self, String> {
+        let ri =
+            kubegate_routing::RequestInfo::parse(method, path, query).map_err(|e| e.to_string())?;
+        Ok(Self {
+            resource_request: ri.is_resource_request,
+            verb: ri.verb.into_owned(),
+            path: ResourcePath {
+                group: ri.api_group.to_owned(),
+                version: ri.api_version.to_owned(),
+                namespace: ri.namespace.to_owned(),
+                resource: ri.resource.to_owned(),
+                name: ri.name.into_owned(),
+                subresource: ri.subresource.to_owned(),
+            },
+        })
     }
-}
-
-fn selector_name(fs: &str) -> Option<&str> {
-    let mut terms: Vec<&str> = fs.split(',').collect();
-    terms.sort_unstable();
-    terms.into_iter().find_map(|t| {
-        t.strip_prefix("metadata.name==")
-            .or_else(|| t.strip_prefix("metadata.name="))
-    })
 }
 
 #[cfg(test)]
@@ -182,30 +117,38 @@ mod tests {
 
     #[test]
     fn parses_the_paths_this_server_serves() {
-        let q = Query::parse(Some("watch=1&fieldSelector=metadata.name%3Dfoo"));
-        let ri = RequestInfo::parse("GET", "/api/v1/namespaces/default/configmaps", &q);
+        let q = Some("watch=1&fieldSelector=metadata.name%3Dfoo");
+        let ri = RequestInfo::parse("GET", "/api/v1/namespaces/default/configmaps", q).unwrap();
         assert_eq!(ri.verb, "watch");
         assert_eq!(ri.path.name, "foo");
         assert_eq!(ri.path.namespace, "default");
         let ri = RequestInfo::parse(
             "GET",
             "/api/v1/namespaces/ns/pods/p/exec",
-            &Query::parse(Some("command=ls")),
-        );
+            Some("command=ls"),
+        )
+        .unwrap();
         assert_eq!(
             (ri.verb.as_str(), ri.path.subresource.as_str()),
             ("get", "exec")
         );
-        let ri = RequestInfo::parse("DELETE", "/apis/example.com/v1/namespaces/a/widgets", &q);
+        let ri =
+            RequestInfo::parse("DELETE", "/apis/example.com/v1/namespaces/a/widgets", q).unwrap();
         assert_eq!(ri.verb, "deletecollection");
         assert_eq!(ri.path.group, "example.com");
-        let ri = RequestInfo::parse("GET", "/api/v1/namespaces/foo", &Query::default());
+        let ri = RequestInfo::parse("GET", "/api/v1/namespaces/foo", None).unwrap();
         assert_eq!(
             (ri.path.resource.as_str(), ri.path.name.as_str()),
             ("namespaces", "foo")
         );
-        let ri = RequestInfo::parse("GET", "/apis/example.com/v1", &Query::default());
+        let ri = RequestInfo::parse("GET", "/apis/example.com/v1", None).unwrap();
         assert!(!ri.resource_request);
+        let ri = RequestInfo::parse("GET", "/api/v1/watch/namespaces/a/configmaps", None).unwrap();
+        assert_eq!(
+            (ri.verb.as_str(), ri.path.namespace.as_str()),
+            ("watch", "a")
+        );
+        assert!(RequestInfo::parse("GET", "/api/v1/watch", None).is_err());
         assert!(!Query::parse(Some("watch=false")).flag("watch"));
         assert!(Query::parse(Some("watch")).flag("watch"));
         assert_eq!(

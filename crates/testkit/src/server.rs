@@ -478,18 +478,27 @@ fn percent_decoded(path: &str) -> String {
 
 /// What the checks before the handler decided.
 enum Admission {
-    Proceed { info: RequestInfo },
+    Proceed {
+        info: RequestInfo,
+    },
     Reject(Status),
+    /// RequestInfo failed: kube-apiserver's plain-text 500.
+    Internal(String),
 }
 
 fn admit(
     shared: &Shared,
     req: &Request<Incoming>,
     peer_cert: Option<&[u8]>,
-    query: &Query,
     path: &str,
 ) -> (Admission, Option<UserInfo>, Option<UserInfo>, String) {
-    let info = RequestInfo::parse(req.method().as_str(), path, query);
+    let info = match RequestInfo::parse(req.method().as_str(), path, req.uri().query()) {
+        Ok(info) => info,
+        Err(msg) => {
+            let verb = req.method().as_str().to_ascii_lowercase();
+            return (Admission::Internal(msg), None, None, verb);
+        }
+    };
     let verb = info.verb.clone();
     let Some(requestor) = shared.authn.authenticate(req.headers(), peer_cert) else {
         return (Admission::Reject(Status::unauthorized()), None, None, verb);
@@ -570,7 +579,7 @@ async fn handle(
     );
     let upgrade = is_upgrade(req.headers());
     let (admission, authenticated, impersonated, verb) =
-        admit(&shared, &req, peer_cert.as_deref(), &query, &path);
+        admit(&shared, &req, peer_cert.as_deref(), &path);
     if shared.recorder.is_enabled() {
         shared.recorder.push(RecordedRequest {
             method: req.method().clone(),
@@ -603,6 +612,17 @@ async fn handle(
     }
     let resp = match admission {
         Admission::Reject(status) => body::status(&status, pretty),
+        Admission::Internal(msg) => {
+            let uri = req.uri().path_and_query().map_or("", |p| p.as_str());
+            let uri = uri
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            body::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Internal Server Error: {:?}: {msg}\n", uri),
+            )
+        }
         Admission::Proceed { info } => route(&shared, req, &info, &query, &path, pretty).await,
     };
     match slow {

@@ -662,3 +662,37 @@ async fn recording_can_be_switched_off_for_benches() {
         "no token in Debug"
     );
 }
+
+#[tokio::test]
+async fn unparseable_request_info_is_a_plain_text_500() {
+    let s = server().await;
+    let (status, headers, body) = send(&s, get(&s, "/api/v1/watch")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert!(
+        text(&body).starts_with("Internal Server Error: \"/api/v1/watch\": unable to determine kind and namespace from url"),
+        "{}",
+        text(&body)
+    );
+}
+
+#[tokio::test]
+async fn legacy_watch_prefix_is_a_watch() {
+    let s = server().await;
+    s.create("cm", "default", json!({"metadata": {"name": "a"}}))
+        .unwrap();
+    let (status, _, body) = send(
+        &s,
+        get(
+            &s,
+            "/api/v1/watch/namespaces/default/configmaps?timeoutSeconds=0",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text(&body).starts_with("{\"type\":\"ADDED\""),
+        "{}",
+        text(&body)
+    );
+}
