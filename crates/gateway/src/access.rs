@@ -1,0 +1,183 @@
+//! Authorization of a request to a target: the credential's scope, the gateway's RBAC (target
+//! access and the request itself), the write gate and the project-space namespace fence.
+
+use kubegate_authz::{
+    Attributes, Authorizer, Forbidden, Identity, Policy, SCOPE_DENIED_REASON, WriteGate, forbidden,
+};
+use kubegate_proxy::Status;
+use kubegate_proxy::status::StatusDetails;
+use kubegate_routing::{RequestInfo, Target};
+
+use crate::authn::Caller;
+
+/// The project namespace prefix (Loft's `projectNamespacePrefix`).
+pub const PROJECT_NAMESPACE_PREFIX: &str = "p-";
+
+/// The management API group the gateway's own access rules are written in.
+pub const MANAGEMENT_GROUP: &str = "management.loft.sh";
+
+/// A refused request: kube-apiserver's 403 for the request's attributes and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub Forbidden);
+
+impl Refusal {
+    fn new(a: &Attributes<'_>, reason: &str) -> Refusal {
+        Refusal(forbidden(a, reason))
+    }
+
+    /// The 403 Status.
+    pub fn status(&self) -> Status {
+        forbidden_status(&self.0)
+    }
+}
+
+/// kube-apiserver's 403 Status body for a [`Forbidden`].
+pub fn forbidden_status(f: &Forbidden) -> Status {
+    Status {
+        code: 403,
+        message: f.message.clone(),
+        reason: "Forbidden".into(),
+        details: Some(StatusDetails {
+            name: f.name.clone(),
+            group: f.group.clone(),
+            kind: f.kind.clone(),
+            ..StatusDetails::default()
+        }),
+        type_meta: true,
+    }
+}
+
+/// The attributes whose `use` grants access to a target: verb `use` on the matching
+/// `management.loft.sh` resource (clusters, virtualclusters, spaceinstances,
+/// virtualclusterinstances), named after the target; project objects live in `p-<project>`.
+pub fn target_use<'a>(
+    user: &'a Identity,
+    target: &Target<'a>,
+    project_namespace: &'a str,
+) -> Option<Attributes<'a>> {
+    let a = |resource: &'a str| Attributes::resource(user, "use", MANAGEMENT_GROUP, resource);
+    Some(match *target {
+        Target::Cluster { cluster } => a("clusters").named(cluster),
+        Target::VirtualCluster {
+            namespace, name, ..
+        } => a("virtualclusters").in_namespace(namespace).named(name),
+        Target::ProjectSpace { space, .. } => a("spaceinstances")
+            .in_namespace(project_namespace)
+            .named(space),
+        Target::ProjectVirtualCluster {
+            virtual_cluster, ..
+        } => a("virtualclusterinstances")
+            .in_namespace(project_namespace)
+            .named(virtual_cluster),
+        _ => return None,
+    })
+}
+
+/// The namespace a project's objects live in.
+pub fn project_namespace(project: &str) -> String {
+    format!("{PROJECT_NAMESPACE_PREFIX}{project}")
+}
+
+/// Everything the gateway checks before forwarding a request to a Kubernetes target, in order:
+/// scope, target access, the request itself against gateway RBAC, the write gate, the fence.
+pub fn authorize_upstream(
+    policy: &Policy,
+    write_gate: &WriteGate,
+    caller: &Caller,
+    identity: &Identity,
+    target: &Target<'_>,
+    info: &RequestInfo<'_>,
+    fence: Option<&str>,
+) -> Result<(), Refusal> {
+    let attrs = Attributes::from_request_info(identity, info);
+    if !caller.scope.admits(target, &attrs) {
+        return Err(Refusal::new(
+            &attrs,
+            &format!("{SCOPE_DENIED_REASON} to {}", describe(target)),
+        ));
+    }
+    let project_ns = match target {
+        Target::ProjectSpace { project, .. } | Target::ProjectVirtualCluster { project, .. } => {
+            project_namespace(project)
+        }
+        _ => String::new(),
+    };
+    if let Some(use_attrs) = target_use(identity, target, &project_ns)
+        && !policy.decide(&use_attrs).is_allowed()
+    {
+        return Err(Refusal::new(
+            &attrs,
+            &format!("access to {} is not granted", describe(target)),
+        ));
+    }
+    // The write gate answers Deny or NoOpinion; a Deny wins before RBAC, as in kube's union.
+    let gate = write_gate.authorize(&attrs);
+    if gate.verdict == kubegate_authz::Verdict::Deny {
+        return Err(Refusal::new(&attrs, &gate.reason));
+    }
+    let decision = policy.decide(&attrs);
+    if !decision.is_allowed() {
+        return Err(Refusal::new(&attrs, &decision.reason));
+    }
+    if let Some(namespace) = fence
+        && !within_fence(info, namespace)
+    {
+        return Err(Refusal::new(
+            &attrs,
+            &format!(
+                "requests to {} must stay in namespace {namespace:?}",
+                describe(target)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a request stays inside a space's namespace: non-resource requests (discovery,
+/// `/version`, OpenAPI), self-subject reviews, and reading the namespace itself are allowed too.
+pub fn within_fence(info: &RequestInfo<'_>, namespace: &str) -> bool {
+    if !info.is_resource_request {
+        return true;
+    }
+    if info.namespace == namespace {
+        return true;
+    }
+    let self_review = matches!(
+        (info.api_group, info.resource),
+        (
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+        ) | ("authentication.k8s.io", "selfsubjectreviews")
+    );
+    if self_review {
+        return true;
+    }
+    info.api_group.is_empty()
+        && info.resource == "namespaces"
+        && info.name == namespace
+        && matches!(&*info.verb, "get" | "list" | "watch")
+}
+
+/// A target named the way error messages talk about it.
+pub fn describe(target: &Target<'_>) -> String {
+    match target {
+        Target::Management => "the management API".into(),
+        Target::Cluster { cluster } => format!("cluster {cluster:?}"),
+        Target::VirtualCluster {
+            cluster,
+            namespace,
+            name,
+        } => format!("virtual cluster {name:?} in namespace {namespace:?} of cluster {cluster:?}"),
+        Target::ProjectSpace { project, space } => {
+            format!("space {space:?} of project {project:?}")
+        }
+        Target::ProjectVirtualCluster {
+            project,
+            virtual_cluster,
+        } => format!("virtual cluster {virtual_cluster:?} of project {project:?}"),
+        Target::Auth => "/auth".into(),
+        Target::Oidc => "/oidc".into(),
+        Target::Grafana { cluster } => format!("the Grafana of cluster {cluster:?}"),
+        Target::Ops(_) => "the gateway".into(),
+    }
+}

@@ -1,0 +1,214 @@
+//! Who is calling: bearer credentials (kubegate JWTs and access keys) → [`Caller`].
+
+use std::sync::Arc;
+
+use kubegate_api::AccessKeyScope;
+use kubegate_authz::{CompiledScope, Identity};
+use kubegate_tokens::{AccessKeyIndex, Verifier};
+
+use crate::config::Config;
+use crate::directory::Directory;
+use crate::store::State;
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who (with `system:authenticated` added the Kubernetes way).
+    pub identity: Identity,
+    /// The credential's scope, compiled.
+    pub scope: Arc<CompiledScope>,
+    /// The credential's scope as sent on the wire (`None`: unrestricted).
+    pub raw_scope: Option<AccessKeyScope>,
+    /// Which credential was used.
+    pub credential: CallerCredential,
+}
+
+/// The credential a caller presented (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerCredential {
+    /// An access key.
+    AccessKey {
+        /// The key object's name.
+        name: String,
+        /// Its Loft type (`User`, `Login`, …).
+        key_type: String,
+    },
+    /// A token the gateway minted.
+    Token {
+        /// Its `jti`.
+        jti: String,
+        /// Expiry, Unix seconds.
+        expires_at: u64,
+    },
+}
+
+/// Why authentication failed. Clients only ever see `401 Unauthorized`; the reason goes to logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthnFailure {
+    /// No `Authorization: Bearer` header (or more than one).
+    #[error("no bearer credential")]
+    Missing,
+    /// The credential is not a known access key and not a valid token.
+    #[error("invalid credential: {0}")]
+    Invalid(String),
+    /// The access key is disabled.
+    #[error("access key {0:?} is disabled")]
+    Disabled(String),
+    /// The access key or token expired.
+    #[error("credential expired")]
+    Expired,
+    /// The key or token names a user the gateway does not know.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+}
+
+#[derive(Debug, Clone)]
+struct KeyRecord {
+    name: String,
+    user: String,
+    key_type: String,
+    scope: Arc<CompiledScope>,
+    raw_scope: Option<AccessKeyScope>,
+    expires_at: Option<i64>,
+    disabled: bool,
+}
+
+/// Authenticates bearer credentials against the configured and stored access keys and the
+/// gateway's token verifier.
+#[derive(Debug)]
+pub struct Credentials {
+    keys: AccessKeyIndex<KeyRecord>,
+    verifier: Arc<Verifier>,
+    generations: std::collections::BTreeMap<String, u64>,
+}
+
+impl Credentials {
+    /// Indexes the keys of `config` and `state`.
+    pub fn new(config: &Config, state: &State, verifier: Arc<Verifier>) -> Credentials {
+        let mut keys = AccessKeyIndex::new();
+        for k in &config.access_keys {
+            if let Ok(digest) = kubegate_tokens::AccessKeyDigest::from_hex(&k.sha256) {
+                keys.insert(
+                    digest,
+                    KeyRecord {
+                        name: k.name.clone(),
+                        user: k.user.clone(),
+                        key_type: "User".into(),
+                        scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
+                        raw_scope: k.scope.clone(),
+                        expires_at: None,
+                        disabled: false,
+                    },
+                );
+            }
+        }
+        for k in state.access_keys.values() {
+            if let Ok(digest) = kubegate_tokens::AccessKeyDigest::from_hex(&k.sha256) {
+                keys.insert(
+                    digest,
+                    KeyRecord {
+                        name: k.name.clone(),
+                        user: k.user.clone(),
+                        key_type: k.key_type.clone(),
+                        scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
+                        raw_scope: k.scope.clone(),
+                        expires_at: k.expires_at,
+                        disabled: k.disabled,
+                    },
+                );
+            }
+        }
+        Credentials {
+            keys,
+            verifier,
+            generations: state.token_generations.clone(),
+        }
+    }
+
+    /// The token verifier.
+    pub fn verifier(&self) -> &Arc<Verifier> {
+        &self.verifier
+    }
+
+    /// The current token generation of a user.
+    pub fn generation(&self, user: &str) -> u64 {
+        self.generations.get(user).copied().unwrap_or(0)
+    }
+
+    /// Authenticates a bearer credential.
+    pub fn authenticate(
+        &self,
+        bearer: &str,
+        directory: &Directory,
+        now: u64,
+    ) -> Result<Caller, AuthnFailure> {
+        if let Some(record) = self.keys.lookup(bearer) {
+            if record.disabled {
+                return Err(AuthnFailure::Disabled(record.name.clone()));
+            }
+            if record.expires_at.is_some_and(|e| e <= now as i64) {
+                return Err(AuthnFailure::Expired);
+            }
+            let user = directory
+                .user(&record.user)
+                .ok_or_else(|| AuthnFailure::UnknownUser(record.user.clone()))?;
+            return Ok(Caller {
+                identity: Identity::authenticated(
+                    user.name.clone(),
+                    user.uid.clone(),
+                    user.groups.clone(),
+                    Default::default(),
+                ),
+                scope: Arc::clone(&record.scope),
+                raw_scope: record.raw_scope.clone(),
+                credential: CallerCredential::AccessKey {
+                    name: record.name.clone(),
+                    key_type: record.key_type.clone(),
+                },
+            });
+        }
+        if bearer.bytes().filter(|&b| b == b'.').count() != 2 {
+            return Err(AuthnFailure::Invalid("not a known access key".into()));
+        }
+        let claims = self
+            .verifier
+            .verify(bearer, now, |loft| Some(self.generation(&loft.name) as i64))
+            .map_err(|e| match e {
+                kubegate_tokens::Error::Expired { .. } => AuthnFailure::Expired,
+                other => AuthnFailure::Invalid(other.to_string()),
+            })?;
+        let user = directory
+            .user(&claims.loft.name)
+            .ok_or_else(|| AuthnFailure::UnknownUser(claims.loft.name.clone()))?;
+        Ok(Caller {
+            identity: Identity::authenticated(
+                user.name.clone(),
+                user.uid.clone(),
+                user.groups.clone(),
+                Default::default(),
+            ),
+            scope: Arc::new(CompiledScope::new(claims.loft.scope.as_ref())),
+            raw_scope: claims.loft.scope.clone(),
+            credential: CallerCredential::Token {
+                jti: claims.jti.clone(),
+                expires_at: claims.exp,
+            },
+        })
+    }
+}
+
+/// The bearer token of a request: exactly one `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    (!token.is_empty()).then_some(token)
+}

@@ -1,0 +1,628 @@
+//! The gateway's one YAML configuration file, typed.
+//!
+//! Unknown fields are refused (a misspelt key must not silently fall back to a default), and
+//! every error names the file, line, column and field.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kubegate_api::AccessKeyScope;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// Default listen address when nothing is configured.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`host:port`).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Serving certificate; a self-signed pair is generated into the state directory when absent.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// `central` (default) or `agent`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Agent-mode settings (required when `mode: agent`).
+    #[serde(default)]
+    pub agent: Option<AgentConfig>,
+    /// Public URL of the gateway's OIDC issuer (`https://host:port/oidc`). Defaults to
+    /// `https://<listen>/oidc`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Directory for generated keys, certificates and API-created state.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// PEM files of signing keys; the first is the active key, the rest still verify. When empty,
+    /// a key is generated into the state directory on first run.
+    #[serde(default)]
+    pub signing_keys: Vec<PathBuf>,
+    /// Upper bound for every token the gateway mints, in seconds.
+    #[serde(default = "default_max_token_ttl")]
+    pub max_token_ttl_seconds: u64,
+    /// When true, every mutating request is refused for everyone but gateway admins.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Where audit events go.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// Whether `/metrics` may be read without credentials.
+    #[serde(default)]
+    pub public_metrics: bool,
+    /// Connected clusters.
+    #[serde(default)]
+    pub clusters: Vec<ClusterConfig>,
+    /// Legacy virtual clusters, addressed by host cluster and namespace.
+    #[serde(default)]
+    pub virtual_clusters: Vec<LegacyVirtualClusterConfig>,
+    /// Projects with their spaces and virtual clusters.
+    #[serde(default)]
+    pub projects: Vec<ProjectConfig>,
+    /// Users known to the gateway.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Teams; each team name becomes a group of its members.
+    #[serde(default)]
+    pub teams: Vec<TeamConfig>,
+    /// Static access keys, stored as SHA-256 digests.
+    #[serde(default)]
+    pub access_keys: Vec<StaticAccessKey>,
+    /// Gateway RBAC: Kubernetes `Role`, `ClusterRole`, `RoleBinding`, `ClusterRoleBinding` objects.
+    #[serde(default)]
+    pub rbac: Vec<RbacObject>,
+}
+
+/// Serving TLS material.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Gateway mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Mode {
+    /// Serves every target and the management API.
+    #[default]
+    Central,
+    /// A direct cluster endpoint inside one cluster.
+    Agent,
+}
+
+/// Agent-mode settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The name of the cluster this agent serves (as the central gateway knows it).
+    pub cluster: String,
+    /// The local cluster's API server.
+    pub upstream: UpstreamConfig,
+    /// The central gateway's URL.
+    pub central_url: String,
+    /// CA bundle (PEM file) to verify the central gateway with.
+    #[serde(default)]
+    pub central_ca_file: Option<PathBuf>,
+}
+
+/// Audit sink.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `stdout`, `file` or `none` (default).
+    #[serde(default)]
+    pub sink: AuditSinkKind,
+    /// Log file for `sink: file`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Rotate the file when it grows beyond this many bytes (default 100 MiB).
+    #[serde(default)]
+    pub max_size_bytes: Option<u64>,
+    /// Rotated files to keep (default 5).
+    #[serde(default)]
+    pub max_files: Option<usize>,
+}
+
+/// Audit sink kind.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum AuditSinkKind {
+    /// No audit log.
+    #[default]
+    None,
+    /// One JSON line per event on standard output.
+    Stdout,
+    /// One JSON line per event in a size-rotated file.
+    File,
+}
+
+/// How the gateway reaches a Kubernetes API server.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `https://host:port[/base/path]`.
+    pub server: String,
+    /// CA bundle file (PEM).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// CA bundle, base64 of PEM (as kubeconfig's `certificate-authority-data`).
+    #[serde(default)]
+    pub ca_data: Option<String>,
+    /// Skip TLS verification. Only ever for a cluster named here, never by default.
+    #[serde(default)]
+    pub insecure_skip_tls_verify: bool,
+    /// Bearer token (prefer `tokenFile`).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the bearer token; re-read when it changes.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Client certificate (PEM file).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Client key (PEM file).
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// Client certificate, base64 of PEM.
+    #[serde(default)]
+    pub client_cert_data: Option<String>,
+    /// Client key, base64 of PEM.
+    #[serde(default)]
+    pub client_key_data: Option<String>,
+    /// `impersonate` (default) or `passthrough`.
+    #[serde(default)]
+    pub identity_mode: IdentityMode,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("server", &self.server)
+            .field("ca_file", &self.ca_file)
+            .field("ca_data", &self.ca_data.as_ref().map(|_| "<set>"))
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field("client_key_file", &self.client_key_file)
+            .field(
+                "client_cert_data",
+                &self.client_cert_data.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "client_key_data",
+                &self.client_key_data.as_ref().map(|_| "<redacted>"),
+            )
+            .field("identity_mode", &self.identity_mode)
+            .finish()
+    }
+}
+
+/// How the client's identity reaches an upstream.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum IdentityMode {
+    /// The gateway's credential plus `Impersonate-*` headers for the authenticated identity.
+    #[default]
+    Impersonate,
+    /// The client's own bearer token, untouched.
+    Passthrough,
+}
+
+/// A connected cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Cluster name (RFC 1123 label): `/kubernetes/cluster/<name>/`.
+    pub name: String,
+    /// Display name for the management API.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The cluster's API server.
+    pub upstream: UpstreamConfig,
+    /// Grafana URL for `/grafana/<name>/`.
+    #[serde(default)]
+    pub grafana_url: Option<String>,
+    /// URL of this cluster's direct endpoint (an agent), if any.
+    #[serde(default)]
+    pub direct_endpoint: Option<String>,
+}
+
+/// A legacy virtual cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegacyVirtualClusterConfig {
+    /// Host cluster name.
+    pub cluster: String,
+    /// Namespace on the host cluster.
+    pub namespace: String,
+    /// Virtual cluster name.
+    pub name: String,
+    /// The virtual cluster's API server.
+    pub upstream: UpstreamConfig,
+}
+
+/// A project.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Project name.
+    pub name: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Spaces: one namespace each on a connected cluster.
+    #[serde(default)]
+    pub spaces: Vec<SpaceConfig>,
+    /// Virtual cluster instances.
+    #[serde(default)]
+    pub virtual_clusters: Vec<ProjectVirtualClusterConfig>,
+}
+
+/// A project space: a namespace on a connected cluster, fenced to that namespace.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpaceConfig {
+    /// Space name.
+    pub name: String,
+    /// The connected cluster holding the namespace.
+    pub cluster: String,
+    /// The namespace (defaults to the space name).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl SpaceConfig {
+    /// The namespace requests are fenced to.
+    pub fn namespace(&self) -> &str {
+        self.namespace.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A project virtual cluster instance.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectVirtualClusterConfig {
+    /// Instance name.
+    pub name: String,
+    /// The virtual cluster's API server.
+    pub upstream: UpstreamConfig,
+}
+
+/// A user.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserConfig {
+    /// Kubernetes user name.
+    pub name: String,
+    /// Stable UID (defaults to the name).
+    #[serde(default)]
+    pub uid: Option<String>,
+    /// Extra groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Argon2 password hash (PHC string) for `/auth/password/login`.
+    #[serde(default)]
+    pub password_hash: Option<String>,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .field("groups", &self.groups)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// A team: its name becomes a group of each member.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TeamConfig {
+    /// Team name.
+    pub name: String,
+    /// Member user names.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Extra groups every member gets.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// An access key configured statically (only its digest is stored).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticAccessKey {
+    /// Name of the key.
+    pub name: String,
+    /// The user it authenticates as.
+    pub user: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    /// Optional scope narrowing the user's permissions.
+    #[serde(default)]
+    pub scope: Option<AccessKeyScope>,
+}
+
+/// A gateway RBAC object, written as the Kubernetes object.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum RbacObject {
+    /// `rbac.authorization.k8s.io/v1` Role.
+    Role(Role),
+    /// `rbac.authorization.k8s.io/v1` ClusterRole.
+    ClusterRole(ClusterRole),
+    /// `rbac.authorization.k8s.io/v1` RoleBinding.
+    RoleBinding(RoleBinding),
+    /// `rbac.authorization.k8s.io/v1` ClusterRoleBinding.
+    ClusterRoleBinding(ClusterRoleBinding),
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("kubegate-state")
+}
+
+fn default_max_token_ttl() -> u64 {
+    24 * 60 * 60
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: default_listen(),
+            tls: None,
+            mode: Mode::Central,
+            agent: None,
+            issuer: None,
+            state_dir: default_state_dir(),
+            signing_keys: Vec::new(),
+            max_token_ttl_seconds: default_max_token_ttl(),
+            read_only: false,
+            audit: AuditConfig::default(),
+            public_metrics: false,
+            clusters: Vec::new(),
+            virtual_clusters: Vec::new(),
+            projects: Vec::new(),
+            users: Vec::new(),
+            teams: Vec::new(),
+            access_keys: Vec::new(),
+            rbac: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            ConfigError::Syntax {
+                path: origin.to_owned(),
+                line,
+                column,
+                message: first_line(&e.to_string()),
+            }
+        })?;
+        config.validate().map_err(|problem| ConfigError::Invalid {
+            path: origin.to_owned(),
+            field: problem.field,
+            message: problem.message,
+        })?;
+        Ok(config)
+    }
+
+    /// The issuer URL tokens are minted with.
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/oidc", self.listen))
+    }
+
+    fn validate(&self) -> Result<(), Problem> {
+        let label = |field: String, value: &str| {
+            if kubegate_routing::is_dns1123_label(value) {
+                Ok(())
+            } else {
+                Err(Problem::new(
+                    field,
+                    format!(
+                        "{value:?} is not a valid name (lowercase RFC 1123 label: a-z, 0-9 and '-', at most 63 characters)"
+                    ),
+                ))
+            }
+        };
+        let unique = |field: &str, names: &mut BTreeSet<String>, name: &str| {
+            if names.insert(name.to_owned()) {
+                Ok(())
+            } else {
+                Err(Problem::new(
+                    field.to_owned(),
+                    format!("duplicate name {name:?}"),
+                ))
+            }
+        };
+        if self.mode == Mode::Agent && self.agent.is_none() {
+            return Err(Problem::new(
+                "agent",
+                "`mode: agent` needs an `agent` section".into(),
+            ));
+        }
+        if let Some(agent) = &self.agent {
+            label("agent.cluster".into(), &agent.cluster)?;
+            check_upstream("agent.upstream", &agent.upstream)?;
+        }
+        let mut clusters = BTreeSet::new();
+        for (i, c) in self.clusters.iter().enumerate() {
+            label(format!("clusters[{i}].name"), &c.name)?;
+            unique(&format!("clusters[{i}].name"), &mut clusters, &c.name)?;
+            check_upstream(&format!("clusters[{i}].upstream"), &c.upstream)?;
+        }
+        let mut vcs = BTreeSet::new();
+        for (i, v) in self.virtual_clusters.iter().enumerate() {
+            label(format!("virtualClusters[{i}].cluster"), &v.cluster)?;
+            label(format!("virtualClusters[{i}].namespace"), &v.namespace)?;
+            label(format!("virtualClusters[{i}].name"), &v.name)?;
+            let key = format!("{}/{}/{}", v.cluster, v.namespace, v.name);
+            unique(&format!("virtualClusters[{i}]"), &mut vcs, &key)?;
+            check_upstream(&format!("virtualClusters[{i}].upstream"), &v.upstream)?;
+        }
+        let mut projects = BTreeSet::new();
+        for (i, p) in self.projects.iter().enumerate() {
+            label(format!("projects[{i}].name"), &p.name)?;
+            unique(&format!("projects[{i}].name"), &mut projects, &p.name)?;
+            let mut spaces = BTreeSet::new();
+            for (j, s) in p.spaces.iter().enumerate() {
+                let field = format!("projects[{i}].spaces[{j}]");
+                label(format!("{field}.name"), &s.name)?;
+                unique(&format!("{field}.name"), &mut spaces, &s.name)?;
+                label(format!("{field}.namespace"), s.namespace())?;
+                if !clusters.contains(&s.cluster) {
+                    return Err(Problem::new(
+                        format!("{field}.cluster"),
+                        format!("no cluster named {:?} is configured", s.cluster),
+                    ));
+                }
+            }
+            let mut pvcs = BTreeSet::new();
+            for (j, v) in p.virtual_clusters.iter().enumerate() {
+                let field = format!("projects[{i}].virtualClusters[{j}]");
+                label(format!("{field}.name"), &v.name)?;
+                unique(&format!("{field}.name"), &mut pvcs, &v.name)?;
+                check_upstream(&format!("{field}.upstream"), &v.upstream)?;
+            }
+        }
+        let mut users = BTreeSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(Problem::new(
+                    format!("users[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            unique(&format!("users[{i}].name"), &mut users, &u.name)?;
+        }
+        for (i, t) in self.teams.iter().enumerate() {
+            for (j, m) in t.members.iter().enumerate() {
+                if !users.contains(m) {
+                    return Err(Problem::new(
+                        format!("teams[{i}].members[{j}]"),
+                        format!("no user named {m:?} is configured"),
+                    ));
+                }
+            }
+        }
+        let mut keys = BTreeSet::new();
+        for (i, k) in self.access_keys.iter().enumerate() {
+            unique(&format!("accessKeys[{i}].name"), &mut keys, &k.name)?;
+            if !users.contains(&k.user) {
+                return Err(Problem::new(
+                    format!("accessKeys[{i}].user"),
+                    format!("no user named {:?} is configured", k.user),
+                ));
+            }
+            let digest_ok = k.sha256.len() == 64
+                && k.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+            if !digest_ok {
+                return Err(Problem::new(
+                    format!("accessKeys[{i}].sha256"),
+                    "must be 64 lowercase hex digits (the SHA-256 of the key)".into(),
+                ));
+            }
+        }
+        if self.audit.sink == AuditSinkKind::File && self.audit.path.is_none() {
+            return Err(Problem::new(
+                "audit.path",
+                "`sink: file` needs a `path`".into(),
+            ));
+        }
+        if self.max_token_ttl_seconds == 0 {
+            return Err(Problem::new(
+                "maxTokenTtlSeconds",
+                "must be greater than 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_upstream(field: &str, u: &UpstreamConfig) -> Result<(), Problem> {
+    if !u.server.starts_with("https://") && !u.server.starts_with("http://") {
+        return Err(Problem::new(
+            format!("{field}.server"),
+            format!("{:?} is not an http(s) URL", u.server),
+        ));
+    }
+    if u.token.is_some() && u.token_file.is_some() {
+        return Err(Problem::new(
+            format!("{field}.token"),
+            "set either `token` or `tokenFile`, not both".into(),
+        ));
+    }
+    let cert = u.client_cert_file.is_some() || u.client_cert_data.is_some();
+    let key = u.client_key_file.is_some() || u.client_key_data.is_some();
+    if cert != key {
+        return Err(Problem::new(
+            format!("{field}.clientCertFile"),
+            "a client certificate needs its key and a key needs its certificate".into(),
+        ));
+    }
+    Ok(())
+}
+
+struct Problem {
+    field: String,
+    message: String,
+}
+
+impl Problem {
+    fn new(field: impl Into<String>, message: String) -> Self {
+        Problem {
+            field: field.into(),
+            message,
+        }
+    }
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or(s);
+    // serde-saphyr prefixes "error: line N column M: "; the location is reported separately.
+    match line.split_once(": ") {
+        Some(("error", rest)) => match rest.split_once(": ") {
+            Some((loc, msg)) if loc.starts_with("line ") => msg.to_owned(),
+            _ => rest.to_owned(),
+        },
+        _ => line.to_owned(),
+    }
+}

@@ -1,0 +1,272 @@
+#![doc = include_str!("../README.md")]
+
+pub mod access;
+pub mod audit;
+pub mod authn;
+pub mod bootstrap;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod management;
+mod ops;
+pub mod policy;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tls;
+pub mod upstreams;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use kubegate_authz::WriteGate;
+use kubegate_proxy::{AuditLayer, MetricsLayer};
+use kubegate_routing::Router;
+use kubegate_tokens::{Audience, KeySet, Minter, SigningKey, Verifier};
+use tower::Layer;
+
+pub use config::Config;
+pub use error::{ConfigError, StoreError};
+pub use server::ServerLimits;
+pub use service::{GatewayService, Runtime, Shared};
+pub use store::{FileStore, Store};
+
+use crate::authn::Credentials;
+use crate::directory::Directory;
+use crate::upstreams::Upstreams;
+
+/// The audience of tokens the gateway mints for its own endpoints.
+pub const TOKEN_AUDIENCE: &str = "kubegate";
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// An upstream could not be set up.
+    #[error(transparent)]
+    Upstream(#[from] upstreams::UpstreamError),
+    /// The RBAC objects do not compile.
+    #[error("rbac: {0}")]
+    Policy(#[from] kubegate_authz::PolicyError),
+    /// A signing key could not be loaded or generated.
+    #[error("signing keys: {0}")]
+    Keys(String),
+    /// The mode's settings are inconsistent.
+    #[error("{0}")]
+    Mode(String),
+    /// I/O (listener, audit file).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+/// A configured gateway: the service stack plus its listener settings.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    audit: Arc<audit::GatewayAuditSink>,
+    metrics: MetricsLayer,
+    router: Arc<Router>,
+    tls: Arc<rustls::ServerConfig>,
+    serving_cert: tls::ServingCert,
+}
+
+impl Gateway {
+    /// Builds a gateway from a validated configuration, opening the embedded state store in the
+    /// configured state directory, and generating signing keys and a serving certificate there
+    /// on first run.
+    pub async fn new(config: Config) -> Result<Gateway, GatewayError> {
+        let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.state_dir)?);
+        Gateway::with_store(config, store).await
+    }
+
+    /// Builds a gateway over a caller-supplied [`Store`].
+    pub async fn with_store(
+        config: Config,
+        store: Arc<dyn Store>,
+    ) -> Result<Gateway, GatewayError> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let router = match (&config.mode, &config.agent) {
+            (config::Mode::Agent, Some(agent)) => Router::agent(agent.cluster.clone())
+                .map_err(|e| GatewayError::Mode(format!("agent.cluster: {e}")))?,
+            (config::Mode::Agent, None) => {
+                return Err(GatewayError::Mode(
+                    "`mode: agent` needs an `agent` section".into(),
+                ));
+            }
+            (config::Mode::Central, _) => Router::central(),
+        };
+        let keys = Arc::new(load_keys(&config)?);
+        let issuer = config.issuer();
+        let minter = Minter::new(
+            Arc::clone(&keys),
+            issuer.clone(),
+            Audience::new([TOKEN_AUDIENCE]),
+        )
+        .with_max_ttl(Duration::from_secs(config.max_token_ttl_seconds));
+        let verifier = Arc::new(Verifier::new(Arc::clone(&keys), issuer, TOKEN_AUDIENCE));
+        let state = store.snapshot().await?;
+        let now = kubegate_tokens::unix_now();
+        for r in &state.revocations {
+            if r.expires_at > now as i64 {
+                verifier
+                    .revocations()
+                    .revoke(r.jti.clone(), r.expires_at as u64, now);
+            }
+        }
+        let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier))?;
+        let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
+        let tls = tls::server_config(&serving_cert)?;
+        let audit = Arc::new(
+            audit::GatewayAuditSink::open(&config.audit).map_err(|source| GatewayError::Io {
+                context: "opening the audit log".into(),
+                source,
+            })?,
+        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = MetricsLayer::new(&mut registry);
+        let router = Arc::new(router);
+        let shared = Arc::new(Shared {
+            router: (*router).clone(),
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            keys,
+            minter,
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+        });
+        Ok(Gateway {
+            shared,
+            audit,
+            metrics,
+            router,
+            tls,
+            serving_cert,
+        })
+    }
+
+    /// The complete request stack: classification, metrics, audit, then the gateway service.
+    /// It can be served by any hyper server (the embedder must insert
+    /// [`ClientAddr`](kubegate_proxy::ClientAddr) per connection).
+    pub fn service(&self) -> GatewayStack {
+        service::Classify::new(
+            Arc::clone(&self.router),
+            self.metrics.layer(
+                AuditLayer::from_arc(Arc::clone(&self.audit))
+                    .layer(GatewayService::new(Arc::clone(&self.shared))),
+            ),
+        )
+    }
+
+    /// Shared state (runtime, store, keys).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The serving certificate in use.
+    pub fn serving_cert(&self) -> &tls::ServingCert {
+        &self.serving_cert
+    }
+
+    /// Replaces the configuration (policy, clusters, keys) without touching open connections;
+    /// a configuration that does not compile is refused and the old one stays.
+    pub async fn reload(&self, config: Config) -> Result<(), GatewayError> {
+        let state = self.shared.store.snapshot().await?;
+        let verifier = Arc::clone(self.shared.runtime.load().credentials.verifier());
+        let runtime = build_runtime(config, &state, verifier)?;
+        self.shared.runtime.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    /// Serves on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        limits: ServerLimits,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        server::serve(
+            listener,
+            Arc::clone(&self.tls),
+            self.service(),
+            limits,
+            shutdown,
+        )
+        .await;
+    }
+}
+
+/// The type of [`Gateway::service`].
+pub type GatewayStack = service::Classify<
+    kubegate_proxy::metrics::MetricsService<
+        kubegate_proxy::audit::Audit<GatewayService, audit::GatewayAuditSink>,
+    >,
+>;
+
+fn build_runtime(
+    config: Config,
+    state: &store::State,
+    verifier: Arc<Verifier>,
+) -> Result<Runtime, GatewayError> {
+    let policy = Arc::new(policy::compile(&config)?);
+    let write_gate = WriteGate::new(Arc::clone(&policy), config.read_only);
+    let directory = Directory::new(&config);
+    let credentials = Credentials::new(&config, state, verifier);
+    let upstreams = Upstreams::build(&config)?;
+    Ok(Runtime {
+        config,
+        directory,
+        policy,
+        write_gate,
+        credentials,
+        upstreams,
+    })
+}
+
+fn load_keys(config: &Config) -> Result<KeySet, GatewayError> {
+    let keys_err = |e: String| GatewayError::Keys(e);
+    if let Some((active, older)) = config.signing_keys.split_first() {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p)
+                .map_err(|e| keys_err(format!("{}: {e}", p.display())))
+                .and_then(|pem| {
+                    SigningKey::from_pem(&pem)
+                        .map_err(|e| keys_err(format!("{}: {e}", p.display())))
+                })
+        };
+        let mut set = KeySet::new(read(active)?);
+        for path in older {
+            set = set
+                .with_verify_only(read(path)?.verifying_key().clone())
+                .map_err(|e| keys_err(e.to_string()))?;
+        }
+        return Ok(set);
+    }
+    let path = config.state_dir.join("signing-key.pem");
+    if path.exists() {
+        let pem = std::fs::read(&path).map_err(|e| keys_err(format!("{}: {e}", path.display())))?;
+        let key =
+            SigningKey::from_pem(&pem).map_err(|e| keys_err(format!("{}: {e}", path.display())))?;
+        return Ok(KeySet::new(key));
+    }
+    let key = SigningKey::generate(kubegate_tokens::Algorithm::Es256)
+        .map_err(|e| keys_err(e.to_string()))?;
+    let pem = key.to_pkcs8_pem().map_err(|e| keys_err(e.to_string()))?;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|e| keys_err(format!("{}: {e}", config.state_dir.display())))?;
+    tls::write_private(&path, pem.expose().as_bytes())
+        .map_err(|e| keys_err(format!("{}: {e}", path.display())))?;
+    Ok(KeySet::new(key))
+}

@@ -1,0 +1,181 @@
+//! The in-process management API (`/kubernetes/management/…`): a small Kubernetes-style API
+//! server for `management.loft.sh/v1` — discovery, OpenAPI, and the resources a gateway user
+//! needs. Every error is a Status.
+
+pub mod discovery;
+mod objects;
+mod request;
+mod tokens;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use kubegate_authz::Attributes;
+use kubegate_proxy::{ProxyBody, Status};
+use kubegate_routing::{RequestInfo, Target};
+
+use crate::access::forbidden_status;
+use crate::authn::Caller;
+use crate::service::{Runtime, Shared, respond};
+
+pub(crate) use request::json_response;
+
+/// Serves one management API request for an authenticated caller.
+pub async fn handle(
+    shared: &Shared,
+    runtime: &Runtime,
+    caller: &Caller,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let path_and_query = req.uri().clone();
+    let route = match shared
+        .router
+        .route(path_and_query.path(), path_and_query.query())
+    {
+        Ok(route) => route,
+        Err(e) => return respond(&Status::bad_request(e.to_string()), &req),
+    };
+    let info = match RequestInfo::parse(req.method().as_str(), &route.rest, route.query) {
+        Ok(info) => info,
+        Err(e) => {
+            let uri = path_and_query
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str());
+            return kubegate_proxy::status::internal_error_text(uri, &e.to_string());
+        }
+    };
+    let attrs = Attributes::from_request_info(&caller.identity, &info);
+    if !caller.scope.admits(&Target::Management, &attrs) {
+        let f = kubegate_authz::forbidden(&attrs, kubegate_authz::SCOPE_DENIED_REASON);
+        return respond(&forbidden_status(&f), &req);
+    }
+    let decision = runtime.policy.decide(&attrs);
+    if !decision.is_allowed() {
+        let f = kubegate_authz::forbidden(&attrs, &decision.reason);
+        return respond(&forbidden_status(&f), &req);
+    }
+    if !info.is_resource_request {
+        return serve_non_resource(&info, &req);
+    }
+    if info.api_group != discovery::GROUP || info.api_version != discovery::VERSION {
+        return respond(&not_found_resource(), &req);
+    }
+    let Some(resource) = discovery::resource(info.resource) else {
+        return respond(&not_found_resource(), &req);
+    };
+    if !info.subresource.is_empty() {
+        return respond(&not_found_resource(), &req);
+    }
+    let ctx = request::Ctx {
+        shared,
+        runtime,
+        caller,
+        resource,
+        name: info.name.clone().into_owned(),
+        namespace: info.namespace.to_owned(),
+        verb: info.verb.clone().into_owned(),
+    };
+    drop(info);
+    drop(route);
+    match (resource.plural, ctx.verb.as_str()) {
+        ("selves", "create") => tokens::create_self(&ctx, req).await,
+        ("directclusterendpointtokens", "create") => {
+            tokens::create_direct_cluster_endpoint_token(&ctx, req).await
+        }
+        ("ownedaccesskeys", "create") => tokens::create_owned_access_key(&ctx, req).await,
+        ("ownedaccesskeys", "list") => tokens::list_owned_access_keys(&ctx, &req).await,
+        ("ownedaccesskeys", "get") => tokens::get_owned_access_key(&ctx, &req).await,
+        ("ownedaccesskeys", "delete") => tokens::delete_owned_access_key(&ctx, &req).await,
+        (_, "list" | "get") if resource.verbs.contains(&"list") => objects::read(&ctx, &req),
+        _ => respond(&method_not_allowed(resource.plural, &ctx.name), &req),
+    }
+}
+
+fn not_found_resource() -> Status {
+    Status {
+        code: 404,
+        message: "the server could not find the requested resource".into(),
+        reason: "NotFound".into(),
+        details: Some(kubegate_proxy::status::StatusDetails::default()),
+        type_meta: true,
+    }
+}
+
+fn method_not_allowed(resource: &str, name: &str) -> Status {
+    Status {
+        code: 405,
+        message: "the server does not allow this method on the requested resource".into(),
+        reason: "MethodNotAllowed".into(),
+        details: Some(kubegate_proxy::status::StatusDetails {
+            name: name.to_owned(),
+            group: discovery::GROUP.into(),
+            kind: resource.to_owned(),
+            ..Default::default()
+        }),
+        type_meta: true,
+    }
+}
+
+fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return respond(&method_not_allowed("", ""), req);
+    }
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let aggregated = discovery::wants_aggregated(accept);
+    let path = info.path.trim_end_matches('/');
+    let body = match path {
+        "/version" => discovery::version_info(),
+        "/api" if aggregated => return aggregated_response(&discovery::aggregated(true), req),
+        "/api" => discovery::legacy_core_versions(),
+        "/apis" if aggregated => return aggregated_response(&discovery::aggregated(false), req),
+        "/apis" => discovery::legacy_group_list(),
+        "/apis/management.loft.sh" => discovery::legacy_group(),
+        "/apis/management.loft.sh/v1" => discovery::resource_list(),
+        "/openapi/v3" => discovery::openapi_index(),
+        "/openapi/v3/apis/management.loft.sh/v1" => discovery::openapi_group_version(),
+        _ => return kubegate_proxy::status::not_found_text(),
+    };
+    json_response(http::StatusCode::OK, &body)
+}
+
+/// Aggregated discovery with kube-apiserver's caching headers (`ETag` over the body, 304 on a
+/// matching `If-None-Match`).
+fn aggregated_response(body: &serde_json::Value, req: &Request<Incoming>) -> Response<ProxyBody> {
+    use sha2::Digest;
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let etag = format!(
+        "\"{}\"",
+        sha2::Sha512::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect::<String>()
+    );
+    let matches = req
+        .headers()
+        .get(http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let mut res = if matches {
+        let mut res = Response::new(ProxyBody::empty());
+        *res.status_mut() = http::StatusCode::NOT_MODIFIED;
+        res
+    } else {
+        Response::new(ProxyBody::from(bytes::Bytes::from(bytes)))
+    };
+    let headers = res.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    headers.insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("public"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&etag) {
+        headers.insert(http::header::ETAG, v);
+    }
+    res
+}

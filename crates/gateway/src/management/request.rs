@@ -1,0 +1,293 @@
+//! Request plumbing for the management API: bounded bodies, content types, strict field
+//! validation, JSON and Table responses.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use kubegate_proxy::{ProxyBody, Status};
+use serde::de::DeserializeOwned;
+
+use super::discovery::ResourceInfo;
+use crate::authn::Caller;
+use crate::service::{Runtime, Shared, respond};
+
+/// Largest request body the management API reads (kube-apiserver's limit is 3 MiB as well).
+pub(super) const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// What a handler knows about the request.
+pub(super) struct Ctx<'a> {
+    /// Shared state.
+    pub shared: &'a Shared,
+    /// Current runtime.
+    pub runtime: &'a Runtime,
+    /// Who calls.
+    pub caller: &'a Caller,
+    /// The resource addressed.
+    pub resource: &'static ResourceInfo,
+    /// Object name (may be empty).
+    pub name: String,
+    /// Namespace (may be empty).
+    pub namespace: String,
+    /// Kubernetes verb.
+    pub verb: String,
+}
+
+/// A JSON response.
+pub(crate) fn json_response(code: StatusCode, body: &impl serde::Serialize) -> Response<ProxyBody> {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut res = Response::new(ProxyBody::from(Bytes::from(bytes)));
+            *res.status_mut() = code;
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            res
+        }
+        Err(e) => Status::internal_error(&e.to_string()).to_response(false),
+    }
+}
+
+/// How to treat unknown fields (`fieldValidation`); kube-apiserver's default is `Warn`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Ignore,
+    Warn,
+    Strict,
+}
+
+fn field_validation(req: &Request<Incoming>) -> Result<FieldValidation, Box<Status>> {
+    let value = req
+        .uri()
+        .query()
+        .and_then(|q| kubegate_routing::Query::new(q).first("fieldValidation"))
+        .map(|v| v.into_owned());
+    match value.as_deref() {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(other) => Err(Box::new(Status::bad_request(format!(
+            "fieldValidation parameter unsupported: {other}"
+        )))),
+    }
+}
+
+/// A decoded request object plus the warnings to send back.
+pub(super) struct Decoded<T> {
+    /// The object.
+    pub object: T,
+    /// `Warning` header values (unknown fields under `fieldValidation=Warn`).
+    pub warnings: Vec<String>,
+}
+
+/// Reads and decodes the body of a create request into `T`, as kube-apiserver would: JSON or
+/// YAML by `Content-Type`, at most [`MAX_BODY_BYTES`], unknown fields refused under
+/// `fieldValidation=Strict`.
+pub(super) async fn decode<T: DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<Decoded<T>, Box<Response<ProxyBody>>> {
+    let fail = |status: Status, req: &Request<()>| Box::new(respond_unit(&status, req));
+    let validation = match field_validation(&req) {
+        Ok(v) => v,
+        Err(status) => return Err(Box::new(respond(&status, &req))),
+    };
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let yaml = match content_type.as_str() {
+        "application/json" | "" | "*/*" => false,
+        "application/yaml" => true,
+        _ => {
+            return Err(fail(
+                Status {
+                    code: 415,
+                    message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string(),
+                    reason: "UnsupportedMediaType".into(),
+                    details: None,
+                    type_meta: true,
+                },
+                &head,
+            ));
+        }
+    };
+    let bytes = match http_body_util::Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            let status = Status {
+                code: 413,
+                message: "the request is too large".into(),
+                reason: "RequestEntityTooLarge".into(),
+                details: None,
+                type_meta: true,
+            };
+            return Err(fail(status, &head));
+        }
+        Err(e) => {
+            return Err(fail(
+                Status::bad_request(format!("error reading request body: {e}")),
+                &head,
+            ));
+        }
+    };
+    let mut unknown = Vec::new();
+    let result: Result<T, String> = if yaml {
+        serde_saphyr::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|value| {
+                serde_ignored::deserialize(value, |path| unknown.push(path.to_string()))
+                    .map_err(|e| e.to_string())
+            })
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_ignored::deserialize(&mut de, |path| unknown.push(path.to_string()))
+            .map_err(|e| e.to_string())
+    };
+    let object = match result {
+        Ok(object) => object,
+        Err(e) => {
+            return Err(fail(
+                Status::bad_request(format!("the object could not be decoded: {e}")),
+                &head,
+            ));
+        }
+    };
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|path| format!("unknown field {path:?}"))
+        .collect();
+    match validation {
+        FieldValidation::Strict if !messages.is_empty() => Err(fail(
+            Status::bad_request(format!("strict decoding error: {}", messages.join(", "))),
+            &head,
+        )),
+        FieldValidation::Warn => Ok(Decoded {
+            object,
+            warnings: messages,
+        }),
+        _ => Ok(Decoded {
+            object,
+            warnings: Vec::new(),
+        }),
+    }
+}
+
+fn respond_unit(status: &Status, req: &Request<()>) -> Response<ProxyBody> {
+    status.response_for(req.uri(), req.headers())
+}
+
+/// Adds `Warning: 299 - "<text>"` headers.
+pub(super) fn with_warnings(
+    mut res: Response<ProxyBody>,
+    warnings: &[String],
+) -> Response<ProxyBody> {
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            res.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    res
+}
+
+/// Whether the client asked for a `meta.k8s.io/v1` Table (kubectl's human-readable `get`).
+pub(super) fn wants_table(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept.split(',').any(|media| {
+                let params: Vec<&str> = media.split(';').map(str::trim).collect();
+                params.contains(&"as=Table")
+                    && params.contains(&"g=meta.k8s.io")
+                    && params.contains(&"v=v1")
+            })
+        })
+}
+
+/// A Unix timestamp as a Kubernetes timestamp.
+pub(super) fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
+}
+
+/// Serves a list or a single object as JSON, or as a Table when asked.
+pub(super) fn list_or_table(
+    req: &Request<Incoming>,
+    kind: &str,
+    items: Vec<serde_json::Value>,
+) -> Response<ProxyBody> {
+    if wants_table(req) {
+        return json_response(StatusCode::OK, &table(items));
+    }
+    let list = serde_json::json!({
+        "apiVersion": super::discovery::GROUP_VERSION,
+        "kind": format!("{kind}List"),
+        "metadata": {"resourceVersion": ""},
+        "items": items,
+    });
+    json_response(StatusCode::OK, &list)
+}
+
+/// A single object as JSON, or as a one-row Table when asked.
+pub(super) fn object_or_table(
+    req: &Request<Incoming>,
+    object: serde_json::Value,
+) -> Response<ProxyBody> {
+    if wants_table(req) {
+        return json_response(StatusCode::OK, &table(vec![object]));
+    }
+    json_response(StatusCode::OK, &object)
+}
+
+fn table(items: Vec<serde_json::Value>) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = items
+        .into_iter()
+        .map(|item| {
+            let name = item["metadata"]["name"].clone();
+            let created = item["metadata"]["creationTimestamp"].clone();
+            let mut metadata = item["metadata"].clone();
+            if let Some(m) = metadata.as_object_mut() {
+                m.remove("managedFields");
+            }
+            serde_json::json!({
+                "cells": [name, created],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": metadata,
+                },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": ""},
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
+            {"name": "Created At", "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
+        ],
+        "rows": rows,
+    })
+}

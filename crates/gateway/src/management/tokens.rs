@@ -1,0 +1,370 @@
+//! `selves`, `directclusterendpointtokens` and `ownedaccesskeys`: who am I, minting tokens and
+//! access keys. A requested scope must narrow the caller's own; no scope inherits it.
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use kubegate_api::{
+    AccessKeyScope, AccessKeySpec, AccessKeyType, DirectClusterEndpointToken,
+    DirectClusterEndpointTokenStatus, OwnedAccessKey, Self_, SelfStatus, UserInfo,
+};
+use kubegate_authz::CompiledScope;
+use kubegate_proxy::{ProxyBody, Status};
+use kubegate_tokens::{AccessKeySecret, MintRequest, SubjectKind};
+
+use super::discovery::GROUP;
+use super::request::{
+    Ctx, decode, json_response, list_or_table, object_or_table, rfc3339, with_warnings,
+};
+use crate::authn::CallerCredential;
+use crate::service::respond;
+use crate::store::StoredAccessKey;
+
+fn metadata_with_timestamp(
+    mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    created_unix: i64,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+    if let Ok(time) = serde_json::from_value(serde_json::Value::String(rfc3339(created_unix))) {
+        meta.creation_timestamp = Some(time);
+    }
+    meta
+}
+
+/// The scope a new credential gets: the requested one if it narrows the caller's, the caller's
+/// own if none was requested; a broader request is a 403.
+fn narrowed_scope(
+    ctx: &Ctx<'_>,
+    requested: Option<AccessKeyScope>,
+    name: &str,
+) -> Result<Option<AccessKeyScope>, Box<Status>> {
+    let Some(requested) = requested else {
+        return Ok(ctx.caller.raw_scope.clone());
+    };
+    if CompiledScope::new(Some(&requested)).narrows(&ctx.caller.scope) {
+        Ok(Some(requested))
+    } else {
+        Err(Box::new(Status::forbidden(
+            GROUP,
+            ctx.resource.plural,
+            name,
+            "the requested scope is broader than the scope of the credential used to request it",
+        )))
+    }
+}
+
+fn now() -> u64 {
+    kubegate_tokens::unix_now()
+}
+
+/// `POST selves`: who the caller is, with the credential's scope.
+pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let decoded = match decode::<Self_>(req).await {
+        Ok(d) => d,
+        Err(res) => return *res,
+    };
+    let mut object = decoded.object;
+    if !object.spec.access_key.is_empty() {
+        // Validating another key would turn this endpoint into a key oracle for any caller;
+        // only the caller's own credential is described.
+        object.spec.access_key.clear();
+    }
+    let identity = &ctx.caller.identity;
+    let (access_key, access_key_type) = match &ctx.caller.credential {
+        CallerCredential::AccessKey { name, key_type } => {
+            (name.clone(), AccessKeyType::from(key_type.as_str()))
+        }
+        CallerCredential::Token { .. } => (String::new(), AccessKeyType::from("")),
+    };
+    object.status = Some(SelfStatus {
+        user: Some(UserInfo {
+            name: identity.name.clone(),
+            username: identity.name.clone(),
+            subject: identity.name.clone(),
+            ..UserInfo::default()
+        }),
+        access_key,
+        access_key_scope: ctx.caller.raw_scope.clone(),
+        access_key_type,
+        subject: identity.name.clone(),
+        uid: identity.uid.clone(),
+        groups: identity.groups.clone(),
+        project_namespace_prefix: crate::access::PROJECT_NAMESPACE_PREFIX.into(),
+        ..SelfStatus::default()
+    });
+    object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
+    with_warnings(
+        json_response(StatusCode::CREATED, &object),
+        &decoded.warnings,
+    )
+}
+
+/// `POST directclusterendpointtokens`: mints a gateway token for the caller with `spec.ttl`
+/// (capped by the configured maximum) and a scope that narrows the caller's.
+pub(super) async fn create_direct_cluster_endpoint_token(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let head = Request::builder()
+        .uri(req.uri().clone())
+        .body(())
+        .unwrap_or_default();
+    let fail = |status: Status| {
+        status.to_response(kubegate_proxy::status::wants_pretty(
+            head.uri(),
+            head.headers(),
+        ))
+    };
+    let decoded = match decode::<DirectClusterEndpointToken>(req).await {
+        Ok(d) => d,
+        Err(res) => return *res,
+    };
+    let mut object = decoded.object;
+    if object.spec.ttl < 0 {
+        return fail(Status::bad_request("spec.ttl must not be negative"));
+    }
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let scope = match narrowed_scope(ctx, object.spec.scope.clone(), &name) {
+        Ok(s) => s,
+        Err(status) => return fail(*status),
+    };
+    let identity = &ctx.caller.identity;
+    let request = MintRequest {
+        subject: identity.name.clone(),
+        groups: identity.groups.clone(),
+        uid: identity.uid.clone(),
+        name: identity.name.clone(),
+        kind: SubjectKind::User,
+        generation: ctx.runtime.credentials.generation(&identity.name) as i64,
+        scope: scope.clone(),
+        ttl: (object.spec.ttl > 0).then(|| Duration::from_secs(object.spec.ttl as u64)),
+    };
+    let minted = match ctx.shared.minter.mint(&request, now()) {
+        Ok(m) => m,
+        Err(e) => return fail(Status::internal_error(&e.to_string())),
+    };
+    object.spec.scope = scope;
+    object.status = Some(DirectClusterEndpointTokenStatus {
+        token: minted.token().to_owned(),
+    });
+    object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
+    with_warnings(
+        json_response(StatusCode::CREATED, &object),
+        &decoded.warnings,
+    )
+}
+
+fn owned_object(key: &StoredAccessKey) -> OwnedAccessKey {
+    let spec = AccessKeySpec {
+        display_name: key.display_name.clone().unwrap_or_default(),
+        description: key.description.clone().unwrap_or_default(),
+        user: key.user.clone(),
+        disabled: key.disabled,
+        ttl: key.expires_at.map_or(0, |e| e - key.created_at),
+        scope: key.scope.clone(),
+        r#type: AccessKeyType::from(key.key_type.as_str()),
+        ..AccessKeySpec::default()
+    };
+    let mut object = OwnedAccessKey::new(&key.name, spec);
+    object.metadata.uid = Some(key.uid.clone());
+    object.metadata = metadata_with_timestamp(object.metadata, key.created_at);
+    object
+}
+
+/// `POST ownedaccesskeys`: creates an access key for the caller. The key is in the response
+/// once; only its digest is stored.
+pub(super) async fn create_owned_access_key(
+    ctx: &Ctx<'_>,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let head = Request::builder()
+        .uri(req.uri().clone())
+        .body(())
+        .unwrap_or_default();
+    let fail = |status: Status| {
+        status.to_response(kubegate_proxy::status::wants_pretty(
+            head.uri(),
+            head.headers(),
+        ))
+    };
+    let decoded = match decode::<OwnedAccessKey>(req).await {
+        Ok(d) => d,
+        Err(res) => return *res,
+    };
+    let object = decoded.object;
+    if object.spec.ttl < 0 {
+        return fail(Status::bad_request("spec.ttl must not be negative"));
+    }
+    let name = match (&object.metadata.name, &object.metadata.generate_name) {
+        (Some(n), _) if !n.is_empty() => n.clone(),
+        (_, Some(prefix)) if !prefix.is_empty() => format!("{prefix}{}", short_id()),
+        _ => format!("{}-{}", sanitize(&ctx.caller.identity.name), short_id()),
+    };
+    if !kubegate_routing::is_dns1123_label(&name) {
+        return fail(Status {
+            code: 422,
+            message: format!(
+                "OwnedAccessKey.management.loft.sh {name:?} is invalid: metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+            ),
+            reason: "Invalid".into(),
+            details: Some(kubegate_proxy::status::StatusDetails {
+                name: name.clone(),
+                group: GROUP.into(),
+                kind: "ownedaccesskeys".into(),
+                ..Default::default()
+            }),
+            type_meta: true,
+        });
+    }
+    let scope = match narrowed_scope(ctx, object.spec.scope.clone(), &name) {
+        Ok(s) => s,
+        Err(status) => return fail(*status),
+    };
+    let secret = match AccessKeySecret::generate() {
+        Ok(s) => s,
+        Err(e) => return fail(Status::internal_error(&e.to_string())),
+    };
+    let created_at = now() as i64;
+    let key_type = match object.spec.r#type.as_str() {
+        "" => "User".to_owned(),
+        other => other.to_owned(),
+    };
+    let stored = StoredAccessKey {
+        name: name.clone(),
+        user: ctx.caller.identity.name.clone(),
+        sha256: secret.digest().to_hex(),
+        key_type,
+        display_name: (!object.spec.display_name.is_empty())
+            .then(|| object.spec.display_name.clone()),
+        description: (!object.spec.description.is_empty()).then(|| object.spec.description.clone()),
+        scope,
+        created_at,
+        expires_at: (object.spec.ttl > 0).then(|| created_at + object.spec.ttl),
+        disabled: object.spec.disabled,
+        uid: uuid::Uuid::new_v4().to_string(),
+    };
+    match ctx.shared.store.create_access_key(stored.clone()).await {
+        Ok(()) => {}
+        Err(crate::error::StoreError::AlreadyExists { .. }) => {
+            return fail(Status {
+                code: 409,
+                message: format!("ownedaccesskeys.{GROUP} {name:?} already exists"),
+                reason: "AlreadyExists".into(),
+                details: Some(kubegate_proxy::status::StatusDetails {
+                    name: name.clone(),
+                    group: GROUP.into(),
+                    kind: "ownedaccesskeys".into(),
+                    ..Default::default()
+                }),
+                type_meta: true,
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storing an access key failed");
+            return fail(Status::internal_error("the access key could not be stored"));
+        }
+    }
+    let mut out = owned_object(&stored);
+    out.spec.key = secret.expose().to_owned();
+    with_warnings(json_response(StatusCode::CREATED, &out), &decoded.warnings)
+}
+
+fn sanitize(user: &str) -> String {
+    let s: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let s = s.trim_matches('-').to_owned();
+    if s.is_empty() { "key".into() } else { s }
+}
+
+fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+async fn own_keys(ctx: &Ctx<'_>) -> Result<Vec<StoredAccessKey>, Status> {
+    let state = ctx.shared.store.snapshot().await.map_err(|e| {
+        tracing::error!(error = %e, "reading the state store failed");
+        Status::internal_error("the state store could not be read")
+    })?;
+    Ok(state
+        .access_keys
+        .into_values()
+        .filter(|k| k.user == ctx.caller.identity.name)
+        .collect())
+}
+
+/// `GET ownedaccesskeys`: the caller's own keys, never with the key itself.
+pub(super) async fn list_owned_access_keys(
+    ctx: &Ctx<'_>,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    match own_keys(ctx).await {
+        Ok(keys) => {
+            let items = keys
+                .iter()
+                .filter(|k| ctx.name.is_empty() || k.name == ctx.name)
+                .filter_map(|k| serde_json::to_value(owned_object(k)).ok())
+                .collect();
+            list_or_table(req, "OwnedAccessKey", items)
+        }
+        Err(status) => respond(&status, req),
+    }
+}
+
+/// `GET ownedaccesskeys/<name>`.
+pub(super) async fn get_owned_access_key(
+    ctx: &Ctx<'_>,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    match own_keys(ctx).await {
+        Ok(keys) => match keys.iter().find(|k| k.name == ctx.name) {
+            Some(k) => match serde_json::to_value(owned_object(k)) {
+                Ok(v) => object_or_table(req, v),
+                Err(e) => respond(&Status::internal_error(&e.to_string()), req),
+            },
+            None => respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req),
+        },
+        Err(status) => respond(&status, req),
+    }
+}
+
+/// `DELETE ownedaccesskeys/<name>`: deletes one of the caller's keys.
+pub(super) async fn delete_owned_access_key(
+    ctx: &Ctx<'_>,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let keys = match own_keys(ctx).await {
+        Ok(keys) => keys,
+        Err(status) => return respond(&status, req),
+    };
+    if !keys.iter().any(|k| k.name == ctx.name) {
+        return respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req);
+    }
+    match ctx.shared.store.delete_access_key(&ctx.name).await {
+        Ok(_) => {
+            let body = serde_json::json!({
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {"name": ctx.name, "group": GROUP, "kind": "ownedaccesskeys"},
+            });
+            json_response(StatusCode::OK, &body)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "deleting an access key failed");
+            respond(
+                &Status::internal_error("the access key could not be deleted"),
+                req,
+            )
+        }
+    }
+}

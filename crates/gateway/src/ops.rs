@@ -1,0 +1,84 @@
+//! `/healthz`, `/livez`, `/readyz`, `/version`, `/metrics`.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use kubegate_proxy::ProxyBody;
+use kubegate_proxy::status::plain_text_response;
+use kubegate_routing::OpsPath;
+
+use crate::service::{Runtime, Shared, authenticate};
+
+fn json(body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut res = Response::new(ProxyBody::from(Bytes::from(body.to_string())));
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Serves an ops endpoint.
+pub(crate) async fn handle(
+    shared: &Shared,
+    runtime: &Runtime,
+    ops: OpsPath,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    match ops {
+        OpsPath::Healthz | OpsPath::Livez => plain_text_response(StatusCode::OK, "ok".into()),
+        OpsPath::Readyz => readyz(runtime, req),
+        OpsPath::Version => json(&crate::management::discovery::version_info()),
+        OpsPath::Metrics => {
+            if !runtime.config.public_metrics
+                && let Err(res) = authenticate(runtime, req)
+            {
+                return *res;
+            }
+            let mut text = String::new();
+            let registry = shared
+                .registry
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+                return plain_text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics could not be encoded\n".into(),
+                );
+            }
+            let mut res = Response::new(ProxyBody::from(Bytes::from(text)));
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res
+        }
+    }
+}
+
+/// kube-style readiness: `[+]check ok` lines; `?verbose` lists them on success too.
+fn readyz(runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let checks = [("policy", runtime.policy.binding_count() > 0)];
+    let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));
+    let ok = checks.iter().all(|(_, ok)| *ok);
+    if ok && !verbose {
+        return plain_text_response(StatusCode::OK, "ok".into());
+    }
+    let mut body = String::new();
+    for (name, ok) in checks {
+        if ok {
+            body.push_str(&format!("[+]{name} ok\n"));
+        } else {
+            body.push_str(&format!("[-]{name} failed: reason withheld\n"));
+        }
+    }
+    if ok {
+        body.push_str("readyz check passed\n");
+        plain_text_response(StatusCode::OK, body)
+    } else {
+        body.push_str("readyz check failed\n");
+        plain_text_response(StatusCode::INTERNAL_SERVER_ERROR, body)
+    }
+}

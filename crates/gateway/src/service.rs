@@ -1,0 +1,287 @@
+//! The gateway's request path: route → authenticate → authorize → dispatch (management API,
+//! ops endpoints, or a forwarding service), with audit and metrics around it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use kubegate_authz::{ImpersonationRequest, Policy, WriteGate, impersonate};
+use kubegate_proxy::audit::IdentitySlot;
+use kubegate_proxy::status::{internal_error_text, not_found_text};
+use kubegate_proxy::{LongRunning, ProxyBody, RequestMeta, Status, UpstreamPath};
+use kubegate_routing::{RequestInfo, RouteError, Router, Target};
+use kubegate_tokens::{KeySet, Minter};
+use tower::Service;
+
+use crate::access::{self, describe};
+use crate::authn::{Caller, Credentials, bearer};
+use crate::config::Config;
+use crate::directory::{Destination, Directory};
+use crate::store::Store;
+use crate::upstreams::{self, Upstreams};
+
+/// Everything compiled from one configuration; swapped whole on reload.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Lookups over the configuration.
+    pub directory: Directory,
+    /// Gateway RBAC.
+    pub policy: Arc<Policy>,
+    /// The write gate over `policy`.
+    pub write_gate: WriteGate,
+    /// Credential verification.
+    pub credentials: Credentials,
+    /// Forwarding services.
+    pub upstreams: Upstreams,
+}
+
+/// State shared by every request.
+#[derive(Debug)]
+pub struct Shared {
+    /// Prefix routing for the configured mode.
+    pub router: Router,
+    /// The current runtime.
+    pub runtime: ArcSwap<Runtime>,
+    /// API-created state.
+    pub store: Arc<dyn Store>,
+    /// Signing keys.
+    pub keys: Arc<KeySet>,
+    /// Token minting.
+    pub minter: Minter,
+    /// Prometheus registry rendered at `/metrics`.
+    pub registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+}
+
+/// The innermost gateway service (authentication, authorization, dispatch). Wrap it with the
+/// proxy's audit and metrics layers; [`Gateway`](crate::Gateway) does.
+#[derive(Debug, Clone)]
+pub struct GatewayService {
+    shared: Arc<Shared>,
+}
+
+impl GatewayService {
+    /// A service over shared state.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        GatewayService { shared }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+impl Service<Request<Incoming>> for GatewayService {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move { Ok(handle(shared, req).await) })
+    }
+}
+
+/// Annotates requests with [`RequestMeta`] (target and verb labels, object reference) so the audit
+/// and metrics layers outside the gateway service can see them.
+#[derive(Debug, Clone)]
+pub struct Classify<S> {
+    router: Arc<Router>,
+    inner: S,
+}
+
+impl<S> Classify<S> {
+    /// Wraps `inner`.
+    pub fn new(router: Arc<Router>, inner: S) -> Self {
+        Classify { router, inner }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Classify<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> S::Future {
+        let meta = match self.router.route(req.uri().path(), req.uri().query()) {
+            Ok(route) => RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
+                .ok()
+                .map(|info| RequestMeta::new(&route.target, &info)),
+            Err(_) => None,
+        };
+        if let Some(meta) = meta {
+            req.extensions_mut().insert(meta);
+        }
+        self.inner.call(req)
+    }
+}
+
+pub(crate) fn respond(status: &Status, req: &Request<Incoming>) -> Response<ProxyBody> {
+    status.response_for(req.uri(), req.headers())
+}
+
+/// What the prefix says to do with a request.
+enum Dispatch {
+    Ops(kubegate_routing::OpsPath),
+    Management,
+    Upstream,
+}
+
+/// The whole request path.
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let runtime = shared.runtime.load_full();
+    let dispatch = match shared.router.route(req.uri().path(), req.uri().query()) {
+        Ok(route) => match route.target {
+            Target::Ops(ops) => Dispatch::Ops(ops),
+            Target::Management => Dispatch::Management,
+            t if t.is_kubernetes_upstream() => Dispatch::Upstream,
+            // /auth, /oidc and /grafana are not served yet: nothing answers there.
+            _ => return not_found_text(),
+        },
+        Err(RouteError::NotFound | RouteError::InvalidName { .. }) => return not_found_text(),
+        Err(other) => return respond(&Status::bad_request(other.to_string()), &req),
+    };
+    if let Dispatch::Ops(ops) = dispatch {
+        return crate::ops::handle(&shared, &runtime, ops, &req).await;
+    }
+    let caller = match authenticate(&runtime, &req) {
+        Ok(caller) => caller,
+        Err(res) => return *res,
+    };
+    if let Some(slot) = req.extensions().get::<IdentitySlot>() {
+        slot.set(caller.identity.clone());
+    }
+    match dispatch {
+        Dispatch::Management => crate::management::handle(&shared, &runtime, &caller, req).await,
+        _ => forward(&shared.router, &runtime, caller, req).await,
+    }
+}
+
+/// Authenticates the request's bearer credential; 401 Status otherwise.
+pub(crate) fn authenticate(
+    runtime: &Runtime,
+    req: &Request<Incoming>,
+) -> Result<Caller, Box<Response<ProxyBody>>> {
+    let unauthorized = || Box::new(respond(&Status::unauthorized(), req));
+    let Some(token) = bearer(req.headers()) else {
+        return Err(unauthorized());
+    };
+    runtime
+        .credentials
+        .authenticate(token, &runtime.directory, kubegate_tokens::unix_now())
+        .map_err(|failure| {
+            tracing::info!(reason = %failure, path = req.uri().path(), "authentication failed");
+            unauthorized()
+        })
+}
+
+/// Authorizes and forwards a request to a Kubernetes target.
+async fn forward(
+    router: &Router,
+    runtime: &Runtime,
+    caller: Caller,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let prepared = prepare_forward(router, runtime, &caller, &req);
+    let (key, upstream_path, long_running, identity) = match prepared {
+        Ok(p) => p,
+        Err(res) => return *res,
+    };
+    let Some(service) = runtime.upstreams.get(&key) else {
+        return respond(
+            &Status::service_unavailable(format!("{} is not available", key.describe())),
+            &req,
+        );
+    };
+    let ext = req.extensions_mut();
+    ext.insert(upstream_path);
+    ext.insert(LongRunning(long_running));
+    ext.insert(identity);
+    let mut service = service.clone();
+    match service.call(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    }
+}
+
+type Prepared = (
+    upstreams::UpstreamKey,
+    UpstreamPath,
+    bool,
+    kubegate_authz::Identity,
+);
+
+fn prepare_forward(
+    router: &Router,
+    runtime: &Runtime,
+    caller: &Caller,
+    req: &Request<Incoming>,
+) -> Result<Prepared, Box<Response<ProxyBody>>> {
+    let fail = |status: Status| Box::new(respond(&status, req));
+    let route = router
+        .route(req.uri().path(), req.uri().query())
+        .map_err(|e| fail(Status::bad_request(e.to_string())))?;
+    let info =
+        RequestInfo::parse(req.method().as_str(), &route.rest, route.query).map_err(|e| {
+            let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            Box::new(internal_error_text(uri, &e.to_string()))
+        })?;
+    let Some(Destination::Upstream { fence, .. }) = runtime.directory.destination(&route.target)
+    else {
+        let message = format!("{} does not exist", describe(&route.target));
+        return Err(fail(Status::failure(404, message)));
+    };
+    // `kubectl --as`: the caller's impersonation is checked against gateway RBAC, then the
+    // request runs as the impersonated identity.
+    let impersonation = ImpersonationRequest::from_headers(
+        req.headers()
+            .iter()
+            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
+    );
+    let identity = match impersonate(&caller.identity, &impersonation, runtime.policy.as_ref()) {
+        Ok(Some(impersonated)) => impersonated,
+        Ok(None) => caller.identity.clone(),
+        Err(kubegate_authz::Error::ImpersonationForbidden(f)) => {
+            return Err(fail(access::forbidden_status(&f)));
+        }
+        Err(e) => return Err(fail(Status::bad_request(e.to_string()))),
+    };
+    access::authorize_upstream(
+        &runtime.policy,
+        &runtime.write_gate,
+        caller,
+        &identity,
+        &route.target,
+        &info,
+        fence,
+    )
+    .map_err(|refusal| fail(refusal.status()))?;
+    let space_cluster = match route.target {
+        Target::ProjectSpace { project, space } => runtime
+            .directory
+            .spaces()
+            .find(|s| s.project == project && s.name == space)
+            .map(|s| s.cluster.as_str()),
+        _ => None,
+    };
+    let key = upstreams::key_for(&route.target, space_cluster)
+        .ok_or_else(|| fail(Status::failure(404, "no upstream for this target")))?;
+    let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
+        .map_err(|e| fail(Status::bad_request(e.to_string())))?;
+    Ok((key, upstream_path, info.is_long_running(), identity))
+}

@@ -1,0 +1,340 @@
+//! State the API creates at run time (owned access keys, revocations, token generations), behind
+//! a [`Store`] trait. The embedded [`FileStore`] keeps it in one JSON file in the state directory,
+//! written atomically; a Kubernetes-backed store can implement the same trait.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::future::BoxFuture;
+use kubegate_api::AccessKeyScope;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+
+/// An access key created through the API. Only the SHA-256 digest of the key is kept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAccessKey {
+    /// Object name (unique).
+    pub name: String,
+    /// Owner user name.
+    pub user: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub sha256: String,
+    /// Loft key type (`User`, `Login`, …).
+    #[serde(default)]
+    pub key_type: String,
+    /// Display name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Scope narrowing the owner's permissions.
+    #[serde(default)]
+    pub scope: Option<AccessKeyScope>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+    /// Expiry, Unix seconds (none = never).
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// A disabled key is kept but refused.
+    #[serde(default)]
+    pub disabled: bool,
+    /// UID of the object.
+    pub uid: String,
+}
+
+/// A revoked token id, remembered until the token would have expired anyway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Revocation {
+    /// The token's `jti`.
+    pub jti: String,
+    /// When the token expires (Unix seconds); the entry can be dropped after that.
+    pub expires_at: i64,
+}
+
+/// Everything a store holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    /// Owned access keys by name.
+    #[serde(default)]
+    pub access_keys: BTreeMap<String, StoredAccessKey>,
+    /// Revoked token ids.
+    #[serde(default)]
+    pub revocations: Vec<Revocation>,
+    /// Token generation per user; bumping it invalidates every token minted before.
+    #[serde(default)]
+    pub token_generations: BTreeMap<String, u64>,
+}
+
+/// Storage for API-created state, with change notification.
+///
+/// Methods return boxed futures so the trait stays object-safe (`Arc<dyn Store>`) and an
+/// implementation may do network I/O.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// A consistent snapshot of the whole state.
+    fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>>;
+    /// Creates an access key; fails if the name exists.
+    fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Deletes an access key; `false` if there was none.
+    fn delete_access_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Records a revoked token id (and forgets revocations that have expired).
+    fn revoke(&self, revocation: Revocation, now: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Bumps a user's token generation and returns the new value.
+    fn bump_token_generation<'a>(&'a self, user: &'a str)
+    -> BoxFuture<'a, Result<u64, StoreError>>;
+    /// A receiver that changes whenever the state changes.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+}
+
+/// The embedded store: `<state dir>/state.json`, rewritten atomically on every change
+/// (temporary file, fsync, rename, fsync of the directory), so a crash leaves either the old or
+/// the new state, never half of one.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    state: Mutex<State>,
+    changes: watch::Sender<u64>,
+}
+
+impl FileStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join("state.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let (changes, _) = watch::channel(0);
+        Ok(FileStore {
+            inner: Arc::new(Inner {
+                path,
+                state: Mutex::new(state),
+                changes,
+            }),
+        })
+    }
+
+    /// Applies `change` to a copy of the state, persists the copy, then publishes it. If
+    /// persisting fails, the in-memory state is unchanged.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut next = guard.clone();
+        let out = change(&mut next)?;
+        write_atomically(&self.inner.path, &next)?;
+        *guard = next;
+        drop(guard);
+        self.inner.changes.send_modify(|n| *n += 1);
+        Ok(out)
+    }
+
+    fn snapshot_now(&self) -> State {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+fn write_atomically(path: &Path, state: &State) -> Result<(), StoreError> {
+    use std::io::Write;
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |source| StoreError::Io { path: p, source }
+    };
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".state.json.{}.tmp", std::process::id()));
+    {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io(&tmp))?;
+        file.write_all(&bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+impl Store for FileStore {
+    fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+        Box::pin(async move { Ok(self.snapshot_now()) })
+    }
+
+    fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.update(|s| {
+                if s.access_keys.contains_key(&key.name) {
+                    return Err(StoreError::AlreadyExists {
+                        kind: "accesskey",
+                        name: key.name,
+                    });
+                }
+                s.access_keys.insert(key.name.clone(), key);
+                Ok(())
+            })
+        })
+    }
+
+    fn delete_access_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            if !self.snapshot_now().access_keys.contains_key(name) {
+                return Ok(false);
+            }
+            self.update(|s| Ok(s.access_keys.remove(name).is_some()))
+        })
+    }
+
+    fn revoke(&self, revocation: Revocation, now: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.update(|s| {
+                s.revocations
+                    .retain(|r| r.expires_at > now && r.jti != revocation.jti);
+                s.revocations.push(revocation);
+                Ok(())
+            })
+        })
+    }
+
+    fn bump_token_generation<'a>(
+        &'a self,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.update(|s| {
+                let generation = s.token_generations.entry(user.to_owned()).or_insert(0);
+                *generation += 1;
+                Ok(*generation)
+            })
+        })
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> StoredAccessKey {
+        StoredAccessKey {
+            name: name.into(),
+            user: "alice".into(),
+            sha256: "0".repeat(64),
+            key_type: "User".into(),
+            display_name: None,
+            description: None,
+            scope: None,
+            created_at: 1,
+            expires_at: None,
+            disabled: false,
+            uid: "u1".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn persists_and_reloads() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        let mut rx = store.subscribe();
+        store.create_access_key(key("a")).await.unwrap();
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        assert!(matches!(
+            store.create_access_key(key("a")).await,
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        assert!(
+            !rx.has_changed().unwrap(),
+            "a refused change publishes nothing"
+        );
+        assert_eq!(store.bump_token_generation("alice").await.unwrap(), 1);
+        assert_eq!(store.bump_token_generation("alice").await.unwrap(), 2);
+        store
+            .revoke(
+                Revocation {
+                    jti: "old".into(),
+                    expires_at: 5,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        store
+            .revoke(
+                Revocation {
+                    jti: "new".into(),
+                    expires_at: 50,
+                },
+                10,
+            )
+            .await
+            .unwrap();
+        let reopened = FileStore::open(&dir).unwrap().snapshot().await.unwrap();
+        assert_eq!(reopened.access_keys.len(), 1);
+        assert_eq!(reopened.token_generations["alice"], 2);
+        assert_eq!(
+            reopened.revocations.len(),
+            1,
+            "expired revocations are forgotten"
+        );
+        assert!(store.delete_access_key("a").await.unwrap());
+        assert!(!store.delete_access_key("a").await.unwrap());
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_not_a_reset() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state.json"), b"{not json").unwrap();
+        assert!(matches!(
+            FileStore::open(&dir),
+            Err(StoreError::Corrupt { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

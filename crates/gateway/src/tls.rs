@@ -1,0 +1,127 @@
+//! The listener's TLS: configured cert/key files, or a self-signed pair generated once into the
+//! state directory and reused on later starts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsConfig;
+
+/// TLS setup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A certificate or key file could not be read or parsed.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Generating the self-signed pair failed.
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Where the serving certificate came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingCert {
+    /// PEM certificate file.
+    pub cert_file: PathBuf,
+    /// PEM key file.
+    pub key_file: PathBuf,
+    /// Whether the gateway generated it (clients then need `cert_file` as their CA).
+    pub self_signed: bool,
+}
+
+/// Returns the configured pair, or generates a self-signed one for `127.0.0.1`/`localhost` (plus
+/// `extra_names`) into `state_dir` if none exists there yet.
+pub fn ensure_serving_cert(
+    tls: Option<&TlsConfig>,
+    state_dir: &Path,
+    extra_names: &[String],
+) -> Result<ServingCert, TlsError> {
+    if let Some(tls) = tls {
+        return Ok(ServingCert {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            self_signed: false,
+        });
+    }
+    let cert_file = state_dir.join("serving.crt");
+    let key_file = state_dir.join("serving.key");
+    if !(cert_file.exists() && key_file.exists()) {
+        let mut names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        names.extend(extra_names.iter().cloned());
+        let generated = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| TlsError::Generate(e.to_string()))?;
+        let file_err = |path: &Path| {
+            let path = path.to_owned();
+            move |e: std::io::Error| TlsError::File {
+                path,
+                message: e.to_string(),
+            }
+        };
+        std::fs::create_dir_all(state_dir).map_err(file_err(state_dir))?;
+        write_private(&key_file, generated.signing_key.serialize_pem().as_bytes())
+            .map_err(file_err(&key_file))?;
+        std::fs::write(&cert_file, generated.cert.pem()).map_err(file_err(&cert_file))?;
+    }
+    Ok(ServingCert {
+        cert_file,
+        key_file,
+        self_signed: true,
+    })
+}
+
+/// Writes a secret file readable only by its owner.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Builds the rustls server config (HTTP/2 and HTTP/1.1 by ALPN) from PEM files.
+pub fn server_config(cert: &ServingCert) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::File {
+            path: cert.cert_file.clone(),
+            message: format!("no usable PEM certificate: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::File {
+            path: cert.cert_file.clone(),
+            message: "no certificate in file".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(&cert.key_file).map_err(|e| TlsError::File {
+        path: cert.key_file.clone(),
+        message: format!("no usable PEM private key: {e}"),
+    })?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,168 @@
+//! Turns configured upstreams into forwarding services, built once per configuration.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use hyper::body::Incoming;
+use kubegate_proxy::{Credential, ForwardService, IdentityMode, Upstream};
+use kubegate_routing::Target;
+
+use crate::config::{self, Config, UpstreamConfig};
+
+/// An upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {name}: {message}")]
+pub struct UpstreamError {
+    /// Which upstream (`cluster/prod`, …).
+    pub name: String,
+    /// Why (never contains a credential).
+    pub message: String,
+}
+
+/// Identifies a configured upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum UpstreamKey {
+    /// A connected cluster (also used by project spaces on it).
+    Cluster(String),
+    /// A legacy virtual cluster.
+    VirtualCluster(String, String, String),
+    /// A project virtual cluster.
+    ProjectVirtualCluster(String, String),
+}
+
+impl UpstreamKey {
+    /// A readable name for logs and error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            UpstreamKey::Cluster(c) => format!("cluster {c}"),
+            UpstreamKey::VirtualCluster(c, n, v) => format!("virtual cluster {c}/{n}/{v}"),
+            UpstreamKey::ProjectVirtualCluster(p, v) => {
+                format!("virtual cluster {v} of project {p}")
+            }
+        }
+    }
+}
+
+/// Forwarding services for every configured upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    services: HashMap<UpstreamKey, ForwardService<Incoming>>,
+}
+
+impl Upstreams {
+    /// Builds one pooled forwarding service per configured upstream.
+    pub fn build(config: &Config) -> Result<Upstreams, UpstreamError> {
+        let mut services = HashMap::new();
+        let mut add = |key: UpstreamKey, upstream: &UpstreamConfig| -> Result<(), UpstreamError> {
+            let built = build_upstream(&key.describe(), upstream)?;
+            services.insert(key, ForwardService::new(built));
+            Ok(())
+        };
+        for c in &config.clusters {
+            add(UpstreamKey::Cluster(c.name.clone()), &c.upstream)?;
+        }
+        if let Some(agent) = &config.agent {
+            add(UpstreamKey::Cluster(agent.cluster.clone()), &agent.upstream)?;
+        }
+        for v in &config.virtual_clusters {
+            add(
+                UpstreamKey::VirtualCluster(v.cluster.clone(), v.namespace.clone(), v.name.clone()),
+                &v.upstream,
+            )?;
+        }
+        for p in &config.projects {
+            for v in &p.virtual_clusters {
+                add(
+                    UpstreamKey::ProjectVirtualCluster(p.name.clone(), v.name.clone()),
+                    &v.upstream,
+                )?;
+            }
+        }
+        Ok(Upstreams { services })
+    }
+
+    /// The service for a key.
+    pub fn get(&self, key: &UpstreamKey) -> Option<&ForwardService<Incoming>> {
+        self.services.get(key)
+    }
+
+    /// Every upstream, for readiness probes.
+    pub fn iter(&self) -> impl Iterator<Item = (&UpstreamKey, &ForwardService<Incoming>)> {
+        self.services.iter()
+    }
+}
+
+/// The upstream key a Kubernetes target forwards to; project spaces use their host cluster.
+pub fn key_for(target: &Target<'_>, space_cluster: Option<&str>) -> Option<UpstreamKey> {
+    match *target {
+        Target::Cluster { cluster } => Some(UpstreamKey::Cluster(cluster.to_owned())),
+        Target::VirtualCluster {
+            cluster,
+            namespace,
+            name,
+        } => Some(UpstreamKey::VirtualCluster(
+            cluster.to_owned(),
+            namespace.to_owned(),
+            name.to_owned(),
+        )),
+        Target::ProjectSpace { .. } => space_cluster.map(|c| UpstreamKey::Cluster(c.to_owned())),
+        Target::ProjectVirtualCluster {
+            project,
+            virtual_cluster,
+        } => Some(UpstreamKey::ProjectVirtualCluster(
+            project.to_owned(),
+            virtual_cluster.to_owned(),
+        )),
+        _ => None,
+    }
+}
+
+fn build_upstream(name: &str, u: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+    let err = |message: String| UpstreamError {
+        name: name.to_owned(),
+        message,
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))
+    };
+    let b64 = |what: &str, data: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(data.trim())
+            .map_err(|e| err(format!("{what} is not valid base64: {e}")))
+    };
+    let mut builder = Upstream::builder(name, u.server.clone())
+        .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
+        .identity_mode(match u.identity_mode {
+            config::IdentityMode::Impersonate => IdentityMode::Impersonate,
+            config::IdentityMode::Passthrough => IdentityMode::Passthrough,
+        });
+    if let Some(path) = &u.ca_file {
+        builder = builder.ca_bundle_pem(read(path)?);
+    } else if let Some(data) = &u.ca_data {
+        builder = builder.ca_bundle_pem(b64("caData", data)?);
+    }
+    let credential = if let Some(token) = &u.token {
+        Credential::BearerToken(token.clone())
+    } else if let Some(path) = &u.token_file {
+        Credential::TokenFile(path.clone())
+    } else {
+        let cert = match (&u.client_cert_file, &u.client_cert_data) {
+            (Some(p), _) => Some(read(p)?),
+            (None, Some(d)) => Some(b64("clientCertData", d)?),
+            _ => None,
+        };
+        let key = match (&u.client_key_file, &u.client_key_data) {
+            (Some(p), _) => Some(read(p)?),
+            (None, Some(d)) => Some(b64("clientKeyData", d)?),
+            _ => None,
+        };
+        match (cert, key) {
+            (Some(cert_pem), Some(key_pem)) => Credential::ClientCert { cert_pem, key_pem },
+            _ => Credential::None,
+        }
+    };
+    builder
+        .credential(credential)
+        .build()
+        .map_err(|e| err(e.to_string()))
+}

@@ -1,0 +1,123 @@
+//! The reference kubegate gateway.
+//!
+//! ```text
+//! cargo run --release --example gateway                      # first run: imports ~/.kube/config
+//! cargo run --release --example gateway -- --config kubegate.yaml
+//! ```
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use kubegate::gateway::{Config, Gateway, ServerLimits, bootstrap};
+
+/// kubegate: one authenticated, authorized, audited front door to many Kubernetes API servers.
+#[derive(Debug, Parser)]
+#[command(name = "kubegate", version)]
+struct Args {
+    /// Config file. Without it, kubegate runs on a config generated into the state directory
+    /// from your kubeconfig ($KUBECONFIG or ~/.kube/config).
+    #[arg(long, short, env = "KUBEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory for the generated config, keys and certificates (no-config mode).
+    #[arg(long, env = "KUBEGATE_STATE_DIR", default_value = "kubegate-state")]
+    state_dir: PathBuf,
+    /// Listen address (no-config mode; with a config file, `listen:` applies).
+    #[arg(long, default_value = kubegate::gateway::config::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubegate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let (config, first_run) = match &args.config {
+        Some(path) => (Config::load(path)?, None),
+        None => {
+            let boot = bootstrap::load_or_create(&args.state_dir, args.listen)?;
+            let config = boot.config.clone();
+            (config, Some(boot))
+        }
+    };
+    let gateway = Gateway::new(config.clone()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let url = format!("https://{addr}");
+    if let Some(boot) = first_run {
+        report_first_run(&gateway, &boot, &url, &config)?;
+    }
+    eprintln!(
+        "kubegate listening on {url} ({} clusters)",
+        config.clusters.len()
+    );
+    gateway
+        .serve(listener, ServerLimits::default(), async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("kubegate: shutting down");
+        })
+        .await;
+    Ok(())
+}
+
+fn report_first_run(
+    gateway: &Gateway,
+    boot: &bootstrap::Bootstrapped,
+    url: &str,
+    config: &Config,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for (context, reason) in &boot.skipped {
+        eprintln!("kubegate: skipped kubeconfig context {context:?}: {reason}");
+    }
+    let Some(key) = &boot.admin_key else {
+        eprintln!(
+            "kubegate: using {} (kubeconfig for the admin: {})",
+            boot.config_path.display(),
+            boot.kubeconfig_path.display()
+        );
+        return Ok(());
+    };
+    let ca = std::fs::read(&gateway.serving_cert().cert_file)?;
+    bootstrap::write_kubeconfig(&boot.kubeconfig_path, url, &ca, key.expose(), config)?;
+    match &boot.source_kubeconfig {
+        Some(path) if !config.clusters.is_empty() => println!(
+            "Imported {} cluster(s) from {}.",
+            config.clusters.len(),
+            path.display()
+        ),
+        _ => println!(
+            "No kubeconfig contexts to import: serving the management API only. Add clusters to {}.",
+            boot.config_path.display()
+        ),
+    }
+    println!("Admin access key (shown once): {}", key.expose());
+    println!("Kubeconfig: {}", boot.kubeconfig_path.display());
+    println!(
+        "  kubectl --kubeconfig {} --context kubegate-management get clusters",
+        boot.kubeconfig_path.display()
+    );
+    for c in &config.clusters {
+        println!(
+            "  kubectl --kubeconfig {} --context kubegate_{} get pods",
+            boot.kubeconfig_path.display(),
+            c.name
+        );
+    }
+    Ok(())
+}
