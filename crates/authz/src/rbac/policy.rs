@@ -3,11 +3,13 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use foldhash::HashMap as FastMap;
+
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 
-use super::rule::CompiledRule;
+use super::rule::{CompiledRule, RequestProbe};
 use super::selector::selects;
 use super::tiers::Tier;
 use crate::identity::service_account_username;
@@ -19,8 +21,8 @@ type Entry = (u32, u32);
 
 #[derive(Debug, Default)]
 struct SubjectIndex {
-    users: HashMap<Box<str>, Vec<Entry>>,
-    groups: HashMap<Box<str>, Vec<Entry>>,
+    users: FastMap<Box<str>, Vec<Entry>>,
+    groups: FastMap<Box<str>, Vec<Entry>>,
 }
 
 impl SubjectIndex {
@@ -73,7 +75,7 @@ struct Bindings {
 pub struct Policy {
     rule_sets: Vec<Vec<CompiledRule>>,
     cluster_bindings: Bindings,
-    namespaced: HashMap<Box<str>, Bindings>,
+    namespaced: FastMap<Box<str>, Bindings>,
     rule_count: usize,
 }
 
@@ -107,8 +109,8 @@ fn not_found(resource: &str, name: &str) -> Box<str> {
 /// aggregated roles may select aggregated roles.
 fn aggregate_cluster_roles(
     cluster_roles: &[ClusterRole],
-) -> Result<BTreeMap<String, Vec<PolicyRule>>, PolicyError> {
-    let mut effective: BTreeMap<String, Vec<PolicyRule>> = BTreeMap::new();
+) -> Result<BTreeMap<&str, Cow<'_, [PolicyRule]>>, PolicyError> {
+    let mut effective: BTreeMap<&str, Cow<'_, [PolicyRule]>> = BTreeMap::new();
     let mut labels: BTreeMap<&str, &BTreeMap<String, String>> = BTreeMap::new();
     static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
     for role in cluster_roles {
@@ -117,7 +119,7 @@ fn aggregate_cluster_roles(
             return Err(PolicyError::ReservedName { name: name.to_owned() });
         }
         if effective
-            .insert(name.to_owned(), role.rules.clone().unwrap_or_default())
+            .insert(name, Cow::Borrowed(role.rules.as_deref().unwrap_or_default()))
             .is_some()
         {
             return Err(PolicyError::Duplicate {
@@ -152,14 +154,14 @@ fn aggregate_cluster_roles(
         for (name, selected) in &selections {
             let mut rules: Vec<PolicyRule> = Vec::new();
             for source in selected {
-                for rule in effective.get(*source).into_iter().flatten() {
+                for rule in effective.get(*source).map(|r| &**r).unwrap_or_default() {
                     if !rules.contains(rule) {
                         rules.push(rule.clone());
                     }
                 }
             }
-            if effective.get(*name) != Some(&rules) {
-                effective.insert((*name).to_owned(), rules);
+            if effective.get(*name).map(|r| &**r) != Some(rules.as_slice()) {
+                effective.insert(name, Cow::Owned(rules));
                 changed = true;
             }
         }
@@ -194,7 +196,7 @@ impl Policy {
         }
         for (name, rules) in aggregate_cluster_roles(cluster_roles)? {
             let set = policy.add_rule_set(rules.iter().map(CompiledRule::new).collect());
-            cluster_role_sets.insert(name, set);
+            cluster_role_sets.insert(name.to_owned(), set);
         }
         let mut role_sets: HashMap<(String, String), u32> = HashMap::new();
         for role in roles {
@@ -317,13 +319,14 @@ impl Policy {
     /// The RBAC decision for `a` (kube-apiserver `RBACAuthorizer.Authorize`).
     pub fn decide<'s>(&'s self, a: &Attributes<'_>) -> Decision<'s> {
         let mut errors: Vec<&'s str> = Vec::new();
+        let probe = RequestProbe::new(a);
         let mut allowed = |bindings: &'s Bindings| -> Option<&'s str> {
             visit(bindings, a.user, |binding, subject| {
                 match binding.role {
                     Err(ref error) => errors.push(error),
                     Ok(set) => {
                         let rules = self.rule_sets.get(set as usize).map(Vec::as_slice).unwrap_or_default();
-                        if rules.iter().any(|rule| rule.allows(a)) {
+                        if rules.iter().any(|rule| rule.allows(a, &probe)) {
                             return binding.reasons.get(subject as usize).map(|r| &**r);
                         }
                     }
@@ -362,7 +365,7 @@ impl Policy {
                             .get(*set as usize)
                             .into_iter()
                             .flatten()
-                            .map(|r| r.source().clone()),
+                            .map(CompiledRule::to_policy_rule),
                     ),
                 }
                 None::<()>
@@ -410,7 +413,7 @@ impl Bindings {
 }
 
 /// Lists merged at once without allocating; users in more groups fall back to a `Vec`.
-const INLINE_LISTS: usize = 32;
+const INLINE_LISTS: usize = 16;
 
 /// Visit the bindings that apply to `user`, in binding order, each once, with the index of
 /// its first matching subject — what kube-apiserver's visitor sees, found through the subject
