@@ -116,7 +116,7 @@ pub struct AuditEvent {
     /// kube verb.
     pub verb: String,
     /// The authenticated user (empty user name when authentication did not run or failed).
-    pub user: Identity,
+    pub user: UserInfo,
     /// Client addresses: `X-Forwarded-For` entries, then the peer address.
     #[serde(rename = "sourceIPs")]
     pub source_ips: Vec<String>,
@@ -136,6 +136,33 @@ pub struct AuditEvent {
     /// Annotations (e.g. authorization decision).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+}
+
+/// `user` of an audit event (`authentication.k8s.io/v1` UserInfo).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// User name.
+    pub username: String,
+    /// UID.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// Groups.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Extra attributes.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl From<&Identity> for UserInfo {
+    fn from(i: &Identity) -> Self {
+        UserInfo {
+            username: i.name.clone(),
+            uid: i.uid.clone(),
+            groups: i.groups.clone(),
+            extra: i.extra.clone(),
+        }
+    }
 }
 
 /// `responseStatus` (a `meta/v1` Status carrying the code).
@@ -294,7 +321,7 @@ where
             verb: meta
                 .map(|m| m.verb.clone())
                 .unwrap_or_else(|| req.method().as_str().to_ascii_lowercase()),
-            user: Identity::default(),
+            user: UserInfo::default(),
             source_ips,
             user_agent: req
                 .headers()
@@ -395,7 +422,7 @@ where
             return Poll::Pending;
         };
         if let Some(identity) = slot.take() {
-            event.user = identity;
+            event.user = UserInfo::from(&identity);
         }
         match result {
             Ok(res) => {
@@ -433,5 +460,172 @@ where
                 Poll::Ready(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<AuditEvent>>);
+    impl AuditSink for Recorder {
+        fn record(&self, event: &AuditEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+    impl Recorder {
+        fn events(&self) -> Vec<AuditEvent> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    struct Jane;
+    impl Authenticator for Jane {
+        type Scope = ();
+        async fn authenticate(
+            &self,
+            _: &http::request::Parts,
+        ) -> Result<Authenticated<()>, AuthnError> {
+            Ok(Authenticated {
+                identity: Identity::new("jane", vec!["devs".into()]),
+                scope: None,
+            })
+        }
+    }
+
+    fn request(uri: &str) -> Request<Full<Bytes>> {
+        let mut req = Request::builder()
+            .uri(uri)
+            .header("user-agent", "kubectl/v1.34.0")
+            .header("x-forwarded-for", "10.0.0.1, 10.0.0.2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("192.0.2.7:40000".parse().unwrap()));
+        req.extensions_mut().insert(RequestMeta {
+            target: Arc::from("cluster/prod"),
+            verb: "list".into(),
+            object_ref: Some(ObjectRef {
+                resource: "pods".into(),
+                namespace: "default".into(),
+                api_version: "v1".into(),
+                ..ObjectRef::default()
+            }),
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn one_complete_event_when_the_body_ends_with_generated_audit_id() {
+        let sink = Arc::new(Recorder::default());
+        let inner = tower::service_fn(|req: Request<Full<Bytes>>| async move {
+            // The inner stack (and the upstream) sees the same audit ID.
+            let id = req.headers()["audit-id"].to_str().unwrap().to_owned();
+            let mut res = Response::new(Full::new(Bytes::from(id)));
+            res.extensions_mut().insert(AuditAnnotations(
+                [(
+                    "authorization.k8s.io/decision".to_owned(),
+                    "allow".to_owned(),
+                )]
+                .into(),
+            ));
+            Ok::<_, Infallible>(res)
+        });
+        let svc = AuditLayer::from_arc(sink.clone()).layer(AuthnLayer::new(Jane).layer(inner));
+        let res = svc
+            .oneshot(request("/api/v1/namespaces/default/pods?limit=500"))
+            .await
+            .unwrap();
+        let id = res.headers()["audit-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert!(sink.events().is_empty(), "emitted before the body ended");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, id.as_bytes());
+        let events = sink.events();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.stage, "ResponseComplete");
+        assert_eq!(e.audit_id, id);
+        assert_eq!(e.request_uri, "/api/v1/namespaces/default/pods?limit=500");
+        assert_eq!(e.verb, "list");
+        assert_eq!(e.user.username, "jane");
+        assert_eq!(e.user.groups, ["devs"]);
+        assert_eq!(e.source_ips, ["10.0.0.1", "10.0.0.2", "192.0.2.7"]);
+        assert_eq!(e.user_agent.as_deref(), Some("kubectl/v1.34.0"));
+        assert_eq!(e.response_status.as_ref().unwrap().code, 200);
+        assert_eq!(e.annotations["authorization.k8s.io/decision"], "allow");
+        for ts in [&e.request_received_timestamp, &e.stage_timestamp] {
+            assert!(
+                time::PrimitiveDateTime::parse(
+                    ts.trim_end_matches('Z'),
+                    &MICRO_TIME[..MICRO_TIME.len() - 1]
+                )
+                .is_ok(),
+                "{ts}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn client_audit_id_is_echoed_and_long_running_requests_get_two_stages() {
+        let sink = Arc::new(Recorder::default());
+        let inner = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        });
+        let svc = AuditLayer::from_arc(sink.clone()).layer(inner);
+        let mut req = request("/api/v1/pods?watch=true");
+        req.headers_mut()
+            .insert("audit-id", HeaderValue::from_static("client-chosen-id"));
+        req.extensions_mut().insert(LongRunning(true));
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["audit-id"], "client-chosen-id");
+        let stages: Vec<_> = sink.events().iter().map(|e| e.stage).collect();
+        assert_eq!(stages, ["ResponseStarted"]);
+        drop(res);
+        let events = sink.events();
+        let stages: Vec<_> = events.iter().map(|e| e.stage).collect();
+        assert_eq!(stages, ["ResponseStarted", "ResponseComplete"]);
+        assert!(events.iter().all(|e| e.audit_id == "client-chosen-id"));
+        assert_eq!(events[0].user.username, "", "no authentication ran");
+    }
+
+    #[test]
+    fn event_json_uses_audit_k8s_io_v1_field_names() {
+        let e = AuditEvent {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: "Metadata",
+            audit_id: "id".into(),
+            stage: "ResponseComplete",
+            request_uri: "/api".into(),
+            verb: "get".into(),
+            user: UserInfo {
+                username: "jane".into(),
+                ..UserInfo::default()
+            },
+            source_ips: vec!["127.0.0.1".into()],
+            user_agent: None,
+            object_ref: None,
+            response_status: Some(ResponseStatus {
+                metadata: BTreeMap::new(),
+                code: 200,
+            }),
+            request_received_timestamp: "2026-01-01T00:00:00.000000Z".into(),
+            stage_timestamp: "2026-01-01T00:00:00.000001Z".into(),
+            annotations: BTreeMap::new(),
+        };
+        let sink = JsonLinesSink::new(Vec::new());
+        sink.record(&e);
+        let line = sink.into_inner();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"id\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api\",\"verb\":\"get\",\"user\":{\"username\":\"jane\"},\"sourceIPs\":[\"127.0.0.1\"],\"responseStatus\":{\"metadata\":{},\"code\":200},\"requestReceivedTimestamp\":\"2026-01-01T00:00:00.000000Z\",\"stageTimestamp\":\"2026-01-01T00:00:00.000001Z\"}\n"
+        );
     }
 }

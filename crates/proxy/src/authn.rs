@@ -208,7 +208,7 @@ mod tests {
         ) -> Result<Authenticated<&'static str>, AuthnError> {
             match req.headers.get("authorization").map(|v| v.as_bytes()) {
                 Some(b"Bearer good") => Ok(Authenticated {
-                    identity: Identity::new("alice").with_group("system:authenticated"),
+                    identity: Identity::new("alice", vec!["system:authenticated".into()]),
                     scope: Some("scope-a"),
                 }),
                 Some(b"Bearer broken") => Err(AuthnError::Internal("backend down".into())),
@@ -229,7 +229,7 @@ mod tests {
             let id = req
                 .extensions()
                 .get::<Identity>()
-                .map(|i| i.username.clone())
+                .map(|i| i.name.clone())
                 .unwrap_or_default();
             let scope = req
                 .extensions()

@@ -182,7 +182,7 @@ mod tests {
             let user = req
                 .extensions
                 .get::<Identity>()
-                .map(|i| i.username.clone())
+                .map(|i| i.name.clone())
                 .unwrap_or_default();
             match user.as_str() {
                 "alice" => Decision::Allow {
@@ -213,7 +213,7 @@ mod tests {
             .uri(uri)
             .body(Full::new(Bytes::new()))
             .unwrap();
-        req.extensions_mut().insert(Identity::new(user));
+        req.extensions_mut().insert(Identity::new(user, vec![]));
         svc.oneshot(req).await.unwrap()
     }
 

@@ -20,55 +20,8 @@ use http::uri::PathAndQuery;
 use kubegate_routing::{RequestInfo, Target};
 use serde::Serialize;
 
-/// The authenticated user a request acts as (kube `user.Info`).
-///
-/// kubegate-authz is expected to provide the canonical identity type; this one carries exactly
-/// what the proxy needs to emit `Impersonate-*` headers and audit events.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Identity {
-    /// User name (`Impersonate-User`).
-    pub username: String,
-    /// UID (`Impersonate-Uid`; omitted when empty).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    /// Groups (one `Impersonate-Group` each), in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub groups: Vec<String>,
-    /// Extra attributes (`Impersonate-Extra-<escaped key>`, one header per value).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub extra: BTreeMap<String, Vec<String>>,
-}
-
-impl Identity {
-    /// An identity with just a user name.
-    pub fn new(username: impl Into<String>) -> Self {
-        Identity {
-            username: username.into(),
-            ..Identity::default()
-        }
-    }
-
-    /// Adds a group.
-    #[must_use]
-    pub fn with_group(mut self, group: impl Into<String>) -> Self {
-        self.groups.push(group.into());
-        self
-    }
-
-    /// Sets the UID.
-    #[must_use]
-    pub fn with_uid(mut self, uid: impl Into<String>) -> Self {
-        self.uid = uid.into();
-        self
-    }
-
-    /// Adds one value of an extra attribute.
-    #[must_use]
-    pub fn with_extra(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.extra.entry(key.into()).or_default().push(value.into());
-        self
-    }
-}
+/// The authenticated user a request acts as (kubegate-authz's identity, kube's `user.Info`).
+pub use kubegate_authz::Identity;
 
 /// The TCP peer address of the client connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -129,7 +129,7 @@ pub(crate) fn insert_impersonation(
     let value = |s: &str, what: &'static str| {
         HeaderValue::from_str(s).map_err(|_| InvalidIdentityHeader(what))
     };
-    headers.insert("impersonate-user", value(&identity.username, "user name")?);
+    headers.insert("impersonate-user", value(&identity.name, "user name")?);
     if !identity.uid.is_empty() {
         headers.insert("impersonate-uid", value(&identity.uid, "uid")?);
     }
@@ -215,14 +215,16 @@ mod tests {
     // V3.4: client-go ImpersonationConfig → headers.
     #[test]
     fn v3_4_impersonation_config_headers() {
-        let id = Identity::new("user")
-            .with_uid("uid-a")
-            .with_group("one")
-            .with_group("two")
-            .with_extra("first", "A")
-            .with_extra("first", "a")
-            .with_extra("second", "B")
-            .with_extra("second", "b");
+        let id = Identity {
+            name: "user".into(),
+            uid: "uid-a".into(),
+            groups: vec!["one".into(), "two".into()],
+            extra: [
+                ("first".to_owned(), vec!["A".to_owned(), "a".to_owned()]),
+                ("second".to_owned(), vec!["B".to_owned(), "b".to_owned()]),
+            ]
+            .into(),
+        };
         let mut h = HeaderMap::new();
         insert_impersonation(&mut h, &id).unwrap();
         let all = |n: &str| {
@@ -242,14 +244,17 @@ mod tests {
     #[test]
     fn identity_without_uid_sends_no_uid_header() {
         let mut h = HeaderMap::new();
-        insert_impersonation(&mut h, &Identity::new("bob")).unwrap();
+        insert_impersonation(&mut h, &Identity::new("bob", vec![])).unwrap();
         assert!(h.get("impersonate-uid").is_none());
     }
 
     #[test]
     fn control_characters_in_identity_are_rejected() {
         let mut h = HeaderMap::new();
-        assert!(insert_impersonation(&mut h, &Identity::new("bob\r\nX-Remote-User: x")).is_err());
+        assert!(
+            insert_impersonation(&mut h, &Identity::new("bob\r\nX-Remote-User: x", vec![]))
+                .is_err()
+        );
     }
 
     #[test]

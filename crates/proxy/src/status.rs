@@ -272,6 +272,19 @@ impl Status {
     }
 }
 
+impl From<kubegate_authz::Forbidden> for Status {
+    /// The 403 kubegate-authz built (`kubegate_authz::forbidden(&attributes, reason)`).
+    fn from(f: kubegate_authz::Forbidden) -> Self {
+        let details = StatusDetails {
+            name: f.name,
+            group: f.group,
+            kind: f.kind,
+            ..StatusDetails::default()
+        };
+        Status::new(403, "Forbidden", f.message, Some(details))
+    }
+}
+
 /// kube-apiserver's `isPrettyPrint`: a non-empty `pretty` query value decides (Go
 /// `strconv.ParseBool`, invalid → false); otherwise a User-Agent starting with `curl`, `Wget`
 /// or `Mozilla/5.0` gets pretty output.
@@ -613,6 +626,27 @@ mod tests {
             String::from_utf8(Status::unauthorized().to_json(true)).unwrap(),
             want
         );
+    }
+
+    #[test]
+    fn authz_forbidden_renders_identically() {
+        let cases = [
+            kubegate_authz::Forbidden {
+                message: "pods \"p1\" is forbidden: User \"x\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"default\"".into(),
+                name: "p1".into(),
+                group: String::new(),
+                kind: "pods".into(),
+            },
+            kubegate_authz::Forbidden {
+                message: "forbidden: User \"a<b>&c\" cannot get path \"/x\u{2028}\"".into(),
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+            },
+        ];
+        for f in cases {
+            assert_eq!(compact(&Status::from(f.clone())), f.status_json());
+        }
     }
 
     #[test]

@@ -27,11 +27,12 @@ fn upstream(pki: &Pki, backend: &Backend) -> kubegate_proxy::UpstreamBuilder {
 }
 
 fn identity() -> Identity {
-    Identity::new("jane@example.com")
-        .with_uid("uid-jane")
-        .with_group("devs")
-        .with_group("system:authenticated")
-        .with_extra("example.com/team", "blue")
+    Identity::authenticated(
+        "jane@example.com",
+        "uid-jane",
+        vec!["devs".into()],
+        [("example.com/team".to_owned(), vec!["blue".to_owned()])].into(),
+    )
 }
 
 /// What the gateway does in front of ForwardService: route, classify, authenticate (here: a

@@ -107,7 +107,7 @@ async fn gateway(pki: &Pki, backend_port: u16) -> SocketAddr {
             req.extensions_mut()
                 .insert(LongRunning(info.is_long_running()));
             req.extensions_mut()
-                .insert(Identity::new("jane").with_group("devs"));
+                .insert(Identity::new("jane", vec!["devs".into()]));
             req
         })
         .service(ForwardService::new(up));

@@ -248,3 +248,46 @@ where
 {
     String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
+
+/// Like [`front`], behind TLS (ALPN h2 + http/1.1) with `pki`'s serving certificate, as a real
+/// gateway listener would be.
+pub async fn front_tls<S, B>(pki: &Pki, svc: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(&[b"h2", b"http/1.1"], false)));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                return;
+            };
+            tcp.set_nodelay(true).unwrap();
+            let svc = svc.clone();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    let mut svc = svc.clone();
+                    async move { tower::Service::call(&mut svc, req).await }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), hyper_svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}

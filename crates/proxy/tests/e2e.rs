@@ -1,0 +1,516 @@
+//! End to end: real `kubectl` (and raw hyper clients) → the full layer stack (routing, metrics,
+//! audit, authn, authz, ForwardService) → kubegate-testkit's fake kube-apiserver.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Pki, body_string, front, front_tls, full, h1_client};
+use http::Request;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use kubegate_proxy::{
+    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
+    Credential, Decision, ForwardService, Identity, JsonLinesSink, LongRunning, MetricsLayer,
+    RequestMeta, Status, Upstream, UpstreamPath,
+};
+use kubegate_routing::{RequestInfo, Router};
+use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tower::ServiceBuilder;
+
+/// Bound on any one client run, so a hang fails the test instead of stalling CI.
+const LIMIT: Duration = Duration::from_secs(60);
+const JANE_TOKEN: &str = "jane-gateway-token";
+const GATEWAY_USER: &str = "kubegate-gateway";
+
+/// The gateway may impersonate anyone; jane (group devs) may work with configmaps and exec
+/// into pods in `default`.
+fn rbac() -> Rbac {
+    Rbac::default()
+        .with_objects(&[
+            json!({"kind": "ClusterRole", "metadata": {"name": "impersonator"},
+                   "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+                             {"apiGroups": ["authentication.k8s.io"], "resources": ["uids", "userextras/team"], "verbs": ["impersonate"]}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "gateway-impersonates"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonator"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": GATEWAY_USER}]}),
+            json!({"kind": "Role", "metadata": {"name": "dev", "namespace": "default"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]},
+                             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                             {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}]}),
+            json!({"kind": "RoleBinding", "metadata": {"name": "devs", "namespace": "default"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "dev"},
+                   "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"}]}),
+        ])
+        .unwrap()
+}
+
+/// Bearer tokens → identities (a stand-in for kubegate-tokens).
+struct Tokens;
+impl Authenticator for Tokens {
+    type Scope = ();
+    async fn authenticate(
+        &self,
+        req: &http::request::Parts,
+    ) -> Result<Authenticated<()>, AuthnError> {
+        let token = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match token {
+            Some(JANE_TOKEN) => Ok(Authenticated {
+                identity: Identity::authenticated(
+                    "jane",
+                    "uid-jane",
+                    vec!["devs".into()],
+                    [("team".to_owned(), vec!["blue".to_owned()])].into(),
+                ),
+                scope: None,
+            }),
+            _ => Err(AuthnError::Unauthorized),
+        }
+    }
+}
+
+/// The gateway-level check: no deleting namespaces through the gateway.
+struct NoNamespaceDeletes;
+impl Authorizer for NoNamespaceDeletes {
+    async fn authorize(&self, req: &http::request::Parts) -> Decision {
+        let meta = req.extensions.get::<RequestMeta>();
+        let deleting_ns = meta.is_some_and(|m| {
+            m.verb == "delete"
+                && m.object_ref
+                    .as_ref()
+                    .is_some_and(|o| o.resource == "namespaces")
+        });
+        if !deleting_ns {
+            return Decision::Allow {
+                reason: String::new(),
+            };
+        }
+        let user = req
+            .extensions
+            .get::<Identity>()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let name = meta
+            .and_then(|m| m.object_ref.as_ref())
+            .map(|o| o.name.clone())
+            .unwrap_or_default();
+        Decision::Deny {
+            status: Status::forbidden(
+                "",
+                "namespaces",
+                &name,
+                &format!(
+                    "User {user:?} cannot delete resource \"namespaces\" in API group \"\" at the cluster scope"
+                ),
+            ),
+            reason: String::new(),
+        }
+    }
+}
+
+struct Env {
+    api: TestApiServer,
+    pki: Pki,
+    tls_addr: std::net::SocketAddr,
+    plain_addr: std::net::SocketAddr,
+    audit_log: PathBuf,
+    registry: Arc<std::sync::Mutex<Registry>>,
+}
+
+async fn env() -> Env {
+    let api = TestApiServer::start(TestApiServerConfig::with_rbac(&rbac()).unwrap())
+        .await
+        .unwrap();
+    api.create(
+        "pods",
+        "default",
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}),
+    )
+    .unwrap();
+    let upstream = Upstream::builder("prod", api.url())
+        .ca_bundle_pem(api.ca_pem())
+        .credential(Credential::BearerToken(
+            api.mint_token(UserInfo::new(GATEWAY_USER)),
+        ))
+        .build()
+        .unwrap();
+    let audit_log = api.temp_dir().join("audit.log");
+    let audit_file = std::fs::File::create(&audit_log).unwrap();
+    let mut registry = Registry::default();
+    let router = Arc::new(Router::central());
+    let stack = ServiceBuilder::new()
+        .map_request(move |mut req: Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().map(str::to_owned);
+            let method = req.method().as_str().to_owned();
+            let route = router.route(&path, query.as_deref()).unwrap();
+            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
+            let ext = req.extensions_mut();
+            ext.insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
+            ext.insert(LongRunning(info.is_long_running()));
+            ext.insert(RequestMeta::new(&route.target, &info));
+            req
+        })
+        .layer(MetricsLayer::new(&mut registry))
+        .layer(AuditLayer::new(JsonLinesSink::new(audit_file)))
+        .layer(AuthnLayer::new(Tokens))
+        .layer(AuthzLayer::new(NoNamespaceDeletes))
+        .service(ForwardService::new(upstream));
+    let pki = Pki::new();
+    let tls_addr = front_tls(&pki, stack.clone()).await;
+    let plain_addr = front(stack).await;
+    Env {
+        api,
+        pki,
+        tls_addr,
+        plain_addr,
+        audit_log,
+        registry: Arc::new(std::sync::Mutex::new(registry)),
+    }
+}
+
+impl Env {
+    fn kubeconfig(&self, token: &str) -> PathBuf {
+        let path = self
+            .api
+            .temp_dir()
+            .join(format!("gateway-{token}.kubeconfig"));
+        kubegate_testkit::write_kubeconfig(
+            &path,
+            &format!(
+                "https://127.0.0.1:{}/kubernetes/cluster/prod",
+                self.tls_addr.port()
+            ),
+            &self.pki.ca_pem,
+            &kubegate_testkit::Credential::Token(token.to_owned()),
+        )
+        .unwrap();
+        path
+    }
+
+    fn kubectl(&self, kubeconfig: &Path) -> Command {
+        let mut c = Command::new("kubectl");
+        c.arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.api.temp_dir().join("gateway-kube-cache"))
+            .kill_on_drop(true)
+            .stdin(Stdio::null());
+        c
+    }
+
+    async fn jane(&self, args: &[&str]) -> (bool, String, String) {
+        let mut c = self.kubectl(&self.kubeconfig(JANE_TOKEN));
+        c.args(args);
+        let out = tokio::time::timeout(LIMIT, c.output())
+            .await
+            .expect("kubectl timed out")
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Every request the upstream saw was made by the gateway, as jane.
+    fn assert_upstream_saw_only_gateway_as_jane(&self) {
+        let requests = self.api.requests();
+        assert!(!requests.is_empty());
+        for r in requests {
+            assert_eq!(
+                r.authenticated.as_ref().map(|u| u.name.as_str()),
+                Some(GATEWAY_USER),
+                "{r:?}"
+            );
+            let imp = r
+                .impersonated
+                .as_ref()
+                .unwrap_or_else(|| panic!("not impersonated: {r:?}"));
+            assert_eq!(imp.name, "jane", "{r:?}");
+            assert_eq!(imp.groups, ["devs", "system:authenticated"], "{r:?}");
+            assert_eq!(imp.uid, "uid-jane");
+            assert_eq!(imp.extra.get("team"), Some(&vec!["blue".to_owned()]));
+            assert!(
+                !r.header_values("authorization")
+                    .iter()
+                    .any(|v| v.contains(JANE_TOKEN))
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn kubectl_get_create_apply_delete_through_the_gateway() {
+    let e = env().await;
+    // `create -f` sends JSON (the `create configmap` generator sends protobuf, which the
+    // testkit upstream does not decode).
+    let cm = e.api.temp_dir().join("through-gw.yaml");
+    std::fs::write(
+        &cm,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: through-gw\ndata:\n  k: v\n",
+    )
+    .unwrap();
+    let (ok, out, err) = e.jane(&["create", "-f", cm.to_str().unwrap()]).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = e.jane(&["get", "configmaps"]).await;
+    assert!(ok && out.contains("through-gw"), "{out}{err}");
+    assert!(out.starts_with("NAME"), "Table output expected: {out}");
+
+    let manifest = e.api.temp_dir().join("cm.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  namespace: default\ndata:\n  a: b\n",
+    )
+    .unwrap();
+    let (ok, out, err) = e.jane(&["apply", "-f", manifest.to_str().unwrap()]).await;
+    assert!(ok && out.contains("configmap/applied"), "{out}{err}");
+    assert_eq!(
+        e.api
+            .get("configmaps", "default", "applied")
+            .unwrap()
+            .unwrap()["data"]["a"],
+        "b"
+    );
+
+    let (ok, out, err) = e.jane(&["delete", "configmap", "through-gw"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        e.api
+            .get("configmaps", "default", "through-gw")
+            .unwrap()
+            .is_none()
+    );
+
+    // The upstream's RBAC applies to jane, not to the gateway's own identity.
+    let (ok, out, err) = e.jane(&["get", "secrets"]).await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("Error from server (Forbidden): secrets is forbidden: User \"jane\" cannot list resource \"secrets\""), "{err}");
+
+    // The gateway's own authorizer answers kube-style.
+    let (ok, _, err) = e.jane(&["delete", "namespace", "default"]).await;
+    assert!(!ok);
+    assert!(err.contains("Error from server (Forbidden): namespaces \"default\" is forbidden: User \"jane\" cannot delete resource \"namespaces\""), "{err}");
+
+    e.assert_upstream_saw_only_gateway_as_jane();
+
+    let audit = std::fs::read_to_string(&e.audit_log).unwrap();
+    let events: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .all(|ev| ev["user"]["username"] == "jane" && ev["apiVersion"] == "audit.k8s.io/v1")
+    );
+    assert!(events.iter().any(|ev| ev["verb"] == "create"
+        && ev["objectRef"]["resource"] == "configmaps"
+        && ev["responseStatus"]["code"] == 201));
+    assert!(events.iter().any(|ev| ev["verb"] == "delete"
+        && ev["responseStatus"]["code"] == 403
+        && ev["annotations"]["authorization.k8s.io/decision"] == "forbid"));
+
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &e.registry.lock().unwrap()).unwrap();
+    assert!(
+        metrics.contains(
+            "kubegate_requests_total{target=\"cluster/prod\",verb=\"create\",code=\"201\"}"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_with_a_bad_token_gets_unauthorized() {
+    let e = env().await;
+    let mut c = e.kubectl(&e.kubeconfig("wrong-token"));
+    c.args(["get", "configmaps"]);
+    let out = tokio::time::timeout(LIMIT, c.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // kubectl's rendering of a 401.
+    assert!(
+        err.contains("error: You must be logged in to the server"),
+        "{err}"
+    );
+    assert!(
+        e.api.requests().is_empty(),
+        "an unauthenticated request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_get_watch_streams_events_through_the_gateway() {
+    let e = env().await;
+    let mut c = e.kubectl(&e.kubeconfig(JANE_TOKEN));
+    c.args(["get", "configmaps", "--watch", "-o", "name"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Once the watch request is at the upstream, create objects and see them arrive.
+    tokio::time::timeout(LIMIT, e.api.recorder().wait_for(|r| r.verb == "watch"))
+        .await
+        .unwrap();
+    e.api
+        .create(
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "watched-1"}}),
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("watched-1")) {
+        let line = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push(line);
+    }
+    child.kill().await.unwrap();
+    e.assert_upstream_saw_only_gateway_as_jane();
+}
+
+#[tokio::test]
+async fn kubectl_exec_over_websocket_through_the_gateway() {
+    let e = env().await;
+    let (ok, out, err) = e.jane(&["exec", "p", "--", "echo", "hi"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(kubegate_testkit::EXEC_STDOUT_PREFIX),
+        "{out}{err}"
+    );
+    let exec = e
+        .api
+        .requests()
+        .into_iter()
+        .find(|r| r.path.ends_with("/exec"))
+        .unwrap();
+    assert_eq!(exec.header_values("upgrade"), ["websocket"]);
+    e.assert_upstream_saw_only_gateway_as_jane();
+}
+
+#[tokio::test]
+async fn smuggled_identity_headers_do_not_change_who_the_upstream_sees() {
+    let e = env().await;
+    let admin = e.api.admin_token().to_owned();
+    let mut req = Request::get(format!(
+        "http://{}/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps",
+        e.plain_addr
+    ))
+    .body(full(""))
+    .unwrap();
+    for (n, v) in [
+        ("authorization", format!("Bearer {JANE_TOKEN}")),
+        ("authorization", format!("Bearer {admin}")),
+        ("impersonate-user", "admin".to_owned()),
+        ("impersonate-group", "system:masters".to_owned()),
+        ("Impersonate-Extra-Scopes", "everything".to_owned()),
+        ("x-remote-user", "admin".to_owned()),
+        ("x-remote-group", "system:masters".to_owned()),
+    ] {
+        req.headers_mut().append(
+            http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let _ = body_string(res.into_body()).await;
+    e.assert_upstream_saw_only_gateway_as_jane();
+    let r = &e.api.requests()[0];
+    assert!(
+        !r.header_values("authorization")
+            .iter()
+            .any(|v| v.contains(&admin))
+    );
+    assert!(r.header_values("x-remote-user").is_empty());
+    assert!(!r.impersonated.as_ref().unwrap().extra.contains_key("scopes"));
+}
+
+#[tokio::test]
+async fn a_64_mib_list_and_a_1000_event_watch_stream_through() {
+    let e = env().await;
+    let total = e.api.seed_configmaps("default", 1024, 64 << 10).unwrap();
+    let req = Request::get(format!(
+        "http://{}/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps",
+        e.plain_addr
+    ))
+    .header("authorization", format!("Bearer {JANE_TOKEN}"))
+    .body(full(""))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let (mut bytes, mut frames) = (0usize, 0usize);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            bytes += data.len();
+            frames += 1;
+        }
+    }
+    assert!(bytes > total, "{bytes} <= {total}");
+    assert!(
+        frames > 1,
+        "the list arrived in one piece: it was buffered somewhere"
+    );
+
+    e.api
+        .create(
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "hot"}}),
+        )
+        .unwrap();
+    let rv = e.api.resource_version();
+    let req = Request::get(format!(
+        "http://{}/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dhot",
+        e.plain_addr
+    ))
+    .header("authorization", format!("Bearer {JANE_TOKEN}"))
+    .body(full(""))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    e.api.generate_events("cm", "default", "hot", 1000).unwrap();
+    let mut body = res.into_body();
+    let mut buf = Vec::new();
+    let mut events = 0;
+    while events < 1000 {
+        let frame = tokio::time::timeout(LIMIT, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buf.extend_from_slice(&data);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let ev: serde_json::Value = serde_json::from_slice(&line).unwrap();
+                assert_eq!(ev["type"], "MODIFIED");
+                assert_eq!(
+                    ev["object"]["metadata"]["annotations"]["testkit/counter"],
+                    events.to_string()
+                );
+                events += 1;
+            }
+        }
+    }
+}
