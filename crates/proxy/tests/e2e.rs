@@ -442,7 +442,13 @@ async fn smuggled_identity_headers_do_not_change_who_the_upstream_sees() {
             .any(|v| v.contains(&admin))
     );
     assert!(r.header_values("x-remote-user").is_empty());
-    assert!(!r.impersonated.as_ref().unwrap().extra.contains_key("scopes"));
+    assert!(
+        !r.impersonated
+            .as_ref()
+            .unwrap()
+            .extra
+            .contains_key("scopes")
+    );
 }
 
 #[tokio::test]
@@ -513,4 +519,124 @@ async fn a_64_mib_list_and_a_1000_event_watch_stream_through() {
             }
         }
     }
+}
+
+async fn kube_client(e: &Env) -> kube_client::Client {
+    let kubeconfig = kube_client::config::Kubeconfig::read_from(e.kubeconfig(JANE_TOKEN)).unwrap();
+    let config = kube_client::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube_client::Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn kube_client_list_watch_and_exec_through_the_gateway() {
+    use futures_util::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use kube_client::api::{Api, AttachParams, ListParams, WatchEvent, WatchParams};
+    use tokio::io::AsyncReadExt;
+
+    let e = env().await;
+    e.api
+        .create(
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "listed"}}),
+        )
+        .unwrap();
+    let client = kube_client(&e).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    let list = cms.list(&ListParams::default()).await.unwrap();
+    assert!(
+        list.items
+            .iter()
+            .any(|c| c.metadata.name.as_deref() == Some("listed"))
+    );
+    let rv = list.metadata.resource_version.clone().unwrap();
+
+    let mut stream = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    tokio::time::timeout(LIMIT, e.api.recorder().wait_for(|r| r.verb == "watch"))
+        .await
+        .unwrap();
+    e.api
+        .create(
+            "configmaps",
+            "default",
+            json!({"metadata": {"name": "watched"}}),
+        )
+        .unwrap();
+    let event = tokio::time::timeout(LIMIT, stream.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match event {
+        WatchEvent::Added(cm) => assert_eq!(cm.metadata.name.as_deref(), Some("watched")),
+        other => panic!("unexpected {other:?}"),
+    }
+    drop(stream);
+
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let mut proc = pods
+        .exec(
+            "p",
+            ["echo", "hi"],
+            &AttachParams::default().stdout(true).stderr(false),
+        )
+        .await
+        .unwrap();
+    let mut stdout = proc.stdout().unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(LIMIT, stdout.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.contains(kubegate_testkit::EXEC_STDOUT_PREFIX), "{out}");
+    let status = proc.take_status().unwrap().await;
+    assert_eq!(status.and_then(|s| s.status).as_deref(), Some("Success"));
+    e.assert_upstream_saw_only_gateway_as_jane();
+}
+
+#[tokio::test]
+async fn upstream_misbehaviour_reaches_kubectl_as_kube_errors() {
+    use kubegate_testkit::{Fault, FaultRule};
+    let e = env().await;
+
+    // An exec answered with a redirect: never followed, never shown; kubectl reports an error.
+    e.api.faults().inject(FaultRule::new(Fault::UpgradeStatus {
+        code: 302,
+        location: Some("https://evil.example/steal".into()),
+    }));
+    let (ok, out, err) = e.jane(&["exec", "p", "--", "echo", "hi"]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        !out.contains("evil.example") && !err.contains("evil.example"),
+        "{out}{err}"
+    );
+    e.api.faults().clear();
+
+    // A reset connection is a 502 Status naming the cluster.
+    e.api
+        .faults()
+        .inject(FaultRule::new(Fault::Reset).path_prefix("/api/v1/namespaces/default/configmaps"));
+    let req = Request::get(format!(
+        "http://{}/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps",
+        e.plain_addr
+    ))
+    .header("authorization", format!("Bearer {JANE_TOKEN}"))
+    .body(full(""))
+    .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 502);
+    let body = body_string(res.into_body()).await;
+    assert!(
+        body.contains("cluster \\\"prod\\\": upstream request failed"),
+        "{body}"
+    );
+    e.api.faults().clear();
 }
