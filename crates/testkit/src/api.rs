@@ -268,6 +268,12 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
                 .map_err(|_| Status::bad_request(format!("invalid resource version {v:?}")))?,
         ),
     };
+    // Initial events are the current state, whatever resourceVersion was given.
+    let rv = if ctx.query.flag("sendInitialEvents") {
+        None
+    } else {
+        rv
+    };
     let timeout = match ctx.query.get("timeoutSeconds") {
         Some(t) => Some(Duration::from_secs(t.parse().map_err(|_| {
             Status::bad_request(format!("invalid timeoutSeconds {t:?}"))
@@ -294,6 +300,8 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
         selector: sel,
         table: ctx.table,
         timeout,
+        bookmarks: ctx.query.flag("allowWatchBookmarks"),
+        initial_events_end: ctx.query.flag("sendInitialEvents"),
         shutdown: ctx.shared.shutdown.clone(),
     };
     let content_type = if ctx.table.is_some() {

@@ -57,6 +57,10 @@ pub struct TestApiServerConfig {
     pub watch_history: usize,
     /// Namespaces created at start.
     pub namespaces: Vec<String>,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` per connection (default 1000, as
+    /// kube-apiserver's `--http2-max-streams-per-connection`). Raise it for benches that hold
+    /// more watches than that on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl TestApiServerConfig {
@@ -80,6 +84,7 @@ impl TestApiServerConfig {
             anonymous: false,
             watch_history: 100_000,
             namespaces: vec!["default".into(), "kube-system".into(), "kube-public".into()],
+            http2_max_concurrent_streams: 1000,
         }
     }
 }
@@ -196,9 +201,15 @@ impl TestApiServer {
             ca.pem(),
             &Credential::Token(admin_token.clone()),
         )?;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .max_concurrent_streams(config.http2_max_concurrent_streams);
+        let acceptor = TlsAcceptor::from(tls);
         tokio::spawn(accept_loop(
             listener,
-            TlsAcceptor::from(tls),
+            acceptor,
+            builder,
             shared.clone(),
             shutdown_rx,
         ));
@@ -410,6 +421,12 @@ impl TestApiServer {
         Ok(())
     }
 
+    /// Sends a BOOKMARK (current resourceVersion) to every open watch that asked for
+    /// bookmarks (`allowWatchBookmarks=true`).
+    pub fn send_bookmark(&self) {
+        self.shared.store.bookmark();
+    }
+
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store.resource_version()
@@ -427,6 +444,7 @@ impl Drop for TestApiServer {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    builder: auto::Builder<TokioExecutor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -438,6 +456,7 @@ async fn accept_loop(
         let Ok((tcp, peer)) = accepted else { continue };
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
+        let builder = builder.clone();
         let shared = shared.clone();
         let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -459,7 +478,6 @@ async fn accept_loop(
                 let control = conn_control.clone();
                 async move { Ok::<_, Infallible>(handle(shared, peer, peer_cert, control, req).await) }
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
             tokio::select! {
                 _ = conn => {}

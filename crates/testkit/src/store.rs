@@ -51,6 +51,8 @@ pub(crate) enum EventType {
     Added,
     Modified,
     Deleted,
+    /// A progress notification: only the resourceVersion is meaningful.
+    Bookmark,
 }
 
 impl EventType {
@@ -59,6 +61,7 @@ impl EventType {
             Self::Added => "ADDED",
             Self::Modified => "MODIFIED",
             Self::Deleted => "DELETED",
+            Self::Bookmark => "BOOKMARK",
         }
     }
 }
@@ -92,6 +95,8 @@ pub(crate) struct Store {
 
 /// What a new watch starts from.
 pub(crate) struct WatchStart {
+    /// The store's resourceVersion when the watch subscribed.
+    pub(crate) rv: u64,
     pub(crate) backlog: Vec<Arc<Event>>,
     pub(crate) live: broadcast::Receiver<Arc<Event>>,
 }
@@ -396,6 +401,18 @@ impl Store {
         Some(stored)
     }
 
+    /// Sends a BOOKMARK at the current resourceVersion to every watch that allows bookmarks.
+    pub(crate) fn bookmark(&self) {
+        let inner = self.lock();
+        let event = Arc::new(Event {
+            rv: inner.rv,
+            kind: EventType::Bookmark,
+            resource: usize::MAX,
+            object: StoredObject::new(json!({})),
+        });
+        let _ = self.events.send(event);
+    }
+
     /// Subscribes to changes after `rv` (`None`: from now, with the current objects as a
     /// synthetic `ADDED` backlog). Errors with 410 when `rv` is older than the history.
     pub(crate) fn watch(&self, res: usize, rv: Option<u64>) -> Result<WatchStart, Status> {
@@ -432,7 +449,11 @@ impl Store {
                     .collect()
             }
         };
-        Ok(WatchStart { backlog, live })
+        Ok(WatchStart {
+            rv: inner.rv,
+            backlog,
+            live,
+        })
     }
 }
 

@@ -10,9 +10,10 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::body::{self, Body};
+use crate::resources::RESOURCES;
 use crate::selector::Selector;
 use crate::status::Status;
-use crate::store::{Event, WatchStart};
+use crate::store::{Event, EventType, StoredObject, WatchStart};
 use crate::table::{IncludeObject, table};
 
 /// What a watch filters and how it encodes.
@@ -22,11 +23,19 @@ pub(crate) struct WatchParams {
     pub(crate) selector: Selector,
     pub(crate) table: Option<IncludeObject>,
     pub(crate) timeout: Option<Duration>,
+    /// `allowWatchBookmarks`.
+    pub(crate) bookmarks: bool,
+    /// `sendInitialEvents=true`: end the initial ADDED events with an
+    /// `k8s.io/initial-events-end` BOOKMARK.
+    pub(crate) initial_events_end: bool,
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl WatchParams {
     fn wants(&self, e: &Event) -> bool {
+        if e.kind == EventType::Bookmark {
+            return self.bookmarks && self.table.is_none();
+        }
         e.resource == self.resource
             && self
                 .namespace
@@ -43,6 +52,27 @@ struct State {
     deadline: Option<tokio::time::Instant>,
     first: bool,
     done: bool,
+    /// The resourceVersion of the pending initial-events-end bookmark.
+    initial_end: Option<u64>,
+}
+
+fn bookmark(resource: usize, rv: u64, initial_end: bool) -> Arc<Event> {
+    let def = &RESOURCES[resource];
+    let mut meta = json!({"resourceVersion": rv.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let object = json!({"kind": def.kind, "apiVersion": def.api_version(), "metadata": meta});
+    let json = Bytes::from(serde_json::to_vec(&object).unwrap_or_default());
+    Arc::new(Event {
+        rv,
+        kind: EventType::Bookmark,
+        resource,
+        object: Arc::new(StoredObject {
+            value: object,
+            json,
+        }),
+    })
 }
 
 fn encode(state: &mut State, e: &Event) -> Bytes {
@@ -90,6 +120,11 @@ async fn next_chunk(mut state: State) -> Option<(Bytes, State)> {
             return Some((chunk, state));
         }
     }
+    if let Some(rv) = state.initial_end.take() {
+        let event = bookmark(state.params.resource, rv, true);
+        let chunk = encode(&mut state, &event);
+        return Some((chunk, state));
+    }
     loop {
         let sleep = async {
             match state.deadline {
@@ -103,6 +138,11 @@ async fn next_chunk(mut state: State) -> Option<(Bytes, State)> {
             _ = state.params.shutdown.changed() => return None,
         };
         match received {
+            Ok(e) if e.kind == EventType::Bookmark && state.params.wants(&e) => {
+                let event = bookmark(state.params.resource, e.rv, false);
+                let chunk = encode(&mut state, &event);
+                return Some((chunk, state));
+            }
             Ok(e) if state.params.wants(&e) => {
                 let chunk = encode(&mut state, &e);
                 return Some((chunk, state));
@@ -122,6 +162,7 @@ async fn next_chunk(mut state: State) -> Option<(Bytes, State)> {
 /// The streamed watch body.
 pub(crate) fn body(start: WatchStart, params: WatchParams) -> Body {
     let deadline = params.timeout.map(|t| tokio::time::Instant::now() + t);
+    let initial_end = (params.initial_events_end && params.bookmarks).then_some(start.rv);
     let state = State {
         params,
         backlog: start.backlog.into(),
@@ -129,6 +170,7 @@ pub(crate) fn body(start: WatchStart, params: WatchParams) -> Body {
         deadline,
         first: true,
         done: false,
+        initial_end,
     };
     body::stream(stream::unfold(state, next_chunk))
 }

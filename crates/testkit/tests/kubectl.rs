@@ -375,3 +375,69 @@ async fn exec_with_and_without_stdin() {
             .any(|p| p.contains("v5.channel.k8s.io"))
     );
 }
+
+#[tokio::test]
+async fn patch_types_and_pod_table() {
+    let s = server().await;
+    s.create(
+        "cm",
+        "default",
+        json!({"metadata": {"name": "p"}, "data": {"a": "1", "b": "2"}}),
+    )
+    .unwrap();
+    let cases: [(&str, &str, &str); 3] = [
+        (
+            "strategic",
+            r#"{"data":{"a":"s"}}"#,
+            "application/strategic-merge-patch+json",
+        ),
+        (
+            "merge",
+            r#"{"data":{"b":null}}"#,
+            "application/merge-patch+json",
+        ),
+        (
+            "json",
+            r#"[{"op":"add","path":"/data/c","value":"j"}]"#,
+            "application/json-patch+json",
+        ),
+    ];
+    for (kind, patch, content_type) in cases {
+        let out = admin(&s, &["patch", "cm", "p", "--type", kind, "-p", patch]).await;
+        assert!(out.ok, "{kind}: {}", out.stderr);
+        let rec = s
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.method == http::Method::PATCH)
+            .unwrap();
+        assert_eq!(rec.header_values("content-type"), [content_type], "{kind}");
+    }
+    assert_eq!(
+        s.get("cm", "default", "p").unwrap().unwrap()["data"],
+        json!({"a": "s", "c": "j"})
+    );
+
+    s.create(
+        "pods",
+        "default",
+        json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c"}, {"name": "d"}]}}),
+    )
+    .unwrap();
+    let out = admin(&s, &["get", "pods"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<Vec<&str>> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(lines[1][..4], ["web", "2/2", "Running", "0"]);
+
+    let out = admin(&s, &["delete", "namespace", "default"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(
+        s.get("pods", "default", "web").unwrap().is_none(),
+        "namespace contents deleted"
+    );
+}

@@ -696,3 +696,39 @@ async fn legacy_watch_prefix_is_a_watch() {
         text(&body)
     );
 }
+
+#[tokio::test]
+async fn watch_list_initial_events_end_and_bookmarks() {
+    let s = server().await;
+    s.create("cm", "default", json!({"metadata": {"name": "a"}}))
+        .unwrap();
+    let mut c = h1(&s).await;
+    let path = "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan";
+    let mut body = c.send_request(get(&s, path)).await.unwrap().into_body();
+    let mut buf = Vec::new();
+    let first = tokio::time::timeout(LIMIT, read_events(&mut body, &mut buf, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            first[0]["type"].as_str(),
+            first[0]["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("a"))
+    );
+    assert_eq!(first[1]["type"], "BOOKMARK");
+    assert_eq!(first[1]["object"]["kind"], "ConfigMap");
+    assert_eq!(
+        first[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    s.send_bookmark();
+    let next = tokio::time::timeout(LIMIT, read_events(&mut body, &mut buf, 1))
+        .await
+        .unwrap();
+    assert_eq!(next[0]["type"], "BOOKMARK");
+    assert_eq!(
+        next[0]["object"]["metadata"]["resourceVersion"],
+        s.resource_version().to_string()
+    );
+}
