@@ -10,10 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubegate::api::AccessKeyScope;
-use kubegate::authz::{Attributes, Chain, CompiledScope, Identity, Policy, Superuser, WriteGate, authorize_scoped};
+use kubegate::authz::{
+    Attributes, Chain, CompiledScope, Identity, Policy, Superuser, WriteGate, authorize_scoped,
+};
 use kubegate::routing::Target;
 
 const RULES_PER_ROLE: usize = 10;
@@ -39,7 +43,18 @@ fn strings(values: &[&str]) -> Vec<String> {
 
 /// `bindings` bindings (10% cluster-wide), one 10-rule ClusterRole per binding.
 fn objects(bindings: usize) -> Objects {
-    let resources = ["pods", "services", "configmaps", "deployments", "statefulsets", "jobs", "cronjobs", "ingresses", "events", "secrets"];
+    let resources = [
+        "pods",
+        "services",
+        "configmaps",
+        "deployments",
+        "statefulsets",
+        "jobs",
+        "cronjobs",
+        "ingresses",
+        "events",
+        "secrets",
+    ];
     let cluster_roles = (0..bindings)
         .map(|i| ClusterRole {
             metadata: meta(format!("role-{i}"), None),
@@ -48,7 +63,10 @@ fn objects(bindings: usize) -> Objects {
                     .map(|r| PolicyRule {
                         verbs: strings(&["get", "list", "watch"]),
                         api_groups: Some(strings(&["", "apps", "batch"])),
-                        resources: Some(vec![format!("{}-{i}", resources[r]), resources[r].to_owned()]),
+                        resources: Some(vec![
+                            format!("{}-{i}", resources[r]),
+                            resources[r].to_owned(),
+                        ]),
                         resource_names: None,
                         non_resource_urls: None,
                     })
@@ -64,9 +82,22 @@ fn objects(bindings: usize) -> Objects {
     };
     let subjects = |i: usize| {
         Some(vec![
-            Subject { kind: "User".into(), name: format!("user-{i}"), ..Default::default() },
-            Subject { kind: "Group".into(), name: format!("team-{}", i % 37), ..Default::default() },
-            Subject { kind: "ServiceAccount".into(), name: format!("sa-{i}"), namespace: Some(format!("ns-{}", i % NAMESPACES)), ..Default::default() },
+            Subject {
+                kind: "User".into(),
+                name: format!("user-{i}"),
+                ..Default::default()
+            },
+            Subject {
+                kind: "Group".into(),
+                name: format!("team-{}", i % 37),
+                ..Default::default()
+            },
+            Subject {
+                kind: "ServiceAccount".into(),
+                name: format!("sa-{i}"),
+                namespace: Some(format!("ns-{}", i % NAMESPACES)),
+                ..Default::default()
+            },
         ])
     };
     let cluster_count = bindings.div_ceil(10);
@@ -84,11 +115,21 @@ fn objects(bindings: usize) -> Objects {
             subjects: subjects(i),
         })
         .collect();
-    Objects { cluster_roles, role_bindings, cluster_role_bindings }
+    Objects {
+        cluster_roles,
+        role_bindings,
+        cluster_role_bindings,
+    }
 }
 
 fn compile(o: &Objects) -> Policy {
-    Policy::compile(&[], &o.cluster_roles, &o.role_bindings, &o.cluster_role_bindings).unwrap()
+    Policy::compile(
+        &[],
+        &o.cluster_roles,
+        &o.role_bindings,
+        &o.cluster_role_bindings,
+    )
+    .unwrap()
 }
 
 fn decisions(c: &mut Criterion) {
@@ -105,21 +146,52 @@ fn decisions(c: &mut Criterion) {
         let policy = Arc::new(compile(&objects(bindings)));
         // A namespaced user (its binding is a RoleBinding in ns-7), matching its last rule.
         let user_index = if bindings == 10 { 7 } else { 507 };
-        let user = Identity::authenticated(format!("user-{user_index}"), "", vec![format!("team-{}", user_index % 37)], Default::default());
+        let user = Identity::authenticated(
+            format!("user-{user_index}"),
+            "",
+            vec![format!("team-{}", user_index % 37)],
+            Default::default(),
+        );
         let a = Attributes::resource(&user, "list", "", "secrets").in_namespace("ns-7");
         assert!(policy.decide(&a).is_allowed());
         let denied = Attributes::resource(&user, "delete", "", "secrets").in_namespace("ns-7");
         assert!(!policy.decide(&denied).is_allowed());
-        let chain = Chain::new().with(Superuser).with(WriteGate::new(policy.clone(), true)).with(policy.clone());
+        let chain = Chain::new()
+            .with(Superuser)
+            .with(WriteGate::new(policy.clone(), true))
+            .with(policy.clone());
 
-        let mut group = c.benchmark_group(format!("authz/{bindings} bindings, {} rules", bindings * RULES_PER_ROLE));
-        group.bench_function("rbac allow", |b| b.iter(|| black_box(policy.decide(black_box(&a))).is_allowed()));
-        group.bench_function("rbac no-opinion", |b| b.iter(|| black_box(policy.decide(black_box(&denied))).is_allowed()));
+        let mut group = c.benchmark_group(format!(
+            "authz/{bindings} bindings, {} rules",
+            bindings * RULES_PER_ROLE
+        ));
+        group.bench_function("rbac allow", |b| {
+            b.iter(|| black_box(policy.decide(black_box(&a))).is_allowed())
+        });
+        group.bench_function("rbac no-opinion", |b| {
+            b.iter(|| black_box(policy.decide(black_box(&denied))).is_allowed())
+        });
         group.bench_function("scope + rbac allow", |b| {
-            b.iter(|| black_box(authorize_scoped(Some(&scope), black_box(&target), black_box(&a), &*policy)).is_allowed())
+            b.iter(|| {
+                black_box(authorize_scoped(
+                    Some(&scope),
+                    black_box(&target),
+                    black_box(&a),
+                    &*policy,
+                ))
+                .is_allowed()
+            })
         });
         group.bench_function("scope + chain(superuser, write gate, rbac) allow", |b| {
-            b.iter(|| black_box(authorize_scoped(Some(&scope), black_box(&target), black_box(&a), &chain)).is_allowed())
+            b.iter(|| {
+                black_box(authorize_scoped(
+                    Some(&scope),
+                    black_box(&target),
+                    black_box(&a),
+                    &chain,
+                ))
+                .is_allowed()
+            })
         });
         group.finish();
     }
@@ -128,8 +200,12 @@ fn decisions(c: &mut Criterion) {
 fn compile_cost(c: &mut Criterion) {
     let objects = objects(1_000);
     let mut group = c.benchmark_group("authz/compile");
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
-    group.bench_function("1,000 bindings, 10,000 rules", |b| b.iter(|| black_box(compile(black_box(&objects))).rule_count()));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("1,000 bindings, 10,000 rules", |b| {
+        b.iter(|| black_box(compile(black_box(&objects))).rule_count())
+    });
     group.finish();
 }
 

@@ -48,7 +48,12 @@ impl<'a> Attributes<'a> {
     }
 
     /// A resource request: `verb` on `resource` in `api_group`, cluster scope, no name.
-    pub fn resource(user: &'a Identity, verb: &'a str, api_group: &'a str, resource: &'a str) -> Self {
+    pub fn resource(
+        user: &'a Identity,
+        verb: &'a str,
+        api_group: &'a str,
+        resource: &'a str,
+    ) -> Self {
         Self {
             user,
             verb,
@@ -91,12 +96,18 @@ impl<'a> Attributes<'a> {
 
     /// The same attributes on subresource `subresource`.
     pub fn on_subresource(self, subresource: &'a str) -> Self {
-        Self { subresource, ..self }
+        Self {
+            subresource,
+            ..self
+        }
     }
 
     /// The same attributes with API version `api_version`.
     pub fn with_api_version(self, api_version: &'a str) -> Self {
-        Self { api_version, ..self }
+        Self {
+            api_version,
+            ..self
+        }
     }
 
     /// The same request asked with another verb (e.g. the extra `create` check of pod

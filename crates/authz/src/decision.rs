@@ -162,7 +162,8 @@ impl Chain {
         name: impl Into<String>,
         authorizer: impl Authorizer + Send + Sync + 'static,
     ) -> Self {
-        self.authorizers.push((Some(name.into()), Box::new(authorizer)));
+        self.authorizers
+            .push((Some(name.into()), Box::new(authorizer)));
         self
     }
 

@@ -86,11 +86,17 @@ impl Forbidden {
     /// trailing newline).
     pub fn status_json(&self) -> String {
         let mut out = String::with_capacity(self.message.len() + 160);
-        out.push_str(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"#);
+        out.push_str(
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"#,
+        );
         push_go_json_string(&mut out, &self.message);
         out.push_str(r#","reason":"Forbidden","details":{"#);
         let mut first = true;
-        for (key, value) in [("name", &self.name), ("group", &self.group), ("kind", &self.kind)] {
+        for (key, value) in [
+            ("name", &self.name),
+            ("group", &self.group),
+            ("kind", &self.kind),
+        ] {
             if value.is_empty() {
                 continue;
             }

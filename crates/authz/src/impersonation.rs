@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::identity::{
-    ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS, service_account_groups, service_account_username,
-    split_service_account_username,
+    ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS, service_account_groups,
+    service_account_username, split_service_account_username,
 };
 use crate::{Attributes, Authorizer, Error, Identity, forbidden};
 
@@ -84,11 +84,18 @@ impl ImpersonationCheck {
             ImpersonatedKind::ServiceAccount => ("ServiceAccount", "", ""),
             ImpersonatedKind::User => ("User", "", ""),
             ImpersonatedKind::Group => ("Group", "", ""),
-            ImpersonatedKind::UserExtra => ("UserExtra", "authentication.k8s.io/v1", self.subresource.as_str()),
+            ImpersonatedKind::UserExtra => (
+                "UserExtra",
+                "authentication.k8s.io/v1",
+                self.subresource.as_str(),
+            ),
             ImpersonatedKind::Uid => ("UID", "authentication.k8s.io/v1", ""),
         };
         // Kind Namespace Name UID APIVersion ResourceVersion FieldPath
-        format!("{{{kind} {} {}  {api_version}  {field_path}}}", self.namespace, self.name)
+        format!(
+            "{{{kind} {} {}  {api_version}  {field_path}}}",
+            self.namespace, self.name
+        )
     }
 }
 
@@ -136,7 +143,8 @@ impl ImpersonationRequest {
                 }
             } else if name.len() > IMPERSONATE_EXTRA_PREFIX.len()
                 && name.is_char_boundary(IMPERSONATE_EXTRA_PREFIX.len())
-                && name[..IMPERSONATE_EXTRA_PREFIX.len()].eq_ignore_ascii_case(IMPERSONATE_EXTRA_PREFIX)
+                && name[..IMPERSONATE_EXTRA_PREFIX.len()]
+                    .eq_ignore_ascii_case(IMPERSONATE_EXTRA_PREFIX)
             {
                 let key = name[IMPERSONATE_EXTRA_PREFIX.len()..].to_lowercase();
                 let key = path_unescape(&key).unwrap_or(key);
@@ -148,7 +156,10 @@ impl ImpersonationRequest {
 
     /// Whether the request carries no impersonation at all (pass through unchanged).
     pub fn is_empty(&self) -> bool {
-        self.user.is_empty() && self.groups.is_empty() && self.uid.is_empty() && self.extra.is_empty()
+        self.user.is_empty()
+            && self.groups.is_empty()
+            && self.uid.is_empty()
+            && self.extra.is_empty()
     }
 
     /// The checks kube-apiserver runs, in its order: user (or service account), each group,
@@ -168,9 +179,14 @@ impl ImpersonationRequest {
         };
         if !self.user.is_empty() {
             checks.push(match split_service_account_username(&self.user) {
-                Some((namespace, name)) => {
-                    check(ImpersonatedKind::ServiceAccount, "", "serviceaccounts", "", namespace, name)
-                }
+                Some((namespace, name)) => check(
+                    ImpersonatedKind::ServiceAccount,
+                    "",
+                    "serviceaccounts",
+                    "",
+                    namespace,
+                    name,
+                ),
                 None => check(ImpersonatedKind::User, "", "users", "", "", &self.user),
             });
         }
@@ -188,12 +204,25 @@ impl ImpersonationRequest {
             ));
         }
         if !self.uid.is_empty() {
-            checks.push(check(ImpersonatedKind::Uid, "authentication.k8s.io", "uids", "", "", &self.uid));
+            checks.push(check(
+                ImpersonatedKind::Uid,
+                "authentication.k8s.io",
+                "uids",
+                "",
+                "",
+                &self.uid,
+            ));
         }
         if self.user.is_empty() && !checks.is_empty() {
-            let list: Vec<String> = checks.iter().map(ImpersonationCheck::go_object_reference).collect();
+            let list: Vec<String> = checks
+                .iter()
+                .map(ImpersonationCheck::go_object_reference)
+                .collect();
             return Err(Error::ImpersonationWithoutUser {
-                message: format!("requested [{}] without impersonating a user", list.join(" ")),
+                message: format!(
+                    "requested [{}] without impersonating a user",
+                    list.join(" ")
+                ),
             });
         }
         Ok(checks)
@@ -213,7 +242,10 @@ impl ImpersonationRequest {
             }
         }
         if name != ANONYMOUS {
-            if !groups.iter().any(|g| g == ALL_AUTHENTICATED || g == ALL_UNAUTHENTICATED) {
+            if !groups
+                .iter()
+                .any(|g| g == ALL_AUTHENTICATED || g == ALL_UNAUTHENTICATED)
+            {
                 groups.push(ALL_AUTHENTICATED.to_owned());
             }
         } else if !groups.iter().any(|g| g == ALL_UNAUTHENTICATED) {

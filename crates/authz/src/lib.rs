@@ -14,12 +14,12 @@ pub use decision::{Authorizer, Chain, Decision, Superuser, Verdict};
 pub use forbidden::{Forbidden, forbidden, forbidden_user_message};
 pub use identity::{
     ALL_AUTHENTICATED, ALL_SERVICE_ACCOUNTS, ALL_UNAUTHENTICATED, ANONYMOUS, Identity, NOBODY,
-    SERVICE_ACCOUNT_USERNAME_PREFIX, SYSTEM_MASTERS, service_account_groups, service_account_username,
-    split_service_account_username,
+    SERVICE_ACCOUNT_USERNAME_PREFIX, SYSTEM_MASTERS, service_account_groups,
+    service_account_username, split_service_account_username,
 };
 pub use impersonation::{
-    IMPERSONATE_EXTRA_PREFIX, IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER, ImpersonatedKind,
-    ImpersonationCheck, ImpersonationRequest, impersonate,
+    IMPERSONATE_EXTRA_PREFIX, IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER,
+    ImpersonatedKind, ImpersonationCheck, ImpersonationRequest, impersonate,
 };
 pub use rbac::policy::Policy;
 pub use rbac::tiers::{READ_ONLY_REASON, Tier, WriteGate};

@@ -19,7 +19,12 @@ const PROJECT_VIRTUAL_CLUSTER: u8 = 16;
 const UPSTREAMS: u8 = CLUSTER | VIRTUAL_CLUSTER | PROJECT_SPACE | PROJECT_VIRTUAL_CLUSTER;
 
 /// Management resources the `loft-cli` role may `get`/`list`.
-const LOFT_CLI_READABLE: [&str; 4] = ["projects", "clusters", "virtualclusterinstances", "spaceinstances"];
+const LOFT_CLI_READABLE: [&str; 4] = [
+    "projects",
+    "clusters",
+    "virtualclusterinstances",
+    "spaceinstances",
+];
 const MANAGEMENT_GROUP: &str = "management.loft.sh";
 
 type Str = Box<str>;
@@ -92,7 +97,10 @@ impl ScopeRule {
             targets: if rule.request_targets.is_empty() {
                 UPSTREAMS
             } else {
-                rule.request_targets.iter().map(target_bit).fold(0, |a, b| a | b)
+                rule.request_targets
+                    .iter()
+                    .map(target_bit)
+                    .fold(0, |a, b| a | b)
             },
             cluster: (!rule.cluster.is_empty()).then(|| rule.cluster.as_str().into()),
             virtual_clusters: rule
@@ -132,7 +140,10 @@ impl ScopeRule {
             return false;
         }
         if !self.virtual_clusters.is_empty() {
-            let Target::VirtualCluster { namespace, name, .. } = target else {
+            let Target::VirtualCluster {
+                namespace, name, ..
+            } = target
+            else {
                 return false;
             };
             if !self.virtual_clusters.iter().any(|vc| {
@@ -155,7 +166,8 @@ impl ScopeRule {
                         &*gr.group == a.api_group
                             && (gr.resources.is_empty()
                                 || resource_matches(&gr.resources, a.resource, a.subresource))
-                            && (gr.resource_names.is_empty() || contains(&gr.resource_names, a.name))
+                            && (gr.resource_names.is_empty()
+                                || contains(&gr.resource_names, a.name))
                     }))
         } else {
             self.resources.is_empty()
@@ -234,7 +246,8 @@ fn group_resources_cover(parent: &GroupResources, child: &GroupResources) -> boo
                     .iter()
                     .all(|c| parent.resources.iter().any(|p| resource_covers(p, c)))))
         && (parent.resource_names.is_empty()
-            || (!child.resource_names.is_empty() && subset(&child.resource_names, &parent.resource_names)))
+            || (!child.resource_names.is_empty()
+                && subset(&child.resource_names, &parent.resource_names)))
 }
 
 /// Whether RBAC resource pattern `parent` matches every request `child` matches.
@@ -260,7 +273,11 @@ fn url_covers(parent: &str, child: &str) -> bool {
         return false;
     }
     let parent_prefix = parent.trim_end_matches('*');
-    let child_prefix = if child == "*" { "" } else { child.trim_end_matches('*') };
+    let child_prefix = if child == "*" {
+        ""
+    } else {
+        child.trim_end_matches('*')
+    };
     child_prefix.starts_with(parent_prefix)
 }
 
@@ -314,7 +331,9 @@ impl CompiledScope {
         let Some(scope) = scope else {
             return Self::unrestricted();
         };
-        let names = |values: &mut dyn Iterator<Item = &str>| -> Box<[Str]> { values.map(Into::into).collect() };
+        let names = |values: &mut dyn Iterator<Item = &str>| -> Box<[Str]> {
+            values.map(Into::into).collect()
+        };
         Self {
             restrictive: !scope.is_unrestricted(),
             all_clusters: scope.clusters.iter().any(|c| c.cluster == "*"),
@@ -361,14 +380,19 @@ impl CompiledScope {
                 .any(|(p, n)| &**p == project && (&**n == "*" || &**n == name))
         };
         let by_entries = match target {
-            Target::Cluster { cluster } | Target::VirtualCluster { cluster, .. } => cluster_listed(cluster),
+            Target::Cluster { cluster } | Target::VirtualCluster { cluster, .. } => {
+                cluster_listed(cluster)
+            }
             Target::ProjectSpace { project, space } => {
                 project_listed(project) || pair_listed(&self.spaces, project, space)
             }
             Target::ProjectVirtualCluster {
                 project,
                 virtual_cluster,
-            } => project_listed(project) || pair_listed(&self.virtual_clusters, project, virtual_cluster),
+            } => {
+                project_listed(project)
+                    || pair_listed(&self.virtual_clusters, project, virtual_cluster)
+            }
             _ => false,
         };
         by_entries
@@ -401,8 +425,9 @@ impl CompiledScope {
                 || (cluster != "*" && contains(&parent.clusters, cluster))
                 || (cluster == "*" && contains(&parent.clusters, "*"))
         };
-        let project_covered =
-            |project: &str| parent.all_projects || (project != "*" && contains(&parent.projects, project));
+        let project_covered = |project: &str| {
+            parent.all_projects || (project != "*" && contains(&parent.projects, project))
+        };
         let pair_covered = |pairs: &[(Str, Str)], project: &str, name: &str| {
             project_covered(project)
                 || pairs

@@ -6,10 +6,15 @@
 use std::alloc::System;
 use std::sync::Arc;
 
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubegate_api::AccessKeyScope;
-use kubegate_authz::{Attributes, Authorizer, Chain, CompiledScope, Identity, Policy, Superuser, WriteGate, authorize_scoped};
+use kubegate_authz::{
+    Attributes, Authorizer, Chain, CompiledScope, Identity, Policy, Superuser, WriteGate,
+    authorize_scoped,
+};
 use kubegate_routing::{RequestInfo, Router};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
@@ -43,7 +48,10 @@ fn allow_path_allocates_nothing() {
     let roles: Vec<ClusterRole> = (0..50)
         .map(|i| ClusterRole {
             metadata: meta(&format!("role-{i}"), None),
-            rules: Some(vec![rule(&["get"], &["configmaps"]), rule(&["get", "list", "watch"], &["pods", "deployments"])]),
+            rules: Some(vec![
+                rule(&["get"], &["configmaps"]),
+                rule(&["get", "list", "watch"], &["pods", "deployments"]),
+            ]),
             ..Default::default()
         })
         .collect();
@@ -56,7 +64,10 @@ fn allow_path_allocates_nothing() {
         .map(|i| ClusterRoleBinding {
             metadata: meta(&format!("crb-{i}"), None),
             role_ref: role_ref(format!("role-{i}")),
-            subjects: Some(vec![subject("User", &format!("user-{i}")), subject("Group", &format!("group-{i}"))]),
+            subjects: Some(vec![
+                subject("User", &format!("user-{i}")),
+                subject("Group", &format!("group-{i}")),
+            ]),
         })
         .collect();
     let rbs: Vec<RoleBinding> = (0..50)
@@ -67,7 +78,10 @@ fn allow_path_allocates_nothing() {
         })
         .collect();
     let policy = Arc::new(Policy::compile(&[], &roles, &rbs, &crbs).unwrap());
-    let chain = Chain::new().with(Superuser).with(WriteGate::new(policy.clone(), true)).with(policy.clone());
+    let chain = Chain::new()
+        .with(Superuser)
+        .with(WriteGate::new(policy.clone(), true))
+        .with(policy.clone());
     let scope: AccessKeyScope = serde_json::from_value(serde_json::json!({
         "clusters": [{"cluster": "dev"}],
         "rules": [{"verbs": ["get", "list"], "resources": [{"group": "", "resources": ["pods"]}], "cluster": "prod"}]
@@ -75,8 +89,14 @@ fn allow_path_allocates_nothing() {
     .unwrap();
     let scope = CompiledScope::new(Some(&scope));
     let router = Router::central();
-    let by_user = Identity::authenticated("user-42", "", vec!["x".into(), "y".into()], Default::default());
-    let by_ns_group = Identity::authenticated("someone", "", vec!["devs".into()], Default::default());
+    let by_user = Identity::authenticated(
+        "user-42",
+        "",
+        vec!["x".into(), "y".into()],
+        Default::default(),
+    );
+    let by_ns_group =
+        Identity::authenticated("someone", "", vec!["devs".into()], Default::default());
 
     // Warm up lazily initialised state (none expected, but measure only steady state).
     let path = "/kubernetes/cluster/prod/api/v1/namespaces/ns-3/pods";
@@ -93,7 +113,8 @@ fn allow_path_allocates_nothing() {
         let route = router.route(path, Some("limit=500")).unwrap();
         let info = RequestInfo::parse("GET", &route.rest, route.query).unwrap();
         let a = Attributes::from_request_info(&by_user, &info);
-        allowed += usize::from(authorize_scoped(Some(&scope), &route.target, &a, &chain).is_allowed());
+        allowed +=
+            usize::from(authorize_scoped(Some(&scope), &route.target, &a, &chain).is_allowed());
         allowed += usize::from(policy.decide(&a).is_allowed());
         let a = Attributes::from_request_info(&by_ns_group, &info);
         allowed += usize::from(chain.authorize(&a).is_allowed());
@@ -101,7 +122,10 @@ fn allow_path_allocates_nothing() {
     let change = region.change();
     assert_eq!(allowed, 3000);
     assert_eq!(change.allocations, 0, "allow path allocated: {change:?}");
-    assert_eq!(change.reallocations, 0, "allow path reallocated: {change:?}");
+    assert_eq!(
+        change.reallocations, 0,
+        "allow path reallocated: {change:?}"
+    );
 
     // The counter does see allocations (so the zero above means something), e.g. a denial's reason.
     let region = Region::new(GLOBAL);

@@ -29,7 +29,9 @@ fn test_forbidden() {
         ),
         (
             "resource get pod/quota in v2, namespace test",
-            Attributes::resource(&user, "get", "v2", "pod").on_subresource("quota").in_namespace("test"),
+            Attributes::resource(&user, "get", "v2", "pod")
+                .on_subresource("quota")
+                .in_namespace("test"),
             "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pod.v2 is forbidden: User \\\"NAME\\\" cannot get resource \\\"pod/quota\\\" in API group \\\"v2\\\" in the namespace \\\"test\\\"\",\"reason\":\"Forbidden\",\"details\":{\"group\":\"v2\",\"kind\":\"pod\"},\"code\":403}\n",
         ),
     ];
@@ -76,7 +78,10 @@ fn messages_of_section_4_2() {
             r#"pods is forbidden: User "x" cannot list resource "pods" in API group "" in the namespace "default""#,
         ),
         (
-            Attributes::resource(&x, "create", "", "pods").on_subresource("exec").named("p1").in_namespace("default"),
+            Attributes::resource(&x, "create", "", "pods")
+                .on_subresource("exec")
+                .named("p1")
+                .in_namespace("default"),
             "",
             r#"pods "p1" is forbidden: User "x" cannot create resource "pods/exec" in API group "" in the namespace "default""#,
         ),
@@ -85,7 +90,11 @@ fn messages_of_section_4_2() {
             "",
             r#"deployments.apps is forbidden: User "x" cannot list resource "deployments" in API group "apps" at the cluster scope"#,
         ),
-        (Attributes::non_resource(&x, "get", "/logs"), "", r#"forbidden: User "x" cannot get path "/logs""#),
+        (
+            Attributes::non_resource(&x, "get", "/logs"),
+            "",
+            r#"forbidden: User "x" cannot get path "/logs""#,
+        ),
         (
             // The reason is appended unsanitised.
             Attributes::resource(&x, "get", "", "secrets").in_namespace("a<b"),
@@ -100,7 +109,10 @@ fn messages_of_section_4_2() {
 #[test]
 fn names_are_go_quoted() {
     let odd = Identity::new("we\"ird\n", vec![]);
-    let f = forbidden(&Attributes::resource(&odd, "get", "", "pods").named("a\"b"), "");
+    let f = forbidden(
+        &Attributes::resource(&odd, "get", "", "pods").named("a\"b"),
+        "",
+    );
     assert_eq!(
         f.message,
         r#"pods "a\"b" is forbidden: User "we\"ird\n" cannot get resource "pods" in API group "" at the cluster scope"#

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use kubegate_authz::{Attributes, Authorizer, Decision, Identity, ImpersonationRequest, impersonate};
+use kubegate_authz::{
+    Attributes, Authorizer, Decision, Identity, ImpersonationRequest, impersonate,
+};
 
 /// Upstream `impersonateAuthorizer`, rule for rule.
 struct ImpersonateAuthorizer;
@@ -34,7 +36,11 @@ impl Authorizer for ImpersonateAuthorizer {
         if group(1) == Some("group-impersonater") && imp && a.resource == "groups" {
             return Decision::allow("");
         }
-        if group(1) == Some("extra-setter-scopes") && imp && a.resource == "userextras" && a.subresource == "scopes" {
+        if group(1) == Some("extra-setter-scopes")
+            && imp
+            && a.resource == "userextras"
+            && a.subresource == "scopes"
+        {
             return Decision::allow("");
         }
         if matches!(group(1), Some("escaped-scopes" | "almost-escaped-scopes")) {
@@ -60,9 +66,13 @@ impl Authorizer for ImpersonateAuthorizer {
         if group(0) == Some("everything-impersonater")
             && imp
             && ((a.resource == "users" && a.api_group.is_empty())
-                || (a.resource == "uids" && a.name == "some-uid" && a.api_group == "authentication.k8s.io")
+                || (a.resource == "uids"
+                    && a.name == "some-uid"
+                    && a.api_group == "authentication.k8s.io")
                 || (a.resource == "groups" && a.api_group.is_empty())
-                || (a.resource == "userextras" && a.subresource == "scopes" && a.api_group == "authentication.k8s.io"))
+                || (a.resource == "userextras"
+                    && a.subresource == "scopes"
+                    && a.api_group == "authentication.k8s.io"))
         {
             return Decision::allow("");
         }
@@ -70,16 +80,18 @@ impl Authorizer for ImpersonateAuthorizer {
     }
 }
 
+type Extra = &'static [(&'static str, &'static [&'static str])];
+
 struct Case {
     name: &'static str,
     requestor: (&'static str, &'static [&'static str]),
     user: &'static str,
     groups: &'static [&'static str],
-    extra: &'static [(&'static str, &'static [&'static str])],
+    extra: Extra,
     uid: &'static str,
     code: u16,
     /// (name, groups, extra, uid) seen by the handler.
-    expected: (&'static str, &'static [&'static str], &'static [(&'static str, &'static [&'static str])], &'static str),
+    expected: (&'static str, &'static [&'static str], Extra, &'static str),
 }
 
 const NONE: &[&str] = &[];
@@ -138,7 +150,9 @@ fn test_impersonation_filter() {
         if !case.uid.is_empty() {
             headers.push(("Impersonate-Uid".into(), case.uid.into()));
         }
-        let request = ImpersonationRequest::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let request = ImpersonationRequest::from_headers(
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        );
         let requestor = Identity::new(case.requestor.0, owned(case.requestor.1));
         let (code, seen) = match impersonate(&requestor, &request, &ImpersonateAuthorizer) {
             Ok(Some(identity)) => (200, identity),
@@ -147,8 +161,10 @@ fn test_impersonation_filter() {
         };
         assert_eq!(code, case.code, "{}", case.name);
         let (name, groups, extra, uid) = case.expected;
-        let extra: BTreeMap<String, Vec<String>> =
-            extra.iter().map(|(k, v)| ((*k).to_owned(), owned(v))).collect();
+        let extra: BTreeMap<String, Vec<String>> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), owned(v)))
+            .collect();
         assert_eq!(
             seen,
             Identity {
@@ -173,28 +189,54 @@ fn forbidden_and_bad_request_messages() {
         err.to_string(),
         r#"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope: deny by default"#
     );
-    let sa = ImpersonationRequest::from_headers([("Impersonate-User", "system:serviceaccount:foo:default")]);
+    let sa = ImpersonationRequest::from_headers([(
+        "Impersonate-User",
+        "system:serviceaccount:foo:default",
+    )]);
     let err = impersonate(&alice, &sa, &ImpersonateAuthorizer).unwrap_err();
     assert_eq!(
         err.to_string(),
         r#"serviceaccounts "default" is forbidden: User "alice" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "foo": deny by default"#
     );
-    let extra = ImpersonationRequest::from_headers([("Impersonate-User", "bob"), ("Impersonate-Extra-Scopes", "s")]);
+    let extra = ImpersonationRequest::from_headers([
+        ("Impersonate-User", "bob"),
+        ("Impersonate-Extra-Scopes", "s"),
+    ]);
     let checks = extra.checks().unwrap();
     let a = checks[1].attributes(&alice);
-    assert_eq!((a.verb, a.api_group, a.resource, a.subresource, a.name), ("impersonate", "authentication.k8s.io", "userextras", "scopes", "s"));
+    assert_eq!(
+        (a.verb, a.api_group, a.resource, a.subresource, a.name),
+        (
+            "impersonate",
+            "authentication.k8s.io",
+            "userextras",
+            "scopes",
+            "s"
+        )
+    );
 
     let groups_only = ImpersonationRequest::from_headers([("Impersonate-Group", "some-group")]);
     let err = impersonate(&alice, &groups_only, &ImpersonateAuthorizer).unwrap_err();
     assert_eq!(err.status_code(), 400);
-    assert_eq!(err.to_string(), "requested [{Group  some-group    }] without impersonating a user");
-    let uid_only = ImpersonationRequest::from_headers([("Impersonate-Uid", "u1"), ("Impersonate-Extra-Scopes", "a")]);
+    assert_eq!(
+        err.to_string(),
+        "requested [{Group  some-group    }] without impersonating a user"
+    );
+    let uid_only = ImpersonationRequest::from_headers([
+        ("Impersonate-Uid", "u1"),
+        ("Impersonate-Extra-Scopes", "a"),
+    ]);
     assert_eq!(
         uid_only.checks().unwrap_err().to_string(),
         "requested [{UserExtra  a  authentication.k8s.io/v1  scopes} {UID  u1  authentication.k8s.io/v1  }] without impersonating a user"
     );
     // An authorizer error is a 403 too, never a pass.
-    let err = impersonate(&Identity::new("tester", vec![]), &request, &ImpersonateAuthorizer).unwrap_err();
+    let err = impersonate(
+        &Identity::new("tester", vec![]),
+        &request,
+        &ImpersonateAuthorizer,
+    )
+    .unwrap_err();
     assert_eq!(err.status_code(), 403);
 }
 
@@ -205,8 +247,14 @@ fn extra_key_escaping() {
         ("alphabetical", "alphabetical"),
         ("alph4num3r1c", "alph4num3r1c"),
         ("percent%2520encoded", "percent%20encoded"),
-        ("almost%25zzpercent%25xxencoded", "almost%zzpercent%xxencoded"),
-        ("example.com%2Fpercent%2520encoded", "example.com/percent%20encoded"),
+        (
+            "almost%25zzpercent%25xxencoded",
+            "almost%zzpercent%xxencoded",
+        ),
+        (
+            "example.com%2Fpercent%2520encoded",
+            "example.com/percent%20encoded",
+        ),
         (
             "example.com%2F%E1%9B%92%E1%9A%A5%E1%9B%8F%E1%9B%96%E1%9A%A5%E1%9A%A2%E3%81%A8%E3%83%AD%E3%83%93%E3%83%B3",
             "example.com/ᛒᚥᛏᛖᚥᚢとロビン",
@@ -215,8 +263,15 @@ fn extra_key_escaping() {
         ("%40%3D%3A", "@=:"),
     ] {
         let name = format!("Impersonate-Extra-{suffix}");
-        let request = ImpersonationRequest::from_headers([("Impersonate-User", "user"), (name.as_str(), "v")]);
-        assert_eq!(request.extra, vec![(key.to_owned(), "v".to_owned())], "{suffix}");
+        let request = ImpersonationRequest::from_headers([
+            ("Impersonate-User", "user"),
+            (name.as_str(), "v"),
+        ]);
+        assert_eq!(
+            request.extra,
+            vec![(key.to_owned(), "v".to_owned())],
+            "{suffix}"
+        );
     }
     // client-go's ImpersonationConfig example.
     let request = ImpersonationRequest::from_headers([

@@ -4,9 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::rbac::v1::{
-    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+    Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
 use kubegate_authz::{Attributes, Decision, Identity, Policy, Verdict};
 
 fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
@@ -99,7 +102,11 @@ fn rule_allows(rule: &PolicyRule, a: &Attributes<'_>) -> bool {
         &[],
         &[cluster_role("r", vec![rule.clone()])],
         &[],
-        &[crb("b", role_ref("ClusterRole", "r"), vec![subject("User", "u", None)])],
+        &[crb(
+            "b",
+            role_ref("ClusterRole", "r"),
+            vec![subject("User", "u", None)],
+        )],
     )
     .unwrap();
     policy.decide(a).is_allowed()
@@ -158,7 +165,11 @@ fn test_rule_matches() {
         },
         Case {
             name: "tuple expansion",
-            rule: rule(&["verb1", "verb2"], &["group1", "group2"], &["resource1", "resource2"]),
+            rule: rule(
+                &["verb1", "verb2"],
+                &["group1", "group2"],
+                &["resource1", "resource2"],
+            ),
             requests: vec![
                 ("verb1", "group1", "resource1", "", true),
                 ("verb1", "group2", "resource1", "", true),
@@ -197,22 +208,76 @@ fn test_rule_matches() {
         }
     }
 
-    let paths = ["/foo", "/foo/bar", "/foo/baz", "/foo/bar/one", "/foo/baz/one"];
-    let not_paths = ["/notfoo", "/notfoo/bar", "/notfoo/baz", "/notfoo/bar/one", "/notfoo/baz/one"];
+    let paths = [
+        "/foo",
+        "/foo/bar",
+        "/foo/baz",
+        "/foo/bar/one",
+        "/foo/baz/one",
+    ];
+    let not_paths = [
+        "/notfoo",
+        "/notfoo/bar",
+        "/notfoo/baz",
+        "/notfoo/bar/one",
+        "/notfoo/baz/one",
+    ];
     let mut url_cases: Vec<(&str, PolicyRule, &str, &str, bool)> = Vec::new();
     for path in paths {
-        url_cases.push(("star nonresource, exact match other", url_rule(&["verb1"], &["*"]), "verb1", path, true));
-        url_cases.push(("star nonresource, exact match other", url_rule(&["verb1"], &["*"]), "verb2", path, false));
+        url_cases.push((
+            "star nonresource, exact match other",
+            url_rule(&["verb1"], &["*"]),
+            "verb1",
+            path,
+            true,
+        ));
+        url_cases.push((
+            "star nonresource, exact match other",
+            url_rule(&["verb1"], &["*"]),
+            "verb2",
+            path,
+            false,
+        ));
     }
-    for (path, expected) in [("/foo", false), ("/foo/bar", true), ("/foo/baz", true), ("/foo/bar/one", true), ("/foo/baz/one", true)] {
-        url_cases.push(("star nonresource subpath", url_rule(&["verb1"], &["/foo/*"]), "verb1", path, expected));
+    for (path, expected) in [
+        ("/foo", false),
+        ("/foo/bar", true),
+        ("/foo/baz", true),
+        ("/foo/bar/one", true),
+        ("/foo/baz/one", true),
+    ] {
+        url_cases.push((
+            "star nonresource subpath",
+            url_rule(&["verb1"], &["/foo/*"]),
+            "verb1",
+            path,
+            expected,
+        ));
     }
     for path in not_paths {
-        url_cases.push(("star nonresource subpath", url_rule(&["verb1"], &["/foo/*"]), "verb1", path, false));
+        url_cases.push((
+            "star nonresource subpath",
+            url_rule(&["verb1"], &["/foo/*"]),
+            "verb1",
+            path,
+            false,
+        ));
     }
     for verb in ["verb1", "verb2"] {
-        for (path, expected) in [("/foo", true), ("/foo/bar", false), ("/foo/baz", false), ("/foo/bar/one", true), ("/foo/baz/one", false)] {
-            url_cases.push(("star verb, exact nonresource", url_rule(&["*"], &["/foo", "/foo/bar/one"]), verb, path, expected));
+        for (path, expected) in [
+            ("/foo", true),
+            ("/foo/bar", false),
+            ("/foo/baz", false),
+            ("/foo/bar/one", true),
+            ("/foo/baz/one", false),
+        ] {
+            url_cases.push((
+                "star verb, exact nonresource",
+                url_rule(&["*"], &["/foo", "/foo/bar/one"]),
+                verb,
+                path,
+                expected,
+            ));
         }
     }
     for (name, rule, verb, path, expected) in &url_cases {
@@ -236,7 +301,10 @@ fn test_authorizer() {
             "admin",
             "ns1",
             role_ref("ClusterRole", "admin"),
-            vec![subject("User", "admin", None), subject("Group", "admins", None)],
+            vec![
+                subject("User", "admin", None),
+                subject("Group", "admins", None),
+            ],
         )],
         &[],
     )
@@ -254,16 +322,26 @@ fn test_authorizer() {
     ] {
         let identity = Identity::new(user, groups(group_spec));
         let a = Attributes::resource(&identity, verb, "", resource).in_namespace(ns);
-        assert_eq!(policy.decide(&a).is_allowed(), expected, "case 0: {user} {group_spec} {verb} {resource} {ns}");
+        assert_eq!(
+            policy.decide(&a).is_allowed(),
+            expected,
+            "case 0: {user} {group_spec} {verb} {resource} {ns}"
+        );
     }
 
     // Case 1: non-resource URLs
     let policy = Policy::compile(
         &[],
         &[
-            cluster_role("non-resource-url-getter", vec![new_rule("get", "", "", "/apis")]),
+            cluster_role(
+                "non-resource-url-getter",
+                vec![new_rule("get", "", "", "/apis")],
+            ),
             cluster_role("non-resource-url", vec![new_rule("*", "", "", "/apis")]),
-            cluster_role("non-resource-url-prefix", vec![new_rule("get", "", "", "/apis/*")]),
+            cluster_role(
+                "non-resource-url-prefix",
+                vec![new_rule("get", "", "", "/apis/*")],
+            ),
         ],
         &[],
         &[
@@ -275,12 +353,18 @@ fn test_authorizer() {
             crb(
                 "non-resource-url",
                 role_ref("ClusterRole", "non-resource-url"),
-                vec![subject("User", "admin", None), subject("Group", "admin", None)],
+                vec![
+                    subject("User", "admin", None),
+                    subject("Group", "admin", None),
+                ],
             ),
             crb(
                 "non-resource-url-prefix",
                 role_ref("ClusterRole", "non-resource-url-prefix"),
-                vec![subject("User", "prefixed", None), subject("Group", "prefixed", None)],
+                vec![
+                    subject("User", "prefixed", None),
+                    subject("Group", "prefixed", None),
+                ],
             ),
         ],
     )
@@ -307,7 +391,11 @@ fn test_authorizer() {
     ] {
         let identity = Identity::new(user, group.map(|g| vec![g.to_owned()]).unwrap_or_default());
         let a = Attributes::non_resource(&identity, verb, path);
-        assert_eq!(policy.decide(&a).is_allowed(), expected, "case 1: {user} {group:?} {verb} {path}");
+        assert_eq!(
+            policy.decide(&a).is_allowed(),
+            expected,
+            "case 1: {user} {group:?} {verb} {path}"
+        );
     }
 
     // Case 2: `pods` does not cover `pods/status`
@@ -316,14 +404,29 @@ fn test_authorizer() {
             "admin",
             "ns1",
             role_ref("ClusterRole", "admin"),
-            vec![subject("User", "admin", None), subject("Group", "admins", None)],
+            vec![
+                subject("User", "admin", None),
+                subject("Group", "admins", None),
+            ],
         )]
     };
-    let policy = Policy::compile(&[], &[cluster_role("admin", vec![new_rule("*", "*", "pods", "*")])], &binding(), &[]).unwrap();
+    let policy = Policy::compile(
+        &[],
+        &[cluster_role("admin", vec![new_rule("*", "*", "pods", "*")])],
+        &binding(),
+        &[],
+    )
+    .unwrap();
     let admin = Identity::new("admin", groups(""));
     for (resource, sub, expected) in [("pods", "", true), ("pods", "status", false)] {
-        let a = Attributes::resource(&admin, "get", "", resource).on_subresource(sub).in_namespace("ns1");
-        assert_eq!(policy.decide(&a).is_allowed(), expected, "case 2: {resource}/{sub}");
+        let a = Attributes::resource(&admin, "get", "", resource)
+            .on_subresource(sub)
+            .in_namespace("ns1");
+        assert_eq!(
+            policy.decide(&a).is_allowed(),
+            expected,
+            "case 2: {resource}/{sub}"
+        );
     }
 
     // Case 3: `pods/status` and `*/scale`
@@ -331,7 +434,10 @@ fn test_authorizer() {
         &[],
         &[cluster_role(
             "admin",
-            vec![new_rule("*", "*", "pods/status", "*"), new_rule("*", "*", "*/scale", "*")],
+            vec![
+                new_rule("*", "*", "pods/status", "*"),
+                new_rule("*", "*", "*/scale", "*"),
+            ],
         )],
         &binding(),
         &[],
@@ -344,14 +450,28 @@ fn test_authorizer() {
         ("anything", "scale", true),
         ("pods", "", false),
     ] {
-        let a = Attributes::resource(&admin, "get", "", resource).on_subresource(sub).in_namespace("ns1");
-        assert_eq!(policy.decide(&a).is_allowed(), expected, "case 3: {resource}/{sub}");
+        let a = Attributes::resource(&admin, "get", "", resource)
+            .on_subresource(sub)
+            .in_namespace("ns1");
+        assert_eq!(
+            policy.decide(&a).is_allowed(),
+            expected,
+            "case 3: {resource}/{sub}"
+        );
     }
 }
 
 fn describe(s: &Subject, ns: &str) -> String {
     if s.kind == "ServiceAccount" {
-        format!("{} \"{}/{}\"", s.kind, s.name, s.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(ns))
+        format!(
+            "{} \"{}/{}\"",
+            s.kind,
+            s.name,
+            s.namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(ns)
+        )
     } else {
         format!("{} \"{}\"", s.kind, s.name)
     }
@@ -359,11 +479,32 @@ fn describe(s: &Subject, ns: &str) -> String {
 
 #[test]
 fn test_applies_to() {
-    let cases: Vec<(&str, Vec<Subject>, &str, Vec<&str>, &str, bool, usize)> = vec![
-        ("single subject that matches username", vec![subject("User", "foobar", None)], "foobar", vec![], "", true, 0),
+    // (name, subjects, user, groups, namespace, applies, index)
+    type Case = (
+        &'static str,
+        Vec<Subject>,
+        &'static str,
+        Vec<&'static str>,
+        &'static str,
+        bool,
+        usize,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "single subject that matches username",
+            vec![subject("User", "foobar", None)],
+            "foobar",
+            vec![],
+            "",
+            true,
+            0,
+        ),
         (
             "multiple subjects, one that matches username",
-            vec![subject("User", "barfoo", None), subject("User", "foobar", None)],
+            vec![
+                subject("User", "barfoo", None),
+                subject("User", "foobar", None),
+            ],
             "foobar",
             vec![],
             "",
@@ -372,7 +513,10 @@ fn test_applies_to() {
         ),
         (
             "multiple subjects, none that match username",
-            vec![subject("User", "barfoo", None), subject("User", "foobar", None)],
+            vec![
+                subject("User", "barfoo", None),
+                subject("User", "foobar", None),
+            ],
             "zimzam",
             vec![],
             "",
@@ -381,7 +525,10 @@ fn test_applies_to() {
         ),
         (
             "multiple subjects, one that matches group",
-            vec![subject("User", "barfoo", None), subject("Group", "foobar", None)],
+            vec![
+                subject("User", "barfoo", None),
+                subject("Group", "foobar", None),
+            ],
             "zimzam",
             vec!["foobar"],
             "",
@@ -390,7 +537,10 @@ fn test_applies_to() {
         ),
         (
             "multiple subjects, one that matches group, should ignore namespace",
-            vec![subject("User", "barfoo", None), subject("Group", "foobar", None)],
+            vec![
+                subject("User", "barfoo", None),
+                subject("Group", "foobar", None),
+            ],
             "zimzam",
             vec!["foobar"],
             "namespace1",
@@ -410,10 +560,21 @@ fn test_applies_to() {
             true,
             2,
         ),
-        ("user-star", vec![subject("User", "*", None)], "foobar", vec![], "default", false, 0),
+        (
+            "user-star",
+            vec![subject("User", "*", None)],
+            "foobar",
+            vec![],
+            "default",
+            false,
+            0,
+        ),
         (
             "user-star-groups",
-            vec![subject("Group", "system:authenticated", None), subject("Group", "system:unauthenticated", None)],
+            vec![
+                subject("Group", "system:authenticated", None),
+                subject("Group", "system:unauthenticated", None),
+            ],
             "foobar",
             vec!["system:authenticated"],
             "default",
@@ -422,7 +583,10 @@ fn test_applies_to() {
         ),
         (
             "user-star-groups (anonymous)",
-            vec![subject("Group", "system:authenticated", None), subject("Group", "system:unauthenticated", None)],
+            vec![
+                subject("Group", "system:authenticated", None),
+                subject("Group", "system:unauthenticated", None),
+            ],
             "system:anonymous",
             vec!["system:unauthenticated"],
             "default",
@@ -438,13 +602,19 @@ fn test_applies_to() {
                 "RBAC: allowed by ClusterRoleBinding \"b\" of ClusterRole \"all\" to {}",
                 describe(&subjects[index], "")
             );
-            (Policy::compile(&[], &roles, &[], &[crb("b", role, subjects.clone())]).unwrap(), reason)
+            (
+                Policy::compile(&[], &roles, &[], &[crb("b", role, subjects.clone())]).unwrap(),
+                reason,
+            )
         } else {
             let reason = format!(
                 "RBAC: allowed by RoleBinding \"b/{ns}\" of ClusterRole \"all\" to {}",
                 describe(&subjects[index], ns)
             );
-            (Policy::compile(&[], &roles, &[rb("b", ns, role, subjects.clone())], &[]).unwrap(), reason)
+            (
+                Policy::compile(&[], &roles, &[rb("b", ns, role, subjects.clone())], &[]).unwrap(),
+                reason,
+            )
         };
         let identity = Identity::new(user, user_groups.iter().map(|g| (*g).to_owned()).collect());
         let a = Attributes::resource(&identity, "get", "", "pods").in_namespace(ns);
@@ -477,22 +647,36 @@ fn test_default_rule_resolver() {
             "readthings",
             "namespace1",
             role_ref("Role", "readthings"),
-            vec![subject("User", "foobar", None), subject("Group", "group1", None)],
+            vec![
+                subject("User", "foobar", None),
+                subject("Group", "group1", None),
+            ],
         )],
         &[crb(
             "cluster-admins",
             role_ref("ClusterRole", "cluster-admin"),
-            vec![subject("User", "admin", None), subject("Group", "admin", None)],
+            vec![
+                subject("User", "admin", None),
+                subject("Group", "admin", None),
+            ],
         )],
     )
     .unwrap();
     for (user, user_groups, ns, expected) in [
-        ("foobar", vec![], "namespace1", vec![rule_read_pods.clone(), rule_read_services.clone()]),
+        (
+            "foobar",
+            vec![],
+            "namespace1",
+            vec![rule_read_pods, rule_read_services],
+        ),
         ("foobar", vec![], "namespace2", vec![]),
-        ("foobar", vec!["admin"], "", vec![rule_admin.clone()]),
+        ("foobar", vec!["admin"], "", vec![rule_admin]),
         ("", vec![], "", vec![]),
     ] {
-        let identity = Identity::new(user, user_groups.iter().map(|g: &&str| (*g).to_owned()).collect());
+        let identity = Identity::new(
+            user,
+            user_groups.iter().map(|g: &&str| (*g).to_owned()).collect(),
+        );
         let (rules, errors) = policy.rules_for(&identity, ns);
         assert!(errors.is_empty());
         let as_set = |r: &[PolicyRule]| {
@@ -500,7 +684,11 @@ fn test_default_rule_resolver() {
             v.sort();
             v
         };
-        assert_eq!(as_set(&rules), as_set(&expected), "{user} {user_groups:?} {ns}");
+        assert_eq!(
+            as_set(&rules),
+            as_set(&expected),
+            "{user} {user_groups:?} {ns}"
+        );
     }
 }
 
@@ -511,16 +699,47 @@ fn reasons_and_errors_match_kube_apiserver() {
             metadata: meta("pod-reader", Some("dev")),
             rules: Some(vec![rule(&["get"], &[""], &["pods"])]),
         }],
-        &[cluster_role("view", vec![rule(&["get", "list"], &["*"], &["*"])])],
+        &[cluster_role(
+            "view",
+            vec![rule(&["get", "list"], &["*"], &["*"])],
+        )],
         &[
-            rb("missing-role", "dev", role_ref("Role", "nope"), vec![subject("User", "jane", None)]),
-            rb("missing-cr", "dev", role_ref("ClusterRole", "gone"), vec![subject("Group", "devs", None)]),
-            rb("weird", "dev", role_ref("Widget", "w"), vec![subject("User", "jane", None)]),
-            rb("readers", "dev", role_ref("Role", "pod-reader"), vec![subject("ServiceAccount", "builder", None)]),
+            rb(
+                "missing-role",
+                "dev",
+                role_ref("Role", "nope"),
+                vec![subject("User", "jane", None)],
+            ),
+            rb(
+                "missing-cr",
+                "dev",
+                role_ref("ClusterRole", "gone"),
+                vec![subject("Group", "devs", None)],
+            ),
+            rb(
+                "weird",
+                "dev",
+                role_ref("Widget", "w"),
+                vec![subject("User", "jane", None)],
+            ),
+            rb(
+                "readers",
+                "dev",
+                role_ref("Role", "pod-reader"),
+                vec![subject("ServiceAccount", "builder", None)],
+            ),
         ],
         &[
-            crb("role-in-crb", role_ref("Role", "pod-reader"), vec![subject("User", "jane", None)]),
-            crb("viewers", role_ref("ClusterRole", "view"), vec![subject("Group", "viewers", None)]),
+            crb(
+                "role-in-crb",
+                role_ref("Role", "pod-reader"),
+                vec![subject("User", "jane", None)],
+            ),
+            crb(
+                "viewers",
+                role_ref("ClusterRole", "view"),
+                vec![subject("Group", "viewers", None)],
+            ),
         ],
     )
     .unwrap();
@@ -536,17 +755,28 @@ fn reasons_and_errors_match_kube_apiserver() {
     );
     // Outside the namespace only the cluster binding's error applies: a single error, no brackets.
     let a = Attributes::resource(&jane, "get", "", "pods").in_namespace("prod");
-    assert_eq!(policy.decide(&a).reason, "RBAC: role.rbac.authorization.k8s.io \"pod-reader\" not found");
+    assert_eq!(
+        policy.decide(&a).reason,
+        "RBAC: role.rbac.authorization.k8s.io \"pod-reader\" not found"
+    );
     // Someone no binding applies to: empty reason.
     let nobody = Identity::new("nobody", vec![]);
-    assert_eq!(policy.decide(&Attributes::resource(&nobody, "get", "", "pods")), Decision::no_opinion(""));
+    assert_eq!(
+        policy.decide(&Attributes::resource(&nobody, "get", "", "pods")),
+        Decision::no_opinion("")
+    );
 
     // A service account subject with no namespace takes the RoleBinding's.
     let sa = Identity::service_account("dev", "builder");
-    let a = Attributes::resource(&sa, "get", "", "pods").in_namespace("dev").named("p1");
+    let a = Attributes::resource(&sa, "get", "", "pods")
+        .in_namespace("dev")
+        .named("p1");
     let d = policy.decide(&a);
     assert_eq!(d.verdict, Verdict::Allow);
-    assert_eq!(d.reason, "RBAC: allowed by RoleBinding \"readers/dev\" of Role \"pod-reader\" to ServiceAccount \"builder/dev\"");
+    assert_eq!(
+        d.reason,
+        "RBAC: allowed by RoleBinding \"readers/dev\" of Role \"pod-reader\" to ServiceAccount \"builder/dev\""
+    );
 
     let viewer = Identity::new("v", vec!["viewers".into()]);
     let a = Attributes::resource(&viewer, "list", "apps", "deployments");
@@ -562,11 +792,19 @@ fn service_account_subject_without_namespace_in_cluster_binding_matches_nobody()
         &[],
         &[cluster_role("all", vec![rule(&["*"], &["*"], &["*"])])],
         &[],
-        &[crb("b", role_ref("ClusterRole", "all"), vec![subject("ServiceAccount", "default", None)])],
+        &[crb(
+            "b",
+            role_ref("ClusterRole", "all"),
+            vec![subject("ServiceAccount", "default", None)],
+        )],
     )
     .unwrap();
     let sa = Identity::service_account("default", "default");
-    assert!(!policy.decide(&Attributes::resource(&sa, "get", "", "pods")).is_allowed());
+    assert!(
+        !policy
+            .decide(&Attributes::resource(&sa, "get", "", "pods"))
+            .is_allowed()
+    );
 }
 
 #[test]
@@ -574,36 +812,74 @@ fn resource_names_only_match_named_requests() {
     let mut r = rule(&["get", "list"], &[""], &["configmaps"]);
     r.resource_names = Some(vec!["cfg".into()]);
     let user = Identity::new("u", vec![]);
-    assert!(rule_allows(&r, &Attributes::resource(&user, "get", "", "configmaps").named("cfg")));
-    assert!(!rule_allows(&r, &Attributes::resource(&user, "get", "", "configmaps").named("other")));
-    assert!(!rule_allows(&r, &Attributes::resource(&user, "list", "", "configmaps")));
+    assert!(rule_allows(
+        &r,
+        &Attributes::resource(&user, "get", "", "configmaps").named("cfg")
+    ));
+    assert!(!rule_allows(
+        &r,
+        &Attributes::resource(&user, "get", "", "configmaps").named("other")
+    ));
+    assert!(!rule_allows(
+        &r,
+        &Attributes::resource(&user, "list", "", "configmaps")
+    ));
     // A list narrowed by a metadata.name field selector carries the name (RequestInfo step 10).
-    assert!(rule_allows(&r, &Attributes::resource(&user, "list", "", "configmaps").named("cfg")));
+    assert!(rule_allows(
+        &r,
+        &Attributes::resource(&user, "list", "", "configmaps").named("cfg")
+    ));
 }
 
 #[test]
 fn first_allowing_binding_and_first_matching_subject_are_reported() {
     let policy = Policy::compile(
         &[],
-        &[cluster_role("none", vec![]), cluster_role("all", vec![rule(&["*"], &["*"], &["*"])])],
+        &[
+            cluster_role("none", vec![]),
+            cluster_role("all", vec![rule(&["*"], &["*"], &["*"])]),
+        ],
         &[],
         &[
-            crb("a-first-but-empty", role_ref("ClusterRole", "none"), vec![subject("User", "u", None)]),
-            crb("b", role_ref("ClusterRole", "all"), vec![subject("User", "u", None), subject("Group", "g", None)]),
-            crb("c", role_ref("ClusterRole", "all"), vec![subject("User", "u", None)]),
+            crb(
+                "a-first-but-empty",
+                role_ref("ClusterRole", "none"),
+                vec![subject("User", "u", None)],
+            ),
+            crb(
+                "b",
+                role_ref("ClusterRole", "all"),
+                vec![subject("User", "u", None), subject("Group", "g", None)],
+            ),
+            crb(
+                "c",
+                role_ref("ClusterRole", "all"),
+                vec![subject("User", "u", None)],
+            ),
         ],
     )
     .unwrap();
     let user = Identity::new("u", vec!["g".into(), "g".into()]);
     let d = policy.decide(&Attributes::resource(&user, "get", "", "pods"));
-    assert_eq!(d.reason, "RBAC: allowed by ClusterRoleBinding \"b\" of ClusterRole \"all\" to User \"u\"");
+    assert_eq!(
+        d.reason,
+        "RBAC: allowed by ClusterRoleBinding \"b\" of ClusterRole \"all\" to User \"u\""
+    );
     let group_only = Identity::new("x", vec!["g".into()]);
     let d = policy.decide(&Attributes::resource(&group_only, "get", "", "pods"));
-    assert_eq!(d.reason, "RBAC: allowed by ClusterRoleBinding \"b\" of ClusterRole \"all\" to Group \"g\"");
+    assert_eq!(
+        d.reason,
+        "RBAC: allowed by ClusterRoleBinding \"b\" of ClusterRole \"all\" to Group \"g\""
+    );
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
-    Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+    Some(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
 }
 
 #[test]
@@ -630,10 +906,28 @@ fn aggregation_rule_is_resolved_at_compile_time() {
     let policy = Policy::compile(
         &[],
         &[
-            aggregated("monitoring", vec![select("rbac.example.com/aggregate-to-monitoring", "true")]),
-            labelled("read-pods", &[("rbac.example.com/aggregate-to-monitoring", "true")], rule(&["get"], &[""], &["pods"])),
-            labelled("read-nodes", &[("rbac.example.com/aggregate-to-monitoring", "true"), ("tier", "x")], rule(&["get"], &[""], &["nodes"])),
-            labelled("unrelated", &[("other", "true")], rule(&["get"], &[""], &["secrets"])),
+            aggregated(
+                "monitoring",
+                vec![select("rbac.example.com/aggregate-to-monitoring", "true")],
+            ),
+            labelled(
+                "read-pods",
+                &[("rbac.example.com/aggregate-to-monitoring", "true")],
+                rule(&["get"], &[""], &["pods"]),
+            ),
+            labelled(
+                "read-nodes",
+                &[
+                    ("rbac.example.com/aggregate-to-monitoring", "true"),
+                    ("tier", "x"),
+                ],
+                rule(&["get"], &[""], &["nodes"]),
+            ),
+            labelled(
+                "unrelated",
+                &[("other", "true")],
+                rule(&["get"], &[""], &["secrets"]),
+            ),
             // An aggregated role selected by another aggregated role (nested aggregation).
             ClusterRole {
                 metadata: ObjectMeta {
@@ -656,20 +950,52 @@ fn aggregation_rule_is_resolved_at_compile_time() {
         ],
         &[],
         &[
-            crb("m", role_ref("ClusterRole", "monitoring"), vec![subject("User", "m", None)]),
-            crb("o", role_ref("ClusterRole", "outer"), vec![subject("User", "o", None)]),
+            crb(
+                "m",
+                role_ref("ClusterRole", "monitoring"),
+                vec![subject("User", "m", None)],
+            ),
+            crb(
+                "o",
+                role_ref("ClusterRole", "outer"),
+                vec![subject("User", "o", None)],
+            ),
         ],
     )
     .unwrap();
     let m = Identity::new("m", vec![]);
-    assert!(policy.decide(&Attributes::resource(&m, "get", "", "pods")).is_allowed());
-    assert!(policy.decide(&Attributes::resource(&m, "get", "", "nodes")).is_allowed());
-    assert!(!policy.decide(&Attributes::resource(&m, "get", "", "secrets")).is_allowed());
+    assert!(
+        policy
+            .decide(&Attributes::resource(&m, "get", "", "pods"))
+            .is_allowed()
+    );
+    assert!(
+        policy
+            .decide(&Attributes::resource(&m, "get", "", "nodes"))
+            .is_allowed()
+    );
+    assert!(
+        !policy
+            .decide(&Attributes::resource(&m, "get", "", "secrets"))
+            .is_allowed()
+    );
     // The aggregated role's own (stale) rules are replaced, as the controller does.
-    assert!(!policy.decide(&Attributes::resource(&m, "stale", "", "pods")).is_allowed());
+    assert!(
+        !policy
+            .decide(&Attributes::resource(&m, "stale", "", "pods"))
+            .is_allowed()
+    );
     let o = Identity::new("o", vec![]);
-    assert!(policy.decide(&Attributes::resource(&o, "get", "", "nodes")).is_allowed());
-    assert!(!policy.decide(&Attributes::resource(&o, "get", "", "pods")).is_allowed());
+    assert!(
+        policy
+            .decide(&Attributes::resource(&o, "get", "", "nodes"))
+            .is_allowed()
+    );
+    assert!(
+        !policy
+            .decide(&Attributes::resource(&o, "get", "", "pods"))
+            .is_allowed()
+    );
 }
 
 #[test]
@@ -677,7 +1003,10 @@ fn bad_input_gives_typed_errors() {
     let nameless = ClusterRole::default();
     assert!(matches!(
         Policy::compile(&[], &[nameless], &[], &[]),
-        Err(kubegate_authz::Error::MissingField { kind: "ClusterRole", .. })
+        Err(kubegate_authz::Error::MissingField {
+            kind: "ClusterRole",
+            ..
+        })
     ));
     let no_ns = Role {
         metadata: meta("r", None),
@@ -685,12 +1014,18 @@ fn bad_input_gives_typed_errors() {
     };
     assert!(matches!(
         Policy::compile(&[no_ns], &[], &[], &[]),
-        Err(kubegate_authz::Error::MissingField { kind: "Role", field: "metadata.namespace" })
+        Err(kubegate_authz::Error::MissingField {
+            kind: "Role",
+            field: "metadata.namespace"
+        })
     ));
     let dup = cluster_role("x", vec![]);
     assert!(matches!(
         Policy::compile(&[], &[dup.clone(), dup], &[], &[]),
-        Err(kubegate_authz::Error::Duplicate { kind: "ClusterRole", .. })
+        Err(kubegate_authz::Error::Duplicate {
+            kind: "ClusterRole",
+            ..
+        })
     ));
     assert!(matches!(
         Policy::compile(&[], &[cluster_role("kubegate:admin", vec![])], &[], &[]),
@@ -710,6 +1045,15 @@ fn bad_input_gives_typed_errors() {
         }),
         rules: None,
     };
-    let err = Policy::compile(&[], &[bad_selector, cluster_role("other", vec![])], &[], &[]).unwrap_err();
-    assert!(matches!(err, kubegate_authz::Error::InvalidSelector { .. }), "{err}");
+    let err = Policy::compile(
+        &[],
+        &[bad_selector, cluster_role("other", vec![])],
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, kubegate_authz::Error::InvalidSelector { .. }),
+        "{err}"
+    );
 }

@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use kubegate_api::AccessKeyScope;
-use kubegate_authz::{Attributes, CompiledScope, Decision, NOBODY, Policy, SCOPE_DENIED_REASON, authorize_scoped};
+use kubegate_authz::{
+    Attributes, CompiledScope, Decision, NOBODY, Policy, SCOPE_DENIED_REASON, authorize_scoped,
+};
 use kubegate_routing::{OpsPath, RequestInfo, Target};
 use proptest::prelude::*;
 use serde_json::json;
@@ -21,7 +23,11 @@ const DEV: Target<'static> = Target::Cluster { cluster: "dev" };
 
 #[test]
 fn absent_and_empty_scopes_are_unrestricted() {
-    for s in [CompiledScope::new(None), scope(json!({})), scope(json!({"roles": [], "allowLoftCli": false}))] {
+    for s in [
+        CompiledScope::new(None),
+        scope(json!({})),
+        scope(json!({"roles": [], "allowLoftCli": false})),
+    ] {
         assert!(!s.is_restrictive());
         assert!(s.admits(&Target::Management, &get_pods("")));
         assert!(s.admits(&Target::Auth, &get_pods("")));
@@ -31,8 +37,16 @@ fn absent_and_empty_scopes_are_unrestricted() {
 
 #[test]
 fn malformed_json_is_a_typed_error() {
-    for bad in [&b"{"[..], b"{\"clusters\": 3}", b"\"scope\"", b"{\"rules\":[{\"verbs\":\"get\"}]}"] {
-        assert!(matches!(CompiledScope::from_json(bad), Err(kubegate_authz::Error::InvalidScope(_))));
+    for bad in [
+        &b"{"[..],
+        b"{\"clusters\": 3}",
+        b"\"scope\"",
+        b"{\"rules\":[{\"verbs\":\"get\"}]}",
+    ] {
+        assert!(matches!(
+            CompiledScope::from_json(bad),
+            Err(kubegate_authz::Error::InvalidScope(_))
+        ));
     }
 }
 
@@ -41,10 +55,30 @@ fn clusters_entries() {
     let s = scope(json!({"clusters": [{"cluster": "prod"}]}));
     assert!(s.admits(&PROD, &get_pods("default")));
     assert!(!s.admits(&DEV, &get_pods("default")));
-    assert!(s.admits(&Target::VirtualCluster { cluster: "prod", namespace: "ns", name: "vc" }, &get_pods("")));
-    assert!(!s.admits(&Target::VirtualCluster { cluster: "dev", namespace: "ns", name: "vc" }, &get_pods("")));
+    assert!(s.admits(
+        &Target::VirtualCluster {
+            cluster: "prod",
+            namespace: "ns",
+            name: "vc"
+        },
+        &get_pods("")
+    ));
+    assert!(!s.admits(
+        &Target::VirtualCluster {
+            cluster: "dev",
+            namespace: "ns",
+            name: "vc"
+        },
+        &get_pods("")
+    ));
     assert!(!s.admits(&Target::Management, &get_pods("")));
-    assert!(!s.admits(&Target::ProjectSpace { project: "p", space: "s" }, &get_pods("")));
+    assert!(!s.admits(
+        &Target::ProjectSpace {
+            project: "p",
+            space: "s"
+        },
+        &get_pods("")
+    ));
     let all = scope(json!({"clusters": [{"cluster": "*"}]}));
     assert!(all.admits(&DEV, &get_pods("")));
     assert!(!all.admits(&Target::Grafana { cluster: "dev" }, &get_pods("")));
@@ -59,26 +93,98 @@ fn projects_spaces_and_virtual_clusters_entries() {
     }));
     let r = get_pods("");
     for (target, expected) in [
-        (Target::ProjectSpace { project: "a", space: "x" }, true),
-        (Target::ProjectVirtualCluster { project: "a", virtual_cluster: "x" }, true),
-        (Target::ProjectSpace { project: "b", space: "s1" }, true),
-        (Target::ProjectSpace { project: "b", space: "s2" }, false),
-        (Target::ProjectSpace { project: "c", space: "anything" }, true),
-        (Target::ProjectVirtualCluster { project: "c", virtual_cluster: "v" }, false),
-        (Target::ProjectVirtualCluster { project: "b", virtual_cluster: "v1" }, true),
-        (Target::ProjectVirtualCluster { project: "b", virtual_cluster: "v2" }, false),
-        (Target::ProjectVirtualCluster { project: "d", virtual_cluster: "v9" }, true),
-        (Target::ProjectSpace { project: "d", space: "s" }, false),
+        (
+            Target::ProjectSpace {
+                project: "a",
+                space: "x",
+            },
+            true,
+        ),
+        (
+            Target::ProjectVirtualCluster {
+                project: "a",
+                virtual_cluster: "x",
+            },
+            true,
+        ),
+        (
+            Target::ProjectSpace {
+                project: "b",
+                space: "s1",
+            },
+            true,
+        ),
+        (
+            Target::ProjectSpace {
+                project: "b",
+                space: "s2",
+            },
+            false,
+        ),
+        (
+            Target::ProjectSpace {
+                project: "c",
+                space: "anything",
+            },
+            true,
+        ),
+        (
+            Target::ProjectVirtualCluster {
+                project: "c",
+                virtual_cluster: "v",
+            },
+            false,
+        ),
+        (
+            Target::ProjectVirtualCluster {
+                project: "b",
+                virtual_cluster: "v1",
+            },
+            true,
+        ),
+        (
+            Target::ProjectVirtualCluster {
+                project: "b",
+                virtual_cluster: "v2",
+            },
+            false,
+        ),
+        (
+            Target::ProjectVirtualCluster {
+                project: "d",
+                virtual_cluster: "v9",
+            },
+            true,
+        ),
+        (
+            Target::ProjectSpace {
+                project: "d",
+                space: "s",
+            },
+            false,
+        ),
         (Target::Cluster { cluster: "a" }, false),
         (Target::Management, false),
     ] {
         assert_eq!(s.admits(&target, &r), expected, "{target:?}");
     }
     let all = scope(json!({"projects": [{"project": "*"}]}));
-    assert!(all.admits(&Target::ProjectVirtualCluster { project: "z", virtual_cluster: "v" }, &r));
+    assert!(all.admits(
+        &Target::ProjectVirtualCluster {
+            project: "z",
+            virtual_cluster: "v"
+        },
+        &r
+    ));
     // `project: *` inside a spaces entry is not a wildcard.
     let literal = scope(json!({"spaces": [{"project": "*", "space": "s"}]}));
-    assert!(!literal.admits(&Target::ProjectSpace { project: "p", space: "s" }, &r));
+    assert!(!literal.admits(
+        &Target::ProjectSpace {
+            project: "p",
+            space: "s"
+        },
+        &r
+    ));
 }
 
 #[test]
@@ -91,69 +197,249 @@ fn rules_entries() {
     }]}));
     let user = &NOBODY;
     for (target, a, expected) in [
-        (PROD, Attributes::resource(user, "list", "", "pods").in_namespace("default"), true),
-        (PROD, Attributes::resource(user, "get", "", "pods").on_subresource("log").named("p").in_namespace("default"), true),
-        (PROD, Attributes::resource(user, "get", "", "pods").on_subresource("exec").named("p").in_namespace("default"), false),
-        (PROD, Attributes::resource(user, "get", "", "replicasets").on_subresource("scale").in_namespace(""), true),
-        (PROD, Attributes::resource(user, "delete", "", "pods").in_namespace("default"), false),
-        (PROD, Attributes::resource(user, "list", "", "pods").in_namespace("kube-system"), false),
-        (PROD, Attributes::resource(user, "get", "apps", "deployments").named("web").in_namespace("default"), true),
-        (PROD, Attributes::resource(user, "get", "apps", "deployments").named("api").in_namespace("default"), false),
-        (PROD, Attributes::resource(user, "list", "apps", "deployments").in_namespace("default"), false),
-        (DEV, Attributes::resource(user, "list", "", "pods").in_namespace("default"), false),
-        (Target::VirtualCluster { cluster: "prod", namespace: "n", name: "v" }, Attributes::resource(user, "list", "", "pods"), false),
-        (PROD, Attributes::non_resource(user, "get", "/healthz"), false),
+        (
+            PROD,
+            Attributes::resource(user, "list", "", "pods").in_namespace("default"),
+            true,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "get", "", "pods")
+                .on_subresource("log")
+                .named("p")
+                .in_namespace("default"),
+            true,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "get", "", "pods")
+                .on_subresource("exec")
+                .named("p")
+                .in_namespace("default"),
+            false,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "get", "", "replicasets")
+                .on_subresource("scale")
+                .in_namespace(""),
+            true,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "delete", "", "pods").in_namespace("default"),
+            false,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "list", "", "pods").in_namespace("kube-system"),
+            false,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "get", "apps", "deployments")
+                .named("web")
+                .in_namespace("default"),
+            true,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "get", "apps", "deployments")
+                .named("api")
+                .in_namespace("default"),
+            false,
+        ),
+        (
+            PROD,
+            Attributes::resource(user, "list", "apps", "deployments").in_namespace("default"),
+            false,
+        ),
+        (
+            DEV,
+            Attributes::resource(user, "list", "", "pods").in_namespace("default"),
+            false,
+        ),
+        (
+            Target::VirtualCluster {
+                cluster: "prod",
+                namespace: "n",
+                name: "v",
+            },
+            Attributes::resource(user, "list", "", "pods"),
+            false,
+        ),
+        (
+            PROD,
+            Attributes::non_resource(user, "get", "/healthz"),
+            false,
+        ),
     ] {
         assert_eq!(s.admits(&target, &a), expected, "{target:?} {a:?}");
     }
 
-    let urls = scope(json!({"rules": [{"nonResourceURLs": ["/healthz*", "/version"], "verbs": ["get"]}]}));
-    assert!(urls.admits(&PROD, &Attributes::non_resource(user, "get", "/healthz/etcd")));
+    let urls =
+        scope(json!({"rules": [{"nonResourceURLs": ["/healthz*", "/version"], "verbs": ["get"]}]}));
+    assert!(urls.admits(
+        &PROD,
+        &Attributes::non_resource(user, "get", "/healthz/etcd")
+    ));
     assert!(urls.admits(&DEV, &Attributes::non_resource(user, "get", "/version")));
     assert!(!urls.admits(&DEV, &Attributes::non_resource(user, "get", "/metrics")));
     assert!(!urls.admits(&DEV, &Attributes::resource(user, "get", "", "pods")));
     // Management only when listed.
-    assert!(!urls.admits(&Target::Management, &Attributes::non_resource(user, "get", "/version")));
+    assert!(!urls.admits(
+        &Target::Management,
+        &Attributes::non_resource(user, "get", "/version")
+    ));
 
     let mgmt = scope(json!({"rules": [{"requestTargets": ["Management"]}]}));
-    assert!(mgmt.admits(&Target::Management, &Attributes::resource(user, "delete", "management.loft.sh", "projects")));
+    assert!(mgmt.admits(
+        &Target::Management,
+        &Attributes::resource(user, "delete", "management.loft.sh", "projects")
+    ));
     assert!(!mgmt.admits(&PROD, &get_pods("")));
 
-    let legacy = scope(json!({"rules": [{"virtualClusters": [{"name": "vc1"}, {"namespace": "team-b"}]}]}));
+    let legacy =
+        scope(json!({"rules": [{"virtualClusters": [{"name": "vc1"}, {"namespace": "team-b"}]}]}));
     for (target, expected) in [
-        (Target::VirtualCluster { cluster: "c", namespace: "team-a", name: "vc1" }, true),
-        (Target::VirtualCluster { cluster: "c", namespace: "team-b", name: "other" }, true),
-        (Target::VirtualCluster { cluster: "c", namespace: "team-a", name: "other" }, false),
+        (
+            Target::VirtualCluster {
+                cluster: "c",
+                namespace: "team-a",
+                name: "vc1",
+            },
+            true,
+        ),
+        (
+            Target::VirtualCluster {
+                cluster: "c",
+                namespace: "team-b",
+                name: "other",
+            },
+            true,
+        ),
+        (
+            Target::VirtualCluster {
+                cluster: "c",
+                namespace: "team-a",
+                name: "other",
+            },
+            false,
+        ),
         (PROD, false),
     ] {
-        assert_eq!(legacy.admits(&target, &get_pods("")), expected, "{target:?}");
+        assert_eq!(
+            legacy.admits(&target, &get_pods("")),
+            expected,
+            "{target:?}"
+        );
     }
     let targets = scope(json!({"rules": [{"requestTargets": ["ProjectSpace", "Nowhere"]}]}));
-    assert!(targets.admits(&Target::ProjectSpace { project: "p", space: "s" }, &get_pods("")));
-    assert!(!targets.admits(&Target::ProjectVirtualCluster { project: "p", virtual_cluster: "v" }, &get_pods("")));
+    assert!(targets.admits(
+        &Target::ProjectSpace {
+            project: "p",
+            space: "s"
+        },
+        &get_pods("")
+    ));
+    assert!(!targets.admits(
+        &Target::ProjectVirtualCluster {
+            project: "p",
+            virtual_cluster: "v"
+        },
+        &get_pods("")
+    ));
 }
 
 #[test]
 fn loft_cli_role() {
-    for s in [scope(json!({"roles": [{"role": "loft-cli"}]})), scope(json!({"allowLoftCli": true}))] {
+    for s in [
+        scope(json!({"roles": [{"role": "loft-cli"}]})),
+        scope(json!({"allowLoftCli": true})),
+    ] {
         let user = &NOBODY;
         let m = "management.loft.sh";
         for (target, a, expected) in [
-            (Target::Management, Attributes::resource(user, "create", m, "selves"), true),
-            (Target::Management, Attributes::resource(user, "list", m, "projects"), true),
-            (Target::Management, Attributes::resource(user, "get", m, "clusters").named("prod"), true),
-            (Target::Management, Attributes::resource(user, "list", m, "virtualclusterinstances").in_namespace("loft-p-a"), true),
-            (Target::Management, Attributes::resource(user, "get", m, "spaceinstances").named("s").in_namespace("loft-p-a"), true),
-            (Target::Management, Attributes::resource(user, "watch", m, "projects"), false),
-            (Target::Management, Attributes::resource(user, "delete", m, "projects").named("p"), false),
-            (Target::Management, Attributes::resource(user, "create", m, "projects"), false),
-            (Target::Management, Attributes::resource(user, "list", m, "users"), false),
-            (Target::Management, Attributes::resource(user, "list", "", "projects"), false),
-            (Target::Management, Attributes::resource(user, "get", m, "projects").named("p").on_subresource("members"), false),
-            (Target::Management, Attributes::non_resource(user, "get", "/version"), true),
-            (Target::Ops(OpsPath::Version), Attributes::non_resource(user, "get", "/version"), true),
-            (Target::Ops(OpsPath::Metrics), Attributes::non_resource(user, "get", "/metrics"), false),
-            (PROD, Attributes::resource(user, "list", m, "projects"), false),
+            (
+                Target::Management,
+                Attributes::resource(user, "create", m, "selves"),
+                true,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "list", m, "projects"),
+                true,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "get", m, "clusters").named("prod"),
+                true,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "list", m, "virtualclusterinstances")
+                    .in_namespace("loft-p-a"),
+                true,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "get", m, "spaceinstances")
+                    .named("s")
+                    .in_namespace("loft-p-a"),
+                true,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "watch", m, "projects"),
+                false,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "delete", m, "projects").named("p"),
+                false,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "create", m, "projects"),
+                false,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "list", m, "users"),
+                false,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "list", "", "projects"),
+                false,
+            ),
+            (
+                Target::Management,
+                Attributes::resource(user, "get", m, "projects")
+                    .named("p")
+                    .on_subresource("members"),
+                false,
+            ),
+            (
+                Target::Management,
+                Attributes::non_resource(user, "get", "/version"),
+                true,
+            ),
+            (
+                Target::Ops(OpsPath::Version),
+                Attributes::non_resource(user, "get", "/version"),
+                true,
+            ),
+            (
+                Target::Ops(OpsPath::Metrics),
+                Attributes::non_resource(user, "get", "/metrics"),
+                false,
+            ),
+            (
+                PROD,
+                Attributes::resource(user, "list", m, "projects"),
+                false,
+            ),
         ] {
             assert_eq!(s.admits(&target, &a), expected, "{target:?} {a:?}");
         }
@@ -162,11 +448,22 @@ fn loft_cli_role() {
 
 #[test]
 fn other_roles_admit_nothing() {
-    for role in ["vcluster", "agent", "network-peer", "runner", "workspace", "metrics-reader", "from-the-future"] {
+    for role in [
+        "vcluster",
+        "agent",
+        "network-peer",
+        "runner",
+        "workspace",
+        "metrics-reader",
+        "from-the-future",
+    ] {
         let s = scope(json!({"roles": [{"role": role}]}));
         assert!(s.is_restrictive());
         assert!(!s.admits(&PROD, &get_pods("")), "{role}");
-        assert!(!s.admits(&Target::Management, &Attributes::resource(&NOBODY, "create", "management.loft.sh", "selves")));
+        assert!(!s.admits(
+            &Target::Management,
+            &Attributes::resource(&NOBODY, "create", "management.loft.sh", "selves")
+        ));
     }
 }
 
@@ -175,11 +472,20 @@ fn from_request_info_and_scoped_authorization() {
     let info = RequestInfo::parse("GET", "/api/v1/namespaces/default/pods", None).unwrap();
     let jane = kubegate_authz::Identity::new("jane", vec![]);
     let a = Attributes::from_request_info(&jane, &info);
-    assert_eq!((a.verb, a.resource, a.namespace, a.is_resource_request), ("list", "pods", "default", true));
+    assert_eq!(
+        (a.verb, a.resource, a.namespace, a.is_resource_request),
+        ("list", "pods", "default", true)
+    );
     let s = scope(json!({"clusters": [{"cluster": "prod"}]}));
     let policy = Policy::empty();
-    assert_eq!(authorize_scoped(Some(&s), &DEV, &a, &policy), Decision::deny(SCOPE_DENIED_REASON));
-    assert_eq!(authorize_scoped(Some(&s), &PROD, &a, &policy), Decision::no_opinion(""));
+    assert_eq!(
+        authorize_scoped(Some(&s), &DEV, &a, &policy),
+        Decision::deny(SCOPE_DENIED_REASON)
+    );
+    assert_eq!(
+        authorize_scoped(Some(&s), &PROD, &a, &policy),
+        Decision::no_opinion("")
+    );
     assert_eq!(s.decide(&DEV, &a), Decision::deny(SCOPE_DENIED_REASON));
 }
 
@@ -193,13 +499,25 @@ fn narrows_examples() {
     }));
     for (child, expected) in [
         (json!({"spaces": [{"project": "a", "space": "s"}]}), true),
-        (json!({"virtualClusters": [{"project": "a", "virtualCluster": "*"}]}), true),
-        (json!({"projects": [{"project": "a"}], "clusters": [{"cluster": "prod"}]}), true),
+        (
+            json!({"virtualClusters": [{"project": "a", "virtualCluster": "*"}]}),
+            true,
+        ),
+        (
+            json!({"projects": [{"project": "a"}], "clusters": [{"cluster": "prod"}]}),
+            true,
+        ),
         (json!({"allowLoftCli": true}), true),
         (json!({"roles": [{"role": "vcluster"}]}), true),
-        (json!({"rules": [{"verbs": ["get"], "resources": [{"group": "", "resources": ["pods", "pods/log"]}]}]}), true),
+        (
+            json!({"rules": [{"verbs": ["get"], "resources": [{"group": "", "resources": ["pods", "pods/log"]}]}]}),
+            true,
+        ),
         (json!({"rules": [{"verbs": ["get"]}]}), false),
-        (json!({"rules": [{"verbs": ["delete"], "resources": [{"group": "", "resources": ["pods"]}]}]}), false),
+        (
+            json!({"rules": [{"verbs": ["delete"], "resources": [{"group": "", "resources": ["pods"]}]}]}),
+            false,
+        ),
         (json!({"projects": [{"project": "*"}]}), false),
         (json!({"spaces": [{"project": "b", "space": "s"}]}), false),
         (json!({"clusters": [{"cluster": "*"}]}), false),
@@ -288,13 +606,36 @@ fn arb_request() -> impl Strategy<Value = Request> {
         Target::Cluster { cluster: "a" },
         Target::Cluster { cluster: "b" },
         Target::Cluster { cluster: "c" },
-        Target::VirtualCluster { cluster: "a", namespace: "n", name: "v" },
-        Target::VirtualCluster { cluster: "c", namespace: "m", name: "w" },
-        Target::ProjectSpace { project: "p", space: "s" },
-        Target::ProjectSpace { project: "q", space: "t" },
-        Target::ProjectSpace { project: "r", space: "s" },
-        Target::ProjectVirtualCluster { project: "p", virtual_cluster: "v" },
-        Target::ProjectVirtualCluster { project: "q", virtual_cluster: "w" },
+        Target::VirtualCluster {
+            cluster: "a",
+            namespace: "n",
+            name: "v",
+        },
+        Target::VirtualCluster {
+            cluster: "c",
+            namespace: "m",
+            name: "w",
+        },
+        Target::ProjectSpace {
+            project: "p",
+            space: "s",
+        },
+        Target::ProjectSpace {
+            project: "q",
+            space: "t",
+        },
+        Target::ProjectSpace {
+            project: "r",
+            space: "s",
+        },
+        Target::ProjectVirtualCluster {
+            project: "p",
+            virtual_cluster: "v",
+        },
+        Target::ProjectVirtualCluster {
+            project: "q",
+            virtual_cluster: "w",
+        },
         Target::Ops(OpsPath::Version),
         Target::Auth,
     ];
@@ -309,17 +650,29 @@ fn arb_request() -> impl Strategy<Value = Request> {
         pick(&["", "x"]),
         pick(&["/version", "/healthz", "/healthz/etcd", "/api", "/api/v1"]),
     )
-        .prop_map(|(target, resource_request, verb, group, resource, subresource, namespace, name, path)| Request {
-            target,
-            resource_request,
-            verb,
-            group,
-            resource,
-            subresource,
-            namespace,
-            name,
-            path,
-        })
+        .prop_map(
+            |(
+                target,
+                resource_request,
+                verb,
+                group,
+                resource,
+                subresource,
+                namespace,
+                name,
+                path,
+            )| Request {
+                target,
+                resource_request,
+                verb,
+                group,
+                resource,
+                subresource,
+                namespace,
+                name,
+                path,
+            },
+        )
 }
 
 fn attributes(r: &Request) -> Attributes<'static> {
@@ -364,7 +717,7 @@ proptest! {
         child["allowLoftCli"] = json!(false);
         // A parent rule tightened by another rule's constraints still narrows when it is covered.
         if keep & 0x80 != 0 && let Some(first) = parent["rules"].get(0).cloned() {
-            let mut tighter = first.clone();
+            let mut tighter = first;
             if tighter["verbs"].as_array().is_some_and(|v| v.is_empty()) {
                 tighter["verbs"] = extra_rule["verbs"].clone();
             }

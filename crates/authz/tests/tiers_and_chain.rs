@@ -7,8 +7,8 @@ use std::sync::Arc;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubegate_authz::{
-    Attributes, Authorizer, Chain, Decision, Identity, Policy, READ_ONLY_REASON, Superuser, Tier, Verdict,
-    WriteGate, forbidden, split_service_account_username,
+    Attributes, Authorizer, Chain, Decision, Identity, Policy, READ_ONLY_REASON, Superuser, Tier,
+    Verdict, WriteGate, forbidden, split_service_account_username,
 };
 
 #[test]
@@ -16,21 +16,60 @@ fn authenticated_group_adder() {
     for (name, groups, expected) in [
         ("jane", vec![], vec!["system:authenticated"]),
         ("jane", vec!["devs"], vec!["devs", "system:authenticated"]),
-        ("jane", vec!["system:authenticated"], vec!["system:authenticated"]),
-        ("jane", vec!["system:unauthenticated"], vec!["system:unauthenticated"]),
-        ("system:anonymous", vec!["system:unauthenticated"], vec!["system:unauthenticated"]),
+        (
+            "jane",
+            vec!["system:authenticated"],
+            vec!["system:authenticated"],
+        ),
+        (
+            "jane",
+            vec!["system:unauthenticated"],
+            vec!["system:unauthenticated"],
+        ),
+        (
+            "system:anonymous",
+            vec!["system:unauthenticated"],
+            vec!["system:unauthenticated"],
+        ),
         ("system:anonymous", vec![], vec![]),
     ] {
-        let identity = Identity::authenticated(name, "", groups.iter().map(|g| (*g).to_owned()).collect(), BTreeMap::new());
+        let identity = Identity::authenticated(
+            name,
+            "",
+            groups.iter().map(|g| (*g).to_owned()).collect(),
+            BTreeMap::new(),
+        );
         assert_eq!(identity.groups, expected, "{name} {groups:?}");
     }
     let anonymous = Identity::anonymous();
-    assert_eq!((anonymous.name.as_str(), anonymous.groups.as_slice()), ("system:anonymous", &["system:unauthenticated".to_owned()][..]));
+    assert_eq!(
+        (anonymous.name.as_str(), anonymous.groups.as_slice()),
+        (
+            "system:anonymous",
+            &["system:unauthenticated".to_owned()][..]
+        )
+    );
     let sa = Identity::service_account("kube-system", "default");
     assert_eq!(sa.name, "system:serviceaccount:kube-system:default");
-    assert_eq!(sa.groups, ["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"]);
-    assert_eq!(split_service_account_username("system:serviceaccount:ns:name"), Some(("ns", "name")));
-    for bad in ["system:serviceaccount:ns", "system:serviceaccount::n", "system:serviceaccount:Ns:n", "system:serviceaccount:ns:a:b", "jane"] {
+    assert_eq!(
+        sa.groups,
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:kube-system",
+            "system:authenticated"
+        ]
+    );
+    assert_eq!(
+        split_service_account_username("system:serviceaccount:ns:name"),
+        Some(("ns", "name"))
+    );
+    for bad in [
+        "system:serviceaccount:ns",
+        "system:serviceaccount::n",
+        "system:serviceaccount:Ns:n",
+        "system:serviceaccount:ns:a:b",
+        "jane",
+    ] {
         assert_eq!(split_service_account_username(bad), None, "{bad}");
     }
 }
@@ -76,7 +115,12 @@ fn tier_policy() -> Policy {
         &[],
         &[],
         &[ns_admin],
-        &[binding_to(Tier::Viewer, "vera"), binding_to(Tier::Operator, "otto"), binding_to(Tier::Admin, "ada"), binding_to(Tier::Viewer, "lead")],
+        &[
+            binding_to(Tier::Viewer, "vera"),
+            binding_to(Tier::Operator, "otto"),
+            binding_to(Tier::Admin, "ada"),
+            binding_to(Tier::Viewer, "lead"),
+        ],
     )
     .unwrap()
 }
@@ -88,7 +132,9 @@ fn role_tiers() {
     let otto = Identity::new("otto", vec![]);
     let ada = Identity::new("ada", vec![]);
     let allowed = |who: &Identity, verb: &str, group: &str, resource: &str, sub: &str| {
-        let a = Attributes::resource(who, verb, group, resource).on_subresource(sub).in_namespace("default");
+        let a = Attributes::resource(who, verb, group, resource)
+            .on_subresource(sub)
+            .in_namespace("default");
         policy.decide(&a).is_allowed()
     };
     for (verb, group, resource, sub, viewer, operator, admin) in [
@@ -105,17 +151,43 @@ fn role_tiers() {
         ("delete", "apps", "deployments", "", false, true, true),
         ("patch", "", "secrets", "", false, true, true),
         ("impersonate", "", "users", "", false, false, true),
-        ("escalate", "rbac.authorization.k8s.io", "clusterroles", "", false, false, true),
+        (
+            "escalate",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "",
+            false,
+            false,
+            true,
+        ),
     ] {
-        assert_eq!(allowed(&vera, verb, group, resource, sub), viewer, "viewer {verb} {resource}/{sub}");
-        assert_eq!(allowed(&otto, verb, group, resource, sub), operator, "operator {verb} {resource}/{sub}");
-        assert_eq!(allowed(&ada, verb, group, resource, sub), admin, "admin {verb} {resource}/{sub}");
+        assert_eq!(
+            allowed(&vera, verb, group, resource, sub),
+            viewer,
+            "viewer {verb} {resource}/{sub}"
+        );
+        assert_eq!(
+            allowed(&otto, verb, group, resource, sub),
+            operator,
+            "operator {verb} {resource}/{sub}"
+        );
+        assert_eq!(
+            allowed(&ada, verb, group, resource, sub),
+            admin,
+            "admin {verb} {resource}/{sub}"
+        );
     }
     let discovery = Attributes::non_resource(&vera, "get", "/apis");
     assert!(policy.decide(&discovery).is_allowed());
-    assert!(!policy.decide(&Attributes::non_resource(&vera, "post", "/apis")).is_allowed());
+    assert!(
+        !policy
+            .decide(&Attributes::non_resource(&vera, "post", "/apis"))
+            .is_allowed()
+    );
     assert_eq!(
-        policy.decide(&Attributes::resource(&vera, "get", "", "pods")).reason,
+        policy
+            .decide(&Attributes::resource(&vera, "get", "", "pods"))
+            .reason,
         "RBAC: allowed by ClusterRoleBinding \"vera-kubegate:viewer\" of ClusterRole \"kubegate:viewer\" to User \"vera\""
     );
     assert_eq!(policy.tier_of(&vera, ""), Some(Tier::Viewer));
@@ -124,7 +196,10 @@ fn role_tiers() {
     assert_eq!(policy.tier_of(&lead, ""), Some(Tier::Viewer));
     assert_eq!(policy.tier_of(&lead, "team"), Some(Tier::Admin));
     assert_eq!(policy.tier_of(&Identity::new("x", vec![]), "team"), None);
-    assert_eq!(Tier::from_cluster_role_name("kubegate:operator"), Some(Tier::Operator));
+    assert_eq!(
+        Tier::from_cluster_role_name("kubegate:operator"),
+        Some(Tier::Operator)
+    );
 }
 
 #[test]
@@ -142,17 +217,31 @@ fn write_gate_denies_mutations_for_non_admins() {
     assert_eq!(d, Decision::deny(READ_ONLY_REASON));
     assert_eq!(
         forbidden(&create(&otto), &d.reason).message,
-        format!("pods is forbidden: User \"otto\" cannot create resource \"pods\" in API group \"\" in the namespace \"team\": {READ_ONLY_REASON}")
+        format!(
+            "pods is forbidden: User \"otto\" cannot create resource \"pods\" in API group \"\" in the namespace \"team\": {READ_ONLY_REASON}"
+        )
     );
-    assert!(chain.authorize(&Attributes::resource(&otto, "get", "", "pods")).is_allowed());
+    assert!(
+        chain
+            .authorize(&Attributes::resource(&otto, "get", "", "pods"))
+            .is_allowed()
+    );
     assert!(chain.authorize(&create(&ada)).is_allowed());
-    assert!(chain.authorize(&create(&lead)).is_allowed(), "namespace admin in its namespace");
+    assert!(
+        chain.authorize(&create(&lead)).is_allowed(),
+        "namespace admin in its namespace"
+    );
     let elsewhere = Attributes::resource(&lead, "create", "", "pods").in_namespace("other");
     assert_eq!(chain.authorize(&elsewhere).verdict, Verdict::Deny);
     assert!(chain.authorize(&create(&root)).is_allowed());
-    assert_eq!(chain.authorize(&Attributes::non_resource(&otto, "post", "/logs")).verdict, Verdict::Deny);
+    assert_eq!(
+        chain
+            .authorize(&Attributes::non_resource(&otto, "post", "/logs"))
+            .verdict,
+        Verdict::Deny
+    );
 
-    let gate = WriteGate::new(policy.clone(), false);
+    let gate = WriteGate::new(policy, false);
     assert_eq!(gate.authorize(&create(&otto)), Decision::no_opinion(""));
     gate.set_enabled(true);
     assert!(gate.is_enabled());
@@ -200,6 +289,9 @@ fn union_semantics() {
     assert_eq!(Chain::new().authorize(&a), Decision::no_opinion(""));
     assert_eq!(chain.len(), 4);
     let masters = Identity::new("m", vec!["system:masters".into()]);
-    assert_eq!(Superuser.authorize(&Attributes::resource(&masters, "delete", "", "nodes")), Decision::allow(""));
+    assert_eq!(
+        Superuser.authorize(&Attributes::resource(&masters, "delete", "", "nodes")),
+        Decision::allow("")
+    );
     assert_eq!(Superuser.authorize(&a), Decision::no_opinion(""));
 }

@@ -26,11 +26,25 @@ struct SubjectIndex {
 }
 
 impl SubjectIndex {
-    fn add(&mut self, binding: u32, subject_index: u32, subject: &Subject, binding_namespace: &str) {
+    fn add(
+        &mut self,
+        binding: u32,
+        subject_index: u32,
+        subject: &Subject,
+        binding_namespace: &str,
+    ) {
         let entry = (binding, subject_index);
         match subject.kind.as_str() {
-            "User" => self.users.entry(subject.name.as_str().into()).or_default().push(entry),
-            "Group" => self.groups.entry(subject.name.as_str().into()).or_default().push(entry),
+            "User" => self
+                .users
+                .entry(subject.name.as_str().into())
+                .or_default()
+                .push(entry),
+            "Group" => self
+                .groups
+                .entry(subject.name.as_str().into())
+                .or_default()
+                .push(entry),
             "ServiceAccount" => {
                 let namespace = subject
                     .namespace
@@ -79,7 +93,11 @@ pub struct Policy {
     rule_count: usize,
 }
 
-fn required<'a>(value: Option<&'a String>, kind: &'static str, field: &'static str) -> Result<&'a str, PolicyError> {
+fn required<'a>(
+    value: Option<&'a String>,
+    kind: &'static str,
+    field: &'static str,
+) -> Result<&'a str, PolicyError> {
     value
         .map(String::as_str)
         .filter(|v| !v.is_empty())
@@ -93,14 +111,22 @@ fn describe_subject(subject: &Subject, binding_namespace: &str) -> String {
             .as_deref()
             .filter(|ns| !ns.is_empty())
             .unwrap_or(binding_namespace);
-        format!("{} {}", subject.kind, go_quote(&format!("{}/{}", subject.name, namespace)))
+        format!(
+            "{} {}",
+            subject.kind,
+            go_quote(&format!("{}/{}", subject.name, namespace))
+        )
     } else {
         format!("{} {}", subject.kind, go_quote(&subject.name))
     }
 }
 
 fn not_found(resource: &str, name: &str) -> Box<str> {
-    format!("{resource}.rbac.authorization.k8s.io {} not found", go_quote(name)).into()
+    format!(
+        "{resource}.rbac.authorization.k8s.io {} not found",
+        go_quote(name)
+    )
+    .into()
 }
 
 /// Resolve `aggregationRule`s the way the clusterrole-aggregation controller converges:
@@ -116,10 +142,15 @@ fn aggregate_cluster_roles(
     for role in cluster_roles {
         let name = required(role.metadata.name.as_ref(), "ClusterRole", "metadata.name")?;
         if Tier::from_cluster_role_name(name).is_some() {
-            return Err(PolicyError::ReservedName { name: name.to_owned() });
+            return Err(PolicyError::ReservedName {
+                name: name.to_owned(),
+            });
         }
         if effective
-            .insert(name, Cow::Borrowed(role.rules.as_deref().unwrap_or_default()))
+            .insert(
+                name,
+                Cow::Borrowed(role.rules.as_deref().unwrap_or_default()),
+            )
             .is_some()
         {
             return Err(PolicyError::Duplicate {
@@ -132,7 +163,9 @@ fn aggregate_cluster_roles(
     // Which roles each aggregated role selects never changes; compute it once.
     let mut selections: Vec<(&str, Vec<&str>)> = Vec::new();
     for role in cluster_roles {
-        let Some(rule) = &role.aggregation_rule else { continue };
+        let Some(rule) = &role.aggregation_rule else {
+            continue;
+        };
         let name = required(role.metadata.name.as_ref(), "ClusterRole", "metadata.name")?;
         let mut selected = Vec::new();
         for (candidate, candidate_labels) in &labels {
@@ -201,7 +234,11 @@ impl Policy {
         let mut role_sets: HashMap<(String, String), u32> = HashMap::new();
         for role in roles {
             let name = required(role.metadata.name.as_ref(), "Role", "metadata.name")?;
-            let namespace = required(role.metadata.namespace.as_ref(), "Role", "metadata.namespace")?;
+            let namespace = required(
+                role.metadata.namespace.as_ref(),
+                "Role",
+                "metadata.namespace",
+            )?;
             let rules = role.rules.iter().flatten().map(CompiledRule::new).collect();
             let set = policy.add_rule_set(rules);
             if role_sets
@@ -214,38 +251,46 @@ impl Policy {
                 });
             }
         }
-        let resolve = |role_ref: &RoleRef, namespace: &str| -> (Result<u32, Box<str>>, Option<Tier>) {
-            match role_ref.kind.as_str() {
-                "ClusterRole" => match Tier::from_cluster_role_name(&role_ref.name) {
-                    Some(tier) => (
-                        tier_sets.get(&tier).copied().ok_or_else(|| not_found("clusterrole", &role_ref.name)),
-                        Some(tier),
-                    ),
-                    None => (
-                        cluster_role_sets
-                            .get(&role_ref.name)
+        let resolve =
+            |role_ref: &RoleRef, namespace: &str| -> (Result<u32, Box<str>>, Option<Tier>) {
+                match role_ref.kind.as_str() {
+                    "ClusterRole" => match Tier::from_cluster_role_name(&role_ref.name) {
+                        Some(tier) => (
+                            tier_sets
+                                .get(&tier)
+                                .copied()
+                                .ok_or_else(|| not_found("clusterrole", &role_ref.name)),
+                            Some(tier),
+                        ),
+                        None => (
+                            cluster_role_sets
+                                .get(&role_ref.name)
+                                .copied()
+                                .ok_or_else(|| not_found("clusterrole", &role_ref.name)),
+                            None,
+                        ),
+                    },
+                    "Role" => (
+                        role_sets
+                            .get(&(namespace.to_owned(), role_ref.name.clone()))
                             .copied()
-                            .ok_or_else(|| not_found("clusterrole", &role_ref.name)),
+                            .ok_or_else(|| not_found("role", &role_ref.name)),
                         None,
                     ),
-                },
-                "Role" => (
-                    role_sets
-                        .get(&(namespace.to_owned(), role_ref.name.clone()))
-                        .copied()
-                        .ok_or_else(|| not_found("role", &role_ref.name)),
-                    None,
-                ),
-                other => (
-                    Err(format!("unsupported role reference kind: {}", go_quote(other)).into()),
-                    None,
-                ),
-            }
-        };
+                    other => (
+                        Err(format!("unsupported role reference kind: {}", go_quote(other)).into()),
+                        None,
+                    ),
+                }
+            };
 
         let mut seen: HashSet<String> = HashSet::new();
         for binding in cluster_role_bindings {
-            let name = required(binding.metadata.name.as_ref(), "ClusterRoleBinding", "metadata.name")?;
+            let name = required(
+                binding.metadata.name.as_ref(),
+                "ClusterRoleBinding",
+                "metadata.name",
+            )?;
             if !seen.insert(name.to_owned()) {
                 return Err(PolicyError::Duplicate {
                     kind: "ClusterRoleBinding",
@@ -264,14 +309,29 @@ impl Policy {
                 .iter()
                 .map(|s| format!("{prefix}{}", describe_subject(s, "")).into())
                 .collect();
-            policy.cluster_bindings.push(Binding { role, reasons, tier }, subjects, "");
+            policy.cluster_bindings.push(
+                Binding {
+                    role,
+                    reasons,
+                    tier,
+                },
+                subjects,
+                "",
+            );
         }
 
         let mut seen: HashSet<(String, String)> = HashSet::new();
         for binding in role_bindings {
-            let name = required(binding.metadata.name.as_ref(), "RoleBinding", "metadata.name")?;
-            let namespace =
-                required(binding.metadata.namespace.as_ref(), "RoleBinding", "metadata.namespace")?;
+            let name = required(
+                binding.metadata.name.as_ref(),
+                "RoleBinding",
+                "metadata.name",
+            )?;
+            let namespace = required(
+                binding.metadata.namespace.as_ref(),
+                "RoleBinding",
+                "metadata.namespace",
+            )?;
             if !seen.insert((namespace.to_owned(), name.to_owned())) {
                 return Err(PolicyError::Duplicate {
                     kind: "RoleBinding",
@@ -290,11 +350,15 @@ impl Policy {
                 .iter()
                 .map(|s| format!("{prefix}{}", describe_subject(s, namespace)).into())
                 .collect();
-            policy
-                .namespaced
-                .entry(namespace.into())
-                .or_default()
-                .push(Binding { role, reasons, tier }, subjects, namespace);
+            policy.namespaced.entry(namespace.into()).or_default().push(
+                Binding {
+                    role,
+                    reasons,
+                    tier,
+                },
+                subjects,
+                namespace,
+            );
         }
         Ok(policy)
     }
@@ -313,7 +377,11 @@ impl Policy {
     /// Number of bindings (cluster-wide and namespaced).
     pub fn binding_count(&self) -> usize {
         self.cluster_bindings.bindings.len()
-            + self.namespaced.values().map(|b| b.bindings.len()).sum::<usize>()
+            + self
+                .namespaced
+                .values()
+                .map(|b| b.bindings.len())
+                .sum::<usize>()
     }
 
     /// The RBAC decision for `a` (kube-apiserver `RBACAuthorizer.Authorize`).
@@ -325,7 +393,11 @@ impl Policy {
                 match binding.role {
                     Err(ref error) => errors.push(error),
                     Ok(set) => {
-                        let rules = self.rule_sets.get(set as usize).map(Vec::as_slice).unwrap_or_default();
+                        let rules = self
+                            .rule_sets
+                            .get(set as usize)
+                            .map(Vec::as_slice)
+                            .unwrap_or_default();
                         if rules.iter().any(|rule| rule.allows(a, &probe)) {
                             return binding.reasons.get(subject as usize).map(|r| &**r);
                         }
@@ -405,8 +477,12 @@ impl Bindings {
     fn push(&mut self, binding: Binding, subjects: &[Subject], namespace: &str) {
         let index = u32::try_from(self.bindings.len()).unwrap_or(u32::MAX);
         for (i, subject) in subjects.iter().enumerate() {
-            self.index
-                .add(index, u32::try_from(i).unwrap_or(u32::MAX), subject, namespace);
+            self.index.add(
+                index,
+                u32::try_from(i).unwrap_or(u32::MAX),
+                subject,
+                namespace,
+            );
         }
         self.bindings.push(binding);
     }
@@ -427,7 +503,11 @@ fn visit<'b, T>(
     let mut spill: Vec<&[Entry]> = Vec::new();
     let mut count = 0;
     let lists = std::iter::once(bindings.index.users.get(user.name.as_str()))
-        .chain(user.groups.iter().map(|g| bindings.index.groups.get(g.as_str())))
+        .chain(
+            user.groups
+                .iter()
+                .map(|g| bindings.index.groups.get(g.as_str())),
+        )
         .flatten()
         .filter(|l| !l.is_empty());
     for list in lists {

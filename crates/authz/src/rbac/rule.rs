@@ -32,7 +32,11 @@ fn head(s: &str) -> u64 {
 
 impl<'a> Probe<'a> {
     pub(crate) fn new(s: &'a str) -> Self {
-        Self { len: s.len(), head: head(s), s }
+        Self {
+            len: s.len(),
+            head: head(s),
+            s,
+        }
     }
 }
 
@@ -46,12 +50,18 @@ struct Name {
 
 impl Name {
     fn new(s: &str) -> Self {
-        Self { len: s.len(), head: head(s), s: s.into() }
+        Self {
+            len: s.len(),
+            head: head(s),
+            s: s.into(),
+        }
     }
 
     #[inline]
     fn eq(&self, p: &Probe<'_>) -> bool {
-        self.len == p.len && self.head == p.head && (self.len <= 8 || self.s.as_bytes()[8..] == p.s.as_bytes()[8..])
+        self.len == p.len
+            && self.head == p.head
+            && (self.len <= 8 || self.s.as_bytes()[8..] == p.s.as_bytes()[8..])
     }
 }
 
@@ -152,7 +162,10 @@ fn boxed(values: Option<&Vec<String>>) -> Box<[Box<str>]> {
 /// Whether the concatenations of `a` and `b` are equal, without building them.
 fn concat_eq(a: &[&str], b: &[&str]) -> bool {
     let total = |parts: &[&str]| parts.iter().map(|p| p.len()).sum::<usize>();
-    total(a) == total(b) && a.iter().flat_map(|p| p.bytes()).eq(b.iter().flat_map(|p| p.bytes()))
+    total(a) == total(b)
+        && a.iter()
+            .flat_map(|p| p.bytes())
+            .eq(b.iter().flat_map(|p| p.bytes()))
 }
 
 impl ResourcePattern {
@@ -198,8 +211,12 @@ impl CompiledRule {
             resources: (!self.resources.is_empty())
                 .then(|| self.resources.iter().map(|r| r.parts().concat()).collect()),
             resource_names: list(&self.resource_names),
-            non_resource_urls: (!self.non_resource_urls.is_empty())
-                .then(|| self.non_resource_urls.iter().map(|u| u.to_string()).collect()),
+            non_resource_urls: (!self.non_resource_urls.is_empty()).then(|| {
+                self.non_resource_urls
+                    .iter()
+                    .map(|u| u.to_string())
+                    .collect()
+            }),
         }
     }
 
@@ -221,7 +238,11 @@ impl CompiledRule {
         let has_sub = p.subresource.len > 0;
         if p.odd_resource {
             // Literal `ResourceMatches` on `resource[/subresource]`, without allocating it.
-            let combined: [&str; 3] = if has_sub { [a.resource, "/", a.subresource] } else { [a.resource, "", ""] };
+            let combined: [&str; 3] = if has_sub {
+                [a.resource, "/", a.subresource]
+            } else {
+                [a.resource, "", ""]
+            };
             return self.resources.iter().any(|pattern| {
                 matches!(pattern, ResourcePattern::All)
                     || concat_eq(&pattern.parts(), &combined)
@@ -231,7 +252,9 @@ impl CompiledRule {
         self.resources.iter().any(|pattern| match pattern {
             ResourcePattern::All => true,
             ResourcePattern::Plain(resource) => !has_sub && resource.eq(&p.resource),
-            ResourcePattern::WithSub(resource, sub) => has_sub && resource.eq(&p.resource) && sub.eq(&p.subresource),
+            ResourcePattern::WithSub(resource, sub) => {
+                has_sub && resource.eq(&p.resource) && sub.eq(&p.subresource)
+            }
             ResourcePattern::AnySub(sub) => has_sub && sub.eq(&p.subresource),
         })
     }
@@ -248,7 +271,11 @@ impl CompiledRule {
 /// `ResourceMatches`, literally: a rule resource matches when it is `*`, equals
 /// `resource[/subresource]`, or is exactly `*/<subresource>` for a subresource request.
 /// `pods/*` is not a wildcard.
-pub(crate) fn resource_matches(rule_resources: &[Box<str>], resource: &str, subresource: &str) -> bool {
+pub(crate) fn resource_matches(
+    rule_resources: &[Box<str>],
+    resource: &str,
+    subresource: &str,
+) -> bool {
     rule_resources.iter().any(|rule| {
         let rule = &**rule;
         if rule == "*" {
@@ -286,7 +313,9 @@ mod tests {
     use crate::NOBODY;
     use proptest::prelude::*;
 
-    const PATTERNS: &[&str] = &["*", "pods", "pods/log", "pods/*", "*/scale", "*/*", "*/", "/x", "a/b/c", "", "pods/"];
+    const PATTERNS: &[&str] = &[
+        "*", "pods", "pods/log", "pods/*", "*/scale", "*/*", "*/", "/x", "a/b/c", "", "pods/",
+    ];
     const RESOURCES: &[&str] = &["pods", "*", "a", "a/b", "", "deployments"];
     const SUBRESOURCES: &[&str] = &["", "log", "scale", "*", "x", "b/c"];
 

@@ -36,7 +36,11 @@ pub(crate) fn selects(
             "NotIn" => label.is_none_or(|l| !values.contains(l)),
             "Exists" => label.is_some(),
             "DoesNotExist" => label.is_none(),
-            other => return Err(invalid(&format!("{other:?} is not a valid label selector operator"))),
+            other => {
+                return Err(invalid(&format!(
+                    "{other:?} is not a valid label selector operator"
+                )));
+            }
         };
         if !matched {
             return Ok(false);

@@ -58,7 +58,9 @@ impl Tier {
 
     /// The tier a ClusterRole name denotes.
     pub fn from_cluster_role_name(name: &str) -> Option<Tier> {
-        Tier::ALL.into_iter().find(|t| t.cluster_role_name() == name)
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.cluster_role_name() == name)
     }
 
     pub(crate) fn compiled_rules(self) -> Vec<CompiledRule> {
@@ -98,8 +100,7 @@ impl Tier {
 }
 
 /// The reason the write gate gives.
-pub const READ_ONLY_REASON: &str =
-    "the gateway is read-only: only kubegate:admin may make changes";
+pub const READ_ONLY_REASON: &str = "the gateway is read-only: only kubegate:admin may make changes";
 
 /// The global write gate: while enabled, every mutating request
 /// ([`Attributes::is_mutating`]) is **denied** unless the user is in `system:masters` or bound
