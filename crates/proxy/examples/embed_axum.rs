@@ -1,0 +1,262 @@
+//! kubegate-proxy's layers protecting an axum router that forwards Kubernetes API traffic.
+//!
+//! Starts a throwaway fake kube-apiserver (kubegate-testkit), serves an axum app on
+//! 127.0.0.1 with:
+//! - `GET /healthz` answered by axum itself, unauthenticated;
+//! - `/kubernetes/cluster/prod/...` authenticated (a static bearer token), authorized (read-only
+//!   except for configmaps), audited (JSON lines on stderr) and measured (Prometheus, at
+//!   `GET /metrics`), then forwarded to the upstream impersonating the caller.
+//!
+//! It sends a few requests to itself and prints the results; pass `--serve` to keep serving.
+//!
+//! ```sh
+//! cargo run -p kubegate-proxy --example embed_axum [-- --serve]
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use http::Request;
+use http::request::Parts;
+use http_body_util::BodyExt;
+use kubegate_proxy::{
+    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
+    ClientAddr, Credential, Decision, ForwardService, Identity, JsonLinesSink, LongRunning,
+    MetricsLayer, RequestMeta, Status, Upstream, UpstreamPath,
+};
+use kubegate_routing::{RequestInfo, Router as KubeRouter};
+use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tower::ServiceBuilder;
+
+/// `Authorization: Bearer demo` is jane.
+struct DemoTokens;
+impl Authenticator for DemoTokens {
+    type Scope = ();
+    async fn authenticate(&self, req: &Parts) -> Result<Authenticated<()>, AuthnError> {
+        match req.headers.get("authorization").map(|v| v.as_bytes()) {
+            Some(b"Bearer demo") => Ok(Authenticated {
+                identity: Identity::authenticated(
+                    "jane",
+                    "",
+                    vec!["devs".into()],
+                    Default::default(),
+                ),
+                scope: None,
+            }),
+            _ => Err(AuthnError::Unauthorized),
+        }
+    }
+}
+
+/// Reads anything; writes only configmaps.
+struct ReadMostly;
+impl Authorizer for ReadMostly {
+    async fn authorize(&self, req: &Parts) -> Decision {
+        let Some(meta) = req.extensions.get::<RequestMeta>() else {
+            return Decision::Error("request was not routed".into());
+        };
+        let read = matches!(meta.verb.as_str(), "get" | "list" | "watch");
+        let object = meta.object_ref.clone().unwrap_or_default();
+        if read || object.resource == "configmaps" {
+            return Decision::Allow {
+                reason: String::new(),
+            };
+        }
+        let user = req
+            .extensions
+            .get::<Identity>()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let scope = if object.namespace.is_empty() {
+            "at the cluster scope".to_owned()
+        } else {
+            format!("in the namespace {:?}", object.namespace)
+        };
+        Decision::Deny {
+            status: Status::forbidden(
+                &object.api_group,
+                &object.resource,
+                &object.name,
+                &format!(
+                    "User {user:?} cannot {} resource {:?} in API group {:?} {scope}",
+                    meta.verb, object.resource, object.api_group
+                ),
+            ),
+            reason: String::new(),
+        }
+    }
+}
+
+/// Routing: what the gateway does before the layers (prefix → upstream path, RequestInfo).
+fn route(mut req: Request<Body>) -> Request<Body> {
+    static ROUTER: std::sync::OnceLock<KubeRouter> = std::sync::OnceLock::new();
+    let router = ROUTER.get_or_init(KubeRouter::central);
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let method = req.method().as_str().to_owned();
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        req.extensions_mut().insert(ClientAddr(peer));
+    }
+    if let Ok(route) = router.route(&path, query.as_deref())
+        && let Ok(info) = RequestInfo::parse(&method, &route.rest, route.query)
+        && let Ok(upstream_path) = UpstreamPath::from_route(route.raw_rest, route.query)
+    {
+        let meta = RequestMeta::new(&route.target, &info);
+        let long_running = LongRunning(info.is_long_running());
+        let ext = req.extensions_mut();
+        ext.insert(upstream_path);
+        ext.insert(long_running);
+        ext.insert(meta);
+    }
+    req
+}
+
+#[tokio::main]
+async fn main() {
+    // The upstream: a fake kube-apiserver that lets the gateway impersonate and jane read.
+    let rbac = Rbac::default()
+        .with_objects(&[
+            json!({"kind": "ClusterRole", "metadata": {"name": "impersonator"},
+                   "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "gateway"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonator"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "gateway"}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "devs-view"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "dev"},
+                   "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"}]}),
+            json!({"kind": "ClusterRole", "metadata": {"name": "dev"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps", "namespaces"], "verbs": ["*"]}]}),
+        ])
+        .unwrap();
+    let api = TestApiServer::start(TestApiServerConfig::with_rbac(&rbac).unwrap())
+        .await
+        .unwrap();
+    api.create(
+        "configmaps",
+        "default",
+        json!({"metadata": {"name": "hello"}, "data": {"k": "v"}}),
+    )
+    .unwrap();
+
+    let upstream = Upstream::builder("prod", api.url())
+        .ca_bundle_pem(api.ca_pem())
+        .credential(Credential::BearerToken(
+            api.mint_token(UserInfo::new("gateway")),
+        ))
+        .build()
+        .unwrap();
+    let registry = Arc::new(Mutex::new(Registry::default()));
+    let metrics = MetricsLayer::new(&mut registry.lock().unwrap());
+
+    // The protected part: everything under /kubernetes goes upstream.
+    let protected = Router::new()
+        .fallback_service(ForwardService::<Body>::new(upstream))
+        .layer(
+            ServiceBuilder::new()
+                .map_request(route)
+                .layer(metrics)
+                .layer(AuditLayer::new(JsonLinesSink::new(std::io::stderr())))
+                .layer(AuthnLayer::new(DemoTokens))
+                .layer(AuthzLayer::new(ReadMostly)),
+        );
+    let registry_for_handler = registry.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry_for_handler.clone();
+                async move {
+                    let mut text = String::new();
+                    prometheus_client::encoding::text::encode(&mut text, &registry.lock().unwrap())
+                        .unwrap();
+                    text
+                }
+            }),
+        )
+        .merge(protected);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    println!("serving on http://{addr} (upstream {})", api.url());
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for (method, path, token) in [
+        ("GET", "/healthz", None),
+        (
+            "GET",
+            "/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps/hello",
+            None,
+        ),
+        (
+            "GET",
+            "/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps/hello",
+            Some("demo"),
+        ),
+        (
+            "DELETE",
+            "/kubernetes/cluster/prod/api/v1/namespaces/default",
+            Some("demo"),
+        ),
+        ("GET", "/metrics", None),
+    ] {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = client
+            .request(req.body(Default::default()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        let shown: String = body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .take(6)
+            .collect::<Vec<_>>()
+            .join("\n  ");
+        println!(
+            "{method} {path} (token: {}) -> {status}\n  {shown}",
+            token.unwrap_or("none")
+        );
+    }
+    for r in api.requests() {
+        println!(
+            "upstream saw {} {} as {:?} impersonating {:?}",
+            r.method,
+            r.path,
+            r.authenticated.as_ref().map(|u| &u.name),
+            r.impersonated.as_ref().map(|u| &u.name)
+        );
+    }
+
+    if std::env::args().any(|a| a == "--serve") {
+        println!("serving until interrupted");
+        let _ = server.await;
+    }
+}
