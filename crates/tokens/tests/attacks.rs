@@ -570,3 +570,42 @@ fn claims_carry_scope_groups_and_kind() {
     assert_eq!(c.nbf, Some(NOW));
     assert_eq!(c.iat, NOW);
 }
+
+#[test]
+fn every_single_character_substitution_is_refused() {
+    let f = fixture(Algorithm::Es256);
+    let token = f.minter.mint(&request(), NOW).unwrap().into_token();
+    let v = Verifier::new(Arc::clone(&f.keys), ISS, AUD).with_cache_capacity(0);
+    let bytes = token.as_bytes();
+    for i in 0..bytes.len() {
+        for repl in [b'A', b'f', b'_', b'-', b'.', b'='] {
+            if bytes[i] == repl {
+                continue;
+            }
+            let mut t = bytes.to_vec();
+            t[i] = repl;
+            let t = String::from_utf8(t).unwrap();
+            assert!(v.verify(&t, NOW, gen1).is_err(), "substitution at {i} verified");
+        }
+    }
+}
+
+#[test]
+fn deeply_nested_header_is_refused_not_a_crash() {
+    let f = fixture(Algorithm::Es256);
+    let token = f.minter.mint(&request(), NOW).unwrap().into_token();
+    let (_, p, s) = parts(&token);
+    let nested = format!(
+        r#"{{"alg":"ES256","x":{}{}}}"#,
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    // serde_json skips unknown members iteratively: no recursion, so the header parses and the
+    // signature (made over another header) fails.
+    let forged = format!("{}.{p}.{s}", b64(nested.as_bytes()));
+    assert_eq!(refuse(&f.verifier, &forged), Error::BadSignature);
+    // Nesting in a member we do read hits serde_json's recursion limit.
+    let nested_alg = format!(r#"{{"alg":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
+    let forged = format!("{}.{p}.{s}", b64(nested_alg.as_bytes()));
+    assert!(matches!(refuse(&f.verifier, &forged), Error::Malformed(_)));
+}
