@@ -585,7 +585,10 @@ fn every_single_character_substitution_is_refused() {
             let mut t = bytes.to_vec();
             t[i] = repl;
             let t = String::from_utf8(t).unwrap();
-            assert!(v.verify(&t, NOW, gen1).is_err(), "substitution at {i} verified");
+            assert!(
+                v.verify(&t, NOW, gen1).is_err(),
+                "substitution at {i} verified"
+            );
         }
     }
 }
