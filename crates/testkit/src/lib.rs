@@ -14,6 +14,7 @@ mod kubeconfig;
 mod meta;
 mod openapi;
 mod patch;
+mod pipeline;
 mod rbac;
 mod recorder;
 mod request;

@@ -81,6 +81,22 @@ impl Rbac {
         }
     }
 
+    /// Lets `user` impersonate any user, group, service account, UID and user extra — what a
+    /// gateway's upstream identity needs (ClusterRole + ClusterRoleBinding named
+    /// `testkit-impersonator-<user>`).
+    pub fn with_impersonator(self, user: &str) -> Result<Self, Error> {
+        let name = format!("testkit-impersonator-{user}");
+        self.with_objects(&[
+            json!({"kind": "ClusterRole", "metadata": {"name": name}, "rules": [
+                {"apiGroups": [""], "resources": ["users", "groups", "serviceaccounts"], "verbs": ["impersonate"]},
+                {"apiGroups": ["authentication.k8s.io"], "resources": ["*"], "verbs": ["impersonate"]},
+            ]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": name},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]}),
+        ])
+    }
+
     /// Adds objects from JSON (each with its `kind`: Role, ClusterRole, RoleBinding,
     /// ClusterRoleBinding).
     pub fn with_objects(mut self, objects: &[serde_json::Value]) -> Result<Self, Error> {
@@ -192,6 +208,31 @@ mod tests {
             namespace: ns,
             name: "",
         }
+    }
+
+    #[test]
+    fn impersonator_may_impersonate_everything() {
+        let authz = RbacAuthorizer::new(&Rbac::default().with_impersonator("gw").unwrap()).unwrap();
+        let gw = UserInfo::new("gw");
+        for (group, resource, sub) in [
+            ("", "users", ""),
+            ("", "groups", ""),
+            ("", "serviceaccounts", ""),
+            ("authentication.k8s.io", "uids", ""),
+            ("authentication.k8s.io", "userextras", "scopes"),
+        ] {
+            let a = Attributes {
+                api_group: group,
+                subresource: sub,
+                ..attrs(&gw, "impersonate", resource, "")
+            };
+            assert_eq!(authz.authorize(&a), Decision::Allow, "{resource}/{sub}");
+        }
+        let other = UserInfo::new("other");
+        assert_ne!(
+            authz.authorize(&attrs(&other, "impersonate", "users", "")),
+            Decision::Allow
+        );
     }
 
     #[test]

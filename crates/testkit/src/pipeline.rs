@@ -1,0 +1,259 @@
+//! The request pipeline, in kube-apiserver's filter order: RequestInfo → authentication →
+//! impersonation → authorization → (record) → (faults) → handler.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::header::{HeaderValue, LOCATION};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::api::{self, Ctx};
+use crate::authn::impersonate;
+use crate::authz::{Attributes, Decision};
+use crate::body::{self, Body};
+use crate::conn::ConnControl;
+use crate::exec::is_upgrade;
+use crate::faults::Fault;
+use crate::identity::UserInfo;
+use crate::recorder::RecordedRequest;
+use crate::request::{Query, RequestInfo};
+use crate::server::{Shared, UPGRADE_ECHO_PATH};
+use crate::status::{Status, forbidden_for, wants_pretty};
+use crate::table::{IncludeObject, wants_table};
+use crate::{discovery, openapi};
+
+fn percent_decoded(path: &str) -> String {
+    percent_encoding::percent_decode_str(path)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// What the checks before the handler decided.
+enum Admission {
+    Proceed {
+        info: RequestInfo,
+    },
+    Reject(Status),
+    /// RequestInfo failed: kube-apiserver's plain-text 500.
+    Internal(String),
+}
+
+fn admit(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    peer_cert: Option<&[u8]>,
+    path: &str,
+) -> (Admission, Option<UserInfo>, Option<UserInfo>, String) {
+    let info = match RequestInfo::parse(req.method().as_str(), path, req.uri().query()) {
+        Ok(info) => info,
+        Err(msg) => {
+            let verb = req.method().as_str().to_ascii_lowercase();
+            return (Admission::Internal(msg), None, None, verb);
+        }
+    };
+    let verb = info.verb.clone();
+    let Some(requestor) = shared.authn.authenticate(req.headers(), peer_cert) else {
+        return (Admission::Reject(Status::unauthorized()), None, None, verb);
+    };
+    let impersonated = match impersonate(&shared.authz, &requestor, req.headers()) {
+        Ok(i) => i,
+        Err(status) => return (Admission::Reject(status), Some(requestor), None, verb),
+    };
+    let user = impersonated.clone().unwrap_or_else(|| requestor.clone());
+    let p = &info.path;
+    let attrs = Attributes {
+        user: &user,
+        verb: &info.verb,
+        resource_request: info.resource_request,
+        path,
+        api_group: &p.group,
+        api_version: &p.version,
+        resource: &p.resource,
+        subresource: &p.subresource,
+        namespace: &p.namespace,
+        name: &p.name,
+    };
+    let decision = match shared.authz.authorize(&attrs) {
+        Decision::Allow => None,
+        Decision::Deny(r) | Decision::NoOpinion(r) => Some(forbidden_for(&attrs, &r)),
+    };
+    // Pod exec/attach/portforward also need `create` when the verb isn't already create
+    // (AuthorizePodWebsocketUpgradeCreatePermission, on since 1.35).
+    let decision = decision.or_else(|| {
+        let streaming = p.resource == "pods"
+            && matches!(p.subresource.as_str(), "exec" | "attach" | "portforward");
+        if !streaming || info.verb == "create" {
+            return None;
+        }
+        let create = Attributes {
+            verb: "create",
+            ..attrs
+        };
+        match shared.authz.authorize(&create) {
+            Decision::Allow => None,
+            Decision::Deny(r) | Decision::NoOpinion(r) => {
+                Some(Status::forbidden("", "pods", &p.name, &r))
+            }
+        }
+    });
+    if let Some(status) = decision {
+        return (
+            Admission::Reject(status),
+            Some(requestor),
+            impersonated,
+            verb,
+        );
+    }
+    (
+        Admission::Proceed { info },
+        Some(requestor),
+        impersonated,
+        verb,
+    )
+}
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    _peer: SocketAddr,
+    peer_cert: Option<Arc<[u8]>>,
+    control: Arc<ConnControl>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let raw_path = req.uri().path().to_owned();
+    let raw_query = req.uri().query().map(str::to_owned);
+    let path = percent_decoded(&raw_path);
+    let query = Query::parse(raw_query.as_deref());
+    let pretty = wants_pretty(
+        raw_query.as_deref(),
+        req.headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let upgrade = is_upgrade(req.headers());
+    let (admission, authenticated, impersonated, verb) =
+        admit(&shared, &req, peer_cert.as_deref(), &path);
+    if shared.recorder.is_enabled() {
+        shared.recorder.push(RecordedRequest {
+            method: req.method().clone(),
+            version: req.version(),
+            path: raw_path.clone(),
+            query: raw_query.clone(),
+            headers: req.headers().clone(),
+            authenticated,
+            impersonated,
+            verb,
+        });
+    }
+    let mut slow = None;
+    match shared.faults.take(req.method(), &raw_path, upgrade) {
+        None => {}
+        Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Reset) => {
+            control.reset();
+            // The connection task drops this future together with the socket.
+            return std::future::pending().await;
+        }
+        Some(Fault::Status(code)) => return body::status(&Status::for_code(code), pretty),
+        Some(Fault::SlowBody {
+            chunk_size,
+            interval,
+        }) => slow = Some((chunk_size, interval)),
+        Some(Fault::UpgradeStatus { code, location }) => {
+            return upgrade_refusal(code, location.as_deref(), pretty);
+        }
+    }
+    let resp = match admission {
+        Admission::Reject(status) => body::status(&status, pretty),
+        Admission::Internal(msg) => {
+            let uri = req.uri().path_and_query().map_or("", |p| p.as_str());
+            let uri = uri
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;");
+            body::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("Internal Server Error: {:?}: {msg}\n", uri),
+            )
+        }
+        Admission::Proceed { info } => route(&shared, req, &info, &query, &path, pretty).await,
+    };
+    match slow {
+        Some((chunk, interval)) => slow_down(resp, chunk.max(1), interval),
+        None => resp,
+    }
+}
+
+fn upgrade_refusal(code: u16, location: Option<&str>, pretty: bool) -> Response<Body> {
+    let code = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if code == StatusCode::FORBIDDEN {
+        let s = Status::forbidden("", "", "", "upgrade refused by fault injection");
+        return body::status(&s, pretty);
+    }
+    let mut resp = body::text(code, "ok\n");
+    if let Some(loc) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        resp.headers_mut().insert(LOCATION, loc);
+    }
+    resp
+}
+
+fn slow_down(resp: Response<Body>, chunk: usize, interval: Duration) -> Response<Body> {
+    let (parts, inner) = resp.into_parts();
+    let frames = inner.into_data_stream();
+    let pieces = frames
+        .flat_map(move |r| {
+            let data: Bytes = r.unwrap_or_default();
+            let pieces: Vec<Bytes> = (0..data.len())
+                .step_by(chunk)
+                .map(|i| data.slice(i..(i + chunk).min(data.len())))
+                .collect();
+            futures_util::stream::iter(pieces)
+        })
+        .then(move |b| async move {
+            tokio::time::sleep(interval).await;
+            b
+        });
+    Response::from_parts(parts, body::stream(pieces))
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    info: &RequestInfo,
+    query: &Query,
+    path: &str,
+    pretty: bool,
+) -> Response<Body> {
+    if path == UPGRADE_ECHO_PATH {
+        return crate::exec::upgrade_echo(req);
+    }
+    if info.resource_request {
+        let accept = req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let table = wants_table(accept).then(|| IncludeObject::parse(query.get("includeObject")));
+        let ctx = Ctx {
+            shared,
+            info,
+            query,
+            pretty,
+            table,
+        };
+        return api::serve(&ctx, req).await;
+    }
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return body::text(StatusCode::OK, "ok");
+    }
+    if let Some(resp) = openapi::serve(path) {
+        return resp;
+    }
+    if let Some(resp) = discovery::serve(path, req.headers(), &shared.host) {
+        return resp;
+    }
+    body::status(&Status::path_not_found(), pretty)
+}
