@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A set of revoked `jti`s. Shared between the verifier (reads on every request) and whatever
 /// applies revocations (the gateway's store watcher).
@@ -9,6 +10,9 @@ use std::sync::RwLock;
 pub struct RevocationSet {
     /// jti → the last second the revoked token could still verify (`exp + leeway`).
     entries: RwLock<HashMap<String, u64>>,
+    /// Entry count mirrored outside the lock so the common case, nothing revoked, costs one
+    /// atomic load on the request path.
+    count: AtomicUsize,
 }
 
 impl RevocationSet {
@@ -25,11 +29,15 @@ impl RevocationSet {
             m.retain(|_, u| *u >= now);
             let e = m.entry(jti.into()).or_insert(until);
             *e = (*e).max(until);
+            self.count.store(m.len(), Ordering::Release);
         }
     }
 
     /// Whether `jti` is revoked. A poisoned lock reads as revoked: fail closed.
     pub fn is_revoked(&self, jti: &str) -> bool {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
         self.entries.read().map_or(true, |m| m.contains_key(jti))
     }
 
@@ -37,12 +45,13 @@ impl RevocationSet {
     pub fn purge(&self, now: u64) {
         if let Ok(mut m) = self.entries.write() {
             m.retain(|_, u| *u >= now);
+            self.count.store(m.len(), Ordering::Release);
         }
     }
 
     /// Number of entries held.
     pub fn len(&self) -> usize {
-        self.entries.read().map_or(0, |m| m.len())
+        self.count.load(Ordering::Acquire)
     }
 
     /// Whether the set holds no entry.
