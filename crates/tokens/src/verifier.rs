@@ -131,7 +131,9 @@ impl Verifier {
 
     /// Verifies `token` at `now` (Unix seconds). `current_generation` returns the subject's
     /// current token generation (`User.spec.tokenGeneration`), or `None` if the subject is
-    /// unknown, which refuses the token.
+    /// unknown, which refuses the token. A verifier that cannot know generations (an agent
+    /// checking tokens of the central gateway) passes `|c| Some(c.generation)` and relies on
+    /// short lifetimes and revocation instead.
     pub fn verify<G>(
         &self,
         token: &str,
