@@ -147,6 +147,7 @@ impl Gateway {
             minter,
             registry: Arc::new(std::sync::Mutex::new(registry)),
         });
+        spawn_state_watcher(&shared);
         Ok(Gateway {
             shared,
             audit,
@@ -215,6 +216,24 @@ pub type GatewayStack = service::Classify<
     >,
 >;
 
+/// Keeps the runtime's view of API-created state current when the store changes underneath
+/// (another replica, or an operator editing a Kubernetes-backed store).
+fn spawn_state_watcher(shared: &Arc<Shared>) {
+    let weak = Arc::downgrade(shared);
+    let mut changes = shared.store.subscribe();
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(shared) = weak.upgrade() else { break };
+            if let Err(e) = shared.refresh_state().await {
+                tracing::warn!(error = %e, "refreshing API-created state failed");
+            }
+        }
+    });
+}
+
 fn build_runtime(
     config: Config,
     state: &store::State,
@@ -226,12 +245,12 @@ fn build_runtime(
     let credentials = Credentials::new(&config, state, verifier);
     let upstreams = Upstreams::build(&config)?;
     Ok(Runtime {
-        config,
-        directory,
+        config: Arc::new(config),
+        directory: Arc::new(directory),
         policy,
         write_gate,
         credentials,
-        upstreams,
+        upstreams: Arc::new(upstreams),
     })
 }
 

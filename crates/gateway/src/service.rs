@@ -29,9 +29,9 @@ use crate::upstreams::{self, Upstreams};
 #[derive(Debug)]
 pub struct Runtime {
     /// The configuration it was built from.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// Lookups over the configuration.
-    pub directory: Directory,
+    pub directory: Arc<Directory>,
     /// Gateway RBAC.
     pub policy: Arc<Policy>,
     /// The write gate over `policy`.
@@ -39,7 +39,30 @@ pub struct Runtime {
     /// Credential verification.
     pub credentials: Credentials,
     /// Forwarding services.
-    pub upstreams: Upstreams,
+    pub upstreams: Arc<Upstreams>,
+}
+
+impl Shared {
+    /// Re-reads API-created state (access keys, token generations) into the runtime, so a key
+    /// created a moment ago authenticates on the next request.
+    pub async fn refresh_state(&self) -> Result<(), crate::error::StoreError> {
+        let state = self.store.snapshot().await?;
+        let current = self.runtime.load_full();
+        let credentials = Credentials::new(
+            &current.config,
+            &state,
+            Arc::clone(current.credentials.verifier()),
+        );
+        self.runtime.store(Arc::new(Runtime {
+            config: Arc::clone(&current.config),
+            directory: Arc::clone(&current.directory),
+            policy: Arc::clone(&current.policy),
+            write_gate: WriteGate::new(Arc::clone(&current.policy), current.config.read_only),
+            credentials,
+            upstreams: Arc::clone(&current.upstreams),
+        }));
+        Ok(())
+    }
 }
 
 /// State shared by every request.

@@ -150,12 +150,12 @@ pub(super) async fn decode<T: DeserializeOwned>(
         serde_saphyr::from_slice::<serde_json::Value>(&bytes)
             .map_err(|e| e.to_string())
             .and_then(|value| {
-                serde_ignored::deserialize(value, |path| unknown.push(path.to_string()))
+                serde_ignored::deserialize(value, |path| unknown.push(field_path(&path)))
                     .map_err(|e| e.to_string())
             })
     } else {
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        serde_ignored::deserialize(&mut de, |path| unknown.push(path.to_string()))
+        serde_ignored::deserialize(&mut de, |path| unknown.push(field_path(&path)))
             .map_err(|e| e.to_string())
     };
     let object = match result {
@@ -184,6 +184,27 @@ pub(super) async fn decode<T: DeserializeOwned>(
             object,
             warnings: Vec::new(),
         }),
+    }
+}
+
+/// A field path as kube-apiserver prints it (`spec.foo`, `items[0].bar`): serde's `Option` and
+/// newtype layers are invisible on the wire, so they are left out.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let parent = field_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 

@@ -264,6 +264,9 @@ pub(super) async fn create_owned_access_key(
             return fail(Status::internal_error("the access key could not be stored"));
         }
     }
+    if let Err(e) = ctx.shared.refresh_state().await {
+        tracing::warn!(error = %e, "refreshing credentials after creating a key failed");
+    }
     let mut out = owned_object(&stored);
     out.spec.key = secret.expose().to_owned();
     with_warnings(json_response(StatusCode::CREATED, &out), &decoded.warnings)
@@ -350,6 +353,9 @@ pub(super) async fn delete_owned_access_key(
     }
     match ctx.shared.store.delete_access_key(&ctx.name).await {
         Ok(_) => {
+            if let Err(e) = ctx.shared.refresh_state().await {
+                tracing::warn!(error = %e, "refreshing credentials after deleting a key failed");
+            }
             let body = serde_json::json!({
                 "kind": "Status",
                 "apiVersion": "v1",

@@ -1,0 +1,600 @@
+//! End-to-end: real kubectl and raw HTTPS through the gateway to two fake kube-apiservers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+const A: &str = "/kubernetes/cluster/a";
+const B: &str = "/kubernetes/cluster/b";
+const MGMT: &str = "/kubernetes/management";
+const SPACE: &str = "/kubernetes/project/p1/space/s1";
+const PVC: &str = "/kubernetes/project/p1/virtualcluster/pv1";
+const LEGACY_VC: &str = "/kubernetes/virtualcluster/a/team/vc1";
+
+/// The seed flow: `kubectl create -f` of a DirectClusterEndpointToken with `spec: {}` prints the
+/// object with a token, and that token works as a bearer credential through the gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_flow_direct_cluster_endpoint_token() {
+    if !has_kubectl() {
+        panic!("kubectl is required for the end-to-end tests");
+    }
+    let env = Env::start().await;
+    let file = env.dir.join("object.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: management.loft.sh/v1\nkind: DirectClusterEndpointToken\nspec: {}\n",
+    )
+    .unwrap();
+    let out = env
+        .kubectl(
+            ADMIN_KEY,
+            MGMT,
+            &["create", "-f", file.to_str().unwrap(), "-o", "json"],
+        )
+        .await;
+    let created: serde_json::Value = serde_json::from_str(&assert_ok(&out)).unwrap();
+    assert_eq!(created["kind"], "DirectClusterEndpointToken");
+    let token = created["status"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT");
+    let pods = env.kubectl(&token, A, &["get", "pods"]).await;
+    assert_ok(&pods);
+    let seen = env.a.requests();
+    let last = seen
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/pods"))
+        .unwrap();
+    assert_eq!(last.effective_user().unwrap().name, "admin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn management_lists_clusters_and_discovery_works() {
+    let env = Env::start().await;
+    let out = assert_ok(&env.kubectl(ADMIN_KEY, MGMT, &["get", "clusters"]).await);
+    assert!(
+        out.contains("NAME") && out.contains("\na ") && out.contains("\nb "),
+        "{out}"
+    );
+    let out = assert_ok(
+        &env.kubectl(VIEWER_KEY, MGMT, &["get", "clusters", "-o", "name"])
+            .await,
+    );
+    assert_eq!(out.lines().count(), 2, "{out}");
+    // The scoped key sees only the cluster its scope admits.
+    let out = assert_ok(
+        &env.kubectl(SCOPED_KEY, MGMT, &["get", "clusters", "-o", "name"])
+            .await,
+    );
+    assert_eq!(out.trim(), "cluster.management.loft.sh/a");
+    // A scope without a management rule or role admits no management request (spec §5).
+    let denied = env
+        .kubectl(CLUSTER_ONLY_KEY, MGMT, &["get", "clusters"])
+        .await;
+    assert_forbidden(
+        &denied,
+        "the access key's scope does not allow this request",
+    );
+    let out = assert_ok(
+        &env.kubectl(
+            SPACE_KEY,
+            MGMT,
+            &["get", "spaceinstances", "-A", "-o", "name"],
+        )
+        .await,
+    );
+    assert_eq!(out.trim(), "spaceinstance.management.loft.sh/s1");
+    let out = assert_ok(
+        &env.kubectl(
+            ADMIN_KEY,
+            MGMT,
+            &[
+                "get",
+                "--raw",
+                "/kubernetes/management/apis/management.loft.sh/v1",
+            ],
+        )
+        .await,
+    );
+    assert!(out.contains("directclusterendpointtokens"));
+    let out = env
+        .kubectl(ADMIN_KEY, MGMT, &["get", "clusters", "nope"])
+        .await;
+    assert!(
+        stderr(&out).contains("NotFound") || stderr(&out).contains("not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scoped_key_reaches_cluster_a_not_b() {
+    let env = Env::start().await;
+    assert_ok(&env.kubectl(SCOPED_KEY, A, &["get", "configmaps"]).await);
+    // kubectl fails at discovery (kube-apiserver's own 403 for `/api` makes kubectl print
+    // "unknown" too); the Status body says why.
+    let denied = env.kubectl(SCOPED_KEY, B, &["get", "configmaps"]).await;
+    assert!(!denied.status.success());
+    let reply = env
+        .client()
+        .get(
+            &format!("{}{B}/api/v1/namespaces/default/configmaps", env.url),
+            SCOPED_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(
+        reply.body,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps is forbidden: User \\\"scoped\\\" cannot list resource \\\"configmaps\\\" in API group \\\"\\\" in the namespace \\\"default\\\": the access key's scope does not allow this request to cluster \\\"b\\\"\",\"reason\":\"Forbidden\",\"details\":{\"kind\":\"configmaps\"},\"code\":403}\n"
+    );
+    assert_ok(
+        &env.kubectl(CLUSTER_ONLY_KEY, A, &["get", "configmaps"])
+            .await,
+    );
+    assert!(
+        env.b
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("configmaps")),
+        "a refused request never reaches the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewer_cannot_delete_operator_can_write() {
+    let env = Env::start().await;
+    env.a
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "keep"}}),
+        )
+        .unwrap();
+    let out = assert_ok(
+        &env.kubectl(VIEWER_KEY, A, &["get", "configmap", "keep", "-o", "name"])
+            .await,
+    );
+    assert_eq!(out.trim(), "configmap/keep");
+    let denied = env
+        .kubectl(VIEWER_KEY, A, &["delete", "configmap", "keep"])
+        .await;
+    assert_forbidden(
+        &denied,
+        "configmaps \"keep\" is forbidden: User \"viewer\" cannot delete resource \"configmaps\" in API group \"\" in the namespace \"default\"",
+    );
+    assert!(
+        env.a
+            .get("configmaps", "default", "keep")
+            .unwrap()
+            .is_some()
+    );
+    // Secrets are outside the viewer tier.
+    assert_forbidden(
+        &env.kubectl(VIEWER_KEY, A, &["get", "secrets"]).await,
+        "cannot list resource \"secrets\"",
+    );
+    let made = env.dir.join("made.yaml");
+    std::fs::write(
+        &made,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: made\ndata:\n  k: v\n",
+    )
+    .unwrap();
+    assert_ok(
+        &env.kubectl(OPERATOR_KEY, A, &["create", "-f", made.to_str().unwrap()])
+            .await,
+    );
+    assert!(
+        env.a
+            .get("configmaps", "default", "made")
+            .unwrap()
+            .is_some()
+    );
+    assert_ok(
+        &env.kubectl(OPERATOR_KEY, A, &["delete", "configmap", "made"])
+            .await,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_gate_blocks_everyone_but_admins() {
+    let env = Env::start().await;
+    let mut config = env.config.clone();
+    config.read_only = true;
+    env.gateway.reload(config).await.unwrap();
+    let file = env.dir.join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: gated\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let denied = env.kubectl(OPERATOR_KEY, A, &["create", "-f", file]).await;
+    assert_forbidden(&denied, "the gateway is read-only");
+    assert_ok(&env.kubectl(OPERATOR_KEY, A, &["get", "configmaps"]).await);
+    assert_ok(&env.kubectl(ADMIN_KEY, A, &["create", "-f", file]).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impersonation_with_as() {
+    let env = Env::start().await;
+    assert_ok(
+        &env.kubectl(
+            ADMIN_KEY,
+            A,
+            &["--as", "viewer", "--as-group", "devs", "get", "pods"],
+        )
+        .await,
+    );
+    let seen = env.a.requests();
+    let last = seen
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/pods"))
+        .unwrap();
+    let user = last.effective_user().unwrap();
+    assert_eq!(user.name, "viewer");
+    assert!(
+        user.groups.contains(&"devs".to_owned()),
+        "{:?}",
+        user.groups
+    );
+    let denied = env
+        .kubectl(VIEWER_KEY, A, &["--as", "admin", "get", "pods"])
+        .await;
+    assert_forbidden(
+        &denied,
+        "users \"admin\" is forbidden: User \"viewer\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn space_is_fenced_to_its_namespace() {
+    let env = Env::start().await;
+    assert_ok(
+        &env.kubectl(SPACE_KEY, SPACE, &["get", "pods", "-n", "s1"])
+            .await,
+    );
+    assert_ok(
+        &env.kubectl(SPACE_KEY, SPACE, &["get", "namespace", "s1"])
+            .await,
+    );
+    assert_forbidden(
+        &env.kubectl(SPACE_KEY, SPACE, &["get", "pods", "-n", "default"])
+            .await,
+        "requests to space \"s1\" of project \"p1\" must stay in namespace \"s1\"",
+    );
+    assert_forbidden(
+        &env.kubectl(SPACE_KEY, SPACE, &["get", "namespaces"]).await,
+        "must stay in namespace",
+    );
+    // The space user has no access to the cluster as a whole.
+    assert!(
+        !env.kubectl(SPACE_KEY, A, &["get", "pods"])
+            .await
+            .status
+            .success()
+    );
+    let reply = env
+        .client()
+        .get(
+            &format!("{}{A}/api/v1/namespaces/s1/pods", env.url),
+            SPACE_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 403);
+    assert!(
+        reply
+            .body
+            .contains("access to cluster \\\"a\\\" is not granted"),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_target_kind_forwards_get_watch_and_exec() {
+    let env = Env::start().await;
+    for (prefix, server) in [(A, &env.a), (LEGACY_VC, &env.b), (PVC, &env.b)] {
+        server
+            .create("pods", "default", serde_json::json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+            .ok();
+        let out = assert_ok(
+            &env.kubectl(ADMIN_KEY, prefix, &["get", "pods", "-o", "name"])
+                .await,
+        );
+        assert!(out.contains("pod/web"), "{prefix}: {out}");
+        let exec = env
+            .kubectl(ADMIN_KEY, prefix, &["exec", "web", "--", "echo", "hi"])
+            .await;
+        assert!(
+            stdout(&exec).contains(kubegate_testkit::EXEC_STDOUT_PREFIX),
+            "{prefix}: {} {}",
+            stdout(&exec),
+            stderr(&exec)
+        );
+        // A watch sees an event created while it is open.
+        let kc = env.kubeconfig(ADMIN_KEY, prefix);
+        let mut watch = tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args([
+                "get",
+                "configmaps",
+                "-w",
+                "-o",
+                "name",
+                "--request-timeout=0",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            watch.stdout.take().unwrap(),
+        ));
+        let name = format!("watched-{}", uuid::Uuid::new_v4().simple());
+        let found = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            let mut created = false;
+            loop {
+                if !created {
+                    // Create once the watch is established: kubectl prints nothing for an empty
+                    // list, so poll the upstream's record of an open watch.
+                    if server
+                        .requests()
+                        .iter()
+                        .any(|r| r.verb == "watch" && r.path.ends_with("/configmaps"))
+                    {
+                        server
+                            .create(
+                                "configmaps",
+                                "default",
+                                serde_json::json!({"metadata": {"name": name}}),
+                            )
+                            .unwrap();
+                        created = true;
+                    } else {
+                        tokio::task::yield_now().await;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+                match lines.next_line().await.unwrap() {
+                    Some(line) if line.contains(&name) => return true,
+                    Some(_) => continue,
+                    None => return false,
+                }
+            }
+        })
+        .await;
+        assert_eq!(found, Ok(true), "{prefix}: watch event not seen");
+        let _ = watch.kill().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggled_identity_headers_do_not_reach_upstreams() {
+    let env = Env::start().await;
+    let client = env.client();
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let reply = client
+        .get(
+            &url,
+            VIEWER_KEY,
+            &[
+                ("x-remote-user", "admin"),
+                ("x-remote-group", "system:masters"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let reply = client
+        .get(&url, VIEWER_KEY, &[("impersonate-user", "admin")])
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let seen = env.a.requests();
+    for r in seen.iter().filter(|r| r.path.ends_with("/configmaps")) {
+        assert_eq!(r.effective_user().unwrap().name, "viewer");
+        for (name, _) in r.headers.iter() {
+            let n = name.as_str();
+            assert!(!n.starts_with("x-remote-"), "{n} reached the upstream");
+        }
+        let auth = r.headers.get("authorization").unwrap().to_str().unwrap();
+        assert!(
+            !auth.contains(VIEWER_KEY),
+            "the client's credential reached the upstream"
+        );
+    }
+    // Two Authorization headers are refused outright.
+    let req = http::Request::get(&url)
+        .header("authorization", format!("Bearer {VIEWER_KEY}"))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(client.send(req).await.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_kube_errors() {
+    let env = Env::start().await;
+    let client = env.client();
+    let url = |p: &str| format!("{}{p}", env.url);
+    let unauthorized = client
+        .get(&url("/kubernetes/cluster/a/api/v1/pods"), "kgak_nope", &[])
+        .await;
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(
+        unauthorized.body,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}\n"
+    );
+    let dcet = url("/kubernetes/management/apis/management.loft.sh/v1/directclusterendpointtokens");
+    let malformed = client
+        .post(&dcet, ADMIN_KEY, "application/json", b"{not json".to_vec())
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.body);
+    assert!(malformed.body.contains("\"reason\":\"BadRequest\""));
+    let wrong_type = client
+        .post(&dcet, ADMIN_KEY, "text/plain", b"{}".to_vec())
+        .await;
+    assert_eq!(wrong_type.status, 415, "{}", wrong_type.body);
+    let huge = client
+        .post(
+            &dcet,
+            ADMIN_KEY,
+            "application/json",
+            vec![b' '; 4 * 1024 * 1024],
+        )
+        .await;
+    assert_eq!(huge.status, 413, "{}", huge.body);
+    let strict = client
+        .post(
+            &format!("{dcet}?fieldValidation=Strict"),
+            ADMIN_KEY,
+            "application/json",
+            br#"{"spec":{"bogus":1}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(strict.status, 400, "{}", strict.body);
+    assert!(
+        strict
+            .body
+            .contains("strict decoding error: unknown field \\\"spec.bogus\\\""),
+        "{}",
+        strict.body
+    );
+    let unknown = client
+        .get(
+            &url("/kubernetes/management/apis/management.loft.sh/v1/widgets"),
+            ADMIN_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+    let not_a_target = client
+        .get(&url("/kubernetes/cluster/zzz/api"), ADMIN_KEY, &[])
+        .await;
+    assert_eq!(not_a_target.status, 404);
+    let traversal = client
+        .get(&url("/kubernetes/cluster/a/%2e%2e/b/api"), ADMIN_KEY, &[])
+        .await;
+    assert_eq!(traversal.status, 400);
+    let nowhere = client.get(&url("/nowhere"), ADMIN_KEY, &[]).await;
+    assert_eq!(
+        (nowhere.status, nowhere.body.as_str()),
+        (404, "404 page not found\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn owned_access_keys_and_narrowing() {
+    let env = Env::start().await;
+    let client = env.client();
+    let keys = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+        env.url
+    );
+    let created = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"mine"},"spec":{"scope":{"clusters":[{"cluster":"a"}]}}}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let object: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    let key = object["spec"]["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("kgak_"));
+    // The new key works at once and carries its scope.
+    assert_ok(&env.kubectl(&key, A, &["get", "pods"]).await);
+    assert!(
+        !env.kubectl(&key, B, &["get", "pods"])
+            .await
+            .status
+            .success()
+    );
+    let reply = client
+        .get(&format!("{}{B}/api/v1/pods", env.url), &key, &[])
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    // Listing never echoes the key.
+    let list = client.get(&keys, SCOPED_KEY, &[]).await;
+    assert_eq!(list.status, 200);
+    assert!(list.body.contains("\"mine\"") && !list.body.contains(&key));
+    // A broader scope than the caller's is refused.
+    let broader = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"wider"},"spec":{"scope":{"clusters":[{"cluster":"*"}]}}}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(broader.status, 403, "{}", broader.body);
+    // Deleting revokes.
+    let del = http::Request::delete(format!("{keys}/mine"))
+        .header("authorization", format!("Bearer {SCOPED_KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(client.send(del).await.status, 200);
+    let after = env.kubectl(&key, A, &["get", "pods"]).await;
+    assert!(
+        stderr(&after).contains("Unauthorized"),
+        "{}",
+        stderr(&after)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ops_endpoints_and_audit() {
+    let env = Env::start().await;
+    let client = env.client();
+    assert_eq!(
+        client
+            .get(&format!("{}/healthz", env.url), "", &[])
+            .await
+            .body,
+        "ok"
+    );
+    assert_eq!(
+        client
+            .get(&format!("{}/readyz", env.url), "", &[])
+            .await
+            .status,
+        200
+    );
+    let version = client.get(&format!("{}/version", env.url), "", &[]).await;
+    assert!(version.body.contains("gitVersion"));
+    assert_eq!(
+        client
+            .get(&format!("{}/metrics", env.url), "", &[])
+            .await
+            .status,
+        401
+    );
+    assert_ok(&env.kubectl(ADMIN_KEY, A, &["get", "pods"]).await);
+    let metrics = client
+        .get(&format!("{}/metrics", env.url), ADMIN_KEY, &[])
+        .await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("kubegate_requests_total"),
+        "{}",
+        metrics.body
+    );
+    let audit = std::fs::read_to_string(env.dir.join("state/audit.log")).unwrap();
+    let event: serde_json::Value = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["objectRef"]["resource"] == "pods")
+        .expect("an audit event for the pods list");
+    assert_eq!(event["apiVersion"], "audit.k8s.io/v1");
+    assert_eq!(event["user"]["username"], "admin");
+    assert!(
+        !audit.contains(ADMIN_KEY),
+        "credentials never reach the audit log"
+    );
+}
