@@ -65,8 +65,18 @@ async fn read_json(req: Request<Incoming>) -> Result<(Value, String), Status> {
         .await
         .map_err(|e| Status::bad_request(format!("failed to read the request body: {e}")))?
         .to_bytes();
-    let value = serde_json::from_slice(&bytes)
-        .map_err(|e| Status::bad_request(format!("error decoding the request body: {e}")))?;
+    let value = if content_type == crate::protobuf::PROTOBUF {
+        crate::protobuf::decode(&bytes).map_err(|e| match e {
+            crate::protobuf::Unsupported::Malformed(m) => Status::bad_request(m),
+            crate::protobuf::Unsupported::Kind(k) => Status::unsupported_media_type(&format!(
+                "{} (no protobuf decoder for {k})",
+                crate::protobuf::PROTOBUF
+            )),
+        })?
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Status::bad_request(format!("error decoding the request body: {e}")))?
+    };
     Ok((value, content_type))
 }
 

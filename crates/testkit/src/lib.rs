@@ -15,6 +15,7 @@ mod meta;
 mod openapi;
 mod patch;
 mod pipeline;
+mod protobuf;
 mod rbac;
 mod recorder;
 mod request;

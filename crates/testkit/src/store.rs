@@ -521,6 +521,15 @@ fn default_status(res: usize, obj: &mut Map<String, Value>) {
         obj.entry("spec")
             .or_insert_with(|| json!({"finalizers": ["kubernetes"]}));
         obj.insert("status".into(), json!({"phase": "Active"}));
+    } else if RESOURCES[res].plural == "secrets" {
+        // SetDefaults_Secret.
+        if obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            obj.insert("type".into(), json!("Opaque"));
+        }
     } else if res == PODS {
         // No kubelet: every pod is running as soon as it exists, so exec works.
         let status = obj.entry("status").or_insert_with(|| json!({}));

@@ -441,3 +441,46 @@ async fn patch_types_and_pod_table() {
         "namespace contents deleted"
     );
 }
+
+#[tokio::test]
+async fn generators_send_protobuf_bodies() {
+    let s = server().await;
+    let out = admin(
+        &s,
+        &[
+            "create",
+            "configmap",
+            "gen",
+            "--from-literal=a=b",
+            "-n",
+            "default",
+        ],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let cm = s.get("cm", "default", "gen").unwrap().unwrap();
+    assert_eq!(cm["data"]["a"], "b");
+    let out = admin(
+        &s,
+        &["create", "secret", "generic", "sec", "--from-literal=k=v"],
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let secret = s.get("secrets", "default", "sec").unwrap().unwrap();
+    assert_eq!(
+        (secret["data"]["k"].as_str(), secret["type"].as_str()),
+        (Some("dg=="), Some("Opaque"))
+    );
+    let out = admin(&s, &["create", "namespace", "made-by-kubectl"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert!(s.get("ns", "", "made-by-kubectl").unwrap().is_some());
+    let post = s
+        .requests()
+        .into_iter()
+        .find(|r| r.method == http::Method::POST)
+        .unwrap();
+    assert_eq!(
+        post.header_values("content-type"),
+        ["application/vnd.kubernetes.protobuf"]
+    );
+}
