@@ -5,6 +5,7 @@
 
 pub use kubegate_api as api;
 pub use kubegate_authz as authz;
+pub use kubegate_client as client;
 pub use kubegate_gateway as gateway;
 pub use kubegate_proxy as proxy;
 pub use kubegate_routing as routing;

@@ -76,6 +76,125 @@ pub struct Config {
     /// Gateway RBAC: Kubernetes `Role`, `ClusterRole`, `RoleBinding`, `ClusterRoleBinding` objects.
     #[serde(default)]
     pub rbac: Vec<RbacObject>,
+    /// Login and session settings for `/auth/`.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// External OIDC issuers whose ID tokens are accepted (like kube-apiserver's `--oidc-*` flags).
+    #[serde(default)]
+    pub oidc_issuers: Vec<OidcIssuerConfig>,
+    /// Trusted front proxy that asserts identities with `X-Remote-User`/`X-Remote-Group`.
+    #[serde(default)]
+    pub front_proxy: Option<FrontProxyConfig>,
+    /// Request rate limits.
+    #[serde(default)]
+    pub rate_limits: RateLimitConfig,
+    /// Maximum number of open client connections (0 = unlimited).
+    #[serde(default)]
+    pub max_connections: usize,
+}
+
+/// `/auth/` settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of a session cookie and of keys created by password login (seconds).
+    #[serde(default = "default_session_ttl")]
+    pub session_ttl_seconds: u64,
+    /// Failed logins allowed per user name and per source address within `loginWindowSeconds`.
+    #[serde(default = "default_login_failures")]
+    pub max_login_failures: u32,
+    /// The window for `maxLoginFailures` (seconds).
+    #[serde(default = "default_login_window")]
+    pub login_window_seconds: u64,
+    /// Origins allowed for cookie-authenticated mutating requests and WebSocket upgrades, in
+    /// addition to the gateway's own (`https://<host>` of the request).
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_ttl_seconds: default_session_ttl(),
+            max_login_failures: default_login_failures(),
+            login_window_seconds: default_login_window(),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+fn default_session_ttl() -> u64 {
+    12 * 60 * 60
+}
+
+fn default_login_failures() -> u32 {
+    5
+}
+
+fn default_login_window() -> u64 {
+    300
+}
+
+/// An external OIDC issuer.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// Issuer URL (`iss`); its JWKS is discovered from `/.well-known/openid-configuration`.
+    pub issuer_url: String,
+    /// Expected audience (client ID).
+    pub client_id: String,
+    /// CA bundle (PEM file) for the issuer's HTTPS endpoints.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Claim holding the user name (default `sub`).
+    #[serde(default)]
+    pub username_claim: Option<String>,
+    /// Prefix for user names (`-` disables; default `<issuer>#` unless the claim is `email`).
+    #[serde(default)]
+    pub username_prefix: Option<String>,
+    /// Claim holding groups.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Prefix for groups.
+    #[serde(default)]
+    pub groups_prefix: Option<String>,
+}
+
+/// A trusted authenticating proxy in front of the gateway.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FrontProxyConfig {
+    /// Source networks (CIDR) whose identity headers are trusted.
+    #[serde(default)]
+    pub trusted_cidrs: Vec<String>,
+    /// Header names carrying the user (default `X-Remote-User`).
+    #[serde(default)]
+    pub username_headers: Vec<String>,
+    /// Header names carrying groups (default `X-Remote-Group`).
+    #[serde(default)]
+    pub group_headers: Vec<String>,
+}
+
+/// Token-bucket rate limits.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Per authenticated identity.
+    #[serde(default)]
+    pub per_identity: Option<RateLimit>,
+    /// Per target (cluster, virtual cluster, space, management API).
+    #[serde(default)]
+    pub per_target: Option<RateLimit>,
+}
+
+/// One token bucket: `requestsPerSecond` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    /// Refill rate.
+    pub requests_per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
 }
 
 /// Serving TLS material.
@@ -405,6 +524,11 @@ impl Default for Config {
             teams: Vec::new(),
             access_keys: Vec::new(),
             rbac: Vec::new(),
+            auth: AuthConfig::default(),
+            oidc_issuers: Vec::new(),
+            front_proxy: None,
+            rate_limits: RateLimitConfig::default(),
+            max_connections: 0,
         }
     }
 }

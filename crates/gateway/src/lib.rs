@@ -2,12 +2,15 @@
 
 pub mod access;
 pub mod audit;
+pub mod auth;
+pub mod authenticators;
 pub mod authn;
 pub mod bootstrap;
 pub mod config;
 pub mod directory;
 pub mod error;
 pub mod management;
+pub mod oidc;
 mod ops;
 pub mod policy;
 pub mod server;
@@ -117,7 +120,11 @@ impl Gateway {
             Audience::new([TOKEN_AUDIENCE]),
         )
         .with_max_ttl(Duration::from_secs(config.max_token_ttl_seconds));
-        let verifier = Arc::new(Verifier::new(Arc::clone(&keys), issuer, TOKEN_AUDIENCE));
+        let verifier = Arc::new(Verifier::new(
+            Arc::clone(&keys),
+            issuer.clone(),
+            TOKEN_AUDIENCE,
+        ));
         let state = store.snapshot().await?;
         let now = kubegate_tokens::unix_now();
         for r in &state.revocations {
@@ -139,12 +146,15 @@ impl Gateway {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = MetricsLayer::new(&mut registry);
         let router = Arc::new(router);
+        let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {
+            authenticators,
             router: (*router).clone(),
             runtime: ArcSwap::from_pointee(runtime),
             store,
             keys,
             minter,
+            issuer,
             registry: Arc::new(std::sync::Mutex::new(registry)),
         });
         spawn_state_watcher(&shared);

@@ -31,7 +31,7 @@ pub(crate) async fn handle(
         OpsPath::Version => json(&crate::management::discovery::version_info()),
         OpsPath::Metrics => {
             if !runtime.config.public_metrics
-                && let Err(res) = authenticate(runtime, req)
+                && let Err(res) = authenticate(shared, runtime, req).await
             {
                 return *res;
             }

@@ -78,8 +78,12 @@ pub struct Shared {
     pub keys: Arc<KeySet>,
     /// Token minting.
     pub minter: Minter,
+    /// The issuer URL of minted tokens (the `/oidc` endpoint's public URL).
+    pub issuer: String,
     /// Prometheus registry rendered at `/metrics`.
     pub registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
+    /// Authentication methods beyond the gateway's own credentials, in order.
+    pub authenticators: Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>,
 }
 
 /// The innermost gateway service (authentication, authorization, dispatch). Wrap it with the
@@ -161,6 +165,8 @@ pub(crate) fn respond(status: &Status, req: &Request<Incoming>) -> Response<Prox
 /// What the prefix says to do with a request.
 enum Dispatch {
     Ops(kubegate_routing::OpsPath),
+    Auth(String),
+    Oidc(String),
     Management,
     Upstream,
 }
@@ -171,18 +177,23 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
     let dispatch = match shared.router.route(req.uri().path(), req.uri().query()) {
         Ok(route) => match route.target {
             Target::Ops(ops) => Dispatch::Ops(ops),
+            Target::Auth => Dispatch::Auth(route.rest.into_owned()),
+            Target::Oidc => Dispatch::Oidc(route.rest.into_owned()),
             Target::Management => Dispatch::Management,
             t if t.is_kubernetes_upstream() => Dispatch::Upstream,
-            // /auth, /oidc and /grafana are not served yet: nothing answers there.
+            // /grafana is not served yet: nothing answers there.
             _ => return not_found_text(),
         },
         Err(RouteError::NotFound | RouteError::InvalidName { .. }) => return not_found_text(),
         Err(other) => return respond(&Status::bad_request(other.to_string()), &req),
     };
-    if let Dispatch::Ops(ops) = dispatch {
-        return crate::ops::handle(&shared, &runtime, ops, &req).await;
+    match dispatch {
+        Dispatch::Ops(ops) => return crate::ops::handle(&shared, &runtime, ops, &req).await,
+        Dispatch::Auth(rest) => return crate::auth::handle(&shared, &runtime, &rest, req).await,
+        Dispatch::Oidc(rest) => return crate::oidc::handle(&shared, &rest, &req),
+        Dispatch::Management | Dispatch::Upstream => {}
     }
-    let caller = match authenticate(&runtime, &req) {
+    let caller = match authenticate(&shared, &runtime, &req).await {
         Ok(caller) => caller,
         Err(res) => return *res,
     };
@@ -195,22 +206,57 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
     }
 }
 
-/// Authenticates the request's bearer credential; 401 Status otherwise.
-pub(crate) fn authenticate(
+/// Authenticates a request: the gateway's own access keys and tokens first, then each external
+/// authenticator in order. 401 Status when nothing accepts it; 403 or 503 when an
+/// authenticator says so.
+pub(crate) async fn authenticate(
+    shared: &Shared,
     runtime: &Runtime,
     req: &Request<Incoming>,
 ) -> Result<Caller, Box<Response<ProxyBody>>> {
+    use crate::authenticators::{AuthnInput, AuthnOutcome};
     let unauthorized = || Box::new(respond(&Status::unauthorized(), req));
-    let Some(token) = bearer(req.headers()) else {
-        return Err(unauthorized());
+    let token = bearer(req.headers());
+    let mut reason = String::from("no credential");
+    if let Some(token) = token {
+        match runtime.credentials.authenticate(
+            token,
+            &runtime.directory,
+            kubegate_tokens::unix_now(),
+        ) {
+            Ok(caller) => return Ok(caller),
+            Err(failure) => reason = failure.to_string(),
+        }
+    }
+    let input = AuthnInput {
+        method: req.method(),
+        headers: req.headers(),
+        bearer: token,
+        client_addr: req
+            .extensions()
+            .get::<kubegate_proxy::ClientAddr>()
+            .map(|a| a.0),
+        directory: &runtime.directory,
     };
-    runtime
-        .credentials
-        .authenticate(token, &runtime.directory, kubegate_tokens::unix_now())
-        .map_err(|failure| {
-            tracing::info!(reason = %failure, path = req.uri().path(), "authentication failed");
-            unauthorized()
-        })
+    for authenticator in &shared.authenticators {
+        match authenticator.authenticate(input).await {
+            AuthnOutcome::Authenticated(caller) => return Ok(*caller),
+            AuthnOutcome::Skip => {}
+            AuthnOutcome::Rejected(why) => reason = why,
+            AuthnOutcome::Forbidden(why) => {
+                let status = Status::forbidden("", "", "", &why);
+                return Err(Box::new(respond(&status, req)));
+            }
+            AuthnOutcome::Unavailable(message) => {
+                return Err(Box::new(respond(
+                    &Status::service_unavailable(message),
+                    req,
+                )));
+            }
+        }
+    }
+    tracing::info!(%reason, path = req.uri().path(), "authentication failed");
+    Err(unauthorized())
 }
 
 /// Authorizes and forwards a request to a Kubernetes target.

@@ -1,0 +1,58 @@
+//! Ways to authenticate a request beyond the gateway's own access keys and tokens: session
+//! cookies, external OIDC issuers, a central gateway (agent mode), a trusted front proxy. Each is
+//! an [`ExternalAuthenticator`], consulted in order after the gateway's own credentials.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, Method};
+
+use crate::GatewayError;
+use crate::authn::Caller;
+use crate::config::Config;
+use crate::directory::Directory;
+
+/// What an authenticator sees of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthnInput<'a> {
+    /// Request method.
+    pub method: &'a Method,
+    /// Request headers (the bearer token and cookies are in here).
+    pub headers: &'a HeaderMap,
+    /// The bearer token, if exactly one `Authorization: Bearer` header was sent.
+    pub bearer: Option<&'a str>,
+    /// The client's address.
+    pub client_addr: Option<SocketAddr>,
+    /// Configured users and teams.
+    pub directory: &'a Directory,
+}
+
+/// An authenticator's answer.
+#[derive(Debug)]
+pub enum AuthnOutcome {
+    /// The request is authenticated.
+    Authenticated(Box<Caller>),
+    /// Not this authenticator's kind of credential; ask the next one.
+    Skip,
+    /// The credential is this authenticator's kind but invalid (401; the reason is logged).
+    Rejected(String),
+    /// The credential is acceptable but the request must be refused (403 with this reason),
+    /// e.g. a cookie-authenticated request from a foreign origin.
+    Forbidden(String),
+    /// The credential cannot be checked right now (503 with this message).
+    Unavailable(String),
+}
+
+/// An extra authentication method.
+pub trait ExternalAuthenticator: Send + Sync + std::fmt::Debug {
+    /// Authenticates a request, or says why not.
+    fn authenticate<'a>(&'a self, input: AuthnInput<'a>) -> BoxFuture<'a, AuthnOutcome>;
+}
+
+/// The external authenticators a configuration asks for, in the order they are consulted.
+pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>>, GatewayError> {
+    let _ = config;
+    let authenticators: Vec<Arc<dyn ExternalAuthenticator>> = Vec::new();
+    Ok(authenticators)
+}
