@@ -100,6 +100,9 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         if res == PODS && p.subresource == "exec" {
             return exec(ctx, req, ns).await;
         }
+        if res == PODS && p.subresource == "log" && ctx.info.verb == "get" {
+            return log(ctx, ns);
+        }
         return ctx.error(&Status::path_not_found());
     }
     let verb = ctx.info.verb.as_str();
@@ -380,27 +383,60 @@ fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Bod
     ))
 }
 
-async fn exec(ctx: &Ctx<'_>, req: Request<Incoming>, ns: &str) -> Response<Body> {
+/// The log every pod has (`kubectl logs`): three fixed lines naming the pod.
+pub fn pod_log_lines(pod: &str) -> String {
+    (1..=3)
+        .map(|i| format!("kubegate-testkit log line {i} from {pod}\n"))
+        .collect()
+}
+
+/// `pods/<name>/log`: three fixed lines; with `follow=true` the stream then stays open until
+/// the client goes away or the server stops (a long-running request, like a real follow).
+fn log(ctx: &Ctx<'_>, ns: &str) -> Response<Body> {
     let name = &ctx.info.path.name;
     let Some(pod) = ctx.shared.store.get(PODS, ns, name) else {
         return ctx.error(&Status::not_found("", "pods", name));
     };
+    if let Err(status) = container(ctx, &pod, name) {
+        return ctx.error(&status);
+    }
+    let lines = Bytes::from(pod_log_lines(name));
+    if !ctx.query.flag("follow") {
+        return body::response(StatusCode::OK, "text/plain", body::full(lines));
+    }
+    let mut shutdown = ctx.shared.shutdown.clone();
+    let tail = futures_util::stream::once(async move {
+        // Nothing more is ever logged: hold the stream open until shutdown.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        Bytes::new()
+    });
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter([lines]), tail);
+    body::response(StatusCode::OK, "text/plain", body::stream(stream))
+}
+
+fn container(ctx: &Ctx<'_>, pod: &StoredObject, name: &str) -> Result<(), Status> {
     let containers: Vec<&str> = pod.value["spec"]["containers"]
         .as_array()
         .map(|cs| cs.iter().filter_map(|c| c["name"].as_str()).collect())
         .unwrap_or_default();
     match ctx.query.get("container") {
-        Some(c) if !containers.contains(&c) => {
-            return ctx.error(&Status::bad_request(format!(
-                "container {c} is not valid for pod {name}"
-            )));
-        }
-        None if containers.len() != 1 => {
-            return ctx.error(&Status::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: {containers:?}"
-            )));
-        }
-        _ => {}
+        Some(c) if !containers.contains(&c) => Err(Status::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if containers.len() != 1 => Err(Status::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: {containers:?}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+async fn exec(ctx: &Ctx<'_>, req: Request<Incoming>, ns: &str) -> Response<Body> {
+    let name = &ctx.info.path.name;
+    let Some(pod) = ctx.shared.store.get(PODS, ns, name) else {
+        return ctx.error(&Status::not_found("", "pods", name));
+    };
+    if let Err(status) = container(ctx, &pod, name) {
+        return ctx.error(&status);
     }
     crate::exec::exec(req, ctx.query)
 }

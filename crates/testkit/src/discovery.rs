@@ -364,5 +364,23 @@ mod tests {
         }, "127.0.0.1:1").unwrap();
         assert_eq!(resp.headers()[http::header::CONTENT_TYPE], AGGREGATED);
         assert_eq!(resp.headers()[http::header::VARY], "Accept");
+        let etag = resp.headers()[ETAG].clone();
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT, HeaderValue::from_static(AGGREGATED));
+        h.insert(http::header::IF_NONE_MATCH, etag);
+        let again = serve("/api", &h, "127.0.0.1:1").unwrap();
+        assert_eq!(
+            again.status(),
+            StatusCode::OK,
+            "etag of /apis does not match /api"
+        );
+        let first = serve("/api", &h, "127.0.0.1:1").unwrap();
+        let mut h2 = HeaderMap::new();
+        h2.insert(http::header::ACCEPT, HeaderValue::from_static(AGGREGATED));
+        h2.insert(http::header::IF_NONE_MATCH, first.headers()[ETAG].clone());
+        assert_eq!(
+            serve("/api", &h2, "127.0.0.1:1").unwrap().status(),
+            StatusCode::NOT_MODIFIED
+        );
     }
 }

@@ -30,6 +30,7 @@ mod watch;
 
 use std::path::PathBuf;
 
+pub use api::pod_log_lines;
 pub use authz::{Attributes, Authorizer, Decision, FnAuthorizer};
 pub use body::Body;
 pub use certs::CertifiedKey;

@@ -77,7 +77,7 @@ pub(crate) const RESOURCES: &[ResourceDef] = &[
         short_names: &["po"],
         categories: &["all"],
         verbs: ALL_VERBS,
-        subresources: &[("exec", &["create", "get"])],
+        subresources: &[("exec", &["create", "get"]), ("log", &["get"])],
     },
     ResourceDef {
         group: "example.com",

@@ -13,7 +13,6 @@ use crate::resources::{NAMESPACES, PODS, RESOURCES, ResourceDef};
 use crate::status::Status;
 
 /// A stored object: the JSON value and its serialised form (served as is).
-#[derive(Debug)]
 pub(crate) struct StoredObject {
     pub(crate) value: Value,
     pub(crate) json: Bytes,
@@ -35,6 +34,16 @@ impl StoredObject {
 
     pub(crate) fn labels(&self) -> Option<&Map<String, Value>> {
         self.value.get("metadata")?.get("labels")?.as_object()
+    }
+}
+
+impl std::fmt::Debug for StoredObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Objects can be Secrets: name them, never print their contents.
+        f.debug_struct("StoredObject")
+            .field("namespace", &self.namespace())
+            .field("name", &self.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -85,12 +94,22 @@ struct Inner {
 }
 
 /// The store.
-#[derive(Debug)]
 pub(crate) struct Store {
     inner: Mutex<Inner>,
     events: broadcast::Sender<Arc<Event>>,
     history_cap: usize,
     uid_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.lock();
+        f.debug_struct("Store")
+            .field("resource_version", &inner.rv)
+            .field("objects", &inner.objects.len())
+            .field("history", &inner.history.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a new watch starts from.

@@ -484,3 +484,42 @@ async fn generators_send_protobuf_bodies() {
         ["application/vnd.kubernetes.protobuf"]
     );
 }
+
+#[tokio::test]
+async fn logs_and_follow() {
+    let s = server().await;
+    s.create(
+        "pods",
+        "default",
+        json!({"metadata": {"name": "lp"}, "spec": {"containers": [{"name": "c"}]}}),
+    )
+    .unwrap();
+    let out = admin(&s, &["logs", "lp"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout, kubegate_testkit::pod_log_lines("lp"));
+
+    let mut c = kubectl(&s, s.kubeconfig_path());
+    c.args(["logs", "-f", "lp"]).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let got = tokio::time::timeout(LIMIT, async {
+        let mut got = String::new();
+        for _ in 0..3 {
+            got.push_str(&lines.next_line().await.unwrap().unwrap());
+            got.push('\n');
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, kubegate_testkit::pod_log_lines("lp"));
+    // Still following: kubectl has not exited.
+    assert!(child.try_wait().unwrap().is_none());
+    child.kill().await.unwrap();
+    let rec = s
+        .requests()
+        .into_iter()
+        .rfind(|r| r.path.ends_with("/log"))
+        .unwrap();
+    assert!(rec.query.unwrap().contains("follow=true"));
+}
