@@ -60,6 +60,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let url = format!("https://{addr}");
+    let config_path = match &first_run {
+        Some(boot) => boot.config_path.clone(),
+        None => args.config.clone().unwrap_or_default(),
+    };
     if let Some(boot) = first_run {
         report_first_run(&gateway, &boot, &url, &config)?;
     }
@@ -67,13 +71,60 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "kubegate listening on {url} ({} clusters)",
         config.clusters.len()
     );
+    tokio::spawn(watch_config(gateway.clone(), config_path));
     gateway
-        .serve(listener, ServerLimits::default(), async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("kubegate: shutting down");
-        })
+        .serve(listener, ServerLimits::default(), shutdown_signal())
         .await;
+    eprintln!("kubegate: stopped");
     Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    eprintln!("kubegate: shutting down (watches end now, in-flight requests may finish)");
+}
+
+/// Reloads the config on SIGHUP and whenever the file changes; a config that does not load or
+/// compile is refused with a log line and the running one stays.
+async fn watch_config(gateway: Gateway, path: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        let forced = tokio::select! {
+            _ = hup.recv() => true,
+            _ = tick.tick() => false,
+        };
+        let now = modified(&path);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        let result = match Config::load(&path) {
+            Ok(config) => gateway.reload(config).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match result {
+            Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+            Err(e) => tracing::error!(error = %e, "new configuration refused; keeping the running one"),
+        }
+    }
 }
 
 fn report_first_run(

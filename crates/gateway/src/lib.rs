@@ -13,6 +13,8 @@ pub mod management;
 pub mod oidc;
 mod ops;
 pub mod policy;
+pub mod ratelimit;
+pub mod remote;
 pub mod server;
 pub mod service;
 pub mod store;
@@ -85,6 +87,7 @@ pub struct Gateway {
     router: Arc<Router>,
     tls: Arc<rustls::ServerConfig>,
     serving_cert: tls::ServingCert,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Gateway {
@@ -165,6 +168,7 @@ impl Gateway {
             router,
             tls,
             serving_cert,
+            shutdown: tokio_util::sync::CancellationToken::new(),
         })
     }
 
@@ -174,6 +178,7 @@ impl Gateway {
     pub fn service(&self) -> GatewayStack {
         service::Classify::new(
             Arc::clone(&self.router),
+            self.shutdown.clone(),
             self.metrics.layer(
                 AuditLayer::from_arc(Arc::clone(&self.audit))
                     .layer(GatewayService::new(Arc::clone(&self.shared))),
@@ -201,13 +206,24 @@ impl Gateway {
         Ok(())
     }
 
-    /// Serves on `listener` until `shutdown` resolves.
+    /// Serves on `listener` until `shutdown` resolves: then watches end cleanly, the listener
+    /// closes, and in-flight requests get [`ServerLimits::shutdown_grace`] to finish.
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,
-        limits: ServerLimits,
+        mut limits: ServerLimits,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
+        let configured = self.shared.runtime.load().config.max_connections;
+        if configured > 0 {
+            limits.max_connections = configured;
+        }
+        let drain = self.shutdown.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Watches end first, so the graceful wait is not held open by them.
+            drain.cancel();
+        };
         server::serve(
             listener,
             Arc::clone(&self.tls),
@@ -254,7 +270,9 @@ fn build_runtime(
     let directory = Directory::new(&config);
     let credentials = Credentials::new(&config, state, verifier);
     let upstreams = Upstreams::build(&config)?;
+    let limits = Arc::new(ratelimit::RateLimits::new(&config.rate_limits));
     Ok(Runtime {
+        limits,
         config: Arc::new(config),
         directory: Arc::new(directory),
         policy,

@@ -28,6 +28,9 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Open connections allowed at once (0 = unlimited); further clients wait in the accept
+    /// backlog until one closes.
+    pub max_connections: usize,
 }
 
 impl Default for ServerLimits {
@@ -38,6 +41,7 @@ impl Default for ServerLimits {
             max_headers: 128,
             max_header_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_connections: 0,
         }
     }
 }
@@ -77,8 +81,17 @@ pub async fn serve<S, B>(
         .timer(TokioTimer::new())
         .max_header_list_size(limits.max_header_bytes as u32);
     let builder = Arc::new(builder);
+    let slots = (limits.max_connections > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(limits.max_connections)));
     tokio::pin!(shutdown);
     loop {
+        let permit = match &slots {
+            Some(slots) => tokio::select! {
+                permit = Arc::clone(slots).acquire_owned() => permit.ok(),
+                () = &mut shutdown => break,
+            },
+            None => None,
+        };
         let (tcp, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -96,6 +109,8 @@ pub async fn serve<S, B>(
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held for the connection's lifetime.
+            let _permit = permit;
             let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
                 .await
             {

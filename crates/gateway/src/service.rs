@@ -16,6 +16,7 @@ use kubegate_proxy::status::{internal_error_text, not_found_text};
 use kubegate_proxy::{LongRunning, ProxyBody, RequestMeta, Status, UpstreamPath};
 use kubegate_routing::{RequestInfo, RouteError, Router, Target};
 use kubegate_tokens::{KeySet, Minter};
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::access::{self, describe};
@@ -40,6 +41,8 @@ pub struct Runtime {
     pub credentials: Credentials,
     /// Forwarding services.
     pub upstreams: Arc<Upstreams>,
+    /// Request rate limits (buckets start full after a configuration reload).
+    pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
 impl Shared {
@@ -60,6 +63,7 @@ impl Shared {
             write_gate: WriteGate::new(Arc::clone(&current.policy), current.config.read_only),
             credentials,
             upstreams: Arc::clone(&current.upstreams),
+            limits: Arc::clone(&current.limits),
         }));
         Ok(())
     }
@@ -117,44 +121,116 @@ impl Service<Request<Incoming>> for GatewayService {
     }
 }
 
-/// Annotates requests with [`RequestMeta`] (target and verb labels, object reference) so the audit
-/// and metrics layers outside the gateway service can see them.
+/// The outermost layer: annotates requests with [`RequestMeta`] (target and verb labels, object
+/// reference) for the audit and metrics layers inside it, and ends watch responses cleanly when
+/// the gateway shuts down, so clients re-watch elsewhere instead of seeing a broken stream.
 #[derive(Debug, Clone)]
 pub struct Classify<S> {
     router: Arc<Router>,
+    shutdown: CancellationToken,
     inner: S,
 }
 
 impl<S> Classify<S> {
-    /// Wraps `inner`.
-    pub fn new(router: Arc<Router>, inner: S) -> Self {
-        Classify { router, inner }
+    /// Wraps `inner`; watches end when `shutdown` is cancelled.
+    pub fn new(router: Arc<Router>, shutdown: CancellationToken, inner: S) -> Self {
+        Classify {
+            router,
+            shutdown,
+            inner,
+        }
     }
 }
 
-impl<S, B> Service<Request<B>> for Classify<S>
+impl<S, B, RB> Service<Request<B>> for Classify<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
 {
-    type Response = S::Response;
+    type Response = Response<DrainOnShutdown<RB>>;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = ClassifyFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> S::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let meta = match self.router.route(req.uri().path(), req.uri().query()) {
             Ok(route) => RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
                 .ok()
                 .map(|info| RequestMeta::new(&route.target, &info)),
             Err(_) => None,
         };
+        let watch = meta.as_ref().is_some_and(|m| m.verb == "watch");
         if let Some(meta) = meta {
             req.extensions_mut().insert(meta);
         }
-        self.inner.call(req)
+        ClassifyFuture {
+            inner: self.inner.call(req),
+            shutdown: watch.then(|| self.shutdown.clone()),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`Classify`].
+    pub struct ClassifyFuture<F> {
+        #[pin]
+        inner: F,
+        shutdown: Option<CancellationToken>,
+    }
+}
+
+impl<F, RB, E> Future for ClassifyFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<DrainOnShutdown<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let res = std::task::ready!(this.inner.poll(cx))?;
+        let shutdown = this.shutdown.take();
+        Poll::Ready(Ok(res.map(|body| DrainOnShutdown {
+            inner: body,
+            shutdown: shutdown.map(|t| Box::pin(t.cancelled_owned())),
+        })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends (cleanly: final chunk / END_STREAM) once shutdown begins; used
+    /// for watches only, whose clients resume from their last resourceVersion.
+    pub struct DrainOnShutdown<B> {
+        #[pin]
+        inner: B,
+        shutdown: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for DrainOnShutdown<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        if let Some(shutdown) = this.shutdown
+            && shutdown.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -199,6 +275,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
     };
     if let Some(slot) = req.extensions().get::<IdentitySlot>() {
         slot.set(caller.identity.clone());
+    }
+    let target = req
+        .extensions()
+        .get::<RequestMeta>()
+        .map(|m| m.target.clone())
+        .unwrap_or_default();
+    if let Err((what, retry_after)) = runtime.limits.check(&caller.identity.name, &target) {
+        let message = match what {
+            "user" => format!(
+                "too many requests from user {:?}, please try again later",
+                caller.identity.name
+            ),
+            _ => format!("too many requests to {target}, please try again later"),
+        };
+        let retry = i32::try_from(retry_after).unwrap_or(i32::MAX);
+        return respond(&Status::too_many_requests(message, retry), &req);
     }
     match dispatch {
         Dispatch::Management => crate::management::handle(&shared, &runtime, &caller, req).await,

@@ -201,6 +201,13 @@ impl Env {
         }
     }
 
+    /// Starts the gateway's graceful shutdown.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Writes a kubeconfig for `token` against `prefix` (e.g. `/kubernetes/cluster/a`).
     pub fn kubeconfig(&self, token: &str, prefix: &str) -> PathBuf {
         let ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem);

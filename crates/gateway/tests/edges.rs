@@ -1,0 +1,206 @@
+//! Gateway edges: rate limits, reload mid-watch, graceful shutdown ending watches, /oidc.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http_body_util::BodyExt;
+
+const A: &str = "/kubernetes/cluster/a";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limit_returns_429_and_recovers() {
+    let env =
+        Env::start_with("rateLimits:\n  perIdentity: {requestsPerSecond: 5, burst: 3}\n").await;
+    let client = env.client();
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        codes.push(client.get(&url, VIEWER_KEY, &[]).await);
+    }
+    assert!(codes[..3].iter().all(|r| r.status == 200));
+    let limited = &codes[3];
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.headers.get("retry-after").unwrap(), "1");
+    assert!(
+        limited.body.contains("\"reason\":\"TooManyRequests\""),
+        "{}",
+        limited.body
+    );
+    assert!(
+        limited
+            .body
+            .contains("too many requests from user \\\"viewer\\\""),
+        "{}",
+        limited.body
+    );
+    // Another identity has its own bucket.
+    assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 200);
+    // The bucket refills (5/s): poll, bounded.
+    let mut recovered = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if client.get(&url, VIEWER_KEY, &[]).await.status == 200 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the limit never recovered");
+}
+
+/// Opens a watch through the gateway with a raw client and returns the streaming response.
+async fn open_watch(env: &Env) -> hyper::Response<hyper::body::Incoming> {
+    use std::sync::Arc;
+
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&env.ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    let req = http::Request::get(format!(
+        "{}{A}/api/v1/namespaces/default/configmaps?watch=true",
+        env.url
+    ))
+    .header("authorization", format!("Bearer {ADMIN_KEY}"))
+    .body(http_body_util::Empty::new())
+    .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    res
+}
+
+async fn next_event(
+    body: &mut hyper::body::Incoming,
+    buf: &mut Vec<u8>,
+) -> Option<serde_json::Value> {
+    loop {
+        if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            return serde_json::from_slice(&line).ok();
+        }
+        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Ok(Some(Err(e))) => panic!("watch stream broke: {e}"),
+            Ok(None) => return None,
+            Err(_) => panic!("no watch event within 10 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_mid_watch_keeps_the_watch() {
+    let env = Env::start().await;
+    let mut res = open_watch(&env).await;
+    let body = res.body_mut();
+    let mut buf = Vec::new();
+    env.a
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "before"}}),
+        )
+        .unwrap();
+    let event = next_event(body, &mut buf).await.unwrap();
+    assert_eq!(event["object"]["metadata"]["name"], "before");
+    let mut config = env.config.clone();
+    config.read_only = true;
+    env.gateway.reload(config).await.unwrap();
+    // A bad config is refused and the running one stays.
+    let mut bad = env.config.clone();
+    bad.rbac.push(bad.rbac[0].clone());
+    assert!(env.gateway.reload(bad).await.is_err());
+    env.a
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "after"}}),
+        )
+        .unwrap();
+    let event = next_event(body, &mut buf).await.unwrap();
+    assert_eq!(event["object"]["metadata"]["name"], "after");
+    // The reloaded config is in force for new requests.
+    let file = env.dir.join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blocked\n",
+    )
+    .unwrap();
+    let out = env
+        .kubectl(OPERATOR_KEY, A, &["create", "-f", file.to_str().unwrap()])
+        .await;
+    assert_forbidden(&out, "read-only");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_ends_watches_cleanly() {
+    let mut env = Env::start().await;
+    let mut res = open_watch(&env).await;
+    let mut buf = Vec::new();
+    env.a
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "one"}}),
+        )
+        .unwrap();
+    assert!(next_event(res.body_mut(), &mut buf).await.is_some());
+    env.shutdown();
+    // The stream ends with a clean end of body (not an error), so clients re-watch.
+    let end = next_event(res.body_mut(), &mut buf).await;
+    assert!(end.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oidc_discovery_and_jwks() {
+    let env = Env::start().await;
+    let client = env.client();
+    let doc = client
+        .get(
+            &format!("{}/oidc/.well-known/openid-configuration", env.url),
+            "",
+            &[],
+        )
+        .await;
+    assert_eq!(doc.status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&doc.body).unwrap();
+    let issuer = doc["issuer"].as_str().unwrap();
+    assert!(issuer.ends_with("/oidc"), "{issuer}");
+    assert_eq!(doc["jwks_uri"], format!("{issuer}/openid/v1/jwks"));
+    assert_eq!(doc["id_token_signing_alg_values_supported"][0], "ES256");
+    let jwks = client
+        .get(&format!("{}/oidc/openid/v1/jwks", env.url), "", &[])
+        .await;
+    let jwks: serde_json::Value = serde_json::from_str(&jwks.body).unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "EC");
+    assert!(key.get("d").is_none(), "never a private key");
+    assert_eq!(
+        client
+            .get(&format!("{}/oidc/nope", env.url), "", &[])
+            .await
+            .status,
+        404
+    );
+}
