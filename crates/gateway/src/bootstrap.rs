@@ -230,7 +230,7 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             name,
             display_name: Some(ctx.name.clone()),
             upstream,
-            grafana_url: None,
+            grafana: None,
             direct_endpoint: None,
         });
     }

@@ -348,9 +348,10 @@ pub struct ClusterConfig {
     pub display_name: Option<String>,
     /// The cluster's API server.
     pub upstream: UpstreamConfig,
-    /// Grafana URL for `/grafana/<name>/`.
+    /// The cluster's Grafana, served at `/grafana/<name>/` (`server` is its base URL; a
+    /// `token` here is a Grafana service-account token, the client's credential never is).
     #[serde(default)]
-    pub grafana_url: Option<String>,
+    pub grafana: Option<UpstreamConfig>,
     /// URL of this cluster's direct endpoint (an agent), if any.
     #[serde(default)]
     pub direct_endpoint: Option<String>,
@@ -610,6 +611,9 @@ impl Config {
             label(format!("clusters[{i}].name"), &c.name)?;
             unique(&format!("clusters[{i}].name"), &mut clusters, &c.name)?;
             check_upstream(&format!("clusters[{i}].upstream"), &c.upstream)?;
+            if let Some(g) = &c.grafana {
+                check_upstream(&format!("clusters[{i}].grafana"), g)?;
+            }
         }
         let mut vcs = BTreeSet::new();
         for (i, v) in self.virtual_clusters.iter().enumerate() {

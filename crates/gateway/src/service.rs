@@ -243,6 +243,7 @@ enum Dispatch {
     Ops(kubegate_routing::OpsPath),
     Auth(String),
     Oidc(String),
+    Grafana,
     Management,
     Upstream,
 }
@@ -256,9 +257,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
             Target::Auth => Dispatch::Auth(route.rest.into_owned()),
             Target::Oidc => Dispatch::Oidc(route.rest.into_owned()),
             Target::Management => Dispatch::Management,
-            t if t.is_kubernetes_upstream() => Dispatch::Upstream,
-            // /grafana is not served yet: nothing answers there.
-            _ => return not_found_text(),
+            Target::Grafana { .. } => Dispatch::Grafana,
+            _ => Dispatch::Upstream,
         },
         Err(RouteError::NotFound | RouteError::InvalidName { .. }) => return not_found_text(),
         Err(other) => return respond(&Status::bad_request(other.to_string()), &req),
@@ -267,7 +267,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
         Dispatch::Ops(ops) => return crate::ops::handle(&shared, &runtime, ops, &req).await,
         Dispatch::Auth(rest) => return crate::auth::handle(&shared, &runtime, &rest, req).await,
         Dispatch::Oidc(rest) => return crate::oidc::handle(&shared, &rest, &req),
-        Dispatch::Management | Dispatch::Upstream => {}
+        Dispatch::Management | Dispatch::Upstream | Dispatch::Grafana => {}
     }
     let caller = match authenticate(&shared, &runtime, &req).await {
         Ok(caller) => caller,
@@ -294,6 +294,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
     }
     match dispatch {
         Dispatch::Management => crate::management::handle(&shared, &runtime, &caller, req).await,
+        Dispatch::Grafana => grafana(&shared.router, &runtime, &caller, req).await,
         _ => forward(&shared.router, &runtime, caller, req).await,
     }
 }
@@ -349,6 +350,62 @@ pub(crate) async fn authenticate(
     }
     tracing::info!(%reason, path = req.uri().path(), "authentication failed");
     Err(unauthorized())
+}
+
+/// `/grafana/$CLUSTER/…`: allowed with gateway RBAC `get` on `clusters/grafana` named after the
+/// cluster and a scope that admits the cluster; forwarded to the cluster's Grafana with the
+/// caller's identity as impersonation headers and never the caller's credential.
+async fn grafana(
+    router: &Router,
+    runtime: &Runtime,
+    caller: &Caller,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let prepared = (|| {
+        let route = router.route(req.uri().path(), req.uri().query()).ok()?;
+        let Target::Grafana { cluster } = route.target else {
+            return None;
+        };
+        let attrs = kubegate_authz::Attributes::resource(
+            &caller.identity,
+            "get",
+            access::MANAGEMENT_GROUP,
+            "clusters",
+        )
+        .on_subresource("grafana")
+        .named(cluster);
+        let allowed = caller.scope.admits(&Target::Cluster { cluster }, &attrs)
+            && runtime.policy.decide(&attrs).is_allowed();
+        let refusal = (!allowed).then(|| {
+            access::forbidden_status(&kubegate_authz::forbidden(
+                &attrs,
+                &format!("access to {} is not granted", describe(&route.target)),
+            ))
+        });
+        let path = UpstreamPath::from_route(route.raw_rest, route.query).ok();
+        Some((
+            upstreams::UpstreamKey::Grafana(cluster.to_owned()),
+            refusal,
+            path,
+        ))
+    })();
+    let Some((key, refusal, path)) = prepared else {
+        return not_found_text();
+    };
+    if let Some(status) = refusal {
+        return respond(&status, &req);
+    }
+    let (Some(service), Some(path)) = (runtime.upstreams.get(&key), path) else {
+        return not_found_text();
+    };
+    let ext = req.extensions_mut();
+    ext.insert(path);
+    ext.insert(LongRunning(false));
+    ext.insert(caller.identity.clone());
+    match service.clone().call(req).await {
+        Ok(res) => res,
+        Err(never) => match never {},
+    }
 }
 
 /// Authorizes and forwards a request to a Kubernetes target.

@@ -28,6 +28,8 @@ pub enum UpstreamKey {
     VirtualCluster(String, String, String),
     /// A project virtual cluster.
     ProjectVirtualCluster(String, String),
+    /// The Grafana of a connected cluster.
+    Grafana(String),
 }
 
 impl UpstreamKey {
@@ -39,6 +41,7 @@ impl UpstreamKey {
             UpstreamKey::ProjectVirtualCluster(p, v) => {
                 format!("virtual cluster {v} of project {p}")
             }
+            UpstreamKey::Grafana(c) => format!("the Grafana of cluster {c}"),
         }
     }
 }
@@ -60,6 +63,13 @@ impl Upstreams {
         };
         for c in &config.clusters {
             add(UpstreamKey::Cluster(c.name.clone()), &c.upstream)?;
+            if let Some(grafana) = &c.grafana {
+                // Grafana is not a Kubernetes API server: never pass the client's own
+                // credential on, whatever the identity mode says.
+                let mut grafana = grafana.clone();
+                grafana.identity_mode = config::IdentityMode::Impersonate;
+                add(UpstreamKey::Grafana(c.name.clone()), &grafana)?;
+            }
         }
         if let Some(agent) = &config.agent {
             add(UpstreamKey::Cluster(agent.cluster.clone()), &agent.upstream)?;

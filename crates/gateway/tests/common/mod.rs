@@ -71,6 +71,7 @@ clusters:
     upstream: {{server: "{a_url}", caData: "{a_ca}", token: "{a_tok}"}}
   - name: b
     upstream: {{server: "{b_url}", caData: "{b_ca}", token: "{b_tok}"}}
+    grafana: {{server: "{a_url}/grafana-root", caData: "{a_ca}", token: "{a_tok}"}}
 virtualClusters:
   - cluster: a
     namespace: team
