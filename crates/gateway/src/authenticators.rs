@@ -52,7 +52,7 @@ pub trait ExternalAuthenticator: Send + Sync + std::fmt::Debug {
 
 /// The external authenticators a configuration asks for, in the order they are consulted.
 pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>>, GatewayError> {
-    let _ = config;
-    let authenticators: Vec<Arc<dyn ExternalAuthenticator>> = Vec::new();
+    let mut authenticators: Vec<Arc<dyn ExternalAuthenticator>> = Vec::new();
+    authenticators.extend(crate::remote::from_config(config)?);
     Ok(authenticators)
 }

@@ -1,0 +1,175 @@
+//! Agent mode: credentials of the central gateway, accepted at a direct cluster endpoint.
+//!
+//! - Tokens the central minted (e.g. a `DirectClusterEndpointToken`) are verified against the
+//!   central's JWKS, discovered at `<centralUrl>/oidc/.well-known/openid-configuration`, with the
+//!   issuer the central publishes there and audience `kubegate`. The keys are cached and
+//!   refreshed when a token names an unknown `kid` (see [`super::keys`]).
+//! - Access keys of the central are validated by its `selves` endpoint (see [`super::selves`]).
+//!
+//! The identity comes from the token's claims or the `selves` answer: the user need not be
+//! configured at the agent. The agent then enforces its own gateway RBAC (its config's `rbac`)
+//! and the credential's scope, as the central would.
+//!
+//! Limits: the agent cannot see the central's token revocations or generation bumps; a token
+//! the central revoked keeps working at the agent until it expires (keep direct-endpoint tokens
+//! short-lived). An access key disabled at the central keeps working for up to
+//! [`super::selves::FRESH_FOR`], or [`super::selves::STALE_IF_ERROR`] while the central is down.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use kubegate_authz::{CompiledScope, Identity};
+use kubegate_tokens::{Claims, OidcIssuerConfig, UsernamePrefix};
+
+use super::RemoteError;
+use super::client::HttpsClient;
+use super::keys::{IssuerOrigin, KeyFailure, KeySource, peek_issuer, verified_claims};
+use super::selves::{SelfAnswer, SelfCache};
+use crate::authenticators::{AuthnInput, AuthnOutcome, ExternalAuthenticator};
+use crate::authn::{Caller, CallerCredential};
+use crate::config::AgentConfig;
+
+/// Every asymmetric algorithm the central may sign with (its discovery document narrows this).
+const CENTRAL_ALGS: [kubegate_tokens::Algorithm; 4] = [
+    kubegate_tokens::Algorithm::Es256,
+    kubegate_tokens::Algorithm::Es384,
+    kubegate_tokens::Algorithm::EdDsa,
+    kubegate_tokens::Algorithm::Rs256,
+];
+
+/// Accepts the central gateway's tokens and access keys at an agent.
+#[derive(Debug)]
+pub struct CentralAuthenticator {
+    central: String,
+    keys: KeySource,
+    selves: SelfCache,
+}
+
+impl CentralAuthenticator {
+    /// An authenticator for the central gateway an agent's config names.
+    pub fn new(agent: &AgentConfig) -> Result<CentralAuthenticator, RemoteError> {
+        let central = agent.central_url.trim_end_matches('/').to_owned();
+        if !central.starts_with("https://") {
+            return Err(RemoteError::Config {
+                field: "agent.centralUrl".into(),
+                message: format!("{central:?} is not an https:// URL"),
+            });
+        }
+        let client = HttpsClient::new(agent.central_ca_file.as_deref(), "agent.centralCaFile")?;
+        let oidc = format!("{central}/oidc");
+        let mut template = OidcIssuerConfig::new(oidc.clone(), crate::TOKEN_AUDIENCE);
+        template.username_prefix = UsernamePrefix::Disabled;
+        template.signing_algs = CENTRAL_ALGS.to_vec();
+        let keys = KeySource::new(
+            client.clone(),
+            &oidc,
+            IssuerOrigin::Discovered { base: oidc.clone() },
+            template,
+        );
+        Ok(CentralAuthenticator {
+            selves: SelfCache::new(client, &central),
+            keys,
+            central,
+        })
+    }
+
+    async fn token(&self, token: &str) -> AuthnOutcome {
+        let Some(iss) = peek_issuer(token) else {
+            return AuthnOutcome::Skip;
+        };
+        if let Some(known) = self.keys.issuer()
+            && known != iss
+        {
+            return AuthnOutcome::Skip;
+        }
+        let now = kubegate_tokens::unix_now();
+        match self.keys.verify(token, now).await {
+            Ok(_) => {}
+            Err(KeyFailure::Invalid(kubegate_tokens::Error::WrongIssuer)) => {
+                return AuthnOutcome::Skip;
+            }
+            Err(KeyFailure::Invalid(e)) => {
+                return AuthnOutcome::Rejected(format!("central gateway token: {e}"));
+            }
+            Err(KeyFailure::Unavailable(cause)) => {
+                return AuthnOutcome::Unavailable(self.unreachable(&cause));
+            }
+        }
+        // The signature, issuer, audience and lifetime are verified; the kubegate claims say who.
+        let Some(claims) = verified_claims::<Claims>(token) else {
+            return AuthnOutcome::Rejected(
+                "central gateway token: not a kubegate claims object".into(),
+            );
+        };
+        let identity = Identity::authenticated(
+            claims.loft.name.clone(),
+            claims.loft.uid.clone(),
+            claims.groups.clone(),
+            Default::default(),
+        );
+        AuthnOutcome::Authenticated(Box::new(Caller {
+            identity,
+            scope: Arc::new(CompiledScope::new(claims.loft.scope.as_ref())),
+            raw_scope: claims.loft.scope.clone(),
+            credential: CallerCredential::Token {
+                jti: claims.jti.clone(),
+                expires_at: claims.exp,
+            },
+        }))
+    }
+
+    async fn access_key(&self, key: &str) -> AuthnOutcome {
+        match self.selves.check(key).await {
+            SelfAnswer::Valid(me) => {
+                let Some(status) = me.status.as_ref() else {
+                    return AuthnOutcome::Rejected("the selves answer has no status".into());
+                };
+                let name = status
+                    .user
+                    .as_ref()
+                    .map(|u| u.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| status.subject.clone());
+                let identity = Identity::authenticated(
+                    name,
+                    status.uid.clone(),
+                    status.groups.clone(),
+                    Default::default(),
+                );
+                AuthnOutcome::Authenticated(Box::new(Caller {
+                    identity,
+                    scope: Arc::new(CompiledScope::new(status.access_key_scope.as_ref())),
+                    raw_scope: status.access_key_scope.clone(),
+                    credential: CallerCredential::AccessKey {
+                        name: status.access_key.clone(),
+                        key_type: status.access_key_type.as_str().to_owned(),
+                    },
+                }))
+            }
+            SelfAnswer::Refused(why) => AuthnOutcome::Rejected(why),
+            SelfAnswer::Unavailable(message) => AuthnOutcome::Unavailable(message),
+        }
+    }
+
+    fn unreachable(&self, cause: &str) -> String {
+        format!(
+            "the central gateway at {} cannot be reached: {cause}",
+            self.central
+        )
+    }
+}
+
+impl ExternalAuthenticator for CentralAuthenticator {
+    fn authenticate<'a>(&'a self, input: AuthnInput<'a>) -> BoxFuture<'a, AuthnOutcome> {
+        Box::pin(async move {
+            let Some(bearer) = input.bearer else {
+                return AuthnOutcome::Skip;
+            };
+            if bearer.bytes().filter(|&b| b == b'.').count() == 2 {
+                self.token(bearer).await
+            } else {
+                self.access_key(bearer).await
+            }
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! A remote issuer's signing keys: discovered from its `/.well-known/openid-configuration`,
+//! fetched from its `jwks_uri`, cached, and refreshed when they age or when a token names a key
+//! the cache does not hold.
+//!
+//! Refreshes are single-flight and rate-limited: a flood of tokens with made-up `kid`s costs at
+//! most one fetch per [`MIN_REFRESH_INTERVAL`]. When the issuer cannot be reached, the keys
+//! already held keep verifying (stale-if-error), however old they are.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use kubegate_tokens::{
+    Algorithm, DISCOVERY_PATH, ExternalIdentity, JwkSet, OidcIssuer, OidcIssuerConfig,
+};
+use serde::Deserialize;
+
+use super::FetchError;
+use super::client::HttpsClient;
+
+/// Keys older than this are re-fetched on the next use (the gateway's own `/oidc` serves its
+/// JWKS with `max-age=300`).
+pub const MAX_KEY_AGE: Duration = Duration::from_secs(300);
+/// Least time between two fetch attempts.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The part of a discovery document the gateway needs. Lenient on purpose: providers differ in
+/// which optional fields they fill.
+#[derive(Debug, Deserialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(default)]
+    id_token_signing_alg_values_supported: Vec<String>,
+}
+
+/// Where the issuer's identity comes from.
+#[derive(Debug, Clone)]
+pub enum IssuerOrigin {
+    /// A configured issuer URL: the discovery document must name exactly this issuer.
+    Configured,
+    /// Whatever issuer the discovery document at `base` names (the central gateway, reached at
+    /// its internal URL, may publish a different public issuer URL). A `jwks_uri` below that
+    /// issuer is fetched below `base` instead, so the keys come over the same verified channel
+    /// as the discovery document.
+    Discovered {
+        /// The URL the issuer is reached at (`<centralUrl>/oidc`).
+        base: String,
+    },
+}
+
+/// A verifier built from one fetch.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The verifier over the fetched keys.
+    pub verifier: OidcIssuer,
+    /// When the keys were fetched.
+    pub fetched_at: Instant,
+}
+
+/// Why a token could not be verified.
+#[derive(Debug)]
+pub enum KeyFailure {
+    /// No keys are held and the issuer cannot be reached (the message says why).
+    Unavailable(String),
+    /// The token does not verify.
+    Invalid(kubegate_tokens::Error),
+}
+
+#[derive(Debug, Default)]
+struct RefreshState {
+    last_attempt: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// The cached keys of one issuer.
+#[derive(Debug)]
+pub struct KeySource {
+    client: HttpsClient,
+    discovery_url: String,
+    origin: IssuerOrigin,
+    template: OidcIssuerConfig,
+    current: ArcSwapOption<Fetched>,
+    refresh: tokio::sync::Mutex<RefreshState>,
+}
+
+impl KeySource {
+    /// Keys of the issuer whose discovery document is below `base_url`; `template` supplies
+    /// the claim mapping and the default algorithms (used when the discovery document lists
+    /// none); its `issuer_url` is replaced by the discovered one for [`IssuerOrigin::Discovered`].
+    pub fn new(
+        client: HttpsClient,
+        base_url: &str,
+        origin: IssuerOrigin,
+        template: OidcIssuerConfig,
+    ) -> KeySource {
+        KeySource {
+            client,
+            discovery_url: format!("{}{DISCOVERY_PATH}", base_url.trim_end_matches('/')),
+            origin,
+            template,
+            current: ArcSwapOption::empty(),
+            refresh: tokio::sync::Mutex::new(RefreshState::default()),
+        }
+    }
+
+    /// The issuer of the keys held, if any were fetched.
+    pub fn issuer(&self) -> Option<String> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|f| f.verifier.config().issuer_url.clone())
+    }
+
+    /// The keys to verify with: the cached ones, refreshed first when they are older than
+    /// [`MAX_KEY_AGE`] (kept if the refresh fails); fetched when none are held.
+    pub async fn keys(&self) -> Result<Arc<Fetched>, String> {
+        let held = self.current.load_full();
+        match held {
+            Some(f) if f.fetched_at.elapsed() < MAX_KEY_AGE => Ok(f),
+            Some(f) => match self.refresh(Some(f.fetched_at)).await {
+                Ok(newer) => Ok(newer),
+                Err(why) => {
+                    tracing::warn!(url = %self.discovery_url, error = %why, "refreshing signing keys failed; using the cached ones");
+                    Ok(f)
+                }
+            },
+            None => self.refresh(None).await,
+        }
+    }
+
+    /// Verifies `token`, refreshing the keys once if it names a key not held.
+    pub async fn verify(&self, token: &str, now: u64) -> Result<ExternalIdentity, KeyFailure> {
+        let keys = self.keys().await.map_err(KeyFailure::Unavailable)?;
+        match keys.verifier.verify(token, now) {
+            Err(kubegate_tokens::Error::UnknownKeyId | kubegate_tokens::Error::MissingKeyId) => {
+                match self.refresh(Some(keys.fetched_at)).await {
+                    Ok(newer) => newer
+                        .verifier
+                        .verify(token, now)
+                        .map_err(KeyFailure::Invalid),
+                    Err(why) => {
+                        tracing::warn!(url = %self.discovery_url, error = %why, "a token names an unknown key and the keys cannot be refreshed");
+                        keys.verifier
+                            .verify(token, now)
+                            .map_err(KeyFailure::Invalid)
+                    }
+                }
+            }
+            other => other.map_err(KeyFailure::Invalid),
+        }
+    }
+
+    /// Fetches the keys unless another caller already replaced the ones fetched at `seen`, or
+    /// the last attempt was less than [`MIN_REFRESH_INTERVAL`] ago.
+    async fn refresh(&self, seen: Option<Instant>) -> Result<Arc<Fetched>, String> {
+        let mut state = self.refresh.lock().await;
+        let held = self.current.load_full();
+        if let Some(f) = &held
+            && Some(f.fetched_at) != seen
+        {
+            return Ok(Arc::clone(f));
+        }
+        if let Some(at) = state.last_attempt
+            && at.elapsed() < MIN_REFRESH_INTERVAL
+        {
+            return match (held, &state.last_error) {
+                (_, Some(e)) => Err(e.clone()),
+                (Some(f), None) => Ok(f),
+                (None, None) => Err("no signing keys have been fetched yet".into()),
+            };
+        }
+        state.last_attempt = Some(Instant::now());
+        match self.fetch().await {
+            Ok(fetched) => {
+                let fetched = Arc::new(fetched);
+                self.current.store(Some(Arc::clone(&fetched)));
+                state.last_error = None;
+                Ok(fetched)
+            }
+            Err(e) => {
+                let message = e.to_string();
+                state.last_error = Some(message.clone());
+                Err(message)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<Fetched, FetchError> {
+        let discovery: Discovery = self.get_json(&self.discovery_url).await?;
+        let mut config = self.template.clone();
+        let jwks_url = match &self.origin {
+            IssuerOrigin::Configured => {
+                if discovery.issuer != config.issuer_url {
+                    return Err(FetchError::Invalid(format!(
+                        "{} names issuer {:?}, not the configured {:?}",
+                        self.discovery_url, discovery.issuer, config.issuer_url
+                    )));
+                }
+                discovery.jwks_uri.clone()
+            }
+            IssuerOrigin::Discovered { base } => {
+                let issuer = discovery.issuer.trim_end_matches('/');
+                let rebased = discovery
+                    .jwks_uri
+                    .strip_prefix(issuer)
+                    .filter(|rest| rest.starts_with('/'))
+                    .map(|rest| format!("{}{rest}", base.trim_end_matches('/')));
+                config.issuer_url = discovery.issuer.clone();
+                rebased.unwrap_or_else(|| discovery.jwks_uri.clone())
+            }
+        };
+        let advertised: Vec<Algorithm> = discovery
+            .id_token_signing_alg_values_supported
+            .iter()
+            .filter_map(|name| Algorithm::from_name(name))
+            .collect();
+        if !advertised.is_empty() {
+            config.signing_algs = advertised;
+        }
+        let reply = self.client.get(&jwks_url).await?;
+        if !reply.status.is_success() {
+            return Err(status_error(&jwks_url, reply.status));
+        }
+        let jwks = JwkSet::from_json(&reply.body)
+            .map_err(|e| FetchError::Invalid(format!("{jwks_url}: {e}")))?;
+        let verifier = OidcIssuer::new(config, &jwks)
+            .map_err(|e| FetchError::Invalid(format!("{jwks_url}: {e}")))?;
+        Ok(Fetched {
+            verifier,
+            fetched_at: Instant::now(),
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, FetchError> {
+        let reply = self.client.get(url).await?;
+        if !reply.status.is_success() {
+            return Err(status_error(url, reply.status));
+        }
+        serde_json::from_slice(&reply.body)
+            .map_err(|e| FetchError::Invalid(format!("{url}: not the expected JSON document: {e}")))
+    }
+}
+
+fn status_error(url: &str, status: http::StatusCode) -> FetchError {
+    if status.is_server_error() {
+        FetchError::Unreachable(format!("{url} answered {status}"))
+    } else {
+        FetchError::Invalid(format!("{url} answered {status}"))
+    }
+}
+
+/// The unverified `iss` of a JWT, used only to pick which verifier to ask.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
+        return None;
+    };
+    if payload.len() > 16 * 1024 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|c| c.iss)
+}
+
+/// The claims of a JWT whose signature has already been verified.
+pub fn verified_claims<T: serde::de::DeserializeOwned>(token: &str) -> Option<T> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peek_issuer_reads_only_well_formed_jwts() {
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let token = format!("{}.{}.sig", enc("{}"), enc(r#"{"iss":"https://idp"}"#));
+        assert_eq!(peek_issuer(&token).as_deref(), Some("https://idp"));
+        assert_eq!(peek_issuer("kgak_abc"), None);
+        assert_eq!(peek_issuer(&format!("{token}.extra")), None);
+        let no_iss = format!("{}.{}.sig", enc("{}"), enc(r#"{"sub":"x"}"#));
+        assert_eq!(peek_issuer(&no_iss), None);
+    }
+}
