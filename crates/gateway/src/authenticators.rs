@@ -54,5 +54,10 @@ pub trait ExternalAuthenticator: Send + Sync + std::fmt::Debug {
 pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>>, GatewayError> {
     let mut authenticators: Vec<Arc<dyn ExternalAuthenticator>> = Vec::new();
     authenticators.extend(crate::remote::from_config(config)?);
+    if let Some(front) = &config.front_proxy {
+        let front = crate::front_proxy::FrontProxy::new(front)
+            .map_err(|e| GatewayError::Mode(format!("frontProxy.trustedCidrs: {e}")))?;
+        authenticators.push(Arc::new(front));
+    }
     Ok(authenticators)
 }

@@ -33,6 +33,8 @@ pub enum CallerCredential {
         /// Its Loft type (`User`, `Login`, …).
         key_type: String,
     },
+    /// Identity headers from a trusted front proxy.
+    FrontProxy,
     /// A token the gateway minted.
     Token {
         /// Its `jti`.

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod front_proxy;
 pub mod management;
 pub mod oidc;
 mod ops;

@@ -245,3 +245,30 @@ async fn grafana_is_proxied_with_authz_and_without_client_credentials() {
         404
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn front_proxy_headers_only_from_trusted_networks() {
+    let url_of = |env: &Env| format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let headers = [("x-remote-user", "viewer"), ("x-remote-group", "devs")];
+    let trusted = Env::start_with("frontProxy:\n  trustedCidrs: [127.0.0.0/8]\n").await;
+    let reply = trusted.client().get(&url_of(&trusted), "", &headers).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = trusted.a.requests();
+    let hit = seen
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/configmaps"))
+        .unwrap();
+    assert_eq!(hit.effective_user().unwrap().name, "viewer");
+    assert!(
+        hit.headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("x-remote-"))
+    );
+    let untrusted = Env::start_with("frontProxy:\n  trustedCidrs: [10.0.0.0/8]\n").await;
+    let reply = untrusted
+        .client()
+        .get(&url_of(&untrusted), "", &headers)
+        .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+}

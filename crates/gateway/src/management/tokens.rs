@@ -74,7 +74,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<Incoming>) -> Respon
         CallerCredential::AccessKey { name, key_type } => {
             (name.clone(), AccessKeyType::from(key_type.as_str()))
         }
-        CallerCredential::Token { .. } => (String::new(), AccessKeyType::from("")),
+        _ => (String::new(), AccessKeyType::from("")),
     };
     object.status = Some(SelfStatus {
         user: Some(UserInfo {
