@@ -11,7 +11,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use crate::authz::{Attributes, Decision};
 use crate::body::{self, Body};
+use crate::identity::UserInfo;
 use crate::patch;
 use crate::request::{Query, RequestInfo};
 use crate::resources::{self, PODS, RESOURCES, ResourceDef};
@@ -30,6 +32,8 @@ const LIST_CHUNK: usize = 256 << 10;
 pub(crate) struct Ctx<'a> {
     pub(crate) shared: &'a Arc<Shared>,
     pub(crate) info: &'a RequestInfo,
+    /// The user the request runs as (after impersonation).
+    pub(crate) user: &'a UserInfo,
     pub(crate) query: &'a Query,
     pub(crate) pretty: bool,
     pub(crate) table: Option<IncludeObject>,
@@ -68,10 +72,13 @@ async fn read_json(req: Request<Incoming>) -> Result<(Value, String), Status> {
     let value = if content_type == crate::protobuf::PROTOBUF {
         crate::protobuf::decode(&bytes).map_err(|e| match e {
             crate::protobuf::Unsupported::Malformed(m) => Status::bad_request(m),
-            crate::protobuf::Unsupported::Kind(k) => Status::unsupported_media_type(&format!(
-                "{} (no protobuf decoder for {k})",
-                crate::protobuf::PROTOBUF
-            )),
+            crate::protobuf::Unsupported::Kind(k) => Status::unsupported_media_type(
+                &format!(
+                    "{} (no protobuf decoder for {k})",
+                    crate::protobuf::PROTOBUF
+                ),
+                "application/json",
+            ),
         })?
     } else {
         serde_json::from_slice(&bytes)
@@ -83,6 +90,19 @@ async fn read_json(req: Request<Incoming>) -> Result<(Value, String), Status> {
 /// Serves a resource request that was already authenticated and authorized.
 pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Body> {
     let p = &ctx.info.path;
+    if p.group == "authorization.k8s.io" && p.resource == "selfsubjectaccessreviews" {
+        if ctx.info.verb != "create" {
+            return ctx.error(&Status::method_not_supported(
+                &p.group,
+                &p.resource,
+                &ctx.info.verb,
+            ));
+        }
+        return match read_json(req).await {
+            Ok((review, _)) => self_subject_access_review(ctx, review),
+            Err(e) => ctx.error(&e),
+        };
+    }
     let Some(res) = resources::find(&p.group, &p.version, &p.resource) else {
         return ctx.error(&Status::path_not_found());
     };
@@ -339,7 +359,12 @@ fn patch_object(
     let name = &ctx.info.path.name;
     let store = &ctx.shared.store;
     let kind = patch::PatchKind::from_content_type(content_type)
-        .ok_or_else(|| Status::unsupported_media_type(content_type))?;
+        .ok_or_else(|| {
+            Status::unsupported_media_type(
+                content_type,
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json",
+            )
+        })?;
     if kind == patch::PatchKind::Apply && store.get(res, ns, name).is_none() {
         // Server-side apply of a missing object creates it.
         let mut obj = patch_body;
@@ -381,6 +406,53 @@ fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Bod
         StatusCode::OK,
         serde_json::to_vec(&list).unwrap_or_default(),
     ))
+}
+
+/// `kubectl auth can-i`: decides the review's attributes for the requesting user with the
+/// server's authorizer chain.
+fn self_subject_access_review(ctx: &Ctx<'_>, mut review: Value) -> Response<Body> {
+    let spec = review["spec"].clone();
+    let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let (ra, nra) = (&spec["resourceAttributes"], &spec["nonResourceAttributes"]);
+    let resource_request = ra.is_object();
+    let src = if resource_request { ra } else { nra };
+    let (verb, path, group, version) = (
+        s(src, "verb"),
+        s(nra, "path"),
+        s(ra, "group"),
+        s(ra, "version"),
+    );
+    let (resource, sub, ns, name) = (
+        s(ra, "resource"),
+        s(ra, "subresource"),
+        s(ra, "namespace"),
+        s(ra, "name"),
+    );
+    let attrs = Attributes {
+        user: ctx.user,
+        verb: &verb,
+        resource_request,
+        path: &path,
+        api_group: &group,
+        api_version: &version,
+        resource: &resource,
+        subresource: &sub,
+        namespace: &ns,
+        name: &name,
+    };
+    let status = match ctx.shared.authz.authorize(&attrs) {
+        Decision::Allow => json!({"allowed": true}),
+        Decision::Deny(r) => json!({"allowed": false, "denied": true, "reason": r}),
+        Decision::NoOpinion(r) if r.is_empty() => json!({"allowed": false}),
+        Decision::NoOpinion(r) => json!({"allowed": false, "reason": r}),
+    };
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["status"] = status;
+    body::json(
+        StatusCode::CREATED,
+        serde_json::to_vec(&review).unwrap_or_default(),
+    )
 }
 
 /// The log every pod has (`kubectl logs`): three fixed lines naming the pod.

@@ -31,7 +31,7 @@ fn document(group: &str, version: &str) -> Value {
     let mut schemas = Map::new();
     for r in RESOURCES
         .iter()
-        .filter(|r| r.group == group && r.version == version)
+        .filter(|r| r.group == group && r.version == version && r.verbs.contains(&"patch"))
     {
         let gvk = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
         let prefix = if r.namespaced {

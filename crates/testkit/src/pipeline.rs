@@ -37,6 +37,7 @@ fn percent_decoded(path: &str) -> String {
 enum Admission {
     Proceed {
         info: RequestInfo,
+        user: UserInfo,
     },
     Reject(Status),
     /// RequestInfo failed: kube-apiserver's plain-text 500.
@@ -110,7 +111,7 @@ fn admit(
         );
     }
     (
-        Admission::Proceed { info },
+        Admission::Proceed { info, user },
         Some(requestor),
         impersonated,
         verb,
@@ -180,7 +181,9 @@ pub(crate) async fn handle(
                 format!("Internal Server Error: {:?}: {msg}\n", uri),
             )
         }
-        Admission::Proceed { info } => route(&shared, req, &info, &query, &path, pretty).await,
+        Admission::Proceed { info, user } => {
+            route(&shared, req, &info, &user, &query, &path, pretty).await
+        }
     };
     match slow {
         Some((chunk, interval)) => slow_down(resp, chunk.max(1), interval),
@@ -224,6 +227,7 @@ async fn route(
     shared: &Arc<Shared>,
     req: Request<Incoming>,
     info: &RequestInfo,
+    user: &UserInfo,
     query: &Query,
     path: &str,
     pretty: bool,
@@ -240,6 +244,7 @@ async fn route(
         let ctx = Ctx {
             shared,
             info,
+            user,
             query,
             pretty,
             table,

@@ -129,10 +129,47 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(m))
 }
 
-fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
+/// A message of string fields, by field number.
+fn strings(b: &[u8], names: &[(u64, &str)]) -> Result<Value, String> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        if let (Some((_, name)), Field::Bytes(v)) = (names.iter().find(|(k, _)| *k == n), f) {
+            m.insert((*name).to_owned(), json!(string(v)?));
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+fn access_review_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => {
+                let names = [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ];
+                spec.insert("resourceAttributes".into(), strings(v, &names)?);
+            }
+            (2, Field::Bytes(v)) => {
+                let names = [(1, "path"), (2, "verb")];
+                spec.insert("nonResourceAttributes".into(), strings(v, &names)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(spec))
+}
+
+fn decode_kind(api_version: &str, kind: &str, raw: &[u8]) -> Result<Value, String> {
     let mut o = Map::new();
     o.insert("kind".into(), json!(kind));
-    o.insert("apiVersion".into(), json!("v1"));
+    o.insert("apiVersion".into(), json!(api_version));
     for (n, f) in fields(raw)? {
         match (kind, n, f) {
             (_, 1, Field::Bytes(v)) => drop(o.insert("metadata".into(), object_meta(v)?)),
@@ -144,6 +181,9 @@ fn decode_kind(kind: &str, raw: &[u8]) -> Result<Value, String> {
             ("Secret", 2, Field::Bytes(v)) => insert_bytes(&mut o, "data", v)?,
             ("Secret", 3, Field::Bytes(v)) => drop(o.insert("type".into(), json!(string(v)?))),
             ("Secret", 4, Field::Bytes(v)) => insert_str(&mut o, "stringData", v)?,
+            ("SelfSubjectAccessReview", 2, Field::Bytes(v)) => {
+                o.insert("spec".into(), access_review_spec(v)?);
+            }
             ("Namespace", 2, Field::Bytes(v)) => {
                 let mut finalizers = Vec::new();
                 for (n, f) in fields(v)? {
@@ -183,8 +223,9 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, Unsupported> {
         }
     }
     match (api_version.as_str(), kind.as_str()) {
-        ("v1", "ConfigMap" | "Secret" | "Namespace") => {
-            decode_kind(&kind, raw).map_err(Unsupported::Malformed)
+        ("v1", "ConfigMap" | "Secret" | "Namespace")
+        | ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
+            decode_kind(&api_version, &kind, raw).map_err(Unsupported::Malformed)
         }
         _ => Err(Unsupported::Kind(format!("{api_version}, Kind={kind}"))),
     }

@@ -24,9 +24,10 @@ pub struct Rbac {
 }
 
 impl Rbac {
-    /// kube-apiserver's bootstrap `system:discovery` and `system:public-info-viewer` roles
-    /// and bindings: every authenticated user may read discovery, OpenAPI, health and
-    /// version; unauthenticated users health and version.
+    /// kube-apiserver's bootstrap `system:discovery`, `system:public-info-viewer` and
+    /// `system:basic-user` roles and bindings: every authenticated user may read discovery,
+    /// OpenAPI, health and version and create SelfSubjectAccessReviews; unauthenticated users
+    /// may read health and version.
     pub fn bootstrap() -> Self {
         let role = |name: &str, urls: &[&str]| -> Result<ClusterRole, serde_json::Error> {
             serde_json::from_value(json!({
@@ -62,22 +63,30 @@ impl Rbac {
         ];
         let public = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
         // These literals are valid RBAC objects; a failure here is a bug in this file.
-        let (Ok(r1), Ok(r2), Ok(b1), Ok(b2)) = (
+        let basic_user = serde_json::from_value::<ClusterRole>(json!({
+            "metadata": {"name": "system:basic-user"},
+            "rules": [{"apiGroups": ["authorization.k8s.io"],
+                       "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                       "verbs": ["create"]}],
+        }));
+        let (Ok(r1), Ok(r2), Ok(r3), Ok(b1), Ok(b2), Ok(b3)) = (
             role("system:discovery", &discovery),
             role("system:public-info-viewer", &public),
+            basic_user,
             binding("system:discovery", &["system:authenticated"]),
             binding(
                 "system:public-info-viewer",
                 &["system:authenticated", "system:unauthenticated"],
             ),
+            binding("system:basic-user", &["system:authenticated"]),
         ) else {
             return Self::default();
         };
         Self {
             roles: Vec::new(),
-            cluster_roles: vec![r1, r2],
+            cluster_roles: vec![r1, r2, r3],
             role_bindings: Vec::new(),
-            cluster_role_bindings: vec![b1, b2],
+            cluster_role_bindings: vec![b1, b2, b3],
         }
     }
 

@@ -91,6 +91,18 @@ pub(crate) const RESOURCES: &[ResourceDef] = &[
         verbs: ALL_VERBS,
         subresources: &[],
     },
+    ResourceDef {
+        group: "authorization.k8s.io",
+        version: "v1",
+        plural: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        verbs: &["create"],
+        subresources: &[],
+    },
 ];
 
 /// The id of the `namespaces` resource.

@@ -216,10 +216,10 @@ impl Status {
         Self::failure(410, "Expired", message.into(), None)
     }
 
-    /// 415 `UnsupportedMediaType`.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    /// 415 `UnsupportedMediaType`; `accepted` lists the media types that would work.
+    pub fn unsupported_media_type(content_type: &str, accepted: &str) -> Self {
         let message = format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type}"
+            "the body of the request was in an unknown format - accepted media types include: {accepted}; got {content_type}"
         );
         Self::failure(415, "UnsupportedMediaType", message, None)
     }

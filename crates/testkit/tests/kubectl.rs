@@ -523,3 +523,56 @@ async fn logs_and_follow() {
         .unwrap();
     assert!(rec.query.unwrap().contains("follow=true"));
 }
+
+#[tokio::test]
+async fn auth_can_i_asks_the_rbac_authorizer() {
+    let s = server().await;
+    let token = s.mint_token(UserInfo::new("alice"));
+    let kc = s
+        .kubeconfig_for("alice", &Credential::Token(token))
+        .unwrap();
+    let cases = [
+        (
+            "list configmaps",
+            &["auth", "can-i", "list", "configmaps"][..],
+            true,
+        ),
+        (
+            "watch configmaps",
+            &["auth", "can-i", "watch", "configmaps"][..],
+            true,
+        ),
+        (
+            "delete configmaps",
+            &["auth", "can-i", "delete", "configmaps"][..],
+            false,
+        ),
+        (
+            "list configmaps elsewhere",
+            &["auth", "can-i", "list", "configmaps", "-n", "kube-system"][..],
+            false,
+        ),
+        (
+            "list secrets",
+            &["auth", "can-i", "list", "secrets"][..],
+            false,
+        ),
+        (
+            "get /version",
+            &["auth", "can-i", "get", "/version"][..],
+            true,
+        ),
+    ];
+    for (name, args, want) in cases {
+        let mut c = kubectl(&s, &kc);
+        c.args(args);
+        let out = run(c).await;
+        assert_eq!(
+            out.stdout.trim(),
+            if want { "yes" } else { "no" },
+            "{name}: {}",
+            out.stderr
+        );
+        assert_eq!(out.ok, want, "{name}");
+    }
+}
