@@ -10,15 +10,41 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::rbac::v1::{
-    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    AggregationRule, ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef,
+    Subject,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta};
-use kubegate_authz::{Attributes, Authorizer, Chain, Identity, ImpersonationRequest, Policy, Superuser, forbidden, impersonate};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use kubegate_authz::{
+    Attributes, Authorizer, Chain, Identity, ImpersonationRequest, Policy, Superuser, forbidden,
+    impersonate,
+};
 
-const NAMES: [&str; 8] = ["a", "b", "admin", "view", "kubegate:viewer", "kubegate:admin", "", "*"];
-const VERBS: [&str; 8] = ["get", "list", "watch", "create", "delete", "*", "impersonate", "GET"];
+const NAMES: [&str; 8] = [
+    "a",
+    "b",
+    "admin",
+    "view",
+    "kubegate:viewer",
+    "kubegate:admin",
+    "",
+    "*",
+];
+const VERBS: [&str; 8] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "delete",
+    "*",
+    "impersonate",
+    "GET",
+];
 const GROUPS: [&str; 4] = ["", "apps", "*", "authentication.k8s.io"];
-const RESOURCES: [&str; 10] = ["pods", "pods/log", "*", "*/scale", "pods/*", "users", "groups", "secrets", "a/b/c", ""];
+const RESOURCES: [&str; 10] = [
+    "pods", "pods/log", "*", "*/scale", "pods/*", "users", "groups", "secrets", "a/b/c", "",
+];
 const URLS: [&str; 5] = ["/healthz", "/api/*", "*", "/apis", "/x**"];
 const KINDS: [&str; 5] = ["User", "Group", "ServiceAccount", "Robot", "Role"];
 const NAMESPACES: [&str; 3] = ["", "ns1", "ns2"];
@@ -47,13 +73,21 @@ impl Bytes<'_> {
         self.some(max, |b| b.pick(items).to_owned())
     }
     fn maybe_strings(&mut self, items: &[&str], max: u8) -> Option<Vec<String>> {
-        if self.byte() % 3 == 0 { None } else { Some(self.strings(items, max)) }
+        if self.byte() % 3 == 0 {
+            None
+        } else {
+            Some(self.strings(items, max))
+        }
     }
     fn meta(&mut self, namespaced: bool) -> ObjectMeta {
         ObjectMeta {
-            name: (self.byte() % 8 != 0).then(|| format!("{}{}", self.pick(&NAMES), self.byte() % 4)),
-            namespace: (namespaced && self.byte() % 8 != 0).then(|| self.pick(&NAMESPACES[1..]).to_owned()),
-            labels: (self.byte() % 2 == 0).then(|| BTreeMap::from([(self.pick(&NAMES).to_owned(), self.pick(&NAMES).to_owned())])),
+            name: (self.byte() % 8 != 0)
+                .then(|| format!("{}{}", self.pick(&NAMES), self.byte() % 4)),
+            namespace: (namespaced && self.byte() % 8 != 0)
+                .then(|| self.pick(&NAMESPACES[1..]).to_owned()),
+            labels: (self.byte() % 2 == 0).then(|| {
+                BTreeMap::from([(self.pick(&NAMES).to_owned(), self.pick(&NAMES).to_owned())])
+            }),
             ..Default::default()
         }
     }
@@ -83,7 +117,9 @@ impl Bytes<'_> {
     }
     fn selector(&mut self) -> LabelSelector {
         LabelSelector {
-            match_labels: (self.byte() % 2 == 0).then(|| BTreeMap::from([(self.pick(&NAMES).to_owned(), self.pick(&NAMES).to_owned())])),
+            match_labels: (self.byte() % 2 == 0).then(|| {
+                BTreeMap::from([(self.pick(&NAMES).to_owned(), self.pick(&NAMES).to_owned())])
+            }),
             match_expressions: (self.byte() % 2 == 0).then(|| {
                 self.some(2, |b| LabelSelectorRequirement {
                     key: b.pick(&NAMES).to_owned(),
@@ -106,8 +142,13 @@ struct Objects {
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut b = Bytes(data);
     let objects = if data.first() == Some(&b'{') {
-        let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(data) else { return };
-        let mut take = |key: &str| map.remove(key).unwrap_or(serde_json::Value::Array(Vec::new()));
+        let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(data) else {
+            return;
+        };
+        let mut take = |key: &str| {
+            map.remove(key)
+                .unwrap_or(serde_json::Value::Array(Vec::new()))
+        };
         let (Ok(roles), Ok(cluster_roles), Ok(role_bindings), Ok(cluster_role_bindings)) = (
             serde_json::from_value(take("roles")),
             serde_json::from_value(take("clusterRoles")),
@@ -116,10 +157,18 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         ) else {
             return;
         };
-        Objects { roles, cluster_roles, role_bindings, cluster_role_bindings }
+        Objects {
+            roles,
+            cluster_roles,
+            role_bindings,
+            cluster_role_bindings,
+        }
     } else {
         Objects {
-            roles: b.some(4, |b| Role { metadata: b.meta(true), rules: Some(b.some(3, Bytes::rule)) }),
+            roles: b.some(4, |b| Role {
+                metadata: b.meta(true),
+                rules: Some(b.some(3, Bytes::rule)),
+            }),
             cluster_roles: b.some(5, |b| ClusterRole {
                 metadata: b.meta(false),
                 rules: Some(b.some(3, Bytes::rule)),
@@ -127,7 +176,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                     cluster_role_selectors: Some(b.some(2, Bytes::selector)),
                 }),
             }),
-            role_bindings: b.some(5, |b| RoleBinding { metadata: b.meta(true), role_ref: b.role_ref(), subjects: b.subjects() }),
+            role_bindings: b.some(5, |b| RoleBinding {
+                metadata: b.meta(true),
+                role_ref: b.role_ref(),
+                subjects: b.subjects(),
+            }),
             cluster_role_bindings: b.some(4, |b| ClusterRoleBinding {
                 metadata: b.meta(false),
                 role_ref: b.role_ref(),
@@ -135,7 +188,12 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             }),
         }
     };
-    let Ok(policy) = Policy::compile(&objects.roles, &objects.cluster_roles, &objects.role_bindings, &objects.cluster_role_bindings) else {
+    let Ok(policy) = Policy::compile(
+        &objects.roles,
+        &objects.cluster_roles,
+        &objects.role_bindings,
+        &objects.cluster_role_bindings,
+    ) else {
         return;
     };
     let policy = std::sync::Arc::new(policy);
@@ -144,12 +202,21 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let user = Identity::new(b.pick(&NAMES), b.strings(&NAMES, 3));
         let namespace = b.pick(&NAMESPACES);
         let a = if b.byte() % 4 == 0 {
-            Attributes::non_resource(&user, b.pick(&VERBS), b.pick(&["/healthz", "/api/v1", "/apis", "/x", ""]))
+            Attributes::non_resource(
+                &user,
+                b.pick(&VERBS),
+                b.pick(&["/healthz", "/api/v1", "/apis", "/x", ""]),
+            )
         } else {
-            Attributes::resource(&user, b.pick(&VERBS), b.pick(&GROUPS), b.pick(&["pods", "deployments", "a/b", "users", "*"]))
-                .on_subresource(b.pick(&["", "log", "scale", "c", "b/c"]))
-                .in_namespace(namespace)
-                .named(b.pick(&NAMES))
+            Attributes::resource(
+                &user,
+                b.pick(&VERBS),
+                b.pick(&GROUPS),
+                b.pick(&["pods", "deployments", "a/b", "users", "*"]),
+            )
+            .on_subresource(b.pick(&["", "log", "scale", "c", "b/c"]))
+            .in_namespace(namespace)
+            .named(b.pick(&NAMES))
         };
         let decision = policy.decide(&a);
         let _ = chain.authorize(&a);
@@ -162,7 +229,14 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         let headers: Vec<(&str, &str)> = (0..b.byte() % 4)
             .map(|_| {
                 (
-                    b.pick(&["Impersonate-User", "impersonate-group", "Impersonate-Uid", "Impersonate-Extra-Scopes", "Impersonate-Extra-a%2Fb%zz", "Impersonate-Extra-"]),
+                    b.pick(&[
+                        "Impersonate-User",
+                        "impersonate-group",
+                        "Impersonate-Uid",
+                        "Impersonate-Extra-Scopes",
+                        "Impersonate-Extra-a%2Fb%zz",
+                        "Impersonate-Extra-",
+                    ]),
                     b.pick(&NAMES),
                 )
             })

@@ -27,7 +27,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     assert!(child.narrows(&child), "narrows must be reflexive");
 
     let (method, path) = match request.split_first() {
-        Some((m, rest)) => (METHODS[usize::from(*m) % METHODS.len()], String::from_utf8_lossy(rest)),
+        Some((m, rest)) => (
+            METHODS[usize::from(*m) % METHODS.len()],
+            String::from_utf8_lossy(rest),
+        ),
         None => ("GET", "/kubernetes/cluster/prod/api/v1/pods".into()),
     };
     let user = Identity::new("fuzz", vec!["system:authenticated".into()]);
@@ -36,13 +39,20 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         None => (path.into_owned(), None),
     };
     for router in [Router::central(), Router::agent("prod").unwrap()] {
-        let Ok(route) = router.route(&path, query.as_deref()) else { continue };
-        let Ok(info) = RequestInfo::parse(method, &route.rest, route.query) else { continue };
+        let Ok(route) = router.route(&path, query.as_deref()) else {
+            continue;
+        };
+        let Ok(info) = RequestInfo::parse(method, &route.rest, route.query) else {
+            continue;
+        };
         let a = Attributes::from_request_info(&user, &info);
         let child_admits = child.admits(&route.target, &a);
         let parent_admits = parent.admits(&route.target, &a);
         if narrows && child_admits {
-            assert!(parent_admits, "narrowed scope admitted a request its parent refuses");
+            assert!(
+                parent_admits,
+                "narrowed scope admitted a request its parent refuses"
+            );
         }
         let _ = child.decide(&route.target, &a);
     }

@@ -24,10 +24,15 @@ pub(crate) struct Probe<'a> {
 }
 
 fn head(s: &str) -> u64 {
-    let mut buf = [0u8; 8];
-    let n = s.len().min(8);
-    buf[..n].copy_from_slice(&s.as_bytes()[..n]);
-    u64::from_le_bytes(buf)
+    let b = s.as_bytes();
+    match b.first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first),
+        // Short strings: assemble byte by byte (a variable-length copy would call memmove).
+        None => b
+            .iter()
+            .enumerate()
+            .fold(0, |h, (i, &x)| h | (u64::from(x) << (8 * i))),
+    }
 }
 
 impl<'a> Probe<'a> {
@@ -87,6 +92,72 @@ impl Names {
     }
 }
 
+/// Verbs common enough to get a bit each: a rule's verbs become a mask, and a request's verb
+/// one bit, so the verb check is an AND. Other verbs are compared as strings.
+const KNOWN_VERBS: [&str; 20] = [
+    "get",
+    "list",
+    "watch",
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "proxy",
+    "impersonate",
+    "bind",
+    "escalate",
+    "use",
+    "approve",
+    "sign",
+    "post",
+    "put",
+    "head",
+    "options",
+    "connect",
+];
+
+fn verb_bit(verb: &str) -> u32 {
+    KNOWN_VERBS
+        .iter()
+        .position(|v| *v == verb)
+        .map_or(0, |i| 1 << i)
+}
+
+/// A rule's verbs: `*`, a mask of known verbs, and the rest as strings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Verbs {
+    star: bool,
+    mask: u32,
+    others: Box<[Name]>,
+    all: Box<[Name]>,
+}
+
+impl Verbs {
+    fn new(verbs: &[String]) -> Self {
+        Self {
+            star: verbs.iter().any(|v| v == "*"),
+            mask: verbs.iter().fold(0, |m, v| m | verb_bit(v)),
+            others: verbs
+                .iter()
+                .filter(|v| verb_bit(v) == 0)
+                .map(|v| Name::new(v))
+                .collect(),
+            all: verbs.iter().map(|v| Name::new(v)).collect(),
+        }
+    }
+
+    #[inline]
+    fn matches(&self, p: &RequestProbe<'_>) -> bool {
+        self.star
+            || if p.verb_bit != 0 {
+                self.mask & p.verb_bit != 0
+            } else {
+                self.others.iter().any(|n| n.eq(&p.verb))
+            }
+    }
+}
+
 /// One entry of `resources`, split once so matching never builds `resource/subresource`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum ResourcePattern {
@@ -117,6 +188,7 @@ impl ResourcePattern {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RequestProbe<'a> {
     verb: Probe<'a>,
+    verb_bit: u32,
     group: Probe<'a>,
     resource: Probe<'a>,
     subresource: Probe<'a>,
@@ -130,6 +202,7 @@ impl<'a> RequestProbe<'a> {
     pub(crate) fn new(a: &Attributes<'a>) -> Self {
         Self {
             verb: Probe::new(a.verb),
+            verb_bit: verb_bit(a.verb),
             group: Probe::new(a.api_group),
             resource: Probe::new(a.resource),
             subresource: Probe::new(a.subresource),
@@ -142,7 +215,7 @@ impl<'a> RequestProbe<'a> {
 /// A `PolicyRule` prepared for matching.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct CompiledRule {
-    verbs: Names,
+    verbs: Verbs,
     api_groups: Names,
     resources: Box<[ResourcePattern]>,
     resource_names: Names,
@@ -186,7 +259,7 @@ impl CompiledRule {
 
     pub(crate) fn with_exclusions(rule: &PolicyRule, exclusions: Exclusions) -> Self {
         Self {
-            verbs: Names::new(Some(&rule.verbs), true),
+            verbs: Verbs::new(&rule.verbs),
             api_groups: Names::new(rule.api_groups.as_ref(), true),
             resources: rule
                 .resources
@@ -206,7 +279,7 @@ impl CompiledRule {
             (!names.names.is_empty()).then(|| names.names.iter().map(|n| n.s.to_string()).collect())
         };
         PolicyRule {
-            verbs: self.verbs.names.iter().map(|n| n.s.to_string()).collect(),
+            verbs: self.verbs.all.iter().map(|n| n.s.to_string()).collect(),
             api_groups: list(&self.api_groups),
             resources: (!self.resources.is_empty())
                 .then(|| self.resources.iter().map(|r| r.parts().concat()).collect()),
@@ -222,14 +295,14 @@ impl CompiledRule {
 
     /// kube-apiserver `RuleAllows` (k/k `pkg/registry/rbac/validation/rule.go`).
     pub(crate) fn allows(&self, a: &Attributes<'_>, p: &RequestProbe<'_>) -> bool {
-        if !self.verbs.matches(&p.verb) {
-            return false;
-        }
         if !a.is_resource_request {
-            return non_resource_url_matches(&self.non_resource_urls, a.path);
+            return self.verbs.matches(p)
+                && non_resource_url_matches(&self.non_resource_urls, a.path);
         }
-        self.api_groups.matches(&p.group)
-            && self.resource_matches(a, p)
+        // Same conjunction as kube-apiserver, most selective test first.
+        self.resource_matches(a, p)
+            && self.verbs.matches(p)
+            && self.api_groups.matches(&p.group)
             && (self.resource_names.names.is_empty() || self.resource_names.matches(&p.name))
             && !self.excluded(a)
     }
