@@ -71,9 +71,18 @@ pub struct UpstreamBuilder {
     token_file_recheck: Duration,
     tls_server_name: Option<String>,
     description: Option<String>,
+    http2: bool,
 }
 
 impl UpstreamBuilder {
+    /// Whether HTTP/2 is offered in ALPN for pooled requests (default on; upgrades always use
+    /// HTTP/1.1). Off makes every concurrent request use its own pooled HTTP/1.1 connection.
+    #[must_use]
+    pub fn http2(mut self, enabled: bool) -> Self {
+        self.http2 = enabled;
+        self
+    }
+
     /// How error messages name this upstream (default `cluster "<name>"`), e.g.
     /// `virtual cluster "team-a/dev"`.
     #[must_use]
@@ -209,6 +218,7 @@ impl UpstreamBuilder {
                 upgrade_tls,
                 credential,
                 identity_mode: self.identity_mode,
+                http2: self.http2,
                 insecure: self.insecure_skip_tls_verify,
                 connect_timeout: self.connect_timeout,
                 response_header_timeout: self.response_header_timeout,
@@ -307,6 +317,7 @@ struct Inner {
     upgrade_tls: Arc<ClientConfig>,
     credential: CredentialState,
     identity_mode: IdentityMode,
+    http2: bool,
     insecure: bool,
     connect_timeout: Duration,
     response_header_timeout: Duration,
@@ -427,6 +438,7 @@ impl Upstream {
             token_file_recheck: Duration::from_secs(1),
             tls_server_name: None,
             description: None,
+            http2: true,
         }
     }
 
@@ -438,6 +450,11 @@ impl Upstream {
     /// Impersonate or passthrough.
     pub fn identity_mode(&self) -> IdentityMode {
         self.inner.identity_mode
+    }
+
+    /// Whether pooled requests may use HTTP/2.
+    pub fn http2(&self) -> bool {
+        self.inner.http2
     }
 
     /// Connect timeout.

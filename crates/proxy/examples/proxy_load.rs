@@ -1,0 +1,811 @@
+//! Load bench (run by hand, not in CI): the same fake kube-apiserver reached directly, through
+//! the kubegate-proxy stack, through nginx and through `kubectl proxy`.
+//!
+//! ```sh
+//! cargo build --release -p kubegate-proxy --example proxy_load
+//! taskset -c 0 target/release/examples/proxy_load [seconds-per-run]
+//! ```
+//!
+//! The driver (load generator + the testkit upstream, a child process) stays on CPU 0; every
+//! proxy under test is started with `taskset -c 1`. The kubegate stack here is the proxy crate's
+//! own composition: routing → metrics → audit (JSON lines to a file) → authn (static bearer token
+//! map) → authz (kubegate-authz RBAC `Policy`) → `ForwardService` (impersonating the user).
+//! Access-key verification (kubegate-tokens) is not part of it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http::request::Parts;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kubegate_authz::{Attributes, Policy, Verdict};
+use kubegate_proxy::{
+    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
+    ClientAddr, Credential, Decision, ForwardService, Identity, JsonLinesSink, LongRunning,
+    MetricsLayer, RequestMeta, Status, Upstream, UpstreamPath,
+};
+use kubegate_routing::{RequestInfo, Router};
+use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
+use prometheus_client::registry::Registry;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+
+const GATEWAY_TOKEN: &str = "bench-user-kubegate-token";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.get(1).map(String::as_str) {
+        Some("upstream") => rt.block_on(upstream(PathBuf::from(&args[2]))),
+        Some("gateway") => rt.block_on(gateway(PathBuf::from(&args[2]), &args[3])),
+        other => {
+            let secs = other.and_then(|s| s.parse().ok()).unwrap_or(5);
+            rt.block_on(drive(Duration::from_secs(secs)));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// upstream role: a testkit apiserver; writes its coordinates to `dir/upstream.json`.
+
+async fn upstream(dir: PathBuf) {
+    let rbac = Rbac::default()
+        .with_objects(&[
+            json!({"kind": "ClusterRole", "metadata": {"name": "impersonator"},
+                   "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "gateway"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonator"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "kubegate-gateway"}]}),
+            json!({"kind": "ClusterRole", "metadata": {"name": "reader"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]}]}),
+            json!({"kind": "ClusterRoleBinding", "metadata": {"name": "bench-reads"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+                   "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bench"}]}),
+        ])
+        .unwrap();
+    let mut config = TestApiServerConfig::with_rbac(&rbac).unwrap();
+    config.http2_max_concurrent_streams = 20_000;
+    let api = TestApiServer::start(config).await.unwrap();
+    api.recorder().set_enabled(false);
+    api.create(
+        "configmaps",
+        "default",
+        json!({"metadata": {"name": "small"}, "data": {"d": "x".repeat(900)}}),
+    )
+    .unwrap();
+    api.create(
+        "configmaps",
+        "default",
+        json!({"metadata": {"name": "big"}, "data": {"d": "x".repeat(1 << 20)}}),
+    )
+    .unwrap();
+    api.create("namespaces", "", json!({"metadata": {"name": "bulk"}}))
+        .unwrap();
+    api.seed_configmaps("bulk", 256, 1 << 20).unwrap();
+    let info = json!({
+        "url": api.url(),
+        "ca_pem": api.ca_pem(),
+        "gateway_token": api.mint_token(UserInfo::new("kubegate-gateway")),
+        "bench_token": api.mint_token(UserInfo::new("bench")),
+    });
+    let tmp = dir.join("upstream.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&info).unwrap()).unwrap();
+    std::fs::rename(&tmp, dir.join("upstream.json")).unwrap();
+    std::future::pending::<()>().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// gateway role: the kubegate-proxy stack on a plain and a TLS port.
+
+struct StaticTokens;
+impl Authenticator for StaticTokens {
+    type Scope = ();
+    async fn authenticate(&self, req: &Parts) -> Result<Authenticated<()>, AuthnError> {
+        match req.headers.get("authorization").map(|v| v.as_bytes()) {
+            Some(v) if v.strip_prefix(b"Bearer ") == Some(GATEWAY_TOKEN.as_bytes()) => {
+                Ok(Authenticated {
+                    identity: Identity::authenticated("bench", "", vec![], Default::default()),
+                    scope: None,
+                })
+            }
+            _ => Err(AuthnError::Unauthorized),
+        }
+    }
+}
+
+/// Gateway-side RBAC with kubegate-authz: bench may read configmaps.
+struct GatewayRbac(Policy);
+impl Authorizer for GatewayRbac {
+    async fn authorize(&self, req: &Parts) -> Decision {
+        static ROUTER: std::sync::OnceLock<Router> = std::sync::OnceLock::new();
+        let Some(user) = req.extensions.get::<Identity>() else {
+            return Decision::Error("no user found for request".into());
+        };
+        let router = ROUTER.get_or_init(Router::central);
+        let Ok(route) = router.route(req.uri.path(), req.uri.query()) else {
+            return Decision::Error("unroutable".into());
+        };
+        let Ok(info) = RequestInfo::parse(req.method.as_str(), &route.rest, route.query) else {
+            return Decision::Error("no RequestInfo".into());
+        };
+        let attrs = Attributes::from_request_info(user, &info);
+        let d = self.0.decide(&attrs);
+        match d.verdict {
+            Verdict::Allow => Decision::Allow {
+                reason: d.reason.into_owned(),
+            },
+            _ => Decision::Deny {
+                status: Status::from(kubegate_authz::forbidden(&attrs, &d.reason)),
+                reason: d.reason.into_owned(),
+            },
+        }
+    }
+}
+
+fn gateway_policy() -> Policy {
+    let role = ClusterRole {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("reader".into()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["".into()]),
+            resources: Some(vec!["configmaps".into()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    let binding = ClusterRoleBinding {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some("bench-reads".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: "reader".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "User".into(),
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            name: "bench".into(),
+            ..Default::default()
+        }]),
+    };
+    Policy::compile(&[], &[role], &[], &[binding]).unwrap()
+}
+
+/// `proto` is `h2` or `h1`: what the gateway offers the upstream in ALPN.
+async fn gateway(dir: PathBuf, proto: &str) {
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("upstream.json")).unwrap()).unwrap();
+    let upstream = Upstream::builder("bench", info["url"].as_str().unwrap())
+        .ca_bundle_pem(info["ca_pem"].as_str().unwrap())
+        .credential(Credential::BearerToken(
+            info["gateway_token"].as_str().unwrap().into(),
+        ))
+        .http2(proto == "h2")
+        .build()
+        .unwrap();
+    let audit = std::io::BufWriter::new(
+        std::fs::File::create(dir.join(format!("audit-{proto}.log"))).unwrap(),
+    );
+    let mut registry = Registry::default();
+    let router = Arc::new(Router::central());
+    let stack = tower::ServiceBuilder::new()
+        .map_request(move |mut req: Request<Incoming>| {
+            let (path, query, method) = (
+                req.uri().path().to_owned(),
+                req.uri().query().map(str::to_owned),
+                req.method().clone(),
+            );
+            if let Ok(route) = router.route(&path, query.as_deref())
+                && let Ok(info) = RequestInfo::parse(method.as_str(), &route.rest, route.query)
+                && let Ok(up) = UpstreamPath::from_route(route.raw_rest, route.query)
+            {
+                let meta = RequestMeta::new(&route.target, &info);
+                let lr = LongRunning(info.is_long_running());
+                let ext = req.extensions_mut();
+                ext.insert(up);
+                ext.insert(lr);
+                ext.insert(meta);
+            }
+            req
+        })
+        .layer(MetricsLayer::new(&mut registry))
+        .layer(AuditLayer::new(JsonLinesSink::new(audit)))
+        .layer(AuthnLayer::new(StaticTokens))
+        .layer(AuthzLayer::new(GatewayRbac(gateway_policy())))
+        .service(ForwardService::new(upstream));
+
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("front.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("front.key")).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ports = json!({"plain": plain.local_addr().unwrap().port(), "tls": secure.local_addr().unwrap().port()});
+    let tmp = dir.join(format!("gateway-{proto}.json.tmp"));
+    std::fs::write(&tmp, ports.to_string()).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("gateway-{proto}.json"))).unwrap();
+
+    let serve = |listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>| {
+        let stack = stack.clone();
+        async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let stack = stack.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(ClientAddr(peer));
+                        tower::Service::call(&mut stack.clone(), req)
+                    });
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    // Idle watches hold streams open; hyper's default of 200 would cap them.
+                    builder.http2().max_concurrent_streams(20_000);
+                    match acceptor {
+                        Some(a) => {
+                            let Ok(tls) = a.accept(tcp).await else { return };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                                .await;
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                                .await;
+                        }
+                    }
+                });
+            }
+        }
+    };
+    tokio::join!(serve(plain, None), serve(secure, Some(acceptor)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// driver
+
+#[derive(Clone)]
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    tls: bool,
+    prefix: String,
+    token: String,
+}
+
+struct Procs(Vec<Child>);
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_file(p: &Path) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(b) = std::fs::read(p) {
+            return b;
+        }
+        assert!(Instant::now() < deadline, "{} did not appear", p.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn drive(secs: Duration) {
+    let dir = std::env::temp_dir().join(format!("kubegate-proxy-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut procs = Procs(Vec::new());
+
+    procs.0.push(
+        Command::new(&exe)
+            .arg("upstream")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let info: serde_json::Value =
+        serde_json::from_slice(&wait_file(&dir.join("upstream.json"))).unwrap();
+    let upstream_url = info["url"].as_str().unwrap().to_owned();
+    let upstream_addr: SocketAddr = upstream_url.trim_start_matches("https://").parse().unwrap();
+    let ca_pem = info["ca_pem"].as_str().unwrap().to_owned();
+    let bench_token = info["bench_token"].as_str().unwrap().to_owned();
+    let gateway_token_upstream = info["gateway_token"].as_str().unwrap().to_owned();
+
+    // A serving certificate for the proxies' TLS listeners.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.join("front.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("front.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("upstream-ca.pem"), &ca_pem).unwrap();
+
+    let mut gw_ports = Vec::new();
+    let mut gw_pids = Vec::new();
+    for proto in ["h2", "h1"] {
+        let gw = Command::new("taskset")
+            .args(["-c", "1"])
+            .arg(&exe)
+            .arg("gateway")
+            .arg(&dir)
+            .arg(proto)
+            .spawn()
+            .unwrap();
+        gw_pids.push(gw.id());
+        procs.0.push(gw);
+        let ports: serde_json::Value =
+            serde_json::from_slice(&wait_file(&dir.join(format!("gateway-{proto}.json")))).unwrap();
+        gw_ports.push((
+            ports["plain"].as_u64().unwrap() as u16,
+            ports["tls"].as_u64().unwrap() as u16,
+        ));
+    }
+    let gw_pid = gw_pids[0];
+    let (gw_plain, gw_tls) = gw_ports[0];
+    let (gw1_plain, gw1_tls) = gw_ports[1];
+
+    // nginx: same upstream, keepalive pool, the gateway's credential + impersonation.
+    let nginx_plain = free_port();
+    let nginx_tls = free_port();
+    let nginx_conf = format!(
+        "daemon off; master_process off; worker_processes 1; error_log {d}/nginx-error.log; pid {d}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 100000000;
+  client_body_temp_path {d}/nginx-body; proxy_temp_path {d}/nginx-proxy;
+  fastcgi_temp_path {d}/nginx-fcgi; uwsgi_temp_path {d}/nginx-uwsgi; scgi_temp_path {d}/nginx-scgi;
+  upstream kube {{ server {up}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{nginx_plain};
+    listen 127.0.0.1:{nginx_tls} ssl;
+    ssl_certificate {d}/front.pem; ssl_certificate_key {d}/front.key;
+    location /kubernetes/cluster/bench/ {{
+      proxy_pass https://kube/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header Authorization \"Bearer {tok}\";
+      proxy_set_header Impersonate-User bench;
+      proxy_ssl_trusted_certificate {d}/upstream-ca.pem;
+      proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;
+      proxy_buffering off;
+    }}
+  }}
+}}
+",
+        d = dir.display(),
+        up = upstream_addr,
+        tok = gateway_token_upstream,
+    );
+    std::fs::write(dir.join("nginx.conf"), nginx_conf).unwrap();
+    let have_nginx = Path::new("/usr/sbin/nginx").exists();
+    if have_nginx {
+        procs.0.push(
+            Command::new("taskset")
+                .args(["-c", "1", "/usr/sbin/nginx", "-c"])
+                .arg(dir.join("nginx.conf"))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    // kubectl proxy with the bench user's own token (kubectl proxy forwards its own credential).
+    let kubeconfig = dir.join("bench.kubeconfig");
+    kubegate_testkit::write_kubeconfig(
+        &kubeconfig,
+        &upstream_url,
+        &ca_pem,
+        &kubegate_testkit::Credential::Token(bench_token.clone()),
+    )
+    .unwrap();
+    let kubectl_port = free_port();
+    procs.0.push(
+        Command::new("taskset")
+            .args(["-c", "1", "kubectl", "proxy", "--port"])
+            .arg(kubectl_port.to_string())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for p in [nginx_plain, kubectl_port] {
+        wait_port(p).await;
+    }
+
+    let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let tls_targets = [
+        Target {
+            name: "direct",
+            addr: upstream_addr,
+            tls: true,
+            prefix: String::new(),
+            token: bench_token.clone(),
+        },
+        Target {
+            name: "kubegate (h2 upstream)",
+            addr: loopback(gw_tls),
+            tls: true,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: GATEWAY_TOKEN.into(),
+        },
+        Target {
+            name: "kubegate (h1 upstream)",
+            addr: loopback(gw1_tls),
+            tls: true,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: GATEWAY_TOKEN.into(),
+        },
+        Target {
+            name: "nginx",
+            addr: loopback(nginx_tls),
+            tls: true,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: String::new(),
+        },
+    ];
+    let plain_targets = [
+        Target {
+            name: "kubegate (h2 upstream)",
+            addr: loopback(gw_plain),
+            tls: false,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: GATEWAY_TOKEN.into(),
+        },
+        Target {
+            name: "kubegate (h1 upstream)",
+            addr: loopback(gw1_plain),
+            tls: false,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: GATEWAY_TOKEN.into(),
+        },
+        Target {
+            name: "nginx",
+            addr: loopback(nginx_plain),
+            tls: false,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: String::new(),
+        },
+        Target {
+            name: "kubectl proxy",
+            addr: loopback(kubectl_port),
+            tls: false,
+            prefix: String::new(),
+            token: String::new(),
+        },
+    ];
+    let client_tls = {
+        let mut roots = rustls::RootCertStore::empty();
+        for pem in [ca_pem.as_str(), cert.pem().as_str()] {
+            for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+        }
+        let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(c)
+    };
+
+    let mut out = String::new();
+    let small = "/api/v1/namespaces/default/configmaps/small";
+    let big = "/api/v1/namespaces/default/configmaps/big";
+    for (label, targets, _) in [
+        ("HTTPS/1.1 client", &tls_targets, true),
+        ("plain HTTP/1.1 client", &plain_targets, false),
+    ] {
+        for (case, path, conns) in [
+            ("small GET (1 KiB), 64 connections", small, 64),
+            ("small GET (1 KiB), 1 connection", small, 1),
+            ("1 MiB GET, 8 connections", big, 8),
+        ] {
+            let _ = writeln_s(
+                &mut out,
+                &format!(
+                    "\n{case}, {label}\n| path | req/s | p50 µs | p99 µs | req/s vs first | added p50 µs |\n|---|---|---|---|---|---|"
+                ),
+            );
+            let mut first: Option<(f64, u64)> = None;
+            for t in targets.iter() {
+                if t.name == "nginx" && !have_nginx {
+                    continue;
+                }
+                let r = load(t, path, conns, secs, &client_tls).await;
+                let (base_rps, base_p50) = *first.get_or_insert((r.0, r.1));
+                let _ = writeln_s(
+                    &mut out,
+                    &format!(
+                        "| {} | {:.0} | {} | {} | {:.2} | {} |",
+                        t.name,
+                        r.0,
+                        r.1,
+                        r.2,
+                        r.0 / base_rps,
+                        r.1 as i64 - base_p50 as i64
+                    ),
+                );
+                println!(
+                    "{case} {label} {}: {:.0} req/s p50 {} µs p99 {} µs ({} errors)",
+                    t.name, r.0, r.1, r.2, r.3
+                );
+            }
+        }
+    }
+
+    // 256 MiB list through kubegate: growth of the gateway's peak RSS.
+    let before = rss_kib(gw_pid, "VmHWM:");
+    let t = &plain_targets[0];
+    let (bytes, elapsed) = stream_list(t, "/api/v1/namespaces/bulk/configmaps").await;
+    let after = rss_kib(gw_pid, "VmHWM:");
+    let _ = writeln_s(
+        &mut out,
+        &format!(
+            "\n256 MiB list through kubegate (h2 upstream; plain HTTP/1.1 client): {} MiB in {:.2} s; gateway peak RSS {} MiB → {} MiB (growth {} MiB)",
+            bytes >> 20,
+            elapsed.as_secs_f64(),
+            before / 1024,
+            after / 1024,
+            (after.saturating_sub(before)) / 1024
+        ),
+    );
+
+    // Idle watches over one HTTP/2 connection to the gateway.
+    let n_watches = 10_000;
+    let before = rss_kib(gw_pid, "VmRSS:");
+    let watches = hold_watches(&plain_targets[0], n_watches).await;
+    let held = watches.len() as u32;
+    let after = rss_kib(gw_pid, "VmRSS:");
+    drop(watches);
+    let _ = writeln_s(
+        &mut out,
+        &format!(
+            "\n{held} idle watches through kubegate (one h2c client connection → h2 upstream): gateway RSS {} MiB → {} MiB, {:.1} KiB per watch",
+            before / 1024,
+            after / 1024,
+            (after.saturating_sub(before)) as f64 / f64::from(held.max(1))
+        ),
+    );
+    println!("{out}");
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn writeln_s(out: &mut String, s: &str) -> std::fmt::Result {
+    use std::fmt::Write as _;
+    writeln!(out, "{s}")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(Instant::now() < deadline, "port {port} never opened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(t: &Target, tls: &Arc<rustls::ClientConfig>) -> Sender {
+    let tcp = TcpStream::connect(t.addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    if t.tls {
+        let s = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    } else {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+}
+
+fn request(t: &Target, path: &str) -> Request<Empty<Bytes>> {
+    let mut r = Request::get(format!("{}{path}", t.prefix)).header("host", "127.0.0.1");
+    if !t.token.is_empty() {
+        r = r.header("authorization", format!("Bearer {}", t.token));
+    }
+    r.body(Empty::new()).unwrap()
+}
+
+/// `conns` connections, each sending requests back to back for `secs` after a 1 s warm-up.
+/// Returns (req/s, p50 µs, p99 µs, errors).
+async fn load(
+    t: &Target,
+    path: &str,
+    conns: usize,
+    secs: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> (f64, u64, u64, usize) {
+    let mut tasks = Vec::new();
+    let start = Instant::now() + Duration::from_secs(1);
+    let end = start + secs;
+    for _ in 0..conns {
+        let mut send = connect(t, tls).await;
+        let (target, tls) = (t.clone(), tls.clone());
+        let path = path.to_owned();
+        let req_template = request(t, &path);
+        let (parts, _) = req_template.into_parts();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(1 << 16);
+            let mut errors = 0usize;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let req = Request::from_parts(parts.clone(), Empty::new());
+                if send.ready().await.is_err() {
+                    // The server closed the connection (e.g. a keep-alive request limit).
+                    errors += 1;
+                    send = connect(&target, &tls).await;
+                    continue;
+                }
+                match send.send_request(req).await {
+                    Ok(res) => {
+                        let ok = res.status().is_success();
+                        let _ = res.into_body().collect().await;
+                        if !ok {
+                            errors += 1;
+                        }
+                        if now >= start {
+                            lat.push(now.elapsed().as_micros() as u64);
+                        }
+                    }
+                    Err(_) => {
+                        errors += 1;
+                        send = connect(&target, &tls).await;
+                    }
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (l, e) = task.await.unwrap();
+        all.extend(l);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    (
+        all.len() as f64 / secs.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        errors,
+    )
+}
+
+async fn stream_list(t: &Target, path: &str) -> (usize, Duration) {
+    let tls = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
+    );
+    let mut send = connect(t, &tls).await;
+    let start = Instant::now();
+    let res = send.send_request(request(t, path)).await.unwrap();
+    let mut body = res.into_body();
+    let mut bytes = 0;
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            bytes += d.len();
+        }
+    }
+    (bytes, start.elapsed())
+}
+
+/// Opens `n` watches multiplexed on one h2c connection and waits until each has its response
+/// head; returns the held responses.
+async fn hold_watches(t: &Target, n: usize) -> Vec<http::Response<Incoming>> {
+    let tcp = TcpStream::connect(t.addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut heads = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut send = send.clone();
+        let req = request(
+            t,
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Didle-{i}"
+            ),
+        );
+        heads.push(tokio::spawn(async move {
+            send.ready().await.ok()?;
+            let res = send.send_request(req).await.ok()?;
+            res.status().is_success().then_some(res)
+        }));
+    }
+    let mut held = Vec::new();
+    for h in heads {
+        if let Ok(Some(res)) = h.await {
+            held.push(res);
+        }
+    }
+    // Let the gateway settle (buffers allocated for the streams) before measuring.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    held
+}
