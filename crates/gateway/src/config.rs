@@ -335,6 +335,9 @@ pub enum IdentityMode {
     Impersonate,
     /// The client's own bearer token, untouched.
     Passthrough,
+    /// A short-lived token the gateway mints for the caller (see `/oidc`), instead of
+    /// impersonation; for upstreams that trust the gateway as an OIDC issuer.
+    Oidc,
 }
 
 /// A connected cluster.

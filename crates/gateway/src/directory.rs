@@ -81,11 +81,23 @@ impl Directory {
             let mut seen = std::collections::HashSet::new();
             user.groups.retain(|g| seen.insert(g.clone()));
         }
-        let clusters = config
+        let mut clusters: BTreeMap<String, crate::config::ClusterConfig> = config
             .clusters
             .iter()
             .map(|c| (c.name.clone(), c.clone()))
             .collect();
+        // An agent serves the cluster it runs in under the name the central gateway uses.
+        if let Some(agent) = &config.agent {
+            clusters
+                .entry(agent.cluster.clone())
+                .or_insert_with(|| crate::config::ClusterConfig {
+                    name: agent.cluster.clone(),
+                    display_name: None,
+                    upstream: agent.upstream.clone(),
+                    grafana: None,
+                    direct_endpoint: None,
+                });
+        }
         let legacy_vclusters = config
             .virtual_clusters
             .iter()

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod forwarded_tokens;
 pub mod front_proxy;
 pub mod management;
 pub mod oidc;
@@ -159,6 +160,7 @@ impl Gateway {
             keys,
             minter,
             issuer,
+            forwarded_tokens: forwarded_tokens::ForwardedTokens::default(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
         });
         spawn_state_watcher(&shared);

@@ -84,6 +84,8 @@ pub struct Shared {
     pub minter: Minter,
     /// The issuer URL of minted tokens (the `/oidc` endpoint's public URL).
     pub issuer: String,
+    /// Tokens minted for upstreams in identity mode `oidc`.
+    pub forwarded_tokens: crate::forwarded_tokens::ForwardedTokens,
     /// Prometheus registry rendered at `/metrics`.
     pub registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     /// Authentication methods beyond the gateway's own credentials, in order.
@@ -295,7 +297,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
     match dispatch {
         Dispatch::Management => crate::management::handle(&shared, &runtime, &caller, req).await,
         Dispatch::Grafana => grafana(&shared.router, &runtime, &caller, req).await,
-        _ => forward(&shared.router, &runtime, caller, req).await,
+        _ => forward(&shared, &runtime, caller, req).await,
     }
 }
 
@@ -410,16 +412,37 @@ async fn grafana(
 
 /// Authorizes and forwards a request to a Kubernetes target.
 async fn forward(
-    router: &Router,
+    shared: &Shared,
     runtime: &Runtime,
     caller: Caller,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let prepared = prepare_forward(router, runtime, &caller, &req);
-    let (key, upstream_path, long_running, identity) = match prepared {
+    let prepared = prepare_forward(&shared.router, runtime, &caller, &req);
+    let Prepared {
+        key,
+        upstream_path,
+        long_running,
+        identity,
+        mode,
+    } = match prepared {
         Ok(p) => p,
         Err(res) => return *res,
     };
+    if mode == crate::config::IdentityMode::Oidc {
+        let now = kubegate_tokens::unix_now();
+        match shared
+            .forwarded_tokens
+            .token_for(&shared.minter, &identity, now)
+        {
+            Ok(token) => match http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                Ok(v) => {
+                    req.headers_mut().insert(http::header::AUTHORIZATION, v);
+                }
+                Err(_) => return respond(&Status::internal_error("unusable minted token"), &req),
+            },
+            Err(e) => return respond(&Status::internal_error(&e.to_string()), &req),
+        }
+    }
     let Some(service) = runtime.upstreams.get(&key) else {
         return respond(
             &Status::service_unavailable(format!("{} is not available", key.describe())),
@@ -437,12 +460,14 @@ async fn forward(
     }
 }
 
-type Prepared = (
-    upstreams::UpstreamKey,
-    UpstreamPath,
-    bool,
-    kubegate_authz::Identity,
-);
+/// Everything decided about a request before it is forwarded.
+struct Prepared {
+    key: upstreams::UpstreamKey,
+    upstream_path: UpstreamPath,
+    long_running: bool,
+    identity: kubegate_authz::Identity,
+    mode: crate::config::IdentityMode,
+}
 
 fn prepare_forward(
     router: &Router,
@@ -459,7 +484,8 @@ fn prepare_forward(
             let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             Box::new(internal_error_text(uri, &e.to_string()))
         })?;
-    let Some(Destination::Upstream { fence, .. }) = runtime.directory.destination(&route.target)
+    let Some(Destination::Upstream { fence, upstream }) =
+        runtime.directory.destination(&route.target)
     else {
         let message = format!("{} does not exist", describe(&route.target));
         return Err(fail(Status::failure(404, message)));
@@ -501,5 +527,11 @@ fn prepare_forward(
         .ok_or_else(|| fail(Status::failure(404, "no upstream for this target")))?;
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
         .map_err(|e| fail(Status::bad_request(e.to_string())))?;
-    Ok((key, upstream_path, info.is_long_running(), identity))
+    Ok(Prepared {
+        key,
+        upstream_path,
+        long_running: info.is_long_running(),
+        identity,
+        mode: upstream.identity_mode,
+    })
 }

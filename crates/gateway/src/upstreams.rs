@@ -144,7 +144,10 @@ fn build_upstream(name: &str, u: &UpstreamConfig) -> Result<Upstream, UpstreamEr
         .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
         .identity_mode(match u.identity_mode {
             config::IdentityMode::Impersonate => IdentityMode::Impersonate,
-            config::IdentityMode::Passthrough => IdentityMode::Passthrough,
+            // The gateway puts its own minted token in `Authorization` before forwarding.
+            config::IdentityMode::Passthrough | config::IdentityMode::Oidc => {
+                IdentityMode::Passthrough
+            }
         });
     if let Some(path) = &u.ca_file {
         builder = builder.ca_bundle_pem(read(path)?);

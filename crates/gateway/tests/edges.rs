@@ -272,3 +272,43 @@ async fn front_proxy_headers_only_from_trusted_networks() {
         .await;
     assert_eq!(reply.status, 401, "{}", reply.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identity_mode_oidc_forwards_a_gateway_token() {
+    let env = Env::start().await;
+    let url = format!(
+        "{}/kubernetes/virtualcluster/a/team/vc-oidc/api/v1/namespaces/default/pods",
+        env.url
+    );
+    let _ = env
+        .client()
+        .get(&url, VIEWER_KEY, &[("impersonate-user", "x")])
+        .await;
+    let _ = env.client().get(&url, VIEWER_KEY, &[]).await;
+    let seen = env.b.requests();
+    let hit = seen
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/pods"))
+        .expect("the request reached the upstream");
+    assert!(hit.headers.get("impersonate-user").is_none());
+    let auth = hit.headers.get("authorization").unwrap().to_str().unwrap();
+    let token = auth.strip_prefix("Bearer ").unwrap();
+    assert_ne!(token, VIEWER_KEY);
+    let shared = env.gateway.shared();
+    let verifier = kubegate_tokens::Verifier::new(
+        std::sync::Arc::clone(&shared.keys),
+        shared.issuer.clone(),
+        kubegate_gateway::TOKEN_AUDIENCE,
+    );
+    let claims = verifier
+        .verify(token, kubegate_tokens::unix_now(), |_| Some(0))
+        .unwrap();
+    assert_eq!(claims.sub, "viewer");
+    assert!(
+        claims.groups.contains(&"devs".to_owned()),
+        "{:?}",
+        claims.groups
+    );
+    assert!(claims.exp - claims.iat <= 300);
+}

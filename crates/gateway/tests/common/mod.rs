@@ -77,6 +77,10 @@ virtualClusters:
     namespace: team
     name: vc1
     upstream: {{server: "{b_url}", caData: "{b_ca}", token: "{b_tok}"}}
+  - cluster: a
+    namespace: team
+    name: vc-oidc
+    upstream: {{server: "{b_url}", caData: "{b_ca}", identityMode: oidc}}
 projects:
   - name: p1
     spaces:
