@@ -53,7 +53,15 @@ pub struct SelfCache {
     client: HttpsClient,
     url: String,
     central: String,
+    windows: Windows,
     entries: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Windows {
+    fresh: Duration,
+    refused: Duration,
+    stale: Duration,
 }
 
 impl SelfCache {
@@ -64,8 +72,24 @@ impl SelfCache {
             client,
             url: format!("{central}/kubernetes/management/apis/management.loft.sh/v1/selves"),
             central,
+            windows: Windows {
+                fresh: FRESH_FOR,
+                refused: REFUSED_FOR,
+                stale: STALE_IF_ERROR,
+            },
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same cache with other time windows than [`FRESH_FOR`], [`REFUSED_FOR`] and
+    /// [`STALE_IF_ERROR`].
+    pub fn with_windows(mut self, fresh: Duration, refused: Duration, stale: Duration) -> Self {
+        self.windows = Windows {
+            fresh,
+            refused,
+            stale,
+        };
+        self
     }
 
     fn cached(&self, digest: &[u8; 32]) -> Option<Entry> {
@@ -82,7 +106,8 @@ impl SelfCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if entries.len() >= CAPACITY && !entries.contains_key(&digest) {
-            entries.retain(|_, e| e.checked_at.elapsed() < STALE_IF_ERROR);
+            let stale = self.windows.stale;
+            entries.retain(|_, e| e.checked_at.elapsed() < stale);
             if entries.len() >= CAPACITY
                 && let Some(oldest) = entries
                     .iter()
@@ -109,8 +134,8 @@ impl SelfCache {
         if let Some(entry) = &cached {
             let age = entry.checked_at.elapsed();
             match &entry.answer {
-                Ok(me) if age < FRESH_FOR => return SelfAnswer::Valid(Arc::clone(me)),
-                Err(why) if age < REFUSED_FOR => return SelfAnswer::Refused(why.clone()),
+                Ok(me) if age < self.windows.fresh => return SelfAnswer::Valid(Arc::clone(me)),
+                Err(why) if age < self.windows.refused => return SelfAnswer::Refused(why.clone()),
                 _ => {}
             }
         }
@@ -140,7 +165,7 @@ impl SelfCache {
                 Some(Entry {
                     answer: Ok(me),
                     checked_at,
-                }) if checked_at.elapsed() < STALE_IF_ERROR => {
+                }) if checked_at.elapsed() < self.windows.stale => {
                     tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached access-key validation");
                     SelfAnswer::Valid(me)
                 }
@@ -188,5 +213,81 @@ impl SelfCache {
         Ok(Err(format!(
             "the central gateway answered {status} for the access key"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> Self_ {
+        Self_ {
+            status: Some(kubegate_api::SelfStatus {
+                subject: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn digest(key: &str) -> [u8; 32] {
+        sha2::Sha256::digest(key.as_bytes()).into()
+    }
+
+    fn entry(answer: Result<Arc<Self_>, String>) -> Entry {
+        Entry {
+            answer,
+            checked_at: Instant::now(),
+        }
+    }
+
+    /// A cache whose central is a port nothing listens on.
+    async fn unreachable(fresh: Duration, stale: Duration) -> (SelfCache, String) {
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let ca_file =
+            std::env::temp_dir().join(format!("kubegate-selves-{}.crt", uuid::Uuid::new_v4()));
+        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+        let client = HttpsClient::new(Some(&ca_file), "test").unwrap();
+        let _ = std::fs::remove_file(&ca_file);
+        let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", dead.local_addr().unwrap());
+        drop(dead);
+        let cache = SelfCache::new(client, &url).with_windows(fresh, REFUSED_FOR, stale);
+        (cache, url)
+    }
+
+    #[tokio::test]
+    async fn validated_keys_outlive_an_unreachable_central_until_the_stale_window_ends() {
+        let (cache, url) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+        cache.remember(digest("known"), entry(Ok(Arc::new(named("alice")))));
+        match cache.check("known").await {
+            SelfAnswer::Valid(me) => assert_eq!(me.status.as_ref().unwrap().subject, "alice"),
+            other => panic!("expected the cached answer, got {other:?}"),
+        }
+        match cache.check("unknown").await {
+            SelfAnswer::Unavailable(message) => assert!(
+                message.starts_with(&format!("the central gateway at {url} cannot be reached: ")),
+                "{message}"
+            ),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+
+        let (expired, _) = unreachable(Duration::ZERO, Duration::ZERO).await;
+        expired.remember(digest("known"), entry(Ok(Arc::new(named("alice")))));
+        assert!(matches!(
+            expired.check("known").await,
+            SelfAnswer::Unavailable(_)
+        ));
+        assert!(expired.cached(&digest("known")).is_none());
+    }
+
+    #[tokio::test]
+    async fn fresh_answers_and_refusals_are_served_without_asking() {
+        // No stale window: only the fresh-cache path can answer while the central is down.
+        let (cache, _) = unreachable(FRESH_FOR, Duration::ZERO).await;
+        cache.remember(digest("good"), entry(Ok(Arc::new(named("bob")))));
+        cache.remember(digest("bad"), entry(Err("refused".into())));
+        assert!(matches!(cache.check("good").await, SelfAnswer::Valid(_)));
+        assert!(matches!(cache.check("bad").await, SelfAnswer::Refused(_)));
     }
 }
