@@ -11,6 +11,7 @@ pub mod directory;
 pub mod error;
 pub mod forwarded_tokens;
 pub mod front_proxy;
+pub mod health;
 pub mod management;
 pub mod oidc;
 mod ops;
@@ -161,9 +162,11 @@ impl Gateway {
             minter,
             issuer,
             forwarded_tokens: forwarded_tokens::ForwardedTokens::default(),
+            upstream_health: health::UpstreamHealth::default(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
         });
         spawn_state_watcher(&shared);
+        health::spawn_prober(&shared);
         Ok(Gateway {
             shared,
             audit,

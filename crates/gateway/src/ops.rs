@@ -27,7 +27,7 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     match ops {
         OpsPath::Healthz | OpsPath::Livez => plain_text_response(StatusCode::OK, "ok".into()),
-        OpsPath::Readyz => readyz(runtime, req),
+        OpsPath::Readyz => readyz(shared, runtime, req),
         OpsPath::Version => json(&crate::management::discovery::version_info()),
         OpsPath::Metrics => {
             if !runtime.config.public_metrics
@@ -58,9 +58,12 @@ pub(crate) async fn handle(
     }
 }
 
-/// kube-style readiness: `[+]check ok` lines; `?verbose` lists them on success too.
-fn readyz(runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
+/// kube-style readiness: `[+]check ok` lines; `?verbose` lists them on success too. Only a
+/// missing policy makes the gateway unready; unreachable upstreams are reported (`[!]`) but the
+/// gateway still serves every other target.
+fn readyz(shared: &Shared, runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
     let checks = [("policy", runtime.policy.binding_count() > 0)];
+    let upstreams = shared.upstream_health.snapshot();
     let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));
     let ok = checks.iter().all(|(_, ok)| *ok);
     if ok && !verbose {
@@ -71,7 +74,13 @@ fn readyz(runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
         if ok {
             body.push_str(&format!("[+]{name} ok\n"));
         } else {
-            body.push_str(&format!("[-]{name} failed: reason withheld\n"));
+            body.push_str(&format!("[-]{name} failed: no policy is loaded\n"));
+        }
+    }
+    for (name, problem) in upstreams {
+        match problem {
+            None => body.push_str(&format!("[+]upstream {name} reachable\n")),
+            Some(why) => body.push_str(&format!("[!]upstream {name} unreachable: {why}\n")),
         }
     }
     if ok {

@@ -84,6 +84,8 @@ pub struct Shared {
     pub minter: Minter,
     /// The issuer URL of minted tokens (the `/oidc` endpoint's public URL).
     pub issuer: String,
+    /// Latest upstream reachability, for `/readyz`.
+    pub upstream_health: crate::health::UpstreamHealth,
     /// Tokens minted for upstreams in identity mode `oidc`.
     pub forwarded_tokens: crate::forwarded_tokens::ForwardedTokens,
     /// Prometheus registry rendered at `/metrics`.

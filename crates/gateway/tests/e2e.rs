@@ -566,6 +566,23 @@ async fn ops_endpoints_and_audit() {
             .status,
         200
     );
+    // Upstream reachability is reported in the verbose form once the first probe ran.
+    let mut verbose = String::new();
+    for _ in 0..100 {
+        verbose = client
+            .get(&format!("{}/readyz?verbose", env.url), "", &[])
+            .await
+            .body;
+        if verbose.contains("upstream cluster/a") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(verbose.contains("[+]policy ok"), "{verbose}");
+    assert!(
+        verbose.contains("[+]upstream cluster/a reachable"),
+        "{verbose}"
+    );
     let version = client.get(&format!("{}/version", env.url), "", &[]).await;
     assert!(version.body.contains("gitVersion"));
     assert_eq!(
