@@ -82,6 +82,7 @@ pub struct KeySource {
     template: OidcIssuerConfig,
     current: ArcSwapOption<Fetched>,
     refresh: tokio::sync::Mutex<RefreshState>,
+    min_refresh_interval: Duration,
 }
 
 impl KeySource {
@@ -101,7 +102,14 @@ impl KeySource {
             template,
             current: ArcSwapOption::empty(),
             refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            min_refresh_interval: MIN_REFRESH_INTERVAL,
         }
+    }
+
+    /// The same source with another least time between fetches than [`MIN_REFRESH_INTERVAL`].
+    pub fn with_min_refresh_interval(mut self, interval: Duration) -> KeySource {
+        self.min_refresh_interval = interval;
+        self
     }
 
     /// The issuer of the keys held, if any were fetched.
@@ -162,7 +170,7 @@ impl KeySource {
             return Ok(Arc::clone(f));
         }
         if let Some(at) = state.last_attempt
-            && at.elapsed() < MIN_REFRESH_INTERVAL
+            && at.elapsed() < self.min_refresh_interval
         {
             return match (held, &state.last_error) {
                 (_, Some(e)) => Err(e.clone()),
@@ -283,6 +291,170 @@ pub fn verified_claims<T: serde::de::DeserializeOwned>(token: &str) -> Option<T>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use base64::Engine;
+    use kubegate_tokens::{KeySet, SigningKey};
+
+    /// An HTTPS issuer whose published key set the test can replace.
+    struct Idp {
+        url: String,
+        jwks: Arc<Mutex<String>>,
+        fetches: Arc<AtomicUsize>,
+        client: HttpsClient,
+    }
+
+    async fn idp() -> Idp {
+        let dir = std::env::temp_dir().join(format!("kubegate-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let cert_file = dir.join("tls.crt");
+        let key_file = dir.join("tls.key");
+        std::fs::write(&cert_file, generated.cert.pem()).unwrap();
+        std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
+        let tls = crate::tls::server_config(&crate::tls::ServingCert {
+            cert_file: cert_file.clone(),
+            key_file,
+            self_signed: true,
+        })
+        .unwrap();
+        let client = HttpsClient::new(Some(&cert_file), "test").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let discovery =
+            serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/keys")}).to_string();
+        let jwks = Arc::new(Mutex::new(String::new()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (Arc::clone(&jwks), Arc::clone(&fetches));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let (discovery, served, counted) =
+                    (discovery.clone(), Arc::clone(&served), Arc::clone(&counted));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |req: http::Request<_>| {
+                        let body = if req.uri().path() == "/keys" {
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            served.lock().unwrap().clone()
+                        } else {
+                            discovery.clone()
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Idp {
+            url,
+            jwks,
+            fetches,
+            client,
+        }
+    }
+
+    fn id_token(key: &SigningKey, iss: &str) -> String {
+        let enc = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let header = serde_json::json!({"alg": "ES256", "kid": key.kid()}).to_string();
+        let now = kubegate_tokens::unix_now();
+        let claims = serde_json::json!({"iss": iss, "aud": "app", "sub": "u1", "exp": now + 600})
+            .to_string();
+        let input = format!("{}.{}", enc(header.as_bytes()), enc(claims.as_bytes()));
+        let sig = key.sign(input.as_bytes()).unwrap();
+        format!("{input}.{}", enc(&sig))
+    }
+
+    fn source(idp: &Idp, interval: Duration) -> KeySource {
+        let mut template = OidcIssuerConfig::new(idp.url.clone(), "app");
+        template.signing_algs = vec![Algorithm::Es256];
+        KeySource::new(
+            idp.client.clone(),
+            &idp.url,
+            IssuerOrigin::Configured,
+            template,
+        )
+        .with_min_refresh_interval(interval)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refreshes_the_keys_once() {
+        let idp = idp().await;
+        let old = KeySet::generate(Algorithm::Es256).unwrap();
+        *idp.jwks.lock().unwrap() = old.jwks().to_json();
+        let keys = source(&idp, Duration::ZERO);
+        let now = kubegate_tokens::unix_now();
+        let who = keys
+            .verify(&id_token(old.active(), &idp.url), now)
+            .await
+            .unwrap();
+        assert_eq!(who.username, format!("{}#u1", idp.url));
+        assert_eq!(idp.fetches.load(Ordering::SeqCst), 1);
+        // Cached: no fetch for a known kid.
+        keys.verify(&id_token(old.active(), &idp.url), now)
+            .await
+            .unwrap();
+        assert_eq!(idp.fetches.load(Ordering::SeqCst), 1);
+
+        // The issuer rotates; a token with the new kid makes the source refetch.
+        let new = old.rotate(SigningKey::generate(Algorithm::Es256).unwrap());
+        *idp.jwks.lock().unwrap() = new.jwks().to_json();
+        keys.verify(&id_token(new.active(), &idp.url), now)
+            .await
+            .unwrap();
+        assert_eq!(idp.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_do_not_refetch_within_the_interval() {
+        let idp = idp().await;
+        let published = KeySet::generate(Algorithm::Es256).unwrap();
+        *idp.jwks.lock().unwrap() = published.jwks().to_json();
+        let keys = source(&idp, Duration::from_secs(3600));
+        let now = kubegate_tokens::unix_now();
+        keys.verify(&id_token(published.active(), &idp.url), now)
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            let stranger = SigningKey::generate(Algorithm::Es256).unwrap();
+            let result = keys.verify(&id_token(&stranger, &idp.url), now).await;
+            assert!(matches!(
+                result,
+                Err(KeyFailure::Invalid(kubegate_tokens::Error::UnknownKeyId))
+            ));
+        }
+        assert_eq!(idp.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_discovery_document_for_another_issuer_is_refused() {
+        let idp = idp().await;
+        *idp.jwks.lock().unwrap() = KeySet::generate(Algorithm::Es256).unwrap().jwks().to_json();
+        let mut template = OidcIssuerConfig::new("https://not-this-one.example", "app");
+        template.signing_algs = vec![Algorithm::Es256];
+        let keys = KeySource::new(
+            idp.client.clone(),
+            &idp.url,
+            IssuerOrigin::Configured,
+            template,
+        );
+        match keys.keys().await {
+            Err(why) => assert!(why.contains("not the configured"), "{why}"),
+            Ok(_) => panic!("keys of another issuer were accepted"),
+        }
+    }
 
     #[test]
     fn peek_issuer_reads_only_well_formed_jwts() {
