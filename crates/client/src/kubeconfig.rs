@@ -258,7 +258,6 @@ contexts:
         );
         let text = serde_saphyr::to_string(&merged).unwrap();
         let reparsed = Kubeconfig::from_yaml(&text).unwrap();
-        let json = |v: &dyn erased::Json| v.json();
         assert_eq!(json(&reparsed.clusters[0]), json(&existing.clusters[0]));
         assert_eq!(json(&reparsed.auth_infos[0]), json(&existing.auth_infos[0]));
         assert_eq!(json(&reparsed.contexts[0]), json(&existing.contexts[0]));
@@ -278,14 +277,7 @@ contexts:
         assert!(text.contains("kgak_1"));
     }
 
-    mod erased {
-        pub(super) trait Json {
-            fn json(&self) -> serde_json::Value;
-        }
-        impl<T: serde::Serialize> Json for T {
-            fn json(&self) -> serde_json::Value {
-                serde_json::to_value(self).unwrap()
-            }
-        }
+    fn json(value: &impl serde::Serialize) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
     }
 }

@@ -11,11 +11,13 @@ use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kubegate_client::api::{AccessKeyScope, AccessKeyScopeCluster};
 use kubegate_client::kube_client::Api;
-use kubegate_client::kube_client::api::{AttachParams, ListParams, LogParams, WatchEvent, WatchParams};
+use kubegate_client::kube_client::api::{
+    AttachParams, ListParams, LogParams, WatchEvent, WatchParams,
+};
 use kubegate_client::kube_client::config::Kubeconfig;
 use kubegate_client::{
-    AccessKeyRequest, ContextNaming, Credential, Error, KubeconfigAuth, RefreshPolicy, Target,
-    TokenCache, TokenSource, merge_into_file,
+    AccessKeyRequest, ContextNaming, Credential, Error, GatewayClient, KubeconfigAuth,
+    RefreshPolicy, Target, TokenCache, TokenSource, merge_into_file,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -69,7 +71,10 @@ async fn generated_kubeconfig_works_with_kubectl_for_every_target_kind() {
             "loft-vcluster_pv1_p1"
         ]
     );
-    let current = assert_ok(&env.kubectl(&kubeconfig, &["config", "current-context"]).await);
+    let current = assert_ok(
+        &env.kubectl(&kubeconfig, &["config", "current-context"])
+            .await,
+    );
     assert_eq!(current.trim(), "loft_a");
     for (target, entry) in all_targets().iter().zip(&entries) {
         let (resource, want) = probe(target);
@@ -91,8 +96,11 @@ async fn generated_kubeconfig_works_with_kubectl_for_every_target_kind() {
         .unwrap();
     merge_into_file(&kubeconfig, std::slice::from_ref(&entry), None).unwrap();
     let out = assert_ok(
-        &env.kubectl(&kubeconfig, &["--context", "kubegate_s1_p1", "get", "pods", "-o", "name"])
-            .await,
+        &env.kubectl(
+            &kubeconfig,
+            &["--context", "kubegate_s1_p1", "get", "pods", "-o", "name"],
+        )
+        .await,
     );
     assert_eq!(out.trim(), "pod/web");
 }
@@ -114,7 +122,9 @@ async fn kube_client_lists_watches_logs_and_execs_through_each_target() {
         let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
         let list = pods.list(&ListParams::default()).await.unwrap();
         assert!(
-            list.items.iter().any(|p| p.metadata.name.as_deref() == Some("web")),
+            list.items
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some("web")),
             "{target}"
         );
         let logs = pods.logs("web", &LogParams::default()).await;
@@ -135,7 +145,10 @@ async fn kube_client_lists_watches_logs_and_execs_through_each_target() {
         .await
         .unwrap()
         .unwrap();
-        assert!(out.contains(kubegate_testkit::EXEC_STDOUT_PREFIX), "{target}: {out}");
+        assert!(
+            out.contains(kubegate_testkit::EXEC_STDOUT_PREFIX),
+            "{target}: {out}"
+        );
         let _ = proc.join().await;
     }
     // A watch sees an object created while it is open.
@@ -147,12 +160,20 @@ async fn kube_client_lists_watches_logs_and_execs_through_each_target() {
         .metadata
         .resource_version
         .unwrap();
-    let mut stream = cms.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
+    let mut stream = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
     tokio::time::timeout(LIMIT, env.a.recorder().wait_for(|r| r.verb == "watch"))
         .await
         .unwrap();
     env.a
-        .create("configmaps", "default", serde_json::json!({"metadata": {"name": "watched"}}))
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "watched"}}),
+        )
         .unwrap();
     let event = tokio::time::timeout(LIMIT, stream.try_next())
         .await
@@ -186,8 +207,19 @@ async fn typed_management_calls_and_status_errors() {
     assert_eq!(spaces.len(), 1);
     assert_eq!(spaces[0].metadata.name.as_deref(), Some("s1"));
     let vcs = admin.virtual_clusters().await.unwrap();
-    assert!(vcs.iter().any(|v| v.metadata.name.as_deref() == Some("pv1")), "{vcs:?}");
-    assert!(admin.projects().await.unwrap().iter().any(|p| p.metadata.name.as_deref() == Some("p1")));
+    assert!(
+        vcs.iter()
+            .any(|v| v.metadata.name.as_deref() == Some("pv1")),
+        "{vcs:?}"
+    );
+    assert!(
+        admin
+            .projects()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("p1"))
+    );
 
     // A token narrowed to cluster a works there and nowhere else.
     let only_a = AccessKeyScope {
@@ -202,7 +234,9 @@ async fn typed_management_calls_and_status_errors() {
         .unwrap();
     let token = minted.status.unwrap().token;
     assert_eq!(token.split('.').count(), 3, "a JWT");
-    let with_token = env.gateway(ADMIN_KEY).with_credential(Credential::bearer(token));
+    let with_token = env
+        .gateway(ADMIN_KEY)
+        .with_credential(Credential::bearer(token));
     let pods_a: Api<Pod> = Api::default_namespaced(with_token.cluster("a").unwrap());
     pods_a.list(&ListParams::default()).await.unwrap();
     let pods_b: Api<Pod> = Api::default_namespaced(with_token.cluster("b").unwrap());
@@ -217,10 +251,15 @@ async fn typed_management_calls_and_status_errors() {
     // A scoped caller cannot mint a broader token: 403 with the Status, via `Error::status`.
     let scoped = env.gateway(SCOPED_KEY).management().unwrap();
     let err: Error = scoped
-        .create_direct_cluster_endpoint_token(None, Some(AccessKeyScope {
-            clusters: vec![AccessKeyScopeCluster { cluster: "*".into() }],
-            ..Default::default()
-        }))
+        .create_direct_cluster_endpoint_token(
+            None,
+            Some(AccessKeyScope {
+                clusters: vec![AccessKeyScopeCluster {
+                    cluster: "*".into(),
+                }],
+                ..Default::default()
+            }),
+        )
         .await
         .unwrap_err()
         .into();
@@ -273,49 +312,78 @@ async fn exec_plugin_contexts_work_with_kubectl_for_every_target_kind() {
         (&["use", "management"], "loft-management"),
         (&["use", "cluster", "a"], "loft_a"),
         (
-            &["use", "vcluster", "vc1", "--cluster", "a", "--namespace", "team"],
+            &[
+                "use",
+                "vcluster",
+                "vc1",
+                "--cluster",
+                "a",
+                "--namespace",
+                "team",
+            ],
             "loft-vcluster_vc1_team_a",
         ),
         (&["use", "space", "s1", "--project", "p1"], "loft_s1_p1"),
-        (&["use", "vcluster", "pv1", "--project", "p1"], "loft-vcluster_pv1_p1"),
+        (
+            &["use", "vcluster", "pv1", "--project", "p1"],
+            "loft-vcluster_pv1_p1",
+        ),
     ];
     let kubeconfig = env.path("kubeconfig");
     for ((args, context), target) in uses.iter().zip(all_targets()) {
         let out = env.cli(args).await;
         assert_ok(&out);
         assert!(stderr(&out).contains(context), "{}", stderr(&out));
-        let current = assert_ok(&env.kubectl(&kubeconfig, &["config", "current-context"]).await);
+        let current = assert_ok(
+            &env.kubectl(&kubeconfig, &["config", "current-context"])
+                .await,
+        );
         assert_eq!(current.trim(), *context);
         let (resource, want) = probe(&target);
-        let out = assert_ok(&env.kubectl(&kubeconfig, &["get", resource, "-o", "name"]).await);
+        let out = assert_ok(
+            &env.kubectl(&kubeconfig, &["get", resource, "-o", "name"])
+                .await,
+        );
         assert!(out.lines().any(|l| l == want), "{target}: {out}");
     }
     assert_eq!(last_user(&env.b, "/namespaces/default/pods"), "admin");
     // The kubeconfig names the plugin, not the key.
     let text = std::fs::read_to_string(&kubeconfig).unwrap();
     assert!(!text.contains(ADMIN_KEY));
-    assert!(text.contains("client.authentication.k8s.io/v1") && text.contains("interactiveMode: Never"), "{text}");
+    assert!(
+        text.contains("client.authentication.k8s.io/v1") && text.contains("interactiveMode: Never"),
+        "{text}"
+    );
     // One cached token served all of them.
     let cache = TokenCache::new(env.cli_config().with_file_name("token-cache.json"));
     let cached = cache
         .get(
             &env.gateway(ADMIN_KEY),
-            &TokenSource::DirectClusterEndpointToken { ttl: None, scope: None },
+            &TokenSource::DirectClusterEndpointToken {
+                ttl: None,
+                scope: None,
+            },
         )
         .unwrap()
         .expect("a cached token");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(cache.path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(cache.path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     // The plugin's output: v1 with an expiry, or v1beta1 when asked in that version.
-    let v1: serde_json::Value = serde_json::from_str(&assert_ok(&env.cli(&["token"]).await)).unwrap();
+    let v1: serde_json::Value =
+        serde_json::from_str(&assert_ok(&env.cli(&["token"]).await)).unwrap();
     assert_eq!(v1["apiVersion"], "client.authentication.k8s.io/v1");
     assert_eq!(v1["kind"], "ExecCredential");
     let expires = v1["status"]["expirationTimestamp"].as_str().unwrap();
-    let expires = time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339).unwrap();
+    let expires =
+        time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+            .unwrap();
     assert_eq!(Some(expires.unix_timestamp()), cached.expires_at);
     let beta = env
         .cli_env(
@@ -343,8 +411,7 @@ async fn merge_keeps_foreign_contexts() {
     let env = Env::start().await;
     seed(&env);
     let kubeconfig = env.path("kubeconfig");
-    let ca = std::fs::write(env.path("upstream-a-ca.pem"), env.a.ca_pem());
-    ca.unwrap();
+    std::fs::write(env.path("upstream-a-ca.pem"), env.a.ca_pem()).unwrap();
     let foreign = format!(
         r#"apiVersion: v1
 kind: Config
@@ -398,12 +465,11 @@ contexts:
     )
     .unwrap();
     let after = Kubeconfig::read_from(&kubeconfig).unwrap();
-    let json = |v: &dyn Fn() -> serde_json::Value| v();
     for name in ["direct-a", "eks"] {
         let pick = |k: &Kubeconfig| {
             serde_json::to_value(k.contexts.iter().find(|c| c.name == name).unwrap()).unwrap()
         };
-        assert_eq!(json(&|| pick(&after)), json(&|| pick(&before)), "context {name}");
+        assert_eq!(pick(&after), pick(&before), "context {name}");
     }
     for name in ["upstream-admin", "cloud"] {
         let pick = |k: &Kubeconfig| {
@@ -413,7 +479,10 @@ contexts:
     }
     let pick = |k: &Kubeconfig| serde_json::to_value(&k.clusters[0]).unwrap();
     assert_eq!(pick(&after), pick(&before));
-    assert_eq!(after.other.get("custom-top-level"), before.other.get("custom-top-level"));
+    assert_eq!(
+        after.other.get("custom-top-level"),
+        before.other.get("custom-top-level")
+    );
     let mut contexts: Vec<_> = after.contexts.iter().map(|c| c.name.as_str()).collect();
     contexts.sort();
     assert_eq!(contexts, ["direct-a", "eks", "loft-management", "loft_a"]);
@@ -422,21 +491,51 @@ contexts:
     assert_eq!(after.current_context.as_deref(), Some("loft-management"));
     // The foreign context still works, and so do ours.
     let out = assert_ok(
-        &env.kubectl(&kubeconfig, &["--context", "direct-a", "get", "pods", "-n", "default", "-o", "name"])
-            .await,
+        &env.kubectl(
+            &kubeconfig,
+            &[
+                "--context",
+                "direct-a",
+                "get",
+                "pods",
+                "-n",
+                "default",
+                "-o",
+                "name",
+            ],
+        )
+        .await,
     );
     assert_eq!(out.trim(), "pod/web");
-    let out = assert_ok(&env.kubectl(&kubeconfig, &["--context", "loft_a", "get", "pods", "-o", "name"]).await);
+    let out = assert_ok(
+        &env.kubectl(
+            &kubeconfig,
+            &["--context", "loft_a", "get", "pods", "-o", "name"],
+        )
+        .await,
+    );
     assert_eq!(out.trim(), "pod/web");
     assert_ok(&env.kubectl(&kubeconfig, &["get", "clusters"]).await);
     // The CLI merges the same way.
     env.login(ADMIN_KEY).await;
     let out = env
-        .cli(&["use", "space", "s1", "--project", "p1", "--kubeconfig", kubeconfig.to_str().unwrap(), "--no-switch"])
+        .cli(&[
+            "use",
+            "space",
+            "s1",
+            "--project",
+            "p1",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--no-switch",
+        ])
         .await;
     assert_ok(&out);
     let after_cli = Kubeconfig::read_from(&kubeconfig).unwrap();
-    assert_eq!(after_cli.current_context.as_deref(), Some("loft-management"));
+    assert_eq!(
+        after_cli.current_context.as_deref(),
+        Some("loft-management")
+    );
     assert_eq!(after_cli.contexts.len(), 5);
     let leftovers: Vec<_> = std::fs::read_dir(&env.dir)
         .unwrap()
@@ -456,7 +555,8 @@ async fn gateway_restart_keeps_the_cached_token_path_working() {
     assert_ok(&env.cli(&["use", "cluster", "a"]).await);
     let kubeconfig = env.path("kubeconfig");
     assert_ok(&env.kubectl(&kubeconfig, &["get", "pods"]).await);
-    let first: serde_json::Value = serde_json::from_str(&assert_ok(&env.cli(&["token"]).await)).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(&assert_ok(&env.cli(&["token"]).await)).unwrap();
     let token = first["status"]["token"].as_str().unwrap().to_owned();
 
     env.stop().await;
@@ -474,32 +574,62 @@ async fn gateway_restart_keeps_the_cached_token_path_working() {
     );
     // Library path: the same decision, with an injected clock.
     let cache = TokenCache::new(env.cli_config().with_file_name("token-cache.json"));
-    let source = TokenSource::DirectClusterEndpointToken { ttl: None, scope: None };
-    let cached = cache.get(&env.gateway(ADMIN_KEY), &source).unwrap().unwrap();
+    let source = TokenSource::DirectClusterEndpointToken {
+        ttl: None,
+        scope: None,
+    };
+    let cached = cache
+        .get(&env.gateway(ADMIN_KEY), &source)
+        .unwrap()
+        .unwrap();
     let later = cached.requested_at + 31 * 60;
     let reused = cache
-        .token(&env.gateway(ADMIN_KEY), &source, &RefreshPolicy::default(), later)
+        .token(
+            &env.gateway(ADMIN_KEY),
+            &source,
+            &RefreshPolicy::default(),
+            later,
+        )
         .await
         .unwrap();
-    assert_eq!(reused.requested_at, cached.requested_at, "not refreshed: the gateway is down");
+    assert_eq!(
+        reused.requested_at, cached.requested_at,
+        "not refreshed: the gateway is down"
+    );
     let expired = cached.expires_at.unwrap();
     let err = cache
-        .token(&env.gateway(ADMIN_KEY), &source, &RefreshPolicy::default(), expired)
+        .token(
+            &env.gateway(ADMIN_KEY),
+            &source,
+            &RefreshPolicy::default(),
+            expired,
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NoValidToken { .. }), "{err}");
 
     env.restart().await;
     // The restarted gateway (same signing key) accepts the cached token through the plugin.
-    let out = assert_ok(&env.kubectl(&kubeconfig, &["get", "pods", "-o", "name"]).await);
+    let out = assert_ok(
+        &env.kubectl(&kubeconfig, &["get", "pods", "-o", "name"])
+            .await,
+    );
     assert_eq!(out.trim(), "pod/web");
-    let again: serde_json::Value = serde_json::from_str(&assert_ok(&env.cli(&["token"]).await)).unwrap();
-    assert_eq!(again["status"]["token"], token.as_str(), "still the cached token");
+    let again: serde_json::Value =
+        serde_json::from_str(&assert_ok(&env.cli(&["token"]).await)).unwrap();
+    assert_eq!(
+        again["status"]["token"],
+        token.as_str(),
+        "still the cached token"
+    );
     // Once a refresh is due and the gateway answers, a new token replaces it.
     let refreshed = assert_ok(&env.cli(&["token", "--refresh-after", "0"]).await);
     let refreshed: serde_json::Value = serde_json::from_str(&refreshed).unwrap();
     assert_eq!(refreshed["kind"], "ExecCredential");
-    let new_cached = cache.get(&env.gateway(ADMIN_KEY), &source).unwrap().unwrap();
+    let new_cached = cache
+        .get(&env.gateway(ADMIN_KEY), &source)
+        .unwrap()
+        .unwrap();
     assert!(new_cached.requested_at >= cached.requested_at);
     assert_ok(&env.kubectl(&kubeconfig, &["get", "pods"]).await);
 }
@@ -516,7 +646,14 @@ async fn cli_commands_and_exit_codes() {
     // A key the gateway does not know: 4, and nothing saved.
     let ca = env.ca_file();
     let bad = env
-        .cli(&["login", &env.url, "--access-key", "kgak_nope", "--ca-file", ca.to_str().unwrap()])
+        .cli(&[
+            "login",
+            &env.url,
+            "--access-key",
+            "kgak_nope",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ])
         .await;
     assert_exit(&bad, 4, "did not accept");
     assert!(!env.cli_config().exists());
@@ -537,7 +674,10 @@ async fn cli_commands_and_exit_codes() {
         "not allowed",
     );
     // A narrowed token works with kubectl.
-    let token = assert_ok(&env.cli(&["create", "token", "--cluster", "a", "--ttl", "600"]).await);
+    let token = assert_ok(
+        &env.cli(&["create", "token", "--cluster", "a", "--ttl", "600"])
+            .await,
+    );
     let token = token.trim();
     assert_eq!(token.split('.').count(), 3);
     let entry = env
@@ -552,7 +692,9 @@ async fn cli_commands_and_exit_codes() {
     merge_into_file(&kc, &[entry], Some("loft_a")).unwrap();
     assert_ok(&env.kubectl(&kc, &["get", "pods"]).await);
     // An access key: printed once on stdout, works at once.
-    let created = env.cli(&["create", "accesskey", "--name", "ci", "--cluster", "a"]).await;
+    let created = env
+        .cli(&["create", "accesskey", "--name", "ci", "--cluster", "a"])
+        .await;
     let key = assert_ok(&created).trim().to_owned();
     assert!(key.starts_with("kgak_"), "{key}");
     assert!(stderr(&created).contains("shown only this once"));
@@ -566,6 +708,55 @@ async fn cli_commands_and_exit_codes() {
     );
     // Gateway gone: 6.
     env.stop().await;
-    assert_exit(&env.cli(&["whoami"]).await, 6, "could not reach the gateway");
+    assert_exit(
+        &env.cli(&["whoami"]).await,
+        6,
+        "could not reach the gateway",
+    );
     assert_exit(&env.cli(&["token"]).await, 6, "could not reach the gateway");
+}
+
+/// A direct cluster endpoint (an agent-mode gateway for cluster `a`): the client drops the
+/// cluster segment, and a token minted by the central gateway works there with kube-client and
+/// with kubectl through a generated kubeconfig.
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_cluster_endpoint_with_a_minted_token() {
+    let env = Env::start().await;
+    seed(&env);
+    let agent = env.start_agent().await;
+    let minted = env
+        .gateway(ADMIN_KEY)
+        .management()
+        .unwrap()
+        .create_direct_cluster_endpoint_token(None, None)
+        .await
+        .unwrap();
+    let token = minted.status.unwrap().token;
+    let direct = GatewayClient::direct(&agent.url, Credential::bearer(token))
+        .unwrap()
+        .with_ca_pem(&agent.ca_pem)
+        .unwrap();
+    assert_eq!(
+        direct.server_url(&Target::cluster("a")).unwrap(),
+        format!("{}/kubernetes/cluster", agent.url)
+    );
+    let pods: Api<Pod> = Api::default_namespaced(direct.cluster("a").unwrap());
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    assert!(
+        list.items
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some("web"))
+    );
+    assert_eq!(last_user(&env.a, "/namespaces/default/pods"), "admin");
+    assert!(matches!(
+        direct.management(),
+        Err(Error::NoManagementOnDirectEndpoint)
+    ));
+    let entry = direct
+        .kubeconfig_entry(&Target::cluster("a"), &ContextNaming::default(), None)
+        .unwrap();
+    let kc = env.path("direct-kubeconfig");
+    merge_into_file(&kc, &[entry], Some("loft_a")).unwrap();
+    let out = assert_ok(&env.kubectl(&kc, &["get", "pods", "-o", "name"]).await);
+    assert_eq!(out.trim(), "pod/web");
 }

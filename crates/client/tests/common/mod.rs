@@ -171,20 +171,15 @@ async fn serve(config: &Config, listener: tokio::net::TcpListener) -> (Gateway, 
             })
             .await;
     });
-    (
-        gateway,
-        Running {
-            shutdown: tx,
-            task,
-        },
-    )
+    (gateway, Running { shutdown: tx, task })
 }
 
 impl Env {
     pub async fn start() -> Env {
         let a = upstream().await;
         let b = upstream().await;
-        let dir = std::env::temp_dir().join(format!("kubegate-client-e2e-{}", uuid::Uuid::new_v4()));
+        let dir =
+            std::env::temp_dir().join(format!("kubegate-client-e2e-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let yaml = config_yaml(&a, &b, &dir);
         let config = Config::parse(&yaml, Path::new("e2e.yaml")).unwrap();
@@ -304,6 +299,49 @@ impl Env {
     }
 }
 
+/// A gateway in agent mode (a direct cluster endpoint for cluster `a`) that verifies tokens with
+/// the central gateway's signing key.
+pub struct Agent {
+    pub url: String,
+    pub ca_pem: Vec<u8>,
+    running: Option<Running>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            let _ = r.shutdown.send(());
+            r.task.abort();
+        }
+    }
+}
+
+impl Env {
+    pub async fn start_agent(&self) -> Agent {
+        let dir = self.dir.join("agent");
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.a.ca_pem());
+        let yaml = format!(
+            "{}\nmode: agent\nagent:\n  cluster: a\n  upstream: {{server: \"{}\", caData: \"{ca}\", token: \"{}\"}}\n  centralUrl: \"{}\"\nsigningKeys: [\"{}\"]\n",
+            config_yaml(&self.a, &self.b, &dir),
+            self.a.url(),
+            self.a.admin_token(),
+            self.url,
+            self.dir.join("state/signing-key.pem").display(),
+        );
+        let config = Config::parse(&yaml, Path::new("agent.yaml")).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (gateway, running) = serve(&config, listener).await;
+        let ca_pem = std::fs::read(&gateway.serving_cert().cert_file).unwrap();
+        Agent {
+            url,
+            ca_pem,
+            running: Some(running),
+        }
+    }
+}
+
 /// The CLI example binary, built by `cargo test -p kubegate-client` beside this test binary.
 pub fn cli_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -348,7 +386,11 @@ pub fn assert_exit(o: &Output, code: i32, needle: &str) {
         stderr(o),
         stdout(o)
     );
-    assert!(stderr(o).contains(needle), "expected {needle:?} in: {}", stderr(o));
+    assert!(
+        stderr(o).contains(needle),
+        "expected {needle:?} in: {}",
+        stderr(o)
+    );
 }
 
 /// Seeds a pod named `web` in `namespace` of `server` (ignoring "already exists").
