@@ -1,0 +1,72 @@
+//! kube-client (the Rust client people embed) through the gateway: list, watch and create,
+//! against a project space and a cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube_client::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+
+async fn client(env: &Env, token: &str, prefix: &str) -> kube_client::Client {
+    let kubeconfig =
+        kube_client::config::Kubeconfig::read_from(env.kubeconfig(token, prefix)).unwrap();
+    let config = kube_client::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube_client::Client::try_from(config).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_client_lists_watches_and_creates_through_the_gateway() {
+    let env = Env::start().await;
+    env.a
+        .create(
+            "pods",
+            "s1",
+            serde_json::json!({"metadata": {"name": "app"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .unwrap();
+    let space = client(&env, SPACE_KEY, "/kubernetes/project/p1/space/s1").await;
+    let pods: Api<Pod> = Api::namespaced(space.clone(), "s1");
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("app"));
+    // The fence holds for kube-client too: the error carries kube's Status.
+    let outside: Api<Pod> = Api::namespaced(space, "default");
+    match outside.list(&ListParams::default()).await {
+        Err(kube_client::Error::Api(status)) => {
+            assert_eq!(status.code, 403);
+            assert_eq!(status.reason, "Forbidden");
+            assert!(
+                status.message.contains("must stay in namespace"),
+                "{}",
+                status.message
+            );
+        }
+        other => panic!("expected a 403 Status, got {other:?}"),
+    }
+    let cluster = client(&env, ADMIN_KEY, "/kubernetes/cluster/a").await;
+    let cms: Api<ConfigMap> = Api::namespaced(cluster, "default");
+    let mut stream = cms
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut cm = ConfigMap::default();
+    cm.metadata.name = Some("from-kube-client".into());
+    cms.create(&PostParams::default(), &cm).await.unwrap();
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(event) = stream.next().await {
+            if let Ok(WatchEvent::Added(obj)) = event
+                && obj.metadata.name.as_deref() == Some("from-kube-client")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true));
+}
