@@ -148,10 +148,11 @@ impl Future for ResponseFuture {
 pub(crate) fn upstream_failure(
     upstream: &Upstream,
     err: &(dyn StdError + 'static),
+    pretty: bool,
 ) -> Response<ProxyBody> {
     let target = upstream.description();
     let (status, kind) = classify(err, upstream, target);
-    let mut res: Response<ProxyBody> = status.to_response(false);
+    let mut res: Response<ProxyBody> = status.to_response(pretty);
     res.extensions_mut().insert(UpstreamError { kind });
     res
 }
@@ -381,7 +382,7 @@ where
             }
             Err(e) => {
                 tracing::debug!(upstream = self.upstream.name(), error = %e, "upstream request failed");
-                upstream_failure(&self.upstream, &e)
+                upstream_failure(&self.upstream, &e, pretty)
             }
         }
     }

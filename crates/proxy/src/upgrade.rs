@@ -102,7 +102,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
     *out.uri_mut() = target;
     *out.headers_mut() = parts.headers;
 
-    let mut sender = match dial(upstream).await {
+    let mut sender = match dial(upstream, pretty).await {
         Ok(s) => s,
         Err(res) => return res,
     };
@@ -110,7 +110,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
     // keeps any bytes read past it for the upgraded stream.
     let mut backend_res = match sender.send_request(out).await {
         Ok(r) => r,
-        Err(e) => return with_close(upstream_failure(upstream, &e)),
+        Err(e) => return with_close(upstream_failure(upstream, &e, pretty)),
     };
     drop(sender);
 
@@ -133,7 +133,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
         }
         let backend_io = match hyper::upgrade::on(&mut backend_res).await {
             Ok(io) => io,
-            Err(e) => return with_close(upstream_failure(upstream, &e)),
+            Err(e) => return with_close(upstream_failure(upstream, &e, pretty)),
         };
         let (mut head, _) = backend_res.into_parts();
         headers::strip_response(&mut head.headers, true);
@@ -169,7 +169,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 /// A fresh TCP (+ TLS, ALPN `http/1.1`) connection used for exactly one upgrade request.
-async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
+async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<ProxyBody>> {
     let authority = upstream.authority();
     let host = authority
         .host()
@@ -185,7 +185,7 @@ async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
                 "{} is unavailable: {cause}",
                 upstream.description()
             ))
-            .to_response(false),
+            .to_response(pretty),
             "connect",
         ))
     };
@@ -196,7 +196,7 @@ async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
     };
     let tcp = match tokio::time::timeout(limit, connect).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e))),
+        Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e, pretty))),
         Err(_) => {
             return Err(unavailable(format!(
                 "connect timed out after {}",
@@ -214,7 +214,7 @@ async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
         .await
         {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e))),
+            Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e, pretty))),
             Err(_) => {
                 return Err(unavailable(format!(
                     "TLS handshake timed out after {}",
@@ -225,7 +225,7 @@ async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
         let (sender, conn) = builder
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| with_close(upstream_failure(upstream, &e)))?;
+            .map_err(|e| with_close(upstream_failure(upstream, &e, pretty)))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -234,7 +234,7 @@ async fn dial(upstream: &Upstream) -> Result<Sender, Response<ProxyBody>> {
         let (sender, conn) = builder
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| with_close(upstream_failure(upstream, &e)))?;
+            .map_err(|e| with_close(upstream_failure(upstream, &e, pretty)))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });

@@ -289,6 +289,15 @@ async fn unreachable_upstream_is_503_status_naming_the_cluster() {
         body,
         "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"cluster \\\"prod\\\" is unavailable: connection refused\",\"reason\":\"ServiceUnavailable\",\"code\":503}\n"
     );
+    // curl gets kube's pretty form of the same Status.
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .header("user-agent", "curl/8.5.0")
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    let body = body_string(res.into_body()).await;
+    assert!(body.starts_with("{\n  \"kind\": \"Status\",\n"), "{body}");
+    assert!(!body.ends_with('\n'), "{body}");
 }
 
 #[tokio::test]
