@@ -71,3 +71,8 @@ pub use request_info::{RequestInfo, RequestInfoError};
 pub use router::{NameKind, Route, Router};
 pub use selectors::SelectorError;
 pub use target::{OpsPath, Target};
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
