@@ -1,10 +1,104 @@
-//! `/auth/…`: login and sessions (being implemented).
+//! `/auth/…`: how people log in, and browser sessions.
+//!
+//! | endpoint | body | answer |
+//! | --- | --- | --- |
+//! | `POST /auth/password/login` | `{"username","password"}` | `{"accessKey"}`: a new access key of type `Login` living `auth.sessionTtlSeconds` (Loft's shape) |
+//! | `POST /auth/login` | `{"token"}` (an access key or gateway token) | `Set-Cookie: kubegate_session=<gateway token>; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=<ttl>` and `{"user","uid","groups","expiresAt"}` |
+//! | `GET /auth/session` | | the session's `{"user","uid","groups","expiresAt"}`, or 401 |
+//! | `POST /auth/logout` | | revokes the session token (in memory and in the store) and clears the cookie |
+//!
+//! Passwords are the argon2 PHC strings of `users[].passwordHash`, verified off the async
+//! runtime. A wrong password and an unknown user get the same 401 after the same work. Failed
+//! logins are counted per user name and per source address ([`limiter`]); past
+//! `auth.maxLoginFailures` within `auth.loginWindowSeconds` every attempt for that name or from
+//! that address gets 429 with `Retry-After`, without the password being checked.
+//!
+//! The session cookie holds a gateway token minted for the identity (and scope) of the
+//! credential presented to `/auth/login`, so it is verified exactly like a bearer token
+//! (signature, expiry, revocation, token generation); [`authenticate_session`] does that for
+//! every other endpoint. Cookies are sent by browsers on their own, so a cookie-authenticated
+//! mutating request must carry an `Origin` that is the gateway's own (`https://<Host>`) or one of
+//! `auth.allowedOrigins`, else it is refused with 403 `cross-origin request refused`. The login
+//! endpoints refuse a foreign `Origin` too (login CSRF) and accept only `application/json`
+//! bodies, which a cross-site form cannot send. [`check_origin`] refuses WebSocket upgrades from
+//! foreign origins whatever the credential.
+//!
+//! Tokens, keys and passwords never appear in logs, errors or `Debug` output.
+//!
+//! # Wiring into the request path
+//!
+//! [`authenticate_session`] needs the *current runtime's* credentials (verifier with its
+//! revocation set, token generations) and configuration, which an
+//! [`ExternalAuthenticator`](crate::authenticators::ExternalAuthenticator) built by
+//! `from_config` cannot reach; the request path calls it after the bearer check, treating its
+//! [`AuthnOutcome`](crate::authenticators::AuthnOutcome) like an external authenticator's.
+//! [`check_origin`] runs before authentication for every non-`/auth` request (403 on `Err`).
+//! The forwarding proxy must not pass the `kubegate_session` cookie on to upstreams.
 
-use http::{Request, Response};
+mod limiter;
+mod origin;
+mod password;
+mod session;
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use kubegate_proxy::ProxyBody;
+use kubegate_proxy::{ProxyBody, Status};
+use kubegate_tokens::{AccessKeySecret, KeySet, MintRequest, SubjectKind, Verifier};
+use serde::{Deserialize, Serialize};
 
+use crate::authn::Caller;
+use crate::config::Config;
 use crate::service::{Runtime, Shared};
+use crate::store::{Revocation, StoredAccessKey};
+
+pub use session::{CROSS_ORIGIN_REFUSED, SESSION_COOKIE, authenticate_session};
+
+use limiter::{LoginKey, LoginLimiter};
+
+/// Largest accepted login body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Refuses a WebSocket upgrade whose `Origin` is neither the gateway's own (`https://<Host>`)
+/// nor one of `auth.allowedOrigins`, whatever credential the request carries: a browser page
+/// on another site can open WebSockets to the gateway, and bearer tokens do not stop it when
+/// the page holds one. Requests that are not WebSocket upgrades, and upgrades without an
+/// `Origin` (kubectl and other non-browser clients send none), pass. `Err` holds the reason for
+/// a 403.
+pub fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), String> {
+    if !origin::is_websocket_upgrade(headers) {
+        return Ok(());
+    }
+    origin::refuse_foreign_origin(&config.auth, headers)
+        .map_err(|why| format!("cross-origin WebSocket request refused: {why}"))
+}
+
+/// Per-gateway state of the `/auth` endpoints.
+#[derive(Debug, Default)]
+struct AuthState {
+    limiter: LoginLimiter,
+}
+
+/// The [`AuthState`] of the gateway `shared` belongs to. [`Shared`] has no slot for it, so it
+/// lives in a side table keyed by the identity of the gateway's key set (one per gateway, alive
+/// as long as the gateway); entries of dropped gateways are pruned on every lookup.
+fn state_for(shared: &Shared) -> Arc<AuthState> {
+    type Table = Vec<(Weak<KeySet>, Arc<AuthState>)>;
+    static TABLE: Mutex<Table> = Mutex::new(Vec::new());
+    let mut table = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
+    table.retain(|(keys, _)| keys.strong_count() > 0);
+    let me = Arc::as_ptr(&shared.keys);
+    if let Some((_, state)) = table.iter().find(|(keys, _)| keys.as_ptr() == me) {
+        return Arc::clone(state);
+    }
+    let state = Arc::new(AuthState::default());
+    table.push((Arc::downgrade(&shared.keys), Arc::clone(&state)));
+    state
+}
 
 /// Serves a request under `/auth/`; `rest` is the path below the prefix.
 pub async fn handle(
@@ -13,6 +107,418 @@ pub async fn handle(
     rest: &str,
     req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let _ = (shared, runtime, rest, req);
-    kubegate_proxy::status::not_found_text()
+    let allowed = match rest {
+        "/password/login" | "/login" | "/logout" => "POST",
+        "/session" => "GET, HEAD",
+        _ => return kubegate_proxy::status::not_found_text(),
+    };
+    match (rest, req.method()) {
+        ("/password/login", &Method::POST) => password_login(shared, runtime, req).await,
+        ("/login", &Method::POST) => token_login(shared, runtime, req).await,
+        ("/session", &Method::GET | &Method::HEAD) => current_session(runtime, &req),
+        ("/logout", &Method::POST) => logout(shared, runtime, &req).await,
+        _ => {
+            let status = Status {
+                code: 405,
+                message: format!("the server does not allow {} here", req.method()),
+                reason: "MethodNotAllowed".into(),
+                details: None,
+                type_meta: true,
+            };
+            let mut res = respond(&status, &req);
+            res.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(allowed));
+            res
+        }
+    }
+}
+
+fn respond<B>(status: &Status, req: &Request<B>) -> Response<ProxyBody> {
+    status.response_for(req.uri(), req.headers())
+}
+
+/// A JSON answer that no cache may keep (it carries keys or identities).
+fn json<T: Serialize>(code: StatusCode, body: &T) -> Response<ProxyBody> {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut res = Response::new(ProxyBody::from(Bytes::from(bytes)));
+            *res.status_mut() = code;
+            let h = res.headers_mut();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            res
+        }
+        Err(e) => Status::internal_error(&e.to_string()).to_response(false),
+    }
+}
+
+fn with_cookie(mut res: Response<ProxyBody>, cookie: &str) -> Response<ProxyBody> {
+    if let Ok(v) = HeaderValue::from_str(cookie) {
+        res.headers_mut().insert(http::header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn forbidden(why: &str) -> Status {
+    Status::forbidden("", "", "", why)
+}
+
+/// Checks what every login endpoint requires of a request before reading its body: no foreign
+/// `Origin` and a JSON body.
+fn precheck(config: &Config, req: &Request<Incoming>) -> Result<(), Box<Status>> {
+    if let Err(why) = origin::refuse_foreign_origin(&config.auth, req.headers()) {
+        tracing::info!(reason = %why, path = req.uri().path(), "login refused");
+        return Err(Box::new(forbidden(CROSS_ORIGIN_REFUSED)));
+    }
+    let media_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if media_type.as_deref() != Some("application/json") {
+        return Err(Box::new(Status {
+            code: 415,
+            message: "the body of the request must be application/json".into(),
+            reason: "UnsupportedMediaType".into(),
+            details: None,
+            type_meta: true,
+        }));
+    }
+    Ok(())
+}
+
+/// Reads and decodes a JSON body of at most [`MAX_BODY`] bytes.
+async fn read_json<T: for<'de> Deserialize<'de>>(body: Incoming) -> Result<T, Box<Status>> {
+    let bytes = http_body_util::Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            Box::new(if e.is::<http_body_util::LengthLimitError>() {
+                Status {
+                    code: 413,
+                    message: "the request body is too large".into(),
+                    reason: "RequestEntityTooLarge".into(),
+                    details: None,
+                    type_meta: true,
+                }
+            } else {
+                Status::bad_request("the request body could not be read")
+            })
+        })?
+        .to_bytes();
+    // serde_json's messages can quote parts of the input, which may be a password: only the
+    // position goes back.
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Box::new(Status::bad_request(format!(
+            "invalid login request: expected a JSON object with the documented string fields (line {}, column {})",
+            e.line(),
+            e.column()
+        )))
+    })
+}
+
+/// `POST /auth/password/login` body (deliberately without `Debug`).
+#[derive(Deserialize)]
+struct PasswordLogin {
+    username: String,
+    password: String,
+}
+
+/// `POST /auth/login` body (deliberately without `Debug`).
+#[derive(Deserialize)]
+struct TokenLogin {
+    token: String,
+}
+
+/// The answer of a successful password login (Loft's `{accessKey}`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AccessKeyResponse<'a> {
+    access_key: &'a str,
+}
+
+/// A session as `/auth/login` and `/auth/session` describe it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionInfo {
+    user: String,
+    uid: String,
+    groups: Vec<String>,
+    /// RFC 3339.
+    expires_at: String,
+}
+
+impl SessionInfo {
+    fn new(caller: &Caller, expires_at: u64) -> SessionInfo {
+        let expires_at = time::OffsetDateTime::from_unix_timestamp(expires_at as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default();
+        SessionInfo {
+            user: caller.identity.name.clone(),
+            uid: caller.identity.uid.clone(),
+            groups: caller.identity.groups.clone(),
+            expires_at,
+        }
+    }
+}
+
+fn login_window(config: &Config) -> (u32, Duration) {
+    (
+        config.auth.max_login_failures,
+        Duration::from_secs(config.auth.login_window_seconds),
+    )
+}
+
+fn too_many_requests(retry_after: Duration) -> Status {
+    // Round up so a client that waits exactly `Retry-After` is not refused again.
+    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    Status::too_many_requests(
+        "too many failed login attempts, please try again later",
+        i32::try_from(secs.max(1)).unwrap_or(i32::MAX),
+    )
+}
+
+fn source_key(req: &Request<Incoming>) -> Option<LoginKey> {
+    req.extensions()
+        .get::<kubegate_proxy::ClientAddr>()
+        .map(|a| LoginKey::Source(a.0.ip()))
+}
+
+/// `POST /auth/password/login`.
+async fn password_login(
+    shared: &Shared,
+    runtime: &Runtime,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let config = &runtime.config;
+    if let Err(status) = precheck(config, &req) {
+        return respond(&status, &req);
+    }
+    let source = source_key(&req);
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let login: PasswordLogin = match read_json(body).await {
+        Ok(l) => l,
+        Err(status) => return respond(&status, &head),
+    };
+    let state = state_for(shared);
+    let (max, window) = login_window(config);
+    let user_key = LoginKey::User(login.username.clone());
+    let keys: Vec<LoginKey> = std::iter::once(user_key.clone()).chain(source).collect();
+    if let Some(wait) = state.limiter.locked_for(&keys, max, window, Instant::now()) {
+        tracing::info!(user = %login.username, "password login refused: too many failures");
+        return respond(&too_many_requests(wait), &head);
+    }
+    let user = config.users.iter().find(|u| u.name == login.username);
+    let hash = user.and_then(|u| u.password_hash.clone());
+    let verified = password::verify(login.password, hash).await;
+    // The user must also still resolve to an identity (it always does for a configured one).
+    let entry = runtime.directory.user(&login.username);
+    let (true, Some(entry)) = (verified, entry) else {
+        state
+            .limiter
+            .record_failure(&keys, max, window, Instant::now());
+        tracing::info!(user = %login.username, "password login failed");
+        return respond(&Status::unauthorized(), &head);
+    };
+    state.limiter.clear(&user_key);
+    let secret = match AccessKeySecret::generate() {
+        Ok(s) => s,
+        Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),
+    };
+    let created_at = kubegate_tokens::unix_now() as i64;
+    let ttl = i64::try_from(config.auth.session_ttl_seconds).unwrap_or(i64::MAX);
+    let stored = StoredAccessKey {
+        name: login_key_name(&entry.name),
+        user: entry.name.clone(),
+        sha256: secret.digest().to_hex(),
+        key_type: "Login".into(),
+        display_name: None,
+        description: Some("created by password login".into()),
+        scope: None,
+        created_at,
+        expires_at: (ttl > 0).then(|| created_at.saturating_add(ttl)),
+        disabled: false,
+        uid: uuid::Uuid::new_v4().to_string(),
+    };
+    let name = stored.name.clone();
+    if let Err(e) = shared.store.create_access_key(stored).await {
+        tracing::error!(error = %e, "storing a login access key failed");
+        return respond(
+            &Status::internal_error("the access key could not be stored"),
+            &head,
+        );
+    }
+    if let Err(e) = shared.refresh_state().await {
+        tracing::warn!(error = %e, "refreshing credentials after a password login failed");
+    }
+    tracing::info!(user = %entry.name, key = %name, "password login");
+    json(
+        StatusCode::OK,
+        &AccessKeyResponse {
+            access_key: secret.expose(),
+        },
+    )
+}
+
+/// `login-<user>-<random>`, a DNS label like every key name.
+fn login_key_name(user: &str) -> String {
+    let user: String = user
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let user = user.trim_matches('-');
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = id.get(..8).unwrap_or(&id);
+    if user.is_empty() {
+        format!("login-{id}")
+    } else {
+        format!("login-{user}-{id}")
+    }
+}
+
+/// `POST /auth/login`.
+async fn token_login(
+    shared: &Shared,
+    runtime: &Runtime,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let config = &runtime.config;
+    if let Err(status) = precheck(config, &req) {
+        return respond(&status, &req);
+    }
+    let source = source_key(&req);
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let login: TokenLogin = match read_json(body).await {
+        Ok(l) => l,
+        Err(status) => return respond(&status, &head),
+    };
+    let state = state_for(shared);
+    let (max, window) = login_window(config);
+    let keys: Vec<LoginKey> = source.into_iter().collect();
+    if let Some(wait) = state.limiter.locked_for(&keys, max, window, Instant::now()) {
+        return respond(&too_many_requests(wait), &head);
+    }
+    let now = kubegate_tokens::unix_now();
+    let caller = match runtime
+        .credentials
+        .authenticate(login.token.trim(), &runtime.directory, now)
+    {
+        Ok(c) => c,
+        Err(failure) => {
+            state
+                .limiter
+                .record_failure(&keys, max, window, Instant::now());
+            tracing::info!(reason = %failure, "session login failed");
+            return respond(&Status::unauthorized(), &head);
+        }
+    };
+    let identity = &caller.identity;
+    // The session may do what the presented credential may do, no more: it keeps its scope.
+    let request = MintRequest {
+        subject: identity.name.clone(),
+        groups: identity.groups.clone(),
+        uid: identity.uid.clone(),
+        name: identity.name.clone(),
+        kind: SubjectKind::User,
+        generation: runtime.credentials.generation(&identity.name) as i64,
+        scope: caller.raw_scope.clone(),
+        ttl: Some(Duration::from_secs(config.auth.session_ttl_seconds)),
+    };
+    let minted = match shared.minter.mint(&request, now) {
+        Ok(m) => m,
+        Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),
+    };
+    tracing::info!(user = %identity.name, jti = %minted.jti, "session started");
+    let max_age = minted.expires_at.saturating_sub(now);
+    let body = SessionInfo::new(&caller, minted.expires_at);
+    with_cookie(
+        json(StatusCode::OK, &body),
+        &session::set_cookie(minted.token(), max_age),
+    )
+}
+
+/// `GET /auth/session`.
+fn current_session(runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let now = kubegate_tokens::unix_now();
+    match session::verify(&runtime.credentials, &runtime.directory, req.headers(), now) {
+        Ok(s) => json(StatusCode::OK, &SessionInfo::new(&s.caller, s.expires_at)),
+        Err(why) => {
+            if let session::NoSession::Invalid(reason) = why {
+                tracing::info!(%reason, "session lookup failed");
+            }
+            respond(&Status::unauthorized(), req)
+        }
+    }
+}
+
+/// `POST /auth/logout`.
+async fn logout(
+    shared: &Shared,
+    runtime: &Runtime,
+    req: &Request<Incoming>,
+) -> Response<ProxyBody> {
+    let now = kubegate_tokens::unix_now();
+    let session =
+        match session::verify(&runtime.credentials, &runtime.directory, req.headers(), now) {
+            Ok(s) => s,
+            Err(why) => {
+                if let session::NoSession::Invalid(reason) = why {
+                    tracing::info!(%reason, "logout without a valid session");
+                }
+                return with_cookie(
+                    respond(&Status::unauthorized(), req),
+                    &session::clear_cookie(),
+                );
+            }
+        };
+    if let Err(why) = session::check_csrf(&runtime.config.auth, req.method(), req.headers()) {
+        tracing::info!(reason = %why, "logout refused");
+        return respond(&forbidden(CROSS_ORIGIN_REFUSED), req);
+    }
+    // Until the token could no longer verify anyway (expiry plus the verifier's leeway).
+    let until = session
+        .expires_at
+        .saturating_add(Verifier::DEFAULT_LEEWAY.as_secs());
+    runtime
+        .credentials
+        .verifier()
+        .revocations()
+        .revoke(session.jti.clone(), until, now);
+    let revocation = Revocation {
+        jti: session.jti.clone(),
+        expires_at: i64::try_from(until).unwrap_or(i64::MAX),
+    };
+    if let Err(e) = shared.store.revoke(revocation, now as i64).await {
+        // Revoked in this process already; a restart would forget it, so say so loudly.
+        tracing::error!(error = %e, jti = %session.jti, "persisting a session revocation failed");
+        return respond(
+            &Status::internal_error("the session could not be revoked durably"),
+            req,
+        );
+    }
+    tracing::info!(user = %session.caller.identity.name, jti = %session.jti, "session ended");
+    with_cookie(
+        json(StatusCode::OK, &serde_json::json!({"loggedOut": true})),
+        &session::clear_cookie(),
+    )
 }

@@ -1,0 +1,187 @@
+//! Failed-login counting: at most `max` failures per key (a user name, a source address) within
+//! a sliding window. In memory, per process; bounded in size.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Keys tracked at most; beyond this the entries whose latest failure is oldest are dropped, so
+/// a flood of distinct user names cannot grow memory without bound.
+const MAX_KEYS: usize = 10_000;
+
+/// What failures are counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum LoginKey {
+    /// A user name as sent (known or not: unknown names are limited the same way).
+    User(String),
+    /// The client's IP address.
+    Source(IpAddr),
+}
+
+/// Failed logins per key within a sliding window.
+#[derive(Debug, Default)]
+pub(crate) struct LoginLimiter {
+    failures: Mutex<HashMap<LoginKey, VecDeque<Instant>>>,
+}
+
+impl LoginLimiter {
+    /// If any of `keys` already has `max` failures within `window`, how long until the oldest of
+    /// them leaves the window.
+    pub(crate) fn locked_for(
+        &self,
+        keys: &[LoginKey],
+        max: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.iter()
+            .filter_map(|key| {
+                let times = map.get(key)?;
+                let recent: Vec<&Instant> = times
+                    .iter()
+                    .filter(|t| now.saturating_duration_since(**t) < window)
+                    .collect();
+                if recent.len() < max as usize {
+                    return None;
+                }
+                // The window reopens when the oldest failure that still counts expires.
+                let oldest = recent[recent.len() - max as usize];
+                Some(window.saturating_sub(now.saturating_duration_since(*oldest)))
+            })
+            .max()
+    }
+
+    /// Records one failure against each of `keys`.
+    pub(crate) fn record_failure(
+        &self,
+        keys: &[LoginKey],
+        max: u32,
+        window: Duration,
+        now: Instant,
+    ) {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            let times = map.entry(key.clone()).or_default();
+            times.retain(|t| now.saturating_duration_since(*t) < window);
+            times.push_back(now);
+            // Only the last `max` failures can ever decide a lockout.
+            while times.len() > max.max(1) as usize {
+                times.pop_front();
+            }
+        }
+        prune(&mut map, window, now);
+    }
+
+    /// Forgets the failures of `key` (a successful login of that user).
+    pub(crate) fn clear(&self, key: &LoginKey) {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        map.remove(key);
+    }
+
+    /// Number of keys tracked.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+fn prune(map: &mut HashMap<LoginKey, VecDeque<Instant>>, window: Duration, now: Instant) {
+    map.retain(|_, times| {
+        times
+            .back()
+            .is_some_and(|t| now.saturating_duration_since(*t) < window)
+    });
+    if map.len() <= MAX_KEYS {
+        return;
+    }
+    let mut latest: Vec<(Instant, LoginKey)> = map
+        .iter()
+        .filter_map(|(k, times)| times.back().map(|t| (*t, k.clone())))
+        .collect();
+    latest.sort_by_key(|(t, _)| *t);
+    // Evict down to 90% so a sustained flood pays for the sort once per thousand new keys, not
+    // on every failure.
+    let excess = map.len() - MAX_KEYS * 9 / 10;
+    for (_, key) in latest.into_iter().take(excess) {
+        map.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn locks_after_max_failures_and_reopens_after_the_window() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        let keys = [LoginKey::User("alice".into())];
+        for i in 0..3 {
+            assert_eq!(l.locked_for(&keys, 3, WINDOW, t0), None, "attempt {i}");
+            l.record_failure(&keys, 3, WINDOW, t0 + Duration::from_secs(i));
+        }
+        let at = t0 + Duration::from_secs(10);
+        assert_eq!(
+            l.locked_for(&keys, 3, WINDOW, at),
+            Some(Duration::from_secs(50))
+        );
+        // The first failure leaves the window at t0+60; two remain, so logins may be tried again.
+        assert_eq!(
+            l.locked_for(&keys, 3, WINDOW, t0 + Duration::from_secs(60)),
+            None
+        );
+        // Other keys are unaffected.
+        assert_eq!(
+            l.locked_for(&[LoginKey::User("bob".into())], 3, WINDOW, at),
+            None
+        );
+    }
+
+    #[test]
+    fn any_locked_key_locks() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        let source = LoginKey::Source(IpAddr::from([10, 0, 0, 1]));
+        for name in ["a", "b"] {
+            l.record_failure(
+                &[LoginKey::User(name.into()), source.clone()],
+                2,
+                WINDOW,
+                t0,
+            );
+        }
+        let keys = [LoginKey::User("c".into()), source];
+        assert!(l.locked_for(&keys, 2, WINDOW, t0).is_some());
+    }
+
+    #[test]
+    fn clear_forgets_a_key() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        let keys = [LoginKey::User("alice".into())];
+        l.record_failure(&keys, 1, WINDOW, t0);
+        assert!(l.locked_for(&keys, 1, WINDOW, t0).is_some());
+        l.clear(&keys[0]);
+        assert!(l.locked_for(&keys, 1, WINDOW, t0).is_none());
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..(MAX_KEYS + 500) {
+            l.record_failure(&[LoginKey::User(format!("u{i}"))], 5, WINDOW, t0);
+        }
+        assert!(l.len() <= MAX_KEYS);
+        // Expired entries are dropped on the next write.
+        l.record_failure(&[LoginKey::User("late".into())], 5, WINDOW, t0 + WINDOW);
+        assert_eq!(l.len(), 1);
+    }
+}
