@@ -52,6 +52,67 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), E
     result.map_err(io("writing", &path))
 }
 
+/// An exclusive `<file>.lock` beside a file, as client-go takes around kubeconfig writes, so two
+/// concurrent read-modify-write cycles cannot lose each other's entries. Removed on drop.
+#[derive(Debug)]
+pub(crate) struct FileLock {
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// Waits up to `wait` for the lock. A lock left behind by a crashed writer is reported, not
+    /// broken: deciding it is stale needs a human.
+    pub(crate) fn acquire(file: &Path, wait: std::time::Duration) -> Result<FileLock, Error> {
+        let file = resolve_symlink(file).unwrap_or_else(|_| file.to_path_buf());
+        let mut name = file
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        name.push(".lock");
+        let path = file.with_file_name(name);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|source| Error::Io {
+                context: "creating directory",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => return Ok(FileLock { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(Error::Io {
+                            context: "another writer holds the lock (remove it if no writer is running)",
+                            path,
+                            source: e,
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(source) => {
+                    return Err(Error::Io {
+                        context: "creating lock",
+                        path,
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 fn resolve_symlink(path: &Path) -> std::io::Result<PathBuf> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(path),
@@ -139,6 +200,21 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn lock_is_exclusive_and_released() {
+        let dir = std::env::temp_dir().join(format!("kubegate-lock-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let file = dir.join("config");
+        let held = FileLock::acquire(&file, std::time::Duration::ZERO).unwrap();
+        assert!(dir.join("config.lock").exists());
+        let err = FileLock::acquire(&file, std::time::Duration::ZERO).unwrap_err();
+        assert!(err.to_string().contains("config.lock"), "{err}");
+        drop(held);
+        assert!(!dir.join("config.lock").exists());
+        drop(FileLock::acquire(&file, std::time::Duration::ZERO).unwrap());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -185,12 +185,15 @@ fn upsert<T>(list: &mut Vec<T>, item: T, name: impl Fn(&T) -> &String) {
 }
 
 /// Reads the kubeconfig at `path` (missing or empty = empty), merges `entries` (see
-/// [`merge_kubeconfig`]) and replaces the file atomically. A new file is owner-only.
+/// [`merge_kubeconfig`]) and replaces the file atomically. A new file is owner-only. The whole
+/// read-merge-write holds `<path>.lock` (client-go's convention; waits up to 10 s), so concurrent
+/// merges do not lose each other's entries.
 pub fn merge_into_file(
     path: &Path,
     entries: &[KubeconfigEntry],
     current: Option<&str>,
 ) -> Result<(), Error> {
+    let _lock = crate::fsutil::FileLock::acquire(path, std::time::Duration::from_secs(10))?;
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => Kubeconfig::from_yaml(&text).map_err(|source| Error::Kubeconfig {
             path: path.to_path_buf(),
@@ -275,6 +278,39 @@ contexts:
             Some("007")
         );
         assert!(text.contains("kgak_1"));
+    }
+
+    #[test]
+    fn concurrent_merges_keep_every_entry() {
+        let dir = std::env::temp_dir().join(format!("kubegate-merge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("kubeconfig");
+        let gw = GatewayClient::new("https://gw:8443", Credential::bearer("k")).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                let entry = gw
+                    .kubeconfig_entry(
+                        &Target::cluster(format!("c{i}")),
+                        &ContextNaming::default(),
+                        None,
+                    )
+                    .unwrap();
+                std::thread::spawn(move || merge_into_file(&path, &[entry], None).unwrap())
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let merged = Kubeconfig::from_yaml(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut names: Vec<_> = merged.contexts.iter().map(|c| c.name.clone()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            (0..8).map(|i| format!("loft_c{i}")).collect::<Vec<_>>()
+        );
+        assert!(!dir.join("kubeconfig.lock").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn json(value: &impl serde::Serialize) -> serde_json::Value {
