@@ -322,7 +322,9 @@ async fn password_login(
     }
     let user = config.users.iter().find(|u| u.name == login.username);
     let hash = user.and_then(|u| u.password_hash.clone());
-    let verified = password::verify(login.password, hash).await;
+    // Unknown users are checked against a hash costing what a configured user's costs.
+    let template = config.users.iter().find_map(|u| u.password_hash.clone());
+    let verified = password::verify(login.password, hash, template).await;
     // The user must also still resolve to an identity (it always does for a configured one).
     let entry = runtime.directory.user(&login.username);
     let (true, Some(entry)) = (verified, entry) else {

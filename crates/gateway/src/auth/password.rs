@@ -4,36 +4,64 @@
 //! that does not exist or has no password is checked against a fixed dummy hash, so the answer
 //! takes as long as for a real user and does not tell which names exist.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 
-use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
 
-/// A hash of a random password nobody knows, with the default parameters, computed once.
-fn dummy_hash() -> Option<&'static str> {
-    static DUMMY: OnceLock<Option<String>> = OnceLock::new();
-    DUMMY
-        .get_or_init(|| {
-            let secret = kubegate_tokens::AccessKeySecret::generate().ok()?;
-            Argon2::default()
-                .hash_password(secret.expose().as_bytes())
-                .ok()
-                .map(|h| h.to_string())
-        })
-        .as_deref()
+/// An argon2 instance with the algorithm, version and parameters of `template`.
+fn argon2_like(template: &PasswordHash) -> Option<Argon2<'static>> {
+    let algorithm = Algorithm::try_from(template.algorithm.as_str()).ok()?;
+    let version = match template.version {
+        Some(v) => Version::try_from(v).ok()?,
+        None => Version::default(),
+    };
+    let params = Params::try_from(template).ok()?;
+    Some(Argon2::new(algorithm, version, params))
 }
 
-/// Verifies `password` against `hash` (a PHC string), or against the dummy hash when `hash` is
-/// `None`; `true` only for a real hash that matches. Comparison is the argon2 crate's
-/// constant-time one.
-pub(crate) async fn verify(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || verify_blocking(password.as_bytes(), hash.as_deref()))
-        .await
-        .unwrap_or(false)
+/// A hash of a random password nobody knows, made with the parameters of `template` (a
+/// configured user's hash) so checking it costs what checking that user's password costs; with
+/// the defaults when there is no usable template. Computed once per parameter set.
+fn dummy_hash(template: Option<&str>) -> Option<String> {
+    static DUMMIES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+    let parsed = template.and_then(|t| PasswordHash::new(t).ok());
+    let hasher = parsed.as_ref().and_then(argon2_like).unwrap_or_default();
+    let key = match &parsed {
+        Some(p) => format!("{}${:?}${}", p.algorithm, p.version, p.params),
+        None => String::new(),
+    };
+    let mut dummies = DUMMIES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(hash) = dummies.get(&key) {
+        return Some(hash.clone());
+    }
+    let secret = kubegate_tokens::AccessKeySecret::generate().ok()?;
+    let hash = hasher
+        .hash_password(secret.expose().as_bytes())
+        .ok()?
+        .to_string();
+    dummies.insert(key, hash.clone());
+    Some(hash)
 }
 
-fn verify_blocking(password: &[u8], hash: Option<&str>) -> bool {
+/// Verifies `password` against `hash` (a PHC string), or, when `hash` is `None`, against a
+/// dummy hash with the parameters of `template`; `true` only for a real hash that matches.
+/// Comparison is the argon2 crate's constant-time one.
+pub(crate) async fn verify(
+    password: String,
+    hash: Option<String>,
+    template: Option<String>,
+) -> bool {
+    tokio::task::spawn_blocking(move || {
+        verify_blocking(password.as_bytes(), hash.as_deref(), template.as_deref())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn verify_blocking(password: &[u8], hash: Option<&str>, template: Option<&str>) -> bool {
     match hash {
         Some(hash) => {
             let Ok(parsed) = PasswordHash::new(hash) else {
@@ -45,8 +73,8 @@ fn verify_blocking(password: &[u8], hash: Option<&str>) -> bool {
             Argon2::default().verify_password(password, &parsed).is_ok()
         }
         None => {
-            if let Some(dummy) = dummy_hash() {
-                let _ = Argon2::default().verify_password(password, dummy);
+            if let Some(dummy) = dummy_hash(template) {
+                let _ = Argon2::default().verify_password(password, dummy.as_str());
             }
             false
         }
@@ -63,9 +91,29 @@ mod tests {
             .hash_password(b"correct horse")
             .unwrap()
             .to_string();
-        assert!(verify_blocking(b"correct horse", Some(&hash)));
-        assert!(!verify_blocking(b"wrong", Some(&hash)));
-        assert!(!verify_blocking(b"correct horse", Some("not a hash")));
-        assert!(!verify_blocking(b"correct horse", None));
+        assert!(verify_blocking(b"correct horse", Some(&hash), None));
+        assert!(!verify_blocking(b"wrong", Some(&hash), None));
+        assert!(!verify_blocking(b"correct horse", Some("not a hash"), None));
+        assert!(!verify_blocking(b"correct horse", None, Some(&hash)));
+        assert!(!verify_blocking(b"correct horse", None, None));
+    }
+
+    #[test]
+    fn dummy_hash_copies_the_template_parameters() {
+        let params = Params::new(1024, 1, 1, None).unwrap();
+        let template = Argon2::new(Algorithm::Argon2i, Version::V0x13, params)
+            .hash_password(b"x")
+            .unwrap()
+            .to_string();
+        let dummy = dummy_hash(Some(&template)).unwrap();
+        let (t, d) = (
+            PasswordHash::new(&template).unwrap(),
+            PasswordHash::new(&dummy).unwrap(),
+        );
+        assert_eq!(t.algorithm, d.algorithm);
+        assert_eq!(t.version, d.version);
+        assert_eq!(t.params, d.params);
+        assert_ne!(t.salt, d.salt);
+        assert_eq!(dummy_hash(Some(&template)).unwrap(), dummy, "cached");
     }
 }
