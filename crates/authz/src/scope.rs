@@ -357,9 +357,21 @@ impl CompiledScope {
 
     /// Parse a JSON `AccessKeyScope` and compile it (`null` is unrestricted).
     pub fn from_json(json: &[u8]) -> Result<Self, Error> {
-        let scope: Option<AccessKeyScope> =
+        // Parse to a value first: serde's derived struct decoding also accepts a JSON array
+        // (`[]` would become an unrestricted scope); only an object or `null` is a scope.
+        let value: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| Error::InvalidScope(e.to_string()))?;
-        Ok(Self::new(scope.as_ref()))
+        match value {
+            serde_json::Value::Null => Ok(Self::unrestricted()),
+            value @ serde_json::Value::Object(_) => {
+                let scope: AccessKeyScope = serde_json::from_value(value)
+                    .map_err(|e| Error::InvalidScope(e.to_string()))?;
+                Ok(Self::new(Some(&scope)))
+            }
+            _ => Err(Error::InvalidScope(
+                "a scope must be a JSON object or null".to_owned(),
+            )),
+        }
     }
 
     /// Whether this scope restricts anything.

@@ -42,6 +42,10 @@ fn malformed_json_is_a_typed_error() {
         b"{\"clusters\": 3}",
         b"\"scope\"",
         b"{\"rules\":[{\"verbs\":\"get\"}]}",
+        // serde would decode an array as a struct: `[]` must not become an unrestricted scope.
+        b"[]",
+        b"[[]]",
+        b"7",
     ] {
         assert!(matches!(
             CompiledScope::from_json(bad),
