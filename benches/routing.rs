@@ -1,5 +1,5 @@
 //! Route + RequestInfo over a mix of realistic requests (issue 2, item 4).
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use kubegate::routing::{RequestInfo, Router};

@@ -60,11 +60,6 @@ agent:
   upstream: {{server: "{up}", caData: "{up_ca}", token: "{up_tok}"}}
   centralUrl: "{central}"
   centralCaFile: "{central_ca}"
-# The directory does not yet register `agent.cluster` as a destination (reported to the lead);
-# until it does, the same cluster is also listed here so requests find their destination.
-clusters:
-  - name: a
-    upstream: {{server: "{up}", caData: "{up_ca}", token: "{up_tok}"}}
 rbac:
   - apiVersion: rbac.authorization.k8s.io/v1
     kind: ClusterRoleBinding

@@ -44,7 +44,13 @@ pub async fn handle(
         }
     };
     let attrs = Attributes::from_request_info(&caller.identity, &info);
-    if !caller.scope.admits(&Target::Management, &attrs) {
+    // Every credential may describe itself (`POST selves`): clients and agents use it to check
+    // a key, whatever the key's scope.
+    let describes_itself = info.is_resource_request
+        && info.verb == "create"
+        && info.api_group == discovery::GROUP
+        && info.resource == "selves";
+    if !describes_itself && !caller.scope.admits(&Target::Management, &attrs) {
         let f = kubegate_authz::forbidden(&attrs, kubegate_authz::SCOPE_DENIED_REASON);
         return respond(&forbidden_status(&f), &req);
     }

@@ -73,6 +73,42 @@ fn field_validation(req: &Request<Incoming>) -> Result<FieldValidation, Box<Stat
     }
 }
 
+/// How much of an oversized body is read and discarded before answering 413, so a client that
+/// is still sending sees the answer instead of a reset connection.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+/// Reads at most [`MAX_BODY_BYTES`]; a larger body is drained (bounded in size and time) and
+/// reported as too large.
+async fn read_bounded(mut body: Incoming) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen <= MAX_BODY_BYTES {
+                    buf.extend_from_slice(&data);
+                } else if seen > MAX_BODY_BYTES + DRAIN_BYTES {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
+        Ok(Ok(())) if seen <= MAX_BODY_BYTES => Ok(buf.freeze()),
+        Ok(Ok(())) | Err(_) if seen > MAX_BODY_BYTES => Err(BodyError::TooLarge),
+        Ok(Err(e)) => Err(e),
+        _ => Err(BodyError::Read("timed out reading the request body".into())),
+    }
+}
+
 /// A decoded request object plus the warnings to send back.
 pub(super) struct Decoded<T> {
     /// The object.
@@ -120,15 +156,9 @@ pub(super) async fn decode<T: DeserializeOwned>(
             ));
         }
     };
-    let bytes = match http_body_util::Limited::new(body, MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+    let bytes = match read_bounded(body).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
             let status = Status {
                 code: 413,
                 message: "the request is too large".into(),
@@ -138,7 +168,7 @@ pub(super) async fn decode<T: DeserializeOwned>(
             };
             return Err(fail(status, &head));
         }
-        Err(e) => {
+        Err(BodyError::Read(e)) => {
             return Err(fail(
                 Status::bad_request(format!("error reading request body: {e}")),
                 &head,
