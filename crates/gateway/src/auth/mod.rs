@@ -9,7 +9,7 @@
 //!
 //! Passwords are the argon2 PHC strings of `users[].passwordHash`, verified off the async
 //! runtime. A wrong password and an unknown user get the same 401 after the same work. Failed
-//! logins are counted per user name and per source address ([`limiter`]); past
+//! logins are counted per user name and per source address, in memory; past
 //! `auth.maxLoginFailures` within `auth.loginWindowSeconds` every attempt for that name or from
 //! that address gets 429 with `Retry-After`, without the password being checked.
 //!
