@@ -273,6 +273,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
         Dispatch::Oidc(rest) => return crate::oidc::handle(&shared, &rest, &req),
         Dispatch::Management | Dispatch::Upstream | Dispatch::Grafana => {}
     }
+    if let Err(why) = crate::auth::check_origin(&runtime.config, req.headers()) {
+        return respond(&Status::forbidden("", "", "", &why), &req);
+    }
     let caller = match authenticate(&shared, &runtime, &req).await {
         Ok(caller) => caller,
         Err(res) => return *res,
@@ -335,6 +338,21 @@ pub(crate) async fn authenticate(
             .map(|a| a.0),
         directory: &runtime.directory,
     };
+    match crate::auth::authenticate_session(&runtime.credentials, &runtime.config, &input) {
+        AuthnOutcome::Authenticated(caller) => return Ok(*caller),
+        AuthnOutcome::Skip => {}
+        AuthnOutcome::Rejected(why) => reason = why,
+        AuthnOutcome::Forbidden(why) => {
+            let status = Status::forbidden("", "", "", &why);
+            return Err(Box::new(respond(&status, req)));
+        }
+        AuthnOutcome::Unavailable(message) => {
+            return Err(Box::new(respond(
+                &Status::service_unavailable(message),
+                req,
+            )));
+        }
+    }
     for authenticator in &shared.authenticators {
         match authenticator.authenticate(input).await {
             AuthnOutcome::Authenticated(caller) => return Ok(*caller),
@@ -402,6 +420,7 @@ async fn grafana(
     let (Some(service), Some(path)) = (runtime.upstreams.get(&key), path) else {
         return not_found_text();
     };
+    strip_session_cookie(req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(path);
     ext.insert(LongRunning(false));
@@ -409,6 +428,34 @@ async fn grafana(
     match service.clone().call(req).await {
         Ok(res) => res,
         Err(never) => match never {},
+    }
+}
+
+/// Removes the gateway's session cookie from `Cookie` headers: it is a credential of the gateway
+/// and must never reach an upstream. Other cookies pass.
+fn strip_session_cookie(headers: &mut http::HeaderMap) {
+    let prefix = format!("{}=", crate::auth::SESSION_COOKIE);
+    if !headers.get_all(http::header::COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .windows(prefix.len())
+            .any(|w| w == prefix.as_bytes())
+    }) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty() && !pair.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(http::header::COOKIE, v);
     }
 }
 
@@ -451,6 +498,7 @@ async fn forward(
             &req,
         );
     };
+    strip_session_cookie(req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(upstream_path);
     ext.insert(LongRunning(long_running));

@@ -877,7 +877,6 @@ async fn secrets_are_never_logged() {
 /// The whole browser flow through the request path: log in, read pods of cluster `a` with only
 /// the cookie, CSRF refusals for writes, same-origin writes pass, logout makes the cookie fail.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs auth::authenticate_session and auth::check_origin wired into service.rs, and the proxy to strip the session cookie (see the auth module docs)"]
 async fn cookie_flow_through_a_cluster() {
     let env = Env::start().await;
     let cookie = cookie_pair(&token_login(&env, ADMIN_KEY).await.set_cookie());
