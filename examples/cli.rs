@@ -36,7 +36,13 @@ use kubegate_client::{
 
 /// A command-line client for a kubegate gateway.
 #[derive(Parser, Debug)]
-#[command(name = "cli", version, about)]
+#[command(
+    name = "cli",
+    version,
+    about = "A command-line client for a kubegate gateway.",
+    after_help = "Exit codes: 0 success, 1 other failure, 2 bad usage, 3 not logged in, \
+                  4 credentials refused, 5 forbidden, 6 gateway unreachable, 7 not found."
+)]
 struct Cli {
     /// Where login details are kept (default: $KUBEGATE_CONFIG or ~/.kubegate/config.json).
     #[arg(long, global = true, env = "KUBEGATE_CONFIG")]
