@@ -122,7 +122,9 @@ async fn watch_config(gateway: Gateway, path: PathBuf) {
         };
         match result {
             Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
-            Err(e) => tracing::error!(error = %e, "new configuration refused; keeping the running one"),
+            Err(e) => {
+                tracing::error!(error = %e, "new configuration refused; keeping the running one")
+            }
         }
     }
 }

@@ -312,3 +312,55 @@ async fn identity_mode_oidc_forwards_a_gateway_token() {
     );
     assert!(claims.exp - claims.iat <= 300);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_and_revoked_credentials_and_oversized_headers() {
+    let env = Env::start().await;
+    let client = env.client();
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let shared = env.gateway.shared();
+    let request = kubegate_tokens::MintRequest {
+        subject: "admin".into(),
+        groups: vec![],
+        uid: "admin".into(),
+        name: "admin".into(),
+        kind: kubegate_tokens::SubjectKind::User,
+        generation: 0,
+        scope: None,
+        ttl: Some(Duration::from_secs(60)),
+    };
+    // Minted two hours ago with a one-minute lifetime: expired beyond the leeway.
+    let expired = shared
+        .minter
+        .mint(&request, kubegate_tokens::unix_now() - 7200)
+        .unwrap();
+    let reply = client.get(&url, expired.token(), &[]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    // A valid token works until its jti is revoked.
+    let valid = shared
+        .minter
+        .mint(&request, kubegate_tokens::unix_now())
+        .unwrap();
+    assert_eq!(client.get(&url, valid.token(), &[]).await.status, 200);
+    let verifier = std::sync::Arc::clone(shared.runtime.load().credentials.verifier());
+    verifier.revocations().revoke(
+        valid.jti.clone(),
+        valid.expires_at,
+        kubegate_tokens::unix_now(),
+    );
+    assert_eq!(client.get(&url, valid.token(), &[]).await.status, 401);
+    // A request head beyond the limit is refused before it is parsed further.
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let req = http::Request::get(&url)
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .header("x-padding", huge)
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let status = client.try_send(req).await;
+    assert!(
+        status.is_none_or(|code| code == 431),
+        "an oversized head must not be served: {status:?}"
+    );
+    // The gateway still serves afterwards.
+    assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 200);
+}

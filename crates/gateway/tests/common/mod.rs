@@ -345,6 +345,15 @@ pub mod reqwest_like {
             }
         }
 
+        /// Sends a request; `None` when the connection failed instead of answering.
+        pub async fn try_send(&self, req: http::Request<Full<Bytes>>) -> Option<u16> {
+            self.inner
+                .request(req)
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        }
+
         pub async fn get(&self, url: &str, token: &str, headers: &[(&str, &str)]) -> Reply {
             let mut b = http::Request::get(url).header("authorization", format!("Bearer {token}"));
             for (k, v) in headers {
