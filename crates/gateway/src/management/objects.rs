@@ -54,10 +54,15 @@ fn clusters(ctx: &Ctx<'_>) -> Vec<Value> {
         .clusters()
         .filter(|c| usable(ctx, &Target::Cluster { cluster: &c.name }, ""))
         .map(|c| {
+            let mut metadata = meta(&c.name, None);
+            if let Some(endpoint) = &c.direct_endpoint {
+                // Where clients find the cluster's agent (Loft's annotation).
+                metadata["annotations"] = json!({"loft.sh/direct-cluster-endpoint": endpoint});
+            }
             json!({
                 "apiVersion": GROUP_VERSION,
                 "kind": "Cluster",
-                "metadata": meta(&c.name, None),
+                "metadata": metadata,
                 "spec": {"displayName": c.display_name.clone().unwrap_or_default()},
                 "status": {"phase": "Initialized"},
             })
