@@ -163,6 +163,7 @@ impl Gateway {
             issuer,
             forwarded_tokens: forwarded_tokens::ForwardedTokens::default(),
             upstream_health: health::UpstreamHealth::default(),
+            auth: auth::AuthState::default(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
         });
         spawn_state_watcher(&shared);

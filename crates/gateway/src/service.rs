@@ -84,6 +84,8 @@ pub struct Shared {
     pub minter: Minter,
     /// The issuer URL of minted tokens (the `/oidc` endpoint's public URL).
     pub issuer: String,
+    /// State of the `/auth` endpoints (failed-login counters).
+    pub auth: crate::auth::AuthState,
     /// Latest upstream reachability, for `/readyz`.
     pub upstream_health: crate::health::UpstreamHealth,
     /// Tokens minted for upstreams in identity mode `oidc`.

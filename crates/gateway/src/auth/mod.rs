@@ -40,7 +40,6 @@ mod origin;
 mod password;
 mod session;
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,7 +47,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use kubegate_proxy::{ProxyBody, Status};
-use kubegate_tokens::{AccessKeySecret, KeySet, MintRequest, SubjectKind, Verifier};
+use kubegate_tokens::{AccessKeySecret, MintRequest, SubjectKind, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::authn::Caller;
@@ -77,27 +76,10 @@ pub fn check_origin(config: &Config, headers: &HeaderMap) -> Result<(), String> 
         .map_err(|why| format!("cross-origin WebSocket request refused: {why}"))
 }
 
-/// Per-gateway state of the `/auth` endpoints.
+/// Per-gateway state of the `/auth` endpoints (held by [`Shared`]).
 #[derive(Debug, Default)]
-struct AuthState {
+pub struct AuthState {
     limiter: LoginLimiter,
-}
-
-/// The [`AuthState`] of the gateway `shared` belongs to. [`Shared`] has no slot for it, so it
-/// lives in a side table keyed by the identity of the gateway's key set (one per gateway, alive
-/// as long as the gateway); entries of dropped gateways are pruned on every lookup.
-fn state_for(shared: &Shared) -> Arc<AuthState> {
-    type Table = Vec<(Weak<KeySet>, Arc<AuthState>)>;
-    static TABLE: Mutex<Table> = Mutex::new(Vec::new());
-    let mut table = TABLE.lock().unwrap_or_else(PoisonError::into_inner);
-    table.retain(|(keys, _)| keys.strong_count() > 0);
-    let me = Arc::as_ptr(&shared.keys);
-    if let Some((_, state)) = table.iter().find(|(keys, _)| keys.as_ptr() == me) {
-        return Arc::clone(state);
-    }
-    let state = Arc::new(AuthState::default());
-    table.push((Arc::downgrade(&shared.keys), Arc::clone(&state)));
-    state
 }
 
 /// Serves a request under `/auth/`; `rest` is the path below the prefix.
@@ -312,7 +294,7 @@ async fn password_login(
         Ok(l) => l,
         Err(status) => return respond(&status, &head),
     };
-    let state = state_for(shared);
+    let state = &shared.auth;
     let (max, window) = login_window(config);
     let user_key = LoginKey::User(login.username.clone());
     let keys: Vec<LoginKey> = std::iter::once(user_key.clone()).chain(source).collect();
@@ -414,7 +396,7 @@ async fn token_login(
         Ok(l) => l,
         Err(status) => return respond(&status, &head),
     };
-    let state = state_for(shared);
+    let state = &shared.auth;
     let (max, window) = login_window(config);
     let keys: Vec<LoginKey> = source.into_iter().collect();
     if let Some(wait) = state.limiter.locked_for(&keys, max, window, Instant::now()) {
