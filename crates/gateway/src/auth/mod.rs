@@ -358,25 +358,7 @@ async fn password_login(
 
 /// `login-<user>-<random>`, a DNS label like every key name.
 fn login_key_name(user: &str) -> String {
-    let user: String = user
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    let user = user.trim_matches('-');
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let id = id.get(..8).unwrap_or(&id);
-    if user.is_empty() {
-        format!("login-{id}")
-    } else {
-        format!("login-{user}-{id}")
-    }
+    crate::management::generated_key_name("login", user)
 }
 
 /// `POST /auth/login`.

@@ -18,6 +18,7 @@ use crate::authn::Caller;
 use crate::service::{Runtime, Shared, respond};
 
 pub(crate) use request::json_response;
+pub(crate) use tokens::generated_key_name;
 
 /// Serves one management API request for an authenticated caller.
 pub async fn handle(

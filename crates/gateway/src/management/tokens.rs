@@ -198,7 +198,7 @@ pub(super) async fn create_owned_access_key(
     let name = match (&object.metadata.name, &object.metadata.generate_name) {
         (Some(n), _) if !n.is_empty() => n.clone(),
         (_, Some(prefix)) if !prefix.is_empty() => format!("{prefix}{}", short_id()),
-        _ => format!("{}-{}", sanitize(&ctx.caller.identity.name), short_id()),
+        _ => generated_key_name("", &ctx.caller.identity.name),
     };
     if !kubegate_routing::is_dns1123_label(&name) {
         return fail(Status {
@@ -272,8 +272,10 @@ pub(super) async fn create_owned_access_key(
     with_warnings(json_response(StatusCode::CREATED, &out), &decoded.warnings)
 }
 
-fn sanitize(user: &str) -> String {
-    let s: String = user
+/// A generated access-key name: `<prefix>-<user>-<8 hex>` (a DNS label; the user part is
+/// lowercased, other characters become `-`, and it is left out when nothing usable remains).
+pub(crate) fn generated_key_name(prefix: &str, user: &str) -> String {
+    let user: String = user
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -284,8 +286,13 @@ fn sanitize(user: &str) -> String {
         })
         .take(40)
         .collect();
-    let s = s.trim_matches('-').to_owned();
-    if s.is_empty() { "key".into() } else { s }
+    let user = user.trim_matches('-');
+    match (prefix.is_empty(), user.is_empty()) {
+        (true, true) => format!("key-{}", short_id()),
+        (true, false) => format!("{user}-{}", short_id()),
+        (false, true) => format!("{prefix}-{}", short_id()),
+        (false, false) => format!("{prefix}-{user}-{}", short_id()),
+    }
 }
 
 fn short_id() -> String {
