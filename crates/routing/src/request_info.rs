@@ -66,38 +66,87 @@ pub enum RequestInfoError {
     },
 }
 
-/// Segments of a path (after trimming slashes at both ends), consumed from the front without
-/// allocating. `None` means no segment is left; `Some("")` is one empty segment.
+/// How many leading segments are indexed up front: prefix, group, version, path verb,
+/// `namespaces`, namespace, resource, name, subresource — and one to spare.
+const INDEXED: usize = 10;
+
+/// Segments of a path (after trimming slashes at both ends), split once and consumed from the
+/// front without allocating: the first [`INDEXED`] segment boundaries are recorded in one scan,
+/// so length, indexing and popping are O(1).
 #[derive(Clone, Copy)]
-struct Segments<'a>(Option<&'a str>);
+struct Segments<'a> {
+    trimmed: &'a str,
+    /// Byte offset where each indexed segment starts; the segment ends one byte before the next
+    /// start (or at the end of `trimmed`).
+    starts: [usize; INDEXED + 1],
+    /// Total number of segments (0 for an empty path).
+    total: usize,
+    /// Segments consumed so far.
+    next: usize,
+}
 
 impl<'a> Segments<'a> {
     fn new(path: &'a str) -> Self {
         let trimmed = path.trim_matches('/');
-        Segments((!trimmed.is_empty()).then_some(trimmed))
+        let mut starts = [0usize; INDEXED + 1];
+        let mut total = usize::from(!trimmed.is_empty());
+        if total == 1 {
+            for (i, b) in trimmed.bytes().enumerate() {
+                if b == b'/' {
+                    if total <= INDEXED {
+                        starts[total] = i + 1;
+                    }
+                    total += 1;
+                }
+            }
+        }
+        Segments {
+            trimmed,
+            starts,
+            total,
+            next: 0,
+        }
     }
 
     fn len(&self) -> usize {
-        self.0
-            .map_or(0, |s| s.bytes().filter(|&b| b == b'/').count() + 1)
+        self.total - self.next
+    }
+
+    fn start_of(&self, segment: usize) -> usize {
+        if segment <= INDEXED {
+            self.starts[segment]
+        } else {
+            // Beyond the indexed boundaries (never reached by RequestInfo's own lookups).
+            self.trimmed
+                .match_indices('/')
+                .nth(segment - 1)
+                .map_or(self.trimmed.len(), |(i, _)| i + 1)
+        }
     }
 
     fn get(&self, index: usize) -> Option<&'a str> {
-        self.0?.split('/').nth(index)
+        let segment = self.next + index;
+        if segment >= self.total {
+            return None;
+        }
+        let start = self.start_of(segment);
+        let end = if segment + 1 < self.total {
+            self.start_of(segment + 1) - 1
+        } else {
+            self.trimmed.len()
+        };
+        self.trimmed.get(start..end)
     }
 
     fn pop(&mut self) -> Option<&'a str> {
-        let s = self.0?;
-        match s.split_once('/') {
-            Some((first, rest)) => {
-                self.0 = Some(rest);
-                Some(first)
-            }
-            None => {
-                self.0 = None;
-                Some(s)
-            }
-        }
+        let first = self.get(0)?;
+        self.next += 1;
+        Some(first)
+    }
+
+    /// The segments left, joined by `/` (`None` when none is left).
+    fn rest(&self) -> Option<&'a str> {
+        (self.next < self.total).then(|| self.trimmed.get(self.start_of(self.next)..))?
     }
 }
 
@@ -196,7 +245,7 @@ impl<'a> RequestInfo<'a> {
             }
         }
 
-        info.parts = segments.0;
+        info.parts = segments.rest();
         let n = segments.len();
         if n >= 3 && info.verb != "proxy" {
             info.subresource = segments.get(2).unwrap_or_default();
@@ -208,18 +257,27 @@ impl<'a> RequestInfo<'a> {
             info.resource = segments.get(0).unwrap_or_default();
         }
 
-        let query = Query::new(query.unwrap_or(""));
-        if info.name.is_empty() && info.verb == "get" {
-            info.apply_list_options(&query);
+        // Only collection requests read the query; one pass collects everything they need.
+        let options = info
+            .name
+            .is_empty()
+            .then(|| ListQuery::scan(&Query::new(query.unwrap_or(""))));
+        if let Some(options) = &options
+            && info.verb == "get"
+        {
+            info.apply_list_options(options);
         }
         if info.name.is_empty() && info.verb == "delete" {
             info.verb = Cow::Borrowed("deletecollection");
         }
-        if !verb_via_path_prefix && matches!(&*info.verb, "list" | "watch" | "deletecollection") {
-            if let Some(v) = query.first("fieldSelector") {
+        if let Some(options) = options
+            && !verb_via_path_prefix
+            && matches!(&*info.verb, "list" | "watch" | "deletecollection")
+        {
+            if let Some(v) = options.field_selector {
                 info.field_selector = v;
             }
-            if let Some(v) = query.first("labelSelector") {
+            if let Some(v) = options.label_selector {
                 info.label_selector = v;
             }
         }
@@ -229,8 +287,8 @@ impl<'a> RequestInfo<'a> {
     /// A collection GET becomes `list` or `watch`, and may take its name from a
     /// `metadata.name` field selector, following how kube-apiserver decodes ListOptions —
     /// including its fallback when any option fails to decode.
-    fn apply_list_options(&mut self, query: &Query<'a>) {
-        match decode_list_options(query) {
+    fn apply_list_options(&mut self, options: &ListQuery<'a>) {
+        match options.decode() {
             Ok((watch, name)) => {
                 self.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
                 if let Some(name) = name.filter(|n| is_path_segment_name(n)) {
@@ -239,7 +297,7 @@ impl<'a> RequestInfo<'a> {
             }
             Err(()) => {
                 // Everything parsed is discarded; only a present `watch` value still counts.
-                let watch = query.first("watch").is_some_and(|v| go_bool(&v));
+                let watch = options.watch.as_deref().is_some_and(go_bool);
                 self.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
             }
         }
@@ -285,42 +343,55 @@ fn go_bool(v: &str) -> bool {
     !(v == "0" || v.eq_ignore_ascii_case("false"))
 }
 
-/// Decodes the ListOptions kube-apiserver would decode from the query, returning whether it is a
-/// watch and the `metadata.name` the field selector pins, or `Err` if any option fails to decode.
-/// Only options that can fail are checked: selectors must parse and integers must be integers.
-fn decode_list_options<'a>(query: &Query<'a>) -> Result<(bool, Option<Cow<'a, str>>), ()> {
-    let mut watch = None;
-    let mut field_selector = None;
-    let mut label_selector = None;
-    let mut limit = None;
-    let mut timeout = None;
-    for (key, value) in query.pairs() {
-        let slot = match &*key {
-            "watch" => &mut watch,
-            "fieldSelector" => &mut field_selector,
-            "labelSelector" => &mut label_selector,
-            "limit" => &mut limit,
-            "timeoutSeconds" => &mut timeout,
-            _ => continue,
-        };
-        if slot.is_none() {
-            *slot = Some(value);
+/// The first values of the query parameters a collection request's RequestInfo depends on,
+/// collected in one pass.
+#[derive(Default)]
+struct ListQuery<'a> {
+    watch: Option<Cow<'a, str>>,
+    field_selector: Option<Cow<'a, str>>,
+    label_selector: Option<Cow<'a, str>>,
+    limit: Option<Cow<'a, str>>,
+    timeout: Option<Cow<'a, str>>,
+}
+
+impl<'a> ListQuery<'a> {
+    fn scan(query: &Query<'a>) -> Self {
+        let mut out = ListQuery::default();
+        for (key, value) in query.pairs() {
+            let slot = match &*key {
+                "watch" => &mut out.watch,
+                "fieldSelector" => &mut out.field_selector,
+                "labelSelector" => &mut out.label_selector,
+                "limit" => &mut out.limit,
+                "timeoutSeconds" => &mut out.timeout,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
         }
+        out
     }
-    for int in [limit, timeout].into_iter().flatten() {
-        int.parse::<i64>().map_err(|_| ())?;
+
+    /// Decodes the ListOptions kube-apiserver would decode, returning whether it is a watch and
+    /// the `metadata.name` the field selector pins, or `Err` if any option fails to decode. Only
+    /// options that can fail are checked: selectors must parse and integers must be integers.
+    fn decode(&self) -> Result<(bool, Option<Cow<'a, str>>), ()> {
+        for int in [&self.limit, &self.timeout].into_iter().flatten() {
+            int.parse::<i64>().map_err(|_| ())?;
+        }
+        if let Some(labels) = &self.label_selector {
+            LabelSelector::parse(labels).map_err(|_| ())?;
+        }
+        let name = match &self.field_selector {
+            None => None,
+            Some(Cow::Borrowed(s)) => selectors::exact_name(s).map_err(|_| ())?,
+            Some(Cow::Owned(s)) => selectors::exact_name(s)
+                .map_err(|_| ())?
+                .map(|n| Cow::Owned(n.into_owned())),
+        };
+        Ok((self.watch.as_deref().is_some_and(go_bool), name))
     }
-    if let Some(labels) = &label_selector {
-        LabelSelector::parse(labels).map_err(|_| ())?;
-    }
-    let name = match field_selector {
-        None => None,
-        Some(Cow::Borrowed(s)) => selectors::exact_name(s).map_err(|_| ())?,
-        Some(Cow::Owned(s)) => selectors::exact_name(&s)
-            .map_err(|_| ())?
-            .map(|n| Cow::Owned(n.into_owned())),
-    };
-    Ok((watch.is_some_and(|w| go_bool(&w)), name))
 }
 
 /// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
