@@ -109,6 +109,20 @@ pub(crate) fn check_segments(raw: &str) -> Result<(), RouteError> {
     Ok(())
 }
 
+/// Whether a path needs none of the precise checks: it starts with `/` and has no byte that
+/// needs a closer look ([`is_plain`]) and no `//` or `/.` (so no empty or dot segment, except a
+/// possible trailing `/`, which is allowed). Branch-free over the bytes, so it vectorizes.
+pub(crate) fn is_plain_path(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') || !is_plain(bytes) {
+        return false;
+    }
+    let suspicious = bytes.iter().zip(&bytes[1..]).fold(false, |acc, (&a, &b)| {
+        acc | ((a == b'/') & ((b == b'/') | (b == b'.')))
+    });
+    !suspicious
+}
+
 /// Whether a path has no byte that needs a closer look: no control byte, space, DEL, backslash
 /// or `%`. Written without short-circuiting so it compiles to a vector loop; almost every real
 /// request path takes this way.

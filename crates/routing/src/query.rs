@@ -21,11 +21,22 @@ impl<'a> Query<'a> {
 
     /// Every decodable `(key, value)` pair, in order.
     pub fn pairs(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + 'a {
-        self.raw.split('&').filter_map(|pair| {
-            if pair.is_empty() || pair.contains(';') {
+        // One scan up front: a query without `%`, `+` or `;` (the usual case) needs no per-pair
+        // checks or decoding.
+        let simple = !self.raw.bytes().fold(false, |acc, b| {
+            acc | (b == b'%') | (b == b'+') | (b == b';')
+        });
+        self.raw.split('&').filter_map(move |pair| {
+            if pair.is_empty() {
                 return None;
             }
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if simple {
+                return Some((Cow::Borrowed(key), Cow::Borrowed(value)));
+            }
+            if pair.contains(';') {
+                return None;
+            }
             Some((unescape(key)?, unescape(value)?))
         })
     }

@@ -71,14 +71,15 @@ pub enum RequestInfoError {
 const INDEXED: usize = 10;
 
 /// Segments of a path (after trimming slashes at both ends), split once and consumed from the
-/// front without allocating: the first [`INDEXED`] segment boundaries are recorded in one scan,
-/// so length, indexing and popping are O(1).
+/// front without allocating: the first [`INDEXED`] segments are sliced in one scan, so length,
+/// indexing and popping are O(1).
 #[derive(Clone, Copy)]
 struct Segments<'a> {
     trimmed: &'a str,
-    /// Byte offset where each indexed segment starts; the segment ends one byte before the next
-    /// start (or at the end of `trimmed`).
-    starts: [usize; INDEXED + 1],
+    /// The first [`INDEXED`] segments.
+    items: [&'a str; INDEXED],
+    /// Byte offset where each of those segments starts in `trimmed`.
+    starts: [usize; INDEXED],
     /// Total number of segments (0 for an empty path).
     total: usize,
     /// Segments consumed so far.
@@ -88,20 +89,31 @@ struct Segments<'a> {
 impl<'a> Segments<'a> {
     fn new(path: &'a str) -> Self {
         let trimmed = path.trim_matches('/');
-        let mut starts = [0usize; INDEXED + 1];
-        let mut total = usize::from(!trimmed.is_empty());
-        if total == 1 {
+        let mut items = [""; INDEXED];
+        let mut starts = [0usize; INDEXED];
+        let mut total = 0;
+        if !trimmed.is_empty() {
+            let mut start = 0;
+            // Segment boundaries are ASCII `/`, so every slice below is on a char boundary.
             for (i, b) in trimmed.bytes().enumerate() {
                 if b == b'/' {
-                    if total <= INDEXED {
-                        starts[total] = i + 1;
+                    if total < INDEXED {
+                        items[total] = &trimmed[start..i];
+                        starts[total] = start;
                     }
                     total += 1;
+                    start = i + 1;
                 }
             }
+            if total < INDEXED {
+                items[total] = &trimmed[start..];
+                starts[total] = start;
+            }
+            total += 1;
         }
         Segments {
             trimmed,
+            items,
             starts,
             total,
             next: 0,
@@ -112,30 +124,16 @@ impl<'a> Segments<'a> {
         self.total - self.next
     }
 
-    fn start_of(&self, segment: usize) -> usize {
-        if segment <= INDEXED {
-            self.starts[segment]
-        } else {
-            // Beyond the indexed boundaries (never reached by RequestInfo's own lookups).
-            self.trimmed
-                .match_indices('/')
-                .nth(segment - 1)
-                .map_or(self.trimmed.len(), |(i, _)| i + 1)
-        }
-    }
-
     fn get(&self, index: usize) -> Option<&'a str> {
         let segment = self.next + index;
         if segment >= self.total {
             return None;
         }
-        let start = self.start_of(segment);
-        let end = if segment + 1 < self.total {
-            self.start_of(segment + 1) - 1
-        } else {
-            self.trimmed.len()
-        };
-        self.trimmed.get(start..end)
+        match self.items.get(segment) {
+            Some(item) => Some(item),
+            // Beyond the indexed segments (never reached by RequestInfo's own lookups).
+            None => self.trimmed.split('/').nth(segment),
+        }
     }
 
     fn pop(&mut self) -> Option<&'a str> {
@@ -146,7 +144,20 @@ impl<'a> Segments<'a> {
 
     /// The segments left, joined by `/` (`None` when none is left).
     fn rest(&self) -> Option<&'a str> {
-        (self.next < self.total).then(|| self.trimmed.get(self.start_of(self.next)..))?
+        if self.next >= self.total {
+            return None;
+        }
+        match self.starts.get(self.next) {
+            Some(&start) => self.trimmed.get(start..),
+            None => {
+                let start = self
+                    .trimmed
+                    .match_indices('/')
+                    .nth(self.next - 1)
+                    .map_or(self.trimmed.len(), |(i, _)| i + 1);
+                self.trimmed.get(start..)
+            }
+        }
     }
 }
 
