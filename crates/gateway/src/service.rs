@@ -316,7 +316,7 @@ pub(crate) async fn authenticate(
     runtime: &Runtime,
     req: &Request<Incoming>,
 ) -> Result<Caller, Box<Response<ProxyBody>>> {
-    use crate::authenticators::{AuthnInput, AuthnOutcome};
+    use crate::authenticators::AuthnInput;
     let unauthorized = || Box::new(respond(&Status::unauthorized(), req));
     let token = bearer(req.headers());
     let mut reason = String::from("no credential");
@@ -340,40 +340,47 @@ pub(crate) async fn authenticate(
             .map(|a| a.0),
         directory: &runtime.directory,
     };
-    match crate::auth::authenticate_session(&runtime.credentials, &runtime.config, &input) {
-        AuthnOutcome::Authenticated(caller) => return Ok(*caller),
-        AuthnOutcome::Skip => {}
-        AuthnOutcome::Rejected(why) => reason = why,
-        AuthnOutcome::Forbidden(why) => {
-            let status = Status::forbidden("", "", "", &why);
-            return Err(Box::new(respond(&status, req)));
-        }
-        AuthnOutcome::Unavailable(message) => {
-            return Err(Box::new(respond(
-                &Status::service_unavailable(message),
-                req,
-            )));
-        }
+    // The session cookie first, then the configured authenticators, each answered the same way.
+    let session = crate::auth::authenticate_session(&runtime.credentials, &runtime.config, &input);
+    match settle(session, req) {
+        Settled::Done(result) => return result.map(|caller| *caller),
+        Settled::Next(Some(why)) => reason = why,
+        Settled::Next(None) => {}
     }
     for authenticator in &shared.authenticators {
-        match authenticator.authenticate(input).await {
-            AuthnOutcome::Authenticated(caller) => return Ok(*caller),
-            AuthnOutcome::Skip => {}
-            AuthnOutcome::Rejected(why) => reason = why,
-            AuthnOutcome::Forbidden(why) => {
-                let status = Status::forbidden("", "", "", &why);
-                return Err(Box::new(respond(&status, req)));
-            }
-            AuthnOutcome::Unavailable(message) => {
-                return Err(Box::new(respond(
-                    &Status::service_unavailable(message),
-                    req,
-                )));
-            }
+        match settle(authenticator.authenticate(input).await, req) {
+            Settled::Done(result) => return result.map(|caller| *caller),
+            Settled::Next(Some(why)) => reason = why,
+            Settled::Next(None) => {}
         }
     }
     tracing::info!(%reason, path = req.uri().path(), "authentication failed");
     Err(unauthorized())
+}
+
+/// What an authenticator's outcome means for the request.
+enum Settled {
+    /// Authenticated, or refused with a response.
+    Done(Result<Box<Caller>, Box<Response<ProxyBody>>>),
+    /// Ask the next authenticator (with the reason a credential was rejected, if any).
+    Next(Option<String>),
+}
+
+fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<Incoming>) -> Settled {
+    use crate::authenticators::AuthnOutcome;
+    match outcome {
+        AuthnOutcome::Authenticated(caller) => Settled::Done(Ok(caller)),
+        AuthnOutcome::Skip => Settled::Next(None),
+        AuthnOutcome::Rejected(why) => Settled::Next(Some(why)),
+        AuthnOutcome::Forbidden(why) => Settled::Done(Err(Box::new(respond(
+            &Status::forbidden("", "", "", &why),
+            req,
+        )))),
+        AuthnOutcome::Unavailable(message) => Settled::Done(Err(Box::new(respond(
+            &Status::service_unavailable(message),
+            req,
+        )))),
+    }
 }
 
 /// `/grafana/$CLUSTER/…`: allowed with gateway RBAC `get` on `clusters/grafana` named after the

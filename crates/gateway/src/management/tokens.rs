@@ -44,12 +44,19 @@ fn narrowed_scope(
     if CompiledScope::new(Some(&requested)).narrows(&ctx.caller.scope) {
         Ok(Some(requested))
     } else {
-        Err(Box::new(Status::forbidden(
+        // kube-apiserver's 403 for the create, with Go quoting of the (client-chosen) name.
+        let attrs = kubegate_authz::Attributes::resource(
+            &ctx.caller.identity,
+            "create",
             GROUP,
             ctx.resource.plural,
-            name,
+        )
+        .named(name);
+        let refusal = kubegate_authz::forbidden(
+            &attrs,
             "the requested scope is broader than the scope of the credential used to request it",
-        )))
+        );
+        Err(Box::new(crate::access::forbidden_status(&refusal)))
     }
 }
 
