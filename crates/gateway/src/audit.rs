@@ -1,6 +1,7 @@
 //! Audit sinks: one `audit.k8s.io/v1` Event JSON line per request, to standard output or to a
-//! size-rotated file. Events are recorded at `Metadata` level: no request or response body (so
-//! never an exec, attach, port-forward or log stream) is ever written.
+//! size-rotated file. Levels are per target (`audit.level`, each target's `auditLevel`); the
+//! proxy's audit layer never records exec, attach, port-forward, log or watch streams, nor the
+//! bodies of credential-bearing resources, whatever the level.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -232,6 +232,7 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             upstream,
             grafana: None,
             direct_endpoint: None,
+            audit_level: None,
         });
     }
     (clusters, skipped)

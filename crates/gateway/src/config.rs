@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kubegate_api::AccessKeyScope;
+use kubegate_proxy::AuditLevel;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -249,6 +250,17 @@ pub struct AuditConfig {
     /// Rotated files to keep (default 5).
     #[serde(default)]
     pub max_files: Option<usize>,
+    /// Level of requests to the management API and to targets without an `auditLevel`
+    /// (`Metadata` by default). `Request` and `RequestResponse` record JSON bodies, except for
+    /// long-running requests (watch, exec, attach, port-forward, log) and credential-bearing
+    /// resources (secrets, token requests and reviews, the management API's tokens and keys);
+    /// `/auth`, `/oidc`, Grafana and the ops endpoints are always recorded at `Metadata`.
+    #[serde(default)]
+    pub level: AuditLevel,
+    /// The largest body an event records (default 1 MiB); larger bodies stream through and
+    /// the event says they were left out.
+    #[serde(default)]
+    pub max_recorded_body_bytes: Option<usize>,
 }
 
 /// Audit sink kind.
@@ -358,6 +370,9 @@ pub struct ClusterConfig {
     /// URL of this cluster's direct endpoint (an agent), if any.
     #[serde(default)]
     pub direct_endpoint: Option<String>,
+    /// Audit level for requests to this target (default: `audit.level`).
+    #[serde(default)]
+    pub audit_level: Option<AuditLevel>,
 }
 
 /// A legacy virtual cluster.
@@ -372,6 +387,9 @@ pub struct LegacyVirtualClusterConfig {
     pub name: String,
     /// The virtual cluster's API server.
     pub upstream: UpstreamConfig,
+    /// Audit level for requests to this target (default: `audit.level`).
+    #[serde(default)]
+    pub audit_level: Option<AuditLevel>,
 }
 
 /// A project.
@@ -402,6 +420,9 @@ pub struct SpaceConfig {
     /// The namespace (defaults to the space name).
     #[serde(default)]
     pub namespace: Option<String>,
+    /// Audit level for requests to this target (default: `audit.level`).
+    #[serde(default)]
+    pub audit_level: Option<AuditLevel>,
 }
 
 impl SpaceConfig {
@@ -419,6 +440,9 @@ pub struct ProjectVirtualClusterConfig {
     pub name: String,
     /// The virtual cluster's API server.
     pub upstream: UpstreamConfig,
+    /// Audit level for requests to this target (default: `audit.level`).
+    #[serde(default)]
+    pub audit_level: Option<AuditLevel>,
 }
 
 /// A user.

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use kubegate_proxy::AuditLevel;
+use kubegate_proxy::ext::target_label;
 use kubegate_routing::Target;
 
 use crate::config::{Config, UpstreamConfig};
@@ -40,6 +42,9 @@ pub struct Directory {
     spaces: BTreeMap<(String, String), SpaceEntry>,
     project_vclusters: BTreeMap<(String, String), UpstreamConfig>,
     projects: BTreeMap<String, crate::config::ProjectConfig>,
+    /// Targets with their own audit level, by metric/audit label.
+    audit_levels: HashMap<String, AuditLevel>,
+    default_audit_level: AuditLevel,
 }
 
 /// Where a target's requests go.
@@ -96,7 +101,41 @@ impl Directory {
                     upstream: agent.upstream.clone(),
                     grafana: None,
                     direct_endpoint: None,
+                    audit_level: None,
                 });
+        }
+        let mut audit_levels = HashMap::new();
+        let mut set_level = |target: Target<'_>, level: Option<AuditLevel>| {
+            if let Some(level) = level {
+                audit_levels.insert(target_label(&target), level);
+            }
+        };
+        for c in &config.clusters {
+            set_level(Target::Cluster { cluster: &c.name }, c.audit_level);
+        }
+        for v in &config.virtual_clusters {
+            let target = Target::VirtualCluster {
+                cluster: &v.cluster,
+                namespace: &v.namespace,
+                name: &v.name,
+            };
+            set_level(target, v.audit_level);
+        }
+        for p in &config.projects {
+            for s in &p.spaces {
+                let target = Target::ProjectSpace {
+                    project: &p.name,
+                    space: &s.name,
+                };
+                set_level(target, s.audit_level);
+            }
+            for v in &p.virtual_clusters {
+                let target = Target::ProjectVirtualCluster {
+                    project: &p.name,
+                    virtual_cluster: &v.name,
+                };
+                set_level(target, v.audit_level);
+            }
         }
         let legacy_vclusters = config
             .virtual_clusters
@@ -138,6 +177,24 @@ impl Directory {
             spaces,
             project_vclusters,
             projects,
+            audit_levels,
+            default_audit_level: config.audit.level,
+        }
+    }
+
+    /// The audit level of a request to `target`, whose audit label is `label`. Only Kubernetes
+    /// API targets follow the configuration: `/auth` carries passwords and tokens, and Grafana
+    /// and the gateway's own endpoints are not Kubernetes objects, so those stay at `Metadata`.
+    pub fn audit_level(&self, target: &Target<'_>, label: &str) -> AuditLevel {
+        match target {
+            Target::Auth | Target::Oidc | Target::Grafana { .. } | Target::Ops(_) => {
+                AuditLevel::Metadata.min(self.default_audit_level)
+            }
+            _ => self
+                .audit_levels
+                .get(label)
+                .copied()
+                .unwrap_or(self.default_audit_level),
         }
     }
 

@@ -87,7 +87,8 @@ pub struct Gateway {
     shared: Arc<Shared>,
     audit: Arc<audit::GatewayAuditSink>,
     metrics: MetricsLayer,
-    router: Arc<Router>,
+    /// Fixed at start, like the audit sink.
+    max_recorded_body: usize,
     tls: Arc<rustls::ServerConfig>,
     serving_cert: tls::ServingCert,
     shutdown: tokio_util::sync::CancellationToken,
@@ -151,11 +152,10 @@ impl Gateway {
         );
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = MetricsLayer::new(&mut registry);
-        let router = Arc::new(router);
         let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {
             authenticators,
-            router: (*router).clone(),
+            router,
             runtime: ArcSwap::from_pointee(runtime),
             store,
             keys,
@@ -172,7 +172,10 @@ impl Gateway {
             shared,
             audit,
             metrics,
-            router,
+            max_recorded_body: config
+                .audit
+                .max_recorded_body_bytes
+                .unwrap_or(kubegate_proxy::audit::DEFAULT_MAX_RECORDED_BODY),
             tls,
             serving_cert,
             shutdown: tokio_util::sync::CancellationToken::new(),
@@ -184,10 +187,11 @@ impl Gateway {
     /// [`ClientAddr`](kubegate_proxy::ClientAddr) per connection).
     pub fn service(&self) -> GatewayStack {
         service::Classify::new(
-            Arc::clone(&self.router),
+            Arc::clone(&self.shared),
             self.shutdown.clone(),
             self.metrics.layer(
                 AuditLayer::from_arc(Arc::clone(&self.audit))
+                    .with_max_recorded_body(self.max_recorded_body)
                     .layer(GatewayService::new(Arc::clone(&self.shared))),
             ),
         )

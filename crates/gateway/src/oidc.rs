@@ -1,9 +1,9 @@
 //! `/oidc/…`: the gateway as an OIDC provider for its own tokens, so a kube-apiserver started
 //! with `--oidc-issuer-url=<gateway>/oidc --oidc-client-id=kubegate` trusts them.
 
+use crate::service::RequestBody;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use kubegate_proxy::ProxyBody;
 use kubegate_proxy::status::not_found_text;
 use kubegate_tokens::{DISCOVERY_PATH, DiscoveryDocument};
@@ -29,7 +29,7 @@ fn json(bytes: Vec<u8>) -> Response<ProxyBody> {
 }
 
 /// Serves the discovery document and the JWKS; `rest` is the path below `/oidc`.
-pub fn handle(shared: &Shared, rest: &str, req: &Request<Incoming>) -> Response<ProxyBody> {
+pub fn handle(shared: &Shared, rest: &str, req: &Request<RequestBody>) -> Response<ProxyBody> {
     if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
         return not_found_text();
     }

@@ -1,8 +1,8 @@
 //! `/healthz`, `/livez`, `/readyz`, `/version`, `/metrics`.
 
+use crate::service::RequestBody;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use kubegate_proxy::ProxyBody;
 use kubegate_proxy::status::plain_text_response;
 use kubegate_routing::OpsPath;
@@ -23,7 +23,7 @@ pub(crate) async fn handle(
     shared: &Shared,
     runtime: &Runtime,
     ops: OpsPath,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     match ops {
         OpsPath::Healthz | OpsPath::Livez => plain_text_response(StatusCode::OK, "ok".into()),
@@ -61,7 +61,7 @@ pub(crate) async fn handle(
 /// kube-style readiness: `[+]check ok` lines; `?verbose` lists them on success too. Only a
 /// missing policy makes the gateway unready; unreachable upstreams are reported (`[!]`) but the
 /// gateway still serves every other target.
-fn readyz(shared: &Shared, runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
+fn readyz(shared: &Shared, runtime: &Runtime, req: &Request<RequestBody>) -> Response<ProxyBody> {
     let checks = [("policy", runtime.policy.binding_count() > 0)];
     let upstreams = shared.upstream_health.snapshot();
     let verbose = req.uri().query().is_some_and(|q| q.contains("verbose"));

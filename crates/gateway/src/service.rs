@@ -96,6 +96,10 @@ pub struct Shared {
     pub authenticators: Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>,
 }
 
+/// The request body inside the audit layer: the client's body, copied for the audit event when
+/// the target's audit level records request bodies.
+pub type RequestBody = kubegate_proxy::AuditBody<Incoming>;
+
 /// The innermost gateway service (authentication, authorization, dispatch). Wrap it with the
 /// proxy's audit and metrics layers; [`Gateway`](crate::Gateway) does.
 #[derive(Debug, Clone)]
@@ -112,7 +116,7 @@ impl GatewayService {
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
-impl Service<Request<Incoming>> for GatewayService {
+impl Service<Request<RequestBody>> for GatewayService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
     type Future = BoxFuture;
@@ -121,27 +125,28 @@ impl Service<Request<Incoming>> for GatewayService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> BoxFuture {
+    fn call(&mut self, req: Request<RequestBody>) -> BoxFuture {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move { Ok(handle(shared, req).await) })
     }
 }
 
 /// The outermost layer: annotates requests with [`RequestMeta`] (target and verb labels, object
-/// reference) for the audit and metrics layers inside it, and ends watch responses cleanly when
-/// the gateway shuts down, so clients re-watch elsewhere instead of seeing a broken stream.
+/// reference), [`LongRunning`] and the target's [`AuditLevel`](kubegate_proxy::AuditLevel) for
+/// the audit and metrics layers inside it, and ends watch responses cleanly when the gateway
+/// shuts down, so clients re-watch elsewhere instead of seeing a broken stream.
 #[derive(Debug, Clone)]
 pub struct Classify<S> {
-    router: Arc<Router>,
+    shared: Arc<Shared>,
     shutdown: CancellationToken,
     inner: S,
 }
 
 impl<S> Classify<S> {
     /// Wraps `inner`; watches end when `shutdown` is cancelled.
-    pub fn new(router: Arc<Router>, shutdown: CancellationToken, inner: S) -> Self {
+    pub fn new(shared: Arc<Shared>, shutdown: CancellationToken, inner: S) -> Self {
         Classify {
-            router,
+            shared,
             shutdown,
             inner,
         }
@@ -161,15 +166,31 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let meta = match self.router.route(req.uri().path(), req.uri().query()) {
+        let classified = match self
+            .shared
+            .router
+            .route(req.uri().path(), req.uri().query())
+        {
             Ok(route) => RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
                 .ok()
-                .map(|info| RequestMeta::new(&route.target, &info)),
+                .map(|info| {
+                    let meta = RequestMeta::new(&route.target, &info);
+                    let level = self
+                        .shared
+                        .runtime
+                        .load()
+                        .directory
+                        .audit_level(&route.target, &meta.target);
+                    (meta, info.is_long_running(), level)
+                }),
             Err(_) => None,
         };
-        let watch = meta.as_ref().is_some_and(|m| m.verb == "watch");
-        if let Some(meta) = meta {
-            req.extensions_mut().insert(meta);
+        let watch = classified.as_ref().is_some_and(|(m, ..)| m.verb == "watch");
+        if let Some((meta, long_running, level)) = classified {
+            let ext = req.extensions_mut();
+            ext.insert(meta);
+            ext.insert(LongRunning(long_running));
+            ext.insert(level);
         }
         ClassifyFuture {
             inner: self.inner.call(req),
@@ -240,7 +261,7 @@ impl<B: http_body::Body> http_body::Body for DrainOnShutdown<B> {
     }
 }
 
-pub(crate) fn respond(status: &Status, req: &Request<Incoming>) -> Response<ProxyBody> {
+pub(crate) fn respond(status: &Status, req: &Request<RequestBody>) -> Response<ProxyBody> {
     status.response_for(req.uri(), req.headers())
 }
 
@@ -255,7 +276,7 @@ enum Dispatch {
 }
 
 /// The whole request path.
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(shared: Arc<Shared>, req: Request<RequestBody>) -> Response<ProxyBody> {
     let runtime = shared.runtime.load_full();
     let dispatch = match shared.router.route(req.uri().path(), req.uri().query()) {
         Ok(route) => match route.target {
@@ -314,7 +335,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<ProxyBo
 pub(crate) async fn authenticate(
     shared: &Shared,
     runtime: &Runtime,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Result<Caller, Box<Response<ProxyBody>>> {
     use crate::authenticators::AuthnInput;
     let unauthorized = || Box::new(respond(&Status::unauthorized(), req));
@@ -366,7 +387,7 @@ enum Settled {
     Next(Option<String>),
 }
 
-fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<Incoming>) -> Settled {
+fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<RequestBody>) -> Settled {
     use crate::authenticators::AuthnOutcome;
     match outcome {
         AuthnOutcome::Authenticated(caller) => Settled::Done(Ok(caller)),
@@ -390,7 +411,7 @@ async fn grafana(
     router: &Router,
     runtime: &Runtime,
     caller: &Caller,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let prepared = (|| {
         let route = router.route(req.uri().path(), req.uri().query()).ok()?;
@@ -473,7 +494,7 @@ async fn forward(
     shared: &Shared,
     runtime: &Runtime,
     caller: Caller,
-    mut req: Request<Incoming>,
+    mut req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let prepared = prepare_forward(&shared.router, runtime, &caller, &req);
     let Prepared {
@@ -532,7 +553,7 @@ fn prepare_forward(
     router: &Router,
     runtime: &Runtime,
     caller: &Caller,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Result<Prepared, Box<Response<ProxyBody>>> {
     let fail = |status: Status| Box::new(respond(&status, req));
     let route = router

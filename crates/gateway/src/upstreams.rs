@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use crate::service::RequestBody;
 use base64::Engine;
-use hyper::body::Incoming;
 use kubegate_proxy::{Credential, ForwardService, IdentityMode, Upstream};
 use kubegate_routing::Target;
 
@@ -49,7 +49,7 @@ impl UpstreamKey {
 /// Forwarding services for every configured upstream.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    services: HashMap<UpstreamKey, ForwardService<Incoming>>,
+    services: HashMap<UpstreamKey, ForwardService<RequestBody>>,
 }
 
 impl Upstreams {
@@ -92,12 +92,12 @@ impl Upstreams {
     }
 
     /// The service for a key.
-    pub fn get(&self, key: &UpstreamKey) -> Option<&ForwardService<Incoming>> {
+    pub fn get(&self, key: &UpstreamKey) -> Option<&ForwardService<RequestBody>> {
         self.services.get(key)
     }
 
     /// Every upstream, for readiness probes.
-    pub fn iter(&self) -> impl Iterator<Item = (&UpstreamKey, &ForwardService<Incoming>)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&UpstreamKey, &ForwardService<RequestBody>)> {
         self.services.iter()
     }
 }

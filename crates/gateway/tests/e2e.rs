@@ -3,6 +3,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::*;
 
 const A: &str = "/kubernetes/cluster/a";
@@ -614,4 +615,123 @@ async fn ops_endpoints_and_audit() {
         !audit.contains(ADMIN_KEY),
         "credentials never reach the audit log"
     );
+}
+
+/// Audit events of `audit.log` whose request URI contains `needle`, in order.
+fn audit_events(env: &Env, needle: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(env.dir.join("state/audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("one JSON event per line"))
+        .filter(|e| e["requestURI"].as_str().is_some_and(|u| u.contains(needle)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_levels_are_per_target_and_never_record_secrets_or_streams() {
+    if !has_kubectl() {
+        return;
+    }
+    let env = Env::start().await;
+    let mut config = env.config.clone();
+    config.clusters[0].audit_level = Some(kubegate_proxy::AuditLevel::RequestResponse);
+    config.projects[0].spaces[0].audit_level = Some(kubegate_proxy::AuditLevel::Request);
+    env.gateway.reload(config).await.unwrap();
+
+    // `create -f` sends JSON; kubectl's `create configmap` generator sends protobuf.
+    for (prefix, name) in [(A, "audited-a"), (B, "audited-b"), (SPACE, "audited-s1")] {
+        let ns = if prefix == SPACE { "s1" } else { "default" };
+        let manifest = env.dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata: {{k: v}}\n"),
+        )
+        .unwrap();
+        let manifest = manifest.to_str().unwrap();
+        assert_ok(
+            &env.kubectl(ADMIN_KEY, prefix, &["create", "-f", manifest])
+                .await,
+        );
+    }
+    assert_ok(
+        &env.kubectl(
+            ADMIN_KEY,
+            A,
+            &["create", "configmap", "generated", "--from-literal=k=v"],
+        )
+        .await,
+    );
+    // A secret through the RequestResponse target, and a pod to exec into and read logs of.
+    assert_ok(
+        &env.kubectl(
+            ADMIN_KEY,
+            A,
+            &[
+                "create",
+                "secret",
+                "generic",
+                "creds",
+                "--from-literal=password=hunter2",
+            ],
+        )
+        .await,
+    );
+    env.a
+        .create("pods", "default", serde_json::json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+        .unwrap();
+    let exec = env
+        .kubectl(ADMIN_KEY, A, &["exec", "web", "--", "echo", "hi"])
+        .await;
+    assert!(stdout(&exec).contains(kubegate_testkit::EXEC_STDOUT_PREFIX));
+
+    let created = |needle: &str| {
+        audit_events(&env, needle)
+            .into_iter()
+            .find(|e| e["verb"] == "create")
+            .unwrap_or_else(|| panic!("no create event for {needle}"))
+    };
+    // cluster/a records both bodies, exactly as they crossed the gateway.
+    let a = created("/kubernetes/cluster/a/api/v1/namespaces/default/configmaps");
+    assert_eq!(a["level"], "RequestResponse");
+    assert_eq!(a["requestObject"]["metadata"]["name"], "audited-a", "{a}");
+    assert_eq!(a["requestObject"]["data"]["k"], "v");
+    assert_eq!(a["responseObject"]["metadata"]["name"], "audited-a");
+    assert!(a["responseObject"]["metadata"]["resourceVersion"].is_string());
+    // Protobuf cannot be shown as JSON without the schema; the event says it was left out.
+    let generated = audit_events(
+        &env,
+        "/kubernetes/cluster/a/api/v1/namespaces/default/configmaps",
+    )
+    .into_iter()
+    .filter(|e| e["verb"] == "create")
+    .find(|e| e["responseObject"]["metadata"]["name"] == "generated")
+    .expect("an event for the generated configmap");
+    assert_eq!(
+        generated["annotations"]["kubegate.dev/request-object"],
+        "omitted: not JSON"
+    );
+    // cluster/b keeps the default.
+    let b = created("/kubernetes/cluster/b/api/v1/namespaces/default/configmaps");
+    assert_eq!(b["level"], "Metadata");
+    assert!(b.get("requestObject").is_none() && b.get("responseObject").is_none());
+    // The space records the request only.
+    let s = created("/kubernetes/project/p1/space/s1/api/v1/namespaces/s1/configmaps");
+    assert_eq!(s["level"], "Request");
+    assert_eq!(s["requestObject"]["metadata"]["name"], "audited-s1");
+    assert!(s.get("responseObject").is_none());
+    // Secrets and exec streams stay at Metadata even on the RequestResponse target.
+    let secret = created("/kubernetes/cluster/a/api/v1/namespaces/default/secrets");
+    assert_eq!(secret["level"], "Metadata");
+    let exec_events = audit_events(&env, "/pods/web/exec");
+    assert!(!exec_events.is_empty());
+    assert!(
+        exec_events
+            .iter()
+            .all(|e| e["level"] == "Metadata" && e.get("requestObject").is_none()),
+        "{exec_events:?}"
+    );
+    let log = std::fs::read_to_string(env.dir.join("state/audit.log")).unwrap();
+    assert!(!log.contains("hunter2"), "a secret reached the audit log");
+    assert!(!log.contains(&base64::engine::general_purpose::STANDARD.encode("hunter2")));
+    assert!(!log.contains(ADMIN_KEY));
 }

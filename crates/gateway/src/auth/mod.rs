@@ -42,10 +42,10 @@ mod session;
 
 use std::time::{Duration, Instant};
 
+use crate::service::RequestBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use kubegate_proxy::{ProxyBody, Status};
 use kubegate_tokens::{AccessKeySecret, MintRequest, SubjectKind, Verifier};
 use serde::{Deserialize, Serialize};
@@ -87,7 +87,7 @@ pub async fn handle(
     shared: &Shared,
     runtime: &Runtime,
     rest: &str,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let allowed = match rest {
         "/password/login" | "/login" | "/logout" => "POST",
@@ -153,7 +153,7 @@ fn forbidden(why: &str) -> Status {
 
 /// Checks what every login endpoint requires of a request before reading its body: no foreign
 /// `Origin` and a JSON body.
-fn precheck(config: &Config, req: &Request<Incoming>) -> Result<(), Box<Status>> {
+fn precheck(config: &Config, req: &Request<RequestBody>) -> Result<(), Box<Status>> {
     if let Err(why) = origin::refuse_foreign_origin(&config.auth, req.headers()) {
         tracing::info!(reason = %why, path = req.uri().path(), "login refused");
         return Err(Box::new(forbidden(CROSS_ORIGIN_REFUSED)));
@@ -177,7 +177,7 @@ fn precheck(config: &Config, req: &Request<Incoming>) -> Result<(), Box<Status>>
 }
 
 /// Reads and decodes a JSON body of at most [`MAX_BODY`] bytes.
-async fn read_json<T: for<'de> Deserialize<'de>>(body: Incoming) -> Result<T, Box<Status>> {
+async fn read_json<T: for<'de> Deserialize<'de>>(body: RequestBody) -> Result<T, Box<Status>> {
     let bytes = http_body_util::Limited::new(body, MAX_BODY)
         .collect()
         .await
@@ -271,7 +271,7 @@ fn too_many_requests(retry_after: Duration) -> Status {
     )
 }
 
-fn source_key(req: &Request<Incoming>) -> Option<LoginKey> {
+fn source_key(req: &Request<RequestBody>) -> Option<LoginKey> {
     req.extensions()
         .get::<kubegate_proxy::ClientAddr>()
         .map(|a| LoginKey::Source(a.0.ip()))
@@ -281,7 +281,7 @@ fn source_key(req: &Request<Incoming>) -> Option<LoginKey> {
 async fn password_login(
     shared: &Shared,
     runtime: &Runtime,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let config = &runtime.config;
     if let Err(status) = precheck(config, &req) {
@@ -365,7 +365,7 @@ fn login_key_name(user: &str) -> String {
 async fn token_login(
     shared: &Shared,
     runtime: &Runtime,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let config = &runtime.config;
     if let Err(status) = precheck(config, &req) {
@@ -424,7 +424,7 @@ async fn token_login(
 }
 
 /// `GET /auth/session`.
-fn current_session(runtime: &Runtime, req: &Request<Incoming>) -> Response<ProxyBody> {
+fn current_session(runtime: &Runtime, req: &Request<RequestBody>) -> Response<ProxyBody> {
     let now = kubegate_tokens::unix_now();
     match session::verify(&runtime.credentials, &runtime.directory, req.headers(), now) {
         Ok(s) => json(StatusCode::OK, &SessionInfo::new(&s.caller, s.expires_at)),
@@ -441,7 +441,7 @@ fn current_session(runtime: &Runtime, req: &Request<Incoming>) -> Response<Proxy
 async fn logout(
     shared: &Shared,
     runtime: &Runtime,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let now = kubegate_tokens::unix_now();
     let session =

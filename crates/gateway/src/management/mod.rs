@@ -7,8 +7,8 @@ mod objects;
 mod request;
 mod tokens;
 
+use crate::service::RequestBody;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use kubegate_authz::Attributes;
 use kubegate_proxy::{ProxyBody, Status};
 use kubegate_routing::{RequestInfo, Target};
@@ -25,7 +25,7 @@ pub async fn handle(
     shared: &Shared,
     runtime: &Runtime,
     caller: &Caller,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let path_and_query = req.uri().clone();
     let route = match shared
@@ -122,7 +122,7 @@ fn method_not_allowed(resource: &str, name: &str) -> Status {
     }
 }
 
-fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<Incoming>) -> Response<ProxyBody> {
+fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<RequestBody>) -> Response<ProxyBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(&method_not_allowed("", ""), req);
     }
@@ -150,7 +150,10 @@ fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<Incoming>) -> Respon
 
 /// Aggregated discovery with kube-apiserver's caching headers (`ETag` over the body, 304 on a
 /// matching `If-None-Match`).
-fn aggregated_response(body: &serde_json::Value, req: &Request<Incoming>) -> Response<ProxyBody> {
+fn aggregated_response(
+    body: &serde_json::Value,
+    req: &Request<RequestBody>,
+) -> Response<ProxyBody> {
     use sha2::Digest;
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let etag = format!(

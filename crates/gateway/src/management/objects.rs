@@ -1,8 +1,8 @@
 //! `clusters`, `projects`, `spaceinstances`, `virtualclusterinstances`: get and list, showing
 //! only what the caller may use (gateway RBAC `use` on the object, and a scope that admits it).
 
+use crate::service::RequestBody;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use kubegate_authz::Attributes;
 use kubegate_proxy::ProxyBody;
 use kubegate_routing::Target;
@@ -142,7 +142,7 @@ fn projects(ctx: &Ctx<'_>) -> Vec<Value> {
 }
 
 /// Serves get and list of the read-only resources.
-pub(super) fn read(ctx: &Ctx<'_>, req: &Request<Incoming>) -> Response<ProxyBody> {
+pub(super) fn read(ctx: &Ctx<'_>, req: &Request<RequestBody>) -> Response<ProxyBody> {
     let kind = ctx.resource.kind;
     let mut items = match ctx.resource.plural {
         "clusters" => clusters(ctx),

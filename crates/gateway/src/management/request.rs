@@ -1,10 +1,10 @@
 //! Request plumbing for the management API: bounded bodies, content types, strict field
 //! validation, JSON and Table responses.
 
+use crate::service::RequestBody;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use kubegate_proxy::{ProxyBody, Status};
 use serde::de::DeserializeOwned;
 
@@ -57,7 +57,7 @@ enum FieldValidation {
     Strict,
 }
 
-fn field_validation(req: &Request<Incoming>) -> Result<FieldValidation, Box<Status>> {
+fn field_validation(req: &Request<RequestBody>) -> Result<FieldValidation, Box<Status>> {
     let value = req
         .uri()
         .query()
@@ -84,7 +84,7 @@ enum BodyError {
 
 /// Reads at most [`MAX_BODY_BYTES`]; a larger body is drained (bounded in size and time) and
 /// reported as too large.
-async fn read_bounded(mut body: Incoming) -> Result<Bytes, BodyError> {
+async fn read_bounded(mut body: RequestBody) -> Result<Bytes, BodyError> {
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     let read = async {
@@ -121,7 +121,7 @@ pub(super) struct Decoded<T> {
 /// YAML by `Content-Type`, at most [`MAX_BODY_BYTES`], unknown fields refused under
 /// `fieldValidation=Strict`.
 pub(super) async fn decode<T: DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Decoded<T>, Box<Response<ProxyBody>>> {
     let fail = |status: Status, req: &Request<()>| Box::new(respond_unit(&status, req));
     let validation = match field_validation(&req) {
@@ -257,7 +257,7 @@ pub(super) fn with_warnings(
 }
 
 /// Whether the client asked for a `meta.k8s.io/v1` Table (kubectl's human-readable `get`).
-pub(super) fn wants_table(req: &Request<Incoming>) -> bool {
+pub(super) fn wants_table(req: &Request<RequestBody>) -> bool {
     req.headers()
         .get(http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -284,7 +284,7 @@ pub(super) fn rfc3339(unix: i64) -> String {
 
 /// Serves a list or a single object as JSON, or as a Table when asked.
 pub(super) fn list_or_table(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     kind: &str,
     items: Vec<serde_json::Value>,
 ) -> Response<ProxyBody> {
@@ -302,7 +302,7 @@ pub(super) fn list_or_table(
 
 /// A single object as JSON, or as a one-row Table when asked.
 pub(super) fn object_or_table(
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
     object: serde_json::Value,
 ) -> Response<ProxyBody> {
     if wants_table(req) {

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::service::RequestBody;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use kubegate_api::{
     AccessKeyScope, AccessKeySpec, AccessKeyType, DirectClusterEndpointToken,
     DirectClusterEndpointTokenStatus, OwnedAccessKey, Self_, SelfStatus, UserInfo,
@@ -65,7 +65,7 @@ fn now() -> u64 {
 }
 
 /// `POST selves`: who the caller is, with the credential's scope.
-pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<ProxyBody> {
+pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Response<ProxyBody> {
     let decoded = match decode::<Self_>(req).await {
         Ok(d) => d,
         Err(res) => return *res,
@@ -110,7 +110,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<Incoming>) -> Respon
 /// (capped by the configured maximum) and a scope that narrows the caller's.
 pub(super) async fn create_direct_cluster_endpoint_token(
     ctx: &Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let head = Request::builder()
         .uri(req.uri().clone())
@@ -182,7 +182,7 @@ fn owned_object(key: &StoredAccessKey) -> OwnedAccessKey {
 /// once; only its digest is stored.
 pub(super) async fn create_owned_access_key(
     ctx: &Ctx<'_>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let head = Request::builder()
         .uri(req.uri().clone())
@@ -321,7 +321,7 @@ async fn own_keys(ctx: &Ctx<'_>) -> Result<Vec<StoredAccessKey>, Status> {
 /// `GET ownedaccesskeys`: the caller's own keys, never with the key itself.
 pub(super) async fn list_owned_access_keys(
     ctx: &Ctx<'_>,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     match own_keys(ctx).await {
         Ok(keys) => {
@@ -339,7 +339,7 @@ pub(super) async fn list_owned_access_keys(
 /// `GET ownedaccesskeys/<name>`.
 pub(super) async fn get_owned_access_key(
     ctx: &Ctx<'_>,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     match own_keys(ctx).await {
         Ok(keys) => match keys.iter().find(|k| k.name == ctx.name) {
@@ -356,7 +356,7 @@ pub(super) async fn get_owned_access_key(
 /// `DELETE ownedaccesskeys/<name>`: deletes one of the caller's keys.
 pub(super) async fn delete_owned_access_key(
     ctx: &Ctx<'_>,
-    req: &Request<Incoming>,
+    req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let keys = match own_keys(ctx).await {
         Ok(keys) => keys,

@@ -1,0 +1,332 @@
+//! Bounded copies of request and response bodies for `Request` and `RequestResponse` audit
+//! events, taken while the bodies stream through: frames are forwarded as they arrive and the
+//! copy holds reference-counted handles to the same buffers, so forwarding never waits for it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde_json::value::RawValue;
+
+use crate::ext::ObjectRef;
+
+/// Default bound on each recorded body; a larger body is left out of the event (with an
+/// annotation saying so) rather than held in memory.
+pub const DEFAULT_MAX_RECORDED_BODY: usize = 1024 * 1024;
+
+/// Where a body copy stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Progress {
+    Streaming,
+    Complete,
+    /// Left out of the event, with the reason for the annotation.
+    Omitted(&'static str),
+}
+
+/// The copy of one body, shared between the body that streams it and the event that records it.
+#[derive(Debug)]
+pub(crate) struct Capture {
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    progress: Progress,
+}
+
+/// A shared [`Capture`].
+pub(crate) type SharedCapture = Arc<Mutex<Capture>>;
+
+impl Capture {
+    pub(crate) fn shared(limit: usize) -> SharedCapture {
+        Arc::new(Mutex::new(Capture {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            progress: Progress::Streaming,
+        }))
+    }
+
+    pub(crate) fn omitted(reason: &'static str) -> SharedCapture {
+        let capture = Capture::shared(0);
+        lock(&capture).omit(reason);
+        capture
+    }
+
+    fn push(&mut self, data: &Bytes) {
+        if self.progress != Progress::Streaming {
+            return;
+        }
+        self.len = self.len.saturating_add(data.len());
+        if self.len > self.limit {
+            self.omit("larger than the audit body limit");
+        } else if !data.is_empty() {
+            self.chunks.push(data.clone());
+        }
+    }
+
+    fn omit(&mut self, reason: &'static str) {
+        self.chunks = Vec::new();
+        self.progress = Progress::Omitted(reason);
+    }
+
+    fn finish(&mut self) {
+        if self.progress == Progress::Streaming {
+            self.progress = Progress::Complete;
+        }
+    }
+
+    /// The recorded object, or why there is none (`Ok(None)`: an empty body, nothing to say).
+    pub(crate) fn object(&self) -> Result<Option<Box<RawValue>>, &'static str> {
+        match self.progress {
+            Progress::Streaming => Err("the body did not finish"),
+            Progress::Omitted(reason) => Err(reason),
+            Progress::Complete if self.len == 0 => Ok(None),
+            Progress::Complete => {
+                let mut joined = BytesMut::with_capacity(self.len);
+                for chunk in &self.chunks {
+                    joined.extend_from_slice(chunk);
+                }
+                json_line_value(&joined).map(Some).ok_or("not JSON")
+            }
+        }
+    }
+}
+
+pub(crate) fn lock(capture: &SharedCapture) -> std::sync::MutexGuard<'_, Capture> {
+    capture.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `bytes` as a JSON value that fits on one line: validated, and with whitespace outside
+/// strings removed when the text spans lines (a pretty-printed body would otherwise break the
+/// one-event-per-line log format). Key order and number spelling are kept as sent.
+fn json_line_value(bytes: &[u8]) -> Option<Box<RawValue>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let value: &RawValue = serde_json::from_str(text).ok()?;
+    let text = value.get();
+    if !text.contains(['\n', '\r']) {
+        return RawValue::from_string(text.to_owned()).ok();
+    }
+    let mut compact = String::with_capacity(text.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            compact.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            compact.push(c);
+        }
+    }
+    RawValue::from_string(compact).ok()
+}
+
+/// Resources whose bodies carry credentials: recorded at `Metadata` level whatever the policy
+/// says, so a secret never reaches the audit log.
+pub fn has_secret_bodies(object: &ObjectRef) -> bool {
+    match (object.api_group.as_str(), object.resource.as_str()) {
+        ("", "secrets") => true,
+        ("", "serviceaccounts") => object.subresource == "token",
+        ("authentication.k8s.io", "tokenreviews" | "tokenrequests") => true,
+        (
+            "management.loft.sh",
+            "directclusterendpointtokens" | "ownedaccesskeys" | "accesskeys" | "selves",
+        ) => true,
+        _ => false,
+    }
+}
+
+pin_project! {
+    /// A request body as the audit layer hands it on: the client's body, frame by frame, copied
+    /// (up to a bound) when the request is audited at `Request` level or above.
+    #[derive(Debug)]
+    pub struct AuditBody<B> {
+        #[pin]
+        inner: B,
+        capture: Option<SharedCapture>,
+    }
+}
+
+impl<B> AuditBody<B> {
+    /// Wraps `inner` without copying anything (what the layer does at `Metadata` level; also
+    /// how code outside the layer builds requests for services inside it).
+    pub fn new(inner: B) -> Self {
+        AuditBody {
+            inner,
+            capture: None,
+        }
+    }
+
+    pub(crate) fn recording(inner: B, capture: SharedCapture) -> Self {
+        AuditBody {
+            inner,
+            capture: Some(capture),
+        }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for AuditBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
+        if let Some(capture) = this.capture.as_ref() {
+            observe(capture, &res, this.inner.is_end_stream());
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Feeds one polled frame to a capture. `at_end` is the body's `is_end_stream()` after the
+/// frame: hyper stops polling a body that says it has ended, so the terminating `None` may never
+/// be seen.
+pub(crate) fn observe<E>(
+    capture: &SharedCapture,
+    polled: &Poll<Option<Result<Frame<Bytes>, E>>>,
+    at_end: bool,
+) {
+    match polled {
+        Poll::Ready(Some(Ok(frame))) => {
+            let mut capture = lock(capture);
+            if let Some(data) = frame.data_ref() {
+                capture.push(data);
+            }
+            if at_end {
+                capture.finish();
+            }
+        }
+        Poll::Ready(Some(Err(_))) => lock(capture).omit("the body failed"),
+        Poll::Ready(None) => lock(capture).finish(),
+        Poll::Pending => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn body(chunks: &[&'static str]) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
+        StreamBody::new(futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn record(chunks: &[&'static str], limit: usize) -> (Bytes, SharedCapture) {
+        let capture = Capture::shared(limit);
+        let forwarded = AuditBody::recording(body(chunks), capture.clone())
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        (forwarded, capture)
+    }
+
+    #[tokio::test]
+    async fn forwards_every_frame_and_records_the_object() {
+        let (forwarded, capture) = record(
+            &["{\"kind\":", "\"ConfigMap\",\"data\":{\"a\":\"1\"}}"],
+            1024,
+        )
+        .await;
+        assert_eq!(forwarded, "{\"kind\":\"ConfigMap\",\"data\":{\"a\":\"1\"}}");
+        let object = lock(&capture).object().unwrap().unwrap();
+        assert_eq!(
+            object.get(),
+            "{\"kind\":\"ConfigMap\",\"data\":{\"a\":\"1\"}}"
+        );
+    }
+
+    #[tokio::test]
+    async fn pretty_json_becomes_one_line_with_strings_untouched() {
+        let (_, capture) = record(
+            &["{\n  \"b\": \"x \\\" y\\n\",\n  \"a\": [1, 2]\n}\n"],
+            1024,
+        )
+        .await;
+        let object = lock(&capture).object().unwrap().unwrap();
+        assert_eq!(object.get(), "{\"b\":\"x \\\" y\\n\",\"a\":[1,2]}");
+    }
+
+    #[tokio::test]
+    async fn over_the_limit_is_forwarded_whole_but_not_recorded() {
+        let (forwarded, capture) = record(&["{\"a\":\"0123456789\"", ",\"b\":1}"], 16).await;
+        assert_eq!(forwarded.len(), 24);
+        assert_eq!(
+            lock(&capture).object().unwrap_err(),
+            "larger than the audit body limit"
+        );
+    }
+
+    #[tokio::test]
+    async fn empty_bodies_record_nothing_and_non_json_says_so() {
+        let (_, capture) = record(&[], 16).await;
+        assert!(lock(&capture).object().unwrap().is_none());
+        let (_, capture) = record(&["\u{0}\u{1}protobuf"], 64).await;
+        assert_eq!(lock(&capture).object().unwrap_err(), "not JSON");
+        let capture = Capture::shared(16);
+        assert_eq!(
+            lock(&capture).object().unwrap_err(),
+            "the body did not finish"
+        );
+    }
+
+    #[test]
+    fn credential_resources_are_never_recorded() {
+        let object = |group: &str, resource: &str, sub: &str| ObjectRef {
+            api_group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            ..ObjectRef::default()
+        };
+        assert!(has_secret_bodies(&object("", "secrets", "")));
+        assert!(has_secret_bodies(&object("", "serviceaccounts", "token")));
+        assert!(!has_secret_bodies(&object("", "serviceaccounts", "")));
+        assert!(has_secret_bodies(&object(
+            "authentication.k8s.io",
+            "tokenreviews",
+            ""
+        )));
+        assert!(has_secret_bodies(&object(
+            "management.loft.sh",
+            "directclusterendpointtokens",
+            ""
+        )));
+        assert!(has_secret_bodies(&object(
+            "management.loft.sh",
+            "ownedaccesskeys",
+            ""
+        )));
+        assert!(!has_secret_bodies(&object("", "configmaps", "")));
+        assert!(!has_secret_bodies(&object("apps", "secrets", "")));
+    }
+}

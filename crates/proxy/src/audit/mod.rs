@@ -1,0 +1,1033 @@
+//! [`AuditLayer`]: one `audit.k8s.io/v1` Event per request, handed to an [`AuditSink`], and the
+//! `Audit-ID` header on every response.
+//!
+//! Stages follow kube-apiserver: long-running requests ([`LongRunning`]) emit `ResponseStarted`
+//! when the response head is ready and `ResponseComplete` when the body ends; others emit only
+//! `ResponseComplete`, when the body ends (or is dropped because the client went away).
+//!
+//! Levels follow audit.k8s.io/v1 too ([`AuditLevel`]): the layer's default, or an [`AuditLevel`]
+//! request extension set by an outer layer (the gateway sets one per target). At `Request` and
+//! `RequestResponse` the bodies are copied as they stream through — never buffered in front of
+//! the upstream or the client — up to a bound, and recorded as `requestObject` /
+//! `responseObject` when they are JSON. Bodies are never recorded for long-running requests
+//! (watch, exec, attach, port-forward, log, proxy), upgrades, or resources that carry
+//! credentials ([`has_secret_bodies`]); those events say `Metadata`. When a body is left out
+//! for another reason (too large, not JSON, compressed, unfinished) an annotation says why.
+
+mod capture;
+
+pub use capture::{AuditBody, DEFAULT_MAX_RECORDED_BODY, has_secret_bodies};
+use capture::{Capture, SharedCapture};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use tower::{Layer, Service};
+
+use crate::ext::{
+    AuditAnnotations, AuditId, ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta,
+};
+
+const AUDIT_ID: &str = "audit-id";
+const REQUEST_OBJECT_ANNOTATION: &str = "kubegate.dev/request-object";
+const RESPONSE_OBJECT_ANNOTATION: &str = "kubegate.dev/response-object";
+
+/// How much of a request its audit event records (audit.k8s.io/v1 `Level`). Also a request
+/// extension: set by a layer outside [`AuditLayer`], it overrides the layer's default for that
+/// request.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum AuditLevel {
+    /// No event.
+    None,
+    /// Request metadata (user, verb, object, response code); no bodies.
+    #[default]
+    Metadata,
+    /// Metadata and the request body.
+    Request,
+    /// Metadata, the request body and the response body.
+    RequestResponse,
+}
+
+impl AuditLevel {
+    /// The level's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditLevel::None => "None",
+            AuditLevel::Metadata => "Metadata",
+            AuditLevel::Request => "Request",
+            AuditLevel::RequestResponse => "RequestResponse",
+        }
+    }
+}
+
+/// kube's `MicroTime` wire format.
+const MICRO_TIME: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+fn micro_time(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(MICRO_TIME)
+        .unwrap_or_default()
+}
+
+/// Receives audit events. Called on the request path: implementations must not block for long
+/// (queue and write elsewhere if the destination is slow).
+pub trait AuditSink: Send + Sync + 'static {
+    /// Records one event.
+    fn record(&self, event: &AuditEvent);
+}
+
+/// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer,
+/// e.g. a file opened for appending.
+pub struct JsonLinesSink<W> {
+    writer: Mutex<W>,
+}
+
+impl<W: Write + Send + 'static> JsonLinesSink<W> {
+    /// Wraps `writer`.
+    pub fn new(writer: W) -> Self {
+        JsonLinesSink {
+            writer: Mutex::new(writer),
+        }
+    }
+
+    /// Returns the writer.
+    pub fn into_inner(self) -> W {
+        self.writer
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<W> fmt::Debug for JsonLinesSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesSink").finish_non_exhaustive()
+    }
+}
+
+impl<W: Write + Send + 'static> AuditSink for JsonLinesSink<W> {
+    fn record(&self, event: &AuditEvent) {
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut w = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Err(e) = w.write_all(&line).and_then(|()| w.flush()) {
+            tracing::warn!(error = %e, "writing an audit event failed");
+        }
+    }
+}
+
+impl<T: AuditSink> AuditSink for Arc<T> {
+    fn record(&self, event: &AuditEvent) {
+        T::record(self, event);
+    }
+}
+
+/// An `audit.k8s.io/v1` Event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// Always `Event`.
+    pub kind: &'static str,
+    /// Always `audit.k8s.io/v1`.
+    pub api_version: &'static str,
+    /// `Metadata`, `Request` or `RequestResponse`: what this event records.
+    pub level: &'static str,
+    /// The request's audit ID.
+    #[serde(rename = "auditID")]
+    pub audit_id: String,
+    /// `ResponseStarted` or `ResponseComplete`.
+    pub stage: &'static str,
+    /// Request URI as the client sent it.
+    #[serde(rename = "requestURI")]
+    pub request_uri: String,
+    /// kube verb.
+    pub verb: String,
+    /// The authenticated user (empty user name when authentication did not run or failed).
+    pub user: UserInfo,
+    /// Client addresses: `X-Forwarded-For` entries, then the peer address.
+    #[serde(rename = "sourceIPs")]
+    pub source_ips: Vec<String>,
+    /// `User-Agent`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// The addressed object.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_ref: Option<ObjectRef>,
+    /// Response code (absent if the service failed without a response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_status: Option<ResponseStatus>,
+    /// The request body (JSON), at level `Request` and above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_object: Option<Box<RawValue>>,
+    /// The response body (JSON), at level `RequestResponse`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_object: Option<Box<RawValue>>,
+    /// When the request arrived.
+    pub request_received_timestamp: String,
+    /// When this stage was reached.
+    pub stage_timestamp: String,
+    /// Annotations (e.g. authorization decision).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `user` of an audit event (`authentication.k8s.io/v1` UserInfo).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UserInfo {
+    /// User name.
+    pub username: String,
+    /// UID.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    /// Groups.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Extra attributes.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl From<&Identity> for UserInfo {
+    fn from(i: &Identity) -> Self {
+        UserInfo {
+            username: i.name.clone(),
+            uid: i.uid.clone(),
+            groups: i.groups.clone(),
+            extra: i.extra.clone(),
+        }
+    }
+}
+
+/// `responseStatus` (a `meta/v1` Status carrying the code).
+#[derive(Debug, Clone, Serialize)]
+pub struct ResponseStatus {
+    /// Always `{}`.
+    pub metadata: BTreeMap<String, String>,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Layer applying [`Audit`].
+pub struct AuditLayer<K> {
+    sink: Arc<K>,
+    options: Options,
+}
+
+/// What a layer records when the request does not say.
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    level: AuditLevel,
+    max_recorded_body: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            level: AuditLevel::Metadata,
+            max_recorded_body: DEFAULT_MAX_RECORDED_BODY,
+        }
+    }
+}
+
+impl<K: AuditSink> AuditLayer<K> {
+    /// Sends events to `sink`, at level `Metadata` unless a request says otherwise.
+    pub fn new(sink: K) -> Self {
+        AuditLayer::from_arc(Arc::new(sink))
+    }
+
+    /// Shares an existing sink.
+    pub fn from_arc(sink: Arc<K>) -> Self {
+        AuditLayer {
+            sink,
+            options: Options::default(),
+        }
+    }
+
+    /// The level of requests that carry no [`AuditLevel`] extension.
+    pub fn with_level(mut self, level: AuditLevel) -> Self {
+        self.options.level = level;
+        self
+    }
+
+    /// The largest body recorded in an event ([`DEFAULT_MAX_RECORDED_BODY`] by default); a
+    /// larger one streams through unrecorded. The bound is also the most memory one request's
+    /// copy may hold.
+    pub fn with_max_recorded_body(mut self, bytes: usize) -> Self {
+        self.options.max_recorded_body = bytes;
+        self
+    }
+}
+
+impl<K> Clone for AuditLayer<K> {
+    fn clone(&self) -> Self {
+        AuditLayer {
+            sink: self.sink.clone(),
+            options: self.options,
+        }
+    }
+}
+
+impl<K> fmt::Debug for AuditLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLayer").finish_non_exhaustive()
+    }
+}
+
+impl<S, K> Layer<S> for AuditLayer<K> {
+    type Service = Audit<S, K>;
+
+    fn layer(&self, inner: S) -> Audit<S, K> {
+        Audit {
+            inner,
+            sink: self.sink.clone(),
+            options: self.options,
+        }
+    }
+}
+
+/// Middleware emitting audit events.
+pub struct Audit<S, K> {
+    inner: S,
+    sink: Arc<K>,
+    options: Options,
+}
+
+impl<S: Clone, K> Clone for Audit<S, K> {
+    fn clone(&self) -> Self {
+        Audit {
+            inner: self.inner.clone(),
+            sink: self.sink.clone(),
+            options: self.options,
+        }
+    }
+}
+
+impl<S: fmt::Debug, K> fmt::Debug for Audit<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Audit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An audit ID a client may set: kube accepts any non-empty value; we additionally bound it so
+/// logs stay sane.
+fn valid_client_audit_id(v: &HeaderValue) -> Option<&str> {
+    let s = v.to_str().ok()?.trim();
+    (!s.is_empty() && s.len() <= 128).then_some(s)
+}
+
+/// Everything needed to write the event once the response is known; dropping it emits
+/// `ResponseComplete`.
+pub struct Pending<K: AuditSink> {
+    sink: Arc<K>,
+    event: Option<AuditEvent>,
+    request_body: Option<SharedCapture>,
+    response_body: Option<SharedCapture>,
+}
+
+impl<K: AuditSink> fmt::Debug for Pending<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pending").finish_non_exhaustive()
+    }
+}
+
+impl<K: AuditSink> Drop for Pending<K> {
+    fn drop(&mut self) {
+        if let Some(mut event) = self.event.take() {
+            event.stage = "ResponseComplete";
+            event.stage_timestamp = micro_time(OffsetDateTime::now_utc());
+            let bodies = [
+                (&self.request_body, REQUEST_OBJECT_ANNOTATION),
+                (&self.response_body, RESPONSE_OBJECT_ANNOTATION),
+            ];
+            for (i, (capture, annotation)) in bodies.into_iter().enumerate() {
+                let Some(capture) = capture else { continue };
+                match capture::lock(capture).object() {
+                    Ok(object) if i == 0 => event.request_object = object,
+                    Ok(object) => event.response_object = object,
+                    Err(reason) => {
+                        event
+                            .annotations
+                            .insert(annotation.to_owned(), format!("omitted: {reason}"));
+                    }
+                }
+            }
+            self.sink.record(&event);
+        }
+    }
+}
+
+/// Whether `headers` describe a body that can be recorded as a JSON object.
+fn recordable(headers: &http::HeaderMap) -> Result<(), &'static str> {
+    let encoded = headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err("content-encoded");
+    }
+    let json = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| {
+            let essence = v.split(';').next().unwrap_or_default().trim();
+            // JSON, JSON patches, and server-side apply (kubectl sends its YAML type with JSON).
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.ends_with("+json")
+                || essence.eq_ignore_ascii_case("application/apply-patch+yaml")
+        });
+    if json { Ok(()) } else { Err("not JSON") }
+}
+
+/// A capture for a body with these headers, or one that records why it is left out.
+fn capture_for(headers: &http::HeaderMap, limit: usize) -> SharedCapture {
+    match recordable(headers) {
+        Ok(()) => Capture::shared(limit),
+        Err(reason) => Capture::omitted(reason),
+    }
+}
+
+impl<S, K, ReqBody, ResBody> Service<Request<ReqBody>> for Audit<S, K>
+where
+    S: Service<Request<AuditBody<ReqBody>>, Response = Response<ResBody>>,
+    K: AuditSink,
+{
+    type Response = Response<RecordedBody<ResBody, K>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let received = OffsetDateTime::now_utc();
+        let id: Arc<str> = match req.headers().get(AUDIT_ID).and_then(valid_client_audit_id) {
+            Some(s) => s.into(),
+            None => uuid::Uuid::new_v4().to_string().into(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            // Forwarded upstream too, so the upstream's audit log carries the same ID.
+            req.headers_mut().insert(AUDIT_ID, v);
+        }
+        req.extensions_mut().insert(AuditId(id.clone()));
+        let long_running = req.extensions().get::<LongRunning>().is_some_and(|l| l.0);
+        let meta = req.extensions().get::<RequestMeta>();
+        let requested = req
+            .extensions()
+            .get::<AuditLevel>()
+            .copied()
+            .unwrap_or(self.options.level);
+        let bodies_allowed = !long_running
+            && !req.headers().contains_key(http::header::UPGRADE)
+            && !meta
+                .and_then(|m| m.object_ref.as_ref())
+                .is_some_and(has_secret_bodies);
+        let level = match requested {
+            AuditLevel::Request | AuditLevel::RequestResponse if !bodies_allowed => {
+                AuditLevel::Metadata
+            }
+            level => level,
+        };
+        let event = (level != AuditLevel::None).then(|| {
+            let mut source_ips: Vec<String> = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>() {
+                source_ips.push(addr.ip().to_string());
+            }
+            AuditEvent {
+                kind: "Event",
+                api_version: "audit.k8s.io/v1",
+                level: level.as_str(),
+                audit_id: id.to_string(),
+                stage: "RequestReceived",
+                request_uri: req
+                    .uri()
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |pq| pq.to_string()),
+                verb: meta
+                    .map(|m| m.verb.clone())
+                    .unwrap_or_else(|| req.method().as_str().to_ascii_lowercase()),
+                user: UserInfo::default(),
+                source_ips,
+                user_agent: req
+                    .headers()
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                object_ref: meta.and_then(|m| m.object_ref.clone()),
+                response_status: None,
+                request_object: None,
+                response_object: None,
+                request_received_timestamp: micro_time(received),
+                stage_timestamp: String::new(),
+                annotations: BTreeMap::new(),
+            }
+        });
+        let request_body = (level >= AuditLevel::Request)
+            .then(|| capture_for(req.headers(), self.options.max_recorded_body));
+        // The identity is only known after authentication, which runs inside this layer;
+        // a shared slot lets the inner stack's request extension reach the event.
+        let slot = IdentitySlot::default();
+        if let Some(identity) = req.extensions().get::<Identity>() {
+            slot.set(identity.clone());
+        }
+        req.extensions_mut().insert(slot.clone());
+        let req = req.map(|body| match &request_body {
+            Some(capture) => AuditBody::recording(body, capture.clone()),
+            None => AuditBody::new(body),
+        });
+        ResponseFuture {
+            inner: self.inner.call(req),
+            state: Some(State {
+                sink: self.sink.clone(),
+                event,
+                record_response: level == AuditLevel::RequestResponse,
+                max_recorded_body: self.options.max_recorded_body,
+                request_body,
+                long_running,
+                id,
+                slot,
+            }),
+        }
+    }
+}
+
+/// Where [`AuthnLayer`](crate::AuthnLayer)-produced identities are reported back to the audit
+/// layer (a request extension; the inner stack writes it, the audit layer reads it).
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySlot(Arc<Mutex<Option<Identity>>>);
+
+impl IdentitySlot {
+    /// Records the identity the request acts as.
+    pub fn set(&self, identity: Identity) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(identity);
+    }
+
+    fn take(&self) -> Option<Identity> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+struct State<K> {
+    sink: Arc<K>,
+    /// `None` at level `None`.
+    event: Option<AuditEvent>,
+    record_response: bool,
+    max_recorded_body: usize,
+    request_body: Option<SharedCapture>,
+    long_running: bool,
+    id: Arc<str>,
+    slot: IdentitySlot,
+}
+
+pin_project! {
+    /// Response future of [`Audit`].
+    pub struct ResponseFuture<F, K> {
+        #[pin]
+        inner: F,
+        state: Option<State<K>>,
+    }
+}
+
+impl<F, K> fmt::Debug for ResponseFuture<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, K, B, E> Future for ResponseFuture<F, K>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    K: AuditSink,
+{
+    type Output = Result<Response<RecordedBody<B, K>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let Some(State {
+            sink,
+            mut event,
+            record_response,
+            max_recorded_body,
+            request_body,
+            long_running,
+            id,
+            slot,
+        }) = this.state.take()
+        else {
+            // Polled after completion: a contract violation by the caller; report it as pending.
+            return Poll::Pending;
+        };
+        if let (Some(identity), Some(event)) = (slot.take(), event.as_mut()) {
+            event.user = UserInfo::from(&identity);
+        }
+        match result {
+            Ok(res) => {
+                let (mut parts, body) = res.into_parts();
+                if let Ok(v) = HeaderValue::from_str(&id) {
+                    parts.headers.insert(AUDIT_ID, v);
+                }
+                let response_body = (record_response && event.is_some()).then(|| {
+                    if parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                        Capture::omitted("the connection was upgraded")
+                    } else {
+                        capture_for(&parts.headers, max_recorded_body)
+                    }
+                });
+                if let Some(event) = event.as_mut() {
+                    event.response_status = Some(ResponseStatus {
+                        metadata: BTreeMap::new(),
+                        code: parts.status.as_u16(),
+                    });
+                    if let Some(AuditAnnotations(a)) = parts.extensions.get::<AuditAnnotations>() {
+                        event
+                            .annotations
+                            .extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                    if long_running {
+                        event.stage = "ResponseStarted";
+                        event.stage_timestamp = micro_time(OffsetDateTime::now_utc());
+                        sink.record(event);
+                    }
+                }
+                let pending = Pending {
+                    sink,
+                    event,
+                    request_body,
+                    response_body: response_body.clone(),
+                };
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    RecordedBody {
+                        inner: body,
+                        capture: response_body,
+                        pending: Some(pending),
+                    },
+                )))
+            }
+            Err(e) => {
+                if let Some(mut event) = event {
+                    event.stage = "ResponseComplete";
+                    event.stage_timestamp = micro_time(OffsetDateTime::now_utc());
+                    sink.record(&event);
+                }
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response body [`Audit`] answers with: the inner body, frame by frame, copied when the
+    /// event records it; the event is written when the body ends, fails, or is dropped.
+    pub struct RecordedBody<B, K: AuditSink> {
+        #[pin]
+        inner: B,
+        capture: Option<SharedCapture>,
+        pending: Option<Pending<K>>,
+    }
+}
+
+impl<B: fmt::Debug, K: AuditSink> fmt::Debug for RecordedBody<B, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordedBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: From<Bytes>, K: AuditSink> From<Bytes> for RecordedBody<B, K> {
+    fn from(b: Bytes) -> Self {
+        RecordedBody {
+            inner: B::from(b),
+            capture: None,
+            pending: None,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>, K: AuditSink> Body for RecordedBody<B, K> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
+        let at_end = this.inner.is_end_stream();
+        if let Some(capture) = this.capture.as_ref() {
+            capture::observe(capture, &res, at_end);
+        }
+        if at_end || matches!(res, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            drop(this.pending.take());
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use tower::ServiceExt;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<AuditEvent>>);
+    impl AuditSink for Recorder {
+        fn record(&self, event: &AuditEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+    impl Recorder {
+        fn events(&self) -> Vec<AuditEvent> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    struct Jane;
+    impl Authenticator for Jane {
+        type Scope = ();
+        async fn authenticate(
+            &self,
+            _: &http::request::Parts,
+        ) -> Result<Authenticated<()>, AuthnError> {
+            Ok(Authenticated {
+                identity: Identity::new("jane", vec!["devs".into()]),
+                scope: None,
+            })
+        }
+    }
+
+    fn request(uri: &str) -> Request<Full<Bytes>> {
+        let mut req = Request::builder()
+            .uri(uri)
+            .header("user-agent", "kubectl/v1.34.0")
+            .header("x-forwarded-for", "10.0.0.1, 10.0.0.2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr("192.0.2.7:40000".parse().unwrap()));
+        req.extensions_mut().insert(RequestMeta {
+            target: Arc::from("cluster/prod"),
+            verb: "list".into(),
+            object_ref: Some(ObjectRef {
+                resource: "pods".into(),
+                namespace: "default".into(),
+                api_version: "v1".into(),
+                ..ObjectRef::default()
+            }),
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn one_complete_event_when_the_body_ends_with_generated_audit_id() {
+        let sink = Arc::new(Recorder::default());
+        let inner = tower::service_fn(|req: Request<AuditBody<Full<Bytes>>>| async move {
+            // The inner stack (and the upstream) sees the same audit ID.
+            let id = req.headers()["audit-id"].to_str().unwrap().to_owned();
+            let mut res = Response::new(Full::new(Bytes::from(id)));
+            res.extensions_mut().insert(AuditAnnotations(
+                [(
+                    "authorization.k8s.io/decision".to_owned(),
+                    "allow".to_owned(),
+                )]
+                .into(),
+            ));
+            Ok::<_, Infallible>(res)
+        });
+        let svc = AuditLayer::from_arc(sink.clone()).layer(AuthnLayer::new(Jane).layer(inner));
+        let res = svc
+            .oneshot(request("/api/v1/namespaces/default/pods?limit=500"))
+            .await
+            .unwrap();
+        let id = res.headers()["audit-id"].to_str().unwrap().to_owned();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        assert!(sink.events().is_empty(), "emitted before the body ended");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, id.as_bytes());
+        let events = sink.events();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.stage, "ResponseComplete");
+        assert_eq!(e.audit_id, id);
+        assert_eq!(e.request_uri, "/api/v1/namespaces/default/pods?limit=500");
+        assert_eq!(e.verb, "list");
+        assert_eq!(e.user.username, "jane");
+        assert_eq!(e.user.groups, ["devs"]);
+        assert_eq!(e.source_ips, ["10.0.0.1", "10.0.0.2", "192.0.2.7"]);
+        assert_eq!(e.user_agent.as_deref(), Some("kubectl/v1.34.0"));
+        assert_eq!(e.response_status.as_ref().unwrap().code, 200);
+        assert_eq!(e.annotations["authorization.k8s.io/decision"], "allow");
+        for ts in [&e.request_received_timestamp, &e.stage_timestamp] {
+            assert!(
+                time::PrimitiveDateTime::parse(
+                    ts.trim_end_matches('Z'),
+                    &MICRO_TIME[..MICRO_TIME.len() - 1]
+                )
+                .is_ok(),
+                "{ts}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn client_audit_id_is_echoed_and_long_running_requests_get_two_stages() {
+        let sink = Arc::new(Recorder::default());
+        let inner = tower::service_fn(|_req: Request<AuditBody<Full<Bytes>>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+        });
+        let svc = AuditLayer::from_arc(sink.clone()).layer(inner);
+        let mut req = request("/api/v1/pods?watch=true");
+        req.headers_mut()
+            .insert("audit-id", HeaderValue::from_static("client-chosen-id"));
+        req.extensions_mut().insert(LongRunning(true));
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers()["audit-id"], "client-chosen-id");
+        let stages: Vec<_> = sink.events().iter().map(|e| e.stage).collect();
+        assert_eq!(stages, ["ResponseStarted"]);
+        drop(res);
+        let events = sink.events();
+        let stages: Vec<_> = events.iter().map(|e| e.stage).collect();
+        assert_eq!(stages, ["ResponseStarted", "ResponseComplete"]);
+        assert!(events.iter().all(|e| e.audit_id == "client-chosen-id"));
+        assert_eq!(events[0].user.username, "", "no authentication ran");
+    }
+
+    /// An upstream stand-in answering every request with a JSON echo of its body, read to the
+    /// end as a forwarding service would.
+    fn echo() -> impl Service<
+        Request<AuditBody<Full<Bytes>>>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl Future + Send,
+    > + Clone {
+        tower::service_fn(|req: Request<AuditBody<Full<Bytes>>>| async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let mut echoed = b"{\"kind\":\"ConfigMap\",\"echo\":".to_vec();
+            echoed.extend_from_slice(if body.is_empty() { b"null" } else { &body });
+            echoed.push(b'}');
+            let res = Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(echoed)))
+                .unwrap();
+            Ok::<_, Infallible>(res)
+        })
+    }
+
+    fn post(uri: &str, resource: &str, body: &'static str) -> Request<Full<Bytes>> {
+        let mut req = request(uri);
+        *req.method_mut() = http::Method::POST;
+        *req.body_mut() = Full::new(Bytes::from_static(body.as_bytes()));
+        req.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/json"));
+        req.extensions_mut().insert(RequestMeta {
+            target: Arc::from("cluster/prod"),
+            verb: "create".into(),
+            object_ref: Some(ObjectRef {
+                resource: resource.into(),
+                namespace: "default".into(),
+                api_version: "v1".into(),
+                ..ObjectRef::default()
+            }),
+        });
+        req
+    }
+
+    async fn run(
+        layer: AuditLayer<Recorder>,
+        sink: &Recorder,
+        req: Request<Full<Bytes>>,
+    ) -> (Bytes, Vec<AuditEvent>) {
+        let res = layer.layer(echo()).oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (body, sink.events())
+    }
+
+    #[tokio::test]
+    async fn request_response_level_records_both_bodies_and_forwards_them_unchanged() {
+        let sink = Arc::new(Recorder::default());
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        let (body, events) = run(
+            layer,
+            &sink,
+            post(
+                "/api/v1/namespaces/default/configmaps",
+                "configmaps",
+                "{\"data\":{\"a\":\"1\"}}",
+            ),
+        )
+        .await;
+        assert_eq!(
+            body,
+            "{\"kind\":\"ConfigMap\",\"echo\":{\"data\":{\"a\":\"1\"}}}"
+        );
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.level, "RequestResponse");
+        assert_eq!(
+            e.request_object.as_ref().unwrap().get(),
+            "{\"data\":{\"a\":\"1\"}}"
+        );
+        assert_eq!(e.response_object.as_ref().unwrap().get(), body);
+        assert!(e.annotations.is_empty(), "{:?}", e.annotations);
+    }
+
+    #[tokio::test]
+    async fn the_request_extension_overrides_the_layer_level() {
+        let sink = Arc::new(Recorder::default());
+        let mut req = post("/api/v1/namespaces/default/configmaps", "configmaps", "{}");
+        req.extensions_mut().insert(AuditLevel::Request);
+        let (_, events) = run(AuditLayer::from_arc(sink.clone()), &sink, req).await;
+        assert_eq!(events[0].level, "Request");
+        assert_eq!(events[0].request_object.as_ref().unwrap().get(), "{}");
+        assert!(events[0].response_object.is_none());
+
+        let mut req = post("/api/v1/namespaces/default/configmaps", "configmaps", "{}");
+        req.extensions_mut().insert(AuditLevel::None);
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        let (body, events) = run(layer, &sink, req).await;
+        assert!(!body.is_empty());
+        assert_eq!(events.len(), 1, "level None records nothing");
+    }
+
+    #[tokio::test]
+    async fn credential_bodies_and_long_running_requests_stay_at_metadata() {
+        let sink = Arc::new(Recorder::default());
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        let req = post(
+            "/api/v1/namespaces/default/secrets",
+            "secrets",
+            "{\"stringData\":{\"password\":\"hunter2\"}}",
+        );
+        let (body, events) = run(layer.clone(), &sink, req).await;
+        assert!(body.ends_with(b"\"hunter2\"}}}"), "forwarded unchanged");
+        let line = serde_json::to_string(&events[0]).unwrap();
+        assert_eq!(events[0].level, "Metadata");
+        assert!(!line.contains("hunter2"), "{line}");
+
+        let mut req = post("/api/v1/namespaces/default/pods/p/exec", "pods", "{}");
+        req.extensions_mut().insert(LongRunning(true));
+        let (_, events) = run(layer, &sink, req).await;
+        assert_eq!(events.len(), 3, "ResponseStarted and ResponseComplete");
+        assert!(
+            events[1..]
+                .iter()
+                .all(|e| e.level == "Metadata" && e.request_object.is_none())
+        );
+    }
+
+    #[tokio::test]
+    async fn unrecordable_bodies_are_annotated() {
+        let sink = Arc::new(Recorder::default());
+        let layer = AuditLayer::from_arc(sink.clone())
+            .with_level(AuditLevel::RequestResponse)
+            .with_max_recorded_body(8);
+        let mut req = post(
+            "/api/v1/namespaces/default/configmaps",
+            "configmaps",
+            "{\"data\":{}}",
+        );
+        req.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+        );
+        let (_, events) = run(layer, &sink, req).await;
+        let e = &events[0];
+        assert_eq!(e.level, "RequestResponse");
+        assert!(e.request_object.is_none() && e.response_object.is_none());
+        assert_eq!(
+            e.annotations[REQUEST_OBJECT_ANNOTATION],
+            "omitted: not JSON"
+        );
+        assert_eq!(
+            e.annotations[RESPONSE_OBJECT_ANNOTATION],
+            "omitted: larger than the audit body limit"
+        );
+    }
+
+    #[test]
+    fn event_json_uses_audit_k8s_io_v1_field_names() {
+        let e = AuditEvent {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: "Metadata",
+            audit_id: "id".into(),
+            stage: "ResponseComplete",
+            request_uri: "/api".into(),
+            verb: "get".into(),
+            user: UserInfo {
+                username: "jane".into(),
+                ..UserInfo::default()
+            },
+            source_ips: vec!["127.0.0.1".into()],
+            user_agent: None,
+            object_ref: None,
+            response_status: Some(ResponseStatus {
+                metadata: BTreeMap::new(),
+                code: 200,
+            }),
+            request_object: None,
+            response_object: None,
+            request_received_timestamp: "2026-01-01T00:00:00.000000Z".into(),
+            stage_timestamp: "2026-01-01T00:00:00.000001Z".into(),
+            annotations: BTreeMap::new(),
+        };
+        let sink = JsonLinesSink::new(Vec::new());
+        sink.record(&e);
+        let line = sink.into_inner();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"level\":\"Metadata\",\"auditID\":\"id\",\"stage\":\"ResponseComplete\",\"requestURI\":\"/api\",\"verb\":\"get\",\"user\":{\"username\":\"jane\"},\"sourceIPs\":[\"127.0.0.1\"],\"responseStatus\":{\"metadata\":{},\"code\":200},\"requestReceivedTimestamp\":\"2026-01-01T00:00:00.000000Z\",\"stageTimestamp\":\"2026-01-01T00:00:00.000001Z\"}\n"
+        );
+    }
+}
