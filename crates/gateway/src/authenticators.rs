@@ -24,6 +24,8 @@ pub struct AuthnInput<'a> {
     pub bearer: Option<&'a str>,
     /// The client's address.
     pub client_addr: Option<SocketAddr>,
+    /// The client certificate the TLS layer verified, if one was presented.
+    pub peer_certificate: Option<&'a crate::tls::PeerCertificate>,
     /// Configured users and teams.
     pub directory: &'a Directory,
 }

@@ -165,9 +165,21 @@ pub struct OidcIssuerConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FrontProxyConfig {
-    /// Source networks (CIDR) whose identity headers are trusted.
+    /// Source networks (CIDR) the proxy connects from. Every configured check must pass: the
+    /// source network (when listed) and the client certificate (when `clientCaFile` is set).
     #[serde(default)]
     pub trusted_cidrs: Vec<String>,
+    /// CA bundle (PEM file) that issued the proxy's client certificate, like kube-apiserver's
+    /// `--requestheader-client-ca-file`. Clients are asked for a certificate and those that
+    /// present one not issued by this CA fail the TLS handshake; clients without one still
+    /// connect but their identity headers are never believed. Read at start (a reload keeps
+    /// the CA the gateway started with).
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Common names the proxy's certificate may carry (`--requestheader-allowed-names`); empty
+    /// means any certificate issued by `clientCaFile`.
+    #[serde(default)]
+    pub allowed_names: Vec<String>,
     /// Header names carrying the user (default `X-Remote-User`).
     #[serde(default)]
     pub username_headers: Vec<String>,
@@ -721,6 +733,21 @@ impl Config {
                 "audit.path",
                 "`sink: file` needs a `path`".into(),
             ));
+        }
+        if let Some(front) = &self.front_proxy {
+            if front.trusted_cidrs.is_empty() && front.client_ca_file.is_none() {
+                return Err(Problem::new(
+                    "frontProxy",
+                    "needs `trustedCidrs`, `clientCaFile`, or both: identity headers are only believed from a known proxy".into(),
+                ));
+            }
+            if !front.allowed_names.is_empty() && front.client_ca_file.is_none() {
+                return Err(Problem::new(
+                    "frontProxy.allowedNames",
+                    "needs `clientCaFile` (names are read from the verified client certificate)"
+                        .into(),
+                ));
+            }
         }
         if self.max_token_ttl_seconds == 0 {
             return Err(Problem::new(

@@ -1,6 +1,8 @@
 //! A trusted authenticating proxy in front of the gateway: `X-Remote-User` / `X-Remote-Group`
-//! (or the configured header names) are believed only from the configured source networks, the
-//! way kube-apiserver's request-header authenticator believes them only from its client CA.
+//! (or the configured header names) are believed only from a known proxy, as kube-apiserver's
+//! request-header authenticator believes them only from its client CA: the connection must
+//! come from a configured source network and/or present a client certificate issued by the
+//! configured CA (with an allowed common name) — every configured check must pass.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -71,6 +73,9 @@ impl Cidr {
 #[derive(Debug)]
 pub struct FrontProxy {
     trusted: Vec<Cidr>,
+    /// Whether a verified client certificate is required (a client CA is configured).
+    require_certificate: bool,
+    allowed_names: Vec<String>,
     user_headers: Vec<String>,
     group_headers: Vec<String>,
 }
@@ -92,19 +97,40 @@ impl FrontProxy {
         };
         Ok(FrontProxy {
             trusted,
+            require_certificate: config.client_ca_file.is_some(),
+            allowed_names: config.allowed_names.clone(),
             user_headers: lower(&config.username_headers, "x-remote-user"),
             group_headers: lower(&config.group_headers, "x-remote-group"),
         })
     }
 }
 
+impl FrontProxy {
+    fn trusts(&self, input: &AuthnInput<'_>) -> bool {
+        let network_ok = self.trusted.is_empty()
+            || input
+                .client_addr
+                .is_some_and(|a| self.trusted.iter().any(|c| c.contains(a.ip())));
+        let certificate_ok = !self.require_certificate
+            || input.peer_certificate.is_some_and(|cert| {
+                self.allowed_names.is_empty()
+                    || common_name(&cert.0).is_some_and(|cn| self.allowed_names.contains(&cn))
+            });
+        network_ok && certificate_ok
+    }
+}
+
+/// The subject common name of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_owned)
+}
+
 impl ExternalAuthenticator for FrontProxy {
     fn authenticate<'a>(&'a self, input: AuthnInput<'a>) -> BoxFuture<'a, AuthnOutcome> {
         Box::pin(async move {
-            let trusted = input
-                .client_addr
-                .is_some_and(|a| self.trusted.iter().any(|c| c.contains(a.ip())));
-            if !trusted {
+            if !self.trusts(&input) {
                 // Identity headers from anywhere else are ignored (and stripped before any
                 // upstream sees them).
                 return AuthnOutcome::Skip;

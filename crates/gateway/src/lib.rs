@@ -143,7 +143,13 @@ impl Gateway {
         }
         let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier))?;
         let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
-        let tls = tls::server_config(&serving_cert)?;
+        let tls = tls::server_config_with_client_ca(
+            &serving_cert,
+            config
+                .front_proxy
+                .as_ref()
+                .and_then(|f| f.client_ca_file.as_deref()),
+        )?;
         let audit = Arc::new(
             audit::GatewayAuditSink::open(&config.audit).map_err(|source| GatewayError::Io {
                 context: "opening the audit log".into(),

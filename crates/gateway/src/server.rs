@@ -124,9 +124,19 @@ pub async fn serve<S, B>(
                     return;
                 }
             };
+            // Only present when a client CA is configured (the front proxy's), and then verified.
+            let peer = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::tls::PeerCertificate(Arc::new(leaf.clone().into_owned())));
             let hyper_service =
                 hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                     req.extensions_mut().insert(ClientAddr(addr));
+                    if let Some(peer) = &peer {
+                        req.extensions_mut().insert(peer.clone());
+                    }
                     service.clone().oneshot(req)
                 });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), hyper_service);

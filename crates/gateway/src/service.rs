@@ -359,6 +359,7 @@ pub(crate) async fn authenticate(
             .extensions()
             .get::<kubegate_proxy::ClientAddr>()
             .map(|a| a.0),
+        peer_certificate: req.extensions().get::<crate::tls::PeerCertificate>(),
         directory: &runtime.directory,
     };
     // The session cookie first, then the configured authenticators, each answered the same way.

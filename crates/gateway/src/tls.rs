@@ -99,8 +99,23 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The leaf certificate a client presented, already verified by the TLS layer against the
+/// configured client CA (a request extension, set per connection).
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<CertificateDer<'static>>);
+
 /// Builds the rustls server config (HTTP/2 and HTTP/1.1 by ALPN) from PEM files.
 pub fn server_config(cert: &ServingCert) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with_client_ca(cert, None)
+}
+
+/// Like [`server_config`], and when `client_ca` (a PEM bundle) is given, asks clients for a
+/// certificate: a presented certificate must chain to that CA or the handshake fails; clients
+/// without one still connect (they authenticate with tokens).
+pub fn server_config_with_client_ca(
+    cert: &ServingCert,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert_file)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError::File {
@@ -118,10 +133,35 @@ pub fn server_config(cert: &ServingCert) -> Result<Arc<ServerConfig>, TlsError> 
         message: format!("no usable PEM private key: {e}"),
     })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let file_error = |message: String| TlsError::File {
+                path: path.to_owned(),
+                message,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for der in CertificateDer::pem_file_iter(path)
+                .map_err(|e| file_error(format!("no usable PEM certificate: {e}")))?
+            {
+                let der = der.map_err(|e| file_error(format!("no usable PEM certificate: {e}")))?;
+                roots
+                    .add(der)
+                    .map_err(|e| file_error(format!("not a CA certificate: {e}")))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| file_error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -246,6 +246,7 @@ impl Env {
             headers,
             bearer: None,
             client_addr: None,
+            peer_certificate: None,
             directory: &runtime.directory,
         };
         kubegate_gateway::auth::authenticate_session(&runtime.credentials, &runtime.config, &input)

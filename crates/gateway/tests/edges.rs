@@ -274,6 +274,80 @@ async fn front_proxy_headers_only_from_trusted_networks() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn front_proxy_headers_only_from_a_client_certificate_of_the_configured_ca() {
+    use kubegate_testkit::UserInfo;
+    // Upstream `a`'s throwaway CA plays the front proxy's CA; `b`'s is a foreign one.
+    let env = Env::start_with_fn(|a, dir| {
+        let ca = dir.join("front-proxy-ca.pem");
+        std::fs::write(&ca, a.ca_pem()).unwrap();
+        format!(
+            "frontProxy:\n  clientCaFile: {}\n  allowedNames: [front-proxy]\n",
+            ca.display()
+        )
+    })
+    .await;
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let headers = [("x-remote-user", "viewer"), ("x-remote-group", "devs")];
+    let proxy_cert = env
+        .a
+        .mint_client_cert(UserInfo::new("front-proxy"))
+        .unwrap();
+    let proxy = common::reqwest_like::Client::with_identity(&env.ca_pem, &proxy_cert);
+    let reply = proxy.get(&url, "", &headers).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let hit = env
+        .a
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path.ends_with("/configmaps"))
+        .unwrap();
+    assert_eq!(hit.effective_user().unwrap().name, "viewer");
+
+    // Same CA, a common name that is not allowed: the headers are not believed.
+    let other_cert = env
+        .a
+        .mint_client_cert(UserInfo::new("someone-else"))
+        .unwrap();
+    let other = common::reqwest_like::Client::with_identity(&env.ca_pem, &other_cert);
+    assert_eq!(other.get(&url, "", &headers).await.status, 401);
+    // No certificate: not believed either, but token clients (kubectl) connect as before.
+    let plain = env.client();
+    assert_eq!(plain.get(&url, "", &headers).await.status, 401);
+    assert_eq!(plain.get(&url, ADMIN_KEY, &[]).await.status, 200);
+    assert_ok(&env.kubectl(ADMIN_KEY, A, &["get", "configmaps"]).await);
+    // A certificate from another CA fails the handshake: no response at all.
+    let foreign_cert = env
+        .b
+        .mint_client_cert(UserInfo::new("front-proxy"))
+        .unwrap();
+    let foreign = common::reqwest_like::Client::with_identity(&env.ca_pem, &foreign_cert);
+    let req = http::Request::get(&url)
+        .header("x-remote-user", "viewer")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(foreign.try_send(req).await, None);
+}
+
+#[test]
+fn front_proxy_config_needs_a_way_to_recognise_the_proxy() {
+    let err = kubegate_gateway::Config::parse(
+        "listen: 127.0.0.1:0\nstateDir: /tmp/x\nfrontProxy:\n  usernameHeaders: [X-User]\n",
+        std::path::Path::new("c.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("frontProxy"), "{err}");
+    let err = kubegate_gateway::Config::parse(
+        "listen: 127.0.0.1:0\nstateDir: /tmp/x\nfrontProxy:\n  trustedCidrs: [10.0.0.0/8]\n  allowedNames: [p]\n",
+        std::path::Path::new("c.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("frontProxy.allowedNames"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn identity_mode_oidc_forwards_a_gateway_token() {
     let env = Env::start().await;
     let url = format!(

@@ -175,11 +175,18 @@ impl Env {
     }
 
     pub async fn start_with(extra: &str) -> Env {
+        Env::start_with_fn(|_, _| extra.to_owned()).await
+    }
+
+    /// Starts with extra config written by `extra(upstream a, test dir)` (e.g. after writing a
+    /// file the config names).
+    pub async fn start_with_fn(extra: impl FnOnce(&TestApiServer, &Path) -> String) -> Env {
         let a = upstream().await;
         let b = upstream().await;
         let dir = std::env::temp_dir().join(format!("kubegate-e2e-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let yaml = config_yaml(&a, &b, &dir, extra);
+        let extra = extra(&a, &dir);
+        let yaml = config_yaml(&a, &b, &dir, &extra);
         let config = Config::parse(&yaml, Path::new("e2e.yaml")).unwrap();
         let gateway = Gateway::new(config.clone()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -313,16 +320,30 @@ pub mod reqwest_like {
 
     impl Client {
         pub fn new(ca_pem: &[u8]) -> Client {
+            Client::build(ca_pem, None)
+        }
+
+        /// A client presenting `identity` as its TLS client certificate.
+        pub fn with_identity(ca_pem: &[u8], identity: &kubegate_testkit::CertifiedKey) -> Client {
+            Client::build(ca_pem, Some(identity))
+        }
+
+        fn build(ca_pem: &[u8], identity: Option<&kubegate_testkit::CertifiedKey>) -> Client {
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(ca_pem) {
                 roots.add(cert.unwrap()).unwrap();
             }
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
+            let builder = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+            let tls = match identity {
+                Some(id) => builder
+                    .with_client_auth_cert(vec![id.cert_der.clone()], id.private_key())
+                    .unwrap(),
+                None => builder.with_no_client_auth(),
+            };
             let https = hyper_rustls::HttpsConnectorBuilder::new()
                 .with_tls_config(tls)
                 .https_only()
