@@ -89,7 +89,8 @@ pub struct Gateway {
     metrics: MetricsLayer,
     /// Fixed at start, like the audit sink.
     max_recorded_body: usize,
-    tls: Arc<rustls::ServerConfig>,
+    /// Swapped on reload, so rotated certificates and a new client CA reach new connections.
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
     serving_cert: tls::ServingCert,
     shutdown: tokio_util::sync::CancellationToken,
 }
@@ -143,13 +144,7 @@ impl Gateway {
         }
         let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier))?;
         let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
-        let tls = tls::server_config_with_client_ca(
-            &serving_cert,
-            config
-                .front_proxy
-                .as_ref()
-                .and_then(|f| f.client_ca_file.as_deref()),
-        )?;
+        let tls = Arc::new(ArcSwap::new(server_tls(&config, &serving_cert)?));
         let audit = Arc::new(
             audit::GatewayAuditSink::open(&config.audit).map_err(|source| GatewayError::Io {
                 context: "opening the audit log".into(),
@@ -160,7 +155,7 @@ impl Gateway {
         let metrics = MetricsLayer::new(&mut registry);
         let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {
-            authenticators,
+            authenticators: ArcSwap::from_pointee(authenticators),
             router,
             runtime: ArcSwap::from_pointee(runtime),
             store,
@@ -213,13 +208,45 @@ impl Gateway {
         &self.serving_cert
     }
 
-    /// Replaces the configuration (policy, clusters, keys) without touching open connections;
-    /// a configuration that does not compile is refused and the old one stays.
+    /// Replaces the configuration without touching open connections: policy, clusters, keys,
+    /// audit levels, rate limits, the external authenticators (OIDC issuers, the agent's central
+    /// gateway, the front proxy — rebuilt only when their settings changed, so key caches
+    /// survive other reloads) and the TLS settings of new connections (serving certificate files
+    /// re-read, front-proxy client CA). A configuration that does not compile is refused and the
+    /// old one stays; so is a change of `mode`, `agent.cluster`, `listen` or `stateDir`, which
+    /// only a restart can apply.
     pub async fn reload(&self, config: Config) -> Result<(), GatewayError> {
+        let current = self.shared.runtime.load_full();
+        let old = &current.config;
+        let restart_only = [
+            ("mode", config.mode != old.mode),
+            (
+                "agent.cluster",
+                config.agent.as_ref().map(|a| &a.cluster) != old.agent.as_ref().map(|a| &a.cluster),
+            ),
+            ("listen", config.listen != old.listen),
+            ("stateDir", config.state_dir != old.state_dir),
+        ];
+        if let Some((field, _)) = restart_only.iter().find(|(_, changed)| *changed) {
+            return Err(GatewayError::Mode(format!(
+                "`{field}` changes only with a restart; the running configuration stays"
+            )));
+        }
+        let authenticators = (config.oidc_issuers != old.oidc_issuers
+            || config.agent != old.agent
+            || config.front_proxy != old.front_proxy)
+            .then(|| authenticators::from_config(&config))
+            .transpose()?;
+        let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
+        let server_tls = server_tls(&config, &serving_cert)?;
         let state = self.shared.store.snapshot().await?;
-        let verifier = Arc::clone(self.shared.runtime.load().credentials.verifier());
-        let runtime = build_runtime(config, &state, verifier)?;
+        let runtime = build_runtime(config, &state, Arc::clone(current.credentials.verifier()))?;
+        // Everything compiled: swap.
         self.shared.runtime.store(Arc::new(runtime));
+        if let Some(authenticators) = authenticators {
+            self.shared.authenticators.store(Arc::new(authenticators));
+        }
+        self.tls.store(server_tls);
         Ok(())
     }
 
@@ -250,6 +277,18 @@ impl Gateway {
         )
         .await;
     }
+}
+
+/// The listener's TLS settings for `config`.
+fn server_tls(
+    config: &Config,
+    serving_cert: &tls::ServingCert,
+) -> Result<Arc<rustls::ServerConfig>, GatewayError> {
+    let client_ca = config
+        .front_proxy
+        .as_ref()
+        .and_then(|f| f.client_ca_file.as_deref());
+    Ok(tls::server_config_with_client_ca(serving_cert, client_ca)?)
 }
 
 /// The type of [`Gateway::service`].

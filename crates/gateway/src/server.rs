@@ -48,9 +48,10 @@ impl Default for ServerLimits {
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and lets open
 /// connections finish for up to [`ServerLimits::shutdown_grace`].
+/// Each accepted connection uses the TLS settings `tls` holds at that moment.
 pub async fn serve<S, B>(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     service: S,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
@@ -67,7 +68,6 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -104,7 +104,8 @@ pub async fn serve<S, B>(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        // The settings current at accept time (a reload may have swapped them).
+        let acceptor = TlsAcceptor::from(tls.load_full());
         let service = service.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();

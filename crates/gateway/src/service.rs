@@ -93,7 +93,8 @@ pub struct Shared {
     /// Prometheus registry rendered at `/metrics`.
     pub registry: Arc<std::sync::Mutex<prometheus_client::registry::Registry>>,
     /// Authentication methods beyond the gateway's own credentials, in order.
-    pub authenticators: Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>,
+    /// Swapped on reload when their configuration changed (caches survive other reloads).
+    pub authenticators: ArcSwap<Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>>,
 }
 
 /// The request body inside the audit layer: the client's body, copied for the audit event when
@@ -369,7 +370,8 @@ pub(crate) async fn authenticate(
         Settled::Next(Some(why)) => reason = why,
         Settled::Next(None) => {}
     }
-    for authenticator in &shared.authenticators {
+    let authenticators = shared.authenticators.load_full();
+    for authenticator in authenticators.iter() {
         match settle(authenticator.authenticate(input).await, req) {
             Settled::Done(result) => return result.map(|caller| *caller),
             Settled::Next(Some(why)) => reason = why,

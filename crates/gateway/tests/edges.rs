@@ -329,6 +329,53 @@ async fn front_proxy_headers_only_from_a_client_certificate_of_the_configured_ca
     assert_eq!(foreign.try_send(req).await, None);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_rebuilds_authenticators_and_tls_and_refuses_restart_only_changes() {
+    use kubegate_gateway::config::FrontProxyConfig;
+    use kubegate_testkit::UserInfo;
+    let env = Env::start().await;
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let headers = [("x-remote-user", "viewer"), ("x-remote-group", "devs")];
+    assert_eq!(env.client().get(&url, "", &headers).await.status, 401);
+
+    // A front proxy trusted by network, added by reload: believed on the next request.
+    let mut config = env.config.clone();
+    config.front_proxy = Some(FrontProxyConfig {
+        trusted_cidrs: vec!["127.0.0.0/8".into()],
+        client_ca_file: None,
+        allowed_names: vec![],
+        username_headers: vec![],
+        group_headers: vec![],
+    });
+    env.gateway.reload(config.clone()).await.unwrap();
+    assert_eq!(env.client().get(&url, "", &headers).await.status, 200);
+
+    // Now by client certificate: the new CA reaches new connections' TLS settings.
+    let ca = env.dir.join("reloaded-ca.pem");
+    std::fs::write(&ca, env.a.ca_pem()).unwrap();
+    if let Some(front) = config.front_proxy.as_mut() {
+        front.client_ca_file = Some(ca);
+    }
+    env.gateway.reload(config.clone()).await.unwrap();
+    assert_eq!(env.client().get(&url, "", &headers).await.status, 401);
+    let cert = env
+        .a
+        .mint_client_cert(UserInfo::new("front-proxy"))
+        .unwrap();
+    let proxy = common::reqwest_like::Client::with_identity(&env.ca_pem, &cert);
+    assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
+
+    // Changes only a restart can apply are refused, and the running configuration stays.
+    let mut agent = config.clone();
+    agent.mode = kubegate_gateway::config::Mode::Agent;
+    let err = env.gateway.reload(agent).await.unwrap_err().to_string();
+    assert!(err.contains("`mode` changes only with a restart"), "{err}");
+    let mut moved = config.clone();
+    moved.listen = "127.0.0.1:1".parse().unwrap();
+    assert!(env.gateway.reload(moved).await.is_err());
+    assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
+}
+
 #[test]
 fn front_proxy_config_needs_a_way_to_recognise_the_proxy() {
     let err = kubegate_gateway::Config::parse(
