@@ -485,3 +485,56 @@ async fn expired_and_revoked_credentials_and_oversized_headers() {
     // The gateway still serves afterwards.
     assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 200);
 }
+
+/// A TLS connection to the gateway, handshake included, or `None` if it did not complete
+/// within `wait`.
+async fn tls_connect(
+    env: &Env,
+    wait: Duration,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&env.ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
+    let addr = env.url.trim_start_matches("https://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio::time::timeout(wait, connector.connect(name, tcp))
+        .await
+        .ok()
+        .map(|r| r.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_limit_holds_new_connections_until_one_closes() {
+    let env = Env::start_with("maxConnections: 2\n").await;
+    let first = tls_connect(&env, Duration::from_secs(10)).await.unwrap();
+    let _second = tls_connect(&env, Duration::from_secs(10)).await.unwrap();
+    // The third is not accepted (the kernel queues it) while two are open…
+    let addr = env.url.trim_start_matches("https://").to_owned();
+    let third = tokio::spawn({
+        let env_url = env.url.clone();
+        let ca = env.ca_pem.clone();
+        async move {
+            let client = common::reqwest_like::Client::new(&ca);
+            client.get(&format!("{env_url}/healthz"), "", &[]).await.status
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "a third connection was served at {addr}");
+    // …and is served as soon as one closes.
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served after a slot freed")
+        .unwrap();
+    assert_eq!(status, 200);
+}
