@@ -525,11 +525,17 @@ async fn connection_limit_holds_new_connections_until_one_closes() {
         let ca = env.ca_pem.clone();
         async move {
             let client = common::reqwest_like::Client::new(&ca);
-            client.get(&format!("{env_url}/healthz"), "", &[]).await.status
+            client
+                .get(&format!("{env_url}/healthz"), "", &[])
+                .await
+                .status
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "a third connection was served at {addr}");
+    assert!(
+        !third.is_finished(),
+        "a third connection was served at {addr}"
+    );
     // …and is served as soon as one closes.
     drop(first);
     let status = tokio::time::timeout(Duration::from_secs(10), third)
