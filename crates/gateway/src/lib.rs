@@ -134,14 +134,7 @@ impl Gateway {
             TOKEN_AUDIENCE,
         ));
         let state = store.snapshot().await?;
-        let now = kubegate_tokens::unix_now();
-        for r in &state.revocations {
-            if r.expires_at > now as i64 {
-                verifier
-                    .revocations()
-                    .revoke(r.jti.clone(), r.expires_at as u64, now);
-            }
-        }
+        service::apply_revocations(&verifier, &state);
         let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier))?;
         let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
         let tls = Arc::new(ArcSwap::new(server_tls(&config, &serving_cert)?));

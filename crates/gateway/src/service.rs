@@ -45,12 +45,26 @@ pub struct Runtime {
     pub limits: Arc<crate::ratelimit::RateLimits>,
 }
 
+/// Revokes, in `verifier`, every stored revocation that has not yet run out (idempotent).
+pub(crate) fn apply_revocations(verifier: &kubegate_tokens::Verifier, state: &crate::store::State) {
+    let now = kubegate_tokens::unix_now();
+    for r in &state.revocations {
+        if r.expires_at > now as i64 {
+            verifier
+                .revocations()
+                .revoke(r.jti.clone(), r.expires_at as u64, now);
+        }
+    }
+}
+
 impl Shared {
-    /// Re-reads API-created state (access keys, token generations) into the runtime, so a key
-    /// created a moment ago authenticates on the next request.
+    /// Re-reads API-created state (access keys, token generations, revocations) into the
+    /// runtime, so a key created a moment ago authenticates on the next request and a token
+    /// revoked through another replica sharing the store stops working here too.
     pub async fn refresh_state(&self) -> Result<(), crate::error::StoreError> {
         let state = self.store.snapshot().await?;
         let current = self.runtime.load_full();
+        apply_revocations(current.credentials.verifier(), &state);
         let credentials = Credentials::new(
             &current.config,
             &state,

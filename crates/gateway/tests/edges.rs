@@ -544,3 +544,46 @@ async fn connection_limit_holds_new_connections_until_one_closes() {
         .unwrap();
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_through_one_replica_reaches_another_sharing_the_store() {
+    use kubegate_gateway::store::Revocation;
+    let env = Env::start().await;
+    let store: std::sync::Arc<dyn kubegate_gateway::Store> =
+        std::sync::Arc::new(kubegate_gateway::FileStore::open(&env.dir.join("replicas")).unwrap());
+    let one = kubegate_gateway::Gateway::with_store(env.config.clone(), store.clone())
+        .await
+        .unwrap();
+    let two = kubegate_gateway::Gateway::with_store(env.config.clone(), store)
+        .await
+        .unwrap();
+    let revoked = |g: &kubegate_gateway::Gateway| {
+        g.shared()
+            .runtime
+            .load()
+            .credentials
+            .verifier()
+            .revocations()
+            .is_revoked("jti-1")
+    };
+    assert!(!revoked(&two));
+    let now = kubegate_tokens::unix_now() as i64;
+    one.shared()
+        .store
+        .revoke(
+            Revocation {
+                jti: "jti-1".into(),
+                expires_at: now + 600,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !revoked(&two) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the other replica learned of the revocation");
+}
