@@ -808,3 +808,27 @@ fn first_line(s: &str) -> String {
         _ => line.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+        let end = start + readme[start..].find("```").expect("the block ends");
+        let config = Config::parse(&readme[start..end], Path::new("README.md"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.clusters[0].audit_level,
+            Some(AuditLevel::RequestResponse)
+        );
+        assert_eq!(
+            config.projects[0].spaces[0].audit_level,
+            Some(AuditLevel::Request)
+        );
+        assert_eq!(config.audit.level, AuditLevel::Metadata);
+        assert!(config.front_proxy.is_some() && !config.oidc_issuers.is_empty());
+    }
+}
