@@ -114,22 +114,29 @@ pub(crate) fn check_segments(raw: &str) -> Result<(), RouteError> {
 /// possible trailing `/`, which is allowed). Branch-free over the bytes, so it vectorizes.
 pub(crate) fn is_plain_path(raw: &str) -> bool {
     let bytes = raw.as_bytes();
-    if bytes.first() != Some(&b'/') || !is_plain(bytes) {
+    if bytes.first() != Some(&b'/') {
         return false;
     }
+    // One pass over (previous, current) pairs; the first byte is `/`, so it needs no check of
+    // its own.
     let suspicious = bytes.iter().zip(&bytes[1..]).fold(false, |acc, (&a, &b)| {
-        acc | ((a == b'/') & ((b == b'/') | (b == b'.')))
+        acc | needs_a_closer_look(b) | ((a == b'/') & ((b == b'/') | (b == b'.')))
     });
     !suspicious
+}
+
+/// A control byte, space, DEL, backslash or `%`.
+fn needs_a_closer_look(b: u8) -> bool {
+    (b <= b' ') | (b == 0x7f) | (b == b'\\') | (b == b'%')
 }
 
 /// Whether a path has no byte that needs a closer look: no control byte, space, DEL, backslash
 /// or `%`. Written without short-circuiting so it compiles to a vector loop; almost every real
 /// request path takes this way.
 fn is_plain(bytes: &[u8]) -> bool {
-    !bytes.iter().fold(false, |bad, &b| {
-        bad | (b <= b' ') | (b == 0x7f) | (b == b'\\') | (b == b'%')
-    })
+    !bytes
+        .iter()
+        .fold(false, |bad, &b| bad | needs_a_closer_look(b))
 }
 
 /// [`check_segments`] for a plain path (no escapes): one scan, no splitting.

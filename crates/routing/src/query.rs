@@ -26,11 +26,20 @@ impl<'a> Query<'a> {
         let simple = !self.raw.bytes().fold(false, |acc, b| {
             acc | (b == b'%') | (b == b'+') | (b == b';')
         });
-        self.raw.split('&').filter_map(move |pair| {
+        Pairs {
+            rest: Some(self.raw),
+        }
+        .filter_map(move |pair| {
             if pair.is_empty() {
                 return None;
             }
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let (key, value) = match pair.bytes().position(|b| b == b'=') {
+                Some(i) => {
+                    let (key, value) = pair.split_at(i);
+                    (key, value.get(1..).unwrap_or_default())
+                }
+                None => (pair, ""),
+            };
             if simple {
                 return Some((Cow::Borrowed(key), Cow::Borrowed(value)));
             }
@@ -52,25 +61,51 @@ impl<'a> Query<'a> {
     }
 }
 
+/// The `&`-separated pieces of a query, found with a plain byte loop (pieces are short, where
+/// `memchr`'s setup costs more than the search).
+struct Pairs<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for Pairs<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match rest.bytes().position(|b| b == b'&') {
+            Some(i) => {
+                let (pair, after) = rest.split_at(i);
+                self.rest = Some(after.get(1..).unwrap_or_default());
+                Some(pair)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
 /// Go `url.QueryUnescape`: `+` → space, `%XX` → byte; `None` on an invalid escape.
 /// Bytes that are not UTF-8 after decoding are replaced (Go would keep them raw).
 pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    if !s.contains(['%', '+']) {
-        return Some(Cow::Borrowed(s));
-    }
     let bytes = s.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
+        return Some(Cow::Borrowed(s));
+    };
     let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
+    out.extend_from_slice(bytes.get(..first)?);
+    let mut i = first;
+    while let Some(&b) = bytes.get(i) {
+        match b {
             b'+' => {
                 out.push(b' ');
                 i += 1;
             }
             b'%' => {
-                let hi = bytes.get(i + 1).and_then(|b| (*b as char).to_digit(16))?;
-                let lo = bytes.get(i + 2).and_then(|b| (*b as char).to_digit(16))?;
-                out.push((hi * 16 + lo) as u8);
+                let hi = bytes.get(i + 1).copied().and_then(hex)?;
+                let lo = bytes.get(i + 2).copied().and_then(hex)?;
+                out.push(hi << 4 | lo);
                 i += 3;
             }
             b => {
@@ -83,6 +118,15 @@ pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
     })
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

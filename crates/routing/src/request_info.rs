@@ -66,98 +66,85 @@ pub enum RequestInfoError {
     },
 }
 
-/// How many leading segments are indexed up front: prefix, group, version, path verb,
-/// `namespaces`, namespace, resource, name, subresource — and one to spare.
-const INDEXED: usize = 10;
-
-/// Segments of a path (after trimming slashes at both ends), split once and consumed from the
-/// front without allocating: the first [`INDEXED`] segments are sliced in one scan, so length,
-/// indexing and popping are O(1).
+/// Segments of a path (after trimming slashes at both ends), consumed from the front without
+/// allocating or copying. RequestInfo never looks more than three segments ahead, so a window of
+/// the next three is kept and every byte is scanned once; segments are a few bytes long, where a
+/// plain byte loop beats `memchr`.
 #[derive(Clone, Copy)]
 struct Segments<'a> {
-    trimmed: &'a str,
-    /// The first [`INDEXED`] segments.
-    items: [&'a str; INDEXED],
-    /// Byte offset where each of those segments starts in `trimmed`.
-    starts: [usize; INDEXED],
-    /// Total number of segments (0 for an empty path).
-    total: usize,
-    /// Segments consumed so far.
-    next: usize,
+    /// The path from the first segment of the window on.
+    rest: &'a str,
+    /// The next three segments (`None` past the end).
+    window: [Option<&'a str>; 3],
+    /// What follows the window, not yet split (`None` once the last segment is in the window).
+    unscanned: Option<&'a str>,
+}
+
+/// `s` without leading and trailing `/` (Go's `strings.Trim(path, "/")`).
+fn trim_slashes(s: &str) -> &str {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    let mut end = bytes.len();
+    while start < end && bytes[start] == b'/' {
+        start += 1;
+    }
+    while end > start && bytes[end - 1] == b'/' {
+        end -= 1;
+    }
+    // Both ends sit next to ASCII `/` (or at the string's ends): char boundaries.
+    s.get(start..end).unwrap_or_default()
 }
 
 impl<'a> Segments<'a> {
     fn new(path: &'a str) -> Self {
-        let trimmed = path.trim_matches('/');
-        let mut items = [""; INDEXED];
-        let mut starts = [0usize; INDEXED];
-        let mut total = 0;
-        if !trimmed.is_empty() {
-            let mut start = 0;
-            // Segment boundaries are ASCII `/`, so every slice below is on a char boundary.
-            for (i, b) in trimmed.bytes().enumerate() {
-                if b == b'/' {
-                    if total < INDEXED {
-                        items[total] = &trimmed[start..i];
-                        starts[total] = start;
-                    }
-                    total += 1;
-                    start = i + 1;
-                }
+        let rest = trim_slashes(path);
+        let mut segments = Segments {
+            rest,
+            window: [None; 3],
+            unscanned: (!rest.is_empty()).then_some(rest),
+        };
+        segments.window = [segments.scan(), segments.scan(), segments.scan()];
+        segments
+    }
+
+    /// Splits the next segment off the unscanned part.
+    fn scan(&mut self) -> Option<&'a str> {
+        let unscanned = self.unscanned?;
+        match unscanned.bytes().position(|b| b == b'/') {
+            Some(i) => {
+                let (segment, after) = unscanned.split_at(i);
+                self.unscanned = Some(after.get(1..).unwrap_or_default());
+                Some(segment)
             }
-            if total < INDEXED {
-                items[total] = &trimmed[start..];
-                starts[total] = start;
+            None => {
+                self.unscanned = None;
+                Some(unscanned)
             }
-            total += 1;
-        }
-        Segments {
-            trimmed,
-            items,
-            starts,
-            total,
-            next: 0,
         }
     }
 
-    fn len(&self) -> usize {
-        self.total - self.next
+    /// Whether at least `n` (≤ 3) segments are left.
+    fn has(&self, n: usize) -> bool {
+        n == 0 || self.window.get(n - 1).is_some_and(Option::is_some)
     }
 
     fn get(&self, index: usize) -> Option<&'a str> {
-        let segment = self.next + index;
-        if segment >= self.total {
-            return None;
-        }
-        match self.items.get(segment) {
-            Some(item) => Some(item),
-            // Beyond the indexed segments (never reached by RequestInfo's own lookups).
-            None => self.trimmed.split('/').nth(segment),
-        }
+        self.window.get(index).copied().flatten()
     }
 
     fn pop(&mut self) -> Option<&'a str> {
-        let first = self.get(0)?;
-        self.next += 1;
+        let first = self.window[0]?;
+        self.rest = match self.window[1] {
+            Some(_) => self.rest.get(first.len() + 1..).unwrap_or_default(),
+            None => "",
+        };
+        self.window = [self.window[1], self.window[2], self.scan()];
         Some(first)
     }
 
     /// The segments left, joined by `/` (`None` when none is left).
     fn rest(&self) -> Option<&'a str> {
-        if self.next >= self.total {
-            return None;
-        }
-        match self.starts.get(self.next) {
-            Some(&start) => self.trimmed.get(start..),
-            None => {
-                let start = self
-                    .trimmed
-                    .match_indices('/')
-                    .nth(self.next - 1)
-                    .map_or(self.trimmed.len(), |(i, _)| i + 1);
-                self.trimmed.get(start..)
-            }
-        }
+        self.window[0].map(|_| self.rest)
     }
 }
 
@@ -202,7 +189,7 @@ impl<'a> RequestInfo<'a> {
             parts: None,
         };
         let mut segments = Segments::new(path);
-        if segments.len() < 3 {
+        if !segments.has(3) {
             return Ok(info);
         }
         let prefix = segments.pop().unwrap_or_default();
@@ -211,7 +198,7 @@ impl<'a> RequestInfo<'a> {
         }
         info.api_prefix = prefix;
         if prefix == "apis" {
-            if segments.len() < 3 {
+            if !segments.has(3) {
                 return Ok(info);
             }
             info.api_group = segments.pop().unwrap_or_default();
@@ -221,7 +208,7 @@ impl<'a> RequestInfo<'a> {
 
         let mut verb_via_path_prefix = false;
         if let Some(special @ ("watch" | "proxy")) = segments.get(0) {
-            if segments.len() < 2 {
+            if !segments.has(2) {
                 let url = match query {
                     Some(q) => format!("{path}?{q}"),
                     None => path.to_owned(),
@@ -257,15 +244,16 @@ impl<'a> RequestInfo<'a> {
         }
 
         info.parts = segments.rest();
-        let n = segments.len();
-        if n >= 3 && info.verb != "proxy" {
-            info.subresource = segments.get(2).unwrap_or_default();
+        if info.verb != "proxy"
+            && let Some(subresource) = segments.get(2)
+        {
+            info.subresource = subresource;
         }
-        if n >= 2 {
-            info.name = Cow::Borrowed(segments.get(1).unwrap_or_default());
+        if let Some(name) = segments.get(1) {
+            info.name = Cow::Borrowed(name);
         }
-        if n >= 1 {
-            info.resource = segments.get(0).unwrap_or_default();
+        if let Some(resource) = segments.get(0) {
+            info.resource = resource;
         }
 
         // Only collection requests read the query; one pass collects everything they need.
@@ -392,7 +380,7 @@ impl<'a> ListQuery<'a> {
             int.parse::<i64>().map_err(|_| ())?;
         }
         if let Some(labels) = &self.label_selector {
-            LabelSelector::parse(labels).map_err(|_| ())?;
+            LabelSelector::validate(labels).map_err(|_| ())?;
         }
         let name = match &self.field_selector {
             None => None,

@@ -114,49 +114,50 @@ fn invalid(selector: &str, term: &str) -> SelectorError {
 
 /// Comma-separated terms; a backslash-escaped comma is data (the backslash is kept).
 fn split_terms(selector: &str) -> impl Iterator<Item = &str> {
+    // Bytes, not chars: `\\` and `,` are ASCII, and an escaped multi-byte character is skipped
+    // byte by byte without ever matching either (UTF-8 continuation bytes are ≥ 0x80).
     let mut start = 0;
     let mut in_slash = false;
     let mut done = selector.is_empty();
-    let mut chars = selector.char_indices();
+    let mut bytes = selector.bytes().enumerate();
     std::iter::from_fn(move || {
         if done {
             return None;
         }
-        for (i, c) in chars.by_ref() {
+        for (i, b) in bytes.by_ref() {
             if in_slash {
                 in_slash = false;
-            } else if c == '\\' {
+            } else if b == b'\\' {
                 in_slash = true;
-            } else if c == ',' {
-                let term = &selector[start..i];
+            } else if b == b',' {
+                let term = selector.get(start..i).unwrap_or_default();
                 start = i + 1;
                 return Some(term);
             }
         }
         done = true;
-        Some(&selector[start..])
+        Some(selector.get(start..).unwrap_or_default())
     })
 }
 
 /// The first occurrence of `!=`, `==` or `=` (checked in that order at each position) splits a term.
 fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
-    for (i, _) in term.char_indices() {
-        let rest = &term[i..];
-        for (token, op) in [
-            ("!=", FieldOperator::NotEquals),
-            ("==", FieldOperator::DoubleEquals),
-            ("=", FieldOperator::Equals),
-        ] {
-            if let Some(value) = rest.strip_prefix(token) {
-                return Some((&term[..i], op, value));
-            }
-        }
+    let bytes = term.as_bytes();
+    // Only a `!` or `=` can start an operator; both are ASCII, so `i` is a char boundary.
+    for (i, &b) in bytes.iter().enumerate() {
+        let (op, len) = match (b, bytes.get(i + 1)) {
+            (b'!', Some(b'=')) => (FieldOperator::NotEquals, 2),
+            (b'=', Some(b'=')) => (FieldOperator::DoubleEquals, 2),
+            (b'=', _) => (FieldOperator::Equals, 1),
+            _ => continue,
+        };
+        return Some((term.get(..i)?, op, term.get(i + len..)?));
     }
     None
 }
 
 fn unescape_value(s: &str) -> Result<Cow<'_, str>, SelectorError> {
-    if !s.contains(['\\', ',', '=']) {
+    if !s.bytes().any(|b| matches!(b, b'\\' | b',' | b'=')) {
         return Ok(Cow::Borrowed(s));
     }
     let mut out = String::with_capacity(s.len());

@@ -57,10 +57,29 @@ impl<'a> LabelSelector<'a> {
         let mut parser = Parser {
             lexer: Lexer { input: selector },
             peeked: None,
+            collect: true,
         };
         let mut requirements = parser.parse()?;
         requirements.sort_by(|a, b| a.key.cmp(b.key));
         Ok(LabelSelector { requirements })
+    }
+
+    /// Whether `selector` parses, without building it (and, for `key`, `!key`, `key=value`,
+    /// `key!=value`, `key>n` terms, without allocating): what kube-apiserver's ListOptions
+    /// decoding needs to know.
+    ///
+    /// ```
+    /// use kubegate_routing::selectors::LabelSelector;
+    /// assert!(LabelSelector::validate("app=web,tier!=db").is_ok());
+    /// assert!(LabelSelector::validate("a=b c").is_err());
+    /// ```
+    pub fn validate(selector: &str) -> Result<(), SelectorError> {
+        let mut parser = Parser {
+            lexer: Lexer { input: selector },
+            peeked: None,
+            collect: false,
+        };
+        parser.parse().map(drop)
     }
 
     /// The requirements, sorted by key.
@@ -177,6 +196,8 @@ impl<'a> Lexer<'a> {
 struct Parser<'a> {
     lexer: Lexer<'a>,
     peeked: Option<Token<'a>>,
+    /// Whether requirements are kept (`false`: only checked).
+    collect: bool,
 }
 
 fn err(msg: String) -> SelectorError {
@@ -204,7 +225,10 @@ impl<'a> Parser<'a> {
         loop {
             match self.peek().as_value() {
                 Token::Identifier(_) | Token::Bang => {
-                    requirements.push(self.requirement()?);
+                    let requirement = self.requirement()?;
+                    if self.collect {
+                        requirements.push(requirement);
+                    }
                     match self.consume() {
                         Token::End => return Ok(requirements),
                         Token::Comma => match self.peek().as_value() {
@@ -277,27 +301,26 @@ impl<'a> Parser<'a> {
                 )));
             }
         };
-        let mut values = match operator {
-            LabelOperator::In | LabelOperator::NotIn => self.set_values()?,
-            _ => vec![self.exact_value()?],
-        };
+        if !matches!(operator, LabelOperator::In | LabelOperator::NotIn) {
+            // One value: nothing to sort or de-duplicate, and nothing to allocate when only
+            // checking.
+            let value = self.exact_value()?;
+            check_values(operator, &[value])?;
+            let values = if self.collect {
+                vec![value]
+            } else {
+                Vec::new()
+            };
+            return Ok(LabelRequirement {
+                key,
+                operator,
+                values,
+            });
+        }
+        let mut values = self.set_values()?;
         values.sort_unstable();
         values.dedup();
-        match operator {
-            LabelOperator::GreaterThan | LabelOperator::LessThan => {
-                if values.len() != 1 || values[0].parse::<i64>().is_err() {
-                    return Err(err(format!(
-                        "key: Invalid value: {:?}: for 'Gt', 'Lt' operators, the value must be an integer",
-                        values
-                    )));
-                }
-            }
-            _ => {
-                for v in &values {
-                    validate_value(v)?;
-                }
-            }
-        }
+        check_values(operator, &values)?;
         Ok(LabelRequirement {
             key,
             operator,
@@ -386,6 +409,25 @@ impl<'a> Parser<'a> {
             }
         }
     }
+}
+
+/// The values of a requirement: one integer for `>`/`<`, label values otherwise.
+fn check_values(operator: LabelOperator, values: &[&str]) -> Result<(), SelectorError> {
+    match operator {
+        LabelOperator::GreaterThan | LabelOperator::LessThan => {
+            if values.len() != 1 || values[0].parse::<i64>().is_err() {
+                return Err(err(format!(
+                    "key: Invalid value: {values:?}: for 'Gt', 'Lt' operators, the value must be an integer"
+                )));
+            }
+        }
+        _ => {
+            for v in values {
+                validate_value(v)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `IsQualifiedName`: an optional DNS-1123 subdomain prefix and `/`, then a name of at most 63
