@@ -57,7 +57,11 @@ impl Upstreams {
     pub fn build(config: &Config) -> Result<Upstreams, UpstreamError> {
         let mut services = HashMap::new();
         let mut add = |key: UpstreamKey, upstream: &UpstreamConfig| -> Result<(), UpstreamError> {
-            let built = build_upstream(&key.describe(), upstream)?;
+            // Kubernetes API servers (some run by tenants: virtual clusters) may not redirect
+            // the gateway's clients elsewhere; Grafana redirects by design (login, trailing
+            // slashes) within its own site.
+            let redirects_allowed = matches!(key, UpstreamKey::Grafana(_));
+            let built = build_upstream(&key.describe(), upstream, redirects_allowed)?;
             services.insert(key, ForwardService::new(built));
             Ok(())
         };
@@ -127,7 +131,11 @@ pub fn key_for(target: &Target<'_>, space_cluster: Option<&str>) -> Option<Upstr
     }
 }
 
-fn build_upstream(name: &str, u: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+fn build_upstream(
+    name: &str,
+    u: &UpstreamConfig,
+    redirects_allowed: bool,
+) -> Result<Upstream, UpstreamError> {
     let err = |message: String| UpstreamError {
         name: name.to_owned(),
         message,
@@ -141,6 +149,7 @@ fn build_upstream(name: &str, u: &UpstreamConfig) -> Result<Upstream, UpstreamEr
             .map_err(|e| err(format!("{what} is not valid base64: {e}")))
     };
     let mut builder = Upstream::builder(name, u.server.clone())
+        .reject_forwarding_redirects(!redirects_allowed)
         .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
         .identity_mode(match u.identity_mode {
             config::IdentityMode::Impersonate => IdentityMode::Impersonate,

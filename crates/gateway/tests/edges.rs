@@ -9,6 +9,7 @@ use common::*;
 use http_body_util::BodyExt;
 
 const A: &str = "/kubernetes/cluster/a";
+const LEGACY_VC: &str = "/kubernetes/virtualcluster/a/team/vc1";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_returns_429_and_recovers() {
@@ -392,6 +393,57 @@ fn front_proxy_config_needs_a_way_to_recognise_the_proxy() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("frontProxy.allowedNames"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_redirects_never_reach_clients() {
+    use kubegate_testkit::{Fault, FaultRule};
+    let env = Env::start().await;
+    // A tenant's virtual cluster (upstream b) tries to send kubectl elsewhere.
+    env.b.faults().inject(FaultRule::new(Fault::Redirect {
+        code: 302,
+        location: "https://evil.example.com/api".into(),
+    }));
+    let reply = env
+        .client()
+        .get(
+            &format!(
+                "{}{LEGACY_VC}/api/v1/namespaces/default/configmaps",
+                env.url
+            ),
+            ADMIN_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        "the backend attempted to redirect this request, which is not permitted"
+    );
+    assert!(reply.headers.get("location").is_none());
+    let out = env
+        .kubectl(ADMIN_KEY, LEGACY_VC, &["get", "configmaps"])
+        .await;
+    assert!(!out.status.success());
+    assert!(
+        !stderr(&out).contains("evil.example.com"),
+        "{}",
+        stderr(&out)
+    );
+    // Grafana (served from upstream a's /grafana-root) redirects by design: passed on.
+    env.a.faults().inject(
+        FaultRule::new(Fault::Redirect {
+            code: 302,
+            location: "/grafana/b/login".into(),
+        })
+        .path_prefix("/grafana-root"),
+    );
+    let reply = env
+        .client()
+        .get(&format!("{}/grafana/b/", env.url), ADMIN_KEY, &[])
+        .await;
+    assert_eq!(reply.status, 302, "{}", reply.body);
+    assert_eq!(reply.headers["location"], "/grafana/b/login");
 }
 
 #[tokio::test(flavor = "multi_thread")]

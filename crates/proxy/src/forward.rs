@@ -375,6 +375,26 @@ where
             }
         };
         match result {
+            Ok(res) if self.upstream.rejects_forwarding_redirects() && is_redirect(&res) => {
+                tracing::info!(
+                    upstream = self.upstream.name(),
+                    status = res.status().as_u16(),
+                    "refused an upstream redirect"
+                );
+                // Dropping the response closes its body; the client never sees the Location.
+                drop(res);
+                let mut res = Response::new(ProxyBody::from(bytes::Bytes::from_static(
+                    REDIRECT_REFUSED.as_bytes(),
+                )));
+                *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+                res.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                res.extensions_mut()
+                    .insert(UpstreamError { kind: "redirect" });
+                res
+            }
             Ok(res) => {
                 let (mut parts, body) = res.into_parts();
                 headers::strip_response(&mut parts.headers, false);
@@ -386,6 +406,19 @@ where
             }
         }
     }
+}
+
+/// kube-apiserver's body for a refused upstream redirect (apimachinery `upgradeaware.go`).
+const REDIRECT_REFUSED: &str =
+    "the backend attempted to redirect this request, which is not permitted";
+
+/// A 3xx carrying a `Location` (a 304 without one is a cache answer, not a redirect).
+fn is_redirect<B>(res: &Response<B>) -> bool {
+    res.status().is_redirection()
+        && res
+            .headers()
+            .get(http::header::LOCATION)
+            .is_some_and(|v| !v.is_empty())
 }
 
 pub(crate) fn target_path(parts: &http::request::Parts) -> PathAndQuery {

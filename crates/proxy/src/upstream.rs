@@ -72,9 +72,20 @@ pub struct UpstreamBuilder {
     tls_server_name: Option<String>,
     description: Option<String>,
     http2: bool,
+    reject_forwarding_redirects: bool,
 }
 
 impl UpstreamBuilder {
+    /// Whether a redirect from the upstream (a 3xx with a `Location`) is replaced by a 502
+    /// (default on, as kube-apiserver's aggregator does since CVE-2022-3172): a tenant-run API
+    /// server, such as a virtual cluster, must not send the gateway's clients elsewhere. Turn
+    /// it off for upstreams that redirect by design (a web UI such as Grafana).
+    #[must_use]
+    pub fn reject_forwarding_redirects(mut self, reject: bool) -> Self {
+        self.reject_forwarding_redirects = reject;
+        self
+    }
+
     /// Whether HTTP/2 is offered in ALPN for pooled requests (default on; upgrades always use
     /// HTTP/1.1). Off makes every concurrent request use its own pooled HTTP/1.1 connection.
     #[must_use]
@@ -219,6 +230,7 @@ impl UpstreamBuilder {
                 credential,
                 identity_mode: self.identity_mode,
                 http2: self.http2,
+                reject_forwarding_redirects: self.reject_forwarding_redirects,
                 insecure: self.insecure_skip_tls_verify,
                 connect_timeout: self.connect_timeout,
                 response_header_timeout: self.response_header_timeout,
@@ -318,6 +330,7 @@ struct Inner {
     credential: CredentialState,
     identity_mode: IdentityMode,
     http2: bool,
+    reject_forwarding_redirects: bool,
     insecure: bool,
     connect_timeout: Duration,
     response_header_timeout: Duration,
@@ -439,6 +452,7 @@ impl Upstream {
             tls_server_name: None,
             description: None,
             http2: true,
+            reject_forwarding_redirects: true,
         }
     }
 
@@ -455,6 +469,11 @@ impl Upstream {
     /// Whether pooled requests may use HTTP/2.
     pub fn http2(&self) -> bool {
         self.inner.http2
+    }
+
+    /// Whether upstream redirects are replaced by a 502.
+    pub fn rejects_forwarding_redirects(&self) -> bool {
+        self.inner.reject_forwarding_redirects
     }
 
     /// Connect timeout.

@@ -473,3 +473,65 @@ async fn token_file_rotation_is_picked_up() {
     assert_eq!(seen[1].all("authorization"), ["Bearer token-two-rotated"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// §V5.4 `TestRejectForwardingRedirectsOption` (non-upgrade path; backend body `some data`).
+#[tokio::test]
+async fn upstream_redirects_are_refused_unless_allowed() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |req: Request<Incoming>| async move {
+        // The test case is in the path: /<status>[/location]
+        let mut parts = req.uri().path().trim_start_matches('/').split('/');
+        let status: u16 = parts.next().unwrap().parse().unwrap();
+        let mut res = Response::new(full("some data"));
+        *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        if parts.next() == Some("location") {
+            res.headers_mut().insert("location", "/".parse().unwrap());
+        }
+        res
+    })
+    .await;
+    // (reject, backend status, backend Location, client status, client body)
+    let table: &[(bool, u16, bool, u16, &str)] = &[
+        (true, 200, false, 200, "some data"),
+        (
+            true,
+            301,
+            true,
+            502,
+            "the backend attempted to redirect this request, which is not permitted",
+        ),
+        (
+            true,
+            304,
+            true,
+            502,
+            "the backend attempted to redirect this request, which is not permitted",
+        ),
+        (true, 304, false, 304, ""),
+        (false, 200, false, 200, "some data"),
+        (false, 301, true, 301, "some data"),
+    ];
+    for &(reject, status, location, want_status, want_body) in table {
+        let upstream = upstream(&pki, &backend)
+            .reject_forwarding_redirects(reject)
+            .build()
+            .unwrap();
+        let addr = gateway(ForwardService::new(upstream), Some(identity())).await;
+        let path = if location {
+            format!("/kubernetes/cluster/prod/{status}/location")
+        } else {
+            format!("/kubernetes/cluster/prod/{status}")
+        };
+        let res = h1_client()
+            .get(format!("http://{addr}{path}").parse().unwrap())
+            .await
+            .unwrap();
+        let case = format!("reject={reject} status={status} location={location}");
+        assert_eq!(res.status().as_u16(), want_status, "{case}");
+        if want_status == 502 {
+            assert!(res.headers().get("location").is_none(), "{case}");
+            assert_eq!(res.headers()["content-type"], "text/plain; charset=utf-8");
+        }
+        assert_eq!(body_string(res.into_body()).await, want_body, "{case}");
+    }
+}

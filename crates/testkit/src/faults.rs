@@ -28,6 +28,14 @@ pub enum Fault {
         /// `Location` header for redirects.
         location: Option<String>,
     },
+    /// Answer a non-upgrade request with this redirect (status and `Location`), body `ok`, the
+    /// way a compromised or misconfigured API server might.
+    Redirect {
+        /// Status code (3xx).
+        code: u16,
+        /// `Location` header.
+        location: String,
+    },
 }
 
 /// A fault with the requests it applies to.

@@ -167,6 +167,9 @@ pub(crate) async fn handle(
         Some(Fault::UpgradeStatus { code, location }) => {
             return upgrade_refusal(code, location.as_deref(), pretty);
         }
+        Some(Fault::Redirect { code, location }) => {
+            return upgrade_refusal(code, Some(&location), pretty);
+        }
     }
     let resp = match admission {
         Admission::Reject(status) => body::status(&status, pretty),
