@@ -595,7 +595,12 @@ fn prepare_forward(
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
     );
     let identity = match impersonate(&caller.identity, &impersonation, runtime.policy.as_ref()) {
-        Ok(Some(impersonated)) => impersonated,
+        Ok(Some(impersonated)) => {
+            if let Some(slot) = req.extensions().get::<IdentitySlot>() {
+                slot.set_impersonated(impersonated.clone());
+            }
+            impersonated
+        }
         Ok(None) => caller.identity.clone(),
         Err(kubegate_authz::Error::ImpersonationForbidden(f)) => {
             return Err(fail(access::forbidden_status(&f)));

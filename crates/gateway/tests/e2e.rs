@@ -240,6 +240,20 @@ async fn impersonation_with_as() {
         "{:?}",
         user.groups
     );
+    // The audit event names both: who authenticated, and whom they acted as.
+    let event = audit_events(&env, "/kubernetes/cluster/a/api/v1/namespaces/default/pods")
+        .into_iter()
+        .find(|e| e["stage"] == "ResponseComplete" && e.get("impersonatedUser").is_some())
+        .expect("an audit event for the impersonated list");
+    assert_eq!(event["user"]["username"], "admin");
+    assert_eq!(event["impersonatedUser"]["username"], "viewer");
+    assert!(
+        event["impersonatedUser"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("devs")),
+        "{event}"
+    );
     let denied = env
         .kubectl(VIEWER_KEY, A, &["--as", "admin", "get", "pods"])
         .await;

@@ -165,6 +165,9 @@ pub struct AuditEvent {
     pub verb: String,
     /// The authenticated user (empty user name when authentication did not run or failed).
     pub user: UserInfo,
+    /// The user the request acted as, when the authenticated user impersonated another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impersonated_user: Option<UserInfo>,
     /// Client addresses: `X-Forwarded-For` entries, then the peer address.
     #[serde(rename = "sourceIPs")]
     pub source_ips: Vec<String>,
@@ -477,6 +480,7 @@ where
                     .map(|m| m.verb.clone())
                     .unwrap_or_else(|| req.method().as_str().to_ascii_lowercase()),
                 user: UserInfo::default(),
+                impersonated_user: None,
                 source_ips,
                 user_agent: req
                     .headers()
@@ -524,22 +528,33 @@ where
 /// Where [`AuthnLayer`](crate::AuthnLayer)-produced identities are reported back to the audit
 /// layer (a request extension; the inner stack writes it, the audit layer reads it).
 #[derive(Debug, Clone, Default)]
-pub struct IdentitySlot(Arc<Mutex<Option<Identity>>>);
+pub struct IdentitySlot(Arc<Mutex<Reported>>);
+
+#[derive(Debug, Default)]
+struct Reported {
+    user: Option<Identity>,
+    impersonated: Option<Identity>,
+}
 
 impl IdentitySlot {
-    /// Records the identity the request acts as.
+    /// Records the authenticated identity (audit `user`).
     pub fn set(&self, identity: Identity) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(identity);
+        self.lock().user = Some(identity);
     }
 
-    fn take(&self) -> Option<Identity> {
+    /// Records the identity the authenticated user impersonates (audit `impersonatedUser`).
+    pub fn set_impersonated(&self, identity: Identity) {
+        self.lock().impersonated = Some(identity);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+    }
+
+    fn take(&self) -> Reported {
+        std::mem::take(&mut *self.lock())
     }
 }
 
@@ -594,8 +609,12 @@ where
             // Polled after completion: a contract violation by the caller; report it as pending.
             return Poll::Pending;
         };
-        if let (Some(identity), Some(event)) = (slot.take(), event.as_mut()) {
-            event.user = UserInfo::from(&identity);
+        if let Some(event) = event.as_mut() {
+            let reported = slot.take();
+            if let Some(identity) = &reported.user {
+                event.user = UserInfo::from(identity);
+            }
+            event.impersonated_user = reported.impersonated.as_ref().map(UserInfo::from);
         }
         match result {
             Ok(res) => {
@@ -1009,6 +1028,7 @@ mod tests {
                 username: "jane".into(),
                 ..UserInfo::default()
             },
+            impersonated_user: None,
             source_ips: vec!["127.0.0.1".into()],
             user_agent: None,
             object_ref: None,
