@@ -558,6 +558,12 @@ http {{
             ("small GET (1 KiB), 1 connection", small, 1),
             ("1 MiB GET, 8 connections", big, 8),
         ] {
+            // `PROXY_LOAD_ONLY=<text>` runs only the cases whose title contains it (profiling).
+            if let Ok(only) = std::env::var("PROXY_LOAD_ONLY")
+                && !format!("{case}, {label}").contains(&only)
+            {
+                continue;
+            }
             let _ = writeln_s(
                 &mut out,
                 &format!(
@@ -591,6 +597,10 @@ http {{
         }
     }
 
+    if std::env::var("PROXY_LOAD_ONLY").is_ok() {
+        println!("{out}");
+        return;
+    }
     // 256 MiB list through kubegate: growth of the gateway's peak RSS.
     let before = rss_kib(gw_pid, "VmHWM:");
     let t = &plain_targets[0];
