@@ -88,8 +88,10 @@ impl Body for ProxyBody {
 }
 
 pin_project! {
-    /// A body that drops `guard` as soon as the inner body ends, fails, or is dropped — whichever
-    /// comes first. Audit and metrics use it to observe the real end of streaming responses.
+    /// A body that drops `guard` as soon as the inner body ends (its last frame was read, or it
+    /// says so with `is_end_stream`: hyper stops polling such a body), fails, or is dropped —
+    /// whichever comes first. Audit and metrics use it to observe the real end of streaming
+    /// responses.
     #[derive(Debug)]
     pub struct GuardedBody<B, G> {
         #[pin]
@@ -125,11 +127,12 @@ impl<B: Body, G> Body for GuardedBody<B, G> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let res = this.inner.poll_frame(cx);
-        match &res {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => drop(this.guard.take()),
-            _ => {}
+        let mut this = self.project();
+        let res = this.inner.as_mut().poll_frame(cx);
+        if matches!(res, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || this.inner.is_end_stream()
+        {
+            drop(this.guard.take());
         }
         res
     }
@@ -160,12 +163,28 @@ mod tests {
     #[tokio::test]
     async fn guard_drops_at_end_of_stream() {
         let n = Arc::new(AtomicUsize::new(0));
-        let mut b = GuardedBody::new(Full::new(Bytes::from_static(b"x")), Count(n.clone()));
+        // A stream that only learns it has ended when polled once more.
+        let frames = futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"x"))),
+            Ok(Frame::data(Bytes::from_static(b"y"))),
+        ]);
+        let mut b = GuardedBody::new(http_body_util::StreamBody::new(frames), Count(n.clone()));
+        assert!(b.frame().await.is_some());
         assert!(b.frame().await.is_some());
         assert_eq!(n.load(Ordering::SeqCst), 0);
         assert!(b.frame().await.is_none());
         assert_eq!(n.load(Ordering::SeqCst), 1);
         drop(b);
+        assert_eq!(n.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn guard_drops_when_the_body_says_it_has_ended() {
+        // hyper stops polling a body whose `is_end_stream` is true, so the last frame must do.
+        let n = Arc::new(AtomicUsize::new(0));
+        let mut b = GuardedBody::new(Full::new(Bytes::from_static(b"x")), Count(n.clone()));
+        assert!(b.frame().await.is_some());
+        assert!(b.is_end_stream());
         assert_eq!(n.load(Ordering::SeqCst), 1);
     }
 

@@ -36,7 +36,16 @@ pub fn decode_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
         .map_err(|_| RouteError::InvalidUtf8)
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// `s` split around the first `byte` (an ASCII byte, so both sides are on char boundaries),
+/// found with a plain loop: the strings routing splits are a few bytes long, where `memchr`'s
+/// set-up costs more than the search.
+pub(crate) fn split_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let i = s.bytes().position(|b| b == byte)?;
+    Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// The value of an ASCII hex digit.
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),

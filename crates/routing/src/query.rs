@@ -6,6 +6,8 @@
 
 use std::borrow::Cow;
 
+use crate::path::{hex, split_at_byte};
+
 /// A raw query string with Go `url.ParseQuery` semantics. Decoding happens lazily and borrows
 /// whenever a key or value holds no `%` or `+`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,13 +35,7 @@ impl<'a> Query<'a> {
             if pair.is_empty() {
                 return None;
             }
-            let (key, value) = match pair.bytes().position(|b| b == b'=') {
-                Some(i) => {
-                    let (key, value) = pair.split_at(i);
-                    (key, value.get(1..).unwrap_or_default())
-                }
-                None => (pair, ""),
-            };
+            let (key, value) = split_at_byte(pair, b'=').unwrap_or((pair, ""));
             if simple {
                 return Some((Cow::Borrowed(key), Cow::Borrowed(value)));
             }
@@ -72,17 +68,12 @@ impl<'a> Iterator for Pairs<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.rest?;
-        match rest.bytes().position(|b| b == b'&') {
-            Some(i) => {
-                let (pair, after) = rest.split_at(i);
-                self.rest = Some(after.get(1..).unwrap_or_default());
-                Some(pair)
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
-        }
+        let (pair, after) = match split_at_byte(rest, b'&') {
+            Some((pair, after)) => (pair, Some(after)),
+            None => (rest, None),
+        };
+        self.rest = after;
+        Some(pair)
     }
 }
 
@@ -118,15 +109,6 @@ pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
         Ok(s) => Cow::Owned(s),
         Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
     })
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

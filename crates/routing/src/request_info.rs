@@ -110,17 +110,12 @@ impl<'a> Segments<'a> {
     /// Splits the next segment off the unscanned part.
     fn scan(&mut self) -> Option<&'a str> {
         let unscanned = self.unscanned?;
-        match unscanned.bytes().position(|b| b == b'/') {
-            Some(i) => {
-                let (segment, after) = unscanned.split_at(i);
-                self.unscanned = Some(after.get(1..).unwrap_or_default());
-                Some(segment)
-            }
-            None => {
-                self.unscanned = None;
-                Some(unscanned)
-            }
-        }
+        let (segment, after) = match crate::path::split_at_byte(unscanned, b'/') {
+            Some((segment, after)) => (segment, Some(after)),
+            None => (unscanned, None),
+        };
+        self.unscanned = after;
+        Some(segment)
     }
 
     /// Whether at least `n` (≤ 3) segments are left.

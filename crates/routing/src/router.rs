@@ -219,8 +219,7 @@ fn split_segment(path: &str) -> Option<(&str, &str)> {
     if body.is_empty() {
         return None;
     }
-    // A plain byte loop: prefix segments are a few bytes long, where `memchr`'s setup costs
-    // more than the search.
+    // The `/` stays with the rest.
     match body.bytes().position(|b| b == b'/') {
         Some(i) => Some(body.split_at(i)),
         None => Some((body, "")),

@@ -165,16 +165,19 @@ impl<B> AuditBody<B> {
         }
     }
 
-    pub(crate) fn recording(inner: B, capture: SharedCapture) -> Self {
-        AuditBody {
-            inner,
-            capture: Some(capture),
-        }
+    pub(crate) fn with_capture(inner: B, capture: Option<SharedCapture>) -> Self {
+        AuditBody { inner, capture }
     }
 
     /// The wrapped body.
     pub fn into_inner(self) -> B {
         self.inner
+    }
+}
+
+impl<B: From<Bytes>> From<Bytes> for AuditBody<B> {
+    fn from(b: Bytes) -> Self {
+        AuditBody::new(B::from(b))
     }
 }
 
@@ -243,7 +246,7 @@ mod tests {
 
     async fn record(chunks: &[&'static str], limit: usize) -> (Bytes, SharedCapture) {
         let capture = Capture::shared(limit);
-        let forwarded = AuditBody::recording(body(chunks), capture.clone())
+        let forwarded = AuditBody::with_capture(body(chunks), Some(capture.clone()))
             .collect()
             .await
             .unwrap()

@@ -19,6 +19,8 @@ mod capture;
 pub use capture::{AuditBody, DEFAULT_MAX_RECORDED_BODY, has_secret_bodies};
 use capture::{Capture, SharedCapture};
 
+use crate::body::GuardedBody;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -27,9 +29,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -505,10 +505,7 @@ where
             slot.set(identity.clone());
         }
         req.extensions_mut().insert(slot.clone());
-        let req = req.map(|body| match &request_body {
-            Some(capture) => AuditBody::recording(body, capture.clone()),
-            None => AuditBody::new(body),
-        });
+        let req = req.map(|body| AuditBody::with_capture(body, request_body.clone()));
         ResponseFuture {
             inner: self.inner.call(req),
             state: Some(State {
@@ -653,11 +650,7 @@ where
                 };
                 Poll::Ready(Ok(Response::from_parts(
                     parts,
-                    RecordedBody {
-                        inner: body,
-                        capture: response_body,
-                        pending: Some(pending),
-                    },
+                    GuardedBody::new(AuditBody::with_capture(body, response_body), pending),
                 )))
             }
             Err(e) => {
@@ -672,63 +665,9 @@ where
     }
 }
 
-pin_project! {
-    /// The response body [`Audit`] answers with: the inner body, frame by frame, copied when the
-    /// event records it; the event is written when the body ends, fails, or is dropped.
-    pub struct RecordedBody<B, K: AuditSink> {
-        #[pin]
-        inner: B,
-        capture: Option<SharedCapture>,
-        pending: Option<Pending<K>>,
-    }
-}
-
-impl<B: fmt::Debug, K: AuditSink> fmt::Debug for RecordedBody<B, K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordedBody")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<B: From<Bytes>, K: AuditSink> From<Bytes> for RecordedBody<B, K> {
-    fn from(b: Bytes) -> Self {
-        RecordedBody {
-            inner: B::from(b),
-            capture: None,
-            pending: None,
-        }
-    }
-}
-
-impl<B: Body<Data = Bytes>, K: AuditSink> Body for RecordedBody<B, K> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let mut this = self.project();
-        let res = this.inner.as_mut().poll_frame(cx);
-        let at_end = this.inner.is_end_stream();
-        if let Some(capture) = this.capture.as_ref() {
-            capture::observe(capture, &res, at_end);
-        }
-        if at_end || matches!(res, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            drop(this.pending.take());
-        }
-        res
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The response body [`Audit`] answers with: the inner body, frame by frame, copied when the
+/// event records it; the event is written when the body ends, fails, or is dropped.
+pub type RecordedBody<B, K> = GuardedBody<AuditBody<B>, Pending<K>>;
 
 #[cfg(test)]
 mod tests {
