@@ -49,6 +49,10 @@ impl GatewayAuditSink {
 }
 
 impl AuditSink for GatewayAuditSink {
+    fn enabled(&self) -> bool {
+        !matches!(self, GatewayAuditSink::None)
+    }
+
     fn record(&self, event: &AuditEvent) {
         let line = match self {
             GatewayAuditSink::None => return,

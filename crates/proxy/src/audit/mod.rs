@@ -91,6 +91,12 @@ fn micro_time(t: OffsetDateTime) -> String {
 pub trait AuditSink: Send + Sync + 'static {
     /// Records one event.
     fn record(&self, event: &AuditEvent);
+
+    /// Whether events are wanted at all; a sink that discards everything says `false` and the
+    /// layer then builds none (the `Audit-ID` header is still set).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer,
@@ -140,6 +146,10 @@ impl<W: Write + Send + 'static> AuditSink for JsonLinesSink<W> {
 impl<T: AuditSink> AuditSink for Arc<T> {
     fn record(&self, event: &AuditEvent) {
         T::record(self, event);
+    }
+
+    fn enabled(&self) -> bool {
+        T::enabled(self)
     }
 }
 
@@ -437,11 +447,14 @@ where
         req.extensions_mut().insert(AuditId(id.clone()));
         let long_running = req.extensions().get::<LongRunning>().is_some_and(|l| l.0);
         let meta = req.extensions().get::<RequestMeta>();
-        let requested = req
-            .extensions()
-            .get::<AuditLevel>()
-            .copied()
-            .unwrap_or(self.options.level);
+        let requested = if self.sink.enabled() {
+            req.extensions()
+                .get::<AuditLevel>()
+                .copied()
+                .unwrap_or(self.options.level)
+        } else {
+            AuditLevel::None
+        };
         let bodies_allowed = !long_running
             && !req.headers().contains_key(http::header::UPGRADE)
             && !meta
@@ -951,6 +964,34 @@ mod tests {
             e.annotations[RESPONSE_OBJECT_ANNOTATION],
             "omitted: larger than the audit body limit"
         );
+    }
+
+    #[tokio::test]
+    async fn a_disabled_sink_gets_no_events_but_the_audit_id_is_still_set() {
+        struct Off(Recorder);
+        impl AuditSink for Off {
+            fn record(&self, event: &AuditEvent) {
+                self.0.record(event);
+            }
+            fn enabled(&self) -> bool {
+                false
+            }
+        }
+        let sink = Arc::new(Off(Recorder::default()));
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        let res = layer
+            .layer(echo())
+            .oneshot(post(
+                "/api/v1/namespaces/default/configmaps",
+                "configmaps",
+                "{}",
+            ))
+            .await
+            .unwrap();
+        assert!(res.headers().contains_key("audit-id"));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(!body.is_empty());
+        assert!(sink.0.events().is_empty());
     }
 
     #[test]
