@@ -4,9 +4,9 @@
 //! bodies of credential-bearing resources, whatever the level.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::mpsc::{SyncSender, sync_channel};
 
 use kubegate_proxy::{AuditEvent, AuditSink};
 
@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_SIZE: u64 = 100 * 1024 * 1024;
 /// Default number of rotated files kept.
 pub const DEFAULT_MAX_FILES: usize = 5;
 
+/// How many lines may wait for the writer thread before recording waits for it (events are
+/// never dropped).
+const QUEUE: usize = 4096;
+
 /// The configured sink.
 #[derive(Debug)]
 pub enum GatewayAuditSink {
@@ -24,8 +28,8 @@ pub enum GatewayAuditSink {
     None,
     /// JSON lines on standard output.
     Stdout,
-    /// JSON lines in a rotated file.
-    File(Mutex<RotatingFile>),
+    /// JSON lines in a rotated file, written by a thread of its own.
+    File(FileWriter),
 }
 
 impl GatewayAuditSink {
@@ -38,13 +42,21 @@ impl GatewayAuditSink {
                 let path = config.path.clone().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, "audit file path missing")
                 })?;
-                GatewayAuditSink::File(Mutex::new(RotatingFile::open(
+                GatewayAuditSink::File(FileWriter::start(RotatingFile::open(
                     path,
                     config.max_size_bytes.unwrap_or(DEFAULT_MAX_SIZE),
                     config.max_files.unwrap_or(DEFAULT_MAX_FILES),
-                )?))
+                )?)?)
             }
         })
+    }
+
+    /// Waits until every event recorded so far is written (to the file's page cache). Blocks:
+    /// call it off the async workers, or at shutdown.
+    pub fn flush(&self) {
+        if let GatewayAuditSink::File(writer) = self {
+            writer.flush();
+        }
     }
 }
 
@@ -67,13 +79,70 @@ impl AuditSink for GatewayAuditSink {
         let result = match self {
             GatewayAuditSink::None => Ok(()),
             GatewayAuditSink::Stdout => std::io::stdout().lock().write_all(&line),
-            GatewayAuditSink::File(file) => file
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .write_line(&line),
+            GatewayAuditSink::File(writer) => writer.send(line),
         };
         if let Err(e) = result {
             tracing::warn!(error = %e, "writing an audit event failed");
+        }
+    }
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
+/// Hands lines to a writer thread, so request tasks never wait for the disk (unless
+/// [`QUEUE`] lines are already waiting: then they wait rather than lose events). The thread
+/// writes what has queued up in one go and flushes when the queue is empty; it finishes the
+/// queue and exits when the sink is dropped.
+#[derive(Debug)]
+pub struct FileWriter {
+    queue: SyncSender<Message>,
+}
+
+impl FileWriter {
+    fn start(mut file: RotatingFile) -> std::io::Result<FileWriter> {
+        let (queue, lines) = sync_channel::<Message>(QUEUE);
+        std::thread::Builder::new()
+            .name("kubegate-audit".into())
+            .spawn(move || {
+                while let Ok(first) = lines.recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            Message::Line(line) => {
+                                if let Err(e) = file.write_line(&line) {
+                                    tracing::warn!(error = %e, "writing an audit event failed");
+                                }
+                            }
+                            Message::Flush(done) => {
+                                if let Err(e) = file.flush() {
+                                    tracing::warn!(error = %e, "flushing the audit log failed");
+                                }
+                                let _ = done.send(());
+                            }
+                        }
+                        next = lines.try_recv().ok();
+                    }
+                    if let Err(e) = file.flush() {
+                        tracing::warn!(error = %e, "flushing the audit log failed");
+                    }
+                }
+            })?;
+        Ok(FileWriter { queue })
+    }
+
+    fn send(&self, line: Vec<u8>) -> std::io::Result<()> {
+        self.queue
+            .send(Message::Line(line))
+            .map_err(|_| std::io::Error::other("the audit writer thread has stopped"))
+    }
+
+    fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        if self.queue.send(Message::Flush(done)).is_ok() {
+            let _ = wait.recv();
         }
     }
 }
@@ -82,7 +151,7 @@ impl AuditSink for GatewayAuditSink {
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
-    file: File,
+    file: BufWriter<File>,
     size: u64,
     max_size: u64,
     max_files: usize,
@@ -96,6 +165,7 @@ impl RotatingFile {
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
+        let file = BufWriter::new(file);
         Ok(RotatingFile {
             path,
             file,
@@ -105,7 +175,13 @@ impl RotatingFile {
         })
     }
 
-    /// Appends one line, rotating first if it would overflow the size limit.
+    /// Writes buffered lines out.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+
+    /// Appends one line (buffered until [`flush`](Self::flush)), rotating first if it would
+    /// overflow the size limit.
     pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.size > 0 && self.size + line.len() as u64 > self.max_size {
             self.rotate()?;
@@ -124,11 +200,13 @@ impl RotatingFile {
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file.flush()?;
         if self.max_files == 0 {
-            self.file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&self.path)?;
+            self.file = BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(true)
+                    .open(&self.path)?,
+            );
         } else {
             for n in (1..self.max_files).rev() {
                 let from = Self::rotated(&self.path, n);
@@ -137,10 +215,12 @@ impl RotatingFile {
                 }
             }
             std::fs::rename(&self.path, Self::rotated(&self.path, 1))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            self.file = BufWriter::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            );
         }
         self.size = 0;
         Ok(())
@@ -151,6 +231,62 @@ impl RotatingFile {
 mod tests {
     use super::*;
 
+    fn event(i: usize) -> AuditEvent {
+        AuditEvent {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: "Metadata",
+            audit_id: format!("id-{i}"),
+            stage: "ResponseComplete",
+            request_uri: "/api".into(),
+            verb: "get".into(),
+            user: Default::default(),
+            impersonated_user: None,
+            source_ips: vec![],
+            user_agent: None,
+            object_ref: None,
+            response_status: None,
+            request_object: None,
+            response_object: None,
+            request_received_timestamp: String::new(),
+            stage_timestamp: String::new(),
+            annotations: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_writer_thread_writes_every_event_from_every_thread() {
+        let dir = std::env::temp_dir().join(format!("kubegate-audit-{}", uuid::Uuid::new_v4()));
+        let config = AuditConfig {
+            sink: AuditSinkKind::File,
+            path: Some(dir.join("audit.log")),
+            ..AuditConfig::default()
+        };
+        let sink = std::sync::Arc::new(GatewayAuditSink::open(&config).unwrap());
+        // More events than the queue holds, from several threads at once.
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..2000 {
+                        sink.record(&event(t * 10_000 + i));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        sink.flush();
+        let text = std::fs::read_to_string(dir.join("audit.log")).unwrap();
+        let ids: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"].to_string())
+            .collect();
+        assert_eq!(ids.len(), 8000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn rotates_by_size_and_keeps_n_files() {
         let dir = std::env::temp_dir().join(format!("kubegate-audit-{}", uuid::Uuid::new_v4()));
@@ -159,6 +295,7 @@ mod tests {
         for i in 0..5 {
             f.write_line(format!("line-{i}\n").as_bytes()).unwrap();
         }
+        f.flush().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "line-4\n");
         assert_eq!(
             std::fs::read_to_string(RotatingFile::rotated(&path, 1)).unwrap(),

@@ -191,6 +191,12 @@ impl Gateway {
         )
     }
 
+    /// Waits until every audit event recorded so far is written out (the file sink writes on
+    /// a thread of its own). Blocks the calling thread.
+    pub fn flush_audit(&self) {
+        self.audit.flush();
+    }
+
     /// Shared state (runtime, store, keys).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -269,6 +275,9 @@ impl Gateway {
             shutdown,
         )
         .await;
+        // The last requests' events reach the file before the process may exit.
+        let audit = Arc::clone(&self.audit);
+        let _ = tokio::task::spawn_blocking(move || audit.flush()).await;
     }
 }
 

@@ -869,6 +869,7 @@ async fn secrets_are_never_logged() {
     ] {
         assert!(!logs_contain(secret), "logged a secret");
     }
+    env.gateway.flush_audit();
     let audit = std::fs::read_to_string(env.dir.join("state/audit.log")).unwrap_or_default();
     for secret in [jwt.as_str(), signature, key.as_str(), ADMIN_PASSWORD] {
         assert!(!audit.contains(secret), "audited a secret");

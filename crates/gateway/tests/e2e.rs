@@ -617,6 +617,7 @@ async fn ops_endpoints_and_audit() {
         "{}",
         metrics.body
     );
+    env.gateway.flush_audit();
     let audit = std::fs::read_to_string(env.dir.join("state/audit.log")).unwrap();
     let event: serde_json::Value = audit
         .lines()
@@ -633,6 +634,7 @@ async fn ops_endpoints_and_audit() {
 
 /// Audit events of `audit.log` whose request URI contains `needle`, in order.
 fn audit_events(env: &Env, needle: &str) -> Vec<serde_json::Value> {
+    env.gateway.flush_audit();
     std::fs::read_to_string(env.dir.join("state/audit.log"))
         .unwrap_or_default()
         .lines()
@@ -744,6 +746,7 @@ async fn audit_levels_are_per_target_and_never_record_secrets_or_streams() {
             .all(|e| e["level"] == "Metadata" && e.get("requestObject").is_none()),
         "{exec_events:?}"
     );
+    env.gateway.flush_audit();
     let log = std::fs::read_to_string(env.dir.join("state/audit.log")).unwrap();
     assert!(!log.contains("hunter2"), "a secret reached the audit log");
     assert!(!log.contains(&base64::engine::general_purpose::STANDARD.encode("hunter2")));
