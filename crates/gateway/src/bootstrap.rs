@@ -206,6 +206,7 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             client_cert_data: None,
             client_key_data: None,
             identity_mode: Default::default(),
+            http2: None,
         };
         if let Some(auth) = auth {
             if auth.exec.is_some() || auth.auth_provider.is_some() {

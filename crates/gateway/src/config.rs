@@ -324,6 +324,11 @@ pub struct UpstreamConfig {
     /// `impersonate` (default) or `passthrough`.
     #[serde(default)]
     pub identity_mode: IdentityMode,
+    /// Whether pooled requests may use HTTP/2 (offered by ALPN; default true). `false` keeps
+    /// every connection HTTP/1.1, e.g. behind a load balancer whose HTTP/2 misbehaves; exec,
+    /// attach and port-forward always use HTTP/1.1.
+    #[serde(default)]
+    pub http2: Option<bool>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -346,6 +351,7 @@ impl std::fmt::Debug for UpstreamConfig {
                 &self.client_key_data.as_ref().map(|_| "<redacted>"),
             )
             .field("identity_mode", &self.identity_mode)
+            .field("http2", &self.http2)
             .finish()
     }
 }

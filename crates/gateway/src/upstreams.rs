@@ -150,6 +150,7 @@ fn build_upstream(
     };
     let mut builder = Upstream::builder(name, u.server.clone())
         .reject_forwarding_redirects(!redirects_allowed)
+        .http2(u.http2.unwrap_or(true))
         .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
         .identity_mode(match u.identity_mode {
             config::IdentityMode::Impersonate => IdentityMode::Impersonate,

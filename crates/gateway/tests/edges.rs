@@ -447,6 +447,27 @@ async fn upstream_redirects_never_reach_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn http2_to_an_upstream_can_be_turned_off() {
+    let env = Env::start().await;
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let last_version = |env: &Env| {
+        env.a
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.path.ends_with("/configmaps"))
+            .map(|r| r.version)
+    };
+    assert_eq!(env.client().get(&url, ADMIN_KEY, &[]).await.status, 200);
+    assert_eq!(last_version(&env), Some(http::Version::HTTP_2));
+    let mut config = env.config.clone();
+    config.clusters[0].upstream.http2 = Some(false);
+    env.gateway.reload(config).await.unwrap();
+    assert_eq!(env.client().get(&url, ADMIN_KEY, &[]).await.status, 200);
+    assert_eq!(last_version(&env), Some(http::Version::HTTP_11));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn identity_mode_oidc_forwards_a_gateway_token() {
     let env = Env::start().await;
     let url = format!(
