@@ -752,3 +752,97 @@ async fn audit_levels_are_per_target_and_never_record_secrets_or_streams() {
     assert!(!log.contains(&base64::engine::general_purpose::STANDARD.encode("hunter2")));
     assert!(!log.contains(ADMIN_KEY));
 }
+
+/// kubectl with its WebSocket transports turned off, so exec and port-forward use SPDY/3.1.
+fn spdy_kubectl(env: &Env, prefix: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(env.kubeconfig(ADMIN_KEY, prefix))
+        .args(args)
+        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
+        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_and_port_forward_over_spdy_through_every_kind_of_target() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    if !has_kubectl() {
+        return;
+    }
+    let env = Env::start().await;
+    for (prefix, server) in [(A, &env.a), (LEGACY_VC, &env.b)] {
+        server
+            .create("pods", "default", serde_json::json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}]}, "status": {"phase": "Running"}}))
+            .ok();
+        // exec, with stdin echoed back.
+        let mut exec = spdy_kubectl(&env, prefix, &["exec", "-i", "web", "--", "cat"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = exec.stdin.take().unwrap();
+        stdin.write_all(b"ping over spdy\n").await.unwrap();
+        drop(stdin);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), exec.wait_with_output())
+            .await
+            .expect("kubectl exec finishes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{prefix}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(kubegate_testkit::EXEC_STDOUT_PREFIX),
+            "{prefix}: {stdout}"
+        );
+        assert!(stdout.contains("ping over spdy"), "{prefix}: {stdout}");
+        let seen = server.requests();
+        let upgrade = seen
+            .iter()
+            .rev()
+            .find(|r| r.path.ends_with("/pods/web/exec"))
+            .expect("the exec reached the upstream");
+        assert_eq!(upgrade.headers["upgrade"], "SPDY/3.1");
+        assert_eq!(upgrade.effective_user().unwrap().name, "admin");
+
+        // port-forward: the testkit echoes every forwarded connection.
+        let mut forward = spdy_kubectl(&env, prefix, &["port-forward", "pod/web", ":8080"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("kubectl port-forward starts")
+            .unwrap()
+            .unwrap_or_default();
+        // "Forwarding from 127.0.0.1:41234 -> 8080"
+        let port: u16 = line
+            .split("127.0.0.1:")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("{prefix}: unexpected output {line:?}"));
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        conn.write_all(b"hello through kubegate").await.unwrap();
+        let mut echoed = vec![0u8; 22];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            conn.read_exact(&mut echoed),
+        )
+        .await
+        .expect("the echo comes back")
+        .unwrap();
+        assert_eq!(echoed, b"hello through kubegate", "{prefix}");
+        drop(conn);
+        let _ = forward.kill().await;
+    }
+}

@@ -120,6 +120,13 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         if res == PODS && p.subresource == "exec" {
             return exec(ctx, req, ns).await;
         }
+        if res == PODS && p.subresource == "portforward" {
+            let name = &ctx.info.path.name;
+            if ctx.shared.store.get(PODS, ns, name).is_none() {
+                return ctx.error(&Status::not_found("", "pods", name));
+            }
+            return crate::exec::portforward(req);
+        }
         if res == PODS && p.subresource == "log" && ctx.info.verb == "get" {
             return log(ctx, ns);
         }

@@ -1,5 +1,6 @@
-//! Upgrades: pod `exec` over WebSocket (`v5.channel.k8s.io`/`v4.channel.k8s.io`, no real
-//! process) and a raw upgrade echo.
+//! Upgrades: pod `exec` over WebSocket (`v5.channel.k8s.io`/`v4.channel.k8s.io`) or SPDY/3.1
+//! (`v4.channel.k8s.io`), with no real process; pod `portforward` over SPDY/3.1
+//! (`portforward.k8s.io`, every forwarded connection echoed); and a raw upgrade echo.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -57,11 +58,13 @@ pub(crate) fn exec(mut req: Request<Incoming>, query: &Query) -> Response<Body> 
     if !is_upgrade(req.headers()) {
         return body::status(&Status::bad_request("Upgrade request required"), false);
     }
+    if is_spdy(req.headers()) {
+        return spdy_exec(req, query);
+    }
     if !is_websocket(req.headers()) {
-        // SPDY/3.1 is not implemented: answer like a server with no common protocol.
         return body::text(
-            StatusCode::FORBIDDEN,
-            "unable to upgrade: unable to negotiate protocol: only websocket (v5.channel.k8s.io, v4.channel.k8s.io) is supported\n",
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: only SPDY/3.1 and websocket upgrades are supported\n",
         );
     }
     let offered = offered_protocols(req.headers());
@@ -154,6 +157,246 @@ where
     .await?;
     // Drain until the client acknowledges the close.
     while let Some(Ok(_)) = ws.next().await {}
+    Ok(())
+}
+
+fn is_spdy(headers: &HeaderMap) -> bool {
+    is_upgrade(headers)
+        && headers
+            .get(UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"))
+}
+
+const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
+
+/// The `101` of a SPDY upgrade with the negotiated stream protocol, or kube's refusal when the
+/// client offered none of `supported` (apimachinery `httpstream.Handshake`).
+fn spdy_handshake(req: &Request<Incoming>, supported: &[&'static str]) -> Response<Body> {
+    let offered: Vec<String> = req
+        .headers()
+        .get_all(STREAM_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .collect();
+    let Some(protocol) = supported
+        .iter()
+        .copied()
+        .find(|p| offered.iter().any(|o| o == p))
+    else {
+        return body::text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}\n"
+            ),
+        );
+    };
+    let mut resp = body::response(StatusCode::SWITCHING_PROTOCOLS, "", body::empty());
+    let h = resp.headers_mut();
+    h.remove(http::header::CONTENT_TYPE);
+    h.remove(http::header::CACHE_CONTROL);
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
+    h.insert(STREAM_PROTOCOL, HeaderValue::from_static(protocol));
+    resp
+}
+
+fn spdy_exec(mut req: Request<Incoming>, query: &Query) -> Response<Body> {
+    let resp = spdy_handshake(&req, &["v4.channel.k8s.io"]);
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    let session = SpdyExec {
+        commands: query.all("command").map(str::to_owned).collect(),
+        stdin: query.flag("stdin"),
+        stdout: query.flag("stdout"),
+        stderr: query.flag("stderr"),
+        tty: query.flag("tty"),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            // The client going away mid-session is not an error for a fake process.
+            let _ = session.run(TokioIo::new(upgraded)).await;
+        }
+    });
+    resp
+}
+
+/// One exec over SPDY: the streams client-go opens (`error`, then `stdin`/`stdout`/`stderr`/
+/// `resize` as requested), the fixed stdout line, stdin echoed to stdout, a `Success` Status on
+/// the error stream.
+struct SpdyExec {
+    commands: Vec<String>,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+impl SpdyExec {
+    async fn run<S>(self, io: S) -> std::io::Result<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use crate::spdy::{self, Frame};
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let mut codec = spdy::HeaderCodec::new()?;
+        let wanted: Vec<&str> = [
+            Some("error"),
+            self.stdin.then_some("stdin"),
+            self.stdout.then_some("stdout"),
+            self.stderr.then_some("stderr"),
+            (self.tty && !self.stderr).then_some("resize"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut streams: std::collections::HashMap<String, u32> = Default::default();
+        let mut last = 0;
+        let mut stdin_done = !self.stdin;
+        let mut started = false;
+        loop {
+            if !started && wanted.iter().all(|w| streams.contains_key(*w)) {
+                started = true;
+                if let Some(&out) = streams.get("stdout") {
+                    let line = format!("{EXEC_STDOUT_PREFIX} {}\n", self.commands.join(" "));
+                    spdy::data(&mut wr, out, line.as_bytes(), false).await?;
+                }
+            }
+            if started && stdin_done {
+                break;
+            }
+            let Some(frame) = spdy::read_frame(&mut rd).await? else {
+                return Ok(());
+            };
+            match frame {
+                Frame::Control {
+                    kind: spdy::SYN_STREAM,
+                    flags,
+                    payload,
+                } => {
+                    let syn = spdy::syn_stream(&mut codec, flags, &payload)?;
+                    spdy::reply(&mut wr, &mut codec, syn.stream).await?;
+                    last = last.max(syn.stream);
+                    if let Some(kind) = syn.headers.get("streamtype") {
+                        streams.insert(kind.clone(), syn.stream);
+                    }
+                }
+                Frame::Control {
+                    kind: spdy::PING,
+                    payload,
+                    ..
+                } => spdy::pong(&mut wr, &payload).await?,
+                Frame::Control { .. } => {}
+                Frame::Data {
+                    stream,
+                    flags,
+                    payload,
+                } => {
+                    if Some(&stream) == streams.get("stdin") {
+                        if let Some(&out) = streams.get("stdout")
+                            && !payload.is_empty()
+                        {
+                            spdy::data(&mut wr, out, &payload, false).await?;
+                        }
+                        stdin_done |= flags & spdy::FLAG_FIN != 0;
+                    }
+                }
+            }
+        }
+        if let Some(&error) = streams.get("error") {
+            spdy::data(
+                &mut wr,
+                error,
+                br#"{"metadata":{},"status":"Success"}"#,
+                true,
+            )
+            .await?;
+        }
+        for kind in ["stdout", "stderr"] {
+            if let Some(&id) = streams.get(kind) {
+                spdy::data(&mut wr, id, &[], true).await?;
+            }
+        }
+        spdy::goaway(&mut wr, last).await?;
+        tokio::io::AsyncWriteExt::flush(&mut wr).await?;
+        // Let the client read everything and close first.
+        while let Ok(Some(_)) = spdy::read_frame(&mut rd).await {}
+        Ok(())
+    }
+}
+
+/// Pod port-forward over SPDY/3.1 (`portforward.k8s.io`): every `data` stream is echoed back
+/// (a fake container that echoes on every port); `error` streams stay silent.
+pub(crate) fn portforward(mut req: Request<Incoming>) -> Response<Body> {
+    if !is_upgrade(req.headers()) {
+        return body::status(&Status::bad_request("Upgrade request required"), false);
+    }
+    if !is_spdy(req.headers()) {
+        return body::text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: only SPDY/3.1 port forwarding is supported\n",
+        );
+    }
+    let resp = spdy_handshake(&req, &["portforward.k8s.io"]);
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let _ = echo_forwarded(TokioIo::new(upgraded)).await;
+        }
+    });
+    resp
+}
+
+async fn echo_forwarded<S>(io: S) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use crate::spdy::{self, Frame};
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut codec = spdy::HeaderCodec::new()?;
+    let mut data_streams = std::collections::HashSet::new();
+    while let Some(frame) = spdy::read_frame(&mut rd).await? {
+        match frame {
+            Frame::Control {
+                kind: spdy::SYN_STREAM,
+                flags,
+                payload,
+            } => {
+                let syn = spdy::syn_stream(&mut codec, flags, &payload)?;
+                spdy::reply(&mut wr, &mut codec, syn.stream).await?;
+                if syn.headers.get("streamtype").map(String::as_str) == Some("data") {
+                    data_streams.insert(syn.stream);
+                }
+            }
+            Frame::Control {
+                kind: spdy::PING,
+                payload,
+                ..
+            } => spdy::pong(&mut wr, &payload).await?,
+            Frame::Control { .. } => {}
+            Frame::Data {
+                stream,
+                flags,
+                payload,
+            } => {
+                if data_streams.contains(&stream) {
+                    let fin = flags & spdy::FLAG_FIN != 0;
+                    if !payload.is_empty() || fin {
+                        spdy::data(&mut wr, stream, &payload, fin).await?;
+                    }
+                    if fin {
+                        data_streams.remove(&stream);
+                    }
+                }
+            }
+        }
+    }
     Ok(())
 }
 

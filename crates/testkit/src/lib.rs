@@ -22,6 +22,7 @@ mod request;
 mod resources;
 mod selector;
 mod server;
+mod spdy;
 mod status;
 mod store;
 mod table;
