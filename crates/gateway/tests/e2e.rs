@@ -766,7 +766,7 @@ fn spdy_kubectl(env: &Env, prefix: &str, args: &[&str]) -> tokio::process::Comma
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn exec_and_port_forward_over_spdy_through_every_kind_of_target() {
+async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clusters() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     if !has_kubectl() {
         return;
@@ -809,6 +809,22 @@ async fn exec_and_port_forward_over_spdy_through_every_kind_of_target() {
             .expect("the exec reached the upstream");
         assert_eq!(upgrade.headers["upgrade"], "SPDY/3.1");
         assert_eq!(upgrade.effective_user().unwrap().name, "admin");
+
+        // attach, over SPDY and over WebSocket (kubectl's default).
+        for websockets in [false, true] {
+            let mut cmd = spdy_kubectl(&env, prefix, &["attach", "web"]);
+            cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets.to_string());
+            let out = tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
+                .await
+                .expect("kubectl attach finishes")
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                stdout.contains(kubegate_testkit::EXEC_STDOUT_PREFIX),
+                "{prefix} websockets={websockets}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
 
         // port-forward: the testkit echoes every forwarded connection.
         let mut forward = spdy_kubectl(&env, prefix, &["port-forward", "pod/web", ":8080"])

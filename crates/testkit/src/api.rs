@@ -117,7 +117,8 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         ""
     };
     if !p.subresource.is_empty() {
-        if res == PODS && p.subresource == "exec" {
+        // attach talks to the same fake process as exec (it prints its line and ends).
+        if res == PODS && matches!(p.subresource.as_str(), "exec" | "attach") {
             return exec(ctx, req, ns).await;
         }
         if res == PODS && p.subresource == "portforward" {

@@ -102,11 +102,7 @@ fn api_resource(r: &ResourceDef) -> Vec<Value> {
         "storageVersionHash": format!("{:x}", fnv(r.plural.as_bytes()) & 0xffff_ffff_ffff),
     })];
     for (sub, verbs) in r.subresources {
-        let kind = if *sub == "exec" {
-            "PodExecOptions"
-        } else {
-            r.kind
-        };
+        let kind = options_kind(sub).unwrap_or(r.kind);
         out.push(json!({
             "name": format!("{}/{sub}", r.plural),
             "singularName": "",
@@ -161,7 +157,7 @@ fn aggregated_item(group: &str, versions: &[&str]) -> Value {
                         .map(|(sub, verbs)| {
                             json!({
                                 "subresource": sub,
-                                "responseKind": {"group": "", "version": "v1", "kind": if *sub == "exec" { "PodExecOptions" } else { r.kind }},
+                                "responseKind": {"group": "", "version": "v1", "kind": options_kind(sub).unwrap_or(r.kind)},
                                 "verbs": verbs,
                             })
                         })
@@ -382,5 +378,15 @@ mod tests {
             serve("/api", &h2, "127.0.0.1:1").unwrap().status(),
             StatusCode::NOT_MODIFIED
         );
+    }
+}
+
+/// The options kind kube-apiserver's discovery names for a pod connect subresource.
+fn options_kind(subresource: &str) -> Option<&'static str> {
+    match subresource {
+        "attach" => Some("PodAttachOptions"),
+        "exec" => Some("PodExecOptions"),
+        "portforward" => Some("PodPortForwardOptions"),
+        _ => None,
     }
 }

@@ -77,7 +77,12 @@ pub(crate) const RESOURCES: &[ResourceDef] = &[
         short_names: &["po"],
         categories: &["all"],
         verbs: ALL_VERBS,
-        subresources: &[("exec", &["create", "get"]), ("log", &["get"])],
+        subresources: &[
+            ("attach", &["create", "get"]),
+            ("exec", &["create", "get"]),
+            ("log", &["get"]),
+            ("portforward", &["create", "get"]),
+        ],
     },
     ResourceDef {
         group: "example.com",
