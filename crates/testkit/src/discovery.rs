@@ -291,6 +291,16 @@ fn not_acceptable() -> Response<Body> {
     )
 }
 
+/// The options kind kube-apiserver's discovery names for a pod connect subresource.
+fn options_kind(subresource: &str) -> Option<&'static str> {
+    match subresource {
+        "attach" => Some("PodAttachOptions"),
+        "exec" => Some("PodExecOptions"),
+        "portforward" => Some("PodPortForwardOptions"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,15 +388,5 @@ mod tests {
             serve("/api", &h2, "127.0.0.1:1").unwrap().status(),
             StatusCode::NOT_MODIFIED
         );
-    }
-}
-
-/// The options kind kube-apiserver's discovery names for a pod connect subresource.
-fn options_kind(subresource: &str) -> Option<&'static str> {
-    match subresource {
-        "attach" => Some("PodAttachOptions"),
-        "exec" => Some("PodExecOptions"),
-        "portforward" => Some("PodPortForwardOptions"),
-        _ => None,
     }
 }
