@@ -6,9 +6,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, sync_channel};
 
-use kubegate_proxy::{AuditEvent, AuditSink};
+use kubegate_proxy::{AuditEvent, AuditSink, BackgroundJsonLines};
 
 use crate::config::{AuditConfig, AuditSinkKind};
 
@@ -17,10 +16,6 @@ pub const DEFAULT_MAX_SIZE: u64 = 100 * 1024 * 1024;
 /// Default number of rotated files kept.
 pub const DEFAULT_MAX_FILES: usize = 5;
 
-/// How many lines may wait for the writer thread before recording waits for it (events are
-/// never dropped).
-const QUEUE: usize = 4096;
-
 /// The configured sink.
 #[derive(Debug)]
 pub enum GatewayAuditSink {
@@ -28,8 +23,9 @@ pub enum GatewayAuditSink {
     None,
     /// JSON lines on standard output.
     Stdout,
-    /// JSON lines in a rotated file, written by a thread of its own.
-    File(FileWriter),
+    /// JSON lines in a rotated file, written by a thread of its own (request tasks never wait
+    /// for the disk unless thousands of lines are already queued; nothing is dropped).
+    File(BackgroundJsonLines),
 }
 
 impl GatewayAuditSink {
@@ -42,7 +38,7 @@ impl GatewayAuditSink {
                 let path = config.path.clone().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, "audit file path missing")
                 })?;
-                GatewayAuditSink::File(FileWriter::start(RotatingFile::open(
+                GatewayAuditSink::File(BackgroundJsonLines::spawn(RotatingFile::open(
                     path,
                     config.max_size_bytes.unwrap_or(DEFAULT_MAX_SIZE),
                     config.max_files.unwrap_or(DEFAULT_MAX_FILES),
@@ -66,83 +62,18 @@ impl AuditSink for GatewayAuditSink {
     }
 
     fn record(&self, event: &AuditEvent) {
-        let line = match self {
-            GatewayAuditSink::None => return,
-            _ => match serde_json::to_vec(event) {
-                Ok(mut line) => {
-                    line.push(b'\n');
-                    line
+        match self {
+            GatewayAuditSink::None => {}
+            GatewayAuditSink::File(writer) => writer.record(event),
+            GatewayAuditSink::Stdout => {
+                let Ok(mut line) = serde_json::to_vec(event) else {
+                    return;
+                };
+                line.push(b'\n');
+                if let Err(e) = std::io::stdout().lock().write_all(&line) {
+                    tracing::warn!(error = %e, "writing an audit event failed");
                 }
-                Err(_) => return,
-            },
-        };
-        let result = match self {
-            GatewayAuditSink::None => Ok(()),
-            GatewayAuditSink::Stdout => std::io::stdout().lock().write_all(&line),
-            GatewayAuditSink::File(writer) => writer.send(line),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "writing an audit event failed");
-        }
-    }
-}
-
-enum Message {
-    Line(Vec<u8>),
-    Flush(SyncSender<()>),
-}
-
-/// Hands lines to a writer thread, so request tasks never wait for the disk (unless
-/// [`QUEUE`] lines are already waiting: then they wait rather than lose events). The thread
-/// writes what has queued up in one go and flushes when the queue is empty; it finishes the
-/// queue and exits when the sink is dropped.
-#[derive(Debug)]
-pub struct FileWriter {
-    queue: SyncSender<Message>,
-}
-
-impl FileWriter {
-    fn start(mut file: RotatingFile) -> std::io::Result<FileWriter> {
-        let (queue, lines) = sync_channel::<Message>(QUEUE);
-        std::thread::Builder::new()
-            .name("kubegate-audit".into())
-            .spawn(move || {
-                while let Ok(first) = lines.recv() {
-                    let mut next = Some(first);
-                    while let Some(message) = next.take() {
-                        match message {
-                            Message::Line(line) => {
-                                if let Err(e) = file.write_line(&line) {
-                                    tracing::warn!(error = %e, "writing an audit event failed");
-                                }
-                            }
-                            Message::Flush(done) => {
-                                if let Err(e) = file.flush() {
-                                    tracing::warn!(error = %e, "flushing the audit log failed");
-                                }
-                                let _ = done.send(());
-                            }
-                        }
-                        next = lines.try_recv().ok();
-                    }
-                    if let Err(e) = file.flush() {
-                        tracing::warn!(error = %e, "flushing the audit log failed");
-                    }
-                }
-            })?;
-        Ok(FileWriter { queue })
-    }
-
-    fn send(&self, line: Vec<u8>) -> std::io::Result<()> {
-        self.queue
-            .send(Message::Line(line))
-            .map_err(|_| std::io::Error::other("the audit writer thread has stopped"))
-    }
-
-    fn flush(&self) {
-        let (done, wait) = sync_channel(1);
-        if self.queue.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
+            }
         }
     }
 }
@@ -173,11 +104,6 @@ impl RotatingFile {
             max_size: max_size.max(1),
             max_files,
         })
-    }
-
-    /// Writes buffered lines out.
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
     }
 
     /// Appends one line (buffered until [`flush`](Self::flush)), rotating first if it would
@@ -224,6 +150,19 @@ impl RotatingFile {
         }
         self.size = 0;
         Ok(())
+    }
+}
+
+/// Each `write` is one line (what [`BackgroundJsonLines`] hands over), so rotation happens
+/// between lines, never inside one.
+impl Write for RotatingFile {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.write_line(line)?;
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 

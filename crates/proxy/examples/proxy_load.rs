@@ -8,7 +8,8 @@
 //!
 //! The driver (load generator + the testkit upstream, a child process) stays on CPU 0; every
 //! proxy under test is started with `taskset -c 1`. The kubegate stack here is the proxy crate's
-//! own composition: routing → metrics → audit (JSON lines to a file) → authn (static bearer token
+//! own composition: routing → metrics → audit (JSON lines to a file, written by
+//! `BackgroundJsonLines` as the gateway does) → authn (static bearer token
 //! map) → authz (kubegate-authz RBAC `Policy`) → `ForwardService` (impersonating the user).
 //! Access-key verification (kubegate-tokens) is not part of it.
 #![allow(
@@ -35,7 +36,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Ro
 use kubegate_authz::{Attributes, Policy, Verdict};
 use kubegate_proxy::{
     AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
-    ClientAddr, Credential, Decision, ForwardService, Identity, JsonLinesSink, LongRunning,
+    BackgroundJsonLines, ClientAddr, Credential, Decision, ForwardService, Identity, LongRunning,
     MetricsLayer, RequestMeta, Status, Upstream, UpstreamPath,
 };
 use kubegate_routing::{RequestInfo, Router};
@@ -233,7 +234,8 @@ async fn gateway(dir: PathBuf, proto: &str) {
             req
         })
         .layer(MetricsLayer::new(&mut registry))
-        .layer(AuditLayer::new(JsonLinesSink::new(audit)))
+        // The sink the gateway uses for its audit file: JSON lines from a writer thread.
+        .layer(AuditLayer::new(BackgroundJsonLines::spawn(audit).unwrap()))
         .layer(AuthnLayer::new(StaticTokens))
         .layer(AuthzLayer::new(GatewayRbac(gateway_policy())))
         .service(ForwardService::new(upstream));

@@ -12,7 +12,9 @@ pub mod status;
 mod upgrade;
 pub mod upstream;
 
-pub use audit::{AuditBody, AuditEvent, AuditLayer, AuditLevel, AuditSink, JsonLinesSink};
+pub use audit::{
+    AuditBody, AuditEvent, AuditLayer, AuditLevel, AuditSink, BackgroundJsonLines, JsonLinesSink,
+};
 pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
 pub use authz::{Authorizer, AuthzLayer, Decision};
 pub use body::{GuardedBody, ProxyBody};

@@ -14,7 +14,10 @@
 //! credentials ([`has_secret_bodies`]); those events say `Metadata`. When a body is left out
 //! for another reason (too large, not JSON, compressed, unfinished) an annotation says why.
 
+mod background;
 mod capture;
+
+pub use background::{BackgroundJsonLines, DEFAULT_QUEUE};
 
 pub use capture::{AuditBody, DEFAULT_MAX_RECORDED_BODY, has_secret_bodies};
 use capture::{Capture, SharedCapture};
@@ -99,8 +102,9 @@ pub trait AuditSink: Send + Sync + 'static {
     }
 }
 
-/// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer,
-/// e.g. a file opened for appending.
+/// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer, on the
+/// recording task, flushing after each event; [`BackgroundJsonLines`] writes from a thread of
+/// its own instead.
 pub struct JsonLinesSink<W> {
     writer: Mutex<W>,
 }
@@ -992,6 +996,36 @@ mod tests {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert!(!body.is_empty());
         assert!(sink.0.events().is_empty());
+    }
+
+    /// A complete event for sink tests.
+    pub(crate) fn sample_event() -> AuditEvent {
+        AuditEvent {
+            kind: "Event",
+            api_version: "audit.k8s.io/v1",
+            level: "Metadata",
+            audit_id: "id".into(),
+            stage: "ResponseComplete",
+            request_uri: "/api".into(),
+            verb: "get".into(),
+            user: UserInfo {
+                username: "jane".into(),
+                ..UserInfo::default()
+            },
+            impersonated_user: None,
+            source_ips: vec!["127.0.0.1".into()],
+            user_agent: None,
+            object_ref: None,
+            response_status: Some(ResponseStatus {
+                metadata: BTreeMap::new(),
+                code: 200,
+            }),
+            request_object: None,
+            response_object: None,
+            request_received_timestamp: "2026-01-01T00:00:00.000000Z".into(),
+            stage_timestamp: "2026-01-01T00:00:00.000001Z".into(),
+            annotations: BTreeMap::new(),
+        }
     }
 
     #[test]

@@ -1,0 +1,227 @@
+//! [`BackgroundJsonLines`]: audit events as JSON lines, written by a thread of its own so
+//! request tasks never wait for the disk.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use super::{AuditEvent, AuditSink};
+
+/// Default bound on the bytes waiting for the writer thread (8 MiB).
+pub const DEFAULT_QUEUE: usize = 8 << 20;
+/// The writer wakes at least this often while events are waiting...
+const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+/// ...and at once when this much is waiting.
+const BATCH: usize = 64 << 10;
+
+#[derive(Default)]
+struct State {
+    /// Serialized lines not yet handed to the writer.
+    pending: Vec<u8>,
+    /// Flush requests made / completed (a flush waits for its number to be completed).
+    flush_requested: u64,
+    flush_done: u64,
+    /// The sink was dropped: finish and exit.
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer: lines arrived (into an empty buffer), a flush was asked, or closing.
+    work: Condvar,
+    /// Wakes recorders waiting for room and callers of `flush`.
+    written: Condvar,
+    limit: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Writes each event as one JSON line (kube's `--audit-log-format=json`) from a writer thread.
+///
+/// Events are serialized on the recording task and appended to a shared buffer; the writer
+/// thread takes the whole buffer at once, writes it and flushes the writer (group commit). It
+/// wakes every few milliseconds while events wait, or at once when 64 KiB are waiting, so a
+/// busy gateway pays a thread wake-up per batch, not per event (on a small machine a wake-up
+/// per event costs more than the write), and a slow disk slows the log, not the requests. When more than the queue
+/// bound is waiting, recording waits for the writer rather than lose an event. Dropping the
+/// sink lets the thread finish and exit; [`flush`](Self::flush) waits until everything recorded
+/// so far is written.
+pub struct BackgroundJsonLines {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for BackgroundJsonLines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackgroundJsonLines")
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackgroundJsonLines {
+    /// Starts the writer thread over `writer`, with [`DEFAULT_QUEUE`] bytes of queue.
+    pub fn spawn<W: Write + Send + 'static>(writer: W) -> std::io::Result<Self> {
+        Self::with_queue(writer, DEFAULT_QUEUE)
+    }
+
+    /// Starts the writer thread with a queue bound of `bytes`.
+    pub fn with_queue<W: Write + Send + 'static>(
+        mut writer: W,
+        bytes: usize,
+    ) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            written: Condvar::new(),
+            limit: bytes.max(1),
+        });
+        let worker = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("kubegate-audit".into())
+            .spawn(move || {
+                let mut batch = Vec::new();
+                loop {
+                    let (flush_to, closing) = {
+                        let mut state = worker.lock();
+                        loop {
+                            let asked = state.flush_done != state.flush_requested || state.closed;
+                            if asked || state.pending.len() >= BATCH {
+                                break;
+                            }
+                            if state.pending.is_empty() {
+                                state = worker
+                                    .work
+                                    .wait(state)
+                                    .unwrap_or_else(PoisonError::into_inner);
+                            } else {
+                                // Let a batch gather; lines keep arriving without waking us.
+                                let (next, timeout) = worker
+                                    .work
+                                    .wait_timeout(state, LINGER)
+                                    .unwrap_or_else(PoisonError::into_inner);
+                                state = next;
+                                if timeout.timed_out() {
+                                    break;
+                                }
+                            }
+                        }
+                        std::mem::swap(&mut batch, &mut state.pending);
+                        (state.flush_requested, state.closed)
+                    };
+                    // Room again for recorders waiting on a full queue.
+                    worker.written.notify_all();
+                    if let Err(e) = writer.write_all(&batch).and_then(|()| writer.flush()) {
+                        tracing::warn!(error = %e, "writing audit events failed");
+                    }
+                    batch.clear();
+                    let mut state = worker.lock();
+                    state.flush_done = flush_to;
+                    worker.written.notify_all();
+                    if closing && state.pending.is_empty() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(BackgroundJsonLines { shared })
+    }
+
+    /// Waits until every event recorded so far is written and the writer flushed. Blocks the
+    /// calling thread: call it off the async workers (e.g. `spawn_blocking`) or at shutdown.
+    pub fn flush(&self) {
+        let mut state = self.shared.lock();
+        state.flush_requested += 1;
+        let target = state.flush_requested;
+        self.shared.work.notify_one();
+        while state.flush_done < target && !state.closed {
+            state = self
+                .shared
+                .written
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Drop for BackgroundJsonLines {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+    }
+}
+
+impl AuditSink for BackgroundJsonLines {
+    fn record(&self, event: &AuditEvent) {
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            return;
+        };
+        line.push(b'\n');
+        let mut state = self.shared.lock();
+        while !state.pending.is_empty() && state.pending.len() + line.len() > self.shared.limit {
+            state = self
+                .shared
+                .written
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let was_empty = state.pending.is_empty();
+        let before = state.pending.len();
+        state.pending.extend_from_slice(&line);
+        let crossed_batch = before < BATCH && state.pending.len() >= BATCH;
+        drop(state);
+        // The writer sleeps while nothing waits; after that it lingers on its own timer.
+        if was_empty || crossed_batch {
+            self.shared.work.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer whose contents the test can read.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_event_from_every_thread_is_written_once() {
+        let out = Shared::default();
+        // A queue of a few lines, so recording also waits for the writer.
+        let sink = Arc::new(BackgroundJsonLines::with_queue(out.clone(), 1024).unwrap());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        let mut event = crate::audit::tests::sample_event();
+                        event.audit_id = format!("{t}-{i}");
+                        sink.record(&event);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        sink.flush();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let ids: std::collections::BTreeSet<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["auditID"].to_string())
+            .collect();
+        assert_eq!(text.lines().count(), 2000);
+        assert_eq!(ids.len(), 2000);
+    }
+}
