@@ -274,10 +274,10 @@ impl SpdyExec {
             match frame {
                 Frame::Control {
                     kind: spdy::SYN_STREAM,
-                    flags,
                     payload,
+                    ..
                 } => {
-                    let syn = spdy::syn_stream(&mut codec, flags, &payload)?;
+                    let syn = spdy::syn_stream(&mut codec, &payload)?;
                     spdy::reply(&mut wr, &mut codec, syn.stream).await?;
                     last = last.max(syn.stream);
                     if let Some(kind) = syn.headers.get("streamtype") {
@@ -365,10 +365,10 @@ where
         match frame {
             Frame::Control {
                 kind: spdy::SYN_STREAM,
-                flags,
                 payload,
+                ..
             } => {
-                let syn = spdy::syn_stream(&mut codec, flags, &payload)?;
+                let syn = spdy::syn_stream(&mut codec, &payload)?;
                 spdy::reply(&mut wr, &mut codec, syn.stream).await?;
                 if syn.headers.get("streamtype").map(String::as_str) == Some("data") {
                     data_streams.insert(syn.stream);

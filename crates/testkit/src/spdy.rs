@@ -114,12 +114,8 @@ fn dictionary() -> &'static [u8] {
 /// One frame as read from the wire.
 #[derive(Debug)]
 pub(crate) enum Frame {
-    /// A control frame: its type, flags and payload.
-    Control {
-        kind: u16,
-        flags: u8,
-        payload: Vec<u8>,
-    },
+    /// A control frame: its type and payload (control flags matter to nothing served here).
+    Control { kind: u16, payload: Vec<u8> },
     /// A DATA frame.
     Data {
         stream: u32,
@@ -160,7 +156,6 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Op
         }
         Ok(Some(Frame::Control {
             kind: u16::from_be_bytes([head[2], head[3]]),
-            flags,
             payload,
         }))
     } else {
@@ -294,15 +289,11 @@ pub(crate) struct SynStream {
     pub(crate) headers: HashMap<String, String>,
 }
 
-pub(crate) fn syn_stream(
-    codec: &mut HeaderCodec,
-    flags: u8,
-    payload: &[u8],
-) -> io::Result<SynStream> {
+pub(crate) fn syn_stream(codec: &mut HeaderCodec, payload: &[u8]) -> io::Result<SynStream> {
     if payload.len() < 10 {
         return Err(invalid("short SYN_STREAM"));
     }
-    let _ = flags;
+    // Stream ID, associated stream ID, priority and slot, then the header block.
     Ok(SynStream {
         stream: be32(payload) & 0x7fff_ffff,
         headers: codec.decode(&payload[10..])?,
