@@ -240,7 +240,7 @@ impl SpdyExec {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        use crate::spdy::{self, Frame};
+        use crate::spdy::{self, Event};
         let (mut rd, mut wr) = tokio::io::split(io);
         let mut codec = spdy::HeaderCodec::new()?;
         let wanted: Vec<&str> = [
@@ -268,31 +268,19 @@ impl SpdyExec {
             if started && stdin_done {
                 break;
             }
-            let Some(frame) = spdy::read_frame(&mut rd).await? else {
+            let Some(event) = spdy::next_event(&mut rd, &mut wr, &mut codec).await? else {
                 return Ok(());
             };
-            match frame {
-                Frame::Control {
-                    kind: spdy::SYN_STREAM,
-                    payload,
-                    ..
-                } => {
-                    let syn = spdy::syn_stream(&mut codec, &payload)?;
-                    spdy::reply(&mut wr, &mut codec, syn.stream).await?;
-                    last = last.max(syn.stream);
-                    if let Some(kind) = syn.headers.get("streamtype") {
-                        streams.insert(kind.clone(), syn.stream);
+            match event {
+                Event::Opened { stream, kind } => {
+                    last = last.max(stream);
+                    if let Some(kind) = kind {
+                        streams.insert(kind, stream);
                     }
                 }
-                Frame::Control {
-                    kind: spdy::PING,
-                    payload,
-                    ..
-                } => spdy::pong(&mut wr, &payload).await?,
-                Frame::Control { .. } => {}
-                Frame::Data {
+                Event::Data {
                     stream,
-                    flags,
+                    fin,
                     payload,
                 } => {
                     if Some(&stream) == streams.get("stdin") {
@@ -301,9 +289,10 @@ impl SpdyExec {
                         {
                             spdy::data(&mut wr, out, &payload, false).await?;
                         }
-                        stdin_done |= flags & spdy::FLAG_FIN != 0;
+                        stdin_done |= fin;
                     }
                 }
+                Event::Other => {}
             }
         }
         if let Some(&error) = streams.get("error") {
@@ -357,36 +346,23 @@ async fn echo_forwarded<S>(io: S) -> std::io::Result<()>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use crate::spdy::{self, Frame};
+    use crate::spdy::{self, Event};
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut codec = spdy::HeaderCodec::new()?;
     let mut data_streams = std::collections::HashSet::new();
-    while let Some(frame) = spdy::read_frame(&mut rd).await? {
-        match frame {
-            Frame::Control {
-                kind: spdy::SYN_STREAM,
-                payload,
-                ..
-            } => {
-                let syn = spdy::syn_stream(&mut codec, &payload)?;
-                spdy::reply(&mut wr, &mut codec, syn.stream).await?;
-                if syn.headers.get("streamtype").map(String::as_str) == Some("data") {
-                    data_streams.insert(syn.stream);
+    while let Some(event) = spdy::next_event(&mut rd, &mut wr, &mut codec).await? {
+        match event {
+            Event::Opened { stream, kind } => {
+                if kind.as_deref() == Some("data") {
+                    data_streams.insert(stream);
                 }
             }
-            Frame::Control {
-                kind: spdy::PING,
-                payload,
-                ..
-            } => spdy::pong(&mut wr, &payload).await?,
-            Frame::Control { .. } => {}
-            Frame::Data {
+            Event::Data {
                 stream,
-                flags,
+                fin,
                 payload,
             } => {
                 if data_streams.contains(&stream) {
-                    let fin = flags & spdy::FLAG_FIN != 0;
                     if !payload.is_empty() || fin {
                         spdy::data(&mut wr, stream, &payload, fin).await?;
                     }
@@ -395,6 +371,7 @@ where
                     }
                 }
             }
+            Event::Other => {}
         }
     }
     Ok(())

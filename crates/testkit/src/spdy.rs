@@ -11,12 +11,12 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 const VERSION: u16 = 3;
-pub(crate) const SYN_STREAM: u16 = 1;
+const SYN_STREAM: u16 = 1;
 const SYN_REPLY: u16 = 2;
-pub(crate) const PING: u16 = 6;
-pub(crate) const GOAWAY: u16 = 7;
+const PING: u16 = 6;
+const GOAWAY: u16 = 7;
 /// FIN on a DATA frame or a SYN_STREAM/SYN_REPLY.
-pub(crate) const FLAG_FIN: u8 = 0x01;
+const FLAG_FIN: u8 = 0x01;
 /// Frames larger than this are a protocol error here (client-go sends at most 32 KiB).
 const MAX_FRAME: usize = 1 << 20;
 
@@ -351,6 +351,66 @@ async fn write_data<W: AsyncWrite + Unpin>(
     f.extend_from_slice(&(chunk.len() as u32).to_be_bytes()[1..]);
     f.extend_from_slice(chunk);
     w.write_all(&f).await
+}
+
+/// What a frame means to a server once the protocol's own chores are done.
+pub(crate) enum Event {
+    /// The client opened a stream (already answered with SYN_REPLY); its `streamtype` header.
+    Opened { stream: u32, kind: Option<String> },
+    /// Data on a stream; `fin` half-closes it.
+    Data {
+        stream: u32,
+        fin: bool,
+        payload: Vec<u8>,
+    },
+    /// Anything else (SETTINGS, WINDOW_UPDATE, RST_STREAM, GOAWAY, PINGs already answered).
+    Other,
+}
+
+/// Reads the next frame and does the chores every server owes: a SYN_REPLY to each stream the
+/// client opens, an echo of each PING. `None` at the end of the connection.
+pub(crate) async fn next_event<R, W>(
+    rd: &mut R,
+    wr: &mut W,
+    codec: &mut HeaderCodec,
+) -> io::Result<Option<Event>>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Some(frame) = read_frame(rd).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match frame {
+        Frame::Control {
+            kind: SYN_STREAM,
+            payload,
+        } => {
+            let mut syn = syn_stream(codec, &payload)?;
+            reply(wr, codec, syn.stream).await?;
+            Event::Opened {
+                stream: syn.stream,
+                kind: syn.headers.remove("streamtype"),
+            }
+        }
+        Frame::Control {
+            kind: PING,
+            payload,
+        } => {
+            pong(wr, &payload).await?;
+            Event::Other
+        }
+        Frame::Control { .. } => Event::Other,
+        Frame::Data {
+            stream,
+            flags,
+            payload,
+        } => Event::Data {
+            stream,
+            fin: flags & FLAG_FIN != 0,
+            payload,
+        },
+    }))
 }
 
 /// Echoes a PING.

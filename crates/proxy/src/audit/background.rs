@@ -23,6 +23,8 @@ struct State {
     flush_done: u64,
     /// The sink was dropped: finish and exit.
     closed: bool,
+    /// A recorder waits for room: write now instead of lingering.
+    full: bool,
 }
 
 struct Shared {
@@ -87,7 +89,9 @@ impl BackgroundJsonLines {
                     let (flush_to, closing) = {
                         let mut state = worker.lock();
                         loop {
-                            let asked = state.flush_done != state.flush_requested || state.closed;
+                            let asked = state.flush_done != state.flush_requested
+                                || state.closed
+                                || state.full;
                             if asked || state.pending.len() >= BATCH {
                                 break;
                             }
@@ -109,6 +113,7 @@ impl BackgroundJsonLines {
                             }
                         }
                         std::mem::swap(&mut batch, &mut state.pending);
+                        state.full = false;
                         (state.flush_requested, state.closed)
                     };
                     // Room again for recorders waiting on a full queue.
@@ -160,6 +165,8 @@ impl AuditSink for BackgroundJsonLines {
         line.push(b'\n');
         let mut state = self.shared.lock();
         while !state.pending.is_empty() && state.pending.len() + line.len() > self.shared.limit {
+            state.full = true;
+            self.shared.work.notify_one();
             state = self
                 .shared
                 .written

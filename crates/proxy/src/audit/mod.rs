@@ -1030,32 +1030,7 @@ mod tests {
 
     #[test]
     fn event_json_uses_audit_k8s_io_v1_field_names() {
-        let e = AuditEvent {
-            kind: "Event",
-            api_version: "audit.k8s.io/v1",
-            level: "Metadata",
-            audit_id: "id".into(),
-            stage: "ResponseComplete",
-            request_uri: "/api".into(),
-            verb: "get".into(),
-            user: UserInfo {
-                username: "jane".into(),
-                ..UserInfo::default()
-            },
-            impersonated_user: None,
-            source_ips: vec!["127.0.0.1".into()],
-            user_agent: None,
-            object_ref: None,
-            response_status: Some(ResponseStatus {
-                metadata: BTreeMap::new(),
-                code: 200,
-            }),
-            request_object: None,
-            response_object: None,
-            request_received_timestamp: "2026-01-01T00:00:00.000000Z".into(),
-            stage_timestamp: "2026-01-01T00:00:00.000001Z".into(),
-            annotations: BTreeMap::new(),
-        };
+        let e = sample_event();
         let sink = JsonLinesSink::new(Vec::new());
         sink.record(&e);
         let line = sink.into_inner();
