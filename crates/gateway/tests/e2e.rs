@@ -826,39 +826,55 @@ async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clu
             );
         }
 
-        // port-forward: the testkit echoes every forwarded connection.
-        let mut forward = spdy_kubectl(&env, prefix, &["port-forward", "pod/web", ":8080"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        // port-forward over SPDY, and over kubectl's default WebSocket tunnel (SPDY frames in
+        // WebSocket messages): the testkit echoes every forwarded connection.
+        for websockets in [false, true] {
+            let mut cmd = spdy_kubectl(&env, prefix, &["port-forward", "pod/web", ":8080"]);
+            cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", websockets.to_string());
+            let mut forward = cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = tokio::io::BufReader::new(forward.stdout.take().unwrap()).lines();
+            let line = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("kubectl port-forward starts")
+                .unwrap()
+                .unwrap_or_default();
+            // "Forwarding from 127.0.0.1:41234 -> 8080"
+            let port: u16 = line
+                .split("127.0.0.1:")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("{prefix}: unexpected output {line:?}"));
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            conn.write_all(b"hello through kubegate").await.unwrap();
+            let mut echoed = vec![0u8; 22];
+            tokio::time::timeout(
+                std::time::Duration::from_secs(30),
+                conn.read_exact(&mut echoed),
+            )
             .await
-            .expect("kubectl port-forward starts")
-            .unwrap()
-            .unwrap_or_default();
-        // "Forwarding from 127.0.0.1:41234 -> 8080"
-        let port: u16 = line
-            .split("127.0.0.1:")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("{prefix}: unexpected output {line:?}"));
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
+            .unwrap_or_else(|_| panic!("{prefix} websockets={websockets}: no echo"))
             .unwrap();
-        conn.write_all(b"hello through kubegate").await.unwrap();
-        let mut echoed = vec![0u8; 22];
-        tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            conn.read_exact(&mut echoed),
-        )
-        .await
-        .expect("the echo comes back")
-        .unwrap();
-        assert_eq!(echoed, b"hello through kubegate", "{prefix}");
-        drop(conn);
-        let _ = forward.kill().await;
+            assert_eq!(
+                echoed, b"hello through kubegate",
+                "{prefix} websockets={websockets}"
+            );
+            let forwarded = server
+                .requests()
+                .into_iter()
+                .rev()
+                .find(|r| r.path.ends_with("/pods/web/portforward"))
+                .expect("the port-forward reached the upstream");
+            let expected = if websockets { "websocket" } else { "SPDY/3.1" };
+            assert_eq!(forwarded.headers["upgrade"], expected);
+            drop(conn);
+            let _ = forward.kill().await;
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Upgrades: pod `exec` over WebSocket (`v5.channel.k8s.io`/`v4.channel.k8s.io`) or SPDY/3.1
 //! (`v4.channel.k8s.io`), with no real process; pod `portforward` over SPDY/3.1
-//! (`portforward.k8s.io`, every forwarded connection echoed); and a raw upgrade echo.
+//! (`portforward.k8s.io`) or SPDY tunnelled in WebSocket messages, every forwarded connection
+//! echoed; and a raw upgrade echo.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -323,10 +324,13 @@ pub(crate) fn portforward(mut req: Request<Incoming>) -> Response<Body> {
     if !is_upgrade(req.headers()) {
         return body::status(&Status::bad_request("Upgrade request required"), false);
     }
+    if is_websocket(req.headers()) {
+        return tunnelled_portforward(req);
+    }
     if !is_spdy(req.headers()) {
         return body::text(
             StatusCode::BAD_REQUEST,
-            "unable to upgrade: only SPDY/3.1 port forwarding is supported\n",
+            "unable to upgrade: only SPDY/3.1 and websocket upgrades are supported\n",
         );
     }
     let resp = spdy_handshake(&req, &["portforward.k8s.io"]);
@@ -340,6 +344,91 @@ pub(crate) fn portforward(mut req: Request<Incoming>) -> Response<Body> {
         }
     });
     resp
+}
+
+/// The WebSocket subprotocol kubectl (≥ 1.31) uses for port-forward: SPDY/3.1 frames carried
+/// in binary WebSocket messages.
+const TUNNELLED_PORTFORWARD: &str = "SPDY/3.1+portforward.k8s.io";
+
+/// Port-forward over a WebSocket tunnel: the same SPDY session as [`portforward`], its bytes
+/// carried in binary messages (kube-apiserver's `portforward/tunneling.go`).
+fn tunnelled_portforward(mut req: Request<Incoming>) -> Response<Body> {
+    if !offered_protocols(req.headers())
+        .iter()
+        .any(|p| p == TUNNELLED_PORTFORWARD)
+    {
+        return body::text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: no supported websocket subprotocol offered\n",
+        );
+    }
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        return body::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let (spdy_side, tunnel_side) = tokio::io::duplex(64 * 1024);
+        let _ = tokio::join!(tunnel(ws, tunnel_side), echo_forwarded(spdy_side));
+    });
+    let mut resp = body::response(StatusCode::SWITCHING_PROTOCOLS, "", body::empty());
+    let h = resp.headers_mut();
+    h.remove(http::header::CONTENT_TYPE);
+    h.remove(http::header::CACHE_CONTROL);
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(TUNNELLED_PORTFORWARD),
+    );
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
+}
+
+/// Carries a byte stream over binary WebSocket messages, both ways, until either side ends.
+async fn tunnel<S>(ws: WebSocketStream<S>, bytes: tokio::io::DuplexStream) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ws_out, mut ws_in) = ws.split();
+    let (mut from_spdy, mut to_spdy) = tokio::io::split(bytes);
+    let inbound = async {
+        while let Some(Ok(message)) = ws_in.next().await {
+            match message {
+                Message::Binary(data) => to_spdy.write_all(&data).await?,
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        to_spdy.shutdown().await
+    };
+    let outbound = async {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = from_spdy.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let message = Message::Binary(Bytes::copy_from_slice(&buf[..n]));
+            if ws_out.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws_out.close().await;
+        Ok::<_, std::io::Error>(())
+    };
+    let (a, b) = tokio::join!(inbound, outbound);
+    a.and(b)
 }
 
 async fn echo_forwarded<S>(io: S) -> std::io::Result<()>
