@@ -68,22 +68,9 @@ pub(crate) fn exec(mut req: Request<Incoming>, query: &Query) -> Response<Body> 
             "unable to upgrade: only SPDY/3.1 and websocket upgrades are supported\n",
         );
     }
-    let offered = offered_protocols(req.headers());
-    let Some(protocol) = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
-        .into_iter()
-        .find(|p| offered.iter().any(|o| o == p))
-    else {
-        return body::text(
-            StatusCode::BAD_REQUEST,
-            "unable to upgrade: no supported websocket subprotocol offered\n",
-        );
-    };
-    let Some(key) = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        return body::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    let (protocol, resp) = websocket_handshake(&req, &["v5.channel.k8s.io", "v4.channel.k8s.io"]);
+    let Some(protocol) = protocol else {
+        return resp;
     };
     let commands: Vec<String> = query.all("command").map(str::to_owned).collect();
     let stdin = query.flag("stdin");
@@ -98,17 +85,53 @@ pub(crate) fn exec(mut req: Request<Incoming>, query: &Query) -> Response<Body> 
         // The client going away mid-session is not an error for a fake process.
         let _ = run_exec(ws, &commands, stdin, stdout, v5).await;
     });
+    resp
+}
+
+/// A `101 Switching Protocols` to `upgrade`, without the body headers every other answer has.
+fn switching_protocols(upgrade: &'static str) -> Response<Body> {
     let mut resp = body::response(StatusCode::SWITCHING_PROTOCOLS, "", body::empty());
     let h = resp.headers_mut();
     h.remove(http::header::CONTENT_TYPE);
     h.remove(http::header::CACHE_CONTROL);
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(UPGRADE, HeaderValue::from_static(upgrade));
+    resp
+}
+
+/// A WebSocket handshake for the first of `supported` the client offers: the chosen
+/// subprotocol and the `101`, or `None` and the refusal.
+fn websocket_handshake(
+    req: &Request<Incoming>,
+    supported: &[&'static str],
+) -> (Option<&'static str>, Response<Body>) {
+    let offered = offered_protocols(req.headers());
+    let Some(protocol) = supported
+        .iter()
+        .copied()
+        .find(|p| offered.iter().any(|o| o == p))
+    else {
+        let refusal = body::text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: no supported websocket subprotocol offered\n",
+        );
+        return (None, refusal);
+    };
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+    else {
+        let refusal = body::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+        return (None, refusal);
+    };
+    let mut resp = switching_protocols("websocket");
+    let h = resp.headers_mut();
     h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
     if let Ok(v) = HeaderValue::from_str(&key) {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    resp
+    (Some(protocol), resp)
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {
@@ -193,13 +216,9 @@ fn spdy_handshake(req: &Request<Incoming>, supported: &[&'static str]) -> Respon
             ),
         );
     };
-    let mut resp = body::response(StatusCode::SWITCHING_PROTOCOLS, "", body::empty());
-    let h = resp.headers_mut();
-    h.remove(http::header::CONTENT_TYPE);
-    h.remove(http::header::CACHE_CONTROL);
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-    h.insert(STREAM_PROTOCOL, HeaderValue::from_static(protocol));
+    let mut resp = switching_protocols("SPDY/3.1");
+    resp.headers_mut()
+        .insert(STREAM_PROTOCOL, HeaderValue::from_static(protocol));
     resp
 }
 
@@ -353,22 +372,10 @@ const TUNNELLED_PORTFORWARD: &str = "SPDY/3.1+portforward.k8s.io";
 /// Port-forward over a WebSocket tunnel: the same SPDY session as [`portforward`], its bytes
 /// carried in binary messages (kube-apiserver's `portforward/tunneling.go`).
 fn tunnelled_portforward(mut req: Request<Incoming>) -> Response<Body> {
-    if !offered_protocols(req.headers())
-        .iter()
-        .any(|p| p == TUNNELLED_PORTFORWARD)
-    {
-        return body::text(
-            StatusCode::BAD_REQUEST,
-            "unable to upgrade: no supported websocket subprotocol offered\n",
-        );
+    let (protocol, resp) = websocket_handshake(&req, &[TUNNELLED_PORTFORWARD]);
+    if protocol.is_none() {
+        return resp;
     }
-    let Some(key) = req
-        .headers()
-        .get("sec-websocket-key")
-        .map(|k| derive_accept_key(k.as_bytes()))
-    else {
-        return body::text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
-    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -378,19 +385,6 @@ fn tunnelled_portforward(mut req: Request<Incoming>) -> Response<Body> {
         let (spdy_side, tunnel_side) = tokio::io::duplex(64 * 1024);
         let _ = tokio::join!(tunnel(ws, tunnel_side), echo_forwarded(spdy_side));
     });
-    let mut resp = body::response(StatusCode::SWITCHING_PROTOCOLS, "", body::empty());
-    let h = resp.headers_mut();
-    h.remove(http::header::CONTENT_TYPE);
-    h.remove(http::header::CACHE_CONTROL);
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(
-        SEC_WEBSOCKET_PROTOCOL,
-        HeaderValue::from_static(TUNNELLED_PORTFORWARD),
-    );
-    if let Ok(v) = HeaderValue::from_str(&key) {
-        h.insert(SEC_WEBSOCKET_ACCEPT, v);
-    }
     resp
 }
 
