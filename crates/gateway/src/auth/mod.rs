@@ -277,6 +277,24 @@ fn source_key(req: &Request<RequestBody>) -> Option<LoginKey> {
         .map(|a| LoginKey::Source(a.0.ip()))
 }
 
+/// A login request's checks (method, content type, CSRF) and JSON body, with the source it
+/// came from and its head for answering.
+async fn read_login<T: for<'de> Deserialize<'de>>(
+    config: &Config,
+    req: Request<RequestBody>,
+) -> Result<(T, Option<LoginKey>, Request<()>), Box<Response<ProxyBody>>> {
+    if let Err(status) = precheck(config, &req) {
+        return Err(Box::new(respond(&status, &req)));
+    }
+    let source = source_key(&req);
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    match read_json(body).await {
+        Ok(login) => Ok((login, source, head)),
+        Err(status) => Err(Box::new(respond(&status, &head))),
+    }
+}
+
 /// `POST /auth/password/login`.
 async fn password_login(
     shared: &Shared,
@@ -284,15 +302,9 @@ async fn password_login(
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let config = &runtime.config;
-    if let Err(status) = precheck(config, &req) {
-        return respond(&status, &req);
-    }
-    let source = source_key(&req);
-    let (parts, body) = req.into_parts();
-    let head = Request::from_parts(parts, ());
-    let login: PasswordLogin = match read_json(body).await {
-        Ok(l) => l,
-        Err(status) => return respond(&status, &head),
+    let (login, source, head) = match read_login::<PasswordLogin>(config, req).await {
+        Ok(read) => read,
+        Err(refusal) => return *refusal,
     };
     let state = &shared.auth;
     let (max, window) = login_window(config);
@@ -368,15 +380,9 @@ async fn token_login(
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let config = &runtime.config;
-    if let Err(status) = precheck(config, &req) {
-        return respond(&status, &req);
-    }
-    let source = source_key(&req);
-    let (parts, body) = req.into_parts();
-    let head = Request::from_parts(parts, ());
-    let login: TokenLogin = match read_json(body).await {
-        Ok(l) => l,
-        Err(status) => return respond(&status, &head),
+    let (login, source, head) = match read_login::<TokenLogin>(config, req).await {
+        Ok(read) => read,
+        Err(refusal) => return *refusal,
     };
     let state = &shared.auth;
     let (max, window) = login_window(config);
