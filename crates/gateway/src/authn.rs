@@ -137,6 +137,26 @@ impl Credentials {
         self.generations.get(user).copied().unwrap_or(0)
     }
 
+    /// A user token for `identity` at the user's current generation (so "revoke all my
+    /// tokens" reaches it), limited to `scope`, living `ttl` (the minter's bound when `None`).
+    pub fn user_token_request(
+        &self,
+        identity: &Identity,
+        scope: Option<AccessKeyScope>,
+        ttl: Option<std::time::Duration>,
+    ) -> kubegate_tokens::MintRequest {
+        kubegate_tokens::MintRequest {
+            subject: identity.name.clone(),
+            groups: identity.groups.clone(),
+            uid: identity.uid.clone(),
+            name: identity.name.clone(),
+            kind: kubegate_tokens::SubjectKind::User,
+            generation: self.generation(&identity.name) as i64,
+            scope,
+            ttl,
+        }
+    }
+
     /// Authenticates a bearer credential.
     pub fn authenticate(
         &self,

@@ -47,7 +47,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kubegate_proxy::{ProxyBody, Status};
-use kubegate_tokens::{AccessKeySecret, MintRequest, SubjectKind, Verifier};
+use kubegate_tokens::{AccessKeySecret, Verifier};
 use serde::{Deserialize, Serialize};
 
 use crate::authn::Caller;
@@ -406,16 +406,11 @@ async fn token_login(
     };
     let identity = &caller.identity;
     // The session may do what the presented credential may do, no more: it keeps its scope.
-    let request = MintRequest {
-        subject: identity.name.clone(),
-        groups: identity.groups.clone(),
-        uid: identity.uid.clone(),
-        name: identity.name.clone(),
-        kind: SubjectKind::User,
-        generation: runtime.credentials.generation(&identity.name) as i64,
-        scope: caller.raw_scope.clone(),
-        ttl: Some(Duration::from_secs(config.auth.session_ttl_seconds)),
-    };
+    let request = runtime.credentials.user_token_request(
+        identity,
+        caller.raw_scope.clone(),
+        Some(Duration::from_secs(config.auth.session_ttl_seconds)),
+    );
     let minted = match shared.minter.mint(&request, now) {
         Ok(m) => m,
         Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),

@@ -11,7 +11,7 @@ use kubegate_api::{
 };
 use kubegate_authz::CompiledScope;
 use kubegate_proxy::{ProxyBody, Status};
-use kubegate_tokens::{AccessKeySecret, MintRequest, SubjectKind};
+use kubegate_tokens::AccessKeySecret;
 
 use super::discovery::GROUP;
 use super::request::{
@@ -136,16 +136,11 @@ pub(super) async fn create_direct_cluster_endpoint_token(
         Err(status) => return fail(*status),
     };
     let identity = &ctx.caller.identity;
-    let request = MintRequest {
-        subject: identity.name.clone(),
-        groups: identity.groups.clone(),
-        uid: identity.uid.clone(),
-        name: identity.name.clone(),
-        kind: SubjectKind::User,
-        generation: ctx.runtime.credentials.generation(&identity.name) as i64,
-        scope: scope.clone(),
-        ttl: (object.spec.ttl > 0).then(|| Duration::from_secs(object.spec.ttl as u64)),
-    };
+    let request = ctx.runtime.credentials.user_token_request(
+        identity,
+        scope.clone(),
+        (object.spec.ttl > 0).then(|| Duration::from_secs(object.spec.ttl as u64)),
+    );
     let minted = match ctx.shared.minter.mint(&request, now()) {
         Ok(m) => m,
         Err(e) => return fail(Status::internal_error(&e.to_string())),
