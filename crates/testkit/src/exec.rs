@@ -212,7 +212,9 @@ fn spdy_handshake(req: &Request<Incoming>, supported: &[&'static str]) -> Respon
         return body::text(
             StatusCode::FORBIDDEN,
             format!(
-                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}\n"
+                "unable to upgrade: unable to negotiate protocol: client supports [{}], server supports [{}]\n",
+                offered.join(" "),
+                supported.join(" ")
             ),
         );
     };
