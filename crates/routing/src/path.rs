@@ -11,7 +11,7 @@ use crate::RouteError;
 /// bytes that do not form UTF-8 after decoding, are an error (Go's HTTP server answers those with
 /// `400 Bad Request` before any handler runs).
 pub fn decode_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
-    if !raw.contains('%') {
+    if !raw.bytes().any(|b| b == b'%') {
         return Ok(Cow::Borrowed(raw));
     }
     let bytes = raw.as_bytes();

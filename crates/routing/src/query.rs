@@ -23,6 +23,14 @@ impl<'a> Query<'a> {
 
     /// Every decodable `(key, value)` pair, in order.
     pub fn pairs(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + 'a {
+        self.pairs_with_raw_values()
+            .map(|(key, value, _)| (key, value))
+    }
+
+    /// [`pairs`](Self::pairs), each with its value as written (still escaped).
+    pub(crate) fn pairs_with_raw_values(
+        &self,
+    ) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>, &'a str)> + 'a {
         // One scan up front: a query without `%`, `+` or `;` (the usual case) needs no per-pair
         // checks or decoding.
         let simple = !self.raw.bytes().fold(false, |acc, b| {
@@ -37,12 +45,12 @@ impl<'a> Query<'a> {
             }
             let (key, value) = split_at_byte(pair, b'=').unwrap_or((pair, ""));
             if simple {
-                return Some((Cow::Borrowed(key), Cow::Borrowed(value)));
+                return Some((Cow::Borrowed(key), Cow::Borrowed(value), value));
             }
-            if pair.contains(';') {
+            if pair.bytes().any(|b| b == b';') {
                 return None;
             }
-            Some((unescape(key)?, unescape(value)?))
+            Some((unescape(key)?, unescape(value)?, value))
         })
     }
 
@@ -84,9 +92,41 @@ pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
     let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
         return Some(Cow::Borrowed(s));
     };
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(bytes.get(..first)?);
+    // Runs between escapes are copied as `str`s and ASCII escapes pushed as chars, so the
+    // result needs no UTF-8 check; only an escape of a non-ASCII byte takes the byte path.
+    let mut out = String::with_capacity(bytes.len());
+    let mut run_start = 0;
     let mut i = first;
+    while let Some(&b) = bytes.get(i) {
+        let decoded = match b {
+            b'+' => b' ',
+            b'%' => {
+                let hi = bytes.get(i + 1).copied().and_then(hex)?;
+                let lo = bytes.get(i + 2).copied().and_then(hex)?;
+                hi << 4 | lo
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        if !decoded.is_ascii() {
+            return unescape_bytes(s);
+        }
+        out.push_str(s.get(run_start..i)?);
+        out.push(char::from(decoded));
+        i += if b == b'+' { 1 } else { 3 };
+        run_start = i;
+    }
+    out.push_str(s.get(run_start..)?);
+    Some(Cow::Owned(out))
+}
+
+/// [`unescape`] for values whose escapes decode to non-ASCII bytes.
+fn unescape_bytes(s: &str) -> Option<Cow<'_, str>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
             b'+' => {
@@ -121,6 +161,9 @@ mod tests {
         assert_eq!(q.first("a").unwrap(), "1");
         assert_eq!(q.first("b").unwrap(), "x y");
         assert_eq!(q.first("c").unwrap(), "A");
+        assert_eq!(Query::new("u=%E1%9B%92+x%41").first("u").unwrap(), "ᛒ xA");
+        assert_eq!(Query::new("u=a%ffb").first("u").unwrap(), "a\u{fffd}b");
+        assert_eq!(Query::new("u=%41%zz").first("u"), None);
         assert_eq!(q.first("bad"), None, "invalid escape drops the pair");
         assert_eq!(q.first("semi"), None, "a pair with ';' is dropped");
         assert_eq!(q.first("x"), None);

@@ -343,6 +343,8 @@ fn go_bool(v: &str) -> bool {
 struct ListQuery<'a> {
     watch: Option<Cow<'a, str>>,
     field_selector: Option<Cow<'a, str>>,
+    /// The field selector as written in the query (still escaped).
+    raw_field_selector: &'a str,
     label_selector: Option<Cow<'a, str>>,
     limit: Option<Cow<'a, str>>,
     timeout: Option<Cow<'a, str>>,
@@ -351,10 +353,15 @@ struct ListQuery<'a> {
 impl<'a> ListQuery<'a> {
     fn scan(query: &Query<'a>) -> Self {
         let mut out = ListQuery::default();
-        for (key, value) in query.pairs() {
+        for (key, value, raw_value) in query.pairs_with_raw_values() {
             let slot = match &*key {
                 "watch" => &mut out.watch,
-                "fieldSelector" => &mut out.field_selector,
+                "fieldSelector" => {
+                    if out.field_selector.is_none() {
+                        out.raw_field_selector = raw_value;
+                    }
+                    &mut out.field_selector
+                }
                 "labelSelector" => &mut out.label_selector,
                 "limit" => &mut out.limit,
                 "timeoutSeconds" => &mut out.timeout,
@@ -380,9 +387,14 @@ impl<'a> ListQuery<'a> {
         let name = match &self.field_selector {
             None => None,
             Some(Cow::Borrowed(s)) => selectors::exact_name(s).map_err(|_| ())?,
-            Some(Cow::Owned(s)) => selectors::exact_name(s)
-                .map_err(|_| ())?
-                .map(|n| Cow::Owned(n.into_owned())),
+            Some(Cow::Owned(s)) => selectors::exact_name(s).map_err(|_| ())?.map(|name| {
+                // The name is usually written unescaped at the end of the raw selector
+                // (`metadata.name%3Dweb`): borrow it from there rather than copy it.
+                match self.raw_field_selector.strip_suffix(&*name) {
+                    Some(before) => Cow::Borrowed(&self.raw_field_selector[before.len()..]),
+                    None => Cow::Owned(name.into_owned()),
+                }
+            }),
         };
         Ok((self.watch.as_deref().is_some_and(go_bool), name))
     }
@@ -390,5 +402,5 @@ impl<'a> ListQuery<'a> {
 
 /// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
 fn is_path_segment_name(name: &str) -> bool {
-    name != "." && name != ".." && !name.contains(['/', '%'])
+    name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == b'%')
 }

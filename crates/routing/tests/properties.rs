@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 //! target prefix is literally in the input.
 
+use kubegate_routing::selectors::LabelSelector;
 use kubegate_routing::{RequestInfo, Router, Target, decode_path};
 use proptest::prelude::*;
 
@@ -54,6 +55,32 @@ fn path_strategy() -> impl Strategy<Value = String> {
     proptest::collection::vec(segment, 0..9).prop_map(|s| format!("/{}", s.join("/")))
 }
 
+/// Label-selector terms: mostly the `key=value` shapes validation shortcuts, with the keys,
+/// values and operators that make them invalid or send them to the full parser.
+fn label_term_strategy() -> impl Strategy<Value = String> {
+    let word = prop_oneof![
+        Just(String::new()),
+        Just("in".to_owned()),
+        Just("example.com/app".to_owned()),
+        Just("a/b/c".to_owned()),
+        Just("-x".to_owned()),
+        "[a-zA-Z0-9._/-]{1,8}",
+        "[a-z]{60,70}",
+        ".{0,3}",
+    ];
+    let op = prop_oneof![
+        Just("="),
+        Just("=="),
+        Just("!="),
+        Just("!"),
+        Just(" in "),
+        Just(">"),
+        Just(""),
+        Just(" = "),
+    ];
+    (word.clone(), op, word).prop_map(|(k, op, v)| format!("{k}{op}{v}"))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
@@ -73,6 +100,17 @@ proptest! {
                 let _ = RequestInfo::parse("GET", &route.rest, route.query);
             }
         }
+    }
+
+    #[test]
+    fn label_selector_validate_agrees_with_parse(
+        selector in proptest::collection::vec(label_term_strategy(), 0..4).prop_map(|t| t.join(","))
+    ) {
+        prop_assert_eq!(
+            LabelSelector::validate(&selector).is_ok(),
+            LabelSelector::parse(&selector).is_ok(),
+            "{:?}", selector
+        );
     }
 
     #[test]

@@ -79,6 +79,15 @@ impl<'a> FieldSelector<'a> {
 /// no escapes: the lexically smallest raw `metadata.name=`/`==` term, which is the one
 /// apimachinery's sorted `RequiresExactMatch` finds. `Err` when the selector does not parse.
 pub(crate) fn exact_name(selector: &str) -> Result<Option<Cow<'_, str>>, SelectorError> {
+    // One term without backslashes — the usual shape — is its own raw and unescaped form.
+    if !selector.is_empty() && !selector.bytes().any(|b| b == b'\\' || b == b',') {
+        let (field, op, value) = split_term(selector).ok_or_else(|| invalid(selector, selector))?;
+        if value.bytes().any(|b| b == b'=') {
+            return Err(SelectorError::UnescapedRune('='));
+        }
+        let pins_name = field == "metadata.name" && op != FieldOperator::NotEquals;
+        return Ok(pins_name.then_some(Cow::Borrowed(value)));
+    }
     let mut best: Option<(&str, FieldOperator, &str)> = None;
     for term in split_terms(selector) {
         if term.is_empty() {
@@ -194,6 +203,40 @@ mod tests {
         assert_eq!(fields, ["a", "b", "c"]);
         assert_eq!(s.requirements()[0].operator, FieldOperator::NotEquals);
         assert_eq!(s.requirements()[2].operator, FieldOperator::DoubleEquals);
+    }
+
+    #[test]
+    fn exact_name_agrees_with_the_parsed_selector() {
+        for s in [
+            "",
+            "metadata.name=web",
+            "metadata.name==web",
+            "metadata.name!=web",
+            "metadata.name=",
+            "metadata.name=a=b",
+            "metadata.name",
+            "=web",
+            "spec.nodeName=n1",
+            "metadata.name=b,metadata.name=a",
+            "metadata.name==b,metadata.name=a",
+            "metadata.name=a\\,b",
+            "metadata.name=a\\=b",
+            "metadata.name=a\\x",
+            "metadata.name=a,",
+            ",metadata.name=a",
+            "metadata.name=ᛒ",
+        ] {
+            let parsed = FieldSelector::parse(s);
+            let exact = exact_name(s);
+            assert_eq!(parsed.is_ok(), exact.is_ok(), "{s:?}");
+            if let (Ok(parsed), Ok(exact)) = (parsed, exact) {
+                assert_eq!(
+                    parsed.requires_exact_match("metadata.name"),
+                    exact.as_deref(),
+                    "{s:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -74,6 +74,9 @@ impl<'a> LabelSelector<'a> {
     /// assert!(LabelSelector::validate("a=b c").is_err());
     /// ```
     pub fn validate(selector: &str) -> Result<(), SelectorError> {
+        if equality_terms_are_valid(selector) {
+            return Ok(());
+        }
         let mut parser = Parser {
             lexer: Lexer { input: selector },
             peeked: None,
@@ -411,6 +414,52 @@ impl<'a> Parser<'a> {
     }
 }
 
+/// Whether `selector` is made only of `key=value`, `key==value` or `key!=value` terms joined by
+/// `,` — no spaces, no other operator — each with a valid key and value: the shape almost every
+/// real selector has. For those the grammar needs no lexer: a term is its key, operator and
+/// value. `false` means "not shown valid this way" (another shape, or an invalid term); the
+/// full parser then decides, and words the error.
+fn equality_terms_are_valid(selector: &str) -> bool {
+    if selector.is_empty() {
+        return false;
+    }
+    let mut rest = Some(selector);
+    while let Some(terms) = rest {
+        let (term, after) = match crate::path::split_at_byte(terms, b',') {
+            Some((term, after)) => (term, Some(after)),
+            None => (terms, None),
+        };
+        rest = after;
+        if !equality_term_is_valid(term) {
+            return false;
+        }
+    }
+    true
+}
+
+/// One `key=value`, `key==value` or `key!=value` term of [`equality_terms_are_valid`].
+fn equality_term_is_valid(term: &str) -> bool {
+    let bytes = term.as_bytes();
+    let Some(op) = bytes.iter().position(|&b| is_special(b)) else {
+        return false;
+    };
+    let value_start = match (bytes[op], bytes.get(op + 1)) {
+        (b'=' | b'!', Some(b'=')) => op + 2,
+        (b'=', _) => op + 1,
+        _ => return false,
+    };
+    let (key, value) = (&term[..op], &term[value_start..]);
+    let plain = |s: &str| {
+        !s.bytes()
+            .any(|b| b == 0 || is_whitespace(b) || is_special(b))
+    };
+    !key.is_empty()
+        && plain(key)
+        && plain(value)
+        && validate_key(key).is_ok()
+        && validate_value(value).is_ok()
+}
+
 /// The values of a requirement: one integer for `>`/`<`, label values otherwise.
 fn check_values(operator: LabelOperator, values: &[&str]) -> Result<(), SelectorError> {
     match operator {
@@ -433,12 +482,13 @@ fn check_values(operator: LabelOperator, values: &[&str]) -> Result<(), Selector
 /// `IsQualifiedName`: an optional DNS-1123 subdomain prefix and `/`, then a name of at most 63
 /// characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
 fn validate_key(key: &str) -> Result<(), SelectorError> {
-    let (prefix, name) = match key.split_once('/') {
+    let (prefix, name) = match crate::path::split_at_byte(key, b'/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
     };
     let prefix_ok = prefix.is_none_or(is_dns1123_subdomain);
-    if prefix_ok && !name.contains('/') && is_qualified_name_part(name) {
+    // `is_qualified_name_part` refuses a second `/`.
+    if prefix_ok && is_qualified_name_part(name) {
         Ok(())
     } else {
         Err(err(format!(
