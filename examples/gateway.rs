@@ -13,6 +13,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use kubegate::gateway::{Config, Gateway, ServerLimits, bootstrap};
 
+// mimalloc rather than glibc's allocator: a proxy allocates and frees many small buffers per
+// request across tasks, where glibc's arena consolidation and heap trimming showed up in
+// profiles. In `proxy_load` (64 HTTPS connections) it cut the gateway's CPU time per request by
+// ≈ 8 % (crates/proxy/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// kubegate: one authenticated, authorized, audited front door to many Kubernetes API servers.
 #[derive(Debug, Parser)]
 #[command(name = "kubegate", version)]

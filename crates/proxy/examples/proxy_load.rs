@@ -47,6 +47,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
+// The allocator the reference gateway binary uses (examples/gateway.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const GATEWAY_TOKEN: &str = "bench-user-kubegate-token";
 
 fn main() {
@@ -310,6 +314,8 @@ struct Target {
     tls: bool,
     prefix: String,
     token: String,
+    /// The proxy's process, whose CPU time per request is reported (`None`: direct).
+    pid: Option<u32>,
 }
 
 struct Procs(Vec<Child>);
@@ -333,6 +339,28 @@ fn wait_file(p: &Path) -> Vec<u8> {
     }
 }
 
+/// CPU time (user + system, all threads) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces): utime is
+    // the 12th, stime the 13th.
+    let after = s.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    tick(11) + tick(12)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux unless told otherwise.
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -347,6 +375,10 @@ async fn drive(secs: Duration) {
     std::fs::create_dir_all(&dir).unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut procs = Procs(Vec::new());
+    // `PROXY_LOAD_PROXY_CPUS` moves the proxies under test (default: CPU 1, the driver's
+    // neighbour); `0` puts them on the driver's own CPU, which takes the cost of waking another
+    // CPU out of the latency figures.
+    let proxy_cpus = std::env::var("PROXY_LOAD_PROXY_CPUS").unwrap_or_else(|_| "1".into());
 
     procs.0.push(
         Command::new(&exe)
@@ -378,7 +410,7 @@ async fn drive(secs: Duration) {
     let mut gw_pids = Vec::new();
     for proto in ["h2", "h1"] {
         let gw = Command::new("taskset")
-            .args(["-c", "1"])
+            .args(["-c", &proxy_cpus])
             .arg(&exe)
             .arg("gateway")
             .arg(&dir)
@@ -433,15 +465,17 @@ http {{
     );
     std::fs::write(dir.join("nginx.conf"), nginx_conf).unwrap();
     let have_nginx = Path::new("/usr/sbin/nginx").exists();
+    let mut nginx_pid = None;
     if have_nginx {
         procs.0.push(
             Command::new("taskset")
-                .args(["-c", "1", "/usr/sbin/nginx", "-c"])
+                .args(["-c", &proxy_cpus, "/usr/sbin/nginx", "-c"])
                 .arg(dir.join("nginx.conf"))
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap(),
         );
+        nginx_pid = procs.0.last().map(Child::id);
     }
 
     // kubectl proxy with the bench user's own token (kubectl proxy forwards its own credential).
@@ -456,7 +490,7 @@ http {{
     let kubectl_port = free_port();
     procs.0.push(
         Command::new("taskset")
-            .args(["-c", "1", "kubectl", "proxy", "--port"])
+            .args(["-c", &proxy_cpus, "kubectl", "proxy", "--port"])
             .arg(kubectl_port.to_string())
             .arg("--kubeconfig")
             .arg(&kubeconfig)
@@ -465,6 +499,7 @@ http {{
             .spawn()
             .unwrap(),
     );
+    let kubectl_pid = procs.0.last().map(Child::id);
     for p in [nginx_plain, kubectl_port] {
         wait_port(p).await;
     }
@@ -477,6 +512,7 @@ http {{
             tls: true,
             prefix: String::new(),
             token: bench_token.clone(),
+            pid: None,
         },
         Target {
             name: "kubegate (h2 upstream)",
@@ -484,6 +520,7 @@ http {{
             tls: true,
             prefix: "/kubernetes/cluster/bench".into(),
             token: GATEWAY_TOKEN.into(),
+            pid: Some(gw_pids[0]),
         },
         Target {
             name: "kubegate (h1 upstream)",
@@ -491,6 +528,7 @@ http {{
             tls: true,
             prefix: "/kubernetes/cluster/bench".into(),
             token: GATEWAY_TOKEN.into(),
+            pid: Some(gw_pids[1]),
         },
         Target {
             name: "nginx",
@@ -498,6 +536,7 @@ http {{
             tls: true,
             prefix: "/kubernetes/cluster/bench".into(),
             token: String::new(),
+            pid: nginx_pid,
         },
     ];
     let plain_targets = [
@@ -507,6 +546,7 @@ http {{
             tls: false,
             prefix: "/kubernetes/cluster/bench".into(),
             token: GATEWAY_TOKEN.into(),
+            pid: Some(gw_pids[0]),
         },
         Target {
             name: "kubegate (h1 upstream)",
@@ -514,6 +554,7 @@ http {{
             tls: false,
             prefix: "/kubernetes/cluster/bench".into(),
             token: GATEWAY_TOKEN.into(),
+            pid: Some(gw_pids[1]),
         },
         Target {
             name: "nginx",
@@ -521,6 +562,7 @@ http {{
             tls: false,
             prefix: "/kubernetes/cluster/bench".into(),
             token: String::new(),
+            pid: nginx_pid,
         },
         Target {
             name: "kubectl proxy",
@@ -528,6 +570,7 @@ http {{
             tls: false,
             prefix: String::new(),
             token: String::new(),
+            pid: kubectl_pid,
         },
     ];
     let client_tls = {
@@ -569,7 +612,7 @@ http {{
             let _ = writeln_s(
                 &mut out,
                 &format!(
-                    "\n{case}, {label}\n| path | req/s | p50 µs | p99 µs | req/s vs first | added p50 µs |\n|---|---|---|---|---|---|"
+                    "\n{case}, {label}\n| path | req/s | p50 µs | p99 µs | req/s vs first | added p50 µs | proxy CPU µs/req |\n|---|---|---|---|---|---|---|"
                 ),
             );
             let mut first: Option<(f64, u64)> = None;
@@ -582,13 +625,14 @@ http {{
                 let _ = writeln_s(
                     &mut out,
                     &format!(
-                        "| {} | {:.0} | {} | {} | {:.2} | {} |",
+                        "| {} | {:.0} | {} | {} | {:.2} | {} | {} |",
                         t.name,
                         r.0,
                         r.1,
                         r.2,
                         r.0 / base_rps,
-                        r.1 as i64 - base_p50 as i64
+                        r.1 as i64 - base_p50 as i64,
+                        r.4.map_or("—".to_owned(), |c| format!("{c:.1}"))
                     ),
                 );
                 println!(
@@ -695,14 +739,15 @@ fn request(t: &Target, path: &str) -> Request<Empty<Bytes>> {
 }
 
 /// `conns` connections, each sending requests back to back for `secs` after a 1 s warm-up.
-/// Returns (req/s, p50 µs, p99 µs, errors).
+/// Returns (req/s, p50 µs, p99 µs, errors, the proxy's CPU µs per request).
 async fn load(
     t: &Target,
     path: &str,
     conns: usize,
     secs: Duration,
     tls: &Arc<rustls::ClientConfig>,
-) -> (f64, u64, u64, usize) {
+) -> (f64, u64, u64, usize, Option<f64>) {
+    let ticks_before = t.pid.map(cpu_ticks);
     let mut tasks = Vec::new();
     let start = Instant::now() + Duration::from_secs(1);
     let end = start + secs;
@@ -715,6 +760,7 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(1 << 16);
             let mut errors = 0usize;
+            let mut done = 0usize;
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -734,6 +780,7 @@ async fn load(
                         if !ok {
                             errors += 1;
                         }
+                        done += 1;
                         if now >= start {
                             lat.push(now.elapsed().as_micros() as u64);
                         }
@@ -744,16 +791,22 @@ async fn load(
                     }
                 }
             }
-            (lat, errors)
+            (lat, errors, done)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut done = 0;
     for task in tasks {
-        let (l, e) = task.await.unwrap();
+        let (l, e, d) = task.await.unwrap();
         all.extend(l);
         errors += e;
+        done += d;
     }
+    // Over the warm-up and the measured run: every request the proxy served.
+    let cpu_us_per_request = t.pid.zip(ticks_before).map(|(pid, before)| {
+        (cpu_ticks(pid) - before) as f64 / ticks_per_second() * 1e6 / done.max(1) as f64
+    });
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -765,6 +818,7 @@ async fn load(
         pct(0.50),
         pct(0.99),
         errors,
+        cpu_us_per_request,
     )
 }
 

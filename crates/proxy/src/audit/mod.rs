@@ -83,10 +83,32 @@ impl AuditLevel {
 const MICRO_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
+/// `t` in kube's `MicroTime` format. Two of these are written per event, so the digits are
+/// written directly rather than through a format description.
 fn micro_time(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(MICRO_TIME)
-        .unwrap_or_default()
+    let t = t.to_offset(time::UtcOffset::UTC);
+    let year = t.year();
+    if !(0..=9999).contains(&year) {
+        return t.format(MICRO_TIME).unwrap_or_default();
+    }
+    let mut out = String::with_capacity(27);
+    let mut digits = |n: u32, width: u32, then: Option<char>| {
+        for place in (0..width).rev() {
+            let digit = (n / 10u32.pow(place)) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+        if let Some(c) = then {
+            out.push(c);
+        }
+    };
+    digits(year.unsigned_abs(), 4, Some('-'));
+    digits(u32::from(u8::from(t.month())), 2, Some('-'));
+    digits(u32::from(t.day()), 2, Some('T'));
+    digits(u32::from(t.hour()), 2, Some(':'));
+    digits(u32::from(t.minute()), 2, Some(':'));
+    digits(u32::from(t.second()), 2, Some('.'));
+    digits(t.microsecond(), 6, Some('Z'));
+    out
 }
 
 /// Receives audit events. Called on the request path: implementations must not block for long
@@ -350,6 +372,17 @@ impl<S: fmt::Debug, K> fmt::Debug for Audit<S, K> {
 
 /// An audit ID a client may set: kube accepts any non-empty value; we additionally bound it so
 /// logs stay sane.
+/// A random (version 4) UUID for a request the client sent no `Audit-ID` for. The bytes come
+/// from the thread's userspace CSPRNG (seeded from the OS, reseeded periodically), not from a
+/// `getrandom` system call per request as `Uuid::new_v4` makes.
+fn new_audit_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
 fn valid_client_audit_id(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?.trim();
     (!s.is_empty() && s.len() <= 128).then_some(s)
@@ -442,7 +475,7 @@ where
         let received = OffsetDateTime::now_utc();
         let id: Arc<str> = match req.headers().get(AUDIT_ID).and_then(valid_client_audit_id) {
             Some(s) => s.into(),
-            None => uuid::Uuid::new_v4().to_string().into(),
+            None => new_audit_id().into(),
         };
         if let Ok(v) = HeaderValue::from_str(&id) {
             // Forwarded upstream too, so the upstream's audit log carries the same ID.
@@ -744,6 +777,26 @@ mod tests {
         req
     }
 
+    #[test]
+    fn micro_time_matches_the_format_description() {
+        for t in [
+            time::macros::datetime!(2026-12-01 23:05:09.000042 UTC),
+            time::macros::datetime!(0001-01-01 00:00:00 UTC),
+            time::macros::datetime!(9999-12-31 23:59:59.999999 UTC),
+            time::macros::datetime!(2024-02-29 12:00:00.5 +02:00),
+        ] {
+            let expected = t
+                .to_offset(time::UtcOffset::UTC)
+                .format(MICRO_TIME)
+                .unwrap();
+            assert_eq!(micro_time(t), expected);
+        }
+        assert_eq!(
+            micro_time(time::macros::datetime!(2026-12-01 23:05:09.000042 UTC)),
+            "2026-12-01T23:05:09.000042Z"
+        );
+    }
+
     #[tokio::test]
     async fn one_complete_event_when_the_body_ends_with_generated_audit_id() {
         let sink = Arc::new(Recorder::default());
@@ -766,7 +819,10 @@ mod tests {
             .await
             .unwrap();
         let id = res.headers()["audit-id"].to_str().unwrap().to_owned();
-        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        let parsed = uuid::Uuid::parse_str(&id).unwrap();
+        assert_eq!(parsed.get_version(), Some(uuid::Version::Random), "{id}");
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+        assert_ne!(new_audit_id(), new_audit_id());
         assert!(sink.events().is_empty(), "emitted before the body ended");
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, id.as_bytes());
