@@ -36,12 +36,35 @@ pub fn decode_path(raw: &str) -> Result<Cow<'_, str>, RouteError> {
         .map_err(|_| RouteError::InvalidUtf8)
 }
 
-/// `s` split around the first `byte` (an ASCII byte, so both sides are on char boundaries),
-/// found with a plain loop: the strings routing splits are a few bytes long, where `memchr`'s
-/// set-up costs more than the search.
+/// `s` split around the first `byte` (an ASCII byte, so both sides are on char boundaries).
 pub(crate) fn split_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
-    let i = s.bytes().position(|b| b == byte)?;
+    let i = find_byte(s.as_bytes(), byte)?;
     Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// The index of the first `byte` in `bytes`, eight bytes per step. The strings routing splits
+/// are a few bytes to a few dozen long, where `memchr`'s set-up costs more than the search and
+/// a byte loop takes a step (and a branch) per byte.
+pub(crate) fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(byte);
+    let mut start = 0;
+    while let Some(word) = bytes
+        .get(start..start + 8)
+        .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
+    {
+        // Bytes equal to `byte` become zero; the classic zero-byte test then sets the high bit
+        // of the first zero byte exactly (later bits may be false positives, never earlier).
+        let x = u64::from_le_bytes(word) ^ pattern;
+        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zeros != 0 {
+            return Some(start + (zeros.trailing_zeros() / 8) as usize);
+        }
+        start += 8;
+    }
+    let tail = bytes.get(start..)?;
+    tail.iter().position(|&b| b == byte).map(|i| start + i)
 }
 
 /// The value of an ASCII hex digit.
@@ -226,6 +249,41 @@ mod tests {
         assert_eq!(decode_path("/a%2"), Err(RouteError::InvalidEscape));
         assert_eq!(decode_path("/a%ff"), Err(RouteError::InvalidUtf8));
         assert_eq!(decode_path("/%E1%9B%92").unwrap(), "/ᛒ");
+    }
+
+    #[test]
+    fn find_byte_finds_the_first_occurrence() {
+        let text = b"kubernetes/cluster/prod//api/v1/namespaces/default/pods?x=1&y=2";
+        for len in 0..=text.len() {
+            let s = &text[..len];
+            for byte in [b'/', b'&', b'=', b'?', b'k', b's', 0, 0x80, 0xff] {
+                assert_eq!(
+                    find_byte(s, byte),
+                    s.iter().position(|&b| b == byte),
+                    "{byte} in {:?}",
+                    String::from_utf8_lossy(s)
+                );
+            }
+        }
+        // Bytes around the searched one whose differences borrow across byte lanes.
+        for word in [[1u8, 0, 1, 0, 0x2f, 0, 0, 0], [0x30, 0x2e, 0x2f, 0x2f, 0, 0, 0, 0]] {
+            assert_eq!(find_byte(&word, b'/'), word.iter().position(|&b| b == b'/'));
+            assert_eq!(find_byte(&word, 0), word.iter().position(|&b| b == 0));
+            assert_eq!(find_byte(&word, 1), word.iter().position(|&b| b == 1));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn find_byte_is_the_first_position(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, 0x2e, 0x2f, 0x30, 0x7f, 0x80, 0xff]),
+                0..40,
+            ),
+            byte in proptest::sample::select(vec![0u8, 1, 0x2e, 0x2f, 0x80, 0xff]),
+        ) {
+            proptest::prop_assert_eq!(find_byte(&bytes, byte), bytes.iter().position(|&b| b == byte));
+        }
     }
 
     #[test]

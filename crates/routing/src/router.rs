@@ -220,7 +220,7 @@ fn split_segment(path: &str) -> Option<(&str, &str)> {
         return None;
     }
     // The `/` stays with the rest.
-    match body.bytes().position(|b| b == b'/') {
+    match crate::path::find_byte(body.as_bytes(), b'/') {
         Some(i) => Some(body.split_at(i)),
         None => Some((body, "")),
     }
