@@ -7,7 +7,10 @@
 //! ```
 //!
 //! The driver (load generator + the testkit upstream, a child process) stays on CPU 0; every
-//! proxy under test is started with `taskset -c 1`. The kubegate stack here is the proxy crate's
+//! proxy under test is started with `taskset -c 1` (`PROXY_LOAD_PROXY_CPUS=0` puts them on
+//! CPU 0 too). Each table also reports the proxy process's CPU time per request (user + system,
+//! all threads, from `/proc/<pid>/stat`), which varies much less between runs than req/s on a
+//! shared VM. A full run starts with the loopback round-trip floor. The kubegate stack here is the proxy crate's
 //! own composition: routing → metrics → audit (JSON lines to a file, written by
 //! `BackgroundJsonLines` as the gateway does) → authn (static bearer token
 //! map) → authz (kubegate-authz RBAC `Policy`) → `ForwardService` (impersonating the user).
@@ -62,6 +65,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("upstream") => rt.block_on(upstream(PathBuf::from(&args[2]))),
         Some("gateway") => rt.block_on(gateway(PathBuf::from(&args[2]), &args[3])),
+        Some("echo") => echo(&args[2]),
         other => {
             let secs = other.and_then(|s| s.parse().ok()).unwrap_or(5);
             rt.block_on(drive(Duration::from_secs(secs)));
@@ -346,7 +350,12 @@ fn cpu_ticks(pid: u32) -> u64 {
     // the 12th, stime the 13th.
     let after = s.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     tick(11) + tick(12)
 }
 
@@ -592,6 +601,24 @@ http {{
     };
 
     let mut out = String::new();
+    // What one loopback round trip costs before any proxy does any work: the floor under the
+    // one-connection latency figures, on the proxies' CPU and on the driver's own.
+    if std::env::var("PROXY_LOAD_ONLY").is_err() {
+        let _ = writeln_s(
+            &mut out,
+            "\nloopback round trip of 1 byte (blocking sockets, no proxy):",
+        );
+        for (cpus, what) in [
+            (proxy_cpus.as_str(), "echo on the proxies' CPUs"),
+            ("0", "echo on the driver's CPU"),
+        ] {
+            let (p50, p99) = round_trip(&exe, cpus);
+            let _ = writeln_s(
+                &mut out,
+                &format!("- {what} ({cpus}): p50 {p50:.1} µs, p99 {p99:.1} µs"),
+            );
+        }
+    }
     let small = "/api/v1/namespaces/default/configmaps/small";
     let big = "/api/v1/namespaces/default/configmaps/big";
     for (label, targets, _) in [
@@ -683,6 +710,59 @@ http {{
     println!("{out}");
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// echo role: answers every byte on one TCP connection (the round-trip calibration).
+fn echo(port_file: &str) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tmp = format!("{port_file}.tmp");
+    std::fs::write(&tmp, port.to_string()).unwrap();
+    std::fs::rename(&tmp, port_file).unwrap();
+    let (mut conn, _) = listener.accept().unwrap();
+    conn.set_nodelay(true).unwrap();
+    let mut buf = [0u8; 64];
+    while let Ok(n @ 1..) = conn.read(&mut buf) {
+        if conn.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+}
+
+/// p50/p99 µs of 20,000 one-byte round trips to an echo process pinned to `cpus`.
+fn round_trip(exe: &Path, cpus: &str) -> (f64, f64) {
+    use std::io::{Read, Write};
+    let port_file =
+        std::env::temp_dir().join(format!("kubegate-echo-{}-{cpus}", std::process::id()));
+    let _ = std::fs::remove_file(&port_file);
+    let mut child = Command::new("taskset")
+        .args(["-c", cpus])
+        .arg(exe)
+        .arg("echo")
+        .arg(&port_file)
+        .spawn()
+        .unwrap();
+    let port: u16 = String::from_utf8(wait_file(&port_file))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_nodelay(true).unwrap();
+    let mut buf = [0u8; 1];
+    let mut lat: Vec<f64> = (0..20_000)
+        .map(|_| {
+            let t = Instant::now();
+            conn.write_all(b"x").unwrap();
+            conn.read_exact(&mut buf).unwrap();
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    drop(conn);
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&port_file);
+    lat.sort_by(f64::total_cmp);
+    (lat[lat.len() / 2], lat[lat.len() * 99 / 100])
 }
 
 fn writeln_s(out: &mut String, s: &str) -> std::fmt::Result {

@@ -266,7 +266,10 @@ mod tests {
             }
         }
         // Bytes around the searched one whose differences borrow across byte lanes.
-        for word in [[1u8, 0, 1, 0, 0x2f, 0, 0, 0], [0x30, 0x2e, 0x2f, 0x2f, 0, 0, 0, 0]] {
+        for word in [
+            [1u8, 0, 1, 0, 0x2f, 0, 0, 0],
+            [0x30, 0x2e, 0x2f, 0x2f, 0, 0, 0, 0],
+        ] {
             assert_eq!(find_byte(&word, b'/'), word.iter().position(|&b| b == b'/'));
             assert_eq!(find_byte(&word, 0), word.iter().position(|&b| b == 0));
             assert_eq!(find_byte(&word, 1), word.iter().position(|&b| b == 1));
