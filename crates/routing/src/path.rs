@@ -216,24 +216,45 @@ fn is_dot_segment(segment: &str) -> bool {
     dots > 0
 }
 
+/// Byte classes of RFC 1123 labels, one table lookup per byte (prefix names are checked on
+/// every request).
+const LABEL_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            ANYWHERE | AT_THE_ENDS
+        } else if c == b'-' {
+            ANYWHERE
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+/// `[a-z0-9-]`.
+const ANYWHERE: u8 = 1;
+/// `[a-z0-9]`.
+const AT_THE_ENDS: u8 = 2;
+
 /// An RFC 1123 label: 1–63 characters of `[a-z0-9-]`, starting and ending alphanumeric.
 pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.is_empty() || b.len() > 63 {
-        return false;
-    }
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    alnum(b[0]) && alnum(b[b.len() - 1]) && b.iter().all(|&c| alnum(c) || c == b'-')
+    s.len() <= 63 && is_dns1123_label_any_len(s)
 }
 
 /// An RFC 1123 label without the 63-character limit (a DNS-1123 subdomain part).
 pub(crate) fn is_dns1123_label_any_len(s: &str) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !b.is_empty()
-        && alnum(b[0])
-        && alnum(b[b.len() - 1])
-        && b.iter().all(|&c| alnum(c) || c == b'-')
+    let class = |c: &u8| LABEL_CLASS[usize::from(*c)];
+    match s.as_bytes() {
+        [] => false,
+        b @ [first, .., last] | b @ [first @ last] => {
+            // Branch-free over the bytes: names are short and almost always valid.
+            class(first) & class(last) & AT_THE_ENDS != 0
+                && b.iter().fold(ANYWHERE, |all, c| all & class(c)) != 0
+        }
+    }
 }
 
 #[cfg(test)]
@@ -296,6 +317,29 @@ mod tests {
         }
         for s in ["...", "a.", ".a", "%2e%2e%2e", "%2f", ""] {
             assert!(!is_dot_segment(s), "{s}");
+        }
+    }
+
+    #[test]
+    fn label_table_matches_the_character_rules() {
+        let reference = |s: &[u8]| {
+            let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+            !s.is_empty()
+                && alnum(s[0])
+                && alnum(s[s.len() - 1])
+                && s.iter().all(|&c| alnum(c) || c == b'-')
+        };
+        for a in 0..=255u8 {
+            for b in [b'a', b'-', b'0', b'Z', b'.', 0x80] {
+                for s in [vec![a], vec![a, b], vec![b, a], vec![b'x', a, b'y'], vec![a, a, a]] {
+                    let text = String::from_utf8_lossy(&s).into_owned();
+                    assert_eq!(
+                        is_dns1123_label_any_len(&text),
+                        reference(text.as_bytes()),
+                        "{s:?}"
+                    );
+                }
+            }
         }
     }
 
