@@ -4,51 +4,9 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use kubegate::routing::{RequestInfo, Router};
 
-/// What kubectl, controllers and the loft CLI send through a gateway.
-const MIX: &[(&str, &str, Option<&str>)] = &[
-    (
-        "GET",
-        "/kubernetes/cluster/prod/api/v1/namespaces/default/pods",
-        Some("limit=500"),
-    ),
-    (
-        "GET",
-        "/kubernetes/cluster/prod/api/v1/namespaces/default/pods/web-7d9f-abcde",
-        None,
-    ),
-    (
-        "GET",
-        "/kubernetes/cluster/prod/api/v1/namespaces/default/pods",
-        Some("allowWatchBookmarks=true&resourceVersion=123456&timeoutSeconds=420&watch=true"),
-    ),
-    (
-        "POST",
-        "/kubernetes/cluster/prod/api/v1/namespaces/default/pods/web-1/exec",
-        Some("command=sh&container=web&stdin=true&stdout=true&tty=true"),
-    ),
-    ("GET", "/kubernetes/cluster/prod/apis", None),
-    (
-        "GET",
-        "/kubernetes/management/apis/management.loft.sh/v1/clusters",
-        None,
-    ),
-    (
-        "GET",
-        "/kubernetes/virtualcluster/prod/team-a/vc1/apis/apps/v1/namespaces/x/deployments",
-        Some("labelSelector=app%3Dweb"),
-    ),
-    (
-        "PATCH",
-        "/kubernetes/project/team-a/space/dev/apis/apps/v1/namespaces/dev/deployments/web",
-        Some("fieldManager=kubectl-client-side-apply"),
-    ),
-    (
-        "GET",
-        "/kubernetes/project/team-a/virtualcluster/vc2/api/v1/nodes",
-        Some("fieldSelector=metadata.name%3Dnode-1"),
-    ),
-    ("GET", "/healthz", None),
-];
+#[path = "common/routing_mix.rs"]
+mod routing_mix;
+use routing_mix::MIX;
 
 fn route_and_request_info(c: &mut Criterion) {
     let router = Router::central();

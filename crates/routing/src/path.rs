@@ -331,7 +331,13 @@ mod tests {
         };
         for a in 0..=255u8 {
             for b in [b'a', b'-', b'0', b'Z', b'.', 0x80] {
-                for s in [vec![a], vec![a, b], vec![b, a], vec![b'x', a, b'y'], vec![a, a, a]] {
+                for s in [
+                    vec![a],
+                    vec![a, b],
+                    vec![b, a],
+                    vec![b'x', a, b'y'],
+                    vec![a, a, a],
+                ] {
                     let text = String::from_utf8_lossy(&s).into_owned();
                     assert_eq!(
                         is_dns1123_label_any_len(&text),
