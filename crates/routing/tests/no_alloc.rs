@@ -69,3 +69,31 @@ fn escapes_allocate_but_only_a_little() {
     });
     assert_eq!(info.count_total, 1, "{info:?}");
 }
+
+#[test]
+fn selectors_allocate_only_to_decode_an_escaped_value() {
+    let central = Router::central();
+    let cases: &[(&str, usize, &str)] = &[
+        // Written unescaped: checked and borrowed, nothing allocated.
+        ("labelSelector=app=web,tier!=db", 0, ""),
+        ("fieldSelector=metadata.name=node-1", 0, "node-1"),
+        // Escaped: one allocation for the decoded value; a pinned name is borrowed from the
+        // raw query rather than copied out of it.
+        ("labelSelector=app%3Dweb", 1, ""),
+        ("fieldSelector=metadata.name%3Dnode-1", 1, "node-1"),
+    ];
+    for &(query, allocations, name) in cases {
+        let mut named = false;
+        let info = allocation_counter::measure(|| {
+            let route = central
+                .route("/kubernetes/cluster/prod/api/v1/nodes", Some(query))
+                .unwrap();
+            let info = RequestInfo::parse("GET", &route.rest, route.query).unwrap();
+            assert_eq!(info.verb, "list", "{query}");
+            named = info.name == name;
+            std::hint::black_box(&info);
+        });
+        assert!(named, "name for {query}");
+        assert_eq!(info.count_total, allocations as u64, "{query}: {info:?}");
+    }
+}
