@@ -12,9 +12,9 @@
 //! all threads, from `/proc/<pid>/stat`), which varies much less between runs than req/s on a
 //! shared VM. A full run starts with the loopback round-trip floor. The kubegate stack here is the proxy crate's
 //! own composition: routing → metrics → audit (JSON lines to a file, written by
-//! `BackgroundJsonLines` as the gateway does) → authn (static bearer token
-//! map) → authz (kubegate-authz RBAC `Policy`) → `ForwardService` (impersonating the user).
-//! Access-key verification (kubegate-tokens) is not part of it.
+//! `BackgroundJsonLines` as the gateway does) → authn (an access key, looked up by digest in a
+//! kubegate-tokens `AccessKeyIndex`) → authz (the key's access-key scope, then kubegate-authz
+//! RBAC, through `authorize_scoped`) → `ForwardService` (impersonating the user).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use kubegate_authz::{Attributes, Policy, Verdict};
+use kubegate_authz::{Attributes, CompiledScope, Policy, Verdict, authorize_scoped};
 use kubegate_proxy::{
     AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
     BackgroundJsonLines, ClientAddr, Credential, Decision, ForwardService, Identity, LongRunning,
@@ -44,6 +44,7 @@ use kubegate_proxy::{
 };
 use kubegate_routing::{RequestInfo, Router};
 use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
+use kubegate_tokens::{AccessKeyDigest, AccessKeyIndex};
 use prometheus_client::registry::Registry;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -125,23 +126,47 @@ async fn upstream(dir: PathBuf) {
 // ---------------------------------------------------------------------------------------------
 // gateway role: the kubegate-proxy stack on a plain and a TLS port.
 
-struct StaticTokens;
-impl Authenticator for StaticTokens {
-    type Scope = ();
-    async fn authenticate(&self, req: &Parts) -> Result<Authenticated<()>, AuthnError> {
-        match req.headers.get("authorization").map(|v| v.as_bytes()) {
-            Some(v) if v.strip_prefix(b"Bearer ") == Some(GATEWAY_TOKEN.as_bytes()) => {
-                Ok(Authenticated {
-                    identity: Identity::authenticated("bench", "", vec![], Default::default()),
-                    scope: None,
-                })
-            }
-            _ => Err(AuthnError::Unauthorized),
-        }
+/// Access keys as the gateway checks them (kubegate-tokens: SHA-256 digest of the presented
+/// bearer looked up in an index, constant-time compare), each with its owner and its compiled
+/// access-key scope.
+struct AccessKeys(AccessKeyIndex<(Identity, Arc<CompiledScope>)>);
+impl AccessKeys {
+    fn bench() -> Self {
+        let mut index = AccessKeyIndex::new();
+        // Restricted to the bench cluster, as a `loft create accesskey --cluster` key would be.
+        let scope = CompiledScope::from_json(br#"{"clusters":[{"cluster":"bench"}]}"#).unwrap();
+        index.insert(
+            AccessKeyDigest::of(GATEWAY_TOKEN),
+            (
+                Identity::authenticated("bench", "", vec![], Default::default()),
+                Arc::new(scope),
+            ),
+        );
+        AccessKeys(index)
+    }
+}
+impl Authenticator for AccessKeys {
+    type Scope = Arc<CompiledScope>;
+    async fn authenticate(
+        &self,
+        req: &Parts,
+    ) -> Result<Authenticated<Arc<CompiledScope>>, AuthnError> {
+        let bearer = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or(AuthnError::Unauthorized)?;
+        let (identity, scope) = self.0.lookup(bearer).ok_or(AuthnError::Unauthorized)?;
+        Ok(Authenticated {
+            identity: identity.clone(),
+            scope: Some(Arc::clone(scope)),
+        })
     }
 }
 
-/// Gateway-side RBAC with kubegate-authz: bench may read configmaps.
+/// Gateway-side authorization with kubegate-authz: the access key's scope first, then RBAC
+/// (bench may read configmaps), as the gateway decides.
 struct GatewayRbac(Policy);
 impl Authorizer for GatewayRbac {
     async fn authorize(&self, req: &Parts) -> Decision {
@@ -157,7 +182,8 @@ impl Authorizer for GatewayRbac {
             return Decision::Error("no RequestInfo".into());
         };
         let attrs = Attributes::from_request_info(user, &info);
-        let d = self.0.decide(&attrs);
+        let scope = req.extensions.get::<Arc<CompiledScope>>().map(|s| &**s);
+        let d = authorize_scoped(scope, &route.target, &attrs, &self.0);
         match d.verdict {
             Verdict::Allow => Decision::Allow {
                 reason: d.reason.into_owned(),
@@ -244,7 +270,7 @@ async fn gateway(dir: PathBuf, proto: &str) {
         .layer(MetricsLayer::new(&mut registry))
         // The sink the gateway uses for its audit file: JSON lines from a writer thread.
         .layer(AuditLayer::new(BackgroundJsonLines::spawn(audit).unwrap()))
-        .layer(AuthnLayer::new(StaticTokens))
+        .layer(AuthnLayer::new(AccessKeys::bench()))
         .layer(AuthzLayer::new(GatewayRbac(gateway_policy())))
         .service(ForwardService::new(upstream));
 
