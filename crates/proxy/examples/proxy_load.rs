@@ -10,9 +10,9 @@
 //! proxy under test is started with `taskset -c 1` (`PROXY_LOAD_PROXY_CPUS=0` puts them on
 //! CPU 0 too). Each table also reports the proxy process's CPU time per request (user + system,
 //! all threads, from `/proc/<pid>/stat`), which varies much less between runs than req/s on a
-//! shared VM. A full run starts with the loopback round-trip floor. The kubegate stack here is the proxy crate's
-//! own composition: routing → metrics → audit (JSON lines to a file, written by
-//! `BackgroundJsonLines` as the gateway does) → authn (an access key, looked up by digest in a
+//! shared VM. A full run starts with the loopback round-trip floor. The kubegate stack here is
+//! the proxy crate's own composition: routing → metrics → audit (JSON lines to a file, written
+//! by `BackgroundJsonLines` as the gateway does) → authn (an access key, looked up by digest in a
 //! kubegate-tokens `AccessKeyIndex`) → authz (the key's access-key scope, then kubegate-authz
 //! RBAC, through `authorize_scoped`) → `ForwardService` (impersonating the user).
 #![allow(
@@ -117,9 +117,10 @@ async fn upstream(dir: PathBuf) {
         "gateway_token": api.mint_token(UserInfo::new("kubegate-gateway")),
         "bench_token": api.mint_token(UserInfo::new("bench")),
     });
-    let tmp = dir.join("upstream.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&info).unwrap()).unwrap();
-    std::fs::rename(&tmp, dir.join("upstream.json")).unwrap();
+    publish(
+        &dir.join("upstream.json"),
+        &serde_json::to_vec(&info).unwrap(),
+    );
     std::future::pending::<()>().await;
 }
 
@@ -292,9 +293,10 @@ async fn gateway(dir: PathBuf, proto: &str) {
     let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let secure = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ports = json!({"plain": plain.local_addr().unwrap().port(), "tls": secure.local_addr().unwrap().port()});
-    let tmp = dir.join(format!("gateway-{proto}.json.tmp"));
-    std::fs::write(&tmp, ports.to_string()).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("gateway-{proto}.json"))).unwrap();
+    publish(
+        &dir.join(format!("gateway-{proto}.json")),
+        ports.to_string().as_bytes(),
+    );
 
     let serve = |listener: TcpListener, acceptor: Option<tokio_rustls::TlsAcceptor>| {
         let stack = stack.clone();
@@ -358,6 +360,14 @@ impl Drop for Procs {
     }
 }
 
+/// Writes `bytes` to `path` so that a reader polling with [`wait_file`] sees all or nothing.
+fn publish(path: &Path, bytes: &[u8]) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 fn wait_file(p: &Path) -> Vec<u8> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -385,15 +395,18 @@ fn cpu_ticks(pid: u32) -> u64 {
     tick(11) + tick(12)
 }
 
-/// Clock ticks per second (`getconf CLK_TCK`), 100 on Linux unless told otherwise.
+/// Clock ticks per second (`getconf CLK_TCK`, asked once), 100 on Linux unless told otherwise.
 fn ticks_per_second() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -743,9 +756,7 @@ fn echo(port_file: &str) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let tmp = format!("{port_file}.tmp");
-    std::fs::write(&tmp, port.to_string()).unwrap();
-    std::fs::rename(&tmp, port_file).unwrap();
+    publish(Path::new(port_file), port.to_string().as_bytes());
     let (mut conn, _) = listener.accept().unwrap();
     conn.set_nodelay(true).unwrap();
     let mut buf = [0u8; 64];
@@ -911,7 +922,8 @@ async fn load(
     }
     // Over the warm-up and the measured run: every request the proxy served.
     let cpu_us_per_request = t.pid.zip(ticks_before).map(|(pid, before)| {
-        (cpu_ticks(pid) - before) as f64 / ticks_per_second() * 1e6 / done.max(1) as f64
+        // A proxy that died reads as 0 ticks: saturate rather than wrap.
+        cpu_ticks(pid).saturating_sub(before) as f64 / ticks_per_second() * 1e6 / done.max(1) as f64
     });
     all.sort_unstable();
     let pct = |p: f64| {
