@@ -134,6 +134,9 @@ fn websocket_handshake(
     (Some(protocol), resp)
 }
 
+/// How long the fake process takes to print its first line over WebSocket (see `run_exec`).
+const FIRST_OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
@@ -152,6 +155,11 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if stdout {
+        // client-go's WebSocket executor starts reading before it registers its streams, and
+        // drops what arrives for a stream it does not know yet ("Unknown stream id 1,
+        // discarding message"). A real process's first output comes later than the upgrade;
+        // answering in the same instant lost the line to that race now and then.
+        tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
         let line = format!("{EXEC_STDOUT_PREFIX} {}\n", commands.join(" "));
         ws.send(frame(STDOUT, line.as_bytes())).await?;
     }
