@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -34,10 +35,14 @@ struct Args {
     /// Listen address (no-config mode; with a config file, `listen:` applies).
     #[arg(long, default_value = kubegate::gateway::config::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Worker threads. Default: the CPUs this process may run on (affinity mask, cgroup
+    /// quota). With one, everything runs on a single-threaded runtime, which costs less per
+    /// request than a one-worker pool.
+    #[arg(long, env = "KUBEGATE_WORKER_THREADS")]
+    worker_threads: Option<NonZeroUsize>,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -45,7 +50,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    match run(args).await {
+    let runtime = match kubegate::proxy::runtime::build(args.worker_threads) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kubegate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kubegate: {e}");

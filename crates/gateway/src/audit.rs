@@ -66,10 +66,8 @@ impl AuditSink for GatewayAuditSink {
             GatewayAuditSink::None => {}
             GatewayAuditSink::File(writer) => writer.record(event),
             GatewayAuditSink::Stdout => {
-                let Ok(mut line) = serde_json::to_vec(event) else {
-                    return;
-                };
-                line.push(b'\n');
+                let mut line = Vec::new();
+                event.write_json_line(&mut line);
                 if let Err(e) = std::io::stdout().lock().write_all(&line) {
                     tracing::warn!(error = %e, "writing an audit event failed");
                 }

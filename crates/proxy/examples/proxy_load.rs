@@ -59,17 +59,28 @@ const GATEWAY_TOKEN: &str = "bench-user-kubegate-token";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
     match args.get(1).map(String::as_str) {
-        Some("upstream") => rt.block_on(upstream(PathBuf::from(&args[2]))),
-        Some("gateway") => rt.block_on(gateway(PathBuf::from(&args[2]), &args[3])),
+        Some("upstream") => rt().block_on(upstream(PathBuf::from(&args[2]))),
+        // The runtime the reference gateway picks for the CPUs it is given (one, here:
+        // current-thread), unless `PROXY_LOAD_GATEWAY_WORKERS` says how many workers.
+        Some("gateway") => {
+            let workers = std::env::var("PROXY_LOAD_GATEWAY_WORKERS")
+                .ok()
+                .and_then(|w| w.parse().ok());
+            kubegate_proxy::runtime::build(workers)
+                .unwrap()
+                .block_on(gateway(PathBuf::from(&args[2]), &args[3]));
+        }
         Some("echo") => echo(&args[2]),
         other => {
             let secs = other.and_then(|s| s.parse().ok()).unwrap_or(5);
-            rt.block_on(drive(Duration::from_secs(secs)));
+            rt().block_on(drive(Duration::from_secs(secs)));
         }
     }
 }
@@ -457,8 +468,14 @@ async fn drive(secs: Duration) {
     let mut gw_ports = Vec::new();
     let mut gw_pids = Vec::new();
     for proto in ["h2", "h1"] {
-        let gw = Command::new("taskset")
-            .args(["-c", &proxy_cpus])
+        // `PROXY_LOAD_GATEWAY_WRAP` runs the gateways under a command, e.g.
+        // `valgrind --tool=callgrind` to count their instructions per request.
+        let mut gw = Command::new("taskset");
+        gw.args(["-c", &proxy_cpus]);
+        if let Ok(wrap) = std::env::var("PROXY_LOAD_GATEWAY_WRAP") {
+            gw.args(wrap.split_whitespace());
+        }
+        let gw = gw
             .arg(&exe)
             .arg("gateway")
             .arg(&dir)

@@ -149,16 +149,43 @@ pub(crate) fn insert_impersonation(
 /// Appends the client address to `X-Forwarded-For` the way Go's `httputil.ReverseProxy` does:
 /// prior values joined with `, `, then the client IP, as one header.
 pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr) {
-    let mut joined = String::new();
-    for v in headers.get_all("x-forwarded-for") {
+    let mut joined = String::with_capacity(48);
+    for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(s) = v.to_str() {
             joined.push_str(s);
             joined.push_str(", ");
         }
     }
-    joined.push_str(&ip.to_string());
-    if let Ok(v) = HeaderValue::from_str(&joined) {
-        headers.insert("x-forwarded-for", v);
+    push_ip(&mut joined, ip);
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined.into_bytes())) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Appends `ip` as `Display` writes it. Every request comes through here, and an IPv4 address
+/// written digit by digit costs a tenth of a trip through `fmt`.
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    use std::fmt::Write;
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -323,6 +350,22 @@ mod tests {
                 h.append(CONNECTION, HeaderValue::from_str(v).unwrap());
             }
             assert_eq!(is_upgrade_request(&h), want, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn ip_addresses_are_written_as_display_writes_them() {
+        let mut ips: Vec<std::net::IpAddr> = ["::1", "::ffff:10.0.0.1", "2001:db8::1:0:0:1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        for octet in [0u8, 1, 9, 10, 11, 99, 100, 101, 199, 200, 249, 250, 255] {
+            ips.push(std::net::Ipv4Addr::new(octet, 255 - octet, octet / 2, 7).into());
+        }
+        for ip in ips {
+            let mut out = String::from("x");
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}"));
         }
     }
 

@@ -8,6 +8,7 @@ pub mod ext;
 pub mod forward;
 mod headers;
 pub mod metrics;
+pub mod runtime;
 pub mod status;
 mod upgrade;
 pub mod upstream;

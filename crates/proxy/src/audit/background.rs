@@ -159,10 +159,8 @@ impl Drop for BackgroundJsonLines {
 
 impl AuditSink for BackgroundJsonLines {
     fn record(&self, event: &AuditEvent) {
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
-        line.push(b'\n');
+        let mut line = Vec::new();
+        event.write_json_line(&mut line);
         let mut state = self.shared.lock();
         while !state.pending.is_empty() && state.pending.len() + line.len() > self.shared.limit {
             state.full = true;

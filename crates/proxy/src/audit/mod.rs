@@ -16,6 +16,7 @@
 
 mod background;
 mod capture;
+mod json;
 
 pub use background::{BackgroundJsonLines, DEFAULT_QUEUE};
 
@@ -155,10 +156,8 @@ impl<W> fmt::Debug for JsonLinesSink<W> {
 
 impl<W: Write + Send + 'static> AuditSink for JsonLinesSink<W> {
     fn record(&self, event: &AuditEvent) {
-        let Ok(mut line) = serde_json::to_vec(event) else {
-            return;
-        };
-        line.push(b'\n');
+        let mut line = Vec::new();
+        event.write_json_line(&mut line);
         let mut w = self
             .writer
             .lock()
@@ -514,18 +513,20 @@ where
                 .filter(|s| !s.is_empty())
                 .collect();
             if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>() {
-                source_ips.push(addr.ip().to_string());
+                let mut ip = String::with_capacity(15);
+                crate::headers::push_ip(&mut ip, addr.ip());
+                source_ips.push(ip);
             }
             AuditEvent {
                 kind: "Event",
                 api_version: "audit.k8s.io/v1",
                 level: level.as_str(),
-                audit_id: id.to_string(),
+                audit_id: String::from(&*id),
                 stage: "RequestReceived",
                 request_uri: req
                     .uri()
                     .path_and_query()
-                    .map_or_else(|| "/".to_owned(), |pq| pq.to_string()),
+                    .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
                 verb: meta
                     .map(|m| m.verb.clone())
                     .unwrap_or_else(|| req.method().as_str().to_ascii_lowercase()),
