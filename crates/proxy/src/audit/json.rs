@@ -83,16 +83,8 @@ fn user_info(out: &mut Vec<u8>, u: &UserInfo) {
         strings(out, &u.groups);
     }
     if !u.extra.is_empty() {
-        out.extend_from_slice(b",\"extra\":{");
-        for (i, (k, v)) in u.extra.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            string(out, k);
-            out.push(b':');
-            strings(out, v);
-        }
-        out.push(b'}');
+        out.extend_from_slice(b",\"extra\":");
+        map(out, &u.extra, |out, v| strings(out, v));
     }
     out.push(b'}');
 }
@@ -141,15 +133,20 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
     out.push(b'}');
 }
 
-fn string_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
+fn string_map(out: &mut Vec<u8>, entries: &BTreeMap<String, String>) {
+    map(out, entries, |out, v| string(out, v));
+}
+
+/// A JSON object from a map with string keys, each value written by `value`.
+fn map<V>(out: &mut Vec<u8>, entries: &BTreeMap<String, V>, value: impl Fn(&mut Vec<u8>, &V)) {
     out.push(b'{');
-    for (i, (k, v)) in map.iter().enumerate() {
+    for (i, (k, v)) in entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         string(out, k);
         out.push(b':');
-        string(out, v);
+        value(out, v);
     }
     out.push(b'}');
 }
