@@ -162,7 +162,7 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr
     }
 }
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Appends `ip` as `Display` writes it. Every request comes through here, and an IPv4 address
 /// written digit by digit costs a tenth of a trip through `fmt`.

@@ -369,8 +369,6 @@ impl<S: fmt::Debug, K> fmt::Debug for Audit<S, K> {
     }
 }
 
-/// An audit ID a client may set: kube accepts any non-empty value; we additionally bound it so
-/// logs stay sane.
 /// A random (version 4) UUID for a request the client sent no `Audit-ID` for. The bytes come
 /// from the thread's userspace CSPRNG (seeded from the OS, reseeded periodically), not from a
 /// `getrandom` system call per request as `Uuid::new_v4` makes.
@@ -382,6 +380,8 @@ fn new_audit_id() -> String {
         .to_string()
 }
 
+/// An audit ID a client may set: kube accepts any non-empty value; we additionally bound it so
+/// logs stay sane.
 fn valid_client_audit_id(v: &HeaderValue) -> Option<&str> {
     let s = v.to_str().ok()?.trim();
     (!s.is_empty() && s.len() <= 128).then_some(s)
@@ -505,7 +505,7 @@ where
         let event = (level != AuditLevel::None).then(|| {
             let mut source_ips: Vec<String> = req
                 .headers()
-                .get_all("x-forwarded-for")
+                .get_all(&crate::headers::X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
