@@ -7,6 +7,8 @@
 //! target/release/examples/routing_probe time                 # ns per request, each request alone
 //! valgrind --tool=callgrind target/release/examples/routing_probe mix 20000
 //! valgrind --tool=callgrind target/release/examples/routing_probe item 6 20000
+//! valgrind --tool=callgrind target/release/examples/routing_probe route 6 20000   # routing alone
+//! valgrind --tool=callgrind target/release/examples/routing_probe info 6 20000    # RequestInfo alone
 //! ```
 //!
 //! Instructions per request = (count at 2N − count at N) / N, which cancels start-up.
@@ -36,6 +38,21 @@ fn main() {
         Some("mix") => {
             for i in 0..count(2, 100_000) {
                 one(&router, MIX[i % MIX.len()]);
+            }
+        }
+        Some("route") => {
+            let request = MIX[count(2, 0) % MIX.len()];
+            for _ in 0..count(3, 100_000) {
+                let route = router.route(black_box(request.1), request.2).unwrap();
+                black_box((route.target, route.rest.len()));
+            }
+        }
+        Some("info") => {
+            let (method, path, query) = MIX[count(2, 0) % MIX.len()];
+            let rest = router.route(path, query).unwrap().rest.into_owned();
+            for _ in 0..count(3, 100_000) {
+                let info = RequestInfo::parse(method, black_box(&rest), query).unwrap();
+                black_box((info.is_long_running(), info.verb.len()));
             }
         }
         Some("item") => {

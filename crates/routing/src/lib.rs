@@ -57,6 +57,7 @@
 //! selectors allocates nothing; see the crate README for measured figures.
 
 mod error;
+mod list_options;
 mod path;
 mod query;
 mod request_info;

@@ -42,12 +42,13 @@ pub(crate) fn split_at_byte(s: &str, byte: u8) -> Option<(&str, &str)> {
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
 /// The index of the first `byte` in `bytes`, eight bytes per step. The strings routing splits
 /// are a few bytes to a few dozen long, where `memchr`'s set-up costs more than the search and
 /// a byte loop takes a step (and a branch) per byte.
 pub(crate) fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let pattern = ONES * u64::from(byte);
     let mut start = 0;
     while let Some(word) = bytes
@@ -65,6 +66,30 @@ pub(crate) fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
     }
     let tail = bytes.get(start..)?;
     tail.iter().position(|&b| b == byte).map(|i| start + i)
+}
+
+/// The index of the first `a` or `b` in `bytes`, eight bytes per step (see [`find_byte`]).
+pub(crate) fn find_either(bytes: &[u8], a: u8, b: u8) -> Option<usize> {
+    let (pattern_a, pattern_b) = (ONES * u64::from(a), ONES * u64::from(b));
+    let mut start = 0;
+    while let Some(word) = bytes
+        .get(start..start + 8)
+        .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
+    {
+        let word = u64::from_le_bytes(word);
+        let (x, y) = (word ^ pattern_a, word ^ pattern_b);
+        // Each test sets the high bit of its first zero byte exactly; OR-ing them keeps the
+        // lowest such bit exact.
+        let zeros = (x.wrapping_sub(ONES) & !x | y.wrapping_sub(ONES) & !y) & HIGHS;
+        if zeros != 0 {
+            return Some(start + (zeros.trailing_zeros() / 8) as usize);
+        }
+        start += 8;
+    }
+    let tail = bytes.get(start..)?;
+    tail.iter()
+        .position(|&c| c == a || c == b)
+        .map(|i| start + i)
 }
 
 /// The value of an ASCII hex digit.
@@ -143,18 +168,39 @@ pub(crate) fn check_segments(raw: &str) -> Result<(), RouteError> {
 
 /// Whether a path needs none of the precise checks: it starts with `/` and has no byte that
 /// needs a closer look ([`is_plain`]) and no `//` or `/.` (so no empty or dot segment, except a
-/// possible trailing `/`, which is allowed). Branch-free over the bytes, so it vectorizes.
+/// possible trailing `/`, which is allowed).
 pub(crate) fn is_plain_path(raw: &str) -> bool {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return false;
     }
-    // One pass over (previous, current) pairs; the first byte is `/`, so it needs no check of
-    // its own.
-    let suspicious = bytes.iter().zip(&bytes[1..]).fold(false, |acc, (&a, &b)| {
+    // The scan over (previous, current) pairs vectorizes, but the pairs left over after the
+    // last whole block of eight would take a byte loop of ~15 instructions each. So the scan
+    // covers a multiple of eight pairs and then the last eight pairs again (overlapping, which
+    // an OR does not mind); a path shorter than that is padded with a harmless byte. (Blocks
+    // of a fixed size written as arrays are not vectorized well: LLVM shuffles bytes about.)
+    let pairs = bytes.len() - 1;
+    if pairs < PAIRS_PER_BLOCK {
+        let mut padded = [b'a'; PAIRS_PER_BLOCK + 1];
+        padded[..bytes.len()].copy_from_slice(bytes);
+        return !has_suspicious_pair(&padded);
+    }
+    let whole = pairs - pairs % PAIRS_PER_BLOCK;
+    let last = &bytes[pairs - PAIRS_PER_BLOCK..];
+    !(has_suspicious_pair(&bytes[..=whole]) | has_suspicious_pair(last))
+}
+
+/// The smallest block [`has_suspicious_pair`]'s vector loop takes.
+const PAIRS_PER_BLOCK: usize = 8;
+
+/// Whether any byte after the first needs a closer look or is a `/` or `.` right after a `/`.
+/// Branch-free over the bytes, so it vectorizes. The first byte needs no check of its own: it
+/// is the path's leading `/`, or a byte an earlier block already checked.
+fn has_suspicious_pair(bytes: &[u8]) -> bool {
+    let after_first = bytes.get(1..).unwrap_or_default();
+    bytes.iter().zip(after_first).fold(false, |acc, (&a, &b)| {
         acc | needs_a_closer_look(b) | ((a == b'/') & ((b == b'/') | (b == b'.')))
-    });
-    !suspicious
+    })
 }
 
 /// A control byte, space, DEL, backslash or `%`.

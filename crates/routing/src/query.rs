@@ -23,19 +23,12 @@ impl<'a> Query<'a> {
 
     /// Every decodable `(key, value)` pair, in order.
     pub fn pairs(&self) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)> + 'a {
-        self.pairs_with_raw_values()
-            .map(|(key, value, _)| (key, value))
-    }
-
-    /// [`pairs`](Self::pairs), each with its value as written (still escaped).
-    pub(crate) fn pairs_with_raw_values(
-        &self,
-    ) -> impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>, &'a str)> + 'a {
         // One scan up front: a query without `%`, `+` or `;` (the usual case) needs no per-pair
         // checks or decoding.
-        let simple = !self.raw.bytes().fold(false, |acc, b| {
-            acc | (b == b'%') | (b == b'+') | (b == b';')
-        });
+        let simple = !self
+            .raw
+            .bytes()
+            .any(|b| b == b'%' || b == b'+' || b == b';');
         Pairs {
             rest: Some(self.raw),
         }
@@ -45,12 +38,12 @@ impl<'a> Query<'a> {
             }
             let (key, value) = split_at_byte(pair, b'=').unwrap_or((pair, ""));
             if simple {
-                return Some((Cow::Borrowed(key), Cow::Borrowed(value), value));
+                return Some((Cow::Borrowed(key), Cow::Borrowed(value)));
             }
             if pair.bytes().any(|b| b == b';') {
                 return None;
             }
-            Some((unescape(key)?, unescape(value)?, value))
+            Some((unescape(key)?, unescape(value)?))
         })
     }
 
@@ -92,63 +85,26 @@ pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
     let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
         return Some(Cow::Borrowed(s));
     };
-    // Runs between escapes are copied as `str`s and ASCII escapes pushed as chars, so the
-    // result needs no UTF-8 check; only an escape of a non-ASCII byte takes the byte path.
-    let mut out = String::with_capacity(bytes.len());
-    let mut run_start = 0;
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(bytes.get(..first)?);
     let mut i = first;
     while let Some(&b) = bytes.get(i) {
-        let decoded = match b {
-            b'+' => b' ',
+        let (decoded, width) = match b {
+            b'+' => (b' ', 1),
             b'%' => {
                 let hi = bytes.get(i + 1).copied().and_then(hex)?;
                 let lo = bytes.get(i + 2).copied().and_then(hex)?;
-                hi << 4 | lo
+                (hi << 4 | lo, 3)
             }
-            _ => {
-                i += 1;
-                continue;
-            }
+            b => (b, 1),
         };
-        if !decoded.is_ascii() {
-            return unescape_bytes(s);
-        }
-        out.push_str(s.get(run_start..i)?);
-        out.push(char::from(decoded));
-        i += if b == b'+' { 1 } else { 3 };
-        run_start = i;
+        out.push(decoded);
+        i += width;
     }
-    out.push_str(s.get(run_start..)?);
-    Some(Cow::Owned(out))
-}
-
-/// [`unescape`] for values whose escapes decode to non-ASCII bytes.
-fn unescape_bytes(s: &str) -> Option<Cow<'_, str>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b'%' => {
-                let hi = bytes.get(i + 1).copied().and_then(hex)?;
-                let lo = bytes.get(i + 2).copied().and_then(hex)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    Some(match String::from_utf8(out) {
-        Ok(s) => Cow::Owned(s),
-        Err(e) => Cow::Owned(String::from_utf8_lossy(e.as_bytes()).into_owned()),
-    })
+    Some(Cow::Owned(match String::from_utf8(out) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }))
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use std::borrow::Cow;
 
-use crate::query::Query;
-use crate::selectors::{self, FieldSelector, LabelSelector, SelectorError};
+use crate::list_options::ListOptions;
+use crate::selectors::{FieldSelector, LabelSelector, SelectorError};
 
 /// What a Kubernetes API request is asking for, computed exactly as kube-apiserver computes it
 /// with `APIPrefixes = {api, apis}` and `GrouplessAPIPrefixes = {api}`.
@@ -168,11 +168,15 @@ impl<'a> RequestInfo<'a> {
         path: &'a str,
         query: Option<&'a str>,
     ) -> Result<Self, RequestInfoError> {
-        let mut info = RequestInfo {
+        // Every field is computed into a plain local and the struct is built once, in the
+        // return value: building it early and filling it in made the compiler move the whole
+        // struct (a `memcpy`) on the way out.
+        let mut segments = Segments::new(path);
+        let non_resource = |api_prefix| RequestInfo {
             is_resource_request: false,
             path,
             verb: lowercase_method(method),
-            api_prefix: "",
+            api_prefix,
             api_group: "",
             api_version: "",
             namespace: "",
@@ -183,51 +187,54 @@ impl<'a> RequestInfo<'a> {
             label_selector: Cow::Borrowed(""),
             parts: None,
         };
-        let mut segments = Segments::new(path);
         if !segments.has(3) {
-            return Ok(info);
+            return Ok(non_resource(""));
         }
-        let prefix = segments.pop().unwrap_or_default();
-        if prefix != "api" && prefix != "apis" {
-            return Ok(info);
+        let api_prefix = segments.pop().unwrap_or_default();
+        if api_prefix != "api" && api_prefix != "apis" {
+            return Ok(non_resource(""));
         }
-        info.api_prefix = prefix;
-        if prefix == "apis" {
+        let mut api_group = "";
+        if api_prefix == "apis" {
             if !segments.has(3) {
-                return Ok(info);
+                return Ok(non_resource(api_prefix));
             }
-            info.api_group = segments.pop().unwrap_or_default();
+            api_group = segments.pop().unwrap_or_default();
         }
-        info.is_resource_request = true;
-        info.api_version = segments.pop().unwrap_or_default();
+        let api_version = segments.pop().unwrap_or_default();
 
-        let mut verb_via_path_prefix = false;
-        if let Some(special @ ("watch" | "proxy")) = segments.get(0) {
-            if !segments.has(2) {
-                let url = match query {
-                    Some(q) => format!("{path}?{q}"),
-                    None => path.to_owned(),
-                };
-                return Err(RequestInfoError::UnableToDetermineKindAndNamespace { url });
+        let verb_via_path_prefix;
+        let mut verb: &'a str = match segments.get(0) {
+            Some(special @ ("watch" | "proxy")) => {
+                if !segments.has(2) {
+                    let url = match query {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path.to_owned(),
+                    };
+                    return Err(RequestInfoError::UnableToDetermineKindAndNamespace { url });
+                }
+                segments.pop();
+                verb_via_path_prefix = true;
+                special
             }
-            info.verb = Cow::Borrowed(special);
-            segments.pop();
-            verb_via_path_prefix = true;
-        } else {
-            info.verb = Cow::Borrowed(match method {
-                "POST" => "create",
-                "GET" | "HEAD" => "get",
-                "PUT" => "update",
-                "PATCH" => "patch",
-                "DELETE" => "delete",
-                _ => "",
-            });
-        }
+            _ => {
+                verb_via_path_prefix = false;
+                match method {
+                    "POST" => "create",
+                    "GET" | "HEAD" => "get",
+                    "PUT" => "update",
+                    "PATCH" => "patch",
+                    "DELETE" => "delete",
+                    _ => "",
+                }
+            }
+        };
 
+        let mut namespace = "";
         if segments.get(0) == Some("namespaces")
-            && let Some(namespace) = segments.get(1)
+            && let Some(ns) = segments.get(1)
         {
-            info.namespace = namespace;
+            namespace = ns;
             // `namespaces/<ns>/status|finalize` are subresources of the namespace itself.
             if segments
                 .get(2)
@@ -238,63 +245,49 @@ impl<'a> RequestInfo<'a> {
             }
         }
 
-        info.parts = segments.rest();
-        if info.verb != "proxy"
-            && let Some(subresource) = segments.get(2)
-        {
-            info.subresource = subresource;
-        }
-        if let Some(name) = segments.get(1) {
-            info.name = Cow::Borrowed(name);
-        }
-        if let Some(resource) = segments.get(0) {
-            info.resource = resource;
-        }
+        let parts = segments.rest();
+        let subresource = match segments.get(2) {
+            Some(subresource) if verb != "proxy" => subresource,
+            _ => "",
+        };
+        let resource = segments.get(0).unwrap_or_default();
+        let mut name = Cow::Borrowed(segments.get(1).unwrap_or_default());
 
         // Only collection requests read the query; one pass collects everything they need.
-        let options = info
-            .name
-            .is_empty()
-            .then(|| ListQuery::scan(&Query::new(query.unwrap_or(""))));
-        if let Some(options) = &options
-            && info.verb == "get"
-        {
-            info.apply_list_options(options);
-        }
-        if info.name.is_empty() && info.verb == "delete" {
-            info.verb = Cow::Borrowed("deletecollection");
-        }
-        if let Some(options) = options
-            && !verb_via_path_prefix
-            && matches!(&*info.verb, "list" | "watch" | "deletecollection")
-        {
-            if let Some(v) = options.field_selector {
-                info.field_selector = v;
-            }
-            if let Some(v) = options.label_selector {
-                info.label_selector = v;
-            }
-        }
-        Ok(info)
-    }
-
-    /// A collection GET becomes `list` or `watch`, and may take its name from a
-    /// `metadata.name` field selector, following how kube-apiserver decodes ListOptions —
-    /// including its fallback when any option fails to decode.
-    fn apply_list_options(&mut self, options: &ListQuery<'a>) {
-        match options.decode() {
-            Ok((watch, name)) => {
-                self.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
-                if let Some(name) = name.filter(|n| is_path_segment_name(n)) {
-                    self.name = name;
+        let mut field_selector = Cow::Borrowed("");
+        let mut label_selector = Cow::Borrowed("");
+        if name.is_empty() {
+            let options = ListOptions::scan(query.unwrap_or(""));
+            match verb {
+                "get" => {
+                    let (watch, pinned) = options.list_or_watch();
+                    verb = if watch { "watch" } else { "list" };
+                    if let Some(pinned) = pinned {
+                        name = pinned;
+                    }
                 }
+                "delete" => verb = "deletecollection",
+                _ => {}
             }
-            Err(()) => {
-                // Everything parsed is discarded; only a present `watch` value still counts.
-                let watch = options.watch.as_deref().is_some_and(go_bool);
-                self.verb = Cow::Borrowed(if watch { "watch" } else { "list" });
+            if !verb_via_path_prefix && matches!(verb, "list" | "watch" | "deletecollection") {
+                (field_selector, label_selector) = options.selectors();
             }
         }
+        Ok(RequestInfo {
+            is_resource_request: true,
+            path,
+            verb: Cow::Borrowed(verb),
+            api_prefix,
+            api_group,
+            api_version,
+            namespace,
+            resource,
+            subresource,
+            name,
+            field_selector,
+            label_selector,
+            parts,
+        })
     }
 
     /// The segments left after prefix, group, version, path verb and namespace were consumed:
@@ -331,76 +324,7 @@ impl<'a> RequestInfo<'a> {
     }
 }
 
-/// Go's `Convert_Slice_string_To_bool` on a first value: `0` and `false` (any case) are false,
-/// everything else — including the empty string — is true.
-fn go_bool(v: &str) -> bool {
-    !(v == "0" || v.eq_ignore_ascii_case("false"))
-}
-
-/// The first values of the query parameters a collection request's RequestInfo depends on,
-/// collected in one pass.
-#[derive(Default)]
-struct ListQuery<'a> {
-    watch: Option<Cow<'a, str>>,
-    field_selector: Option<Cow<'a, str>>,
-    /// The field selector as written in the query (still escaped).
-    raw_field_selector: &'a str,
-    label_selector: Option<Cow<'a, str>>,
-    limit: Option<Cow<'a, str>>,
-    timeout: Option<Cow<'a, str>>,
-}
-
-impl<'a> ListQuery<'a> {
-    fn scan(query: &Query<'a>) -> Self {
-        let mut out = ListQuery::default();
-        for (key, value, raw_value) in query.pairs_with_raw_values() {
-            let slot = match &*key {
-                "watch" => &mut out.watch,
-                "fieldSelector" => {
-                    if out.field_selector.is_none() {
-                        out.raw_field_selector = raw_value;
-                    }
-                    &mut out.field_selector
-                }
-                "labelSelector" => &mut out.label_selector,
-                "limit" => &mut out.limit,
-                "timeoutSeconds" => &mut out.timeout,
-                _ => continue,
-            };
-            if slot.is_none() {
-                *slot = Some(value);
-            }
-        }
-        out
-    }
-
-    /// Decodes the ListOptions kube-apiserver would decode, returning whether it is a watch and
-    /// the `metadata.name` the field selector pins, or `Err` if any option fails to decode. Only
-    /// options that can fail are checked: selectors must parse and integers must be integers.
-    fn decode(&self) -> Result<(bool, Option<Cow<'a, str>>), ()> {
-        for int in [&self.limit, &self.timeout].into_iter().flatten() {
-            int.parse::<i64>().map_err(|_| ())?;
-        }
-        if let Some(labels) = &self.label_selector {
-            LabelSelector::validate(labels).map_err(|_| ())?;
-        }
-        let name = match &self.field_selector {
-            None => None,
-            Some(Cow::Borrowed(s)) => selectors::exact_name(s).map_err(|_| ())?,
-            Some(Cow::Owned(s)) => selectors::exact_name(s).map_err(|_| ())?.map(|name| {
-                // The name is usually written unescaped at the end of the raw selector
-                // (`metadata.name%3Dweb`): borrow it from there rather than copy it.
-                match self.raw_field_selector.strip_suffix(&*name) {
-                    Some(before) => Cow::Borrowed(&self.raw_field_selector[before.len()..]),
-                    None => Cow::Owned(name.into_owned()),
-                }
-            }),
-        };
-        Ok((self.watch.as_deref().is_some_and(go_bool), name))
-    }
-}
-
 /// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
-fn is_path_segment_name(name: &str) -> bool {
+pub(crate) fn is_path_segment_name(name: &str) -> bool {
     name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == b'%')
 }
