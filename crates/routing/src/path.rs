@@ -174,11 +174,12 @@ pub(crate) fn is_plain_path(raw: &str) -> bool {
     if bytes.first() != Some(&b'/') {
         return false;
     }
-    // The scan over (previous, current) pairs vectorizes, but the pairs left over after the
-    // last whole block of eight would take a byte loop of ~15 instructions each. So the scan
-    // covers a multiple of eight pairs and then the last eight pairs again (overlapping, which
-    // an OR does not mind); a path shorter than that is padded with a harmless byte. (Blocks
-    // of a fixed size written as arrays are not vectorized well: LLVM shuffles bytes about.)
+    // The scan over (previous, current) pairs vectorizes 32 pairs at a time, but the pairs
+    // left over after the last whole block would take narrower loops and then a byte loop of
+    // ~15 instructions per byte. So the scan covers a multiple of 32 pairs and then the last
+    // 32 pairs again (overlapping, which an OR does not mind); a shorter path is padded with a
+    // harmless byte. (Blocks written as fixed-size arrays are not vectorized well: LLVM
+    // shuffles bytes about.)
     let pairs = bytes.len() - 1;
     if pairs < PAIRS_PER_BLOCK {
         let mut padded = [b'a'; PAIRS_PER_BLOCK + 1];
@@ -187,11 +188,11 @@ pub(crate) fn is_plain_path(raw: &str) -> bool {
     }
     let whole = pairs - pairs % PAIRS_PER_BLOCK;
     let last = &bytes[pairs - PAIRS_PER_BLOCK..];
-    !(has_suspicious_pair(&bytes[..=whole]) | has_suspicious_pair(last))
+    !(has_suspicious_pair(&bytes[..=whole]) | (whole != pairs && has_suspicious_pair(last)))
 }
 
-/// The smallest block [`has_suspicious_pair`]'s vector loop takes.
-const PAIRS_PER_BLOCK: usize = 8;
+/// The block [`has_suspicious_pair`]'s widest vector loop takes.
+const PAIRS_PER_BLOCK: usize = 32;
 
 /// Whether any byte after the first needs a closer look or is a `/` or `.` right after a `/`.
 /// Branch-free over the bytes, so it vectorizes. The first byte needs no check of its own: it

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::path::{hex, split_at_byte};
+use crate::path::{find_either, hex, split_at_byte};
 
 /// A raw query string with Go `url.ParseQuery` semantics. Decoding happens lazily and borrows
 /// whenever a key or value holds no `%` or `+`.
@@ -82,7 +82,7 @@ impl<'a> Iterator for Pairs<'a> {
 /// Bytes that are not UTF-8 after decoding are replaced (Go would keep them raw).
 pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
     let bytes = s.as_bytes();
-    let Some(first) = bytes.iter().position(|&b| b == b'%' || b == b'+') else {
+    let Some(first) = find_either(bytes, b'%', b'+') else {
         return Some(Cow::Borrowed(s));
     };
     let mut out = Vec::with_capacity(bytes.len());

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::SelectorError;
+use crate::path::{find_byte, find_either};
 
 /// A field selector operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +81,9 @@ impl<'a> FieldSelector<'a> {
 /// apimachinery's sorted `RequiresExactMatch` finds. `Err` when the selector does not parse.
 pub(crate) fn exact_name(selector: &str) -> Result<Option<Cow<'_, str>>, SelectorError> {
     // One term without backslashes — the usual shape — is its own raw and unescaped form.
-    if !selector.is_empty() && !selector.bytes().any(|b| b == b'\\' || b == b',') {
+    if !selector.is_empty() && find_either(selector.as_bytes(), b'\\', b',').is_none() {
         let (field, op, value) = split_term(selector).ok_or_else(|| invalid(selector, selector))?;
-        if value.bytes().any(|b| b == b'=') {
+        if find_byte(value.as_bytes(), b'=').is_some() {
             return Err(SelectorError::UnescapedRune('='));
         }
         let pins_name = field == "metadata.name" && op != FieldOperator::NotEquals;
@@ -153,12 +154,18 @@ fn split_terms(selector: &str) -> impl Iterator<Item = &str> {
 fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
     let bytes = term.as_bytes();
     // Only a `!` or `=` can start an operator; both are ASCII, so `i` is a char boundary.
-    for (i, &b) in bytes.iter().enumerate() {
-        let (op, len) = match (b, bytes.get(i + 1)) {
+    let mut from = 0;
+    while let Some(found) = find_either(bytes.get(from..)?, b'!', b'=') {
+        let i = from + found;
+        let (op, len) = match (bytes[i], bytes.get(i + 1)) {
             (b'!', Some(b'=')) => (FieldOperator::NotEquals, 2),
             (b'=', Some(b'=')) => (FieldOperator::DoubleEquals, 2),
             (b'=', _) => (FieldOperator::Equals, 1),
-            _ => continue,
+            // A `!` not followed by `=` is part of the field.
+            _ => {
+                from = i + 1;
+                continue;
+            }
         };
         return Some((term.get(..i)?, op, term.get(i + len..)?));
     }

@@ -439,25 +439,22 @@ fn equality_terms_are_valid(selector: &str) -> bool {
 
 /// One `key=value`, `key==value` or `key!=value` term of [`equality_terms_are_valid`].
 fn equality_term_is_valid(term: &str) -> bool {
-    let bytes = term.as_bytes();
-    let Some(op) = bytes.iter().position(|&b| is_special(b)) else {
+    // Any other special byte or whitespace before the operator lands in the key, and any after
+    // it in the value; neither passes the name checks, so they need no search of their own.
+    let Some(op) = crate::path::find_either(term.as_bytes(), b'=', b'!') else {
         return false;
     };
-    let value_start = match (bytes[op], bytes.get(op + 1)) {
+    let value_start = match (term.as_bytes()[op], term.as_bytes().get(op + 1)) {
         (b'=' | b'!', Some(b'=')) => op + 2,
         (b'=', _) => op + 1,
         _ => return false,
     };
     let (key, value) = (&term[..op], &term[value_start..]);
-    let plain = |s: &str| {
-        !s.bytes()
-            .any(|b| b == 0 || is_whitespace(b) || is_special(b))
+    let key_is_valid = match crate::path::split_at_byte(key, b'/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_qualified_name_part(name),
+        None => is_qualified_name_part(key),
     };
-    !key.is_empty()
-        && plain(key)
-        && plain(value)
-        && validate_key(key).is_ok()
-        && validate_value(value).is_ok()
+    key_is_valid && (value.is_empty() || is_qualified_name_part(value))
 }
 
 /// The values of a requirement: one integer for `>`/`<`, label values otherwise.
@@ -508,15 +505,41 @@ fn validate_value(value: &str) -> Result<(), SelectorError> {
     }
 }
 
+/// `[A-Za-z0-9_.-]`, 1–63 bytes, alphanumeric at both ends. Branch-free over the bytes, by
+/// table: names are short and almost always valid.
 fn is_qualified_name_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    let class = |c: &u8| NAME_CLASS[usize::from(*c)];
+    match s.as_bytes() {
+        [] => false,
+        b @ [first, .., last] | b @ [first @ last] => {
+            b.len() <= 63
+                && class(first) & class(last) & ALPHANUMERIC != 0
+                && b.iter().fold(NAME_BYTE, |all, c| all & class(c)) != 0
+        }
+    }
 }
+
+/// Byte classes of qualified name parts and label values.
+const NAME_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() {
+            NAME_BYTE | ALPHANUMERIC
+        } else if c == b'-' || c == b'_' || c == b'.' {
+            NAME_BYTE
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
+/// `[A-Za-z0-9_.-]`.
+const NAME_BYTE: u8 = 1;
+/// `[A-Za-z0-9]`.
+const ALPHANUMERIC: u8 = 2;
 
 fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(crate::path::is_dns1123_label_any_len)
