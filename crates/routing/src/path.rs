@@ -355,6 +355,46 @@ mod tests {
         ) {
             proptest::prop_assert_eq!(find_byte(&bytes, byte), bytes.iter().position(|&b| b == byte));
         }
+
+        #[test]
+        fn find_either_is_the_first_position_of_either(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, 0x25, 0x26, 0x2b, 0x3d, 0x3c, 0x7f, 0x80, 0xff]),
+                0..40,
+            ),
+            a in proptest::sample::select(vec![0u8, 0x25, 0x26, 0x3d, 0x80]),
+            b in proptest::sample::select(vec![1u8, 0x2b, 0x26, 0x3c, 0xff]),
+        ) {
+            proptest::prop_assert_eq!(
+                find_either(&bytes, a, b),
+                bytes.iter().position(|&c| c == a || c == b)
+            );
+        }
+
+        #[test]
+        fn plain_path_scan_matches_the_byte_rules(
+            mut tail in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'a', b'a', b'/', b'-']),
+                0..100,
+            ),
+            injected in proptest::sample::select(vec![b'a', b'/', b'.', b'%', b' ', 0, 0x7f, b'\\', 0x80]),
+            at in proptest::num::usize::ANY,
+        ) {
+            // Mostly harmless bytes with one that may not be, anywhere: every block boundary
+            // gets its turn.
+            if !tail.is_empty() {
+                let at = at % tail.len();
+                tail[at] = injected;
+            }
+            let mut path = vec![b'/'];
+            path.extend(&tail);
+            let text = String::from_utf8_lossy(&path).into_owned();
+            let bytes = text.as_bytes();
+            let reference = !bytes.windows(2).any(|w| {
+                needs_a_closer_look(w[1]) || (w[0] == b'/' && (w[1] == b'/' || w[1] == b'.'))
+            });
+            proptest::prop_assert_eq!(is_plain_path(&text), reference, "{:?}", text);
+        }
     }
 
     #[test]
