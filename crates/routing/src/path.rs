@@ -286,6 +286,24 @@ const ANYWHERE: u8 = 1;
 /// `[a-z0-9]`.
 const AT_THE_ENDS: u8 = 2;
 
+/// How many bytes at the start of `bytes` may appear in an RFC 1123 label (`[a-z0-9-]`).
+pub(crate) fn label_prefix_len(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| LABEL_CLASS[usize::from(b)] == 0)
+        .unwrap_or(bytes.len())
+}
+
+/// [`is_dns1123_label`] for a string already known to hold only `[a-z0-9-]`
+/// ([`label_prefix_len`]): only its length and its ends are left to check.
+pub(crate) fn is_dns1123_label_of_label_bytes(s: &str) -> bool {
+    let at_the_ends = |c: &u8| LABEL_CLASS[usize::from(*c)] & AT_THE_ENDS != 0;
+    let bytes = s.as_bytes();
+    bytes.len() <= 63
+        && bytes.first().is_some_and(at_the_ends)
+        && bytes.last().is_some_and(at_the_ends)
+}
+
 /// An RFC 1123 label: 1–63 characters of `[a-z0-9-]`, starting and ending alphanumeric.
 pub fn is_dns1123_label(s: &str) -> bool {
     s.len() <= 63 && is_dns1123_label_any_len(s)
@@ -369,6 +387,14 @@ mod tests {
                 find_either(&bytes, a, b),
                 bytes.iter().position(|&c| c == a || c == b)
             );
+        }
+
+        #[test]
+        fn label_in_one_pass_is_a_label(
+            s in "[a-z0-9A-Z./%-]{0,70}",
+        ) {
+            let one_pass = label_prefix_len(s.as_bytes()) == s.len() && is_dns1123_label_of_label_bytes(&s);
+            proptest::prop_assert_eq!(one_pass, is_dns1123_label(&s), "{:?}", s);
         }
 
         #[test]

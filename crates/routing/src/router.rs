@@ -2,7 +2,10 @@
 
 use std::borrow::Cow;
 
-use crate::path::{check_raw, check_segments, decode_path, is_dns1123_label, is_plain_path};
+use crate::path::{
+    check_raw, check_segments, decode_path, is_dns1123_label, is_dns1123_label_of_label_bytes,
+    is_plain_path, label_prefix_len,
+};
 use crate::{OpsPath, RouteError, Target};
 
 /// Which kind of name a prefix segment holds (used in [`RouteError::InvalidName`]).
@@ -133,10 +136,14 @@ impl Router {
     }
 
     fn target<'a>(&'a self, path: &'a str) -> Result<(Target<'a>, &'a str), RouteError> {
+        // Nearly every request is for `/kubernetes/…`: one comparison with the literal instead of
+        // a search for the end of the segment and a match on it.
+        if let Some(after) = literal_segment(path, "kubernetes") {
+            return self.kubernetes(after);
+        }
         let (first, after) = split_segment(path).ok_or(RouteError::NotFound)?;
         let central = matches!(self.mode, Mode::Central);
         match first {
-            "kubernetes" => self.kubernetes(after),
             "auth" if central => Ok((Target::Auth, after)),
             "oidc" if central => Ok((Target::Oidc, after)),
             "grafana" if central => {
@@ -153,63 +160,56 @@ impl Router {
     }
 
     fn kubernetes<'a>(&'a self, path: &'a str) -> Result<(Target<'a>, &'a str), RouteError> {
-        let (kind, after) = split_segment(path).ok_or(RouteError::NotFound)?;
-        match (&self.mode, kind) {
-            (Mode::Central, "management") => Ok((Target::Management, after)),
-            (Mode::Central, "cluster") => {
-                let (cluster, after) = name(after, NameKind::Cluster)?;
-                Ok((Target::Cluster { cluster }, after))
-            }
-            (Mode::Agent { cluster }, "cluster") => Ok((Target::Cluster { cluster }, after)),
-            (Mode::Central, "virtualcluster") => {
-                let (cluster, after) = name(after, NameKind::Cluster)?;
-                let (namespace, after) = name(after, NameKind::Namespace)?;
-                let (name, after) = name(after, NameKind::VirtualCluster)?;
-                Ok((
-                    Target::VirtualCluster {
-                        cluster,
-                        namespace,
-                        name,
-                    },
-                    after,
-                ))
-            }
-            (Mode::Agent { cluster }, "virtualcluster") => {
-                let (namespace, after) = name(after, NameKind::Namespace)?;
-                let (name, after) = name(after, NameKind::VirtualCluster)?;
-                Ok((
-                    Target::VirtualCluster {
-                        cluster,
-                        namespace,
-                        name,
-                    },
-                    after,
-                ))
-            }
-            (_, "project") => {
-                let (project, after) = name(after, NameKind::Project)?;
-                let (kind, after) = split_segment(after).ok_or(RouteError::NotFound)?;
-                match kind {
-                    "space" => {
-                        let (space, after) = name(after, NameKind::Space)?;
-                        Ok((Target::ProjectSpace { project, space }, after))
-                    }
-                    "virtualcluster" => {
-                        let (virtual_cluster, after) = name(after, NameKind::VirtualCluster)?;
-                        Ok((
-                            Target::ProjectVirtualCluster {
-                                project,
-                                virtual_cluster,
-                            },
-                            after,
-                        ))
-                    }
-                    _ => Err(RouteError::NotFound),
+        if let Some(after) = literal_segment(path, "cluster") {
+            return match &self.mode {
+                Mode::Central => {
+                    let (cluster, after) = name(after, NameKind::Cluster)?;
+                    Ok((Target::Cluster { cluster }, after))
                 }
+                Mode::Agent { cluster } => Ok((Target::Cluster { cluster }, after)),
+            };
+        }
+        if let Some(after) = literal_segment(path, "virtualcluster") {
+            let (cluster, after) = match &self.mode {
+                Mode::Central => name(after, NameKind::Cluster)?,
+                Mode::Agent { cluster } => (cluster.as_str(), after),
+            };
+            let (namespace, after) = name(after, NameKind::Namespace)?;
+            let (name, after) = name(after, NameKind::VirtualCluster)?;
+            let target = Target::VirtualCluster {
+                cluster,
+                namespace,
+                name,
+            };
+            return Ok((target, after));
+        }
+        if let Some(after) = literal_segment(path, "project") {
+            let (project, after) = name(after, NameKind::Project)?;
+            if let Some(after) = literal_segment(after, "space") {
+                let (space, after) = name(after, NameKind::Space)?;
+                return Ok((Target::ProjectSpace { project, space }, after));
             }
+            if let Some(after) = literal_segment(after, "virtualcluster") {
+                let (virtual_cluster, after) = name(after, NameKind::VirtualCluster)?;
+                let target = Target::ProjectVirtualCluster {
+                    project,
+                    virtual_cluster,
+                };
+                return Ok((target, after));
+            }
+            return Err(RouteError::NotFound);
+        }
+        match (&self.mode, literal_segment(path, "management")) {
+            (Mode::Central, Some(after)) => Ok((Target::Management, after)),
             _ => Err(RouteError::NotFound),
         }
     }
+}
+
+/// What follows `/segment` when it is the whole first segment of `path` (`""` or `/…`).
+fn literal_segment<'a>(path: &'a str, segment: &str) -> Option<&'a str> {
+    let after = path.strip_prefix('/')?.strip_prefix(segment)?;
+    (after.is_empty() || after.starts_with('/')).then_some(after)
 }
 
 /// Splits `/seg/rest…` into `("seg", "/rest…")`; `/seg` and `/seg/` give `("seg", "")` / `("seg", "/")`.
@@ -226,10 +226,22 @@ fn split_segment(path: &str) -> Option<(&str, &str)> {
     }
 }
 
+/// The first segment of `path` (`/name…`), which must be an RFC 1123 label, and what follows
+/// it. One pass by table: the segment ends at the first byte a label cannot hold, which must be
+/// a `/` (or the end of the path).
 fn name(path: &str, kind: NameKind) -> Result<(&str, &str), RouteError> {
-    let (segment, after) = split_segment(path).ok_or(RouteError::NotFound)?;
-    if !is_dns1123_label(segment) {
-        return Err(RouteError::InvalidName { kind });
+    let body = path.strip_prefix('/').ok_or(RouteError::NotFound)?;
+    if body.is_empty() {
+        return Err(RouteError::NotFound);
     }
-    Ok((segment, after))
+    let end = label_prefix_len(body.as_bytes());
+    match (body.get(..end), body.get(end..)) {
+        (Some(segment), Some(after))
+            if (after.is_empty() || after.starts_with('/'))
+                && is_dns1123_label_of_label_bytes(segment) =>
+        {
+            Ok((segment, after))
+        }
+        _ => Err(RouteError::InvalidName { kind }),
+    }
 }
