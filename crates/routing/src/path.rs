@@ -265,26 +265,32 @@ fn is_dot_segment(segment: &str) -> bool {
 
 /// Byte classes of RFC 1123 labels, one table lookup per byte (prefix names are checked on
 /// every request).
-const LABEL_CLASS: [u8; 256] = {
+const LABEL_CLASS: [u8; 256] = name_class_table(false, b"-");
+
+/// A table of byte classes for names made of ASCII alphanumerics (lowercase only, unless
+/// `uppercase`) with `inner` bytes allowed between them: [`ANYWHERE`] for every byte a name may
+/// hold, and [`AT_THE_ENDS`] as well for the alphanumerics.
+pub(crate) const fn name_class_table(uppercase: bool, inner: &[u8]) -> [u8; 256] {
     let mut table = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            ANYWHERE | AT_THE_ENDS
-        } else if c == b'-' {
-            ANYWHERE
-        } else {
-            0
-        };
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || (uppercase && c.is_ascii_uppercase()) {
+            table[b] = ANYWHERE | AT_THE_ENDS;
+        }
         b += 1;
     }
+    let mut i = 0;
+    while i < inner.len() {
+        table[inner[i] as usize] = ANYWHERE;
+        i += 1;
+    }
     table
-};
-/// `[a-z0-9-]`.
-const ANYWHERE: u8 = 1;
-/// `[a-z0-9]`.
-const AT_THE_ENDS: u8 = 2;
+}
+/// A byte a name may hold.
+pub(crate) const ANYWHERE: u8 = 1;
+/// A byte a name may start and end with.
+pub(crate) const AT_THE_ENDS: u8 = 2;
 
 /// How many bytes at the start of `bytes` may appear in an RFC 1123 label (`[a-z0-9-]`).
 pub(crate) fn label_prefix_len(bytes: &[u8]) -> usize {

@@ -508,38 +508,21 @@ fn validate_value(value: &str) -> Result<(), SelectorError> {
 /// `[A-Za-z0-9_.-]`, 1–63 bytes, alphanumeric at both ends. Branch-free over the bytes, by
 /// table: names are short and almost always valid.
 fn is_qualified_name_part(s: &str) -> bool {
+    use crate::path::{ANYWHERE, AT_THE_ENDS};
     let class = |c: &u8| NAME_CLASS[usize::from(*c)];
     match s.as_bytes() {
         [] => false,
         b @ [first, .., last] | b @ [first @ last] => {
             b.len() <= 63
-                && class(first) & class(last) & ALPHANUMERIC != 0
-                && b.iter().fold(NAME_BYTE, |all, c| all & class(c)) != 0
+                && class(first) & class(last) & AT_THE_ENDS != 0
+                && b.iter().fold(ANYWHERE, |all, c| all & class(c)) != 0
         }
     }
 }
 
-/// Byte classes of qualified name parts and label values.
-const NAME_CLASS: [u8; 256] = {
-    let mut table = [0u8; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = if c.is_ascii_alphanumeric() {
-            NAME_BYTE | ALPHANUMERIC
-        } else if c == b'-' || c == b'_' || c == b'.' {
-            NAME_BYTE
-        } else {
-            0
-        };
-        b += 1;
-    }
-    table
-};
-/// `[A-Za-z0-9_.-]`.
-const NAME_BYTE: u8 = 1;
-/// `[A-Za-z0-9]`.
-const ALPHANUMERIC: u8 = 2;
+/// Byte classes of qualified name parts and label values: `[A-Za-z0-9_.-]`, alphanumeric at
+/// both ends.
+const NAME_CLASS: [u8; 256] = crate::path::name_class_table(true, b"-_.");
 
 fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(crate::path::is_dns1123_label_any_len)
@@ -548,6 +531,31 @@ fn is_dns1123_subdomain(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn name_table_matches_the_character_rules() {
+        let reference = |s: &[u8]| {
+            let alnum = |c: u8| c.is_ascii_alphanumeric();
+            !s.is_empty()
+                && s.len() <= 63
+                && alnum(s[0])
+                && alnum(s[s.len() - 1])
+                && s.iter()
+                    .all(|&c| alnum(c) || matches!(c, b'-' | b'_' | b'.'))
+        };
+        for a in 0..=255u8 {
+            for s in [vec![a], vec![b'x', a, b'Y'], vec![a, b'0'], vec![b'Z', a]] {
+                let text = String::from_utf8_lossy(&s).into_owned();
+                assert_eq!(
+                    is_qualified_name_part(&text),
+                    reference(text.as_bytes()),
+                    "{s:?}"
+                );
+            }
+        }
+        assert!(is_qualified_name_part(&"a".repeat(63)));
+        assert!(!is_qualified_name_part(&"a".repeat(64)));
+    }
 
     fn ok(s: &str) -> Vec<(String, LabelOperator, Vec<String>)> {
         LabelSelector::parse(s)
