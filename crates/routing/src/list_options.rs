@@ -50,12 +50,12 @@ impl<'a> ListOptions<'a> {
                 }
             };
             rest = after;
-            let option = match Option_::named(key) {
-                Some(option) => option,
+            let param = match Param::named(key) {
+                Some(param) => param,
                 None if may_be_an_escaped_name(key) => match unescape(key) {
                     // A pair holding `;` is dropped, so its key can never count.
-                    Some(key) if !key.contains(';') => match Option_::named(&key) {
-                        Some(option) => option,
+                    Some(key) if !key.contains(';') => match Param::named(&key) {
+                        Some(param) => param,
                         None => continue,
                     },
                     _ => continue,
@@ -63,26 +63,26 @@ impl<'a> ListOptions<'a> {
                 None => continue,
             };
             if value_is_valid(value) {
-                options.offer(option, value);
+                options.offer(param, value);
             }
         }
         options
     }
 
-    /// Keeps `value` (valid, still escaped) if it is the option's first value.
-    fn offer(&mut self, option: Option_, value: &'a str) {
-        let slot = match option {
-            Option_::Watch => &mut self.watch,
-            Option_::Limit => &mut self.limit,
-            Option_::TimeoutSeconds => &mut self.timeout_seconds,
-            Option_::FieldSelector => {
+    /// Keeps `value` (valid, still escaped) if it is the parameter's first value.
+    fn offer(&mut self, param: Param, value: &'a str) {
+        let slot = match param {
+            Param::Watch => &mut self.watch,
+            Param::Limit => &mut self.limit,
+            Param::TimeoutSeconds => &mut self.timeout_seconds,
+            Param::FieldSelector => {
                 if self.field_selector.is_none() {
                     self.raw_field_selector = value;
                     self.field_selector = unescape(value);
                 }
                 return;
             }
-            Option_::LabelSelector => {
+            Param::LabelSelector => {
                 if self.label_selector.is_none() {
                     self.label_selector = unescape(value);
                 }
@@ -142,9 +142,9 @@ impl<'a> ListOptions<'a> {
     }
 }
 
-/// The query parameters RequestInfo reads (named so as not to shadow `Option`).
+/// The query parameters RequestInfo reads.
 #[derive(Clone, Copy)]
-enum Option_ {
+enum Param {
     Watch,
     Limit,
     TimeoutSeconds,
@@ -152,14 +152,14 @@ enum Option_ {
     LabelSelector,
 }
 
-impl Option_ {
+impl Param {
     fn named(key: &str) -> Option<Self> {
         Some(match key {
-            "watch" => Option_::Watch,
-            "limit" => Option_::Limit,
-            "timeoutSeconds" => Option_::TimeoutSeconds,
-            "fieldSelector" => Option_::FieldSelector,
-            "labelSelector" => Option_::LabelSelector,
+            "watch" => Param::Watch,
+            "limit" => Param::Limit,
+            "timeoutSeconds" => Param::TimeoutSeconds,
+            "fieldSelector" => Param::FieldSelector,
+            "labelSelector" => Param::LabelSelector,
             _ => return None,
         })
     }
