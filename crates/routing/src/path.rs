@@ -49,47 +49,36 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// are a few bytes to a few dozen long, where `memchr`'s set-up costs more than the search and
 /// a byte loop takes a step (and a branch) per byte.
 pub(crate) fn find_byte(bytes: &[u8], byte: u8) -> Option<usize> {
-    let pattern = ONES * u64::from(byte);
-    let mut start = 0;
-    while let Some(word) = bytes
-        .get(start..start + 8)
-        .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
-    {
-        // Bytes equal to `byte` become zero; the classic zero-byte test then sets the high bit
-        // of the first zero byte exactly (later bits may be false positives, never earlier).
-        let x = u64::from_le_bytes(word) ^ pattern;
-        let zeros = x.wrapping_sub(ONES) & !x & HIGHS;
-        if zeros != 0 {
-            return Some(start + (zeros.trailing_zeros() / 8) as usize);
-        }
-        start += 8;
-    }
-    let tail = bytes.get(start..)?;
-    tail.iter().position(|&b| b == byte).map(|i| start + i)
+    find_any(bytes, [byte])
 }
 
-/// The index of the first `a` or `b` in `bytes`, eight bytes per step (see [`find_byte`]).
+/// The index of the first `a` or `b` in `bytes`, eight bytes per step.
 pub(crate) fn find_either(bytes: &[u8], a: u8, b: u8) -> Option<usize> {
-    let (pattern_a, pattern_b) = (ONES * u64::from(a), ONES * u64::from(b));
+    find_any(bytes, [a, b])
+}
+
+/// The index of the first byte of `set` in `bytes`, eight bytes per step.
+fn find_any<const N: usize>(bytes: &[u8], set: [u8; N]) -> Option<usize> {
     let mut start = 0;
     while let Some(word) = bytes
         .get(start..start + 8)
         .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
     {
         let word = u64::from_le_bytes(word);
-        let (x, y) = (word ^ pattern_a, word ^ pattern_b);
-        // Each test sets the high bit of its first zero byte exactly; OR-ing them keeps the
-        // lowest such bit exact.
-        let zeros = (x.wrapping_sub(ONES) & !x | y.wrapping_sub(ONES) & !y) & HIGHS;
+        // Bytes equal to a byte of the set become zero in its test; the classic zero-byte test
+        // then sets the high bit of the first zero byte exactly (later bits may be false
+        // positives, never earlier ones), so OR-ing the tests keeps the lowest bit exact.
+        let zeros = set.iter().fold(0, |zeros, &byte| {
+            let x = word ^ (ONES * u64::from(byte));
+            zeros | (x.wrapping_sub(ONES) & !x & HIGHS)
+        });
         if zeros != 0 {
             return Some(start + (zeros.trailing_zeros() / 8) as usize);
         }
         start += 8;
     }
     let tail = bytes.get(start..)?;
-    tail.iter()
-        .position(|&c| c == a || c == b)
-        .map(|i| start + i)
+    tail.iter().position(|c| set.contains(c)).map(|i| start + i)
 }
 
 /// The value of an ASCII hex digit.
