@@ -450,11 +450,7 @@ fn equality_term_is_valid(term: &str) -> bool {
         _ => return false,
     };
     let (key, value) = (&term[..op], &term[value_start..]);
-    let key_is_valid = match crate::path::split_at_byte(key, b'/') {
-        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_qualified_name_part(name),
-        None => is_qualified_name_part(key),
-    };
-    key_is_valid && (value.is_empty() || is_qualified_name_part(value))
+    validate_key(key).is_ok() && validate_value(value).is_ok()
 }
 
 /// The values of a requirement: one integer for `>`/`<`, label values otherwise.
