@@ -5,7 +5,6 @@ use std::borrow::Cow;
 
 use crate::path::{find_either, hex, split_at_byte};
 use crate::query::unescape;
-use crate::request_info::is_path_segment_name;
 use crate::selectors::{self, LabelSelector};
 
 /// The first values of `watch`, `limit`, `timeoutSeconds`, `fieldSelector` and `labelSelector`,
@@ -195,6 +194,11 @@ fn value_is_valid(value: &str) -> bool {
         }
     }
     true
+}
+
+/// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
+fn is_path_segment_name(name: &str) -> bool {
+    name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == b'%')
 }
 
 /// Go's `Convert_Slice_string_To_bool` on a first value: `0` and `false` (any case) are false,

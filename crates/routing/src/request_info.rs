@@ -115,9 +115,6 @@ impl<'a> RequestInfo<'a> {
         path: &'a str,
         query: Option<&'a str>,
     ) -> Result<Self, RequestInfoError> {
-        // Every field is computed into a plain local and the struct is built once, in the
-        // return value: building it early and filling it in made the compiler move the whole
-        // struct (a `memcpy`) on the way out.
         let non_resource = |api_prefix| RequestInfo {
             is_resource_request: false,
             path,
@@ -160,10 +157,12 @@ impl<'a> RequestInfo<'a> {
             ("", second, after_second)
         };
 
-        let (mut first, mut after_first) = split_first(rest);
+        // `parts` is the path from `first` (the segment being looked at) on.
+        let mut parts = rest;
+        let (mut first, mut after_first) = split_first(parts);
         let verb_via_path_prefix = matches!(first, "watch" | "proxy");
         let mut verb: &'a str = if verb_via_path_prefix {
-            let Some(rest) = after_first else {
+            let Some(after_verb) = after_first else {
                 let url = match query {
                     Some(q) => format!("{path}?{q}"),
                     None => path.to_owned(),
@@ -171,7 +170,8 @@ impl<'a> RequestInfo<'a> {
                 return Err(RequestInfoError::UnableToDetermineKindAndNamespace { url });
             };
             let verb = first;
-            (first, after_first) = split_first(rest);
+            parts = after_verb;
+            (first, after_first) = split_first(parts);
             verb
         } else {
             match method {
@@ -183,12 +183,6 @@ impl<'a> RequestInfo<'a> {
                 _ => "",
             }
         };
-        // `parts` is the path from `first` on; `first`, its `/` and what follows end the path.
-        let mut parts = after_first.map_or(first, |after| {
-            let len = first.len() + 1 + after.len();
-            let start = trimmed.len() - len;
-            trimmed.get(start..).unwrap_or_default()
-        });
 
         let mut namespace = "";
         if first == "namespaces"
@@ -285,9 +279,4 @@ impl<'a> RequestInfo<'a> {
     pub fn label_requirements(&self) -> Result<LabelSelector<'_>, SelectorError> {
         LabelSelector::parse(&self.label_selector)
     }
-}
-
-/// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
-pub(crate) fn is_path_segment_name(name: &str) -> bool {
-    name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == b'%')
 }
