@@ -120,7 +120,9 @@ impl<'a> ListOptions<'a> {
     /// options that can fail are checked: selectors must parse and integers must be integers.
     fn decode(&self) -> Result<(bool, Option<Cow<'a, str>>), ()> {
         for int in [self.limit, self.timeout_seconds].into_iter().flatten() {
-            unescape(int).ok_or(())?.parse::<i64>().map_err(drop)?;
+            if !is_plain_int64(int) {
+                unescape(int).ok_or(())?.parse::<i64>().map_err(drop)?;
+            }
         }
         if let Some(labels) = &self.label_selector {
             LabelSelector::validate(labels).map_err(drop)?;
@@ -196,6 +198,12 @@ fn value_is_valid(value: &str) -> bool {
     true
 }
 
+/// Whether `raw` is 1–18 decimal digits: an `int64` for certain, with no escape to decode (the
+/// usual `limit=500`). Anything else is decoded and parsed.
+fn is_plain_int64(raw: &str) -> bool {
+    (1..=18).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// apimachinery `IsValidPathSegmentName`: not `.` or `..`, and no `/` or `%`.
 fn is_path_segment_name(name: &str) -> bool {
     name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == b'%')
@@ -244,6 +252,24 @@ mod tests {
             ListOptions::scan("labelSelector=a%3Db&labelSelector=c&fieldSelector=x+%3D+y");
         let (fields, labels) = options.selectors();
         assert_eq!((&*fields, &*labels), ("x = y", "a=b"));
+    }
+
+    #[test]
+    fn plain_integers_are_int64() {
+        for s in ["0", "500", "007", "999999999999999999"] {
+            assert!(is_plain_int64(s), "{s:?}");
+            assert!(s.parse::<i64>().is_ok(), "{s:?}");
+        }
+        // Not plain, so decoded and parsed: 19 digits may or may not fit, signs and escapes
+        // need the full parse.
+        for s in ["", "+5", "-5", "%35", "5 ", "1e3", "9223372036854775807"] {
+            assert!(!is_plain_int64(s), "{s:?}");
+        }
+        let decodes = |query| ListOptions::scan(query).decode().is_ok();
+        assert!(decodes("limit=9223372036854775807&timeoutSeconds=%2D5"));
+        assert!(!decodes("limit=9223372036854775808"));
+        assert!(!decodes("timeoutSeconds=1e3"));
+        assert!(!decodes("limit=5&timeoutSeconds=%zz&timeoutSeconds=x"));
     }
 
     proptest::proptest! {

@@ -80,14 +80,50 @@ impl<'a> Iterator for Pairs<'a> {
 
 /// Go `url.QueryUnescape`: `+` → space, `%XX` → byte; `None` on an invalid escape.
 /// Bytes that are not UTF-8 after decoding are replaced (Go would keep them raw).
+///
+/// The runs between escapes are copied whole, and an escape that decodes to ASCII is pushed as
+/// a char: the result is built as a `String` and needs no UTF-8 check unless an escape decodes
+/// to a byte ≥ 0x80 (then [`unescape_bytes`] does it byte by byte).
 pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    let bytes = s.as_bytes();
-    let Some(first) = find_either(bytes, b'%', b'+') else {
+    let Some(mut at) = find_either(s.as_bytes(), b'%', b'+') else {
         return Some(Cow::Borrowed(s));
     };
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    loop {
+        // `at` is the index of an ASCII `%` or `+`: a char boundary.
+        out.push_str(rest.get(..at)?);
+        let bytes = rest.as_bytes();
+        let width = if bytes[at] == b'+' {
+            out.push(' ');
+            1
+        } else {
+            let hi = bytes.get(at + 1).copied().and_then(hex)?;
+            let lo = bytes.get(at + 2).copied().and_then(hex)?;
+            let decoded = hi << 4 | lo;
+            if !decoded.is_ascii() {
+                return unescape_bytes(s).map(Cow::Owned);
+            }
+            out.push(char::from(decoded));
+            3
+        };
+        // Past an ASCII `+` or an escape of ASCII hex digits: a char boundary.
+        rest = rest.get(at + width..)?;
+        match find_either(rest.as_bytes(), b'%', b'+') {
+            Some(next) => at = next,
+            None => {
+                out.push_str(rest);
+                return Some(Cow::Owned(out));
+            }
+        }
+    }
+}
+
+/// [`unescape`] byte by byte, for input whose escapes decode to non-ASCII bytes.
+fn unescape_bytes(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(bytes.get(..first)?);
-    let mut i = first;
+    let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         let (decoded, width) = match b {
             b'+' => (b' ', 1),
@@ -101,10 +137,10 @@ pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
         out.push(decoded);
         i += width;
     }
-    Some(Cow::Owned(match String::from_utf8(out) {
+    Some(match String::from_utf8(out) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -133,5 +169,26 @@ mod tests {
     fn escaped_key() {
         let q = Query::new("w%61tch=true");
         assert_eq!(q.first("watch").unwrap(), "true");
+    }
+
+    proptest::proptest! {
+        /// The run-copying decoder agrees with the byte-by-byte one on every input, escapes
+        /// of ASCII and non-ASCII bytes, bad escapes and `+` included.
+        #[test]
+        fn unescape_matches_byte_by_byte_decoding(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "Z", "+", "%", "%2", "%41", "%3D", "%3d", "%2F", "%7f", "%80", "%C3%A9",
+                    "%E1%9B%92", "%ff", "%zz", "é", "ᛒ", "=", "&",
+                ]),
+                0..12,
+            ),
+        ) {
+            let s: String = pieces.concat();
+            proptest::prop_assert_eq!(
+                unescape(&s).map(Cow::into_owned),
+                unescape_bytes(&s)
+            );
+        }
     }
 }
