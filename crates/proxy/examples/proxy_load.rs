@@ -70,6 +70,16 @@ fn main() {
         // The runtime the reference gateway picks for the CPUs it is given (one, here:
         // current-thread), unless `PROXY_LOAD_GATEWAY_WORKERS` says how many workers.
         Some("gateway") => {
+            // The subscriber the reference gateway installs (examples/gateway.rs). Without one,
+            // `tracing`'s `log` feature (which kube-client turns on) sends every span of h2's
+            // to the `log` fallback: ≈ 2,000 instructions per request the gateway never spends.
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
             let workers = std::env::var("PROXY_LOAD_GATEWAY_WORKERS")
                 .ok()
                 .and_then(|w| w.parse().ok());
