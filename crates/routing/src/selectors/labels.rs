@@ -439,8 +439,24 @@ fn equality_terms_are_valid(selector: &str) -> bool {
 
 /// One `key=value`, `key==value` or `key!=value` term of [`equality_terms_are_valid`].
 fn equality_term_is_valid(term: &str) -> bool {
-    // Any other special byte or whitespace before the operator lands in the key, and any after
-    // it in the value; neither passes the name checks, so they need no search of their own.
+    // The usual key has no prefix: it ends at the first byte a name part cannot hold, which
+    // must start the operator. Any other special byte or whitespace after the operator lands in
+    // the value, which the same byte test refuses.
+    let bytes = term.as_bytes();
+    let (key, after_key) = bytes.split_at(name_part_prefix_len(bytes));
+    let value = match after_key {
+        [b'=' | b'!', b'=', value @ ..] | [b'=', value @ ..] => value,
+        // A prefixed key (`example.com/name`), or not an equality term.
+        _ => return prefixed_equality_term_is_valid(term),
+    };
+    is_name_part_of_name_bytes(key)
+        && (value.is_empty()
+            || (name_part_prefix_len(value) == value.len() && is_name_part_of_name_bytes(value)))
+}
+
+/// [`equality_term_is_valid`] for a term whose key has a prefix (or that is not an equality
+/// term at all).
+fn prefixed_equality_term_is_valid(term: &str) -> bool {
     let Some(op) = crate::path::find_either(term.as_bytes(), b'=', b'!') else {
         return false;
     };
@@ -501,19 +517,29 @@ fn validate_value(value: &str) -> Result<(), SelectorError> {
     }
 }
 
-/// `[A-Za-z0-9_.-]`, 1–63 bytes, alphanumeric at both ends. Branch-free over the bytes, by
-/// table: names are short and almost always valid.
+/// `[A-Za-z0-9_.-]`, 1–63 bytes, alphanumeric at both ends.
 fn is_qualified_name_part(s: &str) -> bool {
-    use crate::path::{ANYWHERE, AT_THE_ENDS};
-    let class = |c: &u8| NAME_CLASS[usize::from(*c)];
-    match s.as_bytes() {
-        [] => false,
-        b @ [first, .., last] | b @ [first @ last] => {
-            b.len() <= 63
-                && class(first) & class(last) & AT_THE_ENDS != 0
-                && b.iter().fold(ANYWHERE, |all, c| all & class(c)) != 0
-        }
-    }
+    let bytes = s.as_bytes();
+    name_part_prefix_len(bytes) == bytes.len() && is_name_part_of_name_bytes(bytes)
+}
+
+/// How many bytes at the start of `bytes` a qualified name part may hold (`[A-Za-z0-9_.-]`).
+fn name_part_prefix_len(bytes: &[u8]) -> usize {
+    use crate::path::ANYWHERE;
+    bytes
+        .iter()
+        .position(|&c| NAME_CLASS[usize::from(c)] & ANYWHERE == 0)
+        .unwrap_or(bytes.len())
+}
+
+/// [`is_qualified_name_part`] for bytes already known to be `[A-Za-z0-9_.-]`
+/// ([`name_part_prefix_len`]): only the length and the ends are left to check.
+fn is_name_part_of_name_bytes(bytes: &[u8]) -> bool {
+    use crate::path::AT_THE_ENDS;
+    let at_the_ends = |c: &u8| NAME_CLASS[usize::from(*c)] & AT_THE_ENDS != 0;
+    bytes.len() <= 63
+        && bytes.first().is_some_and(at_the_ends)
+        && bytes.last().is_some_and(at_the_ends)
 }
 
 /// Byte classes of qualified name parts and label values: `[A-Za-z0-9_.-]`, alphanumeric at
