@@ -35,6 +35,15 @@ impl<'a> ListOptions<'a> {
         let mut options = ListOptions::default();
         let mut rest = query;
         while !rest.is_empty() {
+            // A pair whose key cannot name an option is skipped with one search for its end.
+            if !rest
+                .as_bytes()
+                .first()
+                .is_some_and(|&b| may_start_an_option(b))
+            {
+                rest = split_at_byte(rest, b'&').map_or("", |(_, after)| after);
+                continue;
+            }
             // One pass over each pair: the key ends at the first `=` or `&`, the value at the
             // next `&`.
             let (key, value, after) = match find_either(rest.as_bytes(), b'=', b'&') {
@@ -51,7 +60,8 @@ impl<'a> ListOptions<'a> {
             rest = after;
             let param = match Param::named(key) {
                 Some(param) => param,
-                None if may_be_an_escaped_name(key) => match unescape(key) {
+                // Only an escape can make another key decode to a name.
+                None if key.contains('%') => match unescape(key) {
                     // A pair holding `;` is dropped, so its key can never count.
                     Some(key) if !key.contains(';') => match Param::named(&key) {
                         Some(param) => param,
@@ -166,14 +176,11 @@ impl Param {
     }
 }
 
-/// Whether a key that is not literally an option's name may decode to one: it must hold an
-/// escape, and decoding keeps every other byte (a `+` becomes a space, which no name has), so it
+/// Whether a key starting with `first` may name an option, literally or once decoded: decoding
+/// keeps every byte but `%XX` (and `+`, which becomes a space, which no name has), so the key
 /// starts with `%` or with a name's first letter.
-fn may_be_an_escaped_name(key: &str) -> bool {
-    matches!(
-        key.as_bytes().first(),
-        Some(b'%' | b'w' | b'l' | b't' | b'f')
-    ) && key.bytes().any(|b| b == b'%')
+fn may_start_an_option(first: u8) -> bool {
+    matches!(first, b'%' | b'w' | b'l' | b't' | b'f')
 }
 
 /// Whether Go's `url.ParseQuery` keeps a pair with this (raw) value: no `;`, and every `%`
