@@ -521,6 +521,7 @@ http {{
     listen 127.0.0.1:{nginx_plain};
     listen 127.0.0.1:{nginx_tls} ssl;
     ssl_certificate {d}/front.pem; ssl_certificate_key {d}/front.key;
+    location = /nginx_status {{ stub_status; }}
     location /kubernetes/cluster/bench/ {{
       proxy_pass https://kube/;
       proxy_http_version 1.1;
@@ -539,12 +540,20 @@ http {{
         tok = gateway_token_upstream,
     );
     std::fs::write(dir.join("nginx.conf"), nginx_conf).unwrap();
+    std::fs::write(dir.join("nginx.port"), nginx_plain.to_string()).unwrap();
     let have_nginx = Path::new("/usr/sbin/nginx").exists();
     let mut nginx_pid = None;
     if have_nginx {
+        // `PROXY_LOAD_NGINX_WRAP` runs nginx under a command, like `PROXY_LOAD_GATEWAY_WRAP`;
+        // `/nginx_status` (stub_status) counts its requests.
+        let mut nginx = Command::new("taskset");
+        nginx.args(["-c", &proxy_cpus]);
+        if let Ok(wrap) = std::env::var("PROXY_LOAD_NGINX_WRAP") {
+            nginx.args(wrap.split_whitespace());
+        }
         procs.0.push(
-            Command::new("taskset")
-                .args(["-c", &proxy_cpus, "/usr/sbin/nginx", "-c"])
+            nginx
+                .args(["/usr/sbin/nginx", "-c"])
                 .arg(dir.join("nginx.conf"))
                 .stderr(Stdio::null())
                 .spawn()

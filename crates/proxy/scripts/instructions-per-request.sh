@@ -1,44 +1,75 @@
 #!/usr/bin/env bash
-# Instructions the kubegate stack in `proxy_load` executes per request (user space, all
-# threads), counted by callgrind: exact and repeatable where req/s and CPU time on a shared VM
-# are not. Runs the 64-connection plain-HTTP case with the gateways under callgrind, zeroes the
-# counters once load is flowing, dumps them 8 s later, and divides by the number of audit events
-# (one per request) serialized in between, read from the profile.
+# Instructions a proxy in `proxy_load` executes per request (user space, all threads), counted by
+# callgrind: exact and repeatable where req/s and CPU time on a shared VM are not. Runs the
+# 64-connection plain-HTTP case with one proxy under callgrind, zeroes the counters once load is
+# flowing, dumps them 8 s later, and divides by the requests served in between:
+#
+# - kubegate (`h2` or `h1` upstream): the audit events (one per request) serialized in the
+#   window, read from the profile itself;
+# - `nginx`: its `stub_status` request counter, read right after zeroing and right after dumping.
 #
 #   cargo build --release -p kubegate-proxy --example proxy_load
-#   crates/proxy/scripts/instructions-per-request.sh [h2|h1]   # from the workspace root
+#   crates/proxy/scripts/instructions-per-request.sh [h2|h1|nginx]   # from the workspace root
 #
 # Needs valgrind (`apt-get install -y valgrind`). The callgrind profile is left in
-# /tmp/kubegate-instructions-<proto>.out for `callgrind_annotate --inclusive=yes`.
+# /tmp/kubegate-instructions-<proto>.out for `callgrind_annotate --inclusive=yes`. nginx's own
+# code shows as addresses (Debian strips it); the total is what counts.
 set -euo pipefail
 proto=${1:-h2}
 bin=${PROXY_LOAD_BIN:-target/release/examples/proxy_load}
 command -v callgrind_control >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 rm -f /tmp/kubegate-cg.*
-PROXY_LOAD_GATEWAY_WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/kubegate-cg.%p" \
-  PROXY_LOAD_ONLY="64 connections, plain" setsid taskset -c 0 "$bin" 30 >/tmp/kubegate-cg-bench.out 2>&1 &
+callgrind="valgrind --tool=callgrind --callgrind-out-file=/tmp/kubegate-cg.%p"
+if [ "$proto" = nginx ]; then wrap=PROXY_LOAD_NGINX_WRAP; else wrap=PROXY_LOAD_GATEWAY_WRAP; fi
+env "$wrap=$callgrind" PROXY_LOAD_ONLY="64 connections, plain" \
+  setsid taskset -c 0 "$bin" 30 >/tmp/kubegate-cg-bench.out 2>&1 &
 bench=$!
 # setsid made the bench a process group of its own: stop all of it (upstream, proxies) at exit.
 trap 'kill -- -$bench 2>/dev/null || true' EXIT
 sleep 2
 dir=$(ls -dt /tmp/kubegate-proxy-load-* | head -1)
-log="$dir/audit-$proto.log"
-until [ -s "$log" ]; do sleep 0.5; done
-sleep 4
-pid=$(pgrep -f "valgrind.*gateway .* $proto\$" | head -1)
-callgrind_control -z "$pid" >/dev/null
-sleep 8
-callgrind_control -d "$pid" >/dev/null
+
+# nginx's request counter (the third number of stub_status's third line).
+nginx_requests() {
+  python3 -c 'import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/nginx_status").read().decode()
+print(body.splitlines()[2].split()[2])' "$(cat "$dir/nginx.port")"
+}
+
+if [ "$proto" = nginx ]; then
+  until [ -s "$dir/nginx.port" ]; do sleep 0.5; done
+  # The bench reaches nginx after the gateways: wait until it is serving the load.
+  until [ "$(nginx_requests 2>/dev/null || echo 0)" -gt 1000 ]; do sleep 0.5; done
+  sleep 4
+  pid=$(pgrep -f "valgrind.*nginx" | head -1)
+  callgrind_control -z "$pid" >/dev/null
+  before=$(nginx_requests)
+  sleep 8
+  callgrind_control -d "$pid" >/dev/null
+  after=$(nginx_requests)
+else
+  until [ -s "$dir/audit-$proto.log" ]; do sleep 0.5; done
+  sleep 4
+  pid=$(pgrep -f "valgrind.*gateway .* $proto\$" | head -1)
+  callgrind_control -z "$pid" >/dev/null
+  sleep 8
+  callgrind_control -d "$pid" >/dev/null
+fi
 sleep 1
 profile=$(ls -t /tmp/kubegate-cg."$pid"* | head -1)
 total=$(callgrind_annotate "$profile" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 cp "$profile" "/tmp/kubegate-instructions-$proto.out"
-# Requests = calls of the audit event's serializer inside the profiled window, read from the
-# profile itself (callers' "(Nx)" lines above the function's "*" line). Counting audit-log
-# lines instead over-counts: the background writer flushes in batches that straddle the window.
-requests=$(callgrind_annotate --tree=caller --inclusive=yes "$profile" 2>/dev/null | awk '
-  /^ *[0-9,]+ .*< .*\(([0-9,]+)x\)/ { match($0, /\(([0-9,]+)x\)/); n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n; next }
-  /\*  .*AuditEvent>::write_json_line/ && !found { found = calls }
-  { calls = 0 }
-  END { print found + 0 }')
+if [ "$proto" = nginx ]; then
+  # Less the two status requests themselves.
+  requests=$((after - before - 1))
+else
+  # Calls of the audit event's serializer inside the profiled window, read from the profile
+  # (callers' "(Nx)" lines above the function's "*" line). Counting audit-log lines instead
+  # over-counts: the background writer flushes in batches that straddle the window.
+  requests=$(callgrind_annotate --tree=caller --inclusive=yes "$profile" 2>/dev/null | awk '
+    /^ *[0-9,]+ .*< .*\(([0-9,]+)x\)/ { match($0, /\(([0-9,]+)x\)/); n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n; next }
+    /\*  .*AuditEvent>::write_json_line/ && !found { found = calls }
+    { calls = 0 }
+    END { print found + 0 }')
+fi
 echo "$proto: $requests requests, $total instructions, $((total / requests)) per request"
