@@ -164,11 +164,22 @@ fn strings(out: &mut Vec<u8>, values: &[String]) {
 
 /// A JSON string as serde_json's compact formatter writes it: `"` and `\` escaped, the control
 /// characters that have a short escape get it, the others `\u00XX` in lowercase hex; everything
-/// else (DEL and non-ASCII included) as is. Runs without escapes are found eight bytes at a time
-/// and copied whole.
+/// else (DEL and non-ASCII included) as is. A string without escapes is copied whole; in one
+/// with escapes, the runs between them are found eight bytes at a time and copied whole.
 fn string(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
     let bytes = s.as_bytes();
+    // Almost every string needs no escape. One branch-free pass shows that (it vectorizes, 16
+    // bytes a step), and the string is then copied whole.
+    if !bytes.iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    }) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    out.push(b'"');
     let mut run = 0;
     while let Some(at) = next_escape(bytes, run) {
         out.extend_from_slice(&bytes[run..at]);
