@@ -10,6 +10,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
@@ -36,7 +37,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// upgrade path (a fresh HTTP/1.1 connection per request, kube-apiserver §5.4 semantics).
 pub struct ForwardService<B> {
     upstream: Upstream,
-    client: Client<HttpsConnector<HttpConnector>, B>,
+    // Shared: each layer above clones the service into its future on every request, and the
+    // client itself is 336 bytes, cloned field by field.
+    client: Arc<Client<HttpsConnector<HttpConnector>, B>>,
 }
 
 impl<B> Clone for ForwardService<B> {
@@ -81,7 +84,10 @@ where
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build(connector);
-        ForwardService { upstream, client }
+        ForwardService {
+            upstream,
+            client: Arc::new(client),
+        }
     }
 
     /// The upstream this service forwards to.
@@ -118,10 +124,21 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> ResponseFuture {
-        let this = self.clone();
-        ResponseFuture {
-            inner: Box::pin(async move { Ok(this.forward(req).await) }),
+        if headers::is_upgrade_request(req.headers()) {
+            let upstream = self.upstream.clone();
+            return ResponseFuture {
+                inner: Box::pin(async move { Ok(upgrade::forward_upgrade(&upstream, req).await) }),
+            };
         }
+        // The request is prepared and handed to the client here, so the future only waits for
+        // the response head: 160 bytes, where an `async` block holding the service, the request,
+        // the client's future and the upgrade path took 4.8 KB, copied into its box (and
+        // allocated outside the allocator's small-size fast path) on every request.
+        let inner: Pin<Box<dyn Future<Output = _> + Send>> = match self.send(req) {
+            Ok(in_flight) => Box::pin(in_flight),
+            Err(res) => Box::pin(std::future::ready(Ok(*res))),
+        };
+        ResponseFuture { inner }
     }
 }
 
@@ -322,90 +339,131 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    async fn forward(self, req: Request<B>) -> Response<ProxyBody> {
-        if headers::is_upgrade_request(req.headers()) {
-            return upgrade::forward_upgrade(&self.upstream, req).await;
-        }
+    /// Prepares `req` for the upstream and sends it; `Err` is the response to give instead.
+    fn send(&self, req: Request<B>) -> Result<InFlight, Box<Response<ProxyBody>>> {
         let (mut parts, body) = req.into_parts();
         let pretty = wants_pretty(&parts.uri, &parts.headers);
         let pq = target_path(&parts);
         let long_running = parts.extensions.get::<LongRunning>().is_some_and(|l| l.0);
-        if let Err(res) = prepare_headers(
+        prepare_headers(
             &self.upstream,
             &parts.uri,
             &mut parts.headers,
             &parts.extensions,
-        ) {
-            return *res;
-        }
-        let uri = match self.upstream.uri_for(&pq) {
-            Ok(u) => u,
-            Err(e) => {
-                return Status::internal_error(&format!("invalid upstream URI: {e}"))
-                    .to_response(pretty);
-            }
-        };
+        )?;
+        let uri = self.upstream.uri_for(&pq).map_err(|e| {
+            Box::new(
+                Status::internal_error(&format!("invalid upstream URI: {e}")).to_response(pretty),
+            )
+        })?;
         let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = parts.headers;
+        Ok(InFlight {
+            response: self.client.request(out),
+            limit: (!long_running).then(|| self.upstream.response_header_timeout()),
+            deadline: None,
+            upstream: self.upstream.clone(),
+            pretty,
+        })
+    }
+}
 
-        let fut = self.client.request(out);
-        let result = if long_running {
-            fut.await
-        } else {
-            let limit = self.upstream.response_header_timeout();
-            match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let mut res: Response<ProxyBody> = Status::timeout(
-                        &format!(
-                            "{} did not send a response within {}",
-                            self.upstream.description(),
-                            humanize(limit)
-                        ),
-                        0,
-                    )
-                    .to_response(pretty);
-                    res.extensions_mut()
-                        .insert(UpstreamError { kind: "timeout" });
-                    return res;
-                }
-            }
+pin_project_lite::pin_project! {
+    /// A request handed to the upstream client, waiting for the response head: within the
+    /// response-header timeout, unless the request is long-running.
+    struct InFlight {
+        response: hyper_util::client::legacy::ResponseFuture,
+        // The response-header timeout; `None` for a long-running request.
+        limit: Option<std::time::Duration>,
+        // Started at the first poll, as `tokio::time::timeout` inside an `async` block would
+        // be: `call` may run outside the runtime, where a timer cannot be made.
+        #[pin]
+        deadline: Option<tokio::time::Sleep>,
+        upstream: Upstream,
+        pretty: bool,
+    }
+}
+
+impl Future for InFlight {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        // The response first, as `tokio::time::timeout` does: a response that is ready wins
+        // over a deadline that passed meanwhile.
+        if let Poll::Ready(result) = Pin::new(this.response).poll(cx) {
+            return Poll::Ready(Ok(finish(this.upstream, *this.pretty, result)));
+        }
+        let Some(limit) = *this.limit else {
+            return Poll::Pending;
         };
-        match result {
-            Ok(res) if self.upstream.rejects_forwarding_redirects() && is_redirect(&res) => {
-                tracing::info!(
-                    upstream = self.upstream.name(),
-                    status = res.status().as_u16(),
-                    "refused an upstream redirect"
-                );
-                // Dropping the response closes its body; the client never sees the Location.
-                drop(res);
-                let mut res = Response::new(ProxyBody::from(bytes::Bytes::from_static(
-                    REDIRECT_REFUSED.as_bytes(),
-                )));
-                *res.status_mut() = http::StatusCode::BAD_GATEWAY;
-                res.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                res.extensions_mut()
-                    .insert(UpstreamError { kind: "redirect" });
-                res
-            }
-            Ok(res) => {
-                let (mut parts, body) = res.into_parts();
-                headers::strip_response(&mut parts.headers, false);
-                Response::from_parts(parts, ProxyBody::from(body))
-            }
-            Err(e) => {
-                tracing::debug!(upstream = self.upstream.name(), error = %e, "upstream request failed");
-                upstream_failure(&self.upstream, &e, pretty)
-            }
+        if this.deadline.is_none() {
+            this.deadline.set(Some(tokio::time::sleep(limit)));
+        }
+        match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(timed_out(this.upstream, limit, *this.pretty))),
+            _ => Poll::Pending,
         }
     }
+}
+
+/// The client's answer as the response to give: headers stripped, upstream redirects refused,
+/// failures mapped onto kube-style Status.
+fn finish(
+    upstream: &Upstream,
+    pretty: bool,
+    result: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+) -> Response<ProxyBody> {
+    match result {
+        Ok(res) if upstream.rejects_forwarding_redirects() && is_redirect(&res) => {
+            tracing::info!(
+                upstream = upstream.name(),
+                status = res.status().as_u16(),
+                "refused an upstream redirect"
+            );
+            // Dropping the response closes its body; the client never sees the Location.
+            drop(res);
+            let mut res = Response::new(ProxyBody::from(bytes::Bytes::from_static(
+                REDIRECT_REFUSED.as_bytes(),
+            )));
+            *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+            res.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            res.extensions_mut()
+                .insert(UpstreamError { kind: "redirect" });
+            res
+        }
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            headers::strip_response(&mut parts.headers, false);
+            Response::from_parts(parts, ProxyBody::from(body))
+        }
+        Err(e) => {
+            tracing::debug!(upstream = upstream.name(), error = %e, "upstream request failed");
+            upstream_failure(upstream, &e, pretty)
+        }
+    }
+}
+
+/// The 504 for an upstream that sent no response head within `limit`.
+fn timed_out(upstream: &Upstream, limit: std::time::Duration, pretty: bool) -> Response<ProxyBody> {
+    let mut res: Response<ProxyBody> = Status::timeout(
+        &format!(
+            "{} did not send a response within {}",
+            upstream.description(),
+            humanize(limit)
+        ),
+        0,
+    )
+    .to_response(pretty);
+    res.extensions_mut()
+        .insert(UpstreamError { kind: "timeout" });
+    res
 }
 
 /// kube-apiserver's body for a refused upstream redirect (apimachinery `upgradeaware.go`).
