@@ -168,8 +168,8 @@ fn strings(out: &mut Vec<u8>, values: &[String]) {
 /// with escapes, the runs between them are found eight bytes at a time and copied whole.
 fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
-    // Almost every string needs no escape. One branch-free pass shows that (it vectorizes, 16
-    // bytes a step), and the string is then copied whole.
+    // Almost every string needs no escape. One branch-free pass shows that (LLVM vectorizes it
+    // eight bytes a step), and the string is then copied whole.
     if !bytes.iter().fold(false, |any, &b| {
         any | (b < 0x20) | (b == b'"') | (b == b'\\')
     }) {

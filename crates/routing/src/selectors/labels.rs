@@ -449,9 +449,7 @@ fn equality_term_is_valid(term: &str) -> bool {
         // A prefixed key (`example.com/name`), or not an equality term.
         _ => return prefixed_equality_term_is_valid(term),
     };
-    is_name_part_of_name_bytes(key)
-        && (value.is_empty()
-            || (name_part_prefix_len(value) == value.len() && is_name_part_of_name_bytes(value)))
+    is_name_part_of_name_bytes(key) && is_label_value(value)
 }
 
 /// [`equality_term_is_valid`] for a term whose key has a prefix (or that is not an equality
@@ -497,7 +495,7 @@ fn validate_key(key: &str) -> Result<(), SelectorError> {
     };
     let prefix_ok = prefix.is_none_or(is_dns1123_subdomain);
     // `is_qualified_name_part` refuses a second `/`.
-    if prefix_ok && is_qualified_name_part(name) {
+    if prefix_ok && is_qualified_name_part(name.as_bytes()) {
         Ok(())
     } else {
         Err(err(format!(
@@ -508,7 +506,7 @@ fn validate_key(key: &str) -> Result<(), SelectorError> {
 
 /// `IsValidLabelValue`: empty, or at most 63 characters shaped like a qualified name part.
 fn validate_value(value: &str) -> Result<(), SelectorError> {
-    if value.is_empty() || is_qualified_name_part(value) {
+    if is_label_value(value.as_bytes()) {
         Ok(())
     } else {
         Err(err(format!(
@@ -517,9 +515,13 @@ fn validate_value(value: &str) -> Result<(), SelectorError> {
     }
 }
 
+/// `IsValidLabelValue`'s rule: empty, or a qualified name part.
+fn is_label_value(value: &[u8]) -> bool {
+    value.is_empty() || is_qualified_name_part(value)
+}
+
 /// `[A-Za-z0-9_.-]`, 1–63 bytes, alphanumeric at both ends.
-fn is_qualified_name_part(s: &str) -> bool {
-    let bytes = s.as_bytes();
+fn is_qualified_name_part(bytes: &[u8]) -> bool {
     name_part_prefix_len(bytes) == bytes.len() && is_name_part_of_name_bytes(bytes)
 }
 
@@ -569,14 +571,14 @@ mod tests {
             for s in [vec![a], vec![b'x', a, b'Y'], vec![a, b'0'], vec![b'Z', a]] {
                 let text = String::from_utf8_lossy(&s).into_owned();
                 assert_eq!(
-                    is_qualified_name_part(&text),
+                    is_qualified_name_part(text.as_bytes()),
                     reference(text.as_bytes()),
                     "{s:?}"
                 );
             }
         }
-        assert!(is_qualified_name_part(&"a".repeat(63)));
-        assert!(!is_qualified_name_part(&"a".repeat(64)));
+        assert!(is_qualified_name_part("a".repeat(63).as_bytes()));
+        assert!(!is_qualified_name_part("a".repeat(64).as_bytes()));
     }
 
     fn ok(s: &str) -> Vec<(String, LabelOperator, Vec<String>)> {
