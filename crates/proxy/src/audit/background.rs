@@ -48,8 +48,9 @@ impl Shared {
 /// thread takes the whole buffer at once, writes it and flushes the writer (group commit). It
 /// wakes every few milliseconds while events wait, or at once when 64 KiB are waiting, so a
 /// busy gateway pays a thread wake-up per batch, not per event (on a small machine a wake-up
-/// per event costs more than the write), and a slow disk slows the log, not the requests. When more than the queue
-/// bound is waiting, recording waits for the writer rather than lose an event. Dropping the
+/// per event costs more than the write), and a slow disk slows the log, not the requests. When the queue bound
+/// is reached, recording waits for the writer rather than lose an event (so the queue holds at
+/// most the bound plus one line). Dropping the
 /// sink lets the thread finish and exit; [`flush`](Self::flush) waits until everything recorded
 /// so far is written.
 pub struct BackgroundJsonLines {
@@ -159,10 +160,8 @@ impl Drop for BackgroundJsonLines {
 
 impl AuditSink for BackgroundJsonLines {
     fn record(&self, event: &AuditEvent) {
-        let mut line = Vec::new();
-        event.write_json_line(&mut line);
         let mut state = self.shared.lock();
-        while !state.pending.is_empty() && state.pending.len() + line.len() > self.shared.limit {
+        while !state.pending.is_empty() && state.pending.len() >= self.shared.limit {
             state.full = true;
             self.shared.work.notify_one();
             state = self
@@ -171,13 +170,14 @@ impl AuditSink for BackgroundJsonLines {
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let was_empty = state.pending.is_empty();
         let before = state.pending.len();
-        state.pending.extend_from_slice(&line);
+        // Serialized straight into the queue: no line buffer to allocate and copy. The writer
+        // only takes the lock to swap buffers, so holding it this long costs it nothing.
+        event.write_json_line(&mut state.pending);
         let crossed_batch = before < BATCH && state.pending.len() >= BATCH;
         drop(state);
         // The writer sleeps while nothing waits; after that it lingers on its own timer.
-        if was_empty || crossed_batch {
+        if before == 0 || crossed_batch {
             self.shared.work.notify_one();
         }
     }

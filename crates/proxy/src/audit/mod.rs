@@ -372,12 +372,15 @@ impl<S: fmt::Debug, K> fmt::Debug for Audit<S, K> {
 /// A random (version 4) UUID for a request the client sent no `Audit-ID` for. The bytes come
 /// from the thread's userspace CSPRNG (seeded from the OS, reseeded periodically), not from a
 /// `getrandom` system call per request as `Uuid::new_v4` makes.
-fn new_audit_id() -> String {
+fn new_audit_id() -> Arc<str> {
     let bytes: [u8; 16] = rand::random();
-    uuid::Builder::from_random_bytes(bytes)
-        .into_uuid()
-        .hyphenated()
-        .to_string()
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    Arc::from(
+        &*uuid::Builder::from_random_bytes(bytes)
+            .into_uuid()
+            .hyphenated()
+            .encode_lower(&mut text),
+    )
 }
 
 /// An audit ID a client may set: kube accepts any non-empty value; we additionally bound it so
@@ -474,11 +477,13 @@ where
         let received = OffsetDateTime::now_utc();
         let id: Arc<str> = match req.headers().get(AUDIT_ID).and_then(valid_client_audit_id) {
             Some(s) => s.into(),
-            None => new_audit_id().into(),
+            None => new_audit_id(),
         };
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            // Forwarded upstream too, so the upstream's audit log carries the same ID.
-            req.headers_mut().insert(AUDIT_ID, v);
+        // Forwarded upstream too, so the upstream's audit log carries the same ID; the
+        // response echoes it (a clone of the value shares its bytes).
+        let header = HeaderValue::from_str(&id).ok();
+        if let Some(v) = &header {
+            req.headers_mut().insert(AUDIT_ID, v.clone());
         }
         req.extensions_mut().insert(AuditId(id.clone()));
         let long_running = req.extensions().get::<LongRunning>().is_some_and(|l| l.0);
@@ -566,7 +571,7 @@ where
                 max_recorded_body: self.options.max_recorded_body,
                 request_body,
                 long_running,
-                id,
+                header,
                 slot,
             }),
         }
@@ -614,7 +619,8 @@ struct State<K> {
     max_recorded_body: usize,
     request_body: Option<SharedCapture>,
     long_running: bool,
-    id: Arc<str>,
+    /// The `Audit-ID` header value the response echoes.
+    header: Option<HeaderValue>,
     slot: IdentitySlot,
 }
 
@@ -650,7 +656,7 @@ where
             max_recorded_body,
             request_body,
             long_running,
-            id,
+            header,
             slot,
         }) = this.state.take()
         else {
@@ -667,7 +673,7 @@ where
         match result {
             Ok(res) => {
                 let (mut parts, body) = res.into_parts();
-                if let Ok(v) = HeaderValue::from_str(&id) {
+                if let Some(v) = header {
                     parts.headers.insert(AUDIT_ID, v);
                 }
                 let response_body = (record_response && event.is_some()).then(|| {
