@@ -265,20 +265,41 @@ async fn gateway(dir: PathBuf, proto: &str) {
         .http2(proto == "h2")
         .build()
         .unwrap();
+    let mut registry = Registry::default();
+    let router = Arc::new(Router::central());
+    // `h1-bare`: routing and `ForwardService` alone (a fixed `Impersonate-User: bench`, as
+    // nginx sends), no metrics, audit, authentication or authorization: what the hyper server,
+    // the hyper-util client and rustls cost before any layer does its work.
+    if proto == "h1-bare" {
+        let bench = Identity::authenticated("bench", "", vec![], Default::default());
+        let bare = tower::ServiceBuilder::new()
+            .map_request(move |mut req: Request<Incoming>| {
+                let route = router.route(req.uri().path(), req.uri().query());
+                if let Ok(route) = route
+                    && let Ok(info) =
+                        RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
+                    && let Ok(up) = UpstreamPath::from_route(route.raw_rest, route.query)
+                {
+                    let lr = LongRunning(info.is_long_running());
+                    let ext = req.extensions_mut();
+                    ext.insert(up);
+                    ext.insert(lr);
+                    ext.insert(bench.clone());
+                }
+                req
+            })
+            .service(ForwardService::new(upstream));
+        return serve_gateway(&dir, proto, bare).await;
+    }
     let audit = std::io::BufWriter::new(
         std::fs::File::create(dir.join(format!("audit-{proto}.log"))).unwrap(),
     );
-    let mut registry = Registry::default();
-    let router = Arc::new(Router::central());
     let stack = tower::ServiceBuilder::new()
         .map_request(move |mut req: Request<Incoming>| {
-            let (path, query, method) = (
-                req.uri().path().to_owned(),
-                req.uri().query().map(str::to_owned),
-                req.method().clone(),
-            );
-            if let Ok(route) = router.route(&path, query.as_deref())
-                && let Ok(info) = RequestInfo::parse(method.as_str(), &route.rest, route.query)
+            let route = router.route(req.uri().path(), req.uri().query());
+            if let Ok(route) = route
+                && let Ok(info) =
+                    RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
                 && let Ok(up) = UpstreamPath::from_route(route.raw_rest, route.query)
             {
                 let meta = RequestMeta::new(&route.target, &info);
@@ -296,7 +317,19 @@ async fn gateway(dir: PathBuf, proto: &str) {
         .layer(AuthnLayer::new(AccessKeys::bench()))
         .layer(AuthzLayer::new(GatewayRbac(gateway_policy())))
         .service(ForwardService::new(upstream));
+    serve_gateway(&dir, proto, stack).await;
+}
 
+/// Serves `stack` on a plain and a TLS port and publishes them in `dir/gateway-<proto>.json`.
+async fn serve_gateway<S, B>(dir: &Path, proto: &str, stack: S)
+where
+    S: tower::Service<Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("front.pem"))
         .unwrap()
         .map(Result::unwrap)
@@ -478,7 +511,7 @@ async fn drive(secs: Duration) {
 
     let mut gw_ports = Vec::new();
     let mut gw_pids = Vec::new();
-    for proto in ["h2", "h1"] {
+    for proto in ["h2", "h1", "h1-bare"] {
         // `PROXY_LOAD_GATEWAY_WRAP` runs the gateways under a command, e.g.
         // `valgrind --tool=callgrind` to count their instructions per request.
         let mut gw = Command::new("taskset");
@@ -505,6 +538,7 @@ async fn drive(secs: Duration) {
     let gw_pid = gw_pids[0];
     let (gw_plain, gw_tls) = gw_ports[0];
     let (gw1_plain, gw1_tls) = gw_ports[1];
+    let (bare_plain, bare_tls) = gw_ports[2];
 
     // nginx: same upstream, keepalive pool, the gateway's credential + impersonation.
     let nginx_plain = free_port();
@@ -616,6 +650,14 @@ http {{
             pid: Some(gw_pids[1]),
         },
         Target {
+            name: "kubegate, forwarding only (h1 upstream)",
+            addr: loopback(bare_tls),
+            tls: true,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: GATEWAY_TOKEN.into(),
+            pid: Some(gw_pids[2]),
+        },
+        Target {
             name: "nginx",
             addr: loopback(nginx_tls),
             tls: true,
@@ -640,6 +682,14 @@ http {{
             prefix: "/kubernetes/cluster/bench".into(),
             token: GATEWAY_TOKEN.into(),
             pid: Some(gw_pids[1]),
+        },
+        Target {
+            name: "kubegate, forwarding only (h1 upstream)",
+            addr: loopback(bare_plain),
+            tls: false,
+            prefix: "/kubernetes/cluster/bench".into(),
+            token: GATEWAY_TOKEN.into(),
+            pid: Some(gw_pids[2]),
         },
         Target {
             name: "nginx",

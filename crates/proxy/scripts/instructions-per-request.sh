@@ -6,10 +6,12 @@
 #
 # - kubegate (`h2` or `h1` upstream): the audit events (one per request) serialized in the
 #   window, read from the profile itself;
+# - kubegate forwarding only (`h1-bare`: no authentication, authorization, audit or metrics):
+#   the requests whose headers `ForwardService` prepared, read the same way;
 # - `nginx`: its `stub_status` request counter, read right after zeroing and right after dumping.
 #
 #   cargo build --release -p kubegate-proxy --example proxy_load
-#   crates/proxy/scripts/instructions-per-request.sh [h2|h1|nginx]   # from the workspace root
+#   crates/proxy/scripts/instructions-per-request.sh [h2|h1|h1-bare|nginx]   # from the workspace root
 #
 # Needs valgrind (`apt-get install -y valgrind`). The callgrind profile is left in
 # /tmp/kubegate-instructions-<proto>.out for `callgrind_annotate --inclusive=yes`. nginx's own
@@ -48,9 +50,13 @@ if [ "$proto" = nginx ]; then
   callgrind_control -d "$pid" >/dev/null
   after=$(nginx_requests)
 else
-  until [ -s "$dir/audit-$proto.log" ]; do sleep 0.5; done
-  sleep 4
+  until [ -s "$dir/gateway-h1-bare.json" ]; do sleep 0.5; done
   pid=$(pgrep -f "valgrind.*gateway .* $proto\$" | head -1)
+  # The gateways take the load one after the other: wait until this one is busy.
+  ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+  before=$(ticks); sleep 1; after=$(ticks)
+  until [ $((after - before)) -gt 50 ]; do before=$after; sleep 1; after=$(ticks); done
+  sleep 4
   callgrind_control -z "$pid" >/dev/null
   sleep 8
   callgrind_control -d "$pid" >/dev/null
@@ -63,12 +69,14 @@ if [ "$proto" = nginx ]; then
   # Less the two status requests themselves.
   requests=$((after - before - 1))
 else
-  # Calls of the audit event's serializer inside the profiled window, read from the profile
+  # Calls of the audit event's serializer (or, forwarding only, of the header preparation)
+  # inside the profiled window, read from the profile
   # (callers' "(Nx)" lines above the function's "*" line). Counting audit-log lines instead
   # over-counts: the background writer flushes in batches that straddle the window.
-  requests=$(callgrind_annotate --tree=caller --inclusive=yes "$profile" 2>/dev/null | awk '
+  if [ "$proto" = h1-bare ]; then counted=kubegate_proxy::forward::prepare_headers; else counted="AuditEvent>::write_json_line"; fi
+  requests=$(callgrind_annotate --tree=caller --inclusive=yes "$profile" 2>/dev/null | awk -v counted="$counted" '
     /^ *[0-9,]+ .*< .*\(([0-9,]+)x\)/ { match($0, /\(([0-9,]+)x\)/); n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n; next }
-    /\*  .*AuditEvent>::write_json_line/ && !found { found = calls }
+    /\*  / && index($0, counted) && !found { found = calls }
     { calls = 0 }
     END { print found + 0 }')
 fi
