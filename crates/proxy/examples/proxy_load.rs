@@ -176,7 +176,7 @@ impl Authenticator for AccessKeys {
     ) -> Result<Authenticated<Arc<CompiledScope>>, AuthnError> {
         let bearer = req
             .headers
-            .get("authorization")
+            .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(AuthnError::Unauthorized)?;

@@ -109,13 +109,13 @@ impl<S: fmt::Debug, Z> fmt::Debug for Authz<S, Z> {
     }
 }
 
-fn annotations(decision: &str, reason: &str) -> AuditAnnotations {
+fn annotations(decision: &str, reason: String) -> AuditAnnotations {
     let mut m = BTreeMap::new();
     m.insert(
         "authorization.k8s.io/decision".to_owned(),
         decision.to_owned(),
     );
-    m.insert("authorization.k8s.io/reason".to_owned(), reason.to_owned());
+    m.insert("authorization.k8s.io/reason".to_owned(), reason);
     AuditAnnotations(m)
 }
 
@@ -146,19 +146,19 @@ where
                 match authorizer.authorize(&parts).await {
                     Decision::Allow { reason } => {
                         let mut res = inner.call(Request::from_parts(parts, body)).await?;
-                        res.extensions_mut().insert(annotations("allow", &reason));
+                        res.extensions_mut().insert(annotations("allow", reason));
                         Ok(res)
                     }
                     Decision::Deny { status, reason } => {
                         let mut res: Response<ResBody> =
                             status.to_response(wants_pretty(&parts.uri, &parts.headers));
-                        res.extensions_mut().insert(annotations("forbid", &reason));
+                        res.extensions_mut().insert(annotations("forbid", reason));
                         Ok(res)
                     }
                     Decision::Error(err) => {
                         let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
                         let mut res: Response<ResBody> = internal_error_text(uri, &err);
-                        res.extensions_mut().insert(annotations("forbid", &err));
+                        res.extensions_mut().insert(annotations("forbid", err));
                         Ok(res)
                     }
                 }

@@ -351,6 +351,9 @@ where
             &mut parts.headers,
             &parts.extensions,
         )?;
+        if let Some(host) = self.upstream.http1_host() {
+            parts.headers.insert(http::header::HOST, host.clone());
+        }
         let uri = self.upstream.uri_for(&pq).map_err(|e| {
             Box::new(
                 Status::internal_error(&format!("invalid upstream URI: {e}")).to_response(pretty),

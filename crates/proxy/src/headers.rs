@@ -116,6 +116,11 @@ pub(crate) fn strip_response(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+// Header names as constants: a `&str` name is parsed and validated again on every insert.
+const IMPERSONATE_USER: HeaderName = HeaderName::from_static("impersonate-user");
+const IMPERSONATE_UID: HeaderName = HeaderName::from_static("impersonate-uid");
+const IMPERSONATE_GROUP: HeaderName = HeaderName::from_static("impersonate-group");
+
 /// Error for identity fields that cannot be represented as header values.
 #[derive(Debug)]
 pub(crate) struct InvalidIdentityHeader(pub(crate) &'static str);
@@ -129,12 +134,12 @@ pub(crate) fn insert_impersonation(
     let value = |s: &str, what: &'static str| {
         HeaderValue::from_str(s).map_err(|_| InvalidIdentityHeader(what))
     };
-    headers.insert("impersonate-user", value(&identity.name, "user name")?);
+    headers.insert(IMPERSONATE_USER, value(&identity.name, "user name")?);
     if !identity.uid.is_empty() {
-        headers.insert("impersonate-uid", value(&identity.uid, "uid")?);
+        headers.insert(IMPERSONATE_UID, value(&identity.uid, "uid")?);
     }
     for g in &identity.groups {
-        headers.append("impersonate-group", value(g, "group")?);
+        headers.append(IMPERSONATE_GROUP, value(g, "group")?);
     }
     for (key, values) in &identity.extra {
         let name = HeaderName::try_from(format!("impersonate-extra-{}", escape_extra_key(key)))

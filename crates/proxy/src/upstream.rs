@@ -203,6 +203,21 @@ impl UpstreamBuilder {
         // Upgrades are HTTP/1.1 only (client-go forces ALPN http/1.1 for upgrade dials).
         upgrade.alpn_protocols = vec![b"http/1.1".to_vec()];
         let upgrade_tls = Arc::new(upgrade);
+        // The `Host` hyper-util would format for every request on an HTTP/1.1 connection
+        // (`host:port` unless the port is the scheme's default), made once. With h2 offered the
+        // protocol is only known per connection, and h2 sends `:authority` instead.
+        let http1_host = if self.http2 {
+            None
+        } else {
+            let default_port = if https { 443 } else { 80 };
+            let value = match authority.port() {
+                Some(port) if port.as_u16() != default_port => {
+                    HeaderValue::try_from(format!("{}:{port}", authority.host()))
+                }
+                _ => HeaderValue::from_str(authority.host()),
+            };
+            Some(value.map_err(|_| bad("host is not a valid header value"))?)
+        };
         let credential = match &self.credential {
             Credential::BearerToken(t) => CredentialState::Static(
                 bearer_value(t).ok_or_else(|| Error::InvalidToken(self.name.clone()))?,
@@ -230,6 +245,7 @@ impl UpstreamBuilder {
                 credential,
                 identity_mode: self.identity_mode,
                 http2: self.http2,
+                http1_host,
                 reject_forwarding_redirects: self.reject_forwarding_redirects,
                 insecure: self.insecure_skip_tls_verify,
                 connect_timeout: self.connect_timeout,
@@ -330,6 +346,8 @@ struct Inner {
     credential: CredentialState,
     identity_mode: IdentityMode,
     http2: bool,
+    /// `Host` for requests when the upstream speaks HTTP/1.1 only.
+    http1_host: Option<HeaderValue>,
     reject_forwarding_redirects: bool,
     insecure: bool,
     connect_timeout: Duration,
@@ -484,6 +502,11 @@ impl Upstream {
     /// Response-header timeout for non-long-running requests.
     pub fn response_header_timeout(&self) -> Duration {
         self.inner.response_header_timeout
+    }
+
+    /// The `Host` header of every request when only HTTP/1.1 is offered.
+    pub(crate) fn http1_host(&self) -> Option<&HeaderValue> {
+        self.inner.http1_host.as_ref()
     }
 
     pub(crate) fn authority(&self) -> &Authority {
@@ -726,5 +749,26 @@ mod tests {
             .build()
             .unwrap();
         assert!(missing.authorization().is_err());
+    }
+
+    #[test]
+    fn http1_host_is_made_as_hyper_util_makes_it() {
+        for (url, http2, host) in [
+            ("https://example.com", false, Some("example.com")),
+            ("https://example.com:443", false, Some("example.com")),
+            ("https://example.com:6443/base", false, Some("example.com:6443")),
+            ("http://example.com:80", false, Some("example.com")),
+            ("http://example.com:443", false, Some("example.com:443")),
+            ("https://[::1]:8443", false, Some("[::1]:8443")),
+            ("https://example.com:6443", true, None),
+        ] {
+            let up = Upstream::builder("c", url)
+                .http2(http2)
+                .insecure_skip_tls_verify(true)
+                .build()
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
+            let seen = up.http1_host().map(|v| v.to_str().unwrap());
+            assert_eq!(seen, host, "{url}");
+        }
     }
 }

@@ -107,6 +107,29 @@ async fn forwards_path_query_body_and_identity_over_http1() {
     );
 }
 
+/// With only HTTP/1.1 offered the gateway sets `Host` itself (made once per upstream); it must
+/// be what hyper-util would have set: the authority, port included unless it is the default.
+#[tokio::test]
+async fn http1_only_upstream_gets_the_host_hyper_util_would_set() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("ok") }).await;
+    let svc = ForwardService::new(upstream(&pki, &backend).http2(false).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    for _ in 0..2 {
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .header("host", "client.example")
+            .body(full(""))
+            .unwrap();
+        assert_eq!(h1_client().request(req).await.unwrap().status(), 200);
+    }
+    for s in backend.seen() {
+        assert_eq!(
+            s.all("host"),
+            [format!("127.0.0.1:{}", backend.addr.port())]
+        );
+    }
+}
+
 #[tokio::test]
 async fn header_smuggling_cannot_change_the_identity_the_upstream_sees() {
     let pki = Pki::new();

@@ -33,7 +33,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -46,7 +46,7 @@ use crate::ext::{
     AuditAnnotations, AuditId, ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta,
 };
 
-const AUDIT_ID: &str = "audit-id";
+const AUDIT_ID: HeaderName = HeaderName::from_static("audit-id");
 const REQUEST_OBJECT_ANNOTATION: &str = "kubegate.dev/request-object";
 const RESPONSE_OBJECT_ANNOTATION: &str = "kubegate.dev/response-object";
 
@@ -248,11 +248,17 @@ pub struct UserInfo {
 
 impl From<&Identity> for UserInfo {
     fn from(i: &Identity) -> Self {
+        UserInfo::from(i.clone())
+    }
+}
+
+impl From<Identity> for UserInfo {
+    fn from(i: Identity) -> Self {
         UserInfo {
-            username: i.name.clone(),
-            uid: i.uid.clone(),
-            groups: i.groups.clone(),
-            extra: i.extra.clone(),
+            username: i.name,
+            uid: i.uid,
+            groups: i.groups,
+            extra: i.extra,
         }
     }
 }
@@ -475,7 +481,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let received = OffsetDateTime::now_utc();
-        let id: Arc<str> = match req.headers().get(AUDIT_ID).and_then(valid_client_audit_id) {
+        let id: Arc<str> = match req.headers().get(&AUDIT_ID).and_then(valid_client_audit_id) {
             Some(s) => s.into(),
             None => new_audit_id(),
         };
@@ -664,11 +670,12 @@ where
             return Poll::Pending;
         };
         if let Some(event) = event.as_mut() {
+            // The slot's copies are the event's now: moved, not cloned.
             let reported = slot.take();
-            if let Some(identity) = &reported.user {
+            if let Some(identity) = reported.user {
                 event.user = UserInfo::from(identity);
             }
-            event.impersonated_user = reported.impersonated.as_ref().map(UserInfo::from);
+            event.impersonated_user = reported.impersonated.map(UserInfo::from);
         }
         match result {
             Ok(res) => {
@@ -688,10 +695,15 @@ where
                         metadata: BTreeMap::new(),
                         code: parts.status.as_u16(),
                     });
-                    if let Some(AuditAnnotations(a)) = parts.extensions.get::<AuditAnnotations>() {
-                        event
-                            .annotations
-                            .extend(a.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    // Consumed: the annotations are the event's, and nothing past this layer
+                    // reads them.
+                    if let Some(AuditAnnotations(a)) = parts.extensions.remove::<AuditAnnotations>()
+                    {
+                        if event.annotations.is_empty() {
+                            event.annotations = a;
+                        } else {
+                            event.annotations.extend(a);
+                        }
                     }
                     if long_running {
                         event.stage = "ResponseStarted";
