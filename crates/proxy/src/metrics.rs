@@ -9,6 +9,8 @@
 //!
 //! `target` and `verb` come from [`RequestMeta`] (empty target / lowercase method otherwise);
 //! `kind` from the [`UpstreamError`] extension `ForwardService` puts on its error responses.
+//! A verb outside kube's verbs and HTTP's methods is counted as `other`, as kube-apiserver's
+//! own request metrics do: a client inventing methods cannot grow the label set without bound.
 
 use std::fmt;
 use std::future::Future;
@@ -33,14 +35,14 @@ use crate::ext::{RequestMeta, UpstreamError};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     target: Arc<str>,
-    verb: String,
+    verb: &'static str,
     code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
     target: Arc<str>,
-    verb: String,
+    verb: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,8 +157,8 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (target, verb) = match req.extensions().get::<RequestMeta>() {
-            Some(m) => (m.target.clone(), m.verb.clone()),
-            None => (Arc::from(""), req.method().as_str().to_ascii_lowercase()),
+            Some(m) => (m.target.clone(), verb_label(&m.verb)),
+            None => (Arc::from(""), method_label(req.method())),
         };
         let gauge = self.metrics.in_flight.get_or_create_owned(&TargetLabels {
             target: target.clone(),
@@ -175,11 +177,50 @@ where
     }
 }
 
+/// The `verb` label: kube's verbs and HTTP's methods (lowercase) as they are, anything else
+/// `other` (kube-apiserver's `cleanVerb` does the same for its metrics).
+fn verb_label(verb: &str) -> &'static str {
+    const KNOWN: [&str; 15] = [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+        "proxy",
+        "post",
+        "put",
+        "head",
+        "options",
+        "connect",
+        "trace",
+    ];
+    KNOWN.into_iter().find(|k| *k == verb).unwrap_or("other")
+}
+
+/// The `verb` label of a request without [`RequestMeta`]: its method, lowercase.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "get",
+        http::Method::POST => "post",
+        http::Method::PUT => "put",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        http::Method::HEAD => "head",
+        http::Method::OPTIONS => "options",
+        http::Method::CONNECT => "connect",
+        http::Method::TRACE => "trace",
+        _ => "other",
+    }
+}
+
 #[derive(Debug)]
 struct Started {
     metrics: Arc<Metrics>,
     target: Arc<str>,
-    verb: String,
+    verb: &'static str,
     start: Instant,
     in_flight: InFlight,
 }
@@ -223,7 +264,7 @@ where
             .latency
             .get_or_create(&LatencyLabels {
                 target: target.clone(),
-                verb: verb.clone(),
+                verb,
             })
             .observe(elapsed);
         match result {
@@ -342,5 +383,37 @@ mod tests {
             text.contains(r#"kubegate_requests_total{target="",verb="get",code="503"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn invented_verbs_and_methods_share_one_label() {
+        let mut registry = Registry::default();
+        let svc = MetricsLayer::new(&mut registry).layer(tower::service_fn(
+            |_req: Request<Full<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            },
+        ));
+        for (method, verb) in [("PROPFIND", None), ("X-1", Some("x-1")), ("x-2", None)] {
+            let mut req = Request::builder()
+                .method(method)
+                .uri("/x")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            if let Some(verb) = verb {
+                req.extensions_mut().insert(RequestMeta {
+                    target: Arc::from(""),
+                    verb: verb.into(),
+                    object_ref: None,
+                });
+            }
+            svc.clone().oneshot(req).await.unwrap();
+        }
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"kubegate_requests_total{target="",verb="other",code="200"} 3"#),
+            "{text}"
+        );
+        assert_eq!(verb_label("deletecollection"), "deletecollection");
+        assert_eq!(method_label(&http::Method::OPTIONS), "options");
     }
 }

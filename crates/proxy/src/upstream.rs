@@ -756,7 +756,11 @@ mod tests {
         for (url, http2, host) in [
             ("https://example.com", false, Some("example.com")),
             ("https://example.com:443", false, Some("example.com")),
-            ("https://example.com:6443/base", false, Some("example.com:6443")),
+            (
+                "https://example.com:6443/base",
+                false,
+                Some("example.com:6443"),
+            ),
             ("http://example.com:80", false, Some("example.com")),
             ("http://example.com:443", false, Some("example.com:443")),
             ("https://[::1]:8443", false, Some("[::1]:8443")),
