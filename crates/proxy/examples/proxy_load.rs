@@ -253,7 +253,31 @@ fn gateway_policy() -> Policy {
     Policy::compile(&[], &[role], &[], &[binding]).unwrap()
 }
 
-/// `proto` is `h2` or `h1`: what the gateway offers the upstream in ALPN.
+/// Routes `req` as the gateway does and records the result for the layers: `UpstreamPath`,
+/// `LongRunning` and, `with_meta`, `RequestMeta` (the audit and metrics layers' input).
+/// Whether the request was routable.
+fn route_request(router: &Router, req: &mut Request<Incoming>, with_meta: bool) -> bool {
+    let Ok(route) = router.route(req.uri().path(), req.uri().query()) else {
+        return false;
+    };
+    let Ok(info) = RequestInfo::parse(req.method().as_str(), &route.rest, route.query) else {
+        return false;
+    };
+    let Ok(up) = UpstreamPath::from_route(route.raw_rest, route.query) else {
+        return false;
+    };
+    let meta = with_meta.then(|| RequestMeta::new(&route.target, &info));
+    let lr = LongRunning(info.is_long_running());
+    let ext = req.extensions_mut();
+    ext.insert(up);
+    ext.insert(lr);
+    if let Some(meta) = meta {
+        ext.insert(meta);
+    }
+    true
+}
+
+/// `proto` is `h2` or `h1` (what the gateway offers the upstream in ALPN), or `h1-bare`.
 async fn gateway(dir: PathBuf, proto: &str) {
     let info: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("upstream.json")).unwrap()).unwrap();
@@ -274,17 +298,8 @@ async fn gateway(dir: PathBuf, proto: &str) {
         let bench = Identity::authenticated("bench", "", vec![], Default::default());
         let bare = tower::ServiceBuilder::new()
             .map_request(move |mut req: Request<Incoming>| {
-                let route = router.route(req.uri().path(), req.uri().query());
-                if let Ok(route) = route
-                    && let Ok(info) =
-                        RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
-                    && let Ok(up) = UpstreamPath::from_route(route.raw_rest, route.query)
-                {
-                    let lr = LongRunning(info.is_long_running());
-                    let ext = req.extensions_mut();
-                    ext.insert(up);
-                    ext.insert(lr);
-                    ext.insert(bench.clone());
+                if route_request(&router, &mut req, false) {
+                    req.extensions_mut().insert(bench.clone());
                 }
                 req
             })
@@ -296,19 +311,7 @@ async fn gateway(dir: PathBuf, proto: &str) {
     );
     let stack = tower::ServiceBuilder::new()
         .map_request(move |mut req: Request<Incoming>| {
-            let route = router.route(req.uri().path(), req.uri().query());
-            if let Ok(route) = route
-                && let Ok(info) =
-                    RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
-                && let Ok(up) = UpstreamPath::from_route(route.raw_rest, route.query)
-            {
-                let meta = RequestMeta::new(&route.target, &info);
-                let lr = LongRunning(info.is_long_running());
-                let ext = req.extensions_mut();
-                ext.insert(up);
-                ext.insert(lr);
-                ext.insert(meta);
-            }
+            route_request(&router, &mut req, true);
             req
         })
         .layer(MetricsLayer::new(&mut registry))
