@@ -113,7 +113,8 @@ impl RequestMeta {
 /// `project/p/space/s`, `project/p/virtualcluster/vc`, `management`, `auth`, `oidc`,
 /// `grafana/prod` or `ops`.
 pub fn target_label(target: &Target<'_>) -> String {
-    // Joined by hand: every request labels its target, and `format!` costs four times as much.
+    // Joined by hand: every request labels its target, and `format!` cost ≈ 330 instructions
+    // of it (callgrind, proxy_load).
     let join = |parts: &[&str]| {
         let mut label = String::with_capacity(parts.iter().map(|p| p.len()).sum());
         for part in parts {

@@ -44,15 +44,14 @@ impl Shared {
 
 /// Writes each event as one JSON line (kube's `--audit-log-format=json`) from a writer thread.
 ///
-/// Events are serialized on the recording task and appended to a shared buffer; the writer
+/// Events are serialized on the recording task straight into a shared buffer; the writer
 /// thread takes the whole buffer at once, writes it and flushes the writer (group commit). It
 /// wakes every few milliseconds while events wait, or at once when 64 KiB are waiting, so a
 /// busy gateway pays a thread wake-up per batch, not per event (on a small machine a wake-up
-/// per event costs more than the write), and a slow disk slows the log, not the requests. When the queue bound
-/// is reached, recording waits for the writer rather than lose an event (so the queue holds at
-/// most the bound plus one line). Dropping the
-/// sink lets the thread finish and exit; [`flush`](Self::flush) waits until everything recorded
-/// so far is written.
+/// per event costs more than the write), and a slow disk slows the log, not the requests.
+/// When the queue bound is reached, recording waits for the writer rather than lose an event
+/// (so the queue holds at most the bound plus one line). Dropping the sink lets the thread
+/// finish and exit; [`flush`](Self::flush) waits until everything recorded so far is written.
 pub struct BackgroundJsonLines {
     shared: Arc<Shared>,
 }
