@@ -31,6 +31,7 @@ use tower::{Layer, Service};
 
 use crate::body::GuardedBody;
 use crate::ext::{RequestMeta, UpstreamError};
+use kubegate_routing::STANDARD_VERBS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -158,7 +159,10 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (target, verb) = match req.extensions().get::<RequestMeta>() {
             Some(m) => (m.target.clone(), verb_label(&m.verb)),
-            None => (Arc::from(""), method_label(req.method())),
+            None => (
+                Arc::from(""),
+                verb_label(&req.method().as_str().to_ascii_lowercase()),
+            ),
         };
         let gauge = self.metrics.in_flight.get_or_create_owned(&TargetLabels {
             target: target.clone(),
@@ -177,43 +181,13 @@ where
     }
 }
 
-/// The `verb` label: kube's verbs and HTTP's methods (lowercase) as they are, anything else
-/// `other` (kube-apiserver's `cleanVerb` does the same for its metrics).
+/// The `verb` label: a verb RequestInfo gives standard methods as it is, anything else `other`
+/// (kube-apiserver's `cleanVerb` does the same for its metrics).
 fn verb_label(verb: &str) -> &'static str {
-    const KNOWN: [&str; 15] = [
-        "get",
-        "list",
-        "watch",
-        "create",
-        "update",
-        "patch",
-        "delete",
-        "deletecollection",
-        "proxy",
-        "post",
-        "put",
-        "head",
-        "options",
-        "connect",
-        "trace",
-    ];
-    KNOWN.into_iter().find(|k| *k == verb).unwrap_or("other")
-}
-
-/// The `verb` label of a request without [`RequestMeta`]: its method, lowercase.
-fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "get",
-        http::Method::POST => "post",
-        http::Method::PUT => "put",
-        http::Method::PATCH => "patch",
-        http::Method::DELETE => "delete",
-        http::Method::HEAD => "head",
-        http::Method::OPTIONS => "options",
-        http::Method::CONNECT => "connect",
-        http::Method::TRACE => "trace",
-        _ => "other",
-    }
+    STANDARD_VERBS
+        .into_iter()
+        .find(|known| *known == verb)
+        .unwrap_or("other")
 }
 
 #[derive(Debug)]
@@ -393,7 +367,12 @@ mod tests {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
             },
         ));
-        for (method, verb) in [("PROPFIND", None), ("X-1", Some("x-1")), ("x-2", None)] {
+        for (method, verb) in [
+            ("PROPFIND", None),
+            ("X-1", Some("x-1")),
+            ("x-2", None),
+            ("OPTIONS", None),
+        ] {
             let mut req = Request::builder()
                 .method(method)
                 .uri("/x")
@@ -413,7 +392,10 @@ mod tests {
             text.contains(r#"kubegate_requests_total{target="",verb="other",code="200"} 3"#),
             "{text}"
         );
+        assert!(
+            text.contains(r#"kubegate_requests_total{target="",verb="options",code="200"} 1"#),
+            "{text}"
+        );
         assert_eq!(verb_label("deletecollection"), "deletecollection");
-        assert_eq!(method_label(&http::Method::OPTIONS), "options");
     }
 }

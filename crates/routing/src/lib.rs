@@ -68,7 +68,7 @@ mod target;
 pub use error::RouteError;
 pub use path::{decode_path, is_dns1123_label};
 pub use query::Query;
-pub use request_info::{RequestInfo, RequestInfoError};
+pub use request_info::{RequestInfo, RequestInfoError, STANDARD_VERBS};
 pub use router::{NameKind, Route, Router};
 pub use selectors::SelectorError;
 pub use target::{OpsPath, Target};

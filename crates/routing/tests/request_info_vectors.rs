@@ -282,3 +282,36 @@ fn parsed_requirements() {
     let fields = info.field_requirements().unwrap();
     assert_eq!(fields.requires_exact_match("spec.nodeName"), Some("n1"));
 }
+
+/// `STANDARD_VERBS` holds every verb a standard method can get, on resource and non-resource
+/// paths alike (or it gets none: kube leaves the verb empty for a resource request whose method
+/// it has no verb for), and nothing a client can invent.
+#[test]
+fn standard_methods_give_standard_verbs() {
+    use kubegate_routing::STANDARD_VERBS;
+    let methods = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    let paths = [
+        ("/api/v1/namespaces/default/pods", None),
+        ("/api/v1/namespaces/default/pods", Some("watch=true")),
+        ("/api/v1/namespaces/default/pods/p", None),
+        ("/api/v1/watch/namespaces/default/pods", None),
+        ("/api/v1/proxy/namespaces/default/pods/p", None),
+        ("/apis/apps/v1/deployments", None),
+        ("/healthz", None),
+        ("/version", None),
+    ];
+    for method in methods {
+        for (path, query) in paths {
+            let info = RequestInfo::parse(method, path, query).unwrap();
+            assert!(
+                info.verb.is_empty() || STANDARD_VERBS.contains(&&*info.verb),
+                "{method} {path}: {}",
+                info.verb
+            );
+        }
+    }
+    let invented = RequestInfo::parse("PROPFIND", "/healthz", None).unwrap();
+    assert!(!STANDARD_VERBS.contains(&&*invented.verb));
+}
