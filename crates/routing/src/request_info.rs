@@ -92,9 +92,9 @@ fn split_first(path: &str) -> (&str, Option<&str>) {
 
 /// Every verb RequestInfo gives a request sent with a standard HTTP method: kube's resource
 /// verbs, and the lowercase method of a non-resource request (a resource request whose method
-/// kube has no verb for gets an empty one). Any other verb is a method the
-/// client invented, lowercased (what a metrics label must not take as is: kube-apiserver's
-/// `cleanVerb` reports those as `other`).
+/// kube has no verb for gets an empty one). Any other verb is a method the client invented,
+/// lowercased: what a metrics label must not take as is (kube-apiserver's `cleanVerb` reports
+/// those as `other`).
 pub const STANDARD_VERBS: [&str; 15] = [
     "get",
     "list",
