@@ -1,6 +1,7 @@
 //! One compiled RBAC `PolicyRule` and kube-apiserver's `RuleAllows`.
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use kubegate_routing::STANDARD_VERBS;
 
 use crate::Attributes;
 
@@ -92,34 +93,16 @@ impl Names {
     }
 }
 
-/// Verbs common enough to get a bit each: a rule's verbs become a mask, and a request's verb
-/// one bit, so the verb check is an AND. Other verbs are compared as strings.
-const KNOWN_VERBS: [&str; 20] = [
-    "get",
-    "list",
-    "watch",
-    "create",
-    "update",
-    "patch",
-    "delete",
-    "deletecollection",
-    "proxy",
-    "impersonate",
-    "bind",
-    "escalate",
-    "use",
-    "approve",
-    "sign",
-    "post",
-    "put",
-    "head",
-    "options",
-    "connect",
-];
+/// Verbs RBAC rules name besides the ones requests carry (`STANDARD_VERBS`).
+const RULE_ONLY_VERBS: [&str; 6] = ["impersonate", "bind", "escalate", "use", "approve", "sign"];
 
+/// Verbs common enough to get a bit each (the request verbs, then the rule-only ones): a
+/// rule's verbs become a mask, and a request's verb one bit, so the verb check is an AND.
+/// Other verbs are compared as strings.
 fn verb_bit(verb: &str) -> u32 {
-    KNOWN_VERBS
+    STANDARD_VERBS
         .iter()
+        .chain(&RULE_ONLY_VERBS)
         .position(|v| *v == verb)
         .map_or(0, |i| 1 << i)
 }
