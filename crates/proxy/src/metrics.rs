@@ -9,13 +9,23 @@
 //!
 //! `target` and `verb` come from [`RequestMeta`] (empty target / lowercase method otherwise);
 //! `kind` from the [`UpstreamError`] extension `ForwardService` puts on its error responses.
-//! A verb outside kube's verbs and HTTP's methods is counted as `other`, as kube-apiserver's
-//! own request metrics do: a client inventing methods cannot grow the label set without bound.
+//!
+//! Label sets are bounded, so no client can grow the registry without bound:
+//! - a verb outside kube's verbs and HTTP's methods is counted as `other`, as kube-apiserver's
+//!   own request metrics do;
+//! - targets come from the request path, before anyone is authenticated: after
+//!   [`MetricsLayer::with_max_targets`] distinct ones (1,000 by default), further targets are
+//!   counted as `other`.
+//!
+//! A request finds its series with one lookup of its target: the series of each target and
+//! verb are resolved once and kept, rather than looked up in each metric family per request.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -64,12 +74,113 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 
+/// The default of [`MetricsLayer::with_max_targets`].
+pub const DEFAULT_MAX_TARGETS: usize = 1_000;
+
+/// The target label of requests beyond the bound on distinct targets.
+const OVERFLOW_TARGET: &str = "other";
+
+/// The verb labels: kube's and HTTP's verbs, then `other`.
+const VERB_LABELS: usize = STANDARD_VERBS.len() + 1;
+
 #[derive(Debug)]
 struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily,
     in_flight: Family<TargetLabels, Gauge>,
     upstream_errors: Family<ErrorLabels, Counter>,
+    /// The series of each target seen so far, at most `max_targets` of them.
+    targets: RwLock<HashMap<Arc<str>, Arc<TargetSeries>>>,
+    max_targets: AtomicUsize,
+    /// The series of the targets beyond `max_targets`.
+    overflow: OnceLock<Arc<TargetSeries>>,
+}
+
+/// The series a target's requests touch, resolved from the families once.
+#[derive(Debug)]
+struct TargetSeries {
+    target: Arc<str>,
+    in_flight: Gauge,
+    /// By verb label index (see [`verb_index`]), made at the verb's first request.
+    verbs: [OnceLock<VerbSeries>; VERB_LABELS],
+}
+
+#[derive(Debug)]
+struct VerbSeries {
+    latency: Histogram,
+    /// `kubegate_requests` by status code: the few codes a target answers, scanned.
+    codes: RwLock<Vec<(u16, Counter)>>,
+}
+
+impl Metrics {
+    /// The series of `target`, made at its first request (or the overflow series when the
+    /// bound on distinct targets is reached).
+    fn target(&self, target: &str) -> Arc<TargetSeries> {
+        let known = self.targets.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = known.get(target) {
+            return Arc::clone(series);
+        }
+        drop(known);
+        let mut known = self.targets.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = known.get(target) {
+            return Arc::clone(series);
+        }
+        if known.len() >= self.max_targets.load(Ordering::Relaxed) {
+            return Arc::clone(
+                self.overflow
+                    .get_or_init(|| self.new_series(Arc::from(OVERFLOW_TARGET))),
+            );
+        }
+        let label: Arc<str> = Arc::from(target);
+        let series = self.new_series(Arc::clone(&label));
+        known.insert(label, Arc::clone(&series));
+        series
+    }
+
+    fn new_series(&self, target: Arc<str>) -> Arc<TargetSeries> {
+        let in_flight = self.in_flight.get_or_create_owned(&TargetLabels {
+            target: Arc::clone(&target),
+        });
+        Arc::new(TargetSeries {
+            target,
+            in_flight,
+            verbs: std::array::from_fn(|_| OnceLock::new()),
+        })
+    }
+
+    /// The series of `verb` (a [`verb_index`]) on `target`.
+    fn verb<'a>(&self, target: &'a TargetSeries, verb: usize) -> &'a VerbSeries {
+        target.verbs[verb].get_or_init(|| VerbSeries {
+            latency: self.latency.get_or_create_owned(&LatencyLabels {
+                target: Arc::clone(&target.target),
+                verb: verb_label(verb),
+            }),
+            codes: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Counts one request of `verb` on `target` answered with `code`.
+    fn count(&self, target: &TargetSeries, verb: usize, code: u16) {
+        let series = self.verb(target, verb);
+        let codes = series.codes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
+            counter.inc();
+            return;
+        }
+        drop(codes);
+        let mut codes = series.codes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
+            counter.inc();
+            return;
+        }
+        let counter = self.requests.get_or_create_owned(&RequestLabels {
+            target: Arc::clone(&target.target),
+            verb: verb_label(verb),
+            code,
+        });
+        counter.inc();
+        codes.push((code, counter));
+    }
 }
 
 /// Layer applying [`MetricsService`].
@@ -87,6 +198,9 @@ impl MetricsLayer {
             latency: HistogramFamily::new_with_constructor(latency_histogram),
             in_flight: Family::default(),
             upstream_errors: Family::default(),
+            targets: RwLock::default(),
+            max_targets: AtomicUsize::new(DEFAULT_MAX_TARGETS),
+            overflow: OnceLock::new(),
         };
         registry.register(
             "kubegate_requests",
@@ -112,6 +226,14 @@ impl MetricsLayer {
             metrics: Arc::new(metrics),
         }
     }
+
+    /// Counts at most `max` distinct targets under their own label ([`DEFAULT_MAX_TARGETS`]
+    /// by default); requests to further targets are counted under `other`. Applies to every
+    /// service of this layer, including ones already made.
+    pub fn with_max_targets(self, max: usize) -> Self {
+        self.metrics.max_targets.store(max, Ordering::Relaxed);
+        self
+    }
 }
 
 impl<S> Layer<S> for MetricsLayer {
@@ -135,12 +257,12 @@ pub struct MetricsService<S> {
 /// Decrements the in-flight gauge when the response body ends or is dropped.
 #[derive(Debug)]
 pub struct InFlight {
-    gauge: Gauge,
+    series: Arc<TargetSeries>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.gauge.dec();
+        self.series.in_flight.dec();
     }
 }
 
@@ -157,44 +279,43 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let (target, verb) = match req.extensions().get::<RequestMeta>() {
-            Some(m) => (m.target.clone(), verb_label(&m.verb)),
+        let (series, verb) = match req.extensions().get::<RequestMeta>() {
+            Some(m) => (self.metrics.target(&m.target), verb_index(&m.verb)),
             None => (
-                Arc::from(""),
-                verb_label(&req.method().as_str().to_ascii_lowercase()),
+                self.metrics.target(""),
+                verb_index(&req.method().as_str().to_ascii_lowercase()),
             ),
         };
-        let gauge = self.metrics.in_flight.get_or_create_owned(&TargetLabels {
-            target: target.clone(),
-        });
-        gauge.inc();
+        series.in_flight.inc();
         ResponseFuture {
             inner: self.inner.call(req),
             state: Some(Started {
                 metrics: self.metrics.clone(),
-                target,
                 verb,
                 start: Instant::now(),
-                in_flight: InFlight { gauge },
+                in_flight: InFlight { series },
             }),
         }
     }
 }
 
-/// The `verb` label: a verb RequestInfo gives standard methods as it is, anything else `other`
-/// (kube-apiserver's `cleanVerb` does the same for its metrics).
-fn verb_label(verb: &str) -> &'static str {
+/// The index of `verb`'s label: its place in [`STANDARD_VERBS`], or the last (`other`).
+fn verb_index(verb: &str) -> usize {
     STANDARD_VERBS
-        .into_iter()
-        .find(|known| *known == verb)
-        .unwrap_or("other")
+        .iter()
+        .position(|known| *known == verb)
+        .unwrap_or(STANDARD_VERBS.len())
+}
+
+/// The label of a [`verb_index`].
+fn verb_label(index: usize) -> &'static str {
+    STANDARD_VERBS.get(index).copied().unwrap_or("other")
 }
 
 #[derive(Debug)]
 struct Started {
     metrics: Arc<Metrics>,
-    target: Arc<str>,
-    verb: &'static str,
+    verb: usize,
     start: Instant,
     in_flight: InFlight,
 }
@@ -225,7 +346,6 @@ where
         let result = std::task::ready!(this.inner.poll(cx));
         let Some(Started {
             metrics,
-            target,
             verb,
             start,
             in_flight,
@@ -233,49 +353,27 @@ where
         else {
             return Poll::Pending;
         };
-        let elapsed = start.elapsed().as_secs_f64();
+        let target = &*in_flight.series;
         metrics
+            .verb(target, verb)
             .latency
-            .get_or_create(&LatencyLabels {
-                target: target.clone(),
-                verb,
-            })
-            .observe(elapsed);
+            .observe(start.elapsed().as_secs_f64());
         match result {
             Ok(res) => {
                 if let Some(UpstreamError { kind }) = res.extensions().get::<UpstreamError>() {
                     metrics
                         .upstream_errors
                         .get_or_create(&ErrorLabels {
-                            target: target.clone(),
+                            target: Arc::clone(&target.target),
                             kind,
                         })
                         .inc();
                 }
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        target,
-                        verb,
-                        code: res.status().as_u16(),
-                    })
-                    .inc();
-                let (parts, body) = res.into_parts();
-                Poll::Ready(Ok(Response::from_parts(
-                    parts,
-                    GuardedBody::new(body, in_flight),
-                )))
+                metrics.count(target, verb, res.status().as_u16());
+                Poll::Ready(Ok(res.map(|body| GuardedBody::new(body, in_flight))))
             }
             Err(e) => {
-                // The server turns a service error into a dropped connection; count it as 500.
-                metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        target,
-                        verb,
-                        code: 500,
-                    })
-                    .inc();
+                metrics.count(target, verb, 500);
                 Poll::Ready(Err(e))
             }
         }
@@ -396,6 +494,51 @@ mod tests {
             text.contains(r#"kubegate_requests_total{target="",verb="options",code="200"} 1"#),
             "{text}"
         );
-        assert_eq!(verb_label("deletecollection"), "deletecollection");
+        assert_eq!(
+            verb_label(verb_index("deletecollection")),
+            "deletecollection"
+        );
+    }
+
+    #[tokio::test]
+    async fn targets_beyond_the_bound_share_one_label() {
+        let mut registry = Registry::default();
+        let svc = MetricsLayer::new(&mut registry)
+            .with_max_targets(2)
+            .layer(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            }));
+        // A client naming clusters that do not exist, before it is authenticated.
+        for target in [
+            "cluster/a",
+            "cluster/b",
+            "cluster/c",
+            "cluster/d",
+            "cluster/a",
+        ] {
+            let mut req = Request::builder()
+                .uri("/api")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            req.extensions_mut().insert(RequestMeta {
+                target: Arc::from(target),
+                verb: "get".into(),
+                object_ref: None,
+            });
+            drop(svc.clone().oneshot(req).await.unwrap());
+        }
+        let text = encode(&registry);
+        for (target, n) in [("cluster/a", 2), ("cluster/b", 1), ("other", 2)] {
+            let line = format!(
+                r#"kubegate_requests_total{{target="{target}",verb="get",code="200"}} {n}"#
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+            let line = format!(r#"kubegate_requests_in_flight{{target="{target}"}} 0"#);
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(
+            !text.contains("cluster/c") && !text.contains("cluster/d"),
+            "{text}"
+        );
     }
 }
