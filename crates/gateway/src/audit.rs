@@ -173,7 +173,7 @@ mod tests {
             kind: "Event",
             api_version: "audit.k8s.io/v1",
             level: "Metadata",
-            audit_id: format!("id-{i}"),
+            audit_id: format!("id-{i}").into(),
             stage: "ResponseComplete",
             request_uri: "/api".into(),
             verb: "get".into(),
@@ -185,8 +185,8 @@ mod tests {
             response_status: None,
             request_object: None,
             response_object: None,
-            request_received_timestamp: String::new(),
-            stage_timestamp: String::new(),
+            request_received_timestamp: kubegate_proxy::MicroTime::now(),
+            stage_timestamp: kubegate_proxy::MicroTime::now(),
             annotations: Default::default(),
         }
     }

@@ -44,7 +44,13 @@ use tower::ServiceBuilder;
 struct DemoTokens;
 impl Authenticator for DemoTokens {
     type Scope = ();
-    async fn authenticate(&self, req: &Parts) -> Result<Authenticated<()>, AuthnError> {
+    type Future = std::future::Ready<Result<Authenticated<()>, AuthnError>>;
+    fn authenticate(&self, req: &Parts) -> Self::Future {
+        std::future::ready(self.check(req))
+    }
+}
+impl DemoTokens {
+    fn check(&self, req: &Parts) -> Result<Authenticated<()>, AuthnError> {
         match req.headers.get("authorization").map(|v| v.as_bytes()) {
             Some(b"Bearer demo") => Ok(Authenticated {
                 identity: Identity::authenticated(
@@ -63,11 +69,17 @@ impl Authenticator for DemoTokens {
 /// Reads anything; writes only configmaps.
 struct ReadMostly;
 impl Authorizer for ReadMostly {
-    async fn authorize(&self, req: &Parts) -> Decision {
+    type Future = std::future::Ready<Decision>;
+    fn authorize(&self, req: &Parts) -> Self::Future {
+        std::future::ready(self.decide(req))
+    }
+}
+impl ReadMostly {
+    fn decide(&self, req: &Parts) -> Decision {
         let Some(meta) = req.extensions.get::<RequestMeta>() else {
             return Decision::Error("request was not routed".into());
         };
-        let read = matches!(meta.verb.as_str(), "get" | "list" | "watch");
+        let read = matches!(&*meta.verb, "get" | "list" | "watch");
         let object = meta.object_ref.clone().unwrap_or_default();
         if read || object.resource == "configmaps" {
             return Decision::Allow {

@@ -3,16 +3,18 @@
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::audit::IdentitySlot;
 use crate::ext::Identity;
+pub use crate::gate::ResponseFuture;
+use crate::gate::{Outcome, Verdict};
 use crate::status::{Status, wants_pretty};
 
 /// A successful authentication.
@@ -49,15 +51,46 @@ impl AuthnError {
 
 /// Turns request credentials (headers, cookies, client certificate info in extensions) into an
 /// identity.
+///
+/// The returned future owns what it needs and borrows nothing from the request, so the layer
+/// waits for it without boxing anything. An authenticator that decides from the head alone (a
+/// token index, a client certificate) returns [`std::future::Ready`]; one that calls out (a
+/// TokenReview, an OIDC provider) copies the credential into a boxed future:
+///
+/// ```
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use kubegate_proxy::{Authenticated, Authenticator, AuthnError, Identity};
+///
+/// struct TokenReview;
+/// impl Authenticator for TokenReview {
+///     type Scope = ();
+///     type Future =
+///         Pin<Box<dyn Future<Output = Result<Authenticated<()>, AuthnError>> + Send>>;
+///     fn authenticate(&self, req: &http::request::Parts) -> Self::Future {
+///         let token = req.headers.get("authorization").cloned();
+///         Box::pin(async move {
+///             // … ask the API server about `token` …
+///             match token {
+///                 Some(_) => Ok(Authenticated {
+///                     identity: Identity::new("jane", vec![]),
+///                     scope: None,
+///                 }),
+///                 None => Err(AuthnError::Unauthorized),
+///             }
+///         })
+///     }
+/// }
+/// ```
 pub trait Authenticator: Send + Sync + 'static {
     /// The scope type attached to authenticated requests (`()` if none).
     type Scope: Clone + Send + Sync + 'static;
 
+    /// What [`authenticate`](Self::authenticate) returns.
+    type Future: Future<Output = Result<Authenticated<Self::Scope>, AuthnError>> + Send + 'static;
+
     /// Authenticates a request head.
-    fn authenticate(
-        &self,
-        request: &http::request::Parts,
-    ) -> impl Future<Output = Result<Authenticated<Self::Scope>, AuthnError>> + Send;
+    fn authenticate(&self, request: &Parts) -> Self::Future;
 }
 
 /// Layer applying [`Authn`].
@@ -130,16 +163,13 @@ impl<S: fmt::Debug, A> fmt::Debug for Authn<S, A> {
 
 impl<S, A, ReqBody, ResBody> Service<Request<ReqBody>> for Authn<S, A>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     A: Authenticator,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + 'static,
+    ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<A::Future, S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -148,47 +178,35 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         // The ready service is the one that must be called; leave a fresh clone behind.
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let authenticator = self.authenticator.clone();
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let (mut parts, body) = req.into_parts();
-                match authenticator.authenticate(&parts).await {
-                    Ok(Authenticated { identity, scope }) => {
-                        if let Some(slot) = parts.extensions.get::<IdentitySlot>() {
-                            slot.set(identity.clone());
-                        }
-                        parts.extensions.insert(identity);
-                        if let Some(scope) = scope {
-                            parts.extensions.insert(scope);
-                        }
-                        inner.call(Request::from_parts(parts, body)).await
-                    }
-                    Err(e) => Ok(e
-                        .status()
-                        .to_response(wants_pretty(&parts.uri, &parts.headers))),
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        let authentication = self.authenticator.authenticate(&parts);
+        ResponseFuture::new(authentication, parts, body, inner)
+    }
+}
+
+impl<Scope, B> Outcome<B> for Result<Authenticated<Scope>, AuthnError>
+where
+    Scope: Clone + Send + Sync + 'static,
+    B: From<Bytes>,
+{
+    fn apply(self, parts: &mut Parts) -> Verdict<B> {
+        match self {
+            Ok(Authenticated { identity, scope }) => {
+                if let Some(slot) = parts.extensions.get::<IdentitySlot>() {
+                    slot.set(identity.clone());
                 }
-            }),
+                parts.extensions.insert(identity);
+                if let Some(scope) = scope {
+                    parts.extensions.insert(scope);
+                }
+                Verdict::Proceed(None)
+            }
+            Err(e) => Verdict::Respond(
+                e.status()
+                    .to_response(wants_pretty(&parts.uri, &parts.headers)),
+            ),
         }
-    }
-}
-
-/// Response future of [`Authn`] (and [`Authz`](crate::authz::Authz)).
-pub struct ResponseFuture<B, E> {
-    pub(crate) inner: Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>,
-}
-
-impl<B, E> fmt::Debug for ResponseFuture<B, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
-    }
-}
-
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<B>, E>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
     }
 }
 
@@ -202,18 +220,18 @@ mod tests {
     struct Tokens;
     impl Authenticator for Tokens {
         type Scope = &'static str;
-        async fn authenticate(
-            &self,
-            req: &http::request::Parts,
-        ) -> Result<Authenticated<&'static str>, AuthnError> {
-            match req.headers.get("authorization").map(|v| v.as_bytes()) {
-                Some(b"Bearer good") => Ok(Authenticated {
-                    identity: Identity::new("alice", vec!["system:authenticated".into()]),
-                    scope: Some("scope-a"),
-                }),
-                Some(b"Bearer broken") => Err(AuthnError::Internal("backend down".into())),
-                _ => Err(AuthnError::Unauthorized),
-            }
+        type Future = std::future::Ready<Result<Authenticated<&'static str>, AuthnError>>;
+        fn authenticate(&self, req: &Parts) -> Self::Future {
+            std::future::ready(
+                match req.headers.get("authorization").map(|v| v.as_bytes()) {
+                    Some(b"Bearer good") => Ok(Authenticated {
+                        identity: Identity::new("alice", vec!["system:authenticated".into()]),
+                        scope: Some("scope-a"),
+                    }),
+                    Some(b"Bearer broken") => Err(AuthnError::Internal("backend down".into())),
+                    _ => Err(AuthnError::Unauthorized),
+                },
+            )
         }
     }
 
@@ -293,5 +311,46 @@ mod tests {
                 .await
                 .contains("Internal error occurred: backend down")
         );
+    }
+
+    /// Asks elsewhere: its decision is pending on the first poll, so the request waits in
+    /// the layer's future across a wake-up.
+    struct Remote;
+    impl Authenticator for Remote {
+        type Scope = &'static str;
+        type Future = std::pin::Pin<
+            Box<dyn Future<Output = Result<Authenticated<&'static str>, AuthnError>> + Send>,
+        >;
+        fn authenticate(&self, req: &Parts) -> Self::Future {
+            let good =
+                req.headers.get("authorization").map(|v| v.as_bytes()) == Some(b"Bearer good");
+            Box::pin(async move {
+                tokio::task::yield_now().await;
+                if good {
+                    Ok(Authenticated {
+                        identity: Identity::new("bob", vec![]),
+                        scope: Some("remote"),
+                    })
+                } else {
+                    Err(AuthnError::Unauthorized)
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_authenticator_resumes_the_request() {
+        for (auth, status, body) in [("Bearer good", 200, "bob remote"), ("Bearer bad", 401, "")] {
+            let svc = AuthnLayer::new(Remote).layer(echo());
+            let req = Request::builder()
+                .uri("/api")
+                .header("authorization", auth)
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let res = svc.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), status);
+            let text = text(res).await;
+            assert!(text.starts_with(body), "{text}");
+        }
     }
 }

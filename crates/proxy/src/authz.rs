@@ -1,6 +1,7 @@
 //! [`AuthzLayer`]: asks an [`Authorizer`] whether the (already authenticated) request may
 //! proceed; answers kube-apiserver's 403 Status or 500 plain text itself otherwise.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
@@ -8,11 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
-use crate::authn::ResponseFuture;
 use crate::ext::AuditAnnotations;
+pub use crate::gate::ResponseFuture;
+use crate::gate::{Outcome, Verdict};
 use crate::status::{Status, internal_error_text, wants_pretty};
 
 /// An authorization decision.
@@ -37,9 +40,16 @@ pub enum Decision {
 }
 
 /// Decides on a request head (identity, scope, route information are in its extensions).
+///
+/// As with [`Authenticator`](crate::Authenticator), the future owns its inputs: an authorizer
+/// that decides in memory (RBAC, a scope) returns [`std::future::Ready`], one that asks
+/// elsewhere (a SubjectAccessReview webhook) a boxed future.
 pub trait Authorizer: Send + Sync + 'static {
+    /// What [`authorize`](Self::authorize) returns.
+    type Future: Future<Output = Decision> + Send + 'static;
+
     /// Authorizes a request.
-    fn authorize(&self, request: &http::request::Parts) -> impl Future<Output = Decision> + Send;
+    fn authorize(&self, request: &Parts) -> Self::Future;
 }
 
 /// Layer applying [`Authz`].
@@ -109,28 +119,28 @@ impl<S: fmt::Debug, Z> fmt::Debug for Authz<S, Z> {
     }
 }
 
-fn annotations(decision: &str, reason: String) -> AuditAnnotations {
-    let mut m = BTreeMap::new();
-    m.insert(
-        "authorization.k8s.io/decision".to_owned(),
-        decision.to_owned(),
-    );
-    m.insert("authorization.k8s.io/reason".to_owned(), reason);
-    AuditAnnotations(m)
+fn annotations(decision: &'static str, reason: String) -> AuditAnnotations {
+    AuditAnnotations(BTreeMap::from([
+        (
+            Cow::Borrowed("authorization.k8s.io/decision"),
+            Cow::Borrowed(decision),
+        ),
+        (
+            Cow::Borrowed("authorization.k8s.io/reason"),
+            Cow::Owned(reason),
+        ),
+    ]))
 }
 
 impl<S, Z, ReqBody, ResBody> Service<Request<ReqBody>> for Authz<S, Z>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     Z: Authorizer,
-    ReqBody: Send + 'static,
-    ResBody: From<Bytes> + 'static,
+    ResBody: From<Bytes>,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<Z::Future, S, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -138,32 +148,30 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let authorizer = self.authorizer.clone();
-        ResponseFuture {
-            inner: Box::pin(async move {
-                let (parts, body) = req.into_parts();
-                match authorizer.authorize(&parts).await {
-                    Decision::Allow { reason } => {
-                        let mut res = inner.call(Request::from_parts(parts, body)).await?;
-                        res.extensions_mut().insert(annotations("allow", reason));
-                        Ok(res)
-                    }
-                    Decision::Deny { status, reason } => {
-                        let mut res: Response<ResBody> =
-                            status.to_response(wants_pretty(&parts.uri, &parts.headers));
-                        res.extensions_mut().insert(annotations("forbid", reason));
-                        Ok(res)
-                    }
-                    Decision::Error(err) => {
-                        let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                        let mut res: Response<ResBody> = internal_error_text(uri, &err);
-                        res.extensions_mut().insert(annotations("forbid", err));
-                        Ok(res)
-                    }
-                }
-            }),
-        }
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        let decision = self.authorizer.authorize(&parts);
+        ResponseFuture::new(decision, parts, body, inner)
+    }
+}
+
+impl<B: From<Bytes>> Outcome<B> for Decision {
+    fn apply(self, parts: &mut Parts) -> Verdict<B> {
+        let (mut res, annotations) = match self {
+            Decision::Allow { reason } => {
+                return Verdict::Proceed(Some(annotations("allow", reason)));
+            }
+            Decision::Deny { status, reason } => (
+                status.to_response(wants_pretty(&parts.uri, &parts.headers)),
+                annotations("forbid", reason),
+            ),
+            Decision::Error(err) => {
+                let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+                (internal_error_text(uri, &err), annotations("forbid", err))
+            }
+        };
+        res.extensions_mut().insert(annotations);
+        Verdict::Respond(res)
     }
 }
 
@@ -178,7 +186,13 @@ mod tests {
     /// Allows alice, denies everyone else with kube's sentence, errors for "broken".
     struct OnlyAlice;
     impl Authorizer for OnlyAlice {
-        async fn authorize(&self, req: &http::request::Parts) -> Decision {
+        type Future = std::future::Ready<Decision>;
+        fn authorize(&self, req: &Parts) -> Self::Future {
+            std::future::ready(self.decide(req))
+        }
+    }
+    impl OnlyAlice {
+        fn decide(&self, req: &Parts) -> Decision {
             let user = req
                 .extensions
                 .get::<Identity>()

@@ -12,12 +12,13 @@
 //! | [`AuditAnnotations`] (response) | [`AuthzLayer`](crate::AuthzLayer) | audit, which takes them off the response | no annotations |
 //! | [`UpstreamError`] (response) | `ForwardService` on its own error responses | metrics (`upstream errors`) | — |
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::uri::PathAndQuery;
-use kubegate_routing::{RequestInfo, Target};
+use kubegate_routing::{RequestInfo, STANDARD_VERBS, Target};
 use serde::Serialize;
 
 /// The authenticated user a request acts as (kubegate-authz's identity, kube's `user.Info`).
@@ -72,16 +73,17 @@ pub struct ObjectRef {
     pub subresource: String,
 }
 
-/// What routing learned about a request, for audit and metrics.
+/// What routing learned about a request, for audit and metrics. Its parts are shared, not
+/// copied, with the audit event and the metric labels.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestMeta {
-    /// Metric/audit label of the destination, e.g. `cluster/prod`. Shared so per-request
-    /// clones stay cheap.
+    /// Metric/audit label of the destination, e.g. `cluster/prod`.
     pub target: Arc<str>,
     /// kube verb (`get`, `list`, `watch`, …; lowercase method for non-resource requests).
-    pub verb: String,
+    /// Borrowed for the verbs RequestInfo gives standard methods.
+    pub verb: Cow<'static, str>,
     /// The addressed object, for resource requests.
-    pub object_ref: Option<ObjectRef>,
+    pub object_ref: Option<Arc<ObjectRef>>,
 }
 
 impl ObjectRef {
@@ -101,11 +103,36 @@ impl ObjectRef {
 impl RequestMeta {
     /// Builds the extension from routing's results.
     pub fn new(target: &Target<'_>, info: &RequestInfo<'_>) -> Self {
+        let verb = match STANDARD_VERBS.iter().find(|v| **v == info.verb) {
+            Some(standard) => Cow::Borrowed(*standard),
+            None => Cow::Owned(info.verb.clone().into_owned()),
+        };
         RequestMeta {
-            target: target_label(target).into(),
-            verb: info.verb.clone().into_owned(),
-            object_ref: ObjectRef::from_request_info(info),
+            target: shared_target_label(target),
+            verb,
+            object_ref: ObjectRef::from_request_info(info).map(Arc::new),
         }
+    }
+}
+
+/// [`target_label`] built straight into its shared form: joined on the stack, then copied
+/// once into the `Arc`, not first into a `String`.
+fn shared_target_label(target: &Target<'_>) -> Arc<str> {
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    let fits = label_parts(target, |part| {
+        let end = len + part.len();
+        let Some(dst) = buf.get_mut(len..end) else {
+            return false;
+        };
+        dst.copy_from_slice(part.as_bytes());
+        len = end;
+        true
+    });
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(label) if fits => Arc::from(label),
+        // Longer than any label of valid names, and still labelled correctly.
+        _ => Arc::from(target_label(target)),
     }
 }
 
@@ -113,33 +140,37 @@ impl RequestMeta {
 /// `project/p/space/s`, `project/p/virtualcluster/vc`, `management`, `auth`, `oidc`,
 /// `grafana/prod` or `ops`.
 pub fn target_label(target: &Target<'_>) -> String {
-    // Joined by hand: every request labels its target, and `format!` cost ≈ 330 instructions
-    // of it (callgrind, proxy_load).
-    let join = |parts: &[&str]| {
-        let mut label = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        for part in parts {
-            label.push_str(part);
-        }
-        label
-    };
-    match target {
-        Target::Management => "management".to_owned(),
-        Target::Cluster { cluster } => join(&["cluster/", cluster]),
+    let mut label = String::new();
+    label_parts(target, |part| {
+        label.push_str(part);
+        true
+    });
+    label
+}
+
+/// Feeds the pieces of `target`'s label to `push` in order, while it returns `true`; whether
+/// every piece was taken. Joined by hand: every request labels its target, and `format!` cost
+/// ≈ 330 instructions of it (callgrind, proxy_load).
+fn label_parts(target: &Target<'_>, mut push: impl FnMut(&str) -> bool) -> bool {
+    let parts: &[&str] = match target {
+        Target::Management => &["management"],
+        Target::Cluster { cluster } => &["cluster/", cluster],
         Target::VirtualCluster {
             cluster,
             namespace,
             name,
-        } => join(&["virtualcluster/", cluster, "/", namespace, "/", name]),
-        Target::ProjectSpace { project, space } => join(&["project/", project, "/space/", space]),
+        } => &["virtualcluster/", cluster, "/", namespace, "/", name],
+        Target::ProjectSpace { project, space } => &["project/", project, "/space/", space],
         Target::ProjectVirtualCluster {
             project,
             virtual_cluster,
-        } => join(&["project/", project, "/virtualcluster/", virtual_cluster]),
-        Target::Auth => "auth".to_owned(),
-        Target::Oidc => "oidc".to_owned(),
-        Target::Grafana { cluster } => join(&["grafana/", cluster]),
-        Target::Ops(_) => "ops".to_owned(),
-    }
+        } => &["project/", project, "/virtualcluster/", virtual_cluster],
+        Target::Auth => &["auth"],
+        Target::Oidc => &["oidc"],
+        Target::Grafana { cluster } => &["grafana/", cluster],
+        Target::Ops(_) => &["ops"],
+    };
+    parts.iter().all(|part| push(part))
 }
 
 /// The audit ID of a request (echoed from the client's `Audit-ID` header or generated).
@@ -147,9 +178,9 @@ pub fn target_label(target: &Target<'_>) -> String {
 pub struct AuditId(pub Arc<str>);
 
 /// Annotations a layer wants on the audit event (response extension), e.g.
-/// `authorization.k8s.io/decision`.
+/// `authorization.k8s.io/decision`. Keys and fixed values are borrowed, not allocated.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditAnnotations(pub BTreeMap<String, String>);
+pub struct AuditAnnotations(pub BTreeMap<Cow<'static, str>, Cow<'static, str>>);
 
 /// Marks a response that `ForwardService` produced because the upstream failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +245,17 @@ mod tests {
         ] {
             let route = router.route(path, None).unwrap();
             assert_eq!(target_label(&route.target), label, "{path}");
+            assert_eq!(&*shared_target_label(&route.target), label, "{path}");
         }
+        // Longer than the stack buffer (names no router accepts): still the whole label.
+        let long = "x".repeat(100);
+        let target = Target::VirtualCluster {
+            cluster: &long,
+            namespace: &long,
+            name: &long,
+        };
+        let label = format!("virtualcluster/{long}/{long}/{long}");
+        assert_eq!(target_label(&target), label);
+        assert_eq!(&*shared_target_label(&target), label);
     }
 }

@@ -6,6 +6,7 @@ pub mod authz;
 mod body;
 pub mod ext;
 pub mod forward;
+mod gate;
 mod headers;
 pub mod metrics;
 pub mod runtime;
@@ -15,6 +16,7 @@ pub mod upstream;
 
 pub use audit::{
     AuditBody, AuditEvent, AuditLayer, AuditLevel, AuditSink, BackgroundJsonLines, JsonLinesSink,
+    MicroTime,
 };
 pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
 pub use authz::{Authorizer, AuthzLayer, Decision};

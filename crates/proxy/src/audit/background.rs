@@ -210,7 +210,7 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..500 {
                         let mut event = crate::audit::tests::sample_event();
-                        event.audit_id = format!("{t}-{i}");
+                        event.audit_id = format!("{t}-{i}").into();
                         sink.record(&event);
                     }
                 })

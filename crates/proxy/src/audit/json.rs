@@ -59,10 +59,12 @@ impl AuditEvent {
             out.extend_from_slice(b",\"responseObject\":");
             out.extend_from_slice(raw.get().as_bytes());
         }
-        out.extend_from_slice(b",\"requestReceivedTimestamp\":");
-        string(out, &self.request_received_timestamp);
-        out.extend_from_slice(b",\"stageTimestamp\":");
-        string(out, &self.stage_timestamp);
+        // A MicroTime's digits and punctuation never need escaping.
+        out.extend_from_slice(b",\"requestReceivedTimestamp\":\"");
+        self.request_received_timestamp.write(out);
+        out.extend_from_slice(b"\",\"stageTimestamp\":\"");
+        self.stage_timestamp.write(out);
+        out.push(b'"');
         if !self.annotations.is_empty() {
             out.extend_from_slice(b",\"annotations\":");
             string_map(out, &self.annotations);
@@ -133,18 +135,22 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
     out.push(b'}');
 }
 
-fn string_map(out: &mut Vec<u8>, entries: &BTreeMap<String, String>) {
-    map(out, entries, |out, v| string(out, v));
+fn string_map<K: AsRef<str>, V: AsRef<str>>(out: &mut Vec<u8>, entries: &BTreeMap<K, V>) {
+    map(out, entries, |out, v| string(out, v.as_ref()));
 }
 
 /// A JSON object from a map with string keys, each value written by `value`.
-fn map<V>(out: &mut Vec<u8>, entries: &BTreeMap<String, V>, value: impl Fn(&mut Vec<u8>, &V)) {
+fn map<K: AsRef<str>, V>(
+    out: &mut Vec<u8>,
+    entries: &BTreeMap<K, V>,
+    value: impl Fn(&mut Vec<u8>, &V),
+) {
     out.push(b'{');
     for (i, (k, v)) in entries.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, k);
+        string(out, k.as_ref());
         out.push(b':');
         value(out, v);
     }
@@ -246,7 +252,9 @@ mod tests {
     use serde_json::value::RawValue;
 
     use super::*;
+    use crate::audit::MicroTime;
     use crate::audit::tests::sample_event;
+    use std::sync::Arc;
 
     fn by_hand(e: &AuditEvent) -> String {
         let mut out = Vec::new();
@@ -280,14 +288,14 @@ mod tests {
         });
         e.source_ips = vec!["10.0.0.1".into(), "::1".into()];
         e.user_agent = Some("kubectl/v1.31.0 (linux/amd64) kubernetes/abc\t\u{1}\u{7f}é".into());
-        e.object_ref = Some(ObjectRef {
+        e.object_ref = Some(Arc::new(ObjectRef {
             resource: "pods".into(),
             namespace: "default".into(),
             name: "web-0".into(),
             api_group: "".into(),
             api_version: "v1".into(),
             subresource: "exec".into(),
-        });
+        }));
         e.response_status = Some(ResponseStatus {
             metadata: BTreeMap::from([("k".into(), "v".into())]),
             code: 65535,
@@ -311,12 +319,12 @@ mod tests {
         let sparse = sample_event();
         let mut no_status = sample_event();
         no_status.response_status = None;
-        no_status.object_ref = Some(ObjectRef::default());
+        no_status.object_ref = Some(Arc::default());
         let mut one_field = sample_event();
-        one_field.object_ref = Some(ObjectRef {
+        one_field.object_ref = Some(Arc::new(ObjectRef {
             subresource: "log".into(),
             ..ObjectRef::default()
-        });
+        }));
         for e in [sparse, no_status, one_field, full_event()] {
             assert_eq!(by_hand(&e), by_serde(&e));
         }
@@ -364,25 +372,31 @@ mod tests {
             groups in proptest::collection::vec("[a-z\"\\\\\u{0}-\u{1f}]{0,6}", 0..3),
             code in any::<u16>(),
             flags in any::<[bool; 4]>(),
+            seconds in -377_705_116_800i64..253_402_300_800,
+            nanos in 0u32..1_000_000_000,
         ) {
             let mut e = full_event();
-            e.audit_id = strings[0].clone();
+            e.audit_id = strings[0].as_str().into();
             e.request_uri = strings[1].clone();
-            e.verb = strings[2].clone();
+            e.verb = strings[2].clone().into();
             e.user.username = strings[3].clone();
             e.user.uid = strings[4].clone();
             e.user.groups = groups.clone();
             e.user.extra = BTreeMap::from([(strings[5].clone(), groups)]);
             e.source_ips = vec![strings[6].clone()];
             e.user_agent = flags[0].then(|| strings[7].clone());
-            e.object_ref = flags[1].then(|| ObjectRef {
+            e.object_ref = flags[1].then(|| Arc::new(ObjectRef {
                 name: strings[8].clone(),
                 namespace: strings[9].clone(),
                 ..ObjectRef::default()
-            });
+            }));
+            // Every year `time` holds, including the ones outside four digits.
+            e.request_received_timestamp = MicroTime(
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(seconds) * 1_000_000_000 + i128::from(nanos)).unwrap(),
+            );
             e.response_status = flags[2].then_some(ResponseStatus { metadata: BTreeMap::new(), code });
             if flags[3] {
-                e.annotations = BTreeMap::from([(strings[10].clone(), strings[11].clone())]);
+                e.annotations = BTreeMap::from([(strings[10].clone().into(), strings[11].clone().into())]);
             } else {
                 e.annotations.clear();
             }
