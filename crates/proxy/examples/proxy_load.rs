@@ -40,7 +40,7 @@ use kubegate_authz::{Attributes, CompiledScope, Policy, Verdict, authorize_scope
 use kubegate_proxy::{
     AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
     BackgroundJsonLines, ClientAddr, Credential, Decision, ForwardService, Identity, LongRunning,
-    MetricsLayer, RequestMeta, Status, Upstream, UpstreamPath,
+    MetricsLayer, ObjectRef, RequestMeta, Status, Upstream, UpstreamPath,
 };
 use kubegate_routing::{RequestInfo, Router};
 use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
@@ -192,7 +192,8 @@ impl AccessKeys {
 }
 
 /// Gateway-side authorization with kubegate-authz: the access key's scope first, then RBAC
-/// (bench may read configmaps), as the gateway decides.
+/// (bench may read configmaps), as the gateway decides. The request's attributes come from the
+/// [`RequestMeta`] routing left on it; routing again gives only the target the scope names.
 struct GatewayRbac(Policy);
 impl Authorizer for GatewayRbac {
     type Future = std::future::Ready<Decision>;
@@ -206,14 +207,29 @@ impl GatewayRbac {
         let Some(user) = req.extensions.get::<Identity>() else {
             return Decision::Error("no user found for request".into());
         };
+        let Some(meta) = req.extensions.get::<RequestMeta>() else {
+            return Decision::Error("request was not routed".into());
+        };
         let router = ROUTER.get_or_init(Router::central);
         let Ok(route) = router.route(req.uri.path(), req.uri.query()) else {
             return Decision::Error("unroutable".into());
         };
-        let Ok(info) = RequestInfo::parse(req.method.as_str(), &route.rest, route.query) else {
-            return Decision::Error("no RequestInfo".into());
+        // What `Attributes::from_request_info` builds: the objectRef holds RequestInfo's
+        // resource fields, and the path is routing's decoded rest.
+        let object = meta.object_ref.as_deref();
+        let field = |f: fn(&ObjectRef) -> &str| object.map_or("", f);
+        let attrs = Attributes {
+            user,
+            verb: &meta.verb,
+            is_resource_request: object.is_some(),
+            path: &route.rest,
+            api_group: field(|o| &o.api_group),
+            api_version: field(|o| &o.api_version),
+            resource: field(|o| &o.resource),
+            subresource: field(|o| &o.subresource),
+            namespace: field(|o| &o.namespace),
+            name: field(|o| &o.name),
         };
-        let attrs = Attributes::from_request_info(user, &info);
         let scope = req.extensions.get::<Arc<CompiledScope>>().map(|s| &**s);
         let d = authorize_scoped(scope, &route.target, &attrs, &self.0);
         match d.verdict {
