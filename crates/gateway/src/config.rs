@@ -56,6 +56,11 @@ pub struct Config {
     /// Whether `/metrics` may be read without credentials.
     #[serde(default)]
     pub public_metrics: bool,
+    /// How many distinct targets the request metrics label by name; requests to further
+    /// targets are counted under `other`. Targets come from request paths before
+    /// authentication, so the bound keeps clients from growing the metrics without end.
+    #[serde(default = "default_metrics_max_targets")]
+    pub metrics_max_targets: usize,
     /// Connected clusters.
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -545,6 +550,10 @@ fn default_state_dir() -> PathBuf {
     PathBuf::from("kubegate-state")
 }
 
+fn default_metrics_max_targets() -> usize {
+    kubegate_proxy::metrics::DEFAULT_MAX_TARGETS
+}
+
 fn default_max_token_ttl() -> u64 {
     24 * 60 * 60
 }
@@ -563,6 +572,7 @@ impl Default for Config {
             read_only: false,
             audit: AuditConfig::default(),
             public_metrics: false,
+            metrics_max_targets: default_metrics_max_targets(),
             clusters: Vec::new(),
             virtual_clusters: Vec::new(),
             projects: Vec::new(),

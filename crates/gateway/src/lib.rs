@@ -145,7 +145,7 @@ impl Gateway {
             })?,
         );
         let mut registry = prometheus_client::registry::Registry::default();
-        let metrics = MetricsLayer::new(&mut registry);
+        let metrics = MetricsLayer::new(&mut registry).with_max_targets(config.metrics_max_targets);
         let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {
             authenticators: ArcSwap::from_pointee(authenticators),
@@ -241,7 +241,9 @@ impl Gateway {
         let state = self.shared.store.snapshot().await?;
         let runtime = build_runtime(config, &state, Arc::clone(current.credentials.verifier()))?;
         // Everything compiled: swap.
+        let max_targets = runtime.config.metrics_max_targets;
         self.shared.runtime.store(Arc::new(runtime));
+        self.metrics.set_max_targets(max_targets);
         if let Some(authenticators) = authenticators {
             self.shared.authenticators.store(Arc::new(authenticators));
         }

@@ -231,8 +231,14 @@ impl MetricsLayer {
     /// by default); requests to further targets are counted under `other`. Applies to every
     /// service of this layer, including ones already made.
     pub fn with_max_targets(self, max: usize) -> Self {
-        self.metrics.max_targets.store(max, Ordering::Relaxed);
+        self.set_max_targets(max);
         self
+    }
+
+    /// Changes the bound of [`with_max_targets`](Self::with_max_targets) at run time (e.g. on a
+    /// configuration reload). Targets already counted under their own label stay counted.
+    pub fn set_max_targets(&self, max: usize) {
+        self.metrics.max_targets.store(max, Ordering::Relaxed);
     }
 }
 
