@@ -116,20 +116,29 @@ impl Metrics {
     /// The series of `target`, made at its first request (or the overflow series when the
     /// bound on distinct targets is reached).
     fn target(&self, target: &str) -> Arc<TargetSeries> {
+        let overflow = || {
+            Arc::clone(
+                self.overflow
+                    .get_or_init(|| self.new_series(Arc::from(OVERFLOW_TARGET))),
+            )
+        };
+        let full = |known: &HashMap<_, _>| known.len() >= self.max_targets.load(Ordering::Relaxed);
         let known = self.targets.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = known.get(target) {
             return Arc::clone(series);
+        }
+        // Decided under the read lock: a client spraying new targets once the bound is
+        // reached must not take the write lock on every request.
+        if full(&known) {
+            return overflow();
         }
         drop(known);
         let mut known = self.targets.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = known.get(target) {
             return Arc::clone(series);
         }
-        if known.len() >= self.max_targets.load(Ordering::Relaxed) {
-            return Arc::clone(
-                self.overflow
-                    .get_or_init(|| self.new_series(Arc::from(OVERFLOW_TARGET))),
-            );
+        if full(&known) {
+            return overflow();
         }
         let label: Arc<str> = Arc::from(target);
         let series = self.new_series(Arc::clone(&label));

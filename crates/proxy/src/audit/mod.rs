@@ -846,6 +846,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// The hand-written digits against `time`'s formatter, over every instant `time` holds.
+        #[test]
+        fn micro_time_digits_match_the_format_description(
+            seconds in -377_705_116_800i64..253_402_300_800,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(seconds) * 1_000_000_000 + i128::from(nanos),
+            )
+            .unwrap();
+            proptest::prop_assert_eq!(MicroTime(t).to_string(), t.format(MICRO_TIME).unwrap());
+        }
+    }
+
     #[tokio::test]
     async fn one_complete_event_when_the_body_ends_with_generated_audit_id() {
         let sink = Arc::new(Recorder::default());
