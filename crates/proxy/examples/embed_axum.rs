@@ -81,7 +81,7 @@ impl ReadMostly {
         };
         let read = matches!(&*meta.verb, "get" | "list" | "watch");
         let object = meta.object_ref.clone().unwrap_or_default();
-        if read || object.resource == "configmaps" {
+        if read || object.resource() == "configmaps" {
             return Decision::Allow {
                 reason: String::new(),
             };
@@ -91,19 +91,21 @@ impl ReadMostly {
             .get::<Identity>()
             .map(|i| i.name.clone())
             .unwrap_or_default();
-        let scope = if object.namespace.is_empty() {
+        let scope = if object.namespace().is_empty() {
             "at the cluster scope".to_owned()
         } else {
-            format!("in the namespace {:?}", object.namespace)
+            format!("in the namespace {:?}", object.namespace())
         };
         Decision::Deny {
             status: Status::forbidden(
-                &object.api_group,
-                &object.resource,
-                &object.name,
+                object.api_group(),
+                object.resource(),
+                object.name(),
                 &format!(
                     "User {user:?} cannot {} resource {:?} in API group {:?} {scope}",
-                    meta.verb, object.resource, object.api_group
+                    meta.verb,
+                    object.resource(),
+                    object.api_group()
                 ),
             ),
             reason: String::new(),

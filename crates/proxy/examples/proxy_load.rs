@@ -216,19 +216,19 @@ impl GatewayRbac {
         };
         // What `Attributes::from_request_info` builds: the objectRef holds RequestInfo's
         // resource fields, and the path is routing's decoded rest.
-        let object = meta.object_ref.as_deref();
+        let object = meta.object_ref.as_ref();
         let field = |f: fn(&ObjectRef) -> &str| object.map_or("", f);
         let attrs = Attributes {
             user,
             verb: &meta.verb,
             is_resource_request: object.is_some(),
             path: &route.rest,
-            api_group: field(|o| &o.api_group),
-            api_version: field(|o| &o.api_version),
-            resource: field(|o| &o.resource),
-            subresource: field(|o| &o.subresource),
-            namespace: field(|o| &o.namespace),
-            name: field(|o| &o.name),
+            api_group: field(ObjectRef::api_group),
+            api_version: field(ObjectRef::api_version),
+            resource: field(ObjectRef::resource),
+            subresource: field(ObjectRef::subresource),
+            namespace: field(ObjectRef::namespace),
+            name: field(ObjectRef::name),
         };
         let scope = req.extensions.get::<Arc<CompiledScope>>().map(|s| &**s);
         let d = authorize_scoped(scope, &route.target, &attrs, &self.0);

@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -50,27 +51,149 @@ impl UpstreamPath {
 }
 
 /// The Kubernetes object a request addresses (audit `objectRef`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+///
+/// Its six fields live in one shared string, so building one costs a single allocation and a
+/// clone (audit event, metric labels, authorizers) costs a reference count: every forwarded
+/// request builds one.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ObjectRef {
+    /// The fields back to back, in [`FIELDS`] order.
+    text: Arc<str>,
+    /// Where each field ends in `text`.
+    ends: [u32; 6],
+}
+
+/// The audit `objectRef` keys, in the order `ObjectRef` stores its fields.
+const FIELDS: [&str; 6] = [
+    "resource",
+    "namespace",
+    "name",
+    "apiGroup",
+    "apiVersion",
+    "subresource",
+];
+
+impl ObjectRef {
+    /// An object reference from its parts (each may be empty).
+    pub fn new(
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        api_group: &str,
+        api_version: &str,
+        subresource: &str,
+    ) -> Self {
+        let parts = [
+            resource,
+            namespace,
+            name,
+            api_group,
+            api_version,
+            subresource,
+        ];
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 6];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            // Longer than 4 GiB only if a caller passes such strings; saturating keeps the
+            // accessors in bounds (they slice with `get`).
+            *end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+        }
+        ObjectRef {
+            text: Arc::from(text),
+            ends,
+        }
+    }
+
+    /// The audit `objectRef` of a resource request (`None` for non-resource requests).
+    pub fn from_request_info(info: &RequestInfo<'_>) -> Option<Self> {
+        info.is_resource_request.then(|| {
+            ObjectRef::new(
+                info.resource,
+                info.namespace,
+                &info.name,
+                info.api_group,
+                info.api_version,
+                info.subresource,
+            )
+        })
+    }
+
+    fn field(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1).copied().unwrap_or(0),
+        };
+        let end = self.ends.get(i).copied().unwrap_or(0);
+        self.text.get(start as usize..end as usize).unwrap_or("")
+    }
+
     /// Resource (plural).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub resource: String,
+    pub fn resource(&self) -> &str {
+        self.field(0)
+    }
+
     /// Namespace (empty for cluster scope).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
+    pub fn namespace(&self) -> &str {
+        self.field(1)
+    }
+
     /// Object name.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub name: String,
+    pub fn name(&self) -> &str {
+        self.field(2)
+    }
+
     /// API group (empty for core).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub api_group: String,
+    pub fn api_group(&self) -> &str {
+        self.field(3)
+    }
+
     /// API version.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub api_version: String,
+    pub fn api_version(&self) -> &str {
+        self.field(4)
+    }
+
     /// Subresource.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub subresource: String,
+    pub fn subresource(&self) -> &str {
+        self.field(5)
+    }
+
+    /// The non-empty fields as (audit key, value) pairs, in the audit event's order.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        FIELDS
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (*key, self.field(i)))
+            .filter(|(_, value)| !value.is_empty())
+    }
+}
+
+impl Default for ObjectRef {
+    fn default() -> Self {
+        ObjectRef::new("", "", "", "", "", "")
+    }
+}
+
+impl fmt::Debug for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ObjectRef");
+        for (key, value) in self.fields() {
+            d.field(key, &value);
+        }
+        d.finish()
+    }
+}
+
+/// As audit.k8s.io/v1 writes it: camelCase keys, empty fields left out.
+impl Serialize for ObjectRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in self.fields() {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// What routing learned about a request, for audit and metrics. Its parts are shared, not
@@ -83,21 +206,7 @@ pub struct RequestMeta {
     /// Borrowed for the verbs RequestInfo gives standard methods.
     pub verb: Cow<'static, str>,
     /// The addressed object, for resource requests.
-    pub object_ref: Option<Arc<ObjectRef>>,
-}
-
-impl ObjectRef {
-    /// The audit `objectRef` of a resource request (`None` for non-resource requests).
-    pub fn from_request_info(info: &RequestInfo<'_>) -> Option<Self> {
-        info.is_resource_request.then(|| ObjectRef {
-            resource: info.resource.to_owned(),
-            namespace: info.namespace.to_owned(),
-            name: info.name.clone().into_owned(),
-            api_group: info.api_group.to_owned(),
-            api_version: info.api_version.to_owned(),
-            subresource: info.subresource.to_owned(),
-        })
-    }
+    pub object_ref: Option<ObjectRef>,
 }
 
 impl RequestMeta {
@@ -110,7 +219,7 @@ impl RequestMeta {
         RequestMeta {
             target: shared_target_label(target),
             verb,
-            object_ref: ObjectRef::from_request_info(info).map(Arc::new),
+            object_ref: ObjectRef::from_request_info(info),
         }
     }
 }
@@ -208,12 +317,7 @@ mod tests {
         assert_eq!(meta.verb, "create");
         let o = meta.object_ref.unwrap();
         assert_eq!(
-            (
-                o.resource.as_str(),
-                o.namespace.as_str(),
-                o.name.as_str(),
-                o.subresource.as_str()
-            ),
+            (o.resource(), o.namespace(), o.name(), o.subresource()),
             ("pods", "default", "p1", "exec")
         );
         let up = UpstreamPath::from_route(route.raw_rest, route.query).unwrap();
@@ -223,6 +327,41 @@ mod tests {
         );
         let info = RequestInfo::parse("GET", "/healthz", None).unwrap();
         assert!(ObjectRef::from_request_info(&info).is_none());
+    }
+
+    #[test]
+    fn object_ref_fields_share_one_string() {
+        let o = ObjectRef::new("pods", "kube-système", "web-0", "apps", "v1", "exec");
+        assert_eq!(
+            (
+                o.resource(),
+                o.namespace(),
+                o.name(),
+                o.api_group(),
+                o.api_version(),
+                o.subresource()
+            ),
+            ("pods", "kube-système", "web-0", "apps", "v1", "exec")
+        );
+        let clone = o.clone();
+        assert!(Arc::ptr_eq(&o.text, &clone.text), "a clone shares the text");
+        assert_eq!(
+            serde_json::to_string(&o).unwrap(),
+            r#"{"resource":"pods","namespace":"kube-système","name":"web-0","apiGroup":"apps","apiVersion":"v1","subresource":"exec"}"#
+        );
+        let sparse = ObjectRef::new("", "", "n", "", "", "log");
+        assert_eq!(sparse.resource(), "");
+        assert_eq!(sparse.name(), "n");
+        assert_eq!(
+            serde_json::to_string(&sparse).unwrap(),
+            r#"{"name":"n","subresource":"log"}"#
+        );
+        assert_eq!(
+            format!("{sparse:?}"),
+            r#"ObjectRef { name: "n", subresource: "log" }"#
+        );
+        assert_eq!(serde_json::to_string(&ObjectRef::default()).unwrap(), "{}");
+        assert_eq!(ObjectRef::default(), ObjectRef::new("", "", "", "", "", ""));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl NoNamespaceDeletes {
             m.verb == "delete"
                 && m.object_ref
                     .as_ref()
-                    .is_some_and(|o| o.resource == "namespaces")
+                    .is_some_and(|o| o.resource() == "namespaces")
         });
         if !deleting_ns {
             return Decision::Allow {
@@ -113,7 +113,7 @@ impl NoNamespaceDeletes {
             .unwrap_or_default();
         let name = meta
             .and_then(|m| m.object_ref.as_ref())
-            .map(|o| o.name.clone())
+            .map(|o| o.name().to_owned())
             .unwrap_or_default();
         Decision::Deny {
             status: Status::forbidden(

@@ -132,9 +132,9 @@ fn json_line_value(bytes: &[u8]) -> Option<Box<RawValue>> {
 /// Resources whose bodies carry credentials: recorded at `Metadata` level whatever the policy
 /// says, so a secret never reaches the audit log.
 pub fn has_secret_bodies(object: &ObjectRef) -> bool {
-    match (object.api_group.as_str(), object.resource.as_str()) {
+    match (object.api_group(), object.resource()) {
         ("", "secrets") => true,
-        ("", "serviceaccounts") => object.subresource == "token",
+        ("", "serviceaccounts") => object.subresource() == "token",
         ("authentication.k8s.io", "tokenreviews" | "tokenrequests") => true,
         (
             "management.loft.sh",
@@ -305,11 +305,8 @@ mod tests {
 
     #[test]
     fn credential_resources_are_never_recorded() {
-        let object = |group: &str, resource: &str, sub: &str| ObjectRef {
-            api_group: group.into(),
-            resource: resource.into(),
-            subresource: sub.into(),
-            ..ObjectRef::default()
+        let object = |group: &str, resource: &str, sub: &str| {
+            ObjectRef::new(resource, "", "", group, "", sub)
         };
         assert!(has_secret_bodies(&object("", "secrets", "")));
         assert!(has_secret_bodies(&object("", "serviceaccounts", "token")));

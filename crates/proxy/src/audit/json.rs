@@ -17,16 +17,20 @@ impl AuditEvent {
     /// `serde_json::to_vec(self)` gives, then `\n`.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
         out.reserve(768);
-        out.extend_from_slice(b"{\"kind\":");
-        string(out, self.kind);
-        out.extend_from_slice(b",\"apiVersion\":");
-        string(out, self.api_version);
+        if self.kind == "Event" && self.api_version == "audit.k8s.io/v1" {
+            out.extend_from_slice(b"{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\"");
+        } else {
+            out.extend_from_slice(b"{\"kind\":");
+            string(out, self.kind);
+            out.extend_from_slice(b",\"apiVersion\":");
+            string(out, self.api_version);
+        }
         out.extend_from_slice(b",\"level\":");
-        string(out, self.level);
+        known(out, self.level, &LEVELS);
         out.extend_from_slice(b",\"auditID\":");
         string(out, &self.audit_id);
         out.extend_from_slice(b",\"stage\":");
-        string(out, self.stage);
+        known(out, self.stage, &STAGES);
         out.extend_from_slice(b",\"requestURI\":");
         string(out, &self.request_uri);
         out.extend_from_slice(b",\"verb\":");
@@ -73,6 +77,29 @@ impl AuditEvent {
     }
 }
 
+/// The audit levels and stages, quoted: written without a scan for escapes.
+const LEVELS: [(&str, &[u8]); 4] = [
+    ("Metadata", b"\"Metadata\""),
+    ("RequestResponse", b"\"RequestResponse\""),
+    ("Request", b"\"Request\""),
+    ("None", b"\"None\""),
+];
+const STAGES: [(&str, &[u8]); 4] = [
+    ("ResponseComplete", b"\"ResponseComplete\""),
+    ("ResponseStarted", b"\"ResponseStarted\""),
+    ("RequestReceived", b"\"RequestReceived\""),
+    ("Panic", b"\"Panic\""),
+];
+
+/// `s` as a JSON string: its quoted form from `table` when it is one of the table's values,
+/// otherwise escaped as any string.
+fn known(out: &mut Vec<u8>, s: &str, table: &[(&str, &[u8])]) {
+    match table.iter().find(|(value, _)| *value == s) {
+        Some((_, quoted)) => out.extend_from_slice(quoted),
+        None => string(out, s),
+    }
+}
+
 fn user_info(out: &mut Vec<u8>, u: &UserInfo) {
     out.extend_from_slice(b"{\"username\":");
     string(out, &u.username);
@@ -92,25 +119,15 @@ fn user_info(out: &mut Vec<u8>, u: &UserInfo) {
 }
 
 fn object_ref(out: &mut Vec<u8>, o: &ObjectRef) {
-    let fields: [(&[u8], &str); 6] = [
-        (b"\"resource\":", &o.resource),
-        (b"\"namespace\":", &o.namespace),
-        (b"\"name\":", &o.name),
-        (b"\"apiGroup\":", &o.api_group),
-        (b"\"apiVersion\":", &o.api_version),
-        (b"\"subresource\":", &o.subresource),
-    ];
     out.push(b'{');
-    let mut first = true;
-    for (key, value) in fields {
-        if value.is_empty() {
-            continue;
-        }
-        if !first {
+    for (i, (key, value)) in o.fields().enumerate() {
+        if i > 0 {
             out.push(b',');
         }
-        first = false;
-        out.extend_from_slice(key);
+        // The keys are fixed camelCase names: nothing to escape.
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
         string(out, value);
     }
     out.push(b'}');
@@ -254,7 +271,6 @@ mod tests {
     use super::*;
     use crate::audit::MicroTime;
     use crate::audit::tests::sample_event;
-    use std::sync::Arc;
 
     fn by_hand(e: &AuditEvent) -> String {
         let mut out = Vec::new();
@@ -288,14 +304,7 @@ mod tests {
         });
         e.source_ips = vec!["10.0.0.1".into(), "::1".into()];
         e.user_agent = Some("kubectl/v1.31.0 (linux/amd64) kubernetes/abc\t\u{1}\u{7f}é".into());
-        e.object_ref = Some(Arc::new(ObjectRef {
-            resource: "pods".into(),
-            namespace: "default".into(),
-            name: "web-0".into(),
-            api_group: "".into(),
-            api_version: "v1".into(),
-            subresource: "exec".into(),
-        }));
+        e.object_ref = Some(ObjectRef::new("pods", "default", "web-0", "", "v1", "exec"));
         e.response_status = Some(ResponseStatus {
             metadata: BTreeMap::from([("k".into(), "v".into())]),
             code: 65535,
@@ -319,13 +328,26 @@ mod tests {
         let sparse = sample_event();
         let mut no_status = sample_event();
         no_status.response_status = None;
-        no_status.object_ref = Some(Arc::default());
+        no_status.object_ref = Some(ObjectRef::default());
         let mut one_field = sample_event();
-        one_field.object_ref = Some(Arc::new(ObjectRef {
-            subresource: "log".into(),
-            ..ObjectRef::default()
-        }));
-        for e in [sparse, no_status, one_field, full_event()] {
+        one_field.object_ref = Some(ObjectRef::new("", "", "", "", "", "log"));
+        // Other kinds, levels and stages than kube's take the escaping path.
+        let mut unusual = sample_event();
+        unusual.kind = "Ev\"ent";
+        unusual.api_version = "audit.k8s.io/v2";
+        unusual.level = "Meta\ndata";
+        unusual.stage = "Response";
+        let mut every_level_and_stage = Vec::new();
+        for (level, stage) in LEVELS.iter().zip(STAGES.iter()) {
+            let mut e = sample_event();
+            e.level = level.0;
+            e.stage = stage.0;
+            every_level_and_stage.push(e);
+        }
+        for e in [sparse, no_status, one_field, full_event(), unusual]
+            .into_iter()
+            .chain(every_level_and_stage)
+        {
             assert_eq!(by_hand(&e), by_serde(&e));
         }
     }
@@ -385,11 +407,7 @@ mod tests {
             e.user.extra = BTreeMap::from([(strings[5].clone(), groups)]);
             e.source_ips = vec![strings[6].clone()];
             e.user_agent = flags[0].then(|| strings[7].clone());
-            e.object_ref = flags[1].then(|| Arc::new(ObjectRef {
-                name: strings[8].clone(),
-                namespace: strings[9].clone(),
-                ..ObjectRef::default()
-            }));
+            e.object_ref = flags[1].then(|| ObjectRef::new("", &strings[9], &strings[8], "", "", ""));
             // Every year `time` holds, including the ones outside four digits.
             e.request_received_timestamp = MicroTime(
                 time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(seconds) * 1_000_000_000 + i128::from(nanos)).unwrap(),

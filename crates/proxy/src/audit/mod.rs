@@ -237,7 +237,7 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     /// The addressed object (shared with the request's [`RequestMeta`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub object_ref: Option<Arc<ObjectRef>>,
+    pub object_ref: Option<ObjectRef>,
     /// Response code (absent if the service failed without a response).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_status: Option<ResponseStatus>,
@@ -532,7 +532,7 @@ where
             && !req.headers().contains_key(http::header::UPGRADE)
             && !meta
                 .and_then(|m| m.object_ref.as_ref())
-                .is_some_and(|o| has_secret_bodies(o));
+                .is_some_and(has_secret_bodies);
         let level = match requested {
             AuditLevel::Request | AuditLevel::RequestResponse if !bodies_allowed => {
                 AuditLevel::Metadata
@@ -816,12 +816,7 @@ mod tests {
         req.extensions_mut().insert(RequestMeta {
             target: Arc::from("cluster/prod"),
             verb: "list".into(),
-            object_ref: Some(Arc::new(ObjectRef {
-                resource: "pods".into(),
-                namespace: "default".into(),
-                api_version: "v1".into(),
-                ..ObjectRef::default()
-            })),
+            object_ref: Some(ObjectRef::new("pods", "default", "", "", "v1", "")),
         });
         req
     }
@@ -955,12 +950,7 @@ mod tests {
         req.extensions_mut().insert(RequestMeta {
             target: Arc::from("cluster/prod"),
             verb: "create".into(),
-            object_ref: Some(Arc::new(ObjectRef {
-                resource: resource.into(),
-                namespace: "default".into(),
-                api_version: "v1".into(),
-                ..ObjectRef::default()
-            })),
+            object_ref: Some(ObjectRef::new(resource, "default", "", "", "v1", "")),
         });
         req
     }
