@@ -10,6 +10,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 
+use crate::pool::{Lease, PooledBody};
+
 pin_project! {
     /// The body [`ForwardService`](crate::ForwardService) answers with: the upstream's body,
     /// streamed frame by frame (data and trailers), or a small local error body. Dropping it
@@ -25,7 +27,9 @@ pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind {
-        Upstream { #[pin] body: Incoming },
+        // `lease`: the pooled HTTP/1.1 connection the body streams from, given back when
+        // the body is dropped.
+        Upstream { #[pin] body: Incoming, lease: Option<Lease> },
         Local { #[pin] body: Full<Bytes> },
     }
 }
@@ -48,7 +52,19 @@ impl From<Bytes> for ProxyBody {
 impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
         ProxyBody {
-            kind: Kind::Upstream { body },
+            kind: Kind::Upstream { body, lease: None },
+        }
+    }
+}
+
+impl ProxyBody {
+    /// The body of a response from the pool, holding its connection until dropped.
+    pub(crate) fn pooled(pooled: PooledBody) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream {
+                body: pooled.body,
+                lease: pooled.lease,
+            },
         }
     }
 }
@@ -62,7 +78,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project().kind.project() {
-            KindProj::Upstream { body } => body.poll_frame(cx),
+            KindProj::Upstream { body, .. } => body.poll_frame(cx),
             KindProj::Local { body } => match body.poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(Some(Err(never))) => match never {},
@@ -74,14 +90,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body } => body.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body } => body.size_hint(),
+            Kind::Upstream { body, .. } => body.size_hint(),
             Kind::Local { body } => body.size_hint(),
         }
     }

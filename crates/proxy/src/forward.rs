@@ -10,43 +10,41 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
-use http::{HeaderMap, Request, Response, Uri, Version};
+use http::{HeaderMap, Request, Response, Uri};
 use http_body::Body;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use crate::body::ProxyBody;
 use crate::ext::{ClientAddr, Identity, LongRunning, UpstreamError, UpstreamPath};
 use crate::headers;
+use crate::pool::{Pool, PooledBody, SendError};
 use crate::status::{Status, internal_error_text, wants_pretty};
 use crate::upgrade;
 use crate::upstream::{IdentityMode, Upstream};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Forwards requests to one [`Upstream`] over a pooled HTTP/1.1 + HTTP/2 (ALPN) client.
+/// Forwards requests to one [`Upstream`] over pooled HTTP/1.1 connections or one shared HTTP/2
+/// connection (ALPN decides).
 ///
 /// `B` is the request body type (e.g. `hyper::body::Incoming`, `axum::body::Body`); it is
 /// streamed, never buffered. Upgrade requests (`Connection: Upgrade`) take the dedicated
 /// upgrade path (a fresh HTTP/1.1 connection per request, kube-apiserver §5.4 semantics).
 pub struct ForwardService<B> {
     upstream: Upstream,
-    // Shared: each layer above clones the service into its future on every request, and the
-    // client itself is 336 bytes, cloned field by field.
-    client: Arc<Client<HttpsConnector<HttpConnector>, B>>,
+    /// `None` when the upstream's URL gives no usable dial address (every request then answers
+    /// 500; `Upstream`'s builder has already refused such URLs).
+    pool: Option<Pool<B>>,
 }
 
 impl<B> Clone for ForwardService<B> {
     fn clone(&self) -> Self {
         ForwardService {
             upstream: self.upstream.clone(),
-            client: self.client.clone(),
+            pool: self.pool.clone(),
         }
     }
 }
@@ -81,13 +79,14 @@ where
         } else {
             builder.wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
-            .build(connector);
-        ForwardService {
-            upstream,
-            client: Arc::new(client),
-        }
+        let pool = Pool::new(
+            connector,
+            upstream.scheme().clone(),
+            upstream.authority().clone(),
+            upstream.http1_host().clone(),
+        )
+        .ok();
+        ForwardService { upstream, pool }
     }
 
     /// The upstream this service forwards to.
@@ -193,8 +192,8 @@ fn classify(
                 "tls",
             );
         }
-        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            is_connect |= h.is_connect();
+        if let Some(send) = e.downcast_ref::<SendError>() {
+            is_connect |= send.is_connect();
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             // The innermost meaningful kind wins over wrappers' `Other`.
@@ -340,7 +339,14 @@ where
     B::Error: Into<BoxError>,
 {
     /// Prepares `req` for the upstream and sends it; `Err` is the response to give instead.
-    fn send(&self, req: Request<B>) -> Result<InFlight, Box<Response<ProxyBody>>> {
+    #[allow(clippy::type_complexity)]
+    fn send(
+        &self,
+        req: Request<B>,
+    ) -> Result<
+        InFlight<impl Future<Output = Result<Response<PooledBody>, SendError>> + Send + 'static>,
+        Box<Response<ProxyBody>>,
+    > {
         let (mut parts, body) = req.into_parts();
         let pretty = wants_pretty(&parts.uri, &parts.headers);
         let pq = target_path(&parts);
@@ -351,21 +357,17 @@ where
             &mut parts.headers,
             &parts.extensions,
         )?;
-        if let Some(host) = self.upstream.http1_host() {
-            parts.headers.insert(http::header::HOST, host.clone());
-        }
-        let uri = self.upstream.uri_for(&pq).map_err(|e| {
-            Box::new(
-                Status::internal_error(&format!("invalid upstream URI: {e}")).to_response(pretty),
-            )
-        })?;
+        let (Some(pool), Ok(uri)) = (&self.pool, self.upstream.origin_form(&pq)) else {
+            return Err(Box::new(
+                Status::internal_error("invalid upstream URI").to_response(pretty),
+            ));
+        };
         let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = parts.headers;
         Ok(InFlight {
-            response: self.client.request(out),
+            response: pool.send(out),
             limit: (!long_running).then(|| self.upstream.response_header_timeout()),
             deadline: None,
             upstream: self.upstream.clone(),
@@ -375,10 +377,11 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// A request handed to the upstream client, waiting for the response head: within the
+    /// A request handed to the pool, waiting for the response head: within the
     /// response-header timeout, unless the request is long-running.
-    struct InFlight {
-        response: hyper_util::client::legacy::ResponseFuture,
+    struct InFlight<F> {
+        #[pin]
+        response: F,
         // The response-header timeout; `None` for a long-running request.
         limit: Option<std::time::Duration>,
         // Started at the first poll, as `tokio::time::timeout` inside an `async` block would
@@ -390,14 +393,17 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl Future for InFlight {
+impl<F> Future for InFlight<F>
+where
+    F: Future<Output = Result<Response<PooledBody>, SendError>>,
+{
     type Output = Result<Response<ProxyBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         // The response first, as `tokio::time::timeout` does: a response that is ready wins
         // over a deadline that passed meanwhile.
-        if let Poll::Ready(result) = Pin::new(this.response).poll(cx) {
+        if let Poll::Ready(result) = this.response.poll(cx) {
             return Poll::Ready(Ok(finish(this.upstream, *this.pretty, result)));
         }
         let Some(limit) = *this.limit else {
@@ -418,7 +424,7 @@ impl Future for InFlight {
 fn finish(
     upstream: &Upstream,
     pretty: bool,
-    result: Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    result: Result<Response<PooledBody>, SendError>,
 ) -> Response<ProxyBody> {
     match result {
         Ok(res) if upstream.rejects_forwarding_redirects() && is_redirect(&res) => {
@@ -444,7 +450,7 @@ fn finish(
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             headers::strip_response(&mut parts.headers, false);
-            Response::from_parts(parts, ProxyBody::from(body))
+            Response::from_parts(parts, ProxyBody::pooled(body))
         }
         Err(e) => {
             tracing::debug!(upstream = upstream.name(), error = %e, "upstream request failed");

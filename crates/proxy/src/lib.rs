@@ -9,6 +9,7 @@ pub mod forward;
 mod gate;
 mod headers;
 pub mod metrics;
+mod pool;
 pub mod runtime;
 pub mod status;
 mod upgrade;

@@ -203,12 +203,10 @@ impl UpstreamBuilder {
         // Upgrades are HTTP/1.1 only (client-go forces ALPN http/1.1 for upgrade dials).
         upgrade.alpn_protocols = vec![b"http/1.1".to_vec()];
         let upgrade_tls = Arc::new(upgrade);
-        // The `Host` hyper-util would format for every request on an HTTP/1.1 connection
-        // (`host:port` unless the port is the scheme's default), made once. With h2 offered the
-        // protocol is only known per connection, and h2 sends `:authority` instead.
-        let http1_host = if self.http2 {
-            None
-        } else {
+        // The `Host` of every request on an HTTP/1.1 connection, as hyper-util formats it
+        // (`host:port` unless the port is the scheme's default), made once. (h2 sends
+        // `:authority` instead.)
+        let http1_host = {
             let default_port = if https { 443 } else { 80 };
             let value = match authority.port() {
                 Some(port) if port.as_u16() != default_port => {
@@ -216,7 +214,7 @@ impl UpstreamBuilder {
                 }
                 _ => HeaderValue::from_str(authority.host()),
             };
-            Some(value.map_err(|_| bad("host is not a valid header value"))?)
+            value.map_err(|_| bad("host is not a valid header value"))?
         };
         let credential = match &self.credential {
             Credential::BearerToken(t) => CredentialState::Static(
@@ -347,7 +345,7 @@ struct Inner {
     identity_mode: IdentityMode,
     http2: bool,
     /// `Host` for requests when the upstream speaks HTTP/1.1 only.
-    http1_host: Option<HeaderValue>,
+    http1_host: HeaderValue,
     reject_forwarding_redirects: bool,
     insecure: bool,
     connect_timeout: Duration,
@@ -504,9 +502,13 @@ impl Upstream {
         self.inner.response_header_timeout
     }
 
-    /// The `Host` header of every request when only HTTP/1.1 is offered.
-    pub(crate) fn http1_host(&self) -> Option<&HeaderValue> {
-        self.inner.http1_host.as_ref()
+    /// The `Host` header of requests on HTTP/1.1 connections.
+    pub(crate) fn http1_host(&self) -> &HeaderValue {
+        &self.inner.http1_host
+    }
+
+    pub(crate) fn scheme(&self) -> &Scheme {
+        &self.inner.scheme
     }
 
     pub(crate) fn authority(&self) -> &Authority {
@@ -534,8 +536,8 @@ impl Upstream {
         &self.inner.description
     }
 
-    /// The upstream URI for a request path: scheme + authority + base path + `pq`.
-    pub(crate) fn uri_for(&self, pq: &PathAndQuery) -> Result<Uri, http::Error> {
+    /// The origin-form request target for a request path: base path + `pq`.
+    pub(crate) fn origin_form(&self, pq: &PathAndQuery) -> Result<Uri, http::Error> {
         // Without a base path the request's own path is the upstream's: share it rather than
         // copy it into a string that `http` would parse again (≈ 600 instructions a request).
         let path_and_query = if self.inner.base_path.is_empty() {
@@ -543,11 +545,7 @@ impl Upstream {
         } else {
             PathAndQuery::try_from(self.path_for(pq))?
         };
-        Uri::builder()
-            .scheme(self.inner.scheme.clone())
-            .authority(self.inner.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        Ok(Uri::from(path_and_query))
     }
 
     /// Base path + `pq`, as an origin-form request target.
@@ -712,15 +710,12 @@ mod tests {
             .build()
             .unwrap();
         let pq = PathAndQuery::from_static("/api/v1/pods?limit=1");
-        assert_eq!(
-            up.uri_for(&pq).unwrap(),
-            "http://h:1/prefix/api/v1/pods?limit=1"
-        );
+        assert_eq!(up.origin_form(&pq).unwrap(), "/prefix/api/v1/pods?limit=1");
         // Without a base path (also when the URL ends in `/`), the path is the request's.
         for url in ["http://h:6443", "http://h:6443/"] {
             let up = Upstream::builder("c", url).build().unwrap();
-            let uri = up.uri_for(&pq).unwrap();
-            assert_eq!(uri, "http://h:6443/api/v1/pods?limit=1");
+            let uri = up.origin_form(&pq).unwrap();
+            assert_eq!(uri, "/api/v1/pods?limit=1");
             assert_eq!(uri.path_and_query(), Some(&pq));
         }
     }
@@ -754,25 +749,21 @@ mod tests {
     #[test]
     fn http1_host_is_made_as_hyper_util_makes_it() {
         for (url, http2, host) in [
-            ("https://example.com", false, Some("example.com")),
-            ("https://example.com:443", false, Some("example.com")),
-            (
-                "https://example.com:6443/base",
-                false,
-                Some("example.com:6443"),
-            ),
-            ("http://example.com:80", false, Some("example.com")),
-            ("http://example.com:443", false, Some("example.com:443")),
-            ("https://[::1]:8443", false, Some("[::1]:8443")),
-            ("https://example.com:6443", true, None),
+            ("https://example.com", false, "example.com"),
+            ("https://example.com:443", false, "example.com"),
+            ("https://example.com:6443/base", false, "example.com:6443"),
+            ("http://example.com:80", false, "example.com"),
+            ("http://example.com:443", false, "example.com:443"),
+            ("https://[::1]:8443", false, "[::1]:8443"),
+            // With h2 offered an HTTP/1.1 connection may still be negotiated.
+            ("https://example.com:6443", true, "example.com:6443"),
         ] {
             let up = Upstream::builder("c", url)
                 .http2(http2)
                 .insecure_skip_tls_verify(true)
                 .build()
                 .unwrap_or_else(|e| panic!("{url}: {e}"));
-            let seen = up.http1_host().map(|v| v.to_str().unwrap());
-            assert_eq!(seen, host, "{url}");
+            assert_eq!(up.http1_host().to_str().unwrap(), host, "{url}");
         }
     }
 }

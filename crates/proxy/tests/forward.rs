@@ -130,6 +130,109 @@ async fn http1_only_upstream_gets_the_host_hyper_util_would_set() {
     }
 }
 
+/// HTTP/1.1 connections are reused one exchange at a time: sequential requests share one,
+/// concurrent ones get their own and are all reused afterwards, and a connection the upstream
+/// closed is replaced without the client noticing.
+#[tokio::test]
+async fn http1_connections_are_pooled_and_replaced_when_the_upstream_closes_them() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |req: Request<Incoming>| async move {
+        if req.uri().query() == Some("slow") {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut res = ok("ok");
+        if req.uri().query() == Some("close") {
+            res.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("close"));
+        }
+        res
+    })
+    .await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    let get = |query: &'static str| {
+        let req = Request::get(format!(
+            "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces?{query}"
+        ))
+        .body(full(""))
+        .unwrap();
+        async move {
+            let res = h1_client().request(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            assert_eq!(body_string(res.into_body()).await, "ok");
+        }
+    };
+    for _ in 0..5 {
+        get("plain").await;
+    }
+    assert_eq!(backend.connections(), 1, "sequential requests share one");
+
+    // Four at once while the pooled one is busy: four connections in all, each reused after.
+    let slow: Vec<_> = (0..4).map(|_| tokio::spawn(get("slow"))).collect();
+    for t in slow {
+        t.await.unwrap();
+    }
+    assert_eq!(backend.connections(), 4);
+    let again: Vec<_> = (0..4).map(|_| tokio::spawn(get("slow"))).collect();
+    for t in again {
+        t.await.unwrap();
+    }
+    assert_eq!(backend.connections(), 4, "all four were reused");
+
+    // The upstream closes the connection after this answer; the next request gets another.
+    get("close").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        get("plain").await;
+    }
+    assert_eq!(backend.connections(), 4, "a pooled connection took over");
+    // Three pooled connections are left: the first three of these close them, the fourth
+    // needs a fifth connection (closed too), and the next request a sixth.
+    for _ in 0..4 {
+        get("close").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    get("plain").await;
+    assert_eq!(backend.connections(), 6, "fresh ones once all were closed");
+    assert_eq!(backend.seen().len(), 5 + 8 + 1 + 5 + 4 + 1);
+}
+
+/// An h2 upstream gets one connection that every request shares.
+#[tokio::test]
+async fn an_h2_connection_is_shared_by_concurrent_requests() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2"], |_req| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ok("ok")
+    })
+    .await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    let get = move || async move {
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(body_string(res.into_body()).await, "ok");
+    };
+    get().await;
+    let all: Vec<_> = (0..16).map(|_| tokio::spawn(get())).collect();
+    for t in all {
+        t.await.unwrap();
+    }
+    assert_eq!(backend.connections(), 1);
+    let seen = backend.seen();
+    assert_eq!(seen.len(), 17);
+    assert!(seen.iter().all(|s| s.version == http::Version::HTTP_2));
+    // h2 names the upstream in `:authority`, not in a `Host` header.
+    assert!(seen.iter().all(|s| {
+        s.uri
+            .authority()
+            .is_some_and(|a| a.as_str() == format!("127.0.0.1:{}", backend.addr.port()))
+    }));
+}
+
 #[tokio::test]
 async fn header_smuggling_cannot_change_the_identity_the_upstream_sees() {
     let pki = Pki::new();

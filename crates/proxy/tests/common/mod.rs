@@ -132,6 +132,8 @@ impl Seen {
 pub struct Backend {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend {
@@ -145,11 +147,14 @@ impl Backend {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(alpn, true)));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let acceptor = acceptor.clone();
                 let handler = handler.clone();
                 let seen = seen2.clone();
@@ -175,7 +180,16 @@ impl Backend {
                 });
             }
         });
-        Backend { addr, seen }
+        Backend {
+            addr,
+            seen,
+            connections,
+        }
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {
