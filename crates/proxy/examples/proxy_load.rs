@@ -796,12 +796,26 @@ http {{
                     "\n{case}, {label}\n| path | req/s | p50 µs | p99 µs | req/s vs first | added p50 µs | proxy CPU µs/req |\n|---|---|---|---|---|---|---|"
                 ),
             );
-            let mut first: Option<(f64, u64)> = None;
-            for t in targets.iter() {
-                if t.name == "nginx" && !have_nginx {
-                    continue;
+            // `PROXY_LOAD_ROUNDS=N` measures each target N times, the targets taking turns, so
+            // that every path sees the same mix of the VM's fast and slow phases.
+            let rounds: usize = std::env::var("PROXY_LOAD_ROUNDS")
+                .ok()
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(1)
+                .max(1);
+            let present: Vec<&Target> = targets
+                .iter()
+                .filter(|t| t.name != "nginx" || have_nginx)
+                .collect();
+            let mut samples: Vec<Vec<Sample>> = present.iter().map(|_| Vec::new()).collect();
+            for _ in 0..rounds {
+                for (t, s) in present.iter().zip(samples.iter_mut()) {
+                    s.push(load(t, path, conns, secs, &client_tls).await);
                 }
-                let r = load(t, path, conns, secs, &client_tls).await;
+            }
+            let mut first: Option<(f64, u64)> = None;
+            for (t, s) in present.into_iter().zip(samples) {
+                let r = summarize(s, secs);
                 let (base_rps, base_p50) = *first.get_or_insert((r.0, r.1));
                 let _ = writeln_s(
                     &mut out,
@@ -972,13 +986,49 @@ fn request(t: &Target, path: &str) -> Request<Empty<Bytes>> {
 
 /// `conns` connections, each sending requests back to back for `secs` after a 1 s warm-up.
 /// Returns (req/s, p50 µs, p99 µs, errors, the proxy's CPU µs per request).
+/// What one load run against one target measured.
+struct Sample {
+    /// Latencies (µs) of the requests in the measured window.
+    latencies: Vec<u64>,
+    errors: usize,
+    /// Requests served, warm-up included (the CPU figure's divisor).
+    served: usize,
+    /// The proxy's CPU ticks over the run (warm-up included).
+    cpu_ticks: Option<u64>,
+}
+
+/// Requests/s, p50 and p99 latency (µs), errors and proxy CPU µs per request over `samples`
+/// (the rounds of one target), each measured for `secs`.
+fn summarize(samples: Vec<Sample>, secs: Duration) -> (f64, u64, u64, usize, Option<f64>) {
+    let measured = secs.as_secs_f64() * samples.len() as f64;
+    let errors = samples.iter().map(|s| s.errors).sum();
+    let served: usize = samples.iter().map(|s| s.served).sum();
+    let ticks: Option<u64> = samples.iter().map(|s| s.cpu_ticks).sum();
+    let cpu_us_per_request =
+        ticks.map(|t| t as f64 / ticks_per_second() * 1e6 / served.max(1) as f64);
+    let mut all: Vec<u64> = samples.into_iter().flat_map(|s| s.latencies).collect();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    (
+        all.len() as f64 / measured,
+        pct(0.50),
+        pct(0.99),
+        errors,
+        cpu_us_per_request,
+    )
+}
+
 async fn load(
     t: &Target,
     path: &str,
     conns: usize,
     secs: Duration,
     tls: &Arc<rustls::ClientConfig>,
-) -> (f64, u64, u64, usize, Option<f64>) {
+) -> Sample {
     let ticks_before = t.pid.map(cpu_ticks);
     let mut tasks = Vec::new();
     let start = Instant::now() + Duration::from_secs(1);
@@ -1026,33 +1076,24 @@ async fn load(
             (lat, errors, done)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    let mut done = 0;
+    let mut sample = Sample {
+        latencies: Vec::new(),
+        errors: 0,
+        served: 0,
+        cpu_ticks: None,
+    };
     for task in tasks {
         let (l, e, d) = task.await.unwrap();
-        all.extend(l);
-        errors += e;
-        done += d;
+        sample.latencies.extend(l);
+        sample.errors += e;
+        sample.served += d;
     }
-    // Over the warm-up and the measured run: every request the proxy served.
-    let cpu_us_per_request = t.pid.zip(ticks_before).map(|(pid, before)| {
-        // A proxy that died reads as 0 ticks: saturate rather than wrap.
-        cpu_ticks(pid).saturating_sub(before) as f64 / ticks_per_second() * 1e6 / done.max(1) as f64
-    });
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
-    (
-        all.len() as f64 / secs.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        errors,
-        cpu_us_per_request,
-    )
+    // A proxy that died reads as 0 ticks: saturate rather than wrap.
+    sample.cpu_ticks = t
+        .pid
+        .zip(ticks_before)
+        .map(|(pid, before)| cpu_ticks(pid).saturating_sub(before));
+    sample
 }
 
 async fn stream_list(t: &Target, path: &str) -> (usize, Duration) {
