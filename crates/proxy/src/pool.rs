@@ -182,7 +182,9 @@ where
                 },
                 Sent::NeedConnection(req) => req,
             };
-            let (exchange, lease) = Shared::connect_and_send(&shared, req).await?;
+            // Boxed: dialing (TCP, TLS, handshake) takes kilobytes of future state, which would
+            // otherwise be part of, and copied with, every request's future.
+            let (exchange, lease) = Box::pin(Shared::connect_and_send(&shared, req)).await?;
             match exchange.await {
                 Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
                 Err(e) => Err(SendError::Request(e.into_error())),

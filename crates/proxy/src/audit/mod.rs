@@ -426,7 +426,7 @@ fn valid_client_audit_id(v: &HeaderValue) -> Option<&str> {
 /// `ResponseComplete`.
 pub struct Pending<K: AuditSink> {
     sink: Arc<K>,
-    event: Option<AuditEvent>,
+    event: Option<Box<AuditEvent>>,
     request_body: Option<SharedCapture>,
     response_body: Option<SharedCapture>,
 }
@@ -554,7 +554,9 @@ where
                 crate::headers::push_ip(&mut ip, addr.ip());
                 source_ips.push(ip);
             }
-            AuditEvent {
+            // Boxed: the event (≈ 550 bytes) waits in this layer's future and then in the
+            // response body, both moved several times on their way to hyper.
+            Box::new(AuditEvent {
                 kind: "Event",
                 api_version: "audit.k8s.io/v1",
                 level: level.as_str(),
@@ -583,7 +585,7 @@ where
                 request_received_timestamp: received,
                 stage_timestamp: received,
                 annotations: BTreeMap::new(),
-            }
+            })
         });
         let request_body = (level >= AuditLevel::Request)
             .then(|| capture_for(req.headers(), self.options.max_recorded_body));
@@ -647,7 +649,7 @@ impl IdentitySlot {
 struct State<K> {
     sink: Arc<K>,
     /// `None` at level `None`.
-    event: Option<AuditEvent>,
+    event: Option<Box<AuditEvent>>,
     record_response: bool,
     max_recorded_body: usize,
     request_body: Option<SharedCapture>,
