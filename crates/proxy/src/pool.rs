@@ -16,8 +16,10 @@
 //!   exchange; a connection given back a moment before that stays idle and is taken when ready.
 //! - A request that a reused connection could not even start (it closed meanwhile: hyper hands
 //!   the request back) is sent once more on a fresh connection, as hyper-util did.
-//! - Idle connections are closed after [`IDLE_TIMEOUT`] by a reaper task that holds the pool
-//!   weakly, and with the pool.
+//! - Idle HTTP/1.1 connections are closed after [`IDLE_TIMEOUT`] by a reaper task that holds
+//!   the pool weakly, and with the pool. The shared h2 connection stays open until the upstream
+//!   closes it (then the next request dials a new one) or the pool is dropped: one connection
+//!   per upstream, and no handshake for the next request after a quiet spell.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -267,11 +269,7 @@ where
                 .handshake(io)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "upstream h2 connection ended");
-                }
-            });
+            drive(conn);
             let exchange = sender.try_send_request(this.h2_request(req));
             this.lock().h2 = Some(sender);
             return Ok((Box::pin(exchange), None));
@@ -280,11 +278,7 @@ where
             .handshake(io)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
+        drive(conn);
         let exchange = sender.try_send_request(this.h1_request(req));
         let slot = {
             let mut conns = this.lock();
@@ -335,6 +329,18 @@ where
         let shared: Arc<dyn GiveBack> = Arc::clone(self) as Arc<dyn GiveBack>;
         Lease { shared, slot }
     }
+}
+
+/// Runs a connection's I/O on its own task until the connection ends.
+fn drive<C>(conn: C)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
 }
 
 /// What a lease needs of its pool, without the request body type.
