@@ -35,9 +35,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// upgrade path (a fresh HTTP/1.1 connection per request, kube-apiserver §5.4 semantics).
 pub struct ForwardService<B> {
     upstream: Upstream,
-    /// `None` when the upstream's URL gives no usable dial address (every request then answers
-    /// 500; `Upstream`'s builder has already refused such URLs).
-    pool: Option<Pool<B>>,
+    pool: Pool<B>,
 }
 
 impl<B> Clone for ForwardService<B> {
@@ -79,13 +77,7 @@ where
         } else {
             builder.wrap_connector(http)
         };
-        let pool = Pool::new(
-            connector,
-            upstream.scheme().clone(),
-            upstream.authority().clone(),
-            upstream.http1_host().clone(),
-        )
-        .ok();
+        let pool = Pool::new(connector, &upstream);
         ForwardService { upstream, pool }
     }
 
@@ -357,17 +349,17 @@ where
             &mut parts.headers,
             &parts.extensions,
         )?;
-        let (Some(pool), Ok(uri)) = (&self.pool, self.upstream.origin_form(&pq)) else {
-            return Err(Box::new(
-                Status::internal_error("invalid upstream URI").to_response(pretty),
-            ));
-        };
+        let uri = self.upstream.origin_form(&pq).map_err(|e| {
+            Box::new(
+                Status::internal_error(&format!("invalid upstream URI: {e}")).to_response(pretty),
+            )
+        })?;
         let mut out = Request::new(body);
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.headers_mut() = parts.headers;
         Ok(InFlight {
-            response: pool.send(out),
+            response: self.pool.send(out),
             limit: (!long_running).then(|| self.upstream.response_header_timeout()),
             deadline: None,
             upstream: self.upstream.clone(),

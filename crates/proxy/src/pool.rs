@@ -36,6 +36,8 @@ use hyper_util::client::legacy::connect::{Connection, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use tower::Service;
 
+use crate::upstream::Upstream;
+
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// How long an idle connection is kept (hyper-util's pool used the same figure here).
@@ -69,7 +71,6 @@ struct Shared<B> {
     conns: Mutex<Conns<B>>,
 }
 
-#[derive(Default)]
 struct Conns<B> {
     /// Every open HTTP/1.1 connection (`None`: a free slot).
     h1: Vec<Option<H1<B>>>,
@@ -132,26 +133,15 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// A pool dialing `scheme://authority` through `connector`; `host` is the `Host` header of
-    /// HTTP/1.1 requests.
-    pub(crate) fn new(
-        connector: HttpsConnector<HttpConnector>,
-        scheme: Scheme,
-        authority: Authority,
-        host: HeaderValue,
-    ) -> Result<Self, http::Error> {
-        let dial = Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()?;
-        Ok(Pool {
+    /// A pool dialing `upstream` through `connector`.
+    pub(crate) fn new(connector: HttpsConnector<HttpConnector>, upstream: &Upstream) -> Self {
+        Pool {
             shared: Arc::new(Shared {
                 connector,
-                dial,
-                scheme,
-                authority,
-                host,
+                dial: upstream.dial_uri().clone(),
+                scheme: upstream.scheme().clone(),
+                authority: upstream.authority().clone(),
+                host: upstream.http1_host().clone(),
                 conns: Mutex::new(Conns {
                     h1: Vec::new(),
                     idle: Vec::new(),
@@ -160,7 +150,7 @@ where
                     reaping: false,
                 }),
             }),
-        })
+        }
     }
 
     /// Sends `req` (origin-form URI, `path_and_query` only) on a pooled or a fresh connection.
@@ -262,11 +252,9 @@ where
             .call(this.dial.clone())
             .await
             .map_err(SendError::Connect)?;
-        let h2 = stream.connected().is_negotiated_h2();
-        let io = stream;
-        if h2 {
+        if stream.connected().is_negotiated_h2() {
             let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .handshake(io)
+                .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
             drive(conn);
@@ -275,7 +263,7 @@ where
             return Ok((Box::pin(exchange), None));
         }
         let (mut sender, conn) = http1::Builder::new()
-            .handshake(io)
+            .handshake(stream)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
         drive(conn);

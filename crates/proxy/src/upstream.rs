@@ -216,6 +216,13 @@ impl UpstreamBuilder {
             };
             value.map_err(|_| bad("host is not a valid header value"))?
         };
+        // What the connection pool dials, made once.
+        let dial = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| bad("scheme and host do not form a URI"))?;
         let credential = match &self.credential {
             Credential::BearerToken(t) => CredentialState::Static(
                 bearer_value(t).ok_or_else(|| Error::InvalidToken(self.name.clone()))?,
@@ -244,6 +251,7 @@ impl UpstreamBuilder {
                 identity_mode: self.identity_mode,
                 http2: self.http2,
                 http1_host,
+                dial,
                 reject_forwarding_redirects: self.reject_forwarding_redirects,
                 insecure: self.insecure_skip_tls_verify,
                 connect_timeout: self.connect_timeout,
@@ -344,8 +352,10 @@ struct Inner {
     credential: CredentialState,
     identity_mode: IdentityMode,
     http2: bool,
-    /// `Host` for requests when the upstream speaks HTTP/1.1 only.
+    /// `Host` for requests on HTTP/1.1 connections.
     http1_host: HeaderValue,
+    /// `scheme://authority/`: what the connection pool dials.
+    dial: Uri,
     reject_forwarding_redirects: bool,
     insecure: bool,
     connect_timeout: Duration,
@@ -505,6 +515,11 @@ impl Upstream {
     /// The `Host` header of requests on HTTP/1.1 connections.
     pub(crate) fn http1_host(&self) -> &HeaderValue {
         &self.inner.http1_host
+    }
+
+    /// `scheme://authority/`: what the connection pool dials.
+    pub(crate) fn dial_uri(&self) -> &Uri {
+        &self.inner.dial
     }
 
     pub(crate) fn scheme(&self) -> &Scheme {
