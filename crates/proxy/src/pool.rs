@@ -16,10 +16,16 @@
 //!   exchange; a connection given back a moment before that stays idle and is taken when ready.
 //! - A request that a reused connection could not even start (it closed meanwhile: hyper hands
 //!   the request back) is sent once more on a fresh connection, as hyper-util did.
-//! - Idle HTTP/1.1 connections are closed after [`IDLE_TIMEOUT`] by a reaper task that holds
-//!   the pool weakly, and with the pool. The shared h2 connection stays open until the upstream
-//!   closes it (then the next request dials a new one) or the pool is dropped: one connection
-//!   per upstream, and no handshake for the next request after a quiet spell.
+//! - Idle connections are closed after [`IDLE_TIMEOUT`] by a reaper task that holds the pool
+//!   weakly, and with the pool. An HTTP/1.1 connection is idle while no exchange leases it; the
+//!   shared h2 connection is idle while no new request is sent on it. Letting go of an idle h2
+//!   connection is graceful: streams still open on it (a watch) finish there, hyper closes it
+//!   after them, and the next request dials a new one. A closed h2 connection (the upstream
+//!   went away) is replaced by the next request.
+//! - The reaper runs from the first connection on. Besides closing connections, its timer
+//!   keeps the runtime's timer wheel from being empty between requests: tokio wakes its
+//!   driver (an `eventfd` write) whenever a timer is added to an empty wheel, and each request
+//!   adds one (its response-header deadline).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -80,6 +86,8 @@ struct Conns<B> {
     free: Vec<usize>,
     /// The shared HTTP/2 connection, once the upstream chose h2.
     h2: Option<http2::SendRequest<B>>,
+    /// Reaper periods the h2 connection has gone without a new request.
+    h2_idle_periods: u32,
     /// Whether the reaper task runs.
     reaping: bool,
 }
@@ -147,6 +155,7 @@ where
                     idle: Vec::new(),
                     free: Vec::new(),
                     h2: None,
+                    h2_idle_periods: 0,
                     reaping: false,
                 }),
             }),
@@ -205,6 +214,7 @@ where
         if let Some(h2) = conns.h2.as_mut() {
             if !h2.is_closed() {
                 let exchange = h2.try_send_request(self.h2_request(req));
+                conns.h2_idle_periods = 0;
                 return Sent::Reused((Box::pin(exchange), None));
             }
             conns.h2 = None;
@@ -259,7 +269,12 @@ where
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
             drive(conn);
             let exchange = sender.try_send_request(this.h2_request(req));
-            this.lock().h2 = Some(sender);
+            let mut conns = this.lock();
+            // Concurrent cold-start requests may each have dialled: the last one stays shared,
+            // the others serve their own request and close.
+            conns.h2 = Some(sender);
+            conns.h2_idle_periods = 0;
+            this.start_reaper(&mut conns);
             return Ok((Box::pin(exchange), None));
         }
         let (mut sender, conn) = http1::Builder::new()
@@ -284,13 +299,18 @@ where
                     conns.h1.len() - 1
                 }
             };
-            if !conns.reaping {
-                conns.reaping = true;
-                tokio::spawn(reap(Arc::downgrade(this)));
-            }
+            this.start_reaper(&mut conns);
             slot
         };
         Ok((Box::pin(exchange), Some(this.lease(slot))))
+    }
+
+    /// Spawns the reaper unless it runs.
+    fn start_reaper(self: &Arc<Self>, conns: &mut Conns<B>) {
+        if !conns.reaping {
+            conns.reaping = true;
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
     }
 
     fn h1_request(&self, mut req: Request<B>) -> Request<B> {
@@ -389,6 +409,14 @@ async fn reap<B: Send + 'static>(pool: Weak<Shared<B>>) {
 /// One reaper period: counts it on every idle connection, closes the ones idle for more than
 /// `limit` periods and forgets the closed ones.
 fn reap_once<B>(conns: &mut Conns<B>, limit: u32) {
+    if let Some(h2) = &conns.h2 {
+        conns.h2_idle_periods += 1;
+        if h2.is_closed() || conns.h2_idle_periods > limit {
+            // Dropping the only sender lets hyper close the connection once its open streams
+            // are done.
+            conns.h2 = None;
+        }
+    }
     let Conns { h1, idle, free, .. } = conns;
     idle.retain(|&slot| {
         let Some(entry) = h1.get_mut(slot) else {
@@ -451,6 +479,7 @@ mod tests {
             idle: vec![0, 1],
             free: Vec::new(),
             h2: None,
+            h2_idle_periods: 0,
             reaping: true,
         };
         // `b`'s connection ends: forgotten at the next period.
@@ -469,5 +498,95 @@ mod tests {
         assert!(conns.h1[0].is_none());
         assert_eq!(conns.free, [1, 0]);
         assert!(conns.h1[2].is_some(), "the leased connection stays");
+    }
+
+    /// An h2 connection over an in-memory pipe to a hyper server that notifies `received` of
+    /// each request and answers it once `go` is notified. The returned task is the server's
+    /// side of the connection: it ends when the client closes the connection.
+    async fn h2_connection(
+        received: Arc<tokio::sync::Notify>,
+        go: Arc<tokio::sync::Notify>,
+    ) -> (
+        http2::SendRequest<Empty<Bytes>>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_req| {
+                let (received, go) = (Arc::clone(&received), Arc::clone(&go));
+                async move {
+                    received.notify_one();
+                    go.notified().await;
+                    Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server), service)
+                .await;
+        });
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+        drive(conn);
+        (sender, server)
+    }
+
+    fn h2_conns(sender: http2::SendRequest<Empty<Bytes>>) -> Conns<Empty<Bytes>> {
+        Conns {
+            h1: Vec::new(),
+            idle: Vec::new(),
+            free: Vec::new(),
+            h2: Some(sender),
+            h2_idle_periods: 0,
+            reaping: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_reaper_lets_an_idle_h2_connection_go_after_its_open_streams_finish() {
+        let (received, go) = Default::default();
+        let (mut sender, server) = h2_connection(Arc::clone(&received), Arc::clone(&go)).await;
+        sender.ready().await.unwrap();
+        let request = Request::builder()
+            .uri("http://upstream/watch")
+            .body(Empty::new())
+            .unwrap();
+        let open = tokio::spawn(sender.send_request(request));
+        received.notified().await;
+        let mut conns = h2_conns(sender);
+        // Idle through two periods (no new request), let go of after the third.
+        reap_once(&mut conns, 2);
+        reap_once(&mut conns, 2);
+        assert!(conns.h2.is_some());
+        reap_once(&mut conns, 2);
+        assert!(conns.h2.is_none());
+        // The stream that was open still gets its answer, then the connection closes.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!server.is_finished(), "closed under an open stream");
+        go.notify_one();
+        let res = open.await.unwrap().unwrap();
+        assert_eq!(res.status(), 200);
+        drop(res);
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the connection closes once its last stream is done")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_reaper_forgets_a_closed_h2_connection() {
+        let (sender, server) = h2_connection(Default::default(), Default::default()).await;
+        let mut conns = h2_conns(sender);
+        reap_once(&mut conns, 2);
+        assert!(conns.h2.is_some());
+        server.abort();
+        let _ = server.await;
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        reap_once(&mut conns, 2);
+        assert!(conns.h2.is_none());
     }
 }
