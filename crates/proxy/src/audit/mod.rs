@@ -512,8 +512,13 @@ where
             None => new_audit_id(),
         };
         // Forwarded upstream too, so the upstream's audit log carries the same ID; the
-        // response echoes it (a clone of the value shares its bytes).
-        let header = HeaderValue::from_str(&id).ok();
+        // response echoes it (a clone of the value shares its bytes). Marked never-indexed for
+        // HPACK: a value used once would only churn the h2 header table, evicting the headers
+        // that repeat on every request (the impersonation headers).
+        let header = HeaderValue::from_str(&id).ok().map(|mut v| {
+            v.set_sensitive(true);
+            v
+        });
         if let Some(v) = &header {
             req.headers_mut().insert(AUDIT_ID, v.clone());
         }
@@ -862,7 +867,9 @@ mod tests {
     async fn one_complete_event_when_the_body_ends_with_generated_audit_id() {
         let sink = Arc::new(Recorder::default());
         let inner = tower::service_fn(|req: Request<AuditBody<Full<Bytes>>>| async move {
-            // The inner stack (and the upstream) sees the same audit ID.
+            // The inner stack (and the upstream) sees the same audit ID, never indexed by
+            // HPACK.
+            assert!(req.headers()["audit-id"].is_sensitive());
             let id = req.headers()["audit-id"].to_str().unwrap().to_owned();
             let mut res = Response::new(Full::new(Bytes::from(id)));
             res.extensions_mut().insert(AuditAnnotations(
