@@ -13,6 +13,8 @@
 #   cargo build --release -p kubegate-proxy --example proxy_load
 #   crates/proxy/scripts/instructions-per-request.sh [h2|h1|h1-bare|nginx]   # from the workspace root
 #
+# `CLIENT=HTTPS` counts the case with TLS clients instead of plain-HTTP ones.
+#
 # Needs valgrind (`apt-get install -y valgrind`). The callgrind profile is left in
 # /tmp/kubegate-instructions-<proto>.out for `callgrind_annotate --inclusive=yes`. nginx's own
 # code shows as addresses (Debian strips it); the total is what counts.
@@ -23,7 +25,7 @@ command -v callgrind_control >/dev/null || { echo "valgrind is not installed" >&
 rm -f /tmp/kubegate-cg.*
 callgrind="valgrind --tool=callgrind --callgrind-out-file=/tmp/kubegate-cg.%p"
 if [ "$proto" = nginx ]; then wrap=PROXY_LOAD_NGINX_WRAP; else wrap=PROXY_LOAD_GATEWAY_WRAP; fi
-env "$wrap=$callgrind" PROXY_LOAD_ONLY="64 connections, plain" \
+env "$wrap=$callgrind" PROXY_LOAD_ONLY="64 connections, ${CLIENT:-plain}" \
   setsid taskset -c 0 "$bin" 30 >/tmp/kubegate-cg-bench.out 2>&1 &
 bench=$!
 # setsid made the bench a process group of its own: stop all of it (upstream, proxies) at exit.
