@@ -13,6 +13,7 @@ use http::request::Parts;
 use http::{Request, Response};
 use tower::{Layer, Service};
 
+use crate::audit::IdentitySlot;
 use crate::ext::AuditAnnotations;
 pub use crate::gate::ResponseFuture;
 use crate::gate::{Outcome, Verdict};
@@ -157,9 +158,19 @@ where
 
 impl<B: From<Bytes>> Outcome<B> for Decision {
     fn apply(self, parts: &mut Parts) -> Verdict<B> {
+        // An audit layer outside takes the annotations from its slot; without one they ride
+        // on the response.
+        let slot = parts.extensions.get::<IdentitySlot>();
         let (mut res, annotations) = match self {
             Decision::Allow { reason } => {
-                return Verdict::Proceed(Some(annotations("allow", reason)));
+                let annotations = annotations("allow", reason);
+                return match slot {
+                    Some(slot) => {
+                        slot.annotate(annotations);
+                        Verdict::Proceed(None)
+                    }
+                    None => Verdict::Proceed(Some(annotations)),
+                };
             }
             Decision::Deny { status, reason } => (
                 status.to_response(wants_pretty(&parts.uri, &parts.headers)),
@@ -170,7 +181,12 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
                 (internal_error_text(uri, &err), annotations("forbid", err))
             }
         };
-        res.extensions_mut().insert(annotations);
+        match slot {
+            Some(slot) => slot.annotate(annotations),
+            None => {
+                res.extensions_mut().insert(annotations);
+            }
+        }
         Verdict::Respond(res)
     }
 }
@@ -242,6 +258,66 @@ mod tests {
         let ann = res.extensions().get::<AuditAnnotations>().unwrap();
         assert_eq!(ann.0["authorization.k8s.io/decision"], "allow");
         assert_eq!(text(res).await, "ok");
+    }
+
+    /// Keeps the events it is given.
+    #[derive(Default)]
+    struct Events(std::sync::Mutex<Vec<crate::audit::AuditEvent>>);
+    impl crate::audit::AuditSink for Events {
+        fn record(&self, event: &crate::audit::AuditEvent) {
+            self.0.lock().unwrap().push(event.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn under_an_audit_layer_the_annotations_reach_the_event_through_its_slot() {
+        for (user, status, decision, reason) in [
+            ("alice", 200, "allow", "RBAC: allowed"),
+            ("bob", 403, "forbid", ""),
+            ("broken", 500, "forbid", "ARGH"),
+        ] {
+            let events = Arc::new(Events::default());
+            let inner =
+                tower::service_fn(|req: Request<crate::AuditBody<Full<Bytes>>>| async move {
+                    // The slot the authorization layer reports its annotations to.
+                    assert!(
+                        req.extensions()
+                            .get::<crate::audit::IdentitySlot>()
+                            .is_some()
+                    );
+                    let mut res = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    res.extensions_mut()
+                        .insert(AuditAnnotations(BTreeMap::from([(
+                            Cow::Borrowed("example.com/from-inner"),
+                            Cow::Borrowed("kept"),
+                        )])));
+                    Ok::<_, Infallible>(res)
+                });
+            let svc = crate::AuditLayer::from_arc(events.clone())
+                .layer(AuthzLayer::new(OnlyAlice).layer(inner));
+            let mut req = Request::builder()
+                .uri("/api/v1/namespaces/default/pods")
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            req.extensions_mut().insert(Identity::new(user, vec![]));
+            let res = svc.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), status, "{user}");
+            assert!(res.extensions().get::<AuditAnnotations>().is_none());
+            drop(res);
+            let events = events.0.lock().unwrap();
+            let annotations = &events[0].annotations;
+            assert_eq!(
+                annotations["authorization.k8s.io/decision"], decision,
+                "{user}"
+            );
+            assert_eq!(annotations["authorization.k8s.io/reason"], reason, "{user}");
+            // The inner service ran only for the allowed request; its annotations join.
+            assert_eq!(
+                annotations.get("example.com/from-inner").map(|v| &**v),
+                (status == 200).then_some("kept"),
+                "{user}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -9,7 +9,8 @@
 //! | [`LongRunning`] | the gateway (`RequestInfo::is_long_running`) | `ForwardService` (no response-header timeout), audit (`ResponseStarted` stage) | treated as not long-running |
 //! | [`RequestMeta`] | the gateway after routing | audit (verb, objectRef), metrics (target, verb labels) | verb = lowercase method, target label `""` |
 //! | [`AuditId`] | [`AuditLayer`](crate::AuditLayer) | anyone who logs | — |
-//! | [`AuditAnnotations`] (response) | [`AuthzLayer`](crate::AuthzLayer) | audit, which takes them off the response | no annotations |
+//! | [`AuditAnnotations`] (response) | the embedder's layers; [`AuthzLayer`](crate::AuthzLayer) when no audit layer runs outside it | audit, which takes them off the response | no annotations |
+//! | [`IdentitySlot`](crate::audit::IdentitySlot) | [`AuditLayer`](crate::AuditLayer) | [`AuthnLayer`](crate::AuthnLayer) (identity), [`AuthzLayer`](crate::AuthzLayer) (its annotations), the gateway (impersonated user): what they report to the audit event | nothing is reported |
 //! | [`UpstreamError`] (response) | `ForwardService` on its own error responses | metrics (`upstream errors`) | — |
 
 use std::borrow::Cow;
@@ -288,6 +289,11 @@ pub struct AuditId(pub Arc<str>);
 
 /// Annotations a layer wants on the audit event (response extension), e.g.
 /// `authorization.k8s.io/decision`. Keys and fixed values are borrowed, not allocated.
+///
+/// [`AuthzLayer`](crate::AuthzLayer) reports its annotations through the request's
+/// [`IdentitySlot`](crate::audit::IdentitySlot) when an audit layer runs outside it, and on the
+/// response only when none does: a response's extension map is otherwise empty, and making one
+/// for the audit layer to take apart again costs three allocations per request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditAnnotations(pub BTreeMap<Cow<'static, str>, Cow<'static, str>>);
 

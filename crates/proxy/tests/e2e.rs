@@ -327,7 +327,8 @@ async fn kubectl_get_create_apply_delete_through_the_gateway() {
     );
     assert!(events.iter().any(|ev| ev["verb"] == "create"
         && ev["objectRef"]["resource"] == "configmaps"
-        && ev["responseStatus"]["code"] == 201));
+        && ev["responseStatus"]["code"] == 201
+        && ev["annotations"]["authorization.k8s.io/decision"] == "allow"));
     assert!(events.iter().any(|ev| ev["verb"] == "delete"
         && ev["responseStatus"]["code"] == 403
         && ev["annotations"]["authorization.k8s.io/decision"] == "forbid"));

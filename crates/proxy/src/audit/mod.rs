@@ -618,8 +618,10 @@ where
     }
 }
 
-/// Where [`AuthnLayer`](crate::AuthnLayer)-produced identities are reported back to the audit
-/// layer (a request extension; the inner stack writes it, the audit layer reads it).
+/// Where the inner stack reports back to the audit layer what it learns about a request: the
+/// identity [`AuthnLayer`](crate::AuthnLayer) authenticated, the one the user impersonates,
+/// and [`AuthzLayer`](crate::AuthzLayer)'s annotations (a request extension; the inner stack
+/// writes it, the audit layer reads it when the response comes back or the call fails).
 #[derive(Debug, Clone, Default)]
 pub struct IdentitySlot(Arc<Mutex<Reported>>);
 
@@ -627,6 +629,7 @@ pub struct IdentitySlot(Arc<Mutex<Reported>>);
 struct Reported {
     user: Option<Identity>,
     impersonated: Option<Identity>,
+    annotations: Option<AuditAnnotations>,
 }
 
 impl IdentitySlot {
@@ -638,6 +641,15 @@ impl IdentitySlot {
     /// Records the identity the authenticated user impersonates (audit `impersonatedUser`).
     pub fn set_impersonated(&self, identity: Identity) {
         self.lock().impersonated = Some(identity);
+    }
+
+    /// Adds annotations to the event (the later of two values for one key wins).
+    pub(crate) fn annotate(&self, annotations: AuditAnnotations) {
+        let mut reported = self.lock();
+        match &mut reported.annotations {
+            Some(AuditAnnotations(held)) => held.extend(annotations.0),
+            none => *none = Some(annotations),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Reported> {
@@ -710,6 +722,9 @@ where
                 event.user = UserInfo::from(identity);
             }
             event.impersonated_user = reported.impersonated.map(UserInfo::from);
+            if let Some(AuditAnnotations(a)) = reported.annotations {
+                event.annotations = a;
+            }
         }
         match result {
             Ok(res) => {
