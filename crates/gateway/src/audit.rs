@@ -61,6 +61,14 @@ impl AuditSink for GatewayAuditSink {
         !matches!(self, GatewayAuditSink::None)
     }
 
+    fn record_owned(&self, event: Box<AuditEvent>) {
+        match self {
+            // Queued as it is; the writer thread serializes it.
+            GatewayAuditSink::File(writer) => writer.record_owned(event),
+            _ => self.record(&event),
+        }
+    }
+
     fn record(&self, event: &AuditEvent) {
         match self {
             GatewayAuditSink::None => {}

@@ -13,6 +13,27 @@ use super::{AuditEvent, ResponseStatus, UserInfo};
 use crate::ext::ObjectRef;
 
 impl AuditEvent {
+    /// About as many bytes as [`write_json_line`](Self::write_json_line) writes (at least that
+    /// many for the usual event): the fixed part generously, plus the variable-length fields
+    /// that can be large. A queue's bound, not a promise.
+    pub(crate) fn estimated_json_len(&self) -> usize {
+        const FIXED: usize = 640;
+        let object =
+            |o: &Option<Box<serde_json::value::RawValue>>| o.as_ref().map_or(0, |o| o.get().len());
+        let annotations: usize = self
+            .annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum();
+        FIXED
+            + self.request_uri.len()
+            + self.user_agent.as_ref().map_or(0, String::len)
+            + self.source_ips.iter().map(|ip| ip.len() + 3).sum::<usize>()
+            + annotations
+            + object(&self.request_object)
+            + object(&self.response_object)
+    }
+
     /// Appends the event as one JSON line (kube's `--audit-log-format=json`) to `out`: the bytes
     /// `serde_json::to_vec(self)` gives, then `\n`.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {

@@ -144,6 +144,14 @@ pub trait AuditSink: Send + Sync + 'static {
     /// Records one event.
     fn record(&self, event: &AuditEvent);
 
+    /// Records one event the caller is done with: [`AuditLayer`] hands over each finished
+    /// event this way. The default records it by reference; a sink that queues events
+    /// ([`BackgroundJsonLines`]) keeps the box as it is, so the event is neither copied nor
+    /// serialized on the request path.
+    fn record_owned(&self, event: Box<AuditEvent>) {
+        self.record(&event);
+    }
+
     /// Whether events are wanted at all; a sink that discards everything says `false` and the
     /// layer then builds none (the `Audit-ID` header is still set).
     fn enabled(&self) -> bool {
@@ -197,6 +205,10 @@ impl<W: Write + Send + 'static> AuditSink for JsonLinesSink<W> {
 impl<T: AuditSink> AuditSink for Arc<T> {
     fn record(&self, event: &AuditEvent) {
         T::record(self, event);
+    }
+
+    fn record_owned(&self, event: Box<AuditEvent>) {
+        T::record_owned(self, event);
     }
 
     fn enabled(&self) -> bool {
@@ -458,7 +470,7 @@ impl<K: AuditSink> Drop for Pending<K> {
                     }
                 }
             }
-            self.sink.record(&event);
+            self.sink.record_owned(event);
         }
     }
 }
@@ -775,7 +787,7 @@ where
                 if let Some(mut event) = event {
                     event.stage = "ResponseComplete";
                     event.stage_timestamp = MicroTime::now();
-                    sink.record(&event);
+                    sink.record_owned(event);
                 }
                 Poll::Ready(Err(e))
             }
