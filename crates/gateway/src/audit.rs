@@ -159,8 +159,9 @@ impl RotatingFile {
     }
 }
 
-/// Each `write` is one line (what [`BackgroundJsonLines`] hands over), so rotation happens
-/// between lines, never inside one.
+/// Each `write` is whole lines ([`BackgroundJsonLines`] hands over a batch of complete lines
+/// at once, and this `write` always takes all of it), so rotation happens between lines, never
+/// inside one.
 impl Write for RotatingFile {
     fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
         self.write_line(line)?;
