@@ -160,8 +160,8 @@ pub trait AuditSink: Send + Sync + 'static {
 }
 
 /// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer, on the
-/// recording task, flushing after each event; [`BackgroundJsonLines`] writes from a thread of
-/// its own instead.
+/// recording task, flushing after each event; [`BackgroundJsonLines`] serializes and writes
+/// from a thread of its own instead.
 pub struct JsonLinesSink<W> {
     writer: Mutex<W>,
 }
