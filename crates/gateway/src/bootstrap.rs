@@ -207,6 +207,7 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             client_key_data: None,
             identity_mode: Default::default(),
             http2: None,
+            http2_max_streams_per_connection: None,
         };
         if let Some(auth) = auth {
             if auth.exec.is_some() || auth.auth_provider.is_some() {

@@ -334,6 +334,12 @@ pub struct UpstreamConfig {
     /// attach and port-forward always use HTTP/1.1.
     #[serde(default)]
     pub http2: Option<bool>,
+    /// Requests at once on one HTTP/2 connection to the upstream before another is dialled
+    /// (default 100). Keep it at or below the server's own cap (kube-apiserver's
+    /// `--http2-max-streams-per-connection`, 1,000 by default): past that the server makes
+    /// requests wait for a stream to end.
+    #[serde(default)]
+    pub http2_max_streams_per_connection: Option<u32>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -357,6 +363,10 @@ impl std::fmt::Debug for UpstreamConfig {
             )
             .field("identity_mode", &self.identity_mode)
             .field("http2", &self.http2)
+            .field(
+                "http2_max_streams_per_connection",
+                &self.http2_max_streams_per_connection,
+            )
             .finish()
     }
 }

@@ -151,6 +151,10 @@ fn build_upstream(
     let mut builder = Upstream::builder(name, u.server.clone())
         .reject_forwarding_redirects(!redirects_allowed)
         .http2(u.http2.unwrap_or(true))
+        .http2_max_streams_per_connection(
+            u.http2_max_streams_per_connection
+                .unwrap_or(kubegate_proxy::DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION),
+        )
         .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
         .identity_mode(match u.identity_mode {
             config::IdentityMode::Impersonate => IdentityMode::Impersonate,

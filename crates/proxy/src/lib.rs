@@ -26,7 +26,9 @@ pub use ext::{ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, Upstrea
 pub use forward::ForwardService;
 pub use metrics::MetricsLayer;
 pub use status::Status;
-pub use upstream::{Credential, IdentityMode, Upstream, UpstreamBuilder};
+pub use upstream::{
+    Credential, DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION, IdentityMode, Upstream, UpstreamBuilder,
+};
 
 /// Errors raised while configuring the proxy (request-time failures become [`Status`] responses).
 #[derive(Debug, thiserror::Error)]

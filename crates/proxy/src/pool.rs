@@ -1,6 +1,6 @@
 //! The connections [`ForwardService`](crate::ForwardService) keeps to its one upstream: HTTP/1.1
-//! connections reused one exchange at a time, or one shared HTTP/2 connection when the
-//! upstream chooses h2 in ALPN.
+//! connections reused one exchange at a time, or shared HTTP/2 connections when the upstream
+//! chooses h2 in ALPN.
 //!
 //! hyper-util's legacy client served here before. It pools by (scheme, authority) for any
 //! number of hosts, and paid for that on every request: two hash-map lookups whose key hashes
@@ -16,12 +16,17 @@
 //!   exchange; a connection given back a moment before that stays idle and is taken when ready.
 //! - A request that a reused connection could not even start (it closed meanwhile: hyper hands
 //!   the request back) is sent once more on a fresh connection, as hyper-util did.
+//! - An h2 connection carries up to [`Upstream::http2_max_streams_per_connection`] requests
+//!   at once; each holds a lease on one of its streams, given back with the response body like
+//!   an HTTP/1.1 lease. When every h2 connection is full, the next request dials another. An h2
+//!   server caps the streams of a connection (kube-apiserver at 1,000 by default), and hyper
+//!   makes a request past that cap wait, and every request behind it, until a stream ends: a
+//!   single shared connection would stall the upstream for everyone once a thousand watches
+//!   were open on it.
 //! - Idle connections are closed after [`IDLE_TIMEOUT`] by a reaper task that holds the pool
-//!   weakly, and with the pool. An HTTP/1.1 connection is idle while no exchange leases it; the
-//!   shared h2 connection is idle while no new request is sent on it. Letting go of an idle h2
-//!   connection is graceful: streams still open on it (a watch) finish there, hyper closes it
-//!   after them, and the next request dials a new one. A closed h2 connection (the upstream
-//!   went away) is replaced by the next request.
+//!   weakly, and with the pool: an HTTP/1.1 connection while no exchange leases it, an h2
+//!   connection while no stream of it is leased. A closed connection (the upstream went away)
+//!   is forgotten and replaced by the next request that needs one.
 //! - The reaper runs from the first connection on. Besides closing connections, its timer
 //!   keeps the runtime's timer wheel from being empty between requests: tokio wakes its
 //!   driver (an `eventfd` write) whenever a timer is added to an empty wheel, and each request
@@ -68,6 +73,8 @@ impl<B> Clone for Pool<B> {
 
 struct Shared<B> {
     connector: HttpsConnector<HttpConnector>,
+    /// Requests at once on one h2 connection.
+    h2_max_streams: usize,
     /// `scheme://authority/`: what the connector dials.
     dial: Uri,
     scheme: Scheme,
@@ -84,10 +91,11 @@ struct Conns<B> {
     idle: Vec<usize>,
     /// Free slots in `h1`.
     free: Vec<usize>,
-    /// The shared HTTP/2 connection, once the upstream chose h2.
-    h2: Option<http2::SendRequest<B>>,
-    /// Reaper periods the h2 connection has gone without a new request.
-    h2_idle_periods: u32,
+    /// Every open h2 connection (`None`: a free slot), once the upstream chose h2.
+    h2: Vec<Option<H2<B>>>,
+    /// The number the next h2 connection gets: a lease names its connection by slot and
+    /// number, since a slot is reused once its connection closed, leases or not.
+    next_h2: u64,
     /// Whether the reaper task runs.
     reaping: bool,
 }
@@ -95,6 +103,16 @@ struct Conns<B> {
 struct H1<B> {
     sender: http1::SendRequest<B>,
     /// Reaper periods this connection has been idle through.
+    idle_periods: u32,
+}
+
+struct H2<B> {
+    sender: http2::SendRequest<B>,
+    /// Which connection this is (`Conns::next_h2`).
+    number: u64,
+    /// Streams leased now.
+    streams: usize,
+    /// Reaper periods this connection has gone with no stream leased.
     idle_periods: u32,
 }
 
@@ -146,6 +164,7 @@ where
         Pool {
             shared: Arc::new(Shared {
                 connector,
+                h2_max_streams: upstream.http2_max_streams_per_connection() as usize,
                 dial: upstream.dial_uri().clone(),
                 scheme: upstream.scheme().clone(),
                 authority: upstream.authority().clone(),
@@ -154,8 +173,8 @@ where
                     h1: Vec::new(),
                     idle: Vec::new(),
                     free: Vec::new(),
-                    h2: None,
-                    h2_idle_periods: 0,
+                    h2: Vec::new(),
+                    next_h2: 0,
                     reaping: false,
                 }),
             }),
@@ -208,16 +227,37 @@ where
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends on the shared h2 connection or an idle HTTP/1.1 one, if there is one.
+    /// Sends on an h2 connection with a free stream or an idle HTTP/1.1 connection, if there
+    /// is one.
     fn try_pooled(self: &Arc<Self>, req: Request<B>) -> Sent<B> {
         let mut conns = self.lock();
-        if let Some(h2) = conns.h2.as_mut() {
-            if !h2.is_closed() {
-                let exchange = h2.try_send_request(self.h2_request(req));
-                conns.h2_idle_periods = 0;
-                return Sent::Reused((Box::pin(exchange), None));
+        let mut room = None;
+        for (slot, entry) in conns.h2.iter_mut().enumerate() {
+            match entry {
+                Some(conn) if conn.sender.is_closed() => *entry = None,
+                Some(conn) if conn.streams < self.h2_max_streams => {
+                    room = Some(slot);
+                    break;
+                }
+                _ => {}
             }
-            conns.h2 = None;
+        }
+        if let Some(slot) = room {
+            let req = self.h2_request(req);
+            let Some(Some(conn)) = conns.h2.get_mut(slot) else {
+                // Unreachable: the slot held a connection a moment ago, under the same lock.
+                return Sent::NeedConnection(req);
+            };
+            conn.streams += 1;
+            conn.idle_periods = 0;
+            let number = conn.number;
+            let exchange = conn.sender.try_send_request(req);
+            drop(conns);
+            return Sent::Reused((Box::pin(exchange), Some(self.lease(Kind::H2(number), slot))));
+        }
+        if conns.h2.iter().any(Option::is_some) {
+            // The upstream speaks h2 and every connection is full: dial another.
+            return Sent::NeedConnection(req);
         }
         let mut not_yet = 0;
         while let Some(slot) = conns.idle.pop() {
@@ -248,13 +288,13 @@ where
             conn.idle_periods = 0;
             let exchange = conn.sender.try_send_request(req);
             drop(conns);
-            return Sent::Reused((Box::pin(exchange), Some(self.lease(slot))));
+            return Sent::Reused((Box::pin(exchange), Some(self.lease(Kind::H1, slot))));
         }
         Sent::NeedConnection(req)
     }
 
-    /// Dials a new connection and sends `req` on it. An h2 connection becomes the shared one;
-    /// an HTTP/1.1 connection joins the slab, leased to this request.
+    /// Dials a new connection and sends `req` on it. The connection joins the pool, leased to
+    /// this request (a stream of it, for h2).
     async fn connect_and_send(this: &Arc<Self>, req: Request<B>) -> Result<Exchange<B>, SendError> {
         let stream = this
             .connector
@@ -270,12 +310,29 @@ where
             drive(conn);
             let exchange = sender.try_send_request(this.h2_request(req));
             let mut conns = this.lock();
-            // Concurrent cold-start requests may each have dialled: the last one stays shared,
-            // the others serve their own request and close.
-            conns.h2 = Some(sender);
-            conns.h2_idle_periods = 0;
+            // Concurrent cold-start requests may each have dialled: every connection joins,
+            // and the ones left without streams are reaped.
+            let number = conns.next_h2;
+            conns.next_h2 += 1;
+            let conn = Some(H2 {
+                sender,
+                number,
+                streams: 1,
+                idle_periods: 0,
+            });
+            let slot = match conns.h2.iter().position(Option::is_none) {
+                Some(slot) => {
+                    conns.h2[slot] = conn;
+                    slot
+                }
+                None => {
+                    conns.h2.push(conn);
+                    conns.h2.len() - 1
+                }
+            };
             this.start_reaper(&mut conns);
-            return Ok((Box::pin(exchange), None));
+            drop(conns);
+            return Ok((Box::pin(exchange), Some(this.lease(Kind::H2(number), slot))));
         }
         let (mut sender, conn) = http1::Builder::new()
             .handshake(stream)
@@ -302,7 +359,7 @@ where
             this.start_reaper(&mut conns);
             slot
         };
-        Ok((Box::pin(exchange), Some(this.lease(slot))))
+        Ok((Box::pin(exchange), Some(this.lease(Kind::H1, slot))))
     }
 
     /// Spawns the reaper unless it runs.
@@ -333,9 +390,9 @@ where
         req
     }
 
-    fn lease(self: &Arc<Self>, slot: usize) -> Lease {
+    fn lease(self: &Arc<Self>, kind: Kind, slot: usize) -> Lease {
         let shared: Arc<dyn GiveBack> = Arc::clone(self) as Arc<dyn GiveBack>;
-        Lease { shared, slot }
+        Lease { shared, kind, slot }
     }
 }
 
@@ -353,38 +410,60 @@ where
 
 /// What a lease needs of its pool, without the request body type.
 trait GiveBack: Send + Sync {
-    fn give_back(&self, slot: usize);
+    fn give_back(&self, kind: Kind, slot: usize);
 }
 
 impl<B: Send + 'static> GiveBack for Shared<B> {
-    fn give_back(&self, slot: usize) {
+    fn give_back(&self, kind: Kind, slot: usize) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        conns.idle.push(slot);
+        match kind {
+            Kind::H1 => conns.idle.push(slot),
+            Kind::H2(number) => {
+                // The connection may have closed, and its slot gone to another, meanwhile.
+                if let Some(Some(conn)) = conns.h2.get_mut(slot)
+                    && conn.number == number
+                {
+                    conn.streams = conn.streams.saturating_sub(1);
+                }
+            }
+        }
     }
 }
 
-/// The use of one HTTP/1.1 connection for one exchange; gives the connection back when
-/// dropped.
+/// Which of the pool's connections a lease is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    H1,
+    /// The h2 connection's number.
+    H2(u64),
+}
+
+/// The use of one HTTP/1.1 connection, or one stream of an h2 connection, for one exchange;
+/// given back when dropped.
 pub(crate) struct Lease {
     shared: Arc<dyn GiveBack>,
+    kind: Kind,
     slot: usize,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.shared.give_back(self.slot);
+        self.shared.give_back(self.kind, self.slot);
     }
 }
 
 impl fmt::Debug for Lease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lease").field("slot", &self.slot).finish()
+        f.debug_struct("Lease")
+            .field("kind", &self.kind)
+            .field("slot", &self.slot)
+            .finish()
     }
 }
 
-/// A response body from the pool: the upstream's stream and, over HTTP/1.1, the lease of its
-/// connection, given back when the body is dropped (hyper reads a finished body's connection
-/// into its next exchange; an unfinished one is closed).
+/// A response body from the pool: the upstream's stream and the lease of its connection (or
+/// h2 stream), given back when the body is dropped (hyper reads a finished body's HTTP/1.1
+/// connection into its next exchange; an unfinished one is closed; an h2 stream is reset).
 #[derive(Debug)]
 pub(crate) struct PooledBody {
     pub(crate) body: Incoming,
@@ -409,12 +488,23 @@ async fn reap<B: Send + 'static>(pool: Weak<Shared<B>>) {
 /// One reaper period: counts it on every idle connection, closes the ones idle for more than
 /// `limit` periods and forgets the closed ones.
 fn reap_once<B>(conns: &mut Conns<B>, limit: u32) {
-    if let Some(h2) = &conns.h2 {
-        conns.h2_idle_periods += 1;
-        if h2.is_closed() || conns.h2_idle_periods > limit {
-            // Dropping the only sender lets hyper close the connection once its open streams
-            // are done.
-            conns.h2 = None;
+    for entry in &mut conns.h2 {
+        let expired = match entry {
+            Some(conn) if conn.sender.is_closed() => true,
+            Some(conn) if conn.streams == 0 => {
+                conn.idle_periods += 1;
+                conn.idle_periods > limit
+            }
+            Some(conn) => {
+                conn.idle_periods = 0;
+                false
+            }
+            None => false,
+        };
+        if expired {
+            // Dropping the only sender closes the connection (hyper closes it gracefully
+            // should a stream still be open).
+            *entry = None;
         }
     }
     let Conns { h1, idle, free, .. } = conns;
@@ -478,8 +568,8 @@ mod tests {
             // `c` is leased: not idle, so never reaped.
             idle: vec![0, 1],
             free: Vec::new(),
-            h2: None,
-            h2_idle_periods: 0,
+            h2: Vec::new(),
+            next_h2: 0,
             reaping: true,
         };
         // `b`'s connection ends: forgotten at the next period.
@@ -531,19 +621,25 @@ mod tests {
         (sender, server)
     }
 
-    fn h2_conns(sender: http2::SendRequest<Empty<Bytes>>) -> Conns<Empty<Bytes>> {
+    /// A pool holding one h2 connection with `streams` streams leased.
+    fn h2_conns(sender: http2::SendRequest<Empty<Bytes>>, streams: usize) -> Conns<Empty<Bytes>> {
         Conns {
             h1: Vec::new(),
             idle: Vec::new(),
             free: Vec::new(),
-            h2: Some(sender),
-            h2_idle_periods: 0,
+            h2: vec![Some(H2 {
+                sender,
+                number: 0,
+                streams,
+                idle_periods: 0,
+            })],
+            next_h2: 1,
             reaping: true,
         }
     }
 
     #[tokio::test]
-    async fn the_reaper_lets_an_idle_h2_connection_go_after_its_open_streams_finish() {
+    async fn the_reaper_keeps_an_h2_connection_with_open_streams_and_closes_it_once_idle() {
         let (received, go) = Default::default();
         let (mut sender, server) = h2_connection(Arc::clone(&received), Arc::clone(&go)).await;
         sender.ready().await.unwrap();
@@ -553,40 +649,43 @@ mod tests {
             .unwrap();
         let open = tokio::spawn(sender.send_request(request));
         received.notified().await;
-        let mut conns = h2_conns(sender);
-        // Idle through two periods (no new request), let go of after the third.
-        reap_once(&mut conns, 2);
-        reap_once(&mut conns, 2);
-        assert!(conns.h2.is_some());
-        reap_once(&mut conns, 2);
-        assert!(conns.h2.is_none());
-        // The stream that was open still gets its answer, then the connection closes.
-        for _ in 0..10 {
-            tokio::task::yield_now().await;
+        let mut conns = h2_conns(sender, 1);
+        // A leased stream (a watch) keeps the connection however long it lasts.
+        for _ in 0..5 {
+            reap_once(&mut conns, 2);
         }
-        assert!(!server.is_finished(), "closed under an open stream");
+        assert!(conns.h2[0].is_some());
         go.notify_one();
         let res = open.await.unwrap().unwrap();
         assert_eq!(res.status(), 200);
         drop(res);
+        if let Some(conn) = conns.h2[0].as_mut() {
+            conn.streams = 0;
+        }
+        // Idle through two periods, closed after the third.
+        reap_once(&mut conns, 2);
+        reap_once(&mut conns, 2);
+        assert!(conns.h2[0].is_some());
+        reap_once(&mut conns, 2);
+        assert!(conns.h2[0].is_none());
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
-            .expect("the connection closes once its last stream is done")
+            .expect("the connection closes")
             .unwrap();
     }
 
     #[tokio::test]
     async fn the_reaper_forgets_a_closed_h2_connection() {
         let (sender, server) = h2_connection(Default::default(), Default::default()).await;
-        let mut conns = h2_conns(sender);
+        let mut conns = h2_conns(sender, 1);
         reap_once(&mut conns, 2);
-        assert!(conns.h2.is_some());
+        assert!(conns.h2[0].is_some());
         server.abort();
         let _ = server.await;
         for _ in 0..10 {
             tokio::task::yield_now().await;
         }
         reap_once(&mut conns, 2);
-        assert!(conns.h2.is_none());
+        assert!(conns.h2[0].is_none());
     }
 }

@@ -72,8 +72,12 @@ pub struct UpstreamBuilder {
     tls_server_name: Option<String>,
     description: Option<String>,
     http2: bool,
+    http2_max_streams: u32,
     reject_forwarding_redirects: bool,
 }
+
+/// The default of [`UpstreamBuilder::http2_max_streams_per_connection`].
+pub const DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 
 impl UpstreamBuilder {
     /// Whether a redirect from the upstream (a 3xx with a `Location`) is replaced by a 502
@@ -91,6 +95,20 @@ impl UpstreamBuilder {
     #[must_use]
     pub fn http2(mut self, enabled: bool) -> Self {
         self.http2 = enabled;
+        self
+    }
+
+    /// How many requests at once one h2 connection to the upstream carries (default
+    /// [`DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION`], at least 1); past that, another connection
+    /// is dialled. An h2 server caps the streams of a connection (kube-apiserver's
+    /// `--http2-max-streams-per-connection`, 1,000 by default; Go's servers 250), and a client
+    /// that asks for more waits, in hyper with every request behind it, until a stream ends:
+    /// with a thousand watches open through one connection, nothing else would get through.
+    /// The default stays below the usual servers' caps, as Go's client assumes until the
+    /// server says; raise it only to what the upstream allows.
+    #[must_use]
+    pub fn http2_max_streams_per_connection(mut self, streams: u32) -> Self {
+        self.http2_max_streams = streams.max(1);
         self
     }
 
@@ -250,6 +268,7 @@ impl UpstreamBuilder {
                 credential,
                 identity_mode: self.identity_mode,
                 http2: self.http2,
+                http2_max_streams: self.http2_max_streams,
                 http1_host,
                 dial,
                 reject_forwarding_redirects: self.reject_forwarding_redirects,
@@ -352,6 +371,7 @@ struct Inner {
     credential: CredentialState,
     identity_mode: IdentityMode,
     http2: bool,
+    http2_max_streams: u32,
     /// `Host` for requests on HTTP/1.1 connections.
     http1_host: HeaderValue,
     /// `scheme://authority/`: what the connection pool dials.
@@ -478,6 +498,7 @@ impl Upstream {
             tls_server_name: None,
             description: None,
             http2: true,
+            http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION,
             reject_forwarding_redirects: true,
         }
     }
@@ -495,6 +516,11 @@ impl Upstream {
     /// Whether pooled requests may use HTTP/2.
     pub fn http2(&self) -> bool {
         self.inner.http2
+    }
+
+    /// How many requests at once one h2 connection carries.
+    pub fn http2_max_streams_per_connection(&self) -> u32 {
+        self.inner.http2_max_streams
     }
 
     /// Whether upstream redirects are replaced by a 502.

@@ -234,6 +234,69 @@ async fn an_h2_connection_is_shared_by_concurrent_requests() {
 }
 
 #[tokio::test]
+async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
+    // kube-apiserver caps the streams of a connection (1,000 by default); hyper makes a
+    // request past the cap wait, and every request behind it, until a stream ends. Watches
+    // hold their streams for minutes: a full connection must not keep the others waiting.
+    let pki = Pki::new();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    // The upstream allows two streams per connection, and the pool is told so.
+    let backend = Backend::start_with_h2_streams(&pki, &[b"h2"], Some(2), move |req| {
+        let held = held.clone();
+        async move {
+            if req.uri().path().ends_with("/watch-like") {
+                held.notified().await;
+            }
+            ok("ok")
+        }
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .http2_max_streams_per_connection(2)
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+    let get = move |path: &'static str| async move {
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod{path}"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        body_string(res.into_body()).await
+    };
+    get("/api").await;
+    assert_eq!(backend.connections(), 1);
+    // Two requests held open fill the first connection...
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(get("/api/watch-like")))
+        .collect();
+    while backend.seen().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...so the next requests go over a second one, at once.
+    for _ in 0..3 {
+        let answer = tokio::time::timeout(Duration::from_secs(5), get("/api"))
+            .await
+            .expect("a request waited behind a full h2 connection");
+        assert_eq!(answer, "ok");
+    }
+    assert_eq!(backend.connections(), 2);
+    // Once the held streams end, their connection takes requests again: no third dial.
+    release.notify_waiters();
+    for h in held {
+        assert_eq!(h.await.unwrap(), "ok");
+    }
+    let all: Vec<_> = (0..4).map(|_| tokio::spawn(get("/api"))).collect();
+    for t in all {
+        assert_eq!(t.await.unwrap(), "ok");
+    }
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
 async fn header_smuggling_cannot_change_the_identity_the_upstream_sees() {
     let pki = Pki::new();
     let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async { ok("ok") }).await;

@@ -142,6 +142,21 @@ impl Backend {
         H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
         F: Future<Output = Response<TestBody>> + Send + 'static,
     {
+        Self::start_with_h2_streams(pki, alpn, None, handler).await
+    }
+
+    /// Like `start`, advertising at most `max_streams` concurrent h2 streams per connection
+    /// (hyper's default otherwise).
+    pub async fn start_with_h2_streams<H, F>(
+        pki: &Pki,
+        alpn: &[&[u8]],
+        max_streams: Option<u32>,
+        handler: H,
+    ) -> Backend
+    where
+        H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<TestBody>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(alpn, true)));
@@ -174,7 +189,11 @@ impl Backend {
                         let fut = handler(req);
                         async move { Ok::<_, Infallible>(fut.await) }
                     });
-                    let _ = auto::Builder::new(TokioExecutor::new())
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    if let Some(max) = max_streams {
+                        builder.http2().max_concurrent_streams(max);
+                    }
+                    let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                         .await;
                 });
