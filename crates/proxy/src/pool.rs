@@ -73,6 +73,12 @@ impl<B> Clone for Pool<B> {
 
 struct Shared<B> {
     connector: HttpsConnector<HttpConnector>,
+    /// Whether ALPN offers h2.
+    offers_h2: bool,
+    /// TCP connect and TLS handshake together.
+    connect_timeout: Duration,
+    /// Woken when a gated dial ends (see [`Shared::dial_and_send`]).
+    dialed: tokio::sync::Notify,
     /// Requests at once on one h2 connection.
     h2_max_streams: usize,
     /// `scheme://authority/`: what the connector dials.
@@ -96,6 +102,8 @@ struct Conns<B> {
     /// The number the next h2 connection gets: a lease names its connection by slot and
     /// number, since a slot is reused once its connection closed, leases or not.
     next_h2: u64,
+    /// Who dials for requests that wait (h2).
+    gate: Gate,
     /// Whether the reaper task runs.
     reaping: bool,
 }
@@ -164,6 +172,9 @@ where
         Pool {
             shared: Arc::new(Shared {
                 connector,
+                offers_h2: upstream.http2(),
+                connect_timeout: upstream.connect_timeout(),
+                dialed: tokio::sync::Notify::new(),
                 h2_max_streams: upstream.http2_max_streams_per_connection() as usize,
                 dial: upstream.dial_uri().clone(),
                 scheme: upstream.scheme().clone(),
@@ -175,6 +186,7 @@ where
                     free: Vec::new(),
                     h2: Vec::new(),
                     next_h2: 0,
+                    gate: Gate::default(),
                     reaping: false,
                 }),
             }),
@@ -204,12 +216,69 @@ where
             };
             // Boxed: dialing (TCP, TLS, handshake) takes kilobytes of future state, which would
             // otherwise be part of, and copied with, every request's future.
-            let (exchange, lease) = Box::pin(Shared::connect_and_send(&shared, req)).await?;
-            match exchange.await {
-                Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
-                Err(e) => Err(SendError::Request(e.into_error())),
-            }
+            Box::pin(Shared::dial_and_send(shared, req)).await
         }
+    }
+}
+
+/// Whether a request is dialling the connection that others wait for (see
+/// [`Shared::dial_and_send`]), and how the ones before it ended.
+#[derive(Default)]
+struct Gate {
+    dialing: bool,
+    /// Gated dials that failed so far, and the last one's cause: the requests that waited for
+    /// it fail with it rather than each dial in turn.
+    failures: u64,
+    last_error: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+/// The right to dial for the requests waiting on the gate: released, waking them, when the
+/// dial ends or the dialling request is dropped.
+struct DialGate<'a, B> {
+    shared: &'a Shared<B>,
+    finished: bool,
+}
+
+impl<B> DialGate<'_, B> {
+    fn finish(mut self, failure: Option<Arc<dyn StdError + Send + Sync>>) {
+        self.release(failure);
+        self.finished = true;
+    }
+
+    fn release(&self, failure: Option<Arc<dyn StdError + Send + Sync>>) {
+        let mut conns = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.gate.dialing = false;
+        if let Some(cause) = failure {
+            conns.gate.failures += 1;
+            conns.gate.last_error = Some(cause);
+        }
+        drop(conns);
+        self.shared.dialed.notify_waiters();
+    }
+}
+
+impl<B> Drop for DialGate<'_, B> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.release(None);
+        }
+    }
+}
+
+/// A failed dial's cause, shared by the requests that waited for that dial; its `source` is
+/// the cause itself, so error classification sees through it.
+#[derive(Debug)]
+struct SharedCause(Arc<dyn StdError + Send + Sync>);
+
+impl fmt::Display for SharedCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl StdError for SharedCause {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.0)
     }
 }
 
@@ -293,15 +362,120 @@ where
         Sent::NeedConnection(req)
     }
 
+    /// Sends `req`, for which the pool had no room, on a new connection; or, while another
+    /// request dials the connection that will have room for it, waits for that one.
+    ///
+    /// Over h2 (or before the first connection tells), one request at a time dials and the
+    /// others wait: without that, a burst of requests finding every connection full (a
+    /// thousand watches opened at once) would each dial a connection of its own. A wait ends
+    /// when the dial does: the request then takes a stream of the new connection, or, if that
+    /// one is full already, waits for (or makes) the next dial; if the dial failed, the
+    /// waiting requests fail with its cause. HTTP/1.1 carries one exchange per connection, so
+    /// there every request dials at once.
+    async fn dial_and_send(
+        this: Arc<Self>,
+        mut req: Request<B>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        enum Next<'a> {
+            Dial,
+            DialForOthers,
+            Wait(tokio::sync::futures::Notified<'a>, u64),
+        }
+        loop {
+            let next = {
+                let mut conns = this.lock();
+                if !this.offers_h2 || conns.h1.iter().any(Option::is_some) {
+                    Next::Dial
+                } else if !conns.gate.dialing {
+                    conns.gate.dialing = true;
+                    Next::DialForOthers
+                } else {
+                    // Made under the lock the dialler releases the gate under: no wake-up is
+                    // missed.
+                    Next::Wait(this.dialed.notified(), conns.gate.failures)
+                }
+            };
+            let (notified, failures) = match next {
+                Next::Dial => return this.dial(req, None).await,
+                Next::DialForOthers => {
+                    let gate = DialGate {
+                        shared: &this,
+                        finished: false,
+                    };
+                    return this.dial(req, Some(gate)).await;
+                }
+                Next::Wait(notified, failures) => (notified, failures),
+            };
+            notified.await;
+            let failed = {
+                let conns = this.lock();
+                (conns.gate.failures != failures).then(|| {
+                    conns.gate.last_error.clone().unwrap_or_else(|| {
+                        Arc::new(std::io::Error::other("the upstream could not be reached"))
+                    })
+                })
+            };
+            if let Some(cause) = failed {
+                return Err(SendError::Connect(Box::new(SharedCause(cause))));
+            }
+            match this.try_pooled(req) {
+                Sent::Reused((exchange, lease)) => match exchange.await {
+                    Ok(res) => return Ok(res.map(|body| PooledBody { body, lease })),
+                    Err(mut e) => match e.take_message() {
+                        Some(again) => req = again,
+                        None => return Err(SendError::Request(e.into_error())),
+                    },
+                },
+                Sent::NeedConnection(again) => req = again,
+            }
+        }
+    }
+
+    /// Dials, sends `req` on the new connection and waits for the response head; releases
+    /// `gate` once the dial is done.
+    async fn dial(
+        self: &Arc<Self>,
+        req: Request<B>,
+        gate: Option<DialGate<'_, B>>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let (exchange, lease) = match Shared::connect_and_send(self, req).await {
+            Ok(sent) => {
+                if let Some(gate) = gate {
+                    gate.finish(None);
+                }
+                sent
+            }
+            Err(SendError::Connect(e)) => {
+                let cause: Arc<dyn StdError + Send + Sync> = Arc::from(e);
+                if let Some(gate) = gate {
+                    gate.finish(Some(Arc::clone(&cause)));
+                }
+                return Err(SendError::Connect(Box::new(SharedCause(cause))));
+            }
+            Err(e) => return Err(e),
+        };
+        match exchange.await {
+            Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
+            Err(e) => Err(SendError::Request(e.into_error())),
+        }
+    }
+
     /// Dials a new connection and sends `req` on it. The connection joins the pool, leased to
     /// this request (a stream of it, for h2).
     async fn connect_and_send(this: &Arc<Self>, req: Request<B>) -> Result<Exchange<B>, SendError> {
-        let stream = this
-            .connector
-            .clone()
-            .call(this.dial.clone())
-            .await
-            .map_err(SendError::Connect)?;
+        // The connector bounds the TCP connect; this bounds the TLS handshake too, which an
+        // upstream that accepts connections and then stalls would otherwise hold forever (a
+        // watch has no response-header timeout to end it).
+        let dial = this.connector.clone().call(this.dial.clone());
+        let stream = match tokio::time::timeout(this.connect_timeout, dial).await {
+            Ok(stream) => stream.map_err(SendError::Connect)?,
+            Err(_) => {
+                return Err(SendError::Connect(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connecting to the upstream (TCP and TLS) timed out",
+                ))));
+            }
+        };
         if stream.connected().is_negotiated_h2() {
             let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(stream)
@@ -570,6 +744,7 @@ mod tests {
             free: Vec::new(),
             h2: Vec::new(),
             next_h2: 0,
+            gate: Gate::default(),
             reaping: true,
         };
         // `b`'s connection ends: forgotten at the next period.
@@ -634,6 +809,7 @@ mod tests {
                 idle_periods: 0,
             })],
             next_h2: 1,
+            gate: Gate::default(),
             reaping: true,
         }
     }

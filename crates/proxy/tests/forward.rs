@@ -297,6 +297,51 @@ async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
 }
 
 #[tokio::test]
+async fn a_burst_past_full_h2_connections_dials_one_connection_at_a_time() {
+    // Twenty watches at once, two streams per connection: ten connections, not one per
+    // request that found the pool full while a connection was being dialled.
+    let pki = Pki::new();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    let backend = Backend::start_with_h2_streams(&pki, &[b"h2"], Some(2), move |_req| {
+        let held = held.clone();
+        async move {
+            held.notified().await;
+            ok("ok")
+        }
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .http2_max_streams_per_connection(2)
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+    let get = move || async move {
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        body_string(res.into_body()).await
+    };
+    let all: Vec<_> = (0..20).map(|_| tokio::spawn(get())).collect();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while backend.seen().len() < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("every request reached the upstream");
+    assert_eq!(backend.connections(), 10);
+    release.notify_waiters();
+    for t in all {
+        assert_eq!(t.await.unwrap(), "ok");
+    }
+}
+
+#[tokio::test]
 async fn header_smuggling_cannot_change_the_identity_the_upstream_sees() {
     let pki = Pki::new();
     let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async { ok("ok") }).await;
@@ -487,6 +532,51 @@ async fn unreachable_upstream_is_503_status_naming_the_cluster() {
     let body = body_string(res.into_body()).await;
     assert!(body.starts_with("{\n  \"kind\": \"Status\",\n"), "{body}");
     assert!(!body.ends_with('\n'), "{body}");
+}
+
+#[tokio::test]
+async fn requests_waiting_for_a_dial_that_fails_fail_with_its_cause_without_dialling_again() {
+    // An upstream that accepts TCP and never answers the TLS handshake: the dial times out.
+    let pki = Pki::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            held.push(tcp);
+        }
+    });
+    let up = Upstream::builder("prod", format!("https://127.0.0.1:{port}"))
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    let get = move || async move {
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        (res.status(), body_string(res.into_body()).await)
+    };
+    let all: Vec<_> = (0..8).map(|_| tokio::spawn(get())).collect();
+    let mut answers = Vec::new();
+    for t in all {
+        answers.push(t.await.unwrap());
+    }
+    // One dial for all eight (h2 is offered: the first connection decides), and one answer.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(answers[0].0, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        answers[0].1.contains("connect timed out after"),
+        "{}",
+        answers[0].1
+    );
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
 }
 
 #[tokio::test]
