@@ -488,22 +488,14 @@ where
             // and the ones left without streams are reaped.
             let number = conns.next_h2;
             conns.next_h2 += 1;
-            let conn = Some(H2 {
+            let conn = H2 {
                 sender,
                 number,
                 streams: 1,
                 idle_periods: 0,
-            });
-            let slot = match conns.h2.iter().position(Option::is_none) {
-                Some(slot) => {
-                    conns.h2[slot] = conn;
-                    slot
-                }
-                None => {
-                    conns.h2.push(conn);
-                    conns.h2.len() - 1
-                }
             };
+            let free = conns.h2.iter().position(Option::is_none);
+            let slot = occupy(&mut conns.h2, free, conn);
             this.start_reaper(&mut conns);
             drop(conns);
             return Ok((Box::pin(exchange), Some(this.lease(Kind::H2(number), slot))));
@@ -516,20 +508,12 @@ where
         let exchange = sender.try_send_request(this.h1_request(req));
         let slot = {
             let mut conns = this.lock();
-            let conn = Some(H1 {
+            let conn = H1 {
                 sender,
                 idle_periods: 0,
-            });
-            let slot = match conns.free.pop() {
-                Some(slot) => {
-                    conns.h1[slot] = conn;
-                    slot
-                }
-                None => {
-                    conns.h1.push(conn);
-                    conns.h1.len() - 1
-                }
             };
+            let free = conns.free.pop();
+            let slot = occupy(&mut conns.h1, free, conn);
             this.start_reaper(&mut conns);
             slot
         };
@@ -568,6 +552,18 @@ where
         let shared: Arc<dyn GiveBack> = Arc::clone(self) as Arc<dyn GiveBack>;
         Lease { shared, kind, slot }
     }
+}
+
+/// Puts `conn` in the `free` slot of `slots`, or at the end without one; its slot.
+fn occupy<T>(slots: &mut Vec<Option<T>>, free: Option<usize>, conn: T) -> usize {
+    if let Some(slot) = free
+        && let Some(entry) = slots.get_mut(slot)
+    {
+        *entry = Some(conn);
+        return slot;
+    }
+    slots.push(Some(conn));
+    slots.len() - 1
 }
 
 /// Runs a connection's I/O on its own task until the connection ends.

@@ -233,19 +233,19 @@ async fn an_h2_connection_is_shared_by_concurrent_requests() {
     }));
 }
 
-#[tokio::test]
-async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
-    // kube-apiserver caps the streams of a connection (1,000 by default); hyper makes a
-    // request past the cap wait, and every request behind it, until a stream ends. Watches
-    // hold their streams for minutes: a full connection must not keep the others waiting.
+/// An h2 upstream that allows two streams per connection (and a gateway whose pool is told
+/// so) and holds the requests `hold` picks until the returned `Notify` is notified.
+async fn two_stream_upstream(
+    hold: fn(&Request<Incoming>) -> bool,
+) -> (Backend, Arc<tokio::sync::Notify>, std::net::SocketAddr) {
     let pki = Pki::new();
     let release = Arc::new(tokio::sync::Notify::new());
     let held = release.clone();
-    // The upstream allows two streams per connection, and the pool is told so.
     let backend = Backend::start_with_h2_streams(&pki, &[b"h2"], Some(2), move |req| {
         let held = held.clone();
+        let wait = hold(&req);
         async move {
-            if req.uri().path().ends_with("/watch-like") {
+            if wait {
                 held.notified().await;
             }
             ok("ok")
@@ -259,26 +259,38 @@ async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
             .unwrap(),
     );
     let addr = gateway(svc, Some(identity())).await;
-    let get = move |path: &'static str| async move {
-        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod{path}"))
-            .body(full(""))
-            .unwrap();
-        let res = h1_client().request(req).await.unwrap();
-        assert_eq!(res.status(), 200);
-        body_string(res.into_body()).await
-    };
-    get("/api").await;
+    (backend, release, addr)
+}
+
+/// GET `path` under the `prod` cluster through the gateway at `addr`: the body of a 200.
+async fn get_ok(addr: std::net::SocketAddr, path: &str) -> String {
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod{path}"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    body_string(res.into_body()).await
+}
+
+#[tokio::test]
+async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
+    // kube-apiserver caps the streams of a connection (1,000 by default); hyper makes a
+    // request past the cap wait, and every request behind it, until a stream ends. Watches
+    // hold their streams for minutes: a full connection must not keep the others waiting.
+    let (backend, release, addr) =
+        two_stream_upstream(|req| req.uri().path().ends_with("/watch-like")).await;
+    get_ok(addr, "/api").await;
     assert_eq!(backend.connections(), 1);
     // Two requests held open fill the first connection...
     let held: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(get("/api/watch-like")))
+        .map(|_| tokio::spawn(get_ok(addr, "/api/watch-like")))
         .collect();
     while backend.seen().len() < 3 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // ...so the next requests go over a second one, at once.
     for _ in 0..3 {
-        let answer = tokio::time::timeout(Duration::from_secs(5), get("/api"))
+        let answer = tokio::time::timeout(Duration::from_secs(5), get_ok(addr, "/api"))
             .await
             .expect("a request waited behind a full h2 connection");
         assert_eq!(answer, "ok");
@@ -289,7 +301,7 @@ async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
     for h in held {
         assert_eq!(h.await.unwrap(), "ok");
     }
-    let all: Vec<_> = (0..4).map(|_| tokio::spawn(get("/api"))).collect();
+    let all: Vec<_> = (0..4).map(|_| tokio::spawn(get_ok(addr, "/api"))).collect();
     for t in all {
         assert_eq!(t.await.unwrap(), "ok");
     }
@@ -300,33 +312,10 @@ async fn a_full_h2_connection_makes_the_pool_dial_another_instead_of_queuing() {
 async fn a_burst_past_full_h2_connections_dials_one_connection_at_a_time() {
     // Twenty watches at once, two streams per connection: ten connections, not one per
     // request that found the pool full while a connection was being dialled.
-    let pki = Pki::new();
-    let release = Arc::new(tokio::sync::Notify::new());
-    let held = release.clone();
-    let backend = Backend::start_with_h2_streams(&pki, &[b"h2"], Some(2), move |_req| {
-        let held = held.clone();
-        async move {
-            held.notified().await;
-            ok("ok")
-        }
-    })
-    .await;
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .http2_max_streams_per_connection(2)
-            .build()
-            .unwrap(),
-    );
-    let addr = gateway(svc, Some(identity())).await;
-    let get = move || async move {
-        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
-            .body(full(""))
-            .unwrap();
-        let res = h1_client().request(req).await.unwrap();
-        assert_eq!(res.status(), 200);
-        body_string(res.into_body()).await
-    };
-    let all: Vec<_> = (0..20).map(|_| tokio::spawn(get())).collect();
+    let (backend, release, addr) = two_stream_upstream(|_| true).await;
+    let all: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(get_ok(addr, "/api")))
+        .collect();
     tokio::time::timeout(Duration::from_secs(10), async {
         while backend.seen().len() < 20 {
             tokio::time::sleep(Duration::from_millis(5)).await;
