@@ -204,13 +204,10 @@ where
         let shared = Arc::clone(&self.shared);
         async move {
             let req = match first {
-                Sent::Reused((exchange, lease)) => match exchange.await {
-                    Ok(res) => return Ok(res.map(|body| PooledBody { body, lease })),
-                    Err(mut e) => match e.take_message() {
-                        // Closed before the request started: a fresh connection gets it.
-                        Some(req) => req,
-                        None => return Err(SendError::Request(e.into_error())),
-                    },
+                Sent::Reused(exchange) => match reused(exchange).await {
+                    Err(Retry::Again(req)) => *req,
+                    Ok(res) => return Ok(res),
+                    Err(Retry::Failed(e)) => return Err(e),
                 },
                 Sent::NeedConnection(req) => req,
             };
@@ -221,15 +218,34 @@ where
     }
 }
 
+/// Why an exchange on a reused connection gave no response.
+enum Retry<B> {
+    /// The connection closed before the request started: hyper handed it back, and a fresh
+    /// connection gets it. Boxed: it is the rare case, and the response the common one.
+    Again(Box<Request<B>>),
+    /// The exchange failed.
+    Failed(SendError),
+}
+
+/// Waits for the response to a request sent on a pooled connection.
+async fn reused<B>((exchange, lease): Exchange<B>) -> Result<Response<PooledBody>, Retry<B>> {
+    match exchange.await {
+        Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Err(Retry::Again(Box::new(req))),
+            None => Err(Retry::Failed(SendError::Request(e.into_error()))),
+        },
+    }
+}
+
 /// Whether a request is dialling the connection that others wait for (see
-/// [`Shared::dial_and_send`]), and how the ones before it ended.
+/// [`Shared::dial_and_send`]), and how the last such dial that failed ended.
 #[derive(Default)]
 struct Gate {
     dialing: bool,
-    /// Gated dials that failed so far, and the last one's cause: the requests that waited for
-    /// it fail with it rather than each dial in turn.
-    failures: u64,
-    last_error: Option<Arc<dyn StdError + Send + Sync>>,
+    /// The number of gated dials that failed so far and the last one's cause: the requests
+    /// that waited for it fail with it rather than each dial in turn.
+    failed: Option<(u64, Arc<dyn StdError + Send + Sync>)>,
 }
 
 /// The right to dial for the requests waiting on the gate: released, waking them, when the
@@ -249,8 +265,8 @@ impl<B> DialGate<'_, B> {
         let mut conns = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.gate.dialing = false;
         if let Some(cause) = failure {
-            conns.gate.failures += 1;
-            conns.gate.last_error = Some(cause);
+            let count = conns.gate.failed.as_ref().map_or(0, |(n, _)| *n);
+            conns.gate.failed = Some((count + 1, cause));
         }
         drop(conns);
         self.shared.dialed.notify_waiters();
@@ -379,7 +395,8 @@ where
         enum Next<'a> {
             Dial,
             DialForOthers,
-            Wait(tokio::sync::futures::Notified<'a>, u64),
+            /// The wake-up, and the count of failed dials when the wait began.
+            Wait(tokio::sync::futures::Notified<'a>, Option<u64>),
         }
         loop {
             let next = {
@@ -392,7 +409,8 @@ where
                 } else {
                     // Made under the lock the dialler releases the gate under: no wake-up is
                     // missed.
-                    Next::Wait(this.dialed.notified(), conns.gate.failures)
+                    let failures = conns.gate.failed.as_ref().map(|(n, _)| *n);
+                    Next::Wait(this.dialed.notified(), failures)
                 }
             };
             let (notified, failures) = match next {
@@ -407,27 +425,21 @@ where
                 Next::Wait(notified, failures) => (notified, failures),
             };
             notified.await;
-            let failed = {
-                let conns = this.lock();
-                (conns.gate.failures != failures).then(|| {
-                    conns.gate.last_error.clone().unwrap_or_else(|| {
-                        Arc::new(std::io::Error::other("the upstream could not be reached"))
-                    })
-                })
+            let failed = match &this.lock().gate.failed {
+                Some((count, cause)) if Some(*count) != failures => Some(Arc::clone(cause)),
+                _ => None,
             };
             if let Some(cause) = failed {
                 return Err(SendError::Connect(Box::new(SharedCause(cause))));
             }
-            match this.try_pooled(req) {
-                Sent::Reused((exchange, lease)) => match exchange.await {
-                    Ok(res) => return Ok(res.map(|body| PooledBody { body, lease })),
-                    Err(mut e) => match e.take_message() {
-                        Some(again) => req = again,
-                        None => return Err(SendError::Request(e.into_error())),
-                    },
+            req = match this.try_pooled(req) {
+                Sent::Reused(exchange) => match reused(exchange).await {
+                    Err(Retry::Again(again)) => *again,
+                    Ok(res) => return Ok(res),
+                    Err(Retry::Failed(e)) => return Err(e),
                 },
-                Sent::NeedConnection(again) => req = again,
-            }
+                Sent::NeedConnection(again) => again,
+            };
         }
     }
 
