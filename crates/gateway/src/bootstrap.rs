@@ -208,6 +208,7 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             identity_mode: Default::default(),
             http2: None,
             http2_max_streams_per_connection: None,
+            http1_connections_for_short_requests: None,
         };
         if let Some(auth) = auth {
             if auth.exec.is_some() || auth.auth_provider.is_some() {

@@ -340,6 +340,12 @@ pub struct UpstreamConfig {
     /// requests wait for a stream to end.
     #[serde(default)]
     pub http2_max_streams_per_connection: Option<u32>,
+    /// With HTTP/2 offered, how many HTTP/1.1 connections requests that are not long-running
+    /// may use (default 64); past that they share the h2 connections, as every request does
+    /// at 0. Watches, logs followed and other long-running requests always take h2 streams
+    /// when the upstream speaks h2.
+    #[serde(default)]
+    pub http1_connections_for_short_requests: Option<u32>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -366,6 +372,10 @@ impl std::fmt::Debug for UpstreamConfig {
             .field(
                 "http2_max_streams_per_connection",
                 &self.http2_max_streams_per_connection,
+            )
+            .field(
+                "http1_connections_for_short_requests",
+                &self.http1_connections_for_short_requests,
             )
             .finish()
     }

@@ -155,6 +155,10 @@ fn build_upstream(
             u.http2_max_streams_per_connection
                 .unwrap_or(kubegate_proxy::DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION),
         )
+        .http1_connections_for_short_requests(
+            u.http1_connections_for_short_requests
+                .unwrap_or(kubegate_proxy::DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS),
+        )
         .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
         .identity_mode(match u.identity_mode {
             config::IdentityMode::Impersonate => IdentityMode::Impersonate,

@@ -447,7 +447,7 @@ async fn upstream_redirects_never_reach_clients() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http2_to_an_upstream_can_be_turned_off() {
+async fn the_upstream_protocol_follows_the_http2_settings() {
     let env = Env::start().await;
     let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
     let last_version = |env: &Env| {
@@ -458,9 +458,18 @@ async fn http2_to_an_upstream_can_be_turned_off() {
             .find(|r| r.path.ends_with("/configmaps"))
             .map(|r| r.version)
     };
+    // By default h2 is offered, and a short request takes a pooled HTTP/1.1 connection.
+    assert_eq!(env.client().get(&url, ADMIN_KEY, &[]).await.status, 200);
+    assert_eq!(last_version(&env), Some(http::Version::HTTP_11));
+    // With no HTTP/1.1 connections for short requests, every request goes over h2.
+    let mut config = env.config.clone();
+    config.clusters[0]
+        .upstream
+        .http1_connections_for_short_requests = Some(0);
+    env.gateway.reload(config.clone()).await.unwrap();
     assert_eq!(env.client().get(&url, ADMIN_KEY, &[]).await.status, 200);
     assert_eq!(last_version(&env), Some(http::Version::HTTP_2));
-    let mut config = env.config.clone();
+    // Without h2, HTTP/1.1.
     config.clusters[0].upstream.http2 = Some(false);
     env.gateway.reload(config).await.unwrap();
     assert_eq!(env.client().get(&url, ADMIN_KEY, &[]).await.status, 200);

@@ -10,11 +10,13 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, Uri};
 use http_body::Body;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::body::ProxyBody;
@@ -67,17 +69,28 @@ where
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(upstream.connect_timeout()));
-        let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(rustls::ClientConfig::clone(upstream.tls()))
-            .https_or_http()
-            .with_server_name_resolver(FixedServerName(upstream.server_name().clone()))
-            .enable_http1();
-        let connector = if upstream.http2() {
-            builder.enable_http2().wrap_connector(http)
-        } else {
-            builder.wrap_connector(http)
+        let builder = || {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(rustls::ClientConfig::clone(upstream.tls()))
+                .https_or_http()
+                .with_server_name_resolver(FixedServerName(upstream.server_name().clone()))
+                .enable_http1()
         };
-        let pool = Pool::new(connector, &upstream);
+        // Short requests' HTTP/1.1 connections offer HTTP/1.1 alone in ALPN, as upgrades do
+        // (see `Pool`): the builder would offer nothing for HTTP/1.1, and a server that
+        // cannot speak it would only say so in the protocol.
+        let http1_connector = HttpsConnector::new(
+            http.clone(),
+            Arc::clone(upstream.upgrade_tls()),
+            false,
+            Arc::new(FixedServerName(upstream.server_name().clone())),
+        );
+        let connector = if upstream.http2() {
+            builder().enable_http2().wrap_connector(http)
+        } else {
+            builder().wrap_connector(http)
+        };
+        let pool = Pool::new(connector, http1_connector, &upstream);
         ForwardService { upstream, pool }
     }
 
@@ -165,6 +178,27 @@ pub(crate) fn upstream_failure(
     res
 }
 
+/// `err` and every error behind it: the sources, and what `io::Error`s wrap (hyper-rustls
+/// wraps io errors in io errors, and `io::Error::source()` skips the error it wraps).
+pub(crate) fn causes<'a>(
+    err: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    let mut stack: Vec<&'a (dyn StdError + 'static)> = vec![err];
+    std::iter::from_fn(move || {
+        let e = stack.pop()?;
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            stack.push(inner);
+        }
+        if let Some(next) = e.source() {
+            stack.push(next);
+        }
+        Some(e)
+    })
+}
+
 fn classify(
     err: &(dyn StdError + 'static),
     upstream: &Upstream,
@@ -172,10 +206,7 @@ fn classify(
 ) -> (Status, &'static str) {
     let mut is_connect = false;
     let mut io_kind = None;
-    // `io::Error::source()` skips the error it wraps, and hyper-rustls wraps io errors in io
-    // errors, so the walk also descends through `io::Error::get_ref`.
-    let mut stack: Vec<&(dyn StdError + 'static)> = vec![err];
-    while let Some(e) = stack.pop() {
+    for e in causes(err) {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return (
                 Status::bad_gateway(format!(
@@ -192,12 +223,6 @@ fn classify(
             if io.kind() != std::io::ErrorKind::Other || io_kind.is_none() {
                 io_kind = Some(io.kind());
             }
-            if let Some(inner) = io.get_ref() {
-                stack.push(inner);
-            }
-        }
-        if let Some(next) = e.source() {
-            stack.push(next);
         }
     }
     if is_connect || io_kind.is_some_and(is_connect_kind) {
@@ -359,7 +384,7 @@ where
         *out.uri_mut() = uri;
         *out.headers_mut() = parts.headers;
         Ok(InFlight {
-            response: self.pool.send(out),
+            response: self.pool.send(out, long_running),
             limit: (!long_running).then(|| self.upstream.response_header_timeout()),
             deadline: None,
             upstream: self.upstream.clone(),

@@ -27,7 +27,8 @@ pub use forward::ForwardService;
 pub use metrics::MetricsLayer;
 pub use status::Status;
 pub use upstream::{
-    Credential, DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION, IdentityMode, Upstream, UpstreamBuilder,
+    Credential, DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS,
+    DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION, IdentityMode, Upstream, UpstreamBuilder,
 };
 
 /// Errors raised while configuring the proxy (request-time failures become [`Status`] responses).

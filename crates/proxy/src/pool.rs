@@ -23,6 +23,14 @@
 //!   makes a request past that cap wait, and every request behind it, until a stream ends: a
 //!   single shared connection would stall the upstream for everyone once a thousand watches
 //!   were open on it.
+//! - With h2 offered, requests that are not long-running go over pooled HTTP/1.1 connections
+//!   (dialled offering HTTP/1.1 alone), up to
+//!   [`Upstream::http1_connections_for_short_requests`] of them; past that, and for every
+//!   long-running request, h2 streams. A short exchange costs less over HTTP/1.1 (no HPACK
+//!   state, no task per stream in hyper's client) and watches, which hold their stream for
+//!   minutes, share a few h2 connections instead of one connection each. An upstream that
+//!   answers the HTTP/1.1-only offer with `no_application_protocol` is remembered, and its
+//!   short requests take h2 streams from then on.
 //! - Idle connections are closed after [`IDLE_TIMEOUT`] by a reaper task that holds the pool
 //!   weakly, and with the pool: an HTTP/1.1 connection while no exchange leases it, an h2
 //!   connection while no stream of it is leased. A closed connection (the upstream went away)
@@ -75,6 +83,9 @@ struct Shared<B> {
     connector: HttpsConnector<HttpConnector>,
     /// Whether ALPN offers h2.
     offers_h2: bool,
+    /// With h2 offered, the connector short requests dial with (ALPN: HTTP/1.1 alone), and
+    /// how many HTTP/1.1 connections they may use; `None` when short requests use h2 too.
+    short: Option<(HttpsConnector<HttpConnector>, usize)>,
     /// TCP connect and TLS handshake together.
     connect_timeout: Duration,
     /// Woken when a gated dial ends (see [`Shared::dial_and_send`]).
@@ -104,8 +115,31 @@ struct Conns<B> {
     next_h2: u64,
     /// Who dials for requests that wait (h2).
     gate: Gate,
+    /// HTTP/1.1 connections short requests are dialling now (see [`Http1Claim`]).
+    h1_dialing: usize,
+    /// The upstream chose HTTP/1.1 where h2 was offered: every request uses HTTP/1.1.
+    refused_h2: bool,
+    /// The upstream refused an offer of HTTP/1.1 alone: short requests use h2.
+    refused_http1: bool,
     /// Whether the reaper task runs.
     reaping: bool,
+}
+
+impl<B> Default for Conns<B> {
+    fn default() -> Self {
+        Conns {
+            h1: Vec::new(),
+            idle: Vec::new(),
+            free: Vec::new(),
+            h2: Vec::new(),
+            next_h2: 0,
+            gate: Gate::default(),
+            h1_dialing: 0,
+            refused_h2: false,
+            refused_http1: false,
+            reaping: false,
+        }
+    }
 }
 
 struct H1<B> {
@@ -129,8 +163,33 @@ enum Sent<B> {
     /// On a pooled connection: retried once if the connection closed before the request
     /// started.
     Reused(Exchange<B>),
-    /// No usable pooled connection: the request is still here.
-    NeedConnection(Request<B>),
+    /// No usable pooled connection: the request is still here, and what to dial for it.
+    NeedConnection(Request<B>, Dial),
+}
+
+/// What to dial for a request the pool had no room for.
+enum Dial {
+    /// An HTTP/1.1 connection for a short request, within the limit (claimed).
+    Http1(
+        // Read by no one: held until the connection is in the pool, and dropped then.
+        #[allow(dead_code)] Http1Claim,
+    ),
+    /// A connection offering what the upstream is configured for (h2 and HTTP/1.1, or
+    /// HTTP/1.1 alone).
+    Offered,
+}
+
+/// A short request's claim on one of the HTTP/1.1 connections short requests may open, held
+/// while it dials: a burst of requests cannot dial past the limit before the first
+/// connections are up.
+struct Http1Claim {
+    shared: Arc<dyn GiveBack>,
+}
+
+impl Drop for Http1Claim {
+    fn drop(&mut self) {
+        self.shared.end_http1_claim();
+    }
 }
 
 type Exchange<B> = (
@@ -167,12 +226,20 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    /// A pool dialing `upstream` through `connector`.
-    pub(crate) fn new(connector: HttpsConnector<HttpConnector>, upstream: &Upstream) -> Self {
+    /// A pool dialing `upstream` through `connector`, and, with h2 offered, short requests'
+    /// HTTP/1.1 connections through `http1_connector` (ALPN: HTTP/1.1 alone).
+    pub(crate) fn new(
+        connector: HttpsConnector<HttpConnector>,
+        http1_connector: HttpsConnector<HttpConnector>,
+        upstream: &Upstream,
+    ) -> Self {
+        let short_limit = upstream.http1_connections_for_short_requests() as usize;
         Pool {
             shared: Arc::new(Shared {
                 connector,
                 offers_h2: upstream.http2(),
+                short: (upstream.http2() && short_limit > 0)
+                    .then_some((http1_connector, short_limit)),
                 connect_timeout: upstream.connect_timeout(),
                 dialed: tokio::sync::Notify::new(),
                 h2_max_streams: upstream.http2_max_streams_per_connection() as usize,
@@ -180,40 +247,37 @@ where
                 scheme: upstream.scheme().clone(),
                 authority: upstream.authority().clone(),
                 host: upstream.http1_host().clone(),
-                conns: Mutex::new(Conns {
-                    h1: Vec::new(),
-                    idle: Vec::new(),
-                    free: Vec::new(),
-                    h2: Vec::new(),
-                    next_h2: 0,
-                    gate: Gate::default(),
-                    reaping: false,
-                }),
+                conns: Mutex::new(Conns::default()),
             }),
         }
     }
 
     /// Sends `req` (origin-form URI, `path_and_query` only) on a pooled or a fresh connection.
-    /// The returned body holds the connection's lease.
+    /// The returned body holds the connection's lease. A `long_running` request takes an h2
+    /// stream when the upstream speaks h2.
     pub(crate) fn send(
         &self,
         req: Request<B>,
+        long_running: bool,
     ) -> impl std::future::Future<Output = Result<Response<PooledBody>, SendError>> + Send + 'static
     {
-        let first = self.shared.try_pooled(req);
+        let first = self.shared.try_pooled(req, long_running);
         let shared = Arc::clone(&self.shared);
         async move {
-            let req = match first {
+            let (req, dial) = match first {
                 Sent::Reused(exchange) => match reused(exchange).await {
-                    Err(Retry::Again(req)) => *req,
+                    Err(Retry::Again(req)) => {
+                        let dial = shared.what_to_dial(&mut shared.lock(), long_running);
+                        (*req, dial)
+                    }
                     Ok(res) => return Ok(res),
                     Err(Retry::Failed(e)) => return Err(e),
                 },
-                Sent::NeedConnection(req) => req,
+                Sent::NeedConnection(req, dial) => (req, dial),
             };
             // Boxed: dialing (TCP, TLS, handshake) takes kilobytes of future state, which would
             // otherwise be part of, and copied with, every request's future.
-            Box::pin(Shared::dial_and_send(shared, req)).await
+            Box::pin(Shared::dial_and_send(shared, req, dial, long_running)).await
         }
     }
 }
@@ -236,6 +300,37 @@ async fn reused<B>((exchange, lease): Exchange<B>) -> Result<Response<PooledBody
             None => Err(Retry::Failed(SendError::Request(e.into_error()))),
         },
     }
+}
+
+/// A connection just dialled, before it joins the pool.
+enum Connected<B> {
+    H1 {
+        sender: http1::SendRequest<B>,
+        /// h2 was offered and the upstream chose HTTP/1.1.
+        refused_h2: bool,
+    },
+    H2(http2::SendRequest<B>),
+}
+
+/// How a dial ended.
+enum Dialled<B> {
+    /// With the response head, or the failure.
+    Done(Result<Response<PooledBody>, SendError>),
+    /// The upstream refused an offer of HTTP/1.1 alone: `req` goes over h2 instead.
+    Http1Refused(Request<B>),
+}
+
+/// Whether a dial failed because the server refused every protocol offered in ALPN (TLS alert
+/// `no_application_protocol`): an h2-only server offered HTTP/1.1 alone.
+fn refuses_http1(err: &(dyn StdError + 'static)) -> bool {
+    crate::forward::causes(err).any(|e| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::AlertReceived(
+                rustls::AlertDescription::NoApplicationProtocol
+            ))
+        )
+    })
 }
 
 /// Whether a request is dialling the connection that others wait for (see
@@ -312,10 +407,24 @@ where
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends on an h2 connection with a free stream or an idle HTTP/1.1 connection, if there
-    /// is one.
-    fn try_pooled(self: &Arc<Self>, req: Request<B>) -> Sent<B> {
+    /// Sends on a pooled connection with room, if there is one: for a short request (h2
+    /// offered), an idle HTTP/1.1 connection, or, with every one it may use busy, an h2
+    /// stream; for any other request an h2 stream, or an idle HTTP/1.1 connection when the
+    /// upstream speaks only that.
+    fn try_pooled(self: &Arc<Self>, req: Request<B>, long_running: bool) -> Sent<B> {
         let mut conns = self.lock();
+        let req = if self.short_over_http1(&conns, long_running) {
+            let req = match self.take_idle_http1(&mut conns, req) {
+                Sent::NeedConnection(req, _) => req,
+                sent => return sent,
+            };
+            if let Some(claim) = self.claim_http1(&mut conns) {
+                return Sent::NeedConnection(req, Dial::Http1(claim));
+            }
+            req
+        } else {
+            req
+        };
         let mut room = None;
         for (slot, entry) in conns.h2.iter_mut().enumerate() {
             match entry {
@@ -331,7 +440,7 @@ where
             let req = self.h2_request(req);
             let Some(Some(conn)) = conns.h2.get_mut(slot) else {
                 // Unreachable: the slot held a connection a moment ago, under the same lock.
-                return Sent::NeedConnection(req);
+                return Sent::NeedConnection(req, Dial::Offered);
             };
             conn.streams += 1;
             conn.idle_periods = 0;
@@ -340,10 +449,46 @@ where
             drop(conns);
             return Sent::Reused((Box::pin(exchange), Some(self.lease(Kind::H2(number), slot))));
         }
-        if conns.h2.iter().any(Option::is_some) {
-            // The upstream speaks h2 and every connection is full: dial another.
-            return Sent::NeedConnection(req);
+        if conns.h2.iter().any(Option::is_some) || (self.offers_h2 && !conns.refused_h2) {
+            // The upstream speaks h2 and every connection is full, or it has not said yet:
+            // dial (another) one. Idle HTTP/1.1 connections are short requests'.
+            return Sent::NeedConnection(req, Dial::Offered);
         }
+        self.take_idle_http1(&mut conns, req)
+    }
+
+    /// Whether a request goes over HTTP/1.1 although h2 is offered: it is short, and the
+    /// upstream has not refused either protocol.
+    fn short_over_http1(&self, conns: &Conns<B>, long_running: bool) -> bool {
+        !long_running && self.short.is_some() && !conns.refused_h2 && !conns.refused_http1
+    }
+
+    /// A claim on a new HTTP/1.1 connection for a short request, if the limit allows one.
+    fn claim_http1(self: &Arc<Self>, conns: &mut Conns<B>) -> Option<Http1Claim> {
+        let limit = self.short.as_ref().map_or(0, |(_, limit)| *limit);
+        let open = conns.h1.len() - conns.free.len();
+        if open + conns.h1_dialing >= limit {
+            return None;
+        }
+        conns.h1_dialing += 1;
+        Some(Http1Claim {
+            shared: Arc::clone(self) as Arc<dyn GiveBack>,
+        })
+    }
+
+    /// What to dial for a request the pool has no room for.
+    fn what_to_dial(self: &Arc<Self>, conns: &mut Conns<B>, long_running: bool) -> Dial {
+        if self.short_over_http1(conns, long_running)
+            && let Some(claim) = self.claim_http1(conns)
+        {
+            return Dial::Http1(claim);
+        }
+        Dial::Offered
+    }
+
+    /// Sends on an idle HTTP/1.1 connection that is ready, if there is one (else: a new
+    /// connection offering what the upstream is configured for is needed).
+    fn take_idle_http1(self: &Arc<Self>, conns: &mut Conns<B>, req: Request<B>) -> Sent<B> {
         let mut not_yet = 0;
         while let Some(slot) = conns.idle.pop() {
             let (closed, ready) = match conns.h1.get(slot) {
@@ -368,14 +513,13 @@ where
             let req = self.h1_request(req);
             let Some(Some(conn)) = conns.h1.get_mut(slot) else {
                 // Unreachable: the slot held a connection a moment ago, under the same lock.
-                return Sent::NeedConnection(req);
+                return Sent::NeedConnection(req, Dial::Offered);
             };
             conn.idle_periods = 0;
             let exchange = conn.sender.try_send_request(req);
-            drop(conns);
             return Sent::Reused((Box::pin(exchange), Some(self.lease(Kind::H1, slot))));
         }
-        Sent::NeedConnection(req)
+        Sent::NeedConnection(req, Dial::Offered)
     }
 
     /// Sends `req`, for which the pool had no room, on a new connection; or, while another
@@ -387,10 +531,12 @@ where
     /// when the dial does: the request then takes a stream of the new connection, or, if that
     /// one is full already, waits for (or makes) the next dial; if the dial failed, the
     /// waiting requests fail with its cause. HTTP/1.1 carries one exchange per connection, so
-    /// there every request dials at once.
+    /// there every request dials at once (a short request within its claim).
     async fn dial_and_send(
         this: Arc<Self>,
         mut req: Request<B>,
+        mut dial: Dial,
+        long_running: bool,
     ) -> Result<Response<PooledBody>, SendError> {
         enum Next<'a> {
             Dial,
@@ -401,7 +547,7 @@ where
         loop {
             let next = {
                 let mut conns = this.lock();
-                if !this.offers_h2 || conns.h1.iter().any(Option::is_some) {
+                if matches!(dial, Dial::Http1(_)) || !this.offers_h2 || conns.refused_h2 {
                     Next::Dial
                 } else if !conns.gate.dialing {
                     conns.gate.dialing = true;
@@ -414,13 +560,18 @@ where
                 }
             };
             let (notified, failures) = match next {
-                Next::Dial => return this.dial(req, None).await,
-                Next::DialForOthers => {
-                    let gate = DialGate {
+                Next::Dial | Next::DialForOthers => {
+                    let gate = matches!(next, Next::DialForOthers).then_some(DialGate {
                         shared: &this,
                         finished: false,
-                    };
-                    return this.dial(req, Some(gate)).await;
+                    });
+                    match this.dial(req, dial, gate).await {
+                        Dialled::Done(result) => return result,
+                        Dialled::Http1Refused(again) => {
+                            (req, dial) = (again, Dial::Offered);
+                            continue;
+                        }
+                    }
                 }
                 Next::Wait(notified, failures) => (notified, failures),
             };
@@ -432,54 +583,73 @@ where
             if let Some(cause) = failed {
                 return Err(SendError::Connect(Box::new(SharedCause(cause))));
             }
-            req = match this.try_pooled(req) {
+            (req, dial) = match this.try_pooled(req, long_running) {
                 Sent::Reused(exchange) => match reused(exchange).await {
-                    Err(Retry::Again(again)) => *again,
+                    Err(Retry::Again(again)) => {
+                        let dial = this.what_to_dial(&mut this.lock(), long_running);
+                        (*again, dial)
+                    }
                     Ok(res) => return Ok(res),
                     Err(Retry::Failed(e)) => return Err(e),
                 },
-                Sent::NeedConnection(again) => again,
+                Sent::NeedConnection(again, dial) => (again, dial),
             };
         }
     }
 
-    /// Dials, sends `req` on the new connection and waits for the response head; releases
-    /// `gate` once the dial is done.
+    /// Dials what `dial` says, sends `req` on the new connection and waits for the response
+    /// head; releases `gate` once the dial is done.
     async fn dial(
         self: &Arc<Self>,
         req: Request<B>,
+        dial: Dial,
         gate: Option<DialGate<'_, B>>,
-    ) -> Result<Response<PooledBody>, SendError> {
-        let (exchange, lease) = match Shared::connect_and_send(self, req).await {
-            Ok(sent) => {
+    ) -> Dialled<B> {
+        let http1_only = matches!(dial, Dial::Http1(_));
+        let connected = match self.connect(http1_only).await {
+            Ok(connected) => {
                 if let Some(gate) = gate {
                     gate.finish(None);
                 }
-                sent
+                connected
+            }
+            Err(SendError::Connect(e)) if http1_only && refuses_http1(&*e) => {
+                tracing::debug!(
+                    "the upstream refused HTTP/1.1 alone in ALPN; its short requests use h2"
+                );
+                self.lock().refused_http1 = true;
+                return Dialled::Http1Refused(req);
             }
             Err(SendError::Connect(e)) => {
                 let cause: Arc<dyn StdError + Send + Sync> = Arc::from(e);
                 if let Some(gate) = gate {
                     gate.finish(Some(Arc::clone(&cause)));
                 }
-                return Err(SendError::Connect(Box::new(SharedCause(cause))));
+                return Dialled::Done(Err(SendError::Connect(Box::new(SharedCause(cause)))));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Dialled::Done(Err(e)),
         };
-        match exchange.await {
+        let (exchange, lease) = self.join_and_send(connected, req);
+        // The connection is in the pool now, and counts there instead of as a claim.
+        drop(dial);
+        Dialled::Done(match exchange.await {
             Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
             Err(e) => Err(SendError::Request(e.into_error())),
-        }
+        })
     }
 
-    /// Dials a new connection and sends `req` on it. The connection joins the pool, leased to
-    /// this request (a stream of it, for h2).
-    async fn connect_and_send(this: &Arc<Self>, req: Request<B>) -> Result<Exchange<B>, SendError> {
+    /// Dials a new connection: offering HTTP/1.1 alone, or what the upstream is configured
+    /// for.
+    async fn connect(&self, http1_only: bool) -> Result<Connected<B>, SendError> {
+        let connector = match &self.short {
+            Some((http1, _)) if http1_only => http1,
+            _ => &self.connector,
+        };
         // The connector bounds the TCP connect; this bounds the TLS handshake too, which an
         // upstream that accepts connections and then stalls would otherwise hold forever (a
         // watch has no response-header timeout to end it).
-        let dial = this.connector.clone().call(this.dial.clone());
-        let stream = match tokio::time::timeout(this.connect_timeout, dial).await {
+        let dial = connector.clone().call(self.dial.clone());
+        let stream = match tokio::time::timeout(self.connect_timeout, dial).await {
             Ok(stream) => stream.map_err(SendError::Connect)?,
             Err(_) => {
                 return Err(SendError::Connect(Box::new(std::io::Error::new(
@@ -489,47 +659,65 @@ where
             }
         };
         if stream.connected().is_negotiated_h2() {
-            let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
             drive(conn);
-            let exchange = sender.try_send_request(this.h2_request(req));
-            let mut conns = this.lock();
-            // Concurrent cold-start requests may each have dialled: every connection joins,
-            // and the ones left without streams are reaped.
-            let number = conns.next_h2;
-            conns.next_h2 += 1;
-            let conn = H2 {
-                sender,
-                number,
-                streams: 1,
-                idle_periods: 0,
-            };
-            let free = conns.h2.iter().position(Option::is_none);
-            let slot = occupy(&mut conns.h2, free, conn);
-            this.start_reaper(&mut conns);
-            drop(conns);
-            return Ok((Box::pin(exchange), Some(this.lease(Kind::H2(number), slot))));
+            return Ok(Connected::H2(sender));
         }
-        let (mut sender, conn) = http1::Builder::new()
+        let (sender, conn) = http1::Builder::new()
             .handshake(stream)
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
         drive(conn);
-        let exchange = sender.try_send_request(this.h1_request(req));
-        let slot = {
-            let mut conns = this.lock();
-            let conn = H1 {
-                sender,
-                idle_periods: 0,
-            };
-            let free = conns.free.pop();
-            let slot = occupy(&mut conns.h1, free, conn);
-            this.start_reaper(&mut conns);
-            slot
-        };
-        Ok((Box::pin(exchange), Some(this.lease(Kind::H1, slot))))
+        Ok(Connected::H1 {
+            sender,
+            refused_h2: self.offers_h2 && !http1_only,
+        })
+    }
+
+    /// Puts a new connection in the pool and sends `req` on it, leased to this request (a
+    /// stream of it, for h2).
+    fn join_and_send(self: &Arc<Self>, connected: Connected<B>, req: Request<B>) -> Exchange<B> {
+        match connected {
+            Connected::H2(mut sender) => {
+                let exchange = sender.try_send_request(self.h2_request(req));
+                let mut conns = self.lock();
+                // Concurrent cold-start requests may each have dialled: every connection
+                // joins, and the ones left without streams are reaped.
+                let number = conns.next_h2;
+                conns.next_h2 += 1;
+                let conn = H2 {
+                    sender,
+                    number,
+                    streams: 1,
+                    idle_periods: 0,
+                };
+                let free = conns.h2.iter().position(Option::is_none);
+                let slot = occupy(&mut conns.h2, free, conn);
+                self.start_reaper(&mut conns);
+                drop(conns);
+                (Box::pin(exchange), Some(self.lease(Kind::H2(number), slot)))
+            }
+            Connected::H1 {
+                mut sender,
+                refused_h2,
+            } => {
+                let exchange = sender.try_send_request(self.h1_request(req));
+                let mut conns = self.lock();
+                conns.refused_h2 |= refused_h2;
+                let conn = H1 {
+                    sender,
+                    idle_periods: 0,
+                };
+                let free = conns.free.pop();
+                let slot = occupy(&mut conns.h1, free, conn);
+                self.start_reaper(&mut conns);
+                drop(conns);
+                (Box::pin(exchange), Some(self.lease(Kind::H1, slot)))
+            }
+        }
     }
 
     /// Spawns the reaper unless it runs.
@@ -590,9 +778,10 @@ where
     });
 }
 
-/// What a lease needs of its pool, without the request body type.
+/// What a lease (or a claim) needs of its pool, without the request body type.
 trait GiveBack: Send + Sync {
     fn give_back(&self, kind: Kind, slot: usize);
+    fn end_http1_claim(&self);
 }
 
 impl<B: Send + 'static> GiveBack for Shared<B> {
@@ -609,6 +798,11 @@ impl<B: Send + 'static> GiveBack for Shared<B> {
                 }
             }
         }
+    }
+
+    fn end_http1_claim(&self) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.h1_dialing = conns.h1_dialing.saturating_sub(1);
     }
 }
 
@@ -749,11 +943,8 @@ mod tests {
                 .collect(),
             // `c` is leased: not idle, so never reaped.
             idle: vec![0, 1],
-            free: Vec::new(),
-            h2: Vec::new(),
-            next_h2: 0,
-            gate: Gate::default(),
             reaping: true,
+            ..Conns::default()
         };
         // `b`'s connection ends: forgotten at the next period.
         b_task.abort();
@@ -817,8 +1008,8 @@ mod tests {
                 idle_periods: 0,
             })],
             next_h2: 1,
-            gate: Gate::default(),
             reaping: true,
+            ..Conns::default()
         }
     }
 

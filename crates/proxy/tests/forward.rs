@@ -197,16 +197,22 @@ async fn http1_connections_are_pooled_and_replaced_when_the_upstream_closes_them
     assert_eq!(backend.seen().len(), 5 + 8 + 1 + 5 + 4 + 1);
 }
 
-/// An h2 upstream gets one connection that every request shares.
+/// An h2 upstream gets one connection that every request shares (short requests too, when
+/// they may use no HTTP/1.1 connection).
 #[tokio::test]
 async fn an_h2_connection_is_shared_by_concurrent_requests() {
     let pki = Pki::new();
-    let backend = Backend::start(&pki, &[b"h2"], |_req| async {
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         ok("ok")
     })
     .await;
-    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .http1_connections_for_short_requests(0)
+            .build()
+            .unwrap(),
+    );
     let addr = gateway(svc, Some(identity())).await;
     let get = move || async move {
         let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
@@ -255,6 +261,7 @@ async fn two_stream_upstream(
     let svc = ForwardService::new(
         upstream(&pki, &backend)
             .http2_max_streams_per_connection(2)
+            .http1_connections_for_short_requests(0)
             .build()
             .unwrap(),
     );
@@ -330,6 +337,96 @@ async fn a_burst_past_full_h2_connections_dials_one_connection_at_a_time() {
     }
 }
 
+/// The backend's protocol for each request it saw, in order.
+fn versions(backend: &Backend) -> Vec<http::Version> {
+    backend.seen().iter().map(|s| s.version).collect()
+}
+
+#[tokio::test]
+async fn short_requests_use_http1_and_long_running_ones_share_h2() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], |_req| async { ok("ok") }).await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    for _ in 0..3 {
+        assert_eq!(get_ok(addr, "/api/v1/namespaces/default/pods").await, "ok");
+    }
+    for _ in 0..3 {
+        assert_eq!(get_ok(addr, "/api/v1/pods?watch=true").await, "ok");
+    }
+    use http::Version;
+    let (h1, h2) = (Version::HTTP_11, Version::HTTP_2);
+    assert_eq!(versions(&backend), [h1, h1, h1, h2, h2, h2]);
+    assert_eq!(backend.connections(), 2, "one of each, reused");
+}
+
+#[tokio::test]
+async fn short_requests_past_the_http1_limit_take_h2_streams() {
+    let pki = Pki::new();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = release.clone();
+    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], move |req| {
+        let held = held.clone();
+        let wait = req.uri().path().ends_with("/held");
+        async move {
+            if wait {
+                held.notified().await;
+            }
+            ok("ok")
+        }
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .http1_connections_for_short_requests(1)
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+    // The one HTTP/1.1 connection short requests may use is busy...
+    let busy = tokio::spawn(get_ok(addr, "/api/held"));
+    while backend.seen().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // ...so the next ones share an h2 connection instead of dialling more.
+    for _ in 0..2 {
+        assert_eq!(get_ok(addr, "/api").await, "ok");
+    }
+    release.notify_waiters();
+    assert_eq!(busy.await.unwrap(), "ok");
+    // Free again: the next short request takes it.
+    assert_eq!(get_ok(addr, "/api").await, "ok");
+    use http::Version;
+    let (h1, h2) = (Version::HTTP_11, Version::HTTP_2);
+    assert_eq!(versions(&backend), [h1, h2, h2, h1]);
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_http1_gets_short_requests_over_h2_after_one_try() {
+    // An h2-only server answers an offer of HTTP/1.1 alone with `no_application_protocol`.
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2"], |_req| async { ok("ok") }).await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    assert_eq!(get_ok(addr, "/api").await, "ok");
+    let all: Vec<_> = (0..8).map(|_| tokio::spawn(get_ok(addr, "/api"))).collect();
+    for t in all {
+        assert_eq!(t.await.unwrap(), "ok");
+    }
+    assert!(
+        versions(&backend)
+            .iter()
+            .all(|v| *v == http::Version::HTTP_2)
+    );
+    assert_eq!(backend.seen().len(), 9);
+    assert_eq!(
+        backend.connections(),
+        2,
+        "the refused try, then one h2 connection"
+    );
+}
+
 #[tokio::test]
 async fn header_smuggling_cannot_change_the_identity_the_upstream_sees() {
     let pki = Pki::new();
@@ -402,7 +499,13 @@ async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
         Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
     })
     .await;
-    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    // Short requests over h2 too: this is about h2's trailers.
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .http1_connections_for_short_requests(0)
+            .build()
+            .unwrap(),
+    );
     let addr = gateway(svc, Some(identity())).await;
 
     let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/version"))
@@ -542,6 +645,7 @@ async fn requests_waiting_for_a_dial_that_fails_fail_with_its_cause_without_dial
         .ca_bundle_pem(pki.ca_pem.clone())
         .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
         .connect_timeout(Duration::from_millis(300))
+        .http1_connections_for_short_requests(0)
         .build()
         .unwrap();
     let addr = gateway(ForwardService::new(up), Some(identity())).await;
