@@ -29,8 +29,12 @@ use crate::upstream::{IdentityMode, Upstream};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// Forwards requests to one [`Upstream`] over pooled HTTP/1.1 connections or one shared HTTP/2
-/// connection (ALPN decides).
+/// Forwards requests to one [`Upstream`] over pooled HTTP/1.1 connections and shared HTTP/2
+/// connections.
+///
+/// When the upstream speaks h2 (ALPN decides), long-running requests ([`LongRunning`]) share
+/// its h2 connections and short ones take pooled HTTP/1.1 connections, up to
+/// [`Upstream::http1_connections_for_short_requests`]; past that they take h2 streams too.
 ///
 /// `B` is the request body type (e.g. `hyper::body::Incoming`, `axum::body::Body`); it is
 /// streamed, never buffered. Upgrade requests (`Connection: Upgrade`) take the dedicated
