@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use crate::path::{find_either, hex, split_at_byte};
-use crate::query::unescape;
+use crate::query::{unescape, unescape_query_value};
 use crate::selectors::{self, LabelSelector};
 
 /// The first values of `watch`, `limit`, `timeoutSeconds`, `fieldSelector` and `labelSelector`,
@@ -71,14 +71,13 @@ impl<'a> ListOptions<'a> {
                 },
                 None => continue,
             };
-            if value_is_valid(value) {
-                options.offer(param, value);
-            }
+            options.offer(param, value);
         }
         options
     }
 
-    /// Keeps `value` (valid, still escaped) if it is the parameter's first value.
+    /// Keeps `value` (still escaped) if it is valid and the parameter's first valid value.
+    /// Selectors are decoded here, which checks them too.
     fn offer(&mut self, param: Param, value: &'a str) {
         let slot = match param {
             Param::Watch => &mut self.watch,
@@ -86,19 +85,21 @@ impl<'a> ListOptions<'a> {
             Param::TimeoutSeconds => &mut self.timeout_seconds,
             Param::FieldSelector => {
                 if self.field_selector.is_none() {
+                    self.field_selector = unescape_query_value(value);
                     self.raw_field_selector = value;
-                    self.field_selector = unescape(value);
                 }
                 return;
             }
             Param::LabelSelector => {
                 if self.label_selector.is_none() {
-                    self.label_selector = unescape(value);
+                    self.label_selector = unescape_query_value(value);
                 }
                 return;
             }
         };
-        slot.get_or_insert(value);
+        if slot.is_none() && value_is_valid(value) {
+            *slot = Some(value);
+        }
     }
 
     /// Whether a collection GET is a `watch` (else a `list`), and the name a `metadata.name`

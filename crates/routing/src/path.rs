@@ -58,7 +58,7 @@ pub(crate) fn find_either(bytes: &[u8], a: u8, b: u8) -> Option<usize> {
 }
 
 /// The index of the first byte of `set` in `bytes`, eight bytes per step.
-fn find_any<const N: usize>(bytes: &[u8], set: [u8; N]) -> Option<usize> {
+pub(crate) fn find_any<const N: usize>(bytes: &[u8], set: [u8; N]) -> Option<usize> {
     let mut start = 0;
     while let Some(word) = bytes
         .get(start..start + 8)

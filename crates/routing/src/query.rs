@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use crate::path::{find_either, hex, split_at_byte};
+use crate::path::{find_any, hex, split_at_byte};
 
 /// A raw query string with Go `url.ParseQuery` semantics. Decoding happens lazily and borrows
 /// whenever a key or value holds no `%` or `+`.
@@ -85,23 +85,42 @@ impl<'a> Iterator for Pairs<'a> {
 /// a char: the result is built as a `String` and needs no UTF-8 check unless an escape decodes
 /// to a byte ≥ 0x80 (then [`unescape_bytes`] does it byte by byte).
 pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
-    let Some(mut at) = find_either(s.as_bytes(), b'%', b'+') else {
+    unescape_stopping_at(s, [b'%', b'+'])
+}
+
+/// A raw query value as Go's `url.ParseQuery` keeps it: `None` when it holds a `;` (the pair is
+/// dropped) or an invalid escape, else [`unescape`]d. One pass: the searches for escapes look
+/// for `;` as well, where checking the value first and decoding it then would read it twice.
+pub(crate) fn unescape_query_value(s: &str) -> Option<Cow<'_, str>> {
+    unescape_stopping_at(s, [b'%', b'+', b';'])
+}
+
+/// [`unescape`], searching for the bytes of `stops` (`%`, `+`, and possibly `;`, which makes
+/// the input invalid).
+fn unescape_stopping_at<const N: usize>(s: &str, stops: [u8; N]) -> Option<Cow<'_, str>> {
+    let Some(mut at) = find_any(s.as_bytes(), stops) else {
         return Some(Cow::Borrowed(s));
     };
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     loop {
-        // `at` is the index of an ASCII `%` or `+`: a char boundary.
+        // `at` is the index of an ASCII `%`, `+` or `;`: a char boundary.
         out.push_str(rest.get(..at)?);
         let bytes = rest.as_bytes();
         let width = if bytes[at] == b'+' {
             out.push(' ');
             1
+        } else if bytes[at] == b';' {
+            return None;
         } else {
             let hi = bytes.get(at + 1).copied().and_then(hex)?;
             let lo = bytes.get(at + 2).copied().and_then(hex)?;
             let decoded = hi << 4 | lo;
             if !decoded.is_ascii() {
+                // The rest of `s` has not been searched for a `;` yet.
+                if stops.contains(&b';') && s.contains(';') {
+                    return None;
+                }
                 return unescape_bytes(s).map(Cow::Owned);
             }
             out.push(char::from(decoded));
@@ -109,7 +128,7 @@ pub(crate) fn unescape(s: &str) -> Option<Cow<'_, str>> {
         };
         // Past an ASCII `+` or an escape of ASCII hex digits: a char boundary.
         rest = rest.get(at + width..)?;
-        match find_either(rest.as_bytes(), b'%', b'+') {
+        match find_any(rest.as_bytes(), stops) {
             Some(next) => at = next,
             None => {
                 out.push_str(rest);
@@ -189,6 +208,23 @@ mod tests {
                 unescape(&s).map(Cow::into_owned),
                 unescape_bytes(&s)
             );
+        }
+
+        /// Decoding a query value in one pass agrees with checking it for `;` and then
+        /// decoding it.
+        #[test]
+        fn query_value_is_checked_and_decoded_in_one_pass(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "Z", "+", "%", "%2", "%41", "%3D", "%3B", "%C3%A9", "%ff", "%zz", ";",
+                    "é", "=", "abcdefgh",
+                ]),
+                0..12,
+            ),
+        ) {
+            let s: String = pieces.concat();
+            let reference = if s.contains(';') { None } else { unescape_bytes(&s) };
+            proptest::prop_assert_eq!(unescape_query_value(&s).map(Cow::into_owned), reference);
         }
     }
 }
