@@ -123,7 +123,7 @@ impl<'a> ListOptions<'a> {
 
     /// Whether `watch` is present and true.
     fn watch(&self) -> bool {
-        self.watch.and_then(unescape).is_some_and(|v| go_bool(&v))
+        self.watch.is_some_and(raw_go_bool)
     }
 
     /// Decodes the ListOptions kube-apiserver would decode, returning whether it is a watch and
@@ -217,6 +217,16 @@ fn is_path_segment_name(name: &str) -> bool {
     name != "." && name != ".." && !name.bytes().any(|b| b == b'/' || b == b'%')
 }
 
+/// [`go_bool`] of a raw (valid, still escaped) value. The values clients send are decided
+/// without decoding.
+fn raw_go_bool(raw: &str) -> bool {
+    match raw {
+        "true" | "1" => true,
+        "false" | "0" => false,
+        raw => unescape(raw).is_some_and(|v| go_bool(&v)),
+    }
+}
+
 /// Go's `Convert_Slice_string_To_bool` on a first value: `0` and `false` (any case) are false,
 /// everything else — including the empty string — is true.
 fn go_bool(v: &str) -> bool {
@@ -260,6 +270,24 @@ mod tests {
             ListOptions::scan("labelSelector=a%3Db&labelSelector=c&fieldSelector=x+%3D+y");
         let (fields, labels) = options.selectors();
         assert_eq!((&*fields, &*labels), ("x = y", "a=b"));
+    }
+
+    proptest::proptest! {
+        /// The literal shortcuts of `raw_go_bool` agree with decoding the value first.
+        #[test]
+        fn raw_go_bool_agrees_with_decoding(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "true", "false", "FALSE", "fAlSe", "0", "1", "%30", "%66alse", "+", "t", "",
+                ]),
+                0..3,
+            ),
+        ) {
+            let raw = pieces.concat();
+            if let Some(decoded) = unescape(&raw) {
+                proptest::prop_assert_eq!(raw_go_bool(&raw), go_bool(&decoded), "{:?}", raw);
+            }
+        }
     }
 
     #[test]
