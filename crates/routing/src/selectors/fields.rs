@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 
 use super::SelectorError;
-use crate::path::{find_byte, find_either};
+use crate::path::{find_any, find_either};
 
 /// A field selector operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +80,8 @@ impl<'a> FieldSelector<'a> {
 /// no escapes: the lexically smallest raw `metadata.name=`/`==` term, which is the one
 /// apimachinery's sorted `RequiresExactMatch` finds. `Err` when the selector does not parse.
 pub(crate) fn exact_name(selector: &str) -> Result<Option<Cow<'_, str>>, SelectorError> {
-    // One term without backslashes — the usual shape — is its own raw and unescaped form.
-    if !selector.is_empty() && find_either(selector.as_bytes(), b'\\', b',').is_none() {
-        let (field, op, value) = split_term(selector).ok_or_else(|| invalid(selector, selector))?;
-        if find_byte(value.as_bytes(), b'=').is_some() {
-            return Err(SelectorError::UnescapedRune('='));
-        }
-        let pins_name = field == "metadata.name" && op != FieldOperator::NotEquals;
-        return Ok(pins_name.then_some(Cow::Borrowed(value)));
+    if let Some((field, value)) = one_plain_equality_term(selector) {
+        return Ok((field == "metadata.name").then_some(Cow::Borrowed(value)));
     }
     let mut best: Option<(&str, FieldOperator, &str)> = None;
     for term in split_terms(selector) {
@@ -104,6 +98,29 @@ pub(crate) fn exact_name(selector: &str) -> Result<Option<Cow<'_, str>>, Selecto
         }
     }
     best.map(|(_, _, value)| unescape_value(value)).transpose()
+}
+
+/// The field and value of a selector that is one `field=value` or `field==value` term with no
+/// `\` or `,` anywhere, no `!` in the field and no `=` in the value (the usual shape): its own
+/// raw and unescaped form, found with two eight-byte searches. `None` for any other selector,
+/// valid or not.
+fn one_plain_equality_term(selector: &str) -> Option<(&str, &str)> {
+    let bytes = selector.as_bytes();
+    let op = find_any(bytes, [b'=', b'!', b'\\', b','])?;
+    if bytes[op] != b'=' {
+        return None;
+    }
+    let value_start = if bytes.get(op + 1) == Some(&b'=') {
+        op + 2
+    } else {
+        op + 1
+    };
+    // `op` and `value_start` follow ASCII `=`: char boundaries.
+    let (field, value) = (selector.get(..op)?, selector.get(value_start..)?);
+    match find_any(value.as_bytes(), [b'=', b'\\', b',']) {
+        None => Some((field, value)),
+        Some(_) => None,
+    }
 }
 
 fn parse_term<'a>(selector: &str, term: &'a str) -> Result<FieldRequirement<'a>, SelectorError> {
@@ -289,6 +306,34 @@ mod tests {
                 parsed.requires_exact_match("metadata.name"),
                 "{sel}"
             );
+        }
+    }
+
+    proptest::proptest! {
+        /// `exact_name`, fast path included, agrees with the parsed selector on whether it
+        /// parses and on the name it pins.
+        #[test]
+        fn exact_name_agrees_with_the_parser(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "metadata.name", "metadata.name=", "spec.nodeName", "a", "web-1", "=", "==",
+                    "!=", "!", ",", "\\", "\\,", "\\=", "\\\\", "ᛒ", "x=y",
+                ]),
+                0..8,
+            ),
+        ) {
+            let selector = pieces.concat();
+            let parsed = FieldSelector::parse(&selector);
+            let exact = exact_name(&selector);
+            proptest::prop_assert_eq!(parsed.is_ok(), exact.is_ok(), "{:?}", selector);
+            if let (Ok(parsed), Ok(exact)) = (parsed, exact) {
+                proptest::prop_assert_eq!(
+                    parsed.requires_exact_match("metadata.name"),
+                    exact.as_deref(),
+                    "{:?}",
+                    selector
+                );
+            }
         }
     }
 
