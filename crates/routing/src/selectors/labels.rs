@@ -420,40 +420,55 @@ impl<'a> Parser<'a> {
 /// value. `false` means "not shown valid this way" (another shape, or an invalid term); the
 /// full parser then decides, and words the error.
 fn equality_terms_are_valid(selector: &str) -> bool {
-    if selector.is_empty() {
-        return false;
-    }
-    let mut rest = Some(selector);
-    while let Some(terms) = rest {
-        let (term, after) = match crate::path::split_at_byte(terms, b',') {
-            Some((term, after)) => (term, Some(after)),
-            None => (terms, None),
-        };
-        rest = after;
-        if !equality_term_is_valid(term) {
-            return false;
+    let mut terms = selector;
+    loop {
+        match first_equality_term_is_valid(terms) {
+            None => return false,
+            Some(None) => return true,
+            Some(Some(after_comma)) => terms = after_comma,
         }
     }
-    true
 }
 
-/// One `key=value`, `key==value` or `key!=value` term of [`equality_terms_are_valid`].
-fn equality_term_is_valid(term: &str) -> bool {
+/// Checks the first `key=value`, `key==value` or `key!=value` term of `terms` for
+/// [`equality_terms_are_valid`]: `None` if it is not shown valid, else what follows its `,`
+/// (`None` when it is the last term).
+fn first_equality_term_is_valid(terms: &str) -> Option<Option<&str>> {
     // The usual key has no prefix: it ends at the first byte a name part cannot hold, which
-    // must start the operator. Any other special byte or whitespace after the operator lands in
-    // the value, which the same byte test refuses.
-    let bytes = term.as_bytes();
+    // must start the operator; the value ends the same way, at the `,` or the end. So the term
+    // is checked in one pass by table, without first searching for its end.
+    let bytes = terms.as_bytes();
     let (key, after_key) = bytes.split_at(name_part_prefix_len(bytes));
-    let value = match after_key {
-        [b'=' | b'!', b'=', value @ ..] | [b'=', value @ ..] => value,
+    let after_op = match after_key {
+        [b'=' | b'!', b'=', after_op @ ..] | [b'=', after_op @ ..] => after_op,
         // A prefixed key (`example.com/name`), or not an equality term.
-        _ => return prefixed_equality_term_is_valid(term),
+        _ => return first_prefixed_equality_term_is_valid(terms),
     };
-    is_name_part_of_name_bytes(key) && is_label_value(value)
+    let (value, after_value) = after_op.split_at(name_part_prefix_len(after_op));
+    if !(is_name_part_of_name_bytes(key) && is_label_value(value)) {
+        return None;
+    }
+    match after_value {
+        [] => Some(None),
+        // Past an ASCII `,`: a char boundary.
+        [b',', after_comma @ ..] => Some(Some(terms.get(terms.len() - after_comma.len()..)?)),
+        // Whitespace or another special byte: the full parser decides.
+        _ => None,
+    }
 }
 
-/// [`equality_term_is_valid`] for a term whose key has a prefix (or that is not an equality
-/// term at all).
+/// [`first_equality_term_is_valid`] for a term whose key has a prefix (or that is not an
+/// equality term at all): the term is split off at its `,` first.
+fn first_prefixed_equality_term_is_valid(terms: &str) -> Option<Option<&str>> {
+    let (term, after_comma) = match crate::path::split_at_byte(terms, b',') {
+        Some((term, after_comma)) => (term, Some(after_comma)),
+        None => (terms, None),
+    };
+    prefixed_equality_term_is_valid(term).then_some(after_comma)
+}
+
+/// Whether `term`, whose key has a prefix (or that is not an equality term at all), is a valid
+/// equality term.
 fn prefixed_equality_term_is_valid(term: &str) -> bool {
     let Some(op) = crate::path::find_either(term.as_bytes(), b'=', b'!') else {
         return false;
