@@ -35,6 +35,13 @@ impl<'a> ListOptions<'a> {
         let mut options = ListOptions::default();
         let mut rest = query;
         while !rest.is_empty() {
+            // Clients write the options' names as they are: compared as literals, such a key
+            // needs no search for its end and no match on it.
+            if let Some((param, value, after)) = literal_option(rest) {
+                rest = after;
+                options.offer(param, value);
+                continue;
+            }
             // A pair whose key cannot name an option is skipped with one search for its end.
             if !rest
                 .as_bytes()
@@ -174,6 +181,36 @@ impl Param {
             "labelSelector" => Param::LabelSelector,
             _ => return None,
         })
+    }
+}
+
+/// The option the first pair of `query` names literally (its key is exactly the option's name),
+/// its raw value and what follows the pair; `None` for any other pair.
+fn literal_option(query: &str) -> Option<(Param, &str, &str)> {
+    let (param, after_key) = match query.as_bytes().first()? {
+        b'w' => (Param::Watch, query.strip_prefix("watch")?),
+        b'l' => match query.strip_prefix("limit") {
+            Some(after_key) => (Param::Limit, after_key),
+            None => (Param::LabelSelector, query.strip_prefix("labelSelector")?),
+        },
+        b't' => (Param::TimeoutSeconds, query.strip_prefix("timeoutSeconds")?),
+        b'f' => (Param::FieldSelector, query.strip_prefix("fieldSelector")?),
+        _ => return None,
+    };
+    // The key ends at the first `=` or `&`; the value at the next `&`. Both are ASCII, so the
+    // splits are on char boundaries.
+    match after_key.as_bytes().first() {
+        None => Some((param, "", "")),
+        Some(b'&') => Some((param, "", after_key.get(1..)?)),
+        Some(b'=') => {
+            let after_equals = after_key.get(1..)?;
+            Some(match split_at_byte(after_equals, b'&') {
+                Some((value, after)) => (param, value, after),
+                None => (param, after_equals, ""),
+            })
+        }
+        // A longer key (or an escaped one) that only starts with the name.
+        Some(_) => None,
     }
 }
 
@@ -317,6 +354,7 @@ mod tests {
                 proptest::sample::select(vec![
                     "watch", "w%61tch", "%77atch", "limit", "fieldSelector", "labelSelector",
                     "timeoutSeconds", "wat", "ch", "x", "=", "=", "&", "&", ";", "%", "%3D",
+                    "limitx", "label", "timeout", "fieldSelectorSelector",
                     "%zz", "+", "1", "a", "%41", "%e1%9b%92",
                 ]),
                 0..16,
