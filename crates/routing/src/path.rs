@@ -57,28 +57,57 @@ pub(crate) fn find_either(bytes: &[u8], a: u8, b: u8) -> Option<usize> {
     find_any(bytes, [a, b])
 }
 
-/// The index of the first byte of `set` in `bytes`, eight bytes per step.
+/// The index of the first byte of `set` in `bytes`, eight bytes per step. Inlined: the
+/// searches are short and their callers few, and a call costs as much as a step.
+#[inline(always)]
 pub(crate) fn find_any<const N: usize>(bytes: &[u8], set: [u8; N]) -> Option<usize> {
     let mut start = 0;
     while let Some(word) = bytes
         .get(start..start + 8)
         .and_then(|chunk| <[u8; 8]>::try_from(chunk).ok())
     {
-        let word = u64::from_le_bytes(word);
-        // Bytes equal to a byte of the set become zero in its test; the classic zero-byte test
-        // then sets the high bit of the first zero byte exactly (later bits may be false
-        // positives, never earlier ones), so OR-ing the tests keeps the lowest bit exact.
-        let zeros = set.iter().fold(0, |zeros, &byte| {
-            let x = word ^ (ONES * u64::from(byte));
-            zeros | (x.wrapping_sub(ONES) & !x & HIGHS)
-        });
-        if zeros != 0 {
-            return Some(start + (zeros.trailing_zeros() / 8) as usize);
+        let hits = set_bytes_in(u64::from_le_bytes(word), set);
+        if hits != 0 {
+            return Some(start + first_hit(hits));
         }
         start += 8;
     }
     let tail = bytes.get(start..)?;
+    if tail.is_empty() {
+        return None;
+    }
+    // After at least one whole word, the last eight bytes are tested as one more word: the
+    // bytes before the tail are known not to be in the set, so a hit is in the tail. (A byte
+    // loop takes a step and a branch per byte.)
+    if start >= 8
+        && let Some(word) = word_at(bytes, bytes.len() - 8)
+    {
+        let hits = set_bytes_in(word, set);
+        return (hits != 0).then(|| bytes.len() - 8 + first_hit(hits));
+    }
     tail.iter().position(|c| set.contains(c)).map(|i| start + i)
+}
+
+/// The eight bytes of `bytes` from `start` as a little-endian word, if there are eight.
+fn word_at(bytes: &[u8], start: usize) -> Option<u64> {
+    let chunk = bytes.get(start..start.checked_add(8)?)?;
+    <[u8; 8]>::try_from(chunk).ok().map(u64::from_le_bytes)
+}
+
+/// The high bit of each byte of `word` that is in `set`, exact up to the first one. Bytes equal
+/// to a byte of the set become zero in its test; the classic zero-byte test then sets the high
+/// bit of the first zero byte exactly (later bits may be false positives, never earlier ones),
+/// so OR-ing the tests keeps the lowest bit exact.
+fn set_bytes_in<const N: usize>(word: u64, set: [u8; N]) -> u64 {
+    set.iter().fold(0, |hits, &byte| {
+        let x = word ^ (ONES * u64::from(byte));
+        hits | (x.wrapping_sub(ONES) & !x & HIGHS)
+    })
+}
+
+/// The index of the byte whose high bit is the lowest set bit of `hits` (non-zero).
+fn first_hit(hits: u64) -> usize {
+    (hits.trailing_zeros() / 8) as usize
 }
 
 /// The value of an ASCII hex digit.
@@ -382,6 +411,19 @@ mod tests {
                 find_either(&bytes, a, b),
                 bytes.iter().position(|&c| c == a || c == b)
             );
+        }
+
+        #[test]
+        fn find_any_is_the_first_position_of_any(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![0u8, 1, 0x21, 0x25, 0x2b, 0x2c, 0x3b, 0x3d, 0x5c, 0x80, 0xff]),
+                0..40,
+            ),
+        ) {
+            let set = [b'=', b'!', b'\\', b','];
+            proptest::prop_assert_eq!(find_any(&bytes, set), bytes.iter().position(|c| set.contains(c)));
+            let set = [b'%', b'+', b';'];
+            proptest::prop_assert_eq!(find_any(&bytes, set), bytes.iter().position(|c| set.contains(c)));
         }
 
         #[test]
