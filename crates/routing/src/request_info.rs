@@ -240,23 +240,29 @@ impl<'a> RequestInfo<'a> {
         let parts = Some(parts);
         let mut name = Cow::Borrowed(name);
 
-        // Only collection requests read the query; one pass collects everything they need.
+        // Only collection requests read the query: a list or watch for `watch`, the name a
+        // field selector pins and the selectors, a deletecollection for the selectors. One pass
+        // collects everything they need; an empty query has nothing to give.
         let mut field_selector = Cow::Borrowed("");
         let mut label_selector = Cow::Borrowed("");
-        if name.is_empty() {
-            let options = ListOptions::scan(query.unwrap_or(""));
-            match verb {
-                "get" => {
+        let collection_verb = match verb {
+            "get" if name.is_empty() => Some("list"),
+            "delete" if name.is_empty() => Some("deletecollection"),
+            _ => None,
+        };
+        if let Some(collection_verb) = collection_verb {
+            verb = collection_verb;
+            if let Some(query) = query.filter(|q| !q.is_empty()) {
+                let options = ListOptions::scan(query);
+                if verb == "list" {
                     let (watch, pinned) = options.list_or_watch();
-                    verb = if watch { "watch" } else { "list" };
+                    if watch {
+                        verb = "watch";
+                    }
                     if let Some(pinned) = pinned {
                         name = pinned;
                     }
                 }
-                "delete" => verb = "deletecollection",
-                _ => {}
-            }
-            if !verb_via_path_prefix && matches!(verb, "list" | "watch" | "deletecollection") {
                 (field_selector, label_selector) = options.selectors();
             }
         }
