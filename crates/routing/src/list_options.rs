@@ -85,6 +85,7 @@ impl<'a> ListOptions<'a> {
 
     /// Keeps `value` (still escaped) if it is valid and the parameter's first valid value.
     /// Selectors are decoded here, which checks them too.
+    #[inline(always)]
     fn offer(&mut self, param: Param, value: &'a str) {
         let slot = match param {
             Param::Watch => &mut self.watch,
