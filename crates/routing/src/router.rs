@@ -113,23 +113,38 @@ impl Router {
         raw_path: &'a str,
         query: Option<&'a str>,
     ) -> Result<Route<'a>, RouteError> {
-        // Almost every real path has no escape, control byte, `//` or `/.`: one vectorizable
-        // scan proves that and skips the precise checks and the decoding.
-        let plain = is_plain_path(raw_path);
-        if !plain {
-            check_raw(raw_path)?;
-            check_segments(raw_path)?;
+        // Almost every real path has no escape, control byte, `//` or `/.`, which makes the
+        // precise checks and the decoding unnecessary. A prefix the router matched is made of
+        // literals and RFC 1123 names joined by `/`, which hold none of those, so one
+        // vectorizable scan of what follows the prefix proves the whole path plain.
+        if let Ok((target, raw_rest)) = self.target(raw_path)
+            && (raw_rest.is_empty() || is_plain_path(raw_rest))
+        {
+            let raw_rest = if raw_rest.is_empty() { "/" } else { raw_rest };
+            return Ok(Route {
+                target,
+                rest: Cow::Borrowed(raw_rest),
+                raw_rest,
+                query,
+            });
         }
+        self.route_checked_in_full(raw_path, query)
+    }
+
+    /// [`Router::route`] for a path that is not plain or names no target: every check runs
+    /// before the prefix is trusted, so the error is the one the first failing check gives.
+    fn route_checked_in_full<'a>(
+        &'a self,
+        raw_path: &'a str,
+        query: Option<&'a str>,
+    ) -> Result<Route<'a>, RouteError> {
+        check_raw(raw_path)?;
+        check_segments(raw_path)?;
         let (target, raw_rest) = self.target(raw_path)?;
         let raw_rest = if raw_rest.is_empty() { "/" } else { raw_rest };
-        let rest = if plain {
-            std::borrow::Cow::Borrowed(raw_rest)
-        } else {
-            decode_path(raw_rest)?
-        };
         Ok(Route {
             target,
-            rest,
+            rest: decode_path(raw_rest)?,
             raw_rest,
             query,
         })
@@ -243,5 +258,43 @@ fn name(path: &str, kind: NameKind) -> Result<(&str, &str), RouteError> {
             Ok((segment, after))
         }
         _ => Err(RouteError::InvalidName { kind }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        /// Routing that scans only what follows the prefix agrees with checking the whole path
+        /// first, errors included.
+        #[test]
+        fn scanning_the_rest_agrees_with_checking_in_full(
+            segments in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "kubernetes", "kubernetes", "cluster", "virtualcluster", "project", "space",
+                    "management", "grafana", "auth", "healthz", "version", "prod", "team-a",
+                    "Prod", "-x", "api", "v1", "", ".", "..", "%2e", "%2F", "%41", "%zz", "a b",
+                    "a\\b", "\u{7f}", "é",
+                ]),
+                0..9,
+            ),
+            trailing_slash in proptest::bool::ANY,
+        ) {
+            let mut path = format!("/{}", segments.join("/"));
+            if trailing_slash {
+                path.push('/');
+            }
+            for router in [Router::central(), Router::agent("here").unwrap()] {
+                proptest::prop_assert_eq!(
+                    router.route(&path, Some("q")),
+                    router.route_checked_in_full(&path, Some("q")),
+                    "{:?}",
+                    path
+                );
+            }
+        }
     }
 }
