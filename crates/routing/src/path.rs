@@ -200,13 +200,39 @@ pub(crate) fn is_plain_path(raw: &str) -> bool {
     // shuffles bytes about.)
     let pairs = bytes.len() - 1;
     if pairs < PAIRS_PER_BLOCK {
-        let mut padded = [b'a'; PAIRS_PER_BLOCK + 1];
-        padded[..bytes.len()].copy_from_slice(bytes);
-        return !has_suspicious_pair(&padded);
+        return !has_suspicious_pair(&padded_block(bytes));
     }
     let whole = pairs - pairs % PAIRS_PER_BLOCK;
     let last = &bytes[pairs - PAIRS_PER_BLOCK..];
     !(has_suspicious_pair(&bytes[..=whole]) | (whole != pairs && has_suspicious_pair(last)))
+}
+
+/// A path shorter than a block, padded with a harmless byte. It is copied as two overlapping
+/// chunks of a fixed size (16, 8, 4 or 1 bytes), which compile to a load and a store each,
+/// where a copy of its length would call `memcpy`.
+fn padded_block(bytes: &[u8]) -> [u8; PAIRS_PER_BLOCK + 1] {
+    let mut padded = [b'a'; PAIRS_PER_BLOCK + 1];
+    let len = bytes.len().min(PAIRS_PER_BLOCK + 1);
+    match len {
+        16.. => copy_ends::<16>(&mut padded, bytes, len),
+        8.. => copy_ends::<8>(&mut padded, bytes, len),
+        4.. => copy_ends::<4>(&mut padded, bytes, len),
+        _ => copy_ends::<1>(&mut padded, bytes, len),
+    }
+    padded
+}
+
+/// Copies the first `N` and the last `N` of the first `len` bytes of `from` (at least `N`, at
+/// most `into`'s length) to the same places in `into`; for `N` = 1, byte by byte.
+fn copy_ends<const N: usize>(into: &mut [u8], from: &[u8], len: usize) {
+    if N == 1 {
+        for (to, from) in into.iter_mut().zip(&from[..len]) {
+            *to = *from;
+        }
+        return;
+    }
+    into[..N].copy_from_slice(&from[..N]);
+    into[len - N..len].copy_from_slice(&from[len - N..len]);
 }
 
 /// The block [`has_suspicious_pair`]'s widest vector loop takes.
