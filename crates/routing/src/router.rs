@@ -133,6 +133,8 @@ impl Router {
 
     /// [`Router::route`] for a path that is not plain or names no target: every check runs
     /// before the prefix is trusted, so the error is the one the first failing check gives.
+    #[cold]
+    #[inline(never)]
     fn route_checked_in_full<'a>(
         &'a self,
         raw_path: &'a str,

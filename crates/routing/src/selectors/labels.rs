@@ -445,7 +445,9 @@ fn first_equality_term_is_valid(terms: &str) -> Option<Option<&str>> {
         _ => return first_prefixed_equality_term_is_valid(terms),
     };
     let (value, after_value) = after_op.split_at(name_part_prefix_len(after_op));
-    if !(is_name_part_of_name_bytes(key) && is_label_value(value)) {
+    // Both are made of name bytes already: only their lengths and ends are left to check.
+    let value_is_valid = value.is_empty() || is_name_part_of_name_bytes(value);
+    if !(is_name_part_of_name_bytes(key) && value_is_valid) {
         return None;
     }
     match after_value {
