@@ -5,7 +5,8 @@
 # flowing, dumps them 8 s later, and divides by the requests served in between:
 #
 # - kubegate (`h2`: every request over h2 to the upstream, `PROXY_LOAD_H2_FOR_EVERY_REQUEST=1`;
-#   `h1`: HTTP/1.1 upstream; the default setting, h2 offered with short requests over HTTP/1.1,
+#   `h1`: HTTP/1.1 upstream; the default setting, h2 offered with short requests over HTTP/1.1
+#   (`PROXY_LOAD_H2_FOR_EVERY_REQUEST=0 … h2`),
 #   runs `h1`'s path for these GETs): the audit events (one per request) serialized in the
 #   window, read from the profile itself;
 # - kubegate forwarding only (`h1-bare`: no authentication, authorization, audit or metrics):
@@ -27,7 +28,7 @@ command -v callgrind_control >/dev/null || { echo "valgrind is not installed" >&
 rm -f /tmp/kubegate-cg.*
 callgrind="valgrind --tool=callgrind --callgrind-out-file=/tmp/kubegate-cg.%p"
 if [ "$proto" = nginx ]; then wrap=PROXY_LOAD_NGINX_WRAP; else wrap=PROXY_LOAD_GATEWAY_WRAP; fi
-env "$wrap=$callgrind" PROXY_LOAD_H2_FOR_EVERY_REQUEST=1 PROXY_LOAD_ONLY="64 connections, ${CLIENT:-plain}" \
+env "$wrap=$callgrind" PROXY_LOAD_H2_FOR_EVERY_REQUEST="${PROXY_LOAD_H2_FOR_EVERY_REQUEST:-1}" PROXY_LOAD_ONLY="64 connections, ${CLIENT:-plain}" \
   setsid taskset -c 0 "$bin" 30 >/tmp/kubegate-cg-bench.out 2>&1 &
 bench=$!
 # setsid made the bench a process group of its own: stop all of it (upstream, proxies) at exit.
