@@ -239,15 +239,19 @@ async fn an_h2_connection_is_shared_by_concurrent_requests() {
     }));
 }
 
-/// An h2 upstream that allows two streams per connection (and a gateway whose pool is told
-/// so) and holds the requests `hold` picks until the returned `Notify` is notified.
-async fn two_stream_upstream(
+/// A backend offering `alpn` in ALPN (and at most `h2_streams` streams per h2 connection) that
+/// holds the requests `hold` picks until the returned `Notify` is notified, behind a gateway
+/// whose upstream `configure` sets up.
+async fn holding_upstream(
+    alpn: &[&[u8]],
+    h2_streams: Option<u32>,
     hold: fn(&Request<Incoming>) -> bool,
+    configure: fn(kubegate_proxy::UpstreamBuilder) -> kubegate_proxy::UpstreamBuilder,
 ) -> (Backend, Arc<tokio::sync::Notify>, std::net::SocketAddr) {
     let pki = Pki::new();
     let release = Arc::new(tokio::sync::Notify::new());
     let held = release.clone();
-    let backend = Backend::start_with_h2_streams(&pki, &[b"h2"], Some(2), move |req| {
+    let backend = Backend::start_with_h2_streams(&pki, alpn, h2_streams, move |req| {
         let held = held.clone();
         let wait = hold(&req);
         async move {
@@ -258,15 +262,22 @@ async fn two_stream_upstream(
         }
     })
     .await;
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .http2_max_streams_per_connection(2)
-            .http1_connections_for_short_requests(0)
-            .build()
-            .unwrap(),
-    );
+    let svc = ForwardService::new(configure(upstream(&pki, &backend)).build().unwrap());
     let addr = gateway(svc, Some(identity())).await;
     (backend, release, addr)
+}
+
+/// An h2 upstream that allows two streams per connection (and a gateway whose pool is told
+/// so, and sends every request over h2) and holds the requests `hold` picks until the
+/// returned `Notify` is notified.
+async fn two_stream_upstream(
+    hold: fn(&Request<Incoming>) -> bool,
+) -> (Backend, Arc<tokio::sync::Notify>, std::net::SocketAddr) {
+    holding_upstream(&[b"h2"], Some(2), hold, |up| {
+        up.http2_max_streams_per_connection(2)
+            .http1_connections_for_short_requests(0)
+    })
+    .await
 }
 
 /// GET `path` under the `prod` cluster through the gateway at `addr`: the body of a 200.
@@ -362,27 +373,13 @@ async fn short_requests_use_http1_and_long_running_ones_share_h2() {
 
 #[tokio::test]
 async fn short_requests_past_the_http1_limit_take_h2_streams() {
-    let pki = Pki::new();
-    let release = Arc::new(tokio::sync::Notify::new());
-    let held = release.clone();
-    let backend = Backend::start(&pki, &[b"h2", b"http/1.1"], move |req| {
-        let held = held.clone();
-        let wait = req.uri().path().ends_with("/held");
-        async move {
-            if wait {
-                held.notified().await;
-            }
-            ok("ok")
-        }
-    })
+    let (backend, release, addr) = holding_upstream(
+        &[b"h2", b"http/1.1"],
+        None,
+        |req| req.uri().path().ends_with("/held"),
+        |up| up.http1_connections_for_short_requests(1),
+    )
     .await;
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .http1_connections_for_short_requests(1)
-            .build()
-            .unwrap(),
-    );
-    let addr = gateway(svc, Some(identity())).await;
     // The one HTTP/1.1 connection short requests may use is busy...
     let busy = tokio::spawn(get_ok(addr, "/api/held"));
     while backend.seen().is_empty() {
