@@ -265,13 +265,9 @@ where
         let shared = Arc::clone(&self.shared);
         async move {
             let (req, dial) = match first {
-                Sent::Reused(exchange) => match reused(exchange).await {
-                    Err(Retry::Again(req)) => {
-                        let dial = shared.what_to_dial(&mut shared.lock(), long_running);
-                        (*req, dial)
-                    }
-                    Ok(res) => return Ok(res),
-                    Err(Retry::Failed(e)) => return Err(e),
+                Sent::Reused(exchange) => match shared.reused(exchange, long_running).await {
+                    Settled::Answered(result) => return result,
+                    Settled::Dial(req, dial) => (*req, dial),
                 },
                 Sent::NeedConnection(req, dial) => (req, dial),
             };
@@ -282,24 +278,14 @@ where
     }
 }
 
-/// Why an exchange on a reused connection gave no response.
-enum Retry<B> {
-    /// The connection closed before the request started: hyper handed it back, and a fresh
-    /// connection gets it. Boxed: it is the rare case, and the response the common one.
-    Again(Box<Request<B>>),
-    /// The exchange failed.
-    Failed(SendError),
-}
-
-/// Waits for the response to a request sent on a pooled connection.
-async fn reused<B>((exchange, lease): Exchange<B>) -> Result<Response<PooledBody>, Retry<B>> {
-    match exchange.await {
-        Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
-        Err(mut e) => match e.take_message() {
-            Some(req) => Err(Retry::Again(Box::new(req))),
-            None => Err(Retry::Failed(SendError::Request(e.into_error()))),
-        },
-    }
+/// How an exchange on a pooled connection ended.
+enum Settled<B> {
+    /// With the response head, or the exchange's failure.
+    Answered(Result<Response<PooledBody>, SendError>),
+    /// The connection closed before the request started (hyper handed it back): a new
+    /// connection of this kind gets it. Boxed: it is the rare case, and the response the
+    /// common one.
+    Dial(Box<Request<B>>, Dial),
 }
 
 /// A connection just dialled, before it joins the pool.
@@ -486,6 +472,25 @@ where
         Dial::Offered
     }
 
+    /// Waits for the response to a request sent on a pooled connection; if the connection
+    /// closed before the request started, hands the request back with what to dial for it.
+    async fn reused(
+        self: &Arc<Self>,
+        (exchange, lease): Exchange<B>,
+        long_running: bool,
+    ) -> Settled<B> {
+        match exchange.await {
+            Ok(res) => Settled::Answered(Ok(res.map(|body| PooledBody { body, lease }))),
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    let dial = self.what_to_dial(&mut self.lock(), long_running);
+                    Settled::Dial(Box::new(req), dial)
+                }
+                None => Settled::Answered(Err(SendError::Request(e.into_error()))),
+            },
+        }
+    }
+
     /// Sends on an idle HTTP/1.1 connection that is ready, if there is one (else: a new
     /// connection offering what the upstream is configured for is needed).
     fn take_idle_http1(self: &Arc<Self>, conns: &mut Conns<B>, req: Request<B>) -> Sent<B> {
@@ -584,13 +589,9 @@ where
                 return Err(SendError::Connect(Box::new(SharedCause(cause))));
             }
             (req, dial) = match this.try_pooled(req, long_running) {
-                Sent::Reused(exchange) => match reused(exchange).await {
-                    Err(Retry::Again(again)) => {
-                        let dial = this.what_to_dial(&mut this.lock(), long_running);
-                        (*again, dial)
-                    }
-                    Ok(res) => return Ok(res),
-                    Err(Retry::Failed(e)) => return Err(e),
+                Sent::Reused(exchange) => match this.reused(exchange, long_running).await {
+                    Settled::Answered(result) => return result,
+                    Settled::Dial(again, dial) => (*again, dial),
                 },
                 Sent::NeedConnection(again, dial) => (again, dial),
             };
