@@ -2,9 +2,12 @@
 //! the kubegate-proxy stack, through nginx and through `kubectl proxy`.
 //!
 //! ```sh
-//! cargo build --release -p kubegate-proxy --example proxy_load
-//! taskset -c 0 target/release/examples/proxy_load [seconds-per-run]
+//! cargo build --profile dist -p kubegate-proxy --example proxy_load
+//! taskset -c 0 target/dist/examples/proxy_load [seconds-per-run]
 //! ```
+//!
+//! `dist` is the workspace's build for deployment (fat LTO); a `--release` build runs too and
+//! measures what the quick start builds.
 //!
 //! The driver (load generator + the testkit upstream, a child process) stays on CPU 0; every
 //! proxy under test is started with `taskset -c 1` (`PROXY_LOAD_PROXY_CPUS=0` puts them on

@@ -7,14 +7,15 @@
 # - kubegate (`h2`: every request over h2 to the upstream, `PROXY_LOAD_H2_FOR_EVERY_REQUEST=1`;
 #   `h1`: HTTP/1.1 upstream; the default setting, h2 offered with short requests over HTTP/1.1
 #   (`PROXY_LOAD_H2_FOR_EVERY_REQUEST=0 … h2`),
-#   runs `h1`'s path for these GETs): the audit events (one per request) serialized in the
-#   window, read from the profile itself;
-# - kubegate forwarding only (`h1-bare`: no authentication, authorization, audit or metrics):
-#   the requests whose headers `ForwardService` prepared, read the same way;
+#   runs `h1`'s path for these GETs) and kubegate forwarding only (`h1-bare`: no
+#   authentication, authorization, audit or metrics): the requests whose headers
+#   `ForwardService` prepared in the window, read from the profile itself;
 # - `nginx`: its `stub_status` request counter, read right after zeroing and right after dumping.
 #
-#   cargo build --release -p kubegate-proxy --example proxy_load
+#   cargo build --profile dist -p kubegate-proxy --example proxy_load
 #   crates/proxy/scripts/instructions-per-request.sh [h2|h1|h1-bare|nginx]   # from the workspace root
+#
+# `PROXY_LOAD_BIN=target/release/examples/proxy_load` counts a `--release` build instead.
 #
 # `CLIENT=HTTPS` counts the case with TLS clients instead of plain-HTTP ones.
 #
@@ -23,7 +24,7 @@
 # code shows as addresses (Debian strips it); the total is what counts.
 set -euo pipefail
 proto=${1:-h2}
-bin=${PROXY_LOAD_BIN:-target/release/examples/proxy_load}
+bin=${PROXY_LOAD_BIN:-target/dist/examples/proxy_load}
 command -v callgrind_control >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 rm -f /tmp/kubegate-cg.*
 callgrind="valgrind --tool=callgrind --callgrind-out-file=/tmp/kubegate-cg.%p"
@@ -74,15 +75,19 @@ if [ "$proto" = nginx ]; then
   # Less the two status requests themselves.
   requests=$((after - before - 1))
 else
-  # Calls of the audit event's serializer (or, forwarding only, of the header preparation)
-  # inside the profiled window, read from the profile
-  # (callers' "(Nx)" lines above the function's "*" line). Counting audit-log lines instead
-  # over-counts: the background writer flushes in batches that straddle the window.
-  if [ "$proto" = h1-bare ]; then counted=kubegate_proxy::forward::prepare_headers; else counted="AuditEvent>::write_json_line"; fi
+  # Calls of `ForwardService`'s header preparation (once per forwarded request, and LTO keeps
+  # it a function of its own) inside the profiled window, read from the profile (callers'
+  # "(Nx)" lines above the function's "*" line). Counting audit-log lines instead over-counts:
+  # the background writer flushes in batches that straddle the window.
+  counted=kubegate_proxy::forward::prepare_headers
   requests=$(callgrind_annotate --tree=caller --inclusive=yes "$profile" 2>/dev/null | awk -v counted="$counted" '
     /^ *[0-9,]+ .*< .*\(([0-9,]+)x\)/ { match($0, /\(([0-9,]+)x\)/); n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n; next }
     /\*  / && index($0, counted) && !found { found = calls }
     { calls = 0 }
     END { print found + 0 }')
+fi
+if [ "$requests" -eq 0 ]; then
+  echo "no calls of $counted in $profile: was it inlined? count another per-request function" >&2
+  exit 1
 fi
 echo "$proto: $requests requests, $total instructions, $((total / requests)) per request"
