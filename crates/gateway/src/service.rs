@@ -14,7 +14,7 @@ use kubegate_authz::{ImpersonationRequest, Policy, WriteGate, impersonate};
 use kubegate_proxy::audit::IdentitySlot;
 use kubegate_proxy::status::{internal_error_text, not_found_text};
 use kubegate_proxy::{LongRunning, ProxyBody, RequestMeta, Status, UpstreamPath};
-use kubegate_routing::{RequestInfo, RouteError, Router, Target};
+use kubegate_routing::{RequestInfo, Route, RouteError, Router, Target};
 use kubegate_tokens::{KeySet, Minter};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -280,36 +280,23 @@ pub(crate) fn respond(status: &Status, req: &Request<RequestBody>) -> Response<P
     status.response_for(req.uri(), req.headers())
 }
 
-/// What the prefix says to do with a request.
-enum Dispatch {
-    Ops(kubegate_routing::OpsPath),
-    Auth(String),
-    Oidc(String),
-    Grafana,
-    Management,
-    Upstream,
-}
-
 /// The whole request path.
 async fn handle(shared: Arc<Shared>, req: Request<RequestBody>) -> Response<ProxyBody> {
     let runtime = shared.runtime.load_full();
-    let dispatch = match shared.router.route(req.uri().path(), req.uri().query()) {
-        Ok(route) => match route.target {
-            Target::Ops(ops) => Dispatch::Ops(ops),
-            Target::Auth => Dispatch::Auth(route.rest.into_owned()),
-            Target::Oidc => Dispatch::Oidc(route.rest.into_owned()),
-            Target::Management => Dispatch::Management,
-            Target::Grafana { .. } => Dispatch::Grafana,
-            _ => Dispatch::Upstream,
-        },
+    // Routed once here for dispatch, authorization and forwarding. The route borrows from a
+    // clone of the URI (its bytes are shared, not copied), so the request itself stays free to
+    // be changed and handed on.
+    let uri = req.uri().clone();
+    let route = match shared.router.route(uri.path(), uri.query()) {
+        Ok(route) => route,
         Err(RouteError::NotFound | RouteError::InvalidName { .. }) => return not_found_text(),
         Err(other) => return respond(&Status::bad_request(other.to_string()), &req),
     };
-    match dispatch {
-        Dispatch::Ops(ops) => return crate::ops::handle(&shared, &runtime, ops, &req).await,
-        Dispatch::Auth(rest) => return crate::auth::handle(&shared, &runtime, &rest, req).await,
-        Dispatch::Oidc(rest) => return crate::oidc::handle(&shared, &rest, &req),
-        Dispatch::Management | Dispatch::Upstream | Dispatch::Grafana => {}
+    match route.target {
+        Target::Ops(ops) => return crate::ops::handle(&shared, &runtime, ops, &req).await,
+        Target::Auth => return crate::auth::handle(&shared, &runtime, &route.rest, req).await,
+        Target::Oidc => return crate::oidc::handle(&shared, &route.rest, &req),
+        _ => {}
     }
     if let Err(why) = crate::auth::check_origin(&runtime.config, req.headers()) {
         return respond(&Status::forbidden("", "", "", &why), &req);
@@ -337,10 +324,10 @@ async fn handle(shared: Arc<Shared>, req: Request<RequestBody>) -> Response<Prox
         let retry = i32::try_from(retry_after).unwrap_or(i32::MAX);
         return respond(&Status::too_many_requests(message, retry), &req);
     }
-    match dispatch {
-        Dispatch::Management => crate::management::handle(&shared, &runtime, &caller, req).await,
-        Dispatch::Grafana => grafana(&shared.router, &runtime, &caller, req).await,
-        _ => forward(&shared, &runtime, caller, req).await,
+    match route.target {
+        Target::Management => crate::management::handle(&shared, &runtime, &caller, req).await,
+        Target::Grafana { cluster } => grafana(&runtime, &caller, cluster, &route, req).await,
+        _ => forward(&shared, &runtime, caller, &route, req).await,
     }
 }
 
@@ -425,45 +412,31 @@ fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<RequestBod
 /// cluster and a scope that admits the cluster; forwarded to the cluster's Grafana with the
 /// caller's identity as impersonation headers and never the caller's credential.
 async fn grafana(
-    router: &Router,
     runtime: &Runtime,
     caller: &Caller,
+    cluster: &str,
+    route: &Route<'_>,
     mut req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
-    let prepared = (|| {
-        let route = router.route(req.uri().path(), req.uri().query()).ok()?;
-        let Target::Grafana { cluster } = route.target else {
-            return None;
-        };
-        let attrs = kubegate_authz::Attributes::resource(
-            &caller.identity,
-            "get",
-            access::MANAGEMENT_GROUP,
-            "clusters",
-        )
-        .on_subresource("grafana")
-        .named(cluster);
-        let allowed = caller.scope.admits(&Target::Cluster { cluster }, &attrs)
-            && runtime.policy.decide(&attrs).is_allowed();
-        let refusal = (!allowed).then(|| {
-            access::forbidden_status(&kubegate_authz::forbidden(
-                &attrs,
-                &format!("access to {} is not granted", describe(&route.target)),
-            ))
-        });
-        let path = UpstreamPath::from_route(route.raw_rest, route.query).ok();
-        Some((
-            upstreams::UpstreamKey::Grafana(cluster.to_owned()),
-            refusal,
-            path,
-        ))
-    })();
-    let Some((key, refusal, path)) = prepared else {
-        return not_found_text();
-    };
-    if let Some(status) = refusal {
+    let attrs = kubegate_authz::Attributes::resource(
+        &caller.identity,
+        "get",
+        access::MANAGEMENT_GROUP,
+        "clusters",
+    )
+    .on_subresource("grafana")
+    .named(cluster);
+    let allowed = caller.scope.admits(&Target::Cluster { cluster }, &attrs)
+        && runtime.policy.decide(&attrs).is_allowed();
+    if !allowed {
+        let status = access::forbidden_status(&kubegate_authz::forbidden(
+            &attrs,
+            &format!("access to {} is not granted", describe(&route.target)),
+        ));
         return respond(&status, &req);
     }
+    let key = upstreams::UpstreamKey::Grafana(cluster.to_owned());
+    let path = UpstreamPath::from_route(route.raw_rest, route.query).ok();
     let (Some(service), Some(path)) = (runtime.upstreams.get(&key), path) else {
         return not_found_text();
     };
@@ -511,9 +484,10 @@ async fn forward(
     shared: &Shared,
     runtime: &Runtime,
     caller: Caller,
+    route: &Route<'_>,
     mut req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
-    let prepared = prepare_forward(&shared.router, runtime, &caller, &req);
+    let prepared = prepare_forward(route, runtime, &caller, &req);
     let Prepared {
         key,
         upstream_path,
@@ -567,15 +541,12 @@ struct Prepared {
 }
 
 fn prepare_forward(
-    router: &Router,
+    route: &Route<'_>,
     runtime: &Runtime,
     caller: &Caller,
     req: &Request<RequestBody>,
 ) -> Result<Prepared, Box<Response<ProxyBody>>> {
     let fail = |status: Status| Box::new(respond(&status, req));
-    let route = router
-        .route(req.uri().path(), req.uri().query())
-        .map_err(|e| fail(Status::bad_request(e.to_string())))?;
     let info =
         RequestInfo::parse(req.method().as_str(), &route.rest, route.query).map_err(|e| {
             let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
