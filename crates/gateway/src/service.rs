@@ -487,7 +487,7 @@ async fn forward(
     route: &Route<'_>,
     mut req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
-    let prepared = prepare_forward(route, runtime, &caller, &req);
+    let prepared = prepare_forward(route, runtime, caller, &req);
     let Prepared {
         key,
         upstream_path,
@@ -540,10 +540,12 @@ struct Prepared {
     mode: crate::config::IdentityMode,
 }
 
+/// Takes the caller: the identity sent upstream is the caller's own (moved, not copied) unless
+/// the request impersonates another.
 fn prepare_forward(
     route: &Route<'_>,
     runtime: &Runtime,
-    caller: &Caller,
+    caller: Caller,
     req: &Request<RequestBody>,
 ) -> Result<Prepared, Box<Response<ProxyBody>>> {
     let fail = |status: Status| Box::new(respond(&status, req));
@@ -565,14 +567,15 @@ fn prepare_forward(
             .iter()
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
     );
-    let identity = match impersonate(&caller.identity, &impersonation, runtime.policy.as_ref()) {
+    let impersonated = match impersonate(&caller.identity, &impersonation, runtime.policy.as_ref())
+    {
         Ok(Some(impersonated)) => {
             if let Some(slot) = req.extensions().get::<IdentitySlot>() {
                 slot.set_impersonated(impersonated.clone());
             }
-            impersonated
+            Some(impersonated)
         }
-        Ok(None) => caller.identity.clone(),
+        Ok(None) => None,
         Err(kubegate_authz::Error::ImpersonationForbidden(f)) => {
             return Err(fail(access::forbidden_status(&f)));
         }
@@ -581,8 +584,8 @@ fn prepare_forward(
     access::authorize_upstream(
         &runtime.policy,
         &runtime.write_gate,
-        caller,
-        &identity,
+        &caller,
+        impersonated.as_ref().unwrap_or(&caller.identity),
         &route.target,
         &info,
         fence,
@@ -604,7 +607,7 @@ fn prepare_forward(
         key,
         upstream_path,
         long_running: info.is_long_running(),
-        identity,
+        identity: impersonated.unwrap_or(caller.identity),
         mode: upstream.identity_mode,
     })
 }
