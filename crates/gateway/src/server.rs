@@ -134,6 +134,7 @@ pub async fn serve<S, B>(
                 .map(|leaf| crate::tls::PeerCertificate(Arc::new(leaf.clone().into_owned())));
             let hyper_service =
                 hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                    kubegate_proxy::ext::make_room(req.extensions_mut());
                     req.extensions_mut().insert(ClientAddr(addr));
                     if let Some(peer) = &peer {
                         req.extensions_mut().insert(peer.clone());

@@ -416,6 +416,7 @@ where
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                        kubegate_proxy::ext::make_room(req.extensions_mut());
                         req.extensions_mut().insert(ClientAddr(peer));
                         tower::Service::call(&mut stack.clone(), req)
                     });

@@ -304,6 +304,52 @@ pub struct UpstreamError {
     pub kind: &'static str,
 }
 
+/// Gives a request's extension map room for the extensions a gateway stack inserts, before
+/// the first is inserted. Call it where requests enter, in the accept loop's service (the
+/// reference gateway does), before inserting [`ClientAddr`].
+///
+/// `http`'s map starts with no table and grows as extensions arrive: to 4 entries' worth of
+/// buckets, then 8, then 16, each time allocating a new table, moving every entry into it and
+/// freeing the old one. The reference gateway's stack inserts 9 to 11 extensions per request
+/// (routing's, the audit layer's, authentication's), so every request paid for three tables
+/// and two moves. This starts the map with room for [`EXTENSIONS_ROOM`] instead: one table.
+/// Extensions already present (hyper's upgrade handle) are kept.
+///
+/// ```
+/// let mut req = http::Request::new(());
+/// kubegate_proxy::ext::make_room(req.extensions_mut());
+/// req.extensions_mut().insert(kubegate_proxy::LongRunning(false));
+/// assert_eq!(req.extensions().get(), Some(&kubegate_proxy::LongRunning(false)));
+/// ```
+pub fn make_room(extensions: &mut http::Extensions) {
+    // `http` offers no `with_capacity`; a clone of a map keeps its table's size, and a map
+    // emptied by removals keeps its table. So the roomy map is built once, emptied, and each
+    // request starts from a clone of it: one table allocation and a copy of its 32 control
+    // bytes, no entries to clone.
+    static ROOMY: std::sync::LazyLock<http::Extensions> = std::sync::LazyLock::new(|| {
+        #[derive(Clone)]
+        struct Filler<const N: usize>;
+        let mut map = http::Extensions::new();
+        map.insert(Filler::<0>);
+        map.insert(Filler::<1>);
+        map.insert(Filler::<2>);
+        map.insert(Filler::<3>);
+        map.insert(Filler::<4>);
+        map.insert(Filler::<5>);
+        map.insert(Filler::<6>);
+        map.insert(Filler::<7>);
+        map.clear();
+        map
+    });
+    let mut roomy = ROOMY.clone();
+    roomy.extend(std::mem::take(extensions));
+    *extensions = roomy;
+}
+
+/// How many extensions a map prepared by [`make_room`] holds before it grows: eight fillers
+/// made a table of 16 buckets, which holds 14 (hashbrown keeps an eighth free).
+pub const EXTENSIONS_ROOM: usize = 14;
+
 #[cfg(test)]
 mod tests {
     use super::*;
