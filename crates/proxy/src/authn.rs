@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use crate::audit::IdentitySlot;
 use crate::ext::Identity;
 pub use crate::gate::ResponseFuture;
-use crate::gate::{Outcome, Verdict};
+use crate::gate::{self, Outcome, Verdict};
 use crate::status::{Status, wants_pretty};
 
 /// A successful authentication.
@@ -176,12 +176,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        // The ready service is the one that must be called; leave a fresh clone behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
         let authentication = self.authenticator.authenticate(&parts);
-        ResponseFuture::new(authentication, parts, body, inner)
+        gate::start(authentication, parts, body, &mut self.inner)
     }
 }
 

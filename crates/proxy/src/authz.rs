@@ -16,7 +16,7 @@ use tower::{Layer, Service};
 use crate::audit::IdentitySlot;
 use crate::ext::AuditAnnotations;
 pub use crate::gate::ResponseFuture;
-use crate::gate::{Outcome, Verdict};
+use crate::gate::{self, Outcome, Verdict};
 use crate::status::{Status, internal_error_text, wants_pretty};
 
 /// An authorization decision.
@@ -148,11 +148,9 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = req.into_parts();
         let decision = self.authorizer.authorize(&parts);
-        ResponseFuture::new(decision, parts, body, inner)
+        gate::start(decision, parts, body, &mut self.inner)
     }
 }
 

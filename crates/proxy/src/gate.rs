@@ -5,11 +5,17 @@
 //! A hand-written state machine rather than a boxed `async` block: the decision future owns
 //! its inputs (it borrows nothing from the request), so the request can wait beside it without
 //! a self-referential future, and nothing is allocated or moved into a box per request.
+//!
+//! A decision that needs no waiting (a `std::future::Ready`, as an access-key lookup or an RBAC
+//! check returns) is applied in the layer's `call` instead ([`start`]): the inner service is
+//! called there and then, and the future holds only the inner service's future, not the
+//! request head, its body and a clone of the inner service waiting for a first poll.
 
+use std::any::Any;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use http::request::Parts;
 use http::{Request, Response};
@@ -49,6 +55,9 @@ pin_project! {
             call: S::Future,
             annotations: Option<AuditAnnotations>,
         },
+        Answered {
+            response: Option<S::Response>,
+        },
         Done,
     }
 }
@@ -65,19 +74,59 @@ pin_project! {
     }
 }
 
-impl<D, S, ReqBody> ResponseFuture<D, S, ReqBody>
+/// Starts a layer's response future for `parts` and `body` and the decision on them. A ready
+/// decision is applied at once and `inner` (which the layer's `poll_ready` made ready) called
+/// now; otherwise the request waits for the decision with `inner`, and a fresh clone of it is
+/// left in the layer for the next request.
+pub(crate) fn start<D, S, ReqBody, ResBody>(
+    decision: D,
+    mut parts: Parts,
+    body: ReqBody,
+    inner: &mut S,
+) -> ResponseFuture<D, S, ReqBody>
 where
-    S: Service<Request<ReqBody>>,
+    D: Future + 'static,
+    D::Output: Outcome<ResBody> + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
-    /// Waits for `decision` on `req`, then calls `inner` (already ready) with it.
-    pub(crate) fn new(decision: D, parts: Parts, body: ReqBody, inner: S) -> Self {
-        ResponseFuture {
-            state: State::Deciding {
-                decision,
-                request: Some((parts, body, inner)),
+    let state = match decided(decision) {
+        Ok(outcome) => match outcome.apply(&mut parts) {
+            Verdict::Proceed(annotations) => State::Calling {
+                call: inner.call(Request::from_parts(parts, body)),
+                annotations,
             },
+            Verdict::Respond(res) => State::Answered {
+                response: Some(res),
+            },
+        },
+        Err(decision) => {
+            // The ready service is the one that must be called; leave a fresh clone behind.
+            let clone = inner.clone();
+            let ready = std::mem::replace(inner, clone);
+            State::Deciding {
+                decision,
+                request: Some((parts, body, ready)),
+            }
+        }
+    };
+    ResponseFuture { state }
+}
+
+/// The decision's output, if `decision` is a `std::future::Ready` (whose value is there
+/// without polling); otherwise the decision, to be awaited. The type test is resolved when
+/// the layer is compiled for its decider: no cost at run time either way.
+fn decided<D>(mut decision: D) -> Result<D::Output, D>
+where
+    D: Future + 'static,
+    D::Output: 'static,
+{
+    if let Some(ready) = (&mut decision as &mut dyn Any).downcast_mut::<Ready<D::Output>>() {
+        // `Ready` hands over its value on the first poll and never looks at the waker.
+        if let Poll::Ready(output) = Pin::new(ready).poll(&mut Context::from_waker(Waker::noop())) {
+            return Ok(output);
         }
     }
+    Err(decision)
 }
 
 impl<D, S, ReqBody> fmt::Debug for ResponseFuture<D, S, ReqBody>
@@ -125,6 +174,15 @@ where
                     }
                     state.set(State::Done);
                     return Poll::Ready(Ok(res));
+                }
+                StateProj::Answered { response } => {
+                    let response = response.take();
+                    state.set(State::Done);
+                    return match response {
+                        Some(res) => Poll::Ready(Ok(res)),
+                        // Unreachable: the response leaves only together with this state.
+                        None => Poll::Pending,
+                    };
                 }
                 // Polled after completion: a contract violation by the caller.
                 StateProj::Done => return Poll::Pending,
