@@ -54,8 +54,10 @@ impl AuthnError {
 ///
 /// The returned future owns what it needs and borrows nothing from the request, so the layer
 /// waits for it without boxing anything. An authenticator that decides from the head alone (a
-/// token index, a client certificate) returns [`std::future::Ready`]; one that calls out (a
-/// TokenReview, an OIDC provider) copies the credential into a boxed future:
+/// token index, a client certificate) returns [`std::future::Ready`]: the layer sees that type
+/// and applies the decision in its `call`, so the request never waits in the layer's future.
+/// One that calls out (a TokenReview, an OIDC provider) copies the credential into a boxed
+/// future:
 ///
 /// ```
 /// use std::future::Future;
@@ -349,5 +351,45 @@ mod tests {
             let text = text(res).await;
             assert!(text.starts_with(body), "{text}");
         }
+    }
+
+    /// A `Ready` decision is applied in `call`: the inner service has the request before the
+    /// layer's future is first polled. A pending one calls it only from the future.
+    #[tokio::test]
+    async fn ready_decisions_call_the_inner_service_from_call() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        fn counting(
+            calls: Arc<AtomicUsize>,
+        ) -> impl Service<
+            Request<Full<Bytes>>,
+            Response = Response<Full<Bytes>>,
+            Error = Infallible,
+            Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+        > + Clone {
+            tower::service_fn(move |_req: Request<Full<Bytes>>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))))
+            })
+        }
+        let request = || {
+            Request::builder()
+                .uri("/api")
+                .header("authorization", "Bearer good")
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = AuthnLayer::new(Tokens).layer(counting(calls.clone()));
+        let future = svc.ready().await.unwrap().call(request());
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(future.await.unwrap().status(), 200);
+
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut svc = AuthnLayer::new(Remote).layer(counting(calls.clone()));
+        let future = svc.ready().await.unwrap().call(request());
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(future.await.unwrap().status(), 200);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -43,8 +43,9 @@ pub enum Decision {
 /// Decides on a request head (identity, scope, route information are in its extensions).
 ///
 /// As with [`Authenticator`](crate::Authenticator), the future owns its inputs: an authorizer
-/// that decides in memory (RBAC, a scope) returns [`std::future::Ready`], one that asks
-/// elsewhere (a SubjectAccessReview webhook) a boxed future.
+/// that decides in memory (RBAC, a scope) returns [`std::future::Ready`] (which the layer
+/// applies in its `call`, without a waiting state), one that asks elsewhere (a
+/// SubjectAccessReview webhook) a boxed future.
 pub trait Authorizer: Send + Sync + 'static {
     /// What [`authorize`](Self::authorize) returns.
     type Future: Future<Output = Decision> + Send + 'static;
