@@ -358,13 +358,14 @@ mod tests {
     #[tokio::test]
     async fn ready_decisions_call_the_inner_service_from_call() {
         use std::sync::atomic::{AtomicUsize, Ordering};
+        type Answer = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>;
         fn counting(
             calls: Arc<AtomicUsize>,
         ) -> impl Service<
             Request<Full<Bytes>>,
             Response = Response<Full<Bytes>>,
             Error = Infallible,
-            Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+            Future = Answer,
         > + Clone {
             tower::service_fn(move |_req: Request<Full<Bytes>>| {
                 calls.fetch_add(1, Ordering::SeqCst);
