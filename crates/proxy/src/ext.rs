@@ -56,9 +56,9 @@ impl UpstreamPath {
 
 /// The Kubernetes object a request addresses (audit `objectRef`).
 ///
-/// Its six fields live in one shared string, so building one costs a single allocation and a
-/// clone (audit event, metric labels, authorizers) costs a reference count: every forwarded
-/// request builds one.
+/// Its six fields live in one shared string, so building one costs two allocations (the
+/// string, then its shared copy), not six, and a clone (audit event, metric labels,
+/// authorizers) costs a reference count: every forwarded request builds one.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ObjectRef {
     /// The fields back to back, in [`FIELDS`] order.
