@@ -325,9 +325,9 @@ pub struct UpstreamError {
 /// assert_eq!(req.extensions().get(), Some(&kubegate_proxy::LongRunning(false)));
 /// ```
 pub fn make_room(extensions: &mut http::Extensions) {
-    // `http` offers no `with_capacity`; a clone of a map keeps its table's size, and a map
-    // emptied by removals keeps its table. So the roomy map is built once, emptied, and each
-    // request starts from a clone of it: one table allocation and a copy of its 32 control
+    // `http` offers no `with_capacity`; a cleared map keeps its table, and a clone of a map
+    // keeps its table's size. So the roomy map is built once and cleared, and each request
+    // starts from a clone of it: one table allocation and a copy of its 32 control
     // bytes, no entries to clone.
     static ROOMY: std::sync::LazyLock<http::Extensions> = std::sync::LazyLock::new(|| {
         #[derive(Clone)]
