@@ -452,31 +452,39 @@ async fn grafana(
 }
 
 /// Removes the gateway's session cookie from `Cookie` headers: it is a credential of the gateway
-/// and must never reach an upstream. Other cookies pass.
+/// and must never reach an upstream. Other cookies pass. Requests without the session cookie (all
+/// but browser sessions) are left as they are, without allocating.
 fn strip_session_cookie(headers: &mut http::HeaderMap) {
-    let prefix = format!("{}=", crate::auth::SESSION_COOKIE);
-    if !headers.get_all(http::header::COOKIE).iter().any(|v| {
-        v.as_bytes()
-            .windows(prefix.len())
-            .any(|w| w == prefix.as_bytes())
-    }) {
+    if !headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().split(|&b| b == b';').any(is_session_pair))
+    {
         return;
     }
-    let kept: Vec<String> = headers
+    let kept: Vec<&str> = headers
         .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !pair.starts_with(&prefix))
-        .map(str::to_owned)
+        .filter(|pair| !pair.is_empty() && !is_session_pair(pair.as_bytes()))
         .collect();
+    let kept = kept.join("; ");
     headers.remove(http::header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = http::HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = http::HeaderValue::from_str(&kept)
     {
         headers.insert(http::header::COOKIE, v);
     }
+}
+
+/// Whether one `name=value` pair of a `Cookie` header (surrounding spaces allowed) is the
+/// gateway's session cookie.
+fn is_session_pair(pair: &[u8]) -> bool {
+    pair.trim_ascii_start()
+        .strip_prefix(crate::auth::SESSION_COOKIE.as_bytes())
+        .is_some_and(|rest| rest.first() == Some(&b'='))
 }
 
 /// Authorizes and forwards a request to a Kubernetes target.
@@ -610,4 +618,53 @@ fn prepare_forward(
         identity: impersonated.unwrap_or(caller.identity),
         mode: upstream.identity_mode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookies(values: &[&str]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append(
+                http::header::COOKIE,
+                http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn after_strip(values: &[&str]) -> Vec<String> {
+        let mut headers = cookies(values);
+        strip_session_cookie(&mut headers);
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_session_cookie_never_reaches_an_upstream_and_other_cookies_pass() {
+        let table: &[(&[&str], &[&str])] = &[
+            // No session cookie: left as sent (several headers stay several).
+            (&[], &[]),
+            (&["a=1; b=2"], &["a=1; b=2"]),
+            (&["a=1", "b=2"], &["a=1", "b=2"]),
+            // A name that merely contains or extends the session cookie's name is not it.
+            (&["my_kubegate_session=x"], &["my_kubegate_session=x"]),
+            (&["kubegate_session_old=x"], &["kubegate_session_old=x"]),
+            (&["kubegate_session"], &["kubegate_session"]),
+            // The session cookie goes, wherever it is; the rest is joined into one header.
+            (&["kubegate_session=tok"], &[]),
+            (&["a=1; kubegate_session=tok; b=2"], &["a=1; b=2"]),
+            (&["a=1", " kubegate_session=tok"], &["a=1"]),
+            (&["kubegate_session=tok;a=1;"], &["a=1"]),
+            (&["kubegate_session=; kubegate_session=tok"], &[]),
+        ];
+        for (sent, expected) in table {
+            assert_eq!(after_strip(sent), *expected, "Cookie: {sent:?}");
+        }
+    }
 }
