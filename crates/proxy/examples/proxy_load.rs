@@ -106,7 +106,8 @@ async fn upstream(dir: PathBuf) {
     let rbac = Rbac::default()
         .with_objects(&[
             json!({"kind": "ClusterRole", "metadata": {"name": "impersonator"},
-                   "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}]}),
+                   "rules": [{"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]},
+                             {"apiGroups": ["authentication.k8s.io"], "resources": ["uids"], "verbs": ["impersonate"]}]}),
             json!({"kind": "ClusterRoleBinding", "metadata": {"name": "gateway"},
                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonator"},
                    "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "kubegate-gateway"}]}),
@@ -649,6 +650,42 @@ http {{
         nginx_pid = procs.0.last().map(Child::id);
     }
 
+    // `PROXY_LOAD_REFERENCE_GATEWAY=<binary>`: the reference gateway (`examples/gateway`, built
+    // apart, e.g. `cargo build --profile dist --example gateway`) as one more HTTPS path, on a
+    // config that gives it the same work as the stack above: the bench's access key (scoped to
+    // the cluster), gateway RBAC, an audit file, the default upstream settings.
+    let reference = std::env::var_os("PROXY_LOAD_REFERENCE_GATEWAY")
+        .filter(|bin| !bin.is_empty())
+        .map(|bin| {
+            let port = free_port();
+            std::fs::write(
+                dir.join("reference-upstream-token"),
+                &gateway_token_upstream,
+            )
+            .unwrap();
+            std::fs::write(
+                dir.join("reference.yaml"),
+                reference_gateway_config(&dir, port, &upstream_url),
+            )
+            .unwrap();
+            let mut gw = Command::new("taskset");
+            gw.args(["-c", &proxy_cpus]);
+            if let Ok(wrap) = std::env::var("PROXY_LOAD_GATEWAY_WRAP") {
+                gw.args(wrap.split_whitespace());
+            }
+            let gw = gw
+                .arg(bin)
+                .arg("--config")
+                .arg(dir.join("reference.yaml"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let pid = gw.id();
+            procs.0.push(gw);
+            (port, pid)
+        });
+
     // kubectl proxy with the bench user's own token (kubectl proxy forwards its own credential).
     let kubeconfig = dir.join("bench.kubeconfig");
     kubegate_testkit::write_kubeconfig(
@@ -671,12 +708,15 @@ http {{
             .unwrap(),
     );
     let kubectl_pid = procs.0.last().map(Child::id);
-    for p in [nginx_plain, kubectl_port] {
+    for p in [nginx_plain, kubectl_port]
+        .into_iter()
+        .chain(reference.map(|(port, _)| port))
+    {
         wait_port(p).await;
     }
 
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let tls_targets = [
+    let mut tls_targets = vec![
         Target {
             name: "direct",
             addr: upstream_addr,
@@ -718,6 +758,19 @@ http {{
             pid: nginx_pid,
         },
     ];
+    if let Some((port, pid)) = reference {
+        tls_targets.insert(
+            3,
+            Target {
+                name: "kubegate reference gateway (examples/gateway)",
+                addr: loopback(port),
+                tls: true,
+                prefix: "/kubernetes/cluster/bench".into(),
+                token: GATEWAY_TOKEN.into(),
+                pid: Some(pid),
+            },
+        );
+    }
     let plain_targets = [
         Target {
             name: h2_gateway_name(),
@@ -800,8 +853,8 @@ http {{
     let small = "/api/v1/namespaces/default/configmaps/small";
     let big = "/api/v1/namespaces/default/configmaps/big";
     for (label, targets, _) in [
-        ("HTTPS/1.1 client", &tls_targets, true),
-        ("plain HTTP/1.1 client", &plain_targets, false),
+        ("HTTPS/1.1 client", tls_targets.as_slice(), true),
+        ("plain HTTP/1.1 client", plain_targets.as_slice(), false),
     ] {
         for (case, path, conns) in [
             ("small GET (1 KiB), 64 connections", small, 64),
@@ -958,6 +1011,41 @@ fn round_trip(exe: &Path, cpus: &str) -> (f64, f64) {
     let _ = std::fs::remove_file(&port_file);
     lat.sort_by(f64::total_cmp);
     (lat[lat.len() / 2], lat[lat.len() * 99 / 100])
+}
+
+/// The reference gateway's config for the bench: HTTPS on `port` with the bench's serving
+/// certificate, the testkit as cluster `bench` (default upstream settings: h2 offered, short
+/// requests over HTTP/1.1), the bench's access key scoped to that cluster, read access to
+/// configmaps there through gateway RBAC, and a Metadata-level audit file.
+fn reference_gateway_config(dir: &Path, port: u16, upstream_url: &str) -> String {
+    let d = dir.display();
+    let digest = AccessKeyDigest::of(GATEWAY_TOKEN).to_hex();
+    format!(
+        r#"listen: 127.0.0.1:{port}
+stateDir: {d}/reference-state
+tls: {{certFile: {d}/front.pem, keyFile: {d}/front.key}}
+audit: {{sink: file, path: {d}/audit-reference.log, level: Metadata}}
+clusters:
+  - name: bench
+    upstream: {{server: "{upstream_url}", caFile: {d}/upstream-ca.pem, tokenFile: {d}/reference-upstream-token}}
+users:
+  - {{name: bench}}
+accessKeys:
+  - {{name: bench, user: bench, sha256: {digest}, scope: {{clusters: [{{cluster: bench}}]}}}}
+rbac:
+  - apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRole
+    metadata: {{name: reader}}
+    rules:
+      - {{apiGroups: [""], resources: [configmaps], verbs: [get, list, watch]}}
+      - {{apiGroups: [management.loft.sh], resources: [clusters], resourceNames: [bench], verbs: [use]}}
+  - apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRoleBinding
+    metadata: {{name: bench-reads}}
+    roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reader}}
+    subjects: [{{kind: User, name: bench, apiGroup: rbac.authorization.k8s.io}}]
+"#
+    )
 }
 
 fn writeln_s(out: &mut String, s: &str) -> std::fmt::Result {

@@ -10,10 +10,14 @@
 #   runs `h1`'s path for these GETs) and kubegate forwarding only (`h1-bare`: no
 #   authentication, authorization, audit or metrics): the requests whose headers
 #   `ForwardService` prepared in the window, read from the profile itself;
-# - `nginx`: its `stub_status` request counter, read right after zeroing and right after dumping.
+# - `nginx`: its `stub_status` request counter, read right after zeroing and right after dumping;
+# - `reference`: the reference gateway binary (`PROXY_LOAD_REFERENCE_GATEWAY`, default
+#   target/dist/examples/gateway), counted like kubegate; it serves HTTPS only, so this mode
+#   always runs the case with TLS clients.
 #
 #   cargo build --profile dist -p kubegate-proxy --example proxy_load
-#   crates/proxy/scripts/instructions-per-request.sh [h2|h1|h1-bare|nginx]   # from the workspace root
+#   cargo build --profile dist --example gateway    # for `reference`
+#   crates/proxy/scripts/instructions-per-request.sh [h2|h1|h1-bare|nginx|reference]   # from the workspace root
 #
 # `PROXY_LOAD_BIN=target/release/examples/proxy_load` counts a `--release` build instead.
 #
@@ -29,7 +33,14 @@ command -v callgrind_control >/dev/null || { echo "valgrind is not installed" >&
 rm -f /tmp/kubegate-cg.*
 callgrind="valgrind --tool=callgrind --callgrind-out-file=/tmp/kubegate-cg.%p"
 if [ "$proto" = nginx ]; then wrap=PROXY_LOAD_NGINX_WRAP; else wrap=PROXY_LOAD_GATEWAY_WRAP; fi
-env "$wrap=$callgrind" PROXY_LOAD_H2_FOR_EVERY_REQUEST="${PROXY_LOAD_H2_FOR_EVERY_REQUEST:-1}" PROXY_LOAD_ONLY="64 connections, ${CLIENT:-plain}" \
+client=${CLIENT:-plain}
+reference=
+if [ "$proto" = reference ]; then
+  client=HTTPS
+  reference=${PROXY_LOAD_REFERENCE_GATEWAY:-target/dist/examples/gateway}
+  [ -x "$reference" ] || { echo "no reference gateway at $reference: build it first" >&2; exit 1; }
+fi
+env "$wrap=$callgrind" PROXY_LOAD_REFERENCE_GATEWAY="$reference" PROXY_LOAD_H2_FOR_EVERY_REQUEST="${PROXY_LOAD_H2_FOR_EVERY_REQUEST:-1}" PROXY_LOAD_ONLY="64 connections, $client" \
   setsid taskset -c 0 "$bin" 30 >/tmp/kubegate-cg-bench.out 2>&1 &
 bench=$!
 # setsid made the bench a process group of its own: stop all of it (upstream, proxies) at exit.
@@ -57,7 +68,13 @@ if [ "$proto" = nginx ]; then
   after=$(nginx_requests)
 else
   until [ -s "$dir/gateway-h1-bare.json" ]; do sleep 0.5; done
-  pid=$(pgrep -f "valgrind.*gateway .* $proto\$" | head -1)
+  if [ "$proto" = reference ]; then
+    # Its audit file fills once the load reaches it (starting up under valgrind is busy too).
+    until [ -s "$dir/audit-reference.log" ]; do sleep 0.5; done
+    pid=$(pgrep -f "valgrind.*--config .*/reference.yaml" | head -1)
+  else
+    pid=$(pgrep -f "valgrind.*gateway .* $proto\$" | head -1)
+  fi
   # The gateways take the load one after the other: wait until this one is busy.
   ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
   before=$(ticks); sleep 1; after=$(ticks)
