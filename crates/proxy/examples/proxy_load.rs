@@ -673,12 +673,14 @@ http {{
             if let Ok(wrap) = std::env::var("PROXY_LOAD_GATEWAY_WRAP") {
                 gw.args(wrap.split_whitespace());
             }
+            // Its start-up lines and any error, for when its port never opens.
+            let log = std::fs::File::create(dir.join("reference.log")).unwrap();
             let gw = gw
                 .arg(bin)
                 .arg("--config")
                 .arg(dir.join("reference.yaml"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
                 .spawn()
                 .unwrap();
             let pid = gw.id();
