@@ -455,11 +455,11 @@ async fn grafana(
 /// and must never reach an upstream. Other cookies pass. Requests without the session cookie (all
 /// but browser sessions) are left as they are, without allocating.
 fn strip_session_cookie(headers: &mut http::HeaderMap) {
-    if !headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .any(|v| v.as_bytes().split(|&b| b == b';').any(is_session_pair))
-    {
+    if !headers.get_all(http::header::COOKIE).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b';')
+            .any(crate::auth::is_session_pair)
+    }) {
         return;
     }
     let kept: Vec<&str> = headers
@@ -468,7 +468,7 @@ fn strip_session_cookie(headers: &mut http::HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !is_session_pair(pair.as_bytes()))
+        .filter(|pair| !pair.is_empty() && !crate::auth::is_session_pair(pair.as_bytes()))
         .collect();
     let kept = kept.join("; ");
     headers.remove(http::header::COOKIE);
@@ -477,14 +477,6 @@ fn strip_session_cookie(headers: &mut http::HeaderMap) {
     {
         headers.insert(http::header::COOKIE, v);
     }
-}
-
-/// Whether one `name=value` pair of a `Cookie` header (surrounding spaces allowed) is the
-/// gateway's session cookie.
-fn is_session_pair(pair: &[u8]) -> bool {
-    pair.trim_ascii_start()
-        .strip_prefix(crate::auth::SESSION_COOKIE.as_bytes())
-        .is_some_and(|rest| rest.first() == Some(&b'='))
 }
 
 /// Authorizes and forwards a request to a Kubernetes target.
@@ -662,9 +654,20 @@ mod tests {
             (&["a=1", " kubegate_session=tok"], &["a=1"]),
             (&["kubegate_session=tok;a=1;"], &["a=1"]),
             (&["kubegate_session=; kubegate_session=tok"], &[]),
+            // Spaces around the name: authentication reads this as the session cookie too.
+            (&["a=1; kubegate_session =tok"], &["a=1"]),
+            (&["\tkubegate_session\t= tok; b=2"], &["b=2"]),
         ];
         for (sent, expected) in table {
             assert_eq!(after_strip(sent), *expected, "Cookie: {sent:?}");
+            // What reaches the upstream carries no cookie that authentication would take.
+            let mut headers = cookies(sent);
+            strip_session_cookie(&mut headers);
+            assert_eq!(
+                crate::auth::session_cookie_value(&headers),
+                Ok(None),
+                "Cookie: {sent:?}"
+            );
         }
     }
 }

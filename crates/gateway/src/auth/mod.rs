@@ -55,6 +55,9 @@ use crate::config::Config;
 use crate::service::{Runtime, Shared};
 use crate::store::{Revocation, StoredAccessKey};
 
+#[cfg(test)]
+pub(crate) use session::cookie_value as session_cookie_value;
+pub(crate) use session::is_session_pair;
 pub use session::{CROSS_ORIGIN_REFUSED, SESSION_COOKIE, authenticate_session};
 
 use limiter::{LoginKey, LoginLimiter};

@@ -23,12 +23,12 @@ pub(crate) fn cookie_value(headers: &HeaderMap) -> Result<Option<&str>, String> 
     for header in headers.get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
-            let Some((name, value)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            if name.trim() != SESSION_COOKIE {
+            if !is_session_pair(pair.as_bytes()) {
                 continue;
             }
+            let Some((_, value)) = pair.split_once('=') else {
+                continue;
+            };
             if found.is_some() {
                 return Err("more than one session cookie".into());
             }
@@ -36,6 +36,16 @@ pub(crate) fn cookie_value(headers: &HeaderMap) -> Result<Option<&str>, String> 
         }
     }
     Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// Whether one `;`-separated pair of a `Cookie` header is the session cookie: a `name=value`
+/// whose name, spaces and tabs around it trimmed, is [`SESSION_COOKIE`]. The one test both for
+/// reading the cookie ([`cookie_value`]) and for keeping it from upstreams, so that nothing
+/// authentication accepts can pass through. Bytes, so a header that is not text is judged too.
+pub(crate) fn is_session_pair(pair: &[u8]) -> bool {
+    pair.iter()
+        .position(|&b| b == b'=')
+        .is_some_and(|eq| pair[..eq].trim_ascii() == SESSION_COOKIE.as_bytes())
 }
 
 /// `Set-Cookie` for a new session that lives `max_age` seconds.
