@@ -7,7 +7,7 @@ use kubegate_proxy::ProxyBody;
 use kubegate_proxy::status::plain_text_response;
 use kubegate_routing::OpsPath;
 
-use crate::service::{Runtime, Shared, authenticate};
+use crate::service::{OwnCredentials, Runtime, Shared, authenticate};
 
 fn json(body: &serde_json::Value) -> Response<ProxyBody> {
     let mut res = Response::new(ProxyBody::from(Bytes::from(body.to_string())));
@@ -31,7 +31,7 @@ pub(crate) async fn handle(
         OpsPath::Version => json(&crate::management::discovery::version_info()),
         OpsPath::Metrics => {
             if !runtime.config.public_metrics
-                && let Err(res) = authenticate(shared, runtime, req).await
+                && let Err(res) = authenticate(shared, runtime, req, OwnCredentials::Untried).await
             {
                 return *res;
             }

@@ -134,15 +134,70 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infalli
 impl Service<Request<RequestBody>> for GatewayService {
     type Response = Response<ProxyBody>;
     type Error = Infallible;
-    type Future = BoxFuture;
+    type Future = GatewayFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<RequestBody>) -> BoxFuture {
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(handle(shared, req).await) })
+    fn call(&mut self, req: Request<RequestBody>) -> GatewayFuture {
+        let runtime = self.shared.runtime.load();
+        let kind = match begin(&self.shared, &runtime, req) {
+            Step::Respond(res) => Kind::Ready(Some(res)),
+            Step::Forward(forwarding) => Kind::Forward(forwarding),
+            Step::Wait(req, own_credentials) => {
+                let shared = Arc::clone(&self.shared);
+                let runtime = arc_swap::Guard::into_inner(runtime);
+                Kind::Wait(Box::pin(async move {
+                    Ok(handle(&shared, &runtime, req, own_credentials).await)
+                }))
+            }
+        };
+        GatewayFuture { kind }
+    }
+}
+
+/// Response future of [`GatewayService`]: a request forwarded with a credential of the gateway's
+/// own (the common case) waits on the forwarding service's future alone; a request the gateway
+/// answered at once holds its response; the rest (the gateway's own endpoints, credentials an
+/// external authenticator checks) run the whole path in a boxed future.
+pub struct GatewayFuture {
+    kind: Kind,
+}
+
+enum Kind {
+    Ready(Option<Response<ProxyBody>>),
+    Forward(kubegate_proxy::forward::ResponseFuture),
+    Wait(BoxFuture),
+}
+
+impl std::fmt::Debug for GatewayFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            Kind::Ready(_) => "Ready",
+            Kind::Forward(_) => "Forward",
+            Kind::Wait(_) => "Wait",
+        };
+        f.debug_tuple("GatewayFuture").field(&kind).finish()
+    }
+}
+
+impl Future for GatewayFuture {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Every variant is `Unpin` (the futures are boxed), so the future is too.
+        match &mut self.get_mut().kind {
+            Kind::Ready(res) => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => Poll::Ready(Ok(internal_error_text(
+                    "",
+                    "GatewayFuture polled after it completed",
+                ))),
+            },
+            Kind::Forward(forwarding) => Pin::new(forwarding).poll(cx),
+            Kind::Wait(waiting) => waiting.as_mut().poll(cx),
+        }
     }
 }
 
@@ -280,12 +335,76 @@ pub(crate) fn respond(status: &Status, req: &Request<RequestBody>) -> Response<P
     status.response_for(req.uri(), req.headers())
 }
 
-/// The whole request path.
-async fn handle(shared: Arc<Shared>, req: Request<RequestBody>) -> Response<ProxyBody> {
-    let runtime = shared.runtime.load_full();
-    // Routed once here for dispatch, authorization and forwarding. The route borrows from a
-    // clone of the URI (its bytes are shared, not copied), so the request itself stays free to
-    // be changed and handed on.
+/// Where the request path got to without waiting.
+enum Step {
+    /// Answered.
+    Respond(Response<ProxyBody>),
+    /// Authenticated, authorized and handed to its upstream's forwarding service.
+    Forward(kubegate_proxy::forward::ResponseFuture),
+    /// Has to wait: the rest runs in [`handle`]. Carries why the gateway's own credentials did
+    /// not authenticate the request, when they were tried.
+    Wait(Request<RequestBody>, OwnCredentials),
+}
+
+/// Whether the gateway's own credentials (access keys, minted tokens) were tried on a request.
+pub(crate) enum OwnCredentials {
+    /// Not yet.
+    Untried,
+    /// Tried; they did not authenticate it, for this reason.
+    Rejected(String),
+}
+
+/// The request path as far as it goes without waiting. Requests to a Kubernetes target with an
+/// access key or a token of the gateway's own (the traffic a gateway lives on) are decided
+/// here and handed to their upstream in `call`, without a boxed future around them.
+fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step {
+    // The route borrows from a clone of the URI (its bytes are shared, not copied), so the
+    // request itself stays free to be changed and handed on.
+    let uri = req.uri().clone();
+    let route = match shared.router.route(uri.path(), uri.query()) {
+        Ok(route) => route,
+        Err(RouteError::NotFound | RouteError::InvalidName { .. }) => {
+            return Step::Respond(not_found_text());
+        }
+        Err(other) => return Step::Respond(respond(&Status::bad_request(other.to_string()), &req)),
+    };
+    if !is_kubernetes(&route.target) {
+        return Step::Wait(req, OwnCredentials::Untried);
+    }
+    if let Err(why) = crate::auth::check_origin(&runtime.config, req.headers()) {
+        return Step::Respond(respond(&Status::forbidden("", "", "", &why), &req));
+    }
+    let caller = match own_credentials(runtime, &req) {
+        Ok(caller) => caller,
+        Err(reason) => return Step::Wait(req, OwnCredentials::Rejected(reason)),
+    };
+    if let Err(res) = admit(runtime, &caller, &req) {
+        return Step::Respond(*res);
+    }
+    match forward(shared, runtime, caller, &route, req) {
+        Ok(forwarding) => Step::Forward(forwarding),
+        Err(res) => Step::Respond(*res),
+    }
+}
+
+/// Targets that are Kubernetes API servers (clusters, virtual clusters, spaces).
+fn is_kubernetes(target: &Target<'_>) -> bool {
+    matches!(
+        target,
+        Target::Cluster { .. }
+            | Target::VirtualCluster { .. }
+            | Target::ProjectSpace { .. }
+            | Target::ProjectVirtualCluster { .. }
+    )
+}
+
+/// The whole request path, for requests [`begin`] could not finish without waiting.
+async fn handle(
+    shared: &Shared,
+    runtime: &Runtime,
+    req: Request<RequestBody>,
+    own: OwnCredentials,
+) -> Response<ProxyBody> {
     let uri = req.uri().clone();
     let route = match shared.router.route(uri.path(), uri.query()) {
         Ok(route) => route,
@@ -293,70 +412,100 @@ async fn handle(shared: Arc<Shared>, req: Request<RequestBody>) -> Response<Prox
         Err(other) => return respond(&Status::bad_request(other.to_string()), &req),
     };
     match route.target {
-        Target::Ops(ops) => return crate::ops::handle(&shared, &runtime, ops, &req).await,
-        Target::Auth => return crate::auth::handle(&shared, &runtime, &route.rest, req).await,
-        Target::Oidc => return crate::oidc::handle(&shared, &route.rest, &req),
+        Target::Ops(ops) => return crate::ops::handle(shared, runtime, ops, &req).await,
+        Target::Auth => {
+            return Box::pin(crate::auth::handle(shared, runtime, &route.rest, req)).await;
+        }
+        Target::Oidc => return crate::oidc::handle(shared, &route.rest, &req),
         _ => {}
     }
     if let Err(why) = crate::auth::check_origin(&runtime.config, req.headers()) {
         return respond(&Status::forbidden("", "", "", &why), &req);
     }
-    let caller = match authenticate(&shared, &runtime, &req).await {
+    let caller = match authenticate(shared, runtime, &req, own).await {
         Ok(caller) => caller,
         Err(res) => return *res,
     };
+    if let Err(res) = admit(runtime, &caller, &req) {
+        return *res;
+    }
+    match route.target {
+        Target::Management => {
+            Box::pin(crate::management::handle(shared, runtime, &caller, req)).await
+        }
+        Target::Grafana { cluster } => grafana(runtime, &caller, cluster, &route, req).await,
+        _ => match forward(shared, runtime, caller, &route, req) {
+            Ok(forwarding) => match forwarding.await {
+                Ok(res) => res,
+                Err(never) => match never {},
+            },
+            Err(res) => *res,
+        },
+    }
+}
+
+/// What follows authentication on every authenticated path: the audit event learns who asked,
+/// and the rate limits apply.
+fn admit(
+    runtime: &Runtime,
+    caller: &Caller,
+    req: &Request<RequestBody>,
+) -> Result<(), Box<Response<ProxyBody>>> {
     if let Some(slot) = req.extensions().get::<IdentitySlot>() {
         slot.set(caller.identity.clone());
     }
-    let target = req
-        .extensions()
-        .get::<RequestMeta>()
-        .map(|m| m.target.clone())
-        .unwrap_or_default();
-    if let Err((what, retry_after)) = runtime.limits.check(&caller.identity.name, &target) {
+    let target = req.extensions().get::<RequestMeta>().map(|m| &m.target);
+    let target_label = target.map_or("", |t| t.as_ref());
+    if let Err((what, retry_after)) = runtime.limits.check(&caller.identity.name, target_label) {
         let message = match what {
             "user" => format!(
                 "too many requests from user {:?}, please try again later",
                 caller.identity.name
             ),
-            _ => format!("too many requests to {target}, please try again later"),
+            _ => format!("too many requests to {target_label}, please try again later"),
         };
         let retry = i32::try_from(retry_after).unwrap_or(i32::MAX);
-        return respond(&Status::too_many_requests(message, retry), &req);
+        return Err(Box::new(respond(
+            &Status::too_many_requests(message, retry),
+            req,
+        )));
     }
-    match route.target {
-        Target::Management => crate::management::handle(&shared, &runtime, &caller, req).await,
-        Target::Grafana { cluster } => grafana(&runtime, &caller, cluster, &route, req).await,
-        _ => forward(&shared, &runtime, caller, &route, req).await,
+    Ok(())
+}
+
+/// The gateway's own credentials: an access key or a token it minted, in the bearer header.
+fn own_credentials(runtime: &Runtime, req: &Request<RequestBody>) -> Result<Caller, String> {
+    match bearer(req.headers()) {
+        Some(token) => runtime
+            .credentials
+            .authenticate(token, &runtime.directory, kubegate_tokens::unix_now())
+            .map_err(|failure| failure.to_string()),
+        None => Err(String::from("no credential")),
     }
 }
 
-/// Authenticates a request: the gateway's own access keys and tokens first, then each external
-/// authenticator in order. 401 Status when nothing accepts it; 403 or 503 when an
-/// authenticator says so.
+/// Authenticates a request: the gateway's own access keys and tokens first (unless `own` says
+/// they were tried), then the session cookie and each external authenticator in order. 401
+/// Status when nothing accepts it; 403 or 503 when an authenticator says so.
 pub(crate) async fn authenticate(
     shared: &Shared,
     runtime: &Runtime,
     req: &Request<RequestBody>,
+    own: OwnCredentials,
 ) -> Result<Caller, Box<Response<ProxyBody>>> {
     use crate::authenticators::AuthnInput;
     let unauthorized = || Box::new(respond(&Status::unauthorized(), req));
-    let token = bearer(req.headers());
-    let mut reason = String::from("no credential");
-    if let Some(token) = token {
-        match runtime.credentials.authenticate(
-            token,
-            &runtime.directory,
-            kubegate_tokens::unix_now(),
-        ) {
+    let mut reason = match own {
+        OwnCredentials::Rejected(reason) => reason,
+        OwnCredentials::Untried => match own_credentials(runtime, req) {
             Ok(caller) => return Ok(caller),
-            Err(failure) => reason = failure.to_string(),
-        }
-    }
+            Err(reason) => reason,
+        },
+    };
     let input = AuthnInput {
         method: req.method(),
         headers: req.headers(),
-        bearer: token,
+        bearer: bearer(req.headers()),
         client_addr: req
             .extensions()
             .get::<kubegate_proxy::ClientAddr>()
@@ -479,56 +628,44 @@ fn strip_session_cookie(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Authorizes and forwards a request to a Kubernetes target.
-async fn forward(
+/// Authorizes a request to a Kubernetes target and hands it to the target's forwarding service.
+fn forward(
     shared: &Shared,
     runtime: &Runtime,
     caller: Caller,
     route: &Route<'_>,
     mut req: Request<RequestBody>,
-) -> Response<ProxyBody> {
-    let prepared = prepare_forward(route, runtime, caller, &req);
+) -> Result<kubegate_proxy::forward::ResponseFuture, Box<Response<ProxyBody>>> {
     let Prepared {
         key,
         upstream_path,
         long_running,
         identity,
         mode,
-    } = match prepared {
-        Ok(p) => p,
-        Err(res) => return *res,
-    };
+    } = prepare_forward(route, runtime, caller, &req)?;
     if mode == crate::config::IdentityMode::Oidc {
         let now = kubegate_tokens::unix_now();
-        match shared
+        let fail = |status: Status| Box::new(respond(&status, &req));
+        let token = shared
             .forwarded_tokens
             .token_for(&shared.minter, &identity, now)
-        {
-            Ok(token) => match http::HeaderValue::from_str(&format!("Bearer {token}")) {
-                Ok(v) => {
-                    req.headers_mut().insert(http::header::AUTHORIZATION, v);
-                }
-                Err(_) => return respond(&Status::internal_error("unusable minted token"), &req),
-            },
-            Err(e) => return respond(&Status::internal_error(&e.to_string()), &req),
-        }
+            .map_err(|e| fail(Status::internal_error(&e.to_string())))?;
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| fail(Status::internal_error("unusable minted token")))?;
+        req.headers_mut().insert(http::header::AUTHORIZATION, value);
     }
     let Some(service) = runtime.upstreams.get(&key) else {
-        return respond(
+        return Err(Box::new(respond(
             &Status::service_unavailable(format!("{} is not available", key.describe())),
             &req,
-        );
+        )));
     };
     strip_session_cookie(req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(upstream_path);
     ext.insert(LongRunning(long_running));
     ext.insert(identity);
-    let mut service = service.clone();
-    match service.call(req).await {
-        Ok(res) => res,
-        Err(never) => match never {},
-    }
+    Ok(service.clone().call(req))
 }
 
 /// Everything decided about a request before it is forwarded.
