@@ -17,8 +17,9 @@ pub struct Caller {
     pub identity: Identity,
     /// The credential's scope, compiled.
     pub scope: Arc<CompiledScope>,
-    /// The credential's scope as sent on the wire (`None`: unrestricted).
-    pub raw_scope: Option<AccessKeyScope>,
+    /// The credential's scope as sent on the wire (`None`: unrestricted); shared with the
+    /// credential's record rather than copied for every request.
+    pub raw_scope: Option<Arc<AccessKeyScope>>,
     /// Which credential was used.
     pub credential: CallerCredential,
 }
@@ -29,9 +30,9 @@ pub enum CallerCredential {
     /// An access key.
     AccessKey {
         /// The key object's name.
-        name: String,
+        name: Arc<str>,
         /// Its Loft type (`User`, `Login`, …).
-        key_type: String,
+        key_type: Arc<str>,
     },
     /// Identity headers from a trusted front proxy.
     FrontProxy,
@@ -66,11 +67,11 @@ pub enum AuthnFailure {
 
 #[derive(Debug, Clone)]
 struct KeyRecord {
-    name: String,
+    name: Arc<str>,
     user: String,
-    key_type: String,
+    key_type: Arc<str>,
     scope: Arc<CompiledScope>,
-    raw_scope: Option<AccessKeyScope>,
+    raw_scope: Option<Arc<AccessKeyScope>>,
     expires_at: Option<i64>,
     disabled: bool,
 }
@@ -93,11 +94,11 @@ impl Credentials {
                 keys.insert(
                     digest,
                     KeyRecord {
-                        name: k.name.clone(),
+                        name: k.name.as_str().into(),
                         user: k.user.clone(),
                         key_type: "User".into(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
-                        raw_scope: k.scope.clone(),
+                        raw_scope: k.scope.clone().map(Arc::new),
                         expires_at: None,
                         disabled: false,
                     },
@@ -109,11 +110,11 @@ impl Credentials {
                 keys.insert(
                     digest,
                     KeyRecord {
-                        name: k.name.clone(),
+                        name: k.name.as_str().into(),
                         user: k.user.clone(),
-                        key_type: k.key_type.clone(),
+                        key_type: k.key_type.as_str().into(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
-                        raw_scope: k.scope.clone(),
+                        raw_scope: k.scope.clone().map(Arc::new),
                         expires_at: k.expires_at,
                         disabled: k.disabled,
                     },
@@ -166,7 +167,7 @@ impl Credentials {
     ) -> Result<Caller, AuthnFailure> {
         if let Some(record) = self.keys.lookup(bearer) {
             if record.disabled {
-                return Err(AuthnFailure::Disabled(record.name.clone()));
+                return Err(AuthnFailure::Disabled(record.name.to_string()));
             }
             if record.expires_at.is_some_and(|e| e <= now as i64) {
                 return Err(AuthnFailure::Expired);
@@ -184,8 +185,8 @@ impl Credentials {
                 scope: Arc::clone(&record.scope),
                 raw_scope: record.raw_scope.clone(),
                 credential: CallerCredential::AccessKey {
-                    name: record.name.clone(),
-                    key_type: record.key_type.clone(),
+                    name: Arc::clone(&record.name),
+                    key_type: Arc::clone(&record.key_type),
                 },
             });
         }
@@ -210,7 +211,7 @@ impl Credentials {
                 Default::default(),
             ),
             scope: Arc::new(CompiledScope::new(claims.loft.scope.as_ref())),
-            raw_scope: claims.loft.scope.clone(),
+            raw_scope: claims.loft.scope.clone().map(Arc::new),
             credential: CallerCredential::Token {
                 jti: claims.jti.clone(),
                 expires_at: claims.exp,
@@ -219,18 +220,113 @@ impl Credentials {
     }
 }
 
-/// The bearer token of a request: exactly one `Authorization: Bearer <token>` header.
+/// The bearer token of a request: exactly one `Authorization: Bearer <token>` header (the
+/// scheme in any case, then one space; the token trimmed of surrounding whitespace). A value
+/// with a byte `HeaderValue::to_str` refuses has no token.
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next()?;
     if values.next().is_some() {
         return None;
     }
-    let value = value.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    let bytes = value.as_bytes();
+    // `to_str`'s rule (visible ASCII, space, tab), folded without stopping early so that it
+    // runs several bytes at a time over the token, which is most of the value.
+    let valid = bytes.iter().fold(true, |ok, &b| {
+        ok & (matches!(b, b' '..=b'~') | (b == b'\t'))
+    });
+    let (scheme, token) = bytes.split_at_checked(BEARER.len())?;
+    if !valid || !scheme.eq_ignore_ascii_case(BEARER) {
         return None;
     }
-    let token = token.trim();
+    // All ASCII by now, where `trim_ascii` trims what `str::trim` would.
+    let token = std::str::from_utf8(token).ok()?.trim_ascii();
     (!token.is_empty()).then_some(token)
+}
+
+/// The scheme and the space after it.
+const BEARER: &[u8] = b"bearer ";
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+    use proptest::prelude::*;
+
+    fn headers(values: &[&[u8]]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for v in values {
+            headers.append(
+                http::header::AUTHORIZATION,
+                http::HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    /// The rule as first written, on `str`: what the byte-wise version must agree with.
+    fn bearer_by_str(headers: &http::HeaderMap) -> Option<&str> {
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let value = values.next()?;
+        if values.next().is_some() {
+            return None;
+        }
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let token = token.trim();
+        (!token.is_empty()).then_some(token)
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let table: &[(&[&[u8]], Option<&str>)] = &[
+            (&[b"Bearer abc.def"], Some("abc.def")),
+            (&[b"bearer abc"], Some("abc")),
+            (&[b"BEARER abc"], Some("abc")),
+            (&[b"Bearer   abc \t"], Some("abc")),
+            (&[b"Bearer a b"], Some("a b")),
+            // No token, another scheme, no space after the scheme, a tab instead of it.
+            (&[], None),
+            (&[b"Bearer"], None),
+            (&[b"Bearer "], None),
+            (&[b"Bearer  \t "], None),
+            (&[b"Basic YWJjOmRlZg=="], None),
+            (&[b"Bearerabc"], None),
+            (&[b"Bearer\tabc"], None),
+            (&[b"Bearers abc"], None),
+            // Two headers: neither counts. Bytes `to_str` refuses: no token.
+            (&[b"Bearer a", b"Bearer b"], None),
+            (&[b"Bearer caf\xc3\xa9"], None),
+        ];
+        for (values, expected) in table {
+            let headers = headers(values);
+            assert_eq!(bearer(&headers), *expected, "{values:?}");
+            assert_eq!(bearer_by_str(&headers), *expected, "{values:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn bearer_agrees_with_the_str_rule(
+            scheme in prop::sample::select(vec!["Bearer", "bearer", "BeArEr", "Basic", "Bearer\t", ""]),
+            gap in "[ \t]{0,3}",
+            // Mostly token characters, some whitespace, now and then a byte `to_str` refuses
+            // (DEL and other controls cannot be in a `HeaderValue` at all).
+            token in proptest::collection::vec(prop_oneof![
+                8 => 0x21u8..0x7f,
+                2 => Just(b' '),
+                1 => Just(b'\t'),
+                1 => Just(0xc3u8),
+            ], 0..12),
+        ) {
+            let mut value = format!("{scheme}{gap}").into_bytes();
+            value.extend_from_slice(&token);
+            if let Ok(value) = http::HeaderValue::from_bytes(&value) {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(http::header::AUTHORIZATION, value);
+                prop_assert_eq!(bearer(&headers), bearer_by_str(&headers));
+            }
+        }
+    }
 }

@@ -637,7 +637,7 @@ fn forward(
     mut req: Request<RequestBody>,
 ) -> Result<kubegate_proxy::forward::ResponseFuture, Box<Response<ProxyBody>>> {
     let Prepared {
-        key,
+        service,
         upstream_path,
         long_running,
         identity,
@@ -654,12 +654,6 @@ fn forward(
             .map_err(|_| fail(Status::internal_error("unusable minted token")))?;
         req.headers_mut().insert(http::header::AUTHORIZATION, value);
     }
-    let Some(service) = runtime.upstreams.get(&key) else {
-        return Err(Box::new(respond(
-            &Status::service_unavailable(format!("{} is not available", key.describe())),
-            &req,
-        )));
-    };
     strip_session_cookie(req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(upstream_path);
@@ -669,8 +663,8 @@ fn forward(
 }
 
 /// Everything decided about a request before it is forwarded.
-struct Prepared {
-    key: upstreams::UpstreamKey,
+struct Prepared<'r> {
+    service: &'r kubegate_proxy::ForwardService<RequestBody>,
     upstream_path: UpstreamPath,
     long_running: bool,
     identity: kubegate_authz::Identity,
@@ -679,12 +673,12 @@ struct Prepared {
 
 /// Takes the caller: the identity sent upstream is the caller's own (moved, not copied) unless
 /// the request impersonates another.
-fn prepare_forward(
+fn prepare_forward<'r>(
     route: &Route<'_>,
-    runtime: &Runtime,
+    runtime: &'r Runtime,
     caller: Caller,
     req: &Request<RequestBody>,
-) -> Result<Prepared, Box<Response<ProxyBody>>> {
+) -> Result<Prepared<'r>, Box<Response<ProxyBody>>> {
     let fail = |status: Status| Box::new(respond(&status, req));
     let info =
         RequestInfo::parse(req.method().as_str(), &route.rest, route.query).map_err(|e| {
@@ -699,9 +693,11 @@ fn prepare_forward(
     };
     // `kubectl --as`: the caller's impersonation is checked against gateway RBAC, then the
     // request runs as the impersonated identity.
+    // Header names are lowercase here; only `impersonate-*` values are read (and validated).
     let impersonation = ImpersonationRequest::from_headers(
         req.headers()
             .iter()
+            .filter(|(k, _)| k.as_str().starts_with("impersonate-"))
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
     );
     let impersonated = match impersonate(&caller.identity, &impersonation, runtime.policy.as_ref())
@@ -736,12 +732,22 @@ fn prepare_forward(
             .map(|s| s.cluster.as_str()),
         _ => None,
     };
-    let key = upstreams::key_for(&route.target, space_cluster)
-        .ok_or_else(|| fail(Status::failure(404, "no upstream for this target")))?;
+    let service = runtime.upstreams.for_target(&route.target, space_cluster);
+    // Built only on the way to an error, to name what is missing.
+    let key = || upstreams::key_for(&route.target, space_cluster);
+    if service.is_none() && key().is_none() {
+        return Err(fail(Status::failure(404, "no upstream for this target")));
+    }
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
         .map_err(|e| fail(Status::bad_request(e.to_string())))?;
+    let Some(service) = service else {
+        let missing = key().map_or_else(String::new, |key| key.describe());
+        return Err(fail(Status::service_unavailable(format!(
+            "{missing} is not available"
+        ))));
+    };
     Ok(Prepared {
-        key,
+        service,
         upstream_path,
         long_running: info.is_long_running(),
         identity: impersonated.unwrap_or(caller.identity),

@@ -50,6 +50,9 @@ impl UpstreamKey {
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
     services: HashMap<UpstreamKey, ForwardService<RequestBody>>,
+    /// The connected clusters' services again (sharing their pools), by name: the lookup every
+    /// request to a cluster or a space makes, without building a key.
+    clusters: HashMap<String, ForwardService<RequestBody>>,
 }
 
 impl Upstreams {
@@ -92,12 +95,33 @@ impl Upstreams {
                 )?;
             }
         }
-        Ok(Upstreams { services })
+        let clusters = services
+            .iter()
+            .filter_map(|(key, service)| match key {
+                UpstreamKey::Cluster(name) => Some((name.clone(), service.clone())),
+                _ => None,
+            })
+            .collect();
+        Ok(Upstreams { services, clusters })
     }
 
     /// The service for a key.
     pub fn get(&self, key: &UpstreamKey) -> Option<&ForwardService<RequestBody>> {
         self.services.get(key)
+    }
+
+    /// The service a Kubernetes target forwards to ([`key_for`]'s, found without allocating
+    /// for clusters and spaces).
+    pub fn for_target(
+        &self,
+        target: &Target<'_>,
+        space_cluster: Option<&str>,
+    ) -> Option<&ForwardService<RequestBody>> {
+        match *target {
+            Target::Cluster { cluster } => self.clusters.get(cluster),
+            Target::ProjectSpace { .. } => self.clusters.get(space_cluster?),
+            _ => self.services.get(&key_for(target, space_cluster)?),
+        }
     }
 
     /// Every upstream, for readiness probes.

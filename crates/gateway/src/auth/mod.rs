@@ -411,7 +411,7 @@ async fn token_login(
     // The session may do what the presented credential may do, no more: it keeps its scope.
     let request = runtime.credentials.user_token_request(
         identity,
-        caller.raw_scope.clone(),
+        caller.raw_scope.as_deref().cloned(),
         Some(Duration::from_secs(config.auth.session_ttl_seconds)),
     );
     let minted = match shared.minter.mint(&request, now) {

@@ -39,7 +39,7 @@ fn narrowed_scope(
     name: &str,
 ) -> Result<Option<AccessKeyScope>, Box<Status>> {
     let Some(requested) = requested else {
-        return Ok(ctx.caller.raw_scope.clone());
+        return Ok(ctx.caller.raw_scope.as_deref().cloned());
     };
     if CompiledScope::new(Some(&requested)).narrows(&ctx.caller.scope) {
         Ok(Some(requested))
@@ -79,7 +79,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
     let identity = &ctx.caller.identity;
     let (access_key, access_key_type) = match &ctx.caller.credential {
         CallerCredential::AccessKey { name, key_type } => {
-            (name.clone(), AccessKeyType::from(key_type.as_str()))
+            (name.to_string(), AccessKeyType::from(&**key_type))
         }
         _ => (String::new(), AccessKeyType::from("")),
     };
@@ -91,7 +91,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
             ..UserInfo::default()
         }),
         access_key,
-        access_key_scope: ctx.caller.raw_scope.clone(),
+        access_key_scope: ctx.caller.raw_scope.as_deref().cloned(),
         access_key_type,
         subject: identity.name.clone(),
         uid: identity.uid.clone(),

@@ -110,7 +110,7 @@ impl CentralAuthenticator {
         AuthnOutcome::Authenticated(Box::new(Caller {
             identity,
             scope: Arc::new(CompiledScope::new(claims.loft.scope.as_ref())),
-            raw_scope: claims.loft.scope.clone(),
+            raw_scope: claims.loft.scope.clone().map(Arc::new),
             credential: CallerCredential::Token {
                 jti: claims.jti.clone(),
                 expires_at: claims.exp,
@@ -139,10 +139,10 @@ impl CentralAuthenticator {
                 AuthnOutcome::Authenticated(Box::new(Caller {
                     identity,
                     scope: Arc::new(CompiledScope::new(status.access_key_scope.as_ref())),
-                    raw_scope: status.access_key_scope.clone(),
+                    raw_scope: status.access_key_scope.clone().map(Arc::new),
                     credential: CallerCredential::AccessKey {
-                        name: status.access_key.clone(),
-                        key_type: status.access_key_type.as_str().to_owned(),
+                        name: status.access_key.as_str().into(),
+                        key_type: status.access_key_type.as_str().into(),
                     },
                 }))
             }
