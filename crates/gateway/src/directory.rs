@@ -1,7 +1,7 @@
 //! The configured world, indexed for lookups on the request path: users and their groups,
 //! clusters, legacy virtual clusters, projects with spaces and virtual clusters.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use kubegate_proxy::AuditLevel;
 use kubegate_proxy::ext::target_label;
@@ -36,14 +36,14 @@ pub struct SpaceEntry {
 /// Lookups over the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    users: HashMap<String, UserEntry>,
+    users: foldhash::HashMap<String, UserEntry>,
     clusters: BTreeMap<String, crate::config::ClusterConfig>,
     legacy_vclusters: BTreeMap<(String, String, String), UpstreamConfig>,
     spaces: BTreeMap<(String, String), SpaceEntry>,
     project_vclusters: BTreeMap<(String, String), UpstreamConfig>,
     projects: BTreeMap<String, crate::config::ProjectConfig>,
     /// Targets with their own audit level, by metric/audit label.
-    audit_levels: HashMap<String, AuditLevel>,
+    audit_levels: foldhash::HashMap<String, AuditLevel>,
     default_audit_level: AuditLevel,
 }
 
@@ -62,7 +62,7 @@ pub enum Destination<'a> {
 impl Directory {
     /// Indexes a validated configuration.
     pub fn new(config: &Config) -> Directory {
-        let mut users: HashMap<String, UserEntry> = config
+        let mut users: foldhash::HashMap<String, UserEntry> = config
             .users
             .iter()
             .map(|u| {
@@ -104,7 +104,7 @@ impl Directory {
                     audit_level: None,
                 });
         }
-        let mut audit_levels = HashMap::new();
+        let mut audit_levels = foldhash::HashMap::default();
         let mut set_level = |target: Target<'_>, level: Option<AuditLevel>| {
             if let Some(level) = level {
                 audit_levels.insert(target_label(&target), level);

@@ -1,7 +1,5 @@
 //! Turns configured upstreams into forwarding services, built once per configuration.
 
-use std::collections::HashMap;
-
 use crate::service::RequestBody;
 use base64::Engine;
 use kubegate_proxy::{Credential, ForwardService, IdentityMode, Upstream};
@@ -49,16 +47,17 @@ impl UpstreamKey {
 /// Forwarding services for every configured upstream.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
-    services: HashMap<UpstreamKey, ForwardService<RequestBody>>,
+    services: foldhash::HashMap<UpstreamKey, ForwardService<RequestBody>>,
     /// The connected clusters' services again (sharing their pools), by name: the lookup every
-    /// request to a cluster or a space makes, without building a key.
-    clusters: HashMap<String, ForwardService<RequestBody>>,
+    /// request to a cluster or a space makes, without building a key. (Both maps are keyed by
+    /// configuration and looked up per request: foldhash, as for RBAC's subject index.)
+    clusters: foldhash::HashMap<String, ForwardService<RequestBody>>,
 }
 
 impl Upstreams {
     /// Builds one pooled forwarding service per configured upstream.
     pub fn build(config: &Config) -> Result<Upstreams, UpstreamError> {
-        let mut services = HashMap::new();
+        let mut services = foldhash::HashMap::default();
         let mut add = |key: UpstreamKey, upstream: &UpstreamConfig| -> Result<(), UpstreamError> {
             // Kubernetes API servers (some run by tenants: virtual clusters) may not redirect
             // the gateway's clients elsewhere; Grafana redirects by design (login, trailing

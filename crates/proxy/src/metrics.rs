@@ -20,7 +20,6 @@
 //! A request finds its series with one lookup of its target: the series of each target and
 //! verb are resolved once and kept, rather than looked up in each metric family per request.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -90,7 +89,8 @@ struct Metrics {
     in_flight: Family<TargetLabels, Gauge>,
     upstream_errors: Family<ErrorLabels, Counter>,
     /// The series of each target seen so far, at most `max_targets` of them.
-    targets: RwLock<HashMap<Arc<str>, Arc<TargetSeries>>>,
+    /// (foldhash: looked up on every request, and bounded, so no key set can grow long chains.)
+    targets: RwLock<foldhash::HashMap<Arc<str>, Arc<TargetSeries>>>,
     max_targets: AtomicUsize,
     /// The series of the targets beyond `max_targets`.
     overflow: OnceLock<Arc<TargetSeries>>,
@@ -122,7 +122,9 @@ impl Metrics {
                     .get_or_init(|| self.new_series(Arc::from(OVERFLOW_TARGET))),
             )
         };
-        let full = |known: &HashMap<_, _>| known.len() >= self.max_targets.load(Ordering::Relaxed);
+        let full = |known: &foldhash::HashMap<_, _>| {
+            known.len() >= self.max_targets.load(Ordering::Relaxed)
+        };
         let known = self.targets.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(series) = known.get(target) {
             return Arc::clone(series);
