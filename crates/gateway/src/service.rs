@@ -368,7 +368,7 @@ fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step 
         }
         Err(other) => return Step::Respond(respond(&Status::bad_request(other.to_string()), &req)),
     };
-    if !is_kubernetes(&route.target) {
+    if !route.target.is_kubernetes_upstream() {
         return Step::Wait(req, OwnCredentials::Untried);
     }
     if let Err(why) = crate::auth::check_origin(&runtime.config, req.headers()) {
@@ -385,17 +385,6 @@ fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step 
         Ok(forwarding) => Step::Forward(forwarding),
         Err(res) => Step::Respond(*res),
     }
-}
-
-/// Targets that are Kubernetes API servers (clusters, virtual clusters, spaces).
-fn is_kubernetes(target: &Target<'_>) -> bool {
-    matches!(
-        target,
-        Target::Cluster { .. }
-            | Target::VirtualCluster { .. }
-            | Target::ProjectSpace { .. }
-            | Target::ProjectVirtualCluster { .. }
-    )
 }
 
 /// The whole request path, for requests [`begin`] could not finish without waiting.
