@@ -56,6 +56,8 @@ pub enum Destination<'a> {
         upstream: &'a UpstreamConfig,
         /// The only namespace resource requests may touch, for project spaces.
         fence: Option<&'a str>,
+        /// The connected cluster a project space lives on (`None` for other targets).
+        space_cluster: Option<&'a str>,
     },
 }
 
@@ -237,6 +239,7 @@ impl Directory {
                 self.clusters.get(cluster).map(|c| Destination::Upstream {
                     upstream: &c.upstream,
                     fence: None,
+                    space_cluster: None,
                 })
             }
             Target::VirtualCluster {
@@ -249,6 +252,7 @@ impl Directory {
                 .map(|upstream| Destination::Upstream {
                     upstream,
                     fence: None,
+                    space_cluster: None,
                 }),
             Target::ProjectSpace { project, space } => {
                 let entry = self.spaces.get(&(project.to_owned(), space.to_owned()))?;
@@ -256,6 +260,7 @@ impl Directory {
                 Some(Destination::Upstream {
                     upstream: &cluster.upstream,
                     fence: Some(&entry.namespace),
+                    space_cluster: Some(&entry.cluster),
                 })
             }
             Target::ProjectVirtualCluster {
@@ -267,6 +272,7 @@ impl Directory {
                 .map(|upstream| Destination::Upstream {
                     upstream,
                     fence: None,
+                    space_cluster: None,
                 }),
             _ => None,
         }

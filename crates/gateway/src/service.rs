@@ -674,8 +674,11 @@ fn prepare_forward<'r>(
             let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             Box::new(internal_error_text(uri, &e.to_string()))
         })?;
-    let Some(Destination::Upstream { fence, upstream }) =
-        runtime.directory.destination(&route.target)
+    let Some(Destination::Upstream {
+        fence,
+        upstream,
+        space_cluster,
+    }) = runtime.directory.destination(&route.target)
     else {
         let message = format!("{} does not exist", describe(&route.target));
         return Err(fail(Status::failure(404, message)));
@@ -713,14 +716,6 @@ fn prepare_forward<'r>(
         fence,
     )
     .map_err(|refusal| fail(refusal.status()))?;
-    let space_cluster = match route.target {
-        Target::ProjectSpace { project, space } => runtime
-            .directory
-            .spaces()
-            .find(|s| s.project == project && s.name == space)
-            .map(|s| s.cluster.as_str()),
-        _ => None,
-    };
     let service = runtime.upstreams.for_target(&route.target, space_cluster);
     // Built only on the way to an error, to name what is missing.
     let key = || upstreams::key_for(&route.target, space_cluster);
