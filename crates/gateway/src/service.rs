@@ -358,15 +358,10 @@ pub(crate) enum OwnCredentials {
 /// access key or a token of the gateway's own (the traffic a gateway lives on) are decided
 /// here and handed to their upstream in `call`, without a boxed future around them.
 fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step {
-    // The route borrows from a clone of the URI (its bytes are shared, not copied), so the
-    // request itself stays free to be changed and handed on.
     let uri = req.uri().clone();
-    let route = match shared.router.route(uri.path(), uri.query()) {
+    let route = match route(shared, &uri, &req) {
         Ok(route) => route,
-        Err(RouteError::NotFound | RouteError::InvalidName { .. }) => {
-            return Step::Respond(not_found_text());
-        }
-        Err(other) => return Step::Respond(respond(&Status::bad_request(other.to_string()), &req)),
+        Err(res) => return Step::Respond(*res),
     };
     if !route.target.is_kubernetes_upstream() {
         return Step::Wait(req, OwnCredentials::Untried);
@@ -387,6 +382,23 @@ fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step 
     }
 }
 
+/// Routes a request by `uri`, a clone of its URI: the route borrows from the clone (its bytes
+/// are shared, not copied) and from the router (an agent's cluster name), so the request itself stays free to be changed and handed on.
+/// Unknown prefixes get kube-apiserver's plain-text 404, malformed ones a 400 Status.
+fn route<'u>(
+    shared: &'u Shared,
+    uri: &'u http::Uri,
+    req: &Request<RequestBody>,
+) -> Result<Route<'u>, Box<Response<ProxyBody>>> {
+    shared
+        .router
+        .route(uri.path(), uri.query())
+        .map_err(|e| match e {
+            RouteError::NotFound | RouteError::InvalidName { .. } => Box::new(not_found_text()),
+            other => Box::new(respond(&Status::bad_request(other.to_string()), req)),
+        })
+}
+
 /// The whole request path, for requests [`begin`] could not finish without waiting.
 async fn handle(
     shared: &Shared,
@@ -395,10 +407,9 @@ async fn handle(
     own: OwnCredentials,
 ) -> Response<ProxyBody> {
     let uri = req.uri().clone();
-    let route = match shared.router.route(uri.path(), uri.query()) {
+    let route = match route(shared, &uri, &req) {
         Ok(route) => route,
-        Err(RouteError::NotFound | RouteError::InvalidName { .. }) => return not_found_text(),
-        Err(other) => return respond(&Status::bad_request(other.to_string()), &req),
+        Err(res) => return *res,
     };
     match route.target {
         Target::Ops(ops) => return crate::ops::handle(shared, runtime, ops, &req).await,
