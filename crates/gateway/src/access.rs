@@ -78,8 +78,11 @@ pub fn project_namespace(project: &str) -> String {
     format!("{PROJECT_NAMESPACE_PREFIX}{project}")
 }
 
-/// Everything the gateway checks before forwarding a request to a Kubernetes target, in order:
-/// scope, target access, the request itself against gateway RBAC, the write gate, the fence.
+/// What the gateway checks before looking a Kubernetes target up, in order: scope, target
+/// access, the write gate, the request itself against gateway RBAC. They need only the
+/// target's name, so they run before the lookup, as kube-apiserver authorizes before it reads:
+/// a caller without access gets the same 403 whether the target exists or not, and cannot
+/// probe for target names. A project space's namespace fence ([`check_fence`]) comes after.
 pub fn authorize_upstream(
     policy: &Policy,
     write_gate: &WriteGate,
@@ -87,7 +90,6 @@ pub fn authorize_upstream(
     identity: &Identity,
     target: &Target<'_>,
     info: &RequestInfo<'_>,
-    fence: Option<&str>,
 ) -> Result<(), Refusal> {
     let attrs = Attributes::from_request_info(identity, info);
     if !caller.scope.admits(target, &attrs) {
@@ -119,18 +121,26 @@ pub fn authorize_upstream(
     if !decision.is_allowed() {
         return Err(Refusal::new(&attrs, &decision.reason));
     }
-    if let Some(namespace) = fence
-        && !within_fence(info, namespace)
-    {
-        return Err(Refusal::new(
-            &attrs,
-            &format!(
-                "requests to {} must stay in namespace {namespace:?}",
-                describe(target)
-            ),
-        ));
-    }
     Ok(())
+}
+
+/// A project space's fence: its requests stay in the space's `namespace` ([`within_fence`]).
+pub fn check_fence(
+    identity: &Identity,
+    target: &Target<'_>,
+    info: &RequestInfo<'_>,
+    namespace: &str,
+) -> Result<(), Refusal> {
+    if within_fence(info, namespace) {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        &Attributes::from_request_info(identity, info),
+        &format!(
+            "requests to {} must stay in namespace {namespace:?}",
+            describe(target)
+        ),
+    ))
 }
 
 /// Whether a request stays inside a space's namespace: non-resource requests (discovery,

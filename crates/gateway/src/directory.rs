@@ -8,6 +8,7 @@ use kubegate_proxy::ext::target_label;
 use kubegate_routing::Target;
 
 use crate::config::{Config, UpstreamConfig};
+use crate::upstreams::UpstreamKey;
 
 /// A user with everything needed to build its identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,17 +35,32 @@ pub struct SpaceEntry {
 }
 
 /// Lookups over the configuration.
+///
+/// Targets named by more than one name (a space is a project and a name) are kept in nested
+/// maps, one level per name: a request looks its target up by the `&str`s its path holds,
+/// without building an owned key, and listings still come out ordered by those names.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
     users: foldhash::HashMap<String, UserEntry>,
-    clusters: BTreeMap<String, crate::config::ClusterConfig>,
-    legacy_vclusters: BTreeMap<(String, String, String), UpstreamConfig>,
-    spaces: BTreeMap<(String, String), SpaceEntry>,
-    project_vclusters: BTreeMap<(String, String), UpstreamConfig>,
+    clusters: BTreeMap<String, Routed<crate::config::ClusterConfig>>,
+    /// cluster → namespace → name.
+    legacy_vclusters: BTreeMap<String, BTreeMap<String, BTreeMap<String, Routed<UpstreamConfig>>>>,
+    /// project → space.
+    spaces: BTreeMap<String, BTreeMap<String, Routed<SpaceEntry>>>,
+    /// project → virtual cluster.
+    project_vclusters: BTreeMap<String, BTreeMap<String, Routed<UpstreamConfig>>>,
     projects: BTreeMap<String, crate::config::ProjectConfig>,
     /// Targets with their own audit level, by metric/audit label.
     audit_levels: foldhash::HashMap<String, AuditLevel>,
     default_audit_level: AuditLevel,
+}
+
+/// A configured target with the key of the forwarding service its requests go to, made once
+/// with the configuration instead of on every request.
+#[derive(Debug, Clone)]
+struct Routed<T> {
+    entry: T,
+    key: UpstreamKey,
 }
 
 /// Where a target's requests go.
@@ -56,8 +72,8 @@ pub enum Destination<'a> {
         upstream: &'a UpstreamConfig,
         /// The only namespace resource requests may touch, for project spaces.
         fence: Option<&'a str>,
-        /// The connected cluster a project space lives on (`None` for other targets).
-        space_cluster: Option<&'a str>,
+        /// The forwarding service's key: a project space's is its host cluster's.
+        key: &'a UpstreamKey,
     },
 }
 
@@ -88,22 +104,32 @@ impl Directory {
             let mut seen = std::collections::HashSet::new();
             user.groups.retain(|g| seen.insert(g.clone()));
         }
-        let mut clusters: BTreeMap<String, crate::config::ClusterConfig> = config
+        let cluster_key = |name: &str| UpstreamKey::Cluster(name.to_owned());
+        let mut clusters: BTreeMap<String, Routed<crate::config::ClusterConfig>> = config
             .clusters
             .iter()
-            .map(|c| (c.name.clone(), c.clone()))
+            .map(|c| {
+                let routed = Routed {
+                    entry: c.clone(),
+                    key: cluster_key(&c.name),
+                };
+                (c.name.clone(), routed)
+            })
             .collect();
         // An agent serves the cluster it runs in under the name the central gateway uses.
         if let Some(agent) = &config.agent {
             clusters
                 .entry(agent.cluster.clone())
-                .or_insert_with(|| crate::config::ClusterConfig {
-                    name: agent.cluster.clone(),
-                    display_name: None,
-                    upstream: agent.upstream.clone(),
-                    grafana: None,
-                    direct_endpoint: None,
-                    audit_level: None,
+                .or_insert_with(|| Routed {
+                    entry: crate::config::ClusterConfig {
+                        name: agent.cluster.clone(),
+                        display_name: None,
+                        upstream: agent.upstream.clone(),
+                        grafana: None,
+                        direct_endpoint: None,
+                        audit_level: None,
+                    },
+                    key: cluster_key(&agent.cluster),
                 });
         }
         let mut audit_levels = foldhash::HashMap::default();
@@ -139,32 +165,49 @@ impl Directory {
                 set_level(target, v.audit_level);
             }
         }
-        let legacy_vclusters = config
-            .virtual_clusters
-            .iter()
-            .map(|v| {
-                (
-                    (v.cluster.clone(), v.namespace.clone(), v.name.clone()),
-                    v.upstream.clone(),
-                )
-            })
-            .collect();
-        let mut spaces = BTreeMap::new();
-        let mut project_vclusters = BTreeMap::new();
-        for p in &config.projects {
-            for s in &p.spaces {
-                spaces.insert(
-                    (p.name.clone(), s.name.clone()),
-                    SpaceEntry {
-                        project: p.name.clone(),
-                        name: s.name.clone(),
-                        cluster: s.cluster.clone(),
-                        namespace: s.namespace().to_owned(),
+        let mut legacy_vclusters: BTreeMap<String, BTreeMap<String, BTreeMap<_, _>>> =
+            BTreeMap::new();
+        for v in &config.virtual_clusters {
+            let key =
+                UpstreamKey::VirtualCluster(v.cluster.clone(), v.namespace.clone(), v.name.clone());
+            legacy_vclusters
+                .entry(v.cluster.clone())
+                .or_default()
+                .entry(v.namespace.clone())
+                .or_default()
+                .insert(
+                    v.name.clone(),
+                    Routed {
+                        entry: v.upstream.clone(),
+                        key,
                     },
                 );
+        }
+        let mut spaces: BTreeMap<String, BTreeMap<_, _>> = BTreeMap::new();
+        let mut project_vclusters: BTreeMap<String, BTreeMap<_, _>> = BTreeMap::new();
+        for p in &config.projects {
+            for s in &p.spaces {
+                let entry = SpaceEntry {
+                    project: p.name.clone(),
+                    name: s.name.clone(),
+                    cluster: s.cluster.clone(),
+                    namespace: s.namespace().to_owned(),
+                };
+                let key = cluster_key(&s.cluster);
+                spaces
+                    .entry(p.name.clone())
+                    .or_default()
+                    .insert(s.name.clone(), Routed { entry, key });
             }
             for v in &p.virtual_clusters {
-                project_vclusters.insert((p.name.clone(), v.name.clone()), v.upstream.clone());
+                let key = UpstreamKey::ProjectVirtualCluster(p.name.clone(), v.name.clone());
+                project_vclusters.entry(p.name.clone()).or_default().insert(
+                    v.name.clone(),
+                    Routed {
+                        entry: v.upstream.clone(),
+                        key,
+                    },
+                );
             }
         }
         let projects = config
@@ -207,12 +250,12 @@ impl Directory {
 
     /// Connected clusters, by name.
     pub fn clusters(&self) -> impl Iterator<Item = &crate::config::ClusterConfig> {
-        self.clusters.values()
+        self.clusters.values().map(|c| &c.entry)
     }
 
     /// A connected cluster.
     pub fn cluster(&self, name: &str) -> Option<&crate::config::ClusterConfig> {
-        self.clusters.get(name)
+        self.clusters.get(name).map(|c| &c.entry)
     }
 
     /// Projects, by name.
@@ -222,24 +265,35 @@ impl Directory {
 
     /// Project spaces.
     pub fn spaces(&self) -> impl Iterator<Item = &SpaceEntry> {
-        self.spaces.values()
+        self.spaces
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(|s| &s.entry)
     }
 
     /// Project virtual cluster names as `(project, name)`.
     pub fn project_virtual_clusters(&self) -> impl Iterator<Item = (&str, &str)> {
         self.project_vclusters
-            .keys()
-            .map(|(p, v)| (p.as_str(), v.as_str()))
+            .iter()
+            .flat_map(|(p, vclusters)| vclusters.keys().map(move |v| (p.as_str(), v.as_str())))
     }
 
     /// Where a Kubernetes target's requests go, or `None` if nothing by that name is configured.
     pub fn destination(&self, target: &Target<'_>) -> Option<Destination<'_>> {
+        fn upstream(routed: &Routed<UpstreamConfig>) -> Destination<'_> {
+            Destination::Upstream {
+                upstream: &routed.entry,
+                fence: None,
+                key: &routed.key,
+            }
+        }
         match *target {
             Target::Cluster { cluster } => {
-                self.clusters.get(cluster).map(|c| Destination::Upstream {
-                    upstream: &c.upstream,
+                let routed = self.clusters.get(cluster)?;
+                Some(Destination::Upstream {
+                    upstream: &routed.entry.upstream,
                     fence: None,
-                    space_cluster: None,
+                    key: &routed.key,
                 })
             }
             Target::VirtualCluster {
@@ -248,19 +302,17 @@ impl Directory {
                 name,
             } => self
                 .legacy_vclusters
-                .get(&(cluster.to_owned(), namespace.to_owned(), name.to_owned()))
-                .map(|upstream| Destination::Upstream {
-                    upstream,
-                    fence: None,
-                    space_cluster: None,
-                }),
+                .get(cluster)?
+                .get(namespace)?
+                .get(name)
+                .map(upstream),
             Target::ProjectSpace { project, space } => {
-                let entry = self.spaces.get(&(project.to_owned(), space.to_owned()))?;
-                let cluster = self.clusters.get(&entry.cluster)?;
+                let space = self.spaces.get(project)?.get(space)?;
+                let cluster = self.clusters.get(&space.entry.cluster)?;
                 Some(Destination::Upstream {
-                    upstream: &cluster.upstream,
-                    fence: Some(&entry.namespace),
-                    space_cluster: Some(&entry.cluster),
+                    upstream: &cluster.entry.upstream,
+                    fence: Some(&space.entry.namespace),
+                    key: &space.key,
                 })
             }
             Target::ProjectVirtualCluster {
@@ -268,12 +320,9 @@ impl Directory {
                 virtual_cluster,
             } => self
                 .project_vclusters
-                .get(&(project.to_owned(), virtual_cluster.to_owned()))
-                .map(|upstream| Destination::Upstream {
-                    upstream,
-                    fence: None,
-                    space_cluster: None,
-                }),
+                .get(project)?
+                .get(virtual_cluster)
+                .map(upstream),
             _ => None,
         }
     }

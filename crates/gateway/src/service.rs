@@ -685,15 +685,6 @@ fn prepare_forward<'r>(
             let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             Box::new(internal_error_text(uri, &e.to_string()))
         })?;
-    let Some(Destination::Upstream {
-        fence,
-        upstream,
-        space_cluster,
-    }) = runtime.directory.destination(&route.target)
-    else {
-        let message = format!("{} does not exist", describe(&route.target));
-        return Err(fail(Status::failure(404, message)));
-    };
     // `kubectl --as`: the caller's impersonation is checked against gateway RBAC, then the
     // request runs as the impersonated identity.
     // Header names are lowercase here; only `impersonate-*` values are read (and validated).
@@ -724,21 +715,27 @@ fn prepare_forward<'r>(
         impersonated.as_ref().unwrap_or(&caller.identity),
         &route.target,
         &info,
-        fence,
     )
     .map_err(|refusal| fail(refusal.status()))?;
-    let service = runtime.upstreams.for_target(&route.target, space_cluster);
-    // Built only on the way to an error, to name what is missing.
-    let key = || upstreams::key_for(&route.target, space_cluster);
-    if service.is_none() && key().is_none() {
-        return Err(fail(Status::failure(404, "no upstream for this target")));
+    let Some(Destination::Upstream {
+        fence,
+        upstream,
+        key,
+    }) = runtime.directory.destination(&route.target)
+    else {
+        return Err(fail(unknown_target(&runtime.directory, &route.target)));
+    };
+    if let Some(namespace) = fence {
+        let identity = impersonated.as_ref().unwrap_or(&caller.identity);
+        access::check_fence(identity, &route.target, &info, namespace)
+            .map_err(|refusal| fail(refusal.status()))?;
     }
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
         .map_err(|e| fail(Status::bad_request(e.to_string())))?;
-    let Some(service) = service else {
-        let missing = key().map_or_else(String::new, |key| key.describe());
+    let Some(service) = runtime.upstreams.get(key) else {
         return Err(fail(Status::service_unavailable(format!(
-            "{missing} is not available"
+            "{} is not available",
+            key.describe()
         ))));
     };
     Ok(Prepared {
@@ -748,6 +745,30 @@ fn prepare_forward<'r>(
         identity: impersonated.unwrap_or(caller.identity),
         mode: upstream.identity_mode,
     })
+}
+
+/// kube-apiserver's NotFound for a target nothing by that name is configured for, naming the
+/// object Loft would have looked up: the management API's cluster, space instance or virtual
+/// cluster instance, or (for a legacy virtual cluster on a configured cluster) its
+/// `virtualclusters.storage.loft.sh` object. client-go and kubectl read the reason, so
+/// `kubectl` prints `Error from server (NotFound): clusters.management.loft.sh "x" not found`.
+fn unknown_target(directory: &Directory, target: &Target<'_>) -> Status {
+    const MANAGEMENT: &str = "management.loft.sh";
+    match *target {
+        Target::VirtualCluster { cluster, name, .. } if directory.cluster(cluster).is_some() => {
+            Status::not_found("storage.loft.sh", "virtualclusters", name)
+        }
+        Target::Cluster { cluster } | Target::VirtualCluster { cluster, .. } => {
+            Status::not_found(MANAGEMENT, "clusters", cluster)
+        }
+        Target::ProjectSpace { space, .. } => {
+            Status::not_found(MANAGEMENT, "spaceinstances", space)
+        }
+        Target::ProjectVirtualCluster {
+            virtual_cluster, ..
+        } => Status::not_found(MANAGEMENT, "virtualclusterinstances", virtual_cluster),
+        _ => Status::failure(404, format!("{} does not exist", describe(target))),
+    }
 }
 
 #[cfg(test)]

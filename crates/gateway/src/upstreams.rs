@@ -3,7 +3,6 @@
 use crate::service::RequestBody;
 use base64::Engine;
 use kubegate_proxy::{Credential, ForwardService, IdentityMode, Upstream};
-use kubegate_routing::Target;
 
 use crate::config::{self, Config, UpstreamConfig};
 
@@ -47,11 +46,10 @@ impl UpstreamKey {
 /// Forwarding services for every configured upstream.
 #[derive(Debug, Clone, Default)]
 pub struct Upstreams {
+    /// Keyed by configuration and looked up on every request (with the key the
+    /// [`Directory`](crate::directory::Directory) holds for the target): foldhash, as for
+    /// RBAC's subject index.
     services: foldhash::HashMap<UpstreamKey, ForwardService<RequestBody>>,
-    /// The connected clusters' services again (sharing their pools), by name: the lookup every
-    /// request to a cluster or a space makes, without building a key. (Both maps are keyed by
-    /// configuration and looked up per request: foldhash, as for RBAC's subject index.)
-    clusters: foldhash::HashMap<String, ForwardService<RequestBody>>,
 }
 
 impl Upstreams {
@@ -94,14 +92,7 @@ impl Upstreams {
                 )?;
             }
         }
-        let clusters = services
-            .iter()
-            .filter_map(|(key, service)| match key {
-                UpstreamKey::Cluster(name) => Some((name.clone(), service.clone())),
-                _ => None,
-            })
-            .collect();
-        Ok(Upstreams { services, clusters })
+        Ok(Upstreams { services })
     }
 
     /// The service for a key.
@@ -109,48 +100,9 @@ impl Upstreams {
         self.services.get(key)
     }
 
-    /// The service a Kubernetes target forwards to ([`key_for`]'s, found without allocating
-    /// for clusters and spaces).
-    pub fn for_target(
-        &self,
-        target: &Target<'_>,
-        space_cluster: Option<&str>,
-    ) -> Option<&ForwardService<RequestBody>> {
-        match *target {
-            Target::Cluster { cluster } => self.clusters.get(cluster),
-            Target::ProjectSpace { .. } => self.clusters.get(space_cluster?),
-            _ => self.services.get(&key_for(target, space_cluster)?),
-        }
-    }
-
     /// Every upstream, for readiness probes.
     pub fn iter(&self) -> impl Iterator<Item = (&UpstreamKey, &ForwardService<RequestBody>)> {
         self.services.iter()
-    }
-}
-
-/// The upstream key a Kubernetes target forwards to; project spaces use their host cluster.
-pub fn key_for(target: &Target<'_>, space_cluster: Option<&str>) -> Option<UpstreamKey> {
-    match *target {
-        Target::Cluster { cluster } => Some(UpstreamKey::Cluster(cluster.to_owned())),
-        Target::VirtualCluster {
-            cluster,
-            namespace,
-            name,
-        } => Some(UpstreamKey::VirtualCluster(
-            cluster.to_owned(),
-            namespace.to_owned(),
-            name.to_owned(),
-        )),
-        Target::ProjectSpace { .. } => space_cluster.map(|c| UpstreamKey::Cluster(c.to_owned())),
-        Target::ProjectVirtualCluster {
-            project,
-            virtual_cluster,
-        } => Some(UpstreamKey::ProjectVirtualCluster(
-            project.to_owned(),
-            virtual_cluster.to_owned(),
-        )),
-        _ => None,
     }
 }
 

@@ -501,6 +501,80 @@ async fn bad_input_gets_kube_errors() {
     );
 }
 
+/// A target nobody configured is kube's NotFound for the object Loft would have looked up,
+/// for a caller allowed to use such targets; a caller without that access gets the same 403
+/// for it as for a target that exists, so target names cannot be probed.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_targets_are_not_found_for_those_allowed_and_forbidden_for_others() {
+    let env = Env::start().await;
+    let client = env.client();
+    let url = |p: &str| format!("{}{p}", env.url);
+    let not_found = |group: &str, resource: &str, name: &str| {
+        format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"{resource}.{group} \"{name}\" not found","reason":"NotFound","details":{{"name":"{name}","group":"{group}","kind":"{resource}"}},"code":404}}"#
+        )
+    };
+    let cases = [
+        (
+            "/kubernetes/cluster/zzz/api",
+            not_found("management.loft.sh", "clusters", "zzz"),
+        ),
+        (
+            "/kubernetes/project/p1/space/nope/api",
+            not_found("management.loft.sh", "spaceinstances", "nope"),
+        ),
+        (
+            "/kubernetes/project/p9/space/s1/api",
+            not_found("management.loft.sh", "spaceinstances", "s1"),
+        ),
+        (
+            "/kubernetes/project/p1/virtualcluster/nope/api",
+            not_found("management.loft.sh", "virtualclusterinstances", "nope"),
+        ),
+        (
+            "/kubernetes/virtualcluster/a/team/nope/api",
+            not_found("storage.loft.sh", "virtualclusters", "nope"),
+        ),
+        (
+            "/kubernetes/virtualcluster/a/elsewhere/vc1/api",
+            not_found("storage.loft.sh", "virtualclusters", "vc1"),
+        ),
+        (
+            "/kubernetes/virtualcluster/zzz/team/vc1/api",
+            not_found("management.loft.sh", "clusters", "zzz"),
+        ),
+    ];
+    for (path, body) in &cases {
+        let reply = client.get(&url(path), ADMIN_KEY, &[]).await;
+        assert_eq!(
+            (reply.status, reply.body.trim_end()),
+            (404, body.as_str()),
+            "{path}"
+        );
+    }
+    // spaceuser may use space s1 only: a cluster that exists and one that does not get the
+    // same refusal, naming only what the request itself named.
+    let refusal = |cluster: &str| {
+        format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"forbidden: User \"spaceuser\" cannot get path \"/api\": access to cluster \"{cluster}\" is not granted","reason":"Forbidden","details":{{}},"code":403}}"#
+        )
+    };
+    for cluster in ["a", "zzz"] {
+        let reply = client
+            .get(
+                &url(&format!("/kubernetes/cluster/{cluster}/api")),
+                SPACE_KEY,
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.body.trim_end()),
+            (403, refusal(cluster).as_str()),
+            "{cluster}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn owned_access_keys_and_narrowing() {
     let env = Env::start().await;

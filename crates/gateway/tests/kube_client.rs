@@ -47,6 +47,19 @@ async fn kube_client_lists_watches_and_creates_through_the_gateway() {
         }
         other => panic!("expected a 403 Status, got {other:?}"),
     }
+    // A cluster nobody configured: kube's NotFound, naming the missing cluster.
+    let nowhere = client(&env, ADMIN_KEY, "/kubernetes/cluster/zzz").await;
+    match Api::<Pod>::all(nowhere).list(&ListParams::default()).await {
+        Err(kube_client::Error::Api(status)) => {
+            assert_eq!(status.code, 404);
+            assert_eq!(status.reason, "NotFound");
+            assert_eq!(
+                status.message,
+                r#"clusters.management.loft.sh "zzz" not found"#
+            );
+        }
+        other => panic!("expected a 404 Status, got {other:?}"),
+    }
     let cluster = client(&env, ADMIN_KEY, "/kubernetes/cluster/a").await;
     let cms: Api<ConfigMap> = Api::namespaced(cluster, "default");
     let mut stream = cms
