@@ -430,7 +430,7 @@ mod tests {
             e.user_agent = flags[0].then(|| strings[7].clone());
             e.object_ref = flags[1].then(|| ObjectRef::new("", &strings[9], &strings[8], "", "", ""));
             // Every year `time` holds, including the ones outside four digits.
-            e.request_received_timestamp = MicroTime(
+            e.request_received_timestamp = MicroTime::from(
                 time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(seconds) * 1_000_000_000 + i128::from(nanos)).unwrap(),
             );
             e.response_status = flags[2].then_some(ResponseStatus { metadata: BTreeMap::new(), code });

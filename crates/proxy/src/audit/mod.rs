@@ -86,41 +86,110 @@ const MICRO_TIME: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 /// An instant as kube's `MicroTime` writes it: UTC, microseconds, `2006-01-02T15:04:05.000000Z`.
-/// Events keep the instant and write its digits straight into the JSON line: two timestamps
-/// per event, and no string is made for either.
+///
+/// Kept as microseconds since the Unix epoch: reading the clock on the request path (twice per
+/// event) does no calendar arithmetic, and the writer turns the count into digits straight in
+/// the JSON line, with no string made for either timestamp. Finer instants are truncated to
+/// the microsecond, as kube's `RFC3339Micro` formatting does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MicroTime(pub OffsetDateTime);
+pub struct MicroTime {
+    /// Microseconds since 1970-01-01T00:00:00Z; negative before.
+    unix_micros: i64,
+}
 
 impl MicroTime {
     /// The current time.
     pub fn now() -> Self {
-        MicroTime(OffsetDateTime::now_utc())
+        MicroTime::from(std::time::SystemTime::now())
+    }
+
+    /// The instant `micros` microseconds after (before, if negative) the Unix epoch.
+    pub fn from_unix_micros(micros: i64) -> Self {
+        MicroTime {
+            unix_micros: micros,
+        }
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub fn unix_micros(self) -> i64 {
+        self.unix_micros
     }
 
     /// Appends the wire form (without quotes) to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let t = self.0.to_offset(time::UtcOffset::UTC);
-        let year = t.year();
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        let days = self.unix_micros.div_euclid(MICROS_PER_DAY);
+        let of_day = self.unix_micros.rem_euclid(MICROS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
         if !(0..=9999).contains(&year) {
             // Outside the four-digit years; `time` writes the sign and the extra digits.
-            out.extend_from_slice(t.format(MICRO_TIME).unwrap_or_default().as_bytes());
+            let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.unix_micros) * 1000);
+            let text = t.ok().and_then(|t| t.format(MICRO_TIME).ok());
+            out.extend_from_slice(text.unwrap_or_default().as_bytes());
             return;
         }
         let mut text = *b"0000-00-00T00:00:00.000000Z";
-        let mut digits = |at: usize, width: usize, mut n: u32| {
+        let mut digits = |at: usize, width: usize, mut n: u64| {
             for place in text[at..at + width].iter_mut().rev() {
                 *place = b'0' + (n % 10) as u8;
                 n /= 10;
             }
         };
+        // Both are in range here: 0..=9999 and 0..86,400,000,000.
+        let of_day = of_day.unsigned_abs();
+        let seconds = of_day / 1_000_000;
         digits(0, 4, year.unsigned_abs());
-        digits(5, 2, u32::from(u8::from(t.month())));
-        digits(8, 2, u32::from(t.day()));
-        digits(11, 2, u32::from(t.hour()));
-        digits(14, 2, u32::from(t.minute()));
-        digits(17, 2, u32::from(t.second()));
-        digits(20, 6, t.microsecond());
+        digits(5, 2, u64::from(month));
+        digits(8, 2, u64::from(day));
+        digits(11, 2, seconds / 3600);
+        digits(14, 2, seconds / 60 % 60);
+        digits(17, 2, seconds % 60);
+        digits(20, 6, of_day % 1_000_000);
         out.extend_from_slice(&text);
+    }
+}
+
+/// The proleptic Gregorian `(year, month, day)` of the day `days` after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`: eras of 400 years, years starting in March so the leap day
+/// comes last).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097); // 0..=146_096
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365; // 0..=399
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100); // 0..=365
+    let month_from_march = (5 * day_of_year + 2) / 153; // 0..=11
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1; // 1..=31
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    }; // 1..=12
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Both fit: the comments above give their ranges.
+    (year, month as u32, day as u32)
+}
+
+impl From<std::time::SystemTime> for MicroTime {
+    fn from(t: std::time::SystemTime) -> Self {
+        let saturate = |micros: u128| i64::try_from(micros).unwrap_or(i64::MAX);
+        let unix_micros = match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(after) => saturate(after.as_micros()),
+            // Before the epoch: round towards the past, as the digits are written.
+            Err(e) => -saturate(e.duration().as_nanos().div_ceil(1000)),
+        };
+        MicroTime { unix_micros }
+    }
+}
+
+impl From<OffsetDateTime> for MicroTime {
+    fn from(t: OffsetDateTime) -> Self {
+        let micros = t.unix_timestamp_nanos().div_euclid(1000);
+        // `time` holds years -9999..=9999: always within i64 microseconds.
+        let unix_micros =
+            i64::try_from(micros).unwrap_or(if micros < 0 { i64::MIN } else { i64::MAX });
+        MicroTime { unix_micros }
     }
 }
 
@@ -867,12 +936,43 @@ mod tests {
                 .to_offset(time::UtcOffset::UTC)
                 .format(MICRO_TIME)
                 .unwrap();
-            assert_eq!(MicroTime(t).to_string(), expected);
+            assert_eq!(MicroTime::from(t).to_string(), expected);
         }
         assert_eq!(
-            MicroTime(time::macros::datetime!(2026-12-01 23:05:09.000042 UTC)).to_string(),
+            MicroTime::from(time::macros::datetime!(2026-12-01 23:05:09.000042 UTC)).to_string(),
             "2026-12-01T23:05:09.000042Z"
         );
+    }
+
+    #[test]
+    fn micro_time_from_the_system_clock_truncates_towards_the_past() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (t, expected) in [
+            (UNIX_EPOCH, "1970-01-01T00:00:00.000000Z"),
+            (
+                UNIX_EPOCH + Duration::from_nanos(1_999),
+                "1970-01-01T00:00:00.000001Z",
+            ),
+            (
+                UNIX_EPOCH - Duration::from_nanos(1),
+                "1969-12-31T23:59:59.999999Z",
+            ),
+            (
+                UNIX_EPOCH - Duration::from_micros(1),
+                "1969-12-31T23:59:59.999999Z",
+            ),
+            (
+                UNIX_EPOCH - Duration::from_nanos(1_001),
+                "1969-12-31T23:59:59.999998Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_micros(1_796_166_309_000_042),
+                "2026-12-01T23:05:09.000042Z",
+            ),
+        ] {
+            assert_eq!(MicroTime::from(t).to_string(), expected, "{t:?}");
+        }
+        assert!(MicroTime::now() > MicroTime::from_unix_micros(1_796_166_309_000_042));
     }
 
     proptest::proptest! {
@@ -886,7 +986,14 @@ mod tests {
                 i128::from(seconds) * 1_000_000_000 + i128::from(nanos),
             )
             .unwrap();
-            proptest::prop_assert_eq!(MicroTime(t).to_string(), t.format(MICRO_TIME).unwrap());
+            proptest::prop_assert_eq!(MicroTime::from(t).to_string(), t.format(MICRO_TIME).unwrap());
+        }
+
+        /// The system clock's instants and `time`'s agree, on both sides of the epoch.
+        #[test]
+        fn micro_time_from_system_time_agrees_with_time(nanos in -62_135_596_800_000_000_000i128..253_402_300_800_000_000_000) {
+            let t = OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+            proptest::prop_assert_eq!(MicroTime::from(std::time::SystemTime::from(t)), MicroTime::from(t));
         }
     }
 
@@ -1155,8 +1262,12 @@ mod tests {
             }),
             request_object: None,
             response_object: None,
-            request_received_timestamp: MicroTime(time::macros::datetime!(2026-01-01 00:00 UTC)),
-            stage_timestamp: MicroTime(time::macros::datetime!(2026-01-01 00:00:00.000001 UTC)),
+            request_received_timestamp: MicroTime::from(
+                time::macros::datetime!(2026-01-01 00:00 UTC),
+            ),
+            stage_timestamp: MicroTime::from(
+                time::macros::datetime!(2026-01-01 00:00:00.000001 UTC),
+            ),
             annotations: BTreeMap::new(),
         }
     }
