@@ -657,7 +657,11 @@ fn forward(
     strip_session_cookie(req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(upstream_path);
-    ext.insert(LongRunning(long_running));
+    // `Classify` set the same value from the same path already; inserting again would box
+    // it anew and free the first.
+    if ext.get::<LongRunning>() != Some(&LongRunning(long_running)) {
+        ext.insert(LongRunning(long_running));
+    }
     ext.insert(identity);
     Ok(service.clone().call(req))
 }
