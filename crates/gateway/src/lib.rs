@@ -135,7 +135,7 @@ impl Gateway {
         ));
         let state = store.snapshot().await?;
         service::apply_revocations(&verifier, &state);
-        let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier))?;
+        let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier), None)?;
         let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
         let tls = Arc::new(ArcSwap::new(server_tls(&config, &serving_cert)?));
         let audit = Arc::new(
@@ -239,7 +239,13 @@ impl Gateway {
         let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
         let server_tls = server_tls(&config, &serving_cert)?;
         let state = self.shared.store.snapshot().await?;
-        let runtime = build_runtime(config, &state, Arc::clone(current.credentials.verifier()))?;
+        // Upstreams whose settings and files are unchanged keep their pooled connections.
+        let runtime = build_runtime(
+            config,
+            &state,
+            Arc::clone(current.credentials.verifier()),
+            Some(&current.upstreams),
+        )?;
         // Everything compiled: swap.
         let max_targets = runtime.config.metrics_max_targets;
         self.shared.runtime.store(Arc::new(runtime));
@@ -324,12 +330,13 @@ fn build_runtime(
     config: Config,
     state: &store::State,
     verifier: Arc<Verifier>,
+    previous_upstreams: Option<&Upstreams>,
 ) -> Result<Runtime, GatewayError> {
     let policy = Arc::new(policy::compile(&config)?);
     let write_gate = WriteGate::new(Arc::clone(&policy), config.read_only);
     let directory = Directory::new(&config);
     let credentials = Credentials::new(&config, state, verifier);
-    let upstreams = Upstreams::build(&config)?;
+    let upstreams = Upstreams::rebuild(&config, previous_upstreams)?;
     let limits = Arc::new(ratelimit::RateLimits::new(&config.rate_limits));
     Ok(Runtime {
         limits,

@@ -49,20 +49,127 @@ pub struct Upstreams {
     /// Keyed by configuration and looked up on every request (with the key the
     /// [`Directory`](crate::directory::Directory) holds for the target): foldhash, as for
     /// RBAC's subject index.
-    services: foldhash::HashMap<UpstreamKey, ForwardService<RequestBody>>,
+    services: foldhash::HashMap<UpstreamKey, Built>,
+}
+
+/// A forwarding service and what it was built from, so a reload can tell whether it would
+/// build the same one.
+#[derive(Clone)]
+struct Built {
+    service: ForwardService<RequestBody>,
+    config: UpstreamConfig,
+    /// SHA-256 over the files the service was built from (a digest, so no copy of a client key
+    /// is kept).
+    files: [u8; 32],
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The files an upstream's TLS settings are read from (a token file is re-read by the
+/// service itself whenever it changes).
+struct Files {
+    ca: Option<Vec<u8>>,
+    client_cert: Option<Vec<u8>>,
+    client_key: Option<Vec<u8>>,
+}
+
+impl Files {
+    fn read(name: &str, u: &UpstreamConfig) -> Result<Files, UpstreamError> {
+        let read = |path: &Option<std::path::PathBuf>| {
+            path.as_deref()
+                .map(|path| {
+                    std::fs::read(path).map_err(|e| UpstreamError {
+                        name: name.to_owned(),
+                        message: format!("cannot read {}: {e}", path.display()),
+                    })
+                })
+                .transpose()
+        };
+        // A client certificate is the credential only when no token is configured.
+        let tokenless = u.token.is_none() && u.token_file.is_none();
+        Ok(Files {
+            ca: read(&u.ca_file)?,
+            client_cert: if tokenless {
+                read(&u.client_cert_file)?
+            } else {
+                None
+            },
+            client_key: if tokenless {
+                read(&u.client_key_file)?
+            } else {
+                None
+            },
+        })
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut sha = sha2::Sha256::new();
+        for file in [&self.ca, &self.client_cert, &self.client_key] {
+            match file {
+                // Length-prefixed, so no two different sets of files hash alike by shifting
+                // bytes from one file to the next.
+                Some(bytes) => {
+                    sha.update([1]);
+                    sha.update((bytes.len() as u64).to_be_bytes());
+                    sha.update(bytes);
+                }
+                None => sha.update([0]),
+            }
+        }
+        sha.finalize().into()
+    }
 }
 
 impl Upstreams {
     /// Builds one pooled forwarding service per configured upstream.
     pub fn build(config: &Config) -> Result<Upstreams, UpstreamError> {
+        Upstreams::rebuild(config, None)
+    }
+
+    /// Builds the services for `config`, keeping `previous`'s service, with its pooled
+    /// connections, for every upstream whose configuration and files (CA bundle, client
+    /// certificate and key) are unchanged. So a reload that changes policy, keys or one
+    /// cluster does not drop every other cluster's connections and dial them all again, as
+    /// Envoy keeps the pools of clusters an update leaves alone. Files are read on every
+    /// rebuild: replacing a CA file and reloading takes effect.
+    pub fn rebuild(
+        config: &Config,
+        previous: Option<&Upstreams>,
+    ) -> Result<Upstreams, UpstreamError> {
         let mut services = foldhash::HashMap::default();
         let mut add = |key: UpstreamKey, upstream: &UpstreamConfig| -> Result<(), UpstreamError> {
-            // Kubernetes API servers (some run by tenants: virtual clusters) may not redirect
-            // the gateway's clients elsewhere; Grafana redirects by design (login, trailing
-            // slashes) within its own site.
-            let redirects_allowed = matches!(key, UpstreamKey::Grafana(_));
-            let built = build_upstream(&key.describe(), upstream, redirects_allowed)?;
-            services.insert(key, ForwardService::new(built));
+            let name = key.describe();
+            let files = Files::read(&name, upstream)?;
+            let digest = files.digest();
+            let unchanged = previous
+                .and_then(|p| p.services.get(&key))
+                .filter(|old| old.config == *upstream && old.files == digest);
+            let service = match unchanged {
+                Some(old) => old.service.clone(),
+                None => {
+                    // Kubernetes API servers (some run by tenants: virtual clusters) may not
+                    // redirect the gateway's clients elsewhere; Grafana redirects by design
+                    // (login, trailing slashes) within its own site.
+                    let redirects_allowed = matches!(key, UpstreamKey::Grafana(_));
+                    let built = build_upstream(&name, upstream, &files, redirects_allowed)?;
+                    ForwardService::new(built)
+                }
+            };
+            services.insert(
+                key,
+                Built {
+                    service,
+                    config: upstream.clone(),
+                    files: digest,
+                },
+            );
             Ok(())
         };
         for c in &config.clusters {
@@ -97,26 +204,26 @@ impl Upstreams {
 
     /// The service for a key.
     pub fn get(&self, key: &UpstreamKey) -> Option<&ForwardService<RequestBody>> {
-        self.services.get(key)
+        self.services.get(key).map(|built| &built.service)
     }
 
     /// Every upstream, for readiness probes.
     pub fn iter(&self) -> impl Iterator<Item = (&UpstreamKey, &ForwardService<RequestBody>)> {
-        self.services.iter()
+        self.services
+            .iter()
+            .map(|(key, built)| (key, &built.service))
     }
 }
 
 fn build_upstream(
     name: &str,
     u: &UpstreamConfig,
+    files: &Files,
     redirects_allowed: bool,
 ) -> Result<Upstream, UpstreamError> {
     let err = |message: String| UpstreamError {
         name: name.to_owned(),
         message,
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))
     };
     let b64 = |what: &str, data: &str| {
         base64::engine::general_purpose::STANDARD
@@ -142,8 +249,8 @@ fn build_upstream(
                 IdentityMode::Passthrough
             }
         });
-    if let Some(path) = &u.ca_file {
-        builder = builder.ca_bundle_pem(read(path)?);
+    if let Some(pem) = &files.ca {
+        builder = builder.ca_bundle_pem(pem.clone());
     } else if let Some(data) = &u.ca_data {
         builder = builder.ca_bundle_pem(b64("caData", data)?);
     }
@@ -152,13 +259,13 @@ fn build_upstream(
     } else if let Some(path) = &u.token_file {
         Credential::TokenFile(path.clone())
     } else {
-        let cert = match (&u.client_cert_file, &u.client_cert_data) {
-            (Some(p), _) => Some(read(p)?),
+        let cert = match (&files.client_cert, &u.client_cert_data) {
+            (Some(pem), _) => Some(pem.clone()),
             (None, Some(d)) => Some(b64("clientCertData", d)?),
             _ => None,
         };
-        let key = match (&u.client_key_file, &u.client_key_data) {
-            (Some(p), _) => Some(read(p)?),
+        let key = match (&files.client_key, &u.client_key_data) {
+            (Some(pem), _) => Some(pem.clone()),
             (None, Some(d)) => Some(b64("clientKeyData", d)?),
             _ => None,
         };
@@ -171,4 +278,58 @@ fn build_upstream(
         .credential(credential)
         .build()
         .map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(dir: &Path, token_b: &str) -> Config {
+        let yaml = format!(
+            "clusters:\n\
+             \x20 - name: a\n\
+             \x20   upstream: {{server: \"https://127.0.0.1:1\", caFile: {dir}/ca-a.pem, token: t}}\n\
+             \x20 - name: b\n\
+             \x20   upstream: {{server: \"https://127.0.0.1:2\", caFile: {dir}/ca-b.pem, token: {token_b}}}\n",
+            dir = dir.display()
+        );
+        Config::parse(&yaml, Path::new("test.yaml")).expect("a valid config")
+    }
+
+    fn write_ca(dir: &Path, file: &str) {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        std::fs::write(dir.join(file), ca.cert.pem()).unwrap();
+    }
+
+    fn shared(old: &Upstreams, new: &Upstreams, cluster: &str) -> bool {
+        let key = UpstreamKey::Cluster(cluster.into());
+        old.get(&key)
+            .unwrap()
+            .shares_pool_with(new.get(&key).unwrap())
+    }
+
+    /// A rebuild keeps the services (and pools) of upstreams whose settings and files did not
+    /// change, and builds anew those whose did: a setting, or a file's content at the same path.
+    #[test]
+    fn rebuilds_keep_the_pools_of_unchanged_upstreams() {
+        let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_ca(&dir, "ca-a.pem");
+        write_ca(&dir, "ca-b.pem");
+        let first = Upstreams::build(&config(&dir, "t")).unwrap();
+        let same = Upstreams::rebuild(&config(&dir, "t"), Some(&first)).unwrap();
+        assert!(shared(&first, &same, "a") && shared(&first, &same, "b"));
+        let fresh = Upstreams::build(&config(&dir, "t")).unwrap();
+        assert!(
+            !shared(&first, &fresh, "a"),
+            "no previous services: all built anew"
+        );
+        write_ca(&dir, "ca-a.pem"); // another CA, same path
+        let new_ca = Upstreams::rebuild(&config(&dir, "t"), Some(&same)).unwrap();
+        assert!(!shared(&same, &new_ca, "a") && shared(&same, &new_ca, "b"));
+        let new_token = Upstreams::rebuild(&config(&dir, "t2"), Some(&new_ca)).unwrap();
+        assert!(shared(&new_ca, &new_token, "a") && !shared(&new_ca, &new_token, "b"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -154,6 +154,44 @@ async fn reload_mid_watch_keeps_the_watch() {
     assert_forbidden(&out, "read-only");
 }
 
+/// A reload keeps the pooled upstream connections of the upstreams it leaves alone (the next
+/// request to cluster `a` arrives over the connection the last one used) and replaces the
+/// pool of an upstream whose settings it changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_keeps_the_connections_of_upstreams_it_leaves_alone() {
+    let env = Env::start().await;
+    let client = env.client();
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let peer_of_a_get = || async {
+        let reply = client.get(&url, ADMIN_KEY, &[]).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let seen = env.a.requests();
+        seen.iter()
+            .rev()
+            .find(|r| r.path.ends_with("/configmaps"))
+            .map(|r| r.peer)
+            .unwrap()
+    };
+    let before = peer_of_a_get().await;
+    assert_eq!(peer_of_a_get().await, before, "pooled: the same connection");
+    // Policy and cluster b change; cluster a's upstream does not.
+    let mut config = env.config.clone();
+    config.read_only = true;
+    let b = config.clusters.iter_mut().find(|c| c.name == "b").unwrap();
+    b.upstream.http2 = Some(false);
+    env.gateway.reload(config.clone()).await.unwrap();
+    assert_eq!(peer_of_a_get().await, before, "kept across the reload");
+    // Now cluster a's upstream changes: its next request dials a new connection.
+    let a = config.clusters.iter_mut().find(|c| c.name == "a").unwrap();
+    a.upstream.http2 = Some(false);
+    env.gateway.reload(config).await.unwrap();
+    assert_ne!(
+        peer_of_a_get().await,
+        before,
+        "a changed upstream gets a new pool"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_ends_watches_cleanly() {
     let mut env = Env::start().await;

@@ -102,6 +102,13 @@ where
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
     }
+
+    /// Whether `self` and `other` are clones of one service, sharing one connection pool
+    /// (an embedder rebuilding its services on a configuration change can check that the ones
+    /// it kept still pool together).
+    pub fn shares_pool_with(&self, other: &Self) -> bool {
+        self.pool.same_as(&other.pool)
+    }
 }
 
 /// Resolves every URI to the configured TLS server name (the URL host or `tls_server_name`).

@@ -71,6 +71,13 @@ pub(crate) struct Pool<B> {
     shared: Arc<Shared<B>>,
 }
 
+impl<B> Pool<B> {
+    /// Whether both handles are one pool.
+    pub(crate) fn same_as(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
 impl<B> Clone for Pool<B> {
     fn clone(&self) -> Self {
         Pool {

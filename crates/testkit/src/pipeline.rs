@@ -120,7 +120,7 @@ fn admit(
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     peer_cert: Option<Arc<[u8]>>,
     control: Arc<ConnControl>,
     req: Request<Incoming>,
@@ -148,6 +148,7 @@ pub(crate) async fn handle(
             authenticated,
             impersonated,
             verb,
+            peer,
         });
     }
     let mut slow = None;

@@ -27,6 +27,9 @@ pub struct RecordedRequest {
     pub impersonated: Option<UserInfo>,
     /// The kube verb (`get`, `list`, `watch`, ...; lowercase method for non-resource paths).
     pub verb: String,
+    /// The client's address: one per connection, so requests that came over one reused
+    /// connection share it.
+    pub peer: std::net::SocketAddr,
 }
 
 impl RecordedRequest {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for RecordedRequest {
             .field("authenticated", &self.authenticated)
             .field("impersonated", &self.impersonated)
             .field("verb", &self.verb)
+            .field("peer", &self.peer)
             .finish()
     }
 }
