@@ -712,11 +712,13 @@ fn prepare_forward<'r>(
         }
         Err(e) => return Err(fail(Status::bad_request(e.to_string()))),
     };
+    // Who the request runs as upstream: checked against RBAC and, in a space, its fence.
+    let acting = impersonated.as_ref().unwrap_or(&caller.identity);
     access::authorize_upstream(
         &runtime.policy,
         &runtime.write_gate,
         &caller,
-        impersonated.as_ref().unwrap_or(&caller.identity),
+        acting,
         &route.target,
         &info,
     )
@@ -730,8 +732,7 @@ fn prepare_forward<'r>(
         return Err(fail(unknown_target(&runtime.directory, &route.target)));
     };
     if let Some(namespace) = fence {
-        let identity = impersonated.as_ref().unwrap_or(&caller.identity);
-        access::check_fence(identity, &route.target, &info, namespace)
+        access::check_fence(acting, &route.target, &info, namespace)
             .map_err(|refusal| fail(refusal.status()))?;
     }
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)

@@ -91,20 +91,17 @@ impl Files {
                 })
                 .transpose()
         };
+        let ca = read(&u.ca_file)?;
         // A client certificate is the credential only when no token is configured.
-        let tokenless = u.token.is_none() && u.token_file.is_none();
+        let (client_cert, client_key) = if u.token.is_none() && u.token_file.is_none() {
+            (read(&u.client_cert_file)?, read(&u.client_key_file)?)
+        } else {
+            (None, None)
+        };
         Ok(Files {
-            ca: read(&u.ca_file)?,
-            client_cert: if tokenless {
-                read(&u.client_cert_file)?
-            } else {
-                None
-            },
-            client_key: if tokenless {
-                read(&u.client_key_file)?
-            } else {
-                None
-            },
+            ca,
+            client_cert,
+            client_key,
         })
     }
 

@@ -509,42 +509,23 @@ async fn unknown_targets_are_not_found_for_those_allowed_and_forbidden_for_other
     let env = Env::start().await;
     let client = env.client();
     let url = |p: &str| format!("{}{p}", env.url);
-    let not_found = |group: &str, resource: &str, name: &str| {
-        format!(
-            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"{resource}.{group} \"{name}\" not found","reason":"NotFound","details":{{"name":"{name}","group":"{group}","kind":"{resource}"}},"code":404}}"#
-        )
-    };
+    const MANAGEMENT: &str = "management.loft.sh";
+    const STORAGE: &str = "storage.loft.sh";
+    // Path, then the NotFound's group, resource and name.
+    #[rustfmt::skip]
     let cases = [
-        (
-            "/kubernetes/cluster/zzz/api",
-            not_found("management.loft.sh", "clusters", "zzz"),
-        ),
-        (
-            "/kubernetes/project/p1/space/nope/api",
-            not_found("management.loft.sh", "spaceinstances", "nope"),
-        ),
-        (
-            "/kubernetes/project/p9/space/s1/api",
-            not_found("management.loft.sh", "spaceinstances", "s1"),
-        ),
-        (
-            "/kubernetes/project/p1/virtualcluster/nope/api",
-            not_found("management.loft.sh", "virtualclusterinstances", "nope"),
-        ),
-        (
-            "/kubernetes/virtualcluster/a/team/nope/api",
-            not_found("storage.loft.sh", "virtualclusters", "nope"),
-        ),
-        (
-            "/kubernetes/virtualcluster/a/elsewhere/vc1/api",
-            not_found("storage.loft.sh", "virtualclusters", "vc1"),
-        ),
-        (
-            "/kubernetes/virtualcluster/zzz/team/vc1/api",
-            not_found("management.loft.sh", "clusters", "zzz"),
-        ),
+        ("/kubernetes/cluster/zzz/api",                    MANAGEMENT, "clusters",                "zzz"),
+        ("/kubernetes/project/p1/space/nope/api",          MANAGEMENT, "spaceinstances",          "nope"),
+        ("/kubernetes/project/p9/space/s1/api",            MANAGEMENT, "spaceinstances",          "s1"),
+        ("/kubernetes/project/p1/virtualcluster/nope/api", MANAGEMENT, "virtualclusterinstances", "nope"),
+        ("/kubernetes/virtualcluster/a/team/nope/api",     STORAGE,    "virtualclusters",         "nope"),
+        ("/kubernetes/virtualcluster/a/elsewhere/vc1/api", STORAGE,    "virtualclusters",         "vc1"),
+        ("/kubernetes/virtualcluster/zzz/team/vc1/api",    MANAGEMENT, "clusters",                "zzz"),
     ];
-    for (path, body) in &cases {
+    for (path, group, resource, name) in cases {
+        let body = format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Failure","message":"{resource}.{group} \"{name}\" not found","reason":"NotFound","details":{{"name":"{name}","group":"{group}","kind":"{resource}"}},"code":404}}"#
+        );
         let reply = client.get(&url(path), ADMIN_KEY, &[]).await;
         assert_eq!(
             (reply.status, reply.body.trim_end()),
