@@ -18,6 +18,10 @@
 //! by `BackgroundJsonLines` as the gateway does) → authn (an access key, looked up by digest in a
 //! kubegate-tokens `AccessKeyIndex`) → authz (the key's access-key scope, then kubegate-authz
 //! RBAC, through `authorize_scoped`) → `ForwardService` (impersonating the user).
+//!
+//! Each case runs with HTTPS/1.1 clients, plain HTTP/1.1 clients, and HTTP/2 clients over TLS
+//! (ALPN `h2`, 8 streams per connection: what kubectl and client-go speak to a server that
+//! offers it; `kubectl proxy` serves plain HTTP only, so it is in the plain table alone).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -607,7 +611,7 @@ http {{
   upstream kube {{ server {up}; keepalive 128; }}
   server {{
     listen 127.0.0.1:{nginx_plain};
-    listen 127.0.0.1:{nginx_tls} ssl;
+    listen 127.0.0.1:{nginx_tls} ssl http2;
     ssl_certificate {d}/front.pem; ssl_certificate_key {d}/front.key;
     location = /nginx_status {{ stub_status; }}
     location /kubernetes/cluster/bench/ {{
@@ -854,15 +858,42 @@ http {{
     }
     let small = "/api/v1/namespaces/default/configmaps/small";
     let big = "/api/v1/namespaces/default/configmaps/big";
-    for (label, targets, _) in [
-        ("HTTPS/1.1 client", tls_targets.as_slice(), true),
-        ("plain HTTP/1.1 client", plain_targets.as_slice(), false),
+    // kubectl and client-go speak HTTP/2 to a TLS server that offers it; HTTP/1.1 clients are
+    // the other half of the world (curl, scripts, older tools, nginx-style health checks).
+    let h2 = Protocol::Http2 {
+        streams_per_connection: 8,
+    };
+    let client_tls_h2 = {
+        let mut c = (*client_tls).clone();
+        c.alpn_protocols = vec![b"h2".to_vec()];
+        Arc::new(c)
+    };
+    for (label, targets, protocol, tls) in [
+        (
+            "HTTPS/1.1 client",
+            tls_targets.as_slice(),
+            Protocol::Http1,
+            &client_tls,
+        ),
+        (
+            "plain HTTP/1.1 client",
+            plain_targets.as_slice(),
+            Protocol::Http1,
+            &client_tls,
+        ),
+        (
+            "HTTP/2 client over TLS (ALPN h2)",
+            tls_targets.as_slice(),
+            h2,
+            &client_tls_h2,
+        ),
     ] {
-        for (case, path, conns) in [
-            ("small GET (1 KiB), 64 connections", small, 64),
-            ("small GET (1 KiB), 1 connection", small, 1),
-            ("1 MiB GET, 8 connections", big, 8),
+        for (what, path, concurrency) in [
+            ("small GET (1 KiB)", small, 64),
+            ("small GET (1 KiB)", small, 1),
+            ("1 MiB GET", big, 8),
         ] {
+            let case = format!("{what}, {}", protocol.spread(concurrency));
             // `PROXY_LOAD_ONLY=<text>` runs only the cases whose title contains it (profiling).
             if let Ok(only) = std::env::var("PROXY_LOAD_ONLY")
                 && !format!("{case}, {label}").contains(&only)
@@ -889,7 +920,7 @@ http {{
             let mut samples: Vec<Vec<Sample>> = present.iter().map(|_| Vec::new()).collect();
             for _ in 0..rounds {
                 for (t, s) in present.iter().zip(samples.iter_mut()) {
-                    s.push(load(t, path, conns, secs, &client_tls).await);
+                    s.push(load(t, path, concurrency, secs, tls, protocol).await);
                 }
             }
             let mut first: Option<(f64, u64)> = None;
@@ -1071,40 +1102,120 @@ async fn wait_port(port: u16) {
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+/// The HTTP version the load generator speaks to every target of one table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// HTTP/1.1: one connection per request in flight.
+    Http1,
+    /// HTTP/2 (ALPN `h2`), as kubectl and client-go speak it: this many streams in flight
+    /// on each connection.
+    Http2 { streams_per_connection: usize },
+}
 
-async fn connect(t: &Target, tls: &Arc<rustls::ClientConfig>) -> Sender {
+impl Protocol {
+    /// How `concurrency` requests in flight are spread, for a case's title.
+    fn spread(self, concurrency: usize) -> String {
+        let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+        match self {
+            Protocol::Http1 => plural(concurrency, "connection"),
+            Protocol::Http2 { .. } => format!(
+                "{} on {}",
+                plural(concurrency, "stream"),
+                plural(self.connections(concurrency), "connection")
+            ),
+        }
+    }
+
+    fn connections(self, concurrency: usize) -> usize {
+        match self {
+            Protocol::Http1 => concurrency,
+            Protocol::Http2 {
+                streams_per_connection,
+            } => concurrency.div_ceil(streams_per_connection),
+        }
+    }
+}
+
+/// One client connection, either version.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: Request<Empty<Bytes>>,
+    ) -> hyper::Result<http::Response<Incoming>> {
+        match self {
+            Sender::Http1(s) => s.send_request(req).await,
+            Sender::Http2(s) => s.send_request(req).await,
+        }
+    }
+}
+
+/// Opens a connection to `t` speaking `protocol` (HTTP/2 only over TLS, negotiated by ALPN:
+/// `tls` must offer `h2`).
+async fn connect(t: &Target, tls: &Arc<rustls::ClientConfig>, protocol: Protocol) -> Sender {
     let tcp = TcpStream::connect(t.addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    if t.tls {
-        let s = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
-            .await
-            .unwrap();
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        send
-    } else {
+    if !t.tls {
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
         tokio::spawn(conn);
-        send
+        return Sender::Http1(send);
     }
+    let s = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    if protocol == Protocol::Http1 {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        return Sender::Http1(send);
+    }
+    assert_eq!(
+        s.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "{} did not negotiate h2",
+        t.name
+    );
+    let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    Sender::Http2(send)
 }
 
-fn request(t: &Target, path: &str) -> Request<Empty<Bytes>> {
-    let mut r = Request::get(format!("{}{path}", t.prefix)).header("host", "127.0.0.1");
+/// A GET of `path` on `t`: origin-form with `Host` for HTTP/1.1, absolute (`:scheme` and
+/// `:authority`) for HTTP/2.
+fn request(t: &Target, path: &str, protocol: Protocol) -> Request<Empty<Bytes>> {
+    let mut r = match protocol {
+        Protocol::Http1 => Request::get(format!("{}{path}", t.prefix)).header("host", "127.0.0.1"),
+        Protocol::Http2 { .. } => Request::get(format!(
+            "https://127.0.0.1:{}{}{path}",
+            t.addr.port(),
+            t.prefix
+        ))
+        .version(http::Version::HTTP_2),
+    };
     if !t.token.is_empty() {
         r = r.header("authorization", format!("Bearer {}", t.token));
     }
     r.body(Empty::new()).unwrap()
 }
 
-/// `conns` connections, each sending requests back to back for `secs` after a 1 s warm-up.
-/// Returns (req/s, p50 µs, p99 µs, errors, the proxy's CPU µs per request).
 /// What one load run against one target measured.
 struct Sample {
     /// Latencies (µs) of the requests in the measured window.
@@ -1141,59 +1252,69 @@ fn summarize(samples: Vec<Sample>, secs: Duration) -> (f64, u64, u64, usize, Opt
     )
 }
 
+/// `concurrency` requests in flight against `t`, spread over connections as `protocol` says,
+/// each sent as soon as the one before it on its connection or stream finished, for `secs`
+/// after a 1 s warm-up.
 async fn load(
     t: &Target,
     path: &str,
-    conns: usize,
+    concurrency: usize,
     secs: Duration,
     tls: &Arc<rustls::ClientConfig>,
+    protocol: Protocol,
 ) -> Sample {
     let ticks_before = t.pid.map(cpu_ticks);
     let mut tasks = Vec::new();
     let start = Instant::now() + Duration::from_secs(1);
     let end = start + secs;
-    for _ in 0..conns {
-        let mut send = connect(t, tls).await;
-        let (target, tls) = (t.clone(), tls.clone());
-        let path = path.to_owned();
-        let req_template = request(t, &path);
-        let (parts, _) = req_template.into_parts();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(1 << 16);
-            let mut errors = 0usize;
-            let mut done = 0usize;
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                let req = Request::from_parts(parts.clone(), Empty::new());
-                if send.ready().await.is_err() {
-                    // The server closed the connection (e.g. a keep-alive request limit).
-                    errors += 1;
-                    send = connect(&target, &tls).await;
-                    continue;
-                }
-                match send.send_request(req).await {
-                    Ok(res) => {
-                        let ok = res.status().is_success();
-                        let _ = res.into_body().collect().await;
-                        if !ok {
-                            errors += 1;
-                        }
-                        done += 1;
-                        if now >= start {
-                            lat.push(now.elapsed().as_micros() as u64);
-                        }
+    let connections = protocol.connections(concurrency);
+    for c in 0..connections {
+        // The streams (HTTP/2) or the one request at a time (HTTP/1.1) of connection `c`.
+        let streams = concurrency / connections + usize::from(c < concurrency % connections);
+        let senders: Vec<Sender> = match connect(t, tls, protocol).await {
+            Sender::Http2(s) => (0..streams).map(|_| Sender::Http2(s.clone())).collect(),
+            http1 => vec![http1],
+        };
+        for mut send in senders {
+            let (target, tls) = (t.clone(), tls.clone());
+            let (parts, _) = request(t, path, protocol).into_parts();
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 16);
+                let mut errors = 0usize;
+                let mut done = 0usize;
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
                     }
-                    Err(_) => {
+                    let req = Request::from_parts(parts.clone(), Empty::new());
+                    if send.ready().await.is_err() {
+                        // The server closed the connection (e.g. a keep-alive request limit).
                         errors += 1;
-                        send = connect(&target, &tls).await;
+                        send = connect(&target, &tls, protocol).await;
+                        continue;
+                    }
+                    match send.send(req).await {
+                        Ok(res) => {
+                            let ok = res.status().is_success();
+                            let _ = res.into_body().collect().await;
+                            if !ok {
+                                errors += 1;
+                            }
+                            done += 1;
+                            if now >= start {
+                                lat.push(now.elapsed().as_micros() as u64);
+                            }
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            send = connect(&target, &tls, protocol).await;
+                        }
                     }
                 }
-            }
-            (lat, errors, done)
-        }));
+                (lat, errors, done)
+            }));
+        }
     }
     let mut sample = Sample {
         latencies: Vec::new(),
@@ -1221,9 +1342,9 @@ async fn stream_list(t: &Target, path: &str) -> (usize, Duration) {
             .with_root_certificates(rustls::RootCertStore::empty())
             .with_no_client_auth(),
     );
-    let mut send = connect(t, &tls).await;
+    let mut send = connect(t, &tls, Protocol::Http1).await;
     let start = Instant::now();
-    let res = send.send_request(request(t, path)).await.unwrap();
+    let res = send.send(request(t, path, Protocol::Http1)).await.unwrap();
     let mut body = res.into_body();
     let mut bytes = 0;
     while let Some(f) = body.frame().await {
@@ -1246,11 +1367,13 @@ async fn hold_watches(t: &Target, n: usize) -> Vec<http::Response<Incoming>> {
     let mut heads = Vec::with_capacity(n);
     for i in 0..n {
         let mut send = send.clone();
+        // Origin form with `Host`, as every watch has been sent since this case was written.
         let req = request(
             t,
             &format!(
                 "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Didle-{i}"
             ),
+            Protocol::Http1,
         );
         heads.push(tokio::spawn(async move {
             send.ready().await.ok()?;
