@@ -501,37 +501,17 @@ where
     /// Sends on an idle HTTP/1.1 connection that is ready, if there is one (else: a new
     /// connection offering what the upstream is configured for is needed).
     fn take_idle_http1(self: &Arc<Self>, conns: &mut Conns<B>, req: Request<B>) -> Sent<B> {
-        let mut not_yet = 0;
-        while let Some(slot) = conns.idle.pop() {
-            let (closed, ready) = match conns.h1.get(slot) {
-                Some(Some(conn)) => (conn.sender.is_closed(), conn.sender.is_ready()),
-                _ => continue,
-            };
-            if closed {
-                conns.h1[slot] = None;
-                conns.free.push(slot);
-                continue;
-            }
-            if !ready {
-                // Given back before hyper finished the exchange: look again next time. Kept
-                // at the bottom of the stack, under the ones that are ready.
-                conns.idle.insert(0, slot);
-                not_yet += 1;
-                if not_yet == conns.idle.len() {
-                    break;
-                }
-                continue;
-            }
-            let req = self.h1_request(req);
-            let Some(Some(conn)) = conns.h1.get_mut(slot) else {
-                // Unreachable: the slot held a connection a moment ago, under the same lock.
-                return Sent::NeedConnection(req, Dial::Offered);
-            };
-            conn.idle_periods = 0;
-            let exchange = conn.sender.try_send_request(req);
-            return Sent::Reused((Box::pin(exchange), Some(self.lease(Kind::H1, slot))));
-        }
-        Sent::NeedConnection(req, Dial::Offered)
+        let Some(slot) = take_ready_idle(conns) else {
+            return Sent::NeedConnection(req, Dial::Offered);
+        };
+        let req = self.h1_request(req);
+        let Some(Some(conn)) = conns.h1.get_mut(slot) else {
+            // Unreachable: the slot held a connection a moment ago, under the same lock.
+            return Sent::NeedConnection(req, Dial::Offered);
+        };
+        conn.idle_periods = 0;
+        let exchange = conn.sender.try_send_request(req);
+        Sent::Reused((Box::pin(exchange), Some(self.lease(Kind::H1, slot))))
     }
 
     /// Sends `req`, for which the pool had no room, on a new connection; or, while another
@@ -913,6 +893,32 @@ fn reap_once<B>(conns: &mut Conns<B>, limit: u32) {
     });
 }
 
+/// Takes the slot of an idle HTTP/1.1 connection that is ready for a request off the idle
+/// stack, if there is one. Closed connections met on the way are forgotten; ones given back
+/// before hyper finished their exchange stay idle, moved under the rest to be looked at again
+/// next time. Each slot is looked at once: the loop runs under the pool's lock, so it must end
+/// however the stack is made up.
+fn take_ready_idle<B>(conns: &mut Conns<B>) -> Option<usize> {
+    for _ in 0..conns.idle.len() {
+        let slot = conns.idle.pop()?;
+        let (closed, ready) = match conns.h1.get(slot) {
+            Some(Some(conn)) => (conn.sender.is_closed(), conn.sender.is_ready()),
+            _ => continue,
+        };
+        if closed {
+            if let Some(entry) = conns.h1.get_mut(slot) {
+                *entry = None;
+            }
+            conns.free.push(slot);
+        } else if ready {
+            return Some(slot);
+        } else {
+            conns.idle.insert(0, slot);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -932,6 +938,70 @@ mod tests {
             let _ = conn.await;
         });
         (sender, task, server)
+    }
+
+    fn idle_h1(senders: Vec<http1::SendRequest<Empty<Bytes>>>) -> Conns<Empty<Bytes>> {
+        Conns {
+            h1: senders
+                .into_iter()
+                .map(|sender| {
+                    Some(H1 {
+                        sender,
+                        idle_periods: 0,
+                    })
+                })
+                .collect(),
+            ..Conns::default()
+        }
+    }
+
+    /// `take_ready_idle` on a thread of its own, failing the test if it does not return: it
+    /// once looped forever (under the pool's lock) on a closed connection above a busy one.
+    fn take_ready_idle_within_a_deadline(
+        mut conns: Conns<Empty<Bytes>>,
+    ) -> (Option<usize>, Conns<Empty<Bytes>>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let slot = take_ready_idle(&mut conns);
+            let _ = tx.send((slot, conns));
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("take_ready_idle returns")
+    }
+
+    #[tokio::test]
+    async fn taking_an_idle_connection_skips_busy_ones_forgets_closed_ones_and_always_returns() {
+        let (closed, closed_task, _closed_server) = connection().await;
+        let (mut busy, _busy_task, _busy_server) = connection().await;
+        let (ready, _ready_task, _ready_server) = connection().await;
+        // `busy` has a request in flight that its server never answers.
+        busy.ready().await.unwrap();
+        let request = Request::get("http://upstream/").body(Empty::new()).unwrap();
+        let _in_flight = busy.send_request(request);
+        closed_task.abort();
+        let _ = closed_task.await;
+        tokio::task::yield_now().await;
+
+        // Popped in turn: busy (1), closed (0). Nothing to take; busy stays idle.
+        let mut conns = idle_h1(vec![closed, busy]);
+        conns.idle = vec![0, 1];
+        let (slot, mut conns) = take_ready_idle_within_a_deadline(conns);
+        assert_eq!(slot, None);
+        assert_eq!(
+            (conns.idle.as_slice(), conns.free.as_slice()),
+            (&[1][..], &[0][..])
+        );
+        assert!(conns.h1[0].is_none());
+
+        // A ready connection under the busy one is found, and busy goes under the rest.
+        conns.h1.push(Some(H1 {
+            sender: ready,
+            idle_periods: 0,
+        }));
+        conns.idle = vec![2, 1];
+        let (slot, conns) = take_ready_idle_within_a_deadline(conns);
+        assert_eq!(slot, Some(2));
+        assert_eq!(conns.idle, [1]);
     }
 
     #[tokio::test]
