@@ -475,6 +475,25 @@ fn finish(
                 .insert(UpstreamError { kind: "redirect" });
             res
         }
+        // hyper's client drops every 1xx but 101, which it takes for an upgrade. This request
+        // asked for none (upgrades take their own path): relaying the 101 would switch the
+        // client's connection to a protocol nobody agreed on (and HTTP/2 has no 101 at all),
+        // so it ends here, as Go's ReverseProxy refuses a backend's unrequested protocol switch.
+        Ok(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+            tracing::info!(
+                upstream = upstream.name(),
+                "refused a 101 answering a request that asked for no upgrade"
+            );
+            drop(res);
+            let mut res: Response<ProxyBody> = Status::bad_gateway(format!(
+                "{} tried to switch protocols for a request that asked for no upgrade",
+                upstream.description()
+            ))
+            .to_response(pretty);
+            res.extensions_mut()
+                .insert(UpstreamError { kind: "protocol" });
+            res
+        }
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
             headers::strip_response(&mut parts.headers, false);

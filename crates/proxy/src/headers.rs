@@ -99,18 +99,26 @@ pub(crate) fn single_authorization(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Removes hop-by-hop headers from an upstream response (and `Upgrade` unless `keep_upgrade`).
+/// A response framed by `Transfer-Encoding` also loses any `Content-Length`: hyper decoded the
+/// body by its chunks, and the length would misframe it for the client (RFC 9112 §6.3: an
+/// intermediary removes it before forwarding).
 pub(crate) fn strip_response(headers: &mut HeaderMap, keep_upgrade: bool) {
     let nominated = connection_tokens(headers);
-    let doomed: Vec<HeaderName> = headers
+    let mut chunked = false;
+    let mut doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
+            chunked |= n == "transfer-encoding";
             (is_hop_by_hop(n) && !(keep_upgrade && n == "connection"))
                 || (n == "upgrade" && !keep_upgrade)
                 || (nominated.iter().any(|t| t == n) && !(keep_upgrade && n == "upgrade"))
         })
         .cloned()
         .collect();
+    if chunked {
+        doomed.push(http::header::CONTENT_LENGTH);
+    }
     for name in doomed {
         headers.remove(&name);
     }
@@ -400,5 +408,19 @@ mod tests {
         h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
         strip_response(&mut h, true);
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn a_chunked_response_loses_its_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("content-length", HeaderValue::from_static("2"));
+        strip_response(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        // Without Transfer-Encoding the length frames the body and stays.
+        let mut h = HeaderMap::new();
+        h.insert("content-length", HeaderValue::from_static("2"));
+        strip_response(&mut h, false);
+        assert_eq!(h["content-length"], "2");
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Pki, front};
+use common::{Pki, body_string, front, full, h1_client};
 use http::Request;
 use hyper::body::Incoming;
 use kubegate_proxy::{Credential, ForwardService, Identity, LongRunning, Upstream, UpstreamPath};
@@ -317,4 +317,51 @@ async fn only_spdy_and_websocket_upgrades_are_allowed() {
     assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
     assert!(out.contains("\"reason\":\"BadRequest\""), "{out}");
     assert!(backend.received().is_empty());
+}
+
+/// A plain GET through the gateway to `backend`: status and body as the client got them.
+async fn get_through(pki: &Pki, backend: &RawBackend) -> (http::StatusCode, String) {
+    let gw = gateway(pki, backend.addr.port()).await;
+    let req = Request::get(format!(
+        "http://{gw}/kubernetes/cluster/prod/api/v1/namespaces"
+    ))
+    .body(full(""))
+    .unwrap();
+    let res = tokio::time::timeout(FAILSAFE, h1_client().request(req))
+        .await
+        .expect("the gateway answered")
+        .unwrap();
+    let status = res.status();
+    (status, body_string(res.into_body()).await)
+}
+
+// A 101 to a request that asked for no upgrade would switch the client's connection to a
+// protocol nobody agreed on: Go's ReverseProxy refuses it ("backend tried to switch
+// protocol"), and so does the gateway, without relaying a byte of what followed the 101.
+#[tokio::test]
+async fn a_101_to_a_request_that_asked_for_no_upgrade_is_a_502() {
+    let pki = Pki::new();
+    let response =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: foo\r\nConnection: Upgrade\r\n\r\nswitched-bytes"
+            .to_vec();
+    let backend = RawBackend::start(&pki, response, false).await;
+    let (status, body) = get_through(&pki, &backend).await;
+    assert_eq!(status, http::StatusCode::BAD_GATEWAY, "{body}");
+    assert_eq!(
+        body,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"cluster \\\"prod\\\" tried to switch protocols for a request that asked for no upgrade\",\"code\":502}\n"
+    );
+}
+
+// RFC 9112 §6.3: a message with both Transfer-Encoding and Content-Length is framed by its
+// chunks, and an intermediary removes the Content-Length before forwarding. Kept, it framed
+// the client's copy at 2 bytes and cut the body short.
+#[tokio::test]
+async fn a_chunked_response_that_also_states_a_length_reaches_the_client_whole() {
+    let pki = Pki::new();
+    let response = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n".to_vec();
+    let backend = RawBackend::start(&pki, response, false).await;
+    let (status, body) = get_through(&pki, &backend).await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(body, "abcdefghijklmnopqrstuvwxyz");
 }
