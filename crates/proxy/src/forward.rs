@@ -72,6 +72,7 @@ where
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
+        http.set_keepalive(Some(crate::upstream::KEEPALIVE_IDLE));
         http.set_connect_timeout(Some(upstream.connect_timeout()));
         let builder = || {
             hyper_rustls::HttpsConnectorBuilder::new()

@@ -647,7 +647,15 @@ where
             }
         };
         if stream.connected().is_negotiated_h2() {
+            // Pings find a connection whose path died without a FIN or RST (a node powered
+            // off, NAT or load-balancer state lost): without them its open watches and the
+            // streams given to new ones would wait forever. client-go's transport pings after
+            // 30 s without a frame and gives up 15 s later; so does this one.
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(crate::upstream::KEEPALIVE_IDLE)
+                .keep_alive_timeout(crate::upstream::KEEPALIVE_PROBE_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;

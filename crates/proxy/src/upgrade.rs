@@ -192,6 +192,11 @@ async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<Prox
     let connect = async {
         let tcp = TcpStream::connect((host.as_str(), port)).await?;
         tcp.set_nodelay(true)?;
+        // A bridged exec or port-forward can sit silent for hours: TCP keepalive is what finds
+        // a path that died under it (as client-go's dialer sets it).
+        socket2::SockRef::from(&tcp).set_tcp_keepalive(
+            &socket2::TcpKeepalive::new().with_time(crate::upstream::KEEPALIVE_IDLE),
+        )?;
         Ok::<_, std::io::Error>(tcp)
     };
     let tcp = match tokio::time::timeout(limit, connect).await {

@@ -83,6 +83,14 @@ pub const DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION: u32 = 100;
 /// The default of [`UpstreamBuilder::http1_connections_for_short_requests`].
 pub const DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS: u32 = 64;
 
+/// Silence on an upstream connection after which it is probed: an h2 PING, or a TCP keepalive
+/// probe for HTTP/1.1 and upgraded connections (client-go: `ReadIdleTimeout` 30 s, dialer
+/// `KeepAlive` 30 s).
+pub(crate) const KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an h2 PING may go unanswered before the connection is taken for dead (client-go:
+/// `PingTimeout` 15 s).
+pub(crate) const KEEPALIVE_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 impl UpstreamBuilder {
     /// Whether a redirect from the upstream (a 3xx with a `Location`) is replaced by a 502
     /// (default on, as kube-apiserver's aggregator does since CVE-2022-3172): a tenant-run API
