@@ -99,6 +99,10 @@ pub struct Config {
     pub max_connections: usize,
 }
 
+/// The most rotated audit files `audit.maxFiles` may ask for: each rotation renames every one of
+/// them in turn.
+pub const MAX_AUDIT_FILES: usize = 1000;
+
 /// `/auth/` settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -106,10 +110,11 @@ pub struct AuthConfig {
     /// Lifetime of a session cookie and of keys created by password login (seconds).
     #[serde(default = "default_session_ttl")]
     pub session_ttl_seconds: u64,
-    /// Failed logins allowed per user name and per source address within `loginWindowSeconds`.
+    /// Failed logins allowed per user name and per source address within `loginWindowSeconds`
+    /// (at least 1).
     #[serde(default = "default_login_failures")]
     pub max_login_failures: u32,
-    /// The window for `maxLoginFailures` (seconds).
+    /// The window for `maxLoginFailures` (seconds, at least 1).
     #[serde(default = "default_login_window")]
     pub login_window_seconds: u64,
     /// Origins allowed for cookie-authenticated mutating requests and WebSocket upgrades, in
@@ -264,7 +269,8 @@ pub struct AuditConfig {
     /// Rotate the file when it grows beyond this many bytes (default 100 MiB).
     #[serde(default)]
     pub max_size_bytes: Option<u64>,
-    /// Rotated files to keep (default 5).
+    /// Rotated files to keep (default 5, at most [`MAX_AUDIT_FILES`]; 0 truncates the file
+    /// instead of rotating it).
     #[serde(default)]
     pub max_files: Option<usize>,
     /// Level of requests to the management API and to targets without an `auditLevel`
@@ -785,10 +791,25 @@ impl Config {
                 ));
             }
         }
-        if self.max_token_ttl_seconds == 0 {
+        let positive = [
+            ("maxTokenTtlSeconds", self.max_token_ttl_seconds),
+            (
+                "auth.maxLoginFailures",
+                u64::from(self.auth.max_login_failures),
+            ),
+            ("auth.loginWindowSeconds", self.auth.login_window_seconds),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(Problem::new(field, "must be greater than 0".into()));
+            }
+        }
+        if let Some(n) = self.audit.max_files
+            && n > MAX_AUDIT_FILES
+        {
             return Err(Problem::new(
-                "maxTokenTtlSeconds",
-                "must be greater than 0".into(),
+                "audit.maxFiles",
+                format!("must be at most {MAX_AUDIT_FILES}"),
             ));
         }
         Ok(())

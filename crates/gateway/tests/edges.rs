@@ -433,6 +433,25 @@ fn front_proxy_config_needs_a_way_to_recognise_the_proxy() {
     assert!(err.contains("frontProxy.allowedNames"), "{err}");
 }
 
+#[test]
+fn limits_that_would_break_the_gateway_are_refused_at_load() {
+    #[rustfmt::skip]
+    let cases = [
+        ("auth:\n  maxLoginFailures: 0\n", "auth.maxLoginFailures: must be greater than 0"),
+        ("auth:\n  loginWindowSeconds: 0\n", "auth.loginWindowSeconds: must be greater than 0"),
+        ("audit:\n  sink: file\n  path: /tmp/a.log\n  maxFiles: 1001\n", "audit.maxFiles: must be at most 1000"),
+    ];
+    for (extra, expected) in cases {
+        let yaml = format!("listen: 127.0.0.1:0\nstateDir: /tmp/x\n{extra}");
+        let err = kubegate_gateway::Config::parse(&yaml, std::path::Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+    }
+    let fine = "listen: 127.0.0.1:0\nstateDir: /tmp/x\nauth:\n  maxLoginFailures: 1\naudit:\n  sink: file\n  path: /tmp/a.log\n  maxFiles: 1000\n";
+    kubegate_gateway::Config::parse(fine, std::path::Path::new("c.yaml")).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn upstream_redirects_never_reach_clients() {
     use kubegate_testkit::{Fault, FaultRule};

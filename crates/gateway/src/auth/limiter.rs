@@ -13,10 +13,19 @@ const MAX_KEYS: usize = 10_000;
 /// What failures are counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum LoginKey {
-    /// A user name as sent (known or not: unknown names are limited the same way).
-    User(String),
+    /// The SHA-256 of a user name as sent (known or not: unknown names are limited the same
+    /// way). A digest, so a flood of long made-up names costs 32 bytes per key, not the name.
+    User([u8; 32]),
     /// The client's IP address.
     Source(IpAddr),
+}
+
+impl LoginKey {
+    /// The key of user name `name`.
+    pub(crate) fn user(name: &str) -> Self {
+        use sha2::Digest;
+        LoginKey::User(sha2::Sha256::digest(name.as_bytes()).into())
+    }
 }
 
 /// Failed logins per key within a sliding window.
@@ -27,7 +36,7 @@ pub(crate) struct LoginLimiter {
 
 impl LoginLimiter {
     /// If any of `keys` already has `max` failures within `window`, how long until the oldest of
-    /// them leaves the window.
+    /// them leaves the window. A `max` of 0 counts as 1, as in [`record_failure`](Self::record_failure).
     pub(crate) fn locked_for(
         &self,
         keys: &[LoginKey],
@@ -35,6 +44,7 @@ impl LoginLimiter {
         window: Duration,
         now: Instant,
     ) -> Option<Duration> {
+        let max = max.max(1) as usize;
         let map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         keys.iter()
             .filter_map(|key| {
@@ -43,12 +53,10 @@ impl LoginLimiter {
                     .iter()
                     .filter(|t| now.saturating_duration_since(**t) < window)
                     .collect();
-                if recent.len() < max as usize {
-                    return None;
-                }
-                // The window reopens when the oldest failure that still counts expires.
-                let oldest = recent[recent.len() - max as usize];
-                Some(window.saturating_sub(now.saturating_duration_since(*oldest)))
+                // The window reopens when the oldest failure that still counts expires (none
+                // when fewer than `max` count).
+                let oldest = recent.get(recent.len().checked_sub(max)?)?;
+                Some(window.saturating_sub(now.saturating_duration_since(**oldest)))
             })
             .max()
     }
@@ -122,7 +130,7 @@ mod tests {
     fn locks_after_max_failures_and_reopens_after_the_window() {
         let l = LoginLimiter::default();
         let t0 = Instant::now();
-        let keys = [LoginKey::User("alice".into())];
+        let keys = [LoginKey::user("alice")];
         for i in 0..3 {
             assert_eq!(l.locked_for(&keys, 3, WINDOW, t0), None, "attempt {i}");
             l.record_failure(&keys, 3, WINDOW, t0 + Duration::from_secs(i));
@@ -138,10 +146,7 @@ mod tests {
             None
         );
         // Other keys are unaffected.
-        assert_eq!(
-            l.locked_for(&[LoginKey::User("bob".into())], 3, WINDOW, at),
-            None
-        );
+        assert_eq!(l.locked_for(&[LoginKey::user("bob")], 3, WINDOW, at), None);
     }
 
     #[test]
@@ -150,22 +155,30 @@ mod tests {
         let t0 = Instant::now();
         let source = LoginKey::Source(IpAddr::from([10, 0, 0, 1]));
         for name in ["a", "b"] {
-            l.record_failure(
-                &[LoginKey::User(name.into()), source.clone()],
-                2,
-                WINDOW,
-                t0,
-            );
+            l.record_failure(&[LoginKey::user(name), source.clone()], 2, WINDOW, t0);
         }
-        let keys = [LoginKey::User("c".into()), source];
+        let keys = [LoginKey::user("c"), source];
         assert!(l.locked_for(&keys, 2, WINDOW, t0).is_some());
+    }
+
+    #[test]
+    fn a_max_of_zero_locks_like_one() {
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        let keys = [LoginKey::user("alice")];
+        assert_eq!(l.locked_for(&keys, 0, WINDOW, t0), None);
+        l.record_failure(&keys, 0, WINDOW, t0);
+        for _ in 0..2 {
+            assert_eq!(l.locked_for(&keys, 0, WINDOW, t0), Some(WINDOW));
+            assert_eq!(l.locked_for(&keys, 1, WINDOW, t0), Some(WINDOW));
+        }
     }
 
     #[test]
     fn clear_forgets_a_key() {
         let l = LoginLimiter::default();
         let t0 = Instant::now();
-        let keys = [LoginKey::User("alice".into())];
+        let keys = [LoginKey::user("alice")];
         l.record_failure(&keys, 1, WINDOW, t0);
         assert!(l.locked_for(&keys, 1, WINDOW, t0).is_some());
         l.clear(&keys[0]);
@@ -177,11 +190,11 @@ mod tests {
         let l = LoginLimiter::default();
         let t0 = Instant::now();
         for i in 0..(MAX_KEYS + 500) {
-            l.record_failure(&[LoginKey::User(format!("u{i}"))], 5, WINDOW, t0);
+            l.record_failure(&[LoginKey::user(&format!("u{i}"))], 5, WINDOW, t0);
         }
         assert!(l.len() <= MAX_KEYS);
         // Expired entries are dropped on the next write.
-        l.record_failure(&[LoginKey::User("late".into())], 5, WINDOW, t0 + WINDOW);
+        l.record_failure(&[LoginKey::user("late")], 5, WINDOW, t0 + WINDOW);
         assert_eq!(l.len(), 1);
     }
 }
