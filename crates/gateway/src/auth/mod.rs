@@ -179,11 +179,18 @@ fn precheck(config: &Config, req: &Request<RequestBody>) -> Result<(), Box<Statu
     Ok(())
 }
 
-/// Reads and decodes a JSON body of at most [`MAX_BODY`] bytes.
-async fn read_json<T: for<'de> Deserialize<'de>>(body: RequestBody) -> Result<T, Box<Status>> {
-    let bytes = http_body_util::Limited::new(body, MAX_BODY)
-        .collect()
+/// Reads and decodes a JSON body of at most [`MAX_BODY`] bytes, arriving within
+/// [`BODY_READ_TIMEOUT`](crate::management::BODY_READ_TIMEOUT).
+async fn read_json<T, B>(body: B) -> Result<T, Box<Status>>
+where
+    T: for<'de> Deserialize<'de>,
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let read = http_body_util::Limited::new(body, MAX_BODY).collect();
+    let bytes = tokio::time::timeout(crate::management::BODY_READ_TIMEOUT, read)
         .await
+        .map_err(|_| Box::new(Status::bad_request("timed out reading the request body")))?
         .map_err(|e| {
             Box::new(if e.is::<http_body_util::LengthLimitError>() {
                 Status {
@@ -265,6 +272,14 @@ fn login_window(config: &Config) -> (u32, Duration) {
     )
 }
 
+/// A user name as logs show it: at most 64 characters (a login body may carry 64 KiB of one).
+fn shown_name(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(64) {
+        Some((cut, _)) => format!("{}…", &name[..cut]).into(),
+        None => name.into(),
+    }
+}
+
 fn too_many_requests(retry_after: Duration) -> Status {
     // Round up so a client that waits exactly `Retry-After` is not refused again.
     let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
@@ -311,27 +326,38 @@ async fn password_login(
     };
     let state = &shared.auth;
     let (max, window) = login_window(config);
-    let user_key = LoginKey::User(login.username.clone());
+    let user_key = LoginKey::user(&login.username);
+    let shown = shown_name(&login.username);
     let keys: Vec<LoginKey> = std::iter::once(user_key.clone()).chain(source).collect();
+    // The slot is taken before the failed-login limit is read and held until the outcome is
+    // recorded: logins checked side by side cannot all pass the limit before one fails.
+    let Some(slot) = password::check_slot().await else {
+        tracing::info!(user = %shown, "password login refused: every check slot is busy");
+        return respond(
+            &Status::too_many_requests("too many logins at once, please try again later", 1),
+            &head,
+        );
+    };
     if let Some(wait) = state.limiter.locked_for(&keys, max, window, Instant::now()) {
-        tracing::info!(user = %login.username, "password login refused: too many failures");
+        tracing::info!(user = %shown, "password login refused: too many failures");
         return respond(&too_many_requests(wait), &head);
     }
     let user = config.users.iter().find(|u| u.name == login.username);
     let hash = user.and_then(|u| u.password_hash.clone());
     // Unknown users are checked against a hash costing what a configured user's costs.
     let template = config.users.iter().find_map(|u| u.password_hash.clone());
-    let verified = password::verify(login.password, hash, template).await;
+    let verified = password::verify(&slot, login.password, hash, template).await;
     // The user must also still resolve to an identity (it always does for a configured one).
     let entry = runtime.directory.user(&login.username);
     let (true, Some(entry)) = (verified, entry) else {
         state
             .limiter
             .record_failure(&keys, max, window, Instant::now());
-        tracing::info!(user = %login.username, "password login failed");
+        tracing::info!(user = %shown, "password login failed");
         return respond(&Status::unauthorized(), &head);
     };
     state.limiter.clear(&user_key);
+    drop(slot);
     let secret = match AccessKeySecret::generate() {
         Ok(s) => s,
         Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),
@@ -491,4 +517,30 @@ async fn logout(
         json(StatusCode::OK, &serde_json::json!({"loggedOut": true})),
         &session::clear_cookie(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that sends one byte and then nothing, never ending: a client that stalled.
+    fn stalled() -> impl http_body::Body<Data = Bytes, Error = std::convert::Infallible> {
+        let first =
+            futures_util::stream::iter([Ok(http_body::Frame::data(Bytes::from_static(b"{")))]);
+        http_body_util::StreamBody::new(futures_util::StreamExt::chain(
+            first,
+            futures_util::stream::pending(),
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_login_body_times_out_with_a_status() {
+        let started = tokio::time::Instant::now();
+        let err = read_json::<serde_json::Value, _>(stalled())
+            .await
+            .unwrap_err();
+        assert_eq!(started.elapsed(), crate::management::BODY_READ_TIMEOUT);
+        assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+        assert_eq!(err.message, "timed out reading the request body");
+    }
 }

@@ -5,11 +5,39 @@
 //! takes as long as for a real user and does not tell which names exist.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
+
+/// Password checks that may run at once. Each one holds a blocking thread for tens of
+/// milliseconds and argon2's memory cost (19 MiB with the default parameters): unbounded, a
+/// burst of logins, which need no credential, could take hundreds of threads and gigabytes.
+fn slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cpus.clamp(1, 8))
+    });
+    &SLOTS
+}
+
+/// How long a login waits for a free check slot before it is told to come back.
+const SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The right to run one password check, held until the login has recorded its outcome (so the
+/// failed-login limit cannot be outrun by logins checked side by side).
+pub(crate) struct CheckSlot(#[allow(dead_code)] tokio::sync::SemaphorePermit<'static>);
+
+/// Waits (at most [`SLOT_WAIT`]) for a check slot; `None` when every slot stayed busy.
+pub(crate) async fn check_slot() -> Option<CheckSlot> {
+    tokio::time::timeout(SLOT_WAIT, slots().acquire())
+        .await
+        .ok()?
+        .ok()
+        .map(CheckSlot)
+}
 
 /// An argon2 instance with the algorithm, version and parameters of `template`.
 fn argon2_like(template: &PasswordHash) -> Option<Argon2<'static>> {
@@ -48,8 +76,9 @@ fn dummy_hash(template: Option<&str>) -> Option<String> {
 
 /// Verifies `password` against `hash` (a PHC string), or, when `hash` is `None`, against a
 /// dummy hash with the parameters of `template`; `true` only for a real hash that matches.
-/// Comparison is the argon2 crate's constant-time one.
+/// Comparison is the argon2 crate's constant-time one. The caller holds a [`CheckSlot`].
 pub(crate) async fn verify(
+    _slot: &CheckSlot,
     password: String,
     hash: Option<String>,
     template: Option<String>,

@@ -17,7 +17,7 @@ use crate::access::forbidden_status;
 use crate::authn::Caller;
 use crate::service::{Runtime, Shared, respond};
 
-pub(crate) use request::json_response;
+pub(crate) use request::{BODY_READ_TIMEOUT, json_response};
 pub(crate) use tokens::generated_key_name;
 
 /// Serves one management API request for an authenticated caller.

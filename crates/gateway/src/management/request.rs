@@ -77,6 +77,10 @@ fn field_validation(req: &Request<RequestBody>) -> Result<FieldValidation, Box<S
 /// is still sending sees the answer instead of a reset connection.
 const DRAIN_BYTES: usize = 8 * 1024 * 1024;
 
+/// How long a request body the gateway reads itself (management objects, logins) may take to
+/// arrive: a client that stops sending must not hold its connection and handler forever.
+pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 enum BodyError {
     TooLarge,
     Read(String),
@@ -101,7 +105,7 @@ async fn read_bounded(mut body: RequestBody) -> Result<Bytes, BodyError> {
         }
         Ok(())
     };
-    match tokio::time::timeout(std::time::Duration::from_secs(30), read).await {
+    match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
         Ok(Ok(())) if seen <= MAX_BODY_BYTES => Ok(buf.freeze()),
         Ok(Ok(())) | Err(_) if seen > MAX_BODY_BYTES => Err(BodyError::TooLarge),
         Ok(Err(e)) => Err(e),
