@@ -79,7 +79,9 @@ pub struct State {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// A consistent snapshot of the whole state.
     fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>>;
-    /// Creates an access key; fails if the name exists.
+    /// Creates an access key; fails if the name exists. Keys that expired before the new key's
+    /// `created_at` may be forgotten on the way (the file store does: every password login
+    /// creates a key, and without that the state would only grow).
     fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Deletes an access key; `false` if there was none.
     fn delete_access_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
@@ -199,6 +201,9 @@ impl Store for FileStore {
     fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             self.update(|s| {
+                let now = key.created_at;
+                s.access_keys
+                    .retain(|_, k| k.expires_at.is_none_or(|at| at > now));
                 if s.access_keys.contains_key(&key.name) {
                     return Err(StoreError::AlreadyExists {
                         kind: "accesskey",
@@ -323,6 +328,38 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn creating_a_key_forgets_the_ones_expired_by_then() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        let expiring = |name: &str, created_at: i64, expires_at: Option<i64>| StoredAccessKey {
+            created_at,
+            expires_at,
+            ..key(name)
+        };
+        for k in [
+            expiring("gone", 1, Some(5)),
+            expiring("later", 1, Some(50)),
+            expiring("forever", 1, None),
+        ] {
+            store.create_access_key(k).await.unwrap();
+        }
+        store
+            .create_access_key(expiring("new", 10, None))
+            .await
+            .unwrap();
+        let names: Vec<String> = FileStore::open(&dir)
+            .unwrap()
+            .snapshot()
+            .await
+            .unwrap()
+            .access_keys
+            .into_keys()
+            .collect();
+        assert_eq!(names, ["forever", "later", "new"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -604,6 +604,23 @@ async fn owned_access_keys_and_narrowing() {
         )
         .await;
     assert_eq!(broader.status, 403, "{}", broader.body);
+    // A ttl whose expiry would not fit in an i64 is refused, not stored wrapped around (the
+    // key then looked created for 292 billion years and was expired from its first use).
+    let forever = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"forever"},"spec":{"ttl":9223372036854775807}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (forever.status, forever.body.trim_end()),
+        (
+            400,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"spec.ttl 9223372036854775807 is too large: the key would expire after the year 292277026596","reason":"BadRequest","code":400}"#
+        )
+    );
     // Deleting revokes.
     let del = http::Request::delete(format!("{keys}/mine"))
         .header("authorization", format!("Bearer {SCOPED_KEY}"))

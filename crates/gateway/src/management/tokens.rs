@@ -162,7 +162,9 @@ fn owned_object(key: &StoredAccessKey) -> OwnedAccessKey {
         description: key.description.clone().unwrap_or_default(),
         user: key.user.clone(),
         disabled: key.disabled,
-        ttl: key.expires_at.map_or(0, |e| e - key.created_at),
+        ttl: key
+            .expires_at
+            .map_or(0, |e| e.saturating_sub(key.created_at)),
         scope: key.scope.clone(),
         r#type: AccessKeyType::from(key.key_type.as_str()),
         ..AccessKeySpec::default()
@@ -227,6 +229,17 @@ pub(super) async fn create_owned_access_key(
         Err(e) => return fail(Status::internal_error(&e.to_string())),
     };
     let created_at = now() as i64;
+    let expires_at = match object.spec.ttl {
+        0 => None,
+        ttl => match created_at.checked_add(ttl) {
+            Some(at) => Some(at),
+            None => {
+                return fail(Status::bad_request(format!(
+                    "spec.ttl {ttl} is too large: the key would expire after the year 292277026596"
+                )));
+            }
+        },
+    };
     let key_type = match object.spec.r#type.as_str() {
         "" => "User".to_owned(),
         other => other.to_owned(),
@@ -241,7 +254,7 @@ pub(super) async fn create_owned_access_key(
         description: (!object.spec.description.is_empty()).then(|| object.spec.description.clone()),
         scope,
         created_at,
-        expires_at: (object.spec.ttl > 0).then(|| created_at + object.spec.ttl),
+        expires_at,
         disabled: object.spec.disabled,
         uid: uuid::Uuid::new_v4().to_string(),
     };
