@@ -647,15 +647,7 @@ where
             }
         };
         if stream.connected().is_negotiated_h2() {
-            // Pings find a connection whose path died without a FIN or RST (a node powered
-            // off, NAT or load-balancer state lost): without them its open watches and the
-            // streams given to new ones would wait forever. client-go's transport pings after
-            // 30 s without a frame and gives up 15 s later; so does this one.
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(hyper_util::rt::TokioTimer::new())
-                .keep_alive_interval(crate::upstream::KEEPALIVE_IDLE)
-                .keep_alive_timeout(crate::upstream::KEEPALIVE_PROBE_TIMEOUT)
-                .keep_alive_while_idle(true)
+            let (sender, conn) = h2_client()
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
@@ -901,6 +893,21 @@ fn reap_once<B>(conns: &mut Conns<B>, limit: u32) {
     });
 }
 
+/// The h2 client every upstream connection that negotiated h2 is made with. Its pings find a
+/// connection whose path died without a FIN or RST (a node powered off, NAT or load-balancer
+/// state lost): without them its open watches, and the streams new ones are given, would wait
+/// forever. client-go's transport pings after 30 s without a frame and gives up 15 s later; so
+/// does this one.
+fn h2_client() -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(crate::upstream::KEEPALIVE_IDLE)
+        .keep_alive_timeout(crate::upstream::KEEPALIVE_PROBE_TIMEOUT)
+        .keep_alive_while_idle(true);
+    builder
+}
+
 /// Takes the slot of an idle HTTP/1.1 connection that is ready for a request off the idle
 /// stack, if there is one. Closed connections met on the way are forgotten; ones given back
 /// before hyper finished their exchange stay idle, moved under the rest to be looked at again
@@ -1010,6 +1017,104 @@ mod tests {
         let (slot, conns) = take_ready_idle_within_a_deadline(conns);
         assert_eq!(slot, Some(2));
         assert_eq!(conns.idle, [1]);
+    }
+
+    /// One end of a pipe that goes silent once `stalled` is set: reads and writes never complete,
+    /// as on a path that died without a FIN or RST.
+    struct Stallable {
+        io: tokio::io::DuplexStream,
+        stalled: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Stallable {
+        fn live(&self) -> bool {
+            !self.stalled.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl tokio::io::AsyncRead for Stallable {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if !self.live() {
+                return std::task::Poll::Pending;
+            }
+            std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl tokio::io::AsyncWrite for Stallable {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if !self.live() {
+                return std::task::Poll::Pending;
+            }
+            std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_h2_connection_whose_peer_went_silent_is_closed_by_its_pings() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let stalled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = Stallable {
+            io: server,
+            stalled: Arc::clone(&stalled),
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(server), service)
+                .await;
+        });
+        let (mut sender, conn) = h2_client()
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(client))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let request = || {
+            Request::builder()
+                .uri("http://upstream/api")
+                .body(Empty::new())
+                .unwrap()
+        };
+        sender.ready().await.unwrap();
+        assert_eq!(sender.send_request(request()).await.unwrap().status(), 200);
+        // The path dies with a watch open on it: nothing more arrives, nothing says so.
+        stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+        let watch = tokio::spawn(sender.send_request(request()));
+        // 30 s of silence, a PING, 15 s without its ACK: the connection is given up, and the
+        // watch fails instead of waiting forever (paused time: this takes no real time).
+        let started = tokio::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(120), conn).await;
+        assert!(ended.is_ok(), "the connection was never given up");
+        let after = started.elapsed();
+        assert!(
+            after >= crate::upstream::KEEPALIVE_IDLE && after <= Duration::from_secs(60),
+            "given up after {after:?}"
+        );
+        assert!(watch.await.unwrap().is_err());
     }
 
     #[tokio::test]
