@@ -246,18 +246,85 @@ fn respond_unit(status: &Status, req: &Request<()>) -> Response<ProxyBody> {
     status.response_for(req.uri(), req.headers())
 }
 
-/// Adds `Warning: 299 - "<text>"` headers.
+/// Adds `Warning: 299 - "<text>"` headers for `warnings`, as kube-apiserver's warning recorder
+/// writes them (see [`warning_headers`]).
 pub(super) fn with_warnings(
     mut res: Response<ProxyBody>,
     warnings: &[String],
 ) -> Response<ProxyBody> {
-    for w in warnings {
-        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
-        if let Ok(v) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+    for header in warning_headers(warnings, WARNING_TOTAL_RUNES, WARNING_ITEM_RUNES) {
+        if let Ok(v) = http::HeaderValue::from_str(&header) {
             res.headers_mut().append(http::header::WARNING, v);
         }
     }
     res
+}
+
+/// kube-apiserver's bound on the text of a response's warnings, in characters (apiserver
+/// `filters/warning.go`): past it, every warning is cut to [`WARNING_ITEM_RUNES`]...
+const WARNING_TOTAL_RUNES: usize = 4 * 1024;
+/// ...and the ones that no longer fit are left out.
+const WARNING_ITEM_RUNES: usize = 256;
+
+/// The `Warning` header values kube-apiserver's recorder ends up with after being handed
+/// `texts` in order: empty and repeated texts are skipped, texts with control characters make
+/// no header; once the texts exceed `total` characters, every one (those already written
+/// included) is cut to `item` characters, and once the cut texts exceed `total` too, the rest
+/// are dropped. So a body with a million unknown fields answers with a few KiB of warnings.
+fn warning_headers(texts: &[String], total: usize, item: usize) -> Vec<String> {
+    let header = |text: &str| {
+        (!text.chars().any(char::is_control)).then(|| {
+            format!(
+                "299 - \"{}\"",
+                text.replace('\\', "\\\\").replace('"', "\\\"")
+            )
+        })
+    };
+    fn cut(text: &str, item: usize) -> (&str, usize) {
+        match text.char_indices().nth(item) {
+            Some((at, _)) => (&text[..at], item),
+            None => (text, text.chars().count()),
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut ordered: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    let mut written = 0;
+    let mut truncating = false;
+    for text in texts.iter().map(String::as_str) {
+        if truncating && written >= total {
+            break;
+        }
+        if text.is_empty() || !seen.insert(text) {
+            continue;
+        }
+        ordered.push(text);
+        let (shown, runes) = if truncating {
+            cut(text, item)
+        } else {
+            (text, text.chars().count())
+        };
+        let Some(h) = header(shown) else {
+            continue;
+        };
+        if truncating || written + runes <= total {
+            written += runes;
+            out.push(h);
+            continue;
+        }
+        // Over the bound: start again from the first, every text cut.
+        truncating = true;
+        written = 0;
+        out.clear();
+        for earlier in &ordered {
+            let (shown, runes) = cut(earlier, item);
+            if let Some(h) = header(shown) {
+                written += runes;
+                out.push(h);
+            }
+        }
+    }
+    out
 }
 
 /// Whether the client asked for a `meta.k8s.io/v1` Table (kubectl's human-readable `get`).
@@ -345,4 +412,62 @@ fn table(items: Vec<serde_json::Value>) -> serde_json::Value {
         ],
         "rows": rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // apiserver's TestTruncation (filters/warning_test.go), bounds 25 and 5.
+    #[test]
+    fn warnings_are_deduplicated_and_truncated_as_kube_does() {
+        let add = |texts: &[&str]| -> Vec<String> {
+            let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+            warning_headers(&texts, 25, 5)
+        };
+        let first = ["aaaaaaaaaa", "aaaaaaaaaa", "bb", "ccc", "Iñtërnâtiô"];
+        assert_eq!(
+            add(&first),
+            [
+                "299 - \"aaaaaaaaaa\"",
+                "299 - \"bb\"",
+                "299 - \"ccc\"",
+                "299 - \"Iñtërnâtiô\""
+            ]
+        );
+        let all = [
+            &first[..],
+            &["e", "ffffffffff", "ffffffffff", "gggggggggg", "h"],
+        ]
+        .concat();
+        assert_eq!(
+            add(&all),
+            [
+                "299 - \"aaaaa\"",
+                "299 - \"bb\"",
+                "299 - \"ccc\"",
+                "299 - \"Iñtër\"",
+                "299 - \"e\"",
+                "299 - \"fffff\"",
+                "299 - \"ggggg\""
+            ]
+        );
+        // Quotes and backslashes escaped; control characters make no header; empty skipped.
+        assert_eq!(add(&["a\"b\\c", "my\ntext", ""]), ["299 - \"a\\\"b\\\\c\""]);
+    }
+
+    #[test]
+    fn a_million_unknown_fields_answer_with_a_few_kib_of_warnings() {
+        let texts: Vec<String> = (0..1_000_000)
+            .map(|i| format!("unknown field \"f{i}\""))
+            .collect();
+        let headers = warning_headers(&texts, WARNING_TOTAL_RUNES, WARNING_ITEM_RUNES);
+        let bytes: usize = headers.iter().map(String::len).sum();
+        assert!(
+            bytes < 16 * 1024,
+            "{bytes} bytes in {} headers",
+            headers.len()
+        );
+        assert_eq!(headers[0], "299 - \"unknown field \\\"f0\\\"\"");
+    }
 }
