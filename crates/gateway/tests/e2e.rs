@@ -621,6 +621,21 @@ async fn owned_access_keys_and_narrowing() {
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"spec.ttl 9223372036854775807 is too large: the key would expire after the year 292277026596","reason":"BadRequest","code":400}"#
         )
     );
+    // A key is stored with the whole state on every change: kubegate keeps each one small.
+    let big = format!(
+        r#"{{"metadata":{{"name":"big"}},"spec":{{"description":"{}"}}}}"#,
+        "d".repeat(70 * 1024)
+    );
+    let too_big = client
+        .post(&keys, SCOPED_KEY, "application/json", big.into_bytes())
+        .await;
+    assert_eq!(
+        (too_big.status, too_big.body.trim_end()),
+        (
+            400,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the access key is too large to store: 72024 bytes, at most 65536 (spec.displayName, spec.description and spec.scope)","reason":"BadRequest","code":400}"#
+        )
+    );
     // Deleting revokes.
     let del = http::Request::delete(format!("{keys}/mine"))
         .header("authorization", format!("Bearer {SCOPED_KEY}"))

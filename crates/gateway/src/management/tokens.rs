@@ -258,6 +258,9 @@ pub(super) async fn create_owned_access_key(
         disabled: object.spec.disabled,
         uid: uuid::Uuid::new_v4().to_string(),
     };
+    if let Err(status) = within_key_limits(ctx, &stored, created_at).await {
+        return fail(*status);
+    }
     match ctx.shared.store.create_access_key(stored.clone()).await {
         Ok(()) => {}
         Err(crate::error::StoreError::AlreadyExists { .. }) => {
@@ -308,6 +311,47 @@ pub(crate) fn generated_key_name(prefix: &str, user: &str) -> String {
         (false, true) => format!("{prefix}-{}", short_id()),
         (false, false) => format!("{prefix}-{user}-{}", short_id()),
     }
+}
+
+/// The most a stored access key may take as JSON (its display name, description and scope are
+/// the caller's text). Loft publishes no such limit; kube objects stop at ≈ 1.5 MiB in etcd,
+/// and a key is rewritten with the whole state file on every change, so kubegate keeps keys
+/// small.
+const MAX_STORED_KEY_BYTES: usize = 64 * 1024;
+/// The most unexpired keys one user may own through this API (password-login keys, which
+/// expire after `auth.sessionTtlSeconds`, are not counted).
+const MAX_KEYS_PER_USER: usize = 1000;
+
+/// Refuses a key that is too large to store, or one more than its owner may have.
+async fn within_key_limits(
+    ctx: &Ctx<'_>,
+    stored: &StoredAccessKey,
+    now: i64,
+) -> Result<(), Box<Status>> {
+    let bytes = serde_json::to_vec(stored).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_STORED_KEY_BYTES {
+        return Err(Box::new(Status::bad_request(format!(
+            "the access key is too large to store: {bytes} bytes, at most {MAX_STORED_KEY_BYTES} (spec.displayName, spec.description and spec.scope)"
+        ))));
+    }
+    let owned = own_keys(ctx)
+        .await
+        .map_err(Box::new)?
+        .into_iter()
+        .filter(|k| k.key_type != "Login" && k.expires_at.is_none_or(|at| at > now))
+        .count();
+    if owned >= MAX_KEYS_PER_USER {
+        return Err(Box::new(Status::forbidden(
+            GROUP,
+            "ownedaccesskeys",
+            &stored.name,
+            &format!(
+                "user {:?} already owns {owned} access keys, the most one user may own",
+                stored.user
+            ),
+        )));
+    }
+    Ok(())
 }
 
 fn short_id() -> String {
