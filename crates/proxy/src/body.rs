@@ -1,6 +1,7 @@
 //! Response bodies: the forwarded upstream stream or a locally generated error, and a wrapper
 //! that runs a guard's `Drop` when the body ends.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,6 +32,9 @@ pin_project! {
         // the body is dropped.
         Upstream { #[pin] body: Incoming, lease: Option<Lease> },
         Local { #[pin] body: Full<Bytes> },
+        // An upstream body that ends, however much is left, when `deadline` passes (boxed: the
+        // other variants stay as small as they were).
+        Deadlined { #[pin] body: Incoming, deadline: Pin<Box<tokio::time::Sleep>> },
     }
 }
 
@@ -58,6 +62,17 @@ impl From<Incoming> for ProxyBody {
 }
 
 impl ProxyBody {
+    /// `body`, cut off `limit` from now: a response streaming slower than that ends there
+    /// (hyper then closes the connection if the body was shorter than it announced).
+    pub(crate) fn with_deadline(body: Incoming, limit: std::time::Duration) -> Self {
+        ProxyBody {
+            kind: Kind::Deadlined {
+                body,
+                deadline: Box::pin(tokio::time::sleep(limit)),
+            },
+        }
+    }
+
     /// The body of a response from the pool, holding its connection until dropped.
     pub(crate) fn pooled(pooled: PooledBody) -> Self {
         ProxyBody {
@@ -79,6 +94,12 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project().kind.project() {
             KindProj::Upstream { body, .. } => body.poll_frame(cx),
+            KindProj::Deadlined { body, deadline } => {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                body.poll_frame(cx)
+            }
             KindProj::Local { body } => match body.poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(Some(Err(never))) => match never {},
@@ -90,14 +111,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream { body, .. } | Kind::Deadlined { body, .. } => body.is_end_stream(),
             Kind::Local { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream { body, .. } | Kind::Deadlined { body, .. } => body.size_hint(),
             Kind::Local { body } => body.size_hint(),
         }
     }

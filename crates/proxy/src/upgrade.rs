@@ -9,8 +9,9 @@
 //!   head are forwarded first);
 //! - non-101 below 400 → a 500 Status `invalid upgrade response: status code <n>`; the backend's
 //!   response (and any `Location`) is never forwarded (CVE-2020-8559);
-//! - 400 and above → that response and its body are forwarded with `Connection: close`, and both
-//!   connections end there: nothing is ever bridged after a failed upgrade (CVE-2018-1002105).
+//! - 400 and above → that response and its body (for at most 10 s, as kube-apiserver allows)
+//!   are forwarded with `Connection: close`, and both connections end there: nothing is ever
+//!   bridged after a failed upgrade (CVE-2018-1002105).
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, HeaderValue, TRANSFER_ENCODING, UPGRADE};
@@ -160,13 +161,21 @@ pub(crate) async fn forward_upgrade<B: Body>(
         ));
     }
     // ≥ 400: forward the error with its body, then close (CVE-2018-1002105). The backend
-    // connection closes once this body is done because its sender is gone.
+    // connection closes once this body is done because its sender is gone. kube-apiserver
+    // gives the echo 10 s; a backend still sending then is cut off, and both connections close.
     let (mut head, body) = backend_res.into_parts();
     headers::strip_response(&mut head.headers, false);
-    with_close(Response::from_parts(head, ProxyBody::from(body)))
+    with_close(Response::from_parts(
+        head,
+        ProxyBody::with_deadline(body, ERROR_ECHO_LIMIT),
+    ))
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// How long the backend's error response to an upgrade may take to pass through
+/// (apimachinery `UpgradeAwareHandler.tryUpgrade`'s read and write deadline).
+const ERROR_ECHO_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A fresh TCP (+ TLS, ALPN `http/1.1`) connection used for exactly one upgrade request.
 async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<ProxyBody>> {

@@ -365,3 +365,27 @@ async fn a_chunked_response_that_also_states_a_length_reaches_the_client_whole()
     assert_eq!(status, http::StatusCode::OK);
     assert_eq!(body, "abcdefghijklmnopqrstuvwxyz");
 }
+
+// kube-apiserver gives a backend's error answer to an upgrade 10 s to pass through. A backend
+// that sends the head of a 403 and then trickles (here: stops) must not hold the client's
+// connection: it ends once the 10 s are up, with whatever part of the body had arrived.
+#[tokio::test]
+async fn a_stalled_error_answer_to_an_upgrade_is_cut_off_after_10_s() {
+    let pki = Pki::new();
+    let response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\npartial".to_vec();
+    let backend = RawBackend::start(&pki, response, false).await;
+    let gw = gateway(&pki, backend.addr.port()).await;
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    tokio::time::timeout(FAILSAFE, c.read_to_end(&mut out))
+        .await
+        .expect("the gateway held the connection past the 10 s an error answer gets")
+        .unwrap_or_default();
+    let waited = started.elapsed();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
+    assert!(out.ends_with("partial"), "{out}");
+    assert!(waited >= Duration::from_secs(9), "cut off after {waited:?}");
+}
