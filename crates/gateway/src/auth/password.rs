@@ -32,7 +32,11 @@ pub(crate) struct CheckSlot(#[allow(dead_code)] tokio::sync::SemaphorePermit<'st
 
 /// Waits (at most [`SLOT_WAIT`]) for a check slot; `None` when every slot stayed busy.
 pub(crate) async fn check_slot() -> Option<CheckSlot> {
-    tokio::time::timeout(SLOT_WAIT, slots().acquire())
+    slot_of(slots()).await
+}
+
+async fn slot_of(slots: &'static tokio::sync::Semaphore) -> Option<CheckSlot> {
+    tokio::time::timeout(SLOT_WAIT, slots.acquire())
         .await
         .ok()?
         .ok()
@@ -113,6 +117,24 @@ fn verify_blocking(password: &[u8], hash: Option<&str>, template: Option<&str>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_login_waits_for_a_check_slot_at_most_two_seconds() {
+        let one: &'static tokio::sync::Semaphore =
+            Box::leak(Box::new(tokio::sync::Semaphore::new(1)));
+        let held = slot_of(one).await.expect("a free slot is taken at once");
+        let started = tokio::time::Instant::now();
+        assert!(
+            slot_of(one).await.is_none(),
+            "no slot while the only one is held"
+        );
+        assert_eq!(started.elapsed(), SLOT_WAIT);
+        // A slot given back within the wait is taken.
+        let waiting = tokio::spawn(slot_of(one));
+        tokio::time::sleep(SLOT_WAIT / 2).await;
+        drop(held);
+        assert!(waiting.await.unwrap().is_some());
+    }
 
     #[test]
     fn verifies_phc_strings() {
