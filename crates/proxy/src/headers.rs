@@ -1,7 +1,7 @@
 //! Header surgery for forwarding: what a client may not send upstream, what the gateway adds.
 
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
+use http::header::{AUTHORIZATION, CONNECTION, HOST, HeaderName, HeaderValue, TE, UPGRADE};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::ext::Identity;
@@ -31,12 +31,21 @@ pub(crate) fn escape_extra_key(key: &str) -> String {
 }
 
 /// Headers that describe one hop and never cross a proxy (RFC 9110 §7.6.1 + the legacy
-/// `Keep-Alive`/`Proxy-Connection`). `Upgrade` is handled separately.
+/// `Keep-Alive`/`Proxy-Connection`). `Upgrade` is handled separately. `Trailer` is end to end
+/// (RFC 9110 §6.6.2): it announces the trailer fields, and hyper sends an HTTP/1.1 peer only
+/// the ones announced.
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
         name,
-        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding"
+        "connection" | "keep-alive" | "te" | "transfer-encoding"
     ) || name.starts_with("proxy-")
+}
+
+/// Whether a `TE` value lists `trailers` (a comma list, any case).
+fn accepts_trailers(te: &HeaderValue) -> bool {
+    te.as_bytes()
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
 }
 
 /// `httpstream.IsUpgradeRequest`: any `Connection` value containing `upgrade`, case-insensitively.
@@ -62,14 +71,18 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 /// Removes from a client request everything that must not reach an upstream: hop-by-hop headers
 /// (and those `Connection` names), `Host`, `Authorization`, every `Impersonate-*` and
 /// `X-Remote-*`. For upgrades, `Connection: Upgrade` and `Upgrade` are re-set afterwards by the
-/// caller. Returns the client's single `Authorization` value (for passthrough mode).
+/// caller. A client that accepts trailers (`TE` listing `trailers`) keeps saying so with
+/// `TE: trailers` alone, as Go's ReverseProxy does: an upstream may then send them. Returns the
+/// client's single `Authorization` value (for passthrough mode).
 pub(crate) fn strip_request(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let nominated = connection_tokens(headers);
     let auth = single_authorization(headers);
+    let mut te = false;
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
+            te |= n == "te";
             is_hop_by_hop(n)
                 || n == "upgrade"
                 || n == "host"
@@ -80,8 +93,12 @@ pub(crate) fn strip_request(headers: &mut HeaderMap) -> Option<HeaderValue> {
         })
         .cloned()
         .collect();
+    let trailers = te && headers.get_all(TE).iter().any(accepts_trailers);
     for name in doomed {
         headers.remove(&name);
+    }
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
     auth
 }
@@ -335,8 +352,35 @@ mod tests {
         left.sort();
         assert_eq!(
             left,
-            ["accept", "audit-id", "content-length", "content-type"]
+            [
+                "accept",
+                "audit-id",
+                "content-length",
+                "content-type",
+                "te",
+                "trailer"
+            ]
         );
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["trailer"], "x-checksum");
+    }
+
+    #[test]
+    fn te_is_reduced_to_trailers_or_removed() {
+        for (sent, kept) in [
+            (vec!["gzip, Trailers"], Some("trailers")),
+            (vec!["gzip", " trailers "], Some("trailers")),
+            (vec!["gzip"], None),
+            (vec!["trailersx"], None),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in &sent {
+                h.append(TE, HeaderValue::from_str(v).unwrap());
+            }
+            strip_request(&mut h);
+            assert_eq!(h.get(TE).map(|v| v.to_str().unwrap()), kept, "{sent:?}");
+            assert!(h.get_all(TE).iter().count() <= 1);
+        }
     }
 
     #[test]

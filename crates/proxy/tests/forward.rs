@@ -516,6 +516,53 @@ async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
     assert_eq!(backend.seen()[0].version, http::Version::HTTP_2);
 }
 
+// HTTP/1.1 on both sides: hyper sends trailers only to a peer that said `TE: trailers` and
+// only the fields a `Trailer` header announced, so both must cross the gateway (Go's
+// ReverseProxy keeps `TE: trailers` and announces trailers too).
+#[tokio::test]
+async fn trailers_reach_an_http1_client_from_an_http1_upstream() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |req| async move {
+        let te = req
+            .headers()
+            .get("te")
+            .map(|v| v.to_str().unwrap_or("").to_owned());
+        let frames = vec![
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(Bytes::from_static(
+                b"hello",
+            ))),
+            Ok(Frame::trailers({
+                let mut t = http::HeaderMap::new();
+                t.insert("x-checksum", http::HeaderValue::from_static("abc"));
+                t
+            })),
+        ];
+        let mut res = Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed());
+        res.headers_mut()
+            .insert("trailer", http::HeaderValue::from_static("x-checksum"));
+        if let Some(te) = te {
+            res.headers_mut()
+                .insert("x-te-seen", http::HeaderValue::from_str(&te).unwrap());
+        }
+        res
+    })
+    .await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/version"))
+        .header("te", "gzip, trailers")
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-te-seen"], "trailers");
+    assert_eq!(res.headers()["trailer"], "x-checksum");
+    let collected = res.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["x-checksum"], "abc");
+    assert_eq!(collected.to_bytes(), "hello");
+    assert_eq!(backend.seen()[0].version, http::Version::HTTP_11);
+}
+
 #[tokio::test]
 async fn responses_stream_without_buffering_and_client_disconnect_reaches_upstream() {
     let pki = Pki::new();
