@@ -21,7 +21,9 @@
 #
 # `PROXY_LOAD_BIN=target/release/examples/proxy_load` counts a `--release` build instead.
 #
-# `CLIENT=HTTPS` counts the case with TLS clients instead of plain-HTTP ones.
+# `CLIENT=HTTPS` counts the case with TLS clients instead of plain-HTTP ones. `CASE=<title>`
+# counts another case of the bench (its `PROXY_LOAD_ONLY` text), e.g. `CASE="64 streams"` for
+# HTTP/2 clients.
 #
 # Needs valgrind (`apt-get install -y valgrind`). The callgrind profile is left in
 # /tmp/kubegate-instructions-<proto>.out for `callgrind_annotate --inclusive=yes`. nginx's own
@@ -40,7 +42,7 @@ if [ "$proto" = reference ]; then
   reference=${PROXY_LOAD_REFERENCE_GATEWAY:-target/dist/examples/gateway}
   [ -x "$reference" ] || { echo "no reference gateway at $reference: build it first" >&2; exit 1; }
 fi
-env "$wrap=$callgrind" PROXY_LOAD_REFERENCE_GATEWAY="$reference" PROXY_LOAD_H2_FOR_EVERY_REQUEST="${PROXY_LOAD_H2_FOR_EVERY_REQUEST:-1}" PROXY_LOAD_ONLY="64 connections, $client" \
+env "$wrap=$callgrind" PROXY_LOAD_REFERENCE_GATEWAY="$reference" PROXY_LOAD_H2_FOR_EVERY_REQUEST="${PROXY_LOAD_H2_FOR_EVERY_REQUEST:-1}" PROXY_LOAD_ONLY="${CASE:-64 connections, $client}" \
   setsid taskset -c 0 "$bin" 30 >/tmp/kubegate-cg-bench.out 2>&1 &
 bench=$!
 # setsid made the bench a process group of its own: stop all of it (upstream, proxies) at exit.
