@@ -955,6 +955,7 @@ mod tests {
         (sender, task, server)
     }
 
+    /// A pool holding these HTTP/1.1 connections, in slots 0, 1, …; none marked idle yet.
     fn idle_h1(senders: Vec<http1::SendRequest<Empty<Bytes>>>) -> Conns<Empty<Bytes>> {
         Conns {
             h1: senders
@@ -1122,21 +1123,10 @@ mod tests {
         let (a, _a_task, _a_server) = connection().await;
         let (b, b_task, _b_server) = connection().await;
         let (c, _c_task, _c_server) = connection().await;
-        let mut conns: Conns<Empty<Bytes>> = Conns {
-            h1: [a, b, c]
-                .into_iter()
-                .map(|sender| {
-                    Some(H1 {
-                        sender,
-                        idle_periods: 0,
-                    })
-                })
-                .collect(),
-            // `c` is leased: not idle, so never reaped.
-            idle: vec![0, 1],
-            reaping: true,
-            ..Conns::default()
-        };
+        let mut conns = idle_h1(vec![a, b, c]);
+        // `c` is leased: not idle, so never reaped.
+        conns.idle = vec![0, 1];
+        conns.reaping = true;
         // `b`'s connection ends: forgotten at the next period.
         b_task.abort();
         let _ = b_task.await;
