@@ -328,25 +328,33 @@ async fn within_key_limits(
     stored: &StoredAccessKey,
     now: i64,
 ) -> Result<(), Box<Status>> {
+    let owned = own_keys(ctx).await.map_err(Box::new)?;
+    key_limits(stored, &owned, now)
+}
+
+/// [`within_key_limits`] over the keys `stored`'s owner already has.
+fn key_limits(
+    stored: &StoredAccessKey,
+    owned: &[StoredAccessKey],
+    now: i64,
+) -> Result<(), Box<Status>> {
     let bytes = serde_json::to_vec(stored).map_or(usize::MAX, |v| v.len());
     if bytes > MAX_STORED_KEY_BYTES {
         return Err(Box::new(Status::bad_request(format!(
             "the access key is too large to store: {bytes} bytes, at most {MAX_STORED_KEY_BYTES} (spec.displayName, spec.description and spec.scope)"
         ))));
     }
-    let owned = own_keys(ctx)
-        .await
-        .map_err(Box::new)?
-        .into_iter()
+    let counted = owned
+        .iter()
         .filter(|k| k.key_type != "Login" && k.expires_at.is_none_or(|at| at > now))
         .count();
-    if owned >= MAX_KEYS_PER_USER {
+    if counted >= MAX_KEYS_PER_USER {
         return Err(Box::new(Status::forbidden(
             GROUP,
             "ownedaccesskeys",
             &stored.name,
             &format!(
-                "user {:?} already owns {owned} access keys, the most one user may own",
+                "user {:?} already owns {counted} access keys, the most one user may own",
                 stored.user
             ),
         )));
@@ -438,5 +446,46 @@ pub(super) async fn delete_owned_access_key(
                 req,
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, key_type: &str, expires_at: Option<i64>) -> StoredAccessKey {
+        StoredAccessKey {
+            name: name.into(),
+            user: "alice".into(),
+            sha256: "0".repeat(64),
+            key_type: key_type.into(),
+            display_name: None,
+            description: None,
+            scope: None,
+            created_at: 1,
+            expires_at,
+            disabled: false,
+            uid: "u".into(),
+        }
+    }
+
+    #[test]
+    fn a_user_may_own_a_thousand_unexpired_api_keys_and_no_more() {
+        let now = 100;
+        let mut owned: Vec<StoredAccessKey> = (0..MAX_KEYS_PER_USER - 1)
+            .map(|i| key(&format!("k{i}"), "User", None))
+            .collect();
+        // Expired keys and login keys are not counted.
+        owned.push(key("old", "User", Some(now)));
+        owned.extend((0..50).map(|i| key(&format!("login-{i}"), "Login", Some(now + 60))));
+        let new = key("new", "User", None);
+        assert!(key_limits(&new, &owned, now).is_ok());
+        owned.push(key("last", "User", Some(now + 1)));
+        let refused = key_limits(&new, &owned, now).unwrap_err();
+        assert_eq!(refused.code, 403);
+        assert_eq!(
+            refused.message,
+            "ownedaccesskeys.management.loft.sh \"new\" is forbidden: user \"alice\" already owns 1000 access keys, the most one user may own"
+        );
     }
 }
