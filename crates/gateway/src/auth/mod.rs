@@ -385,6 +385,7 @@ async fn password_login(
             &head,
         );
     }
+    end_oldest_sessions(shared, &entry.name, created_at).await;
     if let Err(e) = shared.refresh_state().await {
         tracing::warn!(error = %e, "refreshing credentials after a password login failed");
     }
@@ -395,6 +396,48 @@ async fn password_login(
             access_key: secret.expose(),
         },
     )
+}
+
+/// Password-login keys (sessions) one user may hold unexpired; a login past that ends the
+/// oldest. Every login stores a key until `sessionTtlSeconds` runs out, so without a bound a
+/// script (or a stolen password) logging in again and again would grow the state file, which
+/// is rewritten whole on every change.
+const MAX_SESSIONS_PER_USER: usize = 100;
+
+/// The login keys of `user` that a login at `now` ends: the oldest beyond
+/// [`MAX_SESSIONS_PER_USER`] unexpired ones.
+fn sessions_to_end(keys: &[StoredAccessKey], user: &str, now: i64) -> Vec<String> {
+    let mut sessions: Vec<&StoredAccessKey> = keys
+        .iter()
+        .filter(|k| {
+            k.user == user && k.key_type == "Login" && k.expires_at.is_none_or(|at| at > now)
+        })
+        .collect();
+    let excess = sessions.len().saturating_sub(MAX_SESSIONS_PER_USER);
+    sessions.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+    sessions
+        .into_iter()
+        .take(excess)
+        .map(|k| k.name.clone())
+        .collect()
+}
+
+/// Ends the sessions of `user` beyond [`MAX_SESSIONS_PER_USER`], oldest first. A failure is
+/// logged: the login itself succeeded.
+async fn end_oldest_sessions(shared: &Shared, user: &str, now: i64) {
+    let keys = match shared.store.snapshot().await {
+        Ok(state) => state.access_keys.into_values().collect::<Vec<_>>(),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading sessions after a password login failed");
+            return;
+        }
+    };
+    for name in sessions_to_end(&keys, user, now) {
+        match shared.store.delete_access_key(&name).await {
+            Ok(_) => tracing::info!(user = %user, key = %name, "oldest session ended"),
+            Err(e) => tracing::warn!(error = %e, key = %name, "ending an old session failed"),
+        }
+    }
 }
 
 /// `login-<user>-<random>`, a DNS label like every key name.
@@ -531,6 +574,40 @@ mod tests {
             first,
             futures_util::stream::pending(),
         ))
+    }
+
+    #[test]
+    fn a_login_past_the_session_bound_ends_the_oldest_sessions() {
+        let login =
+            |name: &str, user: &str, created_at: i64, expires_at: Option<i64>| StoredAccessKey {
+                name: name.into(),
+                user: user.into(),
+                sha256: "0".repeat(64),
+                key_type: "Login".into(),
+                display_name: None,
+                description: None,
+                scope: None,
+                created_at,
+                expires_at,
+                disabled: false,
+                uid: "u".into(),
+            };
+        let now = 1_000;
+        let mut keys: Vec<StoredAccessKey> = (0..MAX_SESSIONS_PER_USER as i64)
+            .map(|i| login(&format!("s{i:03}"), "alice", 500 - i, Some(now + 60)))
+            .collect();
+        // Not alice's sessions, or not sessions at all, or expired: never counted or ended.
+        keys.push(login("bob", "bob", 1, Some(now + 60)));
+        keys.push(login("gone", "alice", 1, Some(now)));
+        keys.push(StoredAccessKey {
+            key_type: "User".into(),
+            ..login("api", "alice", 1, None)
+        });
+        assert!(sessions_to_end(&keys, "alice", now).is_empty());
+        keys.push(login("newest", "alice", now, Some(now + 43_200)));
+        keys.push(login("newer", "alice", now, Some(now + 43_200)));
+        // The two oldest of alice's 102 sessions: s099 (created at 401), then s098.
+        assert_eq!(sessions_to_end(&keys, "alice", now), ["s099", "s098"]);
     }
 
     #[tokio::test(start_paused = true)]
