@@ -47,6 +47,45 @@ pub struct StoredAccessKey {
     pub uid: String,
 }
 
+impl StoredAccessKey {
+    /// The `keyType` of the keys password logins create (sessions).
+    pub const LOGIN: &'static str = "Login";
+
+    /// Whether the key has not expired at `now` (Unix seconds).
+    pub fn is_live_at(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+
+    /// Whether a password login created the key.
+    pub fn is_login(&self) -> bool {
+        self.key_type == Self::LOGIN
+    }
+
+    /// A key of `user` for tests: the given type and times, everything else fixed.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        name: &str,
+        user: &str,
+        key_type: &str,
+        created_at: i64,
+        expires_at: Option<i64>,
+    ) -> Self {
+        StoredAccessKey {
+            name: name.into(),
+            user: user.into(),
+            sha256: "0".repeat(64),
+            key_type: key_type.into(),
+            display_name: None,
+            description: None,
+            scope: None,
+            created_at,
+            expires_at,
+            disabled: false,
+            uid: "u1".into(),
+        }
+    }
+}
+
 /// A revoked token id, remembered until the token would have expired anyway.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -202,8 +241,7 @@ impl Store for FileStore {
         Box::pin(async move {
             self.update(|s| {
                 let now = key.created_at;
-                s.access_keys
-                    .retain(|_, k| k.expires_at.is_none_or(|at| at > now));
+                s.access_keys.retain(|_, k| k.is_live_at(now));
                 if s.access_keys.contains_key(&key.name) {
                     return Err(StoreError::AlreadyExists {
                         kind: "accesskey",
@@ -259,19 +297,7 @@ mod tests {
     use super::*;
 
     fn key(name: &str) -> StoredAccessKey {
-        StoredAccessKey {
-            name: name.into(),
-            user: "alice".into(),
-            sha256: "0".repeat(64),
-            key_type: "User".into(),
-            display_name: None,
-            description: None,
-            scope: None,
-            created_at: 1,
-            expires_at: None,
-            disabled: false,
-            uid: "u1".into(),
-        }
+        StoredAccessKey::for_test(name, "alice", "User", 1, None)
     }
 
     #[tokio::test]
@@ -335,10 +361,8 @@ mod tests {
     async fn creating_a_key_forgets_the_ones_expired_by_then() {
         let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
         let store = FileStore::open(&dir).unwrap();
-        let expiring = |name: &str, created_at: i64, expires_at: Option<i64>| StoredAccessKey {
-            created_at,
-            expires_at,
-            ..key(name)
+        let expiring = |name: &str, created_at: i64, expires_at: Option<i64>| {
+            StoredAccessKey::for_test(name, "alice", "User", created_at, expires_at)
         };
         for k in [
             expiring("gone", 1, Some(5)),

@@ -368,7 +368,7 @@ async fn password_login(
         name: login_key_name(&entry.name),
         user: entry.name.clone(),
         sha256: secret.digest().to_hex(),
-        key_type: "Login".into(),
+        key_type: StoredAccessKey::LOGIN.into(),
         display_name: None,
         description: Some("created by password login".into()),
         scope: None,
@@ -409,9 +409,7 @@ const MAX_SESSIONS_PER_USER: usize = 100;
 fn sessions_to_end(keys: &[StoredAccessKey], user: &str, now: i64) -> Vec<String> {
     let mut sessions: Vec<&StoredAccessKey> = keys
         .iter()
-        .filter(|k| {
-            k.user == user && k.key_type == "Login" && k.expires_at.is_none_or(|at| at > now)
-        })
+        .filter(|k| k.user == user && k.is_login() && k.is_live_at(now))
         .collect();
     let excess = sessions.len().saturating_sub(MAX_SESSIONS_PER_USER);
     sessions.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
@@ -578,20 +576,9 @@ mod tests {
 
     #[test]
     fn a_login_past_the_session_bound_ends_the_oldest_sessions() {
-        let login =
-            |name: &str, user: &str, created_at: i64, expires_at: Option<i64>| StoredAccessKey {
-                name: name.into(),
-                user: user.into(),
-                sha256: "0".repeat(64),
-                key_type: "Login".into(),
-                display_name: None,
-                description: None,
-                scope: None,
-                created_at,
-                expires_at,
-                disabled: false,
-                uid: "u".into(),
-            };
+        let login = |name: &str, user: &str, created_at: i64, expires_at: Option<i64>| {
+            StoredAccessKey::for_test(name, user, StoredAccessKey::LOGIN, created_at, expires_at)
+        };
         let now = 1_000;
         let mut keys: Vec<StoredAccessKey> = (0..MAX_SESSIONS_PER_USER as i64)
             .map(|i| login(&format!("s{i:03}"), "alice", 500 - i, Some(now + 60)))

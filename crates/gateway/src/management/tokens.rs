@@ -346,7 +346,7 @@ fn key_limits(
     }
     let counted = owned
         .iter()
-        .filter(|k| k.key_type != "Login" && k.expires_at.is_none_or(|at| at > now))
+        .filter(|k| !k.is_login() && k.is_live_at(now))
         .count();
     if counted >= MAX_KEYS_PER_USER {
         return Err(Box::new(Status::forbidden(
@@ -454,19 +454,7 @@ mod tests {
     use super::*;
 
     fn key(name: &str, key_type: &str, expires_at: Option<i64>) -> StoredAccessKey {
-        StoredAccessKey {
-            name: name.into(),
-            user: "alice".into(),
-            sha256: "0".repeat(64),
-            key_type: key_type.into(),
-            display_name: None,
-            description: None,
-            scope: None,
-            created_at: 1,
-            expires_at,
-            disabled: false,
-            uid: "u".into(),
-        }
+        StoredAccessKey::for_test(name, "alice", key_type, 1, expires_at)
     }
 
     #[test]
@@ -477,7 +465,13 @@ mod tests {
             .collect();
         // Expired keys and login keys are not counted.
         owned.push(key("old", "User", Some(now)));
-        owned.extend((0..50).map(|i| key(&format!("login-{i}"), "Login", Some(now + 60))));
+        owned.extend((0..50).map(|i| {
+            key(
+                &format!("login-{i}"),
+                StoredAccessKey::LOGIN,
+                Some(now + 60),
+            )
+        }));
         let new = key("new", "User", None);
         assert!(key_limits(&new, &owned, now).is_ok());
         owned.push(key("last", "User", Some(now + 1)));
