@@ -139,7 +139,7 @@ pub async fn serve<S, B>(
                     if let Some(peer) = &peer {
                         req.extensions_mut().insert(peer.clone());
                     }
-                    service.clone().oneshot(req)
+                    call_when_ready(service.clone(), req)
                 });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), hyper_service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
@@ -153,6 +153,28 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// Calls `service` with `req`: at once when it is ready now, which every layer of the
+/// gateway's stack is, else through [`ServiceExt::oneshot`], which waits for it. Checking
+/// readiness first saves the request's trip through `Oneshot`'s two states (two moves of the
+/// request and of the whole stack's response future, ≈ 1 % of a small GET's CPU).
+fn call_when_ready<S, R>(
+    mut service: S,
+    req: R,
+) -> futures_util::future::Either<S::Future, tower::util::Oneshot<S, R>>
+where
+    S: Service<R, Error = std::convert::Infallible>,
+{
+    use futures_util::future::Either;
+    use std::task::{Context, Poll, Waker};
+    // A service that is not ready registers this no-op waker; `oneshot` polls it again with
+    // the connection task's own, which it must register then.
+    match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(())) => Either::Left(service.call(req)),
+        Poll::Ready(Err(never)) => match never {},
+        Poll::Pending => Either::Right(service.oneshot(req)),
     }
 }
 
