@@ -206,6 +206,7 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             client_cert_data: None,
             client_key_data: None,
             identity_mode: Default::default(),
+            oidc_audience: None,
             http2: None,
             http2_max_streams_per_connection: None,
             http1_connections_for_short_requests: None,

@@ -332,9 +332,17 @@ pub struct UpstreamConfig {
     /// Client key, base64 of PEM.
     #[serde(default)]
     pub client_key_data: Option<String>,
-    /// `impersonate` (default) or `passthrough`.
+    /// `impersonate` (default), `passthrough` or `oidc`.
     #[serde(default)]
     pub identity_mode: IdentityMode,
+    /// With `identityMode: oidc`, the audience (`aud`) of the tokens the gateway forwards: the
+    /// upstream's `--oidc-client-id`. Default `kubegate/<target>` (`kubegate/cluster/<name>`,
+    /// `kubegate/virtualcluster/<cluster>/<namespace>/<name>`,
+    /// `kubegate/project/<project>/virtualcluster/<name>`). Never the gateway's own audience
+    /// (`kubegate`), and never another upstream's: a token forwarded to one upstream must not
+    /// be accepted by the gateway or by any other upstream.
+    #[serde(default)]
+    pub oidc_audience: Option<String>,
     /// Whether pooled requests may use HTTP/2 (offered by ALPN; default true). `false` keeps
     /// every connection HTTP/1.1, e.g. behind a load balancer whose HTTP/2 misbehaves; exec,
     /// attach and port-forward always use HTTP/1.1.
@@ -374,6 +382,7 @@ impl std::fmt::Debug for UpstreamConfig {
                 &self.client_key_data.as_ref().map(|_| "<redacted>"),
             )
             .field("identity_mode", &self.identity_mode)
+            .field("oidc_audience", &self.oidc_audience)
             .field("http2", &self.http2)
             .field(
                 "http2_max_streams_per_connection",
@@ -730,6 +739,7 @@ impl Config {
                 check_upstream(&format!("{field}.upstream"), &v.upstream)?;
             }
         }
+        self.check_oidc_audiences()?;
         let mut users = BTreeSet::new();
         for (i, u) in self.users.iter().enumerate() {
             if u.name.is_empty() {
@@ -811,6 +821,72 @@ impl Config {
                 "audit.maxFiles",
                 format!("must be at most {MAX_AUDIT_FILES}"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Identity mode `oidc`: the token forwarded to an upstream is for that upstream alone, so
+    /// its audience is neither the gateway's own (`kubegate`, which the gateway and its agents
+    /// accept) nor another upstream's.
+    fn check_oidc_audiences(&self) -> Result<(), Problem> {
+        use crate::upstreams::UpstreamKey;
+        let agent = self.agent.iter().map(|a| {
+            (
+                "agent.upstream".to_owned(),
+                UpstreamKey::Cluster(a.cluster.clone()),
+                &a.upstream,
+            )
+        });
+        let clusters = self.clusters.iter().enumerate().map(|(i, c)| {
+            (
+                format!("clusters[{i}].upstream"),
+                UpstreamKey::Cluster(c.name.clone()),
+                &c.upstream,
+            )
+        });
+        let legacy = self.virtual_clusters.iter().enumerate().map(|(i, v)| {
+            let key =
+                UpstreamKey::VirtualCluster(v.cluster.clone(), v.namespace.clone(), v.name.clone());
+            (format!("virtualClusters[{i}].upstream"), key, &v.upstream)
+        });
+        let projects = self.projects.iter().enumerate().flat_map(|(i, p)| {
+            p.virtual_clusters.iter().enumerate().map(move |(j, v)| {
+                let key = UpstreamKey::ProjectVirtualCluster(p.name.clone(), v.name.clone());
+                (
+                    format!("projects[{i}].virtualClusters[{j}].upstream"),
+                    key,
+                    &v.upstream,
+                )
+            })
+        });
+        let mut seen = BTreeSet::new();
+        for (field, key, upstream) in agent.chain(clusters).chain(legacy).chain(projects) {
+            if upstream.identity_mode != IdentityMode::Oidc {
+                continue;
+            }
+            let field = format!("{field}.oidcAudience");
+            let audience = upstream
+                .oidc_audience
+                .clone()
+                .unwrap_or_else(|| key.default_oidc_audience());
+            if audience.is_empty() || audience == crate::TOKEN_AUDIENCE {
+                return Err(Problem::new(
+                    field,
+                    format!(
+                        "{audience:?} cannot be an upstream's audience: tokens forwarded with it would be accepted by the gateway itself"
+                    ),
+                ));
+            }
+            if !seen.insert(audience.clone()) {
+                return Err(Problem::new(
+                    field,
+                    format!(
+                        "{audience:?} is already another upstream's audience: a token forwarded to one would be accepted by the other"
+                    ),
+                ));
+            }
         }
         Ok(())
     }

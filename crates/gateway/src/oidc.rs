@@ -1,5 +1,6 @@
-//! `/oidc/…`: the gateway as an OIDC provider for its own tokens, so a kube-apiserver started
-//! with `--oidc-issuer-url=<gateway>/oidc --oidc-client-id=kubegate` trusts them.
+//! `/oidc/…`: the gateway as an OIDC provider for the tokens it forwards in identity mode
+//! `oidc`, so a kube-apiserver started with `--oidc-issuer-url=<gateway>/oidc
+//! --oidc-client-id=<that upstream's audience>` trusts them (see `forwarded_tokens`).
 
 use crate::service::RequestBody;
 use bytes::Bytes;

@@ -641,14 +641,14 @@ fn forward(
         upstream_path,
         long_running,
         identity,
-        mode,
+        oidc_audience,
     } = prepare_forward(route, runtime, caller, &req)?;
-    if mode == crate::config::IdentityMode::Oidc {
+    if let Some(audience) = oidc_audience {
         let now = kubegate_tokens::unix_now();
         let fail = |status: Status| Box::new(respond(&status, &req));
         let token = shared
             .forwarded_tokens
-            .token_for(&shared.minter, &identity, now)
+            .token_for(&shared.minter, &audience, &identity, now)
             .map_err(|e| fail(Status::internal_error(&e.to_string())))?;
         let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| fail(Status::internal_error("unusable minted token")))?;
@@ -672,7 +672,8 @@ struct Prepared<'r> {
     upstream_path: UpstreamPath,
     long_running: bool,
     identity: kubegate_authz::Identity,
-    mode: crate::config::IdentityMode,
+    /// With identity mode `oidc`: the audience of the token to forward.
+    oidc_audience: Option<String>,
 }
 
 /// Takes the caller: the identity sent upstream is the caller's own (moved, not copied) unless
@@ -748,7 +749,12 @@ fn prepare_forward<'r>(
         upstream_path,
         long_running: info.is_long_running(),
         identity: impersonated.unwrap_or(caller.identity),
-        mode: upstream.identity_mode,
+        oidc_audience: (upstream.identity_mode == crate::config::IdentityMode::Oidc).then(|| {
+            upstream
+                .oidc_audience
+                .clone()
+                .unwrap_or_else(|| key.default_oidc_audience())
+        }),
     })
 }
 

@@ -41,6 +41,20 @@ impl UpstreamKey {
             UpstreamKey::Grafana(c) => format!("the Grafana of cluster {c}"),
         }
     }
+
+    /// The audience of the tokens forwarded to this upstream in identity mode `oidc` when its
+    /// config names none: `kubegate/` and the target's path under `/kubernetes/`, so it differs
+    /// from the gateway's own audience and from every other upstream's.
+    pub fn default_oidc_audience(&self) -> String {
+        match self {
+            UpstreamKey::Cluster(c) => format!("kubegate/cluster/{c}"),
+            UpstreamKey::VirtualCluster(c, n, v) => format!("kubegate/virtualcluster/{c}/{n}/{v}"),
+            UpstreamKey::ProjectVirtualCluster(p, v) => {
+                format!("kubegate/project/{p}/virtualcluster/{v}")
+            }
+            UpstreamKey::Grafana(c) => format!("kubegate/grafana/{c}"),
+        }
+    }
 }
 
 /// Forwarding services for every configured upstream.

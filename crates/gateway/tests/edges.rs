@@ -440,6 +440,11 @@ fn limits_that_would_break_the_gateway_are_refused_at_load() {
         ("auth:\n  maxLoginFailures: 0\n", "auth.maxLoginFailures: must be greater than 0"),
         ("auth:\n  loginWindowSeconds: 0\n", "auth.loginWindowSeconds: must be greater than 0"),
         ("audit:\n  sink: file\n  path: /tmp/a.log\n  maxFiles: 1001\n", "audit.maxFiles: must be at most 1000"),
+        // A token forwarded to an upstream must be good for that upstream alone.
+        ("clusters:\n  - name: a\n    upstream: {server: \"https://a\", identityMode: oidc, oidcAudience: kubegate}\n",
+         "clusters[0].upstream.oidcAudience: \"kubegate\" cannot be an upstream's audience"),
+        ("clusters:\n  - name: a\n    upstream: {server: \"https://a\", identityMode: oidc}\n  - name: b\n    upstream: {server: \"https://b\", identityMode: oidc, oidcAudience: kubegate/cluster/a}\n",
+         "clusters[1].upstream.oidcAudience: \"kubegate/cluster/a\" is already another upstream's audience"),
     ];
     for (extra, expected) in cases {
         let yaml = format!("listen: 127.0.0.1:0\nstateDir: /tmp/x\n{extra}");
@@ -449,6 +454,9 @@ fn limits_that_would_break_the_gateway_are_refused_at_load() {
         assert!(err.contains(expected), "{extra}: {err}");
     }
     let fine = "listen: 127.0.0.1:0\nstateDir: /tmp/x\nauth:\n  maxLoginFailures: 1\naudit:\n  sink: file\n  path: /tmp/a.log\n  maxFiles: 1000\n";
+    kubegate_gateway::Config::parse(fine, std::path::Path::new("c.yaml")).unwrap();
+    // The same audience on an upstream that does not forward tokens is no conflict.
+    let fine = "listen: 127.0.0.1:0\nstateDir: /tmp/x\nclusters:\n  - name: a\n    upstream: {server: \"https://a\", identityMode: oidc}\n  - name: b\n    upstream: {server: \"https://b\", oidcAudience: kubegate/cluster/a}\n";
     kubegate_gateway::Config::parse(fine, std::path::Path::new("c.yaml")).unwrap();
 }
 
@@ -534,7 +542,7 @@ async fn the_upstream_protocol_follows_the_http2_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn identity_mode_oidc_forwards_a_gateway_token() {
+async fn identity_mode_oidc_forwards_a_token_for_that_upstream_alone() {
     let env = Env::start().await;
     let url = format!(
         "{}/kubernetes/virtualcluster/a/team/vc-oidc/api/v1/namespaces/default/pods",
@@ -556,14 +564,35 @@ async fn identity_mode_oidc_forwards_a_gateway_token() {
     let token = auth.strip_prefix("Bearer ").unwrap();
     assert_ne!(token, VIEWER_KEY);
     let shared = env.gateway.shared();
-    let verifier = kubegate_tokens::Verifier::new(
-        std::sync::Arc::clone(&shared.keys),
-        shared.issuer.clone(),
-        kubegate_gateway::TOKEN_AUDIENCE,
-    );
-    let claims = verifier
+    let verifier = |audience: &str| {
+        kubegate_tokens::Verifier::new(
+            std::sync::Arc::clone(&shared.keys),
+            shared.issuer.clone(),
+            audience,
+        )
+    };
+    // For this upstream alone: not for the gateway's own audience.
+    let claims = verifier("kubegate/virtualcluster/a/team/vc-oidc")
         .verify(token, kubegate_tokens::unix_now(), |_| Some(0))
         .unwrap();
+    assert_eq!(
+        verifier(kubegate_gateway::TOKEN_AUDIENCE)
+            .verify(token, kubegate_tokens::unix_now(), |_| Some(0))
+            .unwrap_err(),
+        kubegate_tokens::Error::WrongAudience
+    );
+    // Whoever reads the upstream's requests cannot replay the token at the gateway, where it
+    // would carry none of the caller's access-key scope.
+    for path in [
+        "/kubernetes/cluster/a/api/v1/namespaces/default/configmaps",
+        "/kubernetes/management/apis/management.loft.sh/v1/clusters",
+    ] {
+        let replay = env
+            .client()
+            .get(&format!("{}{path}", env.url), token, &[])
+            .await;
+        assert_eq!(replay.status, 401, "{path}: {}", replay.body);
+    }
     assert_eq!(claims.sub, "viewer");
     assert!(
         claims.groups.contains(&"devs".to_owned()),

@@ -123,6 +123,18 @@ impl Minter {
 
     /// Mints a token valid from `now` (Unix seconds) for the effective TTL.
     pub fn mint(&self, req: &MintRequest, now: u64) -> Result<MintedToken, Error> {
+        self.mint_for(req, &self.audience, now)
+    }
+
+    /// Mints a token like [`Minter::mint`] but for another audience: a token meant for one
+    /// relying party (an upstream API server) that this minter's own audience, and every
+    /// other party's, refuses.
+    pub fn mint_for(
+        &self,
+        req: &MintRequest,
+        audience: &Audience,
+        now: u64,
+    ) -> Result<MintedToken, Error> {
         let ttl = self.effective_ttl(req.ttl)?;
         let expires_at = now
             .checked_add(ttl.as_secs())
@@ -133,7 +145,7 @@ impl Minter {
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: req.subject.clone(),
-            aud: self.audience.clone(),
+            aud: audience.clone(),
             exp: expires_at,
             nbf: Some(now),
             iat: now,

@@ -328,6 +328,16 @@ fn wrong_issuer_and_audience() {
     let v = Verifier::new(Arc::clone(&f.keys), ISS, AUD).with_audience("kube-apiserver");
     assert!(v.verify(&t, NOW, gen1).is_ok());
 
+    // A token minted by the same minter for another party is refused by this one.
+    let for_upstream = Audience::new(["kubegate/cluster/prod"]);
+    let t = f
+        .minter
+        .mint_for(&request(), &for_upstream, NOW)
+        .unwrap()
+        .into_token();
+    assert_eq!(payload_json(&t)["aud"], "kubegate/cluster/prod");
+    assert_eq!(refuse(&f.verifier, &t), Error::WrongAudience);
+
     let many = Minter::new(Arc::clone(&f.keys), ISS, Audience::new(["x", AUD]));
     let t = many.mint(&request(), NOW).unwrap().into_token();
     assert!(payload_json(&t)["aud"].is_array());
