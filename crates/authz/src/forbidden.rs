@@ -57,6 +57,19 @@ pub fn forbidden(a: &Attributes<'_>, reason: &str) -> Forbidden {
         err.push_str(": ");
         err.push_str(reason);
     }
+    wrap(a, &err)
+}
+
+/// The 403 kube-apiserver's pod `exec`/`attach`/`portforward` handlers send when the extra
+/// `create` check fails (`ensureAuthorizedForVerb`, since 1.35): `NewForbidden` around the
+/// authorizer's raw `reason`, with no `User … cannot …` sentence (so with RBAC's empty reason
+/// the message ends in `is forbidden: `).
+pub fn forbidden_reason_only(a: &Attributes<'_>, reason: &str) -> Forbidden {
+    wrap(a, reason)
+}
+
+/// `NewForbidden`'s wrapping of `err`.
+fn wrap(a: &Attributes<'_>, err: &str) -> Forbidden {
     let mut message = String::with_capacity(err.len() + 64);
     if a.api_group.is_empty() && a.resource.is_empty() {
         message.push_str("forbidden: ");
@@ -72,7 +85,7 @@ pub fn forbidden(a: &Attributes<'_>, reason: &str) -> Forbidden {
         }
         message.push_str(" is forbidden: ");
     }
-    message.push_str(&err);
+    message.push_str(err);
     Forbidden {
         message,
         name: a.name.to_owned(),

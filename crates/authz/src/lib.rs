@@ -11,7 +11,7 @@ mod text;
 
 pub use attributes::Attributes;
 pub use decision::{Authorizer, Chain, Decision, Superuser, Verdict};
-pub use forbidden::{Forbidden, forbidden, forbidden_user_message};
+pub use forbidden::{Forbidden, forbidden, forbidden_reason_only, forbidden_user_message};
 pub use identity::{
     ALL_AUTHENTICATED, ALL_SERVICE_ACCOUNTS, ALL_UNAUTHENTICATED, ANONYMOUS, Identity, NOBODY,
     SERVICE_ACCOUNT_USERNAME_PREFIX, SYSTEM_MASTERS, service_account_groups,

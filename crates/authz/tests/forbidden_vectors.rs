@@ -118,3 +118,22 @@ fn names_are_go_quoted() {
         r#"pods "a\"b" is forbidden: User "we\"ird\n" cannot get resource "pods" in API group "" at the cluster scope"#
     );
 }
+
+/// spec/kubernetes-edges.md §2.4: the extra `create` check of pod exec/attach/portforward
+/// reports the authorizer's raw reason, with no `User … cannot …` sentence.
+#[test]
+fn pod_streaming_create_check_messages() {
+    let jane = Identity::new("jane", vec![]);
+    let create = Attributes::resource(&jane, "create", "", "pods")
+        .on_subresource("exec")
+        .in_namespace("default")
+        .named("p1");
+    let rbac = kubegate_authz::forbidden_reason_only(&create, "");
+    assert_eq!(rbac.message, r#"pods "p1" is forbidden: "#);
+    assert_eq!((rbac.name.as_str(), rbac.kind.as_str()), ("p1", "pods"));
+    let gate = kubegate_authz::forbidden_reason_only(&create, "the gateway is read-only");
+    assert_eq!(
+        gate.message,
+        r#"pods "p1" is forbidden: the gateway is read-only"#
+    );
+}

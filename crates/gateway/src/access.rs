@@ -121,7 +121,40 @@ pub fn authorize_upstream(
     if !decision.is_allowed() {
         return Err(Refusal::new(&attrs, &decision.reason));
     }
+    if needs_create_too(&attrs) {
+        // A WebSocket exec is a `get`, yet it runs commands: kube-apiserver (since 1.35,
+        // `AuthorizePodWebsocketUpgradeCreatePermission`) also requires `create`, and so do
+        // the scope and the write gate, which would otherwise let a shell through a
+        // read-only gateway.
+        let create = attrs.with_verb("create");
+        let refused =
+            |reason: &str| Refusal(kubegate_authz::forbidden_reason_only(&create, reason));
+        if !caller.scope.admits(target, &create) {
+            return Err(refused(&format!(
+                "{SCOPE_DENIED_REASON} to {}",
+                describe(target)
+            )));
+        }
+        let gate = write_gate.authorize(&create);
+        if gate.verdict == kubegate_authz::Verdict::Deny {
+            return Err(refused(&gate.reason));
+        }
+        let decision = policy.decide(&create);
+        if !decision.is_allowed() {
+            return Err(refused(&decision.reason));
+        }
+    }
     Ok(())
+}
+
+/// Pod `exec`, `attach` and `portforward` asked with a verb other than `create` (WebSocket
+/// upgrades are `GET`s; SPDY's are `POST`s, already `create`).
+fn needs_create_too(a: &Attributes<'_>) -> bool {
+    a.is_resource_request
+        && a.api_group.is_empty()
+        && a.resource == "pods"
+        && matches!(a.subresource, "exec" | "attach" | "portforward")
+        && a.verb != "create"
 }
 
 /// A project space's fence: its requests stay in the space's `namespace` ([`within_fence`]).

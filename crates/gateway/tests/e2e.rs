@@ -214,6 +214,50 @@ async fn write_gate_blocks_everyone_but_admins() {
     assert_forbidden(&denied, "the gateway is read-only");
     assert_ok(&env.kubectl(OPERATOR_KEY, A, &["get", "configmaps"]).await);
     assert_ok(&env.kubectl(ADMIN_KEY, A, &["create", "-f", file]).await);
+    // A shell writes as surely as a create does. kubectl's WebSocket exec is a `get` of
+    // pods/exec, which the operator tier may do; the extra `create` check (kube-apiserver's
+    // since 1.35) is what the read-only gate refuses, with kube's message for that check.
+    env.a
+        .create("pods", "default", serde_json::json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}))
+        .unwrap();
+    let exec = ["exec", "web", "--", "echo", "hi"];
+    let denied = env.kubectl(OPERATOR_KEY, A, &exec).await;
+    // (kubectl falls back to SPDY, a `create`, after the WebSocket refusal.)
+    assert_forbidden(&denied, "the gateway is read-only");
+    let exec_url = format!(
+        "{}{A}/api/v1/namespaces/default/pods/web/exec?command=sh&stdin=true",
+        env.url
+    );
+    let reply = env
+        .client()
+        .get(
+            &exec_url,
+            OPERATOR_KEY,
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("sec-websocket-protocol", "v5.channel.k8s.io"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    let status: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        status["message"],
+        format!(
+            r#"pods "web" is forbidden: {}"#,
+            kubegate_authz::READ_ONLY_REASON
+        )
+    );
+    assert_eq!(status["details"]["kind"], "pods");
+    let out = env.kubectl(ADMIN_KEY, A, &exec).await;
+    assert!(
+        stdout(&out).contains(kubegate_testkit::EXEC_STDOUT_PREFIX),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
