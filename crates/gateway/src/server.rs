@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use kubegate_proxy::ClientAddr;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -68,19 +66,26 @@ pub async fn serve<S, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
-        .max_header_list_size(limits.max_header_bytes as u32);
-    let builder = Arc::new(builder);
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // A client that went away without a FIN (laptop closed, NAT state lost) is found and
+        // its connection closed, as client-go probes its own: a PING after 30 s of silence,
+        // given up 15 s later.
+        .keep_alive_interval(H2_KEEPALIVE_IDLE)
+        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+    let builders = Arc::new((http1, http2));
+    // Open connections hold a clone of `open`; shutdown drops this one and waits until
+    // `closed` reports that every clone is gone.
+    let (open, mut closed) = tokio::sync::mpsc::channel::<std::convert::Infallible>(1);
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let slots = (limits.max_connections > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(limits.max_connections)));
     tokio::pin!(shutdown);
@@ -97,6 +102,7 @@ pub async fn serve<S, B>(
                 Ok(conn) => conn,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
+                    // e.g. EMFILE: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -107,11 +113,13 @@ pub async fn serve<S, B>(
         // The settings current at accept time (a reload may have swapped them).
         let acceptor = TlsAcceptor::from(tls.load_full());
         let service = service.clone();
-        let builder = Arc::clone(&builder);
-        let watcher = graceful.watcher();
+        let builders = Arc::clone(&builders);
+        let open = open.clone();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
             // Held for the connection's lifetime.
             let _permit = permit;
+            let _open = open;
             let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
                 .await
             {
@@ -125,35 +133,124 @@ pub async fn serve<S, B>(
                     return;
                 }
             };
+            let (_, session) = tls.get_ref();
             // Only present when a client CA is configured (the front proxy's), and then verified.
-            let peer = tls
-                .get_ref()
-                .1
+            let peer = session
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|leaf| crate::tls::PeerCertificate(Arc::new(leaf.clone().into_owned())));
-            let hyper_service =
+            // As Go's TLS servers (kube-apiserver's) decide: HTTP/2 when ALPN chose it, else
+            // HTTP/1.1. Nothing is read to guess the protocol, so no byte is waited for
+            // outside the protocols' own time limits.
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let hyper_service = {
+                let served = Arc::clone(&served);
                 hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                    if h2 {
+                        served.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     kubegate_proxy::ext::make_room(req.extensions_mut());
                     req.extensions_mut().insert(ClientAddr(addr));
                     if let Some(peer) = &peer {
                         req.extensions_mut().insert(peer.clone());
                     }
                     call_when_ready(service.clone(), req)
-                });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), hyper_service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                })
+            };
+            let io = TokioIo::new(tls);
+            let (http1, http2) = &*builders;
+            let ended = if h2 {
+                let conn = http2.serve_connection(io, hyper_service);
+                // HTTP/1.1's header read timeout closes a connection that sends no request;
+                // hyper's HTTP/2 server has none, so a connection that has not started a
+                // request by then (a stalled preface, or SETTINGS and silence) is closed here.
+                let first_request = async {
+                    tokio::time::sleep(limits.header_read_timeout).await;
+                    if !served.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::debug!(%addr, "no HTTP/2 request in time; closing");
+                        return;
+                    }
+                    std::future::pending().await
+                };
+                tokio::select! {
+                    ended = drive(conn, &mut stopping) => ended,
+                    () = first_request => Ok(()),
+                }
+            } else {
+                drive(
+                    http1.serve_connection(io, hyper_service).with_upgrades(),
+                    &mut stopping,
+                )
+                .await
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    let _ = stop.send(true);
+    drop(open);
+    if tokio::time::timeout(limits.shutdown_grace, closed.recv())
         .await
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
+}
+
+/// How long an HTTP/2 client connection may be silent before the gateway PINGs it.
+pub const H2_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// How long an HTTP/2 client has to answer that PING before its connection is closed.
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A hyper server connection that can be told to finish its requests and close.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
+}
+
+/// Serves `conn` to its end; once shutdown begins, lets it finish the requests it has and
+/// close (HTTP/2 sends GOAWAY; HTTP/1.1 closes after the response in flight).
+async fn drive<C: Graceful>(
+    conn: C,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Result<(), hyper::Error> {
+    tokio::pin!(conn);
+    tokio::select! {
+        ended = conn.as_mut() => return ended,
+        // Also when the sender is gone: the server is stopping either way.
+        _ = stopping.wait_for(|stop| *stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    conn.await
 }
 
 /// Calls `service` with `req`: at once when it is ready now, which every layer of the
@@ -181,4 +278,116 @@ where
 /// The address a listener is bound to, for logs.
 pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
     listener.local_addr().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A gateway listener with a 300 ms header read timeout over a trivial service, and a
+    /// client TLS config that trusts it and offers `alpn`.
+    async fn listener_and_client(alpn: &[&[u8]]) -> (SocketAddr, tokio_rustls::TlsConnector) {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let der = CertificateDer::from(cert.cert.der().to_vec());
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
+        let mut server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = tower::service_fn(|_req: http::Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        });
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            ..ServerLimits::default()
+        };
+        let tls = Arc::new(arc_swap::ArcSwap::from_pointee(server));
+        tokio::spawn(serve(
+            listener,
+            tls,
+            service,
+            limits,
+            std::future::pending(),
+        ));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let mut client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        (addr, tokio_rustls::TlsConnector::from(Arc::new(client)))
+    }
+
+    /// A connection that completes TLS and then sends `first` (and nothing more) is closed by
+    /// the gateway within a few header read timeouts.
+    async fn closed_when_silent(alpn: &[&[u8]], first: &[u8]) {
+        let (addr, connector) = listener_and_client(alpn).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(first).await.unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        // Whatever the server sends (HTTP/2 SETTINGS, GOAWAY) is read until it closes.
+        let closed = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "still open after {:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_http1_connection_that_sends_nothing_is_closed() {
+        closed_when_silent(&[], b"").await;
+        closed_when_silent(&[b"http/1.1"], b"GET / HTTP/1.1\r\n").await;
+    }
+
+    /// hyper's HTTP/2 server has no timeout of its own before a first request: before, a
+    /// connection that negotiated h2, or sent nothing at all, stayed open for ever.
+    #[tokio::test]
+    async fn an_http2_connection_that_starts_no_request_is_closed() {
+        closed_when_silent(&[b"h2"], b"").await;
+        // The client preface and an empty SETTINGS frame, then silence.
+        let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        closed_when_silent(&[b"h2"], &preface).await;
+    }
+
+    /// A connection that has served a request is not closed by that deadline.
+    #[tokio::test]
+    async fn an_http2_connection_that_served_a_request_stays_open() {
+        let (addr, connector) = listener_and_client(&[b"h2"]).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        let conn = tokio::spawn(conn);
+        let req = http::Request::get(format!("https://localhost:{}/", addr.port()))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!conn.is_finished(), "closed although it served a request");
+        send.ready().await.unwrap();
+    }
 }
