@@ -780,6 +780,24 @@ impl Config {
                 ));
             }
         }
+        for (field, limit) in [
+            ("rateLimits.perIdentity", &self.rate_limits.per_identity),
+            ("rateLimits.perTarget", &self.rate_limits.per_target),
+        ] {
+            // Zero, negative or NaN would shut everyone out for good (a `Retry-After` of
+            // decades) after the first burst.
+            if let Some(limit) = limit
+                && !(limit.requests_per_second.is_finite() && limit.requests_per_second > 0.0)
+            {
+                return Err(Problem::new(
+                    format!("{field}.requestsPerSecond"),
+                    format!(
+                        "must be a number greater than 0, not {}",
+                        limit.requests_per_second
+                    ),
+                ));
+            }
+        }
         if self.audit.sink == AuditSinkKind::File && self.audit.path.is_none() {
             return Err(Problem::new(
                 "audit.path",

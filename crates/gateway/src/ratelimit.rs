@@ -10,6 +10,10 @@ use crate::config::RateLimit;
 const IDLE_EVICTION_SECS: f64 = 300.0;
 /// Prune at most this often.
 const PRUNE_EVERY: usize = 4096;
+/// Buckets kept at most. Past it, idle ones are pruned at once, and if every bucket is in use
+/// they are all forgotten (each key starts again from a full bucket): memory stays bounded
+/// whatever keys callers bring.
+pub const MAX_BUCKETS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -45,6 +49,16 @@ impl Limiter {
         *ops += 1;
         if *ops % PRUNE_EVERY == 0 {
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < IDLE_EVICTION_SECS);
+        }
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < IDLE_EVICTION_SECS);
+            if buckets.len() >= MAX_BUCKETS {
+                tracing::warn!(
+                    buckets = buckets.len(),
+                    "rate limiter full of active keys; starting every bucket afresh"
+                );
+                buckets.clear();
+            }
         }
         let bucket = match buckets.get_mut(key) {
             Some(b) => b,
@@ -84,20 +98,21 @@ impl RateLimits {
         }
     }
 
-    /// Checks both limits; `Err((what, retry_after))` names the exhausted one.
-    pub fn check(&self, user: &str, target: &str) -> Result<(), (&'static str, u32)> {
-        if self.per_identity.is_none() && self.per_target.is_none() {
-            // No limits configured (the default): not even a clock read per request.
-            return Ok(());
+    /// Takes a token from `user`'s bucket; `Err(retry_after)` when it is empty. No limit
+    /// configured (the default): not even a clock read.
+    pub fn check_identity(&self, user: &str) -> Result<(), u32> {
+        match &self.per_identity {
+            Some(l) => l.check(user, Instant::now()),
+            None => Ok(()),
         }
-        let now = Instant::now();
-        if let Some(l) = &self.per_identity {
-            l.check(user, now).map_err(|s| ("user", s))?;
+    }
+
+    /// Takes a token from `target`'s bucket; `Err(retry_after)` when it is empty.
+    pub fn check_target(&self, target: &str) -> Result<(), u32> {
+        match &self.per_target {
+            Some(l) => l.check(target, Instant::now()),
+            None => Ok(()),
         }
-        if let Some(l) = &self.per_target {
-            l.check(target, now).map_err(|s| ("target", s))?;
-        }
-        Ok(())
     }
 }
 
@@ -122,6 +137,20 @@ mod tests {
         assert_eq!(l.check("a", t0 + Duration::from_millis(500)), Ok(()));
         assert!(l.check("a", t0 + Duration::from_millis(500)).is_err());
         assert_eq!(l.check("a", t0 + Duration::from_secs(10)), Ok(()));
+    }
+
+    #[test]
+    fn the_table_stays_bounded_whatever_keys_arrive() {
+        let l = Limiter::new(RateLimit {
+            requests_per_second: 1.0,
+            burst: 1,
+        });
+        let t0 = Instant::now();
+        for i in 0..MAX_BUCKETS + 10 {
+            assert_eq!(l.check(&format!("k{i}"), t0), Ok(()));
+        }
+        let len = l.buckets.lock().unwrap().0.len();
+        assert!(len <= MAX_BUCKETS, "{len}");
     }
 
     #[test]

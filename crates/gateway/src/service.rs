@@ -431,6 +431,9 @@ async fn handle(
     }
     match route.target {
         Target::Management => {
+            if let Err(res) = admit_to_target(runtime, &req) {
+                return *res;
+            }
             Box::pin(crate::management::handle(shared, runtime, &caller, req)).await
         }
         Target::Grafana { cluster } => grafana(runtime, &caller, cluster, &route, req).await,
@@ -445,7 +448,7 @@ async fn handle(
 }
 
 /// What follows authentication on every authenticated path: the audit event learns who asked,
-/// and the rate limits apply.
+/// and the per-identity rate limit applies.
 fn admit(
     runtime: &Runtime,
     caller: &Caller,
@@ -454,23 +457,52 @@ fn admit(
     if let Some(slot) = req.extensions().get::<IdentitySlot>() {
         slot.set(caller.identity.clone());
     }
-    let target = req.extensions().get::<RequestMeta>().map(|m| &m.target);
-    let target_label = target.map_or("", |t| t.as_ref());
-    if let Err((what, retry_after)) = runtime.limits.check(&caller.identity.name, target_label) {
-        let message = match what {
-            "user" => format!(
-                "too many requests from user {:?}, please try again later",
-                caller.identity.name
-            ),
-            _ => format!("too many requests to {target_label}, please try again later"),
-        };
-        let retry = i32::try_from(retry_after).unwrap_or(i32::MAX);
-        return Err(Box::new(respond(
-            &Status::too_many_requests(message, retry),
-            req,
-        )));
+    if let Err(retry_after) = runtime.limits.check_identity(&caller.identity.name) {
+        let message = format!(
+            "too many requests from user {:?}, please try again later",
+            caller.identity.name
+        );
+        return Err(too_many(message, retry_after, req));
     }
     Ok(())
+}
+
+/// The per-target rate limit, charged once the caller is authorized for a target that
+/// exists: a caller without access cannot drain a target's bucket for everyone else, nor
+/// fill the limiter with made-up target names.
+fn admit_to_target(
+    runtime: &Runtime,
+    req: &Request<RequestBody>,
+) -> Result<(), Box<Response<ProxyBody>>> {
+    let target = req.extensions().get::<RequestMeta>().map(|m| &m.target);
+    let target_label = target.map_or("", |t| t.as_ref());
+    if let Err(retry_after) = runtime.limits.check_target(target_label) {
+        let message = format!("too many requests to {target_label}, please try again later");
+        return Err(too_many(message, retry_after, req));
+    }
+    Ok(())
+}
+
+/// kube-apiserver's 429 with `Retry-After`.
+fn too_many(
+    message: String,
+    retry_after: u32,
+    req: &Request<RequestBody>,
+) -> Box<Response<ProxyBody>> {
+    let retry = i32::try_from(retry_after).unwrap_or(i32::MAX);
+    Box::new(respond(&Status::too_many_requests(message, retry), req))
+}
+
+/// Removes the identity headers a front proxy is configured to send under names of its own
+/// (`usernameHeaders`, `groupHeaders`): like `X-Remote-*`, which forwarding always removes,
+/// they must never reach an upstream that might believe them.
+fn strip_front_proxy_headers(runtime: &Runtime, headers: &mut http::HeaderMap) {
+    let Some(front) = &runtime.config.front_proxy else {
+        return;
+    };
+    for name in front.username_headers.iter().chain(&front.group_headers) {
+        headers.remove(name.as_str());
+    }
 }
 
 /// The gateway's own credentials: an access key or a token it minted, in the bearer header.
@@ -589,7 +621,11 @@ async fn grafana(
     let (Some(service), Some(path)) = (runtime.upstreams.get(&key), path) else {
         return not_found_text();
     };
+    if let Err(res) = admit_to_target(runtime, &req) {
+        return *res;
+    }
     strip_session_cookie(req.headers_mut());
+    strip_front_proxy_headers(runtime, req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(path);
     ext.insert(LongRunning(false));
@@ -643,6 +679,7 @@ fn forward(
         identity,
         oidc_audience,
     } = prepare_forward(route, runtime, caller, &req)?;
+    admit_to_target(runtime, &req)?;
     if let Some(audience) = oidc_audience {
         let now = kubegate_tokens::unix_now();
         let fail = |status: Status| Box::new(respond(&status, &req));
@@ -655,6 +692,7 @@ fn forward(
         req.headers_mut().insert(http::header::AUTHORIZATION, value);
     }
     strip_session_cookie(req.headers_mut());
+    strip_front_proxy_headers(runtime, req.headers_mut());
     let ext = req.extensions_mut();
     ext.insert(upstream_path);
     // `Classify` set the same value from the same path already; inserting again would box

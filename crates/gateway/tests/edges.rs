@@ -286,6 +286,65 @@ async fn grafana_is_proxied_with_authz_and_without_client_credentials() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_target_bucket_is_charged_only_for_authorized_requests() {
+    let env =
+        Env::start_with("rateLimits:\n  perTarget: {requestsPerSecond: 0.01, burst: 2}\n").await;
+    let client = env.client();
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    // A caller without access to cluster a, hammering it, and made-up targets.
+    for _ in 0..10 {
+        let refused = client.get(&url, SPACE_KEY, &[]).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        let unknown = format!("{}/kubernetes/cluster/nope/api/v1/pods", env.url);
+        assert_ne!(client.get(&unknown, ADMIN_KEY, &[]).await.status, 429);
+    }
+    // Cluster a's bucket is untouched: its burst is still there for those allowed in.
+    assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 200);
+    assert_eq!(client.get(&url, VIEWER_KEY, &[]).await.status, 200);
+    let limited = client.get(&url, ADMIN_KEY, &[]).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(
+        limited
+            .body
+            .contains("too many requests to cluster/a, please try again later"),
+        "{}",
+        limited.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn custom_front_proxy_headers_never_reach_an_upstream() {
+    // Trusted from nowhere the test connects from: the headers are not believed, and must
+    // not be passed on for an upstream to believe either.
+    let env = Env::start_with(
+        "frontProxy:\n  trustedCidrs: [10.0.0.0/8]\n  usernameHeaders: [X-Forwarded-User]\n  groupHeaders: [X-Forwarded-Groups]\n",
+    )
+    .await;
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let headers = [
+        ("x-forwarded-user", "admin"),
+        ("x-forwarded-groups", "system:masters"),
+        ("x-other", "kept"),
+    ];
+    let reply = env.client().get(&url, VIEWER_KEY, &headers).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = env.a.requests();
+    let hit = seen
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/configmaps"))
+        .unwrap();
+    assert_eq!(hit.effective_user().unwrap().name, "viewer");
+    assert!(
+        hit.headers.get("x-forwarded-user").is_none(),
+        "{:?}",
+        hit.headers
+    );
+    assert!(hit.headers.get("x-forwarded-groups").is_none());
+    assert_eq!(hit.headers.get("x-other").unwrap(), "kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn front_proxy_headers_only_from_trusted_networks() {
     let url_of = |env: &Env| format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
     let headers = [("x-remote-user", "viewer"), ("x-remote-group", "devs")];
@@ -440,6 +499,8 @@ fn limits_that_would_break_the_gateway_are_refused_at_load() {
         ("auth:\n  maxLoginFailures: 0\n", "auth.maxLoginFailures: must be greater than 0"),
         ("auth:\n  loginWindowSeconds: 0\n", "auth.loginWindowSeconds: must be greater than 0"),
         ("audit:\n  sink: file\n  path: /tmp/a.log\n  maxFiles: 1001\n", "audit.maxFiles: must be at most 1000"),
+        ("rateLimits:\n  perIdentity: {requestsPerSecond: 0, burst: 5}\n", "rateLimits.perIdentity.requestsPerSecond: must be a number greater than 0, not 0"),
+        ("rateLimits:\n  perTarget: {requestsPerSecond: -1, burst: 5}\n", "rateLimits.perTarget.requestsPerSecond: must be a number greater than 0, not -1"),
         // A token forwarded to an upstream must be good for that upstream alone.
         ("clusters:\n  - name: a\n    upstream: {server: \"https://a\", identityMode: oidc, oidcAudience: kubegate}\n",
          "clusters[0].upstream.oidcAudience: \"kubegate\" cannot be an upstream's audience"),
