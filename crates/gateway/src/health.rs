@@ -35,10 +35,25 @@ impl UpstreamHealth {
     }
 
     fn set(&self, results: BTreeMap<String, Option<String>>) {
-        *self
+        let mut current = self
             .results
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = results;
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // `/readyz` tells anyone only how many are unreachable; which, and why, is logged
+        // here when it changes.
+        for (name, problem) in &results {
+            let before = current.get(name);
+            match problem {
+                Some(why) if before != Some(problem) => {
+                    tracing::warn!(upstream = %name, cause = %why, "upstream unreachable");
+                }
+                None if before.is_some_and(Option::is_some) => {
+                    tracing::info!(upstream = %name, "upstream reachable again");
+                }
+                _ => {}
+            }
+        }
+        *current = results;
     }
 }
 

@@ -59,8 +59,11 @@ pub(crate) async fn handle(
 }
 
 /// kube-style readiness: `[+]check ok` lines; `?verbose` lists them on success too. Only a
-/// missing policy makes the gateway unready; unreachable upstreams are reported (`[!]`) but the
-/// gateway still serves every other target.
+/// missing policy makes the gateway unready; unreachable upstreams are counted (`[!]`) but the
+/// gateway still serves every other target. Anyone may ask, so no upstream is named and no
+/// cause given (kube-apiserver withholds failure reasons too): target names are not told to
+/// callers who have no access to them, nor upstream addresses to anyone. The health prober
+/// logs which upstream is unreachable, and why.
 fn readyz(shared: &Shared, runtime: &Runtime, req: &Request<RequestBody>) -> Response<ProxyBody> {
     let checks = [("policy", runtime.policy.binding_count() > 0)];
     let upstreams = shared.upstream_health.snapshot();
@@ -77,10 +80,15 @@ fn readyz(shared: &Shared, runtime: &Runtime, req: &Request<RequestBody>) -> Res
             body.push_str(&format!("[-]{name} failed: no policy is loaded\n"));
         }
     }
-    for (name, problem) in upstreams {
-        match problem {
-            None => body.push_str(&format!("[+]upstream {name} reachable\n")),
-            Some(why) => body.push_str(&format!("[!]upstream {name} unreachable: {why}\n")),
+    if !upstreams.is_empty() {
+        let unreachable = upstreams.values().filter(|p| p.is_some()).count();
+        let total = upstreams.len();
+        if unreachable == 0 {
+            body.push_str(&format!("[+]upstreams: {total} of {total} reachable\n"));
+        } else {
+            body.push_str(&format!(
+                "[!]upstreams: {unreachable} of {total} unreachable (which, and why, is in the gateway's log)\n"
+            ));
         }
     }
     if ok {

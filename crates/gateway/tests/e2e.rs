@@ -719,14 +719,21 @@ async fn ops_endpoints_and_audit() {
             .get(&format!("{}/readyz?verbose", env.url), "", &[])
             .await
             .body;
-        if verbose.contains("upstream cluster/a") {
+        if verbose.contains("[+]upstreams") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(verbose.contains("[+]policy ok"), "{verbose}");
+    // Counted, never named: anyone may ask.
+    let total = env.gateway.shared().upstream_health.snapshot().len();
+    assert!(total > 0);
     assert!(
-        verbose.contains("[+]upstream cluster/a reachable"),
+        verbose.contains(&format!("[+]upstreams: {total} of {total} reachable")),
+        "{verbose}"
+    );
+    assert!(
+        !verbose.contains("cluster/a") && !verbose.contains("127.0.0.1"),
         "{verbose}"
     );
     let version = client.get(&format!("{}/version", env.url), "", &[]).await;
