@@ -43,6 +43,12 @@ pub enum CallerCredential {
         /// Expiry, Unix seconds.
         expires_at: u64,
     },
+    /// An ID token of a configured external OIDC issuer (`oidcIssuers`), sent as the bearer
+    /// token: the one credential identity mode `passthrough` forwards.
+    ExternalToken {
+        /// Expiry, Unix seconds.
+        expires_at: u64,
+    },
 }
 
 /// Why authentication failed. Clients only ever see `401 Unauthorized`; the reason goes to logs.

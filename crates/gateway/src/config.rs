@@ -403,7 +403,9 @@ pub enum IdentityMode {
     /// The gateway's credential plus `Impersonate-*` headers for the authenticated identity.
     #[default]
     Impersonate,
-    /// The client's own bearer token, untouched.
+    /// The client's own bearer token, untouched, when it is an ID token of one of the
+    /// gateway's `oidcIssuers` (which the upstream trusts too); any other `Authorization` (the
+    /// gateway's own access keys and tokens, or a header beside a session cookie) is removed.
     Passthrough,
     /// A short-lived token the gateway mints for the caller (see `/oidc`), instead of
     /// impersonation; for upstreams that trust the gateway as an OIDC issuer.

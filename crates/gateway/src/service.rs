@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use crate::access::{self, describe};
-use crate::authn::{Caller, Credentials, bearer};
+use crate::authn::{Caller, CallerCredential, Credentials, bearer};
 use crate::config::Config;
 use crate::directory::{Destination, Directory};
 use crate::store::Store;
@@ -678,8 +678,12 @@ fn forward(
         long_running,
         identity,
         oidc_audience,
+        withhold_authorization,
     } = prepare_forward(route, runtime, caller, &req)?;
     admit_to_target(runtime, &req)?;
+    if withhold_authorization {
+        req.headers_mut().remove(http::header::AUTHORIZATION);
+    }
     if let Some(audience) = oidc_audience {
         let now = kubegate_tokens::unix_now();
         let fail = |status: Status| Box::new(respond(&status, &req));
@@ -712,6 +716,9 @@ struct Prepared<'r> {
     identity: kubegate_authz::Identity,
     /// With identity mode `oidc`: the audience of the token to forward.
     oidc_audience: Option<String>,
+    /// With identity mode `passthrough`: the client's `Authorization` is not the credential
+    /// that authenticated it as an external ID token, so it is not passed on.
+    withhold_authorization: bool,
 }
 
 /// Takes the caller: the identity sent upstream is the caller's own (moved, not copied) unless
@@ -786,6 +793,13 @@ fn prepare_forward<'r>(
         service,
         upstream_path,
         long_running: info.is_long_running(),
+        // Passthrough forwards the bearer token only when it is what authenticated the
+        // caller, and only when it is an external issuer's ID token: the gateway's own access
+        // keys and tokens are never handed to an upstream, and a caller authenticated by a
+        // session cookie or a front proxy cannot have the upstream act on some other
+        // `Authorization` it attached while the gateway authorized and audited itself.
+        withhold_authorization: upstream.identity_mode == crate::config::IdentityMode::Passthrough
+            && !matches!(caller.credential, CallerCredential::ExternalToken { .. }),
         identity: impersonated.unwrap_or(caller.identity),
         oidc_audience: (upstream.identity_mode == crate::config::IdentityMode::Oidc).then(|| {
             upstream

@@ -285,3 +285,37 @@ async fn unreachable_issuer_without_cached_keys_is_503() {
         reply.body
     );
 }
+
+/// Identity mode `passthrough` hands the upstream the client's bearer token only when it is
+/// an external issuer's ID token that authenticated the caller: the gateway's own access keys
+/// never reach an upstream.
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_forwards_only_an_external_id_token() {
+    let idp = Issuer::start().await;
+    let env = Env::start_with(&idp.config()).await;
+    let mut config = env.config.clone();
+    config.clusters[0].upstream.identity_mode = kubegate_gateway::config::IdentityMode::Passthrough;
+    env.gateway.reload(config).await.unwrap();
+    let client = env.client();
+    let pods = format!("{}{A}/api/v1/namespaces/default/pods", env.url);
+    let last_authorization = || {
+        let seen = env.a.requests();
+        let last = seen
+            .iter()
+            .rev()
+            .find(|r| r.path.ends_with("/pods"))
+            .expect("the request reached the upstream");
+        last.headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let token = idp.sign(&idp.claims(CLIENT_ID));
+    let _ = client.get(&pods, &token, &[]).await;
+    assert_eq!(last_authorization(), Some(format!("Bearer {token}")));
+    let _ = client.get(&pods, ADMIN_KEY, &[]).await;
+    assert_eq!(
+        last_authorization(),
+        None,
+        "an access key of the gateway was passed on"
+    );
+}

@@ -106,9 +106,11 @@ pub(crate) fn verify(
             expires_at: *expires_at,
             caller,
         }),
-        CallerCredential::AccessKey { .. } | CallerCredential::FrontProxy => Err(
-            NoSession::Invalid("the session cookie is not a token".into()),
-        ),
+        CallerCredential::AccessKey { .. }
+        | CallerCredential::FrontProxy
+        | CallerCredential::ExternalToken { .. } => Err(NoSession::Invalid(
+            "the session cookie is not a token".into(),
+        )),
     }
 }
 

@@ -115,8 +115,7 @@ impl OidcIssuersAuthenticator {
                     scope: Arc::new(CompiledScope::new(None)),
                     raw_scope: None,
                     // An ID token is not revocable by the gateway; there is no jti to record.
-                    credential: CallerCredential::Token {
-                        jti: String::new(),
+                    credential: CallerCredential::ExternalToken {
                         expires_at: external.expires_at,
                     },
                 }))
