@@ -178,11 +178,15 @@ pub fn check_fence(
 
 /// Whether a request stays inside a space's namespace: non-resource requests (discovery,
 /// `/version`, OpenAPI), self-subject reviews, and reading the namespace itself are allowed too.
+/// Changing or deleting the Namespace object is not: the space owns its namespace (it goes
+/// with the space, through the management API), although kube's RequestInfo puts
+/// `/api/v1/namespaces/<ns>` in namespace `<ns>`.
 pub fn within_fence(info: &RequestInfo<'_>, namespace: &str) -> bool {
     if !info.is_resource_request {
         return true;
     }
-    if info.namespace == namespace {
+    let namespace_object = info.api_group.is_empty() && info.resource == "namespaces";
+    if info.namespace == namespace && !namespace_object {
         return true;
     }
     let self_review = matches!(
@@ -195,9 +199,9 @@ pub fn within_fence(info: &RequestInfo<'_>, namespace: &str) -> bool {
     if self_review {
         return true;
     }
-    info.api_group.is_empty()
-        && info.resource == "namespaces"
+    namespace_object
         && info.name == namespace
+        && info.subresource.is_empty()
         && matches!(&*info.verb, "get" | "list" | "watch")
 }
 
@@ -222,5 +226,43 @@ pub fn describe(target: &Target<'_>) -> String {
         Target::Oidc => "/oidc".into(),
         Target::Grafana { cluster } => format!("the Grafana of cluster {cluster:?}"),
         Target::Ops(_) => "the gateway".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fence_keeps_requests_in_the_space_namespace() {
+        #[rustfmt::skip]
+        let cases = [
+            ("GET", "/api/v1/namespaces/s1/pods", None, true),
+            ("DELETE", "/api/v1/namespaces/s1/configmaps/x", None, true),
+            ("GET", "/api/v1/namespaces/default/pods", None, false),
+            ("GET", "/api/v1/pods", None, false),
+            ("GET", "/api", None, true),
+            ("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", None, true),
+            // The Namespace object itself: read, never changed.
+            ("GET", "/api/v1/namespaces/s1", None, true),
+            ("GET", "/api/v1/namespaces", Some("fieldSelector=metadata.name%3Ds1"), true),
+            ("GET", "/api/v1/namespaces", Some("watch=true&fieldSelector=metadata.name%3Ds1"), true),
+            ("GET", "/api/v1/namespaces", None, false),
+            ("DELETE", "/api/v1/namespaces/s1", None, false),
+            ("PUT", "/api/v1/namespaces/s1", None, false),
+            ("PATCH", "/api/v1/namespaces/s1", None, false),
+            ("PUT", "/api/v1/namespaces/s1/finalize", None, false),
+            ("PUT", "/api/v1/namespaces/s1/status", None, false),
+            ("GET", "/api/v1/namespaces/s1/status", None, false),
+            ("GET", "/api/v1/namespaces/other", None, false),
+        ];
+        for (method, path, query, inside) in cases {
+            let info = RequestInfo::parse(method, path, query).unwrap();
+            assert_eq!(
+                within_fence(&info, "s1"),
+                inside,
+                "{method} {path} {query:?}"
+            );
+        }
     }
 }
