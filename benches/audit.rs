@@ -41,10 +41,7 @@ fn event() -> AuditEvent {
             "v1",
             "",
         )),
-        response_status: Some(ResponseStatus {
-            metadata: BTreeMap::new(),
-            code: 200,
-        }),
+        response_status: Some(ResponseStatus::code(200)),
         request_object: None,
         response_object: None,
         request_received_timestamp: MicroTime::from_unix_micros(1_796_166_309_000_042),

@@ -7,6 +7,9 @@
 //! | `kubegate_requests_in_flight` | gauge (until the response body ends) | `target` |
 //! | `kubegate_upstream_errors` (`_total`) | counter | `target`, `kind` |
 //!
+//! A request that ends before any response (the client went away) is counted with code `0`,
+//! the code kube-apiserver's metrics give a request whose handler wrote no status.
+//!
 //! `target` and `verb` come from [`RequestMeta`] (empty target / lowercase method otherwise);
 //! `kind` from the [`UpstreamError`] extension `ForwardService` puts on its error responses.
 //!
@@ -338,13 +341,36 @@ struct Started {
 }
 
 pin_project! {
-    /// Response future of [`MetricsService`].
+    /// Response future of [`MetricsService`]. Dropped before the inner service answered (the
+    /// client went away), it still counts the request, under code `0`, and observes its
+    /// latency up to then: kube-apiserver's request metrics record the status their response
+    /// writer saw, which is 0 when the handler wrote none (`ResponseWriterDelegator.Status`
+    /// and `codeToString` in apiserver `endpoints/metrics`), and kube has no label of its own
+    /// for a client that went away.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
         state: Option<Started>,
     }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // `None` once the future completed: counted there.
+            if let Some(started) = this.project().state.take() {
+                let target = &*started.in_flight.series;
+                started
+                    .metrics
+                    .verb(target, started.verb)
+                    .latency
+                    .observe(started.start.elapsed().as_secs_f64());
+                started.metrics.count(target, started.verb, NO_RESPONSE);
+            }
+        }
+    }
 }
+
+/// The `code` label of a request that ended before any response (see [`ResponseFuture`]).
+const NO_RESPONSE: u16 = 0;
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -472,6 +498,46 @@ mod tests {
             text.contains(r#"kubegate_requests_total{target="",verb="get",code="503"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_the_response_is_counted_with_code_0() {
+        let mut registry = Registry::default();
+        // An upstream that never answers: the client gives up first.
+        let mut svc = MetricsLayer::new(&mut registry).layer(tower::service_fn(
+            |_req: Request<Full<Bytes>>| {
+                std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+            },
+        ));
+        let mut req = Request::builder()
+            .uri("/api/v1/pods")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut().insert(RequestMeta {
+            target: Arc::from("cluster/prod"),
+            verb: "list".into(),
+            object_ref: None,
+        });
+        let mut fut = Box::pin(svc.ready().await.unwrap().call(req));
+        let poll = fut
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()));
+        assert!(poll.is_pending());
+        let text = encode(&registry);
+        assert!(
+            text.contains(r#"kubegate_requests_in_flight{target="cluster/prod"} 1"#),
+            "{text}"
+        );
+        assert!(!text.contains("kubegate_requests_total{"), "{text}");
+        drop(fut);
+        let text = encode(&registry);
+        for line in [
+            r#"kubegate_requests_total{target="cluster/prod",verb="list",code="0"} 1"#,
+            r#"kubegate_request_duration_seconds_count{target="cluster/prod",verb="list"} 1"#,
+            r#"kubegate_requests_in_flight{target="cluster/prod"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 
     #[tokio::test]

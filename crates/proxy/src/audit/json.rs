@@ -157,6 +157,14 @@ fn object_ref(out: &mut Vec<u8>, o: &ObjectRef) {
 fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
     out.extend_from_slice(b"{\"metadata\":");
     string_map(out, &s.metadata);
+    if let Some(status) = s.status {
+        out.extend_from_slice(b",\"status\":");
+        string(out, status);
+    }
+    if let Some(message) = s.message {
+        out.extend_from_slice(b",\"message\":");
+        string(out, message);
+    }
     out.extend_from_slice(b",\"code\":");
     let mut digits = [0u8; 5];
     let mut n = s.code;
@@ -328,6 +336,8 @@ mod tests {
         e.object_ref = Some(ObjectRef::new("pods", "default", "web-0", "", "v1", "exec"));
         e.response_status = Some(ResponseStatus {
             metadata: BTreeMap::from([("k".into(), "v".into())]),
+            status: Some("Fail\"ure"),
+            message: Some("Connection closed early\n"),
             code: 65535,
         });
         e.request_object =
@@ -350,6 +360,8 @@ mod tests {
         let mut no_status = sample_event();
         no_status.response_status = None;
         no_status.object_ref = Some(ObjectRef::default());
+        let mut closed_early = sample_event();
+        closed_early.response_status = Some(ResponseStatus::connection_closed_early());
         let mut one_field = sample_event();
         one_field.object_ref = Some(ObjectRef::new("", "", "", "", "", "log"));
         // Other kinds, levels and stages than kube's take the escaping path.
@@ -365,9 +377,16 @@ mod tests {
             e.stage = stage.0;
             every_level_and_stage.push(e);
         }
-        for e in [sparse, no_status, one_field, full_event(), unusual]
-            .into_iter()
-            .chain(every_level_and_stage)
+        for e in [
+            sparse,
+            no_status,
+            closed_early,
+            one_field,
+            full_event(),
+            unusual,
+        ]
+        .into_iter()
+        .chain(every_level_and_stage)
         {
             assert_eq!(by_hand(&e), by_serde(&e));
         }
@@ -433,7 +452,7 @@ mod tests {
             e.request_received_timestamp = MicroTime::from(
                 time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(seconds) * 1_000_000_000 + i128::from(nanos)).unwrap(),
             );
-            e.response_status = flags[2].then_some(ResponseStatus { metadata: BTreeMap::new(), code });
+            e.response_status = flags[2].then_some(ResponseStatus::code(code));
             if flags[3] {
                 e.annotations = BTreeMap::from([(strings[10].clone().into(), strings[11].clone().into())]);
             } else {

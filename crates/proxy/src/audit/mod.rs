@@ -3,7 +3,10 @@
 //!
 //! Stages follow kube-apiserver: long-running requests ([`LongRunning`]) emit `ResponseStarted`
 //! when the response head is ready and `ResponseComplete` when the body ends; others emit only
-//! `ResponseComplete`, when the body ends (or is dropped because the client went away).
+//! `ResponseComplete`, when the body ends (or is dropped because the client went away). A
+//! request dropped before any response (the client went away while the upstream was still
+//! deciding) is recorded too, as kube-apiserver records it: status 200, message
+//! `Connection closed early`.
 //!
 //! Levels follow audit.k8s.io/v1 too ([`AuditLevel`]): the layer's default, or an [`AuditLevel`]
 //! request extension set by an outer layer (the gateway sets one per target). At `Request` and
@@ -380,13 +383,46 @@ impl From<Identity> for UserInfo {
     }
 }
 
-/// `responseStatus` (a `meta/v1` Status carrying the code).
+/// `responseStatus` (a `meta/v1` Status carrying the code; its fields in `meta/v1` order).
 #[derive(Debug, Clone, Serialize)]
 pub struct ResponseStatus {
     /// Always `{}`.
     pub metadata: BTreeMap<String, String>,
+    /// `Success` or `Failure`. Set only where the layer writes the whole status itself (a
+    /// request that ended without a response); an answered request's event carries its code
+    /// alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    /// A description of the status, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
     /// HTTP status code.
     pub code: u16,
+}
+
+impl ResponseStatus {
+    /// The status of a response with this code.
+    pub fn code(code: u16) -> Self {
+        ResponseStatus {
+            metadata: BTreeMap::new(),
+            status: None,
+            message: None,
+            code,
+        }
+    }
+
+    /// What kube-apiserver's audit filter records when a request ends before any status was
+    /// written (the client went away, or the handler returned without answering):
+    /// `{code: 200, status: Success, message: "Connection closed early"}` (apiserver
+    /// `endpoints/filters/audit.go`, `fakedSuccessStatus`).
+    pub fn connection_closed_early() -> Self {
+        ResponseStatus {
+            metadata: BTreeMap::new(),
+            status: Some("Success"),
+            message: Some("Connection closed early"),
+            code: 200,
+        }
+    }
 }
 
 /// Layer applying [`Audit`].
@@ -754,7 +790,7 @@ impl IdentitySlot {
     }
 }
 
-struct State<K> {
+struct State<K: AuditSink> {
     sink: Arc<K>,
     /// `None` at level `None`.
     event: Option<Box<AuditEvent>>,
@@ -767,16 +803,68 @@ struct State<K> {
     slot: IdentitySlot,
 }
 
+/// Moves what the inner stack reported (identity, impersonated identity, annotations) into
+/// `event`: moved, not cloned.
+fn take_reported(event: &mut AuditEvent, slot: &IdentitySlot) {
+    let reported = slot.take();
+    if let Some(identity) = reported.user {
+        event.user = UserInfo::from(identity);
+    }
+    event.impersonated_user = reported.impersonated.map(UserInfo::from);
+    if let Some(AuditAnnotations(a)) = reported.annotations {
+        event.annotations = a;
+    }
+}
+
 pin_project! {
-    /// Response future of [`Audit`].
-    pub struct ResponseFuture<F, K> {
+    /// Response future of [`Audit`]. Dropped before the inner service answered (the client
+    /// went away, or a timeout outside gave up on the request), it still records the event,
+    /// as kube-apiserver's audit filter does in its deferred function: the identity and
+    /// annotations reported so far, and the status kube fakes when none was written
+    /// ([`ResponseStatus::connection_closed_early`]); a long-running request gets its
+    /// `ResponseStarted` stage first, as there.
+    pub struct ResponseFuture<F, K: AuditSink> {
         #[pin]
         inner: F,
         state: Option<State<K>>,
     }
+
+    impl<F, K: AuditSink> PinnedDrop for ResponseFuture<F, K> {
+        fn drop(this: Pin<&mut Self>) {
+            // `None` once the future completed: the event went into the response body or
+            // was recorded with the error, so it is recorded exactly once either way.
+            let Some(State {
+                sink,
+                event,
+                request_body,
+                long_running,
+                slot,
+                ..
+            }) = this.project().state.take()
+            else {
+                return;
+            };
+            let Some(mut event) = event else { return };
+            take_reported(&mut event, &slot);
+            event.response_status = Some(ResponseStatus::connection_closed_early());
+            if long_running {
+                event.stage = "ResponseStarted";
+                event.stage_timestamp = MicroTime::now();
+                sink.record(&event);
+            }
+            // Writes `ResponseComplete`, with the request body's annotation if one was being
+            // recorded (it did not finish).
+            drop(Pending {
+                sink,
+                event: Some(event),
+                request_body,
+                response_body: None,
+            });
+        }
+    }
 }
 
-impl<F, K> fmt::Debug for ResponseFuture<F, K> {
+impl<F, K: AuditSink> fmt::Debug for ResponseFuture<F, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ResponseFuture")
     }
@@ -807,15 +895,7 @@ where
             return Poll::Pending;
         };
         if let Some(event) = event.as_mut() {
-            // The slot's copies are the event's now: moved, not cloned.
-            let reported = slot.take();
-            if let Some(identity) = reported.user {
-                event.user = UserInfo::from(identity);
-            }
-            event.impersonated_user = reported.impersonated.map(UserInfo::from);
-            if let Some(AuditAnnotations(a)) = reported.annotations {
-                event.annotations = a;
-            }
+            take_reported(event, &slot);
         }
         match result {
             Ok(res) => {
@@ -831,10 +911,7 @@ where
                     }
                 });
                 if let Some(event) = event.as_mut() {
-                    event.response_status = Some(ResponseStatus {
-                        metadata: BTreeMap::new(),
-                        code: parts.status.as_u16(),
-                    });
+                    event.response_status = Some(ResponseStatus::code(parts.status.as_u16()));
                     // Consumed: the annotations are the event's, and nothing past this layer
                     // reads them.
                     if let Some(AuditAnnotations(a)) = parts.extensions.remove::<AuditAnnotations>()
@@ -1073,6 +1150,97 @@ mod tests {
         assert_eq!(events[0].user.username, "", "no authentication ran");
     }
 
+    /// Polls `fut` once, with a waker that does nothing.
+    fn poll_once<F: Future>(fut: Pin<&mut F>) -> Poll<F::Output> {
+        fut.poll(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_the_response_is_recorded_once_as_closed_early() {
+        for long_running in [false, true] {
+            let sink = Arc::new(Recorder::default());
+            // An upstream that never answers: the client gives up first.
+            let inner = tower::service_fn(|_req: Request<AuditBody<Full<Bytes>>>| {
+                std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
+            });
+            let mut svc =
+                AuditLayer::from_arc(sink.clone()).layer(AuthnLayer::new(Jane).layer(inner));
+            let mut req = request("/api/v1/namespaces/default/pods");
+            req.extensions_mut().insert(LongRunning(long_running));
+            let mut fut = Box::pin(svc.ready().await.unwrap().call(req));
+            assert!(poll_once(fut.as_mut()).is_pending());
+            assert!(
+                sink.events().is_empty(),
+                "recorded before the request ended"
+            );
+            drop(fut);
+            let events = sink.events();
+            let stages: Vec<_> = events.iter().map(|e| e.stage).collect();
+            let expected: &[&str] = if long_running {
+                &["ResponseStarted", "ResponseComplete"]
+            } else {
+                &["ResponseComplete"]
+            };
+            assert_eq!(stages, expected);
+            for e in &events {
+                assert_eq!(e.user.username, "jane");
+                assert_eq!(e.user.groups, ["devs"]);
+                let line = String::from_utf8({
+                    let mut line = Vec::new();
+                    e.write_json_line(&mut line);
+                    line
+                })
+                .unwrap();
+                assert!(
+                    line.contains(
+                        "\"responseStatus\":{\"metadata\":{},\"status\":\"Success\",\"message\":\"Connection closed early\",\"code\":200}"
+                    ),
+                    "{line}"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_body_dropped_mid_stream_is_recorded_once() {
+        use futures_util::StreamExt;
+        let sink = Arc::new(Recorder::default());
+        // A response that sends one frame and then waits forever (a watch, a slow list).
+        let inner = tower::service_fn(|_req: Request<AuditBody<Full<Bytes>>>| async {
+            let frames = futures_util::stream::iter([Ok::<_, Infallible>(http_body::Frame::data(
+                Bytes::from_static(b"{\"kind\":"),
+            ))])
+            .chain(futures_util::stream::pending());
+            let res = Response::builder()
+                .header("content-type", "application/json")
+                .body(http_body_util::StreamBody::new(frames))
+                .unwrap();
+            Ok::<_, Infallible>(res)
+        });
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        let mut req = request("/api/v1/namespaces/default/pods");
+        // Authenticated outside the layer (an `AuthnLayer` needs a body it can answer with).
+        req.extensions_mut()
+            .insert(Identity::new("jane", vec!["devs".into()]));
+        let mut res = layer.layer(inner).oneshot(req).await.unwrap();
+        assert!(res.frame().await.is_some());
+        assert!(sink.events().is_empty(), "recorded before the body ended");
+        // The client goes away: hyper drops the body.
+        drop(res);
+        let events = sink.events();
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e.stage, "ResponseComplete");
+        assert_eq!(e.user.username, "jane");
+        assert_eq!(e.response_status.as_ref().unwrap().code, 200);
+        assert!(e.response_status.as_ref().unwrap().message.is_none());
+        assert!(e.response_object.is_none());
+        assert_eq!(
+            e.annotations[RESPONSE_OBJECT_ANNOTATION],
+            "omitted: the body did not finish"
+        );
+    }
+
     /// An upstream stand-in answering every request with a JSON echo of its body, read to the
     /// end as a forwarding service would.
     fn echo() -> impl Service<
@@ -1266,10 +1434,7 @@ mod tests {
             source_ips: vec!["127.0.0.1".into()],
             user_agent: None,
             object_ref: None,
-            response_status: Some(ResponseStatus {
-                metadata: BTreeMap::new(),
-                code: 200,
-            }),
+            response_status: Some(ResponseStatus::code(200)),
             request_object: None,
             response_object: None,
             request_received_timestamp: MicroTime::from(
