@@ -13,7 +13,8 @@
 //! `RequestResponse` the bodies are copied as they stream through — never buffered in front of
 //! the upstream or the client — up to a bound, and recorded as `requestObject` /
 //! `responseObject` when they are JSON. Bodies are never recorded for long-running requests
-//! (watch, exec, attach, port-forward, log, proxy), upgrades, or resources that carry
+//! (watch, exec, attach, port-forward, log, proxy), upgrades (a `Connection: upgrade` request,
+//! as [`ForwardService`](crate::ForwardService) tells one), or resources that carry
 //! credentials ([`has_secret_bodies`]); those events say `Metadata`. When a body is left out
 //! for another reason (too large, not JSON, compressed, unfinished) an annotation says why.
 
@@ -660,8 +661,11 @@ where
         } else {
             AuditLevel::None
         };
+        // An upgrade is decided as ForwardService decides it (`Connection: upgrade`): a bare
+        // `Upgrade` header is forwarded as an ordinary request, body and all, and must not
+        // let a client lower its own audit level.
         let bodies_allowed = !long_running
-            && !req.headers().contains_key(http::header::UPGRADE)
+            && !crate::headers::is_upgrade_request(req.headers())
             && !meta
                 .and_then(|m| m.object_ref.as_ref())
                 .is_some_and(has_secret_bodies);
@@ -1357,6 +1361,42 @@ mod tests {
                 .iter()
                 .all(|e| e.level == "Metadata" && e.request_object.is_none())
         );
+    }
+
+    #[tokio::test]
+    async fn only_a_request_forwarded_as_an_upgrade_stays_at_metadata() {
+        let sink = Arc::new(Recorder::default());
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        // `Upgrade` alone: ForwardService forwards this as an ordinary request, body and all,
+        // so the event records the body.
+        let mut req = post(
+            "/api/v1/namespaces/default/configmaps",
+            "configmaps",
+            "{\"data\":{}}",
+        );
+        req.headers_mut()
+            .insert(http::header::UPGRADE, HeaderValue::from_static("x"));
+        let (_, events) = run(layer.clone(), &sink, req).await;
+        assert_eq!(events[0].level, "RequestResponse");
+        assert_eq!(
+            events[0].request_object.as_ref().map(|o| o.get()),
+            Some("{\"data\":{}}")
+        );
+        // `Connection: upgrade` too: forwarded as an upgrade, no body is recorded.
+        let mut req = post(
+            "/api/v1/namespaces/default/configmaps",
+            "configmaps",
+            "{\"data\":{}}",
+        );
+        req.headers_mut()
+            .insert(http::header::UPGRADE, HeaderValue::from_static("x"));
+        req.headers_mut().insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        let (_, events) = run(layer, &sink, req).await;
+        assert_eq!(events[1].level, "Metadata");
+        assert!(events[1].request_object.is_none());
     }
 
     #[tokio::test]
