@@ -193,6 +193,93 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr
 }
 
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The client addresses an audit event records, as kube's `utilnet.SourceIPs` finds them
+/// (apimachinery `pkg/util/net/http.go`): the entries of the first `X-Forwarded-For` line that
+/// are IP addresses, then `X-Real-Ip` if it is one and not in that chain yet, then `remote`
+/// (the peer) unless it is the last address already. Each address is written as Go's
+/// `net.IP.String` writes it (an IPv4-mapped IPv6 address as IPv4).
+///
+/// Only addresses are kept, so the list is at most one entry per eight bytes of the header
+/// (`1.2.3.4,`), never one string per comma of whatever a client sends.
+pub(crate) fn source_ips(headers: &HeaderMap, remote: Option<std::net::IpAddr>) -> Vec<String> {
+    let text = |ip| {
+        let mut text = String::with_capacity(15);
+        push_ip(&mut text, ip);
+        text
+    };
+    let mut ips = Vec::new();
+    let mut last = None;
+    // `Header.Get`: the first line only.
+    if let Some(chain) = headers.get(X_FORWARDED_FOR) {
+        for entry in chain.as_bytes().split(|b| *b == b',') {
+            // `strings.TrimSpace` trims Unicode spaces, so the entry is text first.
+            let ip = std::str::from_utf8(entry)
+                .ok()
+                .and_then(|e| parse_ip_sloppy(e.trim()));
+            if let Some(ip) = ip {
+                ips.push(text(ip));
+                last = Some(ip);
+            }
+        }
+    }
+    // Not trimmed, as in kube.
+    let real = headers
+        .get(X_REAL_IP)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .and_then(parse_ip_sloppy);
+    if let Some(ip) = real {
+        // Equal addresses have equal canonical text.
+        let real = text(ip);
+        if !ips.contains(&real) {
+            ips.push(real);
+            last = Some(ip);
+        }
+    }
+    if let Some(ip) = remote.map(|ip| ip.to_canonical())
+        && last != Some(ip)
+    {
+        ips.push(text(ip));
+    }
+    ips
+}
+
+/// k8s.io/utils `net.ParseIPSloppy`: Go's `net.ParseIP` (no zone; std's parsers take the same
+/// forms), then, if that fails, once more with the leading zeros of a trailing dotted quad
+/// dropped (`010.001.0.1`, `::ffff:01.2.3.4`), as Go's parser took them before 1.17. An
+/// IPv4-mapped IPv6 address comes back as IPv4, the address Go's `net.IP` holds for both.
+fn parse_ip_sloppy(text: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = text.parse::<std::net::IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    // kube's pattern `(^|:)0*(0|[1-9][0-9]*)\.…\.0*(0|[1-9][0-9]*)$`: four runs of digits after
+    // the last `:`, or the whole text. (Its optional `/len` only matters to ParseCIDRSloppy:
+    // an address with one never parses.)
+    let quad_at = text.rfind(':').map_or(0, |colon| colon + 1);
+    let (head, quad) = text.split_at(quad_at);
+    let mut stripped = String::with_capacity(text.len());
+    stripped.push_str(head);
+    let mut fields = 0;
+    for field in quad.split('.') {
+        if field.is_empty() || !field.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        if fields > 0 {
+            stripped.push('.');
+        }
+        let digits = field.trim_start_matches('0');
+        stripped.push_str(if digits.is_empty() { "0" } else { digits });
+        fields += 1;
+    }
+    if fields != 4 {
+        return None;
+    }
+    stripped
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
 
 /// Appends `ip` as `Display` writes it. Every request comes through here, and an IPv4 address
 /// written digit by digit costs a tenth of a trip through `fmt`.
@@ -390,6 +477,181 @@ mod tests {
         assert!(single_authorization(&h).is_some());
         h.append(AUTHORIZATION, HeaderValue::from_static("Bearer b"));
         assert!(single_authorization(&h).is_none());
+    }
+
+    // apimachinery `pkg/util/net/http_test.go` TestSourceIPs, case for case.
+    #[test]
+    fn source_ips_like_test_source_ips() {
+        for (name, real_ip, forwarded_for, remote_addr, expected) in [
+            ("no headers, missing remoteAddr", "", "", "", &[][..]),
+            (
+                "no headers, just remoteAddr host:port",
+                "",
+                "",
+                "1.2.3.4:555",
+                &["1.2.3.4"],
+            ),
+            (
+                "no headers, just remoteAddr host",
+                "",
+                "",
+                "1.2.3.4",
+                &["1.2.3.4"],
+            ),
+            (
+                "empty forwarded-for chain",
+                "",
+                " ",
+                "1.2.3.4",
+                &["1.2.3.4"],
+            ),
+            (
+                "invalid forwarded-for chain",
+                "",
+                "garbage garbage values!",
+                "1.2.3.4",
+                &["1.2.3.4"],
+            ),
+            (
+                "partially invalid forwarded-for chain",
+                "",
+                "garbage garbage values!,4.5.6.7",
+                "1.2.3.4",
+                &["4.5.6.7", "1.2.3.4"],
+            ),
+            (
+                "valid forwarded-for chain",
+                "",
+                "120.120.120.126,2.2.2.2,4.5.6.7",
+                "1.2.3.4",
+                &["120.120.120.126", "2.2.2.2", "4.5.6.7", "1.2.3.4"],
+            ),
+            (
+                "valid forwarded-for chain with redundant remoteAddr",
+                "",
+                "2.2.2.2,1.2.3.4",
+                "1.2.3.4",
+                &["2.2.2.2", "1.2.3.4"],
+            ),
+            (
+                "invalid Real-Ip",
+                "garbage, just garbage!",
+                "",
+                "1.2.3.4",
+                &["1.2.3.4"],
+            ),
+            (
+                "invalid Real-Ip with forwarded-for",
+                "garbage, just garbage!",
+                "2.2.2.2",
+                "1.2.3.4",
+                &["2.2.2.2", "1.2.3.4"],
+            ),
+            (
+                "valid Real-Ip",
+                "2.2.2.2",
+                "",
+                "1.2.3.4",
+                &["2.2.2.2", "1.2.3.4"],
+            ),
+            ("redundant Real-Ip", "1.2.3.4", "", "1.2.3.4", &["1.2.3.4"]),
+            (
+                "valid Real-Ip with forwarded-for",
+                "2.2.2.2",
+                "120.120.120.126,4.5.6.7",
+                "1.2.3.4",
+                &["120.120.120.126", "4.5.6.7", "2.2.2.2", "1.2.3.4"],
+            ),
+            (
+                "redundant Real-Ip with forwarded-for",
+                "2.2.2.2",
+                "120.120.120.126,2.2.2.2,4.5.6.7",
+                "1.2.3.4",
+                &["120.120.120.126", "2.2.2.2", "4.5.6.7", "1.2.3.4"],
+            ),
+            (
+                "full redundancy",
+                "1.2.3.4",
+                "1.2.3.4",
+                "1.2.3.4",
+                &["1.2.3.4"],
+            ),
+            (
+                "full ipv6",
+                "abcd:ef01:2345:6789:abcd:ef01:2345:6789",
+                "aaaa:bbbb:cccc:dddd:eeee:ffff:0:1111,0:1111:2222:3333:4444:5555:6666:7777",
+                "aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa",
+                &[
+                    "aaaa:bbbb:cccc:dddd:eeee:ffff:0:1111",
+                    "0:1111:2222:3333:4444:5555:6666:7777",
+                    "abcd:ef01:2345:6789:abcd:ef01:2345:6789",
+                    "aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa",
+                ],
+            ),
+            (
+                "mixed ipv4 ipv6",
+                "",
+                "aaaa:bbbb:cccc:dddd:eeee:ffff:0:1111,1.2.3.4",
+                // IPv6 equivalent to 1.2.3.4.
+                "0:0:0:0:0:ffff:102:304",
+                &["aaaa:bbbb:cccc:dddd:eeee:ffff:0:1111", "1.2.3.4"],
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            if !forwarded_for.is_empty() {
+                h.insert(X_FORWARDED_FOR, HeaderValue::from_static(forwarded_for));
+            }
+            if !real_ip.is_empty() {
+                h.insert(X_REAL_IP, HeaderValue::from_static(real_ip));
+            }
+            // Go's SourceIPs takes `host:port` or a bare host; the server hands us the peer's
+            // socket address.
+            let remote = remote_addr
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.ip())
+                .ok()
+                .or_else(|| remote_addr.parse().ok());
+            assert_eq!(source_ips(&h, remote), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn source_ips_read_the_first_forwarded_for_line_and_parse_sloppily() {
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("010.001.000.001, ::ffff:01.2.3.4,\t::FFFF:a:b ,1.2.3.04/8"),
+        );
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("9.9.9.9"));
+        // A zone, a port, a fifth field: not addresses.
+        h.insert(X_REAL_IP, HeaderValue::from_static("fe80::1%eth0"));
+        let remote = Some("::ffff:192.0.2.7".parse().unwrap());
+        assert_eq!(
+            source_ips(&h, remote),
+            // `::ffff:a:b` is IPv4-mapped too: Go writes 0.10.0.11.
+            ["10.1.0.1", "1.2.3.4", "0.10.0.11", "192.0.2.7"]
+        );
+        for text in [
+            "1.2.3.4:80",
+            "1.2.3.4.5",
+            "1..2.3",
+            "256.1.1.1",
+            "0x1.2.3.4",
+            "",
+        ] {
+            assert_eq!(parse_ip_sloppy(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_ip_sloppy("0000000000001.02.003.0"),
+            Some([1, 2, 3, 0].into())
+        );
+        // Obsolete-text bytes: the rest of the line still counts.
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff, 1.2.3.4\xc2\xa0, 5.6.7.8").unwrap(),
+        );
+        assert_eq!(source_ips(&h, None), ["1.2.3.4", "5.6.7.8"]);
     }
 
     #[test]

@@ -324,7 +324,9 @@ pub struct AuditEvent {
     /// The user the request acted as, when the authenticated user impersonated another.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub impersonated_user: Option<UserInfo>,
-    /// Client addresses: `X-Forwarded-For` entries, then the peer address.
+    /// Client addresses as kube-apiserver lists them (`utilnet.SourceIPs`): the addresses in
+    /// the first `X-Forwarded-For` line, `X-Real-Ip` if new, then the peer address unless it
+    /// is the last one already.
     #[serde(rename = "sourceIPs")]
     pub source_ips: Vec<String>,
     /// `User-Agent`.
@@ -676,20 +678,12 @@ where
             level => level,
         };
         let event = (level != AuditLevel::None).then(|| {
-            let mut source_ips: Vec<String> = req
-                .headers()
-                .get_all(&crate::headers::X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(ClientAddr(addr)) = req.extensions().get::<ClientAddr>() {
-                let mut ip = String::with_capacity(15);
-                crate::headers::push_ip(&mut ip, addr.ip());
-                source_ips.push(ip);
-            }
+            let source_ips = crate::headers::source_ips(
+                req.headers(),
+                req.extensions()
+                    .get::<ClientAddr>()
+                    .map(|ClientAddr(addr)| addr.ip()),
+            );
             // Boxed: the event (≈ 550 bytes) waits in this layer's future and then in the
             // response body, both moved several times on their way to hyper.
             Box::new(AuditEvent {
@@ -1129,6 +1123,39 @@ mod tests {
         assert_eq!(e.response_status.as_ref().unwrap().code, 200);
         assert_eq!(e.annotations["authorization.k8s.io/decision"], "allow");
         assert!(e.request_received_timestamp <= e.stage_timestamp);
+    }
+
+    #[tokio::test]
+    async fn source_ips_keep_only_addresses_as_kube_does() {
+        let sink = Arc::new(Recorder::default());
+        let inner = tower::service_fn(|_req: Request<AuditBody<Full<Bytes>>>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        let svc = AuditLayer::from_arc(sink.clone()).layer(inner);
+        // 400 KB of entries that are not addresses: not one string each.
+        let mut req = request("/api/v1/pods");
+        let junk = "a,".repeat(200_000);
+        req.headers_mut()
+            .insert("x-forwarded-for", HeaderValue::from_str(&junk).unwrap());
+        drop(svc.clone().oneshot(req).await.unwrap());
+        // Only the first line counts, invalid entries are skipped, X-Real-Ip is added when
+        // new, and the peer address when it is not the last one already.
+        let mut req = request("/api/v1/pods");
+        req.headers_mut().insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("garbage, 4.5.6.7 ,192.0.2.7"),
+        );
+        req.headers_mut()
+            .append("x-forwarded-for", HeaderValue::from_static("10.9.9.9"));
+        req.headers_mut()
+            .insert("x-real-ip", HeaderValue::from_static("2.2.2.2"));
+        drop(svc.oneshot(req).await.unwrap());
+        let events = sink.events();
+        assert_eq!(events[0].source_ips, ["192.0.2.7"]);
+        assert_eq!(
+            events[1].source_ips,
+            ["4.5.6.7", "192.0.2.7", "2.2.2.2", "192.0.2.7"]
+        );
     }
 
     #[tokio::test]
