@@ -16,6 +16,10 @@
 //! Label sets are bounded, so no client can grow the registry without bound:
 //! - a verb outside kube's verbs and HTTP's methods is counted as `other`, as kube-apiserver's
 //!   own request metrics do;
+//! - a status code HTTP does not register (the upstream chooses it; hyper passes on any from
+//!   100 to 999) is counted under its class, `1xx` to `9xx` (kube-apiserver writes every code
+//!   as its number, but there the server picks its codes), so a verb on a target has at most
+//!   72 code labels;
 //! - targets come from the request path, before anyone is authenticated: after
 //!   [`MetricsLayer::with_max_targets`] distinct ones (1,000 by default), further targets are
 //!   counted as `other`.
@@ -33,7 +37,7 @@ use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -49,7 +53,48 @@ use kubegate_routing::STANDARD_VERBS;
 struct RequestLabels {
     target: Arc<str>,
     verb: &'static str,
-    code: u16,
+    code: CodeLabel,
+}
+
+/// The `code` label: a status code HTTP registers (and [`NO_RESPONSE`]) as its number, any
+/// other as its class (`5xx`).
+///
+/// kube-apiserver writes every code as its number (`codeToString` in apiserver
+/// `endpoints/metrics` names the common ones and falls back to `strconv.Itoa`), but there the
+/// server chooses its codes; here the upstream does, and hyper passes on any code from 100
+/// to 999. Folding the unregistered ones to their class bounds the series of a target and verb
+/// (62 registered codes, `0`, 9 classes) and keeps the usual `code=~"5.."` queries matching.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum CodeLabel {
+    Code(u16),
+    /// The hundreds digit.
+    Class(u16),
+}
+
+impl CodeLabel {
+    fn of(code: u16) -> Self {
+        let registered = http::StatusCode::from_u16(code)
+            .ok()
+            .and_then(|c| c.canonical_reason())
+            .is_some();
+        if registered || code == NO_RESPONSE {
+            CodeLabel::Code(code)
+        } else {
+            CodeLabel::Class(code / 100)
+        }
+    }
+}
+
+impl EncodeLabelValue for CodeLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), fmt::Error> {
+        match *self {
+            CodeLabel::Code(code) => code.encode(encoder),
+            CodeLabel::Class(class) => {
+                use fmt::Write as _;
+                write!(encoder, "{class}xx")
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,8 +156,9 @@ struct TargetSeries {
 #[derive(Debug)]
 struct VerbSeries {
     latency: Histogram,
-    /// `kubegate_requests` by status code: the few codes a target answers, scanned.
-    codes: RwLock<Vec<(u16, Counter)>>,
+    /// `kubegate_requests` by code label: the few codes a target answers, scanned (at most
+    /// the 72 labels of [`CodeLabel`]).
+    codes: RwLock<Vec<(CodeLabel, Counter)>>,
 }
 
 impl Metrics {
@@ -175,6 +221,7 @@ impl Metrics {
 
     /// Counts one request of `verb` on `target` answered with `code`.
     fn count(&self, target: &TargetSeries, verb: usize, code: u16) {
+        let code = CodeLabel::of(code);
         let series = self.verb(target, verb);
         let codes = series.codes.read().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
@@ -537,6 +584,46 @@ mod tests {
             r#"kubegate_requests_in_flight{target="cluster/prod"} 0"#,
         ] {
             assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn upstream_chosen_codes_leave_a_bounded_number_of_series() {
+        let mut registry = Registry::default();
+        // An upstream answering with whatever code the path names: hyper passes on any code
+        // from 100 to 999.
+        let svc = MetricsLayer::new(&mut registry).layer(tower::service_fn(
+            |req: Request<Full<Bytes>>| async move {
+                let code = req.uri().path()[1..].parse::<u16>().unwrap();
+                let mut res = Response::new(Full::new(Bytes::new()));
+                *res.status_mut() = http::StatusCode::from_u16(code).unwrap();
+                Ok::<_, Infallible>(res)
+            },
+        ));
+        for code in 100..=999 {
+            let req = Request::builder()
+                .uri(format!("/{code}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            drop(svc.clone().oneshot(req).await.unwrap());
+        }
+        let text = encode(&registry);
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kubegate_requests_total{"))
+            .collect();
+        // HTTP's 62 registered codes, and one class label for each hundred of the others.
+        assert_eq!(series.len(), 62 + 9, "{text}");
+        for (line, n) in [
+            (r#"code="200"} "#, 1),
+            (r#"code="418"} "#, 1),
+            (r#"code="511"} "#, 1),
+            (r#"code="1xx"} "#, 100 - 4),
+            (r#"code="5xx"} "#, 100 - 11),
+            (r#"code="9xx"} "#, 100),
+        ] {
+            let line = format!(r#"kubegate_requests_total{{target="",verb="get",{line}{n}"#);
+            assert!(text.contains(&line), "{line}\n{text}");
         }
     }
 
