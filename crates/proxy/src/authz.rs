@@ -36,7 +36,9 @@ pub enum Decision {
         reason: String,
     },
     /// The authorizer failed: kube answers `500 Internal Server Error: "<uri>": <err>` as plain
-    /// text (apiserver `filters/authorization.go`).
+    /// text (apiserver `filters/authorization.go`). The audit event gets no decision and only
+    /// the reason `internal error`, as there: the error's text goes to the client's 500, not
+    /// to the audit log.
     Error(String),
 }
 
@@ -121,16 +123,13 @@ impl<S: fmt::Debug, Z> fmt::Debug for Authz<S, Z> {
     }
 }
 
+const DECISION: &str = "authorization.k8s.io/decision";
+const REASON: &str = "authorization.k8s.io/reason";
+
 fn annotations(decision: &'static str, reason: String) -> AuditAnnotations {
     AuditAnnotations(BTreeMap::from([
-        (
-            Cow::Borrowed("authorization.k8s.io/decision"),
-            Cow::Borrowed(decision),
-        ),
-        (
-            Cow::Borrowed("authorization.k8s.io/reason"),
-            Cow::Owned(reason),
-        ),
+        (Cow::Borrowed(DECISION), Cow::Borrowed(decision)),
+        (Cow::Borrowed(REASON), Cow::Owned(reason)),
     ]))
 }
 
@@ -177,7 +176,11 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
             ),
             Decision::Error(err) => {
                 let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                (internal_error_text(uri, &err), annotations("forbid", err))
+                let annotations = AuditAnnotations(BTreeMap::from([(
+                    Cow::Borrowed(REASON),
+                    Cow::Borrowed("internal error"),
+                )]));
+                (internal_error_text(uri, &err), annotations)
             }
         };
         match slot {
@@ -270,10 +273,12 @@ mod tests {
 
     #[tokio::test]
     async fn under_an_audit_layer_the_annotations_reach_the_event_through_its_slot() {
+        // As kube's filters/authorization.go: an authorizer error records no decision and
+        // only the reason `internal error`, never the error's text.
         for (user, status, decision, reason) in [
-            ("alice", 200, "allow", "RBAC: allowed"),
-            ("bob", 403, "forbid", ""),
-            ("broken", 500, "forbid", "ARGH"),
+            ("alice", 200, Some("allow"), "RBAC: allowed"),
+            ("bob", 403, Some("forbid"), ""),
+            ("broken", 500, None, "internal error"),
         ] {
             let events = Arc::new(Events::default());
             let inner =
@@ -306,7 +311,10 @@ mod tests {
             let events = events.0.lock().unwrap();
             let annotations = &events[0].annotations;
             assert_eq!(
-                annotations["authorization.k8s.io/decision"], decision,
+                annotations
+                    .get("authorization.k8s.io/decision")
+                    .map(|v| &**v),
+                decision,
                 "{user}"
             );
             assert_eq!(annotations["authorization.k8s.io/reason"], reason, "{user}");
@@ -334,6 +342,9 @@ mod tests {
     async fn authorizer_error_is_plain_text_500() {
         let res = call("broken", "/api?a=1&b=2").await;
         assert_eq!(res.status(), 500);
+        let ann = res.extensions().get::<AuditAnnotations>().unwrap();
+        assert_eq!(ann.0.len(), 1, "{:?}", ann.0);
+        assert_eq!(ann.0["authorization.k8s.io/reason"], "internal error");
         assert_eq!(
             text(res).await,
             "Internal Server Error: \"/api?a=1&amp;b=2\": ARGH\n"

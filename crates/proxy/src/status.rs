@@ -393,8 +393,10 @@ pub fn not_found_text<B: From<Bytes>>() -> Response<B> {
     plain_text_response(StatusCode::NOT_FOUND, "404 page not found\n".to_owned())
 }
 
-/// kube-apiserver's `InternalError` responder: `Internal Server Error: "<uri>": <err>\n` with the
-/// request URI HTML-sanitised, then Go-quoted.
+/// kube-apiserver's `InternalError` responder: `Internal Server Error: "<uri>": <err>\n`, the
+/// request URI Go-quoted, and the whole message (the error's text too) HTML-sanitised, so no
+/// part of it reads as markup (apiserver `responsewriters/errors.go`:
+/// `sanitizer.Replace(fmt.Sprintf("Internal Server Error: %q: %v", …))`).
 pub fn internal_error_text<B: From<Bytes>>(request_uri: &str, err: &str) -> Response<B> {
     plain_text_response(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -403,11 +405,20 @@ pub fn internal_error_text<B: From<Bytes>>(request_uri: &str, err: &str) -> Resp
 }
 
 fn internal_error_body(request_uri: &str, err: &str) -> String {
-    let sanitized = request_uri
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    format!("Internal Server Error: {}: {err}\n", go_quote(&sanitized))
+    let message = format!("Internal Server Error: {}: {err}", go_quote(request_uri));
+    // Go's `strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")`: one pass, so the
+    // `&` of an inserted entity is not replaced again.
+    let mut body = String::with_capacity(message.len() + 1);
+    for c in message.chars() {
+        match c {
+            '&' => body.push_str("&amp;"),
+            '<' => body.push_str("&lt;"),
+            '>' => body.push_str("&gt;"),
+            c => body.push(c),
+        }
+    }
+    body.push('\n');
+    body
 }
 
 /// `Too many requests, please try again later.\n` with `Retry-After` (APF / max-in-flight).
@@ -524,6 +535,13 @@ mod tests {
                 "/<script>",
                 "ARGH",
                 "Internal Server Error: \"/&lt;script&gt;\": ARGH\n",
+            ),
+            // kube sanitizes the whole formatted message, the error's text included
+            // (responsewriters/errors.go InternalError: `sanitizer.Replace(fmt.Sprintf(…))`).
+            (
+                "/api?a=1&b=2",
+                "bad <b>thing</b> & more",
+                "Internal Server Error: \"/api?a=1&amp;b=2\": bad &lt;b&gt;thing&lt;/b&gt; &amp; more\n",
             ),
         ];
         for (uri, err, want) in cases {
