@@ -38,7 +38,8 @@ pub enum Error {
     /// The upstream URL could not be parsed or is not `http(s)://host[:port][/base/path]`.
     #[error("invalid upstream URL {url:?}: {reason}")]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, with its userinfo, query and fragment replaced by `<redacted>`:
+        /// they may hold a credential (`https://admin:password@host`, `?token=…`).
         url: String,
         /// Why it was rejected.
         reason: &'static str,

@@ -57,8 +57,9 @@ impl fmt::Debug for Credential {
     }
 }
 
-/// Builder for [`Upstream`].
-#[derive(Debug, Clone)]
+/// Builder for [`Upstream`]. Its `Debug` output shows the URL as [`Error::InvalidUrl`] does,
+/// without userinfo or query, and no credential.
+#[derive(Clone)]
 pub struct UpstreamBuilder {
     name: String,
     url: String,
@@ -75,6 +76,64 @@ pub struct UpstreamBuilder {
     http2_max_streams: u32,
     http1_for_short_requests: u32,
     reject_forwarding_redirects: bool,
+}
+
+impl fmt::Debug for UpstreamBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamBuilder")
+            .field("name", &self.name)
+            .field("url", &redact_url(&self.url))
+            .field("ca_pem", &self.ca_pem.as_ref().map(Vec::len))
+            .field("credential", &self.credential)
+            .field("identity_mode", &self.identity_mode)
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_header_timeout", &self.response_header_timeout)
+            .field("token_file_recheck", &self.token_file_recheck)
+            .field("tls_server_name", &self.tls_server_name)
+            .field("description", &self.description)
+            .field("http2", &self.http2)
+            .field("http2_max_streams", &self.http2_max_streams)
+            .field("http1_for_short_requests", &self.http1_for_short_requests)
+            .field(
+                "reject_forwarding_redirects",
+                &self.reject_forwarding_redirects,
+            )
+            .finish()
+    }
+}
+
+/// `url` with the parts that may carry a credential replaced by `<redacted>`: the userinfo
+/// (`https://admin:password@host`, `https://token@host`) and the query and fragment
+/// (`?token=…`). The URL may be malformed (that is often why it is shown), with raw `/`, `?`
+/// or `#` in a password or an `@` in a query; so the userinfo is taken to end at the last
+/// `@`, the query to start at the first `?` or `#`, and when the two overlap nothing between
+/// the scheme and the end is shown.
+pub(crate) fn redact_url(url: &str) -> String {
+    const REDACTED: &str = "<redacted>";
+    let (scheme, rest) = match url.find("://") {
+        Some(at) => url.split_at(at + 3),
+        None => ("", url),
+    };
+    let userinfo_end = rest.rfind('@');
+    let query_start = rest.find(['?', '#']);
+    let visible_start = userinfo_end.map_or(0, |at| at + 1);
+    let visible_end = query_start.unwrap_or(rest.len());
+    let mut out = String::with_capacity(url.len() + 2 * REDACTED.len());
+    out.push_str(scheme);
+    if userinfo_end.is_some() {
+        out.push_str(REDACTED);
+        out.push('@');
+    }
+    if let Some(visible) = rest.get(visible_start..visible_end) {
+        out.push_str(visible);
+    }
+    if let Some(at) = query_start {
+        // `?` or `#`, whichever came first, and the rest hidden.
+        out.push_str(&rest[at..at + 1]);
+        out.push_str(REDACTED);
+    }
+    out
 }
 
 /// The default of [`UpstreamBuilder::http2_max_streams_per_connection`].
@@ -213,7 +272,7 @@ impl UpstreamBuilder {
     /// Validates everything and builds the TLS configuration.
     pub fn build(self) -> Result<Upstream, Error> {
         let bad = |reason| Error::InvalidUrl {
-            url: self.url.clone(),
+            url: redact_url(&self.url),
             reason,
         };
         let uri: Uri = self.url.parse().map_err(|_| bad("not a URI"))?;
@@ -735,6 +794,48 @@ mod tests {
                 .build();
             assert_eq!(r.is_ok(), ok, "{url}: {r:?}");
         }
+    }
+
+    #[test]
+    fn url_errors_and_builder_debug_never_show_userinfo_or_query() {
+        for (url, shown) in [
+            (
+                "https://admin:s3cret@k8s:6443",
+                "https://<redacted>@k8s:6443",
+            ),
+            ("https://s3cret@k8s", "https://<redacted>@k8s"),
+            (
+                "https://k8s/base?token=s3cret",
+                "https://k8s/base?<redacted>",
+            ),
+            // Not URIs at all (raw characters in the password), still redacted.
+            ("https://admin:s3 cret@k8s", "https://<redacted>@k8s"),
+            (
+                "https://admin:s3/cr?et@k8s",
+                "https://<redacted>@?<redacted>",
+            ),
+            (
+                "https://k8s/?mail=a@b&token=s3cret",
+                "https://<redacted>@?<redacted>",
+            ),
+        ] {
+            let builder = Upstream::builder("c", url).insecure_skip_tls_verify(true);
+            let debug = format!("{builder:?}");
+            assert!(!debug.contains("s3"), "{debug}");
+            assert!(debug.contains(&format!("{shown:?}")), "{debug}");
+            let err = builder.build().unwrap_err();
+            for text in [err.to_string(), format!("{err:?}")] {
+                assert!(!text.contains("s3"), "{text}");
+                assert!(text.contains(shown), "{text}");
+            }
+        }
+        // http's parser drops a fragment: the upstream builds, and keeps none.
+        let builder = Upstream::builder("c", "https://k8s/#s3cret").insecure_skip_tls_verify(true);
+        assert!(!format!("{builder:?}").contains("s3"));
+        assert!(!format!("{:?}", builder.build().unwrap()).contains("s3"));
+        assert_eq!(redact_url("https://k8s/#s3cret"), "https://k8s/#<redacted>");
+        assert_eq!(redact_url("https://k8s:6443/base"), "https://k8s:6443/base");
+        assert_eq!(redact_url("/relative"), "/relative");
     }
 
     #[test]
