@@ -176,14 +176,20 @@ pub(crate) async fn handle(
         Admission::Reject(status) => body::status(&status, pretty),
         Admission::Internal(msg) => {
             let uri = req.uri().path_and_query().map_or("", |p| p.as_str());
-            let uri = uri
-                .replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;");
-            body::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("Internal Server Error: {:?}: {msg}\n", uri),
-            )
+            // kube-apiserver's `InternalError` sanitizes the whole message, the error text
+            // too, in one pass (Go's `strings.NewReplacer`).
+            let message = format!("Internal Server Error: {uri:?}: {msg}");
+            let mut text = String::with_capacity(message.len() + 1);
+            for c in message.chars() {
+                match c {
+                    '&' => text.push_str("&amp;"),
+                    '<' => text.push_str("&lt;"),
+                    '>' => text.push_str("&gt;"),
+                    c => text.push(c),
+                }
+            }
+            text.push('\n');
+            body::text(StatusCode::INTERNAL_SERVER_ERROR, text)
         }
         Admission::Proceed { info, user } => {
             route(&shared, req, &info, &user, &query, &path, pretty).await
