@@ -123,11 +123,9 @@ rbac:
     }
 
     fn last_pods_user(&self) -> String {
-        let seen = self.upstream.requests();
-        let last = seen
-            .iter()
-            .rev()
-            .find(|r| r.path.ends_with("/pods"))
+        let last = self
+            .upstream
+            .last_request_to("/pods")
             .expect("the agent's upstream saw a pods request");
         last.effective_user().unwrap().name.clone()
     }

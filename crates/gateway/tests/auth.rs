@@ -419,12 +419,7 @@ async fn password_login_returns_a_key_that_works_with_kubectl() {
             "kubectl failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let seen = env.a.requests();
-        let last = seen
-            .iter()
-            .rev()
-            .find(|r| r.path.ends_with("/pods"))
-            .unwrap();
+        let last = env.a.last_request_to("/pods").unwrap();
         assert_eq!(last.effective_user().unwrap().name, "admin");
     } else {
         let reply = env
@@ -893,12 +888,7 @@ async fn cookie_flow_through_a_cluster() {
         .await;
     assert_eq!(pods.status, 200, "{}", pods.body);
     assert_eq!(pods.json()["kind"], "PodList");
-    let seen = env.a.requests();
-    let last = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/pods"))
-        .unwrap();
+    let last = env.a.last_request_to("/pods").unwrap();
     assert_eq!(last.effective_user().unwrap().name, "admin");
     assert!(
         last.headers

@@ -40,12 +40,7 @@ async fn seed_flow_direct_cluster_endpoint_token() {
     assert_eq!(token.split('.').count(), 3, "a JWT");
     let pods = env.kubectl(&token, A, &["get", "pods"]).await;
     assert_ok(&pods);
-    let seen = env.a.requests();
-    let last = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/pods"))
-        .unwrap();
+    let last = env.a.last_request_to("/pods").unwrap();
     assert_eq!(last.effective_user().unwrap().name, "admin");
 }
 
@@ -271,12 +266,7 @@ async fn impersonation_with_as() {
         )
         .await,
     );
-    let seen = env.a.requests();
-    let last = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/pods"))
-        .unwrap();
+    let last = env.a.last_request_to("/pods").unwrap();
     let user = last.effective_user().unwrap();
     assert_eq!(user.name, "viewer");
     assert!(
@@ -939,11 +929,8 @@ async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clu
             "{prefix}: {stdout}"
         );
         assert!(stdout.contains("ping over spdy"), "{prefix}: {stdout}");
-        let seen = server.requests();
-        let upgrade = seen
-            .iter()
-            .rev()
-            .find(|r| r.path.ends_with("/pods/web/exec"))
+        let upgrade = server
+            .last_request_to("/pods/web/exec")
             .expect("the exec reached the upstream");
         assert_eq!(upgrade.headers["upgrade"], "SPDY/3.1");
         assert_eq!(upgrade.effective_user().unwrap().name, "admin");

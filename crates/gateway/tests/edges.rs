@@ -328,12 +328,7 @@ async fn custom_front_proxy_headers_never_reach_an_upstream() {
     ];
     let reply = env.client().get(&url, VIEWER_KEY, &headers).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let seen = env.a.requests();
-    let hit = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/configmaps"))
-        .unwrap();
+    let hit = env.a.last_request_to("/configmaps").unwrap();
     assert_eq!(hit.effective_user().unwrap().name, "viewer");
     assert!(
         hit.headers.get("x-forwarded-user").is_none(),
@@ -351,12 +346,7 @@ async fn front_proxy_headers_only_from_trusted_networks() {
     let trusted = Env::start_with("frontProxy:\n  trustedCidrs: [127.0.0.0/8]\n").await;
     let reply = trusted.client().get(&url_of(&trusted), "", &headers).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    let seen = trusted.a.requests();
-    let hit = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/configmaps"))
-        .unwrap();
+    let hit = trusted.a.last_request_to("/configmaps").unwrap();
     assert_eq!(hit.effective_user().unwrap().name, "viewer");
     assert!(
         hit.headers
@@ -614,11 +604,9 @@ async fn identity_mode_oidc_forwards_a_token_for_that_upstream_alone() {
         .get(&url, VIEWER_KEY, &[("impersonate-user", "x")])
         .await;
     let _ = env.client().get(&url, VIEWER_KEY, &[]).await;
-    let seen = env.b.requests();
-    let hit = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/pods"))
+    let hit = env
+        .b
+        .last_request_to("/pods")
         .expect("the request reached the upstream");
     assert!(hit.headers.get("impersonate-user").is_none());
     let auth = hit.headers.get("authorization").unwrap().to_str().unwrap();

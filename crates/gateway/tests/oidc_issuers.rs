@@ -179,12 +179,7 @@ async fn id_token_of_a_configured_issuer_authenticates_as_the_prefixed_user() {
     let token = idp.sign(&idp.claims(CLIENT_ID));
 
     assert_ok(&env.kubectl(&token, A, &["get", "pods"]).await);
-    let seen = env.a.requests();
-    let last = seen
-        .iter()
-        .rev()
-        .find(|r| r.path.ends_with("/pods"))
-        .unwrap();
+    let last = env.a.last_request_to("/pods").unwrap();
     let user = last.effective_user().unwrap();
     assert_eq!(user.name, "oidc:alice@example.com");
     assert!(user.groups.contains(&"idp:devs".to_owned()), "{user:?}");
@@ -299,11 +294,9 @@ async fn passthrough_forwards_only_an_external_id_token() {
     let client = env.client();
     let pods = format!("{}{A}/api/v1/namespaces/default/pods", env.url);
     let last_authorization = || {
-        let seen = env.a.requests();
-        let last = seen
-            .iter()
-            .rev()
-            .find(|r| r.path.ends_with("/pods"))
+        let last = env
+            .a
+            .last_request_to("/pods")
             .expect("the request reached the upstream");
         last.headers
             .get("authorization")

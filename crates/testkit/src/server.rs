@@ -298,6 +298,15 @@ impl TestApiServer {
         self.shared.recorder.requests()
     }
 
+    /// The latest recorded request whose path ends with `suffix`: what a test asserts on
+    /// after sending one request through a proxy.
+    pub fn last_request_to(&self, suffix: &str) -> Option<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.path.ends_with(suffix))
+    }
+
     /// The misbehaviour knobs.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
