@@ -149,6 +149,7 @@ pub async fn serve<S, B>(
                 hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                     if h2 {
                         served.store(true, std::sync::atomic::Ordering::Relaxed);
+                        host_from_authority(&mut req);
                     }
                     kubegate_proxy::ext::make_room(req.extensions_mut());
                     req.extensions_mut().insert(ClientAddr(addr));
@@ -197,6 +198,24 @@ pub async fn serve<S, B>(
         .is_err()
     {
         tracing::warn!("shutdown grace period over; closing remaining connections");
+    }
+}
+
+/// An HTTP/2 request names its host in `:authority`, which hyper puts in the URI, and
+/// browsers send no `Host` header with it. The gateway reads `Host` as HTTP/1.1 gives it (the
+/// same-origin checks of browser logins, for one), so it is filled in from `:authority`, as
+/// Go's HTTP/2 server fills in `Request.Host` (RFC 9113 §8.3.1). It never reaches an upstream:
+/// forwarding removes `Host`.
+fn host_from_authority<B>(req: &mut http::Request<B>) {
+    if req.headers().contains_key(http::header::HOST) {
+        return;
+    }
+    let host = req
+        .uri()
+        .authority()
+        .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+    if let Some(host) = host {
+        req.headers_mut().insert(http::header::HOST, host);
     }
 }
 
@@ -304,10 +323,13 @@ mod tests {
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = tower::service_fn(|_req: http::Request<Incoming>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
-                bytes::Bytes,
-            >::new()))
+        // Answers with the `Host` header it was given, if any.
+        let service = tower::service_fn(|req: http::Request<Incoming>| async move {
+            let mut res = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+            if let Some(host) = req.headers().get(http::header::HOST) {
+                res.headers_mut().insert("x-host", host.clone());
+            }
+            Ok::<_, std::convert::Infallible>(res)
         });
         let limits = ServerLimits {
             header_read_timeout: Duration::from_millis(300),
@@ -385,7 +407,12 @@ mod tests {
         let req = http::Request::get(format!("https://localhost:{}/", addr.port()))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
-        assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+        let res = send.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        // No `Host` was sent (hyper's h2 client sends `:authority` alone, as browsers do):
+        // the service sees one made from `:authority`.
+        let host = format!("localhost:{}", addr.port());
+        assert_eq!(res.headers()["x-host"], host.as_str());
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!conn.is_finished(), "closed although it served a request");
         send.ready().await.unwrap();
