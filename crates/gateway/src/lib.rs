@@ -212,8 +212,9 @@ impl Gateway {
     /// gateway, the front proxy — rebuilt only when their settings changed, so key caches
     /// survive other reloads) and the TLS settings of new connections (serving certificate files
     /// re-read, front-proxy client CA). A configuration that does not compile is refused and the
-    /// old one stays; so is a change of `mode`, `agent.cluster`, `listen` or `stateDir`, which
-    /// only a restart can apply.
+    /// old one stays; so is a change of `mode`, `agent.cluster`, `listen`, `stateDir`,
+    /// `signingKeys` (the list or the files), `issuer` or `maxTokenTtlSeconds`, which only a
+    /// restart can apply.
     pub async fn reload(&self, config: Config) -> Result<(), GatewayError> {
         let current = self.shared.runtime.load_full();
         let old = &current.config;
@@ -225,8 +226,32 @@ impl Gateway {
             ),
             ("listen", config.listen != old.listen),
             ("stateDir", config.state_dir != old.state_dir),
+            // The signing keys, the issuer and the token lifetime are built into the minter
+            // and verifier once; a reload that seemed to apply them (dropping a compromised
+            // key, say) while the old ones kept signing and verifying would be worse than a
+            // refusal.
+            ("signingKeys", config.signing_keys != old.signing_keys),
+            ("issuer", config.issuer() != old.issuer()),
+            (
+                "maxTokenTtlSeconds",
+                config.max_token_ttl_seconds != old.max_token_ttl_seconds,
+            ),
         ];
-        if let Some((field, _)) = restart_only.iter().find(|(_, changed)| *changed) {
+        let changed = restart_only
+            .iter()
+            .find(|(_, changed)| *changed)
+            .map(|(field, _)| *field);
+        // The same key files, rewritten: what they hold now.
+        let rewritten = || -> Result<bool, GatewayError> {
+            Ok(!config.signing_keys.is_empty()
+                && !same_keys(&load_keys(&config)?, &self.shared.keys))
+        };
+        let changed = match changed {
+            Some(field) => Some(field),
+            None if rewritten()? => Some("signingKeys (the key files' contents)"),
+            None => None,
+        };
+        if let Some(field) = changed {
             return Err(GatewayError::Mode(format!(
                 "`{field}` changes only with a restart; the running configuration stays"
             )));
@@ -349,6 +374,17 @@ fn build_runtime(
     })
 }
 
+/// Whether two key sets hold the same keys (by key id), the same one active.
+fn same_keys(a: &KeySet, b: &KeySet) -> bool {
+    let kids = |set: &KeySet| {
+        set.verifying_keys()
+            .iter()
+            .map(|k| k.kid().to_owned())
+            .collect::<Vec<_>>()
+    };
+    a.active().kid() == b.active().kid() && kids(a) == kids(b)
+}
+
 fn load_keys(config: &Config) -> Result<KeySet, GatewayError> {
     let keys_err = |e: String| GatewayError::Keys(e);
     if let Some((active, older)) = config.signing_keys.split_first() {
@@ -383,4 +419,37 @@ fn load_keys(config: &Config) -> Result<KeySet, GatewayError> {
     tls::write_private(&path, pem.expose().as_bytes())
         .map_err(|e| keys_err(format!("{}: {e}", path.display())))?;
     Ok(KeySet::new(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload compares the signing keys the files hold now with those in use: a key file
+    /// rewritten in place (a rotation) is a change, the same file read again is not.
+    #[test]
+    fn rewritten_key_files_are_told_apart() {
+        let dir = std::env::temp_dir().join(format!("kubegate-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signing.pem");
+        let write_new_key = || {
+            let pair = rcgen::KeyPair::generate().unwrap();
+            std::fs::write(&file, pair.serialize_pem()).unwrap();
+        };
+        write_new_key();
+        let config = Config::parse(
+            &format!(
+                "listen: 127.0.0.1:0\nstateDir: {}\nsigningKeys: [{}]\n",
+                dir.display(),
+                file.display()
+            ),
+            std::path::Path::new("c.yaml"),
+        )
+        .unwrap();
+        let running = load_keys(&config).unwrap();
+        assert!(same_keys(&load_keys(&config).unwrap(), &running));
+        write_new_key();
+        assert!(!same_keys(&load_keys(&config).unwrap(), &running));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

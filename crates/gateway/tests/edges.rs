@@ -461,6 +461,22 @@ async fn reload_rebuilds_authenticators_and_tls_and_refuses_restart_only_changes
     let mut moved = config.clone();
     moved.listen = "127.0.0.1:1".parse().unwrap();
     assert!(env.gateway.reload(moved).await.is_err());
+    // The minter's and verifier's settings: refused, not silently kept.
+    let mut issuer = config.clone();
+    issuer.issuer = Some("https://elsewhere.example/oidc".into());
+    let err = env.gateway.reload(issuer).await.unwrap_err().to_string();
+    assert!(
+        err.contains("`issuer` changes only with a restart"),
+        "{err}"
+    );
+    let mut ttl = config.clone();
+    ttl.max_token_ttl_seconds += 1;
+    let err = env.gateway.reload(ttl).await.unwrap_err().to_string();
+    assert!(err.contains("`maxTokenTtlSeconds` changes only"), "{err}");
+    let mut keys = config.clone();
+    keys.signing_keys.push(env.dir.join("another-key.pem"));
+    let err = env.gateway.reload(keys).await.unwrap_err().to_string();
+    assert!(err.contains("`signingKeys` changes only"), "{err}");
     assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
 }
 
