@@ -253,6 +253,36 @@ async fn write_gate_blocks_everyone_but_admins() {
         "{}",
         stderr(&out)
     );
+    // The management API: no new access keys but an admin's; a credential may still describe
+    // itself and get a token for a direct cluster endpoint (neither stores anything).
+    let management = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1",
+        env.url
+    );
+    let post = |resource: &'static str, key: &'static str, body: &'static str| {
+        let client = env.client();
+        let url = format!("{management}/{resource}");
+        async move {
+            client
+                .post(&url, key, "application/json", body.as_bytes().to_vec())
+                .await
+        }
+    };
+    let key = r#"{"metadata":{"name":"while-read-only"},"spec":{}}"#;
+    let refused = post("ownedaccesskeys", OPERATOR_KEY, key).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("the gateway is read-only"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(post("ownedaccesskeys", ADMIN_KEY, key).await.status, 201);
+    let me = r#"{"apiVersion":"management.loft.sh/v1","kind":"Self","spec":{}}"#;
+    assert_eq!(post("selves", OPERATOR_KEY, me).await.status, 201);
+    let token =
+        r#"{"apiVersion":"management.loft.sh/v1","kind":"DirectClusterEndpointToken","spec":{}}"#;
+    let minted = post("directclusterendpointtokens", OPERATOR_KEY, token).await;
+    assert_eq!(minted.status, 201, "{}", minted.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,7 +9,7 @@ mod tokens;
 
 use crate::service::RequestBody;
 use http::{Method, Request, Response};
-use kubegate_authz::Attributes;
+use kubegate_authz::{Attributes, Authorizer};
 use kubegate_proxy::{ProxyBody, Status};
 use kubegate_routing::{RequestInfo, Target};
 
@@ -54,6 +54,18 @@ pub async fn handle(
     if !describes_itself && !caller.scope.admits(&Target::Management, &attrs) {
         let f = kubegate_authz::forbidden(&attrs, kubegate_authz::SCOPE_DENIED_REASON);
         return respond(&forbidden_status(&f), &req);
+    }
+    // `readOnly`: only admins change what the gateway stores (access keys). Describing a
+    // credential and minting a short-lived token for a direct cluster endpoint store nothing,
+    // and reading a cluster through an agent needs the token.
+    let stores_nothing = describes_itself
+        || (info.verb == "create" && info.resource == "directclusterendpointtokens");
+    if !stores_nothing {
+        let gate = runtime.write_gate.authorize(&attrs);
+        if gate.verdict == kubegate_authz::Verdict::Deny {
+            let f = kubegate_authz::forbidden(&attrs, &gate.reason);
+            return respond(&forbidden_status(&f), &req);
+        }
     }
     let decision = runtime.policy.decide(&attrs);
     if !decision.is_allowed() {
