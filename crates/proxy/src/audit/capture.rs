@@ -131,17 +131,50 @@ fn json_line_value(bytes: &[u8]) -> Option<Box<RawValue>> {
 
 /// Resources whose bodies carry credentials: recorded at `Metadata` level whatever the policy
 /// says, so a secret never reaches the audit log.
+///
+/// Besides kube's own (`secrets`, `serviceaccounts/token`, token reviews and requests), the Loft
+/// / vCluster Platform types of `spec/loft-api.md` that carry a key, a token or a client
+/// certificate, whichever way they are read or written:
+///
+/// | group | resource | why |
+/// |---|---|---|
+/// | `storage.loft.sh` | `accesskeys` | `spec.key` is the bearer token itself |
+/// | `management.loft.sh` | `ownedaccesskeys`, `resetaccesskeys` | inline the storage `AccessKey` spec, `key` included |
+/// | `management.loft.sh` | `users/accesskeys`, `teams/accesskeys` | lists of a user's or team's access keys |
+/// | `management.loft.sh` | `clusters/accesskey` | `ClusterAccessKey.accessKey`, the agent's key |
+/// | `management.loft.sh` | `virtualclusterinstances/accesskey` | `VirtualClusterAccessKey.accessKey` |
+/// | `management.loft.sh` | `virtualclusterinstances/kubeconfig` | a kubeconfig with a client certificate and key |
+/// | `management.loft.sh` | `directclusterendpointtokens` | `status.token` |
+/// | `management.loft.sh` | `selves` | `spec.accessKey`, a key to validate |
+///
+/// A subresource is matched on the resource it belongs to, so `users/accesskeys` is covered but
+/// `users` (and `users/profile`) are not. `management.loft.sh` `accesskeys` is kept from before
+/// although Loft serves no such top-level resource: matching a name that never occurs costs
+/// nothing, and leaving it out could only let a body through.
 pub fn has_secret_bodies(object: &ObjectRef) -> bool {
-    match (object.api_group(), object.resource()) {
-        ("", "secrets") => true,
-        ("", "serviceaccounts") => object.subresource() == "token",
-        ("authentication.k8s.io", "tokenreviews" | "tokenrequests") => true,
-        (
-            "management.loft.sh",
-            "directclusterendpointtokens" | "ownedaccesskeys" | "accesskeys" | "selves",
-        ) => true,
-        _ => false,
-    }
+    matches!(
+        (object.api_group(), object.resource(), object.subresource()),
+        ("", "secrets", _)
+            | ("", "serviceaccounts", "token")
+            | ("authentication.k8s.io", "tokenreviews" | "tokenrequests", _)
+            | ("storage.loft.sh", "accesskeys", _)
+            | (
+                "management.loft.sh",
+                "directclusterendpointtokens"
+                    | "ownedaccesskeys"
+                    | "resetaccesskeys"
+                    | "accesskeys"
+                    | "selves",
+                _,
+            )
+            | ("management.loft.sh", "users" | "teams", "accesskeys")
+            | ("management.loft.sh", "clusters", "accesskey")
+            | (
+                "management.loft.sh",
+                "virtualclusterinstances",
+                "accesskey" | "kubeconfig"
+            )
+    )
 }
 
 pin_project! {
@@ -305,28 +338,67 @@ mod tests {
 
     #[test]
     fn credential_resources_are_never_recorded() {
-        let object = |group: &str, resource: &str, sub: &str| {
-            ObjectRef::new(resource, "", "", group, "", sub)
-        };
-        assert!(has_secret_bodies(&object("", "secrets", "")));
-        assert!(has_secret_bodies(&object("", "serviceaccounts", "token")));
-        assert!(!has_secret_bodies(&object("", "serviceaccounts", "")));
-        assert!(has_secret_bodies(&object(
-            "authentication.k8s.io",
-            "tokenreviews",
-            ""
-        )));
-        assert!(has_secret_bodies(&object(
-            "management.loft.sh",
-            "directclusterendpointtokens",
-            ""
-        )));
-        assert!(has_secret_bodies(&object(
-            "management.loft.sh",
-            "ownedaccesskeys",
-            ""
-        )));
-        assert!(!has_secret_bodies(&object("", "configmaps", "")));
-        assert!(!has_secret_bodies(&object("apps", "secrets", "")));
+        // (group, resource, subresource, carries a credential); the Loft rows name the type of
+        // spec/loft-api.md §2-3 they are.
+        let cases: &[(&str, &str, &str, bool)] = &[
+            ("", "secrets", "", true),
+            ("", "serviceaccounts", "token", true),
+            ("", "serviceaccounts", "", false),
+            ("authentication.k8s.io", "tokenreviews", "", true),
+            ("authentication.k8s.io", "tokenrequests", "", true),
+            // storage.loft.sh/v1 AccessKey: spec.key is the bearer token.
+            ("storage.loft.sh", "accesskeys", "", true),
+            ("storage.loft.sh", "users", "", false),
+            (
+                "management.loft.sh",
+                "directclusterendpointtokens",
+                "",
+                true,
+            ),
+            ("management.loft.sh", "ownedaccesskeys", "", true),
+            ("management.loft.sh", "resetaccesskeys", "", true),
+            ("management.loft.sh", "selves", "", true),
+            // UserAccessKeys / TeamAccessKeys subresources.
+            ("management.loft.sh", "users", "accesskeys", true),
+            ("management.loft.sh", "teams", "accesskeys", true),
+            ("management.loft.sh", "users", "", false),
+            ("management.loft.sh", "users", "profile", false),
+            ("management.loft.sh", "teams", "", false),
+            // ClusterAccessKey, VirtualClusterAccessKey, the vcluster instance's kubeconfig.
+            ("management.loft.sh", "clusters", "accesskey", true),
+            ("management.loft.sh", "clusters", "", false),
+            (
+                "management.loft.sh",
+                "virtualclusterinstances",
+                "accesskey",
+                true,
+            ),
+            (
+                "management.loft.sh",
+                "virtualclusterinstances",
+                "kubeconfig",
+                true,
+            ),
+            ("management.loft.sh", "virtualclusterinstances", "", false),
+            (
+                "management.loft.sh",
+                "virtualclusterinstances",
+                "log",
+                false,
+            ),
+            // The same names in other groups are not Loft's.
+            ("", "configmaps", "", false),
+            ("apps", "secrets", "", false),
+            ("", "accesskeys", "", false),
+            ("example.com", "users", "accesskeys", false),
+        ];
+        for &(group, resource, sub, expected) in cases {
+            let object = ObjectRef::new(resource, "", "", group, "", sub);
+            assert_eq!(
+                has_secret_bodies(&object),
+                expected,
+                "{group}/{resource}/{sub}"
+            );
+        }
     }
 }
