@@ -12,6 +12,7 @@
 //! | [`AuditAnnotations`] (response) | the embedder's layers; [`AuthzLayer`](crate::AuthzLayer) when no audit layer runs outside it | audit, which takes them off the response | no annotations |
 //! | [`IdentitySlot`](crate::audit::IdentitySlot) | [`AuditLayer`](crate::AuditLayer) | [`AuthnLayer`](crate::AuthnLayer) (identity), [`AuthzLayer`](crate::AuthzLayer) (its annotations), the gateway (impersonated user): what they report to the audit event | nothing is reported |
 //! | [`UpstreamError`] (response) | `ForwardService` on its own error responses | metrics (`upstream errors`) | — |
+//! | [`ResponseStatus`](crate::audit::ResponseStatus) (response) | [`Status::to_response`](crate::Status::to_response) (every Status kubegate answers but the raw timeout one) | audit, which takes it off the response for `responseStatus` | `responseStatus` has the code alone |
 //!
 //! A stack inserts eight to eleven of these per request: [`make_room`] gives the map room for
 //! them before the first, where requests enter.

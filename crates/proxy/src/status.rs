@@ -247,6 +247,14 @@ impl Status {
     /// The HTTP response: `Content-Type: application/json`, `Cache-Control: no-cache, private`,
     /// `Retry-After` when `details.retryAfterSeconds > 0`, and `X-Content-Type-Options: nosniff`
     /// for 403 (kube's `RespondWithError`; the 401 path does not set it).
+    ///
+    /// The response also carries the Status' fields as a
+    /// [`ResponseStatus`](crate::audit::ResponseStatus) extension, for
+    /// [`AuditLayer`](crate::AuditLayer) to record as kube-apiserver records a Status response
+    /// object: `status`, `message`, `reason`, `details`, `code`. Not for a Status without
+    /// `kind`/`apiVersion` ([`request_timeout`](Self::request_timeout)): kube's timeout filter
+    /// encodes that one raw, past the writer that feeds the audit event, so its event has the
+    /// code alone.
     pub fn to_response<B: From<Bytes>>(&self, pretty: bool) -> Response<B> {
         let mut res = Response::new(B::from(Bytes::from(self.to_json(pretty))));
         *res.status_mut() =
@@ -261,6 +269,10 @@ impl Status {
             && d.retry_after_seconds > 0
         {
             h.insert(RETRY_AFTER, HeaderValue::from(d.retry_after_seconds));
+        }
+        if self.type_meta {
+            res.extensions_mut()
+                .insert(crate::audit::ResponseStatus::from(self));
         }
         res
     }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use super::{AuditEvent, ResponseStatus, UserInfo};
 use crate::ext::ObjectRef;
+use crate::status::StatusDetails;
 
 impl AuditEvent {
     /// About as many bytes as [`write_json_line`](Self::write_json_line) writes (at least that
@@ -161,13 +162,100 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
         out.extend_from_slice(b",\"status\":");
         string(out, status);
     }
-    if let Some(message) = s.message {
+    if let Some(message) = &s.message {
         out.extend_from_slice(b",\"message\":");
         string(out, message);
     }
+    if let Some(reason) = &s.reason {
+        out.extend_from_slice(b",\"reason\":");
+        string(out, reason);
+    }
+    if let Some(details) = &s.details {
+        out.extend_from_slice(b",\"details\":");
+        status_details(out, details);
+    }
     out.extend_from_slice(b",\"code\":");
-    let mut digits = [0u8; 5];
-    let mut n = s.code;
+    integer(out, i64::from(s.code));
+    out.push(b'}');
+}
+
+/// `details` of a Status, as its `Serialize` derive writes it (empty fields left out).
+fn status_details(out: &mut Vec<u8>, d: &StatusDetails) {
+    let mut fields = Fields::new(out);
+    for (key, value) in [
+        (&b"\"name\":"[..], &d.name),
+        (b"\"group\":", &d.group),
+        (b"\"kind\":", &d.kind),
+        (b"\"uid\":", &d.uid),
+    ] {
+        if !value.is_empty() {
+            string(fields.key(key), value);
+        }
+    }
+    if !d.causes.is_empty() {
+        let out = fields.key(b"\"causes\":");
+        out.push(b'[');
+        for (i, cause) in d.causes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let mut cause_fields = Fields::new(out);
+            for (key, value) in [
+                (&b"\"reason\":"[..], &cause.reason),
+                (b"\"message\":", &cause.message),
+                (b"\"field\":", &cause.field),
+            ] {
+                if !value.is_empty() {
+                    string(cause_fields.key(key), value);
+                }
+            }
+            cause_fields.end();
+        }
+        out.push(b']');
+    }
+    if d.retry_after_seconds != 0 {
+        integer(
+            fields.key(b"\"retryAfterSeconds\":"),
+            i64::from(d.retry_after_seconds),
+        );
+    }
+    fields.end();
+}
+
+/// A JSON object whose fields may each be left out: writes `{`, a `,` before every key but the
+/// first, and `}`.
+struct Fields<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Fields { out, first: true }
+    }
+
+    /// Writes `key` (quoted, with its colon) and returns the buffer for its value.
+    fn key(&mut self, key: &[u8]) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(key);
+        self.out
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// `n` in decimal, as serde_json writes an integer.
+fn integer(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    let mut n = n.unsigned_abs();
+    let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -178,7 +266,6 @@ fn response_status(out: &mut Vec<u8>, s: &ResponseStatus) {
         }
     }
     out.extend_from_slice(&digits[at..]);
-    out.push(b'}');
 }
 
 fn string_map<K: AsRef<str>, V: AsRef<str>>(out: &mut Vec<u8>, entries: &BTreeMap<K, V>) {
@@ -300,6 +387,7 @@ mod tests {
     use super::*;
     use crate::audit::MicroTime;
     use crate::audit::tests::sample_event;
+    use crate::status::{Status, StatusCause};
 
     fn by_hand(e: &AuditEvent) -> String {
         let mut out = Vec::new();
@@ -337,7 +425,27 @@ mod tests {
         e.response_status = Some(ResponseStatus {
             metadata: BTreeMap::from([("k".into(), "v".into())]),
             status: Some("Fail\"ure"),
-            message: Some("Connection closed early\n"),
+            message: Some("Connection closed early\n".into()),
+            reason: Some("Forbid\u{1}den".into()),
+            details: Some(StatusDetails {
+                name: "web-0".into(),
+                group: "apps\\x".into(),
+                kind: "pods".into(),
+                uid: "0f1e".into(),
+                causes: vec![
+                    StatusCause {
+                        reason: "FieldValueInvalid".into(),
+                        message: "bad \"value\"".into(),
+                        field: "spec.x".into(),
+                    },
+                    StatusCause::default(),
+                    StatusCause {
+                        field: "metadata.name".into(),
+                        ..StatusCause::default()
+                    },
+                ],
+                retry_after_seconds: i32::MIN,
+            }),
             code: 65535,
         });
         e.request_object =
@@ -362,6 +470,21 @@ mod tests {
         no_status.object_ref = Some(ObjectRef::default());
         let mut closed_early = sample_event();
         closed_early.response_status = Some(ResponseStatus::connection_closed_early());
+        // kubegate's own Status answers, as the audit layer records them.
+        let own_statuses = [
+            Status::unauthorized(),
+            Status::forbidden("apps", "deployments", "web", "User \"jane\" cannot get"),
+            Status::forbidden("", "", "", "User \"jane\" cannot get path \"/x\""),
+            Status::internal_error("boom <&>"),
+            Status::too_many_requests("slow down", 3),
+            Status::timeout("upstream", 0),
+            Status::failure(502, ""),
+        ]
+        .map(|status| {
+            let mut e = sample_event();
+            e.response_status = Some(ResponseStatus::from(&status));
+            e
+        });
         let mut one_field = sample_event();
         one_field.object_ref = Some(ObjectRef::new("", "", "", "", "", "log"));
         // Other kinds, levels and stages than kube's take the escaping path.
@@ -386,6 +509,7 @@ mod tests {
             unusual,
         ]
         .into_iter()
+        .chain(own_statuses)
         .chain(every_level_and_stage)
         {
             assert_eq!(by_hand(&e), by_serde(&e));
@@ -434,6 +558,9 @@ mod tests {
             groups in proptest::collection::vec("[a-z\"\\\\\u{0}-\u{1f}]{0,6}", 0..3),
             code in any::<u16>(),
             flags in any::<[bool; 4]>(),
+            status_texts in proptest::collection::vec("[a-z\"\\\\\u{0}-\u{1f}é]{0,6}", 9),
+            status_flags in any::<[bool; 4]>(),
+            retry_after_seconds in any::<i32>(),
             seconds in -377_705_116_800i64..253_402_300_800,
             nanos in 0u32..1_000_000_000,
         ) {
@@ -452,7 +579,31 @@ mod tests {
             e.request_received_timestamp = MicroTime::from(
                 time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(seconds) * 1_000_000_000 + i128::from(nanos)).unwrap(),
             );
-            e.response_status = flags[2].then_some(ResponseStatus::code(code));
+            let causes = e.user.groups.len();
+            e.response_status = flags[2].then(|| {
+                // Empty strings and a zero retry stand for the fields kube leaves out.
+                let t = |i: usize| status_texts[i].clone();
+                ResponseStatus {
+                    status: status_flags[0].then_some("Failure"),
+                    message: status_flags[1].then(|| t(0).into()),
+                    reason: status_flags[2].then(|| t(1).into()),
+                    details: status_flags[3].then(|| StatusDetails {
+                        name: t(2),
+                        group: t(3),
+                        kind: t(4),
+                        uid: t(5),
+                        causes: (0..causes)
+                            .map(|i| StatusCause {
+                                reason: t(6 + i % 3),
+                                message: t(6 + (i + 1) % 3),
+                                field: t(6 + (i + 2) % 3),
+                            })
+                            .collect(),
+                        retry_after_seconds,
+                    }),
+                    ..ResponseStatus::code(code)
+                }
+            });
             if flags[3] {
                 e.annotations = BTreeMap::from([(strings[10].clone().into(), strings[11].clone().into())]);
             } else {

@@ -50,6 +50,7 @@ use tower::{Layer, Service};
 use crate::ext::{
     AuditAnnotations, AuditId, ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta,
 };
+use crate::status::{Status, StatusDetails};
 
 const AUDIT_ID: HeaderName = HeaderName::from_static("audit-id");
 const REQUEST_OBJECT_ANNOTATION: &str = "kubegate.dev/request-object";
@@ -335,7 +336,8 @@ pub struct AuditEvent {
     /// The addressed object (shared with the request's [`RequestMeta`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_ref: Option<ObjectRef>,
-    /// Response code (absent if the service failed without a response).
+    /// Response code, and for a Status kubegate answered its status, message, reason and
+    /// details ([`ResponseStatus`]); absent if the service failed without a response.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_status: Option<ResponseStatus>,
     /// The request body (JSON), at level `Request` and above.
@@ -386,19 +388,43 @@ impl From<Identity> for UserInfo {
     }
 }
 
-/// `responseStatus` (a `meta/v1` Status carrying the code; its fields in `meta/v1` order).
-#[derive(Debug, Clone, Serialize)]
+/// `responseStatus`: a `meta/v1` Status, its fields in `meta/v1` order.
+///
+/// What it holds follows kube-apiserver (`pkg/audit/request.go`, `LogResponseObject`, called
+/// by the negotiated response writer at every level from `Metadata` up): when the response
+/// object is a `Status`, its bounded fields `status`, `message`, `reason`, `details` and
+/// `code`; for any other response, the code alone (the audit filter's response writer).
+///
+/// kubegate's own Status answers (401 from [`AuthnLayer`](crate::AuthnLayer), 403 from
+/// [`AuthzLayer`](crate::AuthzLayer), the gateway's 404 and 429, [`ForwardService`]'s
+/// 502/503/504, …) carry this as a response extension, put there by
+/// [`Status::to_response`](crate::Status::to_response); [`AuditLayer`] takes it from the
+/// response and records it. Bodies a Status came in from the upstream are not parsed for it:
+/// that would mean holding the body back in front of the client, and kube-apiserver itself
+/// records only the code of a response it proxies (the upstream kube-apiserver's own audit log
+/// has the whole Status). Neither are plain-text error bodies, nor the raw Status of
+/// [`Status::request_timeout`](crate::Status::request_timeout): kube writes both past the
+/// negotiated writer, so its events carry their code alone too.
+///
+/// [`ForwardService`]: crate::ForwardService
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResponseStatus {
     /// Always `{}`.
     pub metadata: BTreeMap<String, String>,
-    /// `Success` or `Failure`. Set only where the layer writes the whole status itself (a
-    /// request that ended without a response); an answered request's event carries its code
-    /// alone.
+    /// `Success` or `Failure`, when the response was a Status (or the layer writes the whole
+    /// status itself: a request that ended without a response).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<&'static str>,
-    /// A description of the status, when there is one.
+    /// The Status' `message`, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<&'static str>,
+    pub message: Option<Cow<'static, str>>,
+    /// The Status' `reason` (`Unauthorized`, `Forbidden`, …), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Cow<'static, str>>,
+    /// The Status' `details`, when it has them (`Some(default)` renders `{}`, as kube does for
+    /// a non-nil empty `details`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
     /// HTTP status code.
     pub code: u16,
 }
@@ -410,6 +436,8 @@ impl ResponseStatus {
             metadata: BTreeMap::new(),
             status: None,
             message: None,
+            reason: None,
+            details: None,
             code,
         }
     }
@@ -420,10 +448,25 @@ impl ResponseStatus {
     /// `endpoints/filters/audit.go`, `fakedSuccessStatus`).
     pub fn connection_closed_early() -> Self {
         ResponseStatus {
-            metadata: BTreeMap::new(),
             status: Some("Success"),
-            message: Some("Connection closed early"),
-            code: 200,
+            message: Some(Cow::Borrowed("Connection closed early")),
+            ..ResponseStatus::code(200)
+        }
+    }
+}
+
+impl From<&Status> for ResponseStatus {
+    /// The bounded fields kube copies from a Status response object (empty strings are
+    /// omitted, as Go's `omitempty` omits them).
+    fn from(s: &Status) -> Self {
+        let text = |t: &str| (!t.is_empty()).then(|| Cow::Owned(t.to_owned()));
+        ResponseStatus {
+            metadata: BTreeMap::new(),
+            status: Some("Failure"),
+            message: text(&s.message),
+            reason: text(&s.reason),
+            details: s.details.clone(),
+            code: s.code,
         }
     }
 }
@@ -909,7 +952,16 @@ where
                     }
                 });
                 if let Some(event) = event.as_mut() {
-                    event.response_status = Some(ResponseStatus::code(parts.status.as_u16()));
+                    // A Status kubegate wrote carries its fields (see `ResponseStatus`); the
+                    // code is the one sent, as kube's response writer sets it last. Other
+                    // responses usually have no extension map at all, and then looking costs
+                    // a branch.
+                    let code = parts.status.as_u16();
+                    event.response_status =
+                        Some(match parts.extensions.remove::<ResponseStatus>() {
+                            Some(status) => ResponseStatus { code, ..status },
+                            None => ResponseStatus::code(code),
+                        });
                     // Consumed: the annotations are the event's, and nothing past this layer
                     // reads them.
                     if let Some(AuditAnnotations(a)) = parts.extensions.remove::<AuditAnnotations>()
@@ -1481,6 +1533,75 @@ mod tests {
         let body = res.into_body().collect().await.unwrap().to_bytes();
         assert!(!body.is_empty());
         assert!(sink.0.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn kubegates_own_statuses_are_recorded_with_their_reason_and_message() {
+        // As kube's LogResponseObject: at Metadata level already, a Status response records
+        // status, message, reason, details and code, exactly as the body says them.
+        struct Nobody;
+        impl Authenticator for Nobody {
+            type Scope = ();
+            type Future = std::future::Ready<Result<Authenticated<()>, AuthnError>>;
+            fn authenticate(&self, _: &http::request::Parts) -> Self::Future {
+                std::future::ready(Err(AuthnError::Unauthorized))
+            }
+        }
+        struct DenyAll;
+        impl crate::Authorizer for DenyAll {
+            type Future = std::future::Ready<crate::Decision>;
+            fn authorize(&self, _: &http::request::Parts) -> Self::Future {
+                std::future::ready(crate::Decision::Deny {
+                    status: Status::forbidden(
+                        "",
+                        "pods",
+                        "",
+                        "User \"jane\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\"",
+                    ),
+                    reason: String::new(),
+                })
+            }
+        }
+        let inner = || {
+            tower::service_fn(|_req: Request<AuditBody<Full<Bytes>>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+            })
+        };
+        let sink = Arc::new(Recorder::default());
+        let res = AuditLayer::from_arc(sink.clone())
+            .layer(AuthnLayer::new(Jane).layer(crate::AuthzLayer::new(DenyAll).layer(inner())))
+            .oneshot(request("/api/v1/namespaces/default/pods"))
+            .await
+            .unwrap();
+        recorded_as_the_body_says(res, &sink, 403).await;
+        let sink = Arc::new(Recorder::default());
+        let res = AuditLayer::from_arc(sink.clone())
+            .layer(AuthnLayer::new(Nobody).layer(crate::AuthzLayer::new(DenyAll).layer(inner())))
+            .oneshot(request("/api/v1/namespaces/default/pods"))
+            .await
+            .unwrap();
+        recorded_as_the_body_says(res, &sink, 401).await;
+    }
+
+    /// Asserts that the one event `sink` holds has the response's Status fields.
+    async fn recorded_as_the_body_says<B: http_body::Body>(
+        res: Response<B>,
+        sink: &Recorder,
+        code: u16,
+    ) where
+        B::Error: fmt::Debug,
+    {
+        assert_eq!(res.status(), code);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let events = sink.events();
+        assert_eq!(events.len(), 1);
+        let recorded = serde_json::to_value(events[0].response_status.as_ref().unwrap()).unwrap();
+        assert!(recorded["reason"].is_string() && recorded["message"].is_string());
+        for field in ["status", "message", "reason", "details", "code"] {
+            assert_eq!(recorded[field], body[field], "{field} of {body}");
+        }
+        assert_eq!(recorded["metadata"], serde_json::json!({}));
     }
 
     /// A complete event for sink tests.
