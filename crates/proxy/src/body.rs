@@ -147,6 +147,14 @@ impl<B, G> GuardedBody<B, G> {
     }
 }
 
+impl<B, G> GuardedBody<B, G> {
+    /// Wraps `inner` with no guard: the one it would have had is kept elsewhere (an upgrade's
+    /// [`UpgradeSession`](crate::UpgradeSession)).
+    pub(crate) fn unguarded(inner: B) -> Self {
+        GuardedBody { inner, guard: None }
+    }
+}
+
 impl<B: From<Bytes>, G> From<Bytes> for GuardedBody<B, G> {
     fn from(b: Bytes) -> Self {
         GuardedBody {

@@ -12,6 +12,7 @@
 //! | [`AuditAnnotations`] (response) | the embedder's layers; [`AuthzLayer`](crate::AuthzLayer) when no audit layer runs outside it | audit, which takes them off the response | no annotations |
 //! | [`IdentitySlot`](crate::audit::IdentitySlot) | [`AuditLayer`](crate::AuditLayer) | [`AuthnLayer`](crate::AuthnLayer) (identity), [`AuthzLayer`](crate::AuthzLayer) (its annotations), the gateway (impersonated user): what they report to the audit event | nothing is reported |
 //! | [`UpstreamError`] (response) | `ForwardService` on its own error responses | metrics (`upstream errors`) | — |
+//! | [`UpgradeSession`] (response) | `ForwardService` on the 101 of a bridged upgrade | audit and metrics, which hold their event and in-flight count until the session ends | — |
 //! | [`ResponseStatus`](crate::audit::ResponseStatus) (response) | [`Status::to_response`](crate::Status::to_response) (every Status kubegate answers but the raw timeout one) | audit, which takes it off the response for `responseStatus` | `responseStatus` has the code alone |
 //!
 //! A stack inserts eight to eleven of these per request: [`make_room`] gives the map room for
@@ -306,6 +307,111 @@ pub struct AuditAnnotations(pub BTreeMap<Cow<'static, str>, Cow<'static, str>>);
 pub struct UpstreamError {
     /// `connect`, `tls`, `timeout`, `protocol`, `credential` or `upgrade`.
     pub kind: &'static str,
+}
+
+/// The bridged connection behind a `101 Switching Protocols` (exec, attach, port-forward): a
+/// response extension [`ForwardService`](crate::ForwardService) puts on the 101 it answers an
+/// upgrade with.
+///
+/// hyper hands the client's connection over only after the 101 and its (empty) body are
+/// written, so the body cannot be held open for the length of the session; a layer that wants
+/// to know when the request really ends — kube-apiserver's `UpgradeAwareHandler.tryUpgrade`
+/// returns, and its audit event and request metrics complete, only when the bidirectional copy
+/// ends — gives the session what it would have kept in the body instead: [`hold`](Self::hold)
+/// keeps any value until the session ends, then drops it. [`AuditLayer`](crate::AuditLayer)
+/// holds its pending `ResponseComplete` event this way, [`MetricsLayer`](crate::MetricsLayer)
+/// its in-flight count. No task is spawned for it: the values are dropped by whoever ends the
+/// session, normally the bridging task when its copy ends.
+///
+/// The session ends when its [`SessionEnd`] is dropped: when the copy ends either way, when
+/// the client never completes its upgrade, and when the bridge never starts at all (the guard
+/// is dropped with whatever owned it).
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+///
+/// struct Flag(Arc<AtomicBool>);
+/// impl Drop for Flag {
+///     fn drop(&mut self) {
+///         self.0.store(true, Ordering::SeqCst);
+///     }
+/// }
+///
+/// let (session, end) = kubegate_proxy::UpgradeSession::start();
+/// let dropped = Arc::new(AtomicBool::new(false));
+/// session.hold(Flag(dropped.clone()));
+/// assert!(!dropped.load(Ordering::SeqCst));
+/// drop(end);
+/// assert!(dropped.load(Ordering::SeqCst) && session.has_ended());
+/// // Held after the end: dropped at once.
+/// session.hold(Flag(dropped.clone()));
+/// ```
+#[derive(Clone, Debug)]
+pub struct UpgradeSession(Arc<std::sync::Mutex<Session>>);
+
+#[derive(Default)]
+struct Session {
+    ended: bool,
+    held: Vec<Box<dyn Send>>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("ended", &self.ended)
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+/// Ends its [`UpgradeSession`] when dropped.
+#[derive(Debug)]
+pub struct SessionEnd(UpgradeSession);
+
+impl UpgradeSession {
+    /// A session, and the guard whose drop ends it.
+    pub fn start() -> (UpgradeSession, SessionEnd) {
+        let session = UpgradeSession(Arc::default());
+        (session.clone(), SessionEnd(session))
+    }
+
+    /// Keeps `value` until the session ends, then drops it (at once if it has ended already).
+    pub fn hold<T: Send + 'static>(&self, value: T) {
+        let mut session = self.lock();
+        if !session.ended {
+            session.held.push(Box::new(value));
+            return;
+        }
+        drop(session);
+        // Dropped outside the lock: a held value's drop may take its time (the audit event is
+        // written to its sink).
+        drop(value);
+    }
+
+    /// Whether the session has ended.
+    pub fn has_ended(&self) -> bool {
+        self.lock().ended
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        // A panic while the lock was held leaves nothing half-done (a push or a flag).
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        let held = {
+            let mut session = self.0.lock();
+            session.ended = true;
+            std::mem::take(&mut session.held)
+        };
+        // In the order they were held, outside the lock.
+        drop(held);
+    }
 }
 
 /// Gives a request's extension map room for the extensions a gateway stack inserts, before

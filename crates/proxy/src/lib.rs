@@ -22,7 +22,10 @@ pub use audit::{
 pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
 pub use authz::{Authorizer, AuthzLayer, Decision};
 pub use body::{GuardedBody, ProxyBody};
-pub use ext::{ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, UpstreamPath};
+pub use ext::{
+    ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, SessionEnd, UpgradeSession,
+    UpstreamPath,
+};
 pub use forward::ForwardService;
 pub use metrics::MetricsLayer;
 pub use status::Status;

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `kubegate_requests` (`_total`) | counter | `target`, `verb`, `code` |
 //! | `kubegate_request_duration_seconds` | histogram (time to response head) | `target`, `verb` |
-//! | `kubegate_requests_in_flight` | gauge (until the response body ends) | `target` |
+//! | `kubegate_requests_in_flight` | gauge (until the response body ends; an upgraded connection until its session ends) | `target` |
 //! | `kubegate_upstream_errors` (`_total`) | counter | `target`, `kind` |
 //!
 //! A request that ends before any response (the client went away) is counted with code `0`,
@@ -46,7 +46,7 @@ use prometheus_client::registry::Registry;
 use tower::{Layer, Service};
 
 use crate::body::GuardedBody;
-use crate::ext::{RequestMeta, UpstreamError};
+use crate::ext::{RequestMeta, UpgradeSession, UpstreamError};
 use kubegate_routing::STANDARD_VERBS;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -321,7 +321,8 @@ pub struct MetricsService<S> {
     metrics: Arc<Metrics>,
 }
 
-/// Decrements the in-flight gauge when the response body ends or is dropped.
+/// Decrements the in-flight gauge when the response body ends or is dropped, or, held by an
+/// [`UpgradeSession`], when the upgraded connection closes.
 #[derive(Debug)]
 pub struct InFlight {
     series: Arc<TargetSeries>,
@@ -460,6 +461,14 @@ where
                         .inc();
                 }
                 metrics.count(target, verb, res.status().as_u16());
+                // A bridged upgrade stays in flight until its session ends, not until the
+                // 101's empty body does. Every other response costs one comparison here.
+                if res.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(session) = res.extensions().get::<UpgradeSession>()
+                {
+                    session.hold(in_flight);
+                    return Poll::Ready(Ok(res.map(GuardedBody::unguarded)));
+                }
                 Poll::Ready(Ok(res.map(|body| GuardedBody::new(body, in_flight))))
             }
             Err(e) => {

@@ -6,7 +6,8 @@
 //!   the request head — the client's bytes after the head are not even read until a 101 is seen;
 //! - the backend's complete response head is read and parsed before anything is decided;
 //! - 101 → 101 to the client, then a full-duplex copy (bytes the backend sent right after its
-//!   head are forwarded first);
+//!   head are forwarded first); the 101 carries an [`UpgradeSession`] that ends with the copy,
+//!   so audit and metrics see the request end when the session does, as kube-apiserver's do;
 //! - non-101 below 400 → a 500 Status `invalid upgrade response: status code <n>`; the backend's
 //!   response (and any `Location`) is never forwarded (CVE-2020-8559);
 //! - 400 and above → that response and its body (for at most 10 s, as kube-apiserver allows)
@@ -23,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
-use crate::ext::UpstreamError;
+use crate::ext::{UpgradeSession, UpstreamError};
 use crate::forward::{humanize, prepare_headers, target_path, upstream_failure};
 use crate::headers;
 use crate::status::{Status, wants_pretty};
@@ -138,7 +139,14 @@ pub(crate) async fn forward_upgrade<B: Body>(
         };
         let (mut head, _) = backend_res.into_parts();
         headers::strip_response(&mut head.headers, true);
+        // The request ends with the bridge, not with the 101's empty body: the layers outside
+        // hold their audit event and in-flight count in the session (see `UpgradeSession`).
+        // `end` lives in the task, so the session ends however the task does: the copy ends
+        // or fails, the client never upgrades, or the runtime drops the task unstarted.
+        let (session, end) = UpgradeSession::start();
+        head.extensions.insert(session);
         tokio::spawn(async move {
+            let _end = end;
             let Ok(client_io) = client_upgrade.await else {
                 return;
             };
@@ -146,6 +154,9 @@ pub(crate) async fn forward_upgrade<B: Body>(
             let mut backend_io = TokioIo::new(backend_io);
             // Ends when either side closes; both halves are then dropped, closing both sockets.
             let _ = tokio::io::copy_bidirectional(&mut client_io, &mut backend_io).await;
+            // Both sockets close before the session ends, so the event and the metrics
+            // follow the connection's end.
+            drop((client_io, backend_io));
         });
         return Response::from_parts(head, ProxyBody::empty());
     }

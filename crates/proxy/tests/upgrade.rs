@@ -11,8 +11,13 @@ use std::time::Duration;
 use common::{Pki, body_string, front, full, h1_client};
 use http::Request;
 use hyper::body::Incoming;
-use kubegate_proxy::{Credential, ForwardService, Identity, LongRunning, Upstream, UpstreamPath};
+use kubegate_proxy::audit::{AuditEvent, AuditSink};
+use kubegate_proxy::{
+    AuditLayer, Credential, ForwardService, Identity, LongRunning, MetricsLayer, RequestMeta,
+    Upstream, UpstreamPath,
+};
 use kubegate_routing::{RequestInfo, Router};
+use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceBuilder;
@@ -388,4 +393,117 @@ async fn a_stalled_error_answer_to_an_upgrade_is_cut_off_after_10_s() {
     assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
     assert!(out.ends_with("partial"), "{out}");
     assert!(waited >= Duration::from_secs(9), "cut off after {waited:?}");
+}
+
+/// Sends every event it records down a channel, so a test can wait for one without polling.
+struct ChannelSink(tokio::sync::mpsc::UnboundedSender<AuditEvent>);
+
+impl AuditSink for ChannelSink {
+    fn record(&self, event: &AuditEvent) {
+        let _ = self.0.send(event.clone());
+    }
+}
+
+/// `kubegate_requests_in_flight` of the exec's target, as the registry reports it.
+fn in_flight(registry: &Registry) -> String {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"kubegate_requests_in_flight{target="cluster/prod"} "#))
+        .unwrap_or("absent")
+        .to_owned()
+}
+
+// kube-apiserver's UpgradeAwareHandler.tryUpgrade returns only when the bidirectional copy
+// ends, so its audit event completes, and the request leaves the in-flight count, when the
+// session ends. Here the 101's empty body ended both at the session's start.
+#[tokio::test]
+async fn an_upgraded_session_is_audited_and_in_flight_until_it_ends() {
+    let pki = Pki::new();
+    let response = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nEARLY".to_vec();
+    let mut backend = RawBackend::start(&pki, response, true).await;
+    let up = Upstream::builder("prod", format!("https://localhost:{}", backend.addr.port()))
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::BearerToken("gateway-token".into()))
+        .build()
+        .unwrap();
+    let mut registry = Registry::default();
+    let metrics = MetricsLayer::new(&mut registry);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let router = Arc::new(Router::central());
+    let stack = ServiceBuilder::new()
+        .map_request(move |mut req: Request<Incoming>| {
+            let path = req.uri().path().to_owned();
+            let query = req.uri().query().map(str::to_owned);
+            let route = router.route(&path, query.as_deref()).unwrap();
+            let method = req.method().as_str().to_owned();
+            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
+            req.extensions_mut()
+                .insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
+            req.extensions_mut()
+                .insert(LongRunning(info.is_long_running()));
+            req.extensions_mut().insert(RequestMeta {
+                target: Arc::from("cluster/prod"),
+                verb: "create".into(),
+                object_ref: None,
+            });
+            req.extensions_mut()
+                .insert(Identity::new("jane", vec!["devs".into()]));
+            req
+        })
+        .layer(metrics)
+        .layer(AuditLayer::new(ChannelSink(events_tx)))
+        .service(ForwardService::new(up));
+    let gw = front(stack).await;
+    assert_eq!(in_flight(&registry), "absent");
+
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"EARLY") {
+        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 101 "));
+    // One round trip through the bridge: by now the 101 and its empty body are long written
+    // (hyper hands the connection over only after that).
+    c.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(FAILSAFE, c.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+
+    let started = events.try_recv().expect("the ResponseStarted event");
+    assert_eq!(started.stage, "ResponseStarted");
+    assert_eq!(started.response_status.as_ref().unwrap().code, 101);
+    assert!(
+        events.try_recv().is_err(),
+        "an event besides ResponseStarted while the session is open"
+    );
+    assert_eq!(in_flight(&registry), "1");
+
+    // The client hangs up; the bridge's copy ends, and with it the request.
+    drop(c);
+    let complete = tokio::time::timeout(FAILSAFE, events.recv())
+        .await
+        .expect("no ResponseComplete after the session ended")
+        .unwrap();
+    assert_eq!(complete.stage, "ResponseComplete");
+    assert_eq!(&*complete.audit_id, &*started.audit_id);
+    assert_eq!(complete.response_status.as_ref().unwrap().code, 101);
+    assert!(complete.stage_timestamp >= started.stage_timestamp);
+    // The session drops what it held in one go, on the bridge's task; on this single-threaded
+    // runtime that finished before this task ran again.
+    assert_eq!(in_flight(&registry), "0");
+    tokio::time::timeout(FAILSAFE, backend.closed.recv())
+        .await
+        .expect("the backend connection stayed open after the client left");
+    assert!(events.try_recv().is_err(), "more than one ResponseComplete");
 }

@@ -49,6 +49,7 @@ use tower::{Layer, Service};
 
 use crate::ext::{
     AuditAnnotations, AuditId, ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta,
+    UpgradeSession,
 };
 use crate::status::{Status, StatusDetails};
 
@@ -984,9 +985,23 @@ where
                     request_body,
                     response_body: response_body.clone(),
                 };
+                let body = AuditBody::with_capture(body, response_body);
+                // A bridged upgrade ends when its session does, not with the 101's empty
+                // body: the event waits in the session for `ResponseComplete` (kube's audit
+                // filter completes its event when `tryUpgrade` returns, after the copy).
+                // Every other response costs one comparison here.
+                if parts.status == http::StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(session) = parts.extensions.get::<UpgradeSession>()
+                {
+                    session.hold(pending);
+                    return Poll::Ready(Ok(Response::from_parts(
+                        parts,
+                        GuardedBody::unguarded(body),
+                    )));
+                }
                 Poll::Ready(Ok(Response::from_parts(
                     parts,
-                    GuardedBody::new(AuditBody::with_capture(body, response_body), pending),
+                    GuardedBody::new(body, pending),
                 )))
             }
             Err(e) => {
@@ -1002,7 +1017,8 @@ where
 }
 
 /// The response body [`Audit`] answers with: the inner body, frame by frame, copied when the
-/// event records it; the event is written when the body ends, fails, or is dropped.
+/// event records it; the event is written when the body ends, fails, or is dropped — or, for
+/// the 101 of a bridged upgrade, when its [`UpgradeSession`] ends.
 pub type RecordedBody<B, K> = GuardedBody<AuditBody<B>, Pending<K>>;
 
 #[cfg(test)]
