@@ -668,6 +668,24 @@ async fn owned_access_keys_and_narrowing() {
         )
         .await;
     assert_eq!(broader.status, 403, "{}", broader.body);
+    // Login keys are the gateway's to make (they are bounded apart, and not counted against
+    // a user's 1,000 keys): the API makes User and Other keys only.
+    let login = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"sneaky"},"spec":{"type":"Login"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(login.status, 422, "{}", login.body);
+    assert!(
+        login
+            .body
+            .contains(r#"spec.type: Unsupported value: \"Login\""#),
+        "{}",
+        login.body
+    );
     // A ttl whose expiry would not fit in an i64 is refused, not stored wrapped around (the
     // key then looked created for 292 billion years and was expired from its first use).
     let forever = client

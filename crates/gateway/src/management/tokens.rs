@@ -240,9 +240,27 @@ pub(super) async fn create_owned_access_key(
             }
         },
     };
+    // The other types are the gateway's to give: `Login` keys are what password logins store
+    // (bounded per user apart from these, and not counted against the API's key limit).
     let key_type = match object.spec.r#type.as_str() {
-        "" => "User".to_owned(),
-        other => other.to_owned(),
+        "" | "User" => "User".to_owned(),
+        "Other" => "Other".to_owned(),
+        other => {
+            return fail(Status {
+                code: 422,
+                message: format!(
+                    "OwnedAccessKey.management.loft.sh {name:?} is invalid: spec.type: Unsupported value: {other:?}: supported values: \"\", \"Other\", \"User\""
+                ),
+                reason: "Invalid".into(),
+                details: Some(kubegate_proxy::status::StatusDetails {
+                    name: name.clone(),
+                    group: GROUP.into(),
+                    kind: "ownedaccesskeys".into(),
+                    ..Default::default()
+                }),
+                type_meta: true,
+            });
+        }
     };
     let stored = StoredAccessKey {
         name: name.clone(),
