@@ -24,6 +24,31 @@ pub struct Caller {
     pub credential: CallerCredential,
 }
 
+impl Caller {
+    /// When the presented credential expires (Unix seconds), if it does.
+    pub fn expires_at(&self) -> Option<u64> {
+        match &self.credential {
+            CallerCredential::AccessKey { expires_at, .. } => *expires_at,
+            CallerCredential::Token { expires_at, .. }
+            | CallerCredential::ExternalToken { expires_at } => Some(*expires_at),
+            CallerCredential::FrontProxy => None,
+        }
+    }
+
+    /// `ttl`, cut so that a credential minted with it does not outlive the one presented:
+    /// a token or key made from a short-lived credential must not turn it into a lasting one.
+    /// `None` when the presented credential has no time left.
+    pub fn bounded_ttl(&self, ttl: std::time::Duration, now: u64) -> Option<std::time::Duration> {
+        let ttl = match self.expires_at() {
+            Some(expires_at) => ttl.min(std::time::Duration::from_secs(
+                expires_at.saturating_sub(now),
+            )),
+            None => ttl,
+        };
+        (!ttl.is_zero()).then_some(ttl)
+    }
+}
+
 /// The credential a caller presented (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallerCredential {
@@ -33,6 +58,8 @@ pub enum CallerCredential {
         name: Arc<str>,
         /// Its Loft type (`User`, `Login`, …).
         key_type: Arc<str>,
+        /// When it expires (Unix seconds), if it does and that is known here.
+        expires_at: Option<u64>,
     },
     /// Identity headers from a trusted front proxy.
     FrontProxy,
@@ -193,6 +220,7 @@ impl Credentials {
                 credential: CallerCredential::AccessKey {
                     name: Arc::clone(&record.name),
                     key_type: Arc::clone(&record.key_type),
+                    expires_at: record.expires_at.map(|e| u64::try_from(e).unwrap_or(0)),
                 },
             });
         }

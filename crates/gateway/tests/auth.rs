@@ -967,3 +967,93 @@ async fn cookie_flow_through_a_cluster() {
         .await;
     assert_status(&after, 401, "Unauthorized");
 }
+
+/// The `exp` claim of a kubegate token.
+fn token_exp(token: &str) -> u64 {
+    let payload = token.split('.').nth(1).unwrap();
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&json).unwrap()["exp"]
+        .as_u64()
+        .unwrap()
+}
+
+/// A credential made with another never outlives it: a short-lived key's tokens, a token's
+/// sessions and keys all end with it at the latest, whatever lifetime they ask for.
+#[tokio::test(flavor = "multi_thread")]
+async fn minted_credentials_never_outlive_the_one_that_made_them() {
+    let env = Env::start().await;
+    let client = env.client();
+    let management = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1",
+        env.url
+    );
+    let post = |resource: &str, bearer: &str, body: serde_json::Value| {
+        let url = format!("{management}/{resource}");
+        let client = &client;
+        let authorization = format!("Bearer {bearer}");
+        async move {
+            let reply = client
+                .send(
+                    http::Method::POST,
+                    &url,
+                    &[("authorization", authorization.as_str())],
+                    Some(body),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{url}: {}", reply.body);
+            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
+        }
+    };
+    let now = kubegate_tokens::unix_now();
+    // A key living 60 s.
+    let key = post(
+        "ownedaccesskeys",
+        ADMIN_KEY,
+        serde_json::json!({"metadata": {"name": "brief"}, "spec": {"ttl": 60}}),
+    )
+    .await;
+    let key = key["spec"]["key"].as_str().unwrap().to_owned();
+    // A token asked for a day gets the key's minute at most.
+    let token = post(
+        "directclusterendpointtokens",
+        &key,
+        serde_json::json!({"spec": {"ttl": 86400}}),
+    )
+    .await;
+    let token = token["status"]["token"].as_str().unwrap().to_owned();
+    let exp = token_exp(&token);
+    assert!(
+        exp <= now + 61,
+        "the token outlives its key: exp {exp}, now {now}"
+    );
+    // A token made with that token: no longer either.
+    let again = post(
+        "directclusterendpointtokens",
+        &token,
+        serde_json::json!({"spec": {"ttl": 86400}}),
+    )
+    .await;
+    assert!(token_exp(again["status"]["token"].as_str().unwrap()) <= exp);
+    // A key made with the token, asking for no expiry, expires with the token.
+    let lasting = post(
+        "ownedaccesskeys",
+        &token,
+        serde_json::json!({"metadata": {"name": "from-token"}, "spec": {}}),
+    )
+    .await;
+    let ttl = lasting["spec"]["ttl"].as_i64().unwrap();
+    assert!(ttl > 0 && ttl <= 61, "ttl {ttl}");
+    // A session made with the token ends with it too.
+    let session = token_login(&env, &token).await;
+    assert_eq!(session.status, 200, "{}", session.body);
+    let cookie = session.headers["set-cookie"].to_str().unwrap().to_owned();
+    let max_age: u64 = cookie
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(max_age <= 61, "{cookie}");
+}

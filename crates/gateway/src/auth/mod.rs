@@ -475,11 +475,16 @@ async fn token_login(
         }
     };
     let identity = &caller.identity;
-    // The session may do what the presented credential may do, no more: it keeps its scope.
+    // The session may do what the presented credential may do, no more: it keeps its scope,
+    // and ends when the credential does, at the latest.
+    let Some(ttl) = caller.bounded_ttl(Duration::from_secs(config.auth.session_ttl_seconds), now)
+    else {
+        return respond(&Status::unauthorized(), &head);
+    };
     let request = runtime.credentials.user_token_request(
         identity,
         caller.raw_scope.as_deref().cloned(),
-        Some(Duration::from_secs(config.auth.session_ttl_seconds)),
+        Some(ttl),
     );
     let minted = match shared.minter.mint(&request, now) {
         Ok(m) => m,

@@ -78,7 +78,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
     }
     let identity = &ctx.caller.identity;
     let (access_key, access_key_type) = match &ctx.caller.credential {
-        CallerCredential::AccessKey { name, key_type } => {
+        CallerCredential::AccessKey { name, key_type, .. } => {
             (name.to_string(), AccessKeyType::from(&**key_type))
         }
         _ => (String::new(), AccessKeyType::from("")),
@@ -136,11 +136,19 @@ pub(super) async fn create_direct_cluster_endpoint_token(
         Err(status) => return fail(*status),
     };
     let identity = &ctx.caller.identity;
-    let request = ctx.runtime.credentials.user_token_request(
-        identity,
-        scope.clone(),
-        (object.spec.ttl > 0).then(|| Duration::from_secs(object.spec.ttl as u64)),
-    );
+    let requested = (object.spec.ttl > 0).then(|| Duration::from_secs(object.spec.ttl as u64));
+    let ttl = match ctx.shared.minter.effective_ttl(requested) {
+        Ok(ttl) => ttl,
+        Err(e) => return fail(Status::bad_request(format!("spec.ttl: {e}"))),
+    };
+    // Never longer than the credential asking for it has left.
+    let Some(ttl) = ctx.caller.bounded_ttl(ttl, now()) else {
+        return fail(Status::unauthorized());
+    };
+    let request = ctx
+        .runtime
+        .credentials
+        .user_token_request(identity, scope.clone(), Some(ttl));
     let minted = match ctx.shared.minter.mint(&request, now()) {
         Ok(m) => m,
         Err(e) => return fail(Status::internal_error(&e.to_string())),
@@ -239,6 +247,16 @@ pub(super) async fn create_owned_access_key(
                 )));
             }
         },
+    };
+    // A key made with a credential that expires expires with it, at the latest: a
+    // short-lived token must not become a lasting key.
+    let parent_expiry = ctx
+        .caller
+        .expires_at()
+        .map(|e| i64::try_from(e).unwrap_or(i64::MAX));
+    let expires_at = match (expires_at, parent_expiry) {
+        (Some(own), Some(parent)) => Some(own.min(parent)),
+        (own, parent) => own.or(parent),
     };
     // The other types are the gateway's to give: `Login` keys are what password logins store
     // (bounded per user apart from these, and not counted against the API's key limit).

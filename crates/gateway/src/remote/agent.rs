@@ -143,6 +143,8 @@ impl CentralAuthenticator {
                     credential: CallerCredential::AccessKey {
                         name: status.access_key.as_str().into(),
                         key_type: status.access_key_type.as_str().into(),
+                        // The central's `selves` answer does not say; an agent mints nothing.
+                        expires_at: None,
                     },
                 }))
             }
