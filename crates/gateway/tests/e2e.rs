@@ -679,6 +679,21 @@ async fn owned_access_keys_and_narrowing() {
         )
         .await;
     assert_eq!(login.status, 422, "{}", login.body);
+    // A scope too large to fit a token is refused before it is compared with the caller's.
+    let clusters: Vec<serde_json::Value> = (0..400)
+        .map(|i| serde_json::json!({"cluster": format!("cluster-number-{i}")}))
+        .collect();
+    let huge = serde_json::json!({"metadata": {"name": "huge"}, "spec": {"scope": {"clusters": clusters}}});
+    let huge = client
+        .post(
+            &keys,
+            ADMIN_KEY,
+            "application/json",
+            huge.to_string().into_bytes(),
+        )
+        .await;
+    assert_eq!(huge.status, 422, "{}", huge.body);
+    assert!(huge.body.contains("spec.scope: Too long"), "{}", huge.body);
     assert!(
         login
             .body

@@ -490,6 +490,9 @@ async fn token_login(
         Ok(m) => m,
         Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),
     };
+    if let Some(status) = unusable_token(minted.token()) {
+        return respond(&status, &head);
+    }
     tracing::info!(user = %identity.name, jti = %minted.jti, "session started");
     let max_age = minted.expires_at.saturating_sub(now);
     let body = SessionInfo::new(&caller, minted.expires_at);
@@ -563,6 +566,22 @@ async fn logout(
         json(StatusCode::OK, &serde_json::json!({"loggedOut": true})),
         &session::clear_cookie(),
     )
+}
+
+/// A 422 when a minted token is longer than the verifier accepts (a credential whose stored
+/// scope is that large): handing it out would give the client a token that always fails.
+pub(crate) fn unusable_token(token: &str) -> Option<Status> {
+    let max = kubegate_tokens::Verifier::DEFAULT_MAX_TOKEN_LEN;
+    (token.len() > max).then(|| Status {
+        code: 422,
+        message: format!(
+            "the token would be {} bytes, more than the {max} a token may have: its scope is too large; ask for a narrower one",
+            token.len()
+        ),
+        reason: "Invalid".into(),
+        details: None,
+        type_meta: true,
+    })
 }
 
 #[cfg(test)]

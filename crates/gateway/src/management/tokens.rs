@@ -33,6 +33,10 @@ fn metadata_with_timestamp(
 
 /// The scope a new credential gets: the requested one if it narrows the caller's, the caller's
 /// own if none was requested; a broader request is a 403.
+/// The largest scope a key or token may ask for, in bytes of JSON: 8 KiB leaves a token
+/// carrying it well under the verifier's 16 KiB bound once base64-encoded and signed.
+const MAX_REQUESTED_SCOPE_BYTES: usize = 8 * 1024;
+
 fn narrowed_scope(
     ctx: &Ctx<'_>,
     requested: Option<AccessKeyScope>,
@@ -41,6 +45,27 @@ fn narrowed_scope(
     let Some(requested) = requested else {
         return Ok(ctx.caller.raw_scope.as_deref().cloned());
     };
+    // Checked before compiling it: comparing scopes costs the product of their rule counts,
+    // and a scope past this would not fit in a token anyway (the verifier refuses tokens over
+    // 16 KiB).
+    let size = serde_json::to_vec(&requested).map_or(usize::MAX, |json| json.len());
+    if size > MAX_REQUESTED_SCOPE_BYTES {
+        return Err(Box::new(Status {
+            code: 422,
+            message: format!(
+                "{}.{GROUP} {name:?} is invalid: spec.scope: Too long: the scope is {size} bytes of JSON, at most {MAX_REQUESTED_SCOPE_BYTES} are allowed",
+                ctx.resource.kind
+            ),
+            reason: "Invalid".into(),
+            details: Some(kubegate_proxy::status::StatusDetails {
+                name: name.to_owned(),
+                group: GROUP.into(),
+                kind: ctx.resource.plural.into(),
+                ..Default::default()
+            }),
+            type_meta: true,
+        }));
+    }
     if CompiledScope::new(Some(&requested)).narrows(&ctx.caller.scope) {
         Ok(Some(requested))
     } else {
@@ -153,6 +178,9 @@ pub(super) async fn create_direct_cluster_endpoint_token(
         Ok(m) => m,
         Err(e) => return fail(Status::internal_error(&e.to_string())),
     };
+    if let Some(status) = crate::auth::unusable_token(minted.token()) {
+        return fail(status);
+    }
     object.spec.scope = scope;
     object.status = Some(DirectClusterEndpointTokenStatus {
         token: minted.token().to_owned(),
