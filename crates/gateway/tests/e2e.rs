@@ -738,7 +738,24 @@ async fn owned_access_keys_and_narrowing() {
         .header("authorization", format!("Bearer {SCOPED_KEY}"))
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
-    assert_eq!(client.send(del).await.status, 200);
+    let deleted = client.send(del).await;
+    assert_eq!(deleted.status, 200);
+    // kube-apiserver's finalizeDelete Status, uid included; audited as a Status too.
+    let uid = object["metadata"]["uid"].as_str().unwrap();
+    assert_eq!(
+        deleted.body.trim_end(),
+        format!(
+            r#"{{"kind":"Status","apiVersion":"v1","metadata":{{}},"status":"Success","details":{{"name":"mine","group":"management.loft.sh","kind":"ownedaccesskeys","uid":"{uid}"}}}}"#
+        )
+    );
+    let event = audit_events(&env, "/ownedaccesskeys/mine")
+        .into_iter()
+        .find(|e| e["verb"] == "delete")
+        .expect("the delete is audited");
+    assert_eq!(
+        event["responseStatus"],
+        serde_json::json!({"metadata": {}, "status": "Success", "details": {"name": "mine", "group": "management.loft.sh", "kind": "ownedaccesskeys", "uid": uid}, "code": 200})
+    );
     let after = env.kubectl(&key, A, &["get", "pods"]).await;
     assert!(
         stderr(&after).contains("Unauthorized"),

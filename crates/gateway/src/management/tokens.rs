@@ -477,6 +477,21 @@ pub(super) async fn get_owned_access_key(
     }
 }
 
+/// A Success Status, its fields in `meta/v1` order (a `json!` map would sort them).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SuccessStatus<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: Empty,
+    status: &'static str,
+    details: &'a kubegate_proxy::status::StatusDetails,
+}
+
+/// `{}`.
+#[derive(serde::Serialize)]
+struct Empty {}
+
 /// `DELETE ownedaccesskeys/<name>`: deletes one of the caller's keys.
 pub(super) async fn delete_owned_access_key(
     ctx: &Ctx<'_>,
@@ -486,22 +501,40 @@ pub(super) async fn delete_owned_access_key(
         Ok(keys) => keys,
         Err(status) => return respond(&status, req),
     };
-    if !keys.iter().any(|k| k.name == ctx.name) {
+    let Some(uid) = keys
+        .iter()
+        .find(|k| k.name == ctx.name)
+        .map(|k| k.uid.clone())
+    else {
         return respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req);
-    }
+    };
     match ctx.shared.store.delete_access_key(&ctx.name).await {
         Ok(_) => {
             if let Err(e) = ctx.shared.refresh_state().await {
                 tracing::warn!(error = %e, "refreshing credentials after deleting a key failed");
             }
-            let body = serde_json::json!({
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Success",
-                "details": {"name": ctx.name, "group": GROUP, "kind": "ownedaccesskeys"},
-            });
-            json_response(StatusCode::OK, &body)
+            // kube-apiserver's `finalizeDelete`: a Success Status naming the object, with no
+            // code; its audit event records the Status as well.
+            let details = kubegate_proxy::status::StatusDetails {
+                name: ctx.name.clone(),
+                group: GROUP.into(),
+                kind: "ownedaccesskeys".into(),
+                uid,
+                ..Default::default()
+            };
+            let body = SuccessStatus {
+                kind: "Status",
+                api_version: "v1",
+                metadata: Empty {},
+                status: "Success",
+                details: &details,
+            };
+            let mut res = json_response(StatusCode::OK, &body);
+            let mut recorded = kubegate_proxy::audit::ResponseStatus::code(200);
+            recorded.status = Some("Success");
+            recorded.details = Some(details);
+            res.extensions_mut().insert(recorded);
+            res
         }
         Err(e) => {
             tracing::error!(error = %e, "deleting an access key failed");
