@@ -35,6 +35,17 @@ impl Caller {
         }
     }
 
+    /// The access key (uid) behind the presented credential: the key itself, or the key a token
+    /// was made from. A token minted for this caller carries it as its parent, so it stops
+    /// working when that key is deleted, disabled or expires.
+    pub fn root_key(&self) -> Option<String> {
+        match &self.credential {
+            CallerCredential::AccessKey { uid, .. } if !uid.is_empty() => Some(uid.to_string()),
+            CallerCredential::Token { parent, .. } => parent.clone(),
+            _ => None,
+        }
+    }
+
     /// `ttl`, cut so that a credential minted with it does not outlive the one presented:
     /// a token or key made from a short-lived credential must not turn it into a lasting one.
     /// `None` when the presented credential has no time left.
@@ -60,6 +71,9 @@ pub enum CallerCredential {
         key_type: Arc<str>,
         /// When it expires (Unix seconds), if it does and that is known here.
         expires_at: Option<u64>,
+        /// Its uid (`config/<name>` for a key of the config file; empty when not known here),
+        /// which tokens made from it carry as their parent.
+        uid: Arc<str>,
     },
     /// Identity headers from a trusted front proxy.
     FrontProxy,
@@ -69,6 +83,8 @@ pub enum CallerCredential {
         jti: String,
         /// Expiry, Unix seconds.
         expires_at: u64,
+        /// The access key (uid) it was made from, if any.
+        parent: Option<String>,
     },
     /// An ID token of a configured external OIDC issuer (`oidcIssuers`), sent as the bearer
     /// token: the one credential identity mode `passthrough` forwards.
@@ -101,6 +117,7 @@ pub enum AuthnFailure {
 #[derive(Debug, Clone)]
 struct KeyRecord {
     name: Arc<str>,
+    uid: Arc<str>,
     user: String,
     key_type: Arc<str>,
     scope: Arc<CompiledScope>,
@@ -116,6 +133,8 @@ pub struct Credentials {
     keys: AccessKeyIndex<KeyRecord>,
     verifier: Arc<Verifier>,
     generations: std::collections::BTreeMap<String, u64>,
+    /// The keys tokens may be made from (uid → expiry): neither deleted nor disabled.
+    parents: std::collections::HashMap<String, Option<i64>>,
 }
 
 impl Credentials {
@@ -128,6 +147,7 @@ impl Credentials {
                     digest,
                     KeyRecord {
                         name: k.name.as_str().into(),
+                        uid: format!("config/{}", k.name).into(),
                         user: k.user.clone(),
                         key_type: "User".into(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
@@ -144,6 +164,7 @@ impl Credentials {
                     digest,
                     KeyRecord {
                         name: k.name.as_str().into(),
+                        uid: k.uid.as_str().into(),
                         user: k.user.clone(),
                         key_type: k.key_type.as_str().into(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
@@ -154,10 +175,23 @@ impl Credentials {
                 );
             }
         }
+        let parents = config
+            .access_keys
+            .iter()
+            .map(|k| (format!("config/{}", k.name), None))
+            .chain(
+                state
+                    .access_keys
+                    .values()
+                    .filter(|k| !k.disabled)
+                    .map(|k| (k.uid.clone(), k.expires_at)),
+            )
+            .collect();
         Credentials {
             keys,
             verifier,
             generations: state.token_generations.clone(),
+            parents,
         }
     }
 
@@ -178,6 +212,7 @@ impl Credentials {
         identity: &Identity,
         scope: Option<AccessKeyScope>,
         ttl: Option<std::time::Duration>,
+        parent: Option<String>,
     ) -> kubegate_tokens::MintRequest {
         kubegate_tokens::MintRequest {
             subject: identity.name.clone(),
@@ -188,6 +223,7 @@ impl Credentials {
             generation: self.generation(&identity.name) as i64,
             scope,
             ttl,
+            parent,
         }
     }
 
@@ -221,6 +257,7 @@ impl Credentials {
                     name: Arc::clone(&record.name),
                     key_type: Arc::clone(&record.key_type),
                     expires_at: record.expires_at.map(|e| u64::try_from(e).unwrap_or(0)),
+                    uid: Arc::clone(&record.uid),
                 },
             });
         }
@@ -234,6 +271,18 @@ impl Credentials {
                 kubegate_tokens::Error::Expired { .. } => AuthnFailure::Expired,
                 other => AuthnFailure::Invalid(other.to_string()),
             })?;
+        if let Some(parent) = &claims.loft.parent {
+            // Made from a key: good only while the key is (not deleted, disabled or expired).
+            let live = self
+                .parents
+                .get(parent)
+                .is_some_and(|expires| expires.is_none_or(|e| e > now as i64));
+            if !live {
+                return Err(AuthnFailure::Invalid(
+                    "the access key the token was made from is gone".into(),
+                ));
+            }
+        }
         let user = directory
             .user(&claims.loft.name)
             .ok_or_else(|| AuthnFailure::UnknownUser(claims.loft.name.clone()))?;
@@ -249,6 +298,7 @@ impl Credentials {
             credential: CallerCredential::Token {
                 jti: claims.jti.clone(),
                 expires_at: claims.exp,
+                parent: claims.loft.parent.clone(),
             },
         })
     }

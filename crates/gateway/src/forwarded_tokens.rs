@@ -78,6 +78,7 @@ impl ForwardedTokens {
                 generation: 0,
                 scope: None,
                 ttl: Some(FORWARDED_TOKEN_TTL),
+                parent: None,
             },
             &Audience::new([audience]),
             now,

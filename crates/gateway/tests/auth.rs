@@ -1056,4 +1056,42 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         .parse()
         .unwrap();
     assert!(max_age <= 61, "{cookie}");
+    // Deleting the key ends every token made from it, directly or through other tokens;
+    // the key made with a token (a stored object) stays until its own expiry.
+    let pods = format!(
+        "{}/kubernetes/cluster/a/api/v1/namespaces/default/pods",
+        env.url
+    );
+    let get_pods = |bearer: String| {
+        let client = &client;
+        let pods = &pods;
+        async move {
+            client
+                .send(
+                    http::Method::GET,
+                    pods,
+                    &[("authorization", &format!("Bearer {bearer}"))],
+                    None,
+                )
+                .await
+        }
+    };
+    let again = again["status"]["token"].as_str().unwrap().to_owned();
+    for live in [&token, &again] {
+        let reply = get_pods(live.clone()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let del = client
+        .send(
+            http::Method::DELETE,
+            &format!("{management}/ownedaccesskeys/brief"),
+            &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+            None,
+        )
+        .await;
+    assert_eq!(del.status, 200, "{}", del.body);
+    for revoked in [&token, &again] {
+        let reply = get_pods(revoked.clone()).await;
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
 }

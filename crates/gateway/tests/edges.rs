@@ -682,6 +682,7 @@ async fn expired_and_revoked_credentials_and_oversized_headers() {
         generation: 0,
         scope: None,
         ttl: Some(Duration::from_secs(60)),
+        parent: None,
     };
     // Minted two hours ago with a one-minute lifetime: expired beyond the leeway.
     let expired = shared

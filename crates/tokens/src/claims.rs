@@ -49,6 +49,10 @@ pub struct LoftClaim {
     /// Access-key scope the token is limited to; absent = the subject's full permissions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<AccessKeyScope>,
+    /// The access key the token was made from, directly or through other tokens (its uid;
+    /// kubegate's own claim): the token is good only while that key is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// The `kind` of a [`LoftClaim`].
@@ -137,6 +141,7 @@ mod tests {
             kind: SubjectKind::User,
             generation: 3,
             scope: None,
+            parent: None,
         };
         assert_eq!(
             serde_json::to_string(&c).unwrap(),

@@ -41,6 +41,8 @@ pub struct MintRequest {
     pub scope: Option<AccessKeyScope>,
     /// Requested lifetime; `None` = the minter's default. Capped at the minter's maximum.
     pub ttl: Option<Duration>,
+    /// The access key (uid) the token is made from, if any ([`LoftClaim::parent`]).
+    pub parent: Option<String>,
 }
 
 /// A freshly minted token. `Debug` redacts the token text.
@@ -157,6 +159,7 @@ impl Minter {
                 kind: req.kind,
                 generation: req.generation,
                 scope: req.scope.clone(),
+                parent: req.parent.clone(),
             },
         };
         let key = self.keys.active();

@@ -27,6 +27,7 @@ fn request() -> MintRequest {
         generation: 1,
         scope: None,
         ttl: Some(Duration::from_secs(600)),
+        parent: None,
     }
 }
 

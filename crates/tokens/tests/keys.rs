@@ -210,6 +210,7 @@ fn request() -> MintRequest {
         generation: 0,
         scope: None,
         ttl: None,
+        parent: None,
     }
 }
 

@@ -485,6 +485,7 @@ async fn token_login(
         identity,
         caller.raw_scope.as_deref().cloned(),
         Some(ttl),
+        caller.root_key(),
     );
     let minted = match shared.minter.mint(&request, now) {
         Ok(m) => m,

@@ -101,7 +101,9 @@ pub(crate) fn verify(
         .authenticate(value, directory, now)
         .map_err(|failure| NoSession::Invalid(format!("session: {failure}")))?;
     match &caller.credential {
-        CallerCredential::Token { jti, expires_at } => Ok(Session {
+        CallerCredential::Token {
+            jti, expires_at, ..
+        } => Ok(Session {
             jti: jti.clone(),
             expires_at: *expires_at,
             caller,

@@ -170,10 +170,12 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     let Some(ttl) = ctx.caller.bounded_ttl(ttl, now()) else {
         return fail(Status::unauthorized());
     };
-    let request = ctx
-        .runtime
-        .credentials
-        .user_token_request(identity, scope.clone(), Some(ttl));
+    let request = ctx.runtime.credentials.user_token_request(
+        identity,
+        scope.clone(),
+        Some(ttl),
+        ctx.caller.root_key(),
+    );
     let minted = match ctx.shared.minter.mint(&request, now()) {
         Ok(m) => m,
         Err(e) => return fail(Status::internal_error(&e.to_string())),

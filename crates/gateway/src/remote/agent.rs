@@ -114,6 +114,10 @@ impl CentralAuthenticator {
             credential: CallerCredential::Token {
                 jti: claims.jti.clone(),
                 expires_at: claims.exp,
+                // Not checked here: the agent does not know the central's keys, so a token
+                // made from a key the central has since deleted works at the agent until it
+                // expires.
+                parent: claims.loft.parent,
             },
         }))
     }
@@ -145,6 +149,7 @@ impl CentralAuthenticator {
                         key_type: status.access_key_type.as_str().into(),
                         // The central's `selves` answer does not say; an agent mints nothing.
                         expires_at: None,
+                        uid: "".into(),
                     },
                 }))
             }
