@@ -187,7 +187,11 @@ async fn central_credentials_work_at_the_agent_and_survive_the_central_going_awa
         agent.url
     );
     let reply = client
-        .get(&pods, "kgak_not_a_key_of_the_central_000000000000000", &[])
+        .get(
+            &pods,
+            "kgak_not_a_key_of_the_central_000000000000000000",
+            &[],
+        )
         .await;
     assert_eq!(reply.status, 401, "{}", reply.body);
 
@@ -217,4 +221,320 @@ async fn central_credentials_work_at_the_agent_and_survive_the_central_going_awa
         )),
         "{message}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an unauthenticated client can make an agent ask the central: a fake central's `selves`
+// counts the calls.
+
+mod fake_central {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::sync::watch;
+
+    /// A stand-in for the central gateway's `selves`: it accepts the keys it was given (as the
+    /// user named with each), refuses any other with 401, answers 503 while down, and holds
+    /// every request while held.
+    pub(super) struct FakeCentral {
+        pub(super) url: String,
+        pub(super) ca_file: PathBuf,
+        dir: PathBuf,
+        state: Arc<State>,
+        accept_loop: tokio::task::JoinHandle<()>,
+    }
+
+    struct State {
+        known: HashMap<String, String>,
+        calls: watch::Sender<usize>,
+        held: watch::Sender<bool>,
+        down: AtomicBool,
+    }
+
+    impl Drop for FakeCentral {
+        fn drop(&mut self) {
+            self.accept_loop.abort();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    impl FakeCentral {
+        pub(super) async fn start(known: &[(&str, &str)]) -> FakeCentral {
+            let dir = std::env::temp_dir()
+                .join(format!("kubegate-fake-central-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+            let ca_file = dir.join("ca.crt");
+            std::fs::write(&ca_file, cert.cert.pem()).unwrap();
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let tls = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![CertificateDer::from_pem_slice(cert.cert.pem().as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(cert.signing_key.serialize_pem().as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("https://{}", listener.local_addr().unwrap());
+            let state = Arc::new(State {
+                known: known
+                    .iter()
+                    .map(|(k, u)| ((*k).to_owned(), (*u).to_owned()))
+                    .collect(),
+                calls: watch::channel(0).0,
+                held: watch::channel(false).0,
+                down: AtomicBool::new(false),
+            });
+            let serving = Arc::clone(&state);
+            let accept_loop = tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    let state = Arc::clone(&serving);
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let service =
+                            hyper::service::service_fn(move |req| answer(Arc::clone(&state), req));
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(tls), service)
+                            .await;
+                    });
+                }
+            });
+            FakeCentral {
+                url,
+                ca_file,
+                dir,
+                state,
+                accept_loop,
+            }
+        }
+
+        /// `selves` calls received so far.
+        pub(super) fn calls(&self) -> usize {
+            *self.state.calls.borrow()
+        }
+
+        /// Waits until at least `n` `selves` calls arrived.
+        pub(super) async fn wait_for_calls(&self, n: usize) {
+            let mut calls = self.state.calls.subscribe();
+            calls.wait_for(|c| *c >= n).await.unwrap();
+        }
+
+        /// Holds every request (`true`) until released (`false`).
+        pub(super) fn hold(&self, held: bool) {
+            self.state.held.send_replace(held);
+        }
+
+        /// Answers 503 to everything from now on.
+        pub(super) fn go_down(&self) {
+            self.state.down.store(true, Ordering::SeqCst);
+        }
+    }
+
+    async fn answer(
+        state: Arc<State>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        let reply = |status: u16, body: String| {
+            Ok(Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap())
+        };
+        if !req.uri().path().ends_with("/selves") {
+            return reply(404, "{}".into());
+        }
+        state.calls.send_modify(|n| *n += 1);
+        let mut held = state.held.subscribe();
+        let _ = held.wait_for(|held| !*held).await;
+        if state.down.load(Ordering::SeqCst) {
+            return reply(503, "{}".into());
+        }
+        let key = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        match state.known.get(key) {
+            Some(user) => reply(
+                200,
+                serde_json::json!({
+                    "apiVersion": "management.loft.sh/v1",
+                    "kind": "Self",
+                    "status": {"subject": user, "user": {"name": user}},
+                })
+                .to_string(),
+            ),
+            None => reply(
+                401,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized","code":401}"#.into(),
+            ),
+        }
+    }
+}
+
+mod bounded_calls {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+    use kubegate_gateway::authenticators::{AuthnInput, AuthnOutcome, ExternalAuthenticator};
+    use kubegate_gateway::directory::Directory;
+    use kubegate_gateway::remote::CentralAuthenticator;
+    use kubegate_gateway::remote::client::HttpsClient;
+    use kubegate_gateway::remote::selves::{self, SelfAnswer, SelfCache};
+
+    use super::fake_central::FakeCentral;
+
+    /// A key of the shape kubegate generates, told apart by `n`.
+    fn key(n: usize) -> String {
+        format!("kgak_{n:0>43}")
+    }
+
+    /// An agent's authenticator of `central`, and the directory requests are checked with.
+    fn agent_of(central: &FakeCentral) -> (Arc<CentralAuthenticator>, Arc<Directory>) {
+        let yaml = format!(
+            r#"
+listen: 127.0.0.1:0
+mode: agent
+stateDir: /nonexistent
+agent:
+  cluster: a
+  upstream: {{server: "https://127.0.0.1:1"}}
+  centralUrl: "{}"
+  centralCaFile: "{}"
+"#,
+            central.url,
+            central.ca_file.display()
+        );
+        let config =
+            kubegate_gateway::Config::parse(&yaml, std::path::Path::new("agent.yaml")).unwrap();
+        let authenticator = CentralAuthenticator::new(config.agent.as_ref().unwrap()).unwrap();
+        (Arc::new(authenticator), Arc::new(Directory::new(&config)))
+    }
+
+    async fn authenticate(
+        agent: &CentralAuthenticator,
+        directory: &Directory,
+        bearer: &str,
+    ) -> AuthnOutcome {
+        let headers = http::HeaderMap::new();
+        agent
+            .authenticate(AuthnInput {
+                method: &http::Method::GET,
+                headers: &headers,
+                bearer: Some(bearer),
+                client_addr: None,
+                peer_certificate: None,
+                directory,
+            })
+            .await
+    }
+
+    #[tokio::test]
+    async fn bearers_not_shaped_like_access_keys_never_reach_the_central() {
+        let central = FakeCentral::start(&[]).await;
+        let (agent, directory) = agent_of(&central);
+        for n in 0..1_000 {
+            let garbage = match n % 6 {
+                0 => uuid::Uuid::new_v4().to_string(),
+                1 => format!("kgak_{n}"),
+                2 => format!("kgak_{n:0>44}"),
+                3 => format!("{n:0>63}"),
+                4 => format!("{n:-<64}"),
+                _ => format!("garbage {n} {}", "x".repeat(n % 200)),
+            };
+            let outcome = authenticate(&agent, &directory, &garbage).await;
+            assert!(
+                matches!(outcome, AuthnOutcome::Rejected(_)),
+                "{garbage:?}: {outcome:?}"
+            );
+        }
+        assert_eq!(central.calls(), 0);
+        // A bearer shaped like a key is asked about (and this central refuses it).
+        let outcome = authenticate(&agent, &directory, &key(1)).await;
+        assert!(matches!(outcome, AuthnOutcome::Rejected(_)), "{outcome:?}");
+        assert_eq!(central.calls(), 1);
+    }
+
+    /// One scheduler thread: every check below starts (and finds the key uncached) before the
+    /// fake central can take the first call, so without a shared flight each would make its own.
+    #[tokio::test(flavor = "current_thread")]
+    async fn concurrent_checks_of_one_unknown_key_make_one_call() {
+        const CHECKS: usize = 20;
+        let central = FakeCentral::start(&[(&key(7), "erin")]).await;
+        let (agent, directory) = agent_of(&central);
+        central.hold(true);
+        let checks: Vec<_> = (0..CHECKS)
+            .map(|_| {
+                let agent = Arc::clone(&agent);
+                let directory = Arc::clone(&directory);
+                tokio::spawn(async move { authenticate(&agent, &directory, &key(7)).await })
+            })
+            .collect();
+        central.wait_for_calls(1).await;
+        central.hold(false);
+        for check in checks {
+            match check.await.unwrap() {
+                AuthnOutcome::Authenticated(caller) => assert_eq!(caller.identity.name, "erin"),
+                other => panic!("expected erin, got {other:?}"),
+            }
+        }
+        assert_eq!(central.calls(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_validated_key_outlives_a_flood_of_refused_keys_while_the_central_is_down() {
+        let central = FakeCentral::start(&[(&key(0), "frank")]).await;
+        let client = HttpsClient::new(Some(&central.ca_file), "test").unwrap();
+        // Nothing counts as fresh, so every check below asks the central.
+        let cache = SelfCache::new(client, &central.url).with_windows(
+            Duration::ZERO,
+            selves::REFUSED_FOR,
+            selves::STALE_IF_ERROR,
+        );
+        assert!(matches!(cache.check(&key(0)).await, SelfAnswer::Valid(_)));
+
+        // More refusals than the cache holds accepted keys, a few at a time (under the call
+        // limit, so each is asked about).
+        let refused = futures_util::stream::iter(1..=selves::CAPACITY)
+            .map(|n| {
+                let cache = &cache;
+                async move { cache.check(&key(n)).await }
+            })
+            .buffer_unordered(selves::MAX_CONCURRENT_CALLS / 2)
+            .filter(|answer| std::future::ready(matches!(answer, SelfAnswer::Refused(_))))
+            .count()
+            .await;
+        assert_eq!(refused, selves::CAPACITY);
+
+        central.go_down();
+        match cache.check(&key(0)).await {
+            SelfAnswer::Valid(me) => assert_eq!(me.status.as_ref().unwrap().subject, "frank"),
+            other => panic!("expected the stale validation, got {other:?}"),
+        }
+        // A key it never saw gets Unavailable.
+        assert!(matches!(
+            cache.check(&key(selves::CAPACITY + 1)).await,
+            SelfAnswer::Unavailable(_)
+        ));
+    }
 }

@@ -4,7 +4,11 @@
 //!   central's JWKS, discovered at `<centralUrl>/oidc/.well-known/openid-configuration`, with the
 //!   issuer the central publishes there and audience `kubegate`. The keys are cached and
 //!   refreshed when a token names an unknown `kid` (see [`super::keys`]).
-//! - Access keys of the central are validated by its `selves` endpoint (see [`super::selves`]).
+//! - Access keys of the central are validated by its `selves` endpoint (see [`super::selves`]):
+//!   only bearers shaped like access keys (kubegate's `kgak_…` or Loft's 64-character keys, see
+//!   [`super::selves::is_access_key_shaped`]) are asked about; any other bearer is refused at the
+//!   agent without a call. Calls are bounded (one per key at a time, at most
+//!   [`super::selves::MAX_CONCURRENT_CALLS`] at once).
 //!
 //! The identity comes from the token's claims or the `selves` answer: the user need not be
 //! configured at the agent. The agent then enforces its own gateway RBAC (its config's `rbac`)
@@ -24,7 +28,7 @@ use kubegate_tokens::{Claims, OidcIssuerConfig, UsernamePrefix};
 use super::RemoteError;
 use super::client::HttpsClient;
 use super::keys::{IssuerOrigin, KeyFailure, KeySource, peek_issuer, verified_claims};
-use super::selves::{SelfAnswer, SelfCache};
+use super::selves::{SelfAnswer, SelfCache, is_access_key_shaped};
 use crate::authenticators::{AuthnInput, AuthnOutcome, ExternalAuthenticator};
 use crate::authn::{Caller, CallerCredential};
 use crate::config::AgentConfig;
@@ -174,8 +178,14 @@ impl ExternalAuthenticator for CentralAuthenticator {
             };
             if bearer.bytes().filter(|&b| b == b'.').count() == 2 {
                 self.token(bearer).await
-            } else {
+            } else if is_access_key_shaped(bearer) {
                 self.access_key(bearer).await
+            } else {
+                // Anyone can send a bearer: one that cannot be a key of the central is refused
+                // here, not passed on to the central for every request.
+                AuthnOutcome::Rejected(
+                    "neither a central gateway token nor shaped like an access key".into(),
+                )
             }
         })
     }

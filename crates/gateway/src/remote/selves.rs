@@ -1,19 +1,35 @@
 //! Access keys of the central gateway, validated at the agent by asking the central who the key
 //! belongs to (`POST …/selves` with the key as bearer) and caching the answer.
 //!
+//! Anyone can send a bearer, so what one may make the agent do is bounded:
+//! - only bearers shaped like access keys ([`is_access_key_shaped`]) are asked about; anything
+//!   else is refused at once, without a call;
+//! - concurrent checks of one key share one call;
+//! - at most [`MAX_CONCURRENT_CALLS`] calls are in flight at once. A check that finds them all
+//!   busy does not queue: it answers as if the central could not be reached (a cached accepted
+//!   key keeps working, another key gets [`SelfAnswer::Unavailable`], a 503 clients retry), so
+//!   a flood of made-up keys costs the central at most that many calls at a time and queues
+//!   nothing at the agent.
+//!
 //! Cache rules (entries are keyed by the SHA-256 of the key; the key itself is never stored):
 //! - an answer is reused for [`FRESH_FOR`] (30 s), then re-validated on the next use;
-//! - a key the central refused is refused again for [`REFUSED_FOR`] without asking;
+//! - a key the central refused is refused again for [`REFUSED_FOR`] without asking. Refusals
+//!   live in a cache of their own ([`REFUSED_CAPACITY`] entries, the oldest making room), so
+//!   made-up keys can never push out a key the central accepted;
+//! - accepted keys: at most [`CAPACITY`], the one validated longest ago making room;
 //! - while the central cannot be reached, an accepted key keeps working until
 //!   [`STALE_IF_ERROR`] (10 min) after its last successful validation; a key the cache does not
 //!   hold gets [`SelfAnswer::Unavailable`].
+//!
+//! Every lookup and insertion is O(1) (amortised): nothing scans the cache per request.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use kubegate_api::Self_;
 use sha2::Digest;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::FetchError;
 use super::client::HttpsClient;
@@ -24,27 +40,120 @@ pub const FRESH_FOR: Duration = Duration::from_secs(30);
 pub const REFUSED_FOR: Duration = Duration::from_secs(5);
 /// How long an accepted key keeps working after its last validation while the central is down.
 pub const STALE_IF_ERROR: Duration = Duration::from_secs(600);
-/// Most keys remembered; beyond it, expired entries and then the oldest are dropped.
+/// Most accepted keys remembered; beyond it, the one validated longest ago is dropped.
 pub const CAPACITY: usize = 10_000;
+/// Most refused keys remembered; beyond it, the oldest refusal is dropped (never an accepted
+/// key: refusals are kept apart).
+pub const REFUSED_CAPACITY: usize = 1_024;
+/// Most `selves` calls in flight at once; a check that finds them all busy answers as if the
+/// central could not be reached.
+pub const MAX_CONCURRENT_CALLS: usize = 32;
+
+/// Length of a Loft access key: 64 random alphanumeric characters (`vcluster platform create
+/// accesskey --in-cluster`; see spec/loft-api.md).
+const LOFT_KEY_LEN: usize = 64;
 
 /// The `selves` request body.
 const SELF_REQUEST: &[u8] = br#"{"apiVersion":"management.loft.sh/v1","kind":"Self","spec":{}}"#;
+
+/// Whether `bearer` has the shape of an access key the central may hold: one kubegate generates
+/// (`kgak_` and 43 base64url characters) or one Loft generates (64 ASCII letters and digits).
+/// Anything else cannot be a key of the central, so the agent need not ask about it. (A key
+/// configured at the central by digest alone must have one of these shapes to be usable at an
+/// agent.)
+pub fn is_access_key_shaped(bearer: &str) -> bool {
+    kubegate_tokens::is_generated_access_key(bearer)
+        || (bearer.len() == LOFT_KEY_LEN && bearer.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
 
 /// What the central said about a key.
 #[derive(Debug, Clone)]
 pub enum SelfAnswer {
     /// The key is valid; this is who it belongs to.
     Valid(Arc<Self_>),
-    /// The central refused the key (the reason is for logs).
+    /// The central refused the key, or it is not shaped like a key (the reason is for logs).
     Refused(String),
     /// The central cannot be reached and the key is not cached (the message says why).
     Unavailable(String),
 }
 
-#[derive(Debug, Clone)]
-struct Entry {
-    answer: Result<Arc<Self_>, String>,
-    checked_at: Instant,
+/// SHA-256 of a key: what the caches are keyed by.
+type KeyDigest = [u8; 32];
+
+/// A map that remembers at most `capacity` entries and drops the one inserted (or replaced)
+/// longest ago to make room, in amortised O(1): `order` lists insertions oldest first, and an
+/// insertion whose entry was replaced or removed since is skipped when it comes up.
+#[derive(Debug)]
+struct Recent<V> {
+    entries: HashMap<KeyDigest, Slot<V>>,
+    order: VecDeque<(KeyDigest, u64)>,
+    next_seq: u64,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Slot<V> {
+    value: V,
+    at: Instant,
+    seq: u64,
+}
+
+impl<V: Clone> Recent<V> {
+    fn new(capacity: usize) -> Self {
+        Recent {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn get(&self, digest: &KeyDigest) -> Option<(V, Instant)> {
+        self.entries
+            .get(digest)
+            .map(|slot| (slot.value.clone(), slot.at))
+    }
+
+    fn insert(&mut self, digest: KeyDigest, value: V, at: Instant) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.entries.insert(digest, Slot { value, at, seq });
+        self.order.push_back((digest, seq));
+        while self.entries.len() > self.capacity {
+            let Some((oldest, oldest_seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&oldest)
+                .is_some_and(|s| s.seq == oldest_seq)
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        // Re-validations leave superseded insertions behind; drop them once they outnumber the
+        // live ones, which costs O(capacity) at most once per `capacity` insertions.
+        if self.order.len() > 2 * self.capacity {
+            let entries = &self.entries;
+            self.order
+                .retain(|(d, seq)| entries.get(d).is_some_and(|s| s.seq == *seq));
+        }
+    }
+
+    fn remove(&mut self, digest: &KeyDigest) {
+        self.entries.remove(digest);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[derive(Debug)]
+struct Caches {
+    accepted: Recent<Arc<Self_>>,
+    refused: Recent<String>,
 }
 
 /// Validates access keys against the central gateway's `selves`.
@@ -54,7 +163,11 @@ pub struct SelfCache {
     url: String,
     central: String,
     windows: Windows,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    caches: Mutex<Caches>,
+    /// One cell per key being validated: whoever comes first fills it, the others wait for it.
+    in_flight: Mutex<HashMap<KeyDigest, Arc<OnceCell<SelfAnswer>>>>,
+    /// Permits for calls to the central.
+    calls: Semaphore,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +175,38 @@ struct Windows {
     fresh: Duration,
     refused: Duration,
     stale: Duration,
+}
+
+/// A check's membership in the flight of its key. Dropping the last one (the flight finished,
+/// or every request waiting on it went away) forgets the flight, so abandoned flights do not
+/// pile up.
+struct Flight<'a> {
+    flights: &'a Mutex<HashMap<KeyDigest, Arc<OnceCell<SelfAnswer>>>>,
+    digest: KeyDigest,
+    /// `None` only once dropped: the clone must be released under the map's lock.
+    cell: Option<Arc<OnceCell<SelfAnswer>>>,
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let Some(ours) = self.cell.take() else {
+            return;
+        };
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = flights
+            .get(&self.digest)
+            .is_some_and(|cell| Arc::ptr_eq(cell, &ours));
+        // Clones are only made and released under this lock, so the count is exact: 1 means
+        // only the map still holds the cell.
+        drop(ours);
+        if current
+            && flights
+                .get(&self.digest)
+                .is_some_and(|cell| Arc::strong_count(cell) == 1)
+        {
+            flights.remove(&self.digest);
+        }
+    }
 }
 
 impl SelfCache {
@@ -77,7 +222,12 @@ impl SelfCache {
                 refused: REFUSED_FOR,
                 stale: STALE_IF_ERROR,
             },
-            entries: Mutex::new(HashMap::new()),
+            caches: Mutex::new(Caches {
+                accepted: Recent::new(CAPACITY),
+                refused: Recent::new(REFUSED_CAPACITY),
+            }),
+            in_flight: Mutex::new(HashMap::new()),
+            calls: Semaphore::new(MAX_CONCURRENT_CALLS),
         }
     }
 
@@ -92,91 +242,119 @@ impl SelfCache {
         self
     }
 
-    fn cached(&self, digest: &[u8; 32]) -> Option<Entry> {
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(digest)
-            .cloned()
+    fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
+        self.caches.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn remember(&self, digest: [u8; 32], entry: Entry) {
-        let mut entries = self
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= CAPACITY && !entries.contains_key(&digest) {
-            let stale = self.windows.stale;
-            entries.retain(|_, e| e.checked_at.elapsed() < stale);
-            if entries.len() >= CAPACITY
-                && let Some(oldest) = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.checked_at)
-                    .map(|(k, _)| *k)
-            {
-                entries.remove(&oldest);
-            }
+    /// The answer the caches give without asking, if they give one.
+    fn cached_answer(&self, digest: &KeyDigest) -> Option<SelfAnswer> {
+        let caches = self.caches();
+        if let Some((me, at)) = caches.accepted.get(digest)
+            && at.elapsed() < self.windows.fresh
+        {
+            return Some(SelfAnswer::Valid(me));
         }
-        entries.insert(digest, entry);
+        if let Some((why, at)) = caches.refused.get(digest)
+            && at.elapsed() < self.windows.refused
+        {
+            return Some(SelfAnswer::Refused(why));
+        }
+        None
     }
 
-    fn forget(&self, digest: &[u8; 32]) {
-        self.entries
+    /// Joins the flight validating `digest`, or starts one. A flight whose answer is already
+    /// out is over: a later check starts a new one (which looks at the caches first), so an
+    /// answer is never handed out longer than the caches would keep it.
+    fn join(&self, digest: KeyDigest) -> Flight<'_> {
+        let mut flights = self
+            .in_flight
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(digest);
+            .unwrap_or_else(PoisonError::into_inner);
+        let cell = match flights.get(&digest) {
+            Some(cell) if !cell.initialized() => Arc::clone(cell),
+            _ => {
+                let cell = Arc::new(OnceCell::new());
+                flights.insert(digest, Arc::clone(&cell));
+                cell
+            }
+        };
+        Flight {
+            flights: &self.in_flight,
+            digest,
+            cell: Some(cell),
+        }
     }
 
     /// Says who `key` belongs to, from the cache or by asking the central.
     pub async fn check(&self, key: &str) -> SelfAnswer {
-        let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
-        let cached = self.cached(&digest);
-        if let Some(entry) = &cached {
-            let age = entry.checked_at.elapsed();
-            match &entry.answer {
-                Ok(me) if age < self.windows.fresh => return SelfAnswer::Valid(Arc::clone(me)),
-                Err(why) if age < self.windows.refused => return SelfAnswer::Refused(why.clone()),
-                _ => {}
-            }
+        if !is_access_key_shaped(key) {
+            return SelfAnswer::Refused("not shaped like an access key".into());
         }
+        let digest: KeyDigest = sha2::Sha256::digest(key.as_bytes()).into();
+        if let Some(answer) = self.cached_answer(&digest) {
+            return answer;
+        }
+        let flight = self.join(digest);
+        match flight.cell.as_deref() {
+            Some(cell) => cell
+                .get_or_init(|| self.validate(key, digest))
+                .await
+                .clone(),
+            // Not reached (only dropping the flight empties it); validating alone is correct.
+            None => self.validate(key, digest).await,
+        }
+    }
+
+    /// Asks the central about `key` (unless a flight that just ended has cached the answer, or
+    /// every call permit is taken) and records what it said.
+    async fn validate(&self, key: &str, digest: KeyDigest) -> SelfAnswer {
+        if let Some(answer) = self.cached_answer(&digest) {
+            return answer;
+        }
+        let Ok(_permit) = self.calls.try_acquire() else {
+            return self.unreachable(
+                &digest,
+                &format!("{MAX_CONCURRENT_CALLS} access-key checks are already waiting for it"),
+            );
+        };
         match self.ask(key).await {
             Ok(Ok(me)) => {
                 let me = Arc::new(me);
-                self.remember(
-                    digest,
-                    Entry {
-                        answer: Ok(Arc::clone(&me)),
-                        checked_at: Instant::now(),
-                    },
-                );
+                let mut caches = self.caches();
+                caches.refused.remove(&digest);
+                caches
+                    .accepted
+                    .insert(digest, Arc::clone(&me), Instant::now());
                 SelfAnswer::Valid(me)
             }
             Ok(Err(why)) => {
-                self.remember(
-                    digest,
-                    Entry {
-                        answer: Err(why.clone()),
-                        checked_at: Instant::now(),
-                    },
-                );
+                let mut caches = self.caches();
+                // A key the central now refuses (disabled, deleted) must not outlive the refusal
+                // through the stale window.
+                caches.accepted.remove(&digest);
+                caches.refused.insert(digest, why.clone(), Instant::now());
                 SelfAnswer::Refused(why)
             }
-            Err(cause) => match cached {
-                Some(Entry {
-                    answer: Ok(me),
-                    checked_at,
-                }) if checked_at.elapsed() < self.windows.stale => {
-                    tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached access-key validation");
-                    SelfAnswer::Valid(me)
-                }
-                _ => {
-                    self.forget(&digest);
-                    SelfAnswer::Unavailable(format!(
-                        "the central gateway at {} cannot be reached: {cause}",
-                        self.central
-                    ))
-                }
-            },
+            Err(cause) => self.unreachable(&digest, &cause),
+        }
+    }
+
+    /// The answer while the central cannot answer: the last accepted validation within the
+    /// stale window, or [`SelfAnswer::Unavailable`].
+    fn unreachable(&self, digest: &KeyDigest, cause: &str) -> SelfAnswer {
+        let mut caches = self.caches();
+        match caches.accepted.get(digest) {
+            Some((me, at)) if at.elapsed() < self.windows.stale => {
+                tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached access-key validation");
+                SelfAnswer::Valid(me)
+            }
+            _ => {
+                caches.accepted.remove(digest);
+                SelfAnswer::Unavailable(format!(
+                    "the central gateway at {} cannot be reached: {cause}",
+                    self.central
+                ))
+            }
         }
     }
 
@@ -230,15 +408,27 @@ mod tests {
         }
     }
 
-    fn digest(key: &str) -> [u8; 32] {
+    fn digest(key: &str) -> KeyDigest {
         sha2::Sha256::digest(key.as_bytes()).into()
     }
 
-    fn entry(answer: Result<Arc<Self_>, String>) -> Entry {
-        Entry {
-            answer,
-            checked_at: Instant::now(),
-        }
+    /// A key of the shape kubegate generates, told apart by `n`.
+    fn key(n: usize) -> String {
+        format!("kgak_{n:0>43}")
+    }
+
+    fn accept(cache: &SelfCache, key: &str, name: &str) {
+        cache
+            .caches()
+            .accepted
+            .insert(digest(key), Arc::new(named(name)), Instant::now());
+    }
+
+    fn refuse(cache: &SelfCache, key: &str) {
+        cache
+            .caches()
+            .refused
+            .insert(digest(key), "refused".into(), Instant::now());
     }
 
     /// A cache whose central is a port nothing listens on.
@@ -256,15 +446,58 @@ mod tests {
         (cache, url)
     }
 
+    #[test]
+    fn generated_and_loft_keys_are_shaped_like_keys_and_nothing_else_is() {
+        let generated = kubegate_tokens::AccessKeySecret::generate().unwrap();
+        assert!(is_access_key_shaped(generated.expose()));
+        assert!(is_access_key_shaped(&"aZ09".repeat(16)));
+        for not_a_key in [
+            "",
+            "kgak_short",
+            &format!("kgak_{}", "a".repeat(42)),
+            &format!("kgak_{}", "a".repeat(44)),
+            &format!("kgak_{}.", "a".repeat(42)),
+            &"a".repeat(63),
+            &"a".repeat(65),
+            &format!("{}-", "a".repeat(63)),
+            "a.b.c",
+        ] {
+            assert!(!is_access_key_shaped(not_a_key), "{not_a_key:?}");
+        }
+    }
+
+    #[test]
+    fn recent_drops_the_oldest_insertion_and_keeps_its_queue_bounded() {
+        let mut recent = Recent::new(3);
+        let now = Instant::now();
+        for n in 0..3 {
+            recent.insert(digest(&key(n)), n, now);
+        }
+        // Replacing 0 makes it the newest: 1 is dropped first, then 2.
+        recent.insert(digest(&key(0)), 10, now);
+        recent.insert(digest(&key(3)), 3, now);
+        assert!(recent.get(&digest(&key(1))).is_none());
+        recent.insert(digest(&key(4)), 4, now);
+        assert!(recent.get(&digest(&key(2))).is_none());
+        assert_eq!(recent.get(&digest(&key(0))).map(|(v, _)| v), Some(10));
+        assert_eq!(recent.len(), 3);
+        // Re-inserting one key over and over does not grow the queue without bound.
+        for n in 0..100 {
+            recent.insert(digest(&key(0)), n, now);
+        }
+        assert!(recent.order.len() <= 2 * 3);
+        assert_eq!(recent.len(), 3);
+    }
+
     #[tokio::test]
     async fn validated_keys_outlive_an_unreachable_central_until_the_stale_window_ends() {
         let (cache, url) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
-        cache.remember(digest("known"), entry(Ok(Arc::new(named("alice")))));
-        match cache.check("known").await {
+        accept(&cache, &key(1), "alice");
+        match cache.check(&key(1)).await {
             SelfAnswer::Valid(me) => assert_eq!(me.status.as_ref().unwrap().subject, "alice"),
             other => panic!("expected the cached answer, got {other:?}"),
         }
-        match cache.check("unknown").await {
+        match cache.check(&key(2)).await {
             SelfAnswer::Unavailable(message) => assert!(
                 message.starts_with(&format!("the central gateway at {url} cannot be reached: ")),
                 "{message}"
@@ -273,21 +506,62 @@ mod tests {
         }
 
         let (expired, _) = unreachable(Duration::ZERO, Duration::ZERO).await;
-        expired.remember(digest("known"), entry(Ok(Arc::new(named("alice")))));
+        accept(&expired, &key(1), "alice");
         assert!(matches!(
-            expired.check("known").await,
+            expired.check(&key(1)).await,
             SelfAnswer::Unavailable(_)
         ));
-        assert!(expired.cached(&digest("known")).is_none());
+        assert!(expired.caches().accepted.get(&digest(&key(1))).is_none());
+        // Every flight is forgotten once it is over.
+        assert!(expired.in_flight.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn fresh_answers_and_refusals_are_served_without_asking() {
         // No stale window: only the fresh-cache path can answer while the central is down.
         let (cache, _) = unreachable(FRESH_FOR, Duration::ZERO).await;
-        cache.remember(digest("good"), entry(Ok(Arc::new(named("bob")))));
-        cache.remember(digest("bad"), entry(Err("refused".into())));
-        assert!(matches!(cache.check("good").await, SelfAnswer::Valid(_)));
-        assert!(matches!(cache.check("bad").await, SelfAnswer::Refused(_)));
+        accept(&cache, &key(1), "bob");
+        refuse(&cache, &key(2));
+        assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+        assert!(matches!(cache.check(&key(2)).await, SelfAnswer::Refused(_)));
+    }
+
+    #[tokio::test]
+    async fn refusals_never_push_out_accepted_keys() {
+        let (cache, _) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+        accept(&cache, &key(0), "carol");
+        for n in 1..=2 * REFUSED_CAPACITY {
+            refuse(&cache, &key(n));
+        }
+        assert_eq!(cache.caches().refused.len(), REFUSED_CAPACITY);
+        assert!(matches!(cache.check(&key(0)).await, SelfAnswer::Valid(_)));
+    }
+
+    #[tokio::test]
+    async fn checks_beyond_the_call_limit_answer_as_if_the_central_were_down() {
+        let (cache, _) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+        accept(&cache, &key(1), "dave");
+        let _all = cache
+            .calls
+            .try_acquire_many(MAX_CONCURRENT_CALLS as u32)
+            .unwrap();
+        // A cached key keeps working; another cannot be checked now, and nothing waits.
+        assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+        match cache.check(&key(2)).await {
+            SelfAnswer::Unavailable(message) => {
+                assert!(message.ends_with("access-key checks are already waiting for it"))
+            }
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bearers_not_shaped_like_keys_are_refused_without_a_flight() {
+        let (cache, _) = unreachable(FRESH_FOR, STALE_IF_ERROR).await;
+        assert!(matches!(
+            cache.check("not-a-key").await,
+            SelfAnswer::Refused(_)
+        ));
+        assert_eq!(cache.caches().refused.len(), 0);
     }
 }

@@ -15,13 +15,14 @@ use kubegate_gateway::{Config, Gateway, ServerLimits};
 use kubegate_testkit::{Decision, FnAuthorizer, TestApiServer, TestApiServerConfig};
 use sha2::Digest;
 
-/// Access keys of the test users (known secrets; the config stores their digests).
-pub const ADMIN_KEY: &str = "kgak_test_admin_0000000000000000000000000000000";
-pub const VIEWER_KEY: &str = "kgak_test_viewer_000000000000000000000000000000";
-pub const OPERATOR_KEY: &str = "kgak_test_operator_0000000000000000000000000000";
-pub const SCOPED_KEY: &str = "kgak_test_scoped_000000000000000000000000000000";
-pub const CLUSTER_ONLY_KEY: &str = "kgak_test_clusteronly_0000000000000000000000000";
-pub const SPACE_KEY: &str = "kgak_test_space_0000000000000000000000000000000";
+/// Access keys of the test users (known secrets; the config stores their digests), shaped as
+/// kubegate generates keys (`kgak_` and 43 characters), as an agent requires of central keys.
+pub const ADMIN_KEY: &str = "kgak_test_admin_00000000000000000000000000000000";
+pub const VIEWER_KEY: &str = "kgak_test_viewer_0000000000000000000000000000000";
+pub const OPERATOR_KEY: &str = "kgak_test_operator_00000000000000000000000000000";
+pub const SCOPED_KEY: &str = "kgak_test_scoped_0000000000000000000000000000000";
+pub const CLUSTER_ONLY_KEY: &str = "kgak_test_clusteronly_00000000000000000000000000";
+pub const SPACE_KEY: &str = "kgak_test_space_00000000000000000000000000000000";
 
 pub fn sha(key: &str) -> String {
     sha2::Sha256::digest(key.as_bytes())
