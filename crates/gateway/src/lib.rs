@@ -159,6 +159,7 @@ impl Gateway {
             upstream_health: health::UpstreamHealth::default(),
             auth: auth::AuthState::default(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
+            rebuild: tokio::sync::Mutex::new(()),
         });
         spawn_state_watcher(&shared);
         health::spawn_prober(&shared);
@@ -215,7 +216,15 @@ impl Gateway {
     /// old one stays; so is a change of `mode`, `agent.cluster`, `listen`, `stateDir`,
     /// `signingKeys` (the list or the files), `issuer` or `maxTokenTtlSeconds`, which only a
     /// restart can apply.
+    ///
+    /// Reloads and refreshes of API-created state ([`Shared::refresh_state`], also run when the
+    /// store changes) rebuild the runtime one at a time, each from the runtime and the state as
+    /// they are once it runs, so neither undoes the other.
     pub async fn reload(&self, config: Config) -> Result<(), GatewayError> {
+        // Held until the new runtime is stored: the comparison below and the state snapshot
+        // are then the latest, and a key deleted meanwhile is applied by the refresh that
+        // waits for this reload, on top of it.
+        let _rebuilding = self.shared.rebuild.lock().await;
         let current = self.shared.runtime.load_full();
         let old = &current.config;
         let restart_only = [

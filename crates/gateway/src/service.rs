@@ -61,7 +61,14 @@ impl Shared {
     /// Re-reads API-created state (access keys, token generations, revocations) into the
     /// runtime, so a key created a moment ago authenticates on the next request and a token
     /// revoked through another replica sharing the store stops working here too.
+    ///
+    /// Waits for a rebuild in progress (a [`reload`](crate::Gateway::reload) or another
+    /// refresh), then starts from the runtime and the state as they are at that moment.
     pub async fn refresh_state(&self) -> Result<(), crate::error::StoreError> {
+        let _rebuilding = self.rebuild.lock().await;
+        // Both read under the lock: a snapshot taken earlier could predate a deletion another
+        // rebuild already applied, and a runtime loaded earlier could be one a reload has
+        // since replaced.
         let state = self.store.snapshot().await?;
         let current = self.runtime.load_full();
         apply_revocations(current.credentials.verifier(), &state);
@@ -109,6 +116,12 @@ pub struct Shared {
     /// Authentication methods beyond the gateway's own credentials, in order.
     /// Swapped on reload when their configuration changed (caches survive other reloads).
     pub authenticators: ArcSwap<Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>>,
+    /// Held by whoever rebuilds `runtime` (a reload, a state refresh) from reading the current
+    /// runtime and a state snapshot until storing the new one. Two rebuilds that overlapped
+    /// would each store a runtime built from what it read, the last one undoing the other: a
+    /// reload would bring back a key deleted meanwhile, or a refresh would put back the
+    /// configuration a reload replaced. Requests never take it; they only load `runtime`.
+    pub(crate) rebuild: tokio::sync::Mutex<()>,
 }
 
 /// The request body inside the audit layer: the client's body, copied for the audit event when

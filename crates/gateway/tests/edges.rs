@@ -1,4 +1,5 @@
-//! Gateway edges: rate limits, reload mid-watch, graceful shutdown ending watches, /oidc.
+//! Gateway edges: rate limits, reload mid-watch, reloads and state refreshes one at a time,
+//! graceful shutdown ending watches, /oidc.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -820,4 +821,217 @@ async fn a_revocation_through_one_replica_reaches_another_sharing_the_store() {
     })
     .await
     .expect("the other replica learned of the revocation");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runtime rebuilds (a reload, a refresh of API-created state) one at a time: the interleavings
+// are forced with a store whose snapshot waits at a gate, polling the futures by hand.
+
+mod rebuilds {
+    use std::future::Future;
+    use std::path::Path;
+    use std::pin::{Pin, pin};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Poll;
+
+    use futures_util::future::BoxFuture;
+    use kubegate_gateway::store::{Revocation, State, StoredAccessKey};
+    use kubegate_gateway::{Config, FileStore, Gateway, Store, StoreError};
+    use tokio::sync::watch;
+
+    const KEY: &str = "kgak_rebuild_test_key_0000000000000000000000000";
+
+    /// A file store whose next snapshot, once armed, reads the state and then waits at a gate
+    /// until released, so the test can change the state while a rebuild holds the older
+    /// snapshot. It never announces changes, so the gateway's store watcher stays out of it.
+    #[derive(Debug)]
+    struct GatedStore {
+        inner: FileStore,
+        armed: AtomicBool,
+        reached: watch::Sender<bool>,
+        released: watch::Sender<bool>,
+        silent: watch::Sender<u64>,
+    }
+
+    impl GatedStore {
+        fn arm(&self) {
+            self.reached.send_replace(false);
+            self.released.send_replace(false);
+            self.armed.store(true, Ordering::SeqCst);
+        }
+
+        fn reached(&self) -> bool {
+            *self.reached.borrow()
+        }
+
+        fn release(&self) {
+            self.released.send_replace(true);
+        }
+    }
+
+    impl Store for GatedStore {
+        fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+            Box::pin(async move {
+                let state = self.inner.snapshot().await?;
+                if self.armed.swap(false, Ordering::SeqCst) {
+                    self.reached.send_replace(true);
+                    let mut released = self.released.subscribe();
+                    let _ = released.wait_for(|r| *r).await;
+                }
+                Ok(state)
+            })
+        }
+        fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.inner.create_access_key(key)
+        }
+        fn delete_access_key<'a>(
+            &'a self,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<bool, StoreError>> {
+            self.inner.delete_access_key(name)
+        }
+        fn revoke(
+            &self,
+            revocation: Revocation,
+            now: i64,
+        ) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.inner.revoke(revocation, now)
+        }
+        fn bump_token_generation<'a>(
+            &'a self,
+            user: &'a str,
+        ) -> BoxFuture<'a, Result<u64, StoreError>> {
+            self.inner.bump_token_generation(user)
+        }
+        fn subscribe(&self) -> watch::Receiver<u64> {
+            self.silent.subscribe()
+        }
+    }
+
+    struct Setup {
+        gateway: Gateway,
+        store: Arc<GatedStore>,
+        /// The same configuration plus user `bob`.
+        reloaded: Config,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Setup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A gateway whose store holds a key of alice's.
+    async fn setup() -> Setup {
+        let dir = std::env::temp_dir().join(format!("kubegate-rebuilds-{}", uuid::Uuid::new_v4()));
+        let yaml = |users: &str| {
+            format!(
+                "listen: 127.0.0.1:0\nstateDir: {}\nusers: [{users}]\n",
+                dir.display()
+            )
+        };
+        let config = Config::parse(&yaml("{name: alice}"), Path::new("c.yaml")).unwrap();
+        let reloaded =
+            Config::parse(&yaml("{name: alice}, {name: bob}"), Path::new("c.yaml")).unwrap();
+        let store = Arc::new(GatedStore {
+            inner: FileStore::open(&dir.join("state")).unwrap(),
+            armed: AtomicBool::new(false),
+            reached: watch::channel(false).0,
+            released: watch::channel(false).0,
+            silent: watch::channel(0).0,
+        });
+        store
+            .create_access_key(StoredAccessKey {
+                name: "alices-key".into(),
+                user: "alice".into(),
+                sha256: super::common::sha(KEY),
+                key_type: "User".into(),
+                display_name: None,
+                description: None,
+                scope: None,
+                created_at: kubegate_tokens::unix_now() as i64,
+                expires_at: None,
+                disabled: false,
+                uid: "uid-1".into(),
+            })
+            .await
+            .unwrap();
+        let gateway = Gateway::with_store(config, Arc::clone(&store) as Arc<dyn Store>)
+            .await
+            .unwrap();
+        assert!(key_works(&gateway));
+        Setup {
+            gateway,
+            store,
+            reloaded,
+            dir,
+        }
+    }
+
+    fn key_works(gateway: &Gateway) -> bool {
+        let runtime = gateway.shared().runtime.load();
+        runtime
+            .credentials
+            .authenticate(KEY, &runtime.directory, kubegate_tokens::unix_now())
+            .is_ok()
+    }
+
+    fn has_bob(gateway: &Gateway) -> bool {
+        let runtime = gateway.shared().runtime.load();
+        runtime.config.users.iter().any(|u| u.name == "bob")
+    }
+
+    /// Polls `future` once.
+    async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_key_deleted_while_a_reload_builds_stays_deleted() {
+        let s = setup().await;
+        s.store.arm();
+        let mut reload = pin!(s.gateway.reload(s.reloaded.clone()));
+        assert!(poll_once(&mut reload).await.is_pending());
+        assert!(
+            s.store.reached(),
+            "the reload holds a snapshot with the key"
+        );
+        assert!(s.store.delete_access_key("alices-key").await.unwrap());
+        // What the management API does after deleting a key.
+        let mut refresh = pin!(s.gateway.shared().refresh_state());
+        let refreshed = poll_once(&mut refresh).await;
+        s.store.release();
+        reload.await.unwrap();
+        match refreshed {
+            Poll::Ready(done) => done.unwrap(),
+            Poll::Pending => refresh.await.unwrap(),
+        }
+        assert!(has_bob(&s.gateway), "the reload was undone");
+        assert!(!key_works(&s.gateway), "the deleted key came back");
+    }
+
+    #[tokio::test]
+    async fn a_reload_waits_for_a_state_refresh_and_builds_on_it() {
+        let s = setup().await;
+        assert!(s.store.delete_access_key("alices-key").await.unwrap());
+        s.store.arm();
+        let mut refresh = pin!(s.gateway.shared().refresh_state());
+        assert!(poll_once(&mut refresh).await.is_pending());
+        assert!(s.store.reached(), "the refresh holds its snapshot");
+        // A refresh that read the runtime before the reload stored its own and stored after
+        // it would undo the reload: the reload must wait for the refresh to finish.
+        let mut reload = pin!(s.gateway.reload(s.reloaded.clone()));
+        let reloaded = poll_once(&mut reload).await;
+        assert!(
+            reloaded.is_pending(),
+            "a reload ran while a state refresh was rebuilding the runtime"
+        );
+        s.store.release();
+        refresh.await.unwrap();
+        reload.await.unwrap();
+        assert!(has_bob(&s.gateway), "the reload was undone");
+        assert!(!key_works(&s.gateway), "the deleted key came back");
+    }
 }
