@@ -193,6 +193,9 @@ pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, ip: std::net::IpAddr
 }
 
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// The most `X-Forwarded-For` addresses an audit event's `sourceIPs` keeps (the first ones,
+/// nearest the client): a real proxy chain is a handful long.
+pub(crate) const MAX_FORWARDED_SOURCE_IPS: usize = 32;
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The client addresses an audit event records, as kube's `utilnet.SourceIPs` finds them
@@ -201,8 +204,9 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// (the peer) unless it is the last address already. Each address is written as Go's
 /// `net.IP.String` writes it (an IPv4-mapped IPv6 address as IPv4).
 ///
-/// Only addresses are kept, so the list is at most one entry per eight bytes of the header
-/// (`1.2.3.4,`), never one string per comma of whatever a client sends.
+/// Only addresses are kept, and at most `MAX_FORWARDED_SOURCE_IPS` of them from
+/// `X-Forwarded-For` (kube keeps them all; `::,::,…` would be an entry per three bytes of a
+/// header any client may send, so the event is bounded here whatever arrives).
 pub(crate) fn source_ips(headers: &HeaderMap, remote: Option<std::net::IpAddr>) -> Vec<String> {
     let text = |ip| {
         let mut text = String::with_capacity(15);
@@ -214,6 +218,9 @@ pub(crate) fn source_ips(headers: &HeaderMap, remote: Option<std::net::IpAddr>) 
     // `Header.Get`: the first line only.
     if let Some(chain) = headers.get(X_FORWARDED_FOR) {
         for entry in chain.as_bytes().split(|b| *b == b',') {
+            if ips.len() == MAX_FORWARDED_SOURCE_IPS {
+                break;
+            }
             // `strings.TrimSpace` trims Unicode spaces, so the entry is text first.
             let ip = std::str::from_utf8(entry)
                 .ok()
@@ -258,6 +265,10 @@ fn parse_ip_sloppy(text: &str) -> Option<std::net::IpAddr> {
     // an address with one never parses.)
     let quad_at = text.rfind(':').map_or(0, |colon| colon + 1);
     let (head, quad) = text.split_at(quad_at);
+    // Junk (the common case of a failed parse) leaves before anything is allocated.
+    if quad.is_empty() || !quad.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
     let mut stripped = String::with_capacity(text.len());
     stripped.push_str(head);
     let mut fields = 0;
@@ -613,6 +624,18 @@ mod tests {
                 .or_else(|| remote_addr.parse().ok());
             assert_eq!(source_ips(&h, remote), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn source_ips_are_bounded_whatever_the_header_holds() {
+        // `::` is an address: the densest chain a client can send.
+        let chain = "::,".repeat(300_000);
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_str(&chain).unwrap());
+        let ips = source_ips(&h, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(ips.len(), MAX_FORWARDED_SOURCE_IPS + 1);
+        assert_eq!(ips[0], "::");
+        assert_eq!(ips[MAX_FORWARDED_SOURCE_IPS], "10.0.0.1");
     }
 
     #[test]
