@@ -444,9 +444,6 @@ async fn handle(
     }
     match route.target {
         Target::Management => {
-            if let Err(res) = admit_to_target(runtime, &req) {
-                return *res;
-            }
             Box::pin(crate::management::handle(shared, runtime, &caller, req)).await
         }
         Target::Grafana { cluster } => grafana(runtime, &caller, cluster, &route, req).await,
@@ -483,7 +480,7 @@ fn admit(
 /// The per-target rate limit, charged once the caller is authorized for a target that
 /// exists: a caller without access cannot drain a target's bucket for everyone else, nor
 /// fill the limiter with made-up target names.
-fn admit_to_target(
+pub(crate) fn admit_to_target(
     runtime: &Runtime,
     req: &Request<RequestBody>,
 ) -> Result<(), Box<Response<ProxyBody>>> {

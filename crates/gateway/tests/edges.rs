@@ -311,6 +311,19 @@ async fn a_target_bucket_is_charged_only_for_authorized_requests() {
         "{}",
         limited.body
     );
+    // The same for the management API: a key whose scope leaves it out is refused without
+    // draining its bucket.
+    let clusters = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
+        env.url
+    );
+    for _ in 0..10 {
+        let refused = client.get(&clusters, CLUSTER_ONLY_KEY, &[]).await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+    }
+    assert_eq!(client.get(&clusters, ADMIN_KEY, &[]).await.status, 200);
+    assert_eq!(client.get(&clusters, ADMIN_KEY, &[]).await.status, 200);
+    assert_eq!(client.get(&clusters, ADMIN_KEY, &[]).await.status, 429);
 }
 
 #[tokio::test(flavor = "multi_thread")]

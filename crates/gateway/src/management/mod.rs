@@ -72,6 +72,11 @@ pub async fn handle(
         let f = kubegate_authz::forbidden(&attrs, &decision.reason);
         return respond(&forbidden_status(&f), &req);
     }
+    // The per-target limit, once the caller is authorized: refused callers do not drain the
+    // management API's bucket for everyone (agents' `selves` checks included).
+    if let Err(res) = crate::service::admit_to_target(runtime, &req) {
+        return *res;
+    }
     if !info.is_resource_request {
         return serve_non_resource(&info, &req);
     }
