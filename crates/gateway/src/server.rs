@@ -75,12 +75,7 @@ pub async fn serve<S, B>(
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        // A client that went away without a FIN (laptop closed, NAT state lost) is found and
-        // its connection closed, as client-go probes its own: a PING after 30 s of silence,
-        // given up 15 s later.
-        .keep_alive_interval(H2_KEEPALIVE_IDLE)
-        .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builders = Arc::new((http1, http2));
     // Open connections hold a clone of `open`; shutdown drops this one and waits until
     // `closed` reports that every clone is gone.
@@ -110,6 +105,15 @@ pub async fn serve<S, B>(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
+        // A client that went away without a FIN (laptop closed, NAT state lost) is found by
+        // the kernel and its connection closed, as Go's listeners (kube-apiserver's) set TCP
+        // keepalive on what they accept: once per connection, where HTTP/2 PINGs would cost
+        // every request a lock and a clock read in hyper.
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(CLIENT_KEEPALIVE_IDLE)
+                .with_interval(CLIENT_KEEPALIVE_INTERVAL),
+        );
         // The settings current at accept time (a reload may have swapped them).
         let acceptor = TlsAcceptor::from(tls.load_full());
         let service = service.clone();
@@ -149,7 +153,11 @@ pub async fn serve<S, B>(
                 hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                     if h2 {
                         served.store(true, std::sync::atomic::Ordering::Relaxed);
-                        host_from_authority(&mut req);
+                        // Only browsers send `Origin`, and only the origin checks read `Host`:
+                        // kubectl's requests skip the copy.
+                        if req.headers().contains_key(http::header::ORIGIN) {
+                            host_from_authority(&mut req);
+                        }
                     }
                     kubegate_proxy::ext::make_room(req.extensions_mut());
                     req.extensions_mut().insert(ClientAddr(addr));
@@ -219,10 +227,11 @@ fn host_from_authority<B>(req: &mut http::Request<B>) {
     }
 }
 
-/// How long an HTTP/2 client connection may be silent before the gateway PINGs it.
-pub const H2_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
-/// How long an HTTP/2 client has to answer that PING before its connection is closed.
-pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a client connection may be silent before the kernel probes it (TCP keepalive).
+pub const CLIENT_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// The time between unanswered probes; the kernel gives up after its count of them (9 on
+/// Linux by default).
+pub const CLIENT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// A hyper server connection that can be told to finish its requests and close.
 trait Graceful: Future<Output = Result<(), hyper::Error>> {
@@ -409,12 +418,41 @@ mod tests {
             .unwrap();
         let res = send.send_request(req).await.unwrap();
         assert_eq!(res.status(), 200);
-        // No `Host` was sent (hyper's h2 client sends `:authority` alone, as browsers do):
-        // the service sees one made from `:authority`.
-        let host = format!("localhost:{}", addr.port());
-        assert_eq!(res.headers()["x-host"], host.as_str());
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!conn.is_finished(), "closed although it served a request");
         send.ready().await.unwrap();
+    }
+
+    /// A browser's HTTP/2 request carries `:authority` and `Origin` but no `Host`: the service
+    /// sees a `Host` made from `:authority`, so the same-origin checks of logins work. Without
+    /// `Origin` (kubectl), nothing is added.
+    #[tokio::test]
+    async fn an_http2_browser_request_gets_its_host_from_authority() {
+        let (addr, connector) = listener_and_client(&[b"h2"]).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let host = format!("localhost:{}", addr.port());
+        for origin in [Some("https://elsewhere.example"), None] {
+            let mut req = http::Request::get(format!("https://{host}/"));
+            if let Some(origin) = origin {
+                req = req.header(http::header::ORIGIN, origin);
+            }
+            let req = req
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            send.ready().await.unwrap();
+            let res = send.send_request(req).await.unwrap();
+            assert_eq!(
+                res.headers().get("x-host").map(|h| h.to_str().unwrap()),
+                origin.map(|_| host.as_str()),
+                "{origin:?}"
+            );
+        }
     }
 }
