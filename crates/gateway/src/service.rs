@@ -120,7 +120,9 @@ pub struct Shared {
     /// runtime and a state snapshot until storing the new one. Two rebuilds that overlapped
     /// would each store a runtime built from what it read, the last one undoing the other: a
     /// reload would bring back a key deleted meanwhile, or a refresh would put back the
-    /// configuration a reload replaced. Requests never take it; they only load `runtime`.
+    /// configuration a reload replaced. Forwarded requests never take it (they only load
+    /// `runtime`); the management and login requests that change stored keys wait for their
+    /// own refresh, so they may queue behind a reload.
     pub(crate) rebuild: tokio::sync::Mutex<()>,
 }
 
