@@ -28,7 +28,7 @@ impl Caller {
     /// When the presented credential expires (Unix seconds), if it does.
     pub fn expires_at(&self) -> Option<u64> {
         match &self.credential {
-            CallerCredential::AccessKey { expires_at, .. } => *expires_at,
+            CallerCredential::AccessKey(key) => key.expires_at,
             CallerCredential::Token { expires_at, .. }
             | CallerCredential::ExternalToken { expires_at } => Some(*expires_at),
             CallerCredential::FrontProxy => None,
@@ -40,7 +40,7 @@ impl Caller {
     /// working when that key is deleted, disabled or expires.
     pub fn root_key(&self) -> Option<String> {
         match &self.credential {
-            CallerCredential::AccessKey { uid, .. } if !uid.is_empty() => Some(uid.to_string()),
+            CallerCredential::AccessKey(key) if !key.uid.is_empty() => Some(key.uid.clone()),
             CallerCredential::Token { parent, .. } => parent.clone(),
             _ => None,
         }
@@ -60,21 +60,27 @@ impl Caller {
     }
 }
 
+/// What the gateway knows of an access key a caller presented (never the secret).
+#[derive(Debug, PartialEq, Eq)]
+pub struct AccessKeyInfo {
+    /// The key object's name.
+    pub name: String,
+    /// Its Loft type (`User`, `Login`, …).
+    pub key_type: String,
+    /// When it expires (Unix seconds), if it does and that is known here.
+    pub expires_at: Option<u64>,
+    /// Its uid (`config/<name>` for a key of the config file; empty when not known here),
+    /// which tokens made from it carry as their parent.
+    pub uid: String,
+}
+
 /// The credential a caller presented (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallerCredential {
     /// An access key.
-    AccessKey {
-        /// The key object's name.
-        name: Arc<str>,
-        /// Its Loft type (`User`, `Login`, …).
-        key_type: Arc<str>,
-        /// When it expires (Unix seconds), if it does and that is known here.
-        expires_at: Option<u64>,
-        /// Its uid (`config/<name>` for a key of the config file; empty when not known here),
-        /// which tokens made from it carry as their parent.
-        uid: Arc<str>,
-    },
+    /// An access key: what the gateway knows of it, shared with its index entry (one
+    /// reference count per request, whatever it holds).
+    AccessKey(Arc<AccessKeyInfo>),
     /// Identity headers from a trusted front proxy.
     FrontProxy,
     /// A token the gateway minted.
@@ -116,13 +122,10 @@ pub enum AuthnFailure {
 
 #[derive(Debug, Clone)]
 struct KeyRecord {
-    name: Arc<str>,
-    uid: Arc<str>,
+    info: Arc<AccessKeyInfo>,
     user: String,
-    key_type: Arc<str>,
     scope: Arc<CompiledScope>,
     raw_scope: Option<Arc<AccessKeyScope>>,
-    expires_at: Option<i64>,
     disabled: bool,
 }
 
@@ -146,13 +149,15 @@ impl Credentials {
                 keys.insert(
                     digest,
                     KeyRecord {
-                        name: k.name.as_str().into(),
-                        uid: format!("config/{}", k.name).into(),
+                        info: Arc::new(AccessKeyInfo {
+                            name: k.name.clone(),
+                            key_type: "User".into(),
+                            expires_at: None,
+                            uid: format!("config/{}", k.name),
+                        }),
                         user: k.user.clone(),
-                        key_type: "User".into(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
                         raw_scope: k.scope.clone().map(Arc::new),
-                        expires_at: None,
                         disabled: false,
                     },
                 );
@@ -163,13 +168,16 @@ impl Credentials {
                 keys.insert(
                     digest,
                     KeyRecord {
-                        name: k.name.as_str().into(),
-                        uid: k.uid.as_str().into(),
+                        info: Arc::new(AccessKeyInfo {
+                            name: k.name.clone(),
+                            key_type: k.key_type.clone(),
+                            // Before the epoch: expired.
+                            expires_at: k.expires_at.map(|e| u64::try_from(e).unwrap_or(0)),
+                            uid: k.uid.clone(),
+                        }),
                         user: k.user.clone(),
-                        key_type: k.key_type.as_str().into(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
                         raw_scope: k.scope.clone().map(Arc::new),
-                        expires_at: k.expires_at,
                         disabled: k.disabled,
                     },
                 );
@@ -236,9 +244,9 @@ impl Credentials {
     ) -> Result<Caller, AuthnFailure> {
         if let Some(record) = self.keys.lookup(bearer) {
             if record.disabled {
-                return Err(AuthnFailure::Disabled(record.name.to_string()));
+                return Err(AuthnFailure::Disabled(record.info.name.clone()));
             }
-            if record.expires_at.is_some_and(|e| e <= now as i64) {
+            if record.info.expires_at.is_some_and(|e| e <= now) {
                 return Err(AuthnFailure::Expired);
             }
             let user = directory
@@ -253,12 +261,7 @@ impl Credentials {
                 ),
                 scope: Arc::clone(&record.scope),
                 raw_scope: record.raw_scope.clone(),
-                credential: CallerCredential::AccessKey {
-                    name: Arc::clone(&record.name),
-                    key_type: Arc::clone(&record.key_type),
-                    expires_at: record.expires_at.map(|e| u64::try_from(e).unwrap_or(0)),
-                    uid: Arc::clone(&record.uid),
-                },
+                credential: CallerCredential::AccessKey(Arc::clone(&record.info)),
             });
         }
         if bearer.bytes().filter(|&b| b == b'.').count() != 2 {

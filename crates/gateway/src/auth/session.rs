@@ -108,7 +108,7 @@ pub(crate) fn verify(
             expires_at: *expires_at,
             caller,
         }),
-        CallerCredential::AccessKey { .. }
+        CallerCredential::AccessKey(_)
         | CallerCredential::FrontProxy
         | CallerCredential::ExternalToken { .. } => Err(NoSession::Invalid(
             "the session cookie is not a token".into(),

@@ -103,8 +103,8 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
     }
     let identity = &ctx.caller.identity;
     let (access_key, access_key_type) = match &ctx.caller.credential {
-        CallerCredential::AccessKey { name, key_type, .. } => {
-            (name.to_string(), AccessKeyType::from(&**key_type))
+        CallerCredential::AccessKey(key) => {
+            (key.name.clone(), AccessKeyType::from(key.key_type.as_str()))
         }
         _ => (String::new(), AccessKeyType::from("")),
     };

@@ -30,7 +30,7 @@ use super::client::HttpsClient;
 use super::keys::{IssuerOrigin, KeyFailure, KeySource, peek_issuer, verified_claims};
 use super::selves::{SelfAnswer, SelfCache, is_access_key_shaped};
 use crate::authenticators::{AuthnInput, AuthnOutcome, ExternalAuthenticator};
-use crate::authn::{Caller, CallerCredential};
+use crate::authn::{AccessKeyInfo, Caller, CallerCredential};
 use crate::config::AgentConfig;
 
 /// Every asymmetric algorithm the central may sign with (its discovery document narrows this).
@@ -148,13 +148,13 @@ impl CentralAuthenticator {
                     identity,
                     scope: Arc::new(CompiledScope::new(status.access_key_scope.as_ref())),
                     raw_scope: status.access_key_scope.clone().map(Arc::new),
-                    credential: CallerCredential::AccessKey {
-                        name: status.access_key.as_str().into(),
+                    credential: CallerCredential::AccessKey(Arc::new(AccessKeyInfo {
+                        name: status.access_key.clone(),
                         key_type: status.access_key_type.as_str().into(),
                         // The central's `selves` answer does not say; an agent mints nothing.
                         expires_at: None,
-                        uid: "".into(),
-                    },
+                        uid: String::new(),
+                    })),
                 }))
             }
             SelfAnswer::Refused(why) => AuthnOutcome::Rejected(why),
