@@ -31,12 +31,12 @@ fn metadata_with_timestamp(
     meta
 }
 
-/// The scope a new credential gets: the requested one if it narrows the caller's, the caller's
-/// own if none was requested; a broader request is a 403.
 /// The largest scope a key or token may ask for, in bytes of JSON: 8 KiB leaves a token
 /// carrying it well under the verifier's 16 KiB bound once base64-encoded and signed.
 const MAX_REQUESTED_SCOPE_BYTES: usize = 8 * 1024;
 
+/// The scope a new credential gets: the requested one if it narrows the caller's, the caller's
+/// own if none was requested; a broader request is a 403.
 fn narrowed_scope(
     ctx: &Ctx<'_>,
     requested: Option<AccessKeyScope>,
