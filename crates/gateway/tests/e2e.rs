@@ -679,6 +679,39 @@ async fn owned_access_keys_and_narrowing() {
         )
         .await;
     assert_eq!(login.status, 422, "{}", login.body);
+    // The type is checked before the scope: a Login key asked for with a broader scope is
+    // refused for its type (before, the scope comparison ran first and answered 403).
+    let wide_login = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"sneaky-wide"},"spec":{"type":"Login","scope":{"clusters":[{"cluster":"*"}]}}}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (wide_login.status, wide_login.body.trim_end()),
+        (
+            422,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"sneaky-wide\" is invalid: spec.type: Unsupported value: \"Login\": supported values: \"\", \"Other\", \"User\"","reason":"Invalid","details":{"name":"sneaky-wide","group":"management.loft.sh","kind":"ownedaccesskeys"},"code":422}"#
+        )
+    );
+    let bad_name = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"Bad_Name"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (bad_name.status, bad_name.body.trim_end()),
+        (
+            422,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character","reason":"Invalid","details":{"name":"Bad_Name","group":"management.loft.sh","kind":"ownedaccesskeys"},"code":422}"#
+        )
+    );
     // A scope too large to fit a token is refused before it is compared with the caller's.
     let clusters: Vec<serde_json::Value> = (0..400)
         .map(|i| serde_json::json!({"cluster": format!("cluster-number-{i}")}))

@@ -35,6 +35,24 @@ fn metadata_with_timestamp(
 /// carrying it well under the verifier's 16 KiB bound once base64-encoded and signed.
 const MAX_REQUESTED_SCOPE_BYTES: usize = 8 * 1024;
 
+/// A 422 `Invalid` for a management object: `<Kind>.<group> "<name>" is invalid: <cause>`,
+/// with `details` naming the object by resource (`kind` holds the plural, as the other
+/// management errors have it). `cause` is `<field>: <what is wrong>`.
+fn invalid(kind: &str, resource: &str, name: &str, cause: &str) -> Status {
+    Status {
+        code: 422,
+        message: format!("{kind}.{GROUP} {name:?} is invalid: {cause}"),
+        reason: "Invalid".into(),
+        details: Some(kubegate_proxy::status::StatusDetails {
+            name: name.to_owned(),
+            group: GROUP.into(),
+            kind: resource.to_owned(),
+            ..Default::default()
+        }),
+        type_meta: true,
+    }
+}
+
 /// The scope a new credential gets: the requested one if it narrows the caller's, the caller's
 /// own if none was requested; a broader request is a 403.
 fn narrowed_scope(
@@ -50,21 +68,14 @@ fn narrowed_scope(
     // 16 KiB).
     let size = serde_json::to_vec(&requested).map_or(usize::MAX, |json| json.len());
     if size > MAX_REQUESTED_SCOPE_BYTES {
-        return Err(Box::new(Status {
-            code: 422,
-            message: format!(
-                "{}.{GROUP} {name:?} is invalid: spec.scope: Too long: the scope is {size} bytes of JSON, at most {MAX_REQUESTED_SCOPE_BYTES} are allowed",
-                ctx.resource.kind
+        return Err(Box::new(invalid(
+            ctx.resource.kind,
+            ctx.resource.plural,
+            name,
+            &format!(
+                "spec.scope: Too long: the scope is {size} bytes of JSON, at most {MAX_REQUESTED_SCOPE_BYTES} are allowed"
             ),
-            reason: "Invalid".into(),
-            details: Some(kubegate_proxy::status::StatusDetails {
-                name: name.to_owned(),
-                group: GROUP.into(),
-                kind: ctx.resource.plural.into(),
-                ..Default::default()
-            }),
-            type_meta: true,
-        }));
+        )));
     }
     if CompiledScope::new(Some(&requested)).narrows(&ctx.caller.scope) {
         Ok(Some(requested))
@@ -243,21 +254,33 @@ pub(super) async fn create_owned_access_key(
         _ => generated_key_name("", &ctx.caller.identity.name),
     };
     if !kubegate_routing::is_dns1123_label(&name) {
-        return fail(Status {
-            code: 422,
-            message: format!(
-                "OwnedAccessKey.management.loft.sh {name:?} is invalid: metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
+        return fail(invalid(
+            ctx.resource.kind,
+            ctx.resource.plural,
+            &name,
+            &format!(
+                "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
             ),
-            reason: "Invalid".into(),
-            details: Some(kubegate_proxy::status::StatusDetails {
-                name: name.clone(),
-                group: GROUP.into(),
-                kind: "ownedaccesskeys".into(),
-                ..Default::default()
-            }),
-            type_meta: true,
-        });
+        ));
     }
+    // Checked before the scope is compared and a secret drawn: a type the API does not make
+    // is refused whatever else the request holds, and without spending work on it.
+    // The other types are the gateway's to give: `Login` keys are what password logins store
+    // (bounded per user apart from these, and not counted against the API's key limit).
+    let key_type = match object.spec.r#type.as_str() {
+        "" | "User" => "User".to_owned(),
+        "Other" => "Other".to_owned(),
+        other => {
+            return fail(invalid(
+                ctx.resource.kind,
+                ctx.resource.plural,
+                &name,
+                &format!(
+                    "spec.type: Unsupported value: {other:?}: supported values: \"\", \"Other\", \"User\""
+                ),
+            ));
+        }
+    };
     let scope = match narrowed_scope(ctx, object.spec.scope.clone(), &name) {
         Ok(s) => s,
         Err(status) => return fail(*status),
@@ -287,28 +310,6 @@ pub(super) async fn create_owned_access_key(
     let expires_at = match (expires_at, parent_expiry) {
         (Some(own), Some(parent)) => Some(own.min(parent)),
         (own, parent) => own.or(parent),
-    };
-    // The other types are the gateway's to give: `Login` keys are what password logins store
-    // (bounded per user apart from these, and not counted against the API's key limit).
-    let key_type = match object.spec.r#type.as_str() {
-        "" | "User" => "User".to_owned(),
-        "Other" => "Other".to_owned(),
-        other => {
-            return fail(Status {
-                code: 422,
-                message: format!(
-                    "OwnedAccessKey.management.loft.sh {name:?} is invalid: spec.type: Unsupported value: {other:?}: supported values: \"\", \"Other\", \"User\""
-                ),
-                reason: "Invalid".into(),
-                details: Some(kubegate_proxy::status::StatusDetails {
-                    name: name.clone(),
-                    group: GROUP.into(),
-                    kind: "ownedaccesskeys".into(),
-                    ..Default::default()
-                }),
-                type_meta: true,
-            });
-        }
     };
     let stored = StoredAccessKey {
         name: name.clone(),
