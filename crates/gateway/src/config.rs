@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kubegate_api::AccessKeyScope;
 use kubegate_proxy::AuditLevel;
+use kubegate_proxy::upstream::redact_url;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -365,7 +366,8 @@ pub struct UpstreamConfig {
 impl std::fmt::Debug for UpstreamConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamConfig")
-            .field("server", &self.server)
+            // The URL as written may carry credentials (`https://admin:pw@host`, `?token=`).
+            .field("server", &redact_url(&self.server))
             .field("ca_file", &self.ca_file)
             .field("ca_data", &self.ca_data.as_ref().map(|_| "<set>"))
             .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
@@ -916,7 +918,8 @@ fn check_upstream(field: &str, u: &UpstreamConfig) -> Result<(), Problem> {
     if !u.server.starts_with("https://") && !u.server.starts_with("http://") {
         return Err(Problem::new(
             format!("{field}.server"),
-            format!("{:?} is not an http(s) URL", u.server),
+            // Redacted: a config error is printed and logged, and the URL may hold a password.
+            format!("{:?} is not an http(s) URL", redact_url(&u.server)),
         ));
     }
     if u.token.is_some() && u.token_file.is_some() {
@@ -983,5 +986,33 @@ mod tests {
         );
         assert_eq!(config.audit.level, AuditLevel::Metadata);
         assert!(config.front_proxy.is_some() && !config.oidc_issuers.is_empty());
+    }
+
+    #[test]
+    fn upstream_urls_are_shown_without_their_credentials() {
+        let yaml = |server: &str| {
+            format!(
+                "listen: 127.0.0.1:0\nstateDir: /tmp/x\nclusters:\n  - name: a\n    upstream: {{server: {server:?}}}\n"
+            )
+        };
+        let path = Path::new("c.yaml");
+        let config = Config::parse(&yaml("https://admin:pw1@k8s:6443/base?token=s3cret"), path)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let debug = format!("{:?}", config.clusters[0].upstream);
+        assert!(
+            !debug.contains("pw1") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains(r#"server: "https://<redacted>@k8s:6443/base?<redacted>""#),
+            "{debug}"
+        );
+        let Err(err) = Config::parse(&yaml("ftp://admin:pw1@k8s/?token=s3cret"), path) else {
+            panic!("an ftp upstream is refused");
+        };
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("pw1") && !text.contains("s3cret"), "{text}");
+            assert!(text.contains("ftp://<redacted>@k8s/?<redacted>"), "{text}");
+        }
     }
 }

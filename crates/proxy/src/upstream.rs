@@ -109,7 +109,18 @@ impl fmt::Debug for UpstreamBuilder {
 /// or `#` in a password or an `@` in a query; so the userinfo is taken to end at the last
 /// `@`, the query to start at the first `?` or `#`, and when the two overlap nothing between
 /// the scheme and the end is shown.
-pub(crate) fn redact_url(url: &str) -> String {
+///
+/// For anything that shows an upstream URL taken from configuration (logs, `Debug`, error
+/// messages): the URL as written may hold the upstream's credentials.
+///
+/// ```
+/// use kubegate_proxy::upstream::redact_url;
+/// assert_eq!(
+///     redact_url("https://admin:pw@k8s:6443/base?token=s3cret"),
+///     "https://<redacted>@k8s:6443/base?<redacted>"
+/// );
+/// ```
+pub fn redact_url(url: &str) -> String {
     const REDACTED: &str = "<redacted>";
     let (scheme, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
