@@ -158,7 +158,19 @@ struct VerbSeries {
     latency: Histogram,
     /// `kubegate_requests` by code label: the few codes a target answers, scanned (at most
     /// the 72 labels of [`CodeLabel`]).
-    codes: RwLock<Vec<(CodeLabel, Counter)>>,
+    codes: RwLock<Vec<CodeSeries>>,
+}
+
+/// One `kubegate_requests` series of a target and verb, with the code that opened it: the
+/// per-response lookup compares the raw code and works out no label (`CodeLabel::of` looks
+/// the code up in http's tables).
+#[derive(Debug)]
+struct CodeSeries {
+    /// The first code counted here; codes folded into the same class later are found by
+    /// `label` instead.
+    raw: u16,
+    label: CodeLabel,
+    counter: Counter,
 }
 
 impl Metrics {
@@ -221,26 +233,37 @@ impl Metrics {
 
     /// Counts one request of `verb` on `target` answered with `code`.
     fn count(&self, target: &TargetSeries, verb: usize, code: u16) {
-        let code = CodeLabel::of(code);
         let series = self.verb(target, verb);
         let codes = series.codes.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
-            counter.inc();
+        // Every response comes here: a code seen before is found by its number alone.
+        if let Some(known) = codes.iter().find(|s| s.raw == code) {
+            known.counter.inc();
+            return;
+        }
+        let label = CodeLabel::of(code);
+        // Another code of a class already open: counted there without adding an entry, so
+        // the list stays at one entry per label however many unregistered codes arrive.
+        if let Some(known) = codes.iter().find(|s| s.label == label) {
+            known.counter.inc();
             return;
         }
         drop(codes);
         let mut codes = series.codes.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, counter)) = codes.iter().find(|(c, _)| *c == code) {
-            counter.inc();
+        if let Some(known) = codes.iter().find(|s| s.label == label) {
+            known.counter.inc();
             return;
         }
         let counter = self.requests.get_or_create_owned(&RequestLabels {
             target: Arc::clone(&target.target),
             verb: verb_label(verb),
-            code,
+            code: label,
         });
         counter.inc();
-        codes.push((code, counter));
+        codes.push(CodeSeries {
+            raw: code,
+            label,
+            counter,
+        });
     }
 }
 
