@@ -6,10 +6,11 @@
 //!   else is refused at once, without a call;
 //! - concurrent checks of one key share one call;
 //! - at most [`MAX_CONCURRENT_CALLS`] calls are in flight at once. A check that finds them all
-//!   busy does not queue: it answers as if the central could not be reached (a cached accepted
-//!   key keeps working, another key gets [`SelfAnswer::Unavailable`], a 503 clients retry), so
-//!   a flood of made-up keys costs the central at most that many calls at a time and queues
-//!   nothing at the agent.
+//!   busy does not queue: a key accepted within [`STALE_IF_ERROR`] keeps working from the
+//!   cache, another key gets [`SelfAnswer::Unavailable`] (a 503 clients retry), so a flood of
+//!   made-up keys costs the central at most that many calls at a time and queues nothing at
+//!   the agent. Since anyone can cause it, this is logged at debug level only, and not as the
+//!   central being unreachable.
 //!
 //! Cache rules (entries are keyed by the SHA-256 of the key; the key itself is never stored):
 //! - an answer is reused for [`FRESH_FOR`] (30 s), then re-validated on the next use;
@@ -45,8 +46,8 @@ pub const CAPACITY: usize = 10_000;
 /// Most refused keys remembered; beyond it, the oldest refusal is dropped (never an accepted
 /// key: refusals are kept apart).
 pub const REFUSED_CAPACITY: usize = 1_024;
-/// Most `selves` calls in flight at once; a check that finds them all busy answers as if the
-/// central could not be reached.
+/// Most `selves` calls in flight at once; a check that finds them all busy is answered from
+/// the stale cache or not at all (see the module documentation).
 pub const MAX_CONCURRENT_CALLS: usize = 32;
 
 /// Length of a Loft access key: 64 random alphanumeric characters (`vcluster platform create
@@ -312,10 +313,7 @@ impl SelfCache {
             return answer;
         }
         let Ok(_permit) = self.calls.try_acquire() else {
-            return self.unreachable(
-                &digest,
-                &format!("{MAX_CONCURRENT_CALLS} access-key checks are already waiting for it"),
-            );
+            return self.busy(&digest);
         };
         match self.ask(key).await {
             Ok(Ok(me)) => {
@@ -336,6 +334,29 @@ impl SelfCache {
                 SelfAnswer::Refused(why)
             }
             Err(cause) => self.unreachable(&digest, &cause),
+        }
+    }
+
+    /// The answer when every call permit is taken: the last accepted validation within the
+    /// stale window, or [`SelfAnswer::Unavailable`]. The central was not asked, so nothing
+    /// says it is down; and anyone can fill the permits with made-up keys, so this logs at
+    /// debug level, not the warning of [`unreachable`](Self::unreachable).
+    fn busy(&self, digest: &KeyDigest) -> SelfAnswer {
+        let cause = format!("{MAX_CONCURRENT_CALLS} access-key checks are already waiting for it");
+        let mut caches = self.caches();
+        match caches.accepted.get(digest) {
+            Some((me, at)) if at.elapsed() < self.windows.stale => {
+                tracing::debug!(central = %self.central, "every call to the central gateway is taken; using a cached access-key validation");
+                SelfAnswer::Valid(me)
+            }
+            _ => {
+                caches.accepted.remove(digest);
+                tracing::debug!(central = %self.central, "every call to the central gateway is taken; an access key it does not hold is not checked now");
+                SelfAnswer::Unavailable(format!(
+                    "the central gateway at {} is not asked now: {cause}",
+                    self.central
+                ))
+            }
         }
     }
 
@@ -537,22 +558,73 @@ mod tests {
         assert!(matches!(cache.check(&key(0)).await, SelfAnswer::Valid(_)));
     }
 
+    /// Log lines written while it is alive (this thread only).
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_owned()
+        }
+    }
+
     #[tokio::test]
-    async fn checks_beyond_the_call_limit_answer_as_if_the_central_were_down() {
-        let (cache, _) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+    async fn checks_beyond_the_call_limit_use_the_stale_cache_and_do_not_report_the_central_down() {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let _logging = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        let (cache, url) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+        // Accepted before, and past the fresh window: only the stale cache can answer it.
         accept(&cache, &key(1), "dave");
         let _all = cache
             .calls
             .try_acquire_many(MAX_CONCURRENT_CALLS as u32)
             .unwrap();
-        // A cached key keeps working; another cannot be checked now, and nothing waits.
+        // A key accepted before keeps working without a permit; another cannot be checked
+        // now, and nothing waits.
         assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
         match cache.check(&key(2)).await {
-            SelfAnswer::Unavailable(message) => {
-                assert!(message.ends_with("access-key checks are already waiting for it"))
-            }
+            SelfAnswer::Unavailable(message) => assert_eq!(
+                message,
+                format!(
+                    "the central gateway at {url} is not asked now: {MAX_CONCURRENT_CALLS} access-key checks are already waiting for it"
+                )
+            ),
             other => panic!("expected Unavailable, got {other:?}"),
         }
+        // Anyone can fill the permits: that is no sign of the central being down, and it
+        // is not worth a warning.
+        let text = logs.text();
+        assert!(!text.contains("cannot be reached"), "{text}");
+        assert!(!text.contains("WARN"), "{text}");
+        assert!(
+            text.contains("DEBUG")
+                && text.contains(
+                    "every call to the central gateway is taken; using a cached access-key validation"
+                ),
+            "{text}"
+        );
     }
 
     #[tokio::test]
