@@ -57,16 +57,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let gateway = match runtime.block_on(run(args)) {
+        Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("kubegate: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    // Exec, attach and port-forward sessions may still be open: shutting the runtime down
+    // ends them, and their audit events are written before the process exits.
+    gateway.shut_down_runtime(runtime, RUNTIME_SHUTDOWN_TIMEOUT);
+    eprintln!("kubegate: stopped");
+    ExitCode::SUCCESS
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+/// How long the runtime's threads get to stop once serving has ended (blocking tasks, such
+/// as file I/O under way, cannot be interrupted).
+const RUNTIME_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until SIGINT or SIGTERM; the gateway is returned for the last step of `main`.
+async fn run(args: Args) -> Result<Gateway, Box<dyn std::error::Error>> {
     let (config, first_run) = match &args.config {
         Some(path) => (Config::load(path)?, None),
         None => {
@@ -94,8 +104,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     gateway
         .serve(listener, ServerLimits::default(), shutdown_signal())
         .await;
-    eprintln!("kubegate: stopped");
-    Ok(())
+    Ok(gateway)
 }
 
 /// Resolves on SIGINT or SIGTERM.

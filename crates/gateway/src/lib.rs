@@ -198,6 +198,24 @@ impl Gateway {
         self.audit.flush();
     }
 
+    /// The last step of a gateway process, once the future that ran [`serve`](Self::serve)
+    /// has returned from `runtime.block_on`: shuts `runtime` down, then writes out every
+    /// audit event recorded.
+    ///
+    /// Shutting the runtime down drops the tasks still running, among them the bridges of
+    /// exec, attach and port-forward sessions still open: each such session then ends, and
+    /// its `ResponseComplete` event is recorded as it is dropped, after the flush `serve` did.
+    /// The flush here writes those too, so a session the shutdown cut off is in the audit
+    /// log with the time it ended. `timeout` bounds the wait for the runtime's threads (a
+    /// blocking task cannot be interrupted); events of tasks not yet dropped by then are
+    /// lost.
+    ///
+    /// Blocks the calling thread; call it outside the runtime (it consumes it).
+    pub fn shut_down_runtime(&self, runtime: tokio::runtime::Runtime, timeout: Duration) {
+        runtime.shutdown_timeout(timeout);
+        self.audit.flush();
+    }
+
     /// Shared state (runtime, store, keys).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
@@ -293,6 +311,13 @@ impl Gateway {
 
     /// Serves on `listener` until `shutdown` resolves: then watches end cleanly, the listener
     /// closes, and in-flight requests get [`ServerLimits::shutdown_grace`] to finish.
+    ///
+    /// Exec, attach and port-forward sessions are not in flight for the server: once
+    /// upgraded, each is a bridge task of its own that runs until either side closes, and
+    /// their `ResponseComplete` audit events are recorded only when the bridge ends. So they
+    /// may still be open when this returns, after its final audit flush. A process that exits
+    /// now drops them with the runtime and loses their events; end it with
+    /// [`shut_down_runtime`](Self::shut_down_runtime) instead (the reference binary does).
     pub async fn serve(
         &self,
         listener: tokio::net::TcpListener,

@@ -83,3 +83,74 @@ async fn kube_client_lists_watches_and_creates_through_the_gateway() {
     .await;
     assert_eq!(seen, Ok(true));
 }
+
+/// An exec session still open when the gateway stops, shut down as the reference binary does
+/// (`serve` returns, then `Gateway::shut_down_runtime`): its `ResponseComplete` event is in
+/// the audit log. Before, the process exited with the session's bridge still running; the
+/// runtime dropped it after `serve`'s last flush and the event was lost.
+#[test]
+fn an_exec_session_open_at_shutdown_is_audited() {
+    use kube_client::api::AttachParams;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let exec_path = "/kubernetes/cluster/a/api/v1/namespaces/default/pods/web/exec";
+    let completed = |env: &Env| {
+        let log = std::fs::read_to_string(env.dir.join("state/audit.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|e| {
+                e["stage"] == "ResponseComplete"
+                    && e["requestURI"]
+                        .as_str()
+                        .is_some_and(|uri| uri.starts_with(exec_path))
+            })
+            .count()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Everything the session needs on the client side is kept past the runtime's end, so
+    // only the shutdown can end the session.
+    let (env, session) = runtime.block_on(async {
+        let mut env = Env::start().await;
+        env.a
+            .create(
+                "pods",
+                "default",
+                serde_json::json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+            )
+            .unwrap();
+        let cluster = client(&env, ADMIN_KEY, "/kubernetes/cluster/a").await;
+        let pods: Api<Pod> = Api::namespaced(cluster, "default");
+        let mut attached = pods
+            .exec(
+                "web",
+                ["cat"],
+                &AttachParams::default().stdin(true).stdout(true).stderr(false),
+            )
+            .await
+            .unwrap();
+        let mut stdin = attached.stdin().unwrap();
+        let mut stdout = attached.stdout().unwrap();
+        // The session is up end to end: stdin comes back on stdout.
+        stdin.write_all(b"ping\n").await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("ping") {
+            let n = stdout.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stdout ended: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        env.stop().await;
+        (env, (attached, stdin, stdout))
+    });
+    // `serve` has returned and flushed the log, and the session is still open: its event
+    // is not written yet.
+    assert_eq!(completed(&env), 0);
+    env.gateway
+        .shut_down_runtime(runtime, std::time::Duration::from_secs(10));
+    assert_eq!(completed(&env), 1);
+    drop(session);
+}

@@ -40,6 +40,7 @@ pub struct Env {
     pub ca_pem: Vec<u8>,
     pub config: Config,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Env {
@@ -195,7 +196,7 @@ impl Env {
         let ca_pem = std::fs::read(&gateway.serving_cert().cert_file).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let serving = gateway.clone();
-        tokio::spawn(async move {
+        let serving = tokio::spawn(async move {
             serving
                 .serve(listener, ServerLimits::default(), async {
                     let _ = rx.await;
@@ -211,6 +212,15 @@ impl Env {
             ca_pem,
             config,
             shutdown: Some(tx),
+            serving: Some(serving),
+        }
+    }
+
+    /// Shuts the gateway down and waits until [`Gateway::serve`] has returned.
+    pub async fn stop(&mut self) {
+        self.shutdown();
+        if let Some(serving) = self.serving.take() {
+            serving.await.unwrap();
         }
     }
 
