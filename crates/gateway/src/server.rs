@@ -401,18 +401,29 @@ mod tests {
         closed_when_silent(&[b"h2"], &preface).await;
     }
 
+    /// An HTTP/2 client connection to the listener, driven on its own task.
+    async fn h2_client(
+        addr: SocketAddr,
+        connector: &tokio_rustls::TlsConnector,
+    ) -> (
+        hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    ) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        (send, tokio::spawn(conn))
+    }
+
     /// A connection that has served a request is not closed by that deadline.
     #[tokio::test]
     async fn an_http2_connection_that_served_a_request_stays_open() {
         let (addr, connector) = listener_and_client(&[b"h2"]).await;
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut send, conn) = h2_client(addr, &connector).await;
         let req = http::Request::get(format!("https://localhost:{}/", addr.port()))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
@@ -429,14 +440,7 @@ mod tests {
     #[tokio::test]
     async fn an_http2_browser_request_gets_its_host_from_authority() {
         let (addr, connector) = listener_and_client(&[b"h2"]).await;
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = connector.connect(name, tcp).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
+        let (mut send, _conn) = h2_client(addr, &connector).await;
         let host = format!("localhost:{}", addr.port());
         for origin in [Some("https://elsewhere.example"), None] {
             let mut req = http::Request::get(format!("https://{host}/"));

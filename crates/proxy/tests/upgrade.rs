@@ -101,22 +101,26 @@ async fn gateway(pki: &Pki, backend_port: u16) -> SocketAddr {
         .unwrap();
     let router = Arc::new(Router::central());
     let stack = ServiceBuilder::new()
-        .map_request(move |mut req: Request<Incoming>| {
-            let path = req.uri().path().to_owned();
-            let query = req.uri().query().map(str::to_owned);
-            let route = router.route(&path, query.as_deref()).unwrap();
-            let method = req.method().as_str().to_owned();
-            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
-            req.extensions_mut()
-                .insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
-            req.extensions_mut()
-                .insert(LongRunning(info.is_long_running()));
-            req.extensions_mut()
-                .insert(Identity::new("jane", vec!["devs".into()]));
-            req
-        })
+        .map_request(move |req: Request<Incoming>| routed_as_jane(&router, req))
         .service(ForwardService::new(up));
     front(stack).await
+}
+
+/// What routing tells `ForwardService` (the upstream path, whether the request is
+/// long-running), and jane as the authenticated identity.
+fn routed_as_jane(router: &Router, mut req: Request<Incoming>) -> Request<Incoming> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let route = router.route(&path, query.as_deref()).unwrap();
+    let method = req.method().as_str().to_owned();
+    let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
+    req.extensions_mut()
+        .insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
+    req.extensions_mut()
+        .insert(LongRunning(info.is_long_running()));
+    req.extensions_mut()
+        .insert(Identity::new("jane", vec!["devs".into()]));
+    req
 }
 
 const EXEC_HEAD: &str = "POST /kubernetes/cluster/prod/api/v1/namespaces/default/pods/p1/exec?command=ls&stdout=true HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nImpersonate-User: admin\r\nAuthorization: Bearer client\r\nContent-Length: 0\r\n\r\n";
@@ -432,23 +436,13 @@ async fn an_upgraded_session_is_audited_and_in_flight_until_it_ends() {
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let router = Arc::new(Router::central());
     let stack = ServiceBuilder::new()
-        .map_request(move |mut req: Request<Incoming>| {
-            let path = req.uri().path().to_owned();
-            let query = req.uri().query().map(str::to_owned);
-            let route = router.route(&path, query.as_deref()).unwrap();
-            let method = req.method().as_str().to_owned();
-            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
-            req.extensions_mut()
-                .insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
-            req.extensions_mut()
-                .insert(LongRunning(info.is_long_running()));
+        .map_request(move |req: Request<Incoming>| {
+            let mut req = routed_as_jane(&router, req);
             req.extensions_mut().insert(RequestMeta {
                 target: Arc::from("cluster/prod"),
                 verb: "create".into(),
                 object_ref: None,
             });
-            req.extensions_mut()
-                .insert(Identity::new("jane", vec!["devs".into()]));
             req
         })
         .layer(metrics)
