@@ -46,6 +46,20 @@ impl Caller {
         }
     }
 
+    /// Whether the caller presented what a login gave it: a password login's `Login` key, or
+    /// the session cookie. Keys made with those are the user's own choice of lifetime, as a
+    /// user who logs in to create a lasting key expects; a key made with any other expiring
+    /// credential (a direct-cluster-endpoint token, a short-lived key) expires with it.
+    pub fn is_login(&self) -> bool {
+        match &self.credential {
+            CallerCredential::AccessKey(key) => {
+                key.key_type == crate::store::StoredAccessKey::LOGIN
+            }
+            CallerCredential::Token { session, .. } => *session,
+            _ => false,
+        }
+    }
+
     /// `ttl`, cut so that a credential minted with it does not outlive the one presented:
     /// a token or key made from a short-lived credential must not turn it into a lasting one.
     /// `None` when the presented credential has no time left.
@@ -91,6 +105,8 @@ pub enum CallerCredential {
         expires_at: u64,
         /// The access key (uid) it was made from, if any.
         parent: Option<String>,
+        /// Presented as the session cookie: a browser's login.
+        session: bool,
     },
     /// An ID token of a configured external OIDC issuer (`oidcIssuers`), sent as the bearer
     /// token: the one credential identity mode `passthrough` forwards.
@@ -302,6 +318,7 @@ impl Credentials {
                 jti: claims.jti.clone(),
                 expires_at: claims.exp,
                 parent: claims.loft.parent.clone(),
+                session: false,
             },
         })
     }

@@ -1045,6 +1045,17 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     .await;
     let ttl = lasting["spec"]["ttl"].as_i64().unwrap();
     assert!(ttl > 0 && ttl <= 61, "ttl {ttl}");
+    // A login's key is the exception: a user logs in to make lasting keys.
+    let login = password_login(&env, &client, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let login_key = login.json()["accessKey"].as_str().unwrap().to_owned();
+    let kept = post(
+        "ownedaccesskeys",
+        &login_key,
+        serde_json::json!({"metadata": {"name": "made-at-login"}, "spec": {}}),
+    )
+    .await;
+    assert_eq!(kept["spec"]["ttl"].as_i64().unwrap_or(0), 0, "{kept}");
     // A session made with the token ends with it too.
     let session = token_login(&env, &token).await;
     assert_eq!(session.status, 200, "{}", session.body);

@@ -97,17 +97,24 @@ pub(crate) fn verify(
             "the session cookie is not a token".into(),
         ));
     }
-    let caller = credentials
+    let mut caller = credentials
         .authenticate(value, directory, now)
         .map_err(|failure| NoSession::Invalid(format!("session: {failure}")))?;
-    match &caller.credential {
+    match &mut caller.credential {
         CallerCredential::Token {
-            jti, expires_at, ..
-        } => Ok(Session {
-            jti: jti.clone(),
-            expires_at: *expires_at,
-            caller,
-        }),
+            jti,
+            expires_at,
+            session,
+            ..
+        } => {
+            *session = true;
+            let (jti, expires_at) = (jti.clone(), *expires_at);
+            Ok(Session {
+                jti,
+                expires_at,
+                caller,
+            })
+        }
         CallerCredential::AccessKey(_)
         | CallerCredential::FrontProxy
         | CallerCredential::ExternalToken { .. } => Err(NoSession::Invalid(

@@ -302,10 +302,11 @@ pub(super) async fn create_owned_access_key(
         },
     };
     // A key made with a credential that expires expires with it, at the latest: a
-    // short-lived token must not become a lasting key.
-    let parent_expiry = ctx
-        .caller
-        .expires_at()
+    // short-lived token must not become a lasting key. A login's credential is the
+    // exception: creating a lasting key is what users log in for.
+    let parent_expiry = (!ctx.caller.is_login())
+        .then(|| ctx.caller.expires_at())
+        .flatten()
         .map(|e| i64::try_from(e).unwrap_or(i64::MAX));
     let expires_at = match (expires_at, parent_expiry) {
         (Some(own), Some(parent)) => Some(own.min(parent)),

@@ -122,6 +122,7 @@ impl CentralAuthenticator {
                 // made from a key the central has since deleted works at the agent until it
                 // expires.
                 parent: claims.loft.parent,
+                session: false,
             },
         }))
     }
