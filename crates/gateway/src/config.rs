@@ -849,10 +849,12 @@ impl Config {
 }
 
 impl Config {
-    /// Identity mode `oidc`: the token forwarded to an upstream is for that upstream alone, so
-    /// its audience is neither the gateway's own (`kubegate`, which the gateway and its agents
-    /// accept) nor another upstream's.
-    fn check_oidc_audiences(&self) -> Result<(), Problem> {
+    /// Every Kubernetes upstream the config names (the agent's, clusters', virtual clusters'),
+    /// with the field that holds it and the key the gateway serves it under. Grafana upstreams
+    /// are not Kubernetes API servers and are left out.
+    pub fn kubernetes_upstreams(
+        &self,
+    ) -> Vec<(String, crate::upstreams::UpstreamKey, &UpstreamConfig)> {
         use crate::upstreams::UpstreamKey;
         let agent = self.agent.iter().map(|a| {
             (
@@ -883,8 +885,19 @@ impl Config {
                 )
             })
         });
+        agent
+            .chain(clusters)
+            .chain(legacy)
+            .chain(projects)
+            .collect()
+    }
+
+    /// Identity mode `oidc`: the token forwarded to an upstream is for that upstream alone, so
+    /// its audience is neither the gateway's own (`kubegate`, which the gateway and its agents
+    /// accept) nor another upstream's.
+    fn check_oidc_audiences(&self) -> Result<(), Problem> {
         let mut seen = BTreeSet::new();
-        for (field, key, upstream) in agent.chain(clusters).chain(legacy).chain(projects) {
+        for (field, key, upstream) in self.kubernetes_upstreams() {
             if upstream.identity_mode != IdentityMode::Oidc {
                 continue;
             }

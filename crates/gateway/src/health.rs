@@ -58,29 +58,11 @@ impl UpstreamHealth {
 }
 
 fn targets(config: &Config) -> Vec<(String, UpstreamConfig)> {
-    let mut out: Vec<(String, UpstreamConfig)> = config
-        .clusters
-        .iter()
-        .map(|c| (format!("cluster/{}", c.name), c.upstream.clone()))
-        .collect();
-    if let Some(agent) = &config.agent {
-        out.push((format!("cluster/{}", agent.cluster), agent.upstream.clone()));
-    }
-    out.extend(config.virtual_clusters.iter().map(|v| {
-        (
-            format!("virtualcluster/{}/{}/{}", v.cluster, v.namespace, v.name),
-            v.upstream.clone(),
-        )
-    }));
-    for p in &config.projects {
-        out.extend(p.virtual_clusters.iter().map(|v| {
-            (
-                format!("project/{}/virtualcluster/{}", p.name, v.name),
-                v.upstream.clone(),
-            )
-        }));
-    }
-    out
+    config
+        .kubernetes_upstreams()
+        .into_iter()
+        .map(|(_, key, upstream)| (key.path(), upstream.clone()))
+        .collect()
 }
 
 /// Probes every target, [`PROBE_CONCURRENCY`] at a time.

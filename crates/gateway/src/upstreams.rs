@@ -42,18 +42,23 @@ impl UpstreamKey {
         }
     }
 
-    /// The audience of the tokens forwarded to this upstream in identity mode `oidc` when its
-    /// config names none: `kubegate/` and the target's path under `/kubernetes/`, so it differs
-    /// from the gateway's own audience and from every other upstream's.
-    pub fn default_oidc_audience(&self) -> String {
+    /// The target's path under `/kubernetes/` (`cluster/<name>`,
+    /// `virtualcluster/<cluster>/<namespace>/<name>`, `project/<project>/virtualcluster/<name>`;
+    /// `grafana/<cluster>`): how readiness logs and default audiences name the upstream.
+    pub fn path(&self) -> String {
         match self {
-            UpstreamKey::Cluster(c) => format!("kubegate/cluster/{c}"),
-            UpstreamKey::VirtualCluster(c, n, v) => format!("kubegate/virtualcluster/{c}/{n}/{v}"),
-            UpstreamKey::ProjectVirtualCluster(p, v) => {
-                format!("kubegate/project/{p}/virtualcluster/{v}")
-            }
-            UpstreamKey::Grafana(c) => format!("kubegate/grafana/{c}"),
+            UpstreamKey::Cluster(c) => format!("cluster/{c}"),
+            UpstreamKey::VirtualCluster(c, n, v) => format!("virtualcluster/{c}/{n}/{v}"),
+            UpstreamKey::ProjectVirtualCluster(p, v) => format!("project/{p}/virtualcluster/{v}"),
+            UpstreamKey::Grafana(c) => format!("grafana/{c}"),
         }
+    }
+
+    /// The audience of the tokens forwarded to this upstream in identity mode `oidc` when its
+    /// config names none: `kubegate/` and [`UpstreamKey::path`], so it differs from the
+    /// gateway's own audience and from every other upstream's.
+    pub fn default_oidc_audience(&self) -> String {
+        format!("kubegate/{}", self.path())
     }
 }
 
