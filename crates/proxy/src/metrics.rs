@@ -510,6 +510,20 @@ mod tests {
     use std::convert::Infallible;
     use tower::ServiceExt;
 
+    /// `GET /api/v1/pods` as routing labels it for cluster `prod`.
+    fn list_pods_in_prod() -> Request<Full<Bytes>> {
+        let mut req = Request::builder()
+            .uri("/api/v1/pods")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut().insert(RequestMeta {
+            target: Arc::from("cluster/prod"),
+            verb: "list".into(),
+            object_ref: None,
+        });
+        req
+    }
+
     fn encode(registry: &Registry) -> String {
         let mut s = String::new();
         prometheus_client::encoding::text::encode(&mut s, registry).unwrap();
@@ -530,15 +544,7 @@ mod tests {
             Ok::<_, Infallible>(res)
         });
         let svc = layer.layer(inner);
-        let mut req = Request::builder()
-            .uri("/api/v1/pods")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        req.extensions_mut().insert(RequestMeta {
-            target: Arc::from("cluster/prod"),
-            verb: "list".into(),
-            object_ref: None,
-        });
+        let req = list_pods_in_prod();
         let res = svc.clone().oneshot(req).await.unwrap();
         let text = encode(&registry);
         assert!(
@@ -588,15 +594,7 @@ mod tests {
                 std::future::pending::<Result<Response<Full<Bytes>>, Infallible>>()
             },
         ));
-        let mut req = Request::builder()
-            .uri("/api/v1/pods")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        req.extensions_mut().insert(RequestMeta {
-            target: Arc::from("cluster/prod"),
-            verb: "list".into(),
-            object_ref: None,
-        });
+        let req = list_pods_in_prod();
         let mut fut = Box::pin(svc.ready().await.unwrap().call(req));
         let poll = fut
             .as_mut()

@@ -126,6 +126,24 @@ fn routed_as_jane(router: &Router, mut req: Request<Incoming>) -> Request<Incomi
 const EXEC_HEAD: &str = "POST /kubernetes/cluster/prod/api/v1/namespaces/default/pods/p1/exec?command=ls&stdout=true HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\nImpersonate-User: admin\r\nAuthorization: Bearer client\r\nContent-Length: 0\r\n\r\n";
 const FOLLOW_UP: &str = "GET /there HTTP/1.1\r\nHost: gateway\r\n\r\n";
 
+/// Sends the exec upgrade request and reads until the backend's `EARLY` bytes have come
+/// through after the 101; the connection stays open.
+async fn exec_until_early(gw: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"EARLY") {
+        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    (c, got)
+}
+
 /// Sends the exec upgrade request with a pipelined follow-up request, then reads until EOF.
 async fn exec_with_smuggled_follow_up(gw: SocketAddr) -> String {
     let mut c = TcpStream::connect(gw).await.unwrap();
@@ -235,18 +253,7 @@ async fn switching_protocols_bridges_both_directions_including_early_bytes() {
     let backend = RawBackend::start(&pki, response, true).await;
     let gw = gateway(&pki, backend.addr.port()).await;
 
-    let mut c = TcpStream::connect(gw).await.unwrap();
-    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.ends_with(b"EARLY") {
-        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let (mut c, got) = exec_until_early(gw).await;
     let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
     assert!(
         text.starts_with("http/1.1 101 switching protocols\r\n"),
@@ -451,18 +458,7 @@ async fn an_upgraded_session_is_audited_and_in_flight_until_it_ends() {
     let gw = front(stack).await;
     assert_eq!(in_flight(&registry), "absent");
 
-    let mut c = TcpStream::connect(gw).await.unwrap();
-    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.ends_with(b"EARLY") {
-        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let (mut c, got) = exec_until_early(gw).await;
     assert!(got.starts_with(b"HTTP/1.1 101 "));
     // One round trip through the bridge: by now the 101 and its empty body are long written
     // (hyper hands the connection over only after that).
