@@ -486,6 +486,10 @@ pub(crate) fn admit_to_target(
     runtime: &Runtime,
     req: &Request<RequestBody>,
 ) -> Result<(), Box<Response<ProxyBody>>> {
+    if runtime.limits.per_target.is_none() {
+        // No limit configured (the default): not even the label is looked up.
+        return Ok(());
+    }
     let target = req.extensions().get::<RequestMeta>().map(|m| &m.target);
     let target_label = target.map_or("", |t| t.as_ref());
     if let Err(retry_after) = runtime.limits.check_target(target_label) {
