@@ -3,6 +3,7 @@
 #[macro_use]
 mod macros;
 mod management;
+mod meta;
 mod object;
 mod scope;
 mod storage;
@@ -14,6 +15,8 @@ pub use management::{
     SelfStatus, SpaceInstance, SpaceInstanceSpec, TemplateRef, UserInfo, UserOrTeam,
     VirtualClusterClusterRef, VirtualClusterInstance, VirtualClusterInstanceSpec,
 };
+pub use meta::GoObjectMeta;
+pub use object::{ListItem, ListItems};
 pub use scope::{
     AccessKeyScope, AccessKeyScopeCluster, AccessKeyScopeProject, AccessKeyScopeRole,
     AccessKeyScopeRoleName, AccessKeyScopeRule, AccessKeyScopeSpace, AccessKeyScopeVirtualCluster,

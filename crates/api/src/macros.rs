@@ -152,6 +152,12 @@ macro_rules! api_object {
             }
         }
 
+        impl crate::ListItem for $name {
+            fn serialize_item<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                crate::object::serialize_item(&self.metadata, &self.spec, self.status.as_ref(), serializer)
+            }
+        }
+
         impl<'de> serde::Deserialize<'de> for $name {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
                 let (metadata, spec, status) = crate::object::deserialize::<Self, _, _, _>(deserializer)?;

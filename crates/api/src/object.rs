@@ -3,12 +3,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
+/// Go's order: `TypeMeta` (`kind`, then `apiVersion`), `metadata`, `spec`, `status`.
 #[derive(Serialize)]
 struct Out<'a, S, T> {
+    kind: &'static str,
     #[serde(rename = "apiVersion")]
     api_version: &'static str,
-    kind: &'static str,
-    metadata: &'a ObjectMeta,
+    metadata: crate::GoObjectMeta<'a>,
     spec: &'a S,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'a T>,
@@ -42,13 +43,64 @@ where
     Ser: Serializer,
 {
     Out {
-        api_version: R::API_VERSION,
         kind: R::KIND,
-        metadata,
+        api_version: R::API_VERSION,
+        metadata: crate::GoObjectMeta(metadata),
         spec,
         status,
     }
     .serialize(serializer)
+}
+
+/// The same object as an item of a `<Kind>List`: no `kind`/`apiVersion`.
+#[derive(Serialize)]
+struct Item<'a, S, T> {
+    metadata: crate::GoObjectMeta<'a>,
+    spec: &'a S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a T>,
+}
+
+pub(crate) fn serialize_item<S, T, Ser>(
+    metadata: &ObjectMeta,
+    spec: &S,
+    status: Option<&T>,
+    serializer: Ser,
+) -> Result<Ser::Ok, Ser::Error>
+where
+    S: Serialize,
+    T: Serialize,
+    Ser: Serializer,
+{
+    Item {
+        metadata: crate::GoObjectMeta(metadata),
+        spec,
+        status,
+    }
+    .serialize(serializer)
+}
+
+/// An object that can be written as an item of a `<Kind>List`.
+pub trait ListItem {
+    /// Writes the object without `kind` and `apiVersion`, as Go API servers write the items of a
+    /// typed list (the list's own `kind` names them).
+    fn serialize_item<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>;
+}
+
+/// The `items` of a `<Kind>List`, each written by [`ListItem::serialize_item`].
+#[derive(Debug, Clone, Copy)]
+pub struct ListItems<'a, T>(pub &'a [T]);
+
+impl<T: ListItem> Serialize for ListItems<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct One<'a, T>(&'a T);
+        impl<T: ListItem> Serialize for One<'_, T> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.0.serialize_item(serializer)
+            }
+        }
+        serializer.collect_seq(self.0.iter().map(One))
+    }
 }
 
 /// `apiVersion` and `kind` may be absent (list items, hand-written fixtures), but when present they

@@ -403,3 +403,27 @@ fn list_decodes_via_k8s_openapi_list() {
                  {"metadata":{"name":"b"},"spec":{}}]})).unwrap();
     assert_eq!(list.items.len(), 2);
 }
+
+/// Go's field order: `kind` before `apiVersion`; inside a list, no `kind`/`apiVersion` at all.
+#[test]
+fn objects_and_list_items_are_written_in_go_order() {
+    let mut cluster = Cluster::new(
+        "c",
+        ClusterSpec {
+            display_name: "C".into(),
+            ..Default::default()
+        },
+    );
+    cluster.status = Some(PhaseStatus {
+        phase: "Ready".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        serde_json::to_string(&cluster).unwrap(),
+        r#"{"kind":"Cluster","apiVersion":"management.loft.sh/v1","metadata":{"name":"c"},"spec":{"displayName":"C"},"status":{"phase":"Ready"}}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&ListItems(&[cluster])).unwrap(),
+        r#"[{"metadata":{"name":"c"},"spec":{"displayName":"C"},"status":{"phase":"Ready"}}]"#
+    );
+}

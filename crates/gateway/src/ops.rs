@@ -9,15 +9,6 @@ use kubegate_routing::OpsPath;
 
 use crate::service::{OwnCredentials, Runtime, Shared, authenticate};
 
-fn json(body: &serde_json::Value) -> Response<ProxyBody> {
-    let mut res = Response::new(ProxyBody::from(Bytes::from(body.to_string())));
-    res.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    res
-}
-
 /// Serves an ops endpoint.
 pub(crate) async fn handle(
     shared: &Shared,
@@ -28,7 +19,10 @@ pub(crate) async fn handle(
     match ops {
         OpsPath::Healthz | OpsPath::Livez => plain_text_response(StatusCode::OK, "ok".into()),
         OpsPath::Readyz => readyz(shared, runtime, req),
-        OpsPath::Version => json(&crate::management::discovery::version_info()),
+        OpsPath::Version => crate::management::json_response(
+            http::StatusCode::OK,
+            &crate::management::discovery::version_info(),
+        ),
         OpsPath::Metrics => {
             if !runtime.config.public_metrics
                 && let Err(res) = authenticate(shared, runtime, req, OwnCredentials::Untried).await

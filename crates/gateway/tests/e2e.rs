@@ -103,6 +103,105 @@ async fn management_lists_clusters_and_discovery_works() {
     );
 }
 
+/// The management API's documents come out byte for byte as a Go API server writes them:
+/// fields in the Go structs' order (`kind` before `apiVersion`, `metadata` in `ObjectMeta`
+/// order), Go's `omitempty` omissions, and typed list items without `kind`/`apiVersion`.
+#[tokio::test(flavor = "multi_thread")]
+async fn management_documents_are_written_in_go_field_order() {
+    let env = Env::start().await;
+    let client = env.client();
+    let get = |path: &str, accept: &'static str| {
+        let url = format!("{}/kubernetes/management{path}", env.url);
+        let client = &client;
+        async move {
+            let reply = client.get(&url, ADMIN_KEY, &[("accept", accept)]).await;
+            assert_eq!(reply.status, 200, "{url}: {}", reply.body);
+            reply.body
+        }
+    };
+    let json = "application/json";
+    let uid = |body: &str| {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let uid = &v["metadata"]["uid"];
+        let uid = if uid.is_null() {
+            &v["items"][0]["metadata"]["uid"]
+        } else {
+            uid
+        };
+        uid.as_str().unwrap().to_owned()
+    };
+
+    let body = get("/apis/management.loft.sh/v1/clusters/b", json).await;
+    let expected = format!(
+        r#"{{"kind":"Cluster","apiVersion":"management.loft.sh/v1","metadata":{{"name":"b","uid":"{}"}},"spec":{{}},"status":{{"phase":"Initialized"}}}}"#,
+        uid(&body)
+    );
+    assert_eq!(body, expected);
+
+    let body = get(
+        "/apis/management.loft.sh/v1/namespaces/p-p1/spaceinstances",
+        json,
+    )
+    .await;
+    let expected = format!(
+        r#"{{"kind":"SpaceInstanceList","apiVersion":"management.loft.sh/v1","metadata":{{}},"items":[{{"metadata":{{"name":"s1","namespace":"p-p1","uid":"{}"}},"spec":{{"clusterRef":{{"cluster":"a","namespace":"s1"}}}},"status":{{"phase":"Ready"}}}}]}}"#,
+        uid(&body)
+    );
+    assert_eq!(body, expected);
+
+    let body = get("/apis/management.loft.sh/v1/projects/p1", json).await;
+    let expected = format!(
+        r#"{{"kind":"Project","apiVersion":"management.loft.sh/v1","metadata":{{"name":"p1","uid":"{}"}},"spec":{{}},"status":{{}}}}"#,
+        uid(&body)
+    );
+    assert_eq!(body, expected);
+
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    let body = get("/apis/management.loft.sh/v1/projects", table).await;
+    let expected = format!(
+        r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{{}},"columnDefinitions":[{{"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace.","priority":0}},{{"name":"Created At","type":"date","format":"","description":"CreationTimestamp is a timestamp representing the server time when this object was created.","priority":0}}],"rows":[{{"cells":["p1",null],"object":{{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{{"name":"p1","uid":"{}"}}}}}}]}}"#,
+        uid(&get("/apis/management.loft.sh/v1/projects/p1", json).await)
+    );
+    assert_eq!(body, expected);
+
+    assert_eq!(
+        get("/api", json).await,
+        r#"{"kind":"APIVersions","versions":[],"serverAddressByClientCIDRs":null}"#
+    );
+    assert_eq!(
+        get("/apis", json).await,
+        r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[{"name":"management.loft.sh","versions":[{"groupVersion":"management.loft.sh/v1","version":"v1"}],"preferredVersion":{"groupVersion":"management.loft.sh/v1","version":"v1"}}]}"#
+    );
+    assert_eq!(
+        get("/apis/management.loft.sh", json).await,
+        r#"{"kind":"APIGroup","apiVersion":"v1","name":"management.loft.sh","versions":[{"groupVersion":"management.loft.sh/v1","version":"v1"}],"preferredVersion":{"groupVersion":"management.loft.sh/v1","version":"v1"}}"#
+    );
+    let resources = get("/apis/management.loft.sh/v1", json).await;
+    assert!(
+        resources.starts_with(r#"{"kind":"APIResourceList","apiVersion":"v1","groupVersion":"management.loft.sh/v1","resources":[{"name":"clusters","singularName":"cluster","namespaced":false,"kind":"Cluster","verbs":["get","list"]},"#),
+        "{resources}"
+    );
+    let aggregated = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    let groups = get("/apis", aggregated).await;
+    assert!(
+        groups.starts_with(r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"name":"management.loft.sh"},"versions":[{"version":"v1","resources":[{"resource":"clusters","responseKind":{"group":"management.loft.sh","version":"v1","kind":"Cluster"},"scope":"Cluster","singularResource":"cluster","verbs":["get","list"]},"#),
+        "{groups}"
+    );
+    assert!(
+        groups.ends_with(r#"}],"freshness":"Current"}]}]}"#),
+        "{groups}"
+    );
+    assert_eq!(
+        get("/api", aggregated).await,
+        r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}"#
+    );
+    let version = get("/version", json).await;
+    assert!(
+        version.starts_with(r#"{"major":"1","minor":"37","gitVersion":"v1.37.0-kubegate."#),
+        "{version}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scoped_key_reaches_cluster_a_not_b() {
     let env = Env::start().await;

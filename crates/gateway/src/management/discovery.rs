@@ -1,6 +1,7 @@
 //! Discovery and OpenAPI documents of the management API (`management.loft.sh/v1`), shaped as
 //! kube-apiserver serves them (spec/kubernetes-edges.md §6).
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// The API group served under `/kubernetes/management`.
@@ -108,70 +109,222 @@ pub fn wants_aggregated(accept: &str) -> bool {
     })
 }
 
+// The documents below are written in the field order of their Go structs (k8s.io/apimachinery
+// `metav1` and k8s.io/api `apidiscovery/v2`), as kube-apiserver writes them: serde writes a
+// struct's fields in declaration order, where a `serde_json::Value` map would sort them.
+
+/// `metav1.APIVersions`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiVersions {
+    kind: &'static str,
+    versions: [&'static str; 0],
+    // Not `omitempty` in Go: a nil slice is written as `null`.
+    #[serde(rename = "serverAddressByClientCIDRs")]
+    server_address_by_client_cidrs: Option<()>,
+}
+
+/// `metav1.GroupVersionForDiscovery`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupVersion {
+    group_version: &'static str,
+    version: &'static str,
+}
+
+const THE_VERSION: GroupVersion = GroupVersion {
+    group_version: GROUP_VERSION,
+    version: VERSION,
+};
+
+/// `metav1.APIGroup`; `kind` and `apiVersion` are empty (left out) inside a list.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGroup {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    api_version: &'static str,
+    name: &'static str,
+    versions: [GroupVersion; 1],
+    preferred_version: GroupVersion,
+}
+
+/// `metav1.APIGroupList`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiGroupList {
+    kind: &'static str,
+    api_version: &'static str,
+    groups: [ApiGroup; 1],
+}
+
+/// `metav1.APIResource` (the fields kubegate fills in).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiResource {
+    name: &'static str,
+    singular_name: &'static str,
+    namespaced: bool,
+    kind: &'static str,
+    verbs: &'static [&'static str],
+}
+
+/// `metav1.APIResourceList`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiResourceList {
+    kind: &'static str,
+    api_version: &'static str,
+    group_version: &'static str,
+    resources: Vec<ApiResource>,
+}
+
+/// `apidiscovery/v2.APIGroupDiscoveryList`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupDiscoveryList {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: Empty,
+    items: Vec<GroupDiscovery>,
+}
+
+/// `{}`: an empty `ListMeta`.
+#[derive(Debug, Serialize)]
+struct Empty {}
+
+/// `apidiscovery/v2.APIGroupDiscovery`.
+#[derive(Debug, Serialize)]
+struct GroupDiscovery {
+    metadata: GroupName,
+    versions: [VersionDiscovery; 1],
+}
+
+/// The group's `ObjectMeta`: its name only.
+#[derive(Debug, Serialize)]
+struct GroupName {
+    name: &'static str,
+}
+
+/// `apidiscovery/v2.APIVersionDiscovery`.
+#[derive(Debug, Serialize)]
+struct VersionDiscovery {
+    version: &'static str,
+    resources: Vec<ResourceDiscovery>,
+    freshness: &'static str,
+}
+
+/// `apidiscovery/v2.APIResourceDiscovery` (the fields kubegate fills in).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceDiscovery {
+    resource: &'static str,
+    response_kind: GroupVersionKind,
+    scope: &'static str,
+    singular_resource: &'static str,
+    verbs: &'static [&'static str],
+}
+
+/// `metav1.GroupVersionKind`.
+#[derive(Debug, Serialize)]
+struct GroupVersionKind {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+}
+
 /// `GET /api` (legacy): the management API serves no core group.
-pub fn legacy_core_versions() -> Value {
-    json!({"kind": "APIVersions", "versions": [], "serverAddressByClientCIDRs": null})
+pub fn legacy_core_versions() -> ApiVersions {
+    ApiVersions {
+        kind: "APIVersions",
+        versions: [],
+        server_address_by_client_cidrs: None,
+    }
+}
+
+fn group(kind: &'static str, api_version: &'static str) -> ApiGroup {
+    ApiGroup {
+        kind,
+        api_version,
+        name: GROUP,
+        versions: [THE_VERSION],
+        preferred_version: THE_VERSION,
+    }
 }
 
 /// `GET /apis` (legacy).
-pub fn legacy_group_list() -> Value {
-    let gv = json!({"groupVersion": GROUP_VERSION, "version": VERSION});
-    json!({
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [{"name": GROUP, "versions": [gv], "preferredVersion": gv}],
-    })
+pub fn legacy_group_list() -> ApiGroupList {
+    ApiGroupList {
+        kind: "APIGroupList",
+        api_version: "v1",
+        groups: [group("", "")],
+    }
 }
 
 /// `GET /apis/management.loft.sh` (legacy group document).
-pub fn legacy_group() -> Value {
-    let gv = json!({"groupVersion": GROUP_VERSION, "version": VERSION});
-    json!({"kind": "APIGroup", "apiVersion": "v1", "name": GROUP, "versions": [gv], "preferredVersion": gv})
+pub fn legacy_group() -> ApiGroup {
+    group("APIGroup", "v1")
 }
 
 /// `GET /apis/management.loft.sh/v1`.
-pub fn resource_list() -> Value {
-    let resources: Vec<Value> = RESOURCES
+pub fn resource_list() -> ApiResourceList {
+    let resources = RESOURCES
         .iter()
-        .map(|r| {
-            json!({
-                "name": r.plural,
-                "singularName": r.singular,
-                "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": r.verbs,
-            })
+        .map(|r| ApiResource {
+            name: r.plural,
+            singular_name: r.singular,
+            namespaced: r.namespaced,
+            kind: r.kind,
+            verbs: r.verbs,
         })
         .collect();
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION, "resources": resources})
+    ApiResourceList {
+        kind: "APIResourceList",
+        api_version: "v1",
+        group_version: GROUP_VERSION,
+        resources,
+    }
 }
 
 /// Aggregated discovery for `/apis` (`core == false`) or `/api` (`core == true`, empty).
-pub fn aggregated(core: bool) -> Value {
-    if core {
-        return json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": []});
-    }
-    let resources: Vec<Value> = RESOURCES
-        .iter()
-        .map(|r| {
-            json!({
-                "resource": r.plural,
-                "responseKind": {"group": GROUP, "version": VERSION, "kind": r.kind},
-                "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
-                "singularResource": r.singular,
-                "verbs": r.verbs,
+pub fn aggregated(core: bool) -> GroupDiscoveryList {
+    let items = if core {
+        Vec::new()
+    } else {
+        let resources = RESOURCES
+            .iter()
+            .map(|r| ResourceDiscovery {
+                resource: r.plural,
+                response_kind: GroupVersionKind {
+                    group: GROUP,
+                    version: VERSION,
+                    kind: r.kind,
+                },
+                scope: if r.namespaced {
+                    "Namespaced"
+                } else {
+                    "Cluster"
+                },
+                singular_resource: r.singular,
+                verbs: r.verbs,
             })
-        })
-        .collect();
-    json!({
-        "kind": "APIGroupDiscoveryList",
-        "apiVersion": "apidiscovery.k8s.io/v2",
-        "metadata": {},
-        "items": [{
-            "metadata": {"name": GROUP},
-            "versions": [{"version": VERSION, "resources": resources, "freshness": "Current"}],
-        }],
-    })
+            .collect();
+        vec![GroupDiscovery {
+            metadata: GroupName { name: GROUP },
+            versions: [VersionDiscovery {
+                version: VERSION,
+                resources,
+                freshness: "Current",
+            }],
+        }]
+    };
+    GroupDiscoveryList {
+        kind: "APIGroupDiscoveryList",
+        api_version: "apidiscovery.k8s.io/v2",
+        metadata: Empty {},
+        items,
+    }
 }
 
 /// `GET /openapi/v3`: the paths index.
@@ -247,19 +400,34 @@ pub fn openapi_group_version() -> Value {
     })
 }
 
-/// The `version.Info` document kube clients read from `/version`.
-pub fn version_info() -> Value {
-    json!({
-        "major": "1",
-        "minor": "37",
-        "gitVersion": concat!("v1.37.0-kubegate.", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "",
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "",
-        "compiler": "rustc",
-        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
-    })
+/// `version.Info`, the document kube clients read from `/version`, in its Go field order.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    major: &'static str,
+    minor: &'static str,
+    git_version: &'static str,
+    git_commit: &'static str,
+    git_tree_state: &'static str,
+    build_date: &'static str,
+    go_version: &'static str,
+    compiler: &'static str,
+    platform: String,
+}
+
+/// The gateway's `/version`.
+pub fn version_info() -> VersionInfo {
+    VersionInfo {
+        major: "1",
+        minor: "37",
+        git_version: concat!("v1.37.0-kubegate.", env!("CARGO_PKG_VERSION")),
+        git_commit: "",
+        git_tree_state: "clean",
+        build_date: "1970-01-01T00:00:00Z",
+        go_version: "",
+        compiler: "rustc",
+        platform: format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }
 }
 
 #[cfg(test)]

@@ -150,25 +150,27 @@ fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<RequestBody>) -> Res
         .unwrap_or("");
     let aggregated = discovery::wants_aggregated(accept);
     let path = info.path.trim_end_matches('/');
-    let body = match path {
-        "/version" => discovery::version_info(),
-        "/api" if aggregated => return aggregated_response(&discovery::aggregated(true), req),
-        "/api" => discovery::legacy_core_versions(),
-        "/apis" if aggregated => return aggregated_response(&discovery::aggregated(false), req),
-        "/apis" => discovery::legacy_group_list(),
-        "/apis/management.loft.sh" => discovery::legacy_group(),
-        "/apis/management.loft.sh/v1" => discovery::resource_list(),
-        "/openapi/v3" => discovery::openapi_index(),
-        "/openapi/v3/apis/management.loft.sh/v1" => discovery::openapi_group_version(),
-        _ => return kubegate_proxy::status::not_found_text(),
-    };
-    json_response(http::StatusCode::OK, &body)
+    let ok = http::StatusCode::OK;
+    match path {
+        "/version" => json_response(ok, &discovery::version_info()),
+        "/api" if aggregated => aggregated_response(&discovery::aggregated(true), req),
+        "/api" => json_response(ok, &discovery::legacy_core_versions()),
+        "/apis" if aggregated => aggregated_response(&discovery::aggregated(false), req),
+        "/apis" => json_response(ok, &discovery::legacy_group_list()),
+        "/apis/management.loft.sh" => json_response(ok, &discovery::legacy_group()),
+        "/apis/management.loft.sh/v1" => json_response(ok, &discovery::resource_list()),
+        "/openapi/v3" => json_response(ok, &discovery::openapi_index()),
+        "/openapi/v3/apis/management.loft.sh/v1" => {
+            json_response(ok, &discovery::openapi_group_version())
+        }
+        _ => kubegate_proxy::status::not_found_text(),
+    }
 }
 
 /// Aggregated discovery with kube-apiserver's caching headers (`ETag` over the body, 304 on a
 /// matching `If-None-Match`).
 fn aggregated_response(
-    body: &serde_json::Value,
+    body: &impl serde::Serialize,
     req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     use sha2::Digest;

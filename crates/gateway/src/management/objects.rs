@@ -3,12 +3,18 @@
 
 use crate::service::RequestBody;
 use http::{Request, Response};
+use k8s_openapi::Metadata;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubegate_api::{
+    Cluster, ClusterRef, ClusterSpec, PhaseStatus, Project, ProjectSpec, ProjectStatus,
+    SpaceInstance, SpaceInstanceSpec, VirtualClusterInstance, VirtualClusterInstanceSpec,
+};
 use kubegate_authz::Attributes;
 use kubegate_proxy::ProxyBody;
 use kubegate_routing::Target;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
-use super::discovery::{GROUP, GROUP_VERSION};
+use super::discovery::GROUP;
 use super::request::{Ctx, list_or_table, object_or_table};
 use crate::access::{PROJECT_NAMESPACE_PREFIX, project_namespace, target_use};
 use crate::service::respond;
@@ -25,12 +31,13 @@ fn usable(ctx: &Ctx<'_>, target: &Target<'_>, project_ns: &str) -> bool {
         .is_some_and(|a| ctx.runtime.policy.decide(&a).is_allowed())
 }
 
-fn meta(name: &str, namespace: Option<&str>) -> Value {
-    let mut m = json!({"name": name, "uid": uid(&[namespace.unwrap_or(""), name])});
-    if let Some(ns) = namespace {
-        m["namespace"] = json!(ns);
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        uid: Some(uid(&[namespace.unwrap_or(""), name])),
+        ..ObjectMeta::default()
     }
-    m
 }
 
 /// A stable UID derived from the object's identity (the configuration holds no UIDs).
@@ -48,7 +55,14 @@ fn uid(parts: &[&str]) -> String {
     )
 }
 
-fn clusters(ctx: &Ctx<'_>) -> Vec<Value> {
+fn phase(phase: &str) -> Option<PhaseStatus> {
+    Some(PhaseStatus {
+        phase: phase.to_owned(),
+        ..PhaseStatus::default()
+    })
+}
+
+fn clusters(ctx: &Ctx<'_>) -> Vec<Cluster> {
     ctx.runtime
         .directory
         .clusters()
@@ -57,20 +71,24 @@ fn clusters(ctx: &Ctx<'_>) -> Vec<Value> {
             let mut metadata = meta(&c.name, None);
             if let Some(endpoint) = &c.direct_endpoint {
                 // Where clients find the cluster's agent (Loft's annotation).
-                metadata["annotations"] = json!({"loft.sh/direct-cluster-endpoint": endpoint});
+                metadata.annotations = Some(BTreeMap::from([(
+                    "loft.sh/direct-cluster-endpoint".to_owned(),
+                    endpoint.clone(),
+                )]));
             }
-            json!({
-                "apiVersion": GROUP_VERSION,
-                "kind": "Cluster",
-                "metadata": metadata,
-                "spec": {"displayName": c.display_name.clone().unwrap_or_default()},
-                "status": {"phase": "Initialized"},
-            })
+            Cluster {
+                metadata,
+                spec: ClusterSpec {
+                    display_name: c.display_name.clone().unwrap_or_default(),
+                    ..ClusterSpec::default()
+                },
+                status: phase("Initialized"),
+            }
         })
         .collect()
 }
 
-fn spaces(ctx: &Ctx<'_>) -> Vec<Value> {
+fn spaces(ctx: &Ctx<'_>) -> Vec<SpaceInstance> {
     ctx.runtime
         .directory
         .spaces()
@@ -81,19 +99,21 @@ fn spaces(ctx: &Ctx<'_>) -> Vec<Value> {
             };
             usable(ctx, &target, &project_namespace(&s.project))
         })
-        .map(|s| {
-            json!({
-                "apiVersion": GROUP_VERSION,
-                "kind": "SpaceInstance",
-                "metadata": meta(&s.name, Some(&project_namespace(&s.project))),
-                "spec": {"clusterRef": {"cluster": s.cluster, "namespace": s.namespace}},
-                "status": {"phase": "Ready"},
-            })
+        .map(|s| SpaceInstance {
+            metadata: meta(&s.name, Some(&project_namespace(&s.project))),
+            spec: SpaceInstanceSpec {
+                cluster_ref: Some(ClusterRef {
+                    cluster: s.cluster.clone(),
+                    namespace: s.namespace.clone(),
+                }),
+                ..SpaceInstanceSpec::default()
+            },
+            status: phase("Ready"),
         })
         .collect()
 }
 
-fn virtual_clusters(ctx: &Ctx<'_>) -> Vec<Value> {
+fn virtual_clusters(ctx: &Ctx<'_>) -> Vec<VirtualClusterInstance> {
     ctx.runtime
         .directory
         .project_virtual_clusters()
@@ -104,55 +124,60 @@ fn virtual_clusters(ctx: &Ctx<'_>) -> Vec<Value> {
             };
             usable(ctx, &target, &project_namespace(project))
         })
-        .map(|(project, name)| {
-            json!({
-                "apiVersion": GROUP_VERSION,
-                "kind": "VirtualClusterInstance",
-                "metadata": meta(name, Some(&project_namespace(project))),
-                "spec": {},
-                "status": {"phase": "Ready"},
-            })
+        .map(|(project, name)| VirtualClusterInstance {
+            metadata: meta(name, Some(&project_namespace(project))),
+            spec: VirtualClusterInstanceSpec::default(),
+            status: phase("Ready"),
         })
         .collect()
 }
 
-fn projects(ctx: &Ctx<'_>) -> Vec<Value> {
+fn projects(ctx: &Ctx<'_>) -> Vec<Project> {
     let spaces = spaces(ctx);
     let vcs = virtual_clusters(ctx);
     let visible = |project: &str| {
-        let ns = project_namespace(project);
-        spaces
-            .iter()
-            .chain(vcs.iter())
-            .any(|o| o["metadata"]["namespace"] == ns.as_str())
+        let ns = Some(project_namespace(project));
+        spaces.iter().any(|o| o.metadata.namespace == ns)
+            || vcs.iter().any(|o| o.metadata.namespace == ns)
     };
     ctx.runtime
         .directory
         .projects()
         .filter(|p| visible(&p.name))
-        .map(|p| {
-            json!({
-                "apiVersion": GROUP_VERSION,
-                "kind": "Project",
-                "metadata": meta(&p.name, None),
-                "spec": {"displayName": p.display_name.clone().unwrap_or_default()},
-            })
+        .map(|p| Project {
+            metadata: meta(&p.name, None),
+            spec: ProjectSpec {
+                display_name: p.display_name.clone().unwrap_or_default(),
+                ..ProjectSpec::default()
+            },
+            // Loft's `ProjectStatus` is a struct field: Go writes it even when empty.
+            status: Some(ProjectStatus::default()),
         })
         .collect()
 }
 
 /// Serves get and list of the read-only resources.
 pub(super) fn read(ctx: &Ctx<'_>, req: &Request<RequestBody>) -> Response<ProxyBody> {
-    let kind = ctx.resource.kind;
-    let mut items = match ctx.resource.plural {
-        "clusters" => clusters(ctx),
-        "projects" => projects(ctx),
-        "spaceinstances" => spaces(ctx),
-        "virtualclusterinstances" => virtual_clusters(ctx),
-        _ => Vec::new(),
-    };
+    match ctx.resource.plural {
+        "clusters" => answer(ctx, req, clusters(ctx)),
+        "projects" => answer(ctx, req, projects(ctx)),
+        "spaceinstances" => answer(ctx, req, spaces(ctx)),
+        "virtualclusterinstances" => answer(ctx, req, virtual_clusters(ctx)),
+        _ => answer::<Cluster>(ctx, req, Vec::new()),
+    }
+}
+
+/// The list, or the one object the request names, of what the caller may see.
+fn answer<T>(ctx: &Ctx<'_>, req: &Request<RequestBody>, mut items: Vec<T>) -> Response<ProxyBody>
+where
+    T: k8s_openapi::ListableResource
+        + Metadata<Ty = ObjectMeta>
+        + kubegate_api::ListItem
+        + serde::Serialize,
+{
+    let named = |o: &T, name: &str| o.metadata().name.as_deref() == Some(name);
     if ctx.resource.namespaced && !ctx.namespace.is_empty() {
-        items.retain(|o| o["metadata"]["namespace"] == ctx.namespace.as_str());
+        items.retain(|o| o.metadata().namespace.as_deref() == Some(ctx.namespace.as_str()));
         if !ctx.namespace.starts_with(PROJECT_NAMESPACE_PREFIX) {
             items.clear();
         }
@@ -160,15 +185,12 @@ pub(super) fn read(ctx: &Ctx<'_>, req: &Request<RequestBody>) -> Response<ProxyB
     if ctx.verb == "list" {
         if !ctx.name.is_empty() {
             // A `metadata.name` field selector pinned the name.
-            items.retain(|o| o["metadata"]["name"] == ctx.name.as_str());
+            items.retain(|o| named(o, &ctx.name));
         }
-        return list_or_table(req, kind, items);
+        return list_or_table(req, &items);
     }
-    match items
-        .into_iter()
-        .find(|o| o["metadata"]["name"] == ctx.name.as_str())
-    {
-        Some(object) => object_or_table(req, object),
+    match items.into_iter().find(|o| named(o, &ctx.name)) {
+        Some(object) => object_or_table(req, &object),
         None => respond(
             &kubegate_proxy::Status::not_found(GROUP, ctx.resource.plural, &ctx.name),
             req,

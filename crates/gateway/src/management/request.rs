@@ -5,6 +5,9 @@ use crate::service::RequestBody;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
+use k8s_openapi::Metadata;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kubegate_api::{GoObjectMeta, ListItem, ListItems};
 use kubegate_proxy::{ProxyBody, Status};
 use serde::de::DeserializeOwned;
 
@@ -353,65 +356,132 @@ pub(super) fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-/// Serves a list or a single object as JSON, or as a Table when asked.
-pub(super) fn list_or_table(
-    req: &Request<RequestBody>,
-    kind: &str,
-    items: Vec<serde_json::Value>,
-) -> Response<ProxyBody> {
+/// Serves a list of objects as JSON, or as a Table when asked.
+pub(super) fn list_or_table<T>(req: &Request<RequestBody>, items: &[T]) -> Response<ProxyBody>
+where
+    T: k8s_openapi::ListableResource + Metadata<Ty = ObjectMeta> + ListItem,
+{
     if wants_table(req) {
-        return json_response(StatusCode::OK, &table(items));
+        return json_response(StatusCode::OK, &Table::of(items));
     }
-    let list = serde_json::json!({
-        "apiVersion": super::discovery::GROUP_VERSION,
-        "kind": format!("{kind}List"),
-        "metadata": {"resourceVersion": ""},
-        "items": items,
-    });
+    let list = List {
+        kind: T::LIST_KIND,
+        api_version: T::API_VERSION,
+        metadata: ListMeta {},
+        items: ListItems(items),
+    };
     json_response(StatusCode::OK, &list)
 }
 
 /// A single object as JSON, or as a one-row Table when asked.
-pub(super) fn object_or_table(
-    req: &Request<RequestBody>,
-    object: serde_json::Value,
-) -> Response<ProxyBody> {
+pub(super) fn object_or_table<T>(req: &Request<RequestBody>, object: &T) -> Response<ProxyBody>
+where
+    T: Metadata<Ty = ObjectMeta> + serde::Serialize,
+{
     if wants_table(req) {
-        return json_response(StatusCode::OK, &table(vec![object]));
+        return json_response(StatusCode::OK, &Table::of(std::slice::from_ref(object)));
     }
-    json_response(StatusCode::OK, &object)
+    json_response(StatusCode::OK, object)
 }
 
-fn table(items: Vec<serde_json::Value>) -> serde_json::Value {
-    let rows: Vec<serde_json::Value> = items
-        .into_iter()
-        .map(|item| {
-            let name = item["metadata"]["name"].clone();
-            let created = item["metadata"]["creationTimestamp"].clone();
-            let mut metadata = item["metadata"].clone();
-            if let Some(m) = metadata.as_object_mut() {
-                m.remove("managedFields");
-            }
-            serde_json::json!({
-                "cells": [name, created],
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": metadata,
-                },
+// The wire shapes below are written field by field in the order of their Go structs
+// (`<Kind>List`, `metav1.Table`), as Loft's apiserver writes them: serde writes a struct's
+// fields in declaration order, where a `serde_json::Value` map would sort them.
+
+/// A `<Kind>List`; its items carry no `kind`/`apiVersion`, as in a Go server's typed lists.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase", bound(serialize = "T: ListItem"))]
+struct List<'a, T: ListItem> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: ListMeta,
+    items: ListItems<'a, T>,
+}
+
+/// `metav1.ListMeta` with nothing set: the gateway's objects have no resource version, and
+/// Go's `omitempty` leaves the empty string out.
+#[derive(serde::Serialize)]
+struct ListMeta {}
+
+/// `meta.k8s.io/v1` `Table` with the default columns kube-apiserver's default table
+/// convertor writes (name, creation time).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Table<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: ListMeta,
+    column_definitions: [Column; 2],
+    rows: Vec<Row<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct Column {
+    name: &'static str,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    format: &'static str,
+    description: &'static str,
+    priority: i32,
+}
+
+#[derive(serde::Serialize)]
+struct Row<'a> {
+    cells: (&'a str, Option<&'a Time>),
+    object: PartialObjectMetadata<'a>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartialObjectMetadata<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: GoObjectMeta<'a>,
+}
+
+impl<'a> Table<'a> {
+    fn of<T: Metadata<Ty = ObjectMeta>>(items: &'a [T]) -> Self {
+        let rows = items
+            .iter()
+            .map(|item| {
+                let metadata = item.metadata();
+                Row {
+                    cells: (
+                        metadata.name.as_deref().unwrap_or_default(),
+                        metadata.creation_timestamp.as_ref(),
+                    ),
+                    object: PartialObjectMetadata {
+                        kind: "PartialObjectMetadata",
+                        api_version: "meta.k8s.io/v1",
+                        // The gateway's objects carry no managedFields, which tables leave out.
+                        metadata: GoObjectMeta(metadata),
+                    },
+                }
             })
-        })
-        .collect();
-    serde_json::json!({
-        "kind": "Table",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": {"resourceVersion": ""},
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0},
-            {"name": "Created At", "type": "date", "format": "", "description": "CreationTimestamp is a timestamp representing the server time when this object was created.", "priority": 0},
-        ],
-        "rows": rows,
-    })
+            .collect();
+        Table {
+            kind: "Table",
+            api_version: "meta.k8s.io/v1",
+            metadata: ListMeta {},
+            column_definitions: [
+                Column {
+                    name: "Name",
+                    type_: "string",
+                    format: "name",
+                    description: "Name must be unique within a namespace.",
+                    priority: 0,
+                },
+                Column {
+                    name: "Created At",
+                    type_: "date",
+                    format: "",
+                    description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                    priority: 0,
+                },
+            ],
+            rows,
+        }
+    }
 }
 
 #[cfg(test)]

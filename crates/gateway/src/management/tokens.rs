@@ -453,12 +453,12 @@ pub(super) async fn list_owned_access_keys(
 ) -> Response<ProxyBody> {
     match own_keys(ctx).await {
         Ok(keys) => {
-            let items = keys
+            let items: Vec<OwnedAccessKey> = keys
                 .iter()
                 .filter(|k| ctx.name.is_empty() || k.name == ctx.name)
-                .filter_map(|k| serde_json::to_value(owned_object(k)).ok())
+                .map(owned_object)
                 .collect();
-            list_or_table(req, "OwnedAccessKey", items)
+            list_or_table(req, &items)
         }
         Err(status) => respond(&status, req),
     }
@@ -471,10 +471,7 @@ pub(super) async fn get_owned_access_key(
 ) -> Response<ProxyBody> {
     match own_keys(ctx).await {
         Ok(keys) => match keys.iter().find(|k| k.name == ctx.name) {
-            Some(k) => match serde_json::to_value(owned_object(k)) {
-                Ok(v) => object_or_table(req, v),
-                Err(e) => respond(&Status::internal_error(&e.to_string()), req),
-            },
+            Some(k) => object_or_table(req, &owned_object(k)),
             None => respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req),
         },
         Err(status) => respond(&status, req),
