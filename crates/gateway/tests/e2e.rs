@@ -649,6 +649,29 @@ async fn bad_input_gets_kube_errors() {
         )
         .await;
     assert_eq!(unknown.status, 404);
+    // Paths kube-apiserver has no route for: a cluster-scoped resource inside a namespace, a
+    // namespaced object named outside one. The cross-namespace list is a route.
+    let v1 = "/kubernetes/management/apis/management.loft.sh/v1";
+    for (path, status) in [
+        ("/namespaces/p-p1/clusters", 404),
+        ("/namespaces/p-p1/clusters/a", 404),
+        ("/namespaces/p-p1/ownedaccesskeys", 404),
+        ("/spaceinstances/s1", 404),
+        ("/spaceinstances", 200),
+        ("/spaceinstances?fieldSelector=metadata.name%3Ds1", 200),
+        ("/namespaces/p-p1/spaceinstances/s1", 200),
+    ] {
+        let reply = client
+            .get(&url(&format!("{v1}{path}")), ADMIN_KEY, &[])
+            .await;
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+        if status == 404 {
+            assert_eq!(
+                reply.body.trim_end(),
+                r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#
+            );
+        }
+    }
     let not_a_target = client
         .get(&url("/kubernetes/cluster/zzz/api"), ADMIN_KEY, &[])
         .await;

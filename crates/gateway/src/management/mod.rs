@@ -86,7 +86,7 @@ pub async fn handle(
     let Some(resource) = discovery::resource(info.resource) else {
         return respond(&not_found_resource(), &req);
     };
-    if !info.subresource.is_empty() {
+    if !info.subresource.is_empty() || !has_route(resource, &info) {
         return respond(&not_found_resource(), &req);
     }
     let ctx = request::Ctx {
@@ -111,6 +111,20 @@ pub async fn handle(
         ("ownedaccesskeys", "delete") => tokens::delete_owned_access_key(&ctx, &req).await,
         (_, "list" | "get") if resource.verbs.contains(&"list") => objects::read(&ctx, &req),
         _ => respond(&method_not_allowed(resource.plural, &ctx.name), &req),
+    }
+}
+
+/// Whether kube-apiserver would have a route for this path: a cluster-scoped resource's
+/// routes are never under `/namespaces/{namespace}/`, and outside it a namespaced resource
+/// has only its collection (listing and watching across namespaces; a name there comes from a
+/// field selector).
+fn has_route(resource: &discovery::ResourceInfo, info: &RequestInfo<'_>) -> bool {
+    if resource.namespaced {
+        !info.namespace.is_empty()
+            || info.name.is_empty()
+            || matches!(&*info.verb, "list" | "watch")
+    } else {
+        info.namespace.is_empty()
     }
 }
 
