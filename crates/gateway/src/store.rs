@@ -214,7 +214,12 @@ fn write_atomically(path: &Path, state: &State) -> Result<(), StoreError> {
         message: e.to_string(),
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".state.json.{}.tmp", std::process::id()));
+    // Unique per write, not only per process: two stores on one directory in one process
+    // (two gateways in one test binary, an embedding platform) must not write into each
+    // other's half-written file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".state.json.{}.{write}.tmp", std::process::id()));
     {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -298,6 +303,41 @@ mod tests {
 
     fn key(name: &str) -> StoredAccessKey {
         StoredAccessKey::for_test(name, "alice", "User", 1, None)
+    }
+
+    /// Two stores on one directory, writing at once from two threads: each write has its own
+    /// temporary file, so neither renames the other's half-written one away (which failed
+    /// writes with `NotFound`, or published a torn file).
+    #[test]
+    fn two_stores_on_one_directory_write_at_once() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let writers: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|prefix| {
+                let store = FileStore::open(&dir).unwrap();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let name = format!("{prefix}{i}");
+                        store.update(|state| {
+                            state.access_keys.insert(name.clone(), key(&name));
+                            Ok(())
+                        })?;
+                    }
+                    Ok::<(), StoreError>(())
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap().unwrap();
+        }
+        let bytes = std::fs::read(dir.join("state.json")).unwrap();
+        let state: State = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            state.access_keys.len(),
+            200,
+            "the last writer's state, whole"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
