@@ -133,6 +133,8 @@ impl Gateway {
             issuer.clone(),
             TOKEN_AUDIENCE,
         ));
+        // Subscribed before the snapshot, so a change landing in between is seen as a change.
+        let changes = store.subscribe();
         let state = store.snapshot().await?;
         service::apply_revocations(&verifier, &state);
         let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier), None)?;
@@ -161,7 +163,7 @@ impl Gateway {
             registry: Arc::new(std::sync::Mutex::new(registry)),
             rebuild: tokio::sync::Mutex::new(()),
         });
-        spawn_state_watcher(&shared);
+        spawn_state_watcher(&shared, changes);
         health::spawn_prober(&shared);
         Ok(Gateway {
             shared,
@@ -369,9 +371,8 @@ pub type GatewayStack = service::Classify<
 
 /// Keeps the runtime's view of API-created state current when the store changes underneath
 /// (another replica, or an operator editing a Kubernetes-backed store).
-fn spawn_state_watcher(shared: &Arc<Shared>) {
+fn spawn_state_watcher(shared: &Arc<Shared>, mut changes: tokio::sync::watch::Receiver<u64>) {
     let weak = Arc::downgrade(shared);
-    let mut changes = shared.store.subscribe();
     if tokio::runtime::Handle::try_current().is_err() {
         return;
     }

@@ -938,6 +938,22 @@ mod rebuilds {
 
     /// A gateway whose store holds a key of alice's.
     async fn setup() -> Setup {
+        let (config, reloaded, store, dir) = parts().await;
+        let gateway = Gateway::with_store(config, Arc::clone(&store) as Arc<dyn Store>)
+            .await
+            .unwrap();
+        assert!(key_works(&gateway));
+        Setup {
+            gateway,
+            store,
+            reloaded,
+            dir,
+        }
+    }
+
+    /// The configuration, the same plus user `bob`, a store holding a key of alice's, and
+    /// the directory to remove.
+    async fn parts() -> (Config, Config, Arc<GatedStore>, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("kubegate-rebuilds-{}", uuid::Uuid::new_v4()));
         let yaml = |users: &str| {
             format!(
@@ -971,16 +987,7 @@ mod rebuilds {
             })
             .await
             .unwrap();
-        let gateway = Gateway::with_store(config, Arc::clone(&store) as Arc<dyn Store>)
-            .await
-            .unwrap();
-        assert!(key_works(&gateway));
-        Setup {
-            gateway,
-            store,
-            reloaded,
-            dir,
-        }
+        (config, reloaded, store, dir)
     }
 
     fn key_works(gateway: &Gateway) -> bool {
@@ -1046,5 +1053,31 @@ mod rebuilds {
         reload.await.unwrap();
         assert!(has_bob(&s.gateway), "the reload was undone");
         assert!(!key_works(&s.gateway), "the deleted key came back");
+    }
+
+    /// A change the store announces while the gateway is starting (after its first snapshot
+    /// was read) reaches the gateway: its watcher subscribed before that snapshot.
+    #[tokio::test]
+    async fn a_change_made_while_the_gateway_starts_is_not_missed() {
+        let (config, _, store, dir) = parts().await;
+        store.arm();
+        let mut starting = pin!(Gateway::with_store(
+            config,
+            Arc::clone(&store) as Arc<dyn Store>
+        ));
+        assert!(poll_once(&mut starting).await.is_pending());
+        assert!(store.reached(), "the gateway holds its first snapshot");
+        assert!(store.delete_access_key("alices-key").await.unwrap());
+        store.silent.send_modify(|n| *n += 1);
+        store.release();
+        let gateway = starting.await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while key_works(&gateway) {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the deleted key stopped working");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
