@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -29,6 +30,11 @@ pub struct ServerLimits {
     /// Open connections allowed at once (0 = unlimited); further clients wait in the accept
     /// backlog until one closes.
     pub max_connections: usize,
+    /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY), as
+    /// kube-apiserver's HTTP/2 server closes it after its `IdleTimeout` of 90 s. The check runs
+    /// a few times per period, so the connection closes between this and 1.5 times this.
+    /// (An idle HTTP/1.1 connection is closed sooner, at the header read timeout.)
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -40,6 +46,7 @@ impl Default for ServerLimits {
             max_header_bytes: 1024 * 1024,
             shutdown_grace: Duration::from_secs(30),
             max_connections: 0,
+            idle_timeout: Duration::from_secs(90),
         }
     }
 }
@@ -147,49 +154,72 @@ pub async fn serve<S, B>(
             // HTTP/1.1. Nothing is read to guess the protocol, so no byte is waited for
             // outside the protocols' own time limits.
             let h2 = session.alpn_protocol() == Some(b"h2");
-            let served = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let hyper_service = {
-                let served = Arc::clone(&served);
-                hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
-                    if h2 {
-                        served.store(true, std::sync::atomic::Ordering::Relaxed);
-                        // Only browsers send `Origin`, and only the origin checks read `Host`:
-                        // kubectl's requests skip the copy.
-                        if req.headers().contains_key(http::header::ORIGIN) {
-                            host_from_authority(&mut req);
-                        }
-                    }
-                    kubegate_proxy::ext::make_room(req.extensions_mut());
-                    req.extensions_mut().insert(ClientAddr(addr));
-                    if let Some(peer) = &peer {
-                        req.extensions_mut().insert(peer.clone());
-                    }
-                    call_when_ready(service.clone(), req)
-                })
+            let prepare = move |req: &mut http::Request<Incoming>| {
+                kubegate_proxy::ext::make_room(req.extensions_mut());
+                req.extensions_mut().insert(ClientAddr(addr));
+                if let Some(peer) = &peer {
+                    req.extensions_mut().insert(peer.clone());
+                }
             };
             let io = TokioIo::new(tls);
             let (http1, http2) = &*builders;
+            let stop = async {
+                // Also when the sender is gone: the server is stopping either way.
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
             let ended = if h2 {
+                let activity = Arc::new(Activity::default());
+                let hyper_service = {
+                    let activity = Arc::clone(&activity);
+                    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        use futures_util::FutureExt as _;
+                        // Only browsers send `Origin`, and only the origin checks read
+                        // `Host`: kubectl's requests skip the copy.
+                        if req.headers().contains_key(http::header::ORIGIN) {
+                            host_from_authority(&mut req);
+                        }
+                        prepare(&mut req);
+                        // Held until the response body is done (or the stream is reset).
+                        let in_flight = InFlight::start(&activity);
+                        call_when_ready(service.clone(), req).map(move |res| {
+                            res.map(|res| {
+                                res.map(|body| Tracked {
+                                    body,
+                                    _in_flight: in_flight,
+                                })
+                            })
+                        })
+                    })
+                };
                 let conn = http2.serve_connection(io, hyper_service);
                 // HTTP/1.1's header read timeout closes a connection that sends no request;
                 // hyper's HTTP/2 server has none, so a connection that has not started a
                 // request by then (a stalled preface, or SETTINGS and silence) is closed here.
                 let first_request = async {
                     tokio::time::sleep(limits.header_read_timeout).await;
-                    if !served.load(std::sync::atomic::Ordering::Relaxed) {
+                    if activity.requests.load(Ordering::Relaxed) == 0 {
                         tracing::debug!(%addr, "no HTTP/2 request in time; closing");
                         return;
                     }
                     std::future::pending().await
                 };
+                let idle = async {
+                    idle(&activity, limits.idle_timeout).await;
+                    tracing::debug!(%addr, "HTTP/2 connection idle; closing");
+                };
                 tokio::select! {
-                    ended = drive(conn, &mut stopping) => ended,
+                    ended = drive(conn, async { tokio::select! { () = stop => {}, () = idle => {} } }) => ended,
                     () = first_request => Ok(()),
                 }
             } else {
+                let hyper_service =
+                    hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        prepare(&mut req);
+                        call_when_ready(service.clone(), req)
+                    });
                 drive(
                     http1.serve_connection(io, hyper_service).with_upgrades(),
-                    &mut stopping,
+                    stop,
                 )
                 .await
             };
@@ -265,20 +295,95 @@ where
     }
 }
 
-/// Serves `conn` to its end; once shutdown begins, lets it finish the requests it has and
-/// close (HTTP/2 sends GOAWAY; HTTP/1.1 closes after the response in flight).
-async fn drive<C: Graceful>(
-    conn: C,
-    stopping: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), hyper::Error> {
+/// Serves `conn` to its end; once `stop` resolves (shutdown, an idle HTTP/2 connection),
+/// lets it finish the requests it has and close (HTTP/2 sends GOAWAY; HTTP/1.1 closes after
+/// the response in flight).
+async fn drive<C: Graceful>(conn: C, stop: impl Future<Output = ()>) -> Result<(), hyper::Error> {
     tokio::pin!(conn);
     tokio::select! {
         ended = conn.as_mut() => return ended,
-        // Also when the sender is gone: the server is stopping either way.
-        _ = stopping.wait_for(|stop| *stop) => {}
+        () = stop => {}
     }
     conn.as_mut().graceful_shutdown();
     conn.await
+}
+
+/// What an HTTP/2 connection's requests are doing, for its idle timeout: counters, so a
+/// request pays two atomic additions and no clock read or wake-up.
+#[derive(Debug, Default)]
+struct Activity {
+    /// Requests started on the connection.
+    requests: AtomicU64,
+    /// Requests whose response is not done.
+    in_flight: AtomicUsize,
+}
+
+/// A request in flight on an HTTP/2 connection, until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.requests.fetch_add(1, Ordering::Relaxed);
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight until it is done or dropped.
+    struct Tracked<B> {
+        #[pin]
+        body: B,
+        _in_flight: InFlight,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Resolves once the connection has had no request in flight and started none for at least
+/// `limit`: checked at a quarter of `limit`, so it resolves between `limit` and 1.5 × `limit`
+/// after the last response ended.
+async fn idle(activity: &Activity, limit: Duration) {
+    const CHECKS: u32 = 4;
+    let mut started = activity.requests.load(Ordering::Relaxed);
+    let mut quiet = 0;
+    // Quiet at CHECKS + 1 checks in a row (nothing started since the check before them,
+    // nothing in flight at each): the last response ended before the first of them, at least
+    // `limit` before the last.
+    while quiet <= CHECKS {
+        tokio::time::sleep(limit / CHECKS).await;
+        let now = activity.requests.load(Ordering::Relaxed);
+        if now == started && activity.in_flight.load(Ordering::Relaxed) == 0 {
+            quiet += 1;
+        } else {
+            quiet = 0;
+            started = now;
+        }
+    }
 }
 
 /// Calls `service` with `req`: at once when it is ready now, which every layer of the
@@ -318,8 +423,8 @@ mod tests {
 
     use super::*;
 
-    /// A gateway listener with a 300 ms header read timeout over a trivial service, and a
-    /// client TLS config that trusts it and offers `alpn`.
+    /// A gateway listener with a 300 ms header read timeout and a 400 ms HTTP/2 idle timeout
+    /// over a trivial service, and a client TLS config that trusts it and offers `alpn`.
     async fn listener_and_client(alpn: &[&[u8]]) -> (SocketAddr, tokio_rustls::TlsConnector) {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -332,9 +437,21 @@ mod tests {
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        // Answers with the `Host` header it was given, if any.
+        // Answers with the `Host` header it was given, if any; `/slow` streams its body for
+        // 1.2 s, longer than the idle timeout.
         let service = tower::service_fn(|req: http::Request<Incoming>| async move {
-            let mut res = http::Response::new(http_body_util::Empty::<bytes::Bytes>::new());
+            use futures_util::StreamExt as _;
+            let chunks = if req.uri().path() == "/slow" { 8 } else { 0 };
+            let stream = futures_util::stream::unfold(chunks, |left| async move {
+                if left == 0 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                let frame = http_body::Frame::data(bytes::Bytes::from_static(b"x"));
+                Some((Ok::<_, std::convert::Infallible>(frame), left - 1))
+            });
+            let body = http_body_util::StreamBody::new(stream.boxed());
+            let mut res = http::Response::new(body);
             if let Some(host) = req.headers().get(http::header::HOST) {
                 res.headers_mut().insert("x-host", host.clone());
             }
@@ -342,6 +459,7 @@ mod tests {
         });
         let limits = ServerLimits {
             header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(400),
             ..ServerLimits::default()
         };
         let tls = Arc::new(arc_swap::ArcSwap::from_pointee(server));
@@ -419,19 +537,58 @@ mod tests {
         (send, tokio::spawn(conn))
     }
 
-    /// A connection that has served a request is not closed by that deadline.
+    /// A connection that has served a request is not closed by that deadline, nor while a
+    /// request comes every 200 ms (half the idle timeout).
     #[tokio::test]
-    async fn an_http2_connection_that_served_a_request_stays_open() {
+    async fn an_http2_connection_in_use_stays_open() {
         let (addr, connector) = listener_and_client(&[b"h2"]).await;
         let (mut send, conn) = h2_client(addr, &connector).await;
-        let req = http::Request::get(format!("https://localhost:{}/", addr.port()))
+        for _ in 0..6 {
+            assert_eq!(get(&mut send, addr, "/").await, "");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(!conn.is_finished(), "closed although in use");
+        }
+        send.ready().await.unwrap();
+    }
+
+    /// As kube-apiserver's HTTP/2 server does after its `IdleTimeout`: with no request in
+    /// flight for the idle timeout, the connection is closed.
+    #[tokio::test]
+    async fn an_idle_http2_connection_is_closed() {
+        let (addr, connector) = listener_and_client(&[b"h2"]).await;
+        let (mut send, conn) = h2_client(addr, &connector).await;
+        assert_eq!(get(&mut send, addr, "/").await, "");
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(closed.is_ok(), "an idle connection stayed open");
+    }
+
+    /// A response still streaming is a request in flight: the connection stays open past the
+    /// idle timeout until the body is done.
+    #[tokio::test]
+    async fn a_streaming_response_keeps_its_http2_connection_open() {
+        let (addr, connector) = listener_and_client(&[b"h2"]).await;
+        let (mut send, conn) = h2_client(addr, &connector).await;
+        assert_eq!(get(&mut send, addr, "/slow").await, "xxxxxxxx");
+        // A GOAWAY while the body streamed would refuse this one.
+        assert_eq!(get(&mut send, addr, "/").await, "");
+        assert!(!conn.is_finished(), "closed while a response streamed");
+    }
+
+    /// GETs `path` and reads the whole body as text.
+    async fn get(
+        send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+        addr: SocketAddr,
+        path: &str,
+    ) -> String {
+        use http_body_util::BodyExt as _;
+        let req = http::Request::get(format!("https://localhost:{}{path}", addr.port()))
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
+        send.ready().await.unwrap();
         let res = send.send_request(req).await.unwrap();
         assert_eq!(res.status(), 200);
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(!conn.is_finished(), "closed although it served a request");
-        send.ready().await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
     }
 
     /// A browser's HTTP/2 request carries `:authority` and `Origin` but no `Host`: the service
