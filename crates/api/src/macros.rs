@@ -143,7 +143,8 @@ macro_rules! api_object {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                crate::object::serialize::<Self, _, _, _>(
+                crate::object::serialize(
+                    (<Self as k8s_openapi::Resource>::KIND, <Self as k8s_openapi::Resource>::API_VERSION),
                     &self.metadata,
                     &self.spec,
                     self.status.as_ref(),
@@ -154,7 +155,7 @@ macro_rules! api_object {
 
         impl crate::ListItem for $name {
             fn serialize_item<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                crate::object::serialize_item(&self.metadata, &self.spec, self.status.as_ref(), serializer)
+                crate::object::serialize(("", ""), &self.metadata, &self.spec, self.status.as_ref(), serializer)
             }
         }
 

@@ -3,11 +3,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 
-/// Go's order: `TypeMeta` (`kind`, then `apiVersion`), `metadata`, `spec`, `status`.
+/// Go's order: `TypeMeta` (`kind`, then `apiVersion`, each left out when empty, as Go's
+/// `omitempty` leaves them out of a typed list's items), `metadata`, `spec`, `status`.
 #[derive(Serialize)]
 struct Out<'a, S, T> {
+    #[serde(skip_serializing_if = "str::is_empty")]
     kind: &'static str,
-    #[serde(rename = "apiVersion")]
+    #[serde(rename = "apiVersion", skip_serializing_if = "str::is_empty")]
     api_version: &'static str,
     metadata: crate::GoObjectMeta<'a>,
     spec: &'a S,
@@ -30,49 +32,22 @@ struct In<S, T> {
     status: Option<T>,
 }
 
-pub(crate) fn serialize<R, S, T, Ser>(
+/// Writes an object: `kind` and `apiVersion` empty for an item of a `<Kind>List`.
+pub(crate) fn serialize<S, T, Ser>(
+    (kind, api_version): (&'static str, &'static str),
     metadata: &ObjectMeta,
     spec: &S,
     status: Option<&T>,
     serializer: Ser,
 ) -> Result<Ser::Ok, Ser::Error>
 where
-    R: k8s_openapi::Resource,
     S: Serialize,
     T: Serialize,
     Ser: Serializer,
 {
     Out {
-        kind: R::KIND,
-        api_version: R::API_VERSION,
-        metadata: crate::GoObjectMeta(metadata),
-        spec,
-        status,
-    }
-    .serialize(serializer)
-}
-
-/// The same object as an item of a `<Kind>List`: no `kind`/`apiVersion`.
-#[derive(Serialize)]
-struct Item<'a, S, T> {
-    metadata: crate::GoObjectMeta<'a>,
-    spec: &'a S,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a T>,
-}
-
-pub(crate) fn serialize_item<S, T, Ser>(
-    metadata: &ObjectMeta,
-    spec: &S,
-    status: Option<&T>,
-    serializer: Ser,
-) -> Result<Ser::Ok, Ser::Error>
-where
-    S: Serialize,
-    T: Serialize,
-    Ser: Serializer,
-{
-    Item {
+        kind,
+        api_version,
         metadata: crate::GoObjectMeta(metadata),
         spec,
         status,
