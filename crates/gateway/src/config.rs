@@ -98,6 +98,14 @@ pub struct Config {
     /// Maximum number of open client connections (0 = unlimited).
     #[serde(default)]
     pub max_connections: usize,
+    /// Reads (`get`, `list`) served at once, as kube-apiserver's `--max-requests-inflight`
+    /// (default 400; 0 = unlimited). Long-running requests are not counted.
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: usize,
+    /// Writes (every other verb) served at once, as kube-apiserver's
+    /// `--max-mutating-requests-inflight` (default 200; 0 = unlimited).
+    #[serde(default = "default_max_mutating_requests_in_flight")]
+    pub max_mutating_requests_in_flight: usize,
 }
 
 /// The most rotated audit files `audit.maxFiles` may ask for: each rotation renames every one of
@@ -593,6 +601,14 @@ fn default_metrics_max_targets() -> usize {
     kubegate_proxy::metrics::DEFAULT_MAX_TARGETS
 }
 
+fn default_max_requests_in_flight() -> usize {
+    400
+}
+
+fn default_max_mutating_requests_in_flight() -> usize {
+    200
+}
+
 fn default_max_token_ttl() -> u64 {
     24 * 60 * 60
 }
@@ -624,6 +640,8 @@ impl Default for Config {
             front_proxy: None,
             rate_limits: RateLimitConfig::default(),
             max_connections: 0,
+            max_requests_in_flight: default_max_requests_in_flight(),
+            max_mutating_requests_in_flight: default_max_mutating_requests_in_flight(),
         }
     }
 }

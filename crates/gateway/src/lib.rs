@@ -12,6 +12,7 @@ pub mod error;
 pub mod forwarded_tokens;
 pub mod front_proxy;
 pub mod health;
+mod inflight;
 pub mod management;
 pub mod oidc;
 mod ops;
@@ -162,6 +163,7 @@ impl Gateway {
             auth: auth::AuthState::default(),
             registry: Arc::new(std::sync::Mutex::new(registry)),
             rebuild: tokio::sync::Mutex::new(()),
+            in_flight: Arc::default(),
         });
         spawn_state_watcher(&shared, changes);
         health::spawn_prober(&shared);

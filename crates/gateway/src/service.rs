@@ -23,6 +23,7 @@ use crate::access::{self, describe};
 use crate::authn::{Caller, CallerCredential, Credentials, bearer};
 use crate::config::Config;
 use crate::directory::{Destination, Directory};
+use crate::inflight::{Admission, Slot};
 use crate::store::Store;
 use crate::upstreams::{self, Upstreams};
 
@@ -124,6 +125,8 @@ pub struct Shared {
     /// `runtime`); the management and login requests that change stored keys wait for their
     /// own refresh, so they may queue behind a reload.
     pub(crate) rebuild: tokio::sync::Mutex<()>,
+    /// Requests being served, for the max-in-flight limit.
+    pub(crate) in_flight: Arc<crate::inflight::InFlight>,
 }
 
 /// The request body inside the audit layer: the client's body, copied for the audit event when
@@ -159,7 +162,7 @@ impl Service<Request<RequestBody>> for GatewayService {
         let runtime = self.shared.runtime.load();
         let kind = match begin(&self.shared, &runtime, req) {
             Step::Respond(res) => Kind::Ready(Some(res)),
-            Step::Forward(forwarding) => Kind::Forward(forwarding),
+            Step::Forward(forwarding, slot) => Kind::Forward(forwarding, slot),
             Step::Wait(req, own_credentials) => {
                 let shared = Arc::clone(&self.shared);
                 let runtime = arc_swap::Guard::into_inner(runtime);
@@ -182,7 +185,7 @@ pub struct GatewayFuture {
 
 enum Kind {
     Ready(Option<Response<ProxyBody>>),
-    Forward(kubegate_proxy::forward::ResponseFuture),
+    Forward(kubegate_proxy::forward::ResponseFuture, Option<Slot>),
     Wait(BoxFuture),
 }
 
@@ -190,7 +193,7 @@ impl std::fmt::Debug for GatewayFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.kind {
             Kind::Ready(_) => "Ready",
-            Kind::Forward(_) => "Forward",
+            Kind::Forward(..) => "Forward",
             Kind::Wait(_) => "Wait",
         };
         f.debug_tuple("GatewayFuture").field(&kind).finish()
@@ -210,7 +213,10 @@ impl Future for GatewayFuture {
                     "GatewayFuture polled after it completed",
                 ))),
             },
-            Kind::Forward(forwarding) => Pin::new(forwarding).poll(cx),
+            Kind::Forward(forwarding, slot) => {
+                let res = std::task::ready!(Pin::new(forwarding).poll(cx));
+                Poll::Ready(res.map(|res| with_slot(res, slot.take())))
+            }
             Kind::Wait(waiting) => waiting.as_mut().poll(cx),
         }
     }
@@ -301,11 +307,13 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let res = std::task::ready!(this.inner.poll(cx))?;
+        let mut res = std::task::ready!(this.inner.poll(cx))?;
         let shutdown = this.shutdown.take();
+        let slot = res.extensions_mut().remove::<HeldSlot>().and_then(|h| h.0);
         Poll::Ready(Ok(res.map(|body| DrainOnShutdown {
             inner: body,
             shutdown: shutdown.map(|t| Box::pin(t.cancelled_owned())),
+            _slot: slot,
         })))
     }
 }
@@ -317,6 +325,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         shutdown: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
+        // The request's max-in-flight slot, given back when the body ends or is dropped.
+        _slot: Option<Slot>,
     }
 }
 
@@ -354,8 +364,9 @@ pub(crate) fn respond(status: &Status, req: &Request<RequestBody>) -> Response<P
 enum Step {
     /// Answered.
     Respond(Response<ProxyBody>),
-    /// Authenticated, authorized and handed to its upstream's forwarding service.
-    Forward(kubegate_proxy::forward::ResponseFuture),
+    /// Authenticated, authorized and handed to its upstream's forwarding service, with its
+    /// max-in-flight slot.
+    Forward(kubegate_proxy::forward::ResponseFuture, Option<Slot>),
     /// Has to wait: the rest runs in [`handle`]. Carries why the gateway's own credentials did
     /// not authenticate the request, when they were tried.
     Wait(Request<RequestBody>, OwnCredentials),
@@ -388,11 +399,12 @@ fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step 
         Ok(caller) => caller,
         Err(reason) => return Step::Wait(req, OwnCredentials::Rejected(reason)),
     };
-    if let Err(res) = admit(runtime, &caller, &req) {
-        return Step::Respond(*res);
-    }
+    let slot = match admit(shared, runtime, &caller, &req) {
+        Ok(slot) => slot,
+        Err(res) => return Step::Respond(*res),
+    };
     match forward(shared, runtime, caller, &route, req) {
-        Ok(forwarding) => Step::Forward(forwarding),
+        Ok(forwarding) => Step::Forward(forwarding, slot),
         Err(res) => Step::Respond(*res),
     }
 }
@@ -441,10 +453,11 @@ async fn handle(
         Ok(caller) => caller,
         Err(res) => return *res,
     };
-    if let Err(res) = admit(runtime, &caller, &req) {
-        return *res;
-    }
-    match route.target {
+    let slot = match admit(shared, runtime, &caller, &req) {
+        Ok(slot) => slot,
+        Err(res) => return *res,
+    };
+    let res = match route.target {
         Target::Management => {
             Box::pin(crate::management::handle(shared, runtime, &caller, req)).await
         }
@@ -456,16 +469,19 @@ async fn handle(
             },
             Err(res) => *res,
         },
-    }
+    };
+    with_slot(res, slot)
 }
 
 /// What follows authentication on every authenticated path: the audit event learns who asked,
-/// and the per-identity rate limit applies.
+/// the per-identity rate limit applies, and the request takes a max-in-flight slot (kept with
+/// its response until the body ends; `None` when it is not counted).
 fn admit(
+    shared: &Shared,
     runtime: &Runtime,
     caller: &Caller,
     req: &Request<RequestBody>,
-) -> Result<(), Box<Response<ProxyBody>>> {
+) -> Result<Option<Slot>, Box<Response<ProxyBody>>> {
     if let Some(slot) = req.extensions().get::<IdentitySlot>() {
         slot.set(caller.identity.clone());
     }
@@ -476,7 +492,42 @@ fn admit(
         );
         return Err(too_many(message, retry_after, req));
     }
-    Ok(())
+    let verb = req
+        .extensions()
+        .get::<RequestMeta>()
+        .map_or("", |m| m.verb.as_ref());
+    let long_running = req.extensions().get::<LongRunning>().is_some_and(|l| l.0);
+    let limits = (
+        runtime.config.max_requests_in_flight,
+        runtime.config.max_mutating_requests_in_flight,
+    );
+    match shared
+        .in_flight
+        .admit(verb, long_running, &caller.identity.groups, limits)
+    {
+        Admission::Admitted(slot) => Ok(slot),
+        Admission::Full => Err(Box::new(crate::inflight::too_many_requests())),
+    }
+}
+
+/// Keeps a max-in-flight slot with the response: [`Classify`] moves it into the response
+/// body, which drops it when the body ends.
+fn with_slot(mut res: Response<ProxyBody>, slot: Option<Slot>) -> Response<ProxyBody> {
+    if slot.is_some() {
+        res.extensions_mut().insert(HeldSlot(slot));
+    }
+    res
+}
+
+/// A max-in-flight slot in a response's extensions. Extensions must be `Clone`; a clone holds
+/// no slot, so the slot is given back once, when the original is dropped.
+#[derive(Debug)]
+struct HeldSlot(Option<Slot>);
+
+impl Clone for HeldSlot {
+    fn clone(&self) -> Self {
+        HeldSlot(None)
+    }
 }
 
 /// The per-target rate limit, charged once the caller is authorized for a target that

@@ -54,6 +54,16 @@ async fn rate_limit_returns_429_and_recovers() {
 
 /// Opens a watch through the gateway with a raw client and returns the streaming response.
 async fn open_watch(env: &Env) -> hyper::Response<hyper::body::Incoming> {
+    open_stream(
+        env,
+        &format!("{A}/api/v1/namespaces/default/configmaps?watch=true"),
+    )
+    .await
+}
+
+/// GETs `path` through the gateway as the admin with a raw client and returns the response,
+/// its body not yet read.
+async fn open_stream(env: &Env, path: &str) -> hyper::Response<hyper::body::Incoming> {
     use std::sync::Arc;
 
     use rustls_pki_types::CertificateDer;
@@ -77,13 +87,10 @@ async fn open_watch(env: &Env) -> hyper::Response<hyper::body::Incoming> {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(https);
-    let req = http::Request::get(format!(
-        "{}{A}/api/v1/namespaces/default/configmaps?watch=true",
-        env.url
-    ))
-    .header("authorization", format!("Bearer {ADMIN_KEY}"))
-    .body(http_body_util::Empty::new())
-    .unwrap();
+    let req = http::Request::get(format!("{}{path}", env.url))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
     let res = client.request(req).await.unwrap();
     assert_eq!(res.status(), 200);
     res
@@ -109,6 +116,63 @@ async fn next_event(
             Err(_) => panic!("no watch event within 10 s"),
         }
     }
+}
+
+/// kube-apiserver's max-in-flight limit: with one read allowed, a read whose response body is
+/// still streaming holds the slot, and a second read gets kube's plain-text 429 with
+/// `Retry-After: 1`. Watches and writes are not charged to it. Once the body ends, reads are
+/// served again.
+#[tokio::test(flavor = "multi_thread")]
+async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
+    use kubegate_testkit::{Fault, FaultRule};
+    let env = Env::start_with("maxRequestsInFlight: 1\n").await;
+    let list = format!("{A}/api/v1/namespaces/default/configmaps");
+    env.a.faults().inject(
+        FaultRule::new(Fault::SlowBody {
+            chunk_size: 8,
+            interval: Duration::from_millis(50),
+        })
+        .path_prefix("/api/v1/namespaces/default/configmaps")
+        .times(1),
+    );
+    let held = open_stream(&env, &list).await;
+    assert_eq!(held.status(), 200);
+
+    let client = env.client();
+    let url = format!("{}{list}", env.url);
+    let refused = client.get(&url, ADMIN_KEY, &[]).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.body, "Too many requests, please try again later.\n");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(refused.headers["content-type"], "text/plain; charset=utf-8");
+    // Not charged: a watch (long-running) and a write (its own limit).
+    let watch = open_watch(&env).await;
+    drop(watch);
+    let created = client
+        .post(
+            &url,
+            ADMIN_KEY,
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"in-flight"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    let body = held.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{"), "the held list arrived whole");
+    // The slot comes back when the body has gone out; the response is then done.
+    let served = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let reply = client.get(&url, ADMIN_KEY, &[]).await;
+            if reply.status == 200 {
+                return;
+            }
+            assert_eq!(reply.status, 429, "{}", reply.body);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the slot never came back");
 }
 
 #[tokio::test(flavor = "multi_thread")]
