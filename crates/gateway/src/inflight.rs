@@ -6,10 +6,10 @@
 //! served, as there.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
 use http::{HeaderValue, Response, StatusCode};
-use kubegate_proxy::ProxyBody;
+use kubegate_proxy::{InFlightSlot, ProxyBody};
 
 /// The group kube-apiserver never refuses for lack of room.
 const PRIVILEGED_GROUP: &str = "system:masters";
@@ -20,68 +20,45 @@ const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
 /// Requests being served now, reads and writes apart.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
-    reads: AtomicUsize,
-    writes: AtomicUsize,
-}
-
-/// A request counted in flight, until dropped: it travels with the response to the end of its
-/// body, as kube-apiserver's slot is held until its handler has written the whole response.
-#[derive(Debug)]
-pub(crate) struct Slot {
-    in_flight: Arc<InFlight>,
-    write: bool,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.in_flight
-            .counter(self.write)
-            .fetch_sub(1, Ordering::AcqRel);
-    }
+    reads: Arc<AtomicUsize>,
+    writes: Arc<AtomicUsize>,
 }
 
 /// Whether a request was admitted.
 #[derive(Debug)]
 pub(crate) enum Admission {
-    /// Served; the slot (if the request is counted) must live as long as the response.
-    Admitted(Option<Slot>),
+    /// Served; the slot (if the request is counted) must live as long as the response body
+    /// ([`ProxyBody::holding`]), as kube-apiserver's is held until its handler has written
+    /// the whole response.
+    Admitted(Option<InFlightSlot>),
     /// Refused: the limit for its kind is reached.
     Full,
 }
 
 impl InFlight {
-    fn counter(&self, write: bool) -> &AtomicUsize {
-        if write { &self.writes } else { &self.reads }
-    }
-
     /// Counts a request of `verb` against `reads_limit` or `writes_limit` (0: no limit).
     /// Long-running requests and privileged callers are admitted without a slot.
     pub(crate) fn admit(
-        self: &Arc<Self>,
+        &self,
         verb: &str,
         long_running: bool,
         groups: &[String],
         (reads_limit, writes_limit): (usize, usize),
     ) -> Admission {
         let write = !READ_VERBS.contains(&verb);
-        let limit = if write { writes_limit } else { reads_limit };
+        let (count, limit) = if write {
+            (&self.writes, writes_limit)
+        } else {
+            (&self.reads, reads_limit)
+        };
         if limit == 0 || long_running {
             return Admission::Admitted(None);
         }
-        let counter = self.counter(write);
-        // Taken first and given back when over: a check-then-add would let two requests past
-        // the last slot.
-        if counter.fetch_add(1, Ordering::AcqRel) < limit {
-            return Admission::Admitted(Some(Slot {
-                in_flight: Arc::clone(self),
-                write,
-            }));
+        match InFlightSlot::try_take(count, limit) {
+            Some(slot) => Admission::Admitted(Some(slot)),
+            None if groups.iter().any(|g| g == PRIVILEGED_GROUP) => Admission::Admitted(None),
+            None => Admission::Full,
         }
-        counter.fetch_sub(1, Ordering::AcqRel);
-        if groups.iter().any(|g| g == PRIVILEGED_GROUP) {
-            return Admission::Admitted(None);
-        }
-        Admission::Full
     }
 }
 

@@ -23,9 +23,10 @@ use crate::access::{self, describe};
 use crate::authn::{Caller, CallerCredential, Credentials, bearer};
 use crate::config::Config;
 use crate::directory::{Destination, Directory};
-use crate::inflight::{Admission, Slot};
+use crate::inflight::Admission;
 use crate::store::Store;
 use crate::upstreams::{self, Upstreams};
+use kubegate_proxy::InFlightSlot;
 
 /// Everything compiled from one configuration; swapped whole on reload.
 #[derive(Debug)]
@@ -185,7 +186,10 @@ pub struct GatewayFuture {
 
 enum Kind {
     Ready(Option<Response<ProxyBody>>),
-    Forward(kubegate_proxy::forward::ResponseFuture, Option<Slot>),
+    Forward(
+        kubegate_proxy::forward::ResponseFuture,
+        Option<InFlightSlot>,
+    ),
     Wait(BoxFuture),
 }
 
@@ -215,7 +219,7 @@ impl Future for GatewayFuture {
             },
             Kind::Forward(forwarding, slot) => {
                 let res = std::task::ready!(Pin::new(forwarding).poll(cx));
-                Poll::Ready(res.map(|res| with_slot(res, slot.take())))
+                Poll::Ready(res.map(|res| res.map(|body| body.holding(slot.take()))))
             }
             Kind::Wait(waiting) => waiting.as_mut().poll(cx),
         }
@@ -307,13 +311,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut res = std::task::ready!(this.inner.poll(cx))?;
+        let res = std::task::ready!(this.inner.poll(cx))?;
         let shutdown = this.shutdown.take();
-        let slot = res.extensions_mut().remove::<HeldSlot>().and_then(|h| h.0);
         Poll::Ready(Ok(res.map(|body| DrainOnShutdown {
             inner: body,
             shutdown: shutdown.map(|t| Box::pin(t.cancelled_owned())),
-            _slot: slot,
         })))
     }
 }
@@ -325,8 +327,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         shutdown: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
-        // The request's max-in-flight slot, given back when the body ends or is dropped.
-        _slot: Option<Slot>,
     }
 }
 
@@ -366,7 +366,10 @@ enum Step {
     Respond(Response<ProxyBody>),
     /// Authenticated, authorized and handed to its upstream's forwarding service, with its
     /// max-in-flight slot.
-    Forward(kubegate_proxy::forward::ResponseFuture, Option<Slot>),
+    Forward(
+        kubegate_proxy::forward::ResponseFuture,
+        Option<InFlightSlot>,
+    ),
     /// Has to wait: the rest runs in [`handle`]. Carries why the gateway's own credentials did
     /// not authenticate the request, when they were tried.
     Wait(Request<RequestBody>, OwnCredentials),
@@ -470,18 +473,18 @@ async fn handle(
             Err(res) => *res,
         },
     };
-    with_slot(res, slot)
+    res.map(|body| body.holding(slot))
 }
 
 /// What follows authentication on every authenticated path: the audit event learns who asked,
-/// the per-identity rate limit applies, and the request takes a max-in-flight slot (kept with
-/// its response until the body ends; `None` when it is not counted).
+/// the per-identity rate limit applies, and the request takes a max-in-flight slot (for its
+/// response body to hold; `None` when it is not counted).
 fn admit(
     shared: &Shared,
     runtime: &Runtime,
     caller: &Caller,
     req: &Request<RequestBody>,
-) -> Result<Option<Slot>, Box<Response<ProxyBody>>> {
+) -> Result<Option<InFlightSlot>, Box<Response<ProxyBody>>> {
     if let Some(slot) = req.extensions().get::<IdentitySlot>() {
         slot.set(caller.identity.clone());
     }
@@ -507,26 +510,6 @@ fn admit(
     {
         Admission::Admitted(slot) => Ok(slot),
         Admission::Full => Err(Box::new(crate::inflight::too_many_requests())),
-    }
-}
-
-/// Keeps a max-in-flight slot with the response: [`Classify`] moves it into the response
-/// body, which drops it when the body ends.
-fn with_slot(mut res: Response<ProxyBody>, slot: Option<Slot>) -> Response<ProxyBody> {
-    if slot.is_some() {
-        res.extensions_mut().insert(HeldSlot(slot));
-    }
-    res
-}
-
-/// A max-in-flight slot in a response's extensions. Extensions must be `Clone`; a clone holds
-/// no slot, so the slot is given back once, when the original is dropped.
-#[derive(Debug)]
-struct HeldSlot(Option<Slot>);
-
-impl Clone for HeldSlot {
-    fn clone(&self) -> Self {
-        HeldSlot(None)
     }
 }
 

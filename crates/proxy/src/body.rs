@@ -3,6 +3,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -21,6 +23,33 @@ pin_project! {
     pub struct ProxyBody {
         #[pin]
         kind: Kind,
+        // Given back when the body is dropped (see `holding`).
+        slot: Option<InFlightSlot>,
+    }
+}
+
+/// One place in a count of requests in flight (a limit such as kube-apiserver's
+/// `--max-requests-inflight`), given back when dropped. [`ProxyBody::holding`] keeps it until
+/// the body is dropped, so a request counts until its response has gone out.
+#[derive(Debug)]
+pub struct InFlightSlot(Arc<AtomicUsize>);
+
+impl InFlightSlot {
+    /// Takes a place in `count` if fewer than `limit` are taken.
+    pub fn try_take(count: &Arc<AtomicUsize>, limit: usize) -> Option<InFlightSlot> {
+        // Taken first and given back when over: a check-then-add would let two requests past
+        // the last place.
+        if count.fetch_add(1, Ordering::AcqRel) < limit {
+            return Some(InFlightSlot(Arc::clone(count)));
+        }
+        count.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -49,6 +78,7 @@ impl From<Bytes> for ProxyBody {
     fn from(b: Bytes) -> Self {
         ProxyBody {
             kind: Kind::Local { body: Full::new(b) },
+            slot: None,
         }
     }
 }
@@ -57,6 +87,7 @@ impl From<Incoming> for ProxyBody {
     fn from(body: Incoming) -> Self {
         ProxyBody {
             kind: Kind::Upstream { body, lease: None },
+            slot: None,
         }
     }
 }
@@ -70,6 +101,7 @@ impl ProxyBody {
                 body,
                 deadline: Box::pin(tokio::time::sleep(limit)),
             },
+            slot: None,
         }
     }
 
@@ -80,7 +112,14 @@ impl ProxyBody {
                 body: pooled.body,
                 lease: pooled.lease,
             },
+            slot: None,
         }
+    }
+
+    /// The same body, holding `slot` until it is dropped.
+    pub fn holding(mut self, slot: Option<InFlightSlot>) -> Self {
+        self.slot = slot;
+        self
     }
 }
 
@@ -203,6 +242,22 @@ mod tests {
         fn drop(&mut self) {
             self.0.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    #[test]
+    fn a_body_holds_its_in_flight_slot_until_dropped() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let slot = InFlightSlot::try_take(&count, 1);
+        assert!(slot.is_some());
+        assert!(
+            InFlightSlot::try_take(&count, 1).is_none(),
+            "the limit is one"
+        );
+        let body = ProxyBody::empty().holding(slot);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        drop(body);
+        assert_eq!(count.load(Ordering::SeqCst), 0);
+        assert!(InFlightSlot::try_take(&count, 1).is_some());
     }
 
     #[tokio::test]
