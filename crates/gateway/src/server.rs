@@ -180,14 +180,9 @@ pub async fn serve<S, B>(
                         }
                         prepare(&mut req);
                         // Held until the response body is done (or the stream is reset).
-                        let in_flight = InFlight::start(&activity);
+                        let open = OpenRequest::start(&activity);
                         call_when_ready(service.clone(), req).map(move |res| {
-                            res.map(|res| {
-                                res.map(|body| Tracked {
-                                    body,
-                                    _in_flight: in_flight,
-                                })
-                            })
+                            res.map(|res| res.map(|body| Tracked { body, _open: open }))
                         })
                     })
                 };
@@ -203,12 +198,16 @@ pub async fn serve<S, B>(
                     }
                     std::future::pending().await
                 };
-                let idle = async {
-                    idle(&activity, limits.idle_timeout).await;
-                    tracing::debug!(%addr, "HTTP/2 connection idle; closing");
+                let stop_or_idle = async {
+                    tokio::select! {
+                        () = stop => {}
+                        () = idle(&activity, limits.idle_timeout) => {
+                            tracing::debug!(%addr, "HTTP/2 connection idle; closing");
+                        }
+                    }
                 };
                 tokio::select! {
-                    ended = drive(conn, async { tokio::select! { () = stop => {}, () = idle => {} } }) => ended,
+                    ended = drive(conn, stop_or_idle) => ended,
                     () = first_request => Ok(()),
                 }
             } else {
@@ -318,18 +317,18 @@ struct Activity {
     in_flight: AtomicUsize,
 }
 
-/// A request in flight on an HTTP/2 connection, until dropped.
-struct InFlight(Arc<Activity>);
+/// A request on an HTTP/2 connection whose response is not done, until dropped.
+struct OpenRequest(Arc<Activity>);
 
-impl InFlight {
-    fn start(activity: &Arc<Activity>) -> InFlight {
+impl OpenRequest {
+    fn start(activity: &Arc<Activity>) -> OpenRequest {
         activity.requests.fetch_add(1, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(Arc::clone(activity))
+        OpenRequest(Arc::clone(activity))
     }
 }
 
-impl Drop for InFlight {
+impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -340,7 +339,7 @@ pin_project_lite::pin_project! {
     struct Tracked<B> {
         #[pin]
         body: B,
-        _in_flight: InFlight,
+        _open: OpenRequest,
     }
 }
 
