@@ -134,12 +134,18 @@ pub enum AuthnFailure {
     /// The key or token names a user the gateway does not know.
     #[error("unknown user {0:?}")]
     UnknownUser(String),
+    /// The key or token was made for another user of this name: one with another UID.
+    #[error("the credential was made for an earlier user {0:?} (another UID)")]
+    UserReplaced(String),
 }
 
 #[derive(Debug, Clone)]
 struct KeyRecord {
     info: Arc<AccessKeyInfo>,
     user: String,
+    /// The UID the key was made for (`None`: configured keys, and keys stored before UIDs were
+    /// recorded).
+    user_uid: Option<String>,
     scope: Arc<CompiledScope>,
     raw_scope: Option<Arc<AccessKeyScope>>,
     disabled: bool,
@@ -172,6 +178,7 @@ impl Credentials {
                             uid: format!("config/{}", k.name),
                         }),
                         user: k.user.clone(),
+                        user_uid: None,
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
                         raw_scope: k.scope.clone().map(Arc::new),
                         disabled: false,
@@ -192,6 +199,7 @@ impl Credentials {
                             uid: k.uid.clone(),
                         }),
                         user: k.user.clone(),
+                        user_uid: k.user_uid.clone(),
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
                         raw_scope: k.scope.clone().map(Arc::new),
                         disabled: k.disabled,
@@ -211,10 +219,18 @@ impl Credentials {
                     .map(|k| (k.uid.clone(), k.expires_at)),
             )
             .collect();
+        // A user's generation is the configured one (Loft's `User.spec.tokenGeneration`,
+        // raised by an operator) plus the store's (raised through the API): raising either
+        // revokes the user's tokens.
+        let mut generations = state.token_generations.clone();
+        for user in &config.users {
+            let generation = generations.entry(user.name.clone()).or_insert(0);
+            *generation = generation.saturating_add(user.token_generation);
+        }
         Credentials {
             keys,
             verifier,
-            generations: state.token_generations.clone(),
+            generations,
             parents,
         }
     }
@@ -268,6 +284,9 @@ impl Credentials {
             let user = directory
                 .user(&record.user)
                 .ok_or_else(|| AuthnFailure::UnknownUser(record.user.clone()))?;
+            if record.user_uid.as_ref().is_some_and(|uid| *uid != user.uid) {
+                return Err(AuthnFailure::UserReplaced(record.user.clone()));
+            }
             return Ok(Caller {
                 identity: Identity::authenticated(
                     user.name.clone(),
@@ -305,6 +324,9 @@ impl Credentials {
         let user = directory
             .user(&claims.loft.name)
             .ok_or_else(|| AuthnFailure::UnknownUser(claims.loft.name.clone()))?;
+        if claims.loft.uid != user.uid {
+            return Err(AuthnFailure::UserReplaced(claims.loft.name.clone()));
+        }
         Ok(Caller {
             identity: Identity::authenticated(
                 user.name.clone(),

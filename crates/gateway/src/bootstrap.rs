@@ -110,6 +110,7 @@ pub fn load_or_create(
         users: vec![UserConfig {
             name: ADMIN_USER.into(),
             uid: None,
+            token_generation: 0,
             groups: Vec::new(),
             password_hash: None,
         }],

@@ -521,9 +521,16 @@ pub struct ProjectVirtualClusterConfig {
 pub struct UserConfig {
     /// Kubernetes user name.
     pub name: String,
-    /// Stable UID (defaults to the name).
+    /// Stable UID (defaults to the name). Access keys and tokens belong to the UID they were
+    /// made for: give a name back to someone else under a new UID, and the old holder's
+    /// credentials stop working (as kube's service-account tokens do when the account is
+    /// deleted and made again).
     #[serde(default)]
     pub uid: Option<String>,
+    /// Token generation (Loft's `User.spec.tokenGeneration`): raising it revokes every
+    /// token minted for the user before (session cookies, direct-cluster-endpoint tokens).
+    #[serde(default)]
+    pub token_generation: u64,
     /// Extra groups.
     #[serde(default)]
     pub groups: Vec<String>,
@@ -537,6 +544,7 @@ impl std::fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("uid", &self.uid)
+            .field("token_generation", &self.token_generation)
             .field("groups", &self.groups)
             .field(
                 "password_hash",

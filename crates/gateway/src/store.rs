@@ -21,6 +21,11 @@ pub struct StoredAccessKey {
     pub name: String,
     /// Owner user name.
     pub user: String,
+    /// The owner's UID when the key was made: the key works only while the user of that name
+    /// still has it (a name given to someone else under a new UID does not inherit the key).
+    /// Absent in keys stored before kubegate recorded it; those follow the name alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_uid: Option<String>,
     /// Lowercase hex SHA-256 of the key.
     pub sha256: String,
     /// Loft key type (`User`, `Login`, …).
@@ -73,6 +78,7 @@ impl StoredAccessKey {
         StoredAccessKey {
             name: name.into(),
             user: user.into(),
+            user_uid: Some(user.into()),
             sha256: "0".repeat(64),
             key_type: key_type.into(),
             display_name: None,

@@ -1106,3 +1106,110 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         assert_eq!(reply.status, 401, "{}", reply.body);
     }
 }
+
+/// A user's credentials belong to the user's UID and token generation, as kube's
+/// service-account tokens belong to the account's UID: a name given back under a new UID
+/// inherits none of the old holder's stored keys, login keys or tokens, and raising
+/// `tokenGeneration` (Loft's `User.spec.tokenGeneration`) revokes the user's tokens alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_belong_to_the_users_uid_and_token_generation() {
+    let env = Env::start().await;
+    let client = env.client();
+    let management = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1",
+        env.url
+    );
+    let mint = |resource: &'static str, body: serde_json::Value| {
+        let url = format!("{management}/{resource}");
+        let client = &client;
+        async move {
+            let reply = client
+                .send(
+                    http::Method::POST,
+                    &url,
+                    &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+                    Some(body),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{url}: {}", reply.body);
+            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
+        }
+    };
+    let key = mint(
+        "ownedaccesskeys",
+        serde_json::json!({"metadata": {"name": "admins-key"}, "spec": {}}),
+    )
+    .await["spec"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = mint(
+        "directclusterendpointtokens",
+        serde_json::json!({"spec": {}}),
+    )
+    .await["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let login = password_login(&env, &client, "admin", ADMIN_PASSWORD).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let login_key = login.json()["accessKey"].as_str().unwrap().to_owned();
+    let pods = format!("{}{PODS}", env.url);
+    let status_of = |bearer: String| {
+        let client = &client;
+        let pods = &pods;
+        async move {
+            client
+                .send(
+                    http::Method::GET,
+                    pods,
+                    &[("authorization", &format!("Bearer {bearer}"))],
+                    None,
+                )
+                .await
+                .status
+        }
+    };
+    let statuses = || async {
+        [
+            status_of(ADMIN_KEY.to_owned()).await,
+            status_of(key.clone()).await,
+            status_of(login_key.clone()).await,
+            status_of(token.clone()).await,
+        ]
+    };
+    let reload = |change: &dyn Fn(&mut kubegate_gateway::config::UserConfig)| {
+        let yaml = config_yaml(&env.a, &env.dir, 5, 300);
+        let mut config = Config::parse(&yaml, Path::new("auth.yaml")).unwrap();
+        let admin = config.users.iter_mut().find(|u| u.name == "admin").unwrap();
+        change(admin);
+        env.gateway.reload(config)
+    };
+    // Config key, API key, login key, token.
+    assert_eq!(statuses().await, [200, 200, 200, 200]);
+
+    // `admin` given to someone else: only the configured key, which the configuration gives
+    // with the user, still works.
+    reload(&|admin| admin.uid = Some("admin-2".into()))
+        .await
+        .unwrap();
+    assert_eq!(statuses().await, [200, 401, 401, 401]);
+    assert!(logs_contain("the credential was made for an earlier user"));
+
+    // The UID back (the name alone never decided it): everything works again.
+    reload(&|admin| admin.uid = None).await.unwrap();
+    assert_eq!(statuses().await, [200, 200, 200, 200]);
+
+    // A raised token generation revokes the user's tokens, not the keys.
+    reload(&|admin| admin.token_generation = 1).await.unwrap();
+    assert_eq!(statuses().await, [200, 200, 200, 401]);
+    let fresh = mint(
+        "directclusterendpointtokens",
+        serde_json::json!({"spec": {}}),
+    )
+    .await["status"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(status_of(fresh).await, 200);
+}

@@ -885,7 +885,7 @@ async fn owned_access_keys_and_narrowing() {
         (too_big.status, too_big.body.trim_end()),
         (
             400,
-            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the access key is too large to store: 72024 bytes, at most 65536 (spec.displayName, spec.description and spec.scope)","reason":"BadRequest","code":400}"#
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the access key is too large to store: 72043 bytes, at most 65536 (spec.displayName, spec.description and spec.scope)","reason":"BadRequest","code":400}"#
         )
     );
     // Deleting revokes.

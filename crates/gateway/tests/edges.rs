@@ -1039,6 +1039,7 @@ mod rebuilds {
             .create_access_key(StoredAccessKey {
                 name: "alices-key".into(),
                 user: "alice".into(),
+                user_uid: Some("alice".into()),
                 sha256: super::common::sha(KEY),
                 key_type: "User".into(),
                 display_name: None,

@@ -367,6 +367,7 @@ async fn password_login(
     let stored = StoredAccessKey {
         name: login_key_name(&entry.name),
         user: entry.name.clone(),
+        user_uid: Some(entry.uid.clone()),
         sha256: secret.digest().to_hex(),
         key_type: StoredAccessKey::LOGIN.into(),
         display_name: None,

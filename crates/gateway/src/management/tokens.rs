@@ -315,6 +315,7 @@ pub(super) async fn create_owned_access_key(
     let stored = StoredAccessKey {
         name: name.clone(),
         user: ctx.caller.identity.name.clone(),
+        user_uid: Some(ctx.caller.identity.uid.clone()),
         sha256: secret.digest().to_hex(),
         key_type,
         display_name: (!object.spec.display_name.is_empty())
