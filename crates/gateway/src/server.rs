@@ -19,7 +19,8 @@ use tower::{Service, ServiceExt};
 pub struct ServerLimits {
     /// Time allowed for the TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Time allowed to receive a complete HTTP/1.1 request head.
+    /// Time a new connection has, from the end of its TLS handshake, to send a complete first
+    /// request head (HTTP/1.1) or start a first request (HTTP/2).
     pub header_read_timeout: Duration,
     /// Maximum number of request headers (HTTP/1.1).
     pub max_headers: usize,
@@ -30,10 +31,11 @@ pub struct ServerLimits {
     /// Open connections allowed at once (0 = unlimited); further clients wait in the accept
     /// backlog until one closes.
     pub max_connections: usize,
-    /// An HTTP/2 connection with no request in flight for this long is closed (GOAWAY), as
-    /// kube-apiserver's HTTP/2 server closes it after its `IdleTimeout` of 90 s. The check runs
-    /// a few times per period, so the connection closes between this and 1.5 times this.
-    /// (An idle HTTP/1.1 connection is closed sooner, at the header read timeout.)
+    /// A connection with no request in flight for this long is closed, as kube-apiserver's
+    /// servers close one after their `IdleTimeout` of 90 s. HTTP/2 gets a GOAWAY; the check
+    /// runs a few times per period, so the connection closes between this and 1.5 times this.
+    /// An HTTP/1.1 connection has this long after a response for the next request head to
+    /// arrive whole (hyper times the wait and the head's read as one).
     pub idle_timeout: Duration,
 }
 
@@ -74,9 +76,12 @@ pub async fn serve<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut http1 = hyper::server::conn::http1::Builder::new();
+    // hyper's header read timeout runs from the moment a connection waits for a request head:
+    // between requests it is the keep-alive idle timeout. The first head has the shorter
+    // `header_read_timeout`, enforced below per connection.
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout))
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
@@ -167,8 +172,20 @@ pub async fn serve<S, B>(
                 // Also when the sender is gone: the server is stopping either way.
                 let _ = stopping.wait_for(|stop| *stop).await;
             };
+            let activity = Arc::new(Activity::default());
+            // Before the first request (HTTP/1.1: its head read whole; HTTP/2: its HEADERS),
+            // the connection has the header read timeout: a connection that stalls in its
+            // first head, or sends nothing at all after TLS, is closed then. hyper's HTTP/2
+            // server has no such timeout, and its HTTP/1.1 one is the idle timeout here.
+            let first_request = async {
+                tokio::time::sleep(limits.header_read_timeout).await;
+                if activity.requests.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(%addr, "no request in time; closing");
+                    return;
+                }
+                std::future::pending().await
+            };
             let ended = if h2 {
-                let activity = Arc::new(Activity::default());
                 let hyper_service = {
                     let activity = Arc::clone(&activity);
                     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
@@ -187,17 +204,6 @@ pub async fn serve<S, B>(
                     })
                 };
                 let conn = http2.serve_connection(io, hyper_service);
-                // HTTP/1.1's header read timeout closes a connection that sends no request;
-                // hyper's HTTP/2 server has none, so a connection that has not started a
-                // request by then (a stalled preface, or SETTINGS and silence) is closed here.
-                let first_request = async {
-                    tokio::time::sleep(limits.header_read_timeout).await;
-                    if activity.requests.load(Ordering::Relaxed) == 0 {
-                        tracing::debug!(%addr, "no HTTP/2 request in time; closing");
-                        return;
-                    }
-                    std::future::pending().await
-                };
                 let stop_or_idle = async {
                     tokio::select! {
                         () = stop => {}
@@ -211,16 +217,19 @@ pub async fn serve<S, B>(
                     () = first_request => Ok(()),
                 }
             } else {
-                let hyper_service =
+                let hyper_service = {
+                    let activity = Arc::clone(&activity);
                     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        activity.requests.fetch_add(1, Ordering::Relaxed);
                         prepare(&mut req);
                         call_when_ready(service.clone(), req)
-                    });
-                drive(
-                    http1.serve_connection(io, hyper_service).with_upgrades(),
-                    stop,
-                )
-                .await
+                    })
+                };
+                let conn = http1.serve_connection(io, hyper_service).with_upgrades();
+                tokio::select! {
+                    ended = drive(conn, stop) => ended,
+                    () = first_request => Ok(()),
+                }
             };
             if let Err(e) = ended {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
@@ -307,13 +316,13 @@ async fn drive<C: Graceful>(conn: C, stop: impl Future<Output = ()>) -> Result<(
     conn.await
 }
 
-/// What an HTTP/2 connection's requests are doing, for its idle timeout: counters, so a
-/// request pays two atomic additions and no clock read or wake-up.
+/// What a connection's requests are doing, for its first-request and (HTTP/2) idle timeouts:
+/// counters, so a request pays at most two atomic additions and no clock read or wake-up.
 #[derive(Debug, Default)]
 struct Activity {
     /// Requests started on the connection.
     requests: AtomicU64,
-    /// Requests whose response is not done.
+    /// Requests whose response is not done (HTTP/2 only: hyper times HTTP/1.1's idle gaps).
     in_flight: AtomicUsize,
 }
 
@@ -422,9 +431,22 @@ mod tests {
 
     use super::*;
 
-    /// A gateway listener with a 300 ms header read timeout and a 400 ms HTTP/2 idle timeout
-    /// over a trivial service, and a client TLS config that trusts it and offers `alpn`.
+    /// A gateway listener with a 300 ms header read timeout and a 400 ms idle timeout over a
+    /// trivial service, and a client TLS config that trusts it and offers `alpn`.
     async fn listener_and_client(alpn: &[&[u8]]) -> (SocketAddr, tokio_rustls::TlsConnector) {
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(400),
+            ..ServerLimits::default()
+        };
+        listener_and_client_with(alpn, limits).await
+    }
+
+    /// The same with other limits.
+    async fn listener_and_client_with(
+        alpn: &[&[u8]],
+        limits: ServerLimits,
+    ) -> (SocketAddr, tokio_rustls::TlsConnector) {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
         let der = CertificateDer::from(cert.cert.der().to_vec());
@@ -456,11 +478,6 @@ mod tests {
             }
             Ok::<_, std::convert::Infallible>(res)
         });
-        let limits = ServerLimits {
-            header_read_timeout: Duration::from_millis(300),
-            idle_timeout: Duration::from_millis(400),
-            ..ServerLimits::default()
-        };
         let tls = Arc::new(arc_swap::ArcSwap::from_pointee(server));
         tokio::spawn(serve(
             listener,
@@ -479,9 +496,15 @@ mod tests {
     }
 
     /// A connection that completes TLS and then sends `first` (and nothing more) is closed by
-    /// the gateway within a few header read timeouts.
+    /// the gateway within a few header read timeouts (300 ms; the idle timeout, a minute,
+    /// cannot be what closes it).
     async fn closed_when_silent(alpn: &[&[u8]], first: &[u8]) {
-        let (addr, connector) = listener_and_client(alpn).await;
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(60),
+            ..ServerLimits::default()
+        };
+        let (addr, connector) = listener_and_client_with(alpn, limits).await;
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
@@ -505,6 +528,47 @@ mod tests {
     async fn an_http1_connection_that_sends_nothing_is_closed() {
         closed_when_silent(&[], b"").await;
         closed_when_silent(&[b"http/1.1"], b"GET / HTTP/1.1\r\n").await;
+    }
+
+    /// Between requests an HTTP/1.1 connection waits for the idle timeout, as kube-apiserver's
+    /// does (90 s), not the header read timeout a new connection has for its first head:
+    /// before, the gateway closed a kept-alive connection after 10 s, and a client polling
+    /// every half minute paid a TLS handshake each time. Idle past the idle timeout, it is
+    /// closed.
+    #[tokio::test]
+    async fn an_http1_connection_waits_the_idle_timeout_between_requests() {
+        let limits = ServerLimits {
+            header_read_timeout: Duration::from_millis(200),
+            idle_timeout: Duration::from_millis(1500),
+            ..ServerLimits::default()
+        };
+        let (addr, connector) = listener_and_client_with(&[b"http/1.1"], limits).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let get = |send: &mut hyper::client::conn::http1::SendRequest<_>| {
+            let req = http::Request::get("/")
+                .header(http::header::HOST, "localhost")
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            send.send_request(req)
+        };
+        for _ in 0..2 {
+            send.ready().await.unwrap();
+            let res = get(&mut send).await.unwrap();
+            assert_eq!(res.status(), 200);
+            use http_body_util::BodyExt as _;
+            res.into_body().collect().await.unwrap();
+            // Three header read timeouts, well inside the idle timeout.
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            assert!(!conn.is_finished(), "closed between requests");
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(closed.is_ok(), "an idle connection stayed open");
     }
 
     /// hyper's HTTP/2 server has no timeout of its own before a first request: before, a
