@@ -149,6 +149,8 @@ struct KeyRecord {
     scope: Arc<CompiledScope>,
     raw_scope: Option<Arc<AccessKeyScope>>,
     disabled: bool,
+    /// Made with a token whose key is gone (deleted, disabled, or itself orphaned).
+    orphaned: bool,
 }
 
 /// Authenticates bearer credentials against the configured and stored access keys and the
@@ -165,6 +167,7 @@ pub struct Credentials {
 impl Credentials {
     /// Indexes the keys of `config` and `state`.
     pub fn new(config: &Config, state: &State, verifier: Arc<Verifier>) -> Credentials {
+        let parents = standing_keys(config, state);
         let mut keys = AccessKeyIndex::new();
         for k in &config.access_keys {
             if let Ok(digest) = kubegate_tokens::AccessKeyDigest::from_hex(&k.sha256) {
@@ -182,6 +185,7 @@ impl Credentials {
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
                         raw_scope: k.scope.clone().map(Arc::new),
                         disabled: false,
+                        orphaned: false,
                     },
                 );
             }
@@ -203,22 +207,11 @@ impl Credentials {
                         scope: Arc::new(CompiledScope::new(k.scope.as_ref())),
                         raw_scope: k.scope.clone().map(Arc::new),
                         disabled: k.disabled,
+                        orphaned: !k.disabled && !parents.contains_key(&k.uid),
                     },
                 );
             }
         }
-        let parents = config
-            .access_keys
-            .iter()
-            .map(|k| (format!("config/{}", k.name), None))
-            .chain(
-                state
-                    .access_keys
-                    .values()
-                    .filter(|k| !k.disabled)
-                    .map(|k| (k.uid.clone(), k.expires_at)),
-            )
-            .collect();
         // A user's generation is the configured one (Loft's `User.spec.tokenGeneration`,
         // raised by an operator) plus the store's (raised through the API): raising either
         // revokes the user's tokens.
@@ -277,6 +270,11 @@ impl Credentials {
         if let Some(record) = self.keys.lookup(bearer) {
             if record.disabled {
                 return Err(AuthnFailure::Disabled(record.info.name.clone()));
+            }
+            if record.orphaned {
+                return Err(AuthnFailure::Invalid(
+                    "the access key this key was made from (through a token) is gone".into(),
+                ));
             }
             if record.info.expires_at.is_some_and(|e| e <= now) {
                 return Err(AuthnFailure::Expired);
@@ -346,6 +344,63 @@ impl Credentials {
     }
 }
 
+/// The most keys a chain of keys made with tokens may run through before its root; deeper
+/// (never in practice: each link is a key made with a token of the one before) counts as gone.
+const MAX_KEY_CHAIN: usize = 32;
+
+/// The keys tokens and keys may be made from (uid → expiry): every configured key, and every
+/// stored key that is not disabled and, when it was made with a token, whose parent key
+/// stands too, all the way up.
+fn standing_keys(config: &Config, state: &State) -> std::collections::HashMap<String, Option<i64>> {
+    use std::collections::HashMap;
+    let mut standing: HashMap<String, Option<i64>> = config
+        .access_keys
+        .iter()
+        .map(|k| (format!("config/{}", k.name), None))
+        .collect();
+    let by_uid: HashMap<&str, &crate::store::StoredAccessKey> = state
+        .access_keys
+        .values()
+        .map(|k| (k.uid.as_str(), k))
+        .collect();
+    let mut decided: HashMap<&str, bool> = HashMap::new();
+    for key in state.access_keys.values() {
+        // Walk up to the first key already decided (or a root), then decide the walked ones.
+        let mut chain = Vec::new();
+        let mut at = Some(key);
+        let mut verdict = loop {
+            let Some(k) = at else { break false };
+            if let Some(&known) = decided.get(k.uid.as_str()) {
+                break known;
+            }
+            if k.disabled || chain.len() >= MAX_KEY_CHAIN {
+                chain.push(k);
+                break false;
+            }
+            chain.push(k);
+            match &k.parent {
+                None => break true,
+                // A configured key stands while the configuration has it.
+                Some(parent) if parent.starts_with("config/") => {
+                    break standing.contains_key(parent);
+                }
+                Some(parent) => at = by_uid.get(parent.as_str()).copied(),
+            }
+        };
+        // From the root down: a disabled key fails itself and everything below it.
+        for k in chain.into_iter().rev() {
+            verdict = verdict && !k.disabled;
+            decided.insert(k.uid.as_str(), verdict);
+        }
+    }
+    for key in state.access_keys.values() {
+        if decided.get(key.uid.as_str()) == Some(&true) {
+            standing.insert(key.uid.clone(), key.expires_at);
+        }
+    }
+    standing
+}
+
 /// The bearer token of a request: exactly one `Authorization: Bearer <token>` header (the
 /// scheme in any case, then one space; the token trimmed of surrounding whitespace). A value
 /// with a byte `HeaderValue::to_str` refuses has no token.
@@ -377,6 +432,51 @@ const BEARER: &[u8] = b"bearer ";
 mod tests {
     use super::bearer;
     use proptest::prelude::*;
+
+    /// Which keys stand: configured keys; stored keys not disabled whose chain of parents (keys
+    /// made with tokens) reaches a standing root.
+    #[test]
+    fn keys_made_with_tokens_stand_only_while_their_parents_do() {
+        use crate::store::{State, StoredAccessKey};
+        let config = crate::config::Config::parse(
+            "listen: 127.0.0.1:0\nstateDir: /tmp/unused\nusers: [{name: alice}]\naccessKeys: [{name: ci, user: alice, sha256: '0000000000000000000000000000000000000000000000000000000000000000'}]\n",
+            std::path::Path::new("t.yaml"),
+        )
+        .unwrap();
+        let key = |uid: &str, parent: Option<&str>, disabled: bool| StoredAccessKey {
+            uid: uid.into(),
+            parent: parent.map(Into::into),
+            disabled,
+            ..StoredAccessKey::for_test(uid, "alice", "User", 1, None)
+        };
+        let mut state = State::default();
+        for k in [
+            key("root", None, false),
+            key("child", Some("root"), false),
+            key("grandchild", Some("child"), false),
+            key("off", None, true),
+            key("below-off", Some("off"), false),
+            key("orphan", Some("deleted"), false),
+            key("from-config", Some("config/ci"), false),
+            key("from-removed-config", Some("config/removed"), false),
+            key("loop-a", Some("loop-b"), false),
+            key("loop-b", Some("loop-a"), false),
+        ] {
+            state.access_keys.insert(k.uid.clone(), k);
+        }
+        let standing = |state: &State| {
+            let mut uids: Vec<String> = super::standing_keys(&config, state).into_keys().collect();
+            uids.sort();
+            uids
+        };
+        assert_eq!(
+            standing(&state),
+            ["child", "config/ci", "from-config", "grandchild", "root"]
+        );
+        // Deleting the root ends its whole line.
+        state.access_keys.remove("root");
+        assert_eq!(standing(&state), ["config/ci", "from-config"]);
+    }
 
     fn headers(values: &[&[u8]]) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();

@@ -48,6 +48,11 @@ pub struct StoredAccessKey {
     /// A disabled key is kept but refused.
     #[serde(default)]
     pub disabled: bool,
+    /// For a key made with a token: the UID of the access key behind that token. The key
+    /// works only while that one does (not deleted, disabled or expired, nor itself made from
+    /// a key that is gone), as the tokens made from it do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// UID of the object.
     pub uid: String,
 }
@@ -87,6 +92,7 @@ impl StoredAccessKey {
             created_at,
             expires_at,
             disabled: false,
+            parent: None,
             uid: "u1".into(),
         }
     }

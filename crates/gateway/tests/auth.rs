@@ -1067,8 +1067,26 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         .parse()
         .unwrap();
     assert!(max_age <= 61, "{cookie}");
-    // Deleting the key ends every token made from it, directly or through other tokens;
-    // the key made with a token (a stored object) stays until its own expiry.
+    // A token made with the key made with a token; a key made with the key itself.
+    let lasting_key = lasting["spec"]["key"].as_str().unwrap().to_owned();
+    let below = post(
+        "directclusterendpointtokens",
+        &lasting_key,
+        serde_json::json!({"spec": {}}),
+    )
+    .await;
+    let below = below["status"]["token"].as_str().unwrap().to_owned();
+    let sibling = post(
+        "ownedaccesskeys",
+        &key,
+        serde_json::json!({"metadata": {"name": "from-key"}, "spec": {}}),
+    )
+    .await;
+    let sibling = sibling["spec"]["key"].as_str().unwrap().to_owned();
+    let kept_key = kept["spec"]["key"].as_str().unwrap().to_owned();
+    // Deleting the key ends every token made from it, directly or through other tokens, and
+    // every key made with one of those tokens (and what was made from that key in turn). A
+    // key made with the key itself, or at login, stands on its own.
     let pods = format!(
         "{}/kubernetes/cluster/a/api/v1/namespaces/default/pods",
         env.url
@@ -1088,7 +1106,7 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         }
     };
     let again = again["status"]["token"].as_str().unwrap().to_owned();
-    for live in [&token, &again] {
+    for live in [&token, &again, &lasting_key, &below, &sibling, &kept_key] {
         let reply = get_pods(live.clone()).await;
         assert_eq!(reply.status, 200, "{}", reply.body);
     }
@@ -1101,9 +1119,13 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         )
         .await;
     assert_eq!(del.status, 200, "{}", del.body);
-    for revoked in [&token, &again] {
+    for revoked in [&token, &again, &lasting_key, &below] {
         let reply = get_pods(revoked.clone()).await;
         assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+    for standing in [&sibling, &kept_key] {
+        let reply = get_pods(standing.clone()).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
     }
 }
 

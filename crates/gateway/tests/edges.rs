@@ -1048,6 +1048,7 @@ mod rebuilds {
                 created_at: kubegate_tokens::unix_now() as i64,
                 expires_at: None,
                 disabled: false,
+                parent: None,
                 uid: "uid-1".into(),
             })
             .await

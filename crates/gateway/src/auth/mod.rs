@@ -376,6 +376,7 @@ async fn password_login(
         created_at,
         expires_at: (ttl > 0).then(|| created_at.saturating_add(ttl)),
         disabled: false,
+        parent: None,
         uid: uuid::Uuid::new_v4().to_string(),
     };
     let name = stored.name.clone();

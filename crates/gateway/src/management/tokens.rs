@@ -312,6 +312,13 @@ pub(super) async fn create_owned_access_key(
         (Some(own), Some(parent)) => Some(own.min(parent)),
         (own, parent) => own.or(parent),
     };
+    // A key made with a token depends on the key behind the token, as the token does: deleting
+    // that key ends both. A key made with a key is its holder's deliberate act and stands on
+    // its own (as Loft's keys do), and so does one made at login.
+    let parent = match &ctx.caller.credential {
+        CallerCredential::Token { .. } if !ctx.caller.is_login() => ctx.caller.root_key(),
+        _ => None,
+    };
     let stored = StoredAccessKey {
         name: name.clone(),
         user: ctx.caller.identity.name.clone(),
@@ -325,6 +332,7 @@ pub(super) async fn create_owned_access_key(
         created_at,
         expires_at,
         disabled: object.spec.disabled,
+        parent,
         uid: uuid::Uuid::new_v4().to_string(),
     };
     if let Err(status) = within_key_limits(ctx, &stored, created_at).await {
