@@ -223,6 +223,86 @@ async fn central_credentials_work_at_the_agent_and_survive_the_central_going_awa
     );
 }
 
+/// A token the central has revoked is refused at the agent, which cannot see revocations
+/// itself: it asks the central's `selves` about every token that verifies, as about access
+/// keys. A scoped token still works there, and while the central is down a token the agent
+/// never validated gets a 503 rather than going unchecked.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_refuses_tokens_the_central_revoked() {
+    let central = Env::start().await;
+    let agent = Agent::start(&central).await;
+    let central_client = central.client();
+    let management = format!("{}{MGMT}/apis/management.loft.sh/v1", central.url);
+    let create = |resource: &str, bearer: &str, body: &str| {
+        let url = format!("{management}/{resource}");
+        let client = &central_client;
+        let (bearer, body) = (bearer.to_owned(), body.to_owned());
+        async move {
+            let reply = client
+                .post(&url, &bearer, "application/json", body.into_bytes())
+                .await;
+            assert_eq!(reply.status, 201, "{url}: {}", reply.body);
+            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
+        }
+    };
+    let token_of =
+        |object: serde_json::Value| object["status"]["token"].as_str().unwrap().to_owned();
+    let dcet =
+        r#"{"apiVersion":"management.loft.sh/v1","kind":"DirectClusterEndpointToken","spec":{}}"#;
+    // An access key of admin's, and a token made with it.
+    let key = create(
+        "ownedaccesskeys",
+        ADMIN_KEY,
+        r#"{"metadata":{"name":"for-the-agent"},"spec":{}}"#,
+    )
+    .await["spec"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = token_of(create("directclusterendpointtokens", &key, dcet).await);
+    let scoped = token_of(
+        create(
+            "directclusterendpointtokens",
+            ADMIN_KEY,
+            r#"{"apiVersion":"management.loft.sh/v1","kind":"DirectClusterEndpointToken","spec":{"scope":{"clusters":[{"cluster":"a"}]}}}"#,
+        )
+        .await,
+    );
+    let unseen = token_of(create("directclusterendpointtokens", ADMIN_KEY, dcet).await);
+
+    // Deleting the key at the central revokes the token made with it.
+    let delete = http::Request::delete(format!("{management}/ownedaccesskeys/for-the-agent"))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(central_client.send(delete).await.status, 200);
+
+    let client = reqwest_like::Client::new(&agent.ca_pem);
+    let pods = format!(
+        "{}{AGENT_CLUSTER}/api/v1/namespaces/default/pods",
+        agent.url
+    );
+    let reply = client.get(&pods, &revoked, &[]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_ok(&agent.kubectl(&scoped, &["get", "pods"]).await);
+    assert_eq!(agent.last_pods_user(), "admin");
+
+    let central_url = central.url.clone();
+    drop(central);
+    wait_until_down(&central_url).await;
+    // Validated before: served from the cache. Never validated: cannot be checked now.
+    assert_ok(&agent.kubectl(&scoped, &["get", "pods"]).await);
+    let reply = client.get(&pods, &unseen, &[]).await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        reply.body.contains(&format!(
+            "the central gateway at {central_url} cannot be reached"
+        )),
+        "{}",
+        reply.body
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // What an unauthenticated client can make an agent ask the central: a fake central's `selves`
 // counts the calls.

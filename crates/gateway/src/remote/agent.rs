@@ -3,7 +3,10 @@
 //! - Tokens the central minted (e.g. a `DirectClusterEndpointToken`) are verified against the
 //!   central's JWKS, discovered at `<centralUrl>/oidc/.well-known/openid-configuration`, with the
 //!   issuer the central publishes there and audience `kubegate`. The keys are cached and
-//!   refreshed when a token names an unknown `kid` (see [`super::keys`]).
+//!   refreshed when a token names an unknown `kid` (see [`super::keys`]). A token that
+//!   verifies is then checked with the central's `selves`, as access keys are (and with the
+//!   same cache): the central knows what the agent cannot — a revoked token, a raised token
+//!   generation, a replaced user, a deleted parent key.
 //! - Access keys of the central are validated by its `selves` endpoint (see [`super::selves`]):
 //!   only bearers shaped like access keys (kubegate's `kgak_…` or Loft's 64-character keys, see
 //!   [`super::selves::is_access_key_shaped`]) are asked about; any other bearer is refused at the
@@ -14,10 +17,11 @@
 //! configured at the agent. The agent then enforces its own gateway RBAC (its config's `rbac`)
 //! and the credential's scope, as the central would.
 //!
-//! Limits: the agent cannot see the central's token revocations or generation bumps; a token
-//! the central revoked keeps working at the agent until it expires (keep direct-endpoint tokens
-//! short-lived). An access key disabled at the central keeps working for up to
-//! [`super::selves::FRESH_FOR`], or [`super::selves::STALE_IF_ERROR`] while the central is down.
+//! Limits: a credential the central revokes (an access key disabled or deleted, a token
+//! revoked) keeps working at the agent for up to [`super::selves::FRESH_FOR`] after the agent
+//! last asked about it, or [`super::selves::STALE_IF_ERROR`] while the central is down. A
+//! credential the agent has not validated before gets a 503 while the central cannot be
+//! reached: without the central, revocation cannot be checked.
 
 use std::sync::Arc;
 
@@ -105,6 +109,14 @@ impl CentralAuthenticator {
                 "central gateway token: not a kubegate claims object".into(),
             );
         };
+        // Whether the central still stands by it (revocation, generation, user, parent key).
+        match self.selves.check_verified(token).await {
+            SelfAnswer::Valid(_) => {}
+            SelfAnswer::Refused(why) => {
+                return AuthnOutcome::Rejected(format!("central gateway token: {why}"));
+            }
+            SelfAnswer::Unavailable(message) => return AuthnOutcome::Unavailable(message),
+        }
         let identity = Identity::authenticated(
             claims.loft.name.clone(),
             claims.loft.uid.clone(),
@@ -118,9 +130,7 @@ impl CentralAuthenticator {
             credential: CallerCredential::Token {
                 jti: claims.jti.clone(),
                 expires_at: claims.exp,
-                // Not checked here: the agent does not know the central's keys, so a token
-                // made from a key the central has since deleted works at the agent until it
-                // expires.
+                // Checked by the central through `selves`, above.
                 parent: claims.loft.parent,
                 session: false,
             },

@@ -291,6 +291,16 @@ impl SelfCache {
         if !is_access_key_shaped(key) {
             return SelfAnswer::Refused("not shaped like an access key".into());
         }
+        self.check_verified(key).await
+    }
+
+    /// The same for a bearer the agent has verified to be the central's own: a token whose
+    /// signature, issuer, audience and lifetime checked out against the central's keys. It
+    /// has no key's shape to check, and only the central can make one, so made-up bearers
+    /// never reach this. The central's answer says what the agent cannot see: whether the
+    /// token was revoked, its user's token generation raised or the user replaced, or the key
+    /// it was made from deleted.
+    pub async fn check_verified(&self, key: &str) -> SelfAnswer {
         let digest: KeyDigest = sha2::Sha256::digest(key.as_bytes()).into();
         if let Some(answer) = self.cached_answer(&digest) {
             return answer;
@@ -410,7 +420,7 @@ impl SelfCache {
             return Err(format!("{} answered {status}", self.url));
         }
         Ok(Err(format!(
-            "the central gateway answered {status} for the access key"
+            "the central gateway answered {status} for the credential"
         )))
     }
 }
