@@ -369,6 +369,44 @@ async fn password_login(env: &Env, client: &Client, user: &str, password: &str) 
         .await
 }
 
+/// GETs `url` with `bearer`.
+async fn get_with(client: &Client, url: &str, bearer: &str) -> Reply {
+    let authorization = format!("Bearer {bearer}");
+    client
+        .send(
+            http::Method::GET,
+            url,
+            &[("authorization", authorization.as_str())],
+            None,
+        )
+        .await
+}
+
+/// POSTs `body` to a management resource with `bearer`: the object must be created.
+async fn create_with(
+    env: &Env,
+    client: &Client,
+    resource: &str,
+    bearer: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let url = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/{resource}",
+        env.url
+    );
+    let authorization = format!("Bearer {bearer}");
+    let reply = client
+        .send(
+            http::Method::POST,
+            &url,
+            &[("authorization", authorization.as_str())],
+            Some(body),
+        )
+        .await;
+    assert_eq!(reply.status, 201, "{url}: {}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
 async fn token_login(env: &Env, token: &str) -> Reply {
     env.client()
         .send(
@@ -985,32 +1023,19 @@ fn token_exp(token: &str) -> u64 {
 async fn minted_credentials_never_outlive_the_one_that_made_them() {
     let env = Env::start().await;
     let client = env.client();
+    let post = |resource: &'static str, bearer: String, body: serde_json::Value| {
+        let (env, client) = (&env, &client);
+        async move { create_with(env, client, resource, &bearer, body).await }
+    };
     let management = format!(
         "{}/kubernetes/management/apis/management.loft.sh/v1",
         env.url
     );
-    let post = |resource: &str, bearer: &str, body: serde_json::Value| {
-        let url = format!("{management}/{resource}");
-        let client = &client;
-        let authorization = format!("Bearer {bearer}");
-        async move {
-            let reply = client
-                .send(
-                    http::Method::POST,
-                    &url,
-                    &[("authorization", authorization.as_str())],
-                    Some(body),
-                )
-                .await;
-            assert_eq!(reply.status, 201, "{url}: {}", reply.body);
-            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
-        }
-    };
     let now = kubegate_tokens::unix_now();
     // A key living 60 s.
     let key = post(
         "ownedaccesskeys",
-        ADMIN_KEY,
+        ADMIN_KEY.to_owned(),
         serde_json::json!({"metadata": {"name": "brief"}, "spec": {"ttl": 60}}),
     )
     .await;
@@ -1018,7 +1043,7 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     // A token asked for a day gets the key's minute at most.
     let token = post(
         "directclusterendpointtokens",
-        &key,
+        key.clone(),
         serde_json::json!({"spec": {"ttl": 86400}}),
     )
     .await;
@@ -1031,7 +1056,7 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     // A token made with that token: no longer either.
     let again = post(
         "directclusterendpointtokens",
-        &token,
+        token.clone(),
         serde_json::json!({"spec": {"ttl": 86400}}),
     )
     .await;
@@ -1039,7 +1064,7 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     // A key made with the token, asking for no expiry, expires with the token.
     let lasting = post(
         "ownedaccesskeys",
-        &token,
+        token.clone(),
         serde_json::json!({"metadata": {"name": "from-token"}, "spec": {}}),
     )
     .await;
@@ -1051,7 +1076,7 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     let login_key = login.json()["accessKey"].as_str().unwrap().to_owned();
     let kept = post(
         "ownedaccesskeys",
-        &login_key,
+        login_key.clone(),
         serde_json::json!({"metadata": {"name": "made-at-login"}, "spec": {}}),
     )
     .await;
@@ -1071,14 +1096,14 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     let lasting_key = lasting["spec"]["key"].as_str().unwrap().to_owned();
     let below = post(
         "directclusterendpointtokens",
-        &lasting_key,
+        lasting_key.clone(),
         serde_json::json!({"spec": {}}),
     )
     .await;
     let below = below["status"]["token"].as_str().unwrap().to_owned();
     let sibling = post(
         "ownedaccesskeys",
-        &key,
+        key.clone(),
         serde_json::json!({"metadata": {"name": "from-key"}, "spec": {}}),
     )
     .await;
@@ -1087,23 +1112,10 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
     // Deleting the key ends every token made from it, directly or through other tokens, and
     // every key made with one of those tokens (and what was made from that key in turn). A
     // key made with the key itself, or at login, stands on its own.
-    let pods = format!(
-        "{}/kubernetes/cluster/a/api/v1/namespaces/default/pods",
-        env.url
-    );
+    let pods = format!("{}{PODS}", env.url);
     let get_pods = |bearer: String| {
-        let client = &client;
-        let pods = &pods;
-        async move {
-            client
-                .send(
-                    http::Method::GET,
-                    pods,
-                    &[("authorization", &format!("Bearer {bearer}"))],
-                    None,
-                )
-                .await
-        }
+        let (client, pods) = (&client, &pods);
+        async move { get_with(client, pods, &bearer).await }
     };
     let again = again["status"]["token"].as_str().unwrap().to_owned();
     for live in [&token, &again, &lasting_key, &below, &sibling, &kept_key] {
@@ -1137,25 +1149,8 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
 async fn credentials_belong_to_the_users_uid_and_token_generation() {
     let env = Env::start().await;
     let client = env.client();
-    let management = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1",
-        env.url
-    );
     let mint = |resource: &'static str, body: serde_json::Value| {
-        let url = format!("{management}/{resource}");
-        let client = &client;
-        async move {
-            let reply = client
-                .send(
-                    http::Method::POST,
-                    &url,
-                    &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
-                    Some(body),
-                )
-                .await;
-            assert_eq!(reply.status, 201, "{url}: {}", reply.body);
-            serde_json::from_str::<serde_json::Value>(&reply.body).unwrap()
-        }
+        create_with(&env, &client, resource, ADMIN_KEY, body)
     };
     let key = mint(
         "ownedaccesskeys",
@@ -1165,32 +1160,22 @@ async fn credentials_belong_to_the_users_uid_and_token_generation() {
         .as_str()
         .unwrap()
         .to_owned();
-    let token = mint(
-        "directclusterendpointtokens",
-        serde_json::json!({"spec": {}}),
-    )
-    .await["status"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let new_token = || async {
+        let minted = mint(
+            "directclusterendpointtokens",
+            serde_json::json!({"spec": {}}),
+        )
+        .await;
+        minted["status"]["token"].as_str().unwrap().to_owned()
+    };
+    let token = new_token().await;
     let login = password_login(&env, &client, "admin", ADMIN_PASSWORD).await;
     assert_eq!(login.status, 200, "{}", login.body);
     let login_key = login.json()["accessKey"].as_str().unwrap().to_owned();
     let pods = format!("{}{PODS}", env.url);
     let status_of = |bearer: String| {
-        let client = &client;
-        let pods = &pods;
-        async move {
-            client
-                .send(
-                    http::Method::GET,
-                    pods,
-                    &[("authorization", &format!("Bearer {bearer}"))],
-                    None,
-                )
-                .await
-                .status
-        }
+        let (client, pods) = (&client, &pods);
+        async move { get_with(client, pods, &bearer).await.status }
     };
     let statuses = || async {
         [
@@ -1225,13 +1210,5 @@ async fn credentials_belong_to_the_users_uid_and_token_generation() {
     // A raised token generation revokes the user's tokens, not the keys.
     reload(&|admin| admin.token_generation = 1).await.unwrap();
     assert_eq!(statuses().await, [200, 200, 200, 401]);
-    let fresh = mint(
-        "directclusterendpointtokens",
-        serde_json::json!({"spec": {}}),
-    )
-    .await["status"]["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(status_of(fresh).await, 200);
+    assert_eq!(status_of(new_token().await).await, 200);
 }
