@@ -167,8 +167,12 @@ pub struct SelfCache {
     caches: Mutex<Caches>,
     /// One cell per key being validated: whoever comes first fills it, the others wait for it.
     in_flight: Mutex<HashMap<KeyDigest, Arc<OnceCell<SelfAnswer>>>>,
-    /// Permits for calls to the central.
+    /// Permits for calls to the central about access keys.
     calls: Semaphore,
+    /// Permits for calls about bearers verified as the central's (its tokens): a pool of
+    /// their own, so a flood of made-up key-shaped bearers, which fills `calls`, cannot keep
+    /// the central's tokens from being checked.
+    verified_calls: Semaphore,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -229,6 +233,7 @@ impl SelfCache {
             }),
             in_flight: Mutex::new(HashMap::new()),
             calls: Semaphore::new(MAX_CONCURRENT_CALLS),
+            verified_calls: Semaphore::new(MAX_CONCURRENT_CALLS),
         }
     }
 
@@ -291,7 +296,7 @@ impl SelfCache {
         if !is_access_key_shaped(key) {
             return SelfAnswer::Refused("not shaped like an access key".into());
         }
-        self.check_verified(key).await
+        self.lookup(key, &self.calls).await
     }
 
     /// The same for a bearer the agent has verified to be the central's own: a token whose
@@ -299,8 +304,14 @@ impl SelfCache {
     /// has no key's shape to check, and only the central can make one, so made-up bearers
     /// never reach this. The central's answer says what the agent cannot see: whether the
     /// token was revoked, its user's token generation raised or the user replaced, or the key
-    /// it was made from deleted.
-    pub async fn check_verified(&self, key: &str) -> SelfAnswer {
+    /// it was made from deleted. Calls about such bearers have permits of their own.
+    pub async fn check_verified(&self, bearer: &str) -> SelfAnswer {
+        self.lookup(bearer, &self.verified_calls).await
+    }
+
+    /// The cached answer for `key`, or the answer of the one call its concurrent checks share,
+    /// made with a permit of `permits`.
+    async fn lookup(&self, key: &str, permits: &Semaphore) -> SelfAnswer {
         let digest: KeyDigest = sha2::Sha256::digest(key.as_bytes()).into();
         if let Some(answer) = self.cached_answer(&digest) {
             return answer;
@@ -308,21 +319,21 @@ impl SelfCache {
         let flight = self.join(digest);
         match flight.cell.as_deref() {
             Some(cell) => cell
-                .get_or_init(|| self.validate(key, digest))
+                .get_or_init(|| self.validate(key, digest, permits))
                 .await
                 .clone(),
             // Not reached (only dropping the flight empties it); validating alone is correct.
-            None => self.validate(key, digest).await,
+            None => self.validate(key, digest, permits).await,
         }
     }
 
     /// Asks the central about `key` (unless a flight that just ended has cached the answer, or
     /// every call permit is taken) and records what it said.
-    async fn validate(&self, key: &str, digest: KeyDigest) -> SelfAnswer {
+    async fn validate(&self, key: &str, digest: KeyDigest, permits: &Semaphore) -> SelfAnswer {
         if let Some(answer) = self.cached_answer(&digest) {
             return answer;
         }
-        let Ok(_permit) = self.calls.try_acquire() else {
+        let Ok(_permit) = permits.try_acquire() else {
             return self.busy(&digest);
         };
         match self.ask(key).await {
@@ -352,16 +363,16 @@ impl SelfCache {
     /// says it is down; and anyone can fill the permits with made-up keys, so this logs at
     /// debug level, not the warning of [`unreachable`](Self::unreachable).
     fn busy(&self, digest: &KeyDigest) -> SelfAnswer {
-        let cause = format!("{MAX_CONCURRENT_CALLS} access-key checks are already waiting for it");
+        let cause = format!("{MAX_CONCURRENT_CALLS} checks are already waiting for it");
         let mut caches = self.caches();
         match caches.accepted.get(digest) {
             Some((me, at)) if at.elapsed() < self.windows.stale => {
-                tracing::debug!(central = %self.central, "every call to the central gateway is taken; using a cached access-key validation");
+                tracing::debug!(central = %self.central, "every call to the central gateway is taken; using a cached validation");
                 SelfAnswer::Valid(me)
             }
             _ => {
                 caches.accepted.remove(digest);
-                tracing::debug!(central = %self.central, "every call to the central gateway is taken; an access key it does not hold is not checked now");
+                tracing::debug!(central = %self.central, "every call to the central gateway is taken; a credential it does not hold is not checked now");
                 SelfAnswer::Unavailable(format!(
                     "the central gateway at {} is not asked now: {cause}",
                     self.central
@@ -376,7 +387,7 @@ impl SelfCache {
         let mut caches = self.caches();
         match caches.accepted.get(digest) {
             Some((me, at)) if at.elapsed() < self.windows.stale => {
-                tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached access-key validation");
+                tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached validation");
                 SelfAnswer::Valid(me)
             }
             _ => {
@@ -593,6 +604,25 @@ mod tests {
         }
     }
 
+    /// Made-up key-shaped bearers can take every permit for key checks; a token the agent
+    /// verified is still asked about, with a permit of its own pool.
+    #[tokio::test]
+    async fn verified_tokens_are_checked_while_key_checks_are_all_taken() {
+        let (cache, url) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+        let _all = cache
+            .calls
+            .try_acquire_many(MAX_CONCURRENT_CALLS as u32)
+            .unwrap();
+        match cache.check_verified("header.claims.signature").await {
+            // Asked (and the central is down): not refused for want of a permit.
+            SelfAnswer::Unavailable(message) => assert!(
+                message.contains(&format!("the central gateway at {url} cannot be reached")),
+                "{message}"
+            ),
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn checks_beyond_the_call_limit_use_the_stale_cache_and_do_not_report_the_central_down() {
         let logs = Logs::default();
@@ -618,7 +648,7 @@ mod tests {
             SelfAnswer::Unavailable(message) => assert_eq!(
                 message,
                 format!(
-                    "the central gateway at {url} is not asked now: {MAX_CONCURRENT_CALLS} access-key checks are already waiting for it"
+                    "the central gateway at {url} is not asked now: {MAX_CONCURRENT_CALLS} checks are already waiting for it"
                 )
             ),
             other => panic!("expected Unavailable, got {other:?}"),
@@ -631,7 +661,7 @@ mod tests {
         assert!(
             text.contains("DEBUG")
                 && text.contains(
-                    "every call to the central gateway is taken; using a cached access-key validation"
+                    "every call to the central gateway is taken; using a cached validation"
                 ),
             "{text}"
         );
