@@ -990,6 +990,36 @@ http {{
             (after.saturating_sub(before)) as f64 / f64::from(held.max(1))
         ),
     );
+
+    // The same through the reference gateway (the binary people deploy), which serves HTTPS
+    // only: HTTP/2 over TLS, 100 streams per connection, as a server caps the streams of one
+    // connection (hyper's at 200, kube-apiserver's at Go's 250). Its gateway RSS counts each
+    // client connection's TLS and HTTP/2 state too, shared by 100 watches.
+    if let Some(t) = tls_targets
+        .iter()
+        .find(|t| t.name.starts_with("kubegate reference gateway"))
+        && let Some(pid) = t.pid
+    {
+        let per_connection = 100;
+        let before = rss_kib(pid, "VmRSS:");
+        let (watches, connections) =
+            hold_watches_tls(t, &client_tls_h2, n_watches, per_connection).await;
+        let held = watches.len() as u32;
+        let after = rss_kib(pid, "VmRSS:");
+        drop(watches);
+        drop(connections);
+        let _ = writeln_s(
+            &mut out,
+            &format!(
+                "\n{held} idle watches through {} ({} HTTP/2 client connections over TLS, {per_connection} streams each): gateway RSS {} MiB → {} MiB, {:.1} KiB per watch",
+                t.name,
+                n_watches.div_ceil(per_connection),
+                before / 1024,
+                after / 1024,
+                (after.saturating_sub(before)) as f64 / f64::from(held.max(1))
+            ),
+        );
+    }
     println!("{out}");
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
@@ -1357,6 +1387,50 @@ async fn stream_list(t: &Target, path: &str) -> (usize, Duration) {
 
 /// Opens `n` watches multiplexed on one h2c connection and waits until each has its response
 /// head; returns the held responses.
+/// `n` idle watches on `t` over HTTP/2 connections over TLS, `per_connection` streams on each;
+/// the connections are returned too, to be held as long as the watches.
+async fn hold_watches_tls(
+    t: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    n: usize,
+    per_connection: usize,
+) -> (Vec<http::Response<Incoming>>, Vec<Sender>) {
+    let protocol = Protocol::Http2 {
+        streams_per_connection: per_connection,
+    };
+    let mut connections = Vec::new();
+    let mut heads = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % per_connection == 0 {
+            connections.push(connect(t, tls, protocol).await);
+        }
+        let Some(Sender::Http2(send)) = connections.last() else {
+            panic!("{} did not speak HTTP/2", t.name);
+        };
+        let mut send = send.clone();
+        let req = request(
+            t,
+            &format!(
+                "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Didle-{i}"
+            ),
+            protocol,
+        );
+        heads.push(tokio::spawn(async move {
+            send.ready().await.ok()?;
+            let res = send.send_request(req).await.ok()?;
+            res.status().is_success().then_some(res)
+        }));
+    }
+    let mut held = Vec::new();
+    for h in heads {
+        if let Ok(Some(res)) = h.await {
+            held.push(res);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    (held, connections)
+}
+
 async fn hold_watches(t: &Target, n: usize) -> Vec<http::Response<Incoming>> {
     let tcp = TcpStream::connect(t.addr).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
