@@ -37,6 +37,11 @@ pub struct ServerLimits {
     /// An HTTP/1.1 connection has this long after a response for the next request head to
     /// arrive whole (hyper times the wait and the head's read as one).
     pub idle_timeout: Duration,
+    /// Streams an HTTP/2 client may have open at once on one connection: 100, kube-apiserver's
+    /// default (`--http2-max-streams-per-connection`, below Go's own 250 since the HTTP/2
+    /// rapid-reset attacks; hyper's default would be 200). A client that needs more, as
+    /// client-go does, opens another connection.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerLimits {
@@ -49,6 +54,7 @@ impl Default for ServerLimits {
             shutdown_grace: Duration::from_secs(30),
             max_connections: 0,
             idle_timeout: Duration::from_secs(90),
+            http2_max_concurrent_streams: 100,
         }
     }
 }
@@ -87,6 +93,7 @@ pub async fn serve<S, B>(
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let builders = Arc::new((http1, http2));
     // Open connections hold a clone of `open`; shutdown drops this one and waits until
@@ -652,6 +659,27 @@ mod tests {
         assert_eq!(res.status(), 200);
         let body = res.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    /// As kube-apiserver does, the listener allows 100 concurrent streams per HTTP/2
+    /// connection (hyper's own default is 200).
+    #[tokio::test]
+    async fn an_http2_connection_allows_kubes_hundred_streams() {
+        let (addr, connector) = listener_and_client(&[b"h2"]).await;
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let (send, conn) = h2::client::handshake(tls).await.unwrap();
+        tokio::spawn(conn);
+        let mut send = send.ready().await.unwrap();
+        // A first exchange: the server's SETTINGS have been read by its end.
+        let req = http::Request::get(format!("https://localhost:{}/", addr.port()))
+            .body(())
+            .unwrap();
+        let (response, _) = send.send_request(req, true).unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(send.current_max_send_streams(), 100);
     }
 
     /// A browser's HTTP/2 request carries `:authority` and `Origin` but no `Host`: the service
