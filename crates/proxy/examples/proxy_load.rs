@@ -1399,38 +1399,21 @@ async fn hold_watches_tls(
         streams_per_connection: per_connection,
     };
     let mut connections = Vec::new();
-    let mut heads = Vec::with_capacity(n);
-    for i in 0..n {
-        if i % per_connection == 0 {
-            connections.push(connect(t, tls, protocol).await);
-        }
-        let Some(Sender::Http2(send)) = connections.last() else {
-            panic!("{} did not speak HTTP/2", t.name);
-        };
-        let mut send = send.clone();
-        let req = request(
-            t,
-            &format!(
-                "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Didle-{i}"
-            ),
-            protocol,
-        );
-        heads.push(tokio::spawn(async move {
-            send.ready().await.ok()?;
-            let res = send.send_request(req).await.ok()?;
-            res.status().is_success().then_some(res)
-        }));
+    for _ in 0..n.div_ceil(per_connection) {
+        connections.push(connect(t, tls, protocol).await);
     }
-    let mut held = Vec::new();
-    for h in heads {
-        if let Ok(Some(res)) = h.await {
-            held.push(res);
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let senders: Vec<_> = connections
+        .iter()
+        .map(|c| match c {
+            Sender::Http2(send) => send.clone(),
+            Sender::Http1(_) => panic!("{} did not speak HTTP/2", t.name),
+        })
+        .collect();
+    let held = open_watches(t, n, protocol, |i| senders[i / per_connection].clone()).await;
     (held, connections)
 }
 
+/// `n` idle watches on `t` over one h2c connection.
 async fn hold_watches(t: &Target, n: usize) -> Vec<http::Response<Incoming>> {
     let tcp = TcpStream::connect(t.addr).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
@@ -1438,16 +1421,28 @@ async fn hold_watches(t: &Target, n: usize) -> Vec<http::Response<Incoming>> {
         .await
         .unwrap();
     tokio::spawn(conn);
+    // Origin form with `Host`, as every watch has been sent since this case was written.
+    open_watches(t, n, Protocol::Http1, |_| send.clone()).await
+}
+
+/// Starts `n` watches of distinct objects, watch `i` on `sender(i)`, and returns those that
+/// were answered with a success, once the gateway has settled (buffers allocated for the
+/// streams).
+async fn open_watches(
+    t: &Target,
+    n: usize,
+    form: Protocol,
+    sender: impl Fn(usize) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+) -> Vec<http::Response<Incoming>> {
     let mut heads = Vec::with_capacity(n);
     for i in 0..n {
-        let mut send = send.clone();
-        // Origin form with `Host`, as every watch has been sent since this case was written.
+        let mut send = sender(i);
         let req = request(
             t,
             &format!(
                 "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0&fieldSelector=metadata.name%3Didle-{i}"
             ),
-            Protocol::Http1,
+            form,
         );
         heads.push(tokio::spawn(async move {
             send.ready().await.ok()?;
@@ -1461,7 +1456,6 @@ async fn hold_watches(t: &Target, n: usize) -> Vec<http::Response<Incoming>> {
             held.push(res);
         }
     }
-    // Let the gateway settle (buffers allocated for the streams) before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     held
 }
