@@ -344,13 +344,15 @@ impl Credentials {
     }
 }
 
-/// The most keys a chain of keys made with tokens may run through before its root; deeper
-/// (never in practice: each link is a key made with a token of the one before) counts as gone.
+/// The most links a line of keys made with tokens may have between a key and its root (a key
+/// made with a key, at login, or through a configured key): a key deeper down counts as gone.
+/// No real use comes near it; it bounds the walks, and a cycle (which the API cannot make,
+/// but a hand-edited state file could) is never a line that reaches a root.
 const MAX_KEY_CHAIN: usize = 32;
 
 /// The keys tokens and keys may be made from (uid → expiry): every configured key, and every
 /// stored key that is not disabled and, when it was made with a token, whose parent key
-/// stands too, all the way up.
+/// stands too, all the way up, within [`MAX_KEY_CHAIN`] links.
 fn standing_keys(config: &Config, state: &State) -> std::collections::HashMap<String, Option<i64>> {
     use std::collections::HashMap;
     let mut standing: HashMap<String, Option<i64>> = config
@@ -363,38 +365,55 @@ fn standing_keys(config: &Config, state: &State) -> std::collections::HashMap<St
         .values()
         .map(|k| (k.uid.as_str(), k))
         .collect();
-    let mut decided: HashMap<&str, bool> = HashMap::new();
+    // Per key: whether it stands, and how many links it is below its root.
+    let mut decided: HashMap<&str, (bool, usize)> = HashMap::new();
     for key in state.access_keys.values() {
-        // Walk up to the first key already decided (or a root), then decide the walked ones.
+        // Walk up to a root, a missing parent, or a key already decided: what is above the
+        // topmost key walked, as (stands, its links below the root).
         let mut chain = Vec::new();
         let mut at = Some(key);
-        let mut verdict = loop {
-            let Some(k) = at else { break false };
+        let above = loop {
+            let Some(k) = at else { break Some((false, 0)) };
             if let Some(&known) = decided.get(k.uid.as_str()) {
-                break known;
+                break Some(known);
             }
-            if k.disabled || chain.len() >= MAX_KEY_CHAIN {
-                chain.push(k);
-                break false;
+            if chain.len() > MAX_KEY_CHAIN {
+                break None;
             }
             chain.push(k);
             match &k.parent {
-                None => break true,
+                None => break Some((true, 0)),
                 // A configured key stands while the configuration has it.
                 Some(parent) if parent.starts_with("config/") => {
-                    break standing.contains_key(parent);
+                    break Some((standing.contains_key(parent), 0));
                 }
                 Some(parent) => at = by_uid.get(parent.as_str()).copied(),
             }
         };
-        // From the root down: a disabled key fails itself and everything below it.
-        for k in chain.into_iter().rev() {
-            verdict = verdict && !k.disabled;
-            decided.insert(k.uid.as_str(), verdict);
+        match above {
+            // From the top down: a disabled key, or one too deep, fails itself and every key
+            // below it.
+            Some((mut stands, mut depth)) => {
+                let top_is_root = chain.last().is_some_and(|k| k.parent.is_none());
+                for (i, k) in chain.iter().rev().enumerate() {
+                    if !(i == 0 && top_is_root) {
+                        depth += 1;
+                    }
+                    stands = stands && !k.disabled && depth <= MAX_KEY_CHAIN;
+                    decided.insert(k.uid.as_str(), (stands, depth));
+                }
+            }
+            // More than `MAX_KEY_CHAIN` links above it, none decided: too deep (or a cycle).
+            None => {
+                decided.insert(key.uid.as_str(), (false, MAX_KEY_CHAIN + 1));
+            }
         }
     }
     for key in state.access_keys.values() {
-        if decided.get(key.uid.as_str()) == Some(&true) {
+        if decided
+            .get(key.uid.as_str())
+            .is_some_and(|&(stands, _)| stands)
+        {
             standing.insert(key.uid.clone(), key.expires_at);
         }
     }
@@ -476,6 +495,39 @@ mod tests {
         // Deleting the root ends its whole line.
         state.access_keys.remove("root");
         assert_eq!(standing(&state), ["config/ci", "from-config"]);
+
+        // A line 40 keys deep from the configured key: whatever order the keys are looked at
+        // in, a key 10 links down stands (a walk that runs too far decides only its own key).
+        let mut deep = State::default();
+        for depth in 1..=40 {
+            let parent = if depth == 1 {
+                "config/ci".to_owned()
+            } else {
+                format!("d{:02}", depth - 1)
+            };
+            let k = key(&format!("d{depth:02}"), Some(&parent), false);
+            deep.access_keys.insert(format!("{:02}", 41 - depth), k);
+        }
+        let standing = super::standing_keys(&config, &deep);
+        // The configured key's line: d01 is one link below it, d32 the last within reach.
+        for depth in 1..=40 {
+            let uid = format!("d{depth:02}");
+            assert_eq!(standing.contains_key(&uid), depth <= 32, "{uid}");
+        }
+        // The same, looked at from the top down.
+        let top_down: State = State {
+            access_keys: deep
+                .access_keys
+                .into_values()
+                .map(|k| (k.uid.clone(), k))
+                .collect(),
+            ..State::default()
+        };
+        let standing = super::standing_keys(&config, &top_down);
+        for depth in 1..=40 {
+            let uid = format!("d{depth:02}");
+            assert_eq!(standing.contains_key(&uid), depth <= 32, "{uid}");
+        }
     }
 
     fn headers(values: &[&[u8]]) -> http::HeaderMap {
