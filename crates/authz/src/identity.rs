@@ -145,6 +145,22 @@ pub(crate) fn is_dns1123_label(value: &str) -> bool {
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
 }
 
+/// apimachinery's `IsDNS1123Subdomain`: at most 253 characters, in its pattern.
 pub(crate) fn is_dns1123_subdomain(value: &str) -> bool {
-    value.len() <= 253 && value.split('.').all(is_dns1123_label)
+    value.len() <= 253 && matches_dns1123_subdomain_pattern(value)
+}
+
+/// The pattern of `IsDNS1123Subdomain`: dot-separated labels of lower-case letters, digits
+/// and `-`, each starting and ending with a letter or digit. The labels have no length limit
+/// of their own, unlike DNS-1123 labels.
+pub(crate) fn matches_dns1123_subdomain_pattern(value: &str) -> bool {
+    value.split('.').all(|label| {
+        let bytes = label.as_bytes();
+        !bytes.is_empty()
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    })
 }

@@ -18,8 +18,9 @@ pub use identity::{
     service_account_username, split_service_account_username,
 };
 pub use impersonation::{
-    IMPERSONATE_EXTRA_PREFIX, IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER,
-    ImpersonatedKind, ImpersonationCheck, ImpersonationRequest, impersonate,
+    IMPERSONATE_EXTRA_PREFIX, IMPERSONATE_GROUP, IMPERSONATE_UID, IMPERSONATE_USER, Impersonated,
+    ImpersonatedKind, ImpersonationCheck, ImpersonationMode, ImpersonationModes,
+    ImpersonationRequest, impersonate, impersonate_constrained,
 };
 pub use rbac::policy::Policy;
 pub use rbac::tiers::{READ_ONLY_REASON, Tier, WriteGate};

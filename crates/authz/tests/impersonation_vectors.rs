@@ -1,10 +1,14 @@
-//! spec/vectors/kubernetes.md §V3.1 (TestImpersonationFilter) and §V3.4 (extra-key escaping).
+//! spec/vectors/kubernetes.md §V3.1 (TestImpersonationFilter, against both filters), §V3.2
+//! (constrained impersonation's 403 messages) and §V3.4 (extra-key escaping).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 
+use std::sync::Mutex;
+
 use kubegate_authz::{
-    Attributes, Authorizer, Decision, Identity, ImpersonationRequest, impersonate,
+    Attributes, Authorizer, Decision, Identity, ImpersonationMode, ImpersonationModes,
+    ImpersonationRequest, impersonate, impersonate_constrained,
 };
 
 /// Upstream `impersonateAuthorizer`, rule for rule.
@@ -154,29 +158,368 @@ fn test_impersonation_filter() {
             headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
         );
         let requestor = Identity::new(case.requestor.0, owned(case.requestor.1));
-        let (code, seen) = match impersonate(&requestor, &request, &ImpersonateAuthorizer) {
-            Ok(Some(identity)) => (200, identity),
-            Ok(None) => (200, requestor.clone()),
-            Err(e) => (e.status_code(), requestor.clone()),
-        };
-        assert_eq!(code, case.code, "{}", case.name);
         let (name, groups, extra, uid) = case.expected;
         let extra: BTreeMap<String, Vec<String>> = extra
             .iter()
             .map(|(k, v)| ((*k).to_owned(), owned(v)))
             .collect();
-        assert_eq!(
-            seen,
-            Identity {
-                name: name.into(),
-                uid: uid.into(),
-                groups: owned(groups),
-                extra,
-            },
-            "{}",
-            case.name
-        );
+        let expected = Identity {
+            name: name.into(),
+            uid: uid.into(),
+            groups: owned(groups),
+            extra,
+        };
+        // The filter before 1.36, then the constrained one (the default since), which must
+        // come to the same outcome for every case (GET pods, as the upstream test asks).
+        let legacy = impersonate(&requestor, &request, &ImpersonateAuthorizer);
+        let pods = Attributes::resource(&requestor, "get", "", "pods").with_api_version("v1");
+        let constrained = impersonate_constrained(
+            &pods,
+            &request,
+            &ImpersonateAuthorizer,
+            &ImpersonationModes::default(),
+        )
+        .map(|i| i.map(|i| i.identity));
+        for (filter, outcome) in [("legacy", legacy), ("constrained", constrained)] {
+            let (code, seen) = match outcome {
+                Ok(Some(identity)) => (200, identity),
+                Ok(None) => (200, requestor.clone()),
+                Err(e) => (e.status_code(), requestor.clone()),
+            };
+            assert_eq!(code, case.code, "{} ({filter})", case.name);
+            assert_eq!(seen, expected, "{} ({filter})", case.name);
+        }
     }
+}
+
+/// Upstream `constrainedImpersonationTest.Authorize`, rule for rule; it records what it was
+/// asked, in order.
+#[derive(Default)]
+struct ConstrainedAuthorizer {
+    asked: Mutex<Vec<String>>,
+}
+
+impl ConstrainedAuthorizer {
+    fn asked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.asked.lock().unwrap())
+    }
+}
+
+impl Authorizer for ConstrainedAuthorizer {
+    fn authorize<'s>(&'s self, a: &Attributes<'_>) -> Decision<'s> {
+        self.asked.lock().unwrap().push(format!(
+            "{} {}/{}/{}/{} ns={} name={}",
+            a.verb, a.api_group, a.api_version, a.resource, a.subresource, a.namespace, a.name
+        ));
+        let user = a.user.name.as_str();
+        let group0 = a.user.groups.first().map(String::as_str);
+        let allow = (user == "sa-impersonater"
+            && a.verb == "impersonate:serviceaccount"
+            && a.resource == "serviceaccounts")
+            || (user == "system:serviceaccount:default:node"
+                && a.verb == "impersonate:arbitrary-node"
+                && a.resource == "nodes")
+            || (user == "node-impersonater"
+                && a.verb == "impersonate:arbitrary-node"
+                && a.resource == "nodes")
+            || (group0 == Some("associate-node-impersonater")
+                && a.verb == "impersonate:associated-node"
+                && a.resource == "nodes")
+            || (user == "user-impersonater"
+                && a.verb == "impersonate:user-info"
+                && a.resource == "users")
+            || (group0 == Some("group-impersonater")
+                && a.verb == "impersonate:user-info"
+                && a.resource == "groups")
+            || (group0 == Some("extra-setter-scopes")
+                && a.verb == "impersonate:user-info"
+                && a.resource == "userextras"
+                && a.subresource == "pandas.io/scopes")
+            || (user == "legacy-impersonater" && a.verb == "impersonate")
+            || (user != "legacy-impersonator"
+                && a.verb.starts_with("impersonate-on:")
+                && (a.verb.ends_with("list") || a.verb.ends_with("get")))
+            || (user == "many-groups-impersonater"
+                && a.verb == "impersonate:user-info"
+                && (a.resource == "users" || (a.resource == "groups" && a.name == "*")))
+            || (user == "many-extras-impersonater"
+                && a.verb == "impersonate:user-info"
+                && (a.resource == "users"
+                    || (a.resource == "userextras" && a.subresource == "*" && a.name == "*")));
+        if allow {
+            Decision::allow("")
+        } else {
+            Decision::no_opinion("deny by default")
+        }
+    }
+}
+
+fn request(headers: &[(&str, &str)]) -> ImpersonationRequest {
+    ImpersonationRequest::from_headers(headers.iter().copied())
+}
+
+#[test]
+fn constrained_impersonation_403_messages() {
+    let authz = ConstrainedAuthorizer::default();
+    let refusal =
+        |requestor: &str, verb: &str, namespace: &str, name: &str, headers: &[(&str, &str)]| {
+            let requestor = Identity::new(requestor, vec![]);
+            let attributes = Attributes::resource(&requestor, verb, "", "pods")
+                .with_api_version("v1")
+                .in_namespace(namespace)
+                .named(name);
+            let err = impersonate_constrained(
+                &attributes,
+                &request(headers),
+                &authz,
+                &ImpersonationModes::default(),
+            )
+            .unwrap_err();
+            assert_eq!(err.status_code(), 403);
+            err.to_string()
+        };
+    #[rustfmt::skip]
+    let cases: [(String, &str); 6] = [
+        (refusal("tester", "get", "", "", &[("Impersonate-User", "anyone")]),
+         r#"users.authentication.k8s.io "anyone" is forbidden: User "tester" cannot impersonate:user-info resource "users" in API group "authentication.k8s.io" at the cluster scope: deny by default"#),
+        (refusal("user-impersonater", "create", "bar", "foo", &[("Impersonate-User", "anyone")]),
+         r#"pods "foo" is forbidden: User "user-impersonater" cannot impersonate-on:user-info:create resource "pods" in API group "" in the namespace "bar": deny by default"#),
+        (refusal("sa-impersonater", "get", "", "", &[("Impersonate-User", "system:node:node1")]),
+         r#"nodes.authentication.k8s.io "node1" is forbidden: User "sa-impersonater" cannot impersonate:arbitrary-node resource "nodes" in API group "authentication.k8s.io" at the cluster scope: deny by default"#),
+        (refusal("node-impersonater", "create", "bar", "foo", &[("Impersonate-User", "system:node:node1")]),
+         r#"pods "foo" is forbidden: User "node-impersonater" cannot impersonate-on:arbitrary-node:create resource "pods" in API group "" in the namespace "bar": deny by default"#),
+        (refusal("user-impersonater", "get", "", "", &[("Impersonate-User", "anyone"), ("Impersonate-Extra-Pandas.io%2fscopes", "scope-a")]),
+         r#"userextras.authentication.k8s.io "scope-a" is forbidden: User "user-impersonater" cannot impersonate:user-info resource "userextras/pandas.io/scopes" in API group "authentication.k8s.io" at the cluster scope: deny by default"#),
+        (refusal("user-impersonater", "get", "", "", &[("Impersonate-User", "anyone"), ("Impersonate-Group", "system:masters")]),
+         r#"groups.authentication.k8s.io "system:masters" is forbidden: User "user-impersonater" cannot impersonate:user-info resource "groups" in API group "authentication.k8s.io" at the cluster scope: impersonating the system:masters group is not allowed"#),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn constrained_impersonation_asks_the_request_then_the_user_then_legacy() {
+    let authz = ConstrainedAuthorizer::default();
+    let tester = Identity::new("tester", vec![]);
+    let pods = Attributes::resource(&tester, "get", "", "pods").with_api_version("v1");
+    let anyone = request(&[("Impersonate-User", "anyone")]);
+    impersonate_constrained(&pods, &anyone, &authz, &ImpersonationModes::default()).unwrap_err();
+    assert_eq!(
+        authz.asked(),
+        [
+            "impersonate-on:user-info:get /v1/pods/ ns= name=",
+            "impersonate:user-info authentication.k8s.io/v1/users/ ns= name=anyone",
+            "impersonate /v1/users/ ns= name=anyone",
+        ]
+    );
+}
+
+#[test]
+fn constrained_impersonation_modes() {
+    let authz = ConstrainedAuthorizer::default();
+    let modes = ImpersonationModes::default();
+    let get_pods = |requestor: &Identity, headers: &[(&str, &str)]| {
+        let pods = Attributes::resource(requestor, "list", "", "pods").with_api_version("v1");
+        impersonate_constrained(&pods, &request(headers), &authz, &modes)
+    };
+
+    // A service account impersonates the node its pod runs on: the authorizer sees its extra
+    // keys only and `*` for the node, and the node gets the nodes group.
+    let mut agent = Identity::new(
+        "system:serviceaccount:kube-system:agent",
+        vec!["associate-node-impersonater".into()],
+    );
+    agent.extra.insert(
+        "authentication.kubernetes.io/node-name".into(),
+        vec!["node1".into()],
+    );
+    agent.extra.insert(
+        "authentication.kubernetes.io/pod-name".into(),
+        vec!["agent-x".into()],
+    );
+    let node = get_pods(&agent, &[("Impersonate-User", "system:node:node1")])
+        .unwrap()
+        .unwrap();
+    assert_eq!(node.mode, ImpersonationMode::AssociatedNode);
+    assert_eq!(node.identity.name, "system:node:node1");
+    assert_eq!(
+        node.identity.groups,
+        ["system:nodes", "system:authenticated"]
+    );
+    assert_eq!(
+        authz.asked(),
+        [
+            "impersonate-on:associated-node:list /v1/pods/ ns= name=",
+            "impersonate:associated-node authentication.k8s.io/v1/nodes/ ns= name=*",
+        ]
+    );
+    // Another node is not its own: the arbitrary-node mode is tried, and refused.
+    let err = get_pods(&agent, &[("Impersonate-User", "system:node:node2")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot impersonate:arbitrary-node"),
+        "{err}"
+    );
+    authz.asked();
+
+    // Service accounts, and groups too many to check one by one.
+    let sa = get_pods(
+        &Identity::new("sa-impersonater", vec![]),
+        &[("Impersonate-User", "system:serviceaccount:ns:app")],
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (sa.mode, sa.mode.verb()),
+        (
+            ImpersonationMode::ServiceAccount,
+            "impersonate:serviceaccount"
+        )
+    );
+    assert_eq!(
+        sa.identity.groups,
+        [
+            "system:serviceaccounts",
+            "system:serviceaccounts:ns",
+            "system:authenticated"
+        ]
+    );
+    authz.asked();
+    let many = [
+        ("Impersonate-User", "bob"),
+        ("Impersonate-Group", "a"),
+        ("Impersonate-Group", "b"),
+        ("Impersonate-Group", "c"),
+        ("Impersonate-Group", "d"),
+    ];
+    let bob = get_pods(&Identity::new("many-groups-impersonater", vec![]), &many)
+        .unwrap()
+        .unwrap();
+    assert_eq!(bob.mode, ImpersonationMode::UserInfo);
+    assert_eq!(
+        bob.identity.groups,
+        ["a", "b", "c", "d", "system:authenticated"]
+    );
+    assert_eq!(
+        authz.asked().last().unwrap(),
+        "impersonate:user-info authentication.k8s.io/v1/groups/ ns= name=*"
+    );
+
+    // Legacy grants keep working; the mode is remembered and tried first next time, so a
+    // later refusal is the legacy mode's.
+    let legacy = Identity::new("legacy-impersonater", vec![]);
+    let pods = Attributes::resource(&legacy, "create", "", "pods").with_api_version("v1");
+    let ok = impersonate_constrained(
+        &pods,
+        &request(&[("Impersonate-User", "bob")]),
+        &authz,
+        &modes,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(ok.mode, ImpersonationMode::Legacy);
+    // Legacy allows what the constrained modes refuse (the empty group).
+    let empty_group = request(&[("Impersonate-User", "bob"), ("Impersonate-Group", "")]);
+    let fresh = ImpersonationModes::default();
+    assert!(impersonate_constrained(&pods, &empty_group, &authz, &fresh).is_ok());
+    // Once nothing is allowed, a fresh filter reports the first mode's refusal; one that
+    // remembers the legacy mode for this requestor reports the legacy refusal.
+    struct Nothing;
+    impl Authorizer for Nothing {
+        fn authorize<'s>(&'s self, _: &Attributes<'_>) -> Decision<'s> {
+            Decision::no_opinion("deny by default")
+        }
+    }
+    let bob = request(&[("Impersonate-User", "bob")]);
+    let unremembered =
+        impersonate_constrained(&pods, &bob, &Nothing, &ImpersonationModes::default()).unwrap_err();
+    assert_eq!(
+        unremembered.to_string(),
+        r#"pods is forbidden: User "legacy-impersonater" cannot impersonate-on:user-info:create resource "pods" in API group "" at the cluster scope: deny by default"#
+    );
+    let remembered = impersonate_constrained(&pods, &bob, &Nothing, &modes).unwrap_err();
+    assert_eq!(
+        remembered.to_string(),
+        r#"users "bob" is forbidden: User "legacy-impersonater" cannot impersonate resource "users" in API group "" at the cluster scope: deny by default"#
+    );
+}
+
+#[test]
+fn an_allowed_check_with_an_error_stands_in_the_constrained_filter() {
+    struct AllowWithError;
+    impl Authorizer for AllowWithError {
+        fn authorize<'s>(&'s self, _: &Attributes<'_>) -> Decision<'s> {
+            Decision::allow("").with_error("partial failure")
+        }
+    }
+    let alice = Identity::new("alice", vec![]);
+    let bob = request(&[("Impersonate-User", "bob")]);
+    let pods = Attributes::resource(&alice, "get", "", "pods").with_api_version("v1");
+    assert!(impersonate(&alice, &bob, &AllowWithError).is_err());
+    let ok = impersonate_constrained(&pods, &bob, &AllowWithError, &ImpersonationModes::default());
+    assert_eq!(ok.unwrap().unwrap().identity.name, "bob");
+}
+
+#[test]
+fn constrained_bad_requests_and_sanity_refusals() {
+    let authz = ConstrainedAuthorizer::default();
+    let alice = Identity::new("user-impersonater", vec![]);
+    let pods = Attributes::resource(&alice, "get", "", "pods").with_api_version("v1");
+    let run = |headers: &[(&str, &str)]| {
+        impersonate_constrained(
+            &pods,
+            &request(headers),
+            &authz,
+            &ImpersonationModes::default(),
+        )
+        .unwrap_err()
+    };
+    let err = run(&[
+        ("Impersonate-Group", "some-group"),
+        ("Impersonate-Extra-Scopes", "a\\"),
+        ("Impersonate-Extra-Scopes", "b"),
+    ]);
+    assert_eq!(err.status_code(), 400);
+    assert_eq!(
+        err.to_string(),
+        r#"requested &user.DefaultInfo{Name:"", UID:"", Groups:[]string{"some-group"}, Extra:map[string][]string{"scopes":[]string{"a\\", "b"}}} without impersonating a user name"#
+    );
+    let err = run(&[("Impersonate-Uid", "u1")]);
+    assert_eq!(
+        err.to_string(),
+        r#"requested &user.DefaultInfo{Name:"", UID:"u1", Groups:[]string(nil), Extra:map[string][]string(nil)} without impersonating a user name"#
+    );
+    // The extra key must be a domain-prefixed path; the legacy refusal comes second.
+    let err = run(&[
+        ("Impersonate-User", "anyone"),
+        ("Impersonate-Extra-Scopes", "a"),
+    ]);
+    assert_eq!(
+        err.to_string(),
+        r#"userextras.authentication.k8s.io is forbidden: User "user-impersonater" cannot impersonate:user-info resource "userextras" in API group "authentication.k8s.io" at the cluster scope: impersonating an invalid key in extra is not allowed: extra.key: Invalid value: "scopes": must be a domain-prefixed path (such as "acme.io/foo")"#
+    );
+    let err = run(&[
+        ("Impersonate-User", "anyone"),
+        ("Impersonate-Extra-Bad_Host%2fx", "a"),
+    ]);
+    assert!(err.to_string().ends_with(r#"impersonating an invalid key in extra is not allowed: extra.key: Invalid value: "bad_host": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"#), "{err}");
+    let err = run(&[("Impersonate-User", "anyone"), ("Impersonate-Group", "")]);
+    assert!(err.to_string().starts_with(r#"groups.authentication.k8s.io is forbidden: User "user-impersonater" cannot impersonate:user-info resource "groups""#), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with(": impersonating the empty string group is not allowed"),
+        "{err}"
+    );
+    let err = run(&[
+        ("Impersonate-User", "anyone"),
+        ("Impersonate-Extra-Pandas.io%2fscopes", ""),
+    ]);
+    assert!(
+        err.to_string()
+            .ends_with(": impersonating the empty string value in extra is not allowed"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -10,7 +10,10 @@ use std::task::{Context, Poll};
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use kubegate_authz::{ImpersonationRequest, Policy, WriteGate, impersonate};
+use kubegate_authz::{
+    Attributes, ImpersonationModes, ImpersonationRequest, Policy, WriteGate,
+    impersonate_constrained,
+};
 use kubegate_proxy::audit::IdentitySlot;
 use kubegate_proxy::status::{internal_error_text, not_found_text};
 use kubegate_proxy::{LongRunning, ProxyBody, RequestMeta, Status, UpstreamPath};
@@ -128,6 +131,9 @@ pub struct Shared {
     pub(crate) rebuild: tokio::sync::Mutex<()>,
     /// Requests being served, for the max-in-flight limit.
     pub(crate) in_flight: Arc<crate::inflight::InFlight>,
+    /// The impersonation mode that last let each caller impersonate (tried first next time,
+    /// as kube-apiserver does; it decides which refusal a caller sees).
+    pub(crate) impersonation_modes: ImpersonationModes,
 }
 
 /// The request body inside the audit layer: the client's body, copied for the audit event when
@@ -729,7 +735,7 @@ fn forward(
         identity,
         oidc_audience,
         withhold_authorization,
-    } = prepare_forward(route, runtime, caller, &req)?;
+    } = prepare_forward(route, runtime, &shared.impersonation_modes, caller, &req)?;
     admit_to_target(runtime, &req)?;
     if withhold_authorization {
         req.headers_mut().remove(http::header::AUTHORIZATION);
@@ -776,6 +782,7 @@ struct Prepared<'r> {
 fn prepare_forward<'r>(
     route: &Route<'_>,
     runtime: &'r Runtime,
+    impersonation_modes: &ImpersonationModes,
     caller: Caller,
     req: &Request<RequestBody>,
 ) -> Result<Prepared<'r>, Box<Response<ProxyBody>>> {
@@ -785,8 +792,9 @@ fn prepare_forward<'r>(
             let uri = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
             Box::new(internal_error_text(uri, &e.to_string()))
         })?;
-    // `kubectl --as`: the caller's impersonation is checked against gateway RBAC, then the
-    // request runs as the impersonated identity.
+    // `kubectl --as`: the caller's impersonation is checked against gateway RBAC as
+    // kube-apiserver's constrained impersonation filter (the default since 1.36) checks it,
+    // then the request runs as the impersonated identity.
     // Header names are lowercase here; only `impersonate-*` values are read (and validated).
     let impersonation = ImpersonationRequest::from_headers(
         req.headers()
@@ -794,7 +802,14 @@ fn prepare_forward<'r>(
             .filter(|(k, _)| k.as_str().starts_with("impersonate-"))
             .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v))),
     );
-    let impersonated = match impersonate(&caller.identity, &impersonation, runtime.policy.as_ref())
+    let requested = Attributes::from_request_info(&caller.identity, &info);
+    let impersonated = match impersonate_constrained(
+        &requested,
+        &impersonation,
+        runtime.policy.as_ref(),
+        impersonation_modes,
+    )
+    .map(|allowed| allowed.map(|allowed| allowed.identity))
     {
         Ok(Some(impersonated)) => {
             if let Some(slot) = req.extensions().get::<IdentitySlot>() {

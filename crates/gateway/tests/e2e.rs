@@ -417,12 +417,67 @@ async fn impersonation_with_as() {
             .contains(&serde_json::json!("devs")),
         "{event}"
     );
+    // Refused as kube-apiserver (1.36+) refuses it: the first constrained mode's check, on
+    // the request itself.
     let denied = env
         .kubectl(VIEWER_KEY, A, &["--as", "admin", "get", "pods"])
         .await;
     assert_forbidden(
         &denied,
-        "users \"admin\" is forbidden: User \"viewer\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope",
+        "pods is forbidden: User \"viewer\" cannot impersonate-on:user-info:list resource \"pods\" in API group \"\" in the namespace \"default\"",
+    );
+}
+
+/// Constrained impersonation (KEP-5284) through gateway RBAC: the operator may act as the
+/// viewer, but only to list pods (and read discovery, which kubectl does first).
+#[tokio::test(flavor = "multi_thread")]
+async fn constrained_impersonation_limits_what_an_impersonator_may_do() {
+    let env = Env::start_with(
+        r#"  - apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRole
+    metadata: {name: list-pods-as-viewer}
+    rules:
+      - {apiGroups: [authentication.k8s.io], resources: [users], resourceNames: [viewer], verbs: ["impersonate:user-info"]}
+      - {apiGroups: [authentication.k8s.io], resources: [groups], resourceNames: [devs], verbs: ["impersonate:user-info"]}
+      - {apiGroups: [""], resources: [pods], verbs: ["impersonate-on:user-info:list"]}
+      - {nonResourceURLs: ["/api", "/api/*", "/apis", "/apis/*"], verbs: ["impersonate-on:user-info:get"]}
+  - apiVersion: rbac.authorization.k8s.io/v1
+    kind: ClusterRoleBinding
+    metadata: {name: operator-lists-pods-as-viewer}
+    roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: list-pods-as-viewer}
+    subjects: [{kind: User, name: operator, apiGroup: rbac.authorization.k8s.io}]
+"#,
+    )
+    .await;
+    assert_ok(
+        &env.kubectl(
+            OPERATOR_KEY,
+            A,
+            &["--as", "viewer", "--as-group", "devs", "get", "pods"],
+        )
+        .await,
+    );
+    let seen = env.a.last_request_to("/pods").unwrap();
+    let user = seen.effective_user().unwrap();
+    assert_eq!(user.name, "viewer");
+    assert_eq!(user.groups, ["devs", "system:authenticated"]);
+    assert_forbidden(
+        &env.kubectl(
+            OPERATOR_KEY,
+            A,
+            &["--as", "viewer", "--as-group", "devs", "get", "configmaps"],
+        )
+        .await,
+        "configmaps is forbidden: User \"operator\" cannot impersonate-on:user-info:list resource \"configmaps\" in API group \"\" in the namespace \"default\"",
+    );
+    assert_forbidden(
+        &env.kubectl(
+            OPERATOR_KEY,
+            A,
+            &["--as", "admin", "--as-group", "devs", "get", "pods"],
+        )
+        .await,
+        "users.authentication.k8s.io \"admin\" is forbidden: User \"operator\" cannot impersonate:user-info resource \"users\" in API group \"authentication.k8s.io\" at the cluster scope",
     );
 }
 

@@ -3,6 +3,12 @@
 
 use std::collections::BTreeMap;
 
+mod constrained;
+
+pub use constrained::{
+    Impersonated, ImpersonationMode, ImpersonationModes, impersonate_constrained,
+};
+
 use crate::identity::{
     ALL_AUTHENTICATED, ALL_UNAUTHENTICATED, ANONYMOUS, service_account_groups,
     service_account_username, split_service_account_username,
