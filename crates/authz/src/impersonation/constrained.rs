@@ -142,18 +142,18 @@ pub fn impersonate_constrained<A: Authorizer + ?Sized>(
     authorizer: &A,
     modes: &ImpersonationModes,
 ) -> Result<Option<Impersonated>, Error> {
-    if request.user.is_empty() {
-        if request.is_empty() {
-            return Ok(None);
-        }
+    if request.is_empty() {
+        return Ok(None);
+    }
+    let wanted = Wanted::from(request);
+    if wanted.user.is_empty() {
         return Err(Error::ImpersonationWithoutUser {
             message: format!(
                 "requested {} without impersonating a user name",
-                wanted_go_syntax(request)
+                wanted.go_syntax()
             ),
         });
     }
-    let wanted = Wanted::from(request);
     let requestor = request_attributes.user;
     let remembered = modes.remembered(&requestor.name);
     let mut first_refusal = None;
@@ -211,43 +211,38 @@ impl Wanted<'_> {
     }
 }
 
-/// Go's `%#v` of the `*user.DefaultInfo` kube-apiserver builds from the headers.
-fn wanted_go_syntax(request: &ImpersonationRequest) -> String {
-    let strings = |values: &mut dyn Iterator<Item = &str>| {
-        values.map(go_quote).collect::<Vec<_>>().join(", ")
-    };
-    let groups = if request.groups.is_empty() {
-        "[]string(nil)".to_owned()
-    } else {
+impl Wanted<'_> {
+    /// Go's `%#v` of the `*user.DefaultInfo` kube-apiserver builds from the headers.
+    fn go_syntax(&self) -> String {
+        let strings = |values: &[&str]| {
+            values
+                .iter()
+                .map(|v| go_quote(v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let groups = if self.groups.is_empty() {
+            "[]string(nil)".to_owned()
+        } else {
+            let groups: Vec<&str> = self.groups.iter().map(String::as_str).collect();
+            format!("[]string{{{}}}", strings(&groups))
+        };
+        let extra = if self.extra.is_empty() {
+            "map[string][]string(nil)".to_owned()
+        } else {
+            let entries: Vec<String> = self
+                .extra
+                .iter()
+                .map(|(key, values)| format!("{}:[]string{{{}}}", go_quote(key), strings(values)))
+                .collect();
+            format!("map[string][]string{{{}}}", entries.join(", "))
+        };
         format!(
-            "[]string{{{}}}",
-            strings(&mut request.groups.iter().map(String::as_str))
+            "&user.DefaultInfo{{Name:{}, UID:{}, Groups:{groups}, Extra:{extra}}}",
+            go_quote(self.user),
+            go_quote(self.uid)
         )
-    };
-    let extra = if request.extra.is_empty() {
-        "map[string][]string(nil)".to_owned()
-    } else {
-        let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (key, value) in &request.extra {
-            by_key.entry(key).or_default().push(value);
-        }
-        let entries: Vec<String> = by_key
-            .iter()
-            .map(|(key, values)| {
-                format!(
-                    "{}:[]string{{{}}}",
-                    go_quote(key),
-                    strings(&mut values.iter().copied())
-                )
-            })
-            .collect();
-        format!("map[string][]string{{{}}}", entries.join(", "))
-    };
-    format!(
-        "&user.DefaultInfo{{Name:{}, UID:{}, Groups:{groups}, Extra:{extra}}}",
-        go_quote(&request.user),
-        go_quote(&request.uid)
-    )
+    }
 }
 
 /// The node name in `system:node:<name>`, when it is a valid one.
