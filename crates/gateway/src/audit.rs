@@ -85,6 +85,11 @@ impl AuditSink for GatewayAuditSink {
 }
 
 /// An append-only file rotated by size: `audit.log` → `audit.log.1` → … → `audit.log.N`.
+///
+/// Only a regular file is rotated. A path that opens something else — `/dev/null`,
+/// `/dev/stdout`, a FIFO a log shipper reads, or a symlink to one of them — is only written to:
+/// renaming it would take a device or a pipe away from every other process on the machine (a
+/// gateway running as root once turned `/dev/null` into a regular file that way).
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
@@ -92,6 +97,7 @@ pub struct RotatingFile {
     size: u64,
     max_size: u64,
     max_files: usize,
+    rotates: bool,
 }
 
 impl RotatingFile {
@@ -101,21 +107,22 @@ impl RotatingFile {
             std::fs::create_dir_all(dir)?;
         }
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = file.metadata()?.len();
+        let metadata = file.metadata()?;
         let file = BufWriter::new(file);
         Ok(RotatingFile {
             path,
             file,
-            size,
+            size: metadata.len(),
             max_size: max_size.max(1),
             max_files,
+            rotates: metadata.file_type().is_file(),
         })
     }
 
     /// Appends one line (buffered until [`flush`](Self::flush)), rotating first if it would
-    /// overflow the size limit.
+    /// overflow the size limit and the file is a regular one.
     pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.size > 0 && self.size + line.len() as u64 > self.max_size {
+        if self.rotates && self.size > 0 && self.size + line.len() as u64 > self.max_size {
             self.rotate()?;
         }
         self.file.write_all(line)?;
@@ -252,6 +259,33 @@ mod tests {
             "line-2\n"
         );
         assert!(!RotatingFile::rotated(&path, 3).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The test goes through a symlink in a scratch directory, so that a regression renames the
+    /// link, never the machine's `/dev/null`.
+    #[test]
+    fn never_rotates_what_is_not_a_regular_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = std::env::temp_dir().join(format!("kubegate-audit-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit.log");
+        std::os::unix::fs::symlink("/dev/null", &path).unwrap();
+        for max_files in [0, 2] {
+            let mut f = RotatingFile::open(path.clone(), 10, max_files).unwrap();
+            for i in 0..5 {
+                f.write_line(format!("line-{i}\n").as_bytes()).unwrap();
+                f.flush().unwrap();
+            }
+            assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+            assert!(
+                std::fs::metadata(&path)
+                    .unwrap()
+                    .file_type()
+                    .is_char_device()
+            );
+            assert!(!RotatingFile::rotated(&path, 1).exists());
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
