@@ -15,7 +15,7 @@ use kubegate_authz::{
     impersonate_constrained,
 };
 use kubegate_proxy::audit::IdentitySlot;
-use kubegate_proxy::status::{internal_error_text, not_found_text};
+use kubegate_proxy::status::{internal_error_text, not_found_text, redirect_to_slash};
 use kubegate_proxy::{LongRunning, ProxyBody, RequestMeta, Status, UpstreamPath};
 use kubegate_routing::{RequestInfo, Route, RouteError, Router, Target};
 use kubegate_tokens::{KeySet, Minter};
@@ -737,6 +737,15 @@ fn forward(
         withhold_authorization,
     } = prepare_forward(route, runtime, &shared.impersonation_modes, caller, &req)?;
     admit_to_target(runtime, &req)?;
+    // An empty location below the prefix: kube-apiserver's proxy handler redirects a GET or
+    // HEAD to the path plus `/` (V5.5), once the request is authenticated and authorized, and
+    // passes other methods on (here to `/`).
+    if route.bare_prefix && matches!(*req.method(), http::Method::GET | http::Method::HEAD) {
+        return Err(Box::new(redirect_to_slash(
+            req.uri().path(),
+            req.uri().query(),
+        )));
+    }
     if withhold_authorization {
         req.headers_mut().remove(http::header::AUTHORIZATION);
     }

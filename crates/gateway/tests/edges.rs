@@ -1147,3 +1147,80 @@ mod rebuilds {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// V5.5 (`TestProxyRedirectsforRootPath`): a GET or HEAD for a target's bare prefix, whose
+/// location below the prefix is empty, is answered with kube's `301` to the path plus `/`
+/// (query kept); PUT and DELETE pass on to the upstream's `/`. The redirect comes after
+/// authentication and the target lookup, as kube's proxy handler runs after its filters.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bare_prefix_redirects_gets_and_heads_below_it() {
+    let env = Env::start().await;
+    let client = env.client();
+    let send = |method: &str, path: &str, token: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", env.url))
+            .header("authorization", format!("Bearer {token}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    let reached = |method: &str| {
+        env.a
+            .requests()
+            .iter()
+            .filter(|r| r.method.as_str() == method && r.path == "/")
+            .count()
+    };
+    #[rustfmt::skip]
+    let cases = [
+        // method, path, status, Location, reaches the upstream
+        ("GET", "/kubernetes/cluster/a", 301, Some("/kubernetes/cluster/a/"), false),
+        ("PUT", "/kubernetes/cluster/a", 0, None, true),
+        ("HEAD", "/kubernetes/cluster/a", 301, Some("/kubernetes/cluster/a/"), false),
+        ("DELETE", "/kubernetes/cluster/a", 0, None, true),
+        ("GET", "/kubernetes/cluster/a?timeout=5s&x=%2F", 301, Some("/kubernetes/cluster/a/?timeout=5s&x=%2F"), false),
+        ("GET", "/kubernetes/cluster/a?", 301, Some("/kubernetes/cluster/a/"), false),
+        ("GET", "/kubernetes/cluster/a/", 0, None, true),
+        ("GET", "/kubernetes/project/p1/space/s1", 301, Some("/kubernetes/project/p1/space/s1/"), false),
+    ];
+    for (method, path, status, location, forwarded) in cases {
+        let before = reached(method);
+        let reply = client.send(send(method, path, ADMIN_KEY)).await;
+        let after = reached(method);
+        assert_eq!(after - before, usize::from(forwarded), "{method} {path}");
+        if forwarded {
+            assert_ne!(reply.status, 301, "{method} {path}");
+        } else {
+            assert_eq!(reply.status, status, "{method} {path}: {}", reply.body);
+            assert_eq!(
+                reply.headers.get("location").map(|v| v.to_str().unwrap()),
+                location,
+                "{method} {path}"
+            );
+            assert_eq!(reply.body, "", "{method} {path}");
+            // As Go's server frames an empty answer: `Content-Length: 0`, none on a HEAD.
+            let length = reply
+                .headers
+                .get("content-length")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(length, (method == "GET").then_some("0"), "{method} {path}");
+            assert_eq!(reply.headers["cache-control"], "no-cache, private");
+        }
+    }
+    // Before the redirect: the caller is authenticated and the target must exist.
+    let reply = client
+        .send(send("GET", "/kubernetes/cluster/a", "not-a-key"))
+        .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let reply = client
+        .send(send("GET", "/kubernetes/cluster/nope", ADMIN_KEY))
+        .await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains(r#"clusters.management.loft.sh \"nope\" not found"#),
+        "{}",
+        reply.body
+    );
+}

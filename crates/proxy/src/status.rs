@@ -2,7 +2,7 @@
 //! few plain-text bodies it uses.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
 use http::{HeaderMap, Response, StatusCode, Uri};
 use serde::Serialize;
 
@@ -431,6 +431,28 @@ fn internal_error_body(request_uri: &str, err: &str) -> String {
     }
     body.push('\n');
     body
+}
+
+/// The answer of kube-apiserver's proxy handler (apimachinery `UpgradeAwareHandler`) to a GET
+/// or HEAD whose proxied location is empty: `301 Moved Permanently` to the request's path with
+/// `/` appended and its query kept, and no body, so that relative links resolve below the
+/// prefix (spec vector V5.5). `path` is the path the client asked for; other methods are
+/// forwarded instead.
+pub fn redirect_to_slash<B: From<Bytes>>(path: &str, query: Option<&str>) -> Response<B> {
+    let location = match query.filter(|q| !q.is_empty()) {
+        Some(q) => format!("{path}/?{q}"),
+        None => format!("{path}/"),
+    };
+    let mut res = Response::new(B::from(Bytes::new()));
+    *res.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    let h = res.headers_mut();
+    // A URI's path and query are visible ASCII, always a valid header value: the check only
+    // keeps a caller's malformed input from panicking.
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        h.insert(LOCATION, location);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    res
 }
 
 /// `Too many requests, please try again later.\n` with `Retry-After` (APF / max-in-flight).

@@ -49,6 +49,11 @@ pub struct Route<'a> {
     pub raw_rest: &'a str,
     /// The raw query string, untouched.
     pub query: Option<&'a str>,
+    /// The path ended at the prefix (`/kubernetes/cluster/prod`, no `/` after it), so the
+    /// location below the prefix is empty. kube-apiserver's proxy handler answers a GET or HEAD
+    /// for an empty location with a `301` to the path plus `/` (spec vector V5.5); `rest` and
+    /// `raw_rest` are `/` all the same, for the methods it passes on.
+    pub bare_prefix: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,12 +125,14 @@ impl Router {
         if let Ok((target, raw_rest)) = self.target(raw_path)
             && (raw_rest.is_empty() || is_plain_path(raw_rest))
         {
-            let raw_rest = if raw_rest.is_empty() { "/" } else { raw_rest };
+            let bare_prefix = raw_rest.is_empty();
+            let raw_rest = if bare_prefix { "/" } else { raw_rest };
             return Ok(Route {
                 target,
                 rest: Cow::Borrowed(raw_rest),
                 raw_rest,
                 query,
+                bare_prefix,
             });
         }
         self.route_checked_in_full(raw_path, query)
@@ -143,12 +150,14 @@ impl Router {
         check_raw(raw_path)?;
         check_segments(raw_path)?;
         let (target, raw_rest) = self.target(raw_path)?;
-        let raw_rest = if raw_rest.is_empty() { "/" } else { raw_rest };
+        let bare_prefix = raw_rest.is_empty();
+        let raw_rest = if bare_prefix { "/" } else { raw_rest };
         Ok(Route {
             target,
             rest: decode_path(raw_rest)?,
             raw_rest,
             query,
+            bare_prefix,
         })
     }
 

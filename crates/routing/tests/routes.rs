@@ -39,6 +39,37 @@ fn central_prefixes() {
     }
 }
 
+/// Only a path that ends at the prefix is bare: its location below the prefix is empty, which
+/// kube-apiserver's proxy handler treats apart (V5.5). A trailing `/` already names `/`.
+#[test]
+fn bare_prefixes() {
+    let central = Router::central();
+    let agent = Router::agent("local").unwrap();
+    #[rustfmt::skip]
+    let cases = [
+        (&central, "/kubernetes/cluster/prod", true),
+        (&central, "/kubernetes/cluster/prod/", false),
+        (&central, "/kubernetes/cluster/prod/api", false),
+        (&central, "/kubernetes/virtualcluster/prod/team-a/vc1", true),
+        (&central, "/kubernetes/project/p1/space/s1", true),
+        (&central, "/kubernetes/project/p1/virtualcluster/v1/", false),
+        (&central, "/kubernetes/management", true),
+        (&central, "/healthz", false),
+        (&agent, "/kubernetes/cluster", true),
+        (&agent, "/kubernetes/cluster/", false),
+        (&agent, "/kubernetes/project/p/space/s", true),
+    ];
+    for (router, path, bare) in cases {
+        let route = router
+            .route(path, Some("a=b"))
+            .unwrap_or_else(|e| panic!("{path}: {e:?}"));
+        assert_eq!(route.bare_prefix, bare, "{path}");
+        if bare {
+            assert_eq!((route.rest.as_ref(), route.raw_rest), ("/", "/"), "{path}");
+        }
+    }
+}
+
 #[test]
 fn agent_prefixes() {
     let r = Router::agent("local").unwrap();
