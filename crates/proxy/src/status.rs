@@ -51,6 +51,20 @@ pub struct StatusDetails {
     pub retry_after_seconds: i32,
 }
 
+impl StatusDetails {
+    /// The details of an error about one object: name, group, and the resource (plural) as
+    /// `kind`, as `NewNotFound`, `NewForbidden`, `NewAlreadyExists` and `NewConflict` fill
+    /// them.
+    pub fn object(group: &str, resource: &str, name: &str) -> Self {
+        StatusDetails {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            kind: resource.to_owned(),
+            ..StatusDetails::default()
+        }
+    }
+}
+
 /// One entry of `details.causes`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct StatusCause {
@@ -121,32 +135,58 @@ impl Status {
             (true, _) => format!("forbidden: {err}"),
             (false, true) => format!("{} is forbidden: {err}", qualified(group, resource)),
             (false, false) => format!(
-                "{} \"{name}\" is forbidden: {err}",
-                qualified(group, resource)
+                "{} {} is forbidden: {err}",
+                qualified(group, resource),
+                go_quote(name)
             ),
         };
-        let details = StatusDetails {
-            name: name.to_owned(),
-            group: group.to_owned(),
-            kind: resource.to_owned(),
-            ..StatusDetails::default()
-        };
-        Status::new(403, "Forbidden", message, Some(details))
+        Status::new(
+            403,
+            "Forbidden",
+            message,
+            Some(StatusDetails::object(group, resource, name)),
+        )
     }
 
-    /// 404 `NotFound` as `NewNotFound`.
+    /// 404 `NotFound` as `NewNotFound` (the name quoted as Go's `%q` quotes it).
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        let details = StatusDetails {
-            name: name.to_owned(),
-            group: group.to_owned(),
-            kind: resource.to_owned(),
-            ..StatusDetails::default()
-        };
         Status::new(
             404,
             "NotFound",
-            format!("{} \"{name}\" not found", qualified(group, resource)),
-            Some(details),
+            format!(
+                "{} {} not found",
+                qualified(group, resource),
+                go_quote(name)
+            ),
+            Some(StatusDetails::object(group, resource, name)),
+        )
+    }
+
+    /// 409 `AlreadyExists` as `NewAlreadyExists`.
+    pub fn already_exists(group: &str, resource: &str, name: &str) -> Self {
+        Status::new(
+            409,
+            "AlreadyExists",
+            format!(
+                "{} {} already exists",
+                qualified(group, resource),
+                go_quote(name)
+            ),
+            Some(StatusDetails::object(group, resource, name)),
+        )
+    }
+
+    /// 409 `Conflict` as `NewConflict(gr, name, err)`.
+    pub fn conflict(group: &str, resource: &str, name: &str, err: &str) -> Self {
+        Status::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} {}: {err}",
+                qualified(group, resource),
+                go_quote(name)
+            ),
+            Some(StatusDetails::object(group, resource, name)),
         )
     }
 
@@ -668,6 +708,58 @@ mod tests {
         ];
         for (name, status, want) in cases {
             assert_eq!(compact(&status), format!("{want}\n"), "{name}");
+            // The two bodies V4.3 gives a `Retry-After` for carry it as a header too.
+            let retry_after = match name {
+                "429 Status form" => Some("10"),
+                "503 before mux complete" => Some("5"),
+                _ => None,
+            };
+            let res: Response<Bytes> = status.to_response(false);
+            let header = res.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap());
+            assert_eq!(header, retry_after, "{name}");
+        }
+    }
+
+    /// kubernetes-edges §4.1, one row per constructor: message, reason, details (the resource
+    /// as `kind`, names quoted as Go's `%q`), and `Retry-After` exactly when
+    /// `details.retryAfterSeconds > 0`.
+    #[test]
+    fn edges_4_1_status_constructors() {
+        #[rustfmt::skip]
+        let cases = [
+            (Status::unauthorized(),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#, None),
+            (Status::forbidden("", "", "", "boom"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"forbidden: boom","reason":"Forbidden","details":{},"code":403}"#, None),
+            (Status::forbidden("apps", "deployments", "", "boom"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"deployments.apps is forbidden: boom","reason":"Forbidden","details":{"group":"apps","kind":"deployments"},"code":403}"#, None),
+            (Status::forbidden("", "pods", "a\"b\\c\td", "boom"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"a\\\"b\\\\c\\td\" is forbidden: boom","reason":"Forbidden","details":{"name":"a\"b\\c\td","kind":"pods"},"code":403}"#, None),
+            (Status::not_found("", "pods", "x\ny"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"x\\ny\" not found","reason":"NotFound","details":{"name":"x\ny","kind":"pods"},"code":404}"#, None),
+            (Status::already_exists("management.loft.sh", "ownedaccesskeys", "k1"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"ownedaccesskeys.management.loft.sh \"k1\" already exists","reason":"AlreadyExists","details":{"name":"k1","group":"management.loft.sh","kind":"ownedaccesskeys"},"code":409}"#, None),
+            (Status::conflict("", "configmaps", "cm", "the object has been modified; please apply your changes to the latest version and try again"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Operation cannot be fulfilled on configmaps \"cm\": the object has been modified; please apply your changes to the latest version and try again","reason":"Conflict","details":{"name":"cm","kind":"configmaps"},"code":409}"#, None),
+            (Status::bad_request("bad"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"bad","reason":"BadRequest","code":400}"#, None),
+            (Status::too_many_requests("slow down", 3),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"slow down","reason":"TooManyRequests","details":{"retryAfterSeconds":3},"code":429}"#, Some("3")),
+            (Status::internal_error("boom"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Internal error occurred: boom","reason":"InternalError","details":{"causes":[{"message":"boom"}]},"code":500}"#, None),
+            (Status::service_unavailable("cluster \"a\" is not reachable"),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"cluster \"a\" is not reachable","reason":"ServiceUnavailable","code":503}"#, None),
+            (Status::timeout("too slow", 0),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Timeout: too slow","reason":"Timeout","details":{},"code":504}"#, None),
+            (Status::timeout("too slow", 7),
+             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Timeout: too slow","reason":"Timeout","details":{"retryAfterSeconds":7},"code":504}"#, Some("7")),
+        ];
+        for (status, want, retry_after) in cases {
+            assert_eq!(compact(&status), format!("{want}\n"), "{want}");
+            let res: Response<Bytes> = status.to_response(false);
+            assert_eq!(res.status().as_u16(), status.code, "{want}");
+            let header = res.headers().get(RETRY_AFTER).map(|v| v.to_str().unwrap());
+            assert_eq!(header, retry_after, "{want}");
         }
     }
 

@@ -341,18 +341,7 @@ pub(super) async fn create_owned_access_key(
     match ctx.shared.store.create_access_key(stored.clone()).await {
         Ok(()) => {}
         Err(crate::error::StoreError::AlreadyExists { .. }) => {
-            return fail(Status {
-                code: 409,
-                message: format!("ownedaccesskeys.{GROUP} {name:?} already exists"),
-                reason: "AlreadyExists".into(),
-                details: Some(kubegate_proxy::status::StatusDetails {
-                    name: name.clone(),
-                    group: GROUP.into(),
-                    kind: "ownedaccesskeys".into(),
-                    ..Default::default()
-                }),
-                type_meta: true,
-            });
+            return fail(Status::already_exists(GROUP, "ownedaccesskeys", &name));
         }
         Err(e) => {
             tracing::error!(error = %e, "storing an access key failed");
