@@ -1057,3 +1057,103 @@ fn bad_input_gives_typed_errors() {
         "{err}"
     );
 }
+
+/// kubernetes-edges §2.2: the `RuleAllows` quirks the spec states, each as a concrete request
+/// against a one-rule policy.
+#[test]
+fn rule_allows_edges() {
+    let user = Identity::new("u", vec![]);
+    let res = |verb: &'static str,
+               group: &'static str,
+               resource: &'static str,
+               sub: &'static str| { (verb, group, resource, sub) };
+    #[rustfmt::skip]
+    let resource_cases = [
+        // rule (verbs, groups, resources), request (verb, group, resource, subresource), allowed
+        ((&["get"][..], &[""][..], &["pods/*"][..]), res("get", "", "pods", "status"), false), // not a wildcard
+        ((&["get"], &[""], &["pods/*"]), res("get", "", "pods", "*"), true),                     // a subresource named `*`
+        ((&["get"], &[""], &["*/*"]), res("get", "", "pods", "status"), false),                   // not special
+        ((&["get"], &[""], &["pods"]), res("get", "", "pods", "status"), false),                  // no subresources
+        ((&["get"], &[""], &["*"]), res("get", "", "pods", "status"), true),                      // everything
+        ((&["get"], &["*"], &["*/status"]), res("get", "apps", "deployments", "status"), true),
+        ((&["get"], &[""], &["*/status"]), res("get", "", "pods", ""), false),                    // needs a subresource
+        ((&["get"], &[""], &["*/status"]), res("get", "", "pods", "statusx"), false),
+        ((&["GET"], &[""], &["pods"]), res("get", "", "pods", ""), false),                        // verbs are case-sensitive
+        ((&["*"], &[""], &["pods"]), res("get", "", "pods", ""), true),
+        ((&["get"], &[""], &["pods"]), res("get", "apps", "pods", ""), false),                    // "" is core only
+        ((&["get"], &["*"], &["pods"]), res("get", "apps", "pods", ""), true),
+    ];
+    for ((verbs, groups, resources), (verb, group, resource, sub), want) in resource_cases {
+        let a = Attributes::resource(&user, verb, group, resource).on_subresource(sub);
+        assert_eq!(
+            rule_allows(&rule(verbs, groups, resources), &a),
+            want,
+            "rule {verbs:?} {groups:?} {resources:?}, request {verb} {group}/{resource}/{sub}"
+        );
+    }
+    #[rustfmt::skip]
+    let url_cases = [
+        ("/apis/*", "get", "/apis/", true),
+        ("/apis/*", "get", "/apis/v1/x", true),
+        ("/apis/*", "get", "/apis", false),
+        ("/apis/**", "get", "/apis/", true),  // every trailing `*` removed
+        ("/healthz*", "get", "/healthzfoo", true),
+        ("/healthz", "get", "/healthz/", false),
+        ("*", "get", "/anything/at/all", true),
+        ("/metrics", "get", "/metrics", true),
+        ("/metrics", "post", "/metrics", false),
+    ];
+    for (url, verb, path, want) in url_cases {
+        let a = Attributes::non_resource(&user, verb, path);
+        assert_eq!(
+            rule_allows(&url_rule(&["get"], &[url]), &a),
+            want,
+            "rule {url}, request {verb} {path}"
+        );
+    }
+}
+
+/// kubernetes-edges §2.3: which subjects apply to which users.
+#[test]
+fn subject_matching_edges() {
+    let all = cluster_role("all", vec![rule(&["*"], &["*"], &["*"])]);
+    #[rustfmt::skip]
+    let cases = [
+        // subject, in a RoleBinding in "dev" (else a ClusterRoleBinding), user, groups, allowed
+        (subject("User", "jane", None), false, "jane", &[][..], true),
+        (subject("User", "*", None), false, "jane", &[], false),            // `*` is not a wildcard
+        (subject("User", "Jane", None), false, "jane", &[], false),         // exact
+        (subject("Group", "devs", None), false, "jane", &["devs"][..], true),
+        (subject("Group", "Devs", None), false, "jane", &["devs"], false),
+        (subject("Group", "*", None), false, "jane", &["devs"], false),
+        (subject("ServiceAccount", "sa", Some("dev")), false, "system:serviceaccount:dev:sa", &[], true),
+        (subject("ServiceAccount", "sa", None), false, "system:serviceaccount:dev:sa", &[], false), // no namespace in a CRB
+        (subject("ServiceAccount", "sa", None), true, "system:serviceaccount:dev:sa", &[], true),   // the binding's namespace
+        (subject("ServiceAccount", "sa", Some("prod")), true, "system:serviceaccount:dev:sa", &[], false),
+        (subject("Robot", "jane", None), false, "jane", &[], false),          // other kinds never apply
+        (subject("Robot", "jane", None), true, "jane", &[], false),
+    ];
+    for (subject, namespaced, user, groups, want) in cases {
+        let what = format!("{subject:?} namespaced={namespaced} user={user} groups={groups:?}");
+        let (rbs, crbs) = if namespaced {
+            (
+                vec![rb(
+                    "b",
+                    "dev",
+                    role_ref("ClusterRole", "all"),
+                    vec![subject],
+                )],
+                vec![],
+            )
+        } else {
+            (
+                vec![],
+                vec![crb("b", role_ref("ClusterRole", "all"), vec![subject])],
+            )
+        };
+        let policy = Policy::compile(&[], std::slice::from_ref(&all), &rbs, &crbs).unwrap();
+        let identity = Identity::new(user, groups.iter().map(|g| (*g).to_owned()).collect());
+        let a = Attributes::resource(&identity, "get", "", "pods").in_namespace("dev");
+        assert_eq!(policy.decide(&a).is_allowed(), want, "{what}");
+    }
+}
