@@ -246,6 +246,35 @@ async fn v5_3_dial_failure_is_reported() {
     );
 }
 
+// V5.3's other half: the connection to the backend fails after the dial (TLS handshake done,
+// then the backend hangs up before answering the request). The error reaches the client as a
+// Status naming the cluster, and the connection is closed: nothing is bridged.
+#[tokio::test]
+async fn v5_3_backend_failure_after_the_dial_is_reported() {
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(pki.server_config(&[b"http/1.1"], false)));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                drop(tls);
+            }
+        }
+    });
+    let gw = gateway(&pki, port).await;
+    let out = exec_with_smuggled_follow_up(gw).await;
+    let status = out.lines().next().unwrap_or_default();
+    assert!(
+        status.starts_with("HTTP/1.1 502 ") || status.starts_with("HTTP/1.1 503 "),
+        "{out}"
+    );
+    assert!(out.contains("\"kind\":\"Status\""), "{out}");
+    assert!(out.contains("cluster \\\"prod\\\""), "{out}");
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+}
+
 #[tokio::test]
 async fn switching_protocols_bridges_both_directions_including_early_bytes() {
     let pki = Pki::new();

@@ -576,3 +576,71 @@ async fn auth_can_i_asks_the_rbac_authorizer() {
         assert_eq!(out.ok, want, "{name}");
     }
 }
+
+/// V6.3: the requests real kubectl makes with an empty discovery cache, in order, with the
+/// exact V6.2 header strings; the testkit must answer each the way kube-apiserver does for
+/// kubectl to get to the next.
+#[tokio::test]
+async fn v6_3_kubectl_request_sequences() {
+    const DISCOVERY: [&str; 3] = [
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+        // client-go before 1.33 (the kubectl on this project's machines is 1.32) offers v2beta1 too.
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json",
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;profile=nopeer,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+    ];
+    const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+    let s = server().await;
+    let out = admin(&s, &["get", "pods", "-n", "default"]).await;
+    assert!(out.ok, "{}", out.stderr);
+    // kubectl asks for `/version` before discovery (V6.3 leaves it out); that one is all.
+    let all = s.requests();
+    let reqs: Vec<_> = all.iter().filter(|r| r.path != "/version").collect();
+    assert!(all.len() - reqs.len() <= 1, "{all:?}");
+    let paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths, ["/api", "/apis", "/api/v1/namespaces/default/pods"]);
+    for discovery in &reqs[..2] {
+        let accept = discovery.header_values("accept");
+        assert!(DISCOVERY.contains(&accept[0].as_str()), "{accept:?}");
+    }
+    assert_eq!(reqs[2].header_values("accept"), [TABLE]);
+    assert_eq!(reqs[2].query.as_deref(), Some("limit=500"));
+
+    let widget = write(
+        &s,
+        "w.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n",
+    );
+    let out = admin(&s, &["create", "-f", widget.to_str().unwrap()]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "widget.example.com/w1 created");
+    // Discovery came from the cache; then the field-validation probe, then the POST.
+    let rest: Vec<_> = s
+        .requests()
+        .into_iter()
+        .skip(all.len())
+        .filter(|r| r.path != "/version")
+        .collect();
+    let paths: Vec<&str> = rest.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/openapi/v3",
+            "/openapi/v3/apis/example.com/v1",
+            "/apis/example.com/v1/namespaces/default/widgets"
+        ]
+    );
+    assert!(
+        rest[1]
+            .query
+            .as_deref()
+            .is_some_and(|q| q.starts_with("hash=")),
+        "{:?}",
+        rest[1].query
+    );
+    assert_eq!(rest[1].header_values("accept"), ["application/json"]);
+    assert_eq!(rest[2].method, http::Method::POST);
+    assert_eq!(
+        rest[2].query.as_deref(),
+        Some("fieldManager=kubectl-create&fieldValidation=Strict")
+    );
+}
