@@ -213,8 +213,8 @@ impl Credentials {
             }
         }
         // A user's generation is the configured one (Loft's `User.spec.tokenGeneration`,
-        // raised by an operator) plus the store's (raised through the API): raising either
-        // revokes the user's tokens.
+        // raised by an operator) plus the store's (raised by an embedding platform through
+        // `Store::bump_token_generation`): raising either revokes the user's tokens.
         let mut generations = state.token_generations.clone();
         for user in &config.users {
             let generation = generations.entry(user.name.clone()).or_insert(0);

@@ -1210,5 +1210,25 @@ async fn credentials_belong_to_the_users_uid_and_token_generation() {
     // A raised token generation revokes the user's tokens, not the keys.
     reload(&|admin| admin.token_generation = 1).await.unwrap();
     assert_eq!(statuses().await, [200, 200, 200, 401]);
+    let fresh = new_token().await;
+    assert_eq!(status_of(fresh.clone()).await, 200);
+
+    // So does the store's generation, which adds to the configured one: an embedding platform
+    // raises it through `Store::bump_token_generation`, and the store watcher rebuilds the
+    // credentials.
+    env.gateway
+        .shared()
+        .store
+        .bump_token_generation("admin")
+        .await
+        .unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while status_of(fresh.clone()).await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the store's raised generation revoked the token");
+    assert_eq!(statuses().await, [200, 200, 200, 401]);
     assert_eq!(status_of(new_token().await).await, 200);
 }
