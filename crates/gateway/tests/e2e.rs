@@ -1293,3 +1293,80 @@ async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clu
         }
     }
 }
+
+/// Loft's AccessKeySpec lifecycle through the API: a key created `disabled` is kept and
+/// refused; a key past its `ttl` is refused; a token minted without `spec.scope` inherits the
+/// minting key's scope (spec/loft-api.md §2, §5).
+#[tokio::test(flavor = "multi_thread")]
+async fn disabled_and_expired_keys_are_refused_and_minting_inherits_the_scope() {
+    let env = Env::start().await;
+    let client = env.client();
+    let api = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1",
+        env.url
+    );
+    let create = |body: &'static str| {
+        let (client, url) = (&client, format!("{api}/ownedaccesskeys"));
+        async move {
+            let reply = client
+                .post(
+                    &url,
+                    ADMIN_KEY,
+                    "application/json",
+                    body.as_bytes().to_vec(),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{}", reply.body);
+            let object: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            object["spec"]["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let pods = format!("{}{A}/api/v1/namespaces/default/pods", env.url);
+
+    let disabled = create(r#"{"metadata":{"name":"off"},"spec":{"disabled":true}}"#).await;
+    let reply = client.get(&pods, &disabled, &[]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    // Kept: it is still listed.
+    let list = client
+        .get(&format!("{api}/ownedaccesskeys"), ADMIN_KEY, &[])
+        .await;
+    assert!(list.body.contains(r#""name":"off""#), "{}", list.body);
+
+    let short = create(r#"{"metadata":{"name":"short"},"spec":{"ttl":1}}"#).await;
+    assert_eq!(client.get(&pods, &short, &[]).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let reply = client.get(&pods, &short, &[]).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+
+    // SCOPED_KEY admits cluster a (and the management API); a token it mints with no scope
+    // of its own carries that scope, so cluster b stays closed to it.
+    let minted = client
+        .post(
+            &format!("{api}/directclusterendpointtokens"),
+            SCOPED_KEY,
+            "application/json",
+            b"{}".to_vec(),
+        )
+        .await;
+    assert_eq!(minted.status, 201, "{}", minted.body);
+    let minted: serde_json::Value = serde_json::from_str(&minted.body).unwrap();
+    let token = minted["status"]["token"].as_str().unwrap();
+    let on_a = client.get(&pods, token, &[]).await;
+    assert_eq!(on_a.status, 200, "{}", on_a.body);
+    let on_b = client
+        .get(
+            &format!("{}{B}/api/v1/namespaces/default/pods", env.url),
+            token,
+            &[],
+        )
+        .await;
+    assert_eq!(on_b.status, 403, "{}", on_b.body);
+    let with_key = client
+        .get(
+            &format!("{}{B}/api/v1/namespaces/default/pods", env.url),
+            SCOPED_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(with_key.status, 403, "{}", with_key.body);
+}
