@@ -745,3 +745,30 @@ proptest! {
         }
     }
 }
+
+/// A rule applies to resources, or to non-resource URLs, or to neither, "never both"
+/// (spec/loft-api.md §1): one that sets both admits nothing of either kind, while each half
+/// alone admits its own kind.
+#[test]
+fn a_rule_with_resources_and_non_resource_urls_admits_nothing() {
+    let both = scope(json!({"rules": [{
+        "resources": [{"group": "", "resources": ["pods"]}],
+        "nonResourceURLs": ["/healthz*"],
+    }]}));
+    let resources =
+        scope(json!({"rules": [{"resources": [{"group": "", "resources": ["pods"]}]}]}));
+    let urls = scope(json!({"rules": [{"nonResourceURLs": ["/healthz*"]}]}));
+    let healthz = Attributes::non_resource(&NOBODY, "get", "/healthzfoo");
+    #[rustfmt::skip]
+    let cases = [
+        (&both, get_pods("default"), false),
+        (&both, healthz, false),
+        (&resources, get_pods("default"), true),
+        (&resources, healthz, false),
+        (&urls, get_pods("default"), false),
+        (&urls, healthz, true),
+    ];
+    for (i, (s, a, want)) in cases.into_iter().enumerate() {
+        assert_eq!(s.admits(&PROD, &a), want, "case {i}");
+    }
+}
