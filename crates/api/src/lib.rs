@@ -2,12 +2,14 @@
 
 #[macro_use]
 mod macros;
+mod auth;
 mod management;
 mod meta;
 mod object;
 mod scope;
 mod storage;
 
+pub use auth::PlatformVersion;
 pub use management::{
     Access, AllowedCluster, Cluster, ClusterRef, ClusterSpec, DirectClusterEndpointToken,
     DirectClusterEndpointTokenSpec, DirectClusterEndpointTokenStatus, EntityInfo, Member,

@@ -427,3 +427,21 @@ fn objects_and_list_items_are_written_in_go_order() {
         r#"[{"metadata":{"name":"c"},"spec":{"displayName":"C"},"status":{"phase":"Ready"}}]"#
     );
 }
+
+/// The platform's `/version` (Loft's `auth.Version`, spec/loft-api.md §3): every field, in
+/// Go's order; an older platform's reply without the upgrade fields still decodes.
+#[test]
+fn platform_version() {
+    let full = r#"{"version":"v4.3.0","major":"4","minor":"3","kubeVersion":"v1.31.2","newerVersion":"v4.4.0","shouldUpgrade":true}"#;
+    let v: PlatformVersion = json_round_trip(
+        full,
+        &json!({"version": "v4.3.0", "major": "4", "minor": "3", "kubeVersion": "v1.31.2",
+                "newerVersion": "v4.4.0", "shouldUpgrade": true}),
+    );
+    assert_eq!(serde_json::to_string(&v).unwrap(), full);
+    let old: PlatformVersion = serde_json::from_str(
+        r#"{"version":"v3.4.0","major":"3","minor":"4","kubeVersion":"v1.27.3"}"#,
+    )
+    .unwrap();
+    assert_eq!((old.major.as_str(), old.should_upgrade), ("3", false));
+}

@@ -19,10 +19,9 @@ pub(crate) async fn handle(
     match ops {
         OpsPath::Healthz | OpsPath::Livez => plain_text_response(StatusCode::OK, "ok".into()),
         OpsPath::Readyz => readyz(shared, runtime, req),
-        OpsPath::Version => crate::management::json_response(
-            http::StatusCode::OK,
-            &crate::management::discovery::version_info(),
-        ),
+        OpsPath::Version => {
+            crate::management::json_response(http::StatusCode::OK, &platform_version())
+        }
         OpsPath::Metrics => {
             if !runtime.config.public_metrics
                 && let Err(res) = authenticate(shared, runtime, req, OwnCredentials::Untried).await
@@ -49,6 +48,20 @@ pub(crate) async fn handle(
             );
             res
         }
+    }
+}
+
+/// The platform's `/version`, in Loft's shape (`auth.Version`, which `vcluster platform` and
+/// loft CLIs read): kubegate's own version, and the Kubernetes version its management API
+/// reports. kubegate does not look for newer releases, so it never asks for an upgrade.
+fn platform_version() -> kubegate_api::PlatformVersion {
+    kubegate_api::PlatformVersion {
+        version: concat!("v", env!("CARGO_PKG_VERSION")).to_owned(),
+        major: env!("CARGO_PKG_VERSION_MAJOR").to_owned(),
+        minor: env!("CARGO_PKG_VERSION_MINOR").to_owned(),
+        kube_version: crate::management::discovery::KUBE_GIT_VERSION.to_owned(),
+        newer_version: String::new(),
+        should_upgrade: false,
     }
 }
 

@@ -1016,8 +1016,20 @@ async fn ops_endpoints_and_audit() {
         !verbose.contains("cluster/a") && !verbose.contains("127.0.0.1"),
         "{verbose}"
     );
+    // The platform's `/version` is Loft's `auth.Version`, for anyone (CLIs ask before login).
     let version = client.get(&format!("{}/version", env.url), "", &[]).await;
-    assert!(version.body.contains("gitVersion"));
+    assert_eq!(version.status, 200);
+    let pkg = env!("CARGO_PKG_VERSION");
+    let (major, minor) = (
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        env!("CARGO_PKG_VERSION_MINOR"),
+    );
+    assert_eq!(
+        version.body,
+        format!(
+            r#"{{"version":"v{pkg}","major":"{major}","minor":"{minor}","kubeVersion":"v1.37.0-kubegate.{pkg}","newerVersion":"","shouldUpgrade":false}}"#
+        )
+    );
     assert_eq!(
         client
             .get(&format!("{}/metrics", env.url), "", &[])

@@ -415,12 +415,15 @@ pub struct VersionInfo {
     platform: String,
 }
 
-/// The gateway's `/version`.
+/// The Kubernetes version the management API reports (`gitVersion` of its `/version`).
+pub(crate) const KUBE_GIT_VERSION: &str = concat!("v1.37.0-kubegate.", env!("CARGO_PKG_VERSION"));
+
+/// The management API's `/version` (Kubernetes `version.Info`).
 pub fn version_info() -> VersionInfo {
     VersionInfo {
         major: "1",
         minor: "37",
-        git_version: concat!("v1.37.0-kubegate.", env!("CARGO_PKG_VERSION")),
+        git_version: KUBE_GIT_VERSION,
         git_commit: "",
         git_tree_state: "clean",
         build_date: "1970-01-01T00:00:00Z",
