@@ -237,6 +237,8 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
             upstream,
             grafana: None,
             direct_endpoint: None,
+            direct_endpoint_ca_data: None,
+            direct_endpoint_insecure: false,
             audit_level: None,
         });
     }

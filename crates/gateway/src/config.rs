@@ -440,6 +440,15 @@ pub struct ClusterConfig {
     /// URL of this cluster's direct endpoint (an agent), if any.
     #[serde(default)]
     pub direct_endpoint: Option<String>,
+    /// Base64 PEM of the CA that signed the direct endpoint's serving certificate, told to
+    /// clients as Loft's `loft.sh/direct-cluster-endpoint-ca-data` (an agent's self-signed
+    /// certificate is `<its stateDir>/serving.crt`, or the `tls.certFile` it serves).
+    #[serde(default)]
+    pub direct_endpoint_ca_data: Option<String>,
+    /// Tell clients not to verify the direct endpoint's certificate
+    /// (`loft.sh/direct-cluster-endpoint-insecure: "true"`).
+    #[serde(default)]
+    pub direct_endpoint_insecure: bool,
     /// Audit level for requests to this target (default: `audit.level`).
     #[serde(default)]
     pub audit_level: Option<AuditLevel>,
@@ -734,6 +743,7 @@ impl Config {
             if let Some(g) = &c.grafana {
                 check_upstream(&format!("clusters[{i}].grafana"), g)?;
             }
+            check_direct_endpoint(&format!("clusters[{i}]"), c)?;
         }
         let mut vcs = BTreeSet::new();
         for (i, v) in self.virtual_clusters.iter().enumerate() {
@@ -951,6 +961,41 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A direct endpoint's TLS settings need the endpoint, and are one or the other (client-go
+/// refuses a CA together with `insecure-skip-tls-verify` too); the CA must be base64 of a PEM
+/// certificate, as clients decode it.
+fn check_direct_endpoint(field: &str, c: &ClusterConfig) -> Result<(), Problem> {
+    if c.direct_endpoint.is_none()
+        && (c.direct_endpoint_ca_data.is_some() || c.direct_endpoint_insecure)
+    {
+        return Err(Problem::new(
+            format!("{field}.directEndpoint"),
+            "directEndpointCaData and directEndpointInsecure need a directEndpoint".into(),
+        ));
+    }
+    let Some(data) = &c.direct_endpoint_ca_data else {
+        return Ok(());
+    };
+    if c.direct_endpoint_insecure {
+        return Err(Problem::new(
+            format!("{field}.directEndpointInsecure"),
+            "a CA and insecure together: set one of directEndpointCaData and directEndpointInsecure".into(),
+        ));
+    }
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    if !pem.is_some_and(|pem| pem.contains("-----BEGIN CERTIFICATE-----")) {
+        return Err(Problem::new(
+            format!("{field}.directEndpointCaData"),
+            "must be base64 of a PEM certificate".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn check_upstream(field: &str, u: &UpstreamConfig) -> Result<(), Problem> {

@@ -127,6 +127,8 @@ impl Directory {
                         upstream: agent.upstream.clone(),
                         grafana: None,
                         direct_endpoint: None,
+                        direct_endpoint_ca_data: None,
+                        direct_endpoint_insecure: false,
                         audit_level: None,
                     },
                     key: cluster_key(&agent.cluster),

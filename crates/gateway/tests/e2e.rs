@@ -1382,3 +1382,75 @@ async fn disabled_and_expired_keys_are_refused_and_minting_inherits_the_scope() 
         .await;
     assert_eq!(with_key.status, 403, "{}", with_key.body);
 }
+
+/// A cluster's direct endpoint reaches clients as Loft's annotations on its `Cluster`: the
+/// endpoint, and how to trust it (`-ca-data`, base64 PEM; or `-insecure`). The settings are
+/// checked at load.
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_endpoint_annotations_tell_clients_where_and_how_to_trust() {
+    use base64::Engine;
+    let env = Env::start().await;
+    let client = env.client();
+    let ca = base64::engine::general_purpose::STANDARD.encode(env.a.ca_pem());
+    let annotations = |insecure: bool, ca: Option<&str>| {
+        let mut config = env.config.clone();
+        let a = &mut config.clusters[0];
+        a.direct_endpoint = Some("https://agent-a.example:8443".into());
+        a.direct_endpoint_ca_data = ca.map(str::to_owned);
+        a.direct_endpoint_insecure = insecure;
+        let (gateway, client, url) = (&env.gateway, &client, &env.url);
+        async move {
+            gateway.reload(config).await.unwrap();
+            let reply = client
+                .get(
+                    &format!("{url}/kubernetes/management/apis/management.loft.sh/v1/clusters/a"),
+                    ADMIN_KEY,
+                    &[],
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let cluster: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            cluster["metadata"]["annotations"].clone()
+        }
+    };
+    assert_eq!(
+        annotations(false, Some(&ca)).await,
+        serde_json::json!({
+            "loft.sh/direct-cluster-endpoint": "https://agent-a.example:8443",
+            "loft.sh/direct-cluster-endpoint-ca-data": ca,
+        })
+    );
+    assert_eq!(
+        annotations(true, None).await,
+        serde_json::json!({
+            "loft.sh/direct-cluster-endpoint": "https://agent-a.example:8443",
+            "loft.sh/direct-cluster-endpoint-insecure": "true",
+        })
+    );
+
+    let base = "listen: 127.0.0.1:0\nstateDir: /tmp/unused\nclusters:\n  - name: a\n    upstream: {server: \"https://a\"}\n";
+    let not_pem = base64::engine::general_purpose::STANDARD.encode("not a certificate");
+    #[rustfmt::skip]
+    let cases = [
+        (format!("    directEndpointCaData: {ca}\n"), Some("clusters[0].directEndpoint")),
+        ("    directEndpointInsecure: true\n".to_owned(), Some("clusters[0].directEndpoint")),
+        (format!("    directEndpoint: https://x\n    directEndpointCaData: {ca}\n    directEndpointInsecure: true\n"), Some("clusters[0].directEndpointInsecure")),
+        (format!("    directEndpoint: https://x\n    directEndpointCaData: {not_pem}\n"), Some("clusters[0].directEndpointCaData")),
+        ("    directEndpoint: https://x\n    directEndpointCaData: '%%%'\n".to_owned(), Some("clusters[0].directEndpointCaData")),
+        (format!("    directEndpoint: https://x\n    directEndpointCaData: {ca}\n"), None),
+        ("    directEndpoint: https://x\n    directEndpointInsecure: true\n".to_owned(), None),
+    ];
+    for (extra, field) in cases {
+        let parsed = kubegate_gateway::Config::parse(
+            &format!("{base}{extra}"),
+            std::path::Path::new("c.yaml"),
+        );
+        match field {
+            None => assert!(parsed.is_ok(), "{extra}: {parsed:?}"),
+            Some(field) => {
+                let err = parsed.unwrap_err().to_string();
+                assert!(err.contains(field), "{extra}: {err}");
+            }
+        }
+    }
+}

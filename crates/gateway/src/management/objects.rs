@@ -70,11 +70,25 @@ fn clusters(ctx: &Ctx<'_>) -> Vec<Cluster> {
         .map(|c| {
             let mut metadata = meta(&c.name, None);
             if let Some(endpoint) = &c.direct_endpoint {
-                // Where clients find the cluster's agent (Loft's annotation).
-                metadata.annotations = Some(BTreeMap::from([(
+                // Where clients find the cluster's agent, and how to trust it (Loft's
+                // annotations).
+                let mut annotations = BTreeMap::from([(
                     "loft.sh/direct-cluster-endpoint".to_owned(),
                     endpoint.clone(),
-                )]));
+                )]);
+                if let Some(ca) = &c.direct_endpoint_ca_data {
+                    annotations.insert(
+                        "loft.sh/direct-cluster-endpoint-ca-data".to_owned(),
+                        ca.trim().to_owned(),
+                    );
+                }
+                if c.direct_endpoint_insecure {
+                    annotations.insert(
+                        "loft.sh/direct-cluster-endpoint-insecure".to_owned(),
+                        "true".to_owned(),
+                    );
+                }
+                metadata.annotations = Some(annotations);
             }
             Cluster {
                 metadata,
