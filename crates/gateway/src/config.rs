@@ -130,6 +130,11 @@ pub struct AuthConfig {
     /// addition to the gateway's own (`https://<host>` of the request).
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// The longest an access key made through the API may live (Loft's
+    /// `accessKeyMaxTTLSeconds`; 0, the default, sets no limit). A key asked for with no `ttl`
+    /// or a longer one gets this one, as Loft bounds it; `sessionTtlSeconds` may not exceed it.
+    #[serde(default, rename = "accessKeyMaxTTLSeconds")]
+    pub access_key_max_ttl_seconds: u64,
 }
 
 impl Default for AuthConfig {
@@ -139,6 +144,7 @@ impl Default for AuthConfig {
             max_login_failures: default_login_failures(),
             login_window_seconds: default_login_window(),
             allowed_origins: Vec::new(),
+            access_key_max_ttl_seconds: 0,
         }
     }
 }
@@ -871,6 +877,15 @@ impl Config {
             if value == 0 {
                 return Err(Problem::new(field, "must be greater than 0".into()));
             }
+        }
+        let max_ttl = self.auth.access_key_max_ttl_seconds;
+        if max_ttl > 0 && self.auth.session_ttl_seconds > max_ttl {
+            return Err(Problem::new(
+                "auth.sessionTtlSeconds",
+                format!(
+                    "must be at most auth.accessKeyMaxTTLSeconds ({max_ttl}): a login stores a key that lives as long as the session"
+                ),
+            ));
         }
         if let Some(n) = self.audit.max_files
             && n > MAX_AUDIT_FILES

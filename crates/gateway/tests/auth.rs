@@ -1232,3 +1232,54 @@ async fn credentials_belong_to_the_users_uid_and_token_generation() {
     assert_eq!(statuses().await, [200, 200, 200, 401]);
     assert_eq!(status_of(new_token().await).await, 200);
 }
+
+/// `auth.accessKeyMaxTTLSeconds` (Loft's global `accessKeyMaxTTLSeconds`): a key asked for
+/// with no TTL or a longer one gets the limit, a shorter one keeps its own; a negative TTL is
+/// refused; and a login's key may not outlive the limit either, so a session TTL above it is
+/// refused at load.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_keys_live_at_most_the_configured_maximum() {
+    let env = Env::start().await;
+    let client = env.client();
+    let config = |max: u64| {
+        let yaml = config_yaml(&env.a, &env.dir, 5, 300).replace(
+            "auth:\n",
+            &format!("auth:\n  accessKeyMaxTTLSeconds: {max}\n"),
+        );
+        Config::parse(&yaml, Path::new("auth.yaml"))
+    };
+    env.gateway.reload(config(3600).unwrap()).await.unwrap();
+    #[rustfmt::skip]
+    let cases = [
+        (serde_json::json!({"metadata": {"name": "forever"}, "spec": {}}), 3600),
+        (serde_json::json!({"metadata": {"name": "long"}, "spec": {"ttl": 7200}}), 3600),
+        (serde_json::json!({"metadata": {"name": "short"}, "spec": {"ttl": 60}}), 60),
+    ];
+    for (body, ttl) in cases {
+        let name = body["metadata"]["name"].clone();
+        let key = create_with(&env, &client, "ownedaccesskeys", ADMIN_KEY, body).await;
+        assert_eq!(key["spec"]["ttl"].as_i64(), Some(ttl), "{name}");
+    }
+    let url = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+        env.url
+    );
+    let authorization = format!("Bearer {ADMIN_KEY}");
+    let negative = client
+        .send(
+            http::Method::POST,
+            &url,
+            &[("authorization", authorization.as_str())],
+            Some(serde_json::json!({"metadata": {"name": "past"}, "spec": {"ttl": -5}})),
+        )
+        .await;
+    assert_eq!(negative.status, 400, "{}", negative.body);
+    assert!(
+        negative.body.contains("spec.ttl must not be negative"),
+        "{}",
+        negative.body
+    );
+    // The test config's sessions live 600 s.
+    let err = config(300).unwrap_err().to_string();
+    assert!(err.contains("auth.sessionTtlSeconds"), "{err}");
+}

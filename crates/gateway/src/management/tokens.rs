@@ -290,7 +290,15 @@ pub(super) async fn create_owned_access_key(
         Err(e) => return fail(Status::internal_error(&e.to_string())),
     };
     let created_at = now() as i64;
-    let expires_at = match object.spec.ttl {
+    // `auth.accessKeyMaxTTLSeconds` bounds the TTL (a negative one was refused above), as
+    // Loft's global limit does: no TTL or a longer one gets the limit.
+    let limits = kubegate_tokens::AccessKeyLimits {
+        max_ttl_seconds: ctx.runtime.config.auth.access_key_max_ttl_seconds,
+        ..Default::default()
+    };
+    let requested_ttl = u64::try_from(object.spec.ttl).unwrap_or(0);
+    let ttl = limits.effective_ttl(&AccessKeyType::User, requested_ttl);
+    let expires_at = match i64::try_from(ttl).unwrap_or(i64::MAX) {
         0 => None,
         ttl => match created_at.checked_add(ttl) {
             Some(at) => Some(at),
