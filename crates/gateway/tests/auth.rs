@@ -390,21 +390,32 @@ async fn create_with(
     bearer: &str,
     body: serde_json::Value,
 ) -> serde_json::Value {
+    let reply = post_with(env, client, resource, bearer, body).await;
+    assert_eq!(reply.status, 201, "{resource}: {}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+/// POSTs `body` to a management resource with `bearer`, whatever the answer.
+async fn post_with(
+    env: &Env,
+    client: &Client,
+    resource: &str,
+    bearer: &str,
+    body: serde_json::Value,
+) -> Reply {
     let url = format!(
         "{}/kubernetes/management/apis/management.loft.sh/v1/{resource}",
         env.url
     );
     let authorization = format!("Bearer {bearer}");
-    let reply = client
+    client
         .send(
             http::Method::POST,
             &url,
             &[("authorization", authorization.as_str())],
             Some(body),
         )
-        .await;
-    assert_eq!(reply.status, 201, "{url}: {}", reply.body);
-    serde_json::from_str(&reply.body).unwrap()
+        .await
 }
 
 async fn token_login(env: &Env, token: &str) -> Reply {
@@ -1260,19 +1271,14 @@ async fn access_keys_live_at_most_the_configured_maximum() {
         let key = create_with(&env, &client, "ownedaccesskeys", ADMIN_KEY, body).await;
         assert_eq!(key["spec"]["ttl"].as_i64(), Some(ttl), "{name}");
     }
-    let url = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
-        env.url
-    );
-    let authorization = format!("Bearer {ADMIN_KEY}");
-    let negative = client
-        .send(
-            http::Method::POST,
-            &url,
-            &[("authorization", authorization.as_str())],
-            Some(serde_json::json!({"metadata": {"name": "past"}, "spec": {"ttl": -5}})),
-        )
-        .await;
+    let negative = post_with(
+        &env,
+        &client,
+        "ownedaccesskeys",
+        ADMIN_KEY,
+        serde_json::json!({"metadata": {"name": "past"}, "spec": {"ttl": -5}}),
+    )
+    .await;
     assert_eq!(negative.status, 400, "{}", negative.body);
     assert!(
         negative.body.contains("spec.ttl must not be negative"),

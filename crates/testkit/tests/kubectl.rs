@@ -75,6 +75,19 @@ fn write(server: &TestApiServer, name: &str, content: &str) -> std::path::PathBu
     p
 }
 
+/// `kubectl create -f` of the custom resource `widgets.example.com/w1`; the manifest's path.
+async fn create_widget_w1(server: &TestApiServer) -> std::path::PathBuf {
+    let widget = write(
+        server,
+        "w.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n",
+    );
+    let out = admin(server, &["create", "-f", widget.to_str().unwrap()]).await;
+    assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "widget.example.com/w1 created");
+    widget
+}
+
 #[tokio::test]
 async fn version_and_get_namespaces_use_aggregated_discovery_and_table() {
     let s = server().await;
@@ -132,14 +145,7 @@ async fn create_get_apply_delete_configmap_and_widget() {
         out.stderr
     );
 
-    let widget = write(
-        &s,
-        "w.yaml",
-        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n",
-    );
-    let out = admin(&s, &["create", "-f", widget.to_str().unwrap()]).await;
-    assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.stdout.trim(), "widget.example.com/w1 created");
+    let widget = create_widget_w1(&s).await;
     let post = s
         .requests()
         .into_iter()
@@ -605,14 +611,7 @@ async fn v6_3_kubectl_request_sequences() {
     assert_eq!(reqs[2].header_values("accept"), [TABLE]);
     assert_eq!(reqs[2].query.as_deref(), Some("limit=500"));
 
-    let widget = write(
-        &s,
-        "w.yaml",
-        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 1\n",
-    );
-    let out = admin(&s, &["create", "-f", widget.to_str().unwrap()]).await;
-    assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.stdout.trim(), "widget.example.com/w1 created");
+    create_widget_w1(&s).await;
     // Discovery came from the cache; then the field-validation probe, then the POST.
     let rest: Vec<_> = s
         .requests()
