@@ -209,3 +209,33 @@ fn status_codes() {
     assert_eq!(RouteError::DotSegment.status_code(), 400);
     assert_eq!(RouteError::EncodedSlash.status_code(), 400);
 }
+
+/// Each target's Loft `RequestTarget` name (spec/loft-api.md §1), the one scope rules'
+/// `requestTargets` list; the gateway's own endpoints have none.
+#[test]
+fn request_target_names() {
+    let r = Router::central();
+    #[rustfmt::skip]
+    let cases = [
+        ("/kubernetes/management/apis", Some("Management")),
+        ("/kubernetes/cluster/prod/api", Some("Cluster")),
+        ("/kubernetes/virtualcluster/prod/team-a/vc1/api", Some("VirtualCluster")),
+        ("/kubernetes/project/p1/space/s1/api", Some("ProjectSpace")),
+        ("/kubernetes/project/p1/virtualcluster/v1/api", Some("ProjectVirtualCluster")),
+        ("/auth/password/login", None),
+        ("/oidc/keys", None),
+        ("/grafana/prod/d/abc", None),
+        ("/healthz", None),
+        ("/version", None),
+    ];
+    for (path, name) in cases {
+        let (target, _) = ok(&r, path);
+        assert_eq!(target.request_target(), name, "{path}");
+        let requests_kubernetes = matches!(name, Some(n) if n != "Management");
+        assert_eq!(
+            target.is_kubernetes_upstream(),
+            requests_kubernetes,
+            "{path}"
+        );
+    }
+}
