@@ -233,6 +233,33 @@ fn aggregated_response(items: &[Value], headers: &HeaderMap) -> Response<Body> {
 }
 
 /// Serves a discovery path; `None` if `path` is not one.
+/// `GET /`: kube-apiserver's index of the paths it serves (`metav1.RootPaths`, sorted),
+/// written as `WriteRawJSON` writes it: indented by two spaces, no trailing newline.
+fn root_paths() -> Response<Body> {
+    let mut paths = vec![
+        "/api".to_owned(),
+        "/api/v1".to_owned(),
+        "/apis".to_owned(),
+        "/apis/".to_owned(),
+        "/healthz".to_owned(),
+        "/livez".to_owned(),
+        "/openapi/v3".to_owned(),
+        "/openapi/v3/".to_owned(),
+        "/readyz".to_owned(),
+        "/version".to_owned(),
+    ];
+    for (group, versions) in groups() {
+        paths.push(format!("/apis/{group}"));
+        paths.extend(versions.iter().map(|v| format!("/apis/{group}/{v}")));
+    }
+    paths.sort();
+    paths.dedup();
+    body::json(
+        StatusCode::OK,
+        serde_json::to_vec_pretty(&json!({ "paths": paths })).unwrap_or_default(),
+    )
+}
+
 pub(crate) fn serve(path: &str, headers: &HeaderMap, host: &str) -> Option<Response<Body>> {
     let accept = headers
         .get(http::header::ACCEPT)
@@ -240,6 +267,7 @@ pub(crate) fn serve(path: &str, headers: &HeaderMap, host: &str) -> Option<Respo
     let json_ok = |v: Value| body::json(StatusCode::OK, serde_json::to_vec(&v).unwrap_or_default());
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segs.as_slice() {
+        [""] => Some(root_paths()),
         ["version"] => Some(json_ok(version())),
         ["api"] => Some(match negotiate(accept) {
             DiscoveryFormat::Aggregated => {

@@ -732,3 +732,47 @@ async fn watch_list_initial_events_end_and_bookmarks() {
         s.resource_version().to_string()
     );
 }
+
+/// `GET /` lists the served paths as kube-apiserver's index does (`metav1.RootPaths`: sorted,
+/// indented by two spaces, no trailing newline), to those RBAC lets read `/`: `system:discovery`
+/// does not grant it, so an ordinary user gets kube's 403 for the path.
+#[tokio::test]
+async fn root_lists_the_served_paths() {
+    let s = server().await;
+    let (status, headers, body) = send(&s, get(&s, "/")).await;
+    assert_eq!(status, StatusCode::OK, "{}", text(&body));
+    assert_eq!(headers["content-type"], "application/json");
+    let body = text(&body);
+    assert!(
+        body.starts_with(
+            "{\n  \"paths\": [\n    \"/api\",\n    \"/api/v1\",\n    \"/apis\",\n    \"/apis/\",\n"
+        ),
+        "{body}"
+    );
+    assert!(body.ends_with("\"/version\"\n  ]\n}"), "{body}");
+    let paths: Vec<String> = serde_json::from_str::<Value>(body).unwrap()["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted);
+    assert!(
+        paths.contains(&"/apis/example.com/v1".to_owned()),
+        "{paths:?}"
+    );
+
+    let token = s.mint_token(UserInfo::new("jane"));
+    let mut req = get(&s, "/");
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (status, _, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{}", text(&body));
+    assert!(
+        text(&body).contains(r#"forbidden: User \"jane\" cannot get path \"/\""#),
+        "{}",
+        text(&body)
+    );
+}
