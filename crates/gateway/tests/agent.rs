@@ -164,9 +164,7 @@ async fn wait_until_down(url: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn central_credentials_work_at_the_agent_and_survive_the_central_going_away() {
-    if !has_kubectl() {
-        panic!("kubectl is required for the end-to-end tests");
-    }
+    require_kubectl();
     let central = Env::start().await;
     let agent = Agent::start(&central).await;
     let central_url = central.url.clone();

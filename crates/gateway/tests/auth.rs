@@ -461,34 +461,14 @@ async fn password_login_returns_a_key_that_works_with_kubectl() {
     assert_eq!(stored[0].sha256, sha(&key));
     assert_eq!(stored[0].expires_at, Some(stored[0].created_at + 600));
 
-    if which_kubectl() {
-        let out = env.kubectl(&key, &["get", "pods", "-o", "name"]).await;
-        assert!(
-            out.status.success(),
-            "kubectl failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let last = env.a.last_request_to("/pods").unwrap();
-        assert_eq!(last.effective_user().unwrap().name, "admin");
-    } else {
-        let reply = env
-            .client()
-            .send(
-                http::Method::GET,
-                &format!("{}{PODS}", env.url),
-                &[("authorization", &format!("Bearer {key}"))],
-                None,
-            )
-            .await;
-        assert_eq!(reply.status, 200, "{}", reply.body);
-    }
-}
-
-fn which_kubectl() -> bool {
-    std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
+    let out = env.kubectl(&key, &["get", "pods", "-o", "name"]).await;
+    assert!(
+        out.status.success(),
+        "kubectl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = env.a.last_request_to("/pods").unwrap();
+    assert_eq!(last.effective_user().unwrap().name, "admin");
 }
 
 /// A wrong password, an unknown user and a user without a password all get the same 401.

@@ -17,9 +17,7 @@ const LEGACY_VC: &str = "/kubernetes/virtualcluster/a/team/vc1";
 /// object with a token, and that token works as a bearer credential through the gateway.
 #[tokio::test(flavor = "multi_thread")]
 async fn seed_flow_direct_cluster_endpoint_token() {
-    if !has_kubectl() {
-        panic!("kubectl is required for the end-to-end tests");
-    }
+    require_kubectl();
     let env = Env::start().await;
     let file = env.dir.join("object.yaml");
     std::fs::write(
@@ -1075,9 +1073,7 @@ fn audit_events(env: &Env, needle: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_levels_are_per_target_and_never_record_secrets_or_streams() {
-    if !has_kubectl() {
-        return;
-    }
+    require_kubectl();
     let env = Env::start().await;
     let mut config = env.config.clone();
     config.clusters[0].audit_level = Some(kubegate_proxy::AuditLevel::RequestResponse);
@@ -1198,9 +1194,7 @@ fn spdy_kubectl(env: &Env, prefix: &str, args: &[&str]) -> tokio::process::Comma
 #[tokio::test(flavor = "multi_thread")]
 async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clusters() {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-    if !has_kubectl() {
-        return;
-    }
+    require_kubectl();
     let env = Env::start().await;
     for (prefix, server) in [(A, &env.a), (LEGACY_VC, &env.b)] {
         server

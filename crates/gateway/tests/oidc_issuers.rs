@@ -171,9 +171,7 @@ fn sign_with(key: &SigningKey, claims: &serde_json::Value) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn id_token_of_a_configured_issuer_authenticates_as_the_prefixed_user() {
-    if !has_kubectl() {
-        panic!("kubectl is required for the end-to-end tests");
-    }
+    require_kubectl();
     let idp = Issuer::start().await;
     let env = Env::start_with(&idp.config()).await;
     let token = idp.sign(&idp.claims(CLIENT_ID));

@@ -297,12 +297,15 @@ pub fn assert_forbidden(o: &Output, needle: &str) {
     );
 }
 
-pub fn has_kubectl() -> bool {
-    Command::new("kubectl")
+/// Fails the test when `kubectl` cannot run: the end-to-end tests drive the real client, and
+/// the machine image promises it, so a missing one is a broken machine, not a skipped test.
+pub fn require_kubectl() {
+    let runs = Command::new("kubectl")
         .arg("version")
         .arg("--client")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    assert!(runs, "kubectl is required for the end-to-end tests");
 }
 
 /// A tiny HTTPS client over hyper for raw requests (headers kubectl won't send).
