@@ -265,7 +265,7 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
     Ok(body::response(
         StatusCode::OK,
         "application/json",
-        body::stream(list_chunks(head, items)),
+        body::stream(list_chunks(head, items, Arc::clone(&ctx.shared.list_bytes))),
     ))
 }
 
@@ -273,6 +273,7 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
 fn list_chunks(
     head: String,
     items: Vec<Arc<StoredObject>>,
+    produced: Arc<std::sync::atomic::AtomicU64>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send {
     let mut items = items.into_iter().peekable();
     let mut head = Some(head);
@@ -296,6 +297,7 @@ fn list_chunks(
             buf.put_slice(b"]}");
             done = true;
         }
+        produced.fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
         std::task::Poll::Ready(Some(buf.freeze()))
     })
 }

@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) host: String,
+    /// Bytes of list bodies serialized so far (see [`TestApiServer::list_bytes_produced`]).
+    pub(crate) list_bytes: Arc<AtomicU64>,
 }
 
 /// A running fake kube-apiserver. Dropping it stops the server, ends open connections and
@@ -158,6 +160,7 @@ impl TestApiServer {
             faults: Faults::default(),
             shutdown: shutdown_rx.clone(),
             host: addr.to_string(),
+            list_bytes: Arc::new(AtomicU64::new(0)),
         });
         for ns in &config.namespaces {
             let obj = serde_json::json!({"metadata": {"name": ns}});
@@ -425,6 +428,14 @@ impl TestApiServer {
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store.resource_version()
+    }
+
+    /// Bytes of list bodies serialized so far, over every list served. A list body is made a
+    /// chunk at a time as the connection takes it, so while a client holds back reading, this
+    /// shows how far the list got: a proxy that streams lets it run only as far as the buffers
+    /// on the way hold; one that collects the body lets it run to the end.
+    pub fn list_bytes_produced(&self) -> u64 {
+        self.shared.list_bytes.load(Ordering::Relaxed)
     }
 }
 

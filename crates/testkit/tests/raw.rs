@@ -736,6 +736,71 @@ async fn watch_list_initial_events_end_and_bookmarks() {
 /// `GET /` lists the served paths as kube-apiserver's index does (`metav1.RootPaths`: sorted,
 /// indented by two spaces, no trailing newline), to those RBAC lets read `/`: `system:discovery`
 /// does not grant it, so an ordinary user gets kube's 403 for the path.
+/// Legacy discovery (`Accept: application/json`, what client-go asked before aggregated
+/// discovery): `APIVersions` naming this server, `APIGroupList` with each group's preferred
+/// version, and the per-version `APIResourceList`s kubectl reads resources from.
+#[tokio::test]
+async fn legacy_discovery_bodies() {
+    let s = server().await;
+    let json = |path: &str| {
+        let mut req = get(&s, path);
+        req.headers_mut()
+            .insert("accept", "application/json".parse().unwrap());
+        req
+    };
+    let body = |(status, headers, body): (StatusCode, http::HeaderMap, Bytes)| -> Value {
+        assert_eq!(status, StatusCode::OK, "{}", text(&body));
+        assert_eq!(headers["content-type"], "application/json");
+        serde_json::from_slice(&body).unwrap()
+    };
+    assert_eq!(
+        body(send(&s, json("/api")).await),
+        serde_json::json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": s.addr().to_string()}
+            ],
+        })
+    );
+    let groups = body(send(&s, json("/apis")).await);
+    assert_eq!(groups["kind"], "APIGroupList");
+    assert_eq!(groups["apiVersion"], "v1");
+    let example = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["name"] == "example.com")
+        .unwrap_or_else(|| panic!("no example.com group: {groups}"));
+    assert_eq!(
+        example,
+        &serde_json::json!({
+            "name": "example.com",
+            "versions": [{"groupVersion": "example.com/v1", "version": "v1"}],
+            "preferredVersion": {"groupVersion": "example.com/v1", "version": "v1"},
+        })
+    );
+    let core = body(send(&s, json("/api/v1")).await);
+    assert_eq!(core["kind"], "APIResourceList");
+    assert_eq!(core["groupVersion"], "v1");
+    let names: Vec<&str> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for name in ["namespaces", "configmaps", "secrets", "pods", "pods/exec"] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    let widgets = body(send(&s, json("/apis/example.com/v1")).await);
+    assert_eq!(widgets["groupVersion"], "example.com/v1");
+    let widget = &widgets["resources"][0];
+    assert_eq!(widget["name"], "widgets");
+    assert_eq!(widget["kind"], "Widget");
+    assert_eq!(widget["namespaced"], true);
+    assert_eq!(widget["shortNames"], serde_json::json!(["wg"]));
+}
+
 #[tokio::test]
 async fn root_lists_the_served_paths() {
     let s = server().await;
