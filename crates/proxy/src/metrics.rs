@@ -585,6 +585,47 @@ mod tests {
         );
     }
 
+    /// The latency of a request that took at least 30 ms lands in the buckets above it and in
+    /// the sum; the bounds come from the wait, so a slow machine cannot fail it.
+    #[tokio::test]
+    async fn latency_is_observed_into_buckets_and_sum() {
+        let mut registry = Registry::default();
+        let svc = MetricsLayer::new(&mut registry).layer(tower::service_fn(
+            |_req: Request<Full<Bytes>>| async {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"body"))))
+            },
+        ));
+        let res = svc.oneshot(list_pods_in_prod()).await.unwrap();
+        drop(res.into_body().collect().await.unwrap());
+        let text = encode(&registry);
+        let series = r#"kubegate_request_duration_seconds_bucket{le="#;
+        let value = |le: &str| -> u64 {
+            let line = text
+                .lines()
+                .find(|l| {
+                    l.starts_with(series)
+                        && l.contains(&format!(r#"le="{le}",target="cluster/prod",verb="list"}}"#))
+                })
+                .unwrap_or_else(|| panic!("no bucket {le}: {text}"));
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        // 0.0001 × 2^8 = 0.0256 s is the last bound below 30 ms.
+        assert_eq!(value("0.0256"), 0, "{text}");
+        assert_eq!(value("+Inf"), 1, "{text}");
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    r#"kubegate_request_duration_seconds_sum{target="cluster/prod",verb="list"} "#,
+                )
+            })
+            .unwrap_or_else(|| panic!("no sum: {text}"))
+            .parse()
+            .unwrap();
+        assert!(sum >= 0.03, "{sum}");
+    }
+
     #[tokio::test]
     async fn a_request_dropped_before_the_response_is_counted_with_code_0() {
         let mut registry = Registry::default();

@@ -40,23 +40,30 @@ fn identity() -> Identity {
 async fn gateway(svc: ForwardService<Incoming>, id: Option<Identity>) -> std::net::SocketAddr {
     let router = Arc::new(Router::central());
     let stack = ServiceBuilder::new()
-        .map_request(move |mut req: Request<Incoming>| {
-            let path = req.uri().path().to_owned();
-            let query = req.uri().query().map(str::to_owned);
-            let route = router.route(&path, query.as_deref()).unwrap();
-            let method = req.method().as_str().to_owned();
-            let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
-            let ext = req.extensions_mut();
-            ext.insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
-            ext.insert(LongRunning(info.is_long_running()));
-            ext.insert(RequestMeta::new(&route.target, &info));
-            if let Some(id) = &id {
-                ext.insert(id.clone());
-            }
-            req
-        })
+        .map_request(move |req| classify(&router, id.as_ref(), req))
         .service(svc);
     front(stack).await
+}
+
+/// Routes and classifies the request as the gateway does, and sets its identity.
+fn classify(
+    router: &Router,
+    id: Option<&Identity>,
+    mut req: Request<Incoming>,
+) -> Request<Incoming> {
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let route = router.route(&path, query.as_deref()).unwrap();
+    let method = req.method().as_str().to_owned();
+    let info = RequestInfo::parse(&method, &route.rest, route.query).unwrap();
+    let ext = req.extensions_mut();
+    ext.insert(UpstreamPath::from_route(route.raw_rest, route.query).unwrap());
+    ext.insert(LongRunning(info.is_long_running()));
+    ext.insert(RequestMeta::new(&route.target, &info));
+    if let Some(id) = id {
+        ext.insert(id.clone());
+    }
+    req
 }
 
 fn ok(body: &'static str) -> Response<TestBody> {
@@ -104,6 +111,19 @@ async fn forwards_path_query_body_and_identity_over_http1() {
     assert_eq!(
         s.all("host"),
         [format!("127.0.0.1:{}", backend.addr.port())]
+    );
+
+    // Prior `X-Forwarded-For` lines are kept and the client's address appended, in one line
+    // as Go's ReverseProxy writes it.
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .header("x-forwarded-for", "10.0.0.1, 10.0.0.2")
+        .header("x-forwarded-for", "10.0.0.3")
+        .body(full(""))
+        .unwrap();
+    assert_eq!(h1_client().request(req).await.unwrap().status(), 200);
+    assert_eq!(
+        backend.seen()[1].all("x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
     );
 }
 
@@ -516,6 +536,97 @@ async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
     assert_eq!(backend.seen()[0].version, http::Version::HTTP_2);
 }
 
+/// A request body crosses frame by frame: the upstream has the first chunk while the client has
+/// not sent the second (a gateway that collected the body first would deadlock here). Over h2
+/// the request's trailers follow it.
+#[tokio::test]
+async fn request_bodies_stream_and_their_trailers_follow_over_h2() {
+    type Sent = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    for h2 in [false, true] {
+        let pki = Pki::new();
+        let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let backend = Backend::start(&pki, alpn, move |req: Request<Incoming>| {
+            let arrived = arrived_tx.clone();
+            async move {
+                let mut body = req.into_body();
+                let mut data = Vec::new();
+                let mut checksum = String::new();
+                while let Some(frame) = body.frame().await {
+                    match frame.unwrap().into_data() {
+                        Ok(chunk) => {
+                            data.extend_from_slice(&chunk);
+                            arrived.send(chunk).unwrap();
+                        }
+                        Err(frame) => {
+                            if let Ok(trailers) = frame.into_trailers() {
+                                checksum = trailers["x-checksum"].to_str().unwrap().to_owned();
+                            }
+                        }
+                    }
+                }
+                Response::builder()
+                    .header("x-checksum-seen", checksum)
+                    .body(full(data))
+                    .unwrap()
+            }
+        })
+        .await;
+        let svc = ForwardService::new(
+            upstream(&pki, &backend)
+                .http1_connections_for_short_requests(if h2 { 0 } else { 64 })
+                .build()
+                .unwrap(),
+        );
+        let addr = gateway(svc, Some(identity())).await;
+        let (frames, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sent>();
+        let body =
+            StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))).boxed();
+        let req = Request::post(format!(
+            "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/configmaps"
+        ))
+        .body(body)
+        .unwrap();
+        let response = tokio::spawn(async move {
+            if h2 {
+                h2c_client().request(req).await
+            } else {
+                h1_client().request(req).await
+            }
+        });
+        frames
+            .send(Ok(Frame::data(Bytes::from_static(b"first "))))
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .expect("the upstream never saw the first chunk: the request body was held back");
+        assert_eq!(first.unwrap(), "first ");
+        frames
+            .send(Ok(Frame::data(Bytes::from_static(b"second"))))
+            .unwrap();
+        if h2 {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+            frames.send(Ok(Frame::trailers(trailers))).unwrap();
+        }
+        drop(frames);
+        let res = response.await.unwrap().unwrap();
+        assert_eq!(res.status(), 200);
+        let checksum = res.headers()["x-checksum-seen"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(body_string(res.into_body()).await, "first second");
+        assert_eq!(checksum, if h2 { "abc" } else { "" });
+        let version = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(backend.seen()[0].version, version);
+    }
+}
+
 // HTTP/1.1 on both sides: hyper sends trailers only to a peer that said `TE: trailers` and
 // only the fields a `Trailer` header announced, so both must cross the gateway (Go's
 // ReverseProxy keeps `TE: trailers` and announces trailers too).
@@ -720,7 +831,7 @@ async fn requests_waiting_for_a_dial_that_fails_fail_with_its_cause_without_dial
 async fn tls_failure_is_502_status_without_secrets() {
     let pki = Pki::new();
     let other = Pki::new();
-    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("never") }).await;
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("served") }).await;
     let up = Upstream::builder("prod", backend.url())
         .ca_bundle_pem(other.ca_pem.clone())
         .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
@@ -742,6 +853,87 @@ async fn tls_failure_is_502_status_without_secrets() {
     );
     assert!(!body.contains(UPSTREAM_TOKEN));
     assert!(backend.seen().is_empty());
+
+    // Verification switched off explicitly (kubeconfig's `insecure-skip-tls-verify`): the
+    // same untrusted certificate is accepted.
+    let up = Upstream::builder("prod", backend.url())
+        .ca_bundle_pem(other.ca_pem.clone())
+        .insecure_skip_tls_verify(true)
+        .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
+        .build()
+        .unwrap();
+    let addr = gateway(ForwardService::new(up), Some(identity())).await;
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_string(res.into_body()).await, "served");
+    assert_eq!(backend.seen().len(), 1);
+}
+
+/// Each way an upstream fails reaches `MetricsLayer` as an upstream error of its kind, counted
+/// under the target with the Status code the client got.
+#[tokio::test]
+async fn upstream_failures_are_counted_by_kind() {
+    let pki = Pki::new();
+    let refused_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let untrusted = Backend::start(&Pki::new(), &[b"http/1.1"], |_req| async { ok("never") }).await;
+    let slow = Backend::start(&pki, &[b"http/1.1"], |_req| async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        ok("late")
+    })
+    .await;
+    let upstreams = [
+        Upstream::builder("prod", format!("https://127.0.0.1:{refused_port}"))
+            .ca_bundle_pem(pki.ca_pem.clone())
+            .build()
+            .unwrap(),
+        Upstream::builder("prod", untrusted.url())
+            .ca_bundle_pem(pki.ca_pem.clone())
+            .build()
+            .unwrap(),
+        upstream(&pki, &slow)
+            .response_header_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    ];
+    for (up, (kind, code)) in
+        upstreams
+            .into_iter()
+            .zip([("connect", 503), ("tls", 502), ("timeout", 504)])
+    {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let router = Arc::new(Router::central());
+        let stack = ServiceBuilder::new()
+            .map_request(move |req| classify(&router, Some(&identity()), req))
+            .layer(kubegate_proxy::MetricsLayer::new(&mut registry))
+            .service(ForwardService::new(up));
+        let addr = front(stack).await;
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api/v1/pods"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status().as_u16(), code);
+        drop(body_string(res.into_body()).await);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(&format!(
+                "kubegate_upstream_errors_total{{target=\"cluster/prod\",kind=\"{kind}\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "kubegate_requests_total{{target=\"cluster/prod\",verb=\"list\",code=\"{code}\"}} 1\n"
+            )),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
