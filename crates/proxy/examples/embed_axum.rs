@@ -3,11 +3,14 @@
 //! Starts a throwaway fake kube-apiserver (kubegate-testkit), serves an axum app on
 //! 127.0.0.1 with:
 //! - `GET /healthz` answered by axum itself, unauthenticated;
-//! - `/kubernetes/cluster/prod/...` authenticated (a static bearer token), authorized (read-only
-//!   except for configmaps), audited (JSON lines on stderr) and measured (Prometheus, at
-//!   `GET /metrics`), then forwarded to the upstream impersonating the caller.
+//! - `/kubernetes/cluster/prod/...` authenticated (a static bearer token), authorized by
+//!   Kubernetes RBAC with kubegate-authz (read anything, write only configmaps), audited (JSON
+//!   lines on stderr) and measured (Prometheus, at `GET /metrics`), then forwarded to the
+//!   upstream impersonating the caller.
 //!
-//! It sends a few requests to itself and prints the results; pass `--serve` to keep serving.
+//! It sends a few requests to itself, prints the results and checks each status (it panics if
+//! one is not what the layers must answer; `tests/embed_axum.rs` runs it); pass `--serve` to
+//! keep serving.
 //!
 //! ```sh
 //! cargo run -p kubegate-proxy --example embed_axum [-- --serve]
@@ -29,10 +32,11 @@ use axum::routing::get;
 use http::Request;
 use http::request::Parts;
 use http_body_util::BodyExt;
+use kubegate_authz::Policy;
 use kubegate_proxy::{
-    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
-    ClientAddr, Credential, Decision, ForwardService, Identity, JsonLinesSink, LongRunning,
-    MetricsLayer, RequestMeta, Status, Upstream, UpstreamPath,
+    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, AuthzLayer, ClientAddr,
+    Credential, ForwardService, Identity, JsonLinesSink, LongRunning, MetricsLayer, RbacAuthorizer,
+    RequestMeta, Upstream, UpstreamPath,
 };
 use kubegate_routing::{RequestInfo, Router as KubeRouter};
 use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
@@ -66,51 +70,24 @@ impl DemoTokens {
     }
 }
 
-/// Reads anything; writes only configmaps.
-struct ReadMostly;
-impl Authorizer for ReadMostly {
-    type Future = std::future::Ready<Decision>;
-    fn authorize(&self, req: &Parts) -> Self::Future {
-        std::future::ready(self.decide(req))
-    }
-}
-impl ReadMostly {
-    fn decide(&self, req: &Parts) -> Decision {
-        let Some(meta) = req.extensions.get::<RequestMeta>() else {
-            return Decision::Error("request was not routed".into());
-        };
-        let read = matches!(&*meta.verb, "get" | "list" | "watch");
-        let object = meta.object_ref.clone().unwrap_or_default();
-        if read || object.resource() == "configmaps" {
-            return Decision::Allow {
-                reason: String::new(),
-            };
-        }
-        let user = req
-            .extensions
-            .get::<Identity>()
-            .map(|i| i.name.clone())
-            .unwrap_or_default();
-        let scope = if object.namespace().is_empty() {
-            "at the cluster scope".to_owned()
-        } else {
-            format!("in the namespace {:?}", object.namespace())
-        };
-        Decision::Deny {
-            status: Status::forbidden(
-                object.api_group(),
-                object.resource(),
-                object.name(),
-                &format!(
-                    "User {user:?} cannot {} resource {:?} in API group {:?} {scope}",
-                    meta.verb,
-                    object.resource(),
-                    object.api_group()
-                ),
-            ),
-            reason: String::new(),
-        }
-    }
+/// The gateway's own RBAC (kubegate-authz, compiled from Kubernetes objects): group `devs`
+/// reads anything and writes only configmaps.
+fn gateway_policy() -> Policy {
+    let role = serde_json::from_value(json!({
+        "metadata": {"name": "read-mostly"},
+        "rules": [
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]},
+        ],
+    }))
+    .unwrap();
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": "devs-read-mostly"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "read-mostly"},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"}],
+    }))
+    .unwrap();
+    Policy::compile(&[], &[role], &[], &[binding]).unwrap()
 }
 
 /// Routing: what the gateway does before the layers (prefix → upstream path, RequestInfo).
@@ -139,6 +116,12 @@ fn route(mut req: Request<Body>) -> Request<Body> {
 
 #[tokio::main]
 async fn main() {
+    demo(std::env::args().any(|a| a == "--serve")).await;
+}
+
+/// Builds the app, sends it the requests below and checks each answer; with `serve`, then
+/// serves until interrupted.
+pub(crate) async fn demo(serve: bool) {
     // The upstream: a fake kube-apiserver that lets the gateway impersonate and jane read.
     let rbac = Rbac::default()
         .with_objects(&[
@@ -183,7 +166,10 @@ async fn main() {
                 .layer(metrics)
                 .layer(AuditLayer::new(JsonLinesSink::new(std::io::stderr())))
                 .layer(AuthnLayer::new(DemoTokens))
-                .layer(AuthzLayer::new(ReadMostly)),
+                .layer(AuthzLayer::new(RbacAuthorizer::new(
+                    KubeRouter::central(),
+                    gateway_policy(),
+                ))),
         );
     let registry_for_handler = registry.clone();
     let app = Router::new()
@@ -216,24 +202,39 @@ async fn main() {
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    for (method, path, token) in [
-        ("GET", "/healthz", None),
+    // What each request must get: axum's own route, 401 without a token, the configmap read
+    // through the upstream, kube's 403 from gateway RBAC (a namespace is its own namespace in
+    // kube's RequestInfo, hence "in the namespace"), the metrics.
+    for (method, path, token, expected, needle) in [
+        ("GET", "/healthz", None, 200, "ok"),
         (
             "GET",
             "/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps/hello",
             None,
+            401,
+            "Unauthorized",
         ),
         (
             "GET",
             "/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps/hello",
             Some("demo"),
+            200,
+            "\"k\":\"v\"",
         ),
         (
             "DELETE",
             "/kubernetes/cluster/prod/api/v1/namespaces/default",
             Some("demo"),
+            403,
+            "namespaces \\\"default\\\" is forbidden: User \\\"jane\\\" cannot delete resource \\\"namespaces\\\" in API group \\\"\\\" in the namespace \\\"default\\\"",
         ),
-        ("GET", "/metrics", None),
+        (
+            "GET",
+            "/metrics",
+            None,
+            200,
+            "kubegate_requests_total{target=\"cluster/prod\",verb=\"delete\",code=\"403\"} 1",
+        ),
     ] {
         let mut req = Request::builder()
             .method(method)
@@ -258,8 +259,14 @@ async fn main() {
             "{method} {path} (token: {}) -> {status}\n  {shown}",
             token.unwrap_or("none")
         );
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert!(
+            body.contains(needle),
+            "{method} {path}: {needle} not in {body}"
+        );
     }
-    for r in api.requests() {
+    let seen = api.requests();
+    for r in &seen {
         println!(
             "upstream saw {} {} as {:?} impersonating {:?}",
             r.method,
@@ -268,8 +275,18 @@ async fn main() {
             r.impersonated.as_ref().map(|u| &u.name)
         );
     }
+    // Only the allowed read went upstream, as the gateway impersonating jane.
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        seen[0].authenticated.as_ref().map(|u| &*u.name),
+        Some("gateway")
+    );
+    assert_eq!(
+        seen[0].impersonated.as_ref().map(|u| &*u.name),
+        Some("jane")
+    );
 
-    if std::env::args().any(|a| a == "--serve") {
+    if serve {
         println!("serving until interrupted");
         let _ = server.await;
     }

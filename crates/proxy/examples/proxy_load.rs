@@ -17,7 +17,7 @@
 //! the proxy crate's own composition: routing → metrics → audit (JSON lines to a file, written
 //! by `BackgroundJsonLines` as the gateway does) → authn (an access key, looked up by digest in a
 //! kubegate-tokens `AccessKeyIndex`) → authz (the key's access-key scope, then kubegate-authz
-//! RBAC, through `authorize_scoped`) → `ForwardService` (impersonating the user).
+//! RBAC, through `RbacAuthorizer`) → `ForwardService` (impersonating the user).
 //!
 //! Each case runs with HTTPS/1.1 clients, plain HTTP/1.1 clients, and HTTP/2 clients over TLS
 //! (ALPN `h2`, 8 streams per connection: what kubectl and client-go speak to a server that
@@ -43,11 +43,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
-use kubegate_authz::{Attributes, CompiledScope, Policy, Verdict, authorize_scoped};
+use kubegate_authz::{CompiledScope, Policy};
 use kubegate_proxy::{
-    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, Authorizer, AuthzLayer,
-    BackgroundJsonLines, ClientAddr, Credential, Decision, ForwardService, Identity, LongRunning,
-    MetricsLayer, ObjectRef, RequestMeta, Status, Upstream, UpstreamPath,
+    AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, AuthzLayer,
+    BackgroundJsonLines, ClientAddr, Credential, ForwardService, Identity, LongRunning,
+    MetricsLayer, RbacAuthorizer, RequestMeta, Upstream, UpstreamPath,
 };
 use kubegate_routing::{RequestInfo, Router};
 use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
@@ -200,59 +200,8 @@ impl AccessKeys {
     }
 }
 
-/// Gateway-side authorization with kubegate-authz: the access key's scope first, then RBAC
-/// (bench may read configmaps), as the gateway decides. The request's attributes come from the
-/// [`RequestMeta`] routing left on it; routing again gives only the target the scope names.
-struct GatewayRbac(Policy);
-impl Authorizer for GatewayRbac {
-    type Future = std::future::Ready<Decision>;
-    fn authorize(&self, req: &Parts) -> Self::Future {
-        std::future::ready(self.decide(req))
-    }
-}
-impl GatewayRbac {
-    fn decide(&self, req: &Parts) -> Decision {
-        static ROUTER: std::sync::OnceLock<Router> = std::sync::OnceLock::new();
-        let Some(user) = req.extensions.get::<Identity>() else {
-            return Decision::Error("no user found for request".into());
-        };
-        let Some(meta) = req.extensions.get::<RequestMeta>() else {
-            return Decision::Error("request was not routed".into());
-        };
-        let router = ROUTER.get_or_init(Router::central);
-        let Ok(route) = router.route(req.uri.path(), req.uri.query()) else {
-            return Decision::Error("unroutable".into());
-        };
-        // What `Attributes::from_request_info` builds: the objectRef holds RequestInfo's
-        // resource fields, and the path is routing's decoded rest.
-        let object = meta.object_ref.as_ref();
-        let field = |f: fn(&ObjectRef) -> &str| object.map_or("", f);
-        let attrs = Attributes {
-            user,
-            verb: &meta.verb,
-            is_resource_request: object.is_some(),
-            path: &route.rest,
-            api_group: field(ObjectRef::api_group),
-            api_version: field(ObjectRef::api_version),
-            resource: field(ObjectRef::resource),
-            subresource: field(ObjectRef::subresource),
-            namespace: field(ObjectRef::namespace),
-            name: field(ObjectRef::name),
-        };
-        let scope = req.extensions.get::<Arc<CompiledScope>>().map(|s| &**s);
-        let d = authorize_scoped(scope, &route.target, &attrs, &self.0);
-        match d.verdict {
-            Verdict::Allow => Decision::Allow {
-                reason: d.reason.into_owned(),
-            },
-            _ => Decision::Deny {
-                status: Status::from(kubegate_authz::forbidden(&attrs, &d.reason)),
-                reason: d.reason.into_owned(),
-            },
-        }
-    }
-}
-
+/// Gateway RBAC for [`RbacAuthorizer`] (the access key's scope first, then this policy, as
+/// the gateway decides): bench may read configmaps.
 fn gateway_policy() -> Policy {
     let role = ClusterRole {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
@@ -372,7 +321,10 @@ async fn gateway(dir: PathBuf, proto: &str) {
         // The sink the gateway uses for its audit file: JSON lines from a writer thread.
         .layer(AuditLayer::new(BackgroundJsonLines::spawn(audit).unwrap()))
         .layer(AuthnLayer::new(AccessKeys::bench()))
-        .layer(AuthzLayer::new(GatewayRbac(gateway_policy())))
+        .layer(AuthzLayer::new(RbacAuthorizer::new(
+            Router::central(),
+            gateway_policy(),
+        )))
         .service(ForwardService::new(upstream));
     serve_gateway(&dir, proto, stack).await;
 }

@@ -10,6 +10,7 @@ mod gate;
 mod headers;
 pub mod metrics;
 mod pool;
+pub mod rbac;
 pub mod runtime;
 pub mod status;
 mod upgrade;
@@ -28,6 +29,7 @@ pub use ext::{
 };
 pub use forward::ForwardService;
 pub use metrics::MetricsLayer;
+pub use rbac::RbacAuthorizer;
 pub use status::Status;
 pub use upstream::{
     Credential, DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS,
