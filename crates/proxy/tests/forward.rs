@@ -127,6 +127,144 @@ async fn forwards_path_query_body_and_identity_over_http1() {
     );
 }
 
+/// A client that hangs up before the response head came cancels the upstream exchange too,
+/// over a pooled HTTP/1.1 connection: the upstream's handler is dropped (its connection
+/// closed), and the next request gets a working connection.
+#[tokio::test]
+async fn a_client_gone_before_the_response_head_cancels_the_http1_exchange() {
+    struct Dropped(Option<tokio::sync::oneshot::Sender<()>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+    let pki = Pki::new();
+    let (started_tx, mut started) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (dropped_tx, dropped) = tokio::sync::oneshot::channel::<()>();
+    let dropped_tx = Arc::new(std::sync::Mutex::new(Some(dropped_tx)));
+    let backend = Backend::start(&pki, &[b"http/1.1"], move |req: Request<Incoming>| {
+        let started = started_tx.clone();
+        let guard = Dropped(dropped_tx.lock().unwrap().take());
+        async move {
+            if req.uri().path().ends_with("/slow") {
+                let _guard = guard;
+                started.send(()).unwrap();
+                std::future::pending::<()>().await;
+            }
+            ok("ok")
+        }
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .response_header_timeout(Duration::from_secs(300))
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+    let client = tokio::spawn(async move {
+        let req = Request::get(format!(
+            "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/pods/slow"
+        ))
+        .body(full(""))
+        .unwrap();
+        h1_client().request(req).await
+    });
+    started.recv().await.unwrap();
+    client.abort();
+    tokio::time::timeout(Duration::from_secs(10), dropped)
+        .await
+        .expect("the upstream still works on the request of a client that left")
+        .unwrap();
+    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    assert_eq!(body_string(res.into_body()).await, "ok");
+}
+
+/// Every upgrade dials a connection of its own (§5.4): it neither takes a pooled HTTP/1.1
+/// connection, which would then carry a raw stream, nor leaves one behind for the pool.
+#[tokio::test]
+async fn each_upgrade_gets_a_fresh_upstream_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let backend = Backend::start(
+        &pki,
+        &[b"http/1.1"],
+        |mut req: Request<Incoming>| async move {
+            if !req.headers().contains_key("upgrade") {
+                return ok("plain");
+            }
+            let upgraded = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = hyper_util::rt::TokioIo::new(upgraded.await.unwrap());
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = io.read(&mut buf).await {
+                    if io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header("connection", "Upgrade")
+                .header("upgrade", "SPDY/3.1")
+                .body(full(""))
+                .unwrap()
+        },
+    )
+    .await;
+    let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+    let addr = gateway(svc, Some(identity())).await;
+    let get = || async {
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(body_string(res.into_body()).await, "plain");
+    };
+    let upgrade = |word: &'static str| async move {
+        let req = Request::post(format!(
+            "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/pods/p/exec?command=sh"
+        ))
+        .header("connection", "Upgrade")
+        .header("upgrade", "SPDY/3.1")
+        .body(full(""))
+        .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+        let mut io = hyper_util::rt::TokioIo::new(hyper::upgrade::on(res).await.unwrap());
+        io.write_all(word.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; word.len()];
+        io.read_exact(&mut echoed).await.unwrap();
+        assert_eq!(echoed, word.as_bytes());
+        io
+    };
+    get().await;
+    assert_eq!(backend.connections(), 1);
+    let first = upgrade("one").await;
+    assert_eq!(
+        backend.connections(),
+        2,
+        "the upgrade took the pooled connection"
+    );
+    // The pooled connection is still there for short requests.
+    get().await;
+    assert_eq!(backend.connections(), 2);
+    let second = upgrade("two").await;
+    assert_eq!(backend.connections(), 3);
+    drop((first, second));
+    get().await;
+    assert_eq!(
+        backend.connections(),
+        3,
+        "an upgraded connection went back to the pool"
+    );
+}
+
 /// With only HTTP/1.1 offered the gateway sets `Host` itself (made once per upstream); it must
 /// be what hyper-util would have set: the authority, port included unless it is the default.
 #[tokio::test]

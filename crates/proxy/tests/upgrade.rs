@@ -246,6 +246,40 @@ async fn v5_3_dial_failure_is_reported() {
     );
 }
 
+// The upgrade's own dial keeps the upstream's connect timeout, TLS handshake included: a
+// backend that accepts TCP and never answers the handshake gets the client a 503 naming the
+// cluster, not a hung exec.
+#[tokio::test]
+async fn an_upgrade_dial_that_never_completes_times_out() {
+    let pki = Pki::new();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let up = Upstream::builder("prod", format!("https://localhost:{port}"))
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .credential(Credential::BearerToken("gateway-token".into()))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let router = Arc::new(Router::central());
+    let stack = ServiceBuilder::new()
+        .map_request(move |req: Request<Incoming>| routed_as_jane(&router, req))
+        .service(ForwardService::new(up));
+    let gw = front(stack).await;
+    let out = exec_with_smuggled_follow_up(gw).await;
+    assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
+    assert!(
+        out.contains("cluster \\\"prod\\\" is unavailable: TLS handshake timed out after 300ms"),
+        "{out}"
+    );
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+}
+
 // V5.3's other half: the connection to the backend fails after the dial (TLS handshake done,
 // the request read, then the backend hangs up without answering). The error reaches the client
 // as a Status naming the cluster, and the connection is closed: nothing is bridged.
