@@ -1338,9 +1338,12 @@ async fn disabled_and_expired_keys_are_refused_and_minting_inherits_the_scope() 
         .await;
     assert!(list.body.contains(r#""name":"off""#), "{}", list.body);
 
-    let short = create(r#"{"metadata":{"name":"short"},"spec":{"ttl":1}}"#).await;
+    // Expiry is kept in whole seconds from a creation time rounded down, so a TTL of n seconds
+    // guarantees at least n − 1 of them: 3 leaves the first request two seconds, however
+    // loaded the machine.
+    let short = create(r#"{"metadata":{"name":"short"},"spec":{"ttl":3}}"#).await;
     assert_eq!(client.get(&pods, &short, &[]).await.status, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     let reply = client.get(&pods, &short, &[]).await;
     assert_eq!(reply.status, 401, "{}", reply.body);
 
