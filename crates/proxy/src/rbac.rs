@@ -117,52 +117,25 @@ mod tests {
 
     use super::*;
     use crate::ext::RequestMeta;
-    use k8s_openapi::api::rbac::v1::{
-        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
-    };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kubegate_authz::Policy;
     use kubegate_routing::RequestInfo;
 
     /// `jane` may read configmaps everywhere and `GET /version`.
     fn policy() -> Policy {
-        let role = ClusterRole {
-            metadata: ObjectMeta {
-                name: Some("reader".into()),
-                ..Default::default()
-            },
-            rules: Some(vec![
-                PolicyRule {
-                    api_groups: Some(vec!["".into()]),
-                    resources: Some(vec!["configmaps".into()]),
-                    verbs: vec!["get".into(), "list".into()],
-                    ..Default::default()
-                },
-                PolicyRule {
-                    non_resource_urls: Some(vec!["/version".into()]),
-                    verbs: vec!["get".into()],
-                    ..Default::default()
-                },
-            ]),
-            ..Default::default()
-        };
-        let binding = ClusterRoleBinding {
-            metadata: ObjectMeta {
-                name: Some("jane-reads".into()),
-                ..Default::default()
-            },
-            role_ref: RoleRef {
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                kind: "ClusterRole".into(),
-                name: "reader".into(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "User".into(),
-                api_group: Some("rbac.authorization.k8s.io".into()),
-                name: "jane".into(),
-                ..Default::default()
-            }]),
-        };
+        let role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "reader"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
+                {"nonResourceURLs": ["/version"], "verbs": ["get"]},
+            ],
+        }))
+        .unwrap();
+        let binding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "jane-reads"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "reader"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}],
+        }))
+        .unwrap();
         Policy::compile(&[], &[role], &[], &[binding]).unwrap()
     }
 

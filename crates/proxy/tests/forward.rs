@@ -70,6 +70,21 @@ fn ok(body: &'static str) -> Response<TestBody> {
     Response::new(full(body))
 }
 
+/// A port nothing listens on (bound, then released).
+fn refused_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `GET` through the gateway over HTTP/1.1: the status and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (StatusCode, String) {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .body(full(""))
+        .unwrap();
+    let res = h1_client().request(req).await.unwrap();
+    (res.status(), body_string(res.into_body()).await)
+}
+
 #[tokio::test]
 async fn forwards_path_query_body_and_identity_over_http1() {
     let pki = Pki::new();
@@ -157,13 +172,11 @@ async fn a_client_gone_before_the_response_head_cancels_the_http1_exchange() {
         }
     })
     .await;
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .response_header_timeout(Duration::from_secs(300))
-            .build()
-            .unwrap(),
-    );
-    let addr = gateway(svc, Some(identity())).await;
+    let addr = gateway(
+        ForwardService::new(upstream(&pki, &backend).build().unwrap()),
+        Some(identity()),
+    )
+    .await;
     let client = tokio::spawn(async move {
         let req = Request::get(format!(
             "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/pods/slow"
@@ -888,10 +901,7 @@ async fn responses_stream_without_buffering_and_client_disconnect_reaches_upstre
 #[tokio::test]
 async fn unreachable_upstream_is_503_status_naming_the_cluster() {
     let pki = Pki::new();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = refused_port();
     let up = Upstream::builder("prod", format!("https://127.0.0.1:{port}"))
         .ca_bundle_pem(pki.ca_pem.clone())
         .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
@@ -1001,12 +1011,8 @@ async fn tls_failure_is_502_status_without_secrets() {
         .build()
         .unwrap();
     let addr = gateway(ForwardService::new(up), Some(identity())).await;
-    let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
-        .body(full(""))
-        .unwrap();
-    let res = h1_client().request(req).await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(body_string(res.into_body()).await, "served");
+    let answer = get(addr, "/kubernetes/cluster/prod/api").await;
+    assert_eq!(answer, (StatusCode::OK, "served".to_owned()));
     assert_eq!(backend.seen().len(), 1);
 }
 
@@ -1015,10 +1021,6 @@ async fn tls_failure_is_502_status_without_secrets() {
 #[tokio::test]
 async fn upstream_failures_are_counted_by_kind() {
     let pki = Pki::new();
-    let refused_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let untrusted = Backend::start(&Pki::new(), &[b"http/1.1"], |_req| async { ok("never") }).await;
     let slow = Backend::start(&pki, &[b"http/1.1"], |_req| async {
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -1026,7 +1028,7 @@ async fn upstream_failures_are_counted_by_kind() {
     })
     .await;
     let upstreams = [
-        Upstream::builder("prod", format!("https://127.0.0.1:{refused_port}"))
+        Upstream::builder("prod", format!("https://127.0.0.1:{}", refused_port()))
             .ca_bundle_pem(pki.ca_pem.clone())
             .build()
             .unwrap(),
@@ -1051,12 +1053,8 @@ async fn upstream_failures_are_counted_by_kind() {
             .layer(kubegate_proxy::MetricsLayer::new(&mut registry))
             .service(ForwardService::new(up));
         let addr = front(stack).await;
-        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api/v1/pods"))
-            .body(full(""))
-            .unwrap();
-        let res = h1_client().request(req).await.unwrap();
-        assert_eq!(res.status().as_u16(), code);
-        drop(body_string(res.into_body()).await);
+        let (status, _) = get(addr, "/kubernetes/cluster/prod/api/v1/pods").await;
+        assert_eq!(status.as_u16(), code);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(

@@ -94,11 +94,16 @@ impl RawBackend {
 }
 
 async fn gateway(pki: &Pki, backend_port: u16) -> SocketAddr {
-    let up = Upstream::builder("prod", format!("https://localhost:{backend_port}"))
+    gateway_to(upstream(pki, backend_port).build().unwrap()).await
+}
+
+fn upstream(pki: &Pki, backend_port: u16) -> kubegate_proxy::UpstreamBuilder {
+    Upstream::builder("prod", format!("https://localhost:{backend_port}"))
         .ca_bundle_pem(pki.ca_pem.clone())
         .credential(Credential::BearerToken("gateway-token".into()))
-        .build()
-        .unwrap();
+}
+
+async fn gateway_to(up: Upstream) -> SocketAddr {
     let router = Arc::new(Router::central());
     let stack = ServiceBuilder::new()
         .map_request(move |req: Request<Incoming>| routed_as_jane(&router, req))
@@ -260,18 +265,11 @@ async fn an_upgrade_dial_that_never_completes_times_out() {
             held.push(tcp);
         }
     });
-    let up = Upstream::builder("prod", format!("https://localhost:{port}"))
-        .ca_bundle_pem(pki.ca_pem.clone())
-        .credential(Credential::BearerToken("gateway-token".into()))
+    let up = upstream(&pki, port)
         .connect_timeout(Duration::from_millis(300))
         .build()
         .unwrap();
-    let router = Arc::new(Router::central());
-    let stack = ServiceBuilder::new()
-        .map_request(move |req: Request<Incoming>| routed_as_jane(&router, req))
-        .service(ForwardService::new(up));
-    let gw = front(stack).await;
-    let out = exec_with_smuggled_follow_up(gw).await;
+    let out = exec_with_smuggled_follow_up(gateway_to(up).await).await;
     assert!(out.starts_with("HTTP/1.1 503 "), "{out}");
     assert!(
         out.contains("cluster \\\"prod\\\" is unavailable: TLS handshake timed out after 300ms"),
