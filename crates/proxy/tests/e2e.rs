@@ -414,6 +414,21 @@ async fn kubectl_exec_over_websocket_through_the_gateway() {
         .find(|r| r.path.ends_with("/exec"))
         .unwrap();
     assert_eq!(exec.header_values("upgrade"), ["websocket"]);
+
+    // The command's exit code crosses too (the Status on the error channel), over WebSocket
+    // and over SPDY: kubectl exits with it.
+    for websockets in ["true", "false"] {
+        let mut c = e.kubectl(&e.kubeconfig(JANE_TOKEN));
+        c.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .args(["exec", "p", "--", "sh", "-c", "exit 7"]);
+        let out = tokio::time::timeout(LIMIT, c.output())
+            .await
+            .expect("kubectl timed out")
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(7), "websockets {websockets}: {err}");
+        assert!(err.contains("command terminated with exit code 7"), "{err}");
+    }
     e.assert_upstream_saw_only_gateway_as_jane();
 }
 

@@ -24,6 +24,33 @@ use crate::status::Status;
 /// The line every exec prints on stdout first, followed by the command.
 pub const EXEC_STDOUT_PREFIX: &str = "kubegate-testkit exec:";
 
+/// The Status an exec ends with: `Success`, unless the command's last argument is `exit N`
+/// (N in 1..=255, as in `kubectl exec p -- sh -c 'exit 3'`), which fails as kubelet reports a
+/// non-zero exit: reason `NonZeroExitCode`, the code as an `ExitCode` cause (kubectl exits
+/// with it).
+fn exit_status(commands: &[String]) -> Vec<u8> {
+    let code = commands
+        .last()
+        .and_then(|c| c.strip_prefix("exit "))
+        .and_then(|n| n.trim().parse::<u8>().ok())
+        .filter(|&n| n != 0);
+    match code {
+        None => br#"{"metadata":{},"status":"Success"}"#.to_vec(),
+        // kubelet's `json.Marshal` of the Status: Go's field order, empty fields left out.
+        Some(code) => {
+            let message = format!(
+                "command terminated with non-zero exit code: error executing command [{}], exit code {code}",
+                commands.join(" ")
+            );
+            format!(
+                r#"{{"metadata":{{}},"status":"Failure","message":{},"reason":"NonZeroExitCode","details":{{"causes":[{{"reason":"ExitCode","message":"{code}"}}]}}}}"#,
+                serde_json::Value::String(message)
+            )
+            .into_bytes()
+        }
+    }
+}
+
 const STDIN: u8 = 0;
 const STDOUT: u8 = 1;
 const ERROR: u8 = 3;
@@ -179,8 +206,7 @@ where
             }
         }
     }
-    ws.send(frame(ERROR, br#"{"metadata":{},"status":"Success"}"#))
-        .await?;
+    ws.send(frame(ERROR, &exit_status(commands))).await?;
     // client-go only treats a 1000 Normal Closure as end of stream (1005 is an error).
     ws.close(Some(CloseFrame {
         code: CloseCode::Normal,
@@ -326,13 +352,7 @@ impl SpdyExec {
             }
         }
         if let Some(&error) = streams.get("error") {
-            spdy::data(
-                &mut wr,
-                error,
-                br#"{"metadata":{},"status":"Success"}"#,
-                true,
-            )
-            .await?;
+            spdy::data(&mut wr, error, &exit_status(&self.commands), true).await?;
         }
         for kind in ["stdout", "stderr"] {
             if let Some(&id) = streams.get(kind) {

@@ -47,6 +47,7 @@ fn kubectl(server: &TestApiServer, kubeconfig: &Path) -> Command {
 
 struct Out {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -58,6 +59,7 @@ async fn run(mut cmd: Command) -> Out {
         .unwrap();
     Out {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
@@ -346,6 +348,20 @@ async fn exec_with_and_without_stdin() {
     let out = admin(&s, &["exec", "p", "--", "echo", "hi"]).await;
     assert!(out.ok, "{}", out.stderr);
     assert_eq!(out.stdout, format!("{EXEC_STDOUT_PREFIX} echo hi\n"));
+
+    // A command that exits non-zero: kubectl exits with its code, over WebSocket and SPDY.
+    for websockets in ["true", "false"] {
+        let mut c = kubectl(&s, s.kubeconfig_path());
+        c.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets)
+            .args(["exec", "p", "--", "sh", "-c", "exit 3"]);
+        let out = run(c).await;
+        assert_eq!(out.code, Some(3), "websockets {websockets}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("command terminated with exit code 3"),
+            "{}",
+            out.stderr
+        );
+    }
 
     let mut c = kubectl(&s, s.kubeconfig_path());
     c.args(["exec", "-i", "p", "--", "cat"])
