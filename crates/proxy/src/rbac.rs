@@ -48,8 +48,8 @@ impl<A> RbacAuthorizer<A> {
         }
     }
 
-    /// Shares an authorizer, e.g. one swapped for a new policy by building a new
-    /// `RbacAuthorizer`.
+    /// Shares an authorizer with its other holders (one compiled policy behind several
+    /// layers or servers).
     pub fn from_arc(router: Router, authorizer: Arc<A>) -> Self {
         RbacAuthorizer { router, authorizer }
     }
