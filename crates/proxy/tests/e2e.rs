@@ -641,7 +641,8 @@ async fn upstream_misbehaviour_reaches_kubectl_as_kube_errors() {
     use kubegate_testkit::{Fault, FaultRule};
     let e = env().await;
 
-    // An exec answered with a redirect: never followed, never shown; kubectl reports an error.
+    // An exec answered with a redirect: never followed, never shown; kubectl reports the
+    // gateway's error.
     e.api.faults().inject(FaultRule::new(Fault::UpgradeStatus {
         code: 302,
         location: Some("https://evil.example/steal".into()),
@@ -651,6 +652,12 @@ async fn upstream_misbehaviour_reaches_kubectl_as_kube_errors() {
     assert!(
         !out.contains("evil.example") && !err.contains("evil.example"),
         "{out}{err}"
+    );
+    // What kubectl shows is the gateway's own answer (§5.4: a non-101 below 400 becomes a 500
+    // `invalid upgrade response`), not anything the 302 carried.
+    assert!(
+        err.contains("Error from server: invalid upgrade response: status code 302"),
+        "{err}"
     );
     e.api.faults().clear();
 
