@@ -1231,6 +1231,21 @@ async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clu
         assert_eq!(upgrade.headers["upgrade"], "SPDY/3.1");
         assert_eq!(upgrade.effective_user().unwrap().name, "admin");
 
+        // The command's exit code reaches kubectl through the gateway.
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            spdy_kubectl(&env, prefix, &["exec", "web", "--", "sh", "-c", "exit 5"]).output(),
+        )
+        .await
+        .expect("kubectl exec finishes")
+        .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "{prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
         // attach, over SPDY and over WebSocket (kubectl's default).
         for websockets in [false, true] {
             let mut cmd = spdy_kubectl(&env, prefix, &["attach", "web"]);
