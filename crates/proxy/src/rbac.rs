@@ -17,8 +17,8 @@ use crate::status::Status;
 /// when the layers protect Kubernetes traffic in a server of your own.
 ///
 /// It reads, from the request's extensions: the [`Identity`] the authentication layer set
-/// (none: a 500, as kube-apiserver answers a request that reached authorization
-/// unauthenticated), the [`RequestMeta`] routing set (verb and objectRef), and an
+/// (none: a 500 `no user found for request`, kube-apiserver's answer to a request that
+/// carries no user), the [`RequestMeta`] routing set (verb and objectRef), and an
 /// `Arc<CompiledScope>` when the authenticator gave one as the credential's scope. The
 /// request path is routed again with the router given here for the target the scope is
 /// checked against and for the path non-resource rules match (the decoded rest below the
