@@ -62,6 +62,8 @@ use tokio::net::{TcpListener, TcpStream};
 // its `override` feature as the process's `malloc`, under Rust's default `System` allocator.
 
 const GATEWAY_TOKEN: &str = "bench-user-kubegate-token";
+/// The reference gateway's row.
+const REFERENCE: &str = "kubegate reference gateway (examples/gateway)";
 
 fn main() {
     // Keeps mimalloc's object file, and with it its `malloc`, in the link (examples/gateway.rs).
@@ -611,35 +613,54 @@ http {{
     // apart, e.g. `cargo build --profile dist --example gateway`) as one more HTTPS path, on a
     // config that gives it the same work as the stack above: the bench's access key (scoped to
     // the cluster), gateway RBAC, an audit file, the default upstream settings.
-    let reference = std::env::var_os("PROXY_LOAD_REFERENCE_GATEWAY")
-        .filter(|bin| !bin.is_empty())
-        .map(|bin| {
-            let port = free_port();
-            std::fs::write(
-                dir.join("reference-upstream-token"),
-                &gateway_token_upstream,
-            )
+    let reference_bin =
+        std::env::var_os("PROXY_LOAD_REFERENCE_GATEWAY").filter(|bin| !bin.is_empty());
+    if reference_bin.is_some() {
+        std::fs::write(
+            dir.join("reference-upstream-token"),
+            &gateway_token_upstream,
+        )
+        .unwrap();
+    }
+    let start_reference = |name: &str, audit: bool| {
+        let bin = reference_bin.as_ref()?;
+        let port = free_port();
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            reference_gateway_config(&dir, port, &upstream_url, audit.then_some(name)),
+        )
+        .unwrap();
+        let mut gw = Command::new("taskset");
+        gw.args(["-c", &proxy_cpus]);
+        if let Ok(wrap) = std::env::var("PROXY_LOAD_GATEWAY_WRAP") {
+            gw.args(wrap.split_whitespace());
+        }
+        // Its start-up lines and any error, for when its port never opens.
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let gw = gw
+            .arg(bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
             .unwrap();
-            std::fs::write(
-                dir.join("reference.yaml"),
-                reference_gateway_config(&dir, port, &upstream_url),
-            )
-            .unwrap();
-            let mut gw = Command::new("taskset");
-            gw.args(["-c", &proxy_cpus]);
-            if let Ok(wrap) = std::env::var("PROXY_LOAD_GATEWAY_WRAP") {
-                gw.args(wrap.split_whitespace());
-            }
-            // Its start-up lines and any error, for when its port never opens.
-            let log = std::fs::File::create(dir.join("reference.log")).unwrap();
-            let gw = gw
-                .arg(bin)
-                .arg("--config")
-                .arg(dir.join("reference.yaml"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap();
+        Some((port, gw))
+    };
+    let reference = start_reference("reference", true).map(|(port, gw)| {
+        let pid = gw.id();
+        procs.0.push(gw);
+        (port, pid)
+    });
+    // `PROXY_LOAD_REFERENCE_AUDIT_OFF=1` adds the reference gateway once more with its audit
+    // log off (`audit.sink: none`), everything else the same: a diagnostic row that shows what
+    // the audit log costs, in the same run. It is not a configuration the targets are judged on.
+    let reference_audit_off = std::env::var("PROXY_LOAD_REFERENCE_AUDIT_OFF")
+        .is_ok_and(|v| v == "1")
+        .then(|| start_reference("reference-audit-off", false))
+        .flatten()
+        .map(|(port, gw)| {
             let pid = gw.id();
             procs.0.push(gw);
             (port, pid)
@@ -670,6 +691,7 @@ http {{
     for p in [nginx_plain, kubectl_port]
         .into_iter()
         .chain(reference.map(|(port, _)| port))
+        .chain(reference_audit_off.map(|(port, _)| port))
     {
         wait_port(p).await;
     }
@@ -721,7 +743,21 @@ http {{
         tls_targets.insert(
             3,
             Target {
-                name: "kubegate reference gateway (examples/gateway)",
+                name: REFERENCE,
+                addr: loopback(port),
+                tls: true,
+                prefix: "/kubernetes/cluster/bench".into(),
+                token: GATEWAY_TOKEN.into(),
+                pid: Some(pid),
+            },
+        );
+    }
+    if let Some((port, pid)) = reference_audit_off {
+        let at = tls_targets.len() - 2;
+        tls_targets.insert(
+            at,
+            Target {
+                name: "kubegate reference gateway, audit log off (diagnostic)",
                 addr: loopback(port),
                 tls: true,
                 prefix: "/kubernetes/cluster/bench".into(),
@@ -950,9 +986,7 @@ http {{
     // reference gateway) allows on one. Its RSS counts each client connection's TLS and
     // HTTP/2 state too, shared by 100 watches.
     if wanted("idle watches")
-        && let Some(t) = tls_targets
-            .iter()
-            .find(|t| t.name.starts_with("kubegate reference gateway"))
+        && let Some(t) = tls_targets.iter().find(|t| t.name == REFERENCE)
         && let Some(pid) = t.pid
     {
         let per_connection = 100;
@@ -1035,14 +1069,24 @@ fn round_trip(exe: &Path, cpus: &str) -> (f64, f64) {
 /// certificate, the testkit as cluster `bench` (default upstream settings: h2 offered, short
 /// requests over HTTP/1.1), the bench's access key scoped to that cluster, read access to
 /// configmaps there through gateway RBAC, and a Metadata-level audit file.
-fn reference_gateway_config(dir: &Path, port: u16, upstream_url: &str) -> String {
+fn reference_gateway_config(
+    dir: &Path,
+    port: u16,
+    upstream_url: &str,
+    audit_log: Option<&str>,
+) -> String {
     let d = dir.display();
     let digest = AccessKeyDigest::of(GATEWAY_TOKEN).to_hex();
+    let audit = match audit_log {
+        Some(name) => format!("{{sink: file, path: {d}/audit-{name}.log, level: Metadata}}"),
+        None => "{sink: none}".to_owned(),
+    };
+    let state = format!("{}-state", audit_log.unwrap_or("reference-audit-off"));
     format!(
         r#"listen: 127.0.0.1:{port}
-stateDir: {d}/reference-state
+stateDir: {d}/{state}
 tls: {{certFile: {d}/front.pem, keyFile: {d}/front.key}}
-audit: {{sink: file, path: {d}/audit-reference.log, level: Metadata}}
+audit: {audit}
 clusters:
   - name: bench
     upstream: {{server: "{upstream_url}", caFile: {d}/upstream-ca.pem, tokenFile: {d}/reference-upstream-token}}
