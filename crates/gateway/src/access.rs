@@ -1,10 +1,14 @@
 //! Authorization of a request to a target: the credential's scope, the gateway's RBAC (target
 //! access and the request itself), the write gate and the project-space namespace fence.
 
+use std::borrow::Cow;
+
 use kubegate_authz::{
     Attributes, Authorizer, Forbidden, Identity, Policy, SCOPE_DENIED_REASON, WriteGate, forbidden,
 };
 use kubegate_proxy::Status;
+use kubegate_proxy::audit::IdentitySlot;
+use kubegate_proxy::ext::AuditAnnotations;
 use kubegate_proxy::status::StatusDetails;
 use kubegate_routing::{RequestInfo, Target};
 
@@ -16,18 +20,43 @@ pub const PROJECT_NAMESPACE_PREFIX: &str = "p-";
 /// The management API group the gateway's own access rules are written in.
 pub const MANAGEMENT_GROUP: &str = "management.loft.sh";
 
-/// A refused request: kube-apiserver's 403 for the request's attributes and the reason.
+/// A refused request: kube-apiserver's 403 for the request's attributes, and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal(pub Forbidden);
+pub struct Refusal {
+    /// The 403's message and details.
+    pub forbidden: Forbidden,
+    /// Why, as the audit event's `authorization.k8s.io/reason` says it.
+    pub reason: String,
+}
 
 impl Refusal {
     fn new(a: &Attributes<'_>, reason: &str) -> Refusal {
-        Refusal(forbidden(a, reason))
+        Refusal {
+            forbidden: forbidden(a, reason),
+            reason: reason.to_owned(),
+        }
     }
 
     /// The 403 Status.
     pub fn status(&self) -> Status {
-        forbidden_status(&self.0)
+        forbidden_status(&self.forbidden)
+    }
+
+    /// Reports the refusal to the request's audit event (decision `forbid`).
+    pub fn audit<B>(&self, req: &http::Request<B>) {
+        audit_decision(req, false, Cow::Borrowed(&self.reason));
+    }
+}
+
+/// Reports an authorization decision to the request's audit event, as kube-apiserver's
+/// authorization filter does ([`AuditAnnotations::authorization`]). A later report replaces an
+/// earlier one: a request that RBAC allowed and a project space's fence refused says `forbid`.
+pub fn audit_decision<B>(req: &http::Request<B>, allowed: bool, reason: Cow<'_, str>) {
+    if let Some(slot) = req.extensions().get::<IdentitySlot>() {
+        slot.annotate(AuditAnnotations::authorization(
+            allowed,
+            reason.into_owned(),
+        ));
     }
 }
 
@@ -83,6 +112,7 @@ pub fn project_namespace(project: &str) -> String {
 /// target's name, so they run before the lookup, as kube-apiserver authorizes before it reads:
 /// a caller without access gets the same 403 whether the target exists or not, and cannot
 /// probe for target names. A project space's namespace fence ([`check_fence`]) comes after.
+/// Allowed, it returns RBAC's reason (kube's `authorization.k8s.io/reason` audit annotation).
 pub fn authorize_upstream(
     policy: &Policy,
     write_gate: &WriteGate,
@@ -90,7 +120,7 @@ pub fn authorize_upstream(
     identity: &Identity,
     target: &Target<'_>,
     info: &RequestInfo<'_>,
-) -> Result<(), Refusal> {
+) -> Result<String, Refusal> {
     let attrs = Attributes::from_request_info(identity, info);
     if !caller.scope.admits(target, &attrs) {
         return Err(Refusal::new(
@@ -117,9 +147,9 @@ pub fn authorize_upstream(
     if gate.verdict == kubegate_authz::Verdict::Deny {
         return Err(Refusal::new(&attrs, &gate.reason));
     }
-    let decision = policy.decide(&attrs);
-    if !decision.is_allowed() {
-        return Err(Refusal::new(&attrs, &decision.reason));
+    let allowed = policy.decide(&attrs);
+    if !allowed.is_allowed() {
+        return Err(Refusal::new(&attrs, &allowed.reason));
     }
     if needs_create_too(&attrs) {
         // A WebSocket exec is a `get`, yet it runs commands: kube-apiserver (since 1.35,
@@ -127,8 +157,10 @@ pub fn authorize_upstream(
         // the scope and the write gate, which would otherwise let a shell through a
         // read-only gateway.
         let create = attrs.with_verb("create");
-        let refused =
-            |reason: &str| Refusal(kubegate_authz::forbidden_reason_only(&create, reason));
+        let refused = |reason: &str| Refusal {
+            forbidden: kubegate_authz::forbidden_reason_only(&create, reason),
+            reason: reason.to_owned(),
+        };
         if !caller.scope.admits(target, &create) {
             return Err(refused(&format!(
                 "{SCOPE_DENIED_REASON} to {}",
@@ -144,7 +176,9 @@ pub fn authorize_upstream(
             return Err(refused(&decision.reason));
         }
     }
-    Ok(())
+    // kube-apiserver's audit annotation is the request's own decision; the `create` check
+    // comes later there, in the pod handlers.
+    Ok(allowed.reason.into_owned())
 }
 
 /// Pod `exec`, `attach` and `portforward` asked with a verb other than `create` (WebSocket

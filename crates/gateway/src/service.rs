@@ -663,15 +663,18 @@ async fn grafana(
     )
     .on_subresource("grafana")
     .named(cluster);
-    let allowed = caller.scope.admits(&Target::Cluster { cluster }, &attrs)
-        && runtime.policy.decide(&attrs).is_allowed();
-    if !allowed {
-        let status = access::forbidden_status(&kubegate_authz::forbidden(
-            &attrs,
-            &format!("access to {} is not granted", describe(&route.target)),
-        ));
+    let decision = caller
+        .scope
+        .admits(&Target::Cluster { cluster }, &attrs)
+        .then(|| runtime.policy.decide(&attrs))
+        .filter(kubegate_authz::Decision::is_allowed);
+    let Some(decision) = decision else {
+        let reason = format!("access to {} is not granted", describe(&route.target));
+        access::audit_decision(&req, false, (&reason).into());
+        let status = access::forbidden_status(&kubegate_authz::forbidden(&attrs, &reason));
         return respond(&status, &req);
-    }
+    };
+    access::audit_decision(&req, true, decision.reason);
     let key = upstreams::UpstreamKey::Grafana(cluster.to_owned());
     let path = UpstreamPath::from_route(route.raw_rest, route.query).ok();
     let (Some(service), Some(path)) = (runtime.upstreams.get(&key), path) else {
@@ -834,7 +837,11 @@ fn prepare_forward<'r>(
     };
     // Who the request runs as upstream: checked against RBAC and, in a space, its fence.
     let acting = impersonated.as_ref().unwrap_or(&caller.identity);
-    access::authorize_upstream(
+    let refuse = |refusal: access::Refusal| {
+        refusal.audit(req);
+        fail(refusal.status())
+    };
+    let allowed = access::authorize_upstream(
         &runtime.policy,
         &runtime.write_gate,
         &caller,
@@ -842,7 +849,8 @@ fn prepare_forward<'r>(
         &route.target,
         &info,
     )
-    .map_err(|refusal| fail(refusal.status()))?;
+    .map_err(refuse)?;
+    access::audit_decision(req, true, allowed.into());
     let Some(Destination::Upstream {
         fence,
         upstream,
@@ -852,8 +860,7 @@ fn prepare_forward<'r>(
         return Err(fail(unknown_target(&runtime.directory, &route.target)));
     };
     if let Some(namespace) = fence {
-        access::check_fence(acting, &route.target, &info, namespace)
-            .map_err(|refusal| fail(refusal.status()))?;
+        access::check_fence(acting, &route.target, &info, namespace).map_err(refuse)?;
     }
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
         .map_err(|e| fail(Status::bad_request(e.to_string())))?;

@@ -1071,6 +1071,91 @@ fn audit_events(env: &Env, needle: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// kube-apiserver's authorization filter annotates every request's audit event with its
+/// decision and the authorizer's reason; so does the gateway, for targets and for its own API.
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_events_carry_kubes_authorization_decision_and_reason() {
+    let env = Env::start().await;
+    let client = env.client();
+    let get = |prefix: &str, path: &str, key: &'static str| {
+        let url = format!("{}{prefix}{path}", env.url);
+        let client = &client;
+        async move { client.get(&url, key, &[]).await.status }
+    };
+    let annotations = |needle: &str| {
+        let events = audit_events(&env, needle);
+        assert_eq!(events.len(), 1, "{needle}: {events:?}");
+        let a = &events[0]["annotations"];
+        (
+            a["authorization.k8s.io/decision"]
+                .as_str()
+                .map(str::to_owned),
+            a["authorization.k8s.io/reason"].as_str().map(str::to_owned),
+        )
+    };
+    let allowed = |reason: &str| (Some("allow".to_owned()), Some(reason.to_owned()));
+    let forbidden = |reason: &str| (Some("forbid".to_owned()), Some(reason.to_owned()));
+
+    // A cluster: RBAC's reason names the binding, the role and the subject.
+    assert_eq!(
+        get(A, "/api/v1/namespaces/default/pods", VIEWER_KEY).await,
+        200
+    );
+    assert_eq!(
+        annotations("/cluster/a/api/v1/namespaces/default/pods"),
+        allowed(
+            r#"RBAC: allowed by ClusterRoleBinding "viewers" of ClusterRole "kubegate:viewer" to User "viewer""#
+        )
+    );
+    // Refused by RBAC, which has no reason to give.
+    assert_eq!(
+        get(A, "/api/v1/namespaces/default/secrets", VIEWER_KEY).await,
+        403
+    );
+    assert_eq!(
+        annotations("/cluster/a/api/v1/namespaces/default/secrets"),
+        forbidden("")
+    );
+    // Refused by the key's scope (cluster a only), with the scope's reason.
+    assert_eq!(
+        get(B, "/api/v1/namespaces/default/pods", CLUSTER_ONLY_KEY).await,
+        403
+    );
+    assert_eq!(
+        annotations("/cluster/b/api/v1/namespaces/default/pods"),
+        forbidden("the access key's scope does not allow this request to cluster \"b\"")
+    );
+    // RBAC allowed it and the project space's fence refused it: the later decision stands.
+    assert_eq!(
+        get(SPACE, "/api/v1/namespaces/elsewhere/pods", SPACE_KEY).await,
+        403
+    );
+    assert_eq!(
+        annotations("/space/s1/api/v1/namespaces/elsewhere/pods"),
+        forbidden(r#"requests to space "s1" of project "p1" must stay in namespace "s1""#)
+    );
+    // The management API.
+    assert_eq!(
+        get(MGMT, "/apis/management.loft.sh/v1/clusters", ADMIN_KEY).await,
+        200
+    );
+    assert_eq!(
+        annotations("/management/apis/management.loft.sh/v1/clusters"),
+        // Listing clusters is everyone's (each sees the ones they may use).
+        allowed(
+            r#"RBAC: allowed by ClusterRoleBinding "kubegate:self-service" of ClusterRole "kubegate:self-service" to Group "system:authenticated""#
+        )
+    );
+    assert_eq!(
+        get(MGMT, "/apis/management.loft.sh/v1/teams", CLUSTER_ONLY_KEY).await,
+        403
+    );
+    assert_eq!(
+        annotations("/management/apis/management.loft.sh/v1/teams"),
+        forbidden("the access key's scope does not allow this request")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn audit_levels_are_per_target_and_never_record_secrets_or_streams() {
     require_kubectl();

@@ -1,8 +1,6 @@
 //! [`AuthzLayer`]: asks an [`Authorizer`] whether the (already authenticated) request may
 //! proceed; answers kube-apiserver's 403 Status or 500 plain text itself otherwise.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -123,16 +121,6 @@ impl<S: fmt::Debug, Z> fmt::Debug for Authz<S, Z> {
     }
 }
 
-const DECISION: &str = "authorization.k8s.io/decision";
-const REASON: &str = "authorization.k8s.io/reason";
-
-fn annotations(decision: &'static str, reason: String) -> AuditAnnotations {
-    AuditAnnotations(BTreeMap::from([
-        (Cow::Borrowed(DECISION), Cow::Borrowed(decision)),
-        (Cow::Borrowed(REASON), Cow::Owned(reason)),
-    ]))
-}
-
 impl<S, Z, ReqBody, ResBody> Service<Request<ReqBody>> for Authz<S, Z>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -161,7 +149,7 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
         let slot = parts.extensions.get::<IdentitySlot>();
         let (mut res, annotations) = match self {
             Decision::Allow { reason } => {
-                let annotations = annotations("allow", reason);
+                let annotations = AuditAnnotations::authorization(true, reason);
                 return match slot {
                     Some(slot) => {
                         slot.annotate(annotations);
@@ -172,15 +160,14 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
             }
             Decision::Deny { status, reason } => (
                 status.to_response(wants_pretty(&parts.uri, &parts.headers)),
-                annotations("forbid", reason),
+                AuditAnnotations::authorization(false, reason),
             ),
             Decision::Error(err) => {
                 let uri = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                let annotations = AuditAnnotations(BTreeMap::from([(
-                    Cow::Borrowed(REASON),
-                    Cow::Borrowed("internal error"),
-                )]));
-                (internal_error_text(uri, &err), annotations)
+                (
+                    internal_error_text(uri, &err),
+                    AuditAnnotations::authorization_error(),
+                )
             }
         };
         match slot {
@@ -196,6 +183,8 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
     use crate::ext::Identity;
     use http_body_util::{BodyExt, Full};
     use std::convert::Infallible;

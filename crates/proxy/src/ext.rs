@@ -302,6 +302,32 @@ pub struct AuditId(pub Arc<str>);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditAnnotations(pub BTreeMap<Cow<'static, str>, Cow<'static, str>>);
 
+impl AuditAnnotations {
+    /// The annotations kube-apiserver's authorization filter puts on every request's audit
+    /// event: `authorization.k8s.io/decision` (`allow`, or `forbid` for a refusal) and
+    /// `authorization.k8s.io/reason`, the authorizer's reason (e.g. `RBAC: allowed by
+    /// ClusterRoleBinding "x" of ClusterRole "y" to User "z"`; often empty on a refusal).
+    pub fn authorization(allowed: bool, reason: impl Into<Cow<'static, str>>) -> Self {
+        let decision = if allowed { "allow" } else { "forbid" };
+        AuditAnnotations(BTreeMap::from([
+            (
+                Cow::Borrowed("authorization.k8s.io/decision"),
+                Cow::Borrowed(decision),
+            ),
+            (Cow::Borrowed("authorization.k8s.io/reason"), reason.into()),
+        ]))
+    }
+
+    /// What kube-apiserver's authorization filter records when the authorizer failed: the
+    /// reason `internal error` and no decision.
+    pub fn authorization_error() -> Self {
+        AuditAnnotations(BTreeMap::from([(
+            Cow::Borrowed("authorization.k8s.io/reason"),
+            Cow::Borrowed("internal error"),
+        )]))
+    }
+}
+
 /// Marks a response that `ForwardService` produced because the upstream failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamError {

@@ -13,7 +13,7 @@ use kubegate_authz::{Attributes, Authorizer};
 use kubegate_proxy::{ProxyBody, Status};
 use kubegate_routing::{RequestInfo, Target};
 
-use crate::access::forbidden_status;
+use crate::access::{audit_decision, forbidden_status};
 use crate::authn::Caller;
 use crate::service::{Runtime, Shared, respond};
 
@@ -51,9 +51,15 @@ pub async fn handle(
         && info.verb == "create"
         && info.api_group == discovery::GROUP
         && info.resource == "selves";
+    let refuse = |reason: &str| {
+        audit_decision(&req, false, reason.into());
+        respond(
+            &forbidden_status(&kubegate_authz::forbidden(&attrs, reason)),
+            &req,
+        )
+    };
     if !describes_itself && !caller.scope.admits(&Target::Management, &attrs) {
-        let f = kubegate_authz::forbidden(&attrs, kubegate_authz::SCOPE_DENIED_REASON);
-        return respond(&forbidden_status(&f), &req);
+        return refuse(kubegate_authz::SCOPE_DENIED_REASON);
     }
     // `readOnly`: only admins change what the gateway stores (access keys). Describing a
     // credential and minting a short-lived token for a direct cluster endpoint store nothing,
@@ -63,15 +69,14 @@ pub async fn handle(
     if !stores_nothing {
         let gate = runtime.write_gate.authorize(&attrs);
         if gate.verdict == kubegate_authz::Verdict::Deny {
-            let f = kubegate_authz::forbidden(&attrs, &gate.reason);
-            return respond(&forbidden_status(&f), &req);
+            return refuse(&gate.reason);
         }
     }
     let decision = runtime.policy.decide(&attrs);
     if !decision.is_allowed() {
-        let f = kubegate_authz::forbidden(&attrs, &decision.reason);
-        return respond(&forbidden_status(&f), &req);
+        return refuse(&decision.reason);
     }
+    audit_decision(&req, true, decision.reason);
     // The per-target limit, once the caller is authorized: refused callers do not drain the
     // management API's bucket for everyone (agents' `selves` checks included).
     if let Err(res) = crate::service::admit_to_target(runtime, &req) {

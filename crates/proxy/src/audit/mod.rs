@@ -812,8 +812,9 @@ impl IdentitySlot {
         self.lock().impersonated = Some(identity);
     }
 
-    /// Adds annotations to the event (the later of two values for one key wins).
-    pub(crate) fn annotate(&self, annotations: AuditAnnotations) {
+    /// Adds annotations to the event (the later of two values for one key wins), e.g.
+    /// [`AuditAnnotations::authorization`] from a layer that authorizes by itself.
+    pub fn annotate(&self, annotations: AuditAnnotations) {
         let mut reported = self.lock();
         match &mut reported.annotations {
             Some(AuditAnnotations(held)) => held.extend(annotations.0),
