@@ -112,15 +112,16 @@ pub fn project_namespace(project: &str) -> String {
 /// target's name, so they run before the lookup, as kube-apiserver authorizes before it reads:
 /// a caller without access gets the same 403 whether the target exists or not, and cannot
 /// probe for target names. A project space's namespace fence ([`check_fence`]) comes after.
-/// Allowed, it returns RBAC's reason (kube's `authorization.k8s.io/reason` audit annotation).
-pub fn authorize_upstream(
-    policy: &Policy,
+/// Allowed, it returns RBAC's reason (kube's `authorization.k8s.io/reason` audit annotation),
+/// borrowed from the policy: it is copied only when an audit event wants it.
+pub fn authorize_upstream<'p>(
+    policy: &'p Policy,
     write_gate: &WriteGate,
     caller: &Caller,
     identity: &Identity,
     target: &Target<'_>,
     info: &RequestInfo<'_>,
-) -> Result<String, Refusal> {
+) -> Result<Cow<'p, str>, Refusal> {
     let attrs = Attributes::from_request_info(identity, info);
     if !caller.scope.admits(target, &attrs) {
         return Err(Refusal::new(
@@ -178,7 +179,7 @@ pub fn authorize_upstream(
     }
     // kube-apiserver's audit annotation is the request's own decision; the `create` check
     // comes later there, in the pod handlers.
-    Ok(allowed.reason.into_owned())
+    Ok(allowed.reason)
 }
 
 /// Pod `exec`, `attach` and `portforward` asked with a verb other than `create` (WebSocket

@@ -850,7 +850,7 @@ fn prepare_forward<'r>(
         &info,
     )
     .map_err(refuse)?;
-    access::audit_decision(req, true, allowed.into());
+    access::audit_decision(req, true, allowed);
     let Some(Destination::Upstream {
         fence,
         upstream,
