@@ -183,10 +183,10 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::borrow::Cow;
-    use std::collections::BTreeMap;
     use crate::ext::Identity;
     use http_body_util::{BodyExt, Full};
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
     use std::convert::Infallible;
     use tower::ServiceExt;
 
