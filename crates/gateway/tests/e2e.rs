@@ -1134,6 +1134,22 @@ async fn audit_events_carry_kubes_authorization_decision_and_reason() {
         annotations("/space/s1/api/v1/namespaces/elsewhere/pods"),
         forbidden(r#"requests to space "s1" of project "p1" must stay in namespace "s1""#)
     );
+    // Grafana: allowed by RBAC, and refused to a key scoped to another cluster.
+    assert_ne!(get("/grafana/b", "/api/health?admin", ADMIN_KEY).await, 403);
+    assert_eq!(
+        annotations("/grafana/b/api/health?admin"),
+        allowed(
+            r#"RBAC: allowed by ClusterRoleBinding "admins" of ClusterRole "kubegate:admin" to User "admin""#
+        )
+    );
+    assert_eq!(
+        get("/grafana/b", "/api/health?scoped", SCOPED_KEY).await,
+        403
+    );
+    assert_eq!(
+        annotations("/grafana/b/api/health?scoped"),
+        forbidden(r#"access to the Grafana of cluster "b" is not granted"#)
+    );
     // The management API.
     assert_eq!(
         get(MGMT, "/apis/management.loft.sh/v1/clusters", ADMIN_KEY).await,
