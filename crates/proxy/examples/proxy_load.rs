@@ -64,6 +64,10 @@ use tokio::net::{TcpListener, TcpStream};
 const GATEWAY_TOKEN: &str = "bench-user-kubegate-token";
 /// The reference gateway's row.
 const REFERENCE: &str = "kubegate reference gateway (examples/gateway)";
+/// nginx logging every request as Debian's nginx.conf has it (`PROXY_LOAD_NGINX_ACCESS_LOG=1`).
+const NGINX_ACCESS_LOG: &str = "nginx, access log on (Debian's default: a write per request)";
+/// The same log buffered in 64 KiB.
+const NGINX_ACCESS_LOG_BUFFERED: &str = "nginx, access log buffered (buffer=64k)";
 
 fn main() {
     // Keeps mimalloc's object file, and with it its `malloc`, in the link (examples/gateway.rs).
@@ -553,20 +557,19 @@ async fn drive(secs: Duration) {
     let (bare_plain, bare_tls) = gw_ports[2];
 
     // nginx: same upstream, keepalive pool, the gateway's credential + impersonation.
-    let nginx_plain = free_port();
-    let nginx_tls = free_port();
-    let nginx_conf = format!(
-        "daemon off; master_process off; worker_processes 1; error_log {d}/nginx-error.log; pid {d}/nginx.pid;
+    let nginx_config = |name: &str, plain: u16, tls: u16, access_log: &str| {
+        format!(
+            "daemon off; master_process off; worker_processes 1; error_log {d}/{name}-error.log; pid {d}/{name}.pid;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  access_log {access_log};
   keepalive_requests 100000000;
-  client_body_temp_path {d}/nginx-body; proxy_temp_path {d}/nginx-proxy;
-  fastcgi_temp_path {d}/nginx-fcgi; uwsgi_temp_path {d}/nginx-uwsgi; scgi_temp_path {d}/nginx-scgi;
+  client_body_temp_path {d}/{name}-body; proxy_temp_path {d}/{name}-proxy;
+  fastcgi_temp_path {d}/{name}-fcgi; uwsgi_temp_path {d}/{name}-uwsgi; scgi_temp_path {d}/{name}-scgi;
   upstream kube {{ server {up}; keepalive 128; }}
   server {{
-    listen 127.0.0.1:{nginx_plain};
-    listen 127.0.0.1:{nginx_tls} ssl http2;
+    listen 127.0.0.1:{plain};
+    listen 127.0.0.1:{tls} ssl http2;
     ssl_certificate {d}/front.pem; ssl_certificate_key {d}/front.key;
     location = /nginx_status {{ stub_status; }}
     location /kubernetes/cluster/bench/ {{
@@ -582,32 +585,69 @@ http {{
   }}
 }}
 ",
-        d = dir.display(),
-        up = upstream_addr,
-        tok = gateway_token_upstream,
-    );
-    std::fs::write(dir.join("nginx.conf"), nginx_conf).unwrap();
-    std::fs::write(dir.join("nginx.port"), nginx_plain.to_string()).unwrap();
+            d = dir.display(),
+            up = upstream_addr,
+            tok = gateway_token_upstream,
+        )
+    };
     let have_nginx = Path::new("/usr/sbin/nginx").exists();
-    let mut nginx_pid = None;
-    if have_nginx {
-        // `PROXY_LOAD_NGINX_WRAP` runs nginx under a command, like `PROXY_LOAD_GATEWAY_WRAP`;
-        // `/nginx_status` (stub_status) counts its requests.
+    let start_nginx = |name: &str, access_log: &str, wrap: Option<String>| {
+        let (plain, tls) = (free_port(), free_port());
+        let conf = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, nginx_config(name, plain, tls, access_log)).unwrap();
+        std::fs::write(dir.join(format!("{name}.port")), plain.to_string()).unwrap();
         let mut nginx = Command::new("taskset");
         nginx.args(["-c", &proxy_cpus]);
-        if let Ok(wrap) = std::env::var("PROXY_LOAD_NGINX_WRAP") {
+        if let Some(wrap) = wrap {
             nginx.args(wrap.split_whitespace());
         }
-        procs.0.push(
-            nginx
-                .args(["/usr/sbin/nginx", "-c"])
-                .arg(dir.join("nginx.conf"))
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        nginx_pid = procs.0.last().map(Child::id);
-    }
+        let child = nginx
+            .args(["/usr/sbin/nginx", "-c"])
+            .arg(&conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        (plain, tls, child)
+    };
+    // nginx as the bench has always compared with: no access log. `PROXY_LOAD_NGINX_WRAP` runs
+    // it under a command, like `PROXY_LOAD_GATEWAY_WRAP`; `/nginx_status` (stub_status) counts
+    // its requests, and `nginx.port` tells the instruction-count script where.
+    let (nginx_plain, nginx_tls, nginx_pid) = if have_nginx {
+        let (plain, tls, child) =
+            start_nginx("nginx", "off", std::env::var("PROXY_LOAD_NGINX_WRAP").ok());
+        let pid = child.id();
+        procs.0.push(child);
+        (plain, tls, Some(pid))
+    } else {
+        (0, 0, None)
+    };
+    // `PROXY_LOAD_NGINX_ACCESS_LOG=1`: nginx twice more, each logging every request as kubegate
+    // audits every request: with the access log Debian's nginx.conf turns on (the `combined`
+    // format, one write(2) per request), and with that log buffered in 64 KiB (nginx's
+    // `buffer=`, the group commit kubegate's audit writer does). Rows of their own: the targets
+    // are judged against nginx without a log.
+    let nginx_logging: Vec<(&'static str, u16, u16, u32)> = if have_nginx
+        && std::env::var("PROXY_LOAD_NGINX_ACCESS_LOG").is_ok_and(|v| v == "1")
+    {
+        [
+            (NGINX_ACCESS_LOG, "nginx-access-log", "access.log"),
+            (
+                NGINX_ACCESS_LOG_BUFFERED,
+                "nginx-access-log-buffered",
+                "access-buffered.log combined buffer=64k flush=5s",
+            ),
+        ]
+        .into_iter()
+        .map(|(row, name, log)| {
+            let (plain, tls, child) = start_nginx(name, &format!("{}/{log}", dir.display()), None);
+            let pid = child.id();
+            procs.0.push(child);
+            (row, plain, tls, pid)
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
 
     // `PROXY_LOAD_REFERENCE_GATEWAY=<binary>`: the reference gateway (`examples/gateway`, built
     // apart, e.g. `cargo build --profile dist --example gateway`) as one more HTTPS path, on a
@@ -688,8 +728,10 @@ http {{
             .unwrap(),
     );
     let kubectl_pid = procs.0.last().map(Child::id);
-    for p in [nginx_plain, kubectl_port]
+    for p in [kubectl_port]
         .into_iter()
+        .chain(nginx_pid.map(|_| nginx_plain))
+        .chain(nginx_logging.iter().map(|&(_, plain, _, _)| plain))
         .chain(reference.map(|(port, _)| port))
         .chain(reference_audit_off.map(|(port, _)| port))
     {
@@ -752,8 +794,22 @@ http {{
             },
         );
     }
+    let logging_nginx = |plain_http: bool| {
+        nginx_logging
+            .iter()
+            .map(move |&(name, plain, tls, pid)| Target {
+                name,
+                addr: loopback(if plain_http { plain } else { tls }),
+                tls: !plain_http,
+                prefix: "/kubernetes/cluster/bench".into(),
+                token: String::new(),
+                pid: Some(pid),
+            })
+    };
+    tls_targets.extend(logging_nginx(false));
     if let Some((port, pid)) = reference_audit_off {
-        let at = tls_targets.len() - 2;
+        // Before the forwarding-only gateway and nginx's rows.
+        let at = tls_targets.len() - 2 - nginx_logging.len();
         tls_targets.insert(
             at,
             Target {
@@ -766,7 +822,7 @@ http {{
             },
         );
     }
-    let plain_targets = [
+    let mut plain_targets = vec![
         Target {
             name: h2_gateway_name(),
             addr: loopback(gw_plain),
@@ -808,6 +864,9 @@ http {{
             pid: kubectl_pid,
         },
     ];
+    // After nginx, before kubectl proxy.
+    let at = plain_targets.len() - 1;
+    plain_targets.splice(at..at, logging_nginx(true));
     let client_tls = {
         let mut roots = rustls::RootCertStore::empty();
         for pem in [ca_pem.as_str(), cert.pem().as_str()] {
@@ -904,7 +963,7 @@ http {{
                 .max(1);
             let present: Vec<&Target> = targets
                 .iter()
-                .filter(|t| t.name != "nginx" || have_nginx)
+                .filter(|t| t.name != "nginx" || nginx_pid.is_some())
                 .collect();
             let mut samples: Vec<Vec<Sample>> = present.iter().map(|_| Vec::new()).collect();
             for _ in 0..rounds {
