@@ -64,6 +64,15 @@ async fn open_watch(env: &Env) -> hyper::Response<hyper::body::Incoming> {
 /// GETs `path` through the gateway as the admin with a raw client and returns the response,
 /// its body not yet read.
 async fn open_stream(env: &Env, path: &str) -> hyper::Response<hyper::body::Incoming> {
+    open_stream_accepting(env, path, None).await
+}
+
+/// [`open_stream`] with an `Accept` header.
+async fn open_stream_accepting(
+    env: &Env,
+    path: &str,
+    accept: Option<&str>,
+) -> hyper::Response<hyper::body::Incoming> {
     use std::sync::Arc;
 
     use rustls_pki_types::CertificateDer;
@@ -87,13 +96,66 @@ async fn open_stream(env: &Env, path: &str) -> hyper::Response<hyper::body::Inco
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(https);
-    let req = http::Request::get(format!("{}{path}", env.url))
-        .header("authorization", format!("Bearer {ADMIN_KEY}"))
-        .body(http_body_util::Empty::new())
-        .unwrap();
+    let mut req = http::Request::get(format!("{}{path}", env.url))
+        .header("authorization", format!("Bearer {ADMIN_KEY}"));
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let req = req.body(http_body_util::Empty::new()).unwrap();
     let res = client.request(req).await.unwrap();
     assert_eq!(res.status(), 200);
     res
+}
+
+/// V6.2's protobuf watch row through the reference gateway: a controller that speaks
+/// Kubernetes protobuf (client-go's Accept) gets the upstream's
+/// `application/vnd.kubernetes.protobuf;stream=watch` and its length-delimited frames, each
+/// as its event happens.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_protobuf_watch_keeps_its_media_type_and_frames() {
+    let env = Env::start_with("").await;
+    env.a
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "pb"}}),
+        )
+        .unwrap();
+    let rv = env.a.resource_version();
+    let res = open_stream_accepting(
+        &env,
+        &format!("{A}/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"),
+        Some("application/vnd.kubernetes.protobuf, */*"),
+    )
+    .await;
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    );
+    let mut body = res.into_body();
+    let mut buf = Vec::new();
+    for expected in ["MODIFIED", "MODIFIED", "DELETED"] {
+        if expected == "DELETED" {
+            env.a.delete("configmaps", "default", "pb").unwrap();
+        } else {
+            env.a.generate_events("cm", "default", "pb", 1).unwrap();
+        }
+        let (kind, object) = loop {
+            if let Some(event) = kubegate_testkit::decode_protobuf_watch_event(&mut buf) {
+                break event.unwrap();
+            }
+            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                }
+                other => panic!("no protobuf watch event: {other:?}"),
+            }
+        };
+        assert_eq!(kind, expected);
+        assert_eq!(object["metadata"]["name"], "pb");
+    }
 }
 
 async fn next_event(

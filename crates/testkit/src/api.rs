@@ -14,7 +14,9 @@ use serde_json::{Value, json};
 use crate::authz::{Attributes, Decision};
 use crate::body::{self, Body};
 use crate::identity::UserInfo;
+use crate::negotiate::{self, Output};
 use crate::patch;
+use crate::protobuf_encode;
 use crate::request::{Query, RequestInfo};
 use crate::resources::{self, PODS, RESOURCES, ResourceDef};
 use crate::selector::Selector;
@@ -36,21 +38,60 @@ pub(crate) struct Ctx<'a> {
     pub(crate) user: &'a UserInfo,
     pub(crate) query: &'a Query,
     pub(crate) pretty: bool,
+    /// The request's `Accept`, negotiated once the resource is known.
+    pub(crate) accept: Option<&'a str>,
+    /// The negotiated output is a JSON Table (with what its rows carry)...
     pub(crate) table: Option<IncludeObject>,
+    /// ...or Kubernetes protobuf.
+    pub(crate) protobuf: bool,
 }
 
 impl Ctx<'_> {
     fn error(&self, s: &Status) -> Response<Body> {
-        body::status(s, self.pretty)
+        if self.protobuf {
+            body::status_protobuf(s)
+        } else {
+            body::status(s, self.pretty)
+        }
+    }
+
+    /// An object in the negotiated encoding (JSON as stored, or protobuf).
+    fn object(&self, code: StatusCode, obj: &StoredObject) -> Response<Body> {
+        if self.protobuf {
+            body::response(
+                code,
+                negotiate::PROTOBUF,
+                body::full(protobuf_encode::encode_object(&obj.value)),
+            )
+        } else {
+            body::json(code, obj.json.clone())
+        }
+    }
+
+    /// A JSON value (a list or a Status) in the negotiated encoding.
+    fn value(&self, code: StatusCode, v: &Value) -> Response<Body> {
+        if self.protobuf {
+            let bytes = match v.get("items").and_then(Value::as_array) {
+                Some(items) => {
+                    let kind = v["kind"].as_str().unwrap_or("");
+                    protobuf_encode::encode_list(
+                        v["apiVersion"].as_str().unwrap_or(""),
+                        kind.strip_suffix("List").unwrap_or(kind),
+                        &v["metadata"],
+                        items,
+                    )
+                }
+                None => protobuf_encode::encode_object(v),
+            };
+            body::response(code, negotiate::PROTOBUF, body::full(bytes))
+        } else {
+            body::json(code, serde_json::to_vec(v).unwrap_or_default())
+        }
     }
 
     fn dry_run(&self) -> bool {
         self.query.get("dryRun") == Some("All")
     }
-}
-
-fn object_response(code: StatusCode, obj: &StoredObject) -> Response<Body> {
-    body::json(code, obj.json.clone())
 }
 
 async fn read_json(req: Request<Incoming>) -> Result<(Value, String), Status> {
@@ -110,6 +151,25 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
     if !def.namespaced && !p.namespace.is_empty() && p.resource != "namespaces" {
         return ctx.error(&Status::path_not_found());
     }
+    let include = IncludeObject::parse(ctx.query.get("includeObject"));
+    let custom = def.group.contains('.') && !def.group.ends_with(".k8s.io");
+    let output = match negotiate::output(
+        ctx.accept,
+        include,
+        protobuf_encode::encodes(def.kind),
+        custom,
+    ) {
+        Ok(o) => o,
+        Err(status) => return ctx.error(&status),
+    };
+    let ctx = &Ctx {
+        table: match output {
+            Output::Table(include) => Some(include),
+            _ => None,
+        },
+        protobuf: output == Output::Protobuf,
+        ..*ctx
+    };
     // `/api/v1/namespaces/<name>` addresses the namespace itself, not a namespace scope.
     let ns = if def.namespaced {
         p.namespace.as_str()
@@ -152,13 +212,13 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         "create" => match read_json(req).await {
             Ok((v, _)) => store
                 .create(res, ns, v, ctx.dry_run())
-                .map(|o| object_response(StatusCode::CREATED, &o)),
+                .map(|o| ctx.object(StatusCode::CREATED, &o)),
             Err(e) => Err(e),
         },
         "update" => match read_json(req).await {
             Ok((v, _)) => store
                 .update(res, ns, &p.name, v, ctx.dry_run())
-                .map(|o| object_response(StatusCode::OK, &o)),
+                .map(|o| ctx.object(StatusCode::OK, &o)),
             Err(e) => Err(e),
         },
         "patch" => match read_json(req).await {
@@ -167,7 +227,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         },
         "delete" => store
             .delete(res, ns, &p.name, ctx.dry_run())
-            .map(|o| deleted(def, &o)),
+            .map(|o| deleted(ctx, def, &o)),
         "deletecollection" => delete_collection(ctx, res, ns),
         _ => Err(Status::method_not_supported(def.group, def.plural, verb)),
     };
@@ -176,7 +236,7 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
 
 fn object_or_table(ctx: &Ctx<'_>, res: usize, o: &Arc<StoredObject>) -> Response<Body> {
     match ctx.table {
-        None => object_response(StatusCode::OK, o),
+        None => ctx.object(StatusCode::OK, o),
         Some(include) => {
             let meta = json!({"resourceVersion": o.value["metadata"]["resourceVersion"]});
             let t = table::table(res, std::slice::from_ref(o), include, &meta, true);
@@ -188,7 +248,7 @@ fn object_or_table(ctx: &Ctx<'_>, res: usize, o: &Arc<StoredObject>) -> Response
 
 /// Resources whose DELETE answers with a `Success` Status (no graceful deletion) rather than
 /// the object (kube's `ReturnDeletedObject`).
-fn deleted(def: &ResourceDef, o: &StoredObject) -> Response<Body> {
+fn deleted(ctx: &Ctx<'_>, def: &ResourceDef, o: &StoredObject) -> Response<Body> {
     if matches!(def.plural, "configmaps" | "secrets") {
         let status = json!({
             "kind": "Status",
@@ -197,12 +257,9 @@ fn deleted(def: &ResourceDef, o: &StoredObject) -> Response<Body> {
             "status": "Success",
             "details": {"name": o.name(), "kind": def.plural, "uid": o.value["metadata"]["uid"]},
         });
-        body::json(
-            StatusCode::OK,
-            serde_json::to_vec(&status).unwrap_or_default(),
-        )
+        ctx.value(StatusCode::OK, &status)
     } else {
-        object_response(StatusCode::OK, o)
+        ctx.object(StatusCode::OK, o)
     }
 }
 
@@ -253,6 +310,19 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
         return Ok(body::response(
             StatusCode::OK,
             TABLE_CONTENT_TYPE,
+            body::full(bytes),
+        ));
+    }
+    if ctx.protobuf {
+        let bytes = protobuf_encode::encode_list(
+            &def.api_version(),
+            def.kind,
+            &meta,
+            items.iter().map(|o| &o.value),
+        );
+        return Ok(body::response(
+            StatusCode::OK,
+            negotiate::PROTOBUF,
             body::full(bytes),
         ));
     }
@@ -327,13 +397,20 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
         Ok(s) => s,
         // A too-old resourceVersion is reported in-stream, as kube-apiserver does.
         Err(status) => {
-            let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": status.to_value()}))
-                .unwrap_or_default();
-            v.push(b'\n');
+            let (content_type, event) = if ctx.protobuf {
+                let frame = protobuf_encode::encode_watch_frame("ERROR", &status.to_value());
+                (negotiate::PROTOBUF_WATCH, frame)
+            } else {
+                let mut v =
+                    serde_json::to_vec(&json!({"type": "ERROR", "object": status.to_value()}))
+                        .unwrap_or_default();
+                v.push(b'\n');
+                ("application/json", v)
+            };
             return Ok(body::response(
                 StatusCode::OK,
-                "application/json",
-                body::full(v),
+                content_type,
+                body::full(event),
             ));
         }
     };
@@ -342,6 +419,7 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
         namespace: (!ns.is_empty()).then(|| ns.to_owned()),
         selector: sel,
         table: ctx.table,
+        protobuf: ctx.protobuf,
         timeout,
         bookmarks: ctx.query.flag("allowWatchBookmarks"),
         initial_events_end: ctx.query.flag("sendInitialEvents"),
@@ -349,6 +427,8 @@ fn watch(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> 
     };
     let content_type = if ctx.table.is_some() {
         TABLE_CONTENT_TYPE
+    } else if ctx.protobuf {
+        negotiate::PROTOBUF_WATCH
     } else {
         "application/json"
     };
@@ -381,13 +461,13 @@ fn patch_object(
         obj["metadata"]["name"] = json!(name);
         return store
             .create(res, ns, obj, ctx.dry_run())
-            .map(|o| object_response(StatusCode::CREATED, &o));
+            .map(|o| ctx.object(StatusCode::CREATED, &o));
     }
     store
         .modify(res, ns, name, ctx.dry_run(), |current| {
             patch::apply(kind, current, &patch_body)
         })
-        .map(|o| object_response(StatusCode::OK, &o))
+        .map(|o| ctx.object(StatusCode::OK, &o))
 }
 
 fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
@@ -412,10 +492,7 @@ fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Bod
         "metadata": {"resourceVersion": rv.to_string()},
         "items": deleted,
     });
-    Ok(body::json(
-        StatusCode::OK,
-        serde_json::to_vec(&list).unwrap_or_default(),
-    ))
+    Ok(ctx.value(StatusCode::OK, &list))
 }
 
 /// `kubectl auth can-i`: decides the review's attributes for the requesting user with the

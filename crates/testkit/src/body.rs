@@ -51,8 +51,25 @@ pub(crate) fn json(code: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> 
 }
 
 pub(crate) fn status(status: &Status, pretty: bool) -> Response<Body> {
-    let code = StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = json(code, status.to_bytes(pretty));
+    status_as(status, json(status_code(status), status.to_bytes(pretty)))
+}
+
+/// A Status in Kubernetes protobuf, for a client that negotiated it.
+pub(crate) fn status_protobuf(status: &Status) -> Response<Body> {
+    let bytes = crate::protobuf_encode::encode_object(&status.to_value());
+    status_as(
+        status,
+        response(status_code(status), crate::negotiate::PROTOBUF, full(bytes)),
+    )
+}
+
+fn status_code(status: &Status) -> StatusCode {
+    StatusCode::from_u16(status.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The headers kube-apiserver adds to a Status response.
+fn status_as(status: &Status, mut resp: Response<Body>) -> Response<Body> {
+    let code = resp.status();
     if let Some(secs) = status.retry_after() {
         resp.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));

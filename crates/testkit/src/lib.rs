@@ -12,10 +12,12 @@ mod faults;
 mod identity;
 mod kubeconfig;
 mod meta;
+mod negotiate;
 mod openapi;
 mod patch;
 mod pipeline;
 mod protobuf;
+mod protobuf_encode;
 mod rbac;
 mod recorder;
 mod request;
@@ -41,6 +43,7 @@ pub use identity::{
     SYSTEM_ANONYMOUS, SYSTEM_AUTHENTICATED, SYSTEM_MASTERS, SYSTEM_UNAUTHENTICATED, UserInfo,
 };
 pub use kubeconfig::{Credential, write_kubeconfig};
+pub use protobuf::{decode_protobuf, decode_protobuf_watch_event};
 pub use rbac::{Rbac, RbacAuthorizer};
 pub use recorder::{RecordedRequest, Recorder};
 pub use server::{TestApiServer, TestApiServerConfig, UPGRADE_ECHO_PATH};

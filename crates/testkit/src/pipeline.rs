@@ -24,7 +24,6 @@ use crate::recorder::RecordedRequest;
 use crate::request::{Query, RequestInfo};
 use crate::server::{Shared, UPGRADE_ECHO_PATH};
 use crate::status::{Status, forbidden_for, wants_pretty};
-use crate::table::{IncludeObject, wants_table};
 use crate::{discovery, openapi};
 
 fn percent_decoded(path: &str) -> String {
@@ -249,15 +248,17 @@ async fn route(
         let accept = req
             .headers()
             .get(http::header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let table = wants_table(accept).then(|| IncludeObject::parse(query.get("includeObject")));
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let ctx = Ctx {
             shared,
             info,
             user,
             query,
             pretty,
-            table,
+            accept: accept.as_deref(),
+            table: None,
+            protobuf: false,
         };
         return api::serve(&ctx, req).await;
     }

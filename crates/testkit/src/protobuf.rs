@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 
 /// The protobuf media type.
 pub(crate) const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
-const MAGIC: &[u8] = b"k8s\0";
+/// `runtime.Unknown`'s magic prefix.
+pub(crate) const MAGIC: &[u8] = b"k8s\0";
 
 /// One field of a message.
 enum Field<'a> {
@@ -111,6 +112,8 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     let mut m = Map::new();
     for (n, f) in fields(b)? {
         match (n, f) {
+            // Go's marshaler writes every string field; its JSON leaves the empty ones out.
+            (_, Field::Bytes([])) if matches!(n, 1 | 2 | 3 | 6) => {}
             (1, Field::Bytes(v)) => drop(m.insert("name".into(), json!(string(v)?))),
             (2, Field::Bytes(v)) => drop(m.insert("generateName".into(), json!(string(v)?))),
             (3, Field::Bytes(v)) => drop(m.insert("namespace".into(), json!(string(v)?))),
@@ -179,6 +182,7 @@ fn decode_kind(api_version: &str, kind: &str, raw: &[u8]) -> Result<Value, Strin
                 drop(o.insert("immutable".into(), json!(v != 0)));
             }
             ("Secret", 2, Field::Bytes(v)) => insert_bytes(&mut o, "data", v)?,
+            ("Secret", 3, Field::Bytes([])) => {}
             ("Secret", 3, Field::Bytes(v)) => drop(o.insert("type".into(), json!(string(v)?))),
             ("Secret", 4, Field::Bytes(v)) => insert_str(&mut o, "stringData", v)?,
             ("SelfSubjectAccessReview", 2, Field::Bytes(v)) => {
@@ -227,8 +231,117 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, Unsupported> {
         | ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
             decode_kind(&api_version, &kind, raw).map_err(Unsupported::Malformed)
         }
+        ("v1", "ConfigMapList" | "SecretList") => {
+            list(&api_version, &kind, raw).map_err(Unsupported::Malformed)
+        }
+        ("v1", "Status") => status(raw).map_err(Unsupported::Malformed),
         _ => Err(Unsupported::Kind(format!("{api_version}, Kind={kind}"))),
     }
+}
+
+/// A `ListMeta` message as JSON, empty fields left out.
+fn list_meta(b: &[u8]) -> Result<Value, String> {
+    let mut m = Map::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (2, Field::Bytes(v)) if !v.is_empty() => {
+                m.insert("resourceVersion".into(), json!(string(v)?));
+            }
+            (3, Field::Bytes(v)) if !v.is_empty() => {
+                m.insert("continue".into(), json!(string(v)?));
+            }
+            (4, Field::Varint(v)) => drop(m.insert("remainingItemCount".into(), json!(v))),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(m))
+}
+
+/// A `<Kind>List`: its metadata and items (items carry no kind, as in kube's JSON lists).
+fn list(api_version: &str, list_kind: &str, raw: &[u8]) -> Result<Value, String> {
+    let kind = list_kind.strip_suffix("List").unwrap_or(list_kind);
+    let mut metadata = json!({});
+    let mut items = Vec::new();
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => metadata = list_meta(v)?,
+            (2, Field::Bytes(v)) => {
+                let mut item = decode_kind(api_version, kind, v)?;
+                if let Some(o) = item.as_object_mut() {
+                    o.remove("kind");
+                    o.remove("apiVersion");
+                }
+                items.push(item);
+            }
+            _ => {}
+        }
+    }
+    Ok(json!({"kind": list_kind, "apiVersion": api_version, "metadata": metadata, "items": items}))
+}
+
+/// A `Status`: status, message, reason and code (details are left out).
+fn status(raw: &[u8]) -> Result<Value, String> {
+    let mut o = Map::new();
+    o.insert("kind".into(), json!("Status"));
+    o.insert("apiVersion".into(), json!("v1"));
+    o.insert("metadata".into(), json!({}));
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (2, Field::Bytes(v)) if !v.is_empty() => {
+                drop(o.insert("status".into(), json!(string(v)?)))
+            }
+            (3, Field::Bytes(v)) if !v.is_empty() => {
+                drop(o.insert("message".into(), json!(string(v)?)))
+            }
+            (4, Field::Bytes(v)) if !v.is_empty() => {
+                drop(o.insert("reason".into(), json!(string(v)?)))
+            }
+            (6, Field::Varint(v)) => drop(o.insert("code".into(), json!(v))),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(o))
+}
+
+/// Reads a Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`) as JSON, for tests that ask
+/// for `application/vnd.kubernetes.protobuf`: ConfigMap, Secret, Namespace, their lists
+/// (ConfigMapList, SecretList) and Status (without details). Empty string fields are left out,
+/// as kube's JSON leaves them out.
+pub fn decode_protobuf(body: &[u8]) -> Result<Value, String> {
+    decode(body).map_err(|e| match e {
+        Unsupported::Malformed(m) => m,
+        Unsupported::Kind(k) => format!("no protobuf decoder for {k}"),
+    })
+}
+
+/// Takes one watch event off the front of `buf`, the bytes of an
+/// `application/vnd.kubernetes.protobuf;stream=watch` body read so far: a 4-byte big-endian
+/// length, then a `WatchEvent{type, object: RawExtension{raw}}` whose raw is an object as
+/// [`decode_protobuf`] reads it. `None` while the next frame is not complete yet.
+pub fn decode_protobuf_watch_event(buf: &mut Vec<u8>) -> Option<Result<(String, Value), String>> {
+    let header: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    let len = usize::try_from(u32::from_be_bytes(header)).ok()?;
+    if buf.len() < 4 + len {
+        return None;
+    }
+    let frame: Vec<u8> = buf.drain(..4 + len).skip(4).collect();
+    Some((|| {
+        let (mut kind, mut object) = (String::new(), None);
+        for (n, f) in fields(&frame)? {
+            match (n, f) {
+                (1, Field::Bytes(v)) => kind = string(v)?,
+                (2, Field::Bytes(raw_ext)) => {
+                    for (n, f) in fields(raw_ext)? {
+                        if let (1, Field::Bytes(raw)) = (n, f) {
+                            object = Some(decode_protobuf(raw)?);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok((kind, object.ok_or("watch event without an object")?))
+    })())
 }
 
 /// Why a protobuf body was not decoded.

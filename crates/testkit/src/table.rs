@@ -1,5 +1,5 @@
 //! `meta.k8s.io/v1` Table output (what `kubectl get` asks for), with per-resource columns
-//! like kube-apiserver's printers, and the Accept negotiation that selects it.
+//! like kube-apiserver's printers (`negotiate` picks it from the Accept header).
 
 use serde_json::{Value, json};
 
@@ -27,27 +27,6 @@ impl IncludeObject {
 
 /// The Table media type kube-apiserver answers with.
 pub(crate) const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
-
-/// Whether the Accept header's first acceptable JSON entry asks for a v1 Table.
-pub(crate) fn wants_table(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else { return false };
-    for entry in accept.split(',') {
-        let mut parts = entry.split(';').map(str::trim);
-        let base = parts.next().unwrap_or("");
-        if base != "application/json" && base != "*/*" {
-            continue;
-        }
-        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
-        let get = |k: &str| params.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v);
-        match (get("as"), get("g"), get("v")) {
-            (None, None, None) => return false,
-            (Some("Table"), Some("meta.k8s.io"), Some("v1")) => return true,
-            // Other forms (v1beta1 Table, PartialObjectMetadata): not served, try the next.
-            _ => {}
-        }
-    }
-    false
-}
 
 fn column(name: &str, kind: &str, format: &str, description: &str) -> Value {
     json!({"name": name, "type": kind, "format": format, "description": description, "priority": 0})
@@ -178,20 +157,4 @@ pub(crate) fn table(
         "columnDefinitions": if with_columns { columns(res) } else { json!([]) },
         "rows": objects.iter().map(|o| row(res, o, include)).collect::<Vec<_>>(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_negotiation() {
-        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
-        assert!(wants_table(Some(kubectl)));
-        assert!(!wants_table(Some("application/json")));
-        assert!(!wants_table(Some(
-            "application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
-        )));
-        assert!(!wants_table(None));
-    }
 }

@@ -22,6 +22,8 @@ pub(crate) struct WatchParams {
     pub(crate) namespace: Option<String>,
     pub(crate) selector: Selector,
     pub(crate) table: Option<IncludeObject>,
+    /// Length-delimited protobuf `WatchEvent`s instead of JSON lines.
+    pub(crate) protobuf: bool,
     pub(crate) timeout: Option<Duration>,
     /// `allowWatchBookmarks`.
     pub(crate) bookmarks: bool,
@@ -76,6 +78,12 @@ fn bookmark(resource: usize, rv: u64, initial_end: bool) -> Arc<Event> {
 }
 
 fn encode(state: &mut State, e: &Event) -> Bytes {
+    if state.params.protobuf {
+        return Bytes::from(crate::protobuf_encode::encode_watch_frame(
+            e.kind.as_str(),
+            &e.object.value,
+        ));
+    }
     match state.params.table {
         None => {
             let mut b = BytesMut::with_capacity(e.object.json.len() + 32);
@@ -103,7 +111,13 @@ fn encode(state: &mut State, e: &Event) -> Bytes {
     }
 }
 
-fn error_event(status: &Status) -> Bytes {
+fn error_event(protobuf: bool, status: &Status) -> Bytes {
+    if protobuf {
+        return Bytes::from(crate::protobuf_encode::encode_watch_frame(
+            "ERROR",
+            &status.to_value(),
+        ));
+    }
     let mut v = serde_json::to_vec(&json!({"type": "ERROR", "object": status.to_value()}))
         .unwrap_or_default();
     v.push(b'\n');
@@ -151,7 +165,10 @@ async fn next_chunk(mut state: State) -> Option<(Bytes, State)> {
             Err(RecvError::Lagged(_)) => {
                 // Events were dropped for this watcher: tell it to relist, like a compacted watch.
                 state.done = true;
-                let chunk = error_event(&Status::expired("watch fell too far behind; relist"));
+                let chunk = error_event(
+                    state.params.protobuf,
+                    &Status::expired("watch fell too far behind; relist"),
+                );
                 return Some((chunk, state));
             }
             Err(RecvError::Closed) => return None,

@@ -480,6 +480,9 @@ async fn generators_send_protobuf_bodies() {
     )
     .await;
     assert!(out.ok, "{}", out.stderr);
+    // kubectl printed the name from the protobuf ConfigMap the server answered with: Go's
+    // protobuf decoder read what the testkit encodes.
+    assert_eq!(out.stdout, "configmap/gen created\n");
     let cm = s.get("cm", "default", "gen").unwrap().unwrap();
     assert_eq!(cm["data"]["a"], "b");
     let out = admin(
@@ -488,6 +491,7 @@ async fn generators_send_protobuf_bodies() {
     )
     .await;
     assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout, "secret/sec created\n");
     let secret = s.get("secrets", "default", "sec").unwrap().unwrap();
     assert_eq!(
         (secret["data"]["k"].as_str(), secret["type"].as_str()),
@@ -504,6 +508,11 @@ async fn generators_send_protobuf_bodies() {
     assert_eq!(
         post.header_values("content-type"),
         ["application/vnd.kubernetes.protobuf"]
+    );
+    // It asks for protobuf back too, and read the protobuf ConfigMap it got ("created" above).
+    assert_eq!(
+        post.header_values("accept"),
+        ["application/vnd.kubernetes.protobuf,application/json"]
     );
 }
 
