@@ -72,6 +72,11 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
+/// The items of an array field (none when it is absent or not an array).
+fn items<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
+    v.get(key).and_then(Value::as_array).into_iter().flatten()
+}
+
 /// A `map<string, string>` field, entries sorted by key (serde_json's map is a BTreeMap).
 fn string_map(m: &mut Message, field: u64, v: Option<&Value>) {
     for (k, val) in v.and_then(Value::as_object).into_iter().flatten() {
@@ -136,12 +141,7 @@ fn object_meta(meta: &Value) -> Message {
     }
     string_map(&mut m, 11, meta.get("labels"));
     string_map(&mut m, 12, meta.get("annotations"));
-    for owner in meta
-        .get("ownerReferences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for owner in items(meta, "ownerReferences") {
         let mut o = Message::default();
         o.string(1, str_of(owner, "kind"));
         o.string(3, str_of(owner, "name"));
@@ -155,20 +155,10 @@ fn object_meta(meta: &Value) -> Message {
         }
         m.message(13, &o);
     }
-    for f in meta
-        .get("finalizers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for f in items(meta, "finalizers") {
         m.string(14, f.as_str().unwrap_or(""));
     }
-    for entry in meta
-        .get("managedFields")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for entry in items(meta, "managedFields") {
         let mut e = Message::default();
         e.string(1, str_of(entry, "manager"));
         e.string(2, str_of(entry, "operation"));
@@ -224,12 +214,7 @@ fn status(s: &Value) -> Message {
         dm.string(1, str_of(d, "name"));
         dm.string(2, str_of(d, "group"));
         dm.string(3, str_of(d, "kind"));
-        for cause in d
-            .get("causes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for cause in items(d, "causes") {
             let mut c = Message::default();
             c.string(1, str_of(cause, "reason"));
             c.string(2, str_of(cause, "message"));

@@ -851,6 +851,18 @@ fn accepting(s: &TestApiServer, path: &str, accept: &str) -> Request<Empty<Bytes
     req
 }
 
+/// GETs `path` accepting protobuf as client-go does, checks the answer's status and that it
+/// is protobuf, and returns its body.
+async fn get_protobuf(s: &TestApiServer, path: &str, want: StatusCode) -> Bytes {
+    let (status, headers, body) = send(s, accepting(s, path, CLIENT_GO_PROTOBUF)).await;
+    assert_eq!(status, want, "{path}");
+    assert_eq!(
+        headers["content-type"], "application/vnd.kubernetes.protobuf",
+        "{path}"
+    );
+    body
+}
+
 /// V6.2's protobuf rows: objects, lists and Status bodies in `application/vnd.kubernetes.protobuf`,
 /// watches as `application/vnd.kubernetes.protobuf;stream=watch` frames; what has no protobuf
 /// encoding falls back to JSON or gets kube's 406.
@@ -863,20 +875,12 @@ async fn protobuf_objects_lists_watches_and_errors() {
         json!({"metadata": {"name": "pb", "labels": {"app": "x"}}, "data": {"k": "v"}}),
     )
     .unwrap();
-    let (status, headers, body) = send(
+    let body = get_protobuf(
         &s,
-        accepting(
-            &s,
-            "/api/v1/namespaces/default/configmaps/pb",
-            CLIENT_GO_PROTOBUF,
-        ),
+        "/api/v1/namespaces/default/configmaps/pb",
+        StatusCode::OK,
     )
     .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        headers["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
     assert!(body.starts_with(b"k8s\0"));
     let cm = kubegate_testkit::decode_protobuf(&body).unwrap();
     assert_eq!(cm["kind"], "ConfigMap");
@@ -884,20 +888,7 @@ async fn protobuf_objects_lists_watches_and_errors() {
     assert_eq!(cm["metadata"]["labels"]["app"], "x");
     assert_eq!(cm["data"]["k"], "v");
 
-    let (status, headers, body) = send(
-        &s,
-        accepting(
-            &s,
-            "/api/v1/namespaces/default/configmaps",
-            CLIENT_GO_PROTOBUF,
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        headers["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
+    let body = get_protobuf(&s, "/api/v1/namespaces/default/configmaps", StatusCode::OK).await;
     let list = kubegate_testkit::decode_protobuf(&body).unwrap();
     assert_eq!(list["kind"], "ConfigMapList");
     assert_eq!(list["items"][0]["metadata"]["name"], "pb");
@@ -909,20 +900,12 @@ async fn protobuf_objects_lists_watches_and_errors() {
     );
 
     // Errors are written in the negotiated encoding too.
-    let (status, headers, body) = send(
+    let body = get_protobuf(
         &s,
-        accepting(
-            &s,
-            "/api/v1/namespaces/default/configmaps/none",
-            CLIENT_GO_PROTOBUF,
-        ),
+        "/api/v1/namespaces/default/configmaps/none",
+        StatusCode::NOT_FOUND,
     )
     .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        headers["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
     let st = kubegate_testkit::decode_protobuf(&body).unwrap();
     assert_eq!(
         st,
