@@ -158,6 +158,74 @@ async fn a_protobuf_watch_keeps_its_media_type_and_frames() {
     }
 }
 
+/// The gateway's own Status answers (authentication, authorization, an unknown target) are
+/// negotiated as kube-apiserver's filters negotiate theirs: a client asking for protobuf
+/// first gets them in protobuf, kubectl and curl in JSON.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateways_own_statuses_are_protobuf_for_a_protobuf_client() {
+    const PROTOBUF: [(&str, &str); 1] = [("accept", "application/vnd.kubernetes.protobuf, */*")];
+    let env = Env::start_with("").await;
+    let client = env.client();
+    let url = |prefix: &str| format!("{}{prefix}/api/v1/namespaces/default/secrets", env.url);
+    let cases = [
+        (
+            "no key",
+            url(A),
+            "not-a-key",
+            401,
+            kubegate_proxy::Status::unauthorized(),
+        ),
+        (
+            "unknown cluster",
+            url("/kubernetes/cluster/nowhere"),
+            ADMIN_KEY,
+            404,
+            {
+                let reply = client
+                    .get(&url("/kubernetes/cluster/nowhere"), ADMIN_KEY, &[])
+                    .await;
+                assert_eq!(reply.headers["content-type"], "application/json");
+                status_of_json(&reply.body)
+            },
+        ),
+        ("RBAC", url(A), VIEWER_KEY, 403, {
+            let reply = client.get(&url(A), VIEWER_KEY, &[]).await;
+            assert_eq!(reply.status, 403, "{}", reply.body);
+            status_of_json(&reply.body)
+        }),
+    ];
+    for (name, url, key, code, json_twin) in cases {
+        let reply = client.get(&url, key, &PROTOBUF).await;
+        assert_eq!(reply.status, code, "{name}: {}", reply.body);
+        assert_eq!(
+            reply.headers["content-type"], "application/vnd.kubernetes.protobuf",
+            "{name}"
+        );
+        // The same Status the JSON client got, in protobuf.
+        assert_eq!(reply.bytes, json_twin.to_protobuf(), "{name}");
+    }
+}
+
+/// A JSON Status body as the proxy crate's `Status`.
+fn status_of_json(body: &str) -> kubegate_proxy::Status {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let details = v
+        .get("details")
+        .map(|d| kubegate_proxy::status::StatusDetails {
+            name: d["name"].as_str().unwrap_or("").into(),
+            group: d["group"].as_str().unwrap_or("").into(),
+            kind: d["kind"].as_str().unwrap_or("").into(),
+            ..Default::default()
+        });
+    kubegate_proxy::Status {
+        code: v["code"].as_u64().unwrap() as u16,
+        message: v["message"].as_str().unwrap_or("").into(),
+        reason: v["reason"].as_str().unwrap_or("").into(),
+        details,
+        type_meta: true,
+    }
+}
+
 async fn next_event(
     body: &mut hyper::body::Incoming,
     buf: &mut Vec<u8>,

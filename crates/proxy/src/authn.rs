@@ -15,7 +15,7 @@ use crate::audit::IdentitySlot;
 use crate::ext::Identity;
 pub use crate::gate::ResponseFuture;
 use crate::gate::{self, Outcome, Verdict};
-use crate::status::{Status, wants_pretty};
+use crate::status::Status;
 
 /// A successful authentication.
 #[derive(Debug, Clone)]
@@ -201,10 +201,7 @@ where
                 }
                 Verdict::Proceed(None)
             }
-            Err(e) => Verdict::Respond(
-                e.status()
-                    .to_response(wants_pretty(&parts.uri, &parts.headers)),
-            ),
+            Err(e) => Verdict::Respond(e.status().response_for(&parts.uri, &parts.headers)),
         }
     }
 }

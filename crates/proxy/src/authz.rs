@@ -15,7 +15,7 @@ use crate::audit::IdentitySlot;
 use crate::ext::AuditAnnotations;
 pub use crate::gate::ResponseFuture;
 use crate::gate::{self, Outcome, Verdict};
-use crate::status::{Status, internal_error_text, wants_pretty};
+use crate::status::{Status, internal_error_text};
 
 /// An authorization decision.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ impl<B: From<Bytes>> Outcome<B> for Decision {
                 };
             }
             Decision::Deny { status, reason } => (
-                status.to_response(wants_pretty(&parts.uri, &parts.headers)),
+                status.response_for(&parts.uri, &parts.headers),
                 AuditAnnotations::authorization(false, reason),
             ),
             Decision::Error(err) => {

@@ -23,7 +23,7 @@ use crate::body::ProxyBody;
 use crate::ext::{ClientAddr, Identity, LongRunning, UpstreamError, UpstreamPath};
 use crate::headers;
 use crate::pool::{Pool, PooledBody, SendError};
-use crate::status::{Status, internal_error_text, wants_pretty};
+use crate::status::{Status, StatusFormat, internal_error_text};
 use crate::upgrade;
 use crate::upstream::{IdentityMode, Upstream};
 
@@ -181,11 +181,11 @@ impl Future for ResponseFuture {
 pub(crate) fn upstream_failure(
     upstream: &Upstream,
     err: &(dyn StdError + 'static),
-    pretty: bool,
+    format: StatusFormat,
 ) -> Response<ProxyBody> {
     let target = upstream.description();
     let (status, kind) = classify(err, upstream, target);
-    let mut res: Response<ProxyBody> = status.to_response(pretty);
+    let mut res: Response<ProxyBody> = status.to_response_as(format);
     res.extensions_mut().insert(UpstreamError { kind });
     res
 }
@@ -333,7 +333,7 @@ pub(crate) fn prepare_headers(
                         "credential for {} is unavailable: {e}",
                         upstream.description()
                     ))
-                    .to_response(wants_pretty(uri, headers));
+                    .response_for(uri, headers);
                     res.extensions_mut()
                         .insert(UpstreamError { kind: "credential" });
                     return Err(Box::new(res));
@@ -345,7 +345,7 @@ pub(crate) fn prepare_headers(
                         "the authenticated {} cannot be sent as an impersonation header",
                         e.0
                     ))
-                    .to_response(wants_pretty(uri, headers)),
+                    .response_for(uri, headers),
                 ));
             }
         }
@@ -377,7 +377,7 @@ where
         Box<Response<ProxyBody>>,
     > {
         let (mut parts, body) = req.into_parts();
-        let pretty = wants_pretty(&parts.uri, &parts.headers);
+        let format = StatusFormat::for_request(&parts.uri, &parts.headers);
         let pq = target_path(&parts);
         let long_running = parts.extensions.get::<LongRunning>().is_some_and(|l| l.0);
         prepare_headers(
@@ -388,7 +388,8 @@ where
         )?;
         let uri = self.upstream.origin_form(&pq).map_err(|e| {
             Box::new(
-                Status::internal_error(&format!("invalid upstream URI: {e}")).to_response(pretty),
+                Status::internal_error(&format!("invalid upstream URI: {e}"))
+                    .to_response_as(format),
             )
         })?;
         let mut out = Request::new(body);
@@ -400,7 +401,7 @@ where
             limit: (!long_running).then(|| self.upstream.response_header_timeout()),
             deadline: None,
             upstream: self.upstream.clone(),
-            pretty,
+            format,
         })
     }
 }
@@ -418,7 +419,7 @@ pin_project_lite::pin_project! {
         #[pin]
         deadline: Option<tokio::time::Sleep>,
         upstream: Upstream,
-        pretty: bool,
+        format: StatusFormat,
     }
 }
 
@@ -433,7 +434,7 @@ where
         // The response first, as `tokio::time::timeout` does: a response that is ready wins
         // over a deadline that passed meanwhile.
         if let Poll::Ready(result) = this.response.poll(cx) {
-            return Poll::Ready(Ok(finish(this.upstream, *this.pretty, result)));
+            return Poll::Ready(Ok(finish(this.upstream, *this.format, result)));
         }
         let Some(limit) = *this.limit else {
             return Poll::Pending;
@@ -442,7 +443,7 @@ where
             this.deadline.set(Some(tokio::time::sleep(limit)));
         }
         match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Ok(timed_out(this.upstream, limit, *this.pretty))),
+            Some(Poll::Ready(())) => Poll::Ready(Ok(timed_out(this.upstream, limit, *this.format))),
             _ => Poll::Pending,
         }
     }
@@ -452,7 +453,7 @@ where
 /// failures mapped onto kube-style Status.
 fn finish(
     upstream: &Upstream,
-    pretty: bool,
+    format: StatusFormat,
     result: Result<Response<PooledBody>, SendError>,
 ) -> Response<ProxyBody> {
     match result {
@@ -490,7 +491,7 @@ fn finish(
                 "{} tried to switch protocols for a request that asked for no upgrade",
                 upstream.description()
             ))
-            .to_response(pretty);
+            .to_response_as(format);
             res.extensions_mut()
                 .insert(UpstreamError { kind: "protocol" });
             res
@@ -502,13 +503,17 @@ fn finish(
         }
         Err(e) => {
             tracing::debug!(upstream = upstream.name(), error = %e, "upstream request failed");
-            upstream_failure(upstream, &e, pretty)
+            upstream_failure(upstream, &e, format)
         }
     }
 }
 
 /// The 504 for an upstream that sent no response head within `limit`.
-fn timed_out(upstream: &Upstream, limit: std::time::Duration, pretty: bool) -> Response<ProxyBody> {
+fn timed_out(
+    upstream: &Upstream,
+    limit: std::time::Duration,
+    format: StatusFormat,
+) -> Response<ProxyBody> {
     let mut res: Response<ProxyBody> = Status::timeout(
         &format!(
             "{} did not send a response within {}",
@@ -517,7 +522,7 @@ fn timed_out(upstream: &Upstream, limit: std::time::Duration, pretty: bool) -> R
         ),
         0,
     )
-    .to_response(pretty);
+    .to_response_as(format);
     res.extensions_mut()
         .insert(UpstreamError { kind: "timeout" });
     res

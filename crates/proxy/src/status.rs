@@ -1,5 +1,6 @@
-//! Error responses exactly as kube-apiserver writes them: `meta.k8s.io/v1` Status JSON and the
-//! few plain-text bodies it uses.
+//! Error responses exactly as kube-apiserver writes them: `meta.k8s.io/v1` Status — JSON, or
+//! Kubernetes protobuf for a client that asks for it first — and the few plain-text bodies it
+//! uses.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION, RETRY_AFTER, USER_AGENT};
@@ -7,6 +8,63 @@ use http::{HeaderMap, Response, StatusCode, Uri};
 use serde::Serialize;
 
 const NOSNIFF: &str = "x-content-type-options";
+/// The Kubernetes protobuf media type.
+pub const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// How a Status body is written, as kube-apiserver's `ErrorNegotiated` picks it from the
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    /// Compact JSON and a newline.
+    Json,
+    /// JSON indented by two spaces ([`wants_pretty`]).
+    PrettyJson,
+    /// Kubernetes protobuf: `k8s\0` and a `runtime.Unknown` envelope around the Status.
+    Protobuf,
+}
+
+impl StatusFormat {
+    /// The format for a request: protobuf when the first `Accept` range kube-apiserver's
+    /// negotiation would take for a Status is `application/vnd.kubernetes.protobuf` (client-go
+    /// configured for protobuf sends `application/vnd.kubernetes.protobuf, */*`), otherwise
+    /// JSON, pretty as [`wants_pretty`] says. Ranges that ask for a conversion (`as=Table`)
+    /// cannot be met by a Status and are passed over, as kube passes them over. A range for
+    /// YAML is answered in JSON here, where kube-apiserver would write YAML.
+    pub fn for_request(uri: &Uri, headers: &HeaderMap) -> Self {
+        if prefers_protobuf(headers) {
+            StatusFormat::Protobuf
+        } else if wants_pretty(uri, headers) {
+            StatusFormat::PrettyJson
+        } else {
+            StatusFormat::Json
+        }
+    }
+}
+
+/// Whether negotiation over the request's `Accept` lands on protobuf. Only the first `Accept`
+/// header counts, as Go's `Header.Get` reads one.
+fn prefers_protobuf(headers: &HeaderMap) -> bool {
+    let Some(Ok(accept)) = headers.get(http::header::ACCEPT).map(HeaderValue::to_str) else {
+        return false;
+    };
+    // Cheap refusal for the usual headers, which never name protobuf.
+    if !accept.contains("protobuf") {
+        return false;
+    }
+    for range in kubegate_routing::accept::parse_accept(accept) {
+        if range.asks_for_conversion() {
+            continue;
+        }
+        // kube's serializers in its order: JSON, YAML (answered as JSON here), protobuf.
+        if range.matches("application", "json") || range.matches("application", "yaml") {
+            return false;
+        }
+        if range.matches("application", "vnd.kubernetes.protobuf") {
+            return true;
+        }
+    }
+    false
+}
 
 /// A kube `Status` failure object.
 ///
@@ -284,6 +342,53 @@ impl Status {
         out
     }
 
+    /// The body in Kubernetes protobuf, as kube-apiserver's protobuf serializer writes a
+    /// Status: `k8s\0`, then `runtime.Unknown{typeMeta: {v1, Status}, raw, contentEncoding: "",
+    /// contentType: ""}` whose raw is the Status message, every field where and as the
+    /// generated marshaler puts it.
+    pub fn to_protobuf(&self) -> Vec<u8> {
+        let mut status = proto::Message::default();
+        // metadata (ListMeta: selfLink, resourceVersion, continue, all empty)
+        status.bytes(1, b"\x0a\x00\x12\x00\x1a\x00");
+        status.string(2, "Failure");
+        status.string(3, &self.message);
+        status.string(4, &self.reason);
+        if let Some(d) = &self.details {
+            let mut details = proto::Message::default();
+            details.string(1, &d.name);
+            details.string(2, &d.group);
+            details.string(3, &d.kind);
+            for c in &d.causes {
+                let mut cause = proto::Message::default();
+                cause.string(1, &c.reason);
+                cause.string(2, &c.message);
+                cause.string(3, &c.field);
+                details.bytes(4, &cause.0);
+            }
+            details.int(5, i64::from(d.retry_after_seconds));
+            details.string(6, &d.uid);
+            status.bytes(5, &details.0);
+        }
+        status.int(6, i64::from(self.code));
+        let mut unknown = proto::Message(b"k8s\0".to_vec());
+        unknown.bytes(1, b"\x0a\x02v1\x12\x06Status");
+        unknown.bytes(2, &status.0);
+        unknown.string(3, "");
+        unknown.string(4, "");
+        unknown.0
+    }
+
+    /// The body in `format`, with its `Content-Type`. A Status without `kind`/`apiVersion`
+    /// ([`request_timeout`](Self::request_timeout)) is always JSON: kube's timeout filter
+    /// writes it raw, without negotiating.
+    pub fn encode(&self, format: StatusFormat) -> (&'static str, Vec<u8>) {
+        match format {
+            StatusFormat::Protobuf if self.type_meta => (PROTOBUF, self.to_protobuf()),
+            StatusFormat::PrettyJson => ("application/json", self.to_json(true)),
+            _ => ("application/json", self.to_json(false)),
+        }
+    }
+
     /// The HTTP response: `Content-Type: application/json`, `Cache-Control: no-cache, private`,
     /// `Retry-After` when `details.retryAfterSeconds > 0`, and `X-Content-Type-Options: nosniff`
     /// for 403 (kube's `RespondWithError`; the 401 path does not set it).
@@ -296,11 +401,22 @@ impl Status {
     /// encodes that one raw, past the writer that feeds the audit event, so its event has the
     /// code alone.
     pub fn to_response<B: From<Bytes>>(&self, pretty: bool) -> Response<B> {
-        let mut res = Response::new(B::from(Bytes::from(self.to_json(pretty))));
+        self.to_response_as(if pretty {
+            StatusFormat::PrettyJson
+        } else {
+            StatusFormat::Json
+        })
+    }
+
+    /// [`to_response`](Self::to_response) in `format`: protobuf answers carry
+    /// `Content-Type: application/vnd.kubernetes.protobuf`.
+    pub fn to_response_as<B: From<Bytes>>(&self, format: StatusFormat) -> Response<B> {
+        let (content_type, body) = self.encode(format);
+        let mut res = Response::new(B::from(Bytes::from(body)));
         *res.status_mut() =
             StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let h = res.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
         if self.code == 403 {
             h.insert(NOSNIFF, HeaderValue::from_static("nosniff"));
@@ -317,10 +433,10 @@ impl Status {
         res
     }
 
-    /// [`to_response`](Self::to_response) with pretty-printing decided from the request as
-    /// kube-apiserver does ([`wants_pretty`]).
+    /// [`to_response`](Self::to_response) in the format the request negotiates, as
+    /// kube-apiserver does ([`StatusFormat::for_request`]).
     pub fn response_for<B: From<Bytes>>(&self, uri: &Uri, headers: &HeaderMap) -> Response<B> {
-        self.to_response(wants_pretty(uri, headers))
+        self.to_response_as(StatusFormat::for_request(uri, headers))
     }
 }
 
@@ -597,6 +713,14 @@ mod tests {
         ];
         for (name, status, want) in cases {
             assert_eq!(compact(&status), format!("{want}\n"), "{name}");
+            // The same Status in protobuf, read back by the testkit's decoder.
+            if status.type_meta {
+                let json: serde_json::Value = serde_json::from_str(want).unwrap();
+                let proto = kubegate_testkit::decode_protobuf(&status.to_protobuf()).unwrap();
+                for field in ["kind", "apiVersion", "status", "message", "reason", "code"] {
+                    assert_eq!(proto.get(field), json.get(field), "{name}: {field}");
+                }
+            }
         }
     }
 
@@ -621,6 +745,118 @@ mod tests {
         for (uri, err, want) in cases {
             assert_eq!(internal_error_body(uri, err), want, "{uri}");
         }
+    }
+
+    /// V4.3's 401 in protobuf, field by field as generated.pb.go writes it: the envelope's
+    /// TypeMeta, then ListMeta's three empty strings, status, message, reason, code.
+    #[test]
+    fn status_in_protobuf_byte_for_byte() {
+        let want = b"k8s\0\x0a\x0c\x0a\x02v1\x12\x06Status\x12\x30\x0a\x06\x0a\x00\x12\x00\x1a\x00\x12\x07Failure\x1a\x0cUnauthorized\x22\x0cUnauthorized\x30\x91\x03\x1a\x00\x22\x00";
+        assert_eq!(Status::unauthorized().to_protobuf(), want);
+        // Details: name, group, kind, (no causes), retryAfterSeconds and uid always written.
+        let body = Status::not_found("apps", "deployments", "web").to_protobuf();
+        let details = b"\x2a\x1c\x0a\x03web\x12\x04apps\x1a\x0bdeployments\x28\x00\x32\x00";
+        let code = b"\x30\x94\x03";
+        let tail = [&details[..], code, b"\x1a\x00\x22\x00"].concat();
+        assert!(body.ends_with(&tail), "{body:x?}");
+        // A cause: type (reason), message, field.
+        let body = Status::internal_error("boom").to_protobuf();
+        assert!(
+            body.windows(12)
+                .any(|w| w == b"\x22\x0a\x0a\x00\x12\x04boom\x1a\x00"),
+            "{body:x?}"
+        );
+    }
+
+    /// (case, Accept, User-Agent, the format)
+    type FormatCase = (
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        StatusFormat,
+    );
+
+    /// Which format a request gets: kube's negotiation over the first `Accept`, in goautoneg's
+    /// order, then `isPrettyPrint` for JSON.
+    #[test]
+    fn status_format_is_negotiated_as_kube_does() {
+        const PB: &str = "application/vnd.kubernetes.protobuf";
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        let cases: [FormatCase; 10] = [
+            ("no Accept", None, None, StatusFormat::Json),
+            ("kubectl get", Some(kubectl), None, StatusFormat::Json),
+            ("curl", None, Some("curl/8.5.0"), StatusFormat::PrettyJson),
+            (
+                "client-go protobuf",
+                Some("application/vnd.kubernetes.protobuf, */*"),
+                None,
+                StatusFormat::Protobuf,
+            ),
+            (
+                "protobuf only",
+                Some(PB),
+                Some("curl/8.5.0"),
+                StatusFormat::Protobuf,
+            ),
+            (
+                "a concrete type before */*",
+                Some("*/*, application/vnd.kubernetes.protobuf"),
+                None,
+                StatusFormat::Protobuf,
+            ),
+            (
+                "JSON first",
+                Some("application/json, application/vnd.kubernetes.protobuf"),
+                None,
+                StatusFormat::Json,
+            ),
+            (
+                "a protobuf Table cannot hold a Status",
+                Some(
+                    "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io, application/json",
+                ),
+                None,
+                StatusFormat::Json,
+            ),
+            (
+                "q decides first",
+                Some("application/json;q=0.5, application/vnd.kubernetes.protobuf"),
+                None,
+                StatusFormat::Protobuf,
+            ),
+            (
+                "YAML first is answered in JSON",
+                Some("application/yaml, application/vnd.kubernetes.protobuf"),
+                None,
+                StatusFormat::Json,
+            ),
+        ];
+        let uri: Uri = "/api/v1/pods".parse().unwrap();
+        for (name, accept, ua, want) in cases {
+            let mut h = HeaderMap::new();
+            if let Some(a) = accept {
+                h.insert(http::header::ACCEPT, HeaderValue::from_str(a).unwrap());
+            }
+            if let Some(ua) = ua {
+                h.insert(USER_AGENT, HeaderValue::from_str(ua).unwrap());
+            }
+            assert_eq!(StatusFormat::for_request(&uri, &h), want, "{name}");
+        }
+        // Only the first Accept header counts, as Go's Header.Get reads it.
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::ACCEPT,
+            HeaderValue::from_static("application/json"),
+        );
+        h.append(http::header::ACCEPT, HeaderValue::from_static(PB));
+        assert_eq!(StatusFormat::for_request(&uri, &h), StatusFormat::Json);
+        // A protobuf response says so; a raw timeout Status stays JSON.
+        let mut h = HeaderMap::new();
+        h.insert(http::header::ACCEPT, HeaderValue::from_static(PB));
+        let res: Response<Full<Bytes>> = Status::unauthorized().response_for(&uri, &h);
+        assert_eq!(res.headers()[CONTENT_TYPE], PB);
+        let res: Response<Full<Bytes>> = Status::request_timeout().response_for(&uri, &h);
+        assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
     }
 
     // V4.3 other bodies.
@@ -856,5 +1092,39 @@ mod tests {
             go_quote("a\"b\\c\n\u{1}\u{7f}é"),
             "\"a\\\"b\\\\c\\n\\x01\\x7fé\""
         );
+    }
+}
+
+/// The little of protobuf's wire format a Status needs.
+mod proto {
+    /// A message being written.
+    #[derive(Default)]
+    pub(super) struct Message(pub(super) Vec<u8>);
+
+    impl Message {
+        fn varint(&mut self, mut v: u64) {
+            while v >= 0x80 {
+                self.0.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            self.0.push(v as u8);
+        }
+
+        /// A length-delimited field (string, bytes, message).
+        pub(super) fn bytes(&mut self, field: u64, b: &[u8]) {
+            self.varint(field << 3 | 2);
+            self.varint(b.len() as u64);
+            self.0.extend_from_slice(b);
+        }
+
+        pub(super) fn string(&mut self, field: u64, s: &str) {
+            self.bytes(field, s.as_bytes());
+        }
+
+        /// A varint field; negative values as Go's `uint64(v)` casts them.
+        pub(super) fn int(&mut self, field: u64, v: i64) {
+            self.varint(field << 3);
+            self.varint(v as u64);
+        }
     }
 }

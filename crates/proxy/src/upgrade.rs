@@ -27,7 +27,7 @@ use crate::body::ProxyBody;
 use crate::ext::{UpgradeSession, UpstreamError};
 use crate::forward::{humanize, prepare_headers, target_path, upstream_failure};
 use crate::headers;
-use crate::status::{Status, wants_pretty};
+use crate::status::{Status, StatusFormat};
 use crate::upstream::Upstream;
 
 const ALLOWED_PROTOCOLS: [&str; 2] = ["SPDY/3.1", "websocket"];
@@ -48,14 +48,14 @@ pub(crate) async fn forward_upgrade<B: Body>(
     req: Request<B>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = req.into_parts();
-    let pretty = wants_pretty(&parts.uri, &parts.headers);
+    let format = StatusFormat::for_request(&parts.uri, &parts.headers);
 
     let mut protocols = parts.headers.get_all(UPGRADE).iter();
     let protocol = match (protocols.next(), protocols.next()) {
         (Some(p), None) => p.clone(),
         _ => {
             return Status::bad_request("an upgrade request must name exactly one protocol")
-                .to_response(pretty);
+                .to_response_as(format);
         }
     };
     let Some(allowed) = protocol.to_str().ok().and_then(|p| {
@@ -67,7 +67,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
             "upgrade protocol {:?} is not allowed (allowed: SPDY/3.1, websocket)",
             String::from_utf8_lossy(protocol.as_bytes())
         ))
-        .to_response(pretty);
+        .to_response_as(format);
     };
     // Exec/attach/port-forward requests carry no body. Refusing bodies keeps the rule simple:
     // no client byte beyond the request head goes anywhere before the backend said 101.
@@ -77,11 +77,13 @@ pub(crate) async fn forward_upgrade<B: Body>(
             .get(CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
     if declares_body || !(body.is_end_stream() || body.size_hint().upper() == Some(0)) {
-        return Status::bad_request("an upgrade request must not have a body").to_response(pretty);
+        return Status::bad_request("an upgrade request must not have a body")
+            .to_response_as(format);
     }
     drop(body);
     let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
-        return Status::bad_request("upgrades require an HTTP/1.1 connection").to_response(pretty);
+        return Status::bad_request("upgrades require an HTTP/1.1 connection")
+            .to_response_as(format);
     };
 
     let pq = target_path(&parts);
@@ -96,7 +98,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
         Ok(u) => u,
         Err(e) => {
             return Status::internal_error(&format!("invalid upstream URI: {e}"))
-                .to_response(pretty);
+                .to_response_as(format);
         }
     };
     let mut out = Request::new(Empty::<Bytes>::new());
@@ -104,7 +106,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
     *out.uri_mut() = target;
     *out.headers_mut() = parts.headers;
 
-    let mut sender = match dial(upstream, pretty).await {
+    let mut sender = match dial(upstream, format).await {
         Ok(s) => s,
         Err(res) => return res,
     };
@@ -112,7 +114,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
     // keeps any bytes read past it for the upgraded stream.
     let mut backend_res = match sender.send_request(out).await {
         Ok(r) => r,
-        Err(e) => return with_close(upstream_failure(upstream, &e, pretty)),
+        Err(e) => return with_close(upstream_failure(upstream, &e, format)),
     };
     drop(sender);
 
@@ -129,13 +131,13 @@ pub(crate) async fn forward_upgrade<B: Body>(
                     500,
                     "invalid upgrade response: the backend switched to a different protocol",
                 )
-                .to_response(pretty),
+                .to_response_as(format),
                 "upgrade",
             ));
         }
         let backend_io = match hyper::upgrade::on(&mut backend_res).await {
             Ok(io) => io,
-            Err(e) => return with_close(upstream_failure(upstream, &e, pretty)),
+            Err(e) => return with_close(upstream_failure(upstream, &e, format)),
         };
         let (mut head, _) = backend_res.into_parts();
         headers::strip_response(&mut head.headers, true);
@@ -167,7 +169,7 @@ pub(crate) async fn forward_upgrade<B: Body>(
                 500,
                 format!("invalid upgrade response: status code {}", status.as_u16()),
             )
-            .to_response(pretty),
+            .to_response_as(format),
             "upgrade",
         ));
     }
@@ -189,7 +191,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 const ERROR_ECHO_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A fresh TCP (+ TLS, ALPN `http/1.1`) connection used for exactly one upgrade request.
-async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<ProxyBody>> {
+async fn dial(upstream: &Upstream, format: StatusFormat) -> Result<Sender, Response<ProxyBody>> {
     let authority = upstream.authority();
     let host = authority
         .host()
@@ -205,7 +207,7 @@ async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<Prox
                 "{} is unavailable: {cause}",
                 upstream.description()
             ))
-            .to_response(pretty),
+            .to_response_as(format),
             "connect",
         ))
     };
@@ -221,7 +223,7 @@ async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<Prox
     };
     let tcp = match tokio::time::timeout(limit, connect).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e, pretty))),
+        Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e, format))),
         Err(_) => {
             return Err(unavailable(format!(
                 "connect timed out after {}",
@@ -239,7 +241,7 @@ async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<Prox
         .await
         {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e, pretty))),
+            Ok(Err(e)) => return Err(with_close(upstream_failure(upstream, &e, format))),
             Err(_) => {
                 return Err(unavailable(format!(
                     "TLS handshake timed out after {}",
@@ -250,7 +252,7 @@ async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<Prox
         let (sender, conn) = builder
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| with_close(upstream_failure(upstream, &e, pretty)))?;
+            .map_err(|e| with_close(upstream_failure(upstream, &e, format)))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -259,7 +261,7 @@ async fn dial(upstream: &Upstream, pretty: bool) -> Result<Sender, Response<Prox
         let (sender, conn) = builder
             .handshake(TokioIo::new(tcp))
             .await
-            .map_err(|e| with_close(upstream_failure(upstream, &e, pretty)))?;
+            .map_err(|e| with_close(upstream_failure(upstream, &e, format)))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });

@@ -769,6 +769,36 @@ async fn protobuf_objects_and_watches_pass_through_unchanged() {
             .unwrap();
     assert_eq!(status["reason"], "NotFound");
 
+    // The stack's own answers are negotiated the same way, as kube-apiserver's filters
+    // negotiate theirs: AuthnLayer's 401 and AuthzLayer's 403 in protobuf.
+    let mut bad_token = get(path.to_owned());
+    bad_token
+        .headers_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    let res = h1_client().request(bad_token).await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/vnd.kubernetes.protobuf"
+    );
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, kubegate_proxy::Status::unauthorized().to_protobuf());
+    let mut delete_ns = get("/api/v1/namespaces/default".to_owned());
+    *delete_ns.method_mut() = http::Method::DELETE;
+    let res = h1_client().request(delete_ns).await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(
+        res.headers()["content-type"],
+        "application/vnd.kubernetes.protobuf"
+    );
+    let status =
+        kubegate_testkit::decode_protobuf(&res.into_body().collect().await.unwrap().to_bytes())
+            .unwrap();
+    assert_eq!(
+        status["message"],
+        "namespaces \"default\" is forbidden: User \"jane\" cannot delete resource \"namespaces\" in API group \"\" at the cluster scope"
+    );
+
     let rv = e.api.resource_version();
     let res = h1_client()
         .request(get(format!(

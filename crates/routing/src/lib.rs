@@ -56,6 +56,7 @@
 //! Routing plus RequestInfo of a request whose path has no escapes and whose query has no
 //! selectors allocates nothing; see the crate README for measured figures.
 
+pub mod accept;
 mod error;
 mod list_options;
 mod path;

@@ -42,17 +42,14 @@ pub(crate) struct Ctx<'a> {
     pub(crate) accept: Option<&'a str>,
     /// The negotiated output is a JSON Table (with what its rows carry)...
     pub(crate) table: Option<IncludeObject>,
-    /// ...or Kubernetes protobuf.
+    /// ...or Kubernetes protobuf. Before the resource is negotiated: whether a Status is
+    /// written in protobuf.
     pub(crate) protobuf: bool,
 }
 
 impl Ctx<'_> {
     fn error(&self, s: &Status) -> Response<Body> {
-        if self.protobuf {
-            body::status_protobuf(s)
-        } else {
-            body::status(s, self.pretty)
-        }
+        body::status_as_negotiated(s, self.pretty, self.protobuf)
     }
 
     /// An object in the negotiated encoding (JSON as stored, or protobuf).
@@ -160,7 +157,8 @@ pub(crate) async fn serve(ctx: &Ctx<'_>, req: Request<Incoming>) -> Response<Bod
         custom,
     ) {
         Ok(o) => o,
-        Err(status) => return ctx.error(&status),
+        // A failed negotiation is answered in JSON (kube's `WriteRawJSON`).
+        Err(status) => return body::status(&status, ctx.pretty),
     };
     let ctx = &Ctx {
         table: match output {

@@ -54,6 +54,34 @@ pub(crate) fn status(status: &Status, pretty: bool) -> Response<Body> {
     status_as(status, json(status_code(status), status.to_bytes(pretty)))
 }
 
+/// How a request's Status answers are written, decided once from its headers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatusOut {
+    /// Indented JSON (`?pretty`, curl).
+    pub(crate) pretty: bool,
+    /// Kubernetes protobuf (negotiated from `Accept`).
+    pub(crate) protobuf: bool,
+}
+
+impl StatusOut {
+    pub(crate) fn respond(self, status: &Status) -> Response<Body> {
+        status_as_negotiated(status, self.pretty, self.protobuf)
+    }
+}
+
+/// A Status in protobuf when `protobuf` (the client negotiated it), else JSON.
+pub(crate) fn status_as_negotiated(
+    status: &Status,
+    pretty: bool,
+    protobuf: bool,
+) -> Response<Body> {
+    if protobuf {
+        status_protobuf(status)
+    } else {
+        self::status(status, pretty)
+    }
+}
+
 /// A Status in Kubernetes protobuf, for a client that negotiated it.
 pub(crate) fn status_protobuf(status: &Status) -> Response<Body> {
     let bytes = crate::protobuf_encode::encode_object(&status.to_value());

@@ -19,8 +19,9 @@ pub(crate) enum Output {
     Protobuf,
 }
 
-/// The first `Accept` clause this server can answer, in the client's order (kube's clients
-/// send no q-values): `application/json` (or `*/*`), a v1 JSON Table, or protobuf when the
+/// The first `Accept` range this server can answer, in the order kube-apiserver tries them
+/// (goautoneg's: q, then concrete types before wildcards, then as sent): `application/json`
+/// (or `*/*`, `application/*`), a v1 JSON Table, or protobuf when the
 /// kind has a protobuf encoding (`protobuf`; custom resources never do). Clauses this
 /// server does not write (YAML, v1beta1 Tables, protobuf Tables) are skipped. When none
 /// matches and the client named protobuf, the answer is kube's 406; any other unmatched
@@ -35,27 +36,21 @@ pub(crate) fn output(
         return Ok(Output::Json);
     };
     let mut asked_protobuf = false;
-    for clause in accept.split(',') {
-        let mut parts = clause.split(';').map(str::trim);
-        let base = parts.next().unwrap_or("");
-        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
-        let get = |k: &str| params.iter().find(|(pk, _)| *pk == k).map(|(_, v)| *v);
-        let typed = (get("as"), get("g"), get("v"));
-        match base {
-            "application/json" | "*/*" | "application/*" => match typed {
+    for range in kubegate_routing::accept::parse_accept(accept) {
+        let typed = (range.param("as"), range.param("g"), range.param("v"));
+        if range.matches("application", "json") {
+            match typed {
                 (None, None, None) => return Ok(Output::Json),
                 (Some("Table"), Some("meta.k8s.io"), Some("v1")) => {
                     return Ok(Output::Table(include));
                 }
                 _ => {}
-            },
-            PROTOBUF => {
-                asked_protobuf = true;
-                if protobuf && typed == (None, None, None) {
-                    return Ok(Output::Protobuf);
-                }
             }
-            _ => {}
+        } else if range.type_ == "application" && range.subtype == "vnd.kubernetes.protobuf" {
+            asked_protobuf = true;
+            if protobuf && !range.asks_for_conversion() {
+                return Ok(Output::Protobuf);
+            }
         }
     }
     if !asked_protobuf {
@@ -66,6 +61,25 @@ pub(crate) fn output(
     } else {
         "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf"
     }))
+}
+
+/// Whether a Status answering this request is written in protobuf, as kube-apiserver's
+/// `ErrorNegotiated` decides for every built-in endpoint: the first range that a Status can
+/// meet (no `as`/`g`/`v` conversion) is protobuf rather than JSON or YAML.
+pub(crate) fn status_in_protobuf(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else { return false };
+    for range in kubegate_routing::accept::parse_accept(accept) {
+        if range.asks_for_conversion() {
+            continue;
+        }
+        if range.matches("application", "json") || range.matches("application", "yaml") {
+            return false;
+        }
+        if range.matches("application", "vnd.kubernetes.protobuf") {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -87,7 +101,7 @@ mod tests {
     #[test]
     fn picks_the_first_clause_it_can_write() {
         let m = IncludeObject::Metadata;
-        let cases: [Case; 11] = [
+        let cases: [Case; 12] = [
             ("no Accept", None, true, Ok(Output::Json)),
             (
                 "kubectl get",
@@ -127,6 +141,12 @@ mod tests {
             ),
             ("protobuf only", Some(PROTOBUF), true, Ok(Output::Protobuf)),
             (
+                "a concrete type before */*, as goautoneg sorts",
+                Some("*/*, application/vnd.kubernetes.protobuf"),
+                true,
+                Ok(Output::Protobuf),
+            ),
+            (
                 "protobuf only, no encoding",
                 Some(PROTOBUF),
                 false,
@@ -144,6 +164,20 @@ mod tests {
             let got = output(accept, m, protobuf, false).map_err(|s| s.code);
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn statuses_follow_the_first_range_a_status_can_meet() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert!(!status_in_protobuf(None));
+        assert!(!status_in_protobuf(Some(kubectl)));
+        assert!(status_in_protobuf(Some(CLIENT_GO_PROTOBUF)));
+        assert!(status_in_protobuf(Some(
+            "application/json;as=Table;v=v1;g=meta.k8s.io, application/vnd.kubernetes.protobuf"
+        )));
+        assert!(!status_in_protobuf(Some(
+            "application/json, application/vnd.kubernetes.protobuf"
+        )));
     }
 
     #[test]

@@ -134,6 +134,13 @@ pub(crate) async fn handle(
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok()),
     );
+    // Statuses are negotiated like any response (kube's `ErrorNegotiated`).
+    let protobuf = crate::negotiate::status_in_protobuf(
+        req.headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let out = body::StatusOut { pretty, protobuf };
     let upgrade = is_upgrade(req.headers());
     let (admission, authenticated, impersonated, verb) =
         admit(&shared, &req, peer_cert.as_deref(), &path);
@@ -159,7 +166,9 @@ pub(crate) async fn handle(
             // The connection task drops this future together with the socket.
             return std::future::pending().await;
         }
-        Some(Fault::Status(code)) => return body::status(&Status::for_code(code), pretty),
+        Some(Fault::Status(code)) => {
+            return out.respond(&Status::for_code(code));
+        }
         Some(Fault::SlowBody {
             chunk_size,
             interval,
@@ -172,7 +181,7 @@ pub(crate) async fn handle(
         }
     }
     let resp = match admission {
-        Admission::Reject(status) => body::status(&status, pretty),
+        Admission::Reject(status) => out.respond(&status),
         Admission::Internal(msg) => {
             let uri = req.uri().path_and_query().map_or("", |p| p.as_str());
             // kube-apiserver's `InternalError` sanitizes the whole message, the error text
@@ -191,7 +200,7 @@ pub(crate) async fn handle(
             body::text(StatusCode::INTERNAL_SERVER_ERROR, text)
         }
         Admission::Proceed { info, user } => {
-            route(&shared, req, &info, &user, &query, &path, pretty).await
+            route(&shared, req, &info, &user, &query, &path, out).await
         }
     };
     match slow {
@@ -239,7 +248,7 @@ async fn route(
     user: &UserInfo,
     query: &Query,
     path: &str,
-    pretty: bool,
+    out: body::StatusOut,
 ) -> Response<Body> {
     if path == UPGRADE_ECHO_PATH {
         return crate::exec::upgrade_echo(req);
@@ -255,10 +264,10 @@ async fn route(
             info,
             user,
             query,
-            pretty,
+            pretty: out.pretty,
             accept: accept.as_deref(),
             table: None,
-            protobuf: false,
+            protobuf: out.protobuf,
         };
         return api::serve(&ctx, req).await;
     }
@@ -271,5 +280,5 @@ async fn route(
     if let Some(resp) = discovery::serve(path, req.headers(), &shared.host) {
         return resp;
     }
-    body::status(&Status::path_not_found(), pretty)
+    out.respond(&Status::path_not_found())
 }

@@ -913,6 +913,39 @@ async fn protobuf_objects_lists_watches_and_errors() {
                "message": "configmaps \"none\" not found", "reason": "NotFound", "code": 404})
     );
 
+    // So are the answers written before a request reaches its resource: a 401 and a 403.
+    let mut req = accepting(
+        &s,
+        "/api/v1/namespaces/default/configmaps",
+        CLIENT_GO_PROTOBUF,
+    );
+    req.headers_mut()
+        .insert("authorization", "Bearer wrong".parse().unwrap());
+    let (status, headers, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        headers["content-type"],
+        "application/vnd.kubernetes.protobuf"
+    );
+    assert_eq!(
+        kubegate_testkit::decode_protobuf(&body).unwrap()["reason"],
+        "Unauthorized"
+    );
+    let token = s.mint_token(UserInfo::new("nobody"));
+    let mut req = accepting(&s, "/api/v1/namespaces/default/secrets", CLIENT_GO_PROTOBUF);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (status, headers, body) = send(&s, req).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        headers["content-type"],
+        "application/vnd.kubernetes.protobuf"
+    );
+    assert_eq!(
+        kubegate_testkit::decode_protobuf(&body).unwrap()["message"],
+        "secrets is forbidden: User \"nobody\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""
+    );
+
     // A custom resource has no protobuf: JSON when the client takes it, else 406 (in JSON).
     let (status, headers, _) = send(
         &s,

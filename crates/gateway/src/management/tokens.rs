@@ -10,6 +10,7 @@ use kubegate_api::{
     DirectClusterEndpointTokenStatus, OwnedAccessKey, Self_, SelfStatus, UserInfo,
 };
 use kubegate_authz::CompiledScope;
+use kubegate_proxy::status::StatusFormat;
 use kubegate_proxy::{ProxyBody, Status};
 use kubegate_tokens::AccessKeySecret;
 
@@ -148,16 +149,10 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     ctx: &Ctx<'_>,
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
-    let head = Request::builder()
-        .uri(req.uri().clone())
-        .body(())
-        .unwrap_or_default();
-    let fail = |status: Status| {
-        status.to_response(kubegate_proxy::status::wants_pretty(
-            head.uri(),
-            head.headers(),
-        ))
-    };
+    // Errors as the request negotiates them (pretty JSON for curl, protobuf for a protobuf
+    // client), decided before the body consumes the request.
+    let format = StatusFormat::for_request(req.uri(), req.headers());
+    let fail = |status: Status| status.to_response_as(format);
     let decoded = match decode::<DirectClusterEndpointToken>(req).await {
         Ok(d) => d,
         Err(res) => return *res,
@@ -230,16 +225,10 @@ pub(super) async fn create_owned_access_key(
     ctx: &Ctx<'_>,
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
-    let head = Request::builder()
-        .uri(req.uri().clone())
-        .body(())
-        .unwrap_or_default();
-    let fail = |status: Status| {
-        status.to_response(kubegate_proxy::status::wants_pretty(
-            head.uri(),
-            head.headers(),
-        ))
-    };
+    // Errors as the request negotiates them (pretty JSON for curl, protobuf for a protobuf
+    // client), decided before the body consumes the request.
+    let format = StatusFormat::for_request(req.uri(), req.headers());
+    let fail = |status: Status| status.to_response_as(format);
     let decoded = match decode::<OwnedAccessKey>(req).await {
         Ok(d) => d,
         Err(res) => return *res,

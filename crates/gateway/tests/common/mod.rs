@@ -329,7 +329,9 @@ pub mod reqwest_like {
     pub struct Reply {
         pub status: u16,
         pub headers: http::HeaderMap,
+        /// The body as text (lossy for binary bodies; see `bytes`).
         pub body: String,
+        pub bytes: Bytes,
     }
 
     impl Client {
@@ -377,6 +379,7 @@ pub mod reqwest_like {
                 status,
                 headers,
                 body: String::from_utf8_lossy(&body).into_owned(),
+                bytes: body,
             }
         }
 

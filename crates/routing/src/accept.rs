@@ -1,0 +1,168 @@
+//! The `Accept` header as kube-apiserver reads it (apimachinery's copy of `goautoneg`): media
+//! ranges with their parameters, in the order its output negotiation tries them.
+
+/// One media range of an `Accept` header, e.g. `application/json;as=Table;v=v1;g=meta.k8s.io`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaRange<'a> {
+    /// The type (`application`, or `*`).
+    pub type_: &'a str,
+    /// The subtype (`json`, `vnd.kubernetes.protobuf`, or `*`).
+    pub subtype: &'a str,
+    /// The `q` parameter (1 when absent, 0 when it does not parse, as Go's `ParseFloat` leaves
+    /// it).
+    pub q: f32,
+    /// The parameters after the media type, `;`-separated, as sent.
+    params: &'a str,
+}
+
+impl<'a> MediaRange<'a> {
+    /// The value of parameter `name` (other than `q`), trimmed of spaces.
+    pub fn param(&self, name: &str) -> Option<&'a str> {
+        self.params
+            .split(';')
+            .filter_map(param)
+            .find(|(k, _)| *k == name && name != "q")
+            .map(|(_, v)| v.trim_matches(' '))
+    }
+
+    /// Whether the range asks for the object converted to another kind (`as`, `g` or `v`, as
+    /// a Table or PartialObjectMetadata request does). An endpoint that transforms nothing —
+    /// an error Status, a watch of plain objects — cannot satisfy such a range.
+    pub fn asks_for_conversion(&self) -> bool {
+        ["as", "g", "v"].iter().any(|p| self.param(p).is_some())
+    }
+
+    /// Whether the range covers `type_/subtype` (`*/*`, `type/*` or the exact type).
+    pub fn matches(&self, type_: &str, subtype: &str) -> bool {
+        (self.type_ == "*" && self.subtype == "*")
+            || (self.type_ == type_ && (self.subtype == "*" || self.subtype == subtype))
+    }
+
+    /// goautoneg's `Less`: a higher `q` first, then a concrete type before a wildcard one, then
+    /// a concrete subtype before a wildcard one. Not a total order; with the insertion sort
+    /// below (Go's `sort.Sort` on fewer than 12 elements) it orders an `Accept` as kube does.
+    fn before(&self, other: &Self) -> bool {
+        if self.q > other.q {
+            return true;
+        }
+        if self.type_ != "*" && other.type_ == "*" {
+            return true;
+        }
+        self.subtype != "*" && other.subtype == "*"
+    }
+}
+
+/// One `key=value` parameter: the key trimmed of spaces, the value as sent (goautoneg parses
+/// `q` untrimmed). `None` without exactly one `=`.
+fn param(p: &str) -> Option<(&str, &str)> {
+    let (k, v) = p.split_once('=')?;
+    (!v.contains('=')).then_some((k.trim_matches(' '), v))
+}
+
+/// Parses an `Accept` header the way goautoneg's `ParseAccept` does and returns its ranges in
+/// the order kube-apiserver's negotiation tries them. A range without a `/` is skipped unless
+/// it is `*`; parameters without `=` are ignored. Allocates the returned vector.
+pub fn parse_accept(header: &str) -> Vec<MediaRange<'_>> {
+    let mut ranges: Vec<MediaRange<'_>> = Vec::new();
+    for part in header.split(',') {
+        let part = part.trim_matches(' ');
+        let (media, params) = part.split_once(';').unwrap_or((part, ""));
+        let (type_, subtype) = match media.split_once('/') {
+            None if media.trim_matches(' ') == "*" => ("*", "*"),
+            Some((t, s)) if !s.is_empty() && !s.contains('/') => {
+                (t.trim_matches(' '), s.trim_matches(' '))
+            }
+            _ => continue,
+        };
+        let q = params
+            .split(';')
+            .filter_map(param)
+            .rfind(|(k, _)| *k == "q")
+            .map_or(1.0, |(_, v)| v.parse::<f32>().unwrap_or(0.0));
+        let range = MediaRange {
+            type_,
+            subtype,
+            q,
+            params,
+        };
+        // Insertion sort, as Go's sort.Sort does for short slices: stable where `before` says
+        // nothing.
+        let mut at = ranges.len();
+        while at > 0 && range.before(&ranges[at - 1]) {
+            at -= 1;
+        }
+        ranges.insert(at, range);
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(header: &str) -> Vec<String> {
+        parse_accept(header)
+            .iter()
+            .map(|r| format!("{}/{}", r.type_, r.subtype))
+            .collect()
+    }
+
+    #[test]
+    fn ranges_are_tried_in_goautonegs_order() {
+        let cases: [(&str, &[&str]); 7] = [
+            ("application/json", &["application/json"]),
+            (
+                "application/vnd.kubernetes.protobuf, */*",
+                &["application/vnd.kubernetes.protobuf", "*/*"],
+            ),
+            // A concrete type goes before a wildcard whatever the order sent.
+            (
+                "*/*, application/vnd.kubernetes.protobuf",
+                &["application/vnd.kubernetes.protobuf", "*/*"],
+            ),
+            (
+                "application/*, application/yaml",
+                &["application/yaml", "application/*"],
+            ),
+            // Equal ranges keep the order sent.
+            (
+                "application/json, application/vnd.kubernetes.protobuf",
+                &["application/json", "application/vnd.kubernetes.protobuf"],
+            ),
+            // q first.
+            (
+                "application/json;q=0.5, application/yaml",
+                &["application/yaml", "application/json"],
+            ),
+            // No slash (or nothing after it): skipped unless `*`. An unparsable q is 0, and
+            // goautoneg's `Less` still puts a concrete type before `*/*` of a higher q: it
+            // tests the wildcard without asking whether the q was lower.
+            (
+                "text, application/, *, application/json;q=x",
+                &["application/json", "*/*"],
+            ),
+        ];
+        for (header, want) in cases {
+            assert_eq!(order(header), want, "{header}");
+        }
+    }
+
+    #[test]
+    fn parameters_and_conversions() {
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+        let ranges = parse_accept(kubectl);
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges[0].param("as"), Some("Table"));
+        assert_eq!(ranges[1].param("v"), Some("v1beta1"));
+        assert!(ranges[0].asks_for_conversion() && ranges[1].asks_for_conversion());
+        assert!(!ranges[2].asks_for_conversion());
+        let watch = parse_accept("application/vnd.kubernetes.protobuf;stream=watch; q=0.9");
+        assert_eq!(watch[0].param("stream"), Some("watch"));
+        assert_eq!(watch[0].param("q"), None);
+        assert!((watch[0].q - 0.9).abs() < f32::EPSILON);
+        assert!(!watch[0].asks_for_conversion());
+        assert!(parse_accept("*/*")[0].matches("application", "json"));
+        assert!(parse_accept("application/*")[0].matches("application", "yaml"));
+        assert!(!parse_accept("text/*")[0].matches("application", "json"));
+    }
+}
