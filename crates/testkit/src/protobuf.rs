@@ -197,6 +197,17 @@ fn decode_kind(api_version: &str, kind: &str, raw: &[u8]) -> Result<Value, Strin
                 }
                 o.insert("spec".into(), json!({"finalizers": finalizers}));
             }
+            ("Namespace", 3, Field::Bytes(v)) => {
+                let mut status = Map::new();
+                for (n, f) in fields(v)? {
+                    if let (1, Field::Bytes(p)) = (n, f)
+                        && !p.is_empty()
+                    {
+                        status.insert("phase".into(), json!(string(p)?));
+                    }
+                }
+                o.insert("status".into(), Value::Object(status));
+            }
             _ => {}
         }
     }
@@ -231,7 +242,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Value, Unsupported> {
         | ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => {
             decode_kind(&api_version, &kind, raw).map_err(Unsupported::Malformed)
         }
-        ("v1", "ConfigMapList" | "SecretList") => {
+        ("v1", "ConfigMapList" | "SecretList" | "NamespaceList") => {
             list(&api_version, &kind, raw).map_err(Unsupported::Malformed)
         }
         ("v1", "Status") => status(raw).map_err(Unsupported::Malformed),
@@ -304,8 +315,8 @@ fn status(raw: &[u8]) -> Result<Value, String> {
 }
 
 /// Reads a Kubernetes protobuf body (`k8s\0` + `runtime.Unknown`) as JSON, for tests that ask
-/// for `application/vnd.kubernetes.protobuf`: ConfigMap, Secret, Namespace, their lists
-/// (ConfigMapList, SecretList) and Status (without details). Empty string fields are left out,
+/// for `application/vnd.kubernetes.protobuf`: ConfigMap, Secret, Namespace, their lists and
+/// Status (without details). Empty string fields are left out,
 /// as kube's JSON leaves them out.
 pub fn decode_protobuf(body: &[u8]) -> Result<Value, String> {
     decode(body).map_err(|e| match e {

@@ -7,8 +7,8 @@
 //! Field numbers and order are those of the generated `generated.pb.go` marshalers (ascending
 //! field numbers, map entries sorted by key, non-pointer strings always written, pointer
 //! fields only when set). This server encodes the kinds it also decodes from protobuf
-//! (ConfigMap, Secret), their lists, `Status`, and watch events; other kinds are served as
-//! JSON or refused with 406 (see [`crate::negotiate`]).
+//! (ConfigMap, Secret, Namespace), their lists, `Status`, and watch events; other kinds are
+//! served as JSON or refused with 406 (see [`crate::negotiate`]).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -18,7 +18,7 @@ use crate::protobuf::MAGIC;
 
 /// The kinds with a protobuf encoder here.
 pub(crate) fn encodes(kind: &str) -> bool {
-    matches!(kind, "ConfigMap" | "Secret")
+    matches!(kind, "ConfigMap" | "Secret" | "Namespace")
 }
 
 /// A protobuf message being written.
@@ -197,6 +197,27 @@ fn object(o: &Value) -> Message {
                 m.bool(5, i);
             }
         }
+        "Namespace" => {
+            let spec = o.get("spec").unwrap_or(&Value::Null);
+            let mut spec_msg = Message::default();
+            for f in items(spec, "finalizers") {
+                spec_msg.string(1, f.as_str().unwrap_or(""));
+            }
+            m.message(2, &spec_msg);
+            let status = o.get("status").unwrap_or(&Value::Null);
+            let mut status_msg = Message::default();
+            status_msg.string(1, str_of(status, "phase"));
+            for c in items(status, "conditions") {
+                let mut cm = Message::default();
+                cm.string(1, str_of(c, "type"));
+                cm.string(2, str_of(c, "status"));
+                cm.message(4, &time(c.get("lastTransitionTime")));
+                cm.string(5, str_of(c, "reason"));
+                cm.string(6, str_of(c, "message"));
+                status_msg.message(2, &cm);
+            }
+            m.message(3, &status_msg);
+        }
         _ => {}
     }
     m
@@ -350,7 +371,12 @@ mod tests {
             "metadata": {"name": "s", "namespace": "default", "resourceVersion": "4"},
             "data": {"password": "aHVudGVyMg=="}, "type": "Opaque",
         });
-        for o in [cm, secret] {
+        let ns = json!({
+            "kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": "team", "resourceVersion": "5"},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"},
+        });
+        for o in [cm, secret, ns] {
             let back = crate::protobuf::decode(&encode_object(&o)).unwrap();
             assert_eq!(back, o);
         }

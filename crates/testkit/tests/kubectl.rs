@@ -499,6 +499,7 @@ async fn generators_send_protobuf_bodies() {
     );
     let out = admin(&s, &["create", "namespace", "made-by-kubectl"]).await;
     assert!(out.ok, "{}", out.stderr);
+    assert_eq!(out.stdout, "namespace/made-by-kubectl created\n");
     assert!(s.get("ns", "", "made-by-kubectl").unwrap().is_some());
     let post = s
         .requests()
