@@ -44,26 +44,10 @@ impl StatusFormat {
 /// Whether negotiation over the request's `Accept` lands on protobuf. Only the first `Accept`
 /// header counts, as Go's `Header.Get` reads one.
 fn prefers_protobuf(headers: &HeaderMap) -> bool {
-    let Some(Ok(accept)) = headers.get(http::header::ACCEPT).map(HeaderValue::to_str) else {
-        return false;
-    };
-    // Cheap refusal for the usual headers, which never name protobuf.
-    if !accept.contains("protobuf") {
-        return false;
-    }
-    for range in kubegate_routing::accept::parse_accept(accept) {
-        if range.asks_for_conversion() {
-            continue;
-        }
-        // kube's serializers in its order: JSON, YAML (answered as JSON here), protobuf.
-        if range.matches("application", "json") || range.matches("application", "yaml") {
-            return false;
-        }
-        if range.matches("application", "vnd.kubernetes.protobuf") {
-            return true;
-        }
-    }
-    false
+    headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(kubegate_routing::accept::negotiates_protobuf)
 }
 
 /// A kube `Status` failure object.

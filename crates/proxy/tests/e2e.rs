@@ -714,9 +714,10 @@ async fn direct_get(api: &TestApiServer, path: &str, accept: &str) -> (String, b
 
 /// V6.2's protobuf rows through the stack: a controller speaking Kubernetes protobuf gets the
 /// upstream's bytes and media types unchanged, an object byte for byte and a watch as
-/// length-delimited frames that arrive as the events happen.
+/// length-delimited frames that arrive as the events happen, and the stack's own Status
+/// answers in protobuf as kube-apiserver negotiates its own.
 #[tokio::test]
-async fn protobuf_objects_and_watches_pass_through_unchanged() {
+async fn protobuf_clients_get_objects_watches_and_statuses_as_kube_writes_them() {
     let e = env().await;
     e.api
         .create(
@@ -754,19 +755,24 @@ async fn protobuf_objects_and_watches_pass_through_unchanged() {
         [CLIENT_GO_PROTOBUF]
     );
 
+    // Sends `req`, checks the answer's code and that it is protobuf, returns its body.
+    let protobuf_reply = |req: Request<common::TestBody>, code: u16| async move {
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status(), code);
+        assert_eq!(
+            res.headers()["content-type"],
+            "application/vnd.kubernetes.protobuf"
+        );
+        res.into_body().collect().await.unwrap().to_bytes()
+    };
+
     // An error in the negotiated encoding passes through as the upstream wrote it.
-    let res = h1_client()
-        .request(get("/api/v1/namespaces/default/configmaps/none".to_owned()))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 404);
-    assert_eq!(
-        res.headers()["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
-    let status =
-        kubegate_testkit::decode_protobuf(&res.into_body().collect().await.unwrap().to_bytes())
-            .unwrap();
+    let body = protobuf_reply(
+        get("/api/v1/namespaces/default/configmaps/none".to_owned()),
+        404,
+    )
+    .await;
+    let status = kubegate_testkit::decode_protobuf(&body).unwrap();
     assert_eq!(status["reason"], "NotFound");
 
     // The stack's own answers are negotiated the same way, as kube-apiserver's filters
@@ -775,25 +781,11 @@ async fn protobuf_objects_and_watches_pass_through_unchanged() {
     bad_token
         .headers_mut()
         .insert("authorization", "Bearer wrong".parse().unwrap());
-    let res = h1_client().request(bad_token).await.unwrap();
-    assert_eq!(res.status(), 401);
-    assert_eq!(
-        res.headers()["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let body = protobuf_reply(bad_token, 401).await;
     assert_eq!(body, kubegate_proxy::Status::unauthorized().to_protobuf());
     let mut delete_ns = get("/api/v1/namespaces/default".to_owned());
     *delete_ns.method_mut() = http::Method::DELETE;
-    let res = h1_client().request(delete_ns).await.unwrap();
-    assert_eq!(res.status(), 403);
-    assert_eq!(
-        res.headers()["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
-    let status =
-        kubegate_testkit::decode_protobuf(&res.into_body().collect().await.unwrap().to_bytes())
-            .unwrap();
+    let status = kubegate_testkit::decode_protobuf(&protobuf_reply(delete_ns, 403).await).unwrap();
     assert_eq!(
         status["message"],
         "namespaces \"default\" is forbidden: User \"jane\" cannot delete resource \"namespaces\" in API group \"\" at the cluster scope"

@@ -96,6 +96,28 @@ pub fn parse_accept(header: &str) -> Vec<MediaRange<'_>> {
     ranges
 }
 
+/// Whether kube-apiserver's negotiation, over the serializers of a built-in endpoint (JSON,
+/// YAML, protobuf, in that order), lands on protobuf for a response that converts nothing — an
+/// error Status, a plain object: the first range with no `as`/`g`/`v` that one of them meets.
+pub fn negotiates_protobuf(header: &str) -> bool {
+    // Cheap refusal for the usual headers, which never name protobuf.
+    if !header.contains("protobuf") {
+        return false;
+    }
+    for range in parse_accept(header) {
+        if range.asks_for_conversion() {
+            continue;
+        }
+        if range.matches("application", "json") || range.matches("application", "yaml") {
+            return false;
+        }
+        if range.matches("application", "vnd.kubernetes.protobuf") {
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +166,35 @@ mod tests {
         ];
         for (header, want) in cases {
             assert_eq!(order(header), want, "{header}");
+        }
+    }
+
+    #[test]
+    fn protobuf_when_it_is_the_first_range_a_plain_response_meets() {
+        let cases = [
+            ("application/json", false),
+            ("application/vnd.kubernetes.protobuf, */*", true),
+            ("*/*, application/vnd.kubernetes.protobuf", true),
+            (
+                "application/json, application/vnd.kubernetes.protobuf",
+                false,
+            ),
+            (
+                "application/yaml, application/vnd.kubernetes.protobuf",
+                false,
+            ),
+            (
+                "application/json;as=Table;v=v1;g=meta.k8s.io, application/vnd.kubernetes.protobuf",
+                true,
+            ),
+            (
+                "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io, application/json",
+                false,
+            ),
+            ("application/vnd.kubernetes.protobuf;q=0", true),
+        ];
+        for (header, want) in cases {
+            assert_eq!(negotiates_protobuf(header), want, "{header}");
         }
     }
 

@@ -64,22 +64,9 @@ pub(crate) fn output(
 }
 
 /// Whether a Status answering this request is written in protobuf, as kube-apiserver's
-/// `ErrorNegotiated` decides for every built-in endpoint: the first range that a Status can
-/// meet (no `as`/`g`/`v` conversion) is protobuf rather than JSON or YAML.
+/// `ErrorNegotiated` decides for every built-in endpoint.
 pub(crate) fn status_in_protobuf(accept: Option<&str>) -> bool {
-    let Some(accept) = accept else { return false };
-    for range in kubegate_routing::accept::parse_accept(accept) {
-        if range.asks_for_conversion() {
-            continue;
-        }
-        if range.matches("application", "json") || range.matches("application", "yaml") {
-            return false;
-        }
-        if range.matches("application", "vnd.kubernetes.protobuf") {
-            return true;
-        }
-    }
-    false
+    accept.is_some_and(kubegate_routing::accept::negotiates_protobuf)
 }
 
 #[cfg(test)]

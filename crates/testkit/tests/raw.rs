@@ -851,10 +851,20 @@ fn accepting(s: &TestApiServer, path: &str, accept: &str) -> Request<Empty<Bytes
     req
 }
 
-/// GETs `path` accepting protobuf as client-go does, checks the answer's status and that it
-/// is protobuf, and returns its body.
-async fn get_protobuf(s: &TestApiServer, path: &str, want: StatusCode) -> Bytes {
-    let (status, headers, body) = send(s, accepting(s, path, CLIENT_GO_PROTOBUF)).await;
+/// GETs `path` accepting protobuf as client-go does, with `token` (the admin's when `None`),
+/// checks the answer's status and that it is protobuf, and returns its body.
+async fn get_protobuf(
+    s: &TestApiServer,
+    path: &str,
+    token: Option<&str>,
+    want: StatusCode,
+) -> Bytes {
+    let mut req = accepting(s, path, CLIENT_GO_PROTOBUF);
+    if let Some(token) = token {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let (status, headers, body) = send(s, req).await;
     assert_eq!(status, want, "{path}");
     assert_eq!(
         headers["content-type"], "application/vnd.kubernetes.protobuf",
@@ -878,6 +888,7 @@ async fn protobuf_objects_lists_watches_and_errors() {
     let body = get_protobuf(
         &s,
         "/api/v1/namespaces/default/configmaps/pb",
+        None,
         StatusCode::OK,
     )
     .await;
@@ -888,7 +899,13 @@ async fn protobuf_objects_lists_watches_and_errors() {
     assert_eq!(cm["metadata"]["labels"]["app"], "x");
     assert_eq!(cm["data"]["k"], "v");
 
-    let body = get_protobuf(&s, "/api/v1/namespaces/default/configmaps", StatusCode::OK).await;
+    let body = get_protobuf(
+        &s,
+        "/api/v1/namespaces/default/configmaps",
+        None,
+        StatusCode::OK,
+    )
+    .await;
     let list = kubegate_testkit::decode_protobuf(&body).unwrap();
     assert_eq!(list["kind"], "ConfigMapList");
     assert_eq!(list["items"][0]["metadata"]["name"], "pb");
@@ -903,6 +920,7 @@ async fn protobuf_objects_lists_watches_and_errors() {
     let body = get_protobuf(
         &s,
         "/api/v1/namespaces/default/configmaps/none",
+        None,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -914,33 +932,20 @@ async fn protobuf_objects_lists_watches_and_errors() {
     );
 
     // So are the answers written before a request reaches its resource: a 401 and a 403.
-    let mut req = accepting(
-        &s,
-        "/api/v1/namespaces/default/configmaps",
-        CLIENT_GO_PROTOBUF,
-    );
-    req.headers_mut()
-        .insert("authorization", "Bearer wrong".parse().unwrap());
-    let (status, headers, body) = send(&s, req).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        headers["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
+    let list = "/api/v1/namespaces/default/configmaps";
+    let body = get_protobuf(&s, list, Some("wrong"), StatusCode::UNAUTHORIZED).await;
     assert_eq!(
         kubegate_testkit::decode_protobuf(&body).unwrap()["reason"],
         "Unauthorized"
     );
     let token = s.mint_token(UserInfo::new("nobody"));
-    let mut req = accepting(&s, "/api/v1/namespaces/default/secrets", CLIENT_GO_PROTOBUF);
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (status, headers, body) = send(&s, req).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        headers["content-type"],
-        "application/vnd.kubernetes.protobuf"
-    );
+    let body = get_protobuf(
+        &s,
+        "/api/v1/namespaces/default/secrets",
+        Some(&token),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     assert_eq!(
         kubegate_testkit::decode_protobuf(&body).unwrap()["message"],
         "secrets is forbidden: User \"nobody\" cannot list resource \"secrets\" in API group \"\" in the namespace \"default\""
