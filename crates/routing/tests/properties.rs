@@ -264,3 +264,56 @@ proptest! {
         prop_assert_eq!(ours.map_err(drop), reference_request_info(method, &path), "{} {:?}", method, path);
     }
 }
+
+/// Accept headers built from the pieces real ones are made of, and some that are not.
+fn accept_strategy() -> impl Strategy<Value = String> {
+    let range = prop_oneof![
+        Just("application/json".to_owned()),
+        Just("application/vnd.kubernetes.protobuf".to_owned()),
+        Just("application/yaml".to_owned()),
+        Just("*/*".to_owned()),
+        Just("*".to_owned()),
+        Just("application/*".to_owned()),
+        Just("text".to_owned()),
+        "[a-z*/ ]{0,12}",
+    ];
+    let param = prop_oneof![
+        Just(";as=Table".to_owned()),
+        Just(";v=v1".to_owned()),
+        Just(";g=meta.k8s.io".to_owned()),
+        Just(";q=0.5".to_owned()),
+        Just(";q=0".to_owned()),
+        Just(";q=x".to_owned()),
+        Just(";stream=watch".to_owned()),
+        Just(";a=b=c".to_owned()),
+        "[;=a-z0-9. ]{0,8}",
+    ];
+    let clause = (range, prop::collection::vec(param, 0..3))
+        .prop_map(|(r, ps)| format!("{r}{}", ps.concat()));
+    prop::collection::vec(clause, 0..6).prop_map(|cs| cs.join(","))
+}
+
+proptest! {
+    /// Any Accept parses without panicking into at most one range per clause, each made of
+    /// what the header says; and `negotiates_protobuf`, which skips the parse for a header
+    /// that never names protobuf, agrees with a walk over the parsed ranges.
+    #[test]
+    fn accept_parsing_is_total_and_protobuf_negotiation_agrees(header in accept_strategy()) {
+        use kubegate_routing::accept::{negotiates_protobuf, parse_accept};
+        let ranges = parse_accept(&header);
+        prop_assert!(ranges.len() <= header.split(',').count());
+        for r in &ranges {
+            prop_assert!(header.contains(r.type_) && header.contains(r.subtype), "{:?}", r);
+        }
+        let first_plain = ranges.iter().find(|r| {
+            !r.asks_for_conversion()
+                && (r.matches("application", "json")
+                    || r.matches("application", "yaml")
+                    || r.matches("application", "vnd.kubernetes.protobuf"))
+        });
+        let want = first_plain.is_some_and(|r| {
+            !r.matches("application", "json") && !r.matches("application", "yaml")
+        });
+        prop_assert_eq!(negotiates_protobuf(&header), want, "{}", header);
+    }
+}
