@@ -63,8 +63,14 @@ fn param(p: &str) -> Option<(&str, &str)> {
 /// the order kube-apiserver's negotiation tries them. A range without a `/` is skipped unless
 /// it is `*`; parameters without `=` are ignored. Allocates the returned vector.
 pub fn parse_accept(header: &str) -> Vec<MediaRange<'_>> {
-    let mut ranges: Vec<MediaRange<'_>> = Vec::new();
-    for part in header.split(',') {
+    let mut ranges: Vec<MediaRange<'_>> = ranges_as_sent(header).collect();
+    go_order(&mut ranges);
+    ranges
+}
+
+/// The ranges of `header` in the order sent.
+fn ranges_as_sent(header: &str) -> impl Iterator<Item = MediaRange<'_>> {
+    header.split(',').filter_map(|part| {
         let part = part.trim_matches(' ');
         let (media, params) = part.split_once(';').unwrap_or((part, ""));
         let (type_, subtype) = match media.split_once('/') {
@@ -72,29 +78,49 @@ pub fn parse_accept(header: &str) -> Vec<MediaRange<'_>> {
             Some((t, s)) if !s.is_empty() && !s.contains('/') => {
                 (t.trim_matches(' '), s.trim_matches(' '))
             }
-            _ => continue,
+            _ => return None,
         };
         let q = params
             .split(';')
             .filter_map(param)
             .rfind(|(k, _)| *k == "q")
             .map_or(1.0, |(_, v)| v.parse::<f32>().unwrap_or(0.0));
-        let range = MediaRange {
+        Some(MediaRange {
             type_,
             subtype,
             q,
             params,
-        };
-        // Insertion sort, as Go's sort.Sort does for short slices: stable where `before` says
-        // nothing.
-        let mut at = ranges.len();
-        while at > 0 && range.before(&ranges[at - 1]) {
-            at -= 1;
-        }
-        ranges.insert(at, range);
-    }
-    ranges
+        })
+    })
 }
+
+/// Sorts ranges as kube-apiserver's negotiation sees them.
+fn go_order(ranges: &mut [MediaRange<'_>]) {
+    if ranges.len() <= GO_INSERTION_SORT_MAX {
+        // Insertion sort with goautoneg's `Less`, as Go's sort.Sort does for short slices:
+        // stable where `before` says nothing. Quadratic, so only for these few.
+        for i in 1..ranges.len() {
+            let mut j = i;
+            while j > 0 && ranges[j].before(&ranges[j - 1]) {
+                ranges.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+    } else {
+        // A longer header is no client's; Go sorts it with pdqsort, whose result under a `Less`
+        // that is not an order this does not copy. A stable sort by what `Less` means (q, then
+        // concrete before wildcard) keeps it O(n log n), so a header of thousands of ranges
+        // costs microseconds, not a quadratic sort on an unauthenticated error path.
+        ranges.sort_by(|a, b| {
+            b.q.total_cmp(&a.q)
+                .then((a.type_ == "*").cmp(&(b.type_ == "*")))
+                .then((a.subtype == "*").cmp(&(b.subtype == "*")))
+        });
+    }
+}
+
+/// Go's `sort.Sort` sorts slices up to this long by insertion sort.
+const GO_INSERTION_SORT_MAX: usize = 12;
 
 /// Whether kube-apiserver's negotiation, over the serializers of a built-in endpoint (JSON,
 /// YAML, protobuf, in that order), lands on protobuf for a response that converts nothing — an
@@ -104,7 +130,29 @@ pub fn negotiates_protobuf(header: &str) -> bool {
     if !header.contains("protobuf") {
         return false;
     }
-    for range in parse_accept(header) {
+    // A client's header (client-go sends two ranges) is sorted on the stack: this runs for
+    // every forwarded request of a protobuf client, and allocates nothing.
+    let mut small = [MediaRange {
+        type_: "",
+        subtype: "",
+        q: 0.0,
+        params: "",
+    }; GO_INSERTION_SORT_MAX];
+    let mut n = 0;
+    for range in ranges_as_sent(header) {
+        let Some(slot) = small.get_mut(n) else {
+            return first_plain_is_protobuf(&parse_accept(header));
+        };
+        *slot = range;
+        n += 1;
+    }
+    go_order(&mut small[..n]);
+    first_plain_is_protobuf(&small[..n])
+}
+
+/// Whether the first range with no conversion that JSON, YAML or protobuf meets is protobuf's.
+fn first_plain_is_protobuf(ranges: &[MediaRange<'_>]) -> bool {
+    for range in ranges {
         if range.asks_for_conversion() {
             continue;
         }
@@ -196,6 +244,27 @@ mod tests {
         for (header, want) in cases {
             assert_eq!(negotiates_protobuf(header), want, "{header}");
         }
+    }
+
+    /// A header of more than 12 ranges (anyone can send thousands with a bad token) is not
+    /// insertion-sorted: it is sorted by q, then concrete types first, in O(n log n). So here,
+    /// unlike in a short header, `*/*` of a higher q stays before a concrete type.
+    #[test]
+    fn long_headers_sort_by_q_then_concrete_types() {
+        let long = format!("{},application/json;q=0.5", vec!["*/*"; 13].join(","));
+        let ranges = parse_accept(&long);
+        assert_eq!((ranges[0].type_, ranges[13].subtype), ("*", "json"));
+        let short = "*/*,application/json;q=0.5";
+        assert_eq!(parse_accept(short)[0].subtype, "json");
+
+        let mut header = vec!["*/*;q=0.1"; 5000].join(",");
+        header.push_str(",application/json;q=0.5,application/vnd.kubernetes.protobuf");
+        let ranges = parse_accept(&header);
+        assert_eq!(ranges.len(), 5002);
+        assert_eq!(ranges[0].subtype, "vnd.kubernetes.protobuf");
+        assert_eq!(ranges[1].subtype, "json");
+        assert!(ranges[2..].iter().all(|r| r.type_ == "*"));
+        assert!(negotiates_protobuf(&header));
     }
 
     #[test]

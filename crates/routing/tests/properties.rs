@@ -290,7 +290,7 @@ fn accept_strategy() -> impl Strategy<Value = String> {
     ];
     let clause = (range, prop::collection::vec(param, 0..3))
         .prop_map(|(r, ps)| format!("{r}{}", ps.concat()));
-    prop::collection::vec(clause, 0..6).prop_map(|cs| cs.join(","))
+    prop::collection::vec(clause, 0..20).prop_map(|cs| cs.join(","))
 }
 
 proptest! {
