@@ -130,8 +130,20 @@ pub fn negotiates_protobuf(header: &str) -> bool {
     if !header.contains("protobuf") {
         return false;
     }
-    // A client's header (client-go sends two ranges) is sorted on the stack: this runs for
-    // every forwarded request of a protobuf client, and allocates nothing.
+    // client-go's own header, `application/vnd.kubernetes.protobuf, */*`: a first range of
+    // protobuf without parameters goes first unless some range has a q (nothing else sorts
+    // before a concrete type of q 1), so the answer needs no parse.
+    if let Some(rest) = header
+        .trim_start_matches(' ')
+        .strip_prefix("application/vnd.kubernetes.protobuf")
+        && (rest.trim_start_matches(' ').is_empty()
+            || rest.trim_start_matches(' ').starts_with(','))
+        && !header.contains("q=")
+    {
+        return true;
+    }
+    // Any other client's header is sorted on the stack: this runs for every forwarded request
+    // of a protobuf client, and allocates nothing.
     let mut small = [MediaRange {
         type_: "",
         subtype: "",
