@@ -131,14 +131,14 @@ pub fn negotiates_protobuf(header: &str) -> bool {
         return false;
     }
     // client-go's own header, `application/vnd.kubernetes.protobuf, */*`: a first range of
-    // protobuf without parameters goes first unless some range has a q (nothing else sorts
-    // before a concrete type of q 1), so the answer needs no parse.
+    // protobuf without parameters goes first unless some range's q is above 1 (nothing else
+    // sorts before a concrete type of q 1), so a header with no `q` at all needs no parse.
     if let Some(rest) = header
         .trim_start_matches(' ')
         .strip_prefix("application/vnd.kubernetes.protobuf")
         && (rest.trim_start_matches(' ').is_empty()
             || rest.trim_start_matches(' ').starts_with(','))
-        && !header.contains("q=")
+        && !header.contains('q')
     {
         return true;
     }
@@ -252,6 +252,11 @@ mod tests {
                 false,
             ),
             ("application/vnd.kubernetes.protobuf;q=0", true),
+            // Go takes a q above 1 as it is; that range goes first.
+            (
+                "application/vnd.kubernetes.protobuf, application/json; q =2",
+                false,
+            ),
         ];
         for (header, want) in cases {
             assert_eq!(negotiates_protobuf(header), want, "{header}");
