@@ -55,32 +55,16 @@ impl Ctx<'_> {
     /// An object in the negotiated encoding (JSON as stored, or protobuf).
     fn object(&self, code: StatusCode, obj: &StoredObject) -> Response<Body> {
         if self.protobuf {
-            body::response(
-                code,
-                negotiate::PROTOBUF,
-                body::full(protobuf_encode::encode_object(&obj.value)),
-            )
+            body::protobuf(code, protobuf_encode::encode_object(&obj.value))
         } else {
             body::json(code, obj.json.clone())
         }
     }
 
-    /// A JSON value (a list or a Status) in the negotiated encoding.
+    /// An object built here (a Success Status) in the negotiated encoding.
     fn value(&self, code: StatusCode, v: &Value) -> Response<Body> {
         if self.protobuf {
-            let bytes = match v.get("items").and_then(Value::as_array) {
-                Some(items) => {
-                    let kind = v["kind"].as_str().unwrap_or("");
-                    protobuf_encode::encode_list(
-                        v["apiVersion"].as_str().unwrap_or(""),
-                        kind.strip_suffix("List").unwrap_or(kind),
-                        &v["metadata"],
-                        items,
-                    )
-                }
-                None => protobuf_encode::encode_object(v),
-            };
-            body::response(code, negotiate::PROTOBUF, body::full(bytes))
+            body::protobuf(code, protobuf_encode::encode_object(v))
         } else {
             body::json(code, serde_json::to_vec(v).unwrap_or_default())
         }
@@ -89,6 +73,16 @@ impl Ctx<'_> {
     fn dry_run(&self) -> bool {
         self.query.get("dryRun") == Some("All")
     }
+}
+
+/// A `<Kind>List` of `items` in protobuf.
+fn protobuf_list<'v>(
+    def: &ResourceDef,
+    meta: &Value,
+    items: impl IntoIterator<Item = &'v Value>,
+) -> Response<Body> {
+    let bytes = protobuf_encode::encode_list(&def.api_version(), def.kind, meta, items);
+    body::protobuf(StatusCode::OK, bytes)
 }
 
 async fn read_json(req: Request<Incoming>) -> Result<(Value, String), Status> {
@@ -312,17 +306,7 @@ fn list(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Body>, Status> {
         ));
     }
     if ctx.protobuf {
-        let bytes = protobuf_encode::encode_list(
-            &def.api_version(),
-            def.kind,
-            &meta,
-            items.iter().map(|o| &o.value),
-        );
-        return Ok(body::response(
-            StatusCode::OK,
-            negotiate::PROTOBUF,
-            body::full(bytes),
-        ));
+        return Ok(protobuf_list(def, &meta, items.iter().map(|o| &o.value)));
     }
     let head = format!(
         "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
@@ -483,14 +467,20 @@ fn delete_collection(ctx: &Ctx<'_>, res: usize, ns: &str) -> Result<Response<Bod
             deleted.push(d.value.clone());
         }
     }
-    let rv = ctx.shared.store.resource_version();
+    let meta = json!({"resourceVersion": ctx.shared.store.resource_version().to_string()});
+    if ctx.protobuf {
+        return Ok(protobuf_list(def, &meta, &deleted));
+    }
     let list = json!({
         "kind": format!("{}List", def.kind),
         "apiVersion": def.api_version(),
-        "metadata": {"resourceVersion": rv.to_string()},
+        "metadata": meta,
         "items": deleted,
     });
-    Ok(ctx.value(StatusCode::OK, &list))
+    Ok(body::json(
+        StatusCode::OK,
+        serde_json::to_vec(&list).unwrap_or_default(),
+    ))
 }
 
 /// `kubectl auth can-i`: decides the review's attributes for the requesting user with the

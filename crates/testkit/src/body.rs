@@ -50,6 +50,11 @@ pub(crate) fn json(code: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> 
     response(code, "application/json", full(bytes))
 }
 
+/// A Kubernetes protobuf body (`application/vnd.kubernetes.protobuf`).
+pub(crate) fn protobuf(code: StatusCode, bytes: impl Into<Bytes>) -> Response<Body> {
+    response(code, crate::negotiate::PROTOBUF, full(bytes))
+}
+
 pub(crate) fn status(status: &Status, pretty: bool) -> Response<Body> {
     status_as(status, json(status_code(status), status.to_bytes(pretty)))
 }
@@ -85,10 +90,7 @@ pub(crate) fn status_as_negotiated(
 /// A Status in Kubernetes protobuf, for a client that negotiated it.
 pub(crate) fn status_protobuf(status: &Status) -> Response<Body> {
     let bytes = crate::protobuf_encode::encode_object(&status.to_value());
-    status_as(
-        status,
-        response(status_code(status), crate::negotiate::PROTOBUF, full(bytes)),
-    )
+    status_as(status, protobuf(status_code(status), bytes))
 }
 
 fn status_code(status: &Status) -> StatusCode {
