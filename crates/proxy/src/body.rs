@@ -230,6 +230,52 @@ impl<B: Body, G> Body for GuardedBody<B, G> {
     }
 }
 
+pin_project! {
+    /// A client's request body on its way upstream: its data frames as they come, its trailers
+    /// without the fields a client may not send an upstream (`Authorization`,
+    /// `Impersonate-*`, `X-Remote-*`, hop-by-hop), as its headers lose them.
+    #[derive(Debug)]
+    pub(crate) struct RequestBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> RequestBody<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        RequestBody { inner }
+    }
+}
+
+impl<B: Body> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        match self.project().inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    crate::headers::strip_request_trailers(&mut trailers);
+                    Frame::trailers(trailers)
+                }
+                Err(frame) => frame,
+            }))),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use http_body::Body;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, RequestBody};
 use crate::ext::{ClientAddr, Identity, LongRunning, UpstreamError, UpstreamPath};
 use crate::headers;
 use crate::pool::{Pool, PooledBody, SendError};
@@ -41,7 +41,8 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// upgrade path (a fresh HTTP/1.1 connection per request, kube-apiserver §5.4 semantics).
 pub struct ForwardService<B> {
     upstream: Upstream,
-    pool: Pool<B>,
+    // The request body as sent upstream: trailers filtered (see `RequestBody`).
+    pool: Pool<RequestBody<B>>,
 }
 
 impl<B> Clone for ForwardService<B> {
@@ -392,7 +393,7 @@ where
                     .to_response_as(format),
             )
         })?;
-        let mut out = Request::new(body);
+        let mut out = Request::new(RequestBody::new(body));
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.headers_mut() = parts.headers;
@@ -509,7 +510,7 @@ fn finish(
 }
 
 /// The 504 for an upstream that sent no response head within `limit`.
-fn timed_out(
+pub(crate) fn timed_out(
     upstream: &Upstream,
     limit: std::time::Duration,
     format: StatusFormat,

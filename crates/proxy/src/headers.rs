@@ -68,28 +68,37 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// Whether a client's header (or trailer) field must never reach an upstream, whatever
+/// `Connection` names: it describes one hop, or it carries or claims an identity (`Host` is set
+/// for the upstream by the client connection).
+fn is_withheld(name: &str) -> bool {
+    is_hop_by_hop(name)
+        || name == "upgrade"
+        || name == "host"
+        || name == "authorization"
+        || name.starts_with("impersonate-")
+        || name.starts_with("x-remote-")
+}
+
 /// Removes from a client request everything that must not reach an upstream: hop-by-hop headers
 /// (and those `Connection` names), `Host`, `Authorization`, every `Impersonate-*` and
-/// `X-Remote-*`. For upgrades, `Connection: Upgrade` and `Upgrade` are re-set afterwards by the
-/// caller. A client that accepts trailers (`TE` listing `trailers`) keeps saying so with
-/// `TE: trailers` alone, as Go's ReverseProxy does: an upstream may then send them. Returns the
-/// client's single `Authorization` value (for passthrough mode).
+/// `X-Remote-*`, and a bearer token offered as a WebSocket subprotocol (see
+/// [`strip_bearer_protocols`]). For upgrades, `Connection: Upgrade` and `Upgrade` are re-set
+/// afterwards by the caller. A client that accepts trailers (`TE` listing `trailers`) keeps
+/// saying so with `TE: trailers` alone, as Go's ReverseProxy does: an upstream may then send
+/// them. Returns the client's single `Authorization` value (for passthrough mode).
 pub(crate) fn strip_request(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let nominated = connection_tokens(headers);
     let auth = single_authorization(headers);
     let mut te = false;
+    let mut subprotocols = false;
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             let n = name.as_str();
             te |= n == "te";
-            is_hop_by_hop(n)
-                || n == "upgrade"
-                || n == "host"
-                || n == "authorization"
-                || n.starts_with("impersonate-")
-                || n.starts_with("x-remote-")
-                || nominated.iter().any(|t| t == n)
+            subprotocols |= n == "sec-websocket-protocol";
+            is_withheld(n) || nominated.iter().any(|t| t == n)
         })
         .cloned()
         .collect();
@@ -100,7 +109,67 @@ pub(crate) fn strip_request(headers: &mut HeaderMap) -> Option<HeaderValue> {
     if trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));
     }
+    if subprotocols {
+        strip_bearer_protocols(headers);
+    }
     auth
+}
+
+/// Removes from a client request's trailers what [`strip_request`] removes from its headers
+/// (bar the `Connection` names, which name header fields). An HTTP/1.1 upstream is sent the
+/// trailers the request's `Trailer` header announces, and an HTTP/2 one all of them: without
+/// this, `Trailer: Impersonate-User` and a trailer of that name would carry a client's claim
+/// past the gateway, to any upstream or intermediary that reads trailers as headers.
+pub(crate) fn strip_request_trailers(trailers: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| is_withheld(name.as_str()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        trailers.remove(&name);
+    }
+}
+
+/// The WebSocket subprotocol that carries a bearer token (kube-apiserver's
+/// `request/websocket` authenticator: a browser cannot set `Authorization` on a WebSocket).
+const BEARER_PROTOCOL_PREFIX: &[u8] = b"base64url.bearer.authorization.k8s.io.";
+const SEC_WEBSOCKET_PROTOCOL: HeaderName = HeaderName::from_static("sec-websocket-protocol");
+
+/// Removes every `base64url.bearer.authorization.k8s.io.<token>` entry from
+/// `Sec-WebSocket-Protocol`. It is a credential like `Authorization`: an upstream
+/// kube-apiserver that is sent one authenticates the request as that token's user when the
+/// request has no other credential (passthrough of a token it does not accept), so the
+/// gateway's authorization and audit would have named someone else. The other subprotocols
+/// are kept, joined by `,` as kube-apiserver rejoins them after taking the token out; the
+/// header goes when none is left. The prefix is matched in any case (kube-apiserver matches
+/// it exactly; another upstream may not).
+fn strip_bearer_protocols(headers: &mut HeaderMap) {
+    let is_bearer = |p: &[u8]| {
+        p.len() >= BEARER_PROTOCOL_PREFIX.len()
+            && p[..BEARER_PROTOCOL_PREFIX.len()].eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX)
+    };
+    let offered = || {
+        headers
+            .get_all(&SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+    };
+    if !offered().any(is_bearer) {
+        return;
+    }
+    let kept: Vec<&[u8]> = offered()
+        .filter(|p| !p.is_empty() && !is_bearer(p))
+        .collect();
+    let joined = kept.join(&b","[..]);
+    headers.remove(&SEC_WEBSOCKET_PROTOCOL);
+    // The kept entries are parts of valid header values, so their join is one too.
+    if let Ok(value) = HeaderValue::from_bytes(&joined)
+        && !joined.is_empty()
+    {
+        headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
 }
 
 /// The `Authorization` header if there is exactly one: duplicates are ambiguous (which one did
@@ -478,6 +547,80 @@ mod tests {
             strip_request(&mut h);
             assert_eq!(h.get(TE).map(|v| v.to_str().unwrap()), kept, "{sent:?}");
             assert!(h.get_all(TE).iter().count() <= 1);
+        }
+    }
+
+    #[test]
+    fn trailers_lose_what_headers_lose() {
+        let mut t = HeaderMap::new();
+        for (n, v) in [
+            ("authorization", "Bearer other"),
+            ("Impersonate-User", "system:admin"),
+            ("impersonate-group", "system:masters"),
+            ("Impersonate-Extra-scopes", "x"),
+            ("x-remote-user", "admin"),
+            ("X-Remote-Group", "system:masters"),
+            ("proxy-authorization", "Basic x"),
+            ("connection", "close"),
+            ("host", "elsewhere.example"),
+            ("upgrade", "websocket"),
+            ("x-checksum", "abc"),
+            ("grpc-status", "0"),
+        ] {
+            t.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        strip_request_trailers(&mut t);
+        let mut left: Vec<_> = t.keys().map(|k| k.as_str().to_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["grpc-status", "x-checksum"]);
+    }
+
+    /// kube-apiserver's `request/websocket` authenticator reads a bearer token from an entry of
+    /// `Sec-WebSocket-Protocol` and rejoins the rest with `,`; the gateway takes the entry out
+    /// before any upstream can read it.
+    #[test]
+    fn a_bearer_token_offered_as_a_websocket_subprotocol_is_taken_out() {
+        let token = "base64url.bearer.authorization.k8s.io.dG9rZW4tb2YtYg";
+        for (sent, kept) in [
+            (vec![token], None),
+            (
+                vec!["v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rZW4"],
+                Some("v5.channel.k8s.io"),
+            ),
+            (
+                vec!["v5.channel.k8s.io", token, "v4.channel.k8s.io"],
+                Some("v5.channel.k8s.io,v4.channel.k8s.io"),
+            ),
+            // Any case, and the prefix alone (kube reads an empty token there).
+            (
+                vec!["BASE64URL.Bearer.Authorization.K8S.IO.eA, channel.k8s.io"],
+                Some("channel.k8s.io"),
+            ),
+            (vec!["base64url.bearer.authorization.k8s.io., x"], Some("x")),
+            // Without a token, the header is left as the client sent it.
+            (
+                vec!["v5.channel.k8s.io, v4.channel.k8s.io"],
+                Some("v5.channel.k8s.io, v4.channel.k8s.io"),
+            ),
+            (
+                vec!["base64url.bearer.authorization.k8s.i"],
+                Some("base64url.bearer.authorization.k8s.i"),
+            ),
+        ] {
+            let mut h = HeaderMap::new();
+            for v in &sent {
+                h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(v).unwrap());
+            }
+            strip_request(&mut h);
+            let left: Vec<_> = h
+                .get_all(SEC_WEBSOCKET_PROTOCOL)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(left, kept.into_iter().collect::<Vec<_>>(), "{sent:?}");
         }
     }
 

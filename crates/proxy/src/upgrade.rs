@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 use crate::ext::{UpgradeSession, UpstreamError};
-use crate::forward::{humanize, prepare_headers, target_path, upstream_failure};
+use crate::forward::{humanize, prepare_headers, target_path, timed_out, upstream_failure};
 use crate::headers;
 use crate::status::{Status, StatusFormat};
 use crate::upstream::Upstream;
@@ -111,10 +111,15 @@ pub(crate) async fn forward_upgrade<B: Body>(
         Err(res) => return res,
     };
     // hyper's HTTP/1 client reads and parses the complete response head before returning and
-    // keeps any bytes read past it for the upgraded stream.
-    let mut backend_res = match sender.send_request(out).await {
-        Ok(r) => r,
-        Err(e) => return with_close(upstream_failure(upstream, &e, format)),
+    // keeps any bytes read past it for the upgraded stream. The session is long-running, but
+    // its answer is not: a backend that accepts the connection and never answers would hold
+    // the request (and a client that has stopped reading) for ever, so the head has the
+    // response-header timeout of short requests.
+    let limit = upstream.response_header_timeout();
+    let mut backend_res = match tokio::time::timeout(limit, sender.send_request(out)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return with_close(upstream_failure(upstream, &e, format)),
+        Err(_) => return with_close(timed_out(upstream, limit, format)),
     };
     drop(sender);
 

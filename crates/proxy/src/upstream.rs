@@ -258,7 +258,9 @@ impl UpstreamBuilder {
     }
 
     /// How long a non-long-running request may wait for the upstream's response head
-    /// (default 60 s, kube-apiserver's `--request-timeout`). Long-running requests have none.
+    /// (default 60 s, kube-apiserver's `--request-timeout`). Long-running requests have none,
+    /// except that an upgrade (exec, attach, port-forward) waits this long for its `101` or
+    /// error head; the session after it has no limit.
     #[must_use]
     pub fn response_header_timeout(mut self, timeout: Duration) -> Self {
         self.response_header_timeout = timeout;

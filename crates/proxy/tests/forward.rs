@@ -778,6 +778,75 @@ async fn request_bodies_stream_and_their_trailers_follow_over_h2() {
     }
 }
 
+/// A client's trailers cross, but not the fields its headers could not carry upstream: a
+/// trailer named `Impersonate-User` (announced in `Trailer`, so an HTTP/1.1 upstream would be
+/// sent it) must not reach an upstream any more than the header would.
+#[tokio::test]
+async fn request_trailers_lose_identity_fields_on_the_way_upstream() {
+    type Sent = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+    for h2 in [false, true] {
+        let pki = Pki::new();
+        let alpn: &[&[u8]] = if h2 { &[b"h2"] } else { &[b"http/1.1"] };
+        let backend = Backend::start(&pki, alpn, |req: Request<Incoming>| async move {
+            let collected = req.into_body().collect().await.unwrap();
+            let mut names: Vec<String> = collected
+                .trailers()
+                .map(|t| t.keys().map(|k| k.as_str().to_owned()).collect())
+                .unwrap_or_default();
+            names.sort();
+            Response::builder()
+                .header("x-trailers-seen", names.join(","))
+                .body(full(""))
+                .unwrap()
+        })
+        .await;
+        let svc = ForwardService::new(
+            upstream(&pki, &backend)
+                .http1_connections_for_short_requests(if h2 { 0 } else { 64 })
+                .build()
+                .unwrap(),
+        );
+        let addr = gateway(svc, Some(identity())).await;
+        let mut trailers = http::HeaderMap::new();
+        for (name, value) in [
+            ("impersonate-user", "system:admin"),
+            ("impersonate-group", "system:masters"),
+            ("x-remote-user", "admin"),
+            ("authorization", "Bearer someone-else"),
+            ("x-checksum", "abc"),
+        ] {
+            trailers.insert(name, http::HeaderValue::from_static(value));
+        }
+        let frames: Vec<Sent> = vec![
+            Ok(Frame::data(Bytes::from_static(b"{}"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let req = Request::post(format!(
+            "http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/configmaps"
+        ))
+        .header(
+            "trailer",
+            "Impersonate-User, Impersonate-Group, X-Remote-User, Authorization, X-Checksum",
+        )
+        .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        .unwrap();
+        let res = if h2 {
+            h2c_client().request(req).await
+        } else {
+            h1_client().request(req).await
+        }
+        .unwrap();
+        assert_eq!(res.status(), 200, "h2={h2}");
+        assert_eq!(res.headers()["x-trailers-seen"], "x-checksum", "h2={h2}");
+        // The identity the upstream acts for is still the gateway's, from headers alone.
+        let seen = &backend.seen()[0];
+        assert_eq!(
+            seen.headers["impersonate-user"], "jane@example.com",
+            "h2={h2}"
+        );
+    }
+}
+
 // HTTP/1.1 on both sides: hyper sends trailers only to a peer that said `TE: trailers` and
 // only the fields a `Trailer` header announced, so both must cross the gateway (Go's
 // ReverseProxy keeps `TE: trailers` and announces trailers too).

@@ -366,6 +366,75 @@ async fn switching_protocols_bridges_both_directions_including_early_bytes() {
     assert!(lower.contains("x-forwarded-for: 127.0.0.1\r\n"), "{head}");
 }
 
+/// A bearer token offered as a WebSocket subprotocol (kube-apiserver's
+/// `base64url.bearer.authorization.k8s.io.` convention for browsers) is a credential: the
+/// backend sees the other subprotocols, not the token, as it sees no client `Authorization`.
+#[tokio::test]
+async fn a_bearer_token_offered_as_a_websocket_subprotocol_does_not_reach_the_backend() {
+    let pki = Pki::new();
+    let response = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\nEARLY".to_vec();
+    let backend = RawBackend::start(&pki, response, false).await;
+    let gw = gateway(&pki, backend.addr.port()).await;
+    let mut c = TcpStream::connect(gw).await.unwrap();
+    c.write_all(
+        b"GET /kubernetes/cluster/prod/api/v1/namespaces/default/pods/p1/exec?command=ls&stdout=true HTTP/1.1\r\n\
+          Host: gateway\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+          Sec-WebSocket-Protocol: v5.channel.k8s.io, base64url.bearer.authorization.k8s.io.dG9rZW4tb2YtYm9i\r\n\
+          Sec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"EARLY") {
+        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let head = backend.received().to_ascii_lowercase();
+    assert!(
+        head.contains("\r\nsec-websocket-protocol: v5.channel.k8s.io,v4.channel.k8s.io\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("bearer.authorization"), "{head}");
+    assert!(!head.contains("dg9rzw4tb2ytym9i"), "{head}");
+    assert!(head.contains("impersonate-user: jane\r\n"), "{head}");
+}
+
+/// The session of an exec is long-running; waiting for its `101` is not. A backend that reads
+/// the upgrade request and never answers gets the client the 504 of any request without an
+/// answer in the response-header timeout, and the connection closed.
+#[tokio::test]
+async fn an_upgrade_the_backend_never_answers_times_out() {
+    let pki = Pki::new();
+    let backend = RawBackend::start(&pki, Vec::new(), false).await;
+    let up = upstream(&pki, backend.addr.port())
+        .response_header_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let out = exec_with_smuggled_follow_up(gateway_to(up).await).await;
+    assert!(out.starts_with("HTTP/1.1 504 "), "{out}");
+    assert!(
+        out.contains("did not send a response within 300ms"),
+        "{out}"
+    );
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+}
+
 #[tokio::test]
 async fn switching_to_a_different_protocol_is_refused() {
     let pki = Pki::new();
