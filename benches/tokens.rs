@@ -45,6 +45,7 @@ fn request() -> MintRequest {
         }),
         ttl: Some(Duration::from_secs(1800)),
         parent: Some("9b2e4c1a-5d3f-4e6b-8a7c-1f0e2d3c4b5a".into()),
+        login: false,
     }
 }
 

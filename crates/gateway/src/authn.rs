@@ -47,15 +47,18 @@ impl Caller {
     }
 
     /// Whether the caller presented what a login gave it: a password login's `Login` key, or
-    /// the session cookie. Keys made with those are the user's own choice of lifetime, as a
-    /// user who logs in to create a lasting key expects; a key made with any other expiring
-    /// credential (a direct-cluster-endpoint token, a short-lived key) expires with it.
+    /// the session cookie of a session started with such a key (the token says so in its
+    /// `login` claim, which only `POST /auth/login` sets, and only for a login's credential).
+    /// Keys made with those are the user's own choice of lifetime, as a user who logs in to
+    /// create a lasting key expects; a key made with any other expiring credential (a
+    /// direct-cluster-endpoint token, a short-lived key, a session started with either, or
+    /// any of them put into the session cookie) expires with it.
     pub fn is_login(&self) -> bool {
         match &self.credential {
             CallerCredential::AccessKey(key) => {
                 key.key_type == crate::store::StoredAccessKey::LOGIN
             }
-            CallerCredential::Token { session, .. } => *session,
+            CallerCredential::Token { session, login, .. } => *session && *login,
             _ => false,
         }
     }
@@ -105,8 +108,11 @@ pub enum CallerCredential {
         expires_at: u64,
         /// The access key (uid) it was made from, if any.
         parent: Option<String>,
-        /// Presented as the session cookie: a browser's login.
+        /// Presented as the session cookie.
         session: bool,
+        /// Minted as a login's session (the token's `login` claim: see
+        /// [`kubegate_tokens::LoftClaim::login`]).
+        login: bool,
     },
     /// An ID token of a configured external OIDC issuer (`oidcIssuers`), sent as the bearer
     /// token: the one credential identity mode `passthrough` forwards.
@@ -257,6 +263,7 @@ impl Credentials {
             scope,
             ttl,
             parent,
+            login: false,
         }
     }
 
@@ -339,6 +346,7 @@ impl Credentials {
                 expires_at: claims.exp,
                 parent: claims.loft.parent.clone(),
                 session: false,
+                login: claims.loft.login,
             },
         })
     }

@@ -79,6 +79,7 @@ impl ForwardedTokens {
                 scope: None,
                 ttl: Some(FORWARDED_TOKEN_TTL),
                 parent: None,
+                login: false,
             },
             &Audience::new([audience]),
             now,

@@ -1083,6 +1083,51 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         .parse()
         .unwrap();
     assert!(max_age <= 61, "{cookie}");
+    // Nor does a key made through the session cookie: not with that session, and not with the
+    // token itself put into the cookie (a session cookie is no login unless a login started
+    // it). Both keys ask for no expiry, get the token's minute, and depend on `brief`.
+    let session_cookie = cookie.split(';').next().unwrap().to_owned();
+    let through_cookie = |cookie: String, name: &'static str| {
+        let (env, client, management) = (&env, &client, &management);
+        async move {
+            let reply = client
+                .send(
+                    http::Method::POST,
+                    &format!("{management}/ownedaccesskeys"),
+                    &[("cookie", cookie.as_str()), ("origin", env.url.as_str())],
+                    Some(serde_json::json!({"metadata": {"name": name}, "spec": {}})),
+                )
+                .await;
+            assert_eq!(reply.status, 201, "{name}: {}", reply.body);
+            reply.json()
+        }
+    };
+    let mut from_cookies = Vec::new();
+    for (cookie, name) in [
+        (session_cookie, "from-session"),
+        (format!("kubegate_session={token}"), "from-token-cookie"),
+    ] {
+        let made = through_cookie(cookie, name).await;
+        let ttl = made["spec"]["ttl"].as_i64().unwrap_or(0);
+        assert!(ttl > 0 && ttl <= 61, "{name}: ttl {ttl}: {made}");
+        from_cookies.push(made["spec"]["key"].as_str().unwrap().to_owned());
+    }
+    // A session started with the login's key is a login: its keys last.
+    let login_session = token_login(&env, &login_key).await;
+    assert_eq!(login_session.status, 200, "{}", login_session.body);
+    let login_cookie = login_session.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let kept_by_session = through_cookie(login_cookie, "made-in-a-login-session").await;
+    assert_eq!(
+        kept_by_session["spec"]["ttl"].as_i64().unwrap_or(0),
+        0,
+        "{kept_by_session}"
+    );
     // A token made with the key made with a token; a key made with the key itself.
     let lasting_key = lasting["spec"]["key"].as_str().unwrap().to_owned();
     let below = post(
@@ -1122,7 +1167,10 @@ async fn minted_credentials_never_outlive_the_one_that_made_them() {
         )
         .await;
     assert_eq!(del.status, 200, "{}", del.body);
-    for revoked in [&token, &again, &lasting_key, &below] {
+    for revoked in [&token, &again, &lasting_key, &below]
+        .into_iter()
+        .chain(&from_cookies)
+    {
         let reply = get_pods(revoked.clone()).await;
         assert_eq!(reply.status, 401, "{}", reply.body);
     }

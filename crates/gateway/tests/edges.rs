@@ -891,6 +891,7 @@ async fn expired_and_revoked_credentials_and_oversized_headers() {
         scope: None,
         ttl: Some(Duration::from_secs(60)),
         parent: None,
+        login: false,
     };
     // Minted two hours ago with a one-minute lifetime: expired beyond the leeway.
     let expired = shared

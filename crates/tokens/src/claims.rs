@@ -53,6 +53,11 @@ pub struct LoftClaim {
     /// kubegate's own claim): the token is good only while that key is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The token is a login's session (kubegate's own claim): minted for a password login's
+    /// key, or for a session that was one. Only such a token may make access keys that outlive
+    /// it; any other token, however it is presented, makes keys that end with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub login: bool,
 }
 
 /// The `kind` of a [`LoftClaim`].
@@ -142,11 +147,23 @@ mod tests {
             generation: 3,
             scope: None,
             parent: None,
+            login: false,
         };
         assert_eq!(
             serde_json::to_string(&c).unwrap(),
             r#"{"uid":"u-1","name":"alice","kind":"User","gen":3}"#
         );
+        let session = LoftClaim {
+            parent: Some("key-1".into()),
+            login: true,
+            ..c
+        };
+        let wire = serde_json::to_string(&session).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"uid":"u-1","name":"alice","kind":"User","gen":3,"parent":"key-1","login":true}"#
+        );
+        assert_eq!(serde_json::from_str::<LoftClaim>(&wire).unwrap(), session);
         let admin: SubjectKind = serde_json::from_str(r#""LoftAdmin""#).unwrap();
         assert_eq!(admin, SubjectKind::LoftAdmin);
     }

@@ -43,6 +43,8 @@ pub struct MintRequest {
     pub ttl: Option<Duration>,
     /// The access key (uid) the token is made from, if any ([`LoftClaim::parent`]).
     pub parent: Option<String>,
+    /// Marks the token as a login's session ([`LoftClaim::login`]).
+    pub login: bool,
 }
 
 /// A freshly minted token. `Debug` redacts the token text.
@@ -160,6 +162,7 @@ impl Minter {
                 generation: req.generation,
                 scope: req.scope.clone(),
                 parent: req.parent.clone(),
+                login: req.login,
             },
         };
         let key = self.keys.active();

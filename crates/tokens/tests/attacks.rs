@@ -28,6 +28,7 @@ fn request() -> MintRequest {
         scope: None,
         ttl: Some(Duration::from_secs(600)),
         parent: None,
+        login: false,
     }
 }
 

@@ -211,6 +211,7 @@ fn request() -> MintRequest {
         scope: None,
         ttl: None,
         parent: None,
+        login: false,
     }
 }
 

@@ -483,12 +483,15 @@ async fn token_login(
     else {
         return respond(&Status::unauthorized(), &head);
     };
-    let request = runtime.credentials.user_token_request(
+    let mut request = runtime.credentials.user_token_request(
         identity,
         caller.raw_scope.as_deref().cloned(),
         Some(ttl),
         caller.root_key(),
     );
+    // A session carries the login-ness of what started it, no more: one started with a
+    // short-lived key or token must not make keys that outlive that credential.
+    request.login = caller.is_login();
     let minted = match shared.minter.mint(&request, now) {
         Ok(m) => m,
         Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),

@@ -133,6 +133,7 @@ impl CentralAuthenticator {
                 // Checked by the central through `selves`, above.
                 parent: claims.loft.parent,
                 session: false,
+                login: claims.loft.login,
             },
         }))
     }
