@@ -211,6 +211,25 @@ pub fn check_fence(
     ))
 }
 
+/// Refuses a request to a target of identity mode `passthrough` that impersonates someone
+/// (`kubectl --as`). Such a target is sent the caller's own token and no `Impersonate-*`
+/// headers, so it would run the request as the caller, while the gateway authorized and
+/// audited it as the impersonated user: a caller allowed to impersonate someone who may use
+/// the target, but not allowed there itself, would get in.
+pub fn refuse_passthrough_impersonation(
+    caller: &Identity,
+    target: &Target<'_>,
+    info: &RequestInfo<'_>,
+) -> Refusal {
+    Refusal::new(
+        &Attributes::from_request_info(caller, info),
+        &format!(
+            "requests to {} cannot impersonate: it is sent the caller's own token (identity mode passthrough)",
+            describe(target)
+        ),
+    )
+}
+
 /// Whether a request stays inside a space's namespace: non-resource requests (discovery,
 /// `/version`, OpenAPI), self-subject reviews, and reading the namespace itself are allowed too.
 /// Changing or deleting the Namespace object is not: the space owns its namespace (it goes

@@ -862,6 +862,14 @@ fn prepare_forward<'r>(
     if let Some(namespace) = fence {
         access::check_fence(acting, &route.target, &info, namespace).map_err(refuse)?;
     }
+    if impersonated.is_some() && upstream.identity_mode == crate::config::IdentityMode::Passthrough
+    {
+        return Err(refuse(access::refuse_passthrough_impersonation(
+            &caller.identity,
+            &route.target,
+            &info,
+        )));
+    }
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
         .map_err(|e| fail(Status::bad_request(e.to_string())))?;
     let Some(service) = runtime.upstreams.get(key) else {

@@ -309,4 +309,28 @@ async fn passthrough_forwards_only_an_external_id_token() {
         None,
         "an access key of the gateway was passed on"
     );
+    // `kubectl --as` cannot work there: the upstream would run the request as the caller
+    // (here, with no token passed on, as nobody; with an ID token, as its user), not as the
+    // user the gateway authorized and would audit. It is refused before anything reaches the
+    // upstream, although admin may impersonate anyone and both users may use the cluster.
+    let before = env.a.requests().len();
+    for user in ["scoped", "admin"] {
+        let reply = client
+            .get(&pods, ADMIN_KEY, &[("impersonate-user", user)])
+            .await;
+        assert_eq!(reply.status, 403, "{}", reply.body);
+        let status: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(status["reason"], "Forbidden", "{status}");
+        assert!(
+            status["message"].as_str().unwrap().ends_with(
+                "requests to cluster \"a\" cannot impersonate: it is sent the caller's own token (identity mode passthrough)"
+            ),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        env.a.requests().len(),
+        before,
+        "an impersonating request reached the upstream"
+    );
 }
