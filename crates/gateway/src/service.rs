@@ -225,7 +225,10 @@ impl Future for GatewayFuture {
             },
             Kind::Forward(forwarding, slot) => {
                 let res = std::task::ready!(Pin::new(forwarding).poll(cx));
-                Poll::Ready(res.map(|res| res.map(|body| body.holding(slot.take()))))
+                Poll::Ready(res.map(|mut res| {
+                    strip_upstream_session_cookie(res.headers_mut());
+                    res.map(|body| body.holding(slot.take()))
+                }))
             }
             Kind::Wait(waiting) => waiting.as_mut().poll(cx),
         }
@@ -470,10 +473,17 @@ async fn handle(
         Target::Management => {
             Box::pin(crate::management::handle(shared, runtime, &caller, req)).await
         }
-        Target::Grafana { cluster } => grafana(runtime, &caller, cluster, &route, req).await,
+        Target::Grafana { cluster } => {
+            let mut res = grafana(runtime, &caller, cluster, &route, req).await;
+            strip_upstream_session_cookie(res.headers_mut());
+            res
+        }
         _ => match forward(shared, runtime, caller, &route, req) {
             Ok(forwarding) => match forwarding.await {
-                Ok(res) => res,
+                Ok(mut res) => {
+                    strip_upstream_session_cookie(res.headers_mut());
+                    res
+                }
                 Err(never) => match never {},
             },
             Err(res) => *res,
@@ -720,6 +730,37 @@ fn strip_session_cookie(headers: &mut http::HeaderMap) {
         && let Ok(v) = http::HeaderValue::from_str(&kept)
     {
         headers.insert(http::header::COOKIE, v);
+    }
+}
+
+/// Removes from an upstream's response every `Set-Cookie` of the gateway's session cookie. The
+/// upstream answers on the gateway's host, so a browser would keep such a cookie as the
+/// gateway's: a virtual cluster or Grafana a tenant runs could log a victim's browser in to
+/// the gateway as the tenant (or, beside the victim's own session, make both cookies
+/// refused). Other cookies pass (Grafana's own session, for one). A response without
+/// `Set-Cookie` (every Kubernetes API response) costs one header lookup.
+fn strip_upstream_session_cookie(headers: &mut http::HeaderMap) {
+    // `name=value; attributes`: the name is in the first pair.
+    let sets_session = |v: &http::HeaderValue| {
+        crate::auth::is_session_pair(v.as_bytes().split(|&b| b == b';').next().unwrap_or(b""))
+    };
+    if !headers.contains_key(http::header::SET_COOKIE)
+        || !headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .any(sets_session)
+    {
+        return;
+    }
+    let kept: Vec<http::HeaderValue> = headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets_session(v))
+        .cloned()
+        .collect();
+    headers.remove(http::header::SET_COOKIE);
+    for v in kept {
+        headers.append(http::header::SET_COOKIE, v);
     }
 }
 
@@ -979,6 +1020,43 @@ mod tests {
                 Ok(None),
                 "Cookie: {sent:?}"
             );
+        }
+    }
+
+    #[test]
+    fn an_upstream_cannot_set_the_gateways_session_cookie() {
+        let table: &[(&[&str], &[&str])] = &[
+            (&[], &[]),
+            (
+                &["grafana_session=abc; Path=/"],
+                &["grafana_session=abc; Path=/"],
+            ),
+            (&["kubegate_session=attacker.jwt.x; Path=/; HttpOnly"], &[]),
+            (
+                &[
+                    "a=1",
+                    " kubegate_session = t; Domain=gateway.example",
+                    "kubegate_session_old=2",
+                ],
+                &["a=1", "kubegate_session_old=2"],
+            ),
+            (&["kubegate_session=; Max-Age=0"], &[]),
+        ];
+        for (sent, expected) in table {
+            let mut headers = http::HeaderMap::new();
+            for v in *sent {
+                headers.append(
+                    http::header::SET_COOKIE,
+                    http::HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            strip_upstream_session_cookie(&mut headers);
+            let left: Vec<_> = headers
+                .get_all(http::header::SET_COOKIE)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            assert_eq!(left, *expected, "Set-Cookie: {sent:?}");
         }
     }
 }

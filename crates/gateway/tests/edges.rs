@@ -480,6 +480,52 @@ async fn grafana_is_proxied_with_authz_and_without_client_credentials() {
     );
 }
 
+/// An upstream answers on the gateway's host, so a cookie it sets would be kept as the
+/// gateway's: the gateway's session cookie never gets through (a tenant's cluster or Grafana
+/// could otherwise log a browser in to the gateway as the tenant); other cookies do.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_cannot_set_the_gateways_session_cookie() {
+    use kubegate_testkit::{Fault, FaultRule};
+    let env = Env::start().await;
+    let client = env.client();
+    let plant = |path: &str, cookie: &str| {
+        env.a.faults().inject(
+            FaultRule::new(Fault::SetCookie(cookie.into()))
+                .path_prefix(path)
+                .times(1),
+        );
+    };
+    let set_cookies = |reply: &reqwest_like::Reply| -> Vec<String> {
+        reply
+            .headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    let configmaps = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let grafana = format!("{}/grafana/b/api/health", env.url);
+    for (url, upstream_path) in [
+        (&configmaps, "/api/v1/namespaces/default/configmaps"),
+        (&grafana, "/grafana-root/api/health"),
+    ] {
+        plant(
+            upstream_path,
+            "kubegate_session=planted.jwt.token; Path=/; HttpOnly",
+        );
+        let reply = client.get(url, ADMIN_KEY, &[]).await;
+        assert_ne!(reply.status, 403, "{}", reply.body);
+        assert_eq!(set_cookies(&reply), Vec::<String>::new(), "{url}");
+        plant(upstream_path, "grafana_session=abc; Path=/");
+        let reply = client.get(url, ADMIN_KEY, &[]).await;
+        assert_eq!(
+            set_cookies(&reply),
+            ["grafana_session=abc; Path=/"],
+            "{url}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_bucket_is_charged_only_for_authorized_requests() {
     let env =

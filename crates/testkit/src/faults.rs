@@ -28,6 +28,9 @@ pub enum Fault {
         /// `Location` header for redirects.
         location: Option<String>,
     },
+    /// Answer normally, with this `Set-Cookie` header added: an upstream (a tenant's virtual
+    /// cluster, a Grafana) trying to plant a cookie on the gateway's host.
+    SetCookie(String),
     /// Answer a non-upgrade request with this redirect (status and `Location`), body `ok`, the
     /// way a compromised or misconfigured API server might.
     Redirect {

@@ -158,6 +158,7 @@ pub(crate) async fn handle(
         });
     }
     let mut slow = None;
+    let mut set_cookie = None;
     match shared.faults.take(req.method(), &raw_path, upgrade) {
         None => {}
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
@@ -173,6 +174,7 @@ pub(crate) async fn handle(
             chunk_size,
             interval,
         }) => slow = Some((chunk_size, interval)),
+        Some(Fault::SetCookie(cookie)) => set_cookie = HeaderValue::from_str(&cookie).ok(),
         Some(Fault::UpgradeStatus { code, location }) => {
             return upgrade_refusal(code, location.as_deref(), pretty);
         }
@@ -180,7 +182,7 @@ pub(crate) async fn handle(
             return upgrade_refusal(code, Some(&location), pretty);
         }
     }
-    let resp = match admission {
+    let mut resp = match admission {
         Admission::Reject(status) => out.respond(&status),
         Admission::Internal(msg) => {
             let uri = req.uri().path_and_query().map_or("", |p| p.as_str());
@@ -203,6 +205,9 @@ pub(crate) async fn handle(
             route(&shared, req, &info, &user, &query, &path, out).await
         }
     };
+    if let Some(cookie) = set_cookie {
+        resp.headers_mut().append(http::header::SET_COOKIE, cookie);
+    }
     match slow {
         Some((chunk, interval)) => slow_down(resp, chunk.max(1), interval),
         None => resp,
