@@ -159,8 +159,9 @@ impl TokenCache {
         }
         match mint(gateway, ttl, scope).await {
             Ok(token) => {
-                let expires_at = jwt_expiry(&token)
-                    .or_else(|| ttl.map(|t| now + i64::try_from(t.as_secs()).unwrap_or(i64::MAX)));
+                let expires_at = jwt_expiry(&token).or_else(|| {
+                    ttl.map(|t| now.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX)))
+                });
                 let fresh = CachedToken {
                     token: SecretString::from(token),
                     requested_at: now,

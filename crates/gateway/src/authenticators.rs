@@ -13,8 +13,9 @@ use crate::authn::Caller;
 use crate::config::Config;
 use crate::directory::Directory;
 
-/// What an authenticator sees of a request.
-#[derive(Debug, Clone, Copy)]
+/// What an authenticator sees of a request. Its `Debug` shows header names and no values, and
+/// no bearer token: it holds the request's credentials (`Authorization`, cookies).
+#[derive(Clone, Copy)]
 pub struct AuthnInput<'a> {
     /// Request method.
     pub method: &'a Method,
@@ -28,6 +29,21 @@ pub struct AuthnInput<'a> {
     pub peer_certificate: Option<&'a crate::tls::PeerCertificate>,
     /// Configured users and teams.
     pub directory: &'a Directory,
+}
+
+impl std::fmt::Debug for AuthnInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthnInput")
+            .field("method", self.method)
+            .field(
+                "header_names",
+                &self.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            )
+            .field("bearer", &self.bearer.map(|_| "<redacted>"))
+            .field("client_addr", &self.client_addr)
+            .field("peer_certificate", &self.peer_certificate.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// An authenticator's answer.
@@ -62,4 +78,37 @@ pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>
         authenticators.push(Arc::new(front));
     }
     Ok(authenticators)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_credential() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_static("Bearer kgak_secret-one"),
+        );
+        headers.insert(
+            http::header::COOKIE,
+            http::HeaderValue::from_static("kubegate_session=secret.two.x"),
+        );
+        let directory = Directory::new(&Config::default());
+        let input = AuthnInput {
+            method: &Method::GET,
+            headers: &headers,
+            bearer: Some("kgak_secret-one"),
+            client_addr: None,
+            peer_certificate: None,
+            directory: &directory,
+        };
+        let shown = format!("{input:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            shown.contains("authorization") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 }
