@@ -106,6 +106,30 @@ pub struct Revocation {
     pub jti: String,
     /// When the token expires (Unix seconds); the entry can be dropped after that.
     pub expires_at: i64,
+    /// The user the token was minted for (empty in state written before it was recorded):
+    /// bounds the revocations one user can make (see [`MAX_REVOCATIONS_PER_USER`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub user: String,
+}
+
+/// The most unexpired revocations one user's tokens may have. Each logout records one until
+/// its session would have expired, and the state is rewritten whole on every change, so a
+/// user logging in and out in a loop would otherwise grow it, and the cost of every later
+/// change, without end. Past this, [`Store::revoke`] raises the user's token generation
+/// instead, which revokes every token of the user at once, and forgets their revocations.
+pub const MAX_REVOCATIONS_PER_USER: usize = 256;
+
+/// What [`Store::revoke`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// The token is revoked.
+    Token,
+    /// The user had [`MAX_REVOCATIONS_PER_USER`] revocations already: their token generation
+    /// was raised to this value instead, revoking this token and every other of theirs.
+    EveryTokenOfTheUser {
+        /// The user's new token generation.
+        generation: u64,
+    },
 }
 
 /// Everything a store holds.
@@ -136,8 +160,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Deletes an access key; `false` if there was none.
     fn delete_access_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Records a revoked token id (and forgets revocations that have expired).
-    fn revoke(&self, revocation: Revocation, now: i64) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Records a revoked token id (and forgets revocations that have expired), or, when its
+    /// user has [`MAX_REVOCATIONS_PER_USER`] already, raises the user's token generation
+    /// instead.
+    fn revoke(
+        &self,
+        revocation: Revocation,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Revoked, StoreError>>;
     /// Bumps a user's token generation and returns the new value.
     fn bump_token_generation<'a>(&'a self, user: &'a str)
     -> BoxFuture<'a, Result<u64, StoreError>>;
@@ -280,13 +310,30 @@ impl Store for FileStore {
         })
     }
 
-    fn revoke(&self, revocation: Revocation, now: i64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn revoke(
+        &self,
+        revocation: Revocation,
+        now: i64,
+    ) -> BoxFuture<'_, Result<Revoked, StoreError>> {
         Box::pin(async move {
             self.update(|s| {
                 s.revocations
                     .retain(|r| r.expires_at > now && r.jti != revocation.jti);
+                let user = &revocation.user;
+                let held = if user.is_empty() {
+                    0
+                } else {
+                    s.revocations.iter().filter(|r| &r.user == user).count()
+                };
+                if held >= MAX_REVOCATIONS_PER_USER {
+                    let generation = s.token_generations.entry(user.clone()).or_insert(0);
+                    *generation += 1;
+                    let generation = *generation;
+                    s.revocations.retain(|r| &r.user != user);
+                    return Ok(Revoked::EveryTokenOfTheUser { generation });
+                }
                 s.revocations.push(revocation);
-                Ok(())
+                Ok(Revoked::Token)
             })
         })
     }
@@ -375,6 +422,7 @@ mod tests {
                 Revocation {
                     jti: "old".into(),
                     expires_at: 5,
+                    user: "alice".into(),
                 },
                 0,
             )
@@ -385,6 +433,7 @@ mod tests {
                 Revocation {
                     jti: "new".into(),
                     expires_at: 50,
+                    user: "alice".into(),
                 },
                 10,
             )
@@ -406,6 +455,50 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A user logging in and out in a loop cannot grow the state without end: past
+    /// [`MAX_REVOCATIONS_PER_USER`], the user's token generation goes up instead and their
+    /// revocations go. Another user's stay; an entry of unknown user (older state) is not
+    /// counted against anyone.
+    #[tokio::test]
+    async fn one_users_revocations_are_bounded() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        let revoke = |jti: String, user: &str| {
+            store.revoke(
+                Revocation {
+                    jti,
+                    expires_at: 1_000,
+                    user: user.into(),
+                },
+                0,
+            )
+        };
+        assert_eq!(revoke("bob-1".into(), "bob").await.unwrap(), Revoked::Token);
+        assert_eq!(revoke("old".into(), "").await.unwrap(), Revoked::Token);
+        for i in 0..MAX_REVOCATIONS_PER_USER {
+            assert_eq!(
+                revoke(format!("alice-{i}"), "alice").await.unwrap(),
+                Revoked::Token
+            );
+        }
+        let state = store.snapshot().await.unwrap();
+        assert_eq!(state.revocations.len(), MAX_REVOCATIONS_PER_USER + 2);
+        assert_eq!(
+            revoke("alice-last".into(), "alice").await.unwrap(),
+            Revoked::EveryTokenOfTheUser { generation: 1 }
+        );
+        let state = store.snapshot().await.unwrap();
+        assert_eq!(state.token_generations["alice"], 1);
+        let left: Vec<_> = state.revocations.iter().map(|r| r.jti.as_str()).collect();
+        assert_eq!(left, ["bob-1", "old"]);
+        // The count starts again under the new generation.
+        assert_eq!(
+            revoke("alice-next".into(), "alice").await.unwrap(),
+            Revoked::Token
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

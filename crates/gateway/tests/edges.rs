@@ -1063,6 +1063,7 @@ async fn a_revocation_through_one_replica_reaches_another_sharing_the_store() {
             Revocation {
                 jti: "jti-1".into(),
                 expires_at: now + 600,
+                user: "admin".into(),
             },
             now,
         )
@@ -1149,7 +1150,7 @@ mod rebuilds {
             &self,
             revocation: Revocation,
             now: i64,
-        ) -> BoxFuture<'_, Result<(), StoreError>> {
+        ) -> BoxFuture<'_, Result<kubegate_gateway::store::Revoked, StoreError>> {
             self.inner.revoke(revocation, now)
         }
         fn bump_token_generation<'a>(

@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 use crate::authn::Caller;
 use crate::config::Config;
 use crate::service::{Runtime, Shared};
-use crate::store::{Revocation, StoredAccessKey};
+use crate::store::{Revocation, Revoked, StoredAccessKey};
 
 #[cfg(test)]
 pub(crate) use session::cookie_value as session_cookie_value;
@@ -555,19 +555,32 @@ async fn logout(
         .verifier()
         .revocations()
         .revoke(session.jti.clone(), until, now);
+    let user = &session.caller.identity.name;
     let revocation = Revocation {
         jti: session.jti.clone(),
         expires_at: i64::try_from(until).unwrap_or(i64::MAX),
+        user: user.clone(),
     };
-    if let Err(e) = shared.store.revoke(revocation, now as i64).await {
-        // Revoked in this process already; a restart would forget it, so say so loudly.
-        tracing::error!(error = %e, jti = %session.jti, "persisting a session revocation failed");
-        return respond(
-            &Status::internal_error("the session could not be revoked durably"),
-            req,
-        );
+    match shared.store.revoke(revocation, now as i64).await {
+        Ok(Revoked::Token) => {}
+        Ok(Revoked::EveryTokenOfTheUser { generation }) => {
+            // The new generation revokes the user's tokens once the credentials are rebuilt:
+            // now, not at the next state change.
+            tracing::warn!(user = %user, generation, "too many revoked sessions: every token of the user revoked");
+            if let Err(e) = shared.refresh_state().await {
+                tracing::error!(error = %e, "applying a raised token generation failed");
+            }
+        }
+        Err(e) => {
+            // Revoked in this process already; a restart would forget it, so say so loudly.
+            tracing::error!(error = %e, jti = %session.jti, "persisting a session revocation failed");
+            return respond(
+                &Status::internal_error("the session could not be revoked durably"),
+                req,
+            );
+        }
     }
-    tracing::info!(user = %session.caller.identity.name, jti = %session.jti, "session ended");
+    tracing::info!(user = %user, jti = %session.jti, "session ended");
     with_cookie(
         json(StatusCode::OK, &serde_json::json!({"loggedOut": true})),
         &session::clear_cookie(),
