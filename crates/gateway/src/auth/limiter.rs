@@ -44,21 +44,8 @@ impl LoginLimiter {
         window: Duration,
         now: Instant,
     ) -> Option<Duration> {
-        let max = max.max(1) as usize;
         let map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        keys.iter()
-            .filter_map(|key| {
-                let times = map.get(key)?;
-                let recent: Vec<&Instant> = times
-                    .iter()
-                    .filter(|t| now.saturating_duration_since(**t) < window)
-                    .collect();
-                // The window reopens when the oldest failure that still counts expires (none
-                // when fewer than `max` count).
-                let oldest = recent.get(recent.len().checked_sub(max)?)?;
-                Some(window.saturating_sub(now.saturating_duration_since(**oldest)))
-            })
-            .max()
+        locked_in(&map, keys, max, window, now)
     }
 
     /// Records one failure against each of `keys`.
@@ -70,16 +57,44 @@ impl LoginLimiter {
         now: Instant,
     ) {
         let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        count_failure(&mut map, keys, max, window, now);
+    }
+
+    /// Starts an attempt whose outcome takes a while (a password check): unless one of `keys`
+    /// is locked already (`Err`: how long), counts the attempt as a failure at once and
+    /// returns when it did. Attempts in flight so count against the limit as they run, and no
+    /// number of logins checked side by side gets more than `max` tries into a window; one
+    /// that succeeds takes its count back with [`succeeded`](Self::succeeded). The check and
+    /// the count are one step under the lock.
+    pub(crate) fn begin_attempt(
+        &self,
+        keys: &[LoginKey],
+        max: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Result<Instant, Duration> {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(wait) = locked_in(&map, keys, max, window, now) {
+            return Err(wait);
+        }
+        count_failure(&mut map, keys, max, window, now);
+        Ok(now)
+    }
+
+    /// Takes back the failure [`begin_attempt`](Self::begin_attempt) counted at `at` against
+    /// each of `keys`: the attempt succeeded.
+    pub(crate) fn succeeded(&self, keys: &[LoginKey], at: Instant) {
+        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         for key in keys {
-            let times = map.entry(key.clone()).or_default();
-            times.retain(|t| now.saturating_duration_since(*t) < window);
-            times.push_back(now);
-            // Only the last `max` failures can ever decide a lockout.
-            while times.len() > max.max(1) as usize {
-                times.pop_front();
+            if let Some(times) = map.get_mut(key) {
+                if let Some(i) = times.iter().rposition(|t| *t == at) {
+                    times.remove(i);
+                }
+                if times.is_empty() {
+                    map.remove(key);
+                }
             }
         }
-        prune(&mut map, window, now);
     }
 
     /// Forgets the failures of `key` (a successful login of that user).
@@ -98,7 +113,47 @@ impl LoginLimiter {
     }
 }
 
-fn prune(map: &mut HashMap<LoginKey, VecDeque<Instant>>, window: Duration, now: Instant) {
+type Failures = HashMap<LoginKey, VecDeque<Instant>>;
+
+/// [`LoginLimiter::locked_for`] over the map, held locked by the caller.
+fn locked_in(
+    map: &Failures,
+    keys: &[LoginKey],
+    max: u32,
+    window: Duration,
+    now: Instant,
+) -> Option<Duration> {
+    let max = max.max(1) as usize;
+    keys.iter()
+        .filter_map(|key| {
+            let times = map.get(key)?;
+            let recent: Vec<&Instant> = times
+                .iter()
+                .filter(|t| now.saturating_duration_since(**t) < window)
+                .collect();
+            // The window reopens when the oldest failure that still counts expires (none
+            // when fewer than `max` count).
+            let oldest = recent.get(recent.len().checked_sub(max)?)?;
+            Some(window.saturating_sub(now.saturating_duration_since(**oldest)))
+        })
+        .max()
+}
+
+/// [`LoginLimiter::record_failure`] over the map, held locked by the caller.
+fn count_failure(map: &mut Failures, keys: &[LoginKey], max: u32, window: Duration, now: Instant) {
+    for key in keys {
+        let times = map.entry(key.clone()).or_default();
+        times.retain(|t| now.saturating_duration_since(*t) < window);
+        times.push_back(now);
+        // Only the last `max` failures can ever decide a lockout.
+        while times.len() > max.max(1) as usize {
+            times.pop_front();
+        }
+    }
+    prune(map, window, now);
+}
+
+fn prune(map: &mut Failures, window: Duration, now: Instant) {
     map.retain(|_, times| {
         times
             .back()
@@ -125,6 +180,31 @@ mod tests {
     use super::*;
 
     const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Eight checks begun side by side (one per check slot) before any has failed: only `max`
+    /// get to run, and one that succeeds gives its place back.
+    #[test]
+    fn attempts_in_flight_count_against_the_limit() {
+        let limiter = LoginLimiter::default();
+        let keys = [
+            LoginKey::user("alice"),
+            LoginKey::Source("192.0.2.1".parse().unwrap()),
+        ];
+        let now = Instant::now();
+        let begun: Vec<_> = (0..8)
+            .map(|i| limiter.begin_attempt(&keys, 5, WINDOW, now + Duration::from_millis(i)))
+            .collect();
+        assert_eq!(begun.iter().filter(|b| b.is_ok()).count(), 5, "{begun:?}");
+        assert!(begun[5..].iter().all(Result::is_err));
+        // One of them succeeds: its count is taken back, and another attempt may begin.
+        let Ok(at) = begun[2] else { unreachable!() };
+        limiter.succeeded(&keys, at);
+        let later = now + Duration::from_millis(10);
+        assert!(limiter.begin_attempt(&keys, 5, WINDOW, later).is_ok());
+        assert!(limiter.begin_attempt(&keys, 5, WINDOW, later).is_err());
+        // The rest failed: the window holds the user until the first of them leaves it.
+        assert!(limiter.locked_for(&keys[..1], 5, WINDOW, later).is_some());
+    }
 
     #[test]
     fn locks_after_max_failures_and_reopens_after_the_window() {

@@ -338,10 +338,18 @@ async fn password_login(
             &head,
         );
     };
-    if let Some(wait) = state.limiter.locked_for(&keys, max, window, Instant::now()) {
-        tracing::info!(user = %shown, "password login refused: too many failures");
-        return respond(&too_many_requests(wait), &head);
-    }
+    // The attempt counts as a failure from here until it succeeds: checks running side by side
+    // (one per slot) cannot together get past the limit.
+    let attempt = match state
+        .limiter
+        .begin_attempt(&keys, max, window, Instant::now())
+    {
+        Ok(at) => at,
+        Err(wait) => {
+            tracing::info!(user = %shown, "password login refused: too many failures");
+            return respond(&too_many_requests(wait), &head);
+        }
+    };
     let user = config.users.iter().find(|u| u.name == login.username);
     let hash = user.and_then(|u| u.password_hash.clone());
     // Unknown users are checked against a hash costing what a configured user's costs.
@@ -350,12 +358,11 @@ async fn password_login(
     // The user must also still resolve to an identity (it always does for a configured one).
     let entry = runtime.directory.user(&login.username);
     let (true, Some(entry)) = (verified, entry) else {
-        state
-            .limiter
-            .record_failure(&keys, max, window, Instant::now());
+        // Counted when the attempt began.
         tracing::info!(user = %shown, "password login failed");
         return respond(&Status::unauthorized(), &head);
     };
+    state.limiter.succeeded(&keys, attempt);
     state.limiter.clear(&user_key);
     drop(slot);
     let secret = match AccessKeySecret::generate() {
