@@ -1,6 +1,9 @@
 //! Bounded copies of request and response bodies for `Request` and `RequestResponse` audit
-//! events, taken while the bodies stream through: frames are forwarded as they arrive and the
-//! copy holds reference-counted handles to the same buffers, so forwarding never waits for it.
+//! events, taken while the bodies stream through: frames are forwarded as they arrive and
+//! their bytes are copied into one buffer on the way, so forwarding never waits for it. A copy,
+//! not handles to the frames' buffers: a peer sending a body in 1-byte frames would otherwise
+//! make a handle per byte (tens of MiB of handles for a 1 MiB body), each keeping the read
+//! buffer it points into alive. The copy holds at most the limit.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,7 +32,7 @@ enum Progress {
 /// The copy of one body, shared between the body that streams it and the event that records it.
 #[derive(Debug)]
 pub(crate) struct Capture {
-    chunks: Vec<Bytes>,
+    body: BytesMut,
     len: usize,
     limit: usize,
     progress: Progress,
@@ -41,7 +44,7 @@ pub(crate) type SharedCapture = Arc<Mutex<Capture>>;
 impl Capture {
     pub(crate) fn shared(limit: usize) -> SharedCapture {
         Arc::new(Mutex::new(Capture {
-            chunks: Vec::new(),
+            body: BytesMut::new(),
             len: 0,
             limit,
             progress: Progress::Streaming,
@@ -61,13 +64,13 @@ impl Capture {
         self.len = self.len.saturating_add(data.len());
         if self.len > self.limit {
             self.omit("larger than the audit body limit");
-        } else if !data.is_empty() {
-            self.chunks.push(data.clone());
+        } else {
+            self.body.extend_from_slice(data);
         }
     }
 
     fn omit(&mut self, reason: &'static str) {
-        self.chunks = Vec::new();
+        self.body = BytesMut::new();
         self.progress = Progress::Omitted(reason);
     }
 
@@ -83,13 +86,7 @@ impl Capture {
             Progress::Streaming => Err("the body did not finish"),
             Progress::Omitted(reason) => Err(reason),
             Progress::Complete if self.len == 0 => Ok(None),
-            Progress::Complete => {
-                let mut joined = BytesMut::with_capacity(self.len);
-                for chunk in &self.chunks {
-                    joined.extend_from_slice(chunk);
-                }
-                json_line_value(&joined).map(Some).ok_or("not JSON")
-            }
+            Progress::Complete => json_line_value(&self.body).map(Some).ok_or("not JSON"),
         }
     }
 }
@@ -311,6 +308,25 @@ mod tests {
         .await;
         let object = lock(&capture).object().unwrap().unwrap();
         assert_eq!(object.get(), "{\"b\":\"x \\\" y\\n\",\"a\":[1,2]}");
+    }
+
+    /// A body in 1-byte frames is recorded in one buffer of about its size: the copy keeps no
+    /// handle per frame.
+    #[tokio::test]
+    async fn a_body_in_one_byte_frames_costs_its_size() {
+        let text: &'static str =
+            Box::leak(format!("{{\"a\":\"{}\"}}", "x".repeat(64 * 1024)).into_boxed_str());
+        let frames: Vec<&'static str> = (0..text.len()).map(|i| &text[i..=i]).collect();
+        let (forwarded, capture) = record(&frames, 1024 * 1024).await;
+        assert_eq!(forwarded, text);
+        let capture = lock(&capture);
+        assert_eq!(capture.object().unwrap().unwrap().get(), text);
+        assert!(
+            capture.body.capacity() <= 2 * text.len(),
+            "{} bytes held for {}",
+            capture.body.capacity(),
+            text.len()
+        );
     }
 
     #[tokio::test]
