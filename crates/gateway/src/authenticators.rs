@@ -74,7 +74,7 @@ pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>
     authenticators.extend(crate::remote::from_config(config)?);
     if let Some(front) = &config.front_proxy {
         let front = crate::front_proxy::FrontProxy::new(front)
-            .map_err(|e| GatewayError::Mode(format!("frontProxy.trustedCidrs: {e}")))?;
+            .map_err(|e| GatewayError::Mode(format!("frontProxy.{e}")))?;
         authenticators.push(Arc::new(front));
     }
     Ok(authenticators)

@@ -198,9 +198,9 @@ pub struct FrontProxyConfig {
     /// `--requestheader-client-ca-file`. Clients are asked for a certificate and those that
     /// present one not issued by this CA fail the TLS handshake; clients without one still
     /// connect but their identity headers are never believed. Read at start and again at each
-    /// reload, for the handshakes after it: a connection keeps the trust its handshake gave
-    /// it until it closes, so after replacing a compromised CA, restart the gateway (or have
-    /// the proxy reconnect) to end connections made under the old one.
+    /// reload; an open connection's certificate is checked against the CA of the moment on
+    /// its requests (again at least every minute), as kube-apiserver checks it on every
+    /// request, so a replaced CA stops trusting connections made under the old one.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
     /// Common names the proxy's certificate may carry (`--requestheader-allowed-names`); empty

@@ -70,24 +70,39 @@ impl Cidr {
 }
 
 /// The front-proxy authenticator.
-#[derive(Debug)]
 pub struct FrontProxy {
     trusted: Vec<Cidr>,
-    /// Whether a verified client certificate is required (a client CA is configured).
-    require_certificate: bool,
+    /// The client CA a connection's certificate must chain to, checked again on its requests
+    /// (a reload may have replaced the CA the handshake checked); `None`: no certificate is
+    /// required.
+    client_ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     allowed_names: Vec<String>,
     user_headers: Vec<String>,
     group_headers: Vec<String>,
 }
 
+impl std::fmt::Debug for FrontProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontProxy")
+            .field("trusted", &self.trusted)
+            .field("client_ca", &self.client_ca.is_some())
+            .field("allowed_names", &self.allowed_names)
+            .field("user_headers", &self.user_headers)
+            .field("group_headers", &self.group_headers)
+            .finish()
+    }
+}
+
 impl FrontProxy {
-    /// Builds the authenticator; errors name the bad CIDR.
+    /// Builds the authenticator, reading the client CA file; errors name the field
+    /// (`trustedCidrs: …`, `clientCaFile: …`).
     pub fn new(config: &FrontProxyConfig) -> Result<FrontProxy, String> {
         let trusted = config
             .trusted_cidrs
             .iter()
             .map(|c| Cidr::parse(c))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("trustedCidrs: {e}"))?;
         let lower = |v: &[String], default: &str| {
             if v.is_empty() {
                 vec![default.to_owned()]
@@ -95,9 +110,15 @@ impl FrontProxy {
                 v.iter().map(|h| h.to_ascii_lowercase()).collect()
             }
         };
+        let client_ca = config
+            .client_ca_file
+            .as_deref()
+            .map(crate::tls::client_verifier)
+            .transpose()
+            .map_err(|e| format!("clientCaFile: {e}"))?;
         Ok(FrontProxy {
             trusted,
-            require_certificate: config.client_ca_file.is_some(),
+            client_ca,
             allowed_names: config.allowed_names.clone(),
             user_headers: lower(&config.username_headers, "x-remote-user"),
             group_headers: lower(&config.group_headers, "x-remote-group"),
@@ -111,11 +132,13 @@ impl FrontProxy {
             || input
                 .client_addr
                 .is_some_and(|a| self.trusted.iter().any(|c| c.contains(a.ip())));
-        let certificate_ok = !self.require_certificate
-            || input.peer_certificate.is_some_and(|cert| {
-                self.allowed_names.is_empty()
-                    || common_name(&cert.0).is_some_and(|cn| self.allowed_names.contains(&cn))
-            });
+        let certificate_ok = self.client_ca.as_ref().is_none_or(|ca| {
+            input.peer_certificate.is_some_and(|cert| {
+                (self.allowed_names.is_empty()
+                    || common_name(cert.leaf()).is_some_and(|cn| self.allowed_names.contains(&cn)))
+                    && cert.verified_by(ca)
+            })
+        });
         network_ok && certificate_ok
     }
 }

@@ -158,10 +158,11 @@ pub async fn serve<S, B>(
             };
             let (_, session) = tls.get_ref();
             // Only present when a client CA is configured (the front proxy's), and then verified.
-            let peer = session
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| crate::tls::PeerCertificate(Arc::new(leaf.clone().into_owned())));
+            let peer = session.peer_certificates().and_then(|chain| {
+                crate::tls::PeerCertificate::new(
+                    chain.iter().map(|c| c.clone().into_owned()).collect(),
+                )
+            });
             // As Go's TLS servers (kube-apiserver's) decide: HTTP/2 when ALPN chose it, else
             // HTTP/1.1. Nothing is read to guess the protocol, so no byte is waited for
             // outside the protocols' own time limits.

@@ -99,10 +99,115 @@ pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// The leaf certificate a client presented, already verified by the TLS layer against the
-/// configured client CA (a request extension, set per connection).
-#[derive(Debug, Clone)]
-pub struct PeerCertificate(pub Arc<CertificateDer<'static>>);
+/// The certificate chain a client presented, verified by the TLS layer against the client CA
+/// configured when the connection was made (a request extension, set per connection).
+///
+/// A reload can replace that CA while the connection stays open, so whoever trusts the
+/// certificate checks it again against the CA it trusts now
+/// ([`verified_by`](Self::verified_by)), as kube-apiserver's x509 authenticator checks the
+/// client certificate on every request against its current CA bundle. The connection's
+/// requests share the result, for one verifier, for [`RECHECK_AFTER`].
+#[derive(Clone)]
+pub struct PeerCertificate {
+    chain: Arc<[CertificateDer<'static>]>,
+    checked: Arc<std::sync::Mutex<Option<Checked>>>,
+}
+
+/// How long a connection's requests reuse a certificate check against one verifier: the
+/// certificate's validity is read again after this, so one that expires on a long connection
+/// stops being trusted within it.
+pub const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The last check of a [`PeerCertificate`].
+struct Checked {
+    /// The verifier it was made with (weak: the allocation stays, so its address is not
+    /// given to another verifier while this is kept).
+    by: std::sync::Weak<dyn rustls::server::danger::ClientCertVerifier>,
+    at: std::time::Instant,
+    trusted: bool,
+}
+
+impl std::fmt::Debug for PeerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerCertificate")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PeerCertificate {
+    /// The chain a client presented, leaf first; `None` when it is empty.
+    pub fn new(chain: Vec<CertificateDer<'static>>) -> Option<PeerCertificate> {
+        (!chain.is_empty()).then(|| PeerCertificate {
+            chain: chain.into(),
+            checked: Arc::default(),
+        })
+    }
+
+    /// The client's own certificate.
+    pub fn leaf(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// Whether the chain verifies with `verifier` (a CA bundle) now.
+    pub fn verified_by(
+        &self,
+        verifier: &Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    ) -> bool {
+        let now = std::time::Instant::now();
+        let mut checked = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(c) = &*checked
+            && std::ptr::addr_eq(c.by.as_ptr(), Arc::as_ptr(verifier))
+            && now.saturating_duration_since(c.at) < RECHECK_AFTER
+        {
+            return c.trusted;
+        }
+        let trusted = verifier
+            .verify_client_cert(
+                &self.chain[0],
+                &self.chain[1..],
+                rustls_pki_types::UnixTime::now(),
+            )
+            .is_ok();
+        *checked = Some(Checked {
+            by: Arc::downgrade(verifier),
+            at: now,
+            trusted,
+        });
+        trusted
+    }
+}
+
+/// A verifier of client certificates issued by the CA bundle in `path` (PEM) that lets clients
+/// without one through: what the listener asks clients for, and what the front proxy checks
+/// a connection's certificate against on its requests.
+pub fn client_verifier(
+    path: &Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let file_error = |message: String| TlsError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for der in CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(format!("no usable PEM certificate: {e}")))?
+    {
+        let der = der.map_err(|e| file_error(format!("no usable PEM certificate: {e}")))?;
+        roots
+            .add(der)
+            .map_err(|e| file_error(format!("not a CA certificate: {e}")))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| file_error(e.to_string()))
+}
 
 /// Builds the rustls server config (HTTP/2 and HTTP/1.1 by ALPN) from PEM files.
 pub fn server_config(cert: &ServingCert) -> Result<Arc<ServerConfig>, TlsError> {
@@ -137,29 +242,7 @@ pub fn server_config_with_client_ca(
         .with_safe_default_protocol_versions()?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let file_error = |message: String| TlsError::File {
-                path: path.to_owned(),
-                message,
-            };
-            let mut roots = rustls::RootCertStore::empty();
-            for der in CertificateDer::pem_file_iter(path)
-                .map_err(|e| file_error(format!("no usable PEM certificate: {e}")))?
-            {
-                let der = der.map_err(|e| file_error(format!("no usable PEM certificate: {e}")))?;
-                roots
-                    .add(der)
-                    .map_err(|e| file_error(format!("not a CA certificate: {e}")))?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| file_error(e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(path) => builder.with_client_cert_verifier(client_verifier(path)?),
     };
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

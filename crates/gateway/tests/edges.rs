@@ -732,6 +732,27 @@ async fn reload_rebuilds_authenticators_and_tls_and_refuses_restart_only_changes
     let err = env.gateway.reload(keys).await.unwrap_err().to_string();
     assert!(err.contains("`signingKeys` changes only"), "{err}");
     assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
+
+    // The client CA replaced by a reload: the proxy's open connection, whose handshake the old
+    // CA passed, is believed no longer (its certificate is checked against the current CA on
+    // its requests, as kube-apiserver checks it). A bundle still holding the old CA, as a
+    // rotation has for a while, keeps it believed. (A new connection with that certificate
+    // would fail the handshake; this client reuses its open one.)
+    let both = env.dir.join("rotating-ca.pem");
+    std::fs::write(&both, format!("{}{}", env.b.ca_pem(), env.a.ca_pem())).unwrap();
+    if let Some(front) = config.front_proxy.as_mut() {
+        front.client_ca_file = Some(both);
+    }
+    env.gateway.reload(config.clone()).await.unwrap();
+    assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
+    let replaced = env.dir.join("replaced-ca.pem");
+    std::fs::write(&replaced, env.b.ca_pem()).unwrap();
+    if let Some(front) = config.front_proxy.as_mut() {
+        front.client_ca_file = Some(replaced);
+    }
+    env.gateway.reload(config.clone()).await.unwrap();
+    let refused = proxy.get(&url, "", &headers).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
 }
 
 #[test]
