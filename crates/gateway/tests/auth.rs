@@ -1241,10 +1241,38 @@ async fn credentials_belong_to_the_users_uid_and_token_generation() {
         .unwrap();
     assert_eq!(statuses().await, [200, 401, 401, 401]);
     assert!(logs_contain("the credential was made for an earlier user"));
+    // Nor are the earlier holder's keys the new one's to list or delete.
+    let owned_url = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+        env.url
+    );
+    let owned = || async {
+        let list = get_with(&client, &owned_url, ADMIN_KEY).await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        let mut names: Vec<String> = list.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(owned().await.is_empty(), "{:?}", owned().await);
+    let delete = client
+        .send(
+            http::Method::DELETE,
+            &format!("{owned_url}/admins-key"),
+            &[("authorization", &format!("Bearer {ADMIN_KEY}"))],
+            None,
+        )
+        .await;
+    assert_eq!(delete.status, 404, "{}", delete.body);
 
     // The UID back (the name alone never decided it): everything works again.
     reload(&|admin| admin.uid = None).await.unwrap();
     assert_eq!(statuses().await, [200, 200, 200, 200]);
+    assert!(owned().await.contains(&"admins-key".to_owned()));
 
     // A raised token generation revokes the user's tokens, not the keys.
     reload(&|admin| admin.token_generation = 1).await.unwrap();
@@ -1316,4 +1344,38 @@ async fn access_keys_live_at_most_the_configured_maximum() {
     // The test config's sessions live 600 s.
     let err = config(300).unwrap_err().to_string();
     assert!(err.contains("auth.sessionTtlSeconds"), "{err}");
+}
+
+/// kube-apiserver has no POST on an item's path (405). The gateway refuses it too: it would
+/// be authorized under the path's name (say a grant limited to `resourceNames: [ci-key]`) and
+/// create whatever name the body gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_on_an_items_path_is_refused() {
+    let env = Env::start().await;
+    let client = env.client();
+    for resource in [
+        "ownedaccesskeys/ci-key",
+        "directclusterendpointtokens/ci-token",
+        "selves/me",
+    ] {
+        let reply = post_with(
+            &env,
+            &client,
+            resource,
+            ADMIN_KEY,
+            serde_json::json!({"metadata": {"name": "anything"}, "spec": {}}),
+        )
+        .await;
+        assert_status(&reply, 405, "MethodNotAllowed");
+    }
+    let list = get_with(
+        &client,
+        &format!(
+            "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+            env.url
+        ),
+        ADMIN_KEY,
+    )
+    .await;
+    assert!(!list.body.contains("anything"), "{}", list.body);
 }

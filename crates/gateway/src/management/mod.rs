@@ -105,6 +105,12 @@ pub async fn handle(
     };
     drop(info);
     drop(route);
+    // kube-apiserver has no POST route on an item's path. Here one would be authorized under
+    // the path's name (a grant limited by `resourceNames`) and create whatever name the body
+    // gives, so it is refused as kube refuses it.
+    if ctx.verb == "create" && !ctx.name.is_empty() {
+        return respond(&method_not_allowed(resource.plural, &ctx.name), &req);
+    }
     match (resource.plural, ctx.verb.as_str()) {
         ("selves", "create") => tokens::create_self(&ctx, req).await,
         ("directclusterendpointtokens", "create") => {

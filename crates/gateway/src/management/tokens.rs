@@ -434,10 +434,16 @@ async fn own_keys(ctx: &Ctx<'_>) -> Result<Vec<StoredAccessKey>, Status> {
         tracing::error!(error = %e, "reading the state store failed");
         Status::internal_error("the state store could not be read")
     })?;
+    // Owned by the caller's name and UID, as authentication accepts a key only for the UID it
+    // was made for: a user given a name back under a new UID does not get to see or delete
+    // the old holder's keys. Keys stored before owners' UIDs were recorded follow the name.
+    let identity = &ctx.caller.identity;
     Ok(state
         .access_keys
         .into_values()
-        .filter(|k| k.user == ctx.caller.identity.name)
+        .filter(|k| {
+            k.user == identity.name && k.user_uid.as_deref().is_none_or(|uid| uid == identity.uid)
+        })
         .collect())
 }
 
