@@ -647,7 +647,7 @@ where
             }
         };
         if stream.connected().is_negotiated_h2() {
-            let (sender, conn) = h2_client()
+            let (sender, conn) = h2_client(self.h2_max_streams)
                 .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(Box::new(e)))?;
@@ -893,18 +893,37 @@ fn reap_once<B>(conns: &mut Conns<B>, limit: u32) {
     });
 }
 
-/// The h2 client every upstream connection that negotiated h2 is made with. Its pings find a
-/// connection whose path died without a FIN or RST (a node powered off, NAT or load-balancer
-/// state lost): without them its open watches, and the streams new ones are given, would wait
-/// forever. client-go's transport pings after 30 s without a frame and gives up 15 s later; so
-/// does this one.
-fn h2_client() -> http2::Builder<TokioExecutor> {
+/// How much of a response an h2 stream may receive ahead of its reader (h2's flow-control
+/// window per stream: hyper's default).
+const H2_STREAM_WINDOW: u32 = 2 << 20;
+
+/// The h2 client every upstream connection that negotiated h2 is made with, for at most
+/// `max_streams` streams at once.
+///
+/// Its pings find a connection whose path died without a FIN or RST (a node powered off, NAT
+/// or load-balancer state lost): without them its open watches, and the streams new ones are
+/// given, would wait forever. client-go's transport pings after 30 s without a frame and gives
+/// up 15 s later; so does this one.
+///
+/// Its connection window has room for every stream's window at once. Streams of many clients
+/// share a connection, and a stream's window is only given back as its client reads: with
+/// hyper's default 5 MiB for the connection, three clients that stopped reading a log or a
+/// proxied download would stop every watch on the connection (pings still answered, so it
+/// would never be found dead). Go's transport, kube-apiserver's, gives a connection 1 GiB
+/// for the same reason.
+fn h2_client(max_streams: usize) -> http2::Builder<TokioExecutor> {
+    let streams = u32::try_from(max_streams.max(3)).unwrap_or(u32::MAX);
+    let connection_window = streams
+        .saturating_mul(H2_STREAM_WINDOW)
+        .min(i32::MAX as u32);
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .keep_alive_interval(crate::upstream::KEEPALIVE_IDLE)
         .keep_alive_timeout(crate::upstream::KEEPALIVE_PROBE_TIMEOUT)
-        .keep_alive_while_idle(true);
+        .keep_alive_while_idle(true)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(connection_window);
     builder
 }
 
@@ -1089,7 +1108,7 @@ mod tests {
                 .serve_connection(TokioIo::new(server), service)
                 .await;
         });
-        let (mut sender, conn) = h2_client()
+        let (mut sender, conn) = h2_client(100)
             .handshake::<_, Empty<Bytes>>(TokioIo::new(client))
             .await
             .unwrap();

@@ -687,6 +687,67 @@ async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
     assert_eq!(backend.seen()[0].version, http::Version::HTTP_2);
 }
 
+/// Clients that stop reading big responses hold only their own streams: the h2 connection they
+/// share upstream with everyone else's requests (watches, logs) keeps a window for the rest.
+/// With hyper's default 5 MiB connection window, three stalled 2 MiB stream windows used it up
+/// and every other stream on the connection stopped.
+#[tokio::test]
+async fn clients_that_stop_reading_do_not_stall_the_shared_h2_connection() {
+    const BIG: usize = 16 << 20;
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"h2"], |req: Request<Incoming>| async move {
+        if req.uri().path().ends_with("/big") {
+            // 16 MiB in 64 KiB frames, sent as fast as the reader takes them.
+            let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+            let frames = (0..BIG / chunk.len()).map(move |_| {
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
+            });
+            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+        } else {
+            Response::new(full("small"))
+        }
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .http1_connections_for_short_requests(0)
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+    let url = |path: &str| {
+        format!("http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/pods/p/{path}")
+    };
+    // Four downloads whose client reads the heads and then nothing.
+    let stalled = h2c_client();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let res = stalled
+            .request(Request::get(url("proxy/big")).body(full("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        held.push(res);
+    }
+    // Give the upstream time to fill every window it is given.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = h2c_client();
+    let res = tokio::time::timeout(Duration::from_secs(20), async {
+        let res = other
+            .request(Request::get(url("log")).body(full("")).unwrap())
+            .await
+            .unwrap();
+        body_string(res.into_body()).await
+    })
+    .await
+    .expect("another client's request stalled behind the ones nobody reads");
+    assert_eq!(res, "small");
+    // Every request went over h2 (one connection holds up to 100 streams).
+    let seen = backend.seen();
+    assert!(seen.iter().all(|r| r.version == http::Version::HTTP_2));
+    drop(held);
+}
+
 /// A request body crosses frame by frame: the upstream has the first chunk while the client has
 /// not sent the second (a gateway that collected the body first would deadlock here). Over h2
 /// the request's trailers follow it.
