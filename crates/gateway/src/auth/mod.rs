@@ -329,8 +329,8 @@ async fn password_login(
     let user_key = LoginKey::user(&login.username);
     let shown = shown_name(&login.username);
     let keys: Vec<LoginKey> = std::iter::once(user_key.clone()).chain(source).collect();
-    // The slot is taken before the failed-login limit is read and held until the outcome is
-    // recorded: logins checked side by side cannot all pass the limit before one fails.
+    // A check slot first: at most one argon2 check per CPU (up to 8) runs at once, each
+    // holding its slot until argon2 is done.
     let Some(slot) = password::check_slot().await else {
         tracing::info!(user = %shown, "password login refused: every check slot is busy");
         return respond(
@@ -354,7 +354,7 @@ async fn password_login(
     let hash = user.and_then(|u| u.password_hash.clone());
     // Unknown users are checked against a hash costing what a configured user's costs.
     let template = config.users.iter().find_map(|u| u.password_hash.clone());
-    let verified = password::verify(&slot, login.password, hash, template).await;
+    let verified = password::verify(slot, login.password, hash, template).await;
     // The user must also still resolve to an identity (it always does for a configured one).
     let entry = runtime.directory.user(&login.username);
     let (true, Some(entry)) = (verified, entry) else {
@@ -364,7 +364,6 @@ async fn password_login(
     };
     state.limiter.succeeded(&keys, attempt);
     state.limiter.clear(&user_key);
-    drop(slot);
     let secret = match AccessKeySecret::generate() {
         Ok(s) => s,
         Err(e) => return respond(&Status::internal_error(&e.to_string()), &head),

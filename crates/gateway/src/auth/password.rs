@@ -26,8 +26,9 @@ fn slots() -> &'static tokio::sync::Semaphore {
 /// How long a login waits for a free check slot before it is told to come back.
 const SLOT_WAIT: Duration = Duration::from_secs(2);
 
-/// The right to run one password check, held until the login has recorded its outcome (so the
-/// failed-login limit cannot be outrun by logins checked side by side).
+/// The right to run one password check, held by the check itself: given back when argon2 is
+/// done, even when the login that asked is gone (a client that resets its stream must not free
+/// the slot while the work goes on, or the bound on checks at once would not hold).
 pub(crate) struct CheckSlot(#[allow(dead_code)] tokio::sync::SemaphorePermit<'static>);
 
 /// Waits (at most [`SLOT_WAIT`]) for a check slot; `None` when every slot stayed busy.
@@ -80,14 +81,15 @@ fn dummy_hash(template: Option<&str>) -> Option<String> {
 
 /// Verifies `password` against `hash` (a PHC string), or, when `hash` is `None`, against a
 /// dummy hash with the parameters of `template`; `true` only for a real hash that matches.
-/// Comparison is the argon2 crate's constant-time one. The caller holds a [`CheckSlot`].
+/// Comparison is the argon2 crate's constant-time one. The check holds `slot` until it ends.
 pub(crate) async fn verify(
-    _slot: &CheckSlot,
+    slot: CheckSlot,
     password: String,
     hash: Option<String>,
     template: Option<String>,
 ) -> bool {
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         verify_blocking(password.as_bytes(), hash.as_deref(), template.as_deref())
     })
     .await
@@ -134,6 +136,30 @@ mod tests {
         tokio::time::sleep(SLOT_WAIT / 2).await;
         drop(held);
         assert!(waiting.await.unwrap().is_some());
+    }
+
+    /// A login whose client goes away mid-check (an HTTP/2 stream reset drops its future)
+    /// does not give the slot back while argon2 still runs: the bound on checks at once holds.
+    #[tokio::test]
+    async fn a_check_holds_its_slot_until_argon2_is_done_even_when_its_login_is_gone() {
+        let one: &'static tokio::sync::Semaphore =
+            Box::leak(Box::new(tokio::sync::Semaphore::new(1)));
+        let hash = Argon2::default()
+            .hash_password(b"correct horse")
+            .unwrap()
+            .to_string();
+        let slot = slot_of(one).await.unwrap();
+        let login = tokio::spawn(verify(slot, "guess".into(), Some(hash), None));
+        // Let the login start its check, then drop it as a reset stream would.
+        tokio::task::yield_now().await;
+        login.abort();
+        assert!(login.await.unwrap_err().is_cancelled());
+        assert_eq!(one.available_permits(), 0, "the slot went with the login");
+        // Given back when the check ends.
+        let _slot = tokio::time::timeout(Duration::from_secs(60), one.acquire())
+            .await
+            .expect("the slot comes back once argon2 is done")
+            .unwrap();
     }
 
     #[test]
