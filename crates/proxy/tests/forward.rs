@@ -66,6 +66,20 @@ fn classify(
     req
 }
 
+/// A `ForwardService` sending short requests over h2 (`h2`) or pooled HTTP/1.1 connections.
+fn forwarding_short_requests_over(
+    pki: &Pki,
+    backend: &Backend,
+    h2: bool,
+) -> ForwardService<Incoming> {
+    ForwardService::new(
+        upstream(pki, backend)
+            .http1_connections_for_short_requests(if h2 { 0 } else { 64 })
+            .build()
+            .unwrap(),
+    )
+}
+
 fn ok(body: &'static str) -> Response<TestBody> {
     Response::new(full(body))
 }
@@ -784,12 +798,7 @@ async fn request_bodies_stream_and_their_trailers_follow_over_h2() {
             }
         })
         .await;
-        let svc = ForwardService::new(
-            upstream(&pki, &backend)
-                .http1_connections_for_short_requests(if h2 { 0 } else { 64 })
-                .build()
-                .unwrap(),
-        );
+        let svc = forwarding_short_requests_over(&pki, &backend, h2);
         let addr = gateway(svc, Some(identity())).await;
         let (frames, mut rx) = tokio::sync::mpsc::unbounded_channel::<Sent>();
         let body =
@@ -861,12 +870,7 @@ async fn request_trailers_lose_identity_fields_on_the_way_upstream() {
                 .unwrap()
         })
         .await;
-        let svc = ForwardService::new(
-            upstream(&pki, &backend)
-                .http1_connections_for_short_requests(if h2 { 0 } else { 64 })
-                .build()
-                .unwrap(),
-        );
+        let svc = forwarding_short_requests_over(&pki, &backend, h2);
         let addr = gateway(svc, Some(identity())).await;
         let mut trailers = http::HeaderMap::new();
         for (name, value) in [

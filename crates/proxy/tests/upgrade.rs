@@ -136,6 +136,12 @@ const FOLLOW_UP: &str = "GET /there HTTP/1.1\r\nHost: gateway\r\n\r\n";
 async fn exec_until_early(gw: SocketAddr) -> (TcpStream, Vec<u8>) {
     let mut c = TcpStream::connect(gw).await.unwrap();
     c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
+    let got = read_until_early(&mut c).await;
+    (c, got)
+}
+
+/// Reads what the gateway sends until the backend's `EARLY` bytes (sent after its 101).
+async fn read_until_early(c: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     while !got.ends_with(b"EARLY") {
@@ -146,7 +152,7 @@ async fn exec_until_early(gw: SocketAddr) -> (TcpStream, Vec<u8>) {
         assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    (c, got)
+    got
 }
 
 /// Sends the exec upgrade request with a pipelined follow-up request, then reads until EOF.
@@ -385,16 +391,7 @@ async fn a_bearer_token_offered_as_a_websocket_subprotocol_does_not_reach_the_ba
     )
     .await
     .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.ends_with(b"EARLY") {
-        let n = tokio::time::timeout(FAILSAFE, c.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_ne!(n, 0, "closed early: {}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
+    let got = read_until_early(&mut c).await;
     assert!(
         got.starts_with(b"HTTP/1.1 101 "),
         "{}",
