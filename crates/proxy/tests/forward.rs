@@ -392,12 +392,7 @@ async fn an_h2_connection_is_shared_by_concurrent_requests() {
         ok("ok")
     })
     .await;
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .http1_connections_for_short_requests(0)
-            .build()
-            .unwrap(),
-    );
+    let svc = forwarding_short_requests_over(&pki, &backend, true);
     let addr = gateway(svc, Some(identity())).await;
     let get = move || async move {
         let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
@@ -682,12 +677,7 @@ async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
     })
     .await;
     // Short requests over h2 too: this is about h2's trailers.
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .http1_connections_for_short_requests(0)
-            .build()
-            .unwrap(),
-    );
+    let svc = forwarding_short_requests_over(&pki, &backend, true);
     let addr = gateway(svc, Some(identity())).await;
 
     let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/version"))
@@ -722,12 +712,7 @@ async fn clients_that_stop_reading_do_not_stall_the_shared_h2_connection() {
         }
     })
     .await;
-    let svc = ForwardService::new(
-        upstream(&pki, &backend)
-            .http1_connections_for_short_requests(0)
-            .build()
-            .unwrap(),
-    );
+    let svc = forwarding_short_requests_over(&pki, &backend, true);
     let addr = gateway(svc, Some(identity())).await;
     let url = |path: &str| {
         format!("http://{addr}/kubernetes/cluster/prod/api/v1/namespaces/a/pods/p/{path}")
