@@ -53,9 +53,10 @@ pub struct LoftClaim {
     /// kubegate's own claim): the token is good only while that key is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
-    /// The token is a login's session (kubegate's own claim): minted for a password login's
-    /// key, or for a session that was one. Only such a token may make access keys that outlive
-    /// it; any other token, however it is presented, makes keys that end with it.
+    /// The token is a login's session (kubegate's own claim): the gateway's `/auth/login`
+    /// minted it for a password login's key. Only such a token, presented as the session
+    /// cookie, may make access keys that outlive it; any other token, however it is presented,
+    /// makes keys that end with it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub login: bool,
 }
