@@ -1345,6 +1345,112 @@ mod rebuilds {
         .expect("the deleted key stopped working");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// Keys created side by side cannot all pass the per-user limit (1,000): alice, one key
+    /// short of it, creates two at once. The first stops at the store's gate after counting
+    /// her keys; the second must not count and store meanwhile.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keys_created_side_by_side_cannot_pass_the_per_user_limit() {
+        let dir = std::env::temp_dir().join(format!("kubegate-limit-{}", uuid::Uuid::new_v4()));
+        let now = kubegate_tokens::unix_now() as i64;
+        let key = |name: String, sha256: String| StoredAccessKey {
+            name,
+            user: "alice".into(),
+            user_uid: None,
+            sha256,
+            key_type: "User".into(),
+            display_name: None,
+            description: None,
+            scope: None,
+            created_at: now,
+            expires_at: None,
+            disabled: false,
+            parent: None,
+            uid: uuid::Uuid::new_v4().to_string(),
+        };
+        let mut state = State::default();
+        for i in 0..998 {
+            let name = format!("filler-{i}");
+            state
+                .access_keys
+                .insert(name.clone(), key(name, format!("{i:064}")));
+        }
+        state.access_keys.insert(
+            "alices-key".into(),
+            key("alices-key".into(), super::common::sha(KEY)),
+        );
+        std::fs::create_dir_all(dir.join("state")).unwrap();
+        std::fs::write(
+            dir.join("state/state.json"),
+            serde_json::to_vec(&state).unwrap(),
+        )
+        .unwrap();
+        let store = Arc::new(GatedStore {
+            inner: FileStore::open(&dir.join("state")).unwrap(),
+            armed: AtomicBool::new(false),
+            reached: watch::channel(false).0,
+            released: watch::channel(false).0,
+            silent: watch::channel(0).0,
+        });
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nstateDir: {}\nusers: [{{name: alice}}]\n",
+            dir.display()
+        );
+        let config = Config::parse(&yaml, Path::new("c.yaml")).unwrap();
+        let gateway = Gateway::with_store(config, Arc::clone(&store) as Arc<dyn Store>)
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+            listener.local_addr().unwrap()
+        );
+        let ca_pem = std::fs::read(&gateway.serving_cert().cert_file).unwrap();
+        let serving = gateway.clone();
+        tokio::spawn(async move {
+            serving
+                .serve(
+                    listener,
+                    kubegate_gateway::ServerLimits::default(),
+                    std::future::pending(),
+                )
+                .await;
+        });
+        let create = |name: &'static str| {
+            let (url, ca_pem) = (url.clone(), ca_pem.clone());
+            tokio::spawn(async move {
+                let body = serde_json::json!({"metadata": {"name": name}, "spec": {}});
+                super::common::reqwest_like::Client::new(&ca_pem)
+                    .post(
+                        &url,
+                        KEY,
+                        "application/json",
+                        serde_json::to_vec(&body).unwrap(),
+                    )
+                    .await
+                    .status
+            })
+        };
+        store.arm();
+        let first = create("first");
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !store.reached() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the first create counted alice's keys");
+        let second = create("second");
+        // Long enough for the second to count and store, were it free to.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        store.release();
+        let mut statuses = [first.await.unwrap(), second.await.unwrap()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 403]);
+        let stored = store.snapshot().await.unwrap();
+        assert_eq!(stored.access_keys.len(), 1000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 /// V5.5 (`TestProxyRedirectsforRootPath`): a GET or HEAD for a target's bare prefix, whose

@@ -332,10 +332,14 @@ pub(super) async fn create_owned_access_key(
         parent,
         uid: uuid::Uuid::new_v4().to_string(),
     };
+    // Counted and stored in one step: creates side by side cannot all pass the limit.
+    let creating = ctx.shared.key_creation.lock().await;
     if let Err(status) = within_key_limits(ctx, &stored, created_at).await {
         return fail(*status);
     }
-    match ctx.shared.store.create_access_key(stored.clone()).await {
+    let created = ctx.shared.store.create_access_key(stored.clone()).await;
+    drop(creating);
+    match created {
         Ok(()) => {}
         Err(crate::error::StoreError::AlreadyExists { .. }) => {
             return fail(Status::already_exists(GROUP, "ownedaccesskeys", &name));
