@@ -42,6 +42,13 @@ pub struct ServerLimits {
     /// rapid-reset attacks; hyper's default would be 200). A client that needs more, as
     /// client-go does, opens another connection.
     pub http2_max_concurrent_streams: u32,
+    /// kube-apiserver's request timeout (60 s) for the responses of requests counted against
+    /// the max-in-flight limits (not watches, exec or other long-running requests). A
+    /// connection with such a response still open after this long is closed: checked once a
+    /// period, so the response has run between this and twice this. Its client may have
+    /// stopped reading; the slot it held is free again. On HTTP/2 the connection's other
+    /// streams end with it.
+    pub response_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -55,6 +62,7 @@ impl Default for ServerLimits {
             max_connections: 0,
             idle_timeout: Duration::from_secs(90),
             http2_max_concurrent_streams: 100,
+            response_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -167,11 +175,29 @@ pub async fn serve<S, B>(
             // HTTP/1.1. Nothing is read to guess the protocol, so no byte is waited for
             // outside the protocols' own time limits.
             let h2 = session.alpn_protocol() == Some(b"h2");
+            let responses = kubegate_proxy::ConnectionResponses(Arc::default());
+            let watch = Arc::clone(&responses.0);
             let prepare = move |req: &mut http::Request<Incoming>| {
                 kubegate_proxy::ext::make_room(req.extensions_mut());
                 req.extensions_mut().insert(ClientAddr(addr));
+                req.extensions_mut().insert(responses.clone());
                 if let Some(peer) = &peer {
                     req.extensions_mut().insert(peer.clone());
+                }
+            };
+            // kube-apiserver's request timeout for counted requests (see
+            // `ServerLimits::response_timeout`): once a period, a response open for a whole
+            // period ends the connection.
+            let overdue = async {
+                let period = limits.response_timeout;
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                loop {
+                    ticks.tick().await;
+                    if watch.tick() {
+                        tracing::info!(%addr, "a response ran past the request timeout; closing its connection");
+                        return;
+                    }
                 }
             };
             let io = TokioIo::new(tls);
@@ -223,6 +249,7 @@ pub async fn serve<S, B>(
                 tokio::select! {
                     ended = drive(conn, stop_or_idle) => ended,
                     () = first_request => Ok(()),
+                    () = overdue => Ok(()),
                 }
             } else {
                 let hyper_service = {
@@ -237,6 +264,7 @@ pub async fn serve<S, B>(
                 tokio::select! {
                     ended = drive(conn, stop) => ended,
                     () = first_request => Ok(()),
+                    () = overdue => Ok(()),
                 }
             };
             if let Err(e) = ended {

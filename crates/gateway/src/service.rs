@@ -527,7 +527,14 @@ fn admit(
         .in_flight
         .admit(verb, long_running, &caller.identity.groups, limits)
     {
-        Admission::Admitted(slot) => Ok(slot),
+        // The slot's response is watched by its connection: one that runs past the request
+        // timeout (a client that stopped reading) ends with the connection.
+        Admission::Admitted(slot) => Ok(slot.map(|slot| {
+            slot.watched_by(
+                req.extensions()
+                    .get::<kubegate_proxy::ConnectionResponses>(),
+            )
+        })),
         Admission::Full => Err(Box::new(crate::inflight::too_many_requests())),
     }
 }

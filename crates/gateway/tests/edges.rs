@@ -107,6 +107,59 @@ async fn open_stream_accepting(
     res
 }
 
+/// kube-apiserver's request timeout for counted requests: a response still streaming when it
+/// has run out (here a slow upstream; a client that stopped reading is the same to the server)
+/// ends with its connection, in error, and the max-in-flight slot it held is free again.
+/// Watches are not counted and run on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_past_the_request_timeout_ends_and_frees_its_slot() {
+    use kubegate_testkit::{Fault, FaultRule};
+    let limits = kubegate_gateway::ServerLimits {
+        response_timeout: Duration::from_millis(300),
+        ..kubegate_gateway::ServerLimits::default()
+    };
+    let env = Env::start_with_limits(|_, _| "maxRequestsInFlight: 1\n".into(), limits).await;
+    let list = format!("{A}/api/v1/namespaces/default/configmaps");
+    env.a.faults().inject(
+        FaultRule::new(Fault::SlowBody {
+            chunk_size: 1,
+            interval: Duration::from_millis(100),
+        })
+        .path_prefix("/api/v1/namespaces/default/configmaps")
+        .times(1),
+    );
+    let held = open_stream(&env, &list).await;
+    let watch = open_watch(&env).await;
+    let client = env.client();
+    let url = format!("{}{list}", env.url);
+    assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 429);
+    let cut = tokio::time::timeout(Duration::from_secs(20), held.into_body().collect())
+        .await
+        .expect("the overdue response was ended");
+    assert!(cut.is_err(), "the overdue response ended as if complete");
+    let after = client.get(&url, ADMIN_KEY, &[]).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    // The watch, on a connection of its own, is still open: an event reaches it.
+    env.a
+        .create(
+            "configmaps",
+            "default",
+            serde_json::json!({"metadata": {"name": "after-the-cut"}}),
+        )
+        .unwrap();
+    let mut watch = watch.into_body();
+    let event = tokio::time::timeout(Duration::from_secs(20), watch.frame())
+        .await
+        .expect("the watch ran on")
+        .expect("the watch is open")
+        .unwrap();
+    let data = event.into_data().unwrap();
+    assert!(
+        String::from_utf8_lossy(&data).contains("after-the-cut"),
+        "{data:?}"
+    );
+}
+
 /// V6.2's protobuf watch row through the reference gateway: a controller that speaks
 /// Kubernetes protobuf (client-go's Accept) gets the upstream's
 /// `application/vnd.kubernetes.protobuf;stream=watch` and its length-delimited frames, each

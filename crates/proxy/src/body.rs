@@ -32,7 +32,11 @@ pin_project! {
 /// `--max-requests-inflight`), given back when dropped. [`ProxyBody::holding`] keeps it until
 /// the body is dropped, so a request counts until its response has gone out.
 #[derive(Debug)]
-pub struct InFlightSlot(Arc<AtomicUsize>);
+pub struct InFlightSlot {
+    count: Arc<AtomicUsize>,
+    // The client connection's watch this response is registered with, and its period.
+    watched: Option<(Arc<ResponseWatch>, usize)>,
+}
 
 impl InFlightSlot {
     /// Takes a place in `count` if fewer than `limit` are taken.
@@ -40,18 +44,81 @@ impl InFlightSlot {
         // Taken first and given back when over: a check-then-add would let two requests past
         // the last place.
         if count.fetch_add(1, Ordering::AcqRel) < limit {
-            return Some(InFlightSlot(Arc::clone(count)));
+            return Some(InFlightSlot {
+                count: Arc::clone(count),
+                watched: None,
+            });
         }
         count.fetch_sub(1, Ordering::AcqRel);
         None
+    }
+
+    /// Registers the response holding this slot with its client connection's `watch`, so a
+    /// response that never ends (a client that stopped reading) does not keep the slot for
+    /// ever: the server closes the connection (see [`ResponseWatch`]).
+    #[must_use]
+    pub fn watched_by(mut self, watch: Option<&ConnectionResponses>) -> Self {
+        if let Some(ConnectionResponses(watch)) = watch {
+            self.watched = Some((Arc::clone(watch), watch.enter()));
+        }
+        self
     }
 }
 
 impl Drop for InFlightSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if let Some((watch, period)) = &self.watched {
+            watch.leave(*period);
+        }
     }
 }
+
+/// The responses of one client connection that hold an [`InFlightSlot`], counted by the
+/// period they began in, for the server's request timeout.
+///
+/// A response with a slot is a short request's, which kube-apiserver aborts once it has run
+/// for its request timeout (60 s), however far its body got: a client that stops reading would
+/// otherwise hold the slot, and with enough such requests every other client would get 429s.
+/// A body that its client does not read is not polled, so no timer inside it could end it;
+/// the server that owns the connection asks [`tick`](Self::tick) once a period instead and
+/// closes the connection when a response has been open for a whole period. The connection
+/// goes (on HTTP/2 with its other streams), and with it the response and its slot.
+#[derive(Debug, Default)]
+pub struct ResponseWatch {
+    period: AtomicUsize,
+    open: [AtomicUsize; 2],
+}
+
+impl ResponseWatch {
+    fn enter(&self) -> usize {
+        let period = self.period.load(Ordering::Acquire) & 1;
+        self.open[period].fetch_add(1, Ordering::AcqRel);
+        period
+    }
+
+    fn leave(&self, period: usize) {
+        self.open[period].fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Ends a period. `true` when a response that began in the period before it is still
+    /// open: it has run at least one period, at most two. Called by one task, once a period.
+    pub fn tick(&self) -> bool {
+        let period = self.period.load(Ordering::Acquire);
+        // The period before this one; its counter is the one the next period reuses.
+        let before = (period + 1) & 1;
+        if self.open[before].load(Ordering::Acquire) > 0 {
+            return true;
+        }
+        self.period.store(period.wrapping_add(1), Ordering::Release);
+        false
+    }
+}
+
+/// The request extension that carries a client connection's [`ResponseWatch`] (set by the
+/// server for every request it reads from the connection).
+#[derive(Debug, Clone)]
+pub struct ConnectionResponses(pub Arc<ResponseWatch>);
 
 pin_project! {
     #[project = KindProj]
@@ -279,6 +346,35 @@ impl<B: Body> Body for RequestBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A response counts as overdue at the second tick after it began (it has then run at
+    /// least a whole period), not at the first, and never once it has ended.
+    #[test]
+    fn a_response_is_overdue_after_a_whole_period() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let watch = ConnectionResponses(Arc::default());
+        let slot = InFlightSlot::try_take(&count, 10)
+            .unwrap()
+            .watched_by(Some(&watch));
+        assert!(!watch.0.tick(), "begun in this period");
+        assert!(watch.0.tick(), "open through a whole period");
+        drop(slot);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(!watch.0.tick());
+        // Responses that end within a period never make the connection overdue.
+        for _ in 0..4 {
+            let slot = InFlightSlot::try_take(&count, 10)
+                .unwrap()
+                .watched_by(Some(&watch));
+            assert!(!watch.0.tick());
+            drop(slot);
+        }
+        assert!(!watch.0.tick());
+        // A slot without a watch is only counted.
+        let unwatched = InFlightSlot::try_take(&count, 10).unwrap().watched_by(None);
+        assert!(!watch.0.tick() && !watch.0.tick());
+        drop(unwatched);
+    }
     use http_body_util::BodyExt;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -22,7 +22,7 @@ pub use audit::{
 };
 pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
 pub use authz::{Authorizer, AuthzLayer, Decision};
-pub use body::{GuardedBody, InFlightSlot, ProxyBody};
+pub use body::{ConnectionResponses, GuardedBody, InFlightSlot, ProxyBody, ResponseWatch};
 pub use ext::{
     ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, SessionEnd, UpgradeSession,
     UpstreamPath,

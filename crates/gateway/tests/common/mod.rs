@@ -183,6 +183,14 @@ impl Env {
     /// Starts with extra config written by `extra(upstream a, test dir)` (e.g. after writing a
     /// file the config names).
     pub async fn start_with_fn(extra: impl FnOnce(&TestApiServer, &Path) -> String) -> Env {
+        Env::start_with_limits(extra, ServerLimits::default()).await
+    }
+
+    /// [`start_with_fn`](Self::start_with_fn), serving with `limits`.
+    pub async fn start_with_limits(
+        extra: impl FnOnce(&TestApiServer, &Path) -> String,
+        limits: ServerLimits,
+    ) -> Env {
         let a = upstream().await;
         let b = upstream().await;
         let dir = std::env::temp_dir().join(format!("kubegate-e2e-{}", uuid::Uuid::new_v4()));
@@ -198,7 +206,7 @@ impl Env {
         let serving = gateway.clone();
         let serving = tokio::spawn(async move {
             serving
-                .serve(listener, ServerLimits::default(), async {
+                .serve(listener, limits, async {
                     let _ = rx.await;
                 })
                 .await;
