@@ -29,7 +29,8 @@ pub struct ServerLimits {
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
     /// Open connections allowed at once (0 = unlimited); further clients wait in the accept
-    /// backlog until one closes.
+    /// backlog until one closes. An exec, attach or port-forward session counts as the
+    /// connection it was upgraded from until the session ends.
     pub max_connections: usize,
     /// A connection with no request in flight for this long is closed, as kube-apiserver's
     /// servers close one after their `IdleTimeout` of 90 s. HTTP/2 gets a GOAWAY; the check
@@ -149,7 +150,10 @@ pub async fn serve<S, B>(
         let mut stopping = stopping.clone();
         tokio::spawn(async move {
             // Held for the connection's lifetime.
-            let _permit = permit;
+            // The connection's place under `max_connections`: held by the connection, and by
+            // each upgraded session it hands over (below), until the last of them ends.
+            let permit = permit.map(Arc::new);
+            let _permit = permit.clone();
             let _open = open;
             let tls = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
                 .await
@@ -255,9 +259,23 @@ pub async fn serve<S, B>(
                 let hyper_service = {
                     let activity = Arc::clone(&activity);
                     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+                        use futures_util::FutureExt as _;
                         activity.requests.fetch_add(1, Ordering::Relaxed);
                         prepare(&mut req);
-                        call_when_ready(service.clone(), req)
+                        let permit = permit.clone();
+                        call_when_ready(service.clone(), req).map(move |res| {
+                            // An exec or port-forward outlives this connection's task once
+                            // hyper hands its socket over: it keeps the connection's place
+                            // under `max_connections` until it ends, as the open
+                            // connection it still is.
+                            if let (Ok(res), Some(permit)) = (&res, permit)
+                                && let Some(session) =
+                                    res.extensions().get::<kubegate_proxy::UpgradeSession>()
+                            {
+                                session.hold(permit);
+                            }
+                            res
+                        })
                     })
                 };
                 let conn = http1.serve_connection(io, hyper_service).with_upgrades();

@@ -1108,6 +1108,71 @@ async fn connection_limit_holds_new_connections_until_one_closes() {
     assert_eq!(status, 200);
 }
 
+/// An exec session is an open connection too: once hyper hands its socket to the session,
+/// the session keeps the connection's place under `maxConnections` until it ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_session_keeps_its_connections_place_until_it_ends() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start_with("maxConnections: 1\n").await;
+    env.a
+        .create(
+            "pods",
+            "default",
+            serde_json::json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c", "image": "x"}]}}),
+        )
+        .unwrap();
+    let mut exec = tls_connect(&env, Duration::from_secs(10)).await.unwrap();
+    exec.write_all(
+        format!(
+            "GET {A}/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\n\
+             Host: gateway\r\nAuthorization: Bearer {ADMIN_KEY}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), exec.read(&mut buf))
+            .await
+            .expect("the upgrade was answered")
+            .unwrap();
+        assert_ne!(n, 0, "{}", String::from_utf8_lossy(&head));
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101 "),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    // The session is all that is open, and another client waits…
+    let other = tokio::spawn({
+        let (url, ca) = (env.url.clone(), env.ca_pem.clone());
+        async move {
+            common::reqwest_like::Client::new(&ca)
+                .get(&format!("{url}/healthz"), "", &[])
+                .await
+                .status
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !other.is_finished(),
+        "served while the exec session was open"
+    );
+    // …until the session ends.
+    drop(exec);
+    let status = tokio::time::timeout(Duration::from_secs(20), other)
+        .await
+        .expect("served once the session ended")
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revocation_through_one_replica_reaches_another_sharing_the_store() {
     use kubegate_gateway::store::Revocation;
