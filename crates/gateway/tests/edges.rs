@@ -1081,29 +1081,33 @@ async fn connection_limit_holds_new_connections_until_one_closes() {
     let env = Env::start_with("maxConnections: 2\n").await;
     let first = tls_connect(&env, Duration::from_secs(10)).await.unwrap();
     let _second = tls_connect(&env, Duration::from_secs(10)).await.unwrap();
-    // The third is not accepted (the kernel queues it) while two are open…
-    let addr = env.url.trim_start_matches("https://").to_owned();
-    let third = tokio::spawn({
-        let env_url = env.url.clone();
-        let ca = env.ca_pem.clone();
+    // The third is not accepted (the kernel queues it) while two are open, and is served as
+    // soon as one closes.
+    served_only_once_dropped(&env, first).await;
+}
+
+/// Starts a `/healthz` request on a new connection, checks it is not served while `held` (an
+/// open connection or session) is kept, then drops `held` and checks it is served.
+async fn served_only_once_dropped<T>(env: &Env, held: T) {
+    let waiting = tokio::spawn({
+        let (url, ca) = (env.url.clone(), env.ca_pem.clone());
         async move {
-            let client = common::reqwest_like::Client::new(&ca);
-            client
-                .get(&format!("{env_url}/healthz"), "", &[])
+            common::reqwest_like::Client::new(&ca)
+                .get(&format!("{url}/healthz"), "", &[])
                 .await
                 .status
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        !third.is_finished(),
-        "a third connection was served at {addr}"
+        !waiting.is_finished(),
+        "another connection was served at {}",
+        env.url
     );
-    // …and is served as soon as one closes.
-    drop(first);
-    let status = tokio::time::timeout(Duration::from_secs(10), third)
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(20), waiting)
         .await
-        .expect("served after a slot freed")
+        .expect("served once a place was free")
         .unwrap();
     assert_eq!(status, 200);
 }
@@ -1149,28 +1153,8 @@ async fn an_exec_session_keeps_its_connections_place_until_it_ends() {
         "{}",
         String::from_utf8_lossy(&head)
     );
-    // The session is all that is open, and another client waits…
-    let other = tokio::spawn({
-        let (url, ca) = (env.url.clone(), env.ca_pem.clone());
-        async move {
-            common::reqwest_like::Client::new(&ca)
-                .get(&format!("{url}/healthz"), "", &[])
-                .await
-                .status
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !other.is_finished(),
-        "served while the exec session was open"
-    );
-    // …until the session ends.
-    drop(exec);
-    let status = tokio::time::timeout(Duration::from_secs(20), other)
-        .await
-        .expect("served once the session ended")
-        .unwrap();
-    assert_eq!(status, 200);
+    // The session is all that is open: another client waits until it ends.
+    served_only_once_dropped(&env, exec).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
