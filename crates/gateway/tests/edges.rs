@@ -61,6 +61,25 @@ async fn open_watch(env: &Env) -> hyper::Response<hyper::body::Incoming> {
     .await
 }
 
+/// Lists configmaps in `default` through the gateway while upstream `a` sends the body
+/// `chunk_size` bytes every `interval`; the response, its body not yet read.
+async fn open_slow_list(
+    env: &Env,
+    chunk_size: usize,
+    interval: Duration,
+) -> hyper::Response<hyper::body::Incoming> {
+    use kubegate_testkit::{Fault, FaultRule};
+    env.a.faults().inject(
+        FaultRule::new(Fault::SlowBody {
+            chunk_size,
+            interval,
+        })
+        .path_prefix("/api/v1/namespaces/default/configmaps")
+        .times(1),
+    );
+    open_stream(env, &format!("{A}/api/v1/namespaces/default/configmaps")).await
+}
+
 /// GETs `path` through the gateway as the admin with a raw client and returns the response,
 /// its body not yet read.
 async fn open_stream(env: &Env, path: &str) -> hyper::Response<hyper::body::Incoming> {
@@ -113,22 +132,13 @@ async fn open_stream_accepting(
 /// Watches are not counted and run on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_past_the_request_timeout_ends_and_frees_its_slot() {
-    use kubegate_testkit::{Fault, FaultRule};
     let limits = kubegate_gateway::ServerLimits {
         response_timeout: Duration::from_millis(300),
         ..kubegate_gateway::ServerLimits::default()
     };
     let env = Env::start_with_limits(|_, _| "maxRequestsInFlight: 1\n".into(), limits).await;
     let list = format!("{A}/api/v1/namespaces/default/configmaps");
-    env.a.faults().inject(
-        FaultRule::new(Fault::SlowBody {
-            chunk_size: 1,
-            interval: Duration::from_millis(100),
-        })
-        .path_prefix("/api/v1/namespaces/default/configmaps")
-        .times(1),
-    );
-    let held = open_stream(&env, &list).await;
+    let held = open_slow_list(&env, 1, Duration::from_millis(100)).await;
     let watch = open_watch(&env).await;
     let client = env.client();
     let url = format!("{}{list}", env.url);
@@ -307,18 +317,9 @@ async fn next_event(
 /// served again.
 #[tokio::test(flavor = "multi_thread")]
 async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
-    use kubegate_testkit::{Fault, FaultRule};
     let env = Env::start_with("maxRequestsInFlight: 1\n").await;
     let list = format!("{A}/api/v1/namespaces/default/configmaps");
-    env.a.faults().inject(
-        FaultRule::new(Fault::SlowBody {
-            chunk_size: 8,
-            interval: Duration::from_millis(50),
-        })
-        .path_prefix("/api/v1/namespaces/default/configmaps")
-        .times(1),
-    );
-    let held = open_stream(&env, &list).await;
+    let held = open_slow_list(&env, 8, Duration::from_millis(50)).await;
     assert_eq!(held.status(), 200);
 
     let client = env.client();
