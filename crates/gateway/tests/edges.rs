@@ -1234,6 +1234,17 @@ mod rebuilds {
     }
 
     impl GatedStore {
+        /// A gated file store in `dir` (`state.json` there, if any, is its state).
+        fn open(dir: &Path) -> Arc<GatedStore> {
+            Arc::new(GatedStore {
+                inner: FileStore::open(dir).unwrap(),
+                armed: AtomicBool::new(false),
+                reached: watch::channel(false).0,
+                released: watch::channel(false).0,
+                silent: watch::channel(0).0,
+            })
+        }
+
         fn arm(&self) {
             self.reached.send_replace(false);
             self.released.send_replace(false);
@@ -1330,13 +1341,7 @@ mod rebuilds {
         let config = Config::parse(&yaml("{name: alice}"), Path::new("c.yaml")).unwrap();
         let reloaded =
             Config::parse(&yaml("{name: alice}, {name: bob}"), Path::new("c.yaml")).unwrap();
-        let store = Arc::new(GatedStore {
-            inner: FileStore::open(&dir.join("state")).unwrap(),
-            armed: AtomicBool::new(false),
-            reached: watch::channel(false).0,
-            released: watch::channel(false).0,
-            silent: watch::channel(0).0,
-        });
+        let store = GatedStore::open(&dir.join("state"));
         store
             .create_access_key(StoredAccessKey {
                 name: "alices-key".into(),
@@ -1488,13 +1493,7 @@ mod rebuilds {
             serde_json::to_vec(&state).unwrap(),
         )
         .unwrap();
-        let store = Arc::new(GatedStore {
-            inner: FileStore::open(&dir.join("state")).unwrap(),
-            armed: AtomicBool::new(false),
-            reached: watch::channel(false).0,
-            released: watch::channel(false).0,
-            silent: watch::channel(0).0,
-        });
+        let store = GatedStore::open(&dir.join("state"));
         let yaml = format!(
             "listen: 127.0.0.1:0\nstateDir: {}\nusers: [{{name: alice}}]\n",
             dir.display()
