@@ -48,7 +48,7 @@ pub struct ServerLimits {
     /// connection with such a response still open after this long is closed: checked once a
     /// period, so the response has run between this and twice this. Its client may have
     /// stopped reading; the slot it held is free again. On HTTP/2 the connection's other
-    /// streams end with it.
+    /// streams end with it. `Duration::ZERO`: no request timeout.
     pub response_timeout: Duration,
 }
 
@@ -194,8 +194,15 @@ pub async fn serve<S, B>(
             // period ends the connection.
             let overdue = async {
                 let period = limits.response_timeout;
+                if period.is_zero() {
+                    // No request timeout (and `interval` refuses a zero period).
+                    return std::future::pending().await;
+                }
                 let mut ticks =
                     tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                // Ticks a whole period apart even after the task was late: two ticks in a row
+                // would call a response that began just before them overdue.
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticks.tick().await;
                     if watch.tick() {

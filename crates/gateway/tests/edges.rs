@@ -170,6 +170,20 @@ async fn a_response_past_the_request_timeout_ends_and_frees_its_slot() {
     );
 }
 
+/// `response_timeout: 0` turns the request timeout off; it never stops a connection from
+/// being served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zero_request_timeout_is_none() {
+    let limits = kubegate_gateway::ServerLimits {
+        response_timeout: Duration::ZERO,
+        ..kubegate_gateway::ServerLimits::default()
+    };
+    let env = Env::start_with_limits(|_, _| String::new(), limits).await;
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let reply = env.client().get(&url, ADMIN_KEY, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+}
+
 /// V6.2's protobuf watch row through the reference gateway: a controller that speaks
 /// Kubernetes protobuf (client-go's Accept) gets the upstream's
 /// `application/vnd.kubernetes.protobuf;stream=watch` and its length-delimited frames, each
