@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures_util::future::BoxFuture;
 use kubegate_api::AccessKeyScope;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::StoreError;
 
@@ -152,8 +152,9 @@ pub struct State {
 /// Methods return boxed futures so the trait stays object-safe (`Arc<dyn Store>`) and an
 /// implementation may do network I/O.
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// A consistent snapshot of the whole state.
-    fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>>;
+    /// A consistent snapshot of the whole state, shared: an implementation may hand the same
+    /// `Arc` to every reader until the state changes.
+    fn snapshot(&self) -> BoxFuture<'_, Result<Arc<State>, StoreError>>;
     /// Creates an access key; fails if the name exists. Keys that expired before the new key's
     /// `created_at` may be forgotten on the way (the file store does: every password login
     /// creates a key, and without that the state would only grow).
@@ -178,20 +179,45 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// The embedded store: `<state dir>/state.json`, rewritten atomically on every change
 /// (temporary file, fsync, rename, fsync of the directory), so a crash leaves either the old or
 /// the new state, never half of one.
+///
+/// Changes are written by a thread of the store's own, one at a time, in the order they were
+/// made. An fsync can take milliseconds, far longer under write-back pressure, and on the
+/// gateway's runtime (one thread when it has one CPU) a change written where it was made would
+/// stop every request of every connection for that long. Readers never wait for a write: a
+/// [`snapshot`](Store::snapshot) is the last state written, shared, not copied. A change handed
+/// to the writer is carried out whole even if whoever made it stops waiting (an HTTP/2 reset, a
+/// timeout), so the file and the state in memory never part.
 #[derive(Debug, Clone)]
 pub struct FileStore {
-    inner: Arc<Inner>,
+    persisted: Arc<Persisted>,
+    writer: Arc<Writer>,
 }
 
+/// What the writer thread and the readers share.
 #[derive(Debug)]
-struct Inner {
+struct Persisted {
     path: PathBuf,
-    state: Mutex<State>,
+    /// The state last written. Held only to take or replace the `Arc`, never across a write.
+    state: Mutex<Arc<State>>,
     changes: watch::Sender<u64>,
 }
 
+/// A change waiting for the writer thread.
+type Job = Box<dyn FnOnce(&Persisted) + Send>;
+
+/// The way to the writer thread. The thread ends when the last [`FileStore`] handle is gone.
+struct Writer {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
 impl FileStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` and starts its writer thread.
     pub fn open(dir: &Path) -> Result<FileStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
             path: dir.to_owned(),
@@ -207,41 +233,84 @@ impl FileStore {
             Err(source) => return Err(StoreError::Io { path, source }),
         };
         let (changes, _) = watch::channel(0);
+        let persisted = Arc::new(Persisted {
+            path,
+            state: Mutex::new(Arc::new(state)),
+            changes,
+        });
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let writing = Arc::clone(&persisted);
+        std::thread::Builder::new()
+            .name("kubegate-store".into())
+            .spawn(move || {
+                for job in queue {
+                    job(&writing);
+                }
+            })
+            .map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            })?;
         Ok(FileStore {
-            inner: Arc::new(Inner {
-                path,
-                state: Mutex::new(state),
-                changes,
-            }),
+            persisted,
+            writer: Arc::new(Writer { jobs }),
         })
     }
 
-    /// Applies `change` to a copy of the state, persists the copy, then publishes it. If
-    /// persisting fails, the in-memory state is unchanged.
-    fn update<T>(
+    /// Hands `change` to the writer thread, which applies it to a copy of the state, persists
+    /// the copy, then publishes it; the receiver gets what `change` returned. If persisting
+    /// fails, the state is unchanged.
+    fn submit<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |persisted: &Persisted| {
+            // Nobody may be waiting any more; the change stands all the same.
+            let _ = reply.send(persisted.apply(change));
+        });
+        self.writer.jobs.send(job).map_err(|_| self.writer_gone())?;
+        Ok(answer)
+    }
+
+    /// [`submit`](Self::submit), then waits for the write.
+    async fn update<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut State) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.submit(change)?.await.map_err(|_| self.writer_gone())?
+    }
+
+    /// The writer thread ended early: only a panic inside a change does that.
+    fn writer_gone(&self) -> StoreError {
+        StoreError::Io {
+            path: self.persisted.path.clone(),
+            source: std::io::Error::other("the state store's writer thread has stopped"),
+        }
+    }
+
+    fn snapshot_now(&self) -> Arc<State> {
+        self.persisted.current()
+    }
+}
+
+impl Persisted {
+    fn current(&self) -> Arc<State> {
+        Arc::clone(&self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Runs on the writer thread alone, so the state cannot change between reading it and
+    /// replacing it.
+    fn apply<T>(
         &self,
         change: impl FnOnce(&mut State) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut guard = self
-            .inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut next = guard.clone();
+        let mut next = State::clone(&self.current());
         let out = change(&mut next)?;
-        write_atomically(&self.inner.path, &next)?;
-        *guard = next;
-        drop(guard);
-        self.inner.changes.send_modify(|n| *n += 1);
+        write_atomically(&self.path, &next)?;
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.changes.send_modify(|n| *n += 1);
         Ok(out)
-    }
-
-    fn snapshot_now(&self) -> State {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 }
 
@@ -280,13 +349,13 @@ fn write_atomically(path: &Path, state: &State) -> Result<(), StoreError> {
 }
 
 impl Store for FileStore {
-    fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+    fn snapshot(&self) -> BoxFuture<'_, Result<Arc<State>, StoreError>> {
         Box::pin(async move { Ok(self.snapshot_now()) })
     }
 
     fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.update(|s| {
+            self.update(move |s| {
                 let now = key.created_at;
                 s.access_keys.retain(|_, k| k.is_live_at(now));
                 if s.access_keys.contains_key(&key.name) {
@@ -298,6 +367,7 @@ impl Store for FileStore {
                 s.access_keys.insert(key.name.clone(), key);
                 Ok(())
             })
+            .await
         })
     }
 
@@ -306,7 +376,9 @@ impl Store for FileStore {
             if !self.snapshot_now().access_keys.contains_key(name) {
                 return Ok(false);
             }
-            self.update(|s| Ok(s.access_keys.remove(name).is_some()))
+            let name = name.to_owned();
+            self.update(move |s| Ok(s.access_keys.remove(&name).is_some()))
+                .await
         })
     }
 
@@ -316,7 +388,7 @@ impl Store for FileStore {
         now: i64,
     ) -> BoxFuture<'_, Result<Revoked, StoreError>> {
         Box::pin(async move {
-            self.update(|s| {
+            self.update(move |s| {
                 s.revocations
                     .retain(|r| r.expires_at > now && r.jti != revocation.jti);
                 let user = &revocation.user;
@@ -335,6 +407,7 @@ impl Store for FileStore {
                 s.revocations.push(revocation);
                 Ok(Revoked::Token)
             })
+            .await
         })
     }
 
@@ -342,17 +415,19 @@ impl Store for FileStore {
         &'a self,
         user: &'a str,
     ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let user = user.to_owned();
         Box::pin(async move {
-            self.update(|s| {
-                let generation = s.token_generations.entry(user.to_owned()).or_insert(0);
+            self.update(move |s| {
+                let generation = s.token_generations.entry(user).or_insert(0);
                 *generation += 1;
                 Ok(*generation)
             })
+            .await
         })
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {
-        self.inner.changes.subscribe()
+        self.persisted.changes.subscribe()
     }
 }
 
@@ -377,10 +452,13 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..200 {
                         let name = format!("{prefix}{i}");
-                        store.update(|state| {
-                            state.access_keys.insert(name.clone(), key(&name));
-                            Ok(())
-                        })?;
+                        store
+                            .submit(move |state| {
+                                state.access_keys.insert(name.clone(), key(&name));
+                                Ok(())
+                            })?
+                            .blocking_recv()
+                            .map_err(|_| store.writer_gone())??;
                     }
                     Ok::<(), StoreError>(())
                 })
@@ -396,6 +474,97 @@ mod tests {
             200,
             "the last writer's state, whole"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Occupies the writer thread, as a slow fsync would, until the returned sender is
+    /// dropped or sent to.
+    fn hold_writer(store: &FileStore) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let job: Job = Box::new(move |_| {
+            let _ = held.recv();
+        });
+        store.writer.jobs.send(job).unwrap();
+        release
+    }
+
+    /// A write that takes long (an fsync under write-back pressure) holds neither the runtime
+    /// nor readers. On a current-thread runtime, the gateway's with one CPU, a change waiting
+    /// on the writer lets the thread's other tasks run, a snapshot answers at once with the
+    /// state before the change, and the change lands when the writer is free.
+    #[test]
+    fn a_slow_write_holds_neither_the_runtime_nor_readers() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        let release = hold_writer(&store);
+        let (seen, read) = std::sync::mpsc::channel();
+        let writing = store;
+        let runtime = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let reader = writing.clone();
+                let create = tokio::spawn(async move { writing.create_access_key(key("a")).await });
+                // On this thread, this runs only if the create gave the thread up.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let before = reader.snapshot().await.unwrap();
+                seen.send(before.access_keys.len()).unwrap();
+                create.await.unwrap()
+            })
+        });
+        let keys_before = read
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the runtime ran other tasks and read the state while the write waited");
+        assert_eq!(keys_before, 0, "the state before the change");
+        release.send(()).unwrap();
+        runtime.join().unwrap().unwrap();
+        let reopened = FileStore::open(&dir).unwrap().snapshot_now();
+        assert!(reopened.access_keys.contains_key("a"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A change whose caller stops waiting (a client's HTTP/2 reset drops the request's
+    /// future) is still carried out whole: in the file and in memory alike, never in one only.
+    #[tokio::test]
+    async fn a_change_whose_caller_gives_up_still_lands_whole() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        let mut changes = store.subscribe();
+        let release = hold_writer(&store);
+        let given_up = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            store.create_access_key(key("a")),
+        )
+        .await;
+        assert!(given_up.is_err(), "the writer was held");
+        drop(release);
+        changes.changed().await.unwrap();
+        assert!(
+            store
+                .snapshot()
+                .await
+                .unwrap()
+                .access_keys
+                .contains_key("a")
+        );
+        let on_disk = FileStore::open(&dir).unwrap().snapshot_now();
+        assert!(on_disk.access_keys.contains_key("a"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Readers share the state last written instead of copying it.
+    #[tokio::test]
+    async fn snapshots_share_the_state_until_it_changes() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        let first = store.snapshot().await.unwrap();
+        assert!(Arc::ptr_eq(&first, &store.snapshot().await.unwrap()));
+        store.bump_token_generation("alice").await.unwrap();
+        let second = store.snapshot().await.unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.token_generations["alice"], 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -526,7 +695,8 @@ mod tests {
             .await
             .unwrap()
             .access_keys
-            .into_keys()
+            .keys()
+            .cloned()
             .collect();
         assert_eq!(names, ["forever", "later", "new"]);
         std::fs::remove_dir_all(&dir).unwrap();

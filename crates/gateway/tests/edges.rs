@@ -1275,7 +1275,7 @@ mod rebuilds {
     }
 
     impl Store for GatedStore {
-        fn snapshot(&self) -> BoxFuture<'_, Result<State, StoreError>> {
+        fn snapshot(&self) -> BoxFuture<'_, Result<Arc<State>, StoreError>> {
             Box::pin(async move {
                 let state = self.inner.snapshot().await?;
                 if self.armed.swap(false, Ordering::SeqCst) {

@@ -414,9 +414,13 @@ const MAX_SESSIONS_PER_USER: usize = 100;
 
 /// The login keys of `user` that a login at `now` ends: the oldest beyond
 /// [`MAX_SESSIONS_PER_USER`] unexpired ones.
-fn sessions_to_end(keys: &[StoredAccessKey], user: &str, now: i64) -> Vec<String> {
+fn sessions_to_end<'a>(
+    keys: impl IntoIterator<Item = &'a StoredAccessKey>,
+    user: &str,
+    now: i64,
+) -> Vec<String> {
     let mut sessions: Vec<&StoredAccessKey> = keys
-        .iter()
+        .into_iter()
         .filter(|k| k.user == user && k.is_login() && k.is_live_at(now))
         .collect();
     let excess = sessions.len().saturating_sub(MAX_SESSIONS_PER_USER);
@@ -431,14 +435,14 @@ fn sessions_to_end(keys: &[StoredAccessKey], user: &str, now: i64) -> Vec<String
 /// Ends the sessions of `user` beyond [`MAX_SESSIONS_PER_USER`], oldest first. A failure is
 /// logged: the login itself succeeded.
 async fn end_oldest_sessions(shared: &Shared, user: &str, now: i64) {
-    let keys = match shared.store.snapshot().await {
-        Ok(state) => state.access_keys.into_values().collect::<Vec<_>>(),
+    let state = match shared.store.snapshot().await {
+        Ok(state) => state,
         Err(e) => {
             tracing::warn!(error = %e, "reading sessions after a password login failed");
             return;
         }
     };
-    for name in sessions_to_end(&keys, user, now) {
+    for name in sessions_to_end(state.access_keys.values(), user, now) {
         match shared.store.delete_access_key(&name).await {
             Ok(_) => tracing::info!(user = %user, key = %name, "oldest session ended"),
             Err(e) => tracing::warn!(error = %e, key = %name, "ending an old session failed"),

@@ -444,10 +444,11 @@ async fn own_keys(ctx: &Ctx<'_>) -> Result<Vec<StoredAccessKey>, Status> {
     let identity = &ctx.caller.identity;
     Ok(state
         .access_keys
-        .into_values()
+        .values()
         .filter(|k| {
             k.user == identity.name && k.user_uid.as_deref().is_none_or(|uid| uid == identity.uid)
         })
+        .cloned()
         .collect())
 }
 
