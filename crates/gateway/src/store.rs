@@ -159,8 +159,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `created_at` may be forgotten on the way (the file store does: every password login
     /// creates a key, and without that the state would only grow).
     fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// Deletes an access key; `false` if there was none.
-    fn delete_access_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Deletes an access key; `false` if there was none. With `uid`, only the key of that UID
+    /// (kube's `Preconditions.UID`): whoever decided on a key they looked at earlier deletes
+    /// that key, never one made since under the same name, perhaps someone else's.
+    fn delete_access_key<'a>(
+        &'a self,
+        name: &'a str,
+        uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Records a revoked token id (and forgets revocations that have expired), or, when its
     /// user has [`MAX_REVOCATIONS_PER_USER`] already, raises the user's token generation
     /// instead.
@@ -371,14 +377,25 @@ impl Store for FileStore {
         })
     }
 
-    fn delete_access_key<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+    fn delete_access_key<'a>(
+        &'a self,
+        name: &'a str,
+        uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        fn is_it(key: Option<&StoredAccessKey>, uid: Option<&str>) -> bool {
+            key.is_some_and(|key| uid.is_none_or(|uid| key.uid == uid))
+        }
         Box::pin(async move {
-            if !self.snapshot_now().access_keys.contains_key(name) {
+            // Most deletions of nothing are answered without a write.
+            if !is_it(self.snapshot_now().access_keys.get(name), uid) {
                 return Ok(false);
             }
-            let name = name.to_owned();
-            self.update(move |s| Ok(s.access_keys.remove(&name).is_some()))
-                .await
+            let (name, uid) = (name.to_owned(), uid.map(str::to_owned));
+            self.update(move |s| {
+                Ok(is_it(s.access_keys.get(&name), uid.as_deref())
+                    && s.access_keys.remove(&name).is_some())
+            })
+            .await
         })
     }
 
@@ -616,8 +633,12 @@ mod tests {
             1,
             "expired revocations are forgotten"
         );
-        assert!(store.delete_access_key("a").await.unwrap());
-        assert!(!store.delete_access_key("a").await.unwrap());
+        assert!(
+            !store.delete_access_key("a", Some("another")).await.unwrap(),
+            "a UID precondition that does not hold deletes nothing"
+        );
+        assert!(store.delete_access_key("a", Some("u1")).await.unwrap());
+        assert!(!store.delete_access_key("a", None).await.unwrap());
         let leftovers: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| e.ok())

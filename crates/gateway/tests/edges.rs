@@ -1292,8 +1292,9 @@ mod rebuilds {
         fn delete_access_key<'a>(
             &'a self,
             name: &'a str,
+            uid: Option<&'a str>,
         ) -> BoxFuture<'a, Result<bool, StoreError>> {
-            self.inner.delete_access_key(name)
+            self.inner.delete_access_key(name, uid)
         }
         fn revoke(
             &self,
@@ -1357,24 +1358,95 @@ mod rebuilds {
             Config::parse(&yaml("{name: alice}, {name: bob}"), Path::new("c.yaml")).unwrap();
         let store = GatedStore::open(&dir.join("state"));
         store
-            .create_access_key(StoredAccessKey {
-                name: "alices-key".into(),
-                user: "alice".into(),
-                user_uid: Some("alice".into()),
-                sha256: super::common::sha(KEY),
-                key_type: "User".into(),
-                display_name: None,
-                description: None,
-                scope: None,
-                created_at: kubegate_tokens::unix_now() as i64,
-                expires_at: None,
-                disabled: false,
-                parent: None,
-                uid: "uid-1".into(),
-            })
+            .create_access_key(user_key("alices-key", "alice", KEY, "uid-1"))
             .await
             .unwrap();
         (config, reloaded, store, dir)
+    }
+
+    /// A key named `name` of `user` (whose UID is their name), for the key `secret`.
+    fn user_key(name: &str, user: &str, secret: &str, uid: &str) -> StoredAccessKey {
+        StoredAccessKey {
+            name: name.into(),
+            user: user.into(),
+            user_uid: Some(user.into()),
+            sha256: super::common::sha(secret),
+            key_type: "User".into(),
+            display_name: None,
+            description: None,
+            scope: None,
+            created_at: kubegate_tokens::unix_now() as i64,
+            expires_at: None,
+            disabled: false,
+            parent: None,
+            uid: uid.into(),
+        }
+    }
+
+    /// Serves `gateway` on a port of its own: the URL of its `ownedaccesskeys` and the CA
+    /// that signed its serving certificate.
+    async fn serve(gateway: &Gateway) -> (String, Vec<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+            listener.local_addr().unwrap()
+        );
+        let ca_pem = std::fs::read(&gateway.serving_cert().cert_file).unwrap();
+        let serving = gateway.clone();
+        tokio::spawn(async move {
+            serving
+                .serve(
+                    listener,
+                    kubegate_gateway::ServerLimits::default(),
+                    std::future::pending(),
+                )
+                .await;
+        });
+        (url, ca_pem)
+    }
+
+    /// Waits until a request armed `store`'s gate.
+    async fn until_reached(store: &GatedStore, what: &str) {
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !store.reached() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    }
+
+    /// A DELETE takes only the key its caller looked at. Alice deletes her key; her request
+    /// reads her keys and stops at the store's gate. Meanwhile the key is deleted and bob's is
+    /// made under the same name. Alice gets 404, as if hers had gone first, and bob's stays.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_delete_takes_only_the_key_its_caller_looked_at() {
+        let s = setup().await;
+        let (url, ca_pem) = serve(&s.gateway).await;
+        s.store.arm();
+        let deleting = tokio::spawn(async move {
+            let req = http::Request::delete(format!("{url}/alices-key"))
+                .header("authorization", format!("Bearer {KEY}"))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            super::common::reqwest_like::Client::new(&ca_pem)
+                .send(req)
+                .await
+                .status
+        });
+        until_reached(&s.store, "alice's delete read her keys").await;
+        assert!(s.store.delete_access_key("alices-key", None).await.unwrap());
+        s.store
+            .create_access_key(user_key("alices-key", "bob", "bobs-secret", "uid-2"))
+            .await
+            .unwrap();
+        s.store.release();
+        assert_eq!(deleting.await.unwrap(), 404);
+        let stored = s.store.snapshot().await.unwrap();
+        assert_eq!(
+            stored.access_keys["alices-key"].user, "bob",
+            "bob's key stays"
+        );
     }
 
     fn key_works(gateway: &Gateway) -> bool {
@@ -1405,7 +1477,7 @@ mod rebuilds {
             s.store.reached(),
             "the reload holds a snapshot with the key"
         );
-        assert!(s.store.delete_access_key("alices-key").await.unwrap());
+        assert!(s.store.delete_access_key("alices-key", None).await.unwrap());
         // What the management API does after deleting a key.
         let mut refresh = pin!(s.gateway.shared().refresh_state());
         let refreshed = poll_once(&mut refresh).await;
@@ -1422,7 +1494,7 @@ mod rebuilds {
     #[tokio::test]
     async fn a_reload_waits_for_a_state_refresh_and_builds_on_it() {
         let s = setup().await;
-        assert!(s.store.delete_access_key("alices-key").await.unwrap());
+        assert!(s.store.delete_access_key("alices-key", None).await.unwrap());
         s.store.arm();
         let mut refresh = pin!(s.gateway.shared().refresh_state());
         assert!(poll_once(&mut refresh).await.is_pending());
@@ -1454,7 +1526,7 @@ mod rebuilds {
         ));
         assert!(poll_once(&mut starting).await.is_pending());
         assert!(store.reached(), "the gateway holds its first snapshot");
-        assert!(store.delete_access_key("alices-key").await.unwrap());
+        assert!(store.delete_access_key("alices-key", None).await.unwrap());
         store.silent.send_modify(|n| *n += 1);
         store.release();
         let gateway = starting.await.unwrap();
@@ -1516,22 +1588,7 @@ mod rebuilds {
         let gateway = Gateway::with_store(config, Arc::clone(&store) as Arc<dyn Store>)
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!(
-            "https://{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
-            listener.local_addr().unwrap()
-        );
-        let ca_pem = std::fs::read(&gateway.serving_cert().cert_file).unwrap();
-        let serving = gateway.clone();
-        tokio::spawn(async move {
-            serving
-                .serve(
-                    listener,
-                    kubegate_gateway::ServerLimits::default(),
-                    std::future::pending(),
-                )
-                .await;
-        });
+        let (url, ca_pem) = serve(&gateway).await;
         let create = |name: &'static str| {
             let (url, ca_pem) = (url.clone(), ca_pem.clone());
             tokio::spawn(async move {
@@ -1549,13 +1606,7 @@ mod rebuilds {
         };
         store.arm();
         let first = create("first");
-        tokio::time::timeout(std::time::Duration::from_secs(20), async {
-            while !store.reached() {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .expect("the first create counted alice's keys");
+        until_reached(&store, "the first create counted alice's keys").await;
         let second = create("second");
         // Long enough for the second to count and store, were it free to.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;

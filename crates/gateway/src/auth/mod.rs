@@ -418,18 +418,15 @@ fn sessions_to_end<'a>(
     keys: impl IntoIterator<Item = &'a StoredAccessKey>,
     user: &str,
     now: i64,
-) -> Vec<String> {
+) -> Vec<&'a StoredAccessKey> {
     let mut sessions: Vec<&StoredAccessKey> = keys
         .into_iter()
         .filter(|k| k.user == user && k.is_login() && k.is_live_at(now))
         .collect();
     let excess = sessions.len().saturating_sub(MAX_SESSIONS_PER_USER);
     sessions.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+    sessions.truncate(excess);
     sessions
-        .into_iter()
-        .take(excess)
-        .map(|k| k.name.clone())
-        .collect()
 }
 
 /// Ends the sessions of `user` beyond [`MAX_SESSIONS_PER_USER`], oldest first. A failure is
@@ -442,8 +439,9 @@ async fn end_oldest_sessions(shared: &Shared, user: &str, now: i64) {
             return;
         }
     };
-    for name in sessions_to_end(state.access_keys.values(), user, now) {
-        match shared.store.delete_access_key(&name).await {
+    for key in sessions_to_end(state.access_keys.values(), user, now) {
+        let name = &key.name;
+        match shared.store.delete_access_key(name, Some(&key.uid)).await {
             Ok(_) => tracing::info!(user = %user, key = %name, "oldest session ended"),
             Err(e) => tracing::warn!(error = %e, key = %name, "ending an old session failed"),
         }
@@ -643,11 +641,17 @@ mod tests {
             key_type: "User".into(),
             ..login("api", "alice", 1, None)
         });
-        assert!(sessions_to_end(&keys, "alice", now).is_empty());
+        let names = |keys: &[StoredAccessKey]| -> Vec<String> {
+            sessions_to_end(keys, "alice", now)
+                .into_iter()
+                .map(|k| k.name.clone())
+                .collect()
+        };
+        assert!(names(&keys).is_empty());
         keys.push(login("newest", "alice", now, Some(now + 43_200)));
         keys.push(login("newer", "alice", now, Some(now + 43_200)));
         // The two oldest of alice's 102 sessions: s099 (created at 401), then s098.
-        assert_eq!(sessions_to_end(&keys, "alice", now), ["s099", "s098"]);
+        assert_eq!(names(&keys), ["s099", "s098"]);
     }
 
     #[tokio::test(start_paused = true)]

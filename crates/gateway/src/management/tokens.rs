@@ -515,8 +515,16 @@ pub(super) async fn delete_owned_access_key(
     else {
         return respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req);
     };
-    match ctx.shared.store.delete_access_key(&ctx.name).await {
-        Ok(_) => {
+    // Only the key looked at above: one deleted and made again under its name since, by
+    // someone else, is not the caller's to delete.
+    match ctx
+        .shared
+        .store
+        .delete_access_key(&ctx.name, Some(&uid))
+        .await
+    {
+        Ok(false) => respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req),
+        Ok(true) => {
             if let Err(e) = ctx.shared.refresh_state().await {
                 tracing::warn!(error = %e, "refreshing credentials after deleting a key failed");
             }
