@@ -164,7 +164,7 @@ impl Gateway {
             registry: Arc::new(std::sync::Mutex::new(registry)),
             rebuild: tokio::sync::Mutex::new(()),
             in_flight: Arc::default(),
-            key_creation: tokio::sync::Mutex::new(()),
+            key_creation: Arc::default(),
             impersonation_modes: kubegate_authz::ImpersonationModes::default(),
         });
         spawn_state_watcher(&shared, changes);

@@ -131,9 +131,10 @@ pub struct Shared {
     pub(crate) rebuild: tokio::sync::Mutex<()>,
     /// Requests being served, for the max-in-flight limit.
     pub(crate) in_flight: Arc<crate::inflight::InFlight>,
-    /// Held from counting a user's keys to storing a new one, so keys created side by side
-    /// cannot all pass the per-user limit (the store checks names, not counts).
-    pub(crate) key_creation: tokio::sync::Mutex<()>,
+    /// Held from counting a user's keys until the new one is stored, so keys created side by
+    /// side cannot all pass the per-user limit (the store checks names, not counts). Owned by
+    /// the write itself, which a store carries out even when its request is gone.
+    pub(crate) key_creation: Arc<tokio::sync::Mutex<()>>,
     /// The impersonation mode that last let each caller impersonate (tried first next time,
     /// as kube-apiserver does; it decides which refusal a caller sees).
     pub(crate) impersonation_modes: ImpersonationModes,

@@ -337,7 +337,7 @@ fn write_atomically(path: &Path, state: &State) -> Result<(), StoreError> {
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = dir.join(format!(".state.json.{}.{write}.tmp", std::process::id()));
-    {
+    let written = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -346,10 +346,19 @@ fn write_atomically(path: &Path, state: &State) -> Result<(), StoreError> {
             .map_err(io(&tmp))?;
         file.write_all(&bytes).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if let Err(e) = written {
+        // Each write has a file name of its own: one left behind on every failure (a full
+        // disk, a failing one) would pile up for as long as the fault lasts.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        d.sync_all().map_err(io(dir))?;
+    // The rename is the commit: the file holds the new state now, so the change is made and
+    // must be published, or the next change would start from the old state and undo it on
+    // disk. A directory that cannot be synced only leaves the rename less durable.
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "syncing the state directory failed");
     }
     Ok(())
 }
@@ -720,6 +729,28 @@ mod tests {
             .cloned()
             .collect();
         assert_eq!(names, ["forever", "later", "new"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A write that fails (here its rename: `state.json` became a directory) changes
+    /// nothing, in memory or on disk, and leaves no temporary file behind.
+    #[tokio::test]
+    async fn a_failed_write_changes_nothing_and_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("kubegate-store-{}", uuid::Uuid::new_v4()));
+        let store = FileStore::open(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("state.json/blocked")).unwrap();
+        for _ in 0..3 {
+            assert!(matches!(
+                store.create_access_key(key("a")).await,
+                Err(StoreError::Io { .. })
+            ));
+        }
+        assert!(store.snapshot().await.unwrap().access_keys.is_empty());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["state.json"], "no temporary file is left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1242,6 +1242,9 @@ mod rebuilds {
     struct GatedStore {
         inner: FileStore,
         armed: AtomicBool,
+        /// Once armed, the next key creation waits at the gate, in a task of its own: like
+        /// the file store's, a write handed over lands whether or not its caller still waits.
+        create_armed: AtomicBool,
         reached: watch::Sender<bool>,
         released: watch::Sender<bool>,
         silent: watch::Sender<u64>,
@@ -1253,6 +1256,7 @@ mod rebuilds {
             Arc::new(GatedStore {
                 inner: FileStore::open(dir).unwrap(),
                 armed: AtomicBool::new(false),
+                create_armed: AtomicBool::new(false),
                 reached: watch::channel(false).0,
                 released: watch::channel(false).0,
                 silent: watch::channel(0).0,
@@ -1263,6 +1267,12 @@ mod rebuilds {
             self.reached.send_replace(false);
             self.released.send_replace(false);
             self.armed.store(true, Ordering::SeqCst);
+        }
+
+        fn arm_create(&self) {
+            self.reached.send_replace(false);
+            self.released.send_replace(false);
+            self.create_armed.store(true, Ordering::SeqCst);
         }
 
         fn reached(&self) -> bool {
@@ -1287,7 +1297,17 @@ mod rebuilds {
             })
         }
         fn create_access_key(&self, key: StoredAccessKey) -> BoxFuture<'_, Result<(), StoreError>> {
-            self.inner.create_access_key(key)
+            if !self.create_armed.swap(false, Ordering::SeqCst) {
+                return self.inner.create_access_key(key);
+            }
+            self.reached.send_replace(true);
+            let inner = self.inner.clone();
+            let mut released = self.released.subscribe();
+            let write = tokio::spawn(async move {
+                let _ = released.wait_for(|r| *r).await;
+                inner.create_access_key(key).await
+            });
+            Box::pin(async move { write.await.expect("the gated write ran") })
         }
         fn delete_access_key<'a>(
             &'a self,
@@ -1540,11 +1560,13 @@ mod rebuilds {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// Keys created side by side cannot all pass the per-user limit (1,000): alice, one key
-    /// short of it, creates two at once. The first stops at the store's gate after counting
-    /// her keys; the second must not count and store meanwhile.
-    #[tokio::test(flavor = "multi_thread")]
-    async fn keys_created_side_by_side_cannot_pass_the_per_user_limit() {
+    /// A served gateway whose alice is one key short of the per-user limit (1,000), its gated
+    /// store, a way to make alice's keys (answering the status), and the directory to remove.
+    async fn one_key_short_of_the_limit() -> (
+        Arc<GatedStore>,
+        impl Fn(&'static str) -> tokio::task::JoinHandle<u16>,
+        std::path::PathBuf,
+    ) {
         let dir = std::env::temp_dir().join(format!("kubegate-limit-{}", uuid::Uuid::new_v4()));
         let now = kubegate_tokens::unix_now() as i64;
         let key = |name: String, sha256: String| StoredAccessKey {
@@ -1589,7 +1611,7 @@ mod rebuilds {
             .await
             .unwrap();
         let (url, ca_pem) = serve(&gateway).await;
-        let create = |name: &'static str| {
+        let create = move |name: &'static str| {
             let (url, ca_pem) = (url.clone(), ca_pem.clone());
             tokio::spawn(async move {
                 let body = serde_json::json!({"metadata": {"name": name}, "spec": {}});
@@ -1604,6 +1626,15 @@ mod rebuilds {
                     .status
             })
         };
+        (store, create, dir)
+    }
+
+    /// Keys created side by side cannot all pass the per-user limit (1,000): alice, one key
+    /// short of it, creates two at once. The first stops at the store's gate after counting
+    /// her keys; the second must not count and store meanwhile.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn keys_created_side_by_side_cannot_pass_the_per_user_limit() {
+        let (store, create, dir) = one_key_short_of_the_limit().await;
         store.arm();
         let first = create("first");
         until_reached(&store, "the first create counted alice's keys").await;
@@ -1616,6 +1647,30 @@ mod rebuilds {
         assert_eq!(statuses, [201, 403]);
         let stored = store.snapshot().await.unwrap();
         assert_eq!(stored.access_keys.len(), 1000);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A create whose request is gone while its write waits (the client hung up) still holds
+    /// the next create's count back until that write lands: the store carries the write out
+    /// all the same. Alice, one key short of the limit, creates a key and gives up on it; her
+    /// next create must find 1,000 keys.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_create_given_up_on_still_counts_against_the_next() {
+        let (store, create, dir) = one_key_short_of_the_limit().await;
+        store.arm_create();
+        let given_up = create("given-up");
+        until_reached(&store, "the first create's write began").await;
+        given_up.abort();
+        // Long enough for the gateway to see the connection go and drop the request.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let next = create("next");
+        // Long enough for the next create to count and store, were it free to.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        store.release();
+        assert_eq!(next.await.unwrap(), 403);
+        let stored = store.snapshot().await.unwrap();
+        assert_eq!(stored.access_keys.len(), 1000);
+        assert!(stored.access_keys.contains_key("given-up"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

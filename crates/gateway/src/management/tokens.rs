@@ -1,6 +1,7 @@
 //! `selves`, `directclusterendpointtokens` and `ownedaccesskeys`: who am I, minting tokens and
 //! access keys. A requested scope must narrow the caller's own; no scope inherits it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::service::RequestBody;
@@ -333,19 +334,32 @@ pub(super) async fn create_owned_access_key(
         uid: uuid::Uuid::new_v4().to_string(),
     };
     // Counted and stored in one step: creates side by side cannot all pass the limit.
-    let creating = ctx.shared.key_creation.lock().await;
+    let creating = Arc::clone(&ctx.shared.key_creation).lock_owned().await;
     if let Err(status) = within_key_limits(ctx, &stored, created_at).await {
         return fail(*status);
     }
-    let created = ctx.shared.store.create_access_key(stored.clone()).await;
-    drop(creating);
+    // The lock goes with the write, not with this request: a store carries out a write it was
+    // handed even if the request is dropped meanwhile (a client's reset), and the next create
+    // must not count the keys before that write lands.
+    let store = Arc::clone(&ctx.shared.store);
+    let key = stored.clone();
+    let created = tokio::spawn(async move {
+        let created = store.create_access_key(key).await;
+        drop(creating);
+        created
+    })
+    .await;
     match created {
-        Ok(()) => {}
-        Err(crate::error::StoreError::AlreadyExists { .. }) => {
+        Ok(Ok(())) => {}
+        Ok(Err(crate::error::StoreError::AlreadyExists { .. })) => {
             return fail(Status::already_exists(GROUP, "ownedaccesskeys", &name));
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "storing an access key failed");
+            return fail(Status::internal_error("the access key could not be stored"));
+        }
+        Err(panicked) => {
+            tracing::error!(error = %panicked, "storing an access key failed");
             return fail(Status::internal_error("the access key could not be stored"));
         }
     }
