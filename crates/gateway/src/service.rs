@@ -53,13 +53,14 @@ pub struct Runtime {
 /// Revokes, in `verifier`, every stored revocation that has not yet run out (idempotent).
 pub(crate) fn apply_revocations(verifier: &kubegate_tokens::Verifier, state: &crate::store::State) {
     let now = kubegate_tokens::unix_now();
-    for r in &state.revocations {
-        if r.expires_at > now as i64 {
-            verifier
-                .revocations()
-                .revoke(r.jti.clone(), r.expires_at as u64, now);
-        }
-    }
+    verifier.revocations().revoke_all(
+        state
+            .revocations
+            .iter()
+            .filter(|r| r.expires_at > now as i64)
+            .map(|r| (r.jti.as_str(), r.expires_at as u64)),
+        now,
+    );
 }
 
 impl Shared {
