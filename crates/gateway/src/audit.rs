@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use kubegate_proxy::{AuditEvent, AuditSink, BackgroundJsonLines};
 
@@ -90,14 +91,28 @@ impl AuditSink for GatewayAuditSink {
 /// `/dev/stdout`, a FIFO a log shipper reads, or a symlink to one of them — is only written to:
 /// renaming it would take a device or a pipe away from every other process on the machine (a
 /// gateway running as root once turned `/dev/null` into a regular file that way).
+///
+/// The file written to can leave its path under the gateway: deleted to free space, or moved
+/// away by an outside rotation (logrotate without `copytruncate`). Events written on into it
+/// would be lost to whoever reads the path, so at most once a second, at a flush, the path is
+/// checked and opened again when it no longer names that file. A rotation shifts the kept files
+/// only when the file written to is still there to become `.1` (shifting for a file that is
+/// gone would push out a kept one on every try), and one that fails (a directory turned
+/// read-only) leaves events going to the current file rather than losing them; it is tried
+/// again after another `max_size` bytes.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
     file: BufWriter<File>,
+    /// Device and inode of the file written to.
+    identity: (u64, u64),
     size: u64,
     max_size: u64,
     max_files: usize,
     rotates: bool,
+    /// When the path was last checked against `identity`, and how often it is.
+    checked: Instant,
+    check_every: Duration,
 }
 
 impl RotatingFile {
@@ -106,24 +121,35 @@ impl RotatingFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let metadata = file.metadata()?;
-        let file = BufWriter::new(file);
+        let (file, metadata) = Self::open_appending(&path)?;
         Ok(RotatingFile {
             path,
-            file,
+            file: BufWriter::new(file),
+            identity: identity(&metadata),
             size: metadata.len(),
             max_size: max_size.max(1),
             max_files,
             rotates: metadata.file_type().is_file(),
+            checked: Instant::now(),
+            check_every: Duration::from_secs(1),
         })
+    }
+
+    fn open_appending(path: &Path) -> std::io::Result<(File, std::fs::Metadata)> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let metadata = file.metadata()?;
+        Ok((file, metadata))
     }
 
     /// Appends one line (buffered until [`flush`](Self::flush)), rotating first if it would
     /// overflow the size limit and the file is a regular one.
     pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.rotates && self.size > 0 && self.size + line.len() as u64 > self.max_size {
-            self.rotate()?;
+            self.file.flush()?;
+            if let Err(e) = self.rotate() {
+                tracing::warn!(path = %self.path.display(), error = %e, "rotating the audit log failed; writing on to the current file");
+                self.size = 0;
+            }
         }
         self.file.write_all(line)?;
         self.size += line.len() as u64;
@@ -136,17 +162,37 @@ impl RotatingFile {
         PathBuf::from(name)
     }
 
+    /// Whether the path still names the file written to.
+    fn still_at_path(&self) -> std::io::Result<bool> {
+        match std::fs::metadata(&self.path) {
+            Ok(metadata) => Ok(identity(&metadata) == self.identity),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes on to the file at the path, made anew if there is none.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let (file, metadata) = Self::open_appending(&self.path)?;
+        self.file = BufWriter::new(file);
+        self.identity = identity(&metadata);
+        self.size = metadata.len();
+        Ok(())
+    }
+
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
         if self.max_files == 0 {
-            self.file = BufWriter::new(
-                OpenOptions::new()
-                    .create(true)
-                    .write(true)
-                    .truncate(true)
-                    .open(&self.path)?,
-            );
-        } else {
+            let file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&self.path)?;
+            self.identity = identity(&file.metadata()?);
+            self.file = BufWriter::new(file);
+            self.size = 0;
+            return Ok(());
+        }
+        if self.still_at_path()? {
             for n in (1..self.max_files).rev() {
                 let from = Self::rotated(&self.path, n);
                 if from.exists() {
@@ -154,16 +200,28 @@ impl RotatingFile {
                 }
             }
             std::fs::rename(&self.path, Self::rotated(&self.path, 1))?;
-            self.file = BufWriter::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?,
-            );
         }
-        self.size = 0;
+        self.reopen()
+    }
+
+    /// Opens the path again if the file written to has left it, at most once per
+    /// `check_every`.
+    fn follow_path(&mut self) -> std::io::Result<()> {
+        if !self.rotates || self.checked.elapsed() < self.check_every {
+            return Ok(());
+        }
+        self.checked = Instant::now();
+        if !self.still_at_path()? {
+            tracing::warn!(path = %self.path.display(), "the audit log was moved or deleted; writing to a new file at its path");
+            self.reopen()?;
+        }
         Ok(())
     }
+}
+
+fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
 }
 
 /// Each `write` is whole lines ([`BackgroundJsonLines`] hands over a batch of complete lines
@@ -176,7 +234,8 @@ impl Write for RotatingFile {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        self.file.flush()?;
+        self.follow_path()
     }
 }
 
@@ -259,6 +318,58 @@ mod tests {
             "line-2\n"
         );
         assert!(!RotatingFile::rotated(&path, 3).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The live file deleted under the gateway (to free space): the next rotation makes it
+    /// anew instead of failing on it for ever, and takes none of the kept files.
+    #[test]
+    fn a_deleted_file_is_made_again_and_the_kept_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("kubegate-audit-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("audit.log");
+        let mut f = RotatingFile::open(path.clone(), 10, 3).unwrap();
+        for i in 0..3 {
+            f.write_line(format!("line-{i}\n").as_bytes()).unwrap();
+        }
+        f.flush().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_line(b"line-3\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line-3\n");
+        let kept: Vec<String> = (1..=2)
+            .map(|n| std::fs::read_to_string(RotatingFile::rotated(&path, n)).unwrap())
+            .collect();
+        assert_eq!(kept, ["line-1\n", "line-0\n"], "no kept file was shifted");
+        assert!(!RotatingFile::rotated(&path, 3).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The live file moved away by an outside rotation, or deleted, before it is full: the
+    /// next flush after the check interval writes to a new file at the path.
+    #[test]
+    fn a_file_moved_away_is_followed_by_a_new_one_at_the_path() {
+        let dir = std::env::temp_dir().join(format!("kubegate-audit-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("audit.log");
+        let mut f = RotatingFile::open(path.clone(), 1 << 20, 3).unwrap();
+        f.check_every = Duration::ZERO;
+        f.write_line(b"before\n").unwrap();
+        f.flush().unwrap();
+        std::fs::rename(&path, dir.join("audit.log-20261205")).unwrap();
+        f.write_line(b"moved\n").unwrap();
+        f.flush().unwrap();
+        f.write_line(b"after\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("audit.log-20261205")).unwrap(),
+            "before\nmoved\n"
+        );
+        std::fs::remove_file(&path).unwrap();
+        f.write_line(b"deleted\n").unwrap();
+        f.flush().unwrap();
+        f.write_line(b"again\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "again\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
