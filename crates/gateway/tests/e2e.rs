@@ -869,7 +869,7 @@ async fn owned_access_keys_and_narrowing() {
         (wide_login.status, wide_login.body.trim_end()),
         (
             422,
-            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"sneaky-wide\" is invalid: spec.type: Unsupported value: \"Login\": supported values: \"\", \"Other\", \"User\"","reason":"Invalid","details":{"name":"sneaky-wide","group":"management.loft.sh","kind":"ownedaccesskeys"},"code":422}"#
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"sneaky-wide\" is invalid: spec.type: Unsupported value: \"Login\": supported values: \"\", \"Other\", \"User\"","reason":"Invalid","details":{"name":"sneaky-wide","group":"management.loft.sh","kind":"OwnedAccessKey","causes":[{"reason":"FieldValueNotSupported","message":"Unsupported value: \"Login\": supported values: \"\", \"Other\", \"User\"","field":"spec.type"}]},"code":422}"#
         )
     );
     let bad_name = client
@@ -884,7 +884,7 @@ async fn owned_access_keys_and_narrowing() {
         (bad_name.status, bad_name.body.trim_end()),
         (
             422,
-            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character","reason":"Invalid","details":{"name":"Bad_Name","group":"management.loft.sh","kind":"ownedaccesskeys"},"code":422}"#
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')","reason":"Invalid","details":{"name":"Bad_Name","group":"management.loft.sh","kind":"OwnedAccessKey","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')","field":"metadata.name"}]},"code":422}"#
         )
     );
     // A scope too large to fit a token is refused before it is compared with the caller's.
@@ -901,7 +901,12 @@ async fn owned_access_keys_and_narrowing() {
         )
         .await;
     assert_eq!(huge.status, 422, "{}", huge.body);
-    assert!(huge.body.contains("spec.scope: Too long"), "{}", huge.body);
+    assert!(
+        huge.body
+            .contains("spec.scope: Too long: may not be more than 8192 bytes"),
+        "{}",
+        huge.body
+    );
     assert!(
         login
             .body
@@ -1573,4 +1578,188 @@ async fn direct_endpoint_annotations_tell_clients_where_and_how_to_trust() {
             }
         }
     }
+}
+
+/// kube's request options on the management API's writes, as kube-apiserver's create and
+/// delete handlers read them: `dryRun=All` checks everything and changes nothing (so
+/// `kubectl create/delete --dry-run=server` is safe against the gateway), a value kube does not
+/// know is its 422 naming the options kind, and `preconditions.uid` deletes only that object.
+#[tokio::test(flavor = "multi_thread")]
+async fn management_writes_honour_dry_run_and_preconditions() {
+    require_kubectl();
+    let env = Env::start().await;
+    let client = env.client();
+    let v1 = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1",
+        env.url
+    );
+    let keys = format!("{v1}/ownedaccesskeys");
+    let names = || async {
+        let list = client.get(&keys, SCOPED_KEY, &[]).await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        let list: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let invalid = |kind: &str, errors: &[(&str, &str)]| {
+        let text: Vec<String> = errors.iter().map(|(f, b)| format!("{f}: {b}")).collect();
+        let message = match text.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let causes: Vec<serde_json::Value> = errors
+            .iter()
+            .map(|(f, b)| serde_json::json!({"reason": "FieldValueNotSupported", "message": b, "field": f}))
+            .collect();
+        serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("{kind}.meta.k8s.io \"\" is invalid: {message}"),
+            "reason": "Invalid",
+            "details": {"group": "meta.k8s.io", "kind": kind, "causes": causes},
+            "code": 422,
+        })
+    };
+    let dry_some = r#"Unsupported value: []string{"Some"}: supported values: "All""#;
+    let loose = r#"Unsupported value: "Loose": supported values: "", "Ignore", "Strict", "Warn""#;
+    let creates = [
+        ("?dryRun=All", 201, None),
+        (
+            "?dryRun=Some",
+            422,
+            Some(invalid("CreateOptions", &[("dryRun", dry_some)])),
+        ),
+        (
+            "?dryRun=All&dryRun=Other",
+            422,
+            Some(invalid(
+                "CreateOptions",
+                &[(
+                    "dryRun",
+                    r#"Unsupported value: []string{"All", "Other"}: supported values: "All""#,
+                )],
+            )),
+        ),
+        (
+            "?fieldValidation=Loose&dryRun=Some",
+            422,
+            Some(invalid(
+                "CreateOptions",
+                &[("dryRun", dry_some), ("fieldValidation", loose)],
+            )),
+        ),
+    ];
+    for (query, status, body) in creates {
+        let reply = client
+            .post(
+                &format!("{keys}{query}"),
+                SCOPED_KEY,
+                "application/json",
+                br#"{"metadata":{"name":"dry"}}"#.to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, status, "{query}: {}", reply.body);
+        let got: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        match body {
+            Some(body) => assert_eq!(got, body, "{query}"),
+            None => {
+                assert_eq!(got["metadata"]["name"], "dry");
+                assert!(got["spec"].get("key").is_none(), "no key was made: {got}");
+            }
+        }
+    }
+    assert!(!names().await.contains(&"dry".to_owned()), "nothing stored");
+    // A dry-run token is checked and not minted.
+    let token = client
+        .post(
+            &format!("{v1}/directclusterendpointtokens?dryRun=All"),
+            SCOPED_KEY,
+            "application/json",
+            br#"{"spec":{}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(token.status, 201, "{}", token.body);
+    let token: serde_json::Value = serde_json::from_str(&token.body).unwrap();
+    assert!(token["status"].get("token").is_none(), "{token}");
+
+    // Deletes, of a key made for them.
+    let created = client
+        .post(
+            &keys,
+            SCOPED_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"doomed"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let created: serde_json::Value = serde_json::from_str(&created.body).unwrap();
+    let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
+    let delete = |query: &str, body: &str| {
+        let req = http::Request::delete(format!("{keys}/doomed{query}"))
+            .header("authorization", format!("Bearer {SCOPED_KEY}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                body.to_owned(),
+            )))
+            .unwrap();
+        client.send(req)
+    };
+    let conflict = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": format!("Operation cannot be fulfilled on ownedaccesskeys.management.loft.sh \"doomed\": Precondition failed: UID in precondition: not-it, UID in object meta: {uid}"),
+        "reason": "Conflict",
+        "details": {"name": "doomed", "group": "management.loft.sh", "kind": "ownedaccesskeys"},
+        "code": 409,
+    });
+    let deletes = [
+        ("?dryRun=All", "", 200, None),
+        (
+            "",
+            r#"{"kind":"DeleteOptions","apiVersion":"v1","dryRun":["All"]}"#,
+            200,
+            None,
+        ),
+        (
+            "",
+            r#"{"dryRun":["Some"]}"#,
+            422,
+            Some(invalid("DeleteOptions", &[("dryRun", dry_some)])),
+        ),
+        (
+            "",
+            r#"{"preconditions":{"uid":"not-it"}}"#,
+            409,
+            Some(conflict),
+        ),
+    ];
+    for (query, body, status, expected) in deletes {
+        let reply = delete(query, body).await;
+        assert_eq!(reply.status, status, "{query} {body}: {}", reply.body);
+        if let Some(expected) = expected {
+            let got: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+            assert_eq!(got, expected, "{query} {body}");
+        }
+        assert!(
+            names().await.contains(&"doomed".to_owned()),
+            "{query} {body}: still there"
+        );
+    }
+    // kubectl's own server-side dry run sends its DeleteOptions in the body.
+    let out = env
+        .kubectl(
+            SCOPED_KEY,
+            MGMT,
+            &["delete", "ownedaccesskeys", "doomed", "--dry-run=server"],
+        )
+        .await;
+    let out = assert_ok(&out);
+    assert!(out.contains("(server dry run)"), "{out}");
+    assert!(names().await.contains(&"doomed".to_owned()));
+    // The right UID deletes it.
+    let reply = delete("", &format!(r#"{{"preconditions":{{"uid":"{uid}"}}}}"#)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!names().await.contains(&"doomed".to_owned()));
 }

@@ -30,7 +30,7 @@ pub use ext::{
 pub use forward::ForwardService;
 pub use metrics::MetricsLayer;
 pub use rbac::RbacAuthorizer;
-pub use status::Status;
+pub use status::{FieldError, Status};
 pub use upstream::{
     Credential, DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS,
     DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION, IdentityMode, Upstream, UpstreamBuilder,

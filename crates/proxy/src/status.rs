@@ -121,6 +121,64 @@ pub struct StatusCause {
     pub field: String,
 }
 
+/// One error of one field, as apimachinery's `field.Error`: an `Invalid` Status
+/// ([`Status::invalid`]) has one `causes` entry and one part of its message per error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The cause type: `FieldValueInvalid`, `FieldValueNotSupported`, `FieldValueTooLong`, …
+    pub reason: &'static str,
+    /// The field's path, e.g. `metadata.name`.
+    pub field: String,
+    /// What `ErrorBody()` says, e.g. `Invalid value: "x": <why>`.
+    pub body: String,
+}
+
+impl FieldError {
+    /// `field.Invalid(field, value, detail)` for a string value.
+    pub fn invalid(field: &str, value: &str, detail: &str) -> FieldError {
+        FieldError {
+            reason: "FieldValueInvalid",
+            field: field.to_owned(),
+            body: format!("Invalid value: {}: {detail}", go_quote(value)),
+        }
+    }
+
+    /// `field.NotSupported(field, value, supported)` for a string value.
+    pub fn not_supported(field: &str, value: &str, supported: &[&str]) -> FieldError {
+        FieldError::unsupported(field, &go_quote(value), supported)
+    }
+
+    /// `field.NotSupported(field, values, supported)` for a list of strings (a query
+    /// parameter given any number of times), which kube prints as Go's `%#v` does:
+    /// `[]string{"a", "b"}`.
+    pub fn not_supported_list(field: &str, values: &[&str], supported: &[&str]) -> FieldError {
+        let quoted: Vec<String> = values.iter().map(|v| go_quote(v)).collect();
+        let value = format!("[]string{{{}}}", quoted.join(", "));
+        FieldError::unsupported(field, &value, supported)
+    }
+
+    fn unsupported(field: &str, value: &str, supported: &[&str]) -> FieldError {
+        let mut body = format!("Unsupported value: {value}");
+        if !supported.is_empty() {
+            let quoted: Vec<String> = supported.iter().map(|v| go_quote(v)).collect();
+            body.push_str(": supported values: ");
+            body.push_str(&quoted.join(", "));
+        }
+        FieldError {
+            reason: "FieldValueNotSupported",
+            field: field.to_owned(),
+            body,
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    /// `field.Error.Error()`: `<field>: <body>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.body)
+    }
+}
+
 fn is_zero(n: &i32) -> bool {
     *n == 0
 }
@@ -230,6 +288,41 @@ impl Status {
             ),
             Some(StatusDetails::object(group, resource, name)),
         )
+    }
+
+    /// 422 `Invalid` as `NewInvalid(schema.GroupKind{group, kind}, name, errors)`: the
+    /// message `<Kind>.<group> "<name>" is invalid: <errors>` (one error as it is, several
+    /// in brackets, repeats dropped, as an apimachinery aggregate prints them), one cause per
+    /// error, and `details` naming the object by its kind.
+    pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        let mut seen: Vec<String> = Vec::with_capacity(errors.len());
+        for error in errors {
+            let text = error.to_string();
+            if !seen.contains(&text) {
+                seen.push(text);
+            }
+        }
+        let subject = format!("{} {}", qualified(group, kind), go_quote(name));
+        let message = match seen.as_slice() {
+            [] => format!("{subject} is invalid"),
+            [one] => format!("{subject} is invalid: {one}"),
+            many => format!("{subject} is invalid: [{}]", many.join(", ")),
+        };
+        let details = StatusDetails {
+            name: name.to_owned(),
+            group: group.to_owned(),
+            kind: kind.to_owned(),
+            causes: errors
+                .iter()
+                .map(|e| StatusCause {
+                    reason: e.reason.to_owned(),
+                    message: e.body.clone(),
+                    field: e.field.clone(),
+                })
+                .collect(),
+            ..StatusDetails::default()
+        };
+        Status::new(422, "Invalid", message, Some(details))
     }
 
     /// 400 `BadRequest`.
@@ -1068,6 +1161,44 @@ mod tests {
         assert_eq!(res.headers()[NOSNIFF], "nosniff");
         let res: Response<Full<Bytes>> = too_many_requests_text(1);
         assert_eq!(res.headers()[RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn invalid_is_new_invalid() {
+        // kube-apiserver's answer to `POST …?dryRun=Some&fieldValidation=Loose`.
+        let status = Status::invalid(
+            "meta.k8s.io",
+            "CreateOptions",
+            "",
+            &[
+                FieldError::not_supported_list("dryRun", &["Some"], &["All"]),
+                FieldError::not_supported(
+                    "fieldValidation",
+                    "Loose",
+                    &["", "Ignore", "Strict", "Warn"],
+                ),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8(status.to_json(false)).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"CreateOptions.meta.k8s.io \"\" is invalid: [dryRun: Unsupported value: []string{\"Some\"}: supported values: \"All\", fieldValidation: Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"]","reason":"Invalid","details":{"group":"meta.k8s.io","kind":"CreateOptions","causes":[{"reason":"FieldValueNotSupported","message":"Unsupported value: []string{\"Some\"}: supported values: \"All\"","field":"dryRun"},{"reason":"FieldValueNotSupported","message":"Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"","field":"fieldValidation"}]},"code":422}
+"#
+        );
+        let one = Status::invalid(
+            "g.io",
+            "Thing",
+            "a\u{1}",
+            &[
+                FieldError::invalid("metadata.name", "a\u{1}", "bad"),
+                FieldError::invalid("metadata.name", "a\u{1}", "bad"),
+            ],
+        );
+        assert_eq!(
+            one.message,
+            r#"Thing.g.io "a\x01" is invalid: metadata.name: Invalid value: "a\x01": bad"#,
+            "one error after repeats are dropped, Go quoting"
+        );
+        assert_eq!(one.details.unwrap().causes.len(), 2);
     }
 
     #[test]

@@ -119,7 +119,7 @@ pub async fn handle(
         ("ownedaccesskeys", "create") => tokens::create_owned_access_key(&ctx, req).await,
         ("ownedaccesskeys", "list") => tokens::list_owned_access_keys(&ctx, &req).await,
         ("ownedaccesskeys", "get") => tokens::get_owned_access_key(&ctx, &req).await,
-        ("ownedaccesskeys", "delete") => tokens::delete_owned_access_key(&ctx, &req).await,
+        ("ownedaccesskeys", "delete") => tokens::delete_owned_access_key(&ctx, req).await,
         (_, "list" | "get") if resource.verbs.contains(&"list") => objects::read(&ctx, &req),
         _ => respond(&method_not_allowed(resource.plural, &ctx.name), &req),
     }

@@ -2,13 +2,15 @@
 //! validation, JSON and Table responses.
 
 use crate::service::RequestBody;
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use k8s_openapi::Metadata;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kubegate_api::{GoObjectMeta, ListItem, ListItems};
-use kubegate_proxy::{ProxyBody, Status};
+use kubegate_proxy::{FieldError, ProxyBody, Status};
 use serde::de::DeserializeOwned;
 
 use super::discovery::ResourceInfo;
@@ -60,20 +62,70 @@ enum FieldValidation {
     Strict,
 }
 
-fn field_validation(req: &Request<RequestBody>) -> Result<FieldValidation, Box<Status>> {
-    let value = req
-        .uri()
-        .query()
-        .and_then(|q| kubegate_routing::Query::new(q).first("fieldValidation"))
-        .map(|v| v.into_owned());
-    match value.as_deref() {
-        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
-        Some("Strict") => Ok(FieldValidation::Strict),
-        Some("Ignore") => Ok(FieldValidation::Ignore),
-        Some(other) => Err(Box::new(Status::bad_request(format!(
-            "fieldValidation parameter unsupported: {other}"
-        )))),
+/// The values kube's `dryRun` option takes: `All`, the one kube knows, any number of times.
+const DRY_RUN_VALUES: &[&str] = &["All"];
+
+/// The `dryRun` values of a query (every occurrence, as kube's parameter codec reads a list).
+fn dry_run_values<'a>(query: Option<&kubegate_routing::Query<'a>>) -> Vec<Cow<'a, str>> {
+    query
+        .into_iter()
+        .flat_map(|q| q.pairs())
+        .filter(|(key, _)| key == "dryRun")
+        .map(|(_, value)| value)
+        .collect()
+}
+
+/// kube's `ValidateDryRun`: every value must be one kube knows.
+fn dry_run_error(values: &[Cow<'_, str>]) -> Option<FieldError> {
+    values
+        .iter()
+        .any(|v| !DRY_RUN_VALUES.contains(&v.as_ref()))
+        .then(|| {
+            let values: Vec<&str> = values.iter().map(|v| v.as_ref()).collect();
+            FieldError::not_supported_list("dryRun", &values, DRY_RUN_VALUES)
+        })
+}
+
+/// kube's create options, from the query, checked as `ValidateCreateOptions` checks them
+/// (before the body is read): a value kube does not know is a 422 naming `CreateOptions`.
+struct CreateOptions {
+    dry_run: bool,
+    field_validation: FieldValidation,
+}
+
+fn create_options(req: &Request<RequestBody>) -> Result<CreateOptions, Box<Status>> {
+    let query = req.uri().query().map(kubegate_routing::Query::new);
+    let dry_run = dry_run_values(query.as_ref());
+    let mut errors: Vec<FieldError> = dry_run_error(&dry_run).into_iter().collect();
+    let field_validation = match query
+        .as_ref()
+        .and_then(|q| q.first("fieldValidation"))
+        .as_deref()
+    {
+        None | Some("") | Some("Warn") => FieldValidation::Warn,
+        Some("Strict") => FieldValidation::Strict,
+        Some("Ignore") => FieldValidation::Ignore,
+        Some(other) => {
+            errors.push(FieldError::not_supported(
+                "fieldValidation",
+                other,
+                &["", "Ignore", "Strict", "Warn"],
+            ));
+            FieldValidation::Warn
+        }
+    };
+    if !errors.is_empty() {
+        return Err(Box::new(options_invalid("CreateOptions", &errors)));
     }
+    Ok(CreateOptions {
+        dry_run: !dry_run.is_empty(),
+        field_validation,
+    })
+}
+
+/// The 422 kube-apiserver answers for request options it does not accept.
+fn options_invalid(kind: &str, errors: &[FieldError]) -> Status {
+    Status::invalid("meta.k8s.io", kind, "", errors)
 }
 
 /// How much of an oversized body is read and discarded before answering 413, so a client that
@@ -122,6 +174,8 @@ pub(super) struct Decoded<T> {
     pub object: T,
     /// `Warning` header values (unknown fields under `fieldValidation=Warn`).
     pub warnings: Vec<String>,
+    /// `dryRun=All`: check everything, change nothing.
+    pub dry_run: bool,
 }
 
 /// Reads and decodes the body of a create request into `T`, as kube-apiserver would: JSON or
@@ -131,57 +185,11 @@ pub(super) async fn decode<T: DeserializeOwned>(
     req: Request<RequestBody>,
 ) -> Result<Decoded<T>, Box<Response<ProxyBody>>> {
     let fail = |status: Status, req: &Request<()>| Box::new(respond_unit(&status, req));
-    let validation = match field_validation(&req) {
-        Ok(v) => v,
+    let options = match create_options(&req) {
+        Ok(options) => options,
         Err(status) => return Err(Box::new(respond(&status, &req))),
     };
-    let content_type = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let (parts, body) = req.into_parts();
-    let head = Request::from_parts(parts, ());
-    let yaml = match content_type.as_str() {
-        "application/json" | "" | "*/*" => false,
-        "application/yaml" => true,
-        _ => {
-            return Err(fail(
-                Status {
-                    code: 415,
-                    message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string(),
-                    reason: "UnsupportedMediaType".into(),
-                    details: None,
-                    type_meta: true,
-                },
-                &head,
-            ));
-        }
-    };
-    let bytes = match read_bounded(body).await {
-        Ok(bytes) => bytes,
-        Err(BodyError::TooLarge) => {
-            let status = Status {
-                code: 413,
-                message: "the request is too large".into(),
-                reason: "RequestEntityTooLarge".into(),
-                details: None,
-                type_meta: true,
-            };
-            return Err(fail(status, &head));
-        }
-        Err(BodyError::Read(e)) => {
-            return Err(fail(
-                Status::bad_request(format!("error reading request body: {e}")),
-                &head,
-            ));
-        }
-    };
+    let (head, bytes, yaml) = read_body(req, false).await?;
     let mut unknown = Vec::new();
     let result: Result<T, String> = if yaml {
         serde_saphyr::from_slice::<serde_json::Value>(&bytes)
@@ -208,7 +216,7 @@ pub(super) async fn decode<T: DeserializeOwned>(
         .iter()
         .map(|path| format!("unknown field {path:?}"))
         .collect();
-    match validation {
+    match options.field_validation {
         FieldValidation::Strict if !messages.is_empty() => Err(fail(
             Status::bad_request(format!("strict decoding error: {}", messages.join(", "))),
             &head,
@@ -216,12 +224,153 @@ pub(super) async fn decode<T: DeserializeOwned>(
         FieldValidation::Warn => Ok(Decoded {
             object,
             warnings: messages,
+            dry_run: options.dry_run,
         }),
         _ => Ok(Decoded {
             object,
             warnings: Vec::new(),
+            dry_run: options.dry_run,
         }),
     }
+}
+
+/// Reads a request's body as kube-apiserver would before decoding it: JSON or YAML by
+/// `Content-Type` (else 415), at most [`MAX_BODY_BYTES`] (else 413). Gives back the request's
+/// head (for answering in the format it negotiates), the body, and whether it is YAML. With
+/// `optional` (a DELETE's options), an empty body is no body and its type is not looked at.
+async fn read_body(
+    req: Request<RequestBody>,
+    optional: bool,
+) -> Result<(Request<()>, Bytes, bool), Box<Response<ProxyBody>>> {
+    let fail = |status: Status, req: &Request<()>| Box::new(respond_unit(&status, req));
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (parts, body) = req.into_parts();
+    let head = Request::from_parts(parts, ());
+    let yaml = match content_type.as_str() {
+        "application/json" | "" | "*/*" => Some(false),
+        "application/yaml" => Some(true),
+        _ => None,
+    };
+    let unsupported = |head: &Request<()>| {
+        fail(
+            Status {
+                code: 415,
+                message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml".to_string(),
+                reason: "UnsupportedMediaType".into(),
+                details: None,
+                type_meta: true,
+            },
+            head,
+        )
+    };
+    if yaml.is_none() && !optional {
+        return Err(unsupported(&head));
+    }
+    let bytes = match read_bounded(body).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            let status = Status {
+                code: 413,
+                message: "the request is too large".into(),
+                reason: "RequestEntityTooLarge".into(),
+                details: None,
+                type_meta: true,
+            };
+            return Err(fail(status, &head));
+        }
+        Err(BodyError::Read(e)) => {
+            return Err(fail(
+                Status::bad_request(format!("error reading request body: {e}")),
+                &head,
+            ));
+        }
+    };
+    match yaml {
+        Some(yaml) => Ok((head, bytes, yaml)),
+        None if bytes.is_empty() => Ok((head, bytes, false)),
+        None => Err(unsupported(&head)),
+    }
+}
+
+/// kube's delete options, as kube-apiserver's delete handler reads them: from a
+/// `DeleteOptions` body when there is one (what client-go and `kubectl delete` send), else
+/// from the query; checked as `ValidateDeleteOptions` checks `dryRun`.
+pub(super) struct DeleteOptions {
+    /// `dryRun=All`: check everything, change nothing.
+    pub dry_run: bool,
+    /// `preconditions.uid`: delete only the object of this UID.
+    pub uid: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeleteOptionsBody {
+    #[serde(default)]
+    dry_run: Vec<String>,
+    #[serde(default)]
+    preconditions: Option<PreconditionsBody>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PreconditionsBody {
+    #[serde(default)]
+    uid: Option<String>,
+}
+
+/// Reads [`DeleteOptions`]; gives back the request's head to answer with.
+pub(super) async fn delete_options(
+    req: Request<RequestBody>,
+) -> Result<(Request<()>, DeleteOptions), Box<Response<ProxyBody>>> {
+    let fail = |status: Status, req: &Request<()>| Box::new(respond_unit(&status, req));
+    let (head, bytes, yaml) = read_body(req, true).await?;
+    let body: DeleteOptionsBody = if bytes.is_empty() {
+        let query = head.uri().query().map(kubegate_routing::Query::new);
+        let dry_run = dry_run_values(query.as_ref())
+            .into_iter()
+            .map(Cow::into_owned)
+            .collect();
+        DeleteOptionsBody {
+            dry_run,
+            preconditions: None,
+        }
+    } else {
+        let decoded = if yaml {
+            serde_saphyr::from_slice::<DeleteOptionsBody>(&bytes).map_err(|e| e.to_string())
+        } else {
+            serde_json::from_slice::<DeleteOptionsBody>(&bytes).map_err(|e| e.to_string())
+        };
+        match decoded {
+            Ok(body) => body,
+            Err(e) => {
+                return Err(fail(
+                    Status::bad_request(format!("the DeleteOptions could not be decoded: {e}")),
+                    &head,
+                ));
+            }
+        }
+    };
+    let values: Vec<Cow<'_, str>> = body
+        .dry_run
+        .iter()
+        .map(|v| Cow::Borrowed(v.as_str()))
+        .collect();
+    if let Some(error) = dry_run_error(&values) {
+        return Err(fail(options_invalid("DeleteOptions", &[error]), &head));
+    }
+    let options = DeleteOptions {
+        dry_run: !body.dry_run.is_empty(),
+        uid: body.preconditions.and_then(|p| p.uid),
+    };
+    Ok((head, options))
 }
 
 /// A field path as kube-apiserver prints it (`spec.foo`, `items[0].bar`): serde's `Option` and
@@ -245,7 +394,7 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-fn respond_unit(status: &Status, req: &Request<()>) -> Response<ProxyBody> {
+pub(super) fn respond_unit(status: &Status, req: &Request<()>) -> Response<ProxyBody> {
     status.response_for(req.uri(), req.headers())
 }
 

@@ -12,12 +12,13 @@ use kubegate_api::{
 };
 use kubegate_authz::CompiledScope;
 use kubegate_proxy::status::StatusFormat;
-use kubegate_proxy::{ProxyBody, Status};
+use kubegate_proxy::{FieldError, ProxyBody, Status};
 use kubegate_tokens::AccessKeySecret;
 
 use super::discovery::GROUP;
 use super::request::{
-    Ctx, decode, json_response, list_or_table, object_or_table, rfc3339, with_warnings,
+    Ctx, decode, delete_options, json_response, list_or_table, object_or_table, respond_unit,
+    rfc3339, with_warnings,
 };
 use crate::authn::CallerCredential;
 use crate::service::respond;
@@ -37,22 +38,40 @@ fn metadata_with_timestamp(
 /// carrying it well under the verifier's 16 KiB bound once base64-encoded and signed.
 const MAX_REQUESTED_SCOPE_BYTES: usize = 8 * 1024;
 
-/// A 422 `Invalid` for a management object: `<Kind>.<group> "<name>" is invalid: <cause>`,
-/// with `details` naming the object by resource (`kind` holds the plural, as the other
-/// management errors have it). `cause` is `<field>: <what is wrong>`.
-fn invalid(kind: &str, resource: &str, name: &str, cause: &str) -> Status {
-    Status {
-        code: 422,
-        message: format!("{kind}.{GROUP} {name:?} is invalid: {cause}"),
-        reason: "Invalid".into(),
-        details: Some(kubegate_proxy::status::StatusDetails {
-            name: name.to_owned(),
-            group: GROUP.into(),
-            kind: resource.to_owned(),
-            ..Default::default()
-        }),
-        type_meta: true,
+/// A 422 `Invalid` for a management object, as kube's `NewInvalid` makes it:
+/// `<Kind>.<group> "<name>" is invalid: <errors>`, `details` naming the kind, one cause per
+/// error.
+fn invalid(kind: &str, name: &str, errors: &[FieldError]) -> Status {
+    Status::invalid(GROUP, kind, name, errors)
+}
+
+/// What kube's `IsDNS1123Label` finds wrong with `metadata.name`, in its words.
+fn name_errors(name: &str) -> Vec<FieldError> {
+    const FORMAT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
+    let label_shaped = |s: &str| {
+        let bytes = s.as_bytes();
+        let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        bytes.first().is_some_and(alnum)
+            && bytes.last().is_some_and(alnum)
+            && bytes.iter().all(|b| alnum(b) || *b == b'-')
+    };
+    let mut why = Vec::new();
+    if name.len() > 63 {
+        why.push("must be no more than 63 characters".to_owned());
     }
+    if !label_shaped(name) {
+        if name.split('.').all(label_shaped) {
+            why.push("must not contain dots".to_owned());
+        } else {
+            // `RegexError`, its double space included.
+            why.push(format!(
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{FORMAT}')"
+            ));
+        }
+    }
+    why.iter()
+        .map(|why| FieldError::invalid("metadata.name", name, why))
+        .collect()
 }
 
 /// The scope a new credential gets: the requested one if it narrows the caller's, the caller's
@@ -70,13 +89,15 @@ fn narrowed_scope(
     // 16 KiB).
     let size = serde_json::to_vec(&requested).map_or(usize::MAX, |json| json.len());
     if size > MAX_REQUESTED_SCOPE_BYTES {
+        // kube's `field.TooLong`.
         return Err(Box::new(invalid(
             ctx.resource.kind,
-            ctx.resource.plural,
             name,
-            &format!(
-                "spec.scope: Too long: the scope is {size} bytes of JSON, at most {MAX_REQUESTED_SCOPE_BYTES} are allowed"
-            ),
+            &[FieldError {
+                reason: "FieldValueTooLong",
+                field: "spec.scope".into(),
+                body: format!("Too long: may not be more than {MAX_REQUESTED_SCOPE_BYTES} bytes"),
+            }],
         )));
     }
     if CompiledScope::new(Some(&requested)).narrows(&ctx.caller.scope) {
@@ -177,6 +198,15 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     let Some(ttl) = ctx.caller.bounded_ttl(ttl, now()) else {
         return fail(Status::unauthorized());
     };
+    if decoded.dry_run {
+        // Checked through and through; no token is made.
+        object.spec.scope = scope;
+        object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
+        return with_warnings(
+            json_response(StatusCode::CREATED, &object),
+            &decoded.warnings,
+        );
+    }
     let request = ctx.runtime.credentials.user_token_request(
         identity,
         scope.clone(),
@@ -243,15 +273,9 @@ pub(super) async fn create_owned_access_key(
         (_, Some(prefix)) if !prefix.is_empty() => format!("{prefix}{}", short_id()),
         _ => generated_key_name("", &ctx.caller.identity.name),
     };
-    if !kubegate_routing::is_dns1123_label(&name) {
-        return fail(invalid(
-            ctx.resource.kind,
-            ctx.resource.plural,
-            &name,
-            &format!(
-                "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-            ),
-        ));
+    let name_errors = name_errors(&name);
+    if !name_errors.is_empty() {
+        return fail(invalid(ctx.resource.kind, &name, &name_errors));
     }
     // Checked before the scope is compared and a secret drawn: a type the API does not make
     // is refused whatever else the request holds, and without spending work on it.
@@ -263,11 +287,12 @@ pub(super) async fn create_owned_access_key(
         other => {
             return fail(invalid(
                 ctx.resource.kind,
-                ctx.resource.plural,
                 &name,
-                &format!(
-                    "spec.type: Unsupported value: {other:?}: supported values: \"\", \"Other\", \"User\""
-                ),
+                &[FieldError::not_supported(
+                    "spec.type",
+                    other,
+                    &["", "Other", "User"],
+                )],
             ));
         }
     };
@@ -337,6 +362,15 @@ pub(super) async fn create_owned_access_key(
     let creating = Arc::clone(&ctx.shared.key_creation).lock_owned().await;
     if let Err(status) = within_key_limits(ctx, &stored, created_at).await {
         return fail(*status);
+    }
+    if decoded.dry_run {
+        // Checked through and through, the per-user limits too; nothing is stored, so no key
+        // is shown: one that was never stored would authenticate nobody.
+        drop(creating);
+        return with_warnings(
+            json_response(StatusCode::CREATED, &owned_object(&stored)),
+            &decoded.warnings,
+        );
     }
     // The lock goes with the write, not with this request: a store carries out a write it was
     // handed even if the request is dropped meanwhile (a client's reset), and the next create
@@ -513,33 +547,57 @@ struct SuccessStatus<'a> {
 #[derive(serde::Serialize)]
 struct Empty {}
 
-/// `DELETE ownedaccesskeys/<name>`: deletes one of the caller's keys.
+/// `DELETE ownedaccesskeys/<name>`: deletes one of the caller's keys. Reads `DeleteOptions`
+/// as kube does (body, else query): `dryRun=All` checks and deletes nothing,
+/// `preconditions.uid` deletes only the key of that UID (409 otherwise).
 pub(super) async fn delete_owned_access_key(
     ctx: &Ctx<'_>,
-    req: &Request<RequestBody>,
+    req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
+    let (req, options) = match delete_options(req).await {
+        Ok(read) => read,
+        Err(res) => return *res,
+    };
     let keys = match own_keys(ctx).await {
         Ok(keys) => keys,
-        Err(status) => return respond(&status, req),
+        Err(status) => return respond_unit(&status, &req),
     };
+    let not_found = || Status::not_found(GROUP, "ownedaccesskeys", &ctx.name);
     let Some(uid) = keys
         .iter()
         .find(|k| k.name == ctx.name)
         .map(|k| k.uid.clone())
     else {
-        return respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req);
+        return respond_unit(&not_found(), &req);
     };
-    // Only the key looked at above: one deleted and made again under its name since, by
-    // someone else, is not the caller's to delete.
-    match ctx
-        .shared
-        .store
-        .delete_access_key(&ctx.name, Some(&uid))
-        .await
-    {
-        Ok(false) => respond(&Status::not_found(GROUP, "ownedaccesskeys", &ctx.name), req),
+    if let Some(wanted) = options.uid.as_deref().filter(|wanted| *wanted != uid) {
+        // kube's storage precondition check, word for word.
+        let status = Status::conflict(
+            GROUP,
+            "ownedaccesskeys",
+            &ctx.name,
+            &format!(
+                "Precondition failed: UID in precondition: {wanted}, UID in object meta: {uid}"
+            ),
+        );
+        return respond_unit(&status, &req);
+    }
+    let deleted = if options.dry_run {
+        Ok(true)
+    } else {
+        // Only the key looked at above: one deleted and made again under its name since, by
+        // someone else, is not the caller's to delete.
+        ctx.shared
+            .store
+            .delete_access_key(&ctx.name, Some(&uid))
+            .await
+    };
+    match deleted {
+        Ok(false) => respond_unit(&not_found(), &req),
         Ok(true) => {
-            if let Err(e) = ctx.shared.refresh_state().await {
+            if !options.dry_run
+                && let Err(e) = ctx.shared.refresh_state().await
+            {
                 tracing::warn!(error = %e, "refreshing credentials after deleting a key failed");
             }
             // kube-apiserver's `finalizeDelete`: a Success Status naming the object, with no
@@ -567,9 +625,9 @@ pub(super) async fn delete_owned_access_key(
         }
         Err(e) => {
             tracing::error!(error = %e, "deleting an access key failed");
-            respond(
+            respond_unit(
                 &Status::internal_error("the access key could not be deleted"),
-                req,
+                &req,
             )
         }
     }
