@@ -3,13 +3,19 @@
 //! the cache does not hold.
 //!
 //! Refreshes are single-flight and rate-limited: a flood of tokens with made-up `kid`s costs at
-//! most one fetch per [`MIN_REFRESH_INTERVAL`]. When the issuer cannot be reached, the keys
+//! most one fetch per [`MIN_REFRESH_INTERVAL`] (counted from the end of the last one). A fetch
+//! runs in a task of its own: callers wait for it or not, and one that goes away (a client's
+//! reset) neither stops it nor spoils the next. Keys that have aged are refreshed in the
+//! background while they go on verifying (stale-while-revalidate), so a slow or hung issuer
+//! delays only tokens that need keys not held; when the issuer cannot be reached, the keys
 //! already held keep verifying (stale-if-error), however old they are.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use kubegate_tokens::{
     Algorithm, DISCOVERY_PATH, ExternalIdentity, JwkSet, OidcIssuer, OidcIssuerConfig,
 };
@@ -67,21 +73,42 @@ pub enum KeyFailure {
     Invalid(kubegate_tokens::Error),
 }
 
+/// A fetch under way, which every caller that wants newer keys shares.
+type Flight = Shared<BoxFuture<'static, Result<Arc<Fetched>, String>>>;
+
 #[derive(Debug, Default)]
 struct RefreshState {
-    last_attempt: Option<Instant>,
+    /// When the last fetch ended.
+    last_end: Option<Instant>,
     last_error: Option<String>,
+    flight: Option<Flight>,
+}
+
+/// What a caller wanting keys newer than those it saw can have.
+enum Newer {
+    /// Newer keys are held already.
+    Held(Arc<Fetched>),
+    /// A fetch is under way (perhaps just started) to wait for.
+    Coming(Flight),
+    /// The last fetch ended too recently to start another; its error, if it failed.
+    NotYet(Option<String>),
+}
+
+/// Where the keys come from: what a fetch, in a task of its own, needs.
+#[derive(Debug)]
+struct Origin {
+    client: HttpsClient,
+    discovery_url: String,
+    origin: IssuerOrigin,
+    template: OidcIssuerConfig,
 }
 
 /// The cached keys of one issuer.
 #[derive(Debug)]
 pub struct KeySource {
-    client: HttpsClient,
-    discovery_url: String,
-    origin: IssuerOrigin,
-    template: OidcIssuerConfig,
-    current: ArcSwapOption<Fetched>,
-    refresh: tokio::sync::Mutex<RefreshState>,
+    from: Arc<Origin>,
+    current: Arc<ArcSwapOption<Fetched>>,
+    refresh: Arc<Mutex<RefreshState>>,
     min_refresh_interval: Duration,
 }
 
@@ -96,12 +123,14 @@ impl KeySource {
         template: OidcIssuerConfig,
     ) -> KeySource {
         KeySource {
-            client,
-            discovery_url: format!("{}{DISCOVERY_PATH}", base_url.trim_end_matches('/')),
-            origin,
-            template,
-            current: ArcSwapOption::empty(),
-            refresh: tokio::sync::Mutex::new(RefreshState::default()),
+            from: Arc::new(Origin {
+                client,
+                discovery_url: format!("{}{DISCOVERY_PATH}", base_url.trim_end_matches('/')),
+                origin,
+                template,
+            }),
+            current: Arc::default(),
+            refresh: Arc::default(),
             min_refresh_interval: MIN_REFRESH_INTERVAL,
         }
     }
@@ -120,20 +149,24 @@ impl KeySource {
             .map(|f| f.verifier.config().issuer_url.clone())
     }
 
-    /// The keys to verify with: the cached ones, refreshed first when they are older than
-    /// [`MAX_KEY_AGE`] (kept if the refresh fails); fetched when none are held.
+    /// The keys to verify with: the cached ones (a refresh starts in the background when they
+    /// are older than [`MAX_KEY_AGE`]); fetched, and waited for, when none are held.
     pub async fn keys(&self) -> Result<Arc<Fetched>, String> {
-        let held = self.current.load_full();
-        match held {
-            Some(f) if f.fetched_at.elapsed() < MAX_KEY_AGE => Ok(f),
-            Some(f) => match self.refresh(Some(f.fetched_at)).await {
-                Ok(newer) => Ok(newer),
-                Err(why) => {
-                    tracing::warn!(url = %self.discovery_url, error = %why, "refreshing signing keys failed; using the cached ones");
-                    Ok(f)
+        match self.current.load_full() {
+            Some(held) => {
+                if held.fetched_at.elapsed() >= MAX_KEY_AGE {
+                    // Started (or already under way) and not waited for.
+                    let _ = self.newer_than(Some(held.fetched_at));
+                }
+                Ok(held)
+            }
+            None => match self.newer_than(None) {
+                Newer::Held(keys) => Ok(keys),
+                Newer::Coming(flight) => flight.await,
+                Newer::NotYet(error) => {
+                    Err(error.unwrap_or_else(|| "no signing keys have been fetched yet".into()))
                 }
             },
-            None => self.refresh(None).await,
         }
     }
 
@@ -142,58 +175,89 @@ impl KeySource {
         let keys = self.keys().await.map_err(KeyFailure::Unavailable)?;
         match keys.verifier.verify(token, now) {
             Err(kubegate_tokens::Error::UnknownKeyId | kubegate_tokens::Error::MissingKeyId) => {
-                match self.refresh(Some(keys.fetched_at)).await {
-                    Ok(newer) => newer
-                        .verifier
-                        .verify(token, now)
-                        .map_err(KeyFailure::Invalid),
-                    Err(why) => {
-                        tracing::warn!(url = %self.discovery_url, error = %why, "a token names an unknown key and the keys cannot be refreshed");
-                        keys.verifier
-                            .verify(token, now)
-                            .map_err(KeyFailure::Invalid)
-                    }
-                }
+                let newer = match self.newer_than(Some(keys.fetched_at)) {
+                    Newer::Held(newer) => Some(newer),
+                    Newer::Coming(flight) => flight.await.ok(),
+                    Newer::NotYet(_) => None,
+                };
+                newer
+                    .unwrap_or(keys)
+                    .verifier
+                    .verify(token, now)
+                    .map_err(KeyFailure::Invalid)
             }
             other => other.map_err(KeyFailure::Invalid),
         }
     }
 
-    /// Fetches the keys unless another caller already replaced the ones fetched at `seen`, or
-    /// the last attempt was less than [`MIN_REFRESH_INTERVAL`] ago.
-    async fn refresh(&self, seen: Option<Instant>) -> Result<Arc<Fetched>, String> {
-        let mut state = self.refresh.lock().await;
-        let held = self.current.load_full();
-        if let Some(f) = &held
-            && Some(f.fetched_at) != seen
+    /// Keys newer than those fetched at `seen`: held already, coming (a fetch under way, or
+    /// one started now), or not yet (the last fetch ended less than the least interval ago).
+    fn newer_than(&self, seen: Option<Instant>) -> Newer {
+        let mut state = self.refresh.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = self.current.load_full()
+            && Some(held.fetched_at) != seen
         {
-            return Ok(Arc::clone(f));
+            return Newer::Held(held);
         }
-        if let Some(at) = state.last_attempt
-            && at.elapsed() < self.min_refresh_interval
+        if let Some(flight) = &state.flight {
+            return Newer::Coming(flight.clone());
+        }
+        if let Some(end) = state.last_end
+            && end.elapsed() < self.min_refresh_interval
         {
-            return match (held, &state.last_error) {
-                (_, Some(e)) => Err(e.clone()),
-                (Some(f), None) => Ok(f),
-                (None, None) => Err("no signing keys have been fetched yet".into()),
-            };
+            return Newer::NotYet(state.last_error.clone());
         }
-        state.last_attempt = Some(Instant::now());
-        match self.fetch().await {
-            Ok(fetched) => {
-                let fetched = Arc::new(fetched);
-                self.current.store(Some(Arc::clone(&fetched)));
-                state.last_error = None;
-                Ok(fetched)
-            }
-            Err(e) => {
-                let message = e.to_string();
-                state.last_error = Some(message.clone());
-                Err(message)
-            }
-        }
+        let flight = self.launch();
+        state.flight = Some(flight.clone());
+        Newer::Coming(flight)
     }
 
+    /// Starts a fetch in a task of its own, which publishes what it finds (the keys, or why
+    /// there are none) and ends the flight, whoever is still waiting.
+    fn launch(&self) -> Flight {
+        let (from, current, refresh) = (
+            Arc::clone(&self.from),
+            Arc::clone(&self.current),
+            Arc::clone(&self.refresh),
+        );
+        let task = tokio::spawn(async move {
+            // Ends the flight even if the fetch panics, so the next caller starts another.
+            let ended = FlightEnd(refresh);
+            let result = from.fetch().await.map(Arc::new).map_err(|e| e.to_string());
+            let mut state = ended.0.lock().unwrap_or_else(PoisonError::into_inner);
+            match &result {
+                Ok(keys) => {
+                    current.store(Some(Arc::clone(keys)));
+                    state.last_error = None;
+                }
+                Err(why) => {
+                    tracing::warn!(url = %from.discovery_url, error = %why, "fetching signing keys failed; the keys held, if any, go on verifying");
+                    state.last_error = Some(why.clone());
+                }
+            }
+            result
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("fetching signing keys stopped: {e}")))
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+/// Ends a fetch's flight when the fetch's task ends, however it ends.
+struct FlightEnd(Arc<Mutex<RefreshState>>);
+
+impl Drop for FlightEnd {
+    fn drop(&mut self) {
+        let mut state = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        state.flight = None;
+        state.last_end = Some(Instant::now());
+    }
+}
+
+impl Origin {
     async fn fetch(&self) -> Result<Fetched, FetchError> {
         let discovery: Discovery = self.get_json(&self.discovery_url).await?;
         let mut config = self.template.clone();
@@ -303,6 +367,8 @@ mod tests {
         url: String,
         jwks: Arc<Mutex<String>>,
         fetches: Arc<AtomicUsize>,
+        /// How long the key set takes to arrive.
+        delay: Arc<Mutex<Duration>>,
         client: HttpsClient,
     }
 
@@ -328,25 +394,39 @@ mod tests {
             serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/keys")}).to_string();
         let jwks = Arc::new(Mutex::new(String::new()));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (served, counted) = (Arc::clone(&jwks), Arc::clone(&fetches));
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (served, counted, slow) = (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&delay));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
-                let (discovery, served, counted) =
-                    (discovery.clone(), Arc::clone(&served), Arc::clone(&counted));
+                let (discovery, served, counted, slow) = (
+                    discovery.clone(),
+                    Arc::clone(&served),
+                    Arc::clone(&counted),
+                    Arc::clone(&slow),
+                );
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let service = hyper::service::service_fn(move |req: http::Request<_>| {
-                        let body = if req.uri().path() == "/keys" {
-                            counted.fetch_add(1, Ordering::SeqCst);
-                            served.lock().unwrap().clone()
+                        let keys = req.uri().path() == "/keys";
+                        let (served, counted, discovery) =
+                            (Arc::clone(&served), Arc::clone(&counted), discovery.clone());
+                        let delay = if keys {
+                            *slow.lock().unwrap()
                         } else {
-                            discovery.clone()
+                            Duration::ZERO
                         };
                         async move {
+                            tokio::time::sleep(delay).await;
+                            let body = if keys {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                served.lock().unwrap().clone()
+                            } else {
+                                discovery
+                            };
                             Ok::<_, std::convert::Infallible>(http::Response::new(
                                 http_body_util::Full::new(bytes::Bytes::from(body)),
                             ))
@@ -362,6 +442,7 @@ mod tests {
             url,
             jwks,
             fetches,
+            delay,
             client,
         }
     }
@@ -436,6 +517,74 @@ mod tests {
             ));
         }
         assert_eq!(idp.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    /// A caller that goes away while its fetch runs (a client's reset, a timeout) neither
+    /// stops the fetch nor holds back the next caller: the issuer rotated its key, a token
+    /// signed with the new one started a fetch and was dropped, and the next such token is
+    /// verified with the keys that fetch brings.
+    #[tokio::test]
+    async fn a_caller_that_goes_away_does_not_spoil_the_refresh() {
+        let idp = idp().await;
+        let old = KeySet::generate(Algorithm::Es256).unwrap();
+        *idp.jwks.lock().unwrap() = old.jwks().to_json();
+        let keys = Arc::new(source(&idp, Duration::from_millis(500)));
+        let now = kubegate_tokens::unix_now();
+        keys.verify(&id_token(old.active(), &idp.url), now)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let new = old.rotate(SigningKey::generate(Algorithm::Es256).unwrap());
+        *idp.jwks.lock().unwrap() = new.jwks().to_json();
+        *idp.delay.lock().unwrap() = Duration::from_millis(300);
+        let token = id_token(new.active(), &idp.url);
+        let gone = tokio::spawn({
+            let (keys, token) = (Arc::clone(&keys), token.clone());
+            async move { keys.verify(&token, now).await.is_ok() }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gone.abort();
+        let who = keys.verify(&token, now).await;
+        assert!(who.is_ok(), "{who:?}");
+        assert_eq!(idp.fetches.load(Ordering::SeqCst), 2, "one fetch, shared");
+    }
+
+    /// Keys that have aged go on verifying while newer ones are fetched: a slow (or hung)
+    /// issuer delays nobody whose token the held keys verify.
+    #[tokio::test]
+    async fn aged_keys_verify_while_newer_ones_are_fetched() {
+        let idp = idp().await;
+        let published = KeySet::generate(Algorithm::Es256).unwrap();
+        *idp.jwks.lock().unwrap() = published.jwks().to_json();
+        let keys = source(&idp, Duration::ZERO);
+        let fresh = keys.keys().await.unwrap();
+        let Some(long_ago) = Instant::now().checked_sub(MAX_KEY_AGE + Duration::from_secs(1))
+        else {
+            return; // a machine up for less than MAX_KEY_AGE cannot date keys that far back
+        };
+        let aged = Arc::new(Fetched {
+            verifier: OidcIssuer::new(fresh.verifier.config().clone(), &published.jwks()).unwrap(),
+            fetched_at: long_ago,
+        });
+        keys.current.store(Some(Arc::clone(&aged)));
+        *idp.delay.lock().unwrap() = Duration::from_secs(2);
+        let now = kubegate_tokens::unix_now();
+        let who = tokio::time::timeout(
+            Duration::from_millis(500),
+            keys.verify(&id_token(published.active(), &idp.url), now),
+        )
+        .await
+        .expect("verified without waiting for the slow issuer");
+        assert!(who.is_ok(), "{who:?}");
+        // The refresh went on in the background and replaced the aged keys.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while keys.keys().await.unwrap().fetched_at == long_ago {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the aged keys were replaced");
+        assert_eq!(idp.fetches.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
