@@ -595,12 +595,7 @@ where
     ) -> Dialled<B> {
         let http1_only = matches!(dial, Dial::Http1(_));
         let connected = match self.connect(http1_only).await {
-            Ok(connected) => {
-                if let Some(gate) = gate {
-                    gate.finish(None);
-                }
-                connected
-            }
+            Ok(connected) => connected,
             Err(SendError::Connect(e)) if http1_only && refuses_http1(&*e) => {
                 tracing::debug!(
                     "the upstream refused HTTP/1.1 alone in ALPN; its short requests use h2"
@@ -618,8 +613,13 @@ where
             Err(e) => return Dialled::Done(Err(e)),
         };
         let (exchange, lease) = self.join_and_send(connected, req);
-        // The connection is in the pool now, and counts there instead of as a claim.
+        // The connection is in the pool now, and counts there instead of as a claim. Only now
+        // are the requests waiting for this dial woken: woken before, one on another worker
+        // could find no room yet and dial again.
         drop(dial);
+        if let Some(gate) = gate {
+            gate.finish(None);
+        }
         Dialled::Done(match exchange.await {
             Ok(res) => Ok(res.map(|body| PooledBody { body, lease })),
             Err(e) => Err(SendError::Request(e.into_error())),
