@@ -80,6 +80,32 @@ pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>
     Ok(authenticators)
 }
 
+/// The files the external authenticators of `config` read when built (CA bundles), each with
+/// its contents then (none if it could not be read). A reload compares them with what the
+/// running authenticators were built from: a CA bundle rewritten in place (a Secret volume's
+/// update, a rotation) is a change even though the configuration names the same file.
+pub(crate) fn files_read(config: &Config) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
+    let named = config
+        .oidc_issuers
+        .iter()
+        .filter_map(|issuer| issuer.ca_file.as_ref())
+        .chain(
+            config
+                .agent
+                .iter()
+                .filter_map(|a| a.central_ca_file.as_ref()),
+        )
+        .chain(
+            config
+                .front_proxy
+                .iter()
+                .filter_map(|f| f.client_ca_file.as_ref()),
+        );
+    named
+        .map(|path| (path.clone(), std::fs::read(path).ok()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

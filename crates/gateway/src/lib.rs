@@ -149,9 +149,11 @@ impl Gateway {
         );
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = MetricsLayer::new(&mut registry).with_max_targets(config.metrics_max_targets);
+        let authenticator_files = authenticators::files_read(&config);
         let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {
             authenticators: ArcSwap::from_pointee(authenticators),
+            authenticator_files: std::sync::Mutex::new(authenticator_files),
             router,
             runtime: ArcSwap::from_pointee(runtime),
             store,
@@ -289,12 +291,29 @@ impl Gateway {
                 "`{field}` changes only with a restart; the running configuration stays"
             )));
         }
-        let authenticators = (config.oidc_issuers != old.oidc_issuers
+        // Rebuilt when their settings changed or a file they read did (a CA bundle rewritten
+        // in place): a front proxy's certificate must be checked against the CA of the moment,
+        // an issuer reached through the bundle of the moment. Left alone otherwise, so the
+        // issuers' cached keys survive a reload.
+        let authenticator_files = authenticators::files_read(&config);
+        let files_changed = *self
+            .shared
+            .authenticator_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            != authenticator_files;
+        let authenticators = (files_changed
+            || config.oidc_issuers != old.oidc_issuers
             || config.agent != old.agent
             || config.front_proxy != old.front_proxy)
             .then(|| authenticators::from_config(&config))
             .transpose()?;
-        let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
+        // The self-signed pair is made once, at start (or when a reload drops `tls`).
+        let serving_cert = if old.tls.is_none() && config.tls.is_none() {
+            tls::existing_serving_cert(None, &config.state_dir)
+        } else {
+            tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?
+        };
         let server_tls = server_tls(&config, &serving_cert)?;
         let state = self.shared.store.snapshot().await?;
         // Upstreams whose settings and files are unchanged keep their pooled connections.
@@ -310,6 +329,11 @@ impl Gateway {
         self.metrics.set_max_targets(max_targets);
         if let Some(authenticators) = authenticators {
             self.shared.authenticators.store(Arc::new(authenticators));
+            *self
+                .shared
+                .authenticator_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = authenticator_files;
         }
         self.tls.store(server_tls);
         Ok(())

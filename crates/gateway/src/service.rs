@@ -122,6 +122,9 @@ pub struct Shared {
     /// Authentication methods beyond the gateway's own credentials, in order.
     /// Swapped on reload when their configuration changed (caches survive other reloads).
     pub authenticators: ArcSwap<Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>>,
+    /// The files the authenticators read when built, with their contents then: a reload
+    /// rebuilds them when one changed.
+    pub(crate) authenticator_files: std::sync::Mutex<Vec<(std::path::PathBuf, Option<Vec<u8>>)>>,
     /// Held by whoever rebuilds `runtime` (a reload, a state refresh) from reading the current
     /// runtime and a state snapshot until storing the new one. Two rebuilds that overlapped
     /// would each store a runtime built from what it read, the last one undoing the other: a

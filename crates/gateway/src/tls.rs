@@ -84,6 +84,25 @@ pub fn ensure_serving_cert(
     })
 }
 
+/// The serving certificate `tls` names, or the self-signed one in `state_dir`, without making
+/// one: what a reload uses while the gateway already serves the self-signed one. Making a new
+/// pair there because a file went missing would change the gateway's identity under every
+/// kubeconfig that trusts the old one; reading the missing file fails the reload instead.
+pub fn existing_serving_cert(tls: Option<&TlsConfig>, state_dir: &Path) -> ServingCert {
+    match tls {
+        Some(tls) => ServingCert {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            self_signed: false,
+        },
+        None => ServingCert {
+            cert_file: state_dir.join("serving.crt"),
+            key_file: state_dir.join("serving.key"),
+            self_signed: true,
+        },
+    }
+}
+
 /// Writes a secret file readable only by its owner.
 pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;

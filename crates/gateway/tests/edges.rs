@@ -821,6 +821,25 @@ async fn reload_rebuilds_authenticators_and_tls_and_refuses_restart_only_changes
     env.gateway.reload(config.clone()).await.unwrap();
     let refused = proxy.get(&url, "", &headers).await;
     assert_eq!(refused.status, 401, "{}", refused.body);
+    // The same file rewritten in place (a Secret volume's update), the configuration
+    // unchanged: the reload reads the CA of the moment all the same.
+    std::fs::write(env.dir.join("replaced-ca.pem"), env.a.ca_pem()).unwrap();
+    env.gateway.reload(config.clone()).await.unwrap();
+    assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
+
+    // A self-signed serving pair that went missing is not made anew by a reload (it would
+    // change the gateway's identity under every kubeconfig trusting the old one): the reload
+    // is refused and the running certificate stays.
+    let serving = env.gateway.serving_cert().clone();
+    assert!(serving.self_signed, "the test gateway serves its own pair");
+    let before = std::fs::read(&serving.cert_file).unwrap();
+    let key = std::fs::read(&serving.key_file).unwrap();
+    std::fs::remove_file(&serving.key_file).unwrap();
+    assert!(env.gateway.reload(config.clone()).await.is_err());
+    assert!(!serving.key_file.exists(), "no new key was made");
+    assert_eq!(std::fs::read(&serving.cert_file).unwrap(), before);
+    std::fs::write(&serving.key_file, key).unwrap();
+    env.gateway.reload(config.clone()).await.unwrap();
 }
 
 #[test]
