@@ -133,28 +133,41 @@ async fn shutdown_signal() {
     eprintln!("kubegate: shutting down (watches end now, in-flight requests may finish)");
 }
 
-/// Reloads the config on SIGHUP and whenever the file changes; a config that does not load or
-/// compile is refused with a log line and the running one stays.
+/// Reloads the config on SIGHUP and whenever the file, or a file it names (certificates, keys,
+/// CA bundles: `Config::watched_files`), changes; a config that does not load or compile is
+/// refused with a log line and the running one stays. A renewed serving certificate (cert-manager)
+/// or a rotated CA bundle is picked up within a tick, and a reload refused because a named file
+/// was not there yet (a Secret volume updated after its ConfigMap) is tried again when it comes.
 async fn watch_config(gateway: Gateway, path: PathBuf) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
-    let modified = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
+    let mut files = Config::load(&path)
+        .map(|c| c.watched_files())
+        .unwrap_or_default();
+    let mut seen = stamps(&path, &files);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         let forced = tokio::select! {
             _ = hup.recv() => true,
             _ = tick.tick() => false,
         };
-        let now = modified(&path);
+        let now = stamps(&path, &files);
         if !forced && now == seen {
             continue;
         }
         seen = now;
         let result = match Config::load(&path) {
-            Ok(config) => gateway.reload(config).await.map_err(|e| e.to_string()),
+            Ok(config) => {
+                // Watched from now on: the files of the config just read, loaded or not.
+                let named = config.watched_files();
+                if named != files {
+                    files = named;
+                    seen = stamps(&path, &files);
+                }
+                gateway.reload(config).await.map_err(|e| e.to_string())
+            }
             Err(e) => Err(e.to_string()),
         };
         match result {
@@ -164,6 +177,21 @@ async fn watch_config(gateway: Gateway, path: PathBuf) {
             }
         }
     }
+}
+
+/// What tells a file changed: its modification time, size, device and inode (a Secret
+/// volume's update swaps a symlink, which `metadata` follows), or that it is not there.
+type Stamp = Option<(std::time::SystemTime, u64, u64, u64)>;
+
+fn stamps(config: &PathBuf, files: &[PathBuf]) -> Vec<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::iter::once(config)
+        .chain(files)
+        .map(|p| {
+            let m = std::fs::metadata(p).ok()?;
+            Some((m.modified().ok()?, m.len(), m.dev(), m.ino()))
+        })
+        .collect()
 }
 
 fn report_first_run(

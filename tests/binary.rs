@@ -1,6 +1,7 @@
 //! The reference binary (`examples/gateway.rs`) as an operator runs it: started on a config
 //! file, reloaded with SIGHUP (a good config applies, a bad one is refused and the running one
-//! stays), and stopped with SIGTERM while a watch is open (the watch ends, exit code 0).
+//! stays) and when a file the config names changes, and stopped with SIGTERM while a watch is
+//! open (the watch ends, exit code 0).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -194,6 +195,24 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
     signal(&child, "-HUP");
     wait_for_line(&mut lines, "configuration reloaded").await;
     let out = kubectl(&kc_b, &["get", "configmaps"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A cluster whose CA bundle is not there yet (its Secret volume updated after the
+    // config): the change is seen without SIGHUP and refused; the bundle's arrival alone then
+    // applies it.
+    let with_c = config(port, &state, &[("a", &a), ("b", &b), ("c", &b)]);
+    let ca_c = dir.join("c-ca.pem");
+    std::fs::remove_file(&ca_c).unwrap();
+    std::fs::write(&config_path, with_c).unwrap();
+    wait_for_line(&mut lines, "new configuration refused").await;
+    std::fs::write(&ca_c, b.ca_pem()).unwrap();
+    wait_for_line(&mut lines, "configuration reloaded").await;
+    let kc_c = kubeconfig(&dir, port, "c");
+    let out = kubectl(&kc_c, &["get", "configmaps"]).await;
     assert!(
         out.status.success(),
         "{}",

@@ -945,6 +945,34 @@ impl Config {
             .collect()
     }
 
+    /// The files a reload reads again, for a watcher to reload on their change as on the
+    /// config file's: the serving certificate and key, signing keys, CA bundles (front proxy,
+    /// OIDC issuers, the central gateway, every Kubernetes upstream) and upstream client
+    /// certificates and keys. Upstream token files are left out: forwarding re-reads them as
+    /// they change.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let upstreams = self.kubernetes_upstreams();
+        let upstream_files = upstreams.iter().flat_map(|(_, _, u)| {
+            [&u.ca_file, &u.client_cert_file, &u.client_key_file]
+                .into_iter()
+                .flatten()
+        });
+        self.tls
+            .iter()
+            .flat_map(|t| [&t.cert_file, &t.key_file])
+            .chain(&self.signing_keys)
+            .chain(self.oidc_issuers.iter().filter_map(|i| i.ca_file.as_ref()))
+            .chain(self.agent.iter().filter_map(|a| a.central_ca_file.as_ref()))
+            .chain(
+                self.front_proxy
+                    .iter()
+                    .filter_map(|f| f.client_ca_file.as_ref()),
+            )
+            .chain(upstream_files)
+            .cloned()
+            .collect()
+    }
+
     /// Identity mode `oidc`: the token forwarded to an upstream is for that upstream alone, so
     /// its audience is neither the gateway's own (`kubegate`, which the gateway and its agents
     /// accept) nor another upstream's.
