@@ -20,7 +20,8 @@ pub(crate) async fn handle(
         OpsPath::Healthz | OpsPath::Livez => plain_text_response(StatusCode::OK, "ok".into()),
         OpsPath::Readyz => readyz(shared, runtime, req),
         OpsPath::Version => {
-            crate::management::json_response(http::StatusCode::OK, &platform_version())
+            // Loft's `auth.Version`, written as it was before: compact, no closing newline.
+            crate::management::marshalled_response(http::StatusCode::OK, &platform_version())
         }
         OpsPath::Metrics => {
             if !runtime.config.public_metrics

@@ -131,7 +131,8 @@ async fn management_documents_are_written_in_go_field_order() {
 
     let body = get("/apis/management.loft.sh/v1/clusters/b", json).await;
     let expected = format!(
-        r#"{{"kind":"Cluster","apiVersion":"management.loft.sh/v1","metadata":{{"name":"b","uid":"{}"}},"spec":{{}},"status":{{"phase":"Initialized"}}}}"#,
+        r#"{{"kind":"Cluster","apiVersion":"management.loft.sh/v1","metadata":{{"name":"b","uid":"{}"}},"spec":{{}},"status":{{"phase":"Initialized"}}}}
+"#,
         uid(&body)
     );
     assert_eq!(body, expected);
@@ -142,14 +143,16 @@ async fn management_documents_are_written_in_go_field_order() {
     )
     .await;
     let expected = format!(
-        r#"{{"kind":"SpaceInstanceList","apiVersion":"management.loft.sh/v1","metadata":{{}},"items":[{{"metadata":{{"name":"s1","namespace":"p-p1","uid":"{}"}},"spec":{{"clusterRef":{{"cluster":"a","namespace":"s1"}}}},"status":{{"phase":"Ready"}}}}]}}"#,
+        r#"{{"kind":"SpaceInstanceList","apiVersion":"management.loft.sh/v1","metadata":{{}},"items":[{{"metadata":{{"name":"s1","namespace":"p-p1","uid":"{}"}},"spec":{{"clusterRef":{{"cluster":"a","namespace":"s1"}}}},"status":{{"phase":"Ready"}}}}]}}
+"#,
         uid(&body)
     );
     assert_eq!(body, expected);
 
     let body = get("/apis/management.loft.sh/v1/projects/p1", json).await;
     let expected = format!(
-        r#"{{"kind":"Project","apiVersion":"management.loft.sh/v1","metadata":{{"name":"p1","uid":"{}"}},"spec":{{}},"status":{{}}}}"#,
+        r#"{{"kind":"Project","apiVersion":"management.loft.sh/v1","metadata":{{"name":"p1","uid":"{}"}},"spec":{{}},"status":{{}}}}
+"#,
         uid(&body)
     );
     assert_eq!(body, expected);
@@ -157,22 +160,26 @@ async fn management_documents_are_written_in_go_field_order() {
     let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
     let body = get("/apis/management.loft.sh/v1/projects", table).await;
     let expected = format!(
-        r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{{}},"columnDefinitions":[{{"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace.","priority":0}},{{"name":"Created At","type":"date","format":"","description":"CreationTimestamp is a timestamp representing the server time when this object was created.","priority":0}}],"rows":[{{"cells":["p1",null],"object":{{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{{"name":"p1","uid":"{}"}}}}}}]}}"#,
+        r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{{}},"columnDefinitions":[{{"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace.","priority":0}},{{"name":"Created At","type":"date","format":"","description":"CreationTimestamp is a timestamp representing the server time when this object was created.","priority":0}}],"rows":[{{"cells":["p1",null],"object":{{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{{"name":"p1","uid":"{}"}}}}}}]}}
+"#,
         uid(&get("/apis/management.loft.sh/v1/projects/p1", json).await)
     );
     assert_eq!(body, expected);
 
     assert_eq!(
         get("/api", json).await,
-        r#"{"kind":"APIVersions","versions":[],"serverAddressByClientCIDRs":null}"#
+        r#"{"kind":"APIVersions","versions":[],"serverAddressByClientCIDRs":null}
+"#
     );
     assert_eq!(
         get("/apis", json).await,
-        r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[{"name":"management.loft.sh","versions":[{"groupVersion":"management.loft.sh/v1","version":"v1"}],"preferredVersion":{"groupVersion":"management.loft.sh/v1","version":"v1"}}]}"#
+        r#"{"kind":"APIGroupList","apiVersion":"v1","groups":[{"name":"management.loft.sh","versions":[{"groupVersion":"management.loft.sh/v1","version":"v1"}],"preferredVersion":{"groupVersion":"management.loft.sh/v1","version":"v1"}}]}
+"#
     );
     assert_eq!(
         get("/apis/management.loft.sh", json).await,
-        r#"{"kind":"APIGroup","apiVersion":"v1","name":"management.loft.sh","versions":[{"groupVersion":"management.loft.sh/v1","version":"v1"}],"preferredVersion":{"groupVersion":"management.loft.sh/v1","version":"v1"}}"#
+        r#"{"kind":"APIGroup","apiVersion":"v1","name":"management.loft.sh","versions":[{"groupVersion":"management.loft.sh/v1","version":"v1"}],"preferredVersion":{"groupVersion":"management.loft.sh/v1","version":"v1"}}
+"#
     );
     let resources = get("/apis/management.loft.sh/v1", json).await;
     assert!(
@@ -195,8 +202,68 @@ async fn management_documents_are_written_in_go_field_order() {
     );
     let version = get("/version", json).await;
     assert!(
-        version.starts_with(r#"{"major":"1","minor":"37","gitVersion":"v1.37.0-kubegate."#),
+        version.starts_with(
+            "{\n  \"major\": \"1\",\n  \"minor\": \"37\",\n  \"gitVersion\": \"v1.37.0-kubegate."
+        ),
         "{version}"
+    );
+    assert!(!version.ends_with('\n'), "WriteRawJSON adds no newline");
+
+    // kube's serializer: pretty for `?pretty` or curl's User-Agent (two-space indent, no
+    // closing newline), compact otherwise; Go's escaping; `Cache-Control` on every answer.
+    let group = format!("{}/kubernetes/management/apis/management.loft.sh", env.url);
+    let indented = "{\n  \"kind\": \"APIGroup\",\n  \"apiVersion\": \"v1\",\n  \"name\": \"management.loft.sh\",\n  \"versions\": [\n    {\n      \"groupVersion\": \"management.loft.sh/v1\",\n      \"version\": \"v1\"\n    }\n  ],\n  \"preferredVersion\": {\n    \"groupVersion\": \"management.loft.sh/v1\",\n    \"version\": \"v1\"\n  }\n}";
+    for (query, agent, pretty) in [
+        ("?pretty=true", "kubectl/v1.37.0", true),
+        ("", "curl/8.5.0", true),
+        ("?pretty=false", "curl/8.5.0", false),
+        ("?pretty=1", "Go-http-client/1.1", true),
+        ("", "Go-http-client/1.1", false),
+    ] {
+        let reply = client
+            .get(
+                &format!("{group}{query}"),
+                ADMIN_KEY,
+                &[("user-agent", agent)],
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.headers["cache-control"], "no-cache, private");
+        if pretty {
+            assert_eq!(reply.body, indented, "{query} {agent}");
+        } else {
+            assert!(
+                reply.body.ends_with("}\n") && !reply.body.contains("\n "),
+                "{query} {agent}"
+            );
+        }
+    }
+    let keys = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
+        env.url
+    );
+    let made = client
+        .post(
+            &keys,
+            ADMIN_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"escaped"},"spec":{"displayName":"a<b&c>\u2028"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    assert!(
+        made.body
+            .contains(r#""displayName":"a\u003cb\u0026c\u003e\u2028""#),
+        "{}",
+        made.body
+    );
+    let listed = client.get(&keys, ADMIN_KEY, &[]).await;
+    assert!(
+        listed
+            .body
+            .contains(r#""displayName":"a\u003cb\u0026c\u003e\u2028""#),
+        "{}",
+        listed.body
     );
 }
 

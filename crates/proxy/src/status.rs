@@ -404,19 +404,9 @@ impl Status {
             details: self.details.as_ref(),
             code: self.code,
         };
-        let raw = if pretty {
-            serde_json::to_vec_pretty(&wire)
-        } else {
-            serde_json::to_vec(&wire)
-        };
         // Serializing plain strings and integers into memory cannot fail; an empty body is a
         // safer fallback than a panic.
-        let raw = raw.unwrap_or_default();
-        let mut out = go_escape_json(&raw);
-        if !pretty {
-            out.push(b'\n');
-        }
-        out
+        encode_json(&wire, pretty).unwrap_or_default()
     }
 
     /// The body in Kubernetes protobuf, as kube-apiserver's protobuf serializer writes a
@@ -587,6 +577,32 @@ fn form_decode(s: &str) -> Option<String> {
         .decode_utf8()
         .ok()
         .map(|c| c.into_owned())
+}
+
+/// An object as kube-apiserver's JSON serializer writes it (apimachinery
+/// `serializer/json`): compact with a closing `\n` (`json.Encoder.Encode`), or pretty —
+/// two-space indent, no closing newline (`json.MarshalIndent`) — when [`wants_pretty`]; with
+/// Go's HTML-safe escaping either way (`<`, `>`, `&`, U+2028, U+2029).
+pub fn encode_json<T: serde::Serialize + ?Sized>(
+    value: &T,
+    pretty: bool,
+) -> serde_json::Result<Vec<u8>> {
+    let raw = if pretty {
+        serde_json::to_vec_pretty(value)?
+    } else {
+        serde_json::to_vec(value)?
+    };
+    let mut out = go_escape_json(&raw);
+    if !pretty {
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// An object as kube-apiserver's `WriteRawJSON` writes it (`/version`): always indented, no
+/// closing newline, whatever the request asked.
+pub fn raw_json<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
+    encode_json(value, true)
 }
 
 /// Go's `encoding/json` HTML-safe escaping applied to serde_json output. Inside JSON text these

@@ -17,7 +17,7 @@ use crate::access::{audit_decision, forbidden_status};
 use crate::authn::Caller;
 use crate::service::{Runtime, Shared, respond};
 
-pub(crate) use request::{BODY_READ_TIMEOUT, json_response};
+pub(crate) use request::{BODY_READ_TIMEOUT, json_response, marshalled_response};
 pub(crate) use tokens::generated_key_name;
 
 /// Serves one management API request for an authenticated caller.
@@ -176,17 +176,20 @@ fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<RequestBody>) -> Res
     let aggregated = discovery::wants_aggregated(accept);
     let path = info.path.trim_end_matches('/');
     let ok = http::StatusCode::OK;
+    let pretty = request::pretty(req);
     match path {
-        "/version" => json_response(ok, &discovery::version_info()),
+        // kube's `/version` handler writes with `WriteRawJSON`: indented, always.
+        "/version" => request::raw_json_response(ok, &discovery::version_info()),
         "/api" if aggregated => aggregated_response(&discovery::aggregated(true), req),
-        "/api" => json_response(ok, &discovery::legacy_core_versions()),
+        "/api" => json_response(ok, &discovery::legacy_core_versions(), pretty),
         "/apis" if aggregated => aggregated_response(&discovery::aggregated(false), req),
-        "/apis" => json_response(ok, &discovery::legacy_group_list()),
-        "/apis/management.loft.sh" => json_response(ok, &discovery::legacy_group()),
-        "/apis/management.loft.sh/v1" => json_response(ok, &discovery::resource_list()),
-        "/openapi/v3" => json_response(ok, &discovery::openapi_index()),
+        "/apis" => json_response(ok, &discovery::legacy_group_list(), pretty),
+        "/apis/management.loft.sh" => json_response(ok, &discovery::legacy_group(), pretty),
+        "/apis/management.loft.sh/v1" => json_response(ok, &discovery::resource_list(), pretty),
+        // kube-openapi's handlers write `json.Marshal`'s bytes, pretty or not.
+        "/openapi/v3" => request::marshalled_response(ok, &discovery::openapi_index()),
         "/openapi/v3/apis/management.loft.sh/v1" => {
-            json_response(ok, &discovery::openapi_group_version())
+            request::marshalled_response(ok, &discovery::openapi_group_version())
         }
         _ => kubegate_proxy::status::not_found_text(),
     }

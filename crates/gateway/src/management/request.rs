@@ -38,20 +38,62 @@ pub(super) struct Ctx<'a> {
     pub verb: String,
 }
 
-/// A JSON response.
-pub(crate) fn json_response(code: StatusCode, body: &impl serde::Serialize) -> Response<ProxyBody> {
-    match serde_json::to_vec(body) {
+/// An object answered as kube-apiserver answers it (`WriteObjectNegotiated` with JSON):
+/// compact with a closing newline, or pretty when the request asks (`?pretty`, curl's
+/// User-Agent), Go's escaping, `Cache-Control: no-cache, private`.
+pub(crate) fn json_response(
+    code: StatusCode,
+    body: &impl serde::Serialize,
+    pretty: bool,
+) -> Response<ProxyBody> {
+    bytes_response(code, kubegate_proxy::status::encode_json(body, pretty))
+}
+
+/// An object as kube-apiserver's `WriteRawJSON` answers `/version`: indented, whatever the
+/// request asked.
+pub(crate) fn raw_json_response(
+    code: StatusCode,
+    body: &impl serde::Serialize,
+) -> Response<ProxyBody> {
+    bytes_response(code, kubegate_proxy::status::raw_json(body))
+}
+
+/// An object as Go's `json.Marshal` writes it (kube-openapi's handlers): compact, Go's
+/// escaping, no closing newline.
+pub(crate) fn marshalled_response(
+    code: StatusCode,
+    body: &impl serde::Serialize,
+) -> Response<ProxyBody> {
+    let bytes = kubegate_proxy::status::encode_json(body, false).map(|mut b| {
+        b.pop();
+        b
+    });
+    bytes_response(code, bytes)
+}
+
+fn bytes_response(code: StatusCode, bytes: serde_json::Result<Vec<u8>>) -> Response<ProxyBody> {
+    match bytes {
         Ok(bytes) => {
             let mut res = Response::new(ProxyBody::from(Bytes::from(bytes)));
             *res.status_mut() = code;
-            res.headers_mut().insert(
+            let headers = res.headers_mut();
+            headers.insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache, private"),
             );
             res
         }
         Err(e) => Status::internal_error(&e.to_string()).to_response(false),
     }
+}
+
+/// Whether the request asks for pretty JSON (kube's `isPrettyPrint`).
+pub(crate) fn pretty<B>(req: &Request<B>) -> bool {
+    kubegate_proxy::status::wants_pretty(req.uri(), req.headers())
 }
 
 /// How to treat unknown fields (`fieldValidation`); kube-apiserver's default is `Warn`.
@@ -176,6 +218,8 @@ pub(super) struct Decoded<T> {
     pub warnings: Vec<String>,
     /// `dryRun=All`: check everything, change nothing.
     pub dry_run: bool,
+    /// Whether the answer is to be pretty JSON.
+    pub pretty: bool,
 }
 
 /// Reads and decodes the body of a create request into `T`, as kube-apiserver would: JSON or
@@ -190,6 +234,7 @@ pub(super) async fn decode<T: DeserializeOwned>(
         Err(status) => return Err(Box::new(respond(&status, &req))),
     };
     let (head, bytes, yaml) = read_body(req, false).await?;
+    let pretty = pretty(&head);
     let mut unknown = Vec::new();
     let result: Result<T, String> = if yaml {
         serde_saphyr::from_slice::<serde_json::Value>(&bytes)
@@ -225,11 +270,13 @@ pub(super) async fn decode<T: DeserializeOwned>(
             object,
             warnings: messages,
             dry_run: options.dry_run,
+            pretty,
         }),
         _ => Ok(Decoded {
             object,
             warnings: Vec::new(),
             dry_run: options.dry_run,
+            pretty,
         }),
     }
 }
@@ -511,7 +558,7 @@ where
     T: k8s_openapi::ListableResource + Metadata<Ty = ObjectMeta> + ListItem,
 {
     if wants_table(req) {
-        return json_response(StatusCode::OK, &Table::of(items));
+        return json_response(StatusCode::OK, &Table::of(items), pretty(req));
     }
     let list = List {
         kind: T::LIST_KIND,
@@ -519,7 +566,7 @@ where
         metadata: ListMeta {},
         items: ListItems(items),
     };
-    json_response(StatusCode::OK, &list)
+    json_response(StatusCode::OK, &list, pretty(req))
 }
 
 /// A single object as JSON, or as a one-row Table when asked.
@@ -528,9 +575,13 @@ where
     T: Metadata<Ty = ObjectMeta> + serde::Serialize,
 {
     if wants_table(req) {
-        return json_response(StatusCode::OK, &Table::of(std::slice::from_ref(object)));
+        return json_response(
+            StatusCode::OK,
+            &Table::of(std::slice::from_ref(object)),
+            pretty(req),
+        );
     }
-    json_response(StatusCode::OK, object)
+    json_response(StatusCode::OK, object, pretty(req))
 }
 
 // The wire shapes below are written field by field in the order of their Go structs

@@ -160,7 +160,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
     });
     object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
     with_warnings(
-        json_response(StatusCode::CREATED, &object),
+        json_response(StatusCode::CREATED, &object, decoded.pretty),
         &decoded.warnings,
     )
 }
@@ -203,7 +203,7 @@ pub(super) async fn create_direct_cluster_endpoint_token(
         object.spec.scope = scope;
         object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
         return with_warnings(
-            json_response(StatusCode::CREATED, &object),
+            json_response(StatusCode::CREATED, &object, decoded.pretty),
             &decoded.warnings,
         );
     }
@@ -226,7 +226,7 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     });
     object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
     with_warnings(
-        json_response(StatusCode::CREATED, &object),
+        json_response(StatusCode::CREATED, &object, decoded.pretty),
         &decoded.warnings,
     )
 }
@@ -368,7 +368,7 @@ pub(super) async fn create_owned_access_key(
         // is shown: one that was never stored would authenticate nobody.
         drop(creating);
         return with_warnings(
-            json_response(StatusCode::CREATED, &owned_object(&stored)),
+            json_response(StatusCode::CREATED, &owned_object(&stored), decoded.pretty),
             &decoded.warnings,
         );
     }
@@ -402,7 +402,10 @@ pub(super) async fn create_owned_access_key(
     }
     let mut out = owned_object(&stored);
     out.spec.key = secret.expose().to_owned();
-    with_warnings(json_response(StatusCode::CREATED, &out), &decoded.warnings)
+    with_warnings(
+        json_response(StatusCode::CREATED, &out, decoded.pretty),
+        &decoded.warnings,
+    )
 }
 
 /// A generated access-key name: `<prefix>-<user>-<8 hex>` (a DNS label; the user part is
@@ -616,7 +619,7 @@ pub(super) async fn delete_owned_access_key(
                 status: "Success",
                 details: &details,
             };
-            let mut res = json_response(StatusCode::OK, &body);
+            let mut res = json_response(StatusCode::OK, &body, super::request::pretty(&req));
             let mut recorded = kubegate_proxy::audit::ResponseStatus::code(200);
             recorded.status = Some("Success");
             recorded.details = Some(details);
