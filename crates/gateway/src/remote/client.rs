@@ -21,7 +21,7 @@ use super::{FetchError, RemoteError};
 /// Time allowed to open a TCP connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for a whole call (connect, TLS, request, response body).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response body read (discovery documents and key sets are a few KiB).
 const MAX_BODY: usize = 1024 * 1024;
 

@@ -41,6 +41,11 @@ pub const FRESH_FOR: Duration = Duration::from_secs(30);
 pub const REFUSED_FOR: Duration = Duration::from_secs(5);
 /// How long an accepted key keeps working after its last validation while the central is down.
 pub const STALE_IF_ERROR: Duration = Duration::from_secs(600);
+/// How long the central, once found unreachable, is not asked again. Checks meanwhile are
+/// answered from the caches at once (a hung central would otherwise hold every check whose key
+/// needs asking for the call's full timeout); then one check asks again while the others go on
+/// being answered from the caches.
+pub const DOWN_FOR: Duration = Duration::from_secs(5);
 /// Most accepted keys remembered; beyond it, the one validated longest ago is dropped.
 pub const CAPACITY: usize = 10_000;
 /// Most refused keys remembered; beyond it, the oldest refusal is dropped (never an accepted
@@ -173,6 +178,8 @@ pub struct SelfCache {
     /// their own, so a flood of made-up key-shaped bearers, which fills `calls`, cannot keep
     /// the central's tokens from being checked.
     verified_calls: Semaphore,
+    /// Set while the central is taken to be unreachable.
+    outage: Mutex<Option<Outage>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -180,6 +187,14 @@ struct Windows {
     fresh: Duration,
     refused: Duration,
     stale: Duration,
+    down: Duration,
+}
+
+/// The central found unreachable: why, and until when it is not asked.
+#[derive(Debug)]
+struct Outage {
+    cause: String,
+    until: Instant,
 }
 
 /// A check's membership in the flight of its key. Dropping the last one (the flight finished,
@@ -226,6 +241,7 @@ impl SelfCache {
                 fresh: FRESH_FOR,
                 refused: REFUSED_FOR,
                 stale: STALE_IF_ERROR,
+                down: DOWN_FOR,
             },
             caches: Mutex::new(Caches {
                 accepted: Recent::new(CAPACITY),
@@ -234,6 +250,7 @@ impl SelfCache {
             in_flight: Mutex::new(HashMap::new()),
             calls: Semaphore::new(MAX_CONCURRENT_CALLS),
             verified_calls: Semaphore::new(MAX_CONCURRENT_CALLS),
+            outage: Mutex::new(None),
         }
     }
 
@@ -244,8 +261,52 @@ impl SelfCache {
             fresh,
             refused,
             stale,
+            down: self.windows.down,
         };
         self
+    }
+
+    /// The same cache with another time than [`DOWN_FOR`] for which an unreachable central is
+    /// not asked again.
+    pub fn with_down_window(mut self, down: Duration) -> Self {
+        self.windows.down = down;
+        self
+    }
+
+    /// Why the central is taken to be unreachable, while it is. Past the window, the caller
+    /// that finds it over asks again (a probe), and the window is stretched over that call so
+    /// the others go on being answered from the caches meanwhile.
+    fn outage(&self) -> Option<String> {
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let current = outage.as_mut()?;
+        if now < current.until {
+            return Some(current.cause.clone());
+        }
+        current.until = now + super::client::CALL_TIMEOUT + self.windows.down;
+        None
+    }
+
+    /// Records how a call went: an unreachable central starts (or goes on with) an outage, any
+    /// answer ends one. Each change is logged once, not each check.
+    fn record_call(&self, unreachable: Option<&str>) {
+        let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
+        match unreachable {
+            Some(cause) => {
+                if outage.is_none() {
+                    tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; validations it gave go on working for their stale window");
+                }
+                *outage = Some(Outage {
+                    cause: cause.to_owned(),
+                    until: Instant::now() + self.windows.down,
+                });
+            }
+            None => {
+                if outage.take().is_some() {
+                    tracing::info!(central = %self.central, "the central gateway answers again");
+                }
+            }
+        }
     }
 
     fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
@@ -333,10 +394,15 @@ impl SelfCache {
         if let Some(answer) = self.cached_answer(&digest) {
             return answer;
         }
+        if let Some(cause) = self.outage() {
+            return self.unreachable(&digest, &cause);
+        }
         let Ok(_permit) = permits.try_acquire() else {
             return self.busy(&digest);
         };
-        match self.ask(key).await {
+        let answer = self.ask(key).await;
+        self.record_call(answer.as_ref().err().map(String::as_str));
+        match answer {
             Ok(Ok(me)) => {
                 let me = Arc::new(me);
                 let mut caches = self.caches();
@@ -387,7 +453,8 @@ impl SelfCache {
         let mut caches = self.caches();
         match caches.accepted.get(digest) {
             Some((me, at)) if at.elapsed() < self.windows.stale => {
-                tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached validation");
+                // The outage itself was logged once, when it began.
+                tracing::debug!(central = %self.central, error = %cause, "the central gateway cannot be reached; using a cached validation");
                 SelfAnswer::Valid(me)
             }
             _ => {
@@ -529,6 +596,61 @@ mod tests {
         }
         assert!(recent.order.len() <= 2 * 3);
         assert_eq!(recent.len(), 3);
+    }
+
+    /// A central that takes connections and drops them, counting them.
+    async fn dropping() -> (SelfCache, Arc<std::sync::atomic::AtomicUsize>) {
+        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let ca_file =
+            std::env::temp_dir().join(format!("kubegate-selves-{}.crt", uuid::Uuid::new_v4()));
+        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+        let client = HttpsClient::new(Some(&ca_file), "test").unwrap();
+        let _ = std::fs::remove_file(&ca_file);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&taken);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(tcp);
+            }
+        });
+        let cache =
+            SelfCache::new(client, &url).with_windows(Duration::ZERO, REFUSED_FOR, STALE_IF_ERROR);
+        (cache, taken)
+    }
+
+    /// An unreachable central is not asked again for [`DOWN_FOR`]: checks meanwhile are
+    /// answered from the caches at once (a hung central held each of them for the call's
+    /// 10 s timeout), however many keys they are for. Past the window one check asks again.
+    #[tokio::test]
+    async fn an_unreachable_central_is_not_asked_again_for_a_while() {
+        use std::sync::atomic::Ordering;
+        let (cache, taken) = dropping().await;
+        accept(&cache, &key(1), "alice");
+        assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+        assert_eq!(taken.load(Ordering::SeqCst), 1);
+        for _ in 0..3 {
+            assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+            assert!(matches!(
+                cache.check(&key(2)).await,
+                SelfAnswer::Unavailable(_)
+            ));
+        }
+        assert_eq!(taken.load(Ordering::SeqCst), 1, "asked once in the window");
+
+        let (probing, taken) = dropping().await;
+        let probing = probing.with_down_window(Duration::ZERO);
+        accept(&probing, &key(1), "alice");
+        for _ in 0..3 {
+            assert!(matches!(probing.check(&key(1)).await, SelfAnswer::Valid(_)));
+        }
+        assert_eq!(
+            taken.load(Ordering::SeqCst),
+            3,
+            "past the window, each asks again"
+        );
     }
 
     #[tokio::test]
