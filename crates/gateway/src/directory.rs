@@ -280,6 +280,19 @@ impl Directory {
             .flat_map(|(p, vclusters)| vclusters.keys().map(move |v| (p.as_str(), v.as_str())))
     }
 
+    /// Whether the target names something configured: always for the gateway's own
+    /// endpoints; for a Kubernetes target or a Grafana, only if it is configured.
+    pub fn knows(&self, target: &Target<'_>) -> bool {
+        match *target {
+            Target::Cluster { .. }
+            | Target::VirtualCluster { .. }
+            | Target::ProjectSpace { .. }
+            | Target::ProjectVirtualCluster { .. } => self.destination(target).is_some(),
+            Target::Grafana { cluster } => self.clusters.contains_key(cluster),
+            _ => true,
+        }
+    }
+
     /// Where a Kubernetes target's requests go, or `None` if nothing by that name is configured.
     pub fn destination(&self, target: &Target<'_>) -> Option<Destination<'_>> {
         fn upstream(routed: &Routed<UpstreamConfig>) -> Destination<'_> {

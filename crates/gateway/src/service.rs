@@ -243,6 +243,10 @@ impl Future for GatewayFuture {
     }
 }
 
+/// The metrics label of a target that names nothing configured.
+static UNKNOWN_TARGET: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("unknown"));
+
 /// The outermost layer: annotates requests with [`RequestMeta`] (target and verb labels, object
 /// reference), [`LongRunning`] and the target's [`AuditLevel`](kubegate_proxy::AuditLevel) for
 /// the audit and metrics layers inside it, and ends watch responses cleanly when the gateway
@@ -286,13 +290,15 @@ where
             Ok(route) => RequestInfo::parse(req.method().as_str(), &route.rest, route.query)
                 .ok()
                 .map(|info| {
-                    let meta = RequestMeta::new(&route.target, &info);
-                    let level = self
-                        .shared
-                        .runtime
-                        .load()
-                        .directory
-                        .audit_level(&route.target, &meta.target);
+                    let mut meta = RequestMeta::new(&route.target, &info);
+                    let runtime = self.shared.runtime.load();
+                    if !runtime.directory.knows(&route.target) {
+                        // Names come from the path before anyone is authenticated: made-up
+                        // ones share one label instead of taking the metrics' slots for
+                        // targets by name, which the real targets would then go without.
+                        meta.target = Arc::clone(&UNKNOWN_TARGET);
+                    }
+                    let level = runtime.directory.audit_level(&route.target, &meta.target);
                     (meta, info.is_long_running(), level)
                 }),
             Err(_) => None,

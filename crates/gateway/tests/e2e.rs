@@ -1830,3 +1830,43 @@ async fn management_writes_honour_dry_run_and_preconditions() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(!names().await.contains(&"doomed".to_owned()));
 }
+
+/// Target names come from request paths before anyone is authenticated. Made-up ones share
+/// the metrics label `unknown` instead of taking the slots `metricsMaxTargets` gives targets
+/// by name: with two slots, three made-up clusters asked for without a credential, the real
+/// cluster is still counted under its own name.
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_targets_share_one_metrics_label() {
+    let env = Env::start_with("metricsMaxTargets: 2\n").await;
+    let client = env.client();
+    for junk in ["junk1", "junk2", "junk3"] {
+        let reply = client
+            .get(
+                &format!("{}/kubernetes/cluster/{junk}/api/v1/pods", env.url),
+                "",
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, 401);
+    }
+    assert_ok(&env.kubectl(ADMIN_KEY, A, &["get", "pods"]).await);
+    let metrics = client
+        .get(&format!("{}/metrics", env.url), ADMIN_KEY, &[])
+        .await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .contains(r#"kubegate_requests_total{target="cluster/a",verb="list",code="200"} 1"#),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains(r#"kubegate_requests_total{target="unknown",verb="list",code="401"} 3"#),
+        "{}",
+        metrics.body
+    );
+    assert!(!metrics.body.contains("junk"), "{}", metrics.body);
+}
