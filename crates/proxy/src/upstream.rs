@@ -521,18 +521,40 @@ impl fmt::Debug for CredentialState {
     }
 }
 
+/// How long the last good token of a token file stands in while the file cannot be read or
+/// holds no token: long enough for any rotation (kubelet's swaps a symlink; tools that rewrite
+/// in place leave it empty for a moment), short enough that a file gone for good shows as an
+/// error naming it, not as the upstream's 401s once the old token expires.
+const TOKEN_FILE_GRACE: Duration = Duration::from_secs(300);
+
 struct TokenFile {
     path: PathBuf,
     recheck: Duration,
     state: Mutex<TokenFileState>,
 }
 
-#[derive(Default)]
 struct TokenFileState {
+    /// [`TOKEN_FILE_GRACE`], but for tests.
+    grace: Duration,
     value: Option<HeaderValue>,
     modified: Option<SystemTime>,
     len: u64,
     checked: Option<Instant>,
+    /// Since when the file has not given a token (logged once when it starts and ends).
+    failing_since: Option<Instant>,
+}
+
+impl Default for TokenFileState {
+    fn default() -> Self {
+        TokenFileState {
+            grace: TOKEN_FILE_GRACE,
+            value: None,
+            modified: None,
+            len: 0,
+            checked: None,
+            failing_since: None,
+        }
+    }
 }
 
 /// Why the upstream credential could not be produced (no secret inside).
@@ -556,16 +578,35 @@ impl TokenFile {
         {
             return Ok(v.clone());
         }
-        // A metadata call is cheap; reading and re-validating happens only on change.
-        let meta = std::fs::metadata(&self.path);
         st.checked = Some(now);
-        let meta = match meta {
-            Ok(m) => m,
-            // Keep serving the last good token while a rotation replaces the file.
-            Err(e) => return st.value.clone().ok_or(CredentialError::Io(e.kind())),
-        };
+        match self.read(&mut st) {
+            Ok(v) => {
+                if st.failing_since.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "the upstream token file gives a token again");
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                let since = *st.failing_since.get_or_insert_with(|| {
+                    tracing::warn!(path = %self.path.display(), error = %e, "the upstream token file gives no token; the last good one is used for up to {} s", TOKEN_FILE_GRACE.as_secs());
+                    now
+                });
+                match &st.value {
+                    // A rotation in progress: the last good token stands in, for a while.
+                    Some(v) if now.duration_since(since) < st.grace => Ok(v.clone()),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The file's token: the one read before if the file has not changed (a metadata call is
+    /// cheap; reading and re-validating happen only on change), else read and checked now.
+    fn read(&self, st: &mut TokenFileState) -> Result<HeaderValue, CredentialError> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| CredentialError::Io(e.kind()))?;
         let modified = meta.modified().ok();
         if let Some(v) = &st.value
+            && st.failing_since.is_none()
             && modified == st.modified
             && meta.len() == st.len
         {
@@ -929,9 +970,25 @@ mod tests {
         // A different length guarantees detection even on filesystems with coarse mtimes.
         std::fs::write(&path, "second-token").unwrap();
         assert_eq!(up.authorization().unwrap().unwrap(), "Bearer second-token");
-        // While the file is briefly missing (rotation), the last good token is kept.
+        // While the file is briefly missing or empty (rotation), the last good token is kept.
         std::fs::remove_file(&path).unwrap();
         assert_eq!(up.authorization().unwrap().unwrap(), "Bearer second-token");
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(up.authorization().unwrap().unwrap(), "Bearer second-token");
+        std::fs::write(&path, "third").unwrap();
+        assert_eq!(up.authorization().unwrap().unwrap(), "Bearer third");
+        // ...but not for ever: past the grace the error names the file's trouble, where the
+        // upstream would have answered 401 once the old token expired.
+        std::fs::remove_file(&path).unwrap();
+        if let CredentialState::File(file) = &up.inner.credential {
+            file.state.lock().unwrap().grace = Duration::ZERO;
+        }
+        assert!(matches!(
+            up.authorization(),
+            Err(CredentialError::Io(std::io::ErrorKind::NotFound))
+        ));
+        std::fs::write(&path, "fourth").unwrap();
+        assert_eq!(up.authorization().unwrap().unwrap(), "Bearer fourth");
         std::fs::remove_dir_all(&dir).unwrap();
         let missing = Upstream::builder("c", "http://h:1")
             .credential(Credential::TokenFile(dir.join("nope")))
