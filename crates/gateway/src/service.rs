@@ -647,8 +647,29 @@ pub(crate) async fn authenticate(
             Settled::Next(None) => {}
         }
     }
-    tracing::info!(%reason, path = req.uri().path(), "authentication failed");
+    tracing::info!(
+        reason = %clipped(&reason),
+        path = %clipped(req.uri().path()),
+        "authentication failed"
+    );
     Err(unauthorized())
+}
+
+/// The most of a client-chosen text (a path, a reason quoting a token's claims) a log line
+/// carries: anyone who reaches the port can make one line per request, and a path may be up
+/// to 1 MiB long.
+pub(crate) const LOGGED_TEXT_BYTES: usize = 256;
+
+/// `text` cut to [`LOGGED_TEXT_BYTES`] at a character boundary, marked when cut.
+pub(crate) fn clipped(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= LOGGED_TEXT_BYTES {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut end = LOGGED_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
 }
 
 /// What an authenticator's outcome means for the request.
@@ -988,6 +1009,15 @@ fn unknown_target(directory: &Directory, target: &Target<'_>) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_client_text_is_clipped_at_a_character_boundary() {
+        assert_eq!(clipped("/api/v1/pods"), "/api/v1/pods");
+        let long = format!("/{}", "é".repeat(300));
+        let cut = clipped(&long);
+        assert!(cut.len() < LOGGED_TEXT_BYTES + 20, "{cut}");
+        assert!(cut.ends_with(&format!("… ({} bytes)", long.len())), "{cut}");
+    }
 
     fn cookies(values: &[&str]) -> http::HeaderMap {
         let mut headers = http::HeaderMap::new();

@@ -158,7 +158,11 @@ fn forbidden(why: &str) -> Status {
 /// `Origin` and a JSON body.
 fn precheck(config: &Config, req: &Request<RequestBody>) -> Result<(), Box<Status>> {
     if let Err(why) = origin::refuse_foreign_origin(&config.auth, req.headers()) {
-        tracing::info!(reason = %why, path = req.uri().path(), "login refused");
+        tracing::info!(
+            reason = %crate::service::clipped(&why),
+            path = %crate::service::clipped(req.uri().path()),
+            "login refused"
+        );
         return Err(Box::new(forbidden(CROSS_ORIGIN_REFUSED)));
     }
     let media_type = req
