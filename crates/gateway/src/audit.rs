@@ -4,7 +4,7 @@
 //! bodies of credential-bearing resources, whatever the level.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ pub enum GatewayAuditSink {
     /// JSON lines on standard output.
     Stdout,
     /// JSON lines in a rotated file, written by a thread of its own (request tasks never wait
-    /// for the disk unless thousands of lines are already queued; nothing is dropped).
+    /// for the disk unless thousands of lines are already queued; nothing is dropped unless
+    /// the disk refuses a write, whose lines are lost and logged, never left torn).
     File(BackgroundJsonLines),
 }
 
@@ -100,12 +101,22 @@ impl AuditSink for GatewayAuditSink {
 /// gone would push out a kept one on every try), and one that fails (a directory turned
 /// read-only) leaves events going to the current file rather than losing them; it is tried
 /// again after another `max_size` bytes.
+///
+/// Lines are buffered and written whole: a write that fails (a full disk) is cut back to the
+/// last whole line, so the next line written never continues a torn one into a line that is
+/// not JSON. The lines of that write are lost, as kube-apiserver's log backend loses a batch it
+/// cannot write; [`BackgroundJsonLines`] logs it.
 #[derive(Debug)]
 pub struct RotatingFile {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: File,
+    /// Lines not written yet.
+    pending: Vec<u8>,
+    /// Length of the file when its last write ended: whole lines only.
+    committed: u64,
     /// Device and inode of the file written to.
     identity: (u64, u64),
+    /// Bytes counted towards the next rotation.
     size: u64,
     max_size: u64,
     max_files: usize,
@@ -124,7 +135,9 @@ impl RotatingFile {
         let (file, metadata) = Self::open_appending(&path)?;
         Ok(RotatingFile {
             path,
-            file: BufWriter::new(file),
+            file,
+            pending: Vec::new(),
+            committed: metadata.len(),
             identity: identity(&metadata),
             size: metadata.len(),
             max_size: max_size.max(1),
@@ -145,14 +158,26 @@ impl RotatingFile {
     /// overflow the size limit and the file is a regular one.
     pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.rotates && self.size > 0 && self.size + line.len() as u64 > self.max_size {
-            self.file.flush()?;
+            self.write_pending()?;
             if let Err(e) = self.rotate() {
                 tracing::warn!(path = %self.path.display(), error = %e, "rotating the audit log failed; writing on to the current file");
                 self.size = 0;
             }
         }
-        self.file.write_all(line)?;
+        self.pending.extend_from_slice(line);
         self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the buffered lines; if that fails, cuts the file back to its last whole line and
+    /// drops them.
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = append_whole(&mut self.file, self.committed, &self.pending);
+        self.pending.clear();
+        self.committed = written?;
         Ok(())
     }
 
@@ -174,9 +199,10 @@ impl RotatingFile {
     /// Writes on to the file at the path, made anew if there is none.
     fn reopen(&mut self) -> std::io::Result<()> {
         let (file, metadata) = Self::open_appending(&self.path)?;
-        self.file = BufWriter::new(file);
+        self.file = file;
         self.identity = identity(&metadata);
         self.size = metadata.len();
+        self.committed = metadata.len();
         Ok(())
     }
 
@@ -188,8 +214,9 @@ impl RotatingFile {
                 .truncate(true)
                 .open(&self.path)?;
             self.identity = identity(&file.metadata()?);
-            self.file = BufWriter::new(file);
+            self.file = file;
             self.size = 0;
+            self.committed = 0;
             return Ok(());
         }
         if self.still_at_path()? {
@@ -219,6 +246,32 @@ impl RotatingFile {
     }
 }
 
+/// What [`append_whole`] writes to: an append-only file that can be cut back.
+trait Truncatable: Write {
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl Truncatable for File {
+    fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+}
+
+/// Appends `lines` to `file`, which held whole lines up to `committed`, and gives the new
+/// length. A write that fails part way (the kernel takes what fits on a full disk) is cut back
+/// to `committed`.
+fn append_whole(file: &mut impl Truncatable, committed: u64, lines: &[u8]) -> std::io::Result<u64> {
+    match file.write_all(lines) {
+        Ok(()) => Ok(committed + lines.len() as u64),
+        Err(e) => {
+            if let Err(cut) = file.truncate_to(committed) {
+                tracing::warn!(error = %cut, "cutting a torn audit line failed");
+            }
+            Err(e)
+        }
+    }
+}
+
 fn identity(metadata: &std::fs::Metadata) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     (metadata.dev(), metadata.ino())
@@ -234,7 +287,7 @@ impl Write for RotatingFile {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
+        self.write_pending()?;
         self.follow_path()
     }
 }
@@ -371,6 +424,59 @@ mod tests {
         f.flush().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "again\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file that takes part of a write and then fails (a disk filling up).
+    struct FillingUp {
+        bytes: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for FillingUp {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let room = self.room.saturating_sub(self.bytes.len());
+            if room == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            let n = room.min(buf.len());
+            self.bytes.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Truncatable for FillingUp {
+        fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
+            self.bytes.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    /// A write the disk takes only part of leaves no torn line: the file is cut back to its
+    /// last whole line, and what is written once there is room again starts a line.
+    #[test]
+    fn a_write_cut_short_leaves_only_whole_lines() {
+        let mut file = FillingUp {
+            bytes: Vec::new(),
+            room: 30,
+        };
+        let committed = append_whole(&mut file, 0, b"{\"n\":1}\n{\"n\":2}\n").unwrap();
+        assert_eq!(committed, 16);
+        let torn = append_whole(&mut file, committed, b"{\"n\":3}\n{\"n\":4}\n");
+        assert_eq!(torn.unwrap_err().kind(), std::io::ErrorKind::StorageFull);
+        assert_eq!(
+            file.bytes, b"{\"n\":1}\n{\"n\":2}\n",
+            "cut back to the whole lines"
+        );
+        file.room = 100;
+        let committed = append_whole(&mut file, committed, b"{\"n\":5}\n").unwrap();
+        assert_eq!(committed, 24);
+        let text = String::from_utf8(file.bytes).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap();
+        }
     }
 
     /// The test goes through a symlink in a scratch directory, so that a regression renames the

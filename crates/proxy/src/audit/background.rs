@@ -102,6 +102,9 @@ impl BackgroundJsonLines {
             .spawn(move || {
                 let mut events = Vec::new();
                 let mut batch = Vec::new();
+                // Events lost to failing writes since writing last worked: a full disk fails
+                // every batch, so the failure and the recovery are logged once each.
+                let mut lost = 0usize;
                 loop {
                     let (flush_to, closing) = {
                         let mut state = worker.lock();
@@ -139,8 +142,18 @@ impl BackgroundJsonLines {
                     for event in &events {
                         event.write_json_line(&mut batch);
                     }
-                    if let Err(e) = writer.write_all(&batch).and_then(|()| writer.flush()) {
-                        tracing::warn!(error = %e, "writing audit events failed");
+                    match writer.write_all(&batch).and_then(|()| writer.flush()) {
+                        Ok(()) if lost > 0 => {
+                            tracing::warn!(lost, "writing audit events works again; the events of the failed writes were lost");
+                            lost = 0;
+                        }
+                        Ok(()) => {}
+                        Err(e) => {
+                            if lost == 0 {
+                                tracing::error!(error = %e, "writing audit events failed; events are lost until a write works again");
+                            }
+                            lost += events.len();
+                        }
                     }
                     batch.clear();
                     let mut state = worker.lock();
