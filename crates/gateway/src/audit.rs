@@ -12,6 +12,9 @@ use kubegate_proxy::{AuditEvent, AuditSink, BackgroundJsonLines};
 
 use crate::config::{AuditConfig, AuditSinkKind};
 
+/// Most bytes of lines held before they are written, flush or not.
+const PENDING_LIMIT: usize = 64 * 1024;
+
 /// Default rotation size.
 pub const DEFAULT_MAX_SIZE: u64 = 100 * 1024 * 1024;
 /// Default number of rotated files kept.
@@ -166,6 +169,10 @@ impl RotatingFile {
         }
         self.pending.extend_from_slice(line);
         self.size += line.len() as u64;
+        // Bounded for callers that write many lines between flushes.
+        if self.pending.len() >= PENDING_LIMIT {
+            self.write_pending()?;
+        }
         Ok(())
     }
 
