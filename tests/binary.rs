@@ -262,3 +262,59 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `audit: {sink: stdout}`: a JSON event per request on standard output, written by the audit
+/// thread (a backed-up pipe never stops the request threads) and flushed before the process
+/// exits on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_audit_events_are_written_and_flushed_at_exit() {
+    let a = upstream().await;
+    let dir = std::env::temp_dir().join(format!("kubegate-binary-stdout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state");
+    let port = free_port();
+    let config_path = dir.join("kubegate.yaml");
+    let yaml = format!(
+        "{}audit: {{sink: stdout}}\n",
+        config(port, &state, &[("a", &a)])
+    );
+    std::fs::write(&config_path, yaml).unwrap();
+    let mut child = Command::new(gateway_binary())
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut lines = stderr_lines(&mut child);
+    wait_for_line(&mut lines, "kubegate listening on").await;
+    let out = kubectl(&kubeconfig(&dir, port, "a"), &["get", "configmaps"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(&child, "-TERM");
+    let mut written = String::new();
+    tokio::time::timeout(Duration::from_secs(40), async {
+        use tokio::io::AsyncReadExt;
+        stdout.read_to_string(&mut written).await.unwrap();
+    })
+    .await
+    .expect("the gateway exits after SIGTERM");
+    let status = child.wait().await.unwrap();
+    assert_eq!(status.code(), Some(0));
+    let listed = written
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .any(|e| {
+            e["kind"] == "Event"
+                && e["verb"] == "list"
+                && e["objectRef"]["resource"] == "configmaps"
+        });
+    assert!(listed, "no audit event for the list on stdout: {written}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

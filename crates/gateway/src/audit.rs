@@ -25,8 +25,9 @@ pub const DEFAULT_MAX_FILES: usize = 5;
 pub enum GatewayAuditSink {
     /// Audit disabled.
     None,
-    /// JSON lines on standard output.
-    Stdout,
+    /// JSON lines on standard output, written by a thread of its own: a log pipe that backs up
+    /// must not stop the request threads with it.
+    Stdout(BackgroundJsonLines),
     /// JSON lines in a rotated file, written by a thread of its own (request tasks never wait
     /// for the disk unless thousands of lines are already queued; nothing is dropped unless
     /// the disk refuses a write, whose lines are lost and logged, never left torn).
@@ -38,7 +39,9 @@ impl GatewayAuditSink {
     pub fn open(config: &AuditConfig) -> std::io::Result<GatewayAuditSink> {
         Ok(match config.sink {
             AuditSinkKind::None => GatewayAuditSink::None,
-            AuditSinkKind::Stdout => GatewayAuditSink::Stdout,
+            AuditSinkKind::Stdout => {
+                GatewayAuditSink::Stdout(BackgroundJsonLines::spawn(std::io::stdout())?)
+            }
             AuditSinkKind::File => {
                 let path = config.path.clone().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::InvalidInput, "audit file path missing")
@@ -55,7 +58,7 @@ impl GatewayAuditSink {
     /// Waits until every event recorded so far is written (to the file's page cache). Blocks:
     /// call it off the async workers, or at shutdown.
     pub fn flush(&self) {
-        if let GatewayAuditSink::File(writer) = self {
+        if let GatewayAuditSink::File(writer) | GatewayAuditSink::Stdout(writer) = self {
             writer.flush();
         }
     }
@@ -69,21 +72,18 @@ impl AuditSink for GatewayAuditSink {
     fn record_owned(&self, event: Box<AuditEvent>) {
         match self {
             // Queued as it is; the writer thread serializes it.
-            GatewayAuditSink::File(writer) => writer.record_owned(event),
-            _ => self.record(&event),
+            GatewayAuditSink::File(writer) | GatewayAuditSink::Stdout(writer) => {
+                writer.record_owned(event)
+            }
+            GatewayAuditSink::None => {}
         }
     }
 
     fn record(&self, event: &AuditEvent) {
         match self {
             GatewayAuditSink::None => {}
-            GatewayAuditSink::File(writer) => writer.record(event),
-            GatewayAuditSink::Stdout => {
-                let mut line = Vec::new();
-                event.write_json_line(&mut line);
-                if let Err(e) = std::io::stdout().lock().write_all(&line) {
-                    tracing::warn!(error = %e, "writing an audit event failed");
-                }
+            GatewayAuditSink::File(writer) | GatewayAuditSink::Stdout(writer) => {
+                writer.record(event)
             }
         }
     }
