@@ -32,6 +32,60 @@ impl LoginKey {
 #[derive(Debug, Default)]
 pub(crate) struct LoginLimiter {
     failures: Mutex<HashMap<LoginKey, VecDeque<Instant>>>,
+    /// When each attempt still running began, per key: counted among the failures already,
+    /// and kept there by [`clear`](Self::clear), whose success is another attempt's.
+    running: Mutex<HashMap<LoginKey, Vec<Instant>>>,
+}
+
+/// A login attempt [`LoginLimiter::begin_attempt`] counted. Dropped, it stays counted as a
+/// failure (it failed, or whoever made it went away); [`succeeded`](Self::succeeded) takes
+/// its count back.
+#[derive(Debug)]
+pub(crate) struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    keys: Vec<LoginKey>,
+    at: Instant,
+}
+
+impl Attempt<'_> {
+    /// The attempt succeeded: its count is taken back.
+    pub(crate) fn succeeded(self) {
+        let mut map = self
+            .limiter
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(times) = map.get_mut(key) {
+                if let Some(i) = times.iter().rposition(|t| *t == self.at) {
+                    times.remove(i);
+                }
+                if times.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .limiter
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in &self.keys {
+            if let Some(times) = running.get_mut(key) {
+                if let Some(i) = times.iter().position(|t| *t == self.at) {
+                    times.swap_remove(i);
+                }
+                if times.is_empty() {
+                    running.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl LoginLimiter {
@@ -61,46 +115,51 @@ impl LoginLimiter {
     }
 
     /// Starts an attempt whose outcome takes a while (a password check): unless one of `keys`
-    /// is locked already (`Err`: how long), counts the attempt as a failure at once and
-    /// returns when it did. Attempts in flight so count against the limit as they run, and no
-    /// number of logins checked side by side gets more than `max` tries into a window; one
-    /// that succeeds takes its count back with [`succeeded`](Self::succeeded). The check and
-    /// the count are one step under the lock.
+    /// is locked already (`Err`: how long), counts the attempt as a failure at once. Attempts
+    /// in flight so count against the limit as they run, and no number of logins checked side
+    /// by side gets more than `max` tries into a window; one that succeeds takes its count back
+    /// ([`Attempt::succeeded`]). The check and the count are one step under the lock.
     pub(crate) fn begin_attempt(
         &self,
         keys: &[LoginKey],
         max: u32,
         window: Duration,
         now: Instant,
-    ) -> Result<Instant, Duration> {
+    ) -> Result<Attempt<'_>, Duration> {
         let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(wait) = locked_in(&map, keys, max, window, now) {
             return Err(wait);
         }
         count_failure(&mut map, keys, max, window, now);
-        Ok(now)
+        drop(map);
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        for key in keys {
+            running.entry(key.clone()).or_default().push(now);
+        }
+        Ok(Attempt {
+            limiter: self,
+            keys: keys.to_vec(),
+            at: now,
+        })
     }
 
-    /// Takes back the failure [`begin_attempt`](Self::begin_attempt) counted at `at` against
-    /// each of `keys`: the attempt succeeded.
-    pub(crate) fn succeeded(&self, keys: &[LoginKey], at: Instant) {
+    /// Forgets the failures of `key` (a successful login of that user), except the counts of
+    /// attempts still running: a guess in flight when the real user logs in stays counted.
+    pub(crate) fn clear(&self, key: &LoginKey) {
+        let running: Vec<Instant> = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .cloned()
+            .unwrap_or_default();
         let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        for key in keys {
-            if let Some(times) = map.get_mut(key) {
-                if let Some(i) = times.iter().rposition(|t| *t == at) {
-                    times.remove(i);
-                }
-                if times.is_empty() {
-                    map.remove(key);
-                }
+        if let Some(times) = map.get_mut(key) {
+            times.retain(|t| running.contains(t));
+            if times.is_empty() {
+                map.remove(key);
             }
         }
-    }
-
-    /// Forgets the failures of `key` (a successful login of that user).
-    pub(crate) fn clear(&self, key: &LoginKey) {
-        let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        map.remove(key);
     }
 
     /// Number of keys tracked.
@@ -197,13 +256,45 @@ mod tests {
         assert_eq!(begun.iter().filter(|b| b.is_ok()).count(), 5, "{begun:?}");
         assert!(begun[5..].iter().all(Result::is_err));
         // One of them succeeds: its count is taken back, and another attempt may begin.
-        let Ok(at) = begun[2] else { unreachable!() };
-        limiter.succeeded(&keys, at);
+        let mut begun = begun;
+        let Ok(attempt) = begun.remove(2) else {
+            unreachable!()
+        };
+        attempt.succeeded();
         let later = now + Duration::from_millis(10);
         assert!(limiter.begin_attempt(&keys, 5, WINDOW, later).is_ok());
         assert!(limiter.begin_attempt(&keys, 5, WINDOW, later).is_err());
         // The rest failed: the window holds the user until the first of them leaves it.
         assert!(limiter.locked_for(&keys[..1], 5, WINDOW, later).is_some());
+    }
+
+    /// The real user logging in clears their failures, but not the attempts still running:
+    /// guesses in flight stay counted, and do not get a fresh allowance.
+    #[test]
+    fn a_success_does_not_clear_attempts_still_running() {
+        let limiter = LoginLimiter::default();
+        let user = LoginKey::user("alice");
+        let keys = [user.clone()];
+        let now = Instant::now();
+        let guesses: Vec<_> = (0..3)
+            .map(|i| limiter.begin_attempt(&keys, 3, WINDOW, now + Duration::from_millis(i)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // A failure recorded before, its attempt over.
+        drop(limiter.begin_attempt(&keys, 4, WINDOW, now + Duration::from_millis(3)));
+        let real = now + Duration::from_millis(4);
+        limiter.clear(&user);
+        assert!(
+            limiter.locked_for(&keys, 3, WINDOW, real).is_some(),
+            "the three guesses in flight still count"
+        );
+        drop(guesses);
+        assert!(
+            limiter.locked_for(&keys, 3, WINDOW, real).is_some(),
+            "and failed"
+        );
+        limiter.clear(&user);
+        assert!(limiter.locked_for(&keys, 3, WINDOW, real).is_none());
     }
 
     #[test]

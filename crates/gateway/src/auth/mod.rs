@@ -348,7 +348,7 @@ async fn password_login(
         .limiter
         .begin_attempt(&keys, max, window, Instant::now())
     {
-        Ok(at) => at,
+        Ok(attempt) => attempt,
         Err(wait) => {
             tracing::info!(user = %shown, "password login refused: too many failures");
             return respond(&too_many_requests(wait), &head);
@@ -366,7 +366,7 @@ async fn password_login(
         tracing::info!(user = %shown, "password login failed");
         return respond(&Status::unauthorized(), &head);
     };
-    state.limiter.succeeded(&keys, attempt);
+    attempt.succeeded();
     state.limiter.clear(&user_key);
     let secret = match AccessKeySecret::generate() {
         Ok(s) => s,
