@@ -715,8 +715,8 @@ pub fn too_many_requests_text<B: From<Bytes>>(retry_after_seconds: u32) -> Respo
     res
 }
 
-/// Go `strconv.Quote` for valid UTF-8.
-fn go_quote(s: &str) -> String {
+/// Go's `strconv.Quote` (what `%q` prints) for valid UTF-8.
+pub fn go_quote(s: &str) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
