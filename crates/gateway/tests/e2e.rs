@@ -1870,3 +1870,57 @@ async fn made_up_targets_share_one_metrics_label() {
     );
     assert!(!metrics.body.contains("junk"), "{}", metrics.body);
 }
+
+/// What the management API answers a method or verb its routes do not serve, as
+/// kube-apiserver does: go-restful's 405 (the path is served under other methods) or 404 (no
+/// route for the path), both with empty details, and `ListResource`'s answer to a watch of a
+/// resource that cannot be watched.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsupported_management_requests_get_kube_answers() {
+    let env = Env::start().await;
+    let client = env.client();
+    let v1 = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1",
+        env.url
+    );
+    let generic = |code: u16, reason: &str, message: &str| {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "details": {}, "code": code})
+    };
+    let not_allowed = generic(
+        405,
+        "MethodNotAllowed",
+        "the server does not allow this method on the requested resource",
+    );
+    let no_route = generic(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    );
+    let no_watch = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "watch is not supported on resources of kind \"clusters.management.loft.sh\"",
+        "reason": "MethodNotAllowed",
+        "details": {"group": "management.loft.sh", "kind": "clusters"}, "code": 405});
+    let cases = [
+        ("DELETE", "/clusters/a", &not_allowed),
+        ("DELETE", "/clusters", &not_allowed),
+        ("GET", "/selves", &not_allowed),
+        ("GET", "/selves/me", &no_route),
+        ("GET", "/clusters?watch=true", &no_watch),
+    ];
+    for (method, path, expected) in cases {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("{v1}{path}"))
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let reply = client.send(req).await;
+        let got: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(
+            (reply.status, &got),
+            (expected["code"].as_u64().unwrap() as u16, expected),
+            "{method} {path}"
+        );
+    }
+}

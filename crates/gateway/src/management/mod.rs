@@ -109,7 +109,7 @@ pub async fn handle(
     // the path's name (a grant limited by `resourceNames`) and create whatever name the body
     // gives, so it is refused as kube refuses it.
     if ctx.verb == "create" && !ctx.name.is_empty() {
-        return respond(&method_not_allowed(resource.plural, &ctx.name), &req);
+        return respond(&unsupported(resource, &ctx.verb, &ctx.name), &req);
     }
     match (resource.plural, ctx.verb.as_str()) {
         ("selves", "create") => tokens::create_self(&ctx, req).await,
@@ -121,7 +121,7 @@ pub async fn handle(
         ("ownedaccesskeys", "get") => tokens::get_owned_access_key(&ctx, &req).await,
         ("ownedaccesskeys", "delete") => tokens::delete_owned_access_key(&ctx, req).await,
         (_, "list" | "get") if resource.verbs.contains(&"list") => objects::read(&ctx, &req),
-        _ => respond(&method_not_allowed(resource.plural, &ctx.name), &req),
+        _ => respond(&unsupported(resource, &ctx.verb, &ctx.name), &req),
     }
 }
 
@@ -149,24 +149,55 @@ fn not_found_resource() -> Status {
     }
 }
 
-fn method_not_allowed(resource: &str, name: &str) -> Status {
+/// What kube-apiserver answers a request its routes for `resource` do not serve:
+/// - a watch of a resource that lists but cannot watch: `ListResource`'s
+///   `NewMethodNotSupported`;
+/// - an item's path where the resource has no item routes (no get, update, patch or delete):
+///   go-restful finds no route, a 404 with empty details;
+/// - otherwise go-restful found the path under another method: its 405, through
+///   `serviceErrorHandler`, with empty details.
+fn unsupported(resource: &discovery::ResourceInfo, verb: &str, name: &str) -> Status {
+    if verb == "watch" && resource.verbs.contains(&"list") {
+        let kind = format!("{}.{}", resource.plural, discovery::GROUP);
+        return Status {
+            code: 405,
+            message: format!(
+                "watch is not supported on resources of kind {}",
+                kubegate_proxy::status::go_quote(&kind)
+            ),
+            reason: "MethodNotAllowed".into(),
+            details: Some(kubegate_proxy::status::StatusDetails {
+                group: discovery::GROUP.into(),
+                kind: resource.plural.into(),
+                ..Default::default()
+            }),
+            type_meta: true,
+        };
+    }
+    let item_routes = ["get", "update", "patch", "delete"]
+        .iter()
+        .any(|v| resource.verbs.contains(v));
+    if !name.is_empty() && !item_routes {
+        return not_found_resource();
+    }
+    method_not_allowed()
+}
+
+/// go-restful's 405 as kube-apiserver's `serviceErrorHandler` writes it
+/// (`NewGenericServerResponse(405, …)`).
+fn method_not_allowed() -> Status {
     Status {
         code: 405,
         message: "the server does not allow this method on the requested resource".into(),
         reason: "MethodNotAllowed".into(),
-        details: Some(kubegate_proxy::status::StatusDetails {
-            name: name.to_owned(),
-            group: discovery::GROUP.into(),
-            kind: resource.to_owned(),
-            ..Default::default()
-        }),
+        details: Some(kubegate_proxy::status::StatusDetails::default()),
         type_meta: true,
     }
 }
 
 fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<RequestBody>) -> Response<ProxyBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(&method_not_allowed("", ""), req);
+        return respond(&method_not_allowed(), req);
     }
     let accept = req
         .headers()
