@@ -732,6 +732,14 @@ async fn bad_input_gets_kube_errors() {
         .await;
     assert_eq!(malformed.status, 400, "{}", malformed.body);
     assert!(malformed.body.contains("\"reason\":\"BadRequest\""));
+    // kube's `transformDecodeError` wording; the parser's own words are serde's.
+    assert!(
+        malformed.body.contains(
+            "DirectClusterEndpointToken in version \\\"v1\\\" cannot be handled as a DirectClusterEndpointToken: "
+        ),
+        "{}",
+        malformed.body
+    );
     let wrong_type = client
         .post(&dcet, ADMIN_KEY, "text/plain", b"{}".to_vec())
         .await;
@@ -745,6 +753,12 @@ async fn bad_input_gets_kube_errors() {
         )
         .await;
     assert_eq!(huge.status, 413, "{}", huge.body);
+    assert!(
+        huge.body
+            .contains("\"message\":\"Request entity too large: limit is 3145728\",\"reason\":\"RequestEntityTooLarge\""),
+        "{}",
+        huge.body
+    );
     let strict = client
         .post(
             &format!("{dcet}?fieldValidation=Strict"),
@@ -757,7 +771,7 @@ async fn bad_input_gets_kube_errors() {
     assert!(
         strict
             .body
-            .contains("strict decoding error: unknown field \\\"spec.bogus\\\""),
+            .contains("DirectClusterEndpointToken in version \\\"v1\\\" cannot be handled as a DirectClusterEndpointToken: strict decoding error: unknown field \\\"spec.bogus\\\""),
         "{}",
         strict.body
     );

@@ -227,6 +227,7 @@ pub(super) struct Decoded<T> {
 /// `fieldValidation=Strict`.
 pub(super) async fn decode<T: DeserializeOwned>(
     req: Request<RequestBody>,
+    kind: &str,
 ) -> Result<Decoded<T>, Box<Response<ProxyBody>>> {
     let fail = |status: Status, req: &Request<()>| Box::new(respond_unit(&status, req));
     let options = match create_options(&req) {
@@ -252,7 +253,7 @@ pub(super) async fn decode<T: DeserializeOwned>(
         Ok(object) => object,
         Err(e) => {
             return Err(fail(
-                Status::bad_request(format!("the object could not be decoded: {e}")),
+                Status::bad_request(cannot_be_handled(kind, &e)),
                 &head,
             ));
         }
@@ -263,7 +264,10 @@ pub(super) async fn decode<T: DeserializeOwned>(
         .collect();
     match options.field_validation {
         FieldValidation::Strict if !messages.is_empty() => Err(fail(
-            Status::bad_request(format!("strict decoding error: {}", messages.join(", "))),
+            Status::bad_request(cannot_be_handled(
+                kind,
+                &format!("strict decoding error: {}", messages.join(", ")),
+            )),
             &head,
         )),
         FieldValidation::Warn => Ok(Decoded {
@@ -327,7 +331,8 @@ async fn read_body(
         Err(BodyError::TooLarge) => {
             let status = Status {
                 code: 413,
-                message: "the request is too large".into(),
+                // kube's `limitedReadBody`.
+                message: format!("Request entity too large: limit is {MAX_BODY_BYTES}"),
                 reason: "RequestEntityTooLarge".into(),
                 details: None,
                 type_meta: true,
@@ -418,6 +423,13 @@ pub(super) async fn delete_options(
         uid: body.preconditions.and_then(|p| p.uid),
     };
     Ok((head, options))
+}
+
+/// kube's `transformDecodeError` for a body decoded as `kind` (the endpoint's, which kube
+/// gives the decoder as the default): `<Kind> in version "v1" cannot be handled as a <Kind>:
+/// <why>`. The JSON parser's own words after it are serde's, not Go's.
+fn cannot_be_handled(kind: &str, why: &str) -> String {
+    format!("{kind} in version \"v1\" cannot be handled as a {kind}: {why}")
 }
 
 /// A field path as kube-apiserver prints it (`spec.foo`, `items[0].bar`): serde's `Option` and

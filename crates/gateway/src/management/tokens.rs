@@ -125,7 +125,7 @@ fn now() -> u64 {
 
 /// `POST selves`: who the caller is, with the credential's scope.
 pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Response<ProxyBody> {
-    let decoded = match decode::<Self_>(req).await {
+    let decoded = match decode::<Self_>(req, ctx.resource.kind).await {
         Ok(d) => d,
         Err(res) => return *res,
     };
@@ -175,7 +175,7 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     // client), decided before the body consumes the request.
     let format = StatusFormat::for_request(req.uri(), req.headers());
     let fail = |status: Status| status.to_response_as(format);
-    let decoded = match decode::<DirectClusterEndpointToken>(req).await {
+    let decoded = match decode::<DirectClusterEndpointToken>(req, ctx.resource.kind).await {
         Ok(d) => d,
         Err(res) => return *res,
     };
@@ -260,7 +260,7 @@ pub(super) async fn create_owned_access_key(
     // client), decided before the body consumes the request.
     let format = StatusFormat::for_request(req.uri(), req.headers());
     let fail = |status: Status| status.to_response_as(format);
-    let decoded = match decode::<OwnedAccessKey>(req).await {
+    let decoded = match decode::<OwnedAccessKey>(req, ctx.resource.kind).await {
         Ok(d) => d,
         Err(res) => return *res,
     };
