@@ -104,6 +104,10 @@ async fn management_lists_clusters_and_discovery_works() {
 /// The management API's documents come out byte for byte as a Go API server writes them:
 /// fields in the Go structs' order (`kind` before `apiVersion`, `metadata` in `ObjectMeta`
 /// order), Go's `omitempty` omissions, and typed list items without `kind`/`apiVersion`.
+/// The default table convertor's column descriptions: `metav1.ObjectMeta`'s `SwaggerDoc()`.
+const NAME_COLUMN: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+const CREATED_COLUMN: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\\n\\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+
 #[tokio::test(flavor = "multi_thread")]
 async fn management_documents_are_written_in_go_field_order() {
     let env = Env::start().await;
@@ -160,11 +164,23 @@ async fn management_documents_are_written_in_go_field_order() {
     let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
     let body = get("/apis/management.loft.sh/v1/projects", table).await;
     let expected = format!(
-        r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{{}},"columnDefinitions":[{{"name":"Name","type":"string","format":"name","description":"Name must be unique within a namespace.","priority":0}},{{"name":"Created At","type":"date","format":"","description":"CreationTimestamp is a timestamp representing the server time when this object was created.","priority":0}}],"rows":[{{"cells":["p1",null],"object":{{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{{"name":"p1","uid":"{}"}}}}}}]}}
+        r#"{{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{{}},"columnDefinitions":[{{"name":"Name","type":"string","format":"name","description":"{name}","priority":0}},{{"name":"Created At","type":"date","format":"","description":"{created}","priority":0}}],"rows":[{{"cells":["p1","0001-01-01T00:00:00Z"],"object":{{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{{"name":"p1","uid":"{}"}}}}}}]}}
 "#,
-        uid(&get("/apis/management.loft.sh/v1/projects/p1", json).await)
+        uid(&get("/apis/management.loft.sh/v1/projects/p1", json).await),
+        name = NAME_COLUMN,
+        created = CREATED_COLUMN,
     );
     assert_eq!(body, expected);
+
+    // No rows: Go's nil slice, written as null.
+    let empty = get("/apis/management.loft.sh/v1/ownedaccesskeys", table).await;
+    assert!(
+        empty.ends_with(
+            r#""rows":null}
+"#
+        ),
+        "{empty}"
+    );
 
     assert_eq!(
         get("/api", json).await,

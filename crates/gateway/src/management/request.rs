@@ -624,7 +624,9 @@ struct Table<'a> {
     api_version: &'static str,
     metadata: ListMeta,
     column_definitions: [Column; 2],
-    rows: Vec<Row<'a>>,
+    /// `null` for no rows: Go's nil slice, which the table convertor leaves when there are
+    /// no items, has no `omitempty`.
+    rows: Option<Vec<Row<'a>>>,
 }
 
 #[derive(serde::Serialize)]
@@ -639,9 +641,27 @@ struct Column {
 
 #[derive(serde::Serialize)]
 struct Row<'a> {
-    cells: (&'a str, Option<&'a Time>),
+    cells: (&'a str, CreatedAt<'a>),
     object: PartialObjectMetadata<'a>,
 }
+
+/// The "Created At" cell: the object's creation time, and Go's zero time for an object with
+/// none, as the table convertor formats `GetCreationTimestamp()` whatever it holds.
+struct CreatedAt<'a>(Option<&'a Time>);
+
+impl serde::Serialize for CreatedAt<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(time) => time.serialize(serializer),
+            None => serializer.serialize_str("0001-01-01T00:00:00Z"),
+        }
+    }
+}
+
+/// `metav1.ObjectMeta`'s field documentation (`SwaggerDoc()`), which the table convertor
+/// gives its columns.
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+const CREATION_TIMESTAMP_DESCRIPTION: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -660,7 +680,7 @@ impl<'a> Table<'a> {
                 Row {
                     cells: (
                         metadata.name.as_deref().unwrap_or_default(),
-                        metadata.creation_timestamp.as_ref(),
+                        CreatedAt(metadata.creation_timestamp.as_ref()),
                     ),
                     object: PartialObjectMetadata {
                         kind: "PartialObjectMetadata",
@@ -670,7 +690,7 @@ impl<'a> Table<'a> {
                     },
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
         Table {
             kind: "Table",
             api_version: "meta.k8s.io/v1",
@@ -680,18 +700,18 @@ impl<'a> Table<'a> {
                     name: "Name",
                     type_: "string",
                     format: "name",
-                    description: "Name must be unique within a namespace.",
+                    description: NAME_DESCRIPTION,
                     priority: 0,
                 },
                 Column {
                     name: "Created At",
                     type_: "date",
                     format: "",
-                    description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                    description: CREATION_TIMESTAMP_DESCRIPTION,
                     priority: 0,
                 },
             ],
-            rows,
+            rows: (!rows.is_empty()).then_some(rows),
         }
     }
 }
