@@ -1954,3 +1954,67 @@ async fn unsupported_management_requests_get_kube_answers() {
         );
     }
 }
+
+/// The management API's lists honour `labelSelector` and `fieldSelector` as kube-apiserver's
+/// registry does (the gateway's objects carry no labels), and answer a selector that does not
+/// parse, or a field kube cannot select on, with a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn management_lists_honour_selectors() {
+    require_kubectl();
+    let env = Env::start().await;
+    let client = env.client();
+    let clusters = format!(
+        "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
+        env.url
+    );
+    let cases: [(&str, u16, &[&str], &str); 6] = [
+        ("", 200, &["a", "b"], ""),
+        ("?labelSelector=team%3Da", 200, &[], ""),
+        ("?labelSelector=%21team", 200, &["a", "b"], ""),
+        ("?fieldSelector=metadata.name%21%3Da", 200, &["b"], ""),
+        (
+            "?fieldSelector=spec.owner%3Dx",
+            400,
+            &[],
+            "field label not supported: spec.owner",
+        ),
+        (
+            "?labelSelector=a%3Db%20c",
+            400,
+            &[],
+            "unable to parse requirement: ",
+        ),
+    ];
+    for (query, status, names, message) in cases {
+        let reply = client
+            .get(&format!("{clusters}{query}"), ADMIN_KEY, &[])
+            .await;
+        assert_eq!(reply.status, status, "{query}: {}", reply.body);
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        if status == 200 {
+            let got: Vec<&str> = body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(got, names, "{query}");
+        } else {
+            assert_eq!(body["reason"], "BadRequest", "{query}");
+            assert!(
+                body["message"].as_str().unwrap().starts_with(message),
+                "{query}: {body}"
+            );
+        }
+    }
+    let out = env
+        .kubectl(ADMIN_KEY, MGMT, &["get", "clusters", "-l", "team=a"])
+        .await;
+    assert!(out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("No resources found"), "{said}");
+}

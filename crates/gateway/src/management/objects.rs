@@ -187,7 +187,8 @@ where
     T: k8s_openapi::ListableResource
         + Metadata<Ty = ObjectMeta>
         + kubegate_api::ListItem
-        + serde::Serialize,
+        + serde::Serialize
+        + Clone,
 {
     let named = |o: &T, name: &str| o.metadata().name.as_deref() == Some(name);
     if ctx.resource.namespaced && !ctx.namespace.is_empty() {

@@ -564,11 +564,17 @@ pub(super) fn rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".into())
 }
 
-/// Serves a list of objects as JSON, or as a Table when asked.
+/// Serves a list of objects as JSON, or as a Table when asked, with the request's label and
+/// field selectors applied.
 pub(super) fn list_or_table<T>(req: &Request<RequestBody>, items: &[T]) -> Response<ProxyBody>
 where
-    T: k8s_openapi::ListableResource + Metadata<Ty = ObjectMeta> + ListItem,
+    T: k8s_openapi::ListableResource + Metadata<Ty = ObjectMeta> + ListItem + Clone,
 {
+    let items = match selected(req, items) {
+        Ok(items) => items,
+        Err(status) => return status.response_for(req.uri(), req.headers()),
+    };
+    let items = &*items;
     if wants_table(req) {
         return json_response(StatusCode::OK, &Table::of(items), pretty(req));
     }
@@ -579,6 +585,60 @@ where
         items: ListItems(items),
     };
     json_response(StatusCode::OK, &list, pretty(req))
+}
+
+/// The items a list's `labelSelector` and `fieldSelector` select, as kube-apiserver's
+/// registry selects them: either that does not parse is a 400 with the parser's words; field
+/// selectors know `metadata.name` and `metadata.namespace`, as kube's default field label
+/// conversion does, and any other field is a 400 `field label not supported`.
+fn selected<'i, T>(
+    req: &Request<RequestBody>,
+    items: &'i [T],
+) -> Result<std::borrow::Cow<'i, [T]>, Box<Status>>
+where
+    T: Metadata<Ty = ObjectMeta> + Clone,
+{
+    use kubegate_routing::selectors::{FieldSelector, LabelSelector};
+    let Some(query) = req.uri().query().map(kubegate_routing::Query::new) else {
+        return Ok(Cow::Borrowed(items));
+    };
+    let label = query.first("labelSelector").unwrap_or_default();
+    let field = query.first("fieldSelector").unwrap_or_default();
+    if label.is_empty() && field.is_empty() {
+        return Ok(Cow::Borrowed(items));
+    }
+    let bad = |e: kubegate_routing::SelectorError| Box::new(Status::bad_request(e.to_string()));
+    let labels = LabelSelector::parse(&label).map_err(bad)?;
+    let fields = FieldSelector::parse(&field).map_err(bad)?;
+    if let Some(unknown) = fields
+        .requirements()
+        .iter()
+        .find(|r| !matches!(r.field, "metadata.name" | "metadata.namespace"))
+    {
+        return Err(Box::new(Status::bad_request(format!(
+            "field label not supported: {}",
+            unknown.field
+        ))));
+    }
+    Ok(Cow::Owned(
+        items
+            .iter()
+            .filter(|item| {
+                let meta = item.metadata();
+                labels.matches(|key| {
+                    meta.labels
+                        .as_ref()
+                        .and_then(|l| l.get(key))
+                        .map(String::as_str)
+                }) && fields.matches(|f| match f {
+                    "metadata.name" => meta.name.as_deref(),
+                    "metadata.namespace" => meta.namespace.as_deref(),
+                    _ => None,
+                })
+            })
+            .cloned()
+            .collect(),
+    ))
 }
 
 /// A single object as JSON, or as a one-row Table when asked.

@@ -66,6 +66,26 @@ impl<'a> FieldSelector<'a> {
         self.terms.is_empty()
     }
 
+    /// Whether an object whose fields `field` looks up matches every term, as apimachinery's
+    /// `Selector.Matches(fields.Set)` decides: a field the object does not have reads as `""`.
+    ///
+    /// ```
+    /// use kubegate_routing::selectors::FieldSelector;
+    /// let fields = |f: &str| (f == "metadata.name").then_some("web");
+    /// assert!(FieldSelector::parse("metadata.name=web").unwrap().matches(fields));
+    /// assert!(FieldSelector::parse("metadata.namespace!=x").unwrap().matches(fields));
+    /// assert!(!FieldSelector::parse("metadata.namespace=x").unwrap().matches(fields));
+    /// ```
+    pub fn matches<'f>(&self, field: impl Fn(&str) -> Option<&'f str>) -> bool {
+        self.terms.iter().all(|t| {
+            let got = field(t.field).unwrap_or("");
+            match t.operator {
+                FieldOperator::Equals | FieldOperator::DoubleEquals => got == t.value,
+                FieldOperator::NotEquals => got != t.value,
+            }
+        })
+    }
+
     /// The value `field` must equal (`=` or `==`), if the selector requires an exact match on it;
     /// the first such term wins, as in apimachinery's `RequiresExactMatch`.
     pub fn requires_exact_match(&self, field: &str) -> Option<&str> {

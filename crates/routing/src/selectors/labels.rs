@@ -94,6 +94,52 @@ impl<'a> LabelSelector<'a> {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+
+    /// Whether an object whose labels `label` looks up matches every requirement, as
+    /// apimachinery's `Requirement.Matches` decides: `in`, `=`, `==` need the label with one
+    /// of the values; `notin`, `!=` match an object without it; `>`/`<` compare integers and
+    /// fail on a value that is not one.
+    ///
+    /// ```
+    /// use kubegate_routing::selectors::LabelSelector;
+    /// let labels = |key: &str| (key == "env").then_some("prod");
+    /// assert!(LabelSelector::parse("env=prod,tier!=db").unwrap().matches(labels));
+    /// assert!(!LabelSelector::parse("env in (dev)").unwrap().matches(labels));
+    /// assert!(!LabelSelector::parse("env>1").unwrap().matches(labels));
+    /// ```
+    pub fn matches<'l>(&self, label: impl Fn(&str) -> Option<&'l str>) -> bool {
+        self.requirements.iter().all(|r| r.matches(label(r.key)))
+    }
+}
+
+impl LabelRequirement<'_> {
+    /// Whether a label value (`None`: no such label) meets the requirement.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        use LabelOperator::*;
+        let has = |v: &str| self.values.contains(&v);
+        match (self.operator, value) {
+            (In | Equals | DoubleEquals, Some(v)) => has(v),
+            (In | Equals | DoubleEquals, None) => false,
+            (NotIn | NotEquals, Some(v)) => !has(v),
+            (NotIn | NotEquals, None) => true,
+            (Exists, got) => got.is_some(),
+            (DoesNotExist, got) => got.is_none(),
+            (GreaterThan | LessThan, Some(v)) => {
+                let (Ok(got), [wanted]) = (v.parse::<i64>(), self.values.as_slice()) else {
+                    return false;
+                };
+                let Ok(wanted) = wanted.parse::<i64>() else {
+                    return false;
+                };
+                if self.operator == GreaterThan {
+                    got > wanted
+                } else {
+                    got < wanted
+                }
+            }
+            (GreaterThan | LessThan, None) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
