@@ -80,11 +80,14 @@ pub fn from_config(config: &Config) -> Result<Vec<Arc<dyn ExternalAuthenticator>
     Ok(authenticators)
 }
 
+/// Files with their contents when read (none if they could not be).
+pub(crate) type FilesRead = Vec<(std::path::PathBuf, Option<Vec<u8>>)>;
+
 /// The files the external authenticators of `config` read when built (CA bundles), each with
 /// its contents then (none if it could not be read). A reload compares them with what the
 /// running authenticators were built from: a CA bundle rewritten in place (a Secret volume's
 /// update, a rotation) is a change even though the configuration names the same file.
-pub(crate) fn files_read(config: &Config) -> Vec<(std::path::PathBuf, Option<Vec<u8>>)> {
+pub(crate) fn files_read(config: &Config) -> FilesRead {
     let named = config
         .oidc_issuers
         .iter()

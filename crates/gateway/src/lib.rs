@@ -252,90 +252,29 @@ impl Gateway {
         // waits for this reload, on top of it.
         let _rebuilding = self.shared.rebuild.lock().await;
         let current = self.shared.runtime.load_full();
-        let old = &current.config;
-        let restart_only = [
-            ("mode", config.mode != old.mode),
-            (
-                "agent.cluster",
-                config.agent.as_ref().map(|a| &a.cluster) != old.agent.as_ref().map(|a| &a.cluster),
-            ),
-            ("listen", config.listen != old.listen),
-            ("stateDir", config.state_dir != old.state_dir),
-            // The signing keys, the issuer and the token lifetime are built into the minter
-            // and verifier once; a reload that seemed to apply them (dropping a compromised
-            // key, say) while the old ones kept signing and verifying would be worse than a
-            // refusal.
-            ("signingKeys", config.signing_keys != old.signing_keys),
-            ("issuer", config.issuer() != old.issuer()),
-            (
-                "maxTokenTtlSeconds",
-                config.max_token_ttl_seconds != old.max_token_ttl_seconds,
-            ),
-        ];
-        let changed = restart_only
-            .iter()
-            .find(|(_, changed)| *changed)
-            .map(|(field, _)| *field);
-        // The same key files, rewritten: what they hold now.
-        let rewritten = || -> Result<bool, GatewayError> {
-            Ok(!config.signing_keys.is_empty()
-                && !same_keys(&load_keys(&config)?, &self.shared.keys))
-        };
-        let changed = match changed {
-            Some(field) => Some(field),
-            None if rewritten()? => Some("signingKeys (the key files' contents)"),
-            None => None,
-        };
-        if let Some(field) = changed {
-            return Err(GatewayError::Mode(format!(
-                "`{field}` changes only with a restart; the running configuration stays"
-            )));
-        }
-        // Rebuilt when their settings changed or a file they read did (a CA bundle rewritten
-        // in place): a front proxy's certificate must be checked against the CA of the moment,
-        // an issuer reached through the bundle of the moment. Left alone otherwise, so the
-        // issuers' cached keys survive a reload.
-        let authenticator_files = authenticators::files_read(&config);
-        let files_changed = *self
-            .shared
-            .authenticator_files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            != authenticator_files;
-        let authenticators = (files_changed
-            || config.oidc_issuers != old.oidc_issuers
-            || config.agent != old.agent
-            || config.front_proxy != old.front_proxy)
-            .then(|| authenticators::from_config(&config))
-            .transpose()?;
-        // The self-signed pair is made once, at start (or when a reload drops `tls`).
-        let serving_cert = if old.tls.is_none() && config.tls.is_none() {
-            tls::existing_serving_cert(None, &config.state_dir)
-        } else {
-            tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?
-        };
-        let server_tls = server_tls(&config, &serving_cert)?;
         let state = self.shared.store.snapshot().await?;
-        // Upstreams whose settings and files are unchanged keep their pooled connections.
-        let runtime = build_runtime(
-            config,
-            &state,
-            Arc::clone(current.credentials.verifier()),
-            Some(&current.upstreams),
-        )?;
+        // Everything that reads files (keys, certificates, CA bundles) and compiles (policy,
+        // upstreams) runs on a blocking thread: on the one-thread runtime of a one-CPU gateway,
+        // a slow volume (NFS, a stalled Secret mount) would otherwise stop every request for
+        // as long as a read takes.
+        let shared = Arc::clone(&self.shared);
+        let built =
+            tokio::task::spawn_blocking(move || Reloaded::build(&shared, &current, config, &state))
+                .await
+                .map_err(|e| GatewayError::Mode(format!("the reload stopped: {e}")))??;
         // Everything compiled: swap.
-        let max_targets = runtime.config.metrics_max_targets;
-        self.shared.runtime.store(Arc::new(runtime));
+        let max_targets = built.runtime.config.metrics_max_targets;
+        self.shared.runtime.store(Arc::new(built.runtime));
         self.metrics.set_max_targets(max_targets);
-        if let Some(authenticators) = authenticators {
+        if let Some((authenticators, files)) = built.authenticators {
             self.shared.authenticators.store(Arc::new(authenticators));
             *self
                 .shared
                 .authenticator_files
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = authenticator_files;
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = files;
         }
-        self.tls.store(server_tls);
+        self.tls.store(built.server_tls);
         Ok(())
     }
 
@@ -435,6 +374,102 @@ fn build_runtime(
         credentials,
         upstreams: Arc::new(upstreams),
     })
+}
+
+/// What a reload builds before it swaps anything in.
+struct Reloaded {
+    runtime: Runtime,
+    /// Rebuilt authenticators, with the files they read, when they changed.
+    authenticators: Option<(
+        Vec<Arc<dyn authenticators::ExternalAuthenticator>>,
+        authenticators::FilesRead,
+    )>,
+    server_tls: Arc<rustls::ServerConfig>,
+}
+
+impl Reloaded {
+    /// Checks and compiles `config` against the running `current`, reading every file it
+    /// names. Blocking: file reads, key parsing, policy compilation.
+    fn build(
+        shared: &Shared,
+        current: &Runtime,
+        config: Config,
+        state: &store::State,
+    ) -> Result<Reloaded, GatewayError> {
+        let old = &current.config;
+        let restart_only = [
+            ("mode", config.mode != old.mode),
+            (
+                "agent.cluster",
+                config.agent.as_ref().map(|a| &a.cluster) != old.agent.as_ref().map(|a| &a.cluster),
+            ),
+            ("listen", config.listen != old.listen),
+            ("stateDir", config.state_dir != old.state_dir),
+            // The signing keys, the issuer and the token lifetime are built into the minter
+            // and verifier once; a reload that seemed to apply them (dropping a compromised
+            // key, say) while the old ones kept signing and verifying would be worse than a
+            // refusal.
+            ("signingKeys", config.signing_keys != old.signing_keys),
+            ("issuer", config.issuer() != old.issuer()),
+            (
+                "maxTokenTtlSeconds",
+                config.max_token_ttl_seconds != old.max_token_ttl_seconds,
+            ),
+        ];
+        let changed = restart_only
+            .iter()
+            .find(|(_, changed)| *changed)
+            .map(|(field, _)| *field);
+        // The same key files, rewritten: what they hold now.
+        let rewritten = || -> Result<bool, GatewayError> {
+            Ok(!config.signing_keys.is_empty() && !same_keys(&load_keys(&config)?, &shared.keys))
+        };
+        let changed = match changed {
+            Some(field) => Some(field),
+            None if rewritten()? => Some("signingKeys (the key files' contents)"),
+            None => None,
+        };
+        if let Some(field) = changed {
+            return Err(GatewayError::Mode(format!(
+                "`{field}` changes only with a restart; the running configuration stays"
+            )));
+        }
+        // Rebuilt when their settings changed or a file they read did (a CA bundle rewritten
+        // in place): a front proxy's certificate must be checked against the CA of the moment,
+        // an issuer reached through the bundle of the moment. Left alone otherwise, so the
+        // issuers' cached keys survive a reload.
+        let authenticator_files = authenticators::files_read(&config);
+        let files_changed = *shared
+            .authenticator_files
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            != authenticator_files;
+        let authenticators = (files_changed
+            || config.oidc_issuers != old.oidc_issuers
+            || config.agent != old.agent
+            || config.front_proxy != old.front_proxy)
+            .then(|| authenticators::from_config(&config))
+            .transpose()?;
+        // The self-signed pair is made once, at start (or when a reload drops `tls`).
+        let serving_cert = if old.tls.is_none() && config.tls.is_none() {
+            tls::existing_serving_cert(None, &config.state_dir)
+        } else {
+            tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?
+        };
+        let server_tls = server_tls(&config, &serving_cert)?;
+        // Upstreams whose settings and files are unchanged keep their pooled connections.
+        let runtime = build_runtime(
+            config,
+            state,
+            Arc::clone(current.credentials.verifier()),
+            Some(&current.upstreams),
+        )?;
+        Ok(Reloaded {
+            runtime,
+            authenticators: authenticators.map(|a| (a, authenticator_files)),
+            server_tls,
+        })
+    }
 }
 
 /// Whether two key sets hold the same keys (by key id), the same one active.
