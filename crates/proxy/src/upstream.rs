@@ -573,8 +573,14 @@ impl TokenFile {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Checked a moment ago: the token then stands, unless it stands in for a file that has
+        // given none for longer than the grace.
+        let standing_in_too_long = st
+            .failing_since
+            .is_some_and(|since| now.duration_since(since) >= st.grace);
         if let (Some(v), Some(at)) = (&st.value, st.checked)
             && now.duration_since(at) < self.recheck
+            && !standing_in_too_long
         {
             return Ok(v.clone());
         }
@@ -987,6 +993,31 @@ mod tests {
             up.authorization(),
             Err(CredentialError::Io(std::io::ErrorKind::NotFound))
         ));
+        // With the usual once-a-second check too: every request past the grace fails, not
+        // only the one that checks.
+        let cached = Upstream::builder("c", "http://h:1")
+            .credential(Credential::TokenFile(path.clone()))
+            .token_file_recheck(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        assert!(cached.authorization().is_err(), "no file, no token yet");
+        std::fs::write(&path, "cached").unwrap();
+        if let CredentialState::File(file) = &cached.inner.credential {
+            file.state.lock().unwrap().checked = None;
+        }
+        assert_eq!(cached.authorization().unwrap().unwrap(), "Bearer cached");
+        std::fs::remove_file(&path).unwrap();
+        if let CredentialState::File(file) = &cached.inner.credential {
+            let mut state = file.state.lock().unwrap();
+            state.grace = Duration::ZERO;
+            state.checked = None;
+        }
+        for _ in 0..3 {
+            assert!(
+                cached.authorization().is_err(),
+                "past the grace, every request"
+            );
+        }
         std::fs::write(&path, "fourth").unwrap();
         assert_eq!(up.authorization().unwrap().unwrap(), "Bearer fourth");
         std::fs::remove_dir_all(&dir).unwrap();
