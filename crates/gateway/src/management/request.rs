@@ -590,7 +590,7 @@ where
 /// The items a list's `labelSelector` and `fieldSelector` select, as kube-apiserver's
 /// registry selects them: either that does not parse is a 400 with the parser's words; field
 /// selectors know `metadata.name` and `metadata.namespace`, as kube's default field label
-/// conversion does, and any other field is a 400 `field label not supported`.
+/// conversion does, and any other field is its 400.
 fn selected<'i, T>(
     req: &Request<RequestBody>,
     items: &'i [T],
@@ -615,9 +615,10 @@ where
         .iter()
         .find(|r| !matches!(r.field, "metadata.name" | "metadata.namespace"))
     {
+        // `DefaultMetaV1FieldSelectorConversion`'s words.
         return Err(Box::new(Status::bad_request(format!(
-            "field label not supported: {}",
-            unknown.field
+            "{} is not a known field selector: only \"metadata.name\", \"metadata.namespace\"",
+            kubegate_proxy::status::go_quote(unknown.field)
         ))));
     }
     Ok(Cow::Owned(

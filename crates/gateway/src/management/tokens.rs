@@ -198,15 +198,6 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     let Some(ttl) = ctx.caller.bounded_ttl(ttl, now()) else {
         return fail(Status::unauthorized());
     };
-    if decoded.dry_run {
-        // Checked through and through; no token is made.
-        object.spec.scope = scope;
-        object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
-        return with_warnings(
-            json_response(StatusCode::CREATED, &object, decoded.pretty),
-            &decoded.warnings,
-        );
-    }
     let request = ctx.runtime.credentials.user_token_request(
         identity,
         scope.clone(),
@@ -219,6 +210,15 @@ pub(super) async fn create_direct_cluster_endpoint_token(
     };
     if let Some(status) = crate::auth::unusable_token(minted.token()) {
         return fail(status);
+    }
+    if decoded.dry_run {
+        // Checked through and through, the minted token's size included; none is handed out.
+        object.spec.scope = scope;
+        object.metadata = metadata_with_timestamp(object.metadata, now() as i64);
+        return with_warnings(
+            json_response(StatusCode::CREATED, &object, decoded.pretty),
+            &decoded.warnings,
+        );
     }
     object.spec.scope = scope;
     object.status = Some(DirectClusterEndpointTokenStatus {
@@ -364,9 +364,23 @@ pub(super) async fn create_owned_access_key(
         return fail(*status);
     }
     if decoded.dry_run {
-        // Checked through and through, the per-user limits too; nothing is stored, so no key
-        // is shown: one that was never stored would authenticate nobody.
+        // Checked through and through, the per-user limits and the name too (kube's dry-run
+        // storage answers AlreadyExists as a create would); nothing is stored, so no key is
+        // shown: one that was never stored would authenticate nobody.
         drop(creating);
+        let taken = match ctx.shared.store.snapshot().await {
+            Ok(state) => state
+                .access_keys
+                .get(&name)
+                .is_some_and(|k| k.is_live_at(created_at)),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the state store failed");
+                return fail(Status::internal_error("the state store could not be read"));
+            }
+        };
+        if taken {
+            return fail(Status::already_exists(GROUP, "ownedaccesskeys", &name));
+        }
         return with_warnings(
             json_response(StatusCode::CREATED, &owned_object(&stored), decoded.pretty),
             &decoded.warnings,
