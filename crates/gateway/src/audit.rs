@@ -215,12 +215,11 @@ impl RotatingFile {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         if self.max_files == 0 {
-            let file = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&self.path)?;
-            self.identity = identity(&file.metadata()?);
+            // Emptied, and still appending: a write cut back later must not leave the file
+            // offset past its end (the next write would leave a run of NULs before it).
+            let (file, metadata) = Self::open_appending(&self.path)?;
+            file.set_len(0)?;
+            self.identity = identity(&metadata);
             self.file = file;
             self.size = 0;
             self.committed = 0;
@@ -253,25 +252,31 @@ impl RotatingFile {
     }
 }
 
-/// What [`append_whole`] writes to: an append-only file that can be cut back.
+/// What [`append_whole`] writes to: an append-only file that can be measured and cut back.
 trait Truncatable: Write {
+    fn len_now(&self) -> std::io::Result<u64>;
     fn truncate_to(&mut self, len: u64) -> std::io::Result<()>;
 }
 
 impl Truncatable for File {
+    fn len_now(&self) -> std::io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
     fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
         self.set_len(len)
     }
 }
 
-/// Appends `lines` to `file`, which held whole lines up to `committed`, and gives the new
-/// length. A write that fails part way (the kernel takes what fits on a full disk) is cut back
-/// to `committed`.
+/// Appends `lines` to `file` and gives its new length. A write that fails part way (the kernel
+/// takes what fits on a full disk) is cut back to where it began: the length just before it,
+/// never more (an outside truncation, logrotate's `copytruncate`, may have emptied the file
+/// since `committed`, the length after the last write, was taken).
 fn append_whole(file: &mut impl Truncatable, committed: u64, lines: &[u8]) -> std::io::Result<u64> {
+    let start = file.len_now().map_or(committed, |len| len.min(committed));
     match file.write_all(lines) {
-        Ok(()) => Ok(committed + lines.len() as u64),
+        Ok(()) => Ok(start + lines.len() as u64),
         Err(e) => {
-            if let Err(cut) = file.truncate_to(committed) {
+            if let Err(cut) = file.truncate_to(start) {
                 tracing::warn!(error = %cut, "cutting a torn audit line failed");
             }
             Err(e)
@@ -455,6 +460,9 @@ mod tests {
     }
 
     impl Truncatable for FillingUp {
+        fn len_now(&self) -> std::io::Result<u64> {
+            Ok(self.bytes.len() as u64)
+        }
         fn truncate_to(&mut self, len: u64) -> std::io::Result<()> {
             self.bytes.truncate(len as usize);
             Ok(())
@@ -484,6 +492,36 @@ mod tests {
         for line in text.lines() {
             serde_json::from_str::<serde_json::Value>(line).unwrap();
         }
+        // Emptied from outside since (copytruncate): a failed write is cut back to where it
+        // began, never grown back to the old length with zeros.
+        let mut emptied = FillingUp {
+            bytes: Vec::new(),
+            room: 4,
+        };
+        assert!(append_whole(&mut emptied, 24, b"{\"n\":6}\n").is_err());
+        assert!(emptied.bytes.is_empty(), "{:?}", emptied.bytes);
+    }
+
+    /// `maxFiles: 0` empties the file and keeps appending: after the file is cut back, the
+    /// next write lands at its end, with no gap of NULs before it.
+    #[test]
+    fn a_file_emptied_by_rotation_is_still_appended_to() {
+        let dir = std::env::temp_dir().join(format!("kubegate-audit-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("audit.log");
+        // Lines of 7 bytes in 20: the third empties the file; the next write fits after it.
+        let mut f = RotatingFile::open(path.clone(), 20, 0).unwrap();
+        for i in 0..3 {
+            f.write_line(format!("line-{i}\n").as_bytes()).unwrap();
+            f.flush().unwrap();
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "line-2\n");
+        // Cut back as a failed write would be.
+        f.file.truncate_to(0).unwrap();
+        f.committed = 0;
+        f.write_line(b"next\n").unwrap();
+        f.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "next\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The test goes through a symlink in a scratch directory, so that a regression renames the
