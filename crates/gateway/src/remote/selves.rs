@@ -190,6 +190,49 @@ struct Windows {
     down: Duration,
 }
 
+/// What [`SelfCache::outage`] says of asking the central now.
+enum Outlook {
+    /// No outage: ask.
+    Up,
+    /// Taken to be unreachable: do not ask (why).
+    Down(String),
+    /// The outage's window is over: this caller asks again for everyone.
+    Probe,
+}
+
+/// A probe under way: if it ends without an answer recorded (its request was dropped), the
+/// window ends at once, so the next check probes instead of everyone waiting out the
+/// stretched window.
+struct Probing<'a> {
+    cache: &'a SelfCache,
+    done: bool,
+}
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut outage = self
+            .cache
+            .outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = outage.as_mut() {
+            current.until = Instant::now();
+        }
+    }
+}
+
+/// Why a call to the central gave no usable answer, and whether that says it cannot be
+/// reached (no connection, TLS, timeout) rather than that it answered badly (a 5xx, a 429, a
+/// malformed body), which is no reason to stop asking about other keys.
+#[derive(Debug)]
+struct Unanswered {
+    cause: String,
+    unreachable: bool,
+}
+
 /// The central found unreachable: why, and until when it is not asked.
 #[derive(Debug)]
 struct Outage {
@@ -273,18 +316,21 @@ impl SelfCache {
         self
     }
 
-    /// Why the central is taken to be unreachable, while it is. Past the window, the caller
-    /// that finds it over asks again (a probe), and the window is stretched over that call so
-    /// the others go on being answered from the caches meanwhile.
-    fn outage(&self) -> Option<String> {
+    /// Whether to ask the central now: not while it is taken to be unreachable (`Down`, with
+    /// why). Past the window, the caller that finds it over asks again (`Probe`), and the
+    /// window is stretched over that call so the others go on being answered from the caches
+    /// meanwhile.
+    fn outage(&self) -> Outlook {
         let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
-        let current = outage.as_mut()?;
+        let Some(current) = outage.as_mut() else {
+            return Outlook::Up;
+        };
         if now < current.until {
-            return Some(current.cause.clone());
+            return Outlook::Down(current.cause.clone());
         }
         current.until = now + super::client::CALL_TIMEOUT + self.windows.down;
-        None
+        Outlook::Probe
     }
 
     /// Records how a call went: an unreachable central starts (or goes on with) an outage, any
@@ -394,15 +440,29 @@ impl SelfCache {
         if let Some(answer) = self.cached_answer(&digest) {
             return answer;
         }
-        if let Some(cause) = self.outage() {
-            return self.unreachable(&digest, &cause);
-        }
         let Ok(_permit) = permits.try_acquire() else {
             return self.busy(&digest);
         };
+        let mut probing = match self.outage() {
+            Outlook::Down(cause) => return self.unreachable(&digest, &cause),
+            Outlook::Probe => Some(Probing {
+                cache: self,
+                done: false,
+            }),
+            Outlook::Up => None,
+        };
         let answer = self.ask(key).await;
-        self.record_call(answer.as_ref().err().map(String::as_str));
-        match answer {
+        self.record_call(match &answer {
+            Err(Unanswered {
+                cause,
+                unreachable: true,
+            }) => Some(cause.as_str()),
+            _ => None,
+        });
+        if let Some(probing) = probing.as_mut() {
+            probing.done = true;
+        }
+        match answer.map_err(|e| e.cause) {
             Ok(Ok(me)) => {
                 let me = Arc::new(me);
                 let mut caches = self.caches();
@@ -467,9 +527,13 @@ impl SelfCache {
         }
     }
 
-    /// `Ok(Ok(self))`: valid; `Ok(Err(why))`: the central refused it; `Err(cause)`: no usable
+    /// `Ok(Ok(self))`: valid; `Ok(Err(why))`: the central refused it; `Err(_)`: no usable
     /// answer.
-    async fn ask(&self, key: &str) -> Result<Result<Self_, String>, String> {
+    async fn ask(&self, key: &str) -> Result<Result<Self_, String>, Unanswered> {
+        let bad = |cause: String| Unanswered {
+            cause,
+            unreachable: false,
+        };
         let reply = match self
             .client
             .post_json(&self.url, key, SELF_REQUEST.to_vec())
@@ -477,7 +541,12 @@ impl SelfCache {
         {
             Ok(r) => r,
             Err(FetchError::Invalid(why)) => return Ok(Err(why)),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => {
+                return Err(Unanswered {
+                    cause: e.to_string(),
+                    unreachable: true,
+                });
+            }
         };
         let status = reply.status;
         if status.is_success() {
@@ -490,12 +559,12 @@ impl SelfCache {
                 {
                     Ok(Ok(me))
                 }
-                Ok(_) => Err("the selves answer names no user".into()),
-                Err(e) => Err(format!("the selves answer is not a Self object: {e}")),
+                Ok(_) => Err(bad("the selves answer names no user".into())),
+                Err(e) => Err(bad(format!("the selves answer is not a Self object: {e}"))),
             };
         }
         if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
-            return Err(format!("{} answered {status}", self.url));
+            return Err(bad(format!("{} answered {status}", self.url)));
         }
         Ok(Err(format!(
             "the central gateway answered {status} for the credential"
@@ -619,6 +688,84 @@ mod tests {
         let cache =
             SelfCache::new(client, &url).with_windows(Duration::ZERO, REFUSED_FOR, STALE_IF_ERROR);
         (cache, taken)
+    }
+
+    /// A central that answers every call with `status`, counting the calls.
+    async fn answering(
+        status: http::StatusCode,
+    ) -> (SelfCache, Arc<std::sync::atomic::AtomicUsize>) {
+        let dir = std::env::temp_dir().join(format!("kubegate-selves-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+        let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&cert_file, generated.cert.pem()).unwrap();
+        std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
+        let tls = crate::tls::server_config(&crate::tls::ServingCert {
+            cert_file: cert_file.clone(),
+            key_file,
+            self_signed: true,
+        })
+        .unwrap();
+        let client = HttpsClient::new(Some(&cert_file), "test").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(move |_req: http::Request<_>| {
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let mut res = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"{}"),
+                        ));
+                        *res.status_mut() = status;
+                        async move { Ok::<_, std::convert::Infallible>(res) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        let cache =
+            SelfCache::new(client, &url).with_windows(Duration::ZERO, REFUSED_FOR, STALE_IF_ERROR);
+        (cache, calls)
+    }
+
+    /// A central that answers badly (a 503, a 429) is reachable: each check still asks it,
+    /// as before, rather than every key it has not cached being refused for the window.
+    #[tokio::test]
+    async fn a_central_that_answers_badly_is_not_taken_to_be_down() {
+        use std::sync::atomic::Ordering;
+        for status in [
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            http::StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            let (cache, calls) = answering(status).await;
+            accept(&cache, &key(1), "alice");
+            assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+            for n in 2..5 {
+                match cache.check(&key(n)).await {
+                    SelfAnswer::Unavailable(why) => {
+                        assert!(why.contains(&status.as_u16().to_string()), "{why}")
+                    }
+                    other => panic!("{status}: expected Unavailable, got {other:?}"),
+                }
+            }
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                4,
+                "{status}: each check asked"
+            );
+            assert!(cache.outage.lock().unwrap().is_none());
+        }
     }
 
     /// An unreachable central is not asked again for [`DOWN_FOR`]: checks meanwhile are
