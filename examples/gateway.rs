@@ -160,11 +160,17 @@ async fn watch_config(gateway: Gateway, path: PathBuf) {
         seen = now;
         let result = match Config::load(&path) {
             Ok(config) => {
-                // Watched from now on: the files of the config just read, loaded or not.
+                // Watched from now on: the files of the config just read, loaded or not. The
+                // config's own stamp stays the one taken before it was read, so an edit made
+                // meanwhile is still seen as a change.
                 let named = config.watched_files();
                 if named != files {
                     files = named;
+                    let config_stamp = seen.first().cloned().flatten();
                     seen = stamps(&path, &files);
+                    if let Some(first) = seen.first_mut() {
+                        *first = config_stamp;
+                    }
                 }
                 gateway.reload(config).await.map_err(|e| e.to_string())
             }

@@ -131,11 +131,14 @@ impl LoginLimiter {
             return Err(wait);
         }
         count_failure(&mut map, keys, max, window, now);
-        drop(map);
+        // Marked running before the count is visible to `clear` (which takes the locks one
+        // at a time, `running` first): a success clearing meanwhile keeps this count.
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         for key in keys {
             running.entry(key.clone()).or_default().push(now);
         }
+        drop(running);
+        drop(map);
         Ok(Attempt {
             limiter: self,
             keys: keys.to_vec(),
