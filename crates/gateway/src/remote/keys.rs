@@ -376,30 +376,13 @@ mod tests {
     }
 
     async fn idp() -> Idp {
-        let dir = std::env::temp_dir().join(format!("kubegate-keys-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-        let cert_file = dir.join("tls.crt");
-        let key_file = dir.join("tls.key");
-        std::fs::write(&cert_file, generated.cert.pem()).unwrap();
-        std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
-        let tls = crate::tls::server_config(&crate::tls::ServingCert {
-            cert_file: cert_file.clone(),
-            key_file,
-            self_signed: true,
-        })
-        .unwrap();
-        let client = HttpsClient::new(Some(&cert_file), "test").unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (listener, url, acceptor, client) = super::super::test_support::tls_listener().await;
         let discovery =
             serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/keys")}).to_string();
         let jwks = Arc::new(Mutex::new(String::new()));
         let fetches = Arc::new(AtomicUsize::new(0));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let (served, counted, slow) = (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&delay));
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();

@@ -10,6 +10,8 @@ pub mod client;
 pub mod issuers;
 pub mod keys;
 pub mod selves;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::sync::Arc;
 

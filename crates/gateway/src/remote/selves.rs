@@ -611,12 +611,7 @@ mod tests {
 
     /// A cache whose central is a port nothing listens on.
     async fn unreachable(fresh: Duration, stale: Duration) -> (SelfCache, String) {
-        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let ca_file =
-            std::env::temp_dir().join(format!("kubegate-selves-{}.crt", uuid::Uuid::new_v4()));
-        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
-        let client = HttpsClient::new(Some(&ca_file), "test").unwrap();
-        let _ = std::fs::remove_file(&ca_file);
+        let client = super::super::test_support::client_trusting_nothing();
         let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", dead.local_addr().unwrap());
         drop(dead);
@@ -669,12 +664,7 @@ mod tests {
 
     /// A central that takes connections and drops them, counting them.
     async fn dropping() -> (SelfCache, Arc<std::sync::atomic::AtomicUsize>) {
-        let ca = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let ca_file =
-            std::env::temp_dir().join(format!("kubegate-selves-{}.crt", uuid::Uuid::new_v4()));
-        std::fs::write(&ca_file, ca.cert.pem()).unwrap();
-        let client = HttpsClient::new(Some(&ca_file), "test").unwrap();
-        let _ = std::fs::remove_file(&ca_file);
+        let client = super::super::test_support::client_trusting_nothing();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -694,25 +684,9 @@ mod tests {
     async fn answering(
         status: http::StatusCode,
     ) -> (SelfCache, Arc<std::sync::atomic::AtomicUsize>) {
-        let dir = std::env::temp_dir().join(format!("kubegate-selves-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let generated = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-        let (cert_file, key_file) = (dir.join("tls.crt"), dir.join("tls.key"));
-        std::fs::write(&cert_file, generated.cert.pem()).unwrap();
-        std::fs::write(&key_file, generated.signing_key.serialize_pem()).unwrap();
-        let tls = crate::tls::server_config(&crate::tls::ServingCert {
-            cert_file: cert_file.clone(),
-            key_file,
-            self_signed: true,
-        })
-        .unwrap();
-        let client = HttpsClient::new(Some(&cert_file), "test").unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("https://{}", listener.local_addr().unwrap());
+        let (listener, url, acceptor, client) = super::super::test_support::tls_listener().await;
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let (acceptor, counted) = (acceptor.clone(), Arc::clone(&counted));
