@@ -9,6 +9,11 @@ use common::*;
 const A: &str = "/kubernetes/cluster/a";
 const B: &str = "/kubernetes/cluster/b";
 const MGMT: &str = "/kubernetes/management";
+
+/// The management API's `management.loft.sh/v1` URL at `env`'s gateway.
+fn v1_url(env: &Env) -> String {
+    format!("{}{MGMT}/apis/management.loft.sh/v1", env.url)
+}
 const SPACE: &str = "/kubernetes/project/p1/space/s1";
 const PVC: &str = "/kubernetes/project/p1/virtualcluster/pv1";
 const LEGACY_VC: &str = "/kubernetes/virtualcluster/a/team/vc1";
@@ -254,10 +259,7 @@ async fn management_documents_are_written_in_go_field_order() {
             );
         }
     }
-    let keys = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
-        env.url
-    );
+    let keys = format!("{}/ownedaccesskeys", v1_url(&env));
     let made = client
         .post(
             &keys,
@@ -435,10 +437,7 @@ async fn write_gate_blocks_everyone_but_admins() {
     );
     // The management API: no new access keys but an admin's; a credential may still describe
     // itself and get a token for a direct cluster endpoint (neither stores anything).
-    let management = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1",
-        env.url
-    );
+    let management = v1_url(&env);
     let post = |resource: &'static str, key: &'static str, body: &'static str| {
         let client = env.client();
         let url = format!("{management}/{resource}");
@@ -896,10 +895,7 @@ async fn unknown_targets_are_not_found_for_those_allowed_and_forbidden_for_other
 async fn owned_access_keys_and_narrowing() {
     let env = Env::start().await;
     let client = env.client();
-    let keys = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1/ownedaccesskeys",
-        env.url
-    );
+    let keys = format!("{}/ownedaccesskeys", v1_url(&env));
     let created = client
         .post(
             &keys,
@@ -1532,10 +1528,7 @@ async fn exec_attach_and_port_forward_over_spdy_through_clusters_and_virtual_clu
 async fn disabled_and_expired_keys_are_refused_and_minting_inherits_the_scope() {
     let env = Env::start().await;
     let client = env.client();
-    let api = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1",
-        env.url
-    );
+    let api = v1_url(&env);
     let create = |body: &'static str| {
         let (client, url) = (&client, format!("{api}/ownedaccesskeys"));
         async move {
@@ -1686,11 +1679,17 @@ async fn management_writes_honour_dry_run_and_preconditions() {
     require_kubectl();
     let env = Env::start().await;
     let client = env.client();
-    let v1 = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1",
-        env.url
-    );
+    let v1 = v1_url(&env);
     let keys = format!("{v1}/ownedaccesskeys");
+    // A JSON POST as the scoped key's holder.
+    let post = |url: String, body: &'static [u8]| {
+        let client = &client;
+        async move {
+            client
+                .post(&url, SCOPED_KEY, "application/json", body.to_vec())
+                .await
+        }
+    };
     let names = || async {
         let list = client.get(&keys, SCOPED_KEY, &[]).await;
         assert_eq!(list.status, 200, "{}", list.body);
@@ -1750,14 +1749,7 @@ async fn management_writes_honour_dry_run_and_preconditions() {
         ),
     ];
     for (query, status, body) in creates {
-        let reply = client
-            .post(
-                &format!("{keys}{query}"),
-                SCOPED_KEY,
-                "application/json",
-                br#"{"metadata":{"name":"dry"}}"#.to_vec(),
-            )
-            .await;
+        let reply = post(format!("{keys}{query}"), br#"{"metadata":{"name":"dry"}}"#).await;
         assert_eq!(reply.status, status, "{query}: {}", reply.body);
         let got: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
         match body {
@@ -1770,39 +1762,26 @@ async fn management_writes_honour_dry_run_and_preconditions() {
     }
     assert!(!names().await.contains(&"dry".to_owned()), "nothing stored");
     // A dry-run token is checked and not minted.
-    let token = client
-        .post(
-            &format!("{v1}/directclusterendpointtokens?dryRun=All"),
-            SCOPED_KEY,
-            "application/json",
-            br#"{"spec":{}}"#.to_vec(),
-        )
-        .await;
+    let token = post(
+        format!("{v1}/directclusterendpointtokens?dryRun=All"),
+        br#"{"spec":{}}"#,
+    )
+    .await;
     assert_eq!(token.status, 201, "{}", token.body);
     let token: serde_json::Value = serde_json::from_str(&token.body).unwrap();
     assert!(token["status"].get("token").is_none(), "{token}");
 
     // Deletes, of a key made for them.
-    let created = client
-        .post(
-            &keys,
-            SCOPED_KEY,
-            "application/json",
-            br#"{"metadata":{"name":"doomed"}}"#.to_vec(),
-        )
-        .await;
+    let created = post(keys.clone(), br#"{"metadata":{"name":"doomed"}}"#).await;
     assert_eq!(created.status, 201, "{}", created.body);
     let created: serde_json::Value = serde_json::from_str(&created.body).unwrap();
     let uid = created["metadata"]["uid"].as_str().unwrap().to_owned();
     // A dry run checks the name as the create would: taken is kube's 409.
-    let again = client
-        .post(
-            &format!("{keys}?dryRun=All"),
-            SCOPED_KEY,
-            "application/json",
-            br#"{"metadata":{"name":"doomed"}}"#.to_vec(),
-        )
-        .await;
+    let again = post(
+        format!("{keys}?dryRun=All"),
+        br#"{"metadata":{"name":"doomed"}}"#,
+    )
+    .await;
     assert_eq!(again.status, 409, "{}", again.body);
     let delete = |query: &str, body: &str| {
         let req = http::Request::delete(format!("{keys}/doomed{query}"))
@@ -1919,10 +1898,7 @@ async fn made_up_targets_share_one_metrics_label() {
 async fn unsupported_management_requests_get_kube_answers() {
     let env = Env::start().await;
     let client = env.client();
-    let v1 = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1",
-        env.url
-    );
+    let v1 = v1_url(&env);
     let generic = |code: u16, reason: &str, message: &str| {
         serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": message, "reason": reason, "details": {}, "code": code})
@@ -1973,10 +1949,7 @@ async fn management_lists_honour_selectors() {
     require_kubectl();
     let env = Env::start().await;
     let client = env.client();
-    let clusters = format!(
-        "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
-        env.url
-    );
+    let clusters = format!("{}/clusters", v1_url(&env));
     let cases: [(&str, u16, &[&str], &str); 6] = [
         ("", 200, &["a", "b"], ""),
         ("?labelSelector=team%3Da", 200, &[], ""),
