@@ -268,11 +268,12 @@ impl Truncatable for File {
 }
 
 /// Appends `lines` to `file` and gives its new length. A write that fails part way (the kernel
-/// takes what fits on a full disk) is cut back to where it began: the length just before it,
-/// never more (an outside truncation, logrotate's `copytruncate`, may have emptied the file
-/// since `committed`, the length after the last write, was taken).
+/// takes what fits on a full disk) is cut back to where it began: the file's length just
+/// before it, where an append lands, whatever else changed it since the last write (an
+/// outside truncation, logrotate's `copytruncate`; another process appending). `committed`,
+/// the length after the last write, stands in only if the file cannot be measured.
 fn append_whole(file: &mut impl Truncatable, committed: u64, lines: &[u8]) -> std::io::Result<u64> {
-    let start = file.len_now().map_or(committed, |len| len.min(committed));
+    let start = file.len_now().unwrap_or(committed);
     match file.write_all(lines) {
         Ok(()) => Ok(start + lines.len() as u64),
         Err(e) => {
@@ -500,6 +501,14 @@ mod tests {
         };
         assert!(append_whole(&mut emptied, 24, b"{\"n\":6}\n").is_err());
         assert!(emptied.bytes.is_empty(), "{:?}", emptied.bytes);
+        // Appended to by another writer since: the cut keeps their lines too.
+        let theirs = b"{\"mine\":1}\n{\"theirs\":1}\n".to_vec();
+        let mut shared = FillingUp {
+            bytes: theirs.clone(),
+            room: 30,
+        };
+        assert!(append_whole(&mut shared, 11, b"{\"n\":7}\n{\"n\":8}\n").is_err());
+        assert_eq!(shared.bytes, theirs);
     }
 
     /// `maxFiles: 0` empties the file and keeps appending: after the file is cut back, the

@@ -1761,7 +1761,7 @@ async fn management_writes_honour_dry_run_and_preconditions() {
         }
     }
     assert!(!names().await.contains(&"dry".to_owned()), "nothing stored");
-    // A dry-run token is checked and not minted.
+    // A dry-run token is checked through (minted, to measure it) and not handed out.
     let token = post(
         format!("{v1}/directclusterendpointtokens?dryRun=All"),
         br#"{"spec":{}}"#,

@@ -542,6 +542,8 @@ struct TokenFileState {
     checked: Option<Instant>,
     /// Since when the file has not given a token (logged once when it starts and ends).
     failing_since: Option<Instant>,
+    /// Why, the last time it was read.
+    last_error: Option<CredentialError>,
 }
 
 impl Default for TokenFileState {
@@ -553,12 +555,13 @@ impl Default for TokenFileState {
             len: 0,
             checked: None,
             failing_since: None,
+            last_error: None,
         }
     }
 }
 
 /// Why the upstream credential could not be produced (no secret inside).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub(crate) enum CredentialError {
     #[error("reading the token file failed: {0}")]
     Io(std::io::ErrorKind),
@@ -573,16 +576,19 @@ impl TokenFile {
             .state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Checked a moment ago: the token then stands, unless it stands in for a file that has
-        // given none for longer than the grace.
-        let standing_in_too_long = st
-            .failing_since
-            .is_some_and(|since| now.duration_since(since) >= st.grace);
-        if let (Some(v), Some(at)) = (&st.value, st.checked)
+        // Checked a moment ago: the answer then stands (the token, or past the grace the
+        // file's error), so a file in trouble is not read again on every request.
+        if let Some(at) = st.checked
             && now.duration_since(at) < self.recheck
-            && !standing_in_too_long
         {
-            return Ok(v.clone());
+            let standing_in_too_long = st
+                .failing_since
+                .is_some_and(|since| now.duration_since(since) >= st.grace);
+            match (&st.value, &st.last_error) {
+                (Some(v), _) if !standing_in_too_long => return Ok(v.clone()),
+                (_, Some(e)) if st.failing_since.is_some() => return Err(e.clone()),
+                _ => {}
+            }
         }
         st.checked = Some(now);
         match self.read(&mut st) {
@@ -593,6 +599,7 @@ impl TokenFile {
                 Ok(v)
             }
             Err(e) => {
+                st.last_error = Some(e.clone());
                 let since = *st.failing_since.get_or_insert_with(|| {
                     tracing::warn!(path = %self.path.display(), error = %e, "the upstream token file gives no token; the last good one is used for up to {} s", TOKEN_FILE_GRACE.as_secs());
                     now

@@ -131,8 +131,8 @@ impl LoginLimiter {
             return Err(wait);
         }
         count_failure(&mut map, keys, max, window, now);
-        // Marked running before the count is visible to `clear` (which takes the locks one
-        // at a time, `running` first): a success clearing meanwhile keeps this count.
+        // Marked running before the `failures` lock is let go: `clear`, which holds both, sees
+        // this attempt's count and its mark together or neither.
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         for key in keys {
             running.entry(key.clone()).or_default().push(now);
@@ -149,14 +149,11 @@ impl LoginLimiter {
     /// Forgets the failures of `key` (a successful login of that user), except the counts of
     /// attempts still running: a guess in flight when the real user logs in stays counted.
     pub(crate) fn clear(&self, key: &LoginKey) {
-        let running: Vec<Instant> = self
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned()
-            .unwrap_or_default();
+        // Both locks at once, in `begin_attempt`'s order: an attempt either counted and marked
+        // running before this (kept), or begins after it (counted afresh).
         let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let running = running.get(key).map(Vec::as_slice).unwrap_or_default();
         if let Some(times) = map.get_mut(key) {
             times.retain(|t| running.contains(t));
             if times.is_empty() {

@@ -196,8 +196,8 @@ enum Outlook {
     Up,
     /// Taken to be unreachable: do not ask (why).
     Down(String),
-    /// The outage's window is over: this caller asks again for everyone.
-    Probe,
+    /// The outage's window is over: this caller asks again for everyone (the probe's number).
+    Probe(u64),
 }
 
 /// A probe under way: if it ends without an answer recorded (its request was dropped), the
@@ -205,6 +205,7 @@ enum Outlook {
 /// stretched window.
 struct Probing<'a> {
     cache: &'a SelfCache,
+    probe: u64,
     done: bool,
 }
 
@@ -218,7 +219,10 @@ impl Drop for Probing<'_> {
             .outage
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = outage.as_mut() {
+        // Only the window this probe stretched: not one a later outage opened.
+        if let Some(current) = outage.as_mut()
+            && current.probe == self.probe
+        {
             current.until = Instant::now();
         }
     }
@@ -238,6 +242,8 @@ struct Unanswered {
 struct Outage {
     cause: String,
     until: Instant,
+    /// Which probe stretched the window last (`0`: none yet).
+    probe: u64,
 }
 
 /// A check's membership in the flight of its key. Dropping the last one (the flight finished,
@@ -330,22 +336,39 @@ impl SelfCache {
             return Outlook::Down(current.cause.clone());
         }
         current.until = now + super::client::CALL_TIMEOUT + self.windows.down;
-        Outlook::Probe
+        current.probe += 1;
+        Outlook::Probe(current.probe)
     }
 
     /// Records how a call went: an unreachable central starts (or goes on with) an outage, any
     /// answer ends one. Each change is logged once, not each check.
-    fn record_call(&self, unreachable: Option<&str>) {
+    fn record_call(&self, unreachable: Option<&str>, probed: bool) {
         let mut outage = self.outage.lock().unwrap_or_else(PoisonError::into_inner);
         match unreachable {
             Some(cause) => {
                 if outage.is_none() {
                     tracing::warn!(central = %self.central, error = %cause, "the central gateway cannot be reached; validations it gave go on working for their stale window");
                 }
-                *outage = Some(Outage {
-                    cause: cause.to_owned(),
-                    until: Instant::now() + self.windows.down,
-                });
+                let until = Instant::now() + self.windows.down;
+                match outage.as_mut() {
+                    // The probe's own failure opens the next window; a late failure of a
+                    // call begun before leaves a probe's stretched window as it is.
+                    Some(current) => {
+                        current.cause = cause.to_owned();
+                        current.until = if probed {
+                            until
+                        } else {
+                            current.until.max(until)
+                        };
+                    }
+                    None => {
+                        *outage = Some(Outage {
+                            cause: cause.to_owned(),
+                            until,
+                            probe: 0,
+                        })
+                    }
+                }
             }
             None => {
                 if outage.take().is_some() {
@@ -445,20 +468,24 @@ impl SelfCache {
         };
         let mut probing = match self.outage() {
             Outlook::Down(cause) => return self.unreachable(&digest, &cause),
-            Outlook::Probe => Some(Probing {
+            Outlook::Probe(probe) => Some(Probing {
                 cache: self,
+                probe,
                 done: false,
             }),
             Outlook::Up => None,
         };
         let answer = self.ask(key).await;
-        self.record_call(match &answer {
-            Err(Unanswered {
-                cause,
-                unreachable: true,
-            }) => Some(cause.as_str()),
-            _ => None,
-        });
+        self.record_call(
+            match &answer {
+                Err(Unanswered {
+                    cause,
+                    unreachable: true,
+                }) => Some(cause.as_str()),
+                _ => None,
+            },
+            probing.is_some(),
+        );
         if let Some(probing) = probing.as_mut() {
             probing.done = true;
         }
@@ -740,6 +767,52 @@ mod tests {
             );
             assert!(cache.outage.lock().unwrap().is_none());
         }
+    }
+
+    /// A probe whose request goes away (a client's reset) ends the window it stretched, so
+    /// the next check probes instead of everyone waiting out the call's timeout; the window of
+    /// an outage opened since is left alone.
+    #[tokio::test]
+    async fn a_probe_that_goes_away_ends_its_window() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        // Takes connections and never answers: a hung central.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let client = super::super::test_support::client_trusting_nothing();
+        let cache = Arc::new(SelfCache::new(client, &url));
+        *cache.outage.lock().unwrap() = Some(Outage {
+            cause: "down".into(),
+            until: Instant::now(),
+            probe: 0,
+        });
+        let probe = tokio::spawn({
+            let cache = Arc::clone(&cache);
+            async move { cache.check(&key(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            matches!(cache.outage(), Outlook::Down(_)),
+            "the probe's call stretched the window"
+        );
+        probe.abort();
+        let _ = probe.await;
+        assert!(
+            matches!(cache.outage(), Outlook::Probe(2)),
+            "the next check probes"
+        );
+        // A probe gone after a new outage began does not end that one.
+        let stale = Probing {
+            cache: &cache,
+            probe: 1,
+            done: false,
+        };
+        drop(stale);
+        assert!(matches!(cache.outage(), Outlook::Down(_)));
     }
 
     /// An unreachable central is not asked again for [`DOWN_FOR`]: checks meanwhile are
