@@ -154,6 +154,7 @@ impl Gateway {
         let shared = Arc::new(Shared {
             authenticators: ArcSwap::from_pointee(authenticators),
             authenticator_files: std::sync::Mutex::new(authenticator_files),
+            applied_state: std::sync::Mutex::new(None),
             router,
             runtime: ArcSwap::from_pointee(runtime),
             store,

@@ -76,6 +76,19 @@ impl Shared {
         // rebuild already applied, and a runtime loaded earlier could be one a reload has
         // since replaced.
         let state = self.store.snapshot().await?;
+        // The state this refresh applied last, unchanged since (a store shares its snapshot
+        // until a write): nothing to do. A change is otherwise applied twice, by the request
+        // that made it and by the store watcher that hears of it, each rebuilding every
+        // credential.
+        let mut applied = self
+            .applied_state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if applied.as_ref().is_some_and(|a| Arc::ptr_eq(a, &state)) {
+            return Ok(());
+        }
+        *applied = Some(Arc::clone(&state));
+        drop(applied);
         let current = self.runtime.load_full();
         apply_revocations(current.credentials.verifier(), &state);
         let credentials = Credentials::new(
@@ -122,6 +135,8 @@ pub struct Shared {
     /// Authentication methods beyond the gateway's own credentials, in order.
     /// Swapped on reload when their configuration changed (caches survive other reloads).
     pub authenticators: ArcSwap<Vec<Arc<dyn crate::authenticators::ExternalAuthenticator>>>,
+    /// The state [`refresh_state`](Self::refresh_state) applied last.
+    pub(crate) applied_state: std::sync::Mutex<Option<Arc<crate::store::State>>>,
     /// The files the authenticators read when built, with their contents then: a reload
     /// rebuilds them when one changed.
     pub(crate) authenticator_files: std::sync::Mutex<Vec<(std::path::PathBuf, Option<Vec<u8>>)>>,

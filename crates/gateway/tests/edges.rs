@@ -1506,6 +1506,22 @@ mod rebuilds {
         std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *future).poll(cx))).await
     }
 
+    /// A refresh of the state it applied last rebuilds nothing (a change is otherwise applied
+    /// twice: by the request that made it and by the store watcher); a changed state is
+    /// applied.
+    #[tokio::test]
+    async fn a_refresh_of_the_state_applied_rebuilds_nothing() {
+        let s = setup().await;
+        let shared = s.gateway.shared();
+        shared.refresh_state().await.unwrap();
+        let once = shared.runtime.load_full();
+        shared.refresh_state().await.unwrap();
+        assert!(Arc::ptr_eq(&once, &shared.runtime.load_full()));
+        assert!(s.store.delete_access_key("alices-key", None).await.unwrap());
+        shared.refresh_state().await.unwrap();
+        assert!(!key_works(&s.gateway), "the deletion was applied");
+    }
+
     #[tokio::test]
     async fn a_key_deleted_while_a_reload_builds_stays_deleted() {
         let s = setup().await;
