@@ -109,7 +109,11 @@ async fn run(args: Args) -> Result<Gateway, Box<dyn std::error::Error>> {
         "kubegate listening on {url} ({} clusters)",
         config.clusters.len()
     );
-    tokio::spawn(watch_config(gateway.clone(), config_path));
+    tokio::spawn(watch_config(
+        gateway.clone(),
+        config_path,
+        config.watched_files(),
+    ));
     gateway
         .serve(listener, ServerLimits::default(), shutdown_signal())
         .await;
@@ -138,14 +142,12 @@ async fn shutdown_signal() {
 /// refused with a log line and the running one stays. A renewed serving certificate (cert-manager)
 /// or a rotated CA bundle is picked up within a tick, and a reload refused because a named file
 /// was not there yet (a Secret volume updated after its ConfigMap) is tried again when it comes.
-async fn watch_config(gateway: Gateway, path: PathBuf) {
+/// `files` are those of the config the gateway started on, read once already.
+async fn watch_config(gateway: Gateway, path: PathBuf, mut files: Vec<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
-    let mut files = Config::load(&path)
-        .map(|c| c.watched_files())
-        .unwrap_or_default();
     let mut seen = stamps(&path, &files);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
