@@ -34,7 +34,7 @@ pub(crate) struct LoginLimiter {
     failures: Mutex<HashMap<LoginKey, VecDeque<Instant>>>,
     /// When each attempt still running began, per key: counted among the failures already,
     /// and kept there by [`clear`](Self::clear), whose success is another attempt's.
-    running: Mutex<HashMap<LoginKey, Vec<Instant>>>,
+    running: Mutex<Failures>,
 }
 
 /// A login attempt [`LoginLimiter::begin_attempt`] counted. Dropped, it stays counted as a
@@ -50,21 +50,12 @@ pub(crate) struct Attempt<'a> {
 impl Attempt<'_> {
     /// The attempt succeeded: its count is taken back.
     pub(crate) fn succeeded(self) {
-        let mut map = self
+        let mut failures = self
             .limiter
             .failures
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for key in &self.keys {
-            if let Some(times) = map.get_mut(key) {
-                if let Some(i) = times.iter().rposition(|t| *t == self.at) {
-                    times.remove(i);
-                }
-                if times.is_empty() {
-                    map.remove(key);
-                }
-            }
-        }
+        forget_one(&mut failures, &self.keys, self.at);
     }
 }
 
@@ -75,14 +66,19 @@ impl Drop for Attempt<'_> {
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        for key in &self.keys {
-            if let Some(times) = running.get_mut(key) {
-                if let Some(i) = times.iter().position(|t| *t == self.at) {
-                    times.swap_remove(i);
-                }
-                if times.is_empty() {
-                    running.remove(key);
-                }
+        forget_one(&mut running, &self.keys, self.at);
+    }
+}
+
+/// Takes one `at` out of each of `keys`' times, and keys left with none out of `map`.
+fn forget_one(map: &mut Failures, keys: &[LoginKey], at: Instant) {
+    for key in keys {
+        if let Some(times) = map.get_mut(key) {
+            if let Some(i) = times.iter().rposition(|t| *t == at) {
+                times.remove(i);
+            }
+            if times.is_empty() {
+                map.remove(key);
             }
         }
     }
@@ -135,7 +131,7 @@ impl LoginLimiter {
         // this attempt's count and its mark together or neither.
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         for key in keys {
-            running.entry(key.clone()).or_default().push(now);
+            running.entry(key.clone()).or_default().push_back(now);
         }
         drop(running);
         drop(map);
@@ -153,9 +149,9 @@ impl LoginLimiter {
         // running before this (kept), or begins after it (counted afresh).
         let mut map = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let running = running.get(key).map(Vec::as_slice).unwrap_or_default();
+        let running = running.get(key);
         if let Some(times) = map.get_mut(key) {
-            times.retain(|t| running.contains(t));
+            times.retain(|t| running.is_some_and(|r| r.contains(t)));
             if times.is_empty() {
                 map.remove(key);
             }
