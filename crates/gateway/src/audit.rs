@@ -55,6 +55,15 @@ impl GatewayAuditSink {
         })
     }
 
+    /// Registers the writer's counters (`kubegate_audit_events_total`,
+    /// `kubegate_audit_errors_total`, `kubegate_audit_queue_full_total`; see
+    /// [`BackgroundJsonLines::register_metrics`]); a sink that is off has none.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        if let GatewayAuditSink::File(writer) | GatewayAuditSink::Stdout(writer) = self {
+            writer.register_metrics(registry);
+        }
+    }
+
     /// Waits until every event recorded so far is written (to the file's page cache). Blocks:
     /// call it off the async workers, or at shutdown.
     pub fn flush(&self) {

@@ -149,6 +149,7 @@ impl Gateway {
         );
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = MetricsLayer::new(&mut registry).with_max_targets(config.metrics_max_targets);
+        audit.register_metrics(&mut registry);
         let authenticator_files = authenticators::files_read(&config);
         let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {

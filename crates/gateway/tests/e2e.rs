@@ -1156,6 +1156,24 @@ async fn ops_endpoints_and_audit() {
         !audit.contains(ADMIN_KEY),
         "credentials never reach the audit log"
     );
+    // The audit log's writer is counted: every line written so far, and no loss. (This
+    // request's own event is recorded once its response has been sent.)
+    let metrics = client
+        .get(&format!("{}/metrics", env.url), ADMIN_KEY, &[])
+        .await;
+    let counter = |name: &str| -> u64 {
+        metrics
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{}", metrics.body))
+    };
+    assert_eq!(
+        counter("kubegate_audit_events_total"),
+        audit.lines().count() as u64
+    );
+    assert_eq!(counter("kubegate_audit_errors_total"), 0);
+    assert_eq!(counter("kubegate_audit_queue_full_total"), 0);
 }
 
 /// Audit events of `audit.log` whose request URI contains `needle`, in order.

@@ -5,6 +5,9 @@ use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
 use super::{AuditEvent, AuditSink};
 
 /// Default bound on the events waiting for the writer thread, in (estimated) bytes of JSON:
@@ -37,11 +40,25 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    counts: Counts,
     /// Wakes the writer: events arrived (into an empty queue), a flush was asked, or closing.
     work: Condvar,
     /// Wakes recorders waiting for room and callers of `flush`.
     written: Condvar,
     limit: usize,
+}
+
+/// What the writer has done, as Prometheus counters ([`BackgroundJsonLines::register_metrics`]).
+/// Counted by the writer thread a batch at a time, and by a recorder only when it had to wait:
+/// the request path pays nothing for them.
+#[derive(Default)]
+struct Counts {
+    /// Events taken from the queue to be written (whether the write then worked or not).
+    events: Counter,
+    /// Events lost because their write failed.
+    lost: Counter,
+    /// Times a recorder waited for room because the queue had reached its bound.
+    waits: Counter,
 }
 
 impl Shared {
@@ -92,6 +109,7 @@ impl BackgroundJsonLines {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            counts: Counts::default(),
             work: Condvar::new(),
             written: Condvar::new(),
             limit: bytes.max(1),
@@ -142,6 +160,7 @@ impl BackgroundJsonLines {
                     for event in &events {
                         event.write_json_line(&mut batch);
                     }
+                    worker.counts.events.inc_by(events.len() as u64);
                     match writer.write_all(&batch).and_then(|()| writer.flush()) {
                         Ok(()) if lost > 0 => {
                             tracing::warn!(lost, "writing audit events works again; the events of the failed writes were lost");
@@ -153,6 +172,7 @@ impl BackgroundJsonLines {
                                 tracing::error!(error = %e, "writing audit events failed; events are lost until a write works again");
                             }
                             lost += events.len();
+                            worker.counts.lost.inc_by(events.len() as u64);
                         }
                     }
                     batch.clear();
@@ -181,6 +201,36 @@ impl BackgroundJsonLines {
                 }
             })?;
         Ok(BackgroundJsonLines { shared })
+    }
+
+    /// Registers the writer's counters in `registry`, as kube-apiserver counts its audit log
+    /// (`apiserver_audit_event_total`, `apiserver_audit_error_total`):
+    ///
+    /// | metric | type | counts |
+    /// |---|---|---|
+    /// | `kubegate_audit_events` (`_total`) | counter | events the writer took to write |
+    /// | `kubegate_audit_errors` (`_total`) | counter | events lost because their write failed (a full disk) |
+    /// | `kubegate_audit_queue_full` (`_total`) | counter | times a request waited for the writer because the queue was full (the disk is slower than the requests) |
+    ///
+    /// The writer logs a failure once and its end once; `kubegate_audit_errors_total` is what
+    /// an alert can watch between the two.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        let counts = &self.shared.counts;
+        registry.register(
+            "kubegate_audit_events",
+            "Audit events taken by the audit log's writer to be written",
+            counts.events.clone(),
+        );
+        registry.register(
+            "kubegate_audit_errors",
+            "Audit events lost because writing them failed",
+            counts.lost.clone(),
+        );
+        registry.register(
+            "kubegate_audit_queue_full",
+            "Times a request waited for the audit log's writer because its queue was full",
+            counts.waits.clone(),
+        );
     }
 
     /// Waits until every event recorded so far is written and the writer flushed. Blocks the
@@ -215,6 +265,9 @@ impl AuditSink for BackgroundJsonLines {
     fn record_owned(&self, event: Box<AuditEvent>) {
         let size = event.estimated_json_len();
         let mut state = self.shared.lock();
+        if !state.queued.is_empty() && state.queued_bytes >= self.shared.limit {
+            self.shared.counts.waits.inc();
+        }
         while !state.queued.is_empty() && state.queued_bytes >= self.shared.limit {
             state.full = true;
             self.shared.work.notify_one();
@@ -290,6 +343,115 @@ mod tests {
             })
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    /// A writer that refuses its first `failures` writes, as a full disk does.
+    struct FailingFirst {
+        failures: usize,
+        out: Shared,
+    }
+    impl Write for FailingFirst {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The value of counter `name` in the registry's text form.
+    fn counter(registry: &Registry, name: &str) -> u64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    #[test]
+    fn written_and_lost_events_are_counted() {
+        let out = Shared::default();
+        let sink = BackgroundJsonLines::spawn(FailingFirst {
+            failures: 1,
+            out: out.clone(),
+        })
+        .unwrap();
+        let mut registry = Registry::default();
+        sink.register_metrics(&mut registry);
+        // The first write is refused: the events of its batch (the first of the three, and
+        // those that arrived while the writer lingered) are lost; the rest land.
+        for _ in 0..3 {
+            sink.record(&crate::audit::tests::sample_event());
+        }
+        sink.flush();
+        let lost = counter(&registry, "kubegate_audit_errors_total");
+        assert!((1..=3).contains(&lost), "{lost} events lost");
+        for _ in 0..2 {
+            sink.record(&crate::audit::tests::sample_event());
+        }
+        sink.flush();
+        assert_eq!(counter(&registry, "kubegate_audit_events_total"), 5);
+        assert_eq!(counter(&registry, "kubegate_audit_errors_total"), lost);
+        assert_eq!(counter(&registry, "kubegate_audit_queue_full_total"), 0);
+        let written = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(written.lines().count() as u64, 5 - lost);
+    }
+
+    #[test]
+    fn a_recorder_that_waits_for_room_is_counted() {
+        // A writer held shut until the test lets it go, behind a queue of one event.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        struct Held(Arc<(Mutex<bool>, Condvar)>);
+        impl Write for Held {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let (open, opened) = &*self.0;
+                let mut open = open.lock().unwrap();
+                while !*open {
+                    open = opened.wait(open).unwrap();
+                }
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Arc::new(BackgroundJsonLines::with_queue(Held(gate.clone()), 1).unwrap());
+        let mut registry = Registry::default();
+        sink.register_metrics(&mut registry);
+        // The writer takes the first event and blocks in its write; the second fills the
+        // queue; the third has to wait.
+        sink.record(&crate::audit::tests::sample_event());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while counter(&registry, "kubegate_audit_events_total") < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never took the event"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        sink.record(&crate::audit::tests::sample_event());
+        let recorder = {
+            let sink = sink.clone();
+            std::thread::spawn(move || sink.record(&crate::audit::tests::sample_event()))
+        };
+        while counter(&registry, "kubegate_audit_queue_full_total") < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the recorder never waited"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        recorder.join().unwrap();
+        sink.flush();
+        assert_eq!(counter(&registry, "kubegate_audit_events_total"), 3);
+        assert_eq!(counter(&registry, "kubegate_audit_queue_full_total"), 1);
+        assert_eq!(counter(&registry, "kubegate_audit_errors_total"), 0);
     }
 
     #[test]
