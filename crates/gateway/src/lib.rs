@@ -18,6 +18,7 @@ pub mod oidc;
 mod ops;
 pub mod policy;
 pub mod ratelimit;
+mod refusals;
 pub mod remote;
 pub mod server;
 pub mod service;
@@ -150,6 +151,7 @@ impl Gateway {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = MetricsLayer::new(&mut registry).with_max_targets(config.metrics_max_targets);
         audit.register_metrics(&mut registry);
+        let refusals = refusals::Refusals::new(&mut registry);
         let authenticator_files = authenticators::files_read(&config);
         let authenticators = authenticators::from_config(&config)?;
         let shared = Arc::new(Shared {
@@ -170,6 +172,7 @@ impl Gateway {
             in_flight: Arc::default(),
             key_creation: Arc::default(),
             impersonation_modes: kubegate_authz::ImpersonationModes::default(),
+            refusals,
         });
         spawn_state_watcher(&shared, changes);
         health::spawn_prober(&shared);

@@ -27,6 +27,7 @@ use crate::authn::{Caller, CallerCredential, Credentials, bearer};
 use crate::config::Config;
 use crate::directory::{Destination, Directory};
 use crate::inflight::Admission;
+use crate::refusals::Refused;
 use crate::store::Store;
 use crate::upstreams::{self, Upstreams};
 use kubegate_proxy::InFlightSlot;
@@ -157,6 +158,8 @@ pub struct Shared {
     /// The impersonation mode that last let each caller impersonate (tried first next time,
     /// as kube-apiserver does; it decides which refusal a caller sees).
     pub(crate) impersonation_modes: ImpersonationModes,
+    /// Refusals of unauthenticated callers: counted, and logged at a bounded rate.
+    pub(crate) refusals: crate::refusals::Refusals,
 }
 
 /// The request body inside the audit layer: the client's body, copied for the audit event when
@@ -662,11 +665,13 @@ pub(crate) async fn authenticate(
             Settled::Next(None) => {}
         }
     }
-    tracing::info!(
-        reason = %clipped(&reason),
-        path = %clipped(req.uri().path()),
-        "authentication failed"
-    );
+    if shared.refusals.count(Refused::authentication) {
+        tracing::info!(
+            reason = %clipped(&reason),
+            path = %clipped(req.uri().path()),
+            "authentication failed"
+        );
+    }
     Err(unauthorized())
 }
 

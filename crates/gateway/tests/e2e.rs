@@ -1871,7 +1871,7 @@ async fn management_writes_honour_dry_run_and_preconditions() {
 /// Target names come from request paths before anyone is authenticated. Made-up ones share
 /// the metrics label `unknown` instead of taking the slots `metricsMaxTargets` gives targets
 /// by name: with two slots, three made-up clusters asked for without a credential, the real
-/// cluster is still counted under its own name.
+/// cluster is still counted under its own name. The refusals are counted by kind.
 #[tokio::test(flavor = "multi_thread")]
 async fn made_up_targets_share_one_metrics_label() {
     let env = Env::start_with("metricsMaxTargets: 2\n").await;
@@ -1887,10 +1887,32 @@ async fn made_up_targets_share_one_metrics_label() {
         assert_eq!(reply.status, 401);
     }
     assert_ok(&env.kubectl(ADMIN_KEY, A, &["get", "pods"]).await);
+    // A session login with a made-up token is refused too (after the cluster took its slot
+    // in the metrics' targets).
+    let login = client
+        .post(
+            &format!("{}/auth/login", env.url),
+            "",
+            "application/json",
+            br#"{"token":"made-up"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(login.status, 401, "{}", login.body);
     let metrics = client
         .get(&format!("{}/metrics", env.url), ADMIN_KEY, &[])
         .await;
     assert_eq!(metrics.status, 200);
+    // Every refusal of an unauthenticated caller is counted, whether its log line was written.
+    for counted in [
+        r#"kubegate_refusals_total{kind="authentication"} 3"#,
+        r#"kubegate_refusals_total{kind="login"} 1"#,
+    ] {
+        assert!(
+            metrics.body.contains(counted),
+            "{counted}\n{}",
+            metrics.body
+        );
+    }
     assert!(
         metrics
             .body

@@ -52,7 +52,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::authn::Caller;
 use crate::config::Config;
-use crate::service::{Runtime, Shared};
+use crate::refusals::{Refusals, Refused};
+use crate::service::{Runtime, Shared, clipped};
 use crate::store::{Revocation, Revoked, StoredAccessKey};
 
 #[cfg(test)]
@@ -100,7 +101,7 @@ pub async fn handle(
     match (rest, req.method()) {
         ("/password/login", &Method::POST) => password_login(shared, runtime, req).await,
         ("/login", &Method::POST) => token_login(shared, runtime, req).await,
-        ("/session", &Method::GET | &Method::HEAD) => current_session(runtime, &req),
+        ("/session", &Method::GET | &Method::HEAD) => current_session(shared, runtime, &req),
         ("/logout", &Method::POST) => logout(shared, runtime, &req).await,
         _ => {
             let status = Status {
@@ -156,13 +157,19 @@ fn forbidden(why: &str) -> Status {
 
 /// Checks what every login endpoint requires of a request before reading its body: no foreign
 /// `Origin` and a JSON body.
-fn precheck(config: &Config, req: &Request<RequestBody>) -> Result<(), Box<Status>> {
+fn precheck(
+    refusals: &Refusals,
+    config: &Config,
+    req: &Request<RequestBody>,
+) -> Result<(), Box<Status>> {
     if let Err(why) = origin::refuse_foreign_origin(&config.auth, req.headers()) {
-        tracing::info!(
-            reason = %crate::service::clipped(&why),
-            path = %crate::service::clipped(req.uri().path()),
-            "login refused"
-        );
+        if refusals.count(Refused::login) {
+            tracing::info!(
+                reason = %clipped(&why),
+                path = %clipped(req.uri().path()),
+                "login refused"
+            );
+        }
         return Err(Box::new(forbidden(CROSS_ORIGIN_REFUSED)));
     }
     let media_type = req
@@ -302,10 +309,11 @@ fn source_key(req: &Request<RequestBody>) -> Option<LoginKey> {
 /// A login request's checks (method, content type, CSRF) and JSON body, with the source it
 /// came from and its head for answering.
 async fn read_login<T: for<'de> Deserialize<'de>>(
+    refusals: &Refusals,
     config: &Config,
     req: Request<RequestBody>,
 ) -> Result<(T, Option<LoginKey>, Request<()>), Box<Response<ProxyBody>>> {
-    if let Err(status) = precheck(config, &req) {
+    if let Err(status) = precheck(refusals, config, &req) {
         return Err(Box::new(respond(&status, &req)));
     }
     let source = source_key(&req);
@@ -324,10 +332,11 @@ async fn password_login(
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let config = &runtime.config;
-    let (login, source, head) = match read_login::<PasswordLogin>(config, req).await {
-        Ok(read) => read,
-        Err(refusal) => return *refusal,
-    };
+    let (login, source, head) =
+        match read_login::<PasswordLogin>(&shared.refusals, config, req).await {
+            Ok(read) => read,
+            Err(refusal) => return *refusal,
+        };
     let state = &shared.auth;
     let (max, window) = login_window(config);
     let user_key = LoginKey::user(&login.username);
@@ -336,7 +345,9 @@ async fn password_login(
     // A check slot first: at most one argon2 check per CPU (up to 8) runs at once, each
     // holding its slot until argon2 is done.
     let Some(slot) = password::check_slot().await else {
-        tracing::info!(user = %shown, "password login refused: every check slot is busy");
+        if shared.refusals.count(Refused::login) {
+            tracing::info!(user = %shown, "password login refused: every check slot is busy");
+        }
         return respond(
             &Status::too_many_requests("too many logins at once, please try again later", 1),
             &head,
@@ -350,7 +361,9 @@ async fn password_login(
     {
         Ok(attempt) => attempt,
         Err(wait) => {
-            tracing::info!(user = %shown, "password login refused: too many failures");
+            if shared.refusals.count(Refused::login) {
+                tracing::info!(user = %shown, "password login refused: too many failures");
+            }
             return respond(&too_many_requests(wait), &head);
         }
     };
@@ -363,7 +376,9 @@ async fn password_login(
     let entry = runtime.directory.user(&login.username);
     let (true, Some(entry)) = (verified, entry) else {
         // Counted when the attempt began.
-        tracing::info!(user = %shown, "password login failed");
+        if shared.refusals.count(Refused::login) {
+            tracing::info!(user = %shown, "password login failed");
+        }
         return respond(&Status::unauthorized(), &head);
     };
     attempt.succeeded();
@@ -464,7 +479,8 @@ async fn token_login(
     req: Request<RequestBody>,
 ) -> Response<ProxyBody> {
     let config = &runtime.config;
-    let (login, source, head) = match read_login::<TokenLogin>(config, req).await {
+    let (login, source, head) = match read_login::<TokenLogin>(&shared.refusals, config, req).await
+    {
         Ok(read) => read,
         Err(refusal) => return *refusal,
     };
@@ -472,6 +488,9 @@ async fn token_login(
     let (max, window) = login_window(config);
     let keys: Vec<LoginKey> = source.into_iter().collect();
     if let Some(wait) = state.limiter.locked_for(&keys, max, window, Instant::now()) {
+        if shared.refusals.count(Refused::login) {
+            tracing::info!("session login refused: too many failures from its address");
+        }
         return respond(&too_many_requests(wait), &head);
     }
     let now = kubegate_tokens::unix_now();
@@ -484,7 +503,9 @@ async fn token_login(
             state
                 .limiter
                 .record_failure(&keys, max, window, Instant::now());
-            tracing::info!(reason = %failure, "session login failed");
+            if shared.refusals.count(Refused::login) {
+                tracing::info!(reason = %clipped(&failure.to_string()), "session login failed");
+            }
             return respond(&Status::unauthorized(), &head);
         }
     };
@@ -521,13 +542,19 @@ async fn token_login(
 }
 
 /// `GET /auth/session`.
-fn current_session(runtime: &Runtime, req: &Request<RequestBody>) -> Response<ProxyBody> {
+fn current_session(
+    shared: &Shared,
+    runtime: &Runtime,
+    req: &Request<RequestBody>,
+) -> Response<ProxyBody> {
     let now = kubegate_tokens::unix_now();
     match session::verify(&runtime.credentials, &runtime.directory, req.headers(), now) {
         Ok(s) => json(StatusCode::OK, &SessionInfo::new(&s.caller, s.expires_at)),
         Err(why) => {
-            if let session::NoSession::Invalid(reason) = why {
-                tracing::info!(%reason, "session lookup failed");
+            if let session::NoSession::Invalid(reason) = why
+                && shared.refusals.count(Refused::session)
+            {
+                tracing::info!(reason = %clipped(&reason), "session lookup failed");
             }
             respond(&Status::unauthorized(), req)
         }
@@ -545,8 +572,10 @@ async fn logout(
         match session::verify(&runtime.credentials, &runtime.directory, req.headers(), now) {
             Ok(s) => s,
             Err(why) => {
-                if let session::NoSession::Invalid(reason) = why {
-                    tracing::info!(%reason, "logout without a valid session");
+                if let session::NoSession::Invalid(reason) = why
+                    && shared.refusals.count(Refused::session)
+                {
+                    tracing::info!(reason = %clipped(&reason), "logout without a valid session");
                 }
                 return with_cookie(
                     respond(&Status::unauthorized(), req),
@@ -555,7 +584,9 @@ async fn logout(
             }
         };
     if let Err(why) = session::check_csrf(&runtime.config.auth, req.method(), req.headers()) {
-        tracing::info!(reason = %why, "logout refused");
+        if shared.refusals.count(Refused::session) {
+            tracing::info!(reason = %clipped(&why), "logout refused");
+        }
         return respond(&forbidden(CROSS_ORIGIN_REFUSED), req);
     }
     // Until the token could no longer verify anyway (expiry plus the verifier's leeway).
