@@ -420,6 +420,27 @@ impl Reloaded {
                 "maxTokenTtlSeconds",
                 config.max_token_ttl_seconds != old.max_token_ttl_seconds,
             ),
+            // Opened, bounded and sized once at start: a reload that accepted a new audit
+            // file or connection limit and went on with the old would mislead whoever relies
+            // on it (the audit level, per target, does reload).
+            ("audit.sink", config.audit.sink != old.audit.sink),
+            ("audit.path", config.audit.path != old.audit.path),
+            (
+                "audit.maxSizeBytes",
+                config.audit.max_size_bytes != old.audit.max_size_bytes,
+            ),
+            (
+                "audit.maxFiles",
+                config.audit.max_files != old.audit.max_files,
+            ),
+            (
+                "audit.maxRecordedBodyBytes",
+                config.audit.max_recorded_body_bytes != old.audit.max_recorded_body_bytes,
+            ),
+            (
+                "maxConnections",
+                config.max_connections != old.max_connections,
+            ),
         ];
         let changed = restart_only
             .iter()

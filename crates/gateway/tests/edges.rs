@@ -799,6 +799,32 @@ async fn reload_rebuilds_authenticators_and_tls_and_refuses_restart_only_changes
     keys.signing_keys.push(env.dir.join("another-key.pem"));
     let err = env.gateway.reload(keys).await.unwrap_err().to_string();
     assert!(err.contains("`signingKeys` changes only"), "{err}");
+    // The audit log and the connection limit are set up once, at start.
+    let mut audit = config.clone();
+    audit.audit.path = Some(env.dir.join("elsewhere.log"));
+    let err = env.gateway.reload(audit).await.unwrap_err().to_string();
+    assert!(err.contains("`audit.path` changes only"), "{err}");
+    let mut bodies = config.clone();
+    bodies.audit.max_recorded_body_bytes = Some(1);
+    let err = env.gateway.reload(bodies).await.unwrap_err().to_string();
+    assert!(
+        err.contains("`audit.maxRecordedBodyBytes` changes only"),
+        "{err}"
+    );
+    let mut connections = config.clone();
+    connections.max_connections += 1;
+    let err = env
+        .gateway
+        .reload(connections)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`maxConnections` changes only"), "{err}");
+    // The audit level still reloads.
+    let mut level = config.clone();
+    level.audit.level = kubegate_proxy::AuditLevel::Request;
+    env.gateway.reload(level).await.unwrap();
+    env.gateway.reload(config.clone()).await.unwrap();
     assert_eq!(proxy.get(&url, "", &headers).await.status, 200);
 
     // The client CA replaced by a reload: the proxy's open connection, whose handshake the old
