@@ -709,12 +709,11 @@ where
         };
         // An upgrade is decided as ForwardService decides it (`Connection: upgrade`): a bare
         // `Upgrade` header is forwarded as an ordinary request, body and all, and must not
-        // let a client lower its own audit level.
+        // let a client lower its own audit level. Without `RequestMeta` nothing says what the
+        // request addresses, so nothing says its body is not a Secret's: no body is recorded.
         let bodies_allowed = !long_running
             && !crate::headers::is_upgrade_request(req.headers())
-            && !meta
-                .and_then(|m| m.object_ref.as_ref())
-                .is_some_and(has_secret_bodies);
+            && meta.is_some_and(|m| !m.object_ref.as_ref().is_some_and(has_secret_bodies));
         let level = match requested {
             AuditLevel::Request | AuditLevel::RequestResponse if !bodies_allowed => {
                 AuditLevel::Metadata
@@ -1457,6 +1456,25 @@ mod tests {
                 .iter()
                 .all(|e| e.level == "Metadata" && e.request_object.is_none())
         );
+    }
+
+    /// An embedder that inserts no `RequestMeta` gives the layer no way to tell a Secret's
+    /// body from any other: none is recorded, whatever the level.
+    #[tokio::test]
+    async fn a_request_nobody_described_records_no_body() {
+        let sink = Arc::new(Recorder::default());
+        let layer = AuditLayer::from_arc(sink.clone()).with_level(AuditLevel::RequestResponse);
+        let mut req = post(
+            "/api/v1/namespaces/default/secrets",
+            "secrets",
+            "{\"stringData\":{\"password\":\"hunter2\"}}",
+        );
+        req.extensions_mut().remove::<RequestMeta>();
+        let (body, events) = run(layer, &sink, req).await;
+        assert!(body.ends_with(b"\"hunter2\"}}}"), "forwarded unchanged");
+        assert_eq!(events[0].level, "Metadata");
+        let line = serde_json::to_string(&events[0]).unwrap();
+        assert!(!line.contains("hunter2"), "{line}");
     }
 
     #[tokio::test]
