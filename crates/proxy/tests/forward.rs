@@ -1308,6 +1308,29 @@ async fn impersonate_mode_without_identity_is_refused() {
     assert!(backend.seen().is_empty());
 }
 
+/// An identity without a name would be sent as `Impersonate-User: ""`, which kube-apiserver
+/// takes for no impersonation at all: the request would run as the gateway's own credential.
+#[tokio::test]
+async fn impersonate_mode_refuses_an_identity_without_a_name() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |_req| async { ok("ok") }).await;
+    for name in ["", " "] {
+        let svc = ForwardService::new(upstream(&pki, &backend).build().unwrap());
+        let addr = gateway(svc, Some(Identity::new(name, vec![]))).await;
+        let req = Request::get(format!("http://{addr}/kubernetes/cluster/prod/api"))
+            .body(full(""))
+            .unwrap();
+        let res = h1_client().request(req).await.unwrap();
+        assert_eq!(res.status(), 500);
+        let body = body_string(res.into_body()).await;
+        assert!(
+            body.contains("the authenticated user has no name"),
+            "{body}"
+        );
+    }
+    assert!(backend.seen().is_empty());
+}
+
 #[tokio::test]
 async fn token_file_rotation_is_picked_up() {
     let pki = Pki::new();
