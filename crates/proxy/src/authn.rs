@@ -12,7 +12,7 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use crate::audit::IdentitySlot;
-use crate::ext::Identity;
+use crate::ext::{Identity, ScopeAttached};
 pub use crate::gate::ResponseFuture;
 use crate::gate::{self, Outcome, Verdict};
 use crate::status::Status;
@@ -23,7 +23,10 @@ pub struct Authenticated<S> {
     /// Who the request acts as; inserted as a request extension.
     pub identity: Identity,
     /// An optional restriction (e.g. an access-key scope); inserted as a request extension
-    /// when present.
+    /// when present, with [`ScopeAttached`] beside it. [`RbacAuthorizer`](crate::RbacAuthorizer)
+    /// enforces an `Arc<kubegate_authz::CompiledScope>` (what
+    /// `kubegate_authz::CompiledScope::compile` of a token's or key's scope gives, shared);
+    /// a scope of another type makes it refuse the request, as it cannot check it.
     pub scope: Option<S>,
 }
 
@@ -198,6 +201,11 @@ where
                 parts.extensions.insert(identity);
                 if let Some(scope) = scope {
                     parts.extensions.insert(scope);
+                    if std::any::TypeId::of::<Scope>() != std::any::TypeId::of::<()>() {
+                        parts
+                            .extensions
+                            .insert(ScopeAttached(std::any::type_name::<Scope>()));
+                    }
                 }
                 Verdict::Proceed(None)
             }
@@ -250,8 +258,10 @@ mod tests {
                 .get::<&'static str>()
                 .copied()
                 .unwrap_or_default();
+            // The scope's type is named beside it, for authorizers that cannot read it.
+            let attached = req.extensions().get::<ScopeAttached>().map_or("-", |a| a.0);
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
-                "{id} {scope}"
+                "{id} {scope} {attached}"
             )))))
         })
     }
@@ -277,7 +287,7 @@ mod tests {
     async fn authenticated_request_reaches_inner_with_identity_and_scope() {
         let res = call(Some("Bearer good"), "kubectl").await;
         assert_eq!(res.status(), 200);
-        assert_eq!(text(res).await, "alice scope-a");
+        assert_eq!(text(res).await, "alice scope-a &str");
     }
 
     #[tokio::test]
@@ -338,7 +348,7 @@ mod tests {
     async fn pending_authenticator_resumes_the_request() {
         const UNAUTHORIZED: &str = "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"Unauthorized\",\"reason\":\"Unauthorized\",\"code\":401}\n";
         for (auth, status, body) in [
-            ("Bearer good", 200, "bob remote"),
+            ("Bearer good", 200, "bob remote &str"),
             ("Bearer bad", 401, UNAUTHORIZED),
         ] {
             let svc = AuthnLayer::new(Remote).layer(echo());

@@ -7,7 +7,8 @@
 //! | [`ClientAddr`] | the embedder's accept loop | `ForwardService` (`X-Forwarded-For`), audit (`sourceIPs`) | no `X-Forwarded-For` is added |
 //! | [`UpstreamPath`] | the gateway after routing (`Route::raw_rest` + `Route::query`) | `ForwardService` | the request URI's path and query are forwarded unchanged |
 //! | [`LongRunning`] | the gateway (`RequestInfo::is_long_running`) | `ForwardService` (no response-header timeout), audit (`ResponseStarted` stage) | treated as not long-running |
-//! | [`RequestMeta`] | the gateway after routing | audit (verb, objectRef), metrics (target, verb labels) | verb = lowercase method, target label `""` |
+//! | [`RequestMeta`] | the gateway after routing | audit (verb, objectRef; which bodies may be recorded), metrics (target, verb labels) | verb = lowercase method, target label `""`, and no request or response body is recorded whatever the audit level (nothing tells a Secret's apart) |
+//! | the authenticator's scope type, and [`ScopeAttached`] | [`AuthnLayer`](crate::AuthnLayer), from [`Authenticated::scope`](crate::Authenticated::scope) | [`RbacAuthorizer`](crate::RbacAuthorizer) (as `Arc<CompiledScope>`; another type: 500) | the credential is unrestricted |
 //! | [`AuditId`] | [`AuditLayer`](crate::AuditLayer) | anyone who logs | — |
 //! | [`AuditAnnotations`] (response) | the embedder's layers; [`AuthzLayer`](crate::AuthzLayer) when no audit layer runs outside it | audit, which takes them off the response | no annotations |
 //! | [`IdentitySlot`](crate::audit::IdentitySlot) | [`AuditLayer`](crate::AuditLayer) | [`AuthnLayer`](crate::AuthnLayer) (identity), [`AuthzLayer`](crate::AuthzLayer) (its annotations), the gateway (impersonated user): what they report to the audit event | nothing is reported |
@@ -30,6 +31,15 @@ use serde::Serialize;
 
 /// The authenticated user a request acts as (kubegate-authz's identity, kube's `user.Info`).
 pub use kubegate_authz::Identity;
+
+/// Set by [`AuthnLayer`](crate::AuthnLayer) beside the scope an authenticator gave a
+/// credential ([`Authenticated::scope`](crate::Authenticated::scope)): the scope's type name.
+/// An authorizer that enforces scopes of one type finds the scope under that type; finding this
+/// marker and no scope it can read, it knows the credential is restricted in a way it cannot
+/// check, and refuses rather than treating the credential as unrestricted
+/// ([`RbacAuthorizer`](crate::RbacAuthorizer) does). Not set for a scope of type `()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScopeAttached(pub &'static str);
 
 /// The TCP peer address of the client connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -24,8 +24,8 @@ pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
 pub use authz::{Authorizer, AuthzLayer, Decision};
 pub use body::{ConnectionResponses, GuardedBody, InFlightSlot, ProxyBody, ResponseWatch};
 pub use ext::{
-    ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, SessionEnd, UpgradeSession,
-    UpstreamPath,
+    ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, ScopeAttached, SessionEnd,
+    UpgradeSession, UpstreamPath,
 };
 pub use forward::ForwardService;
 pub use metrics::MetricsLayer;

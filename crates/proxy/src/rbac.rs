@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use http::request::Parts;
 use kubegate_authz::{Attributes, CompiledScope, Identity, Verdict, authorize_scoped};
-use kubegate_routing::Router;
+use kubegate_routing::{RequestInfo, Router};
 
 use crate::authz::{Authorizer, Decision};
-use crate::ext::{ObjectRef, RequestMeta};
+use crate::ext::ScopeAttached;
 use crate::status::Status;
 
 /// Decides as the gateway does: the credential's access-key scope first, then a kubegate-authz
@@ -16,13 +16,16 @@ use crate::status::Status;
 /// `Chain` ending in one. It is the authorizer to give [`AuthzLayer`](crate::AuthzLayer)
 /// when the layers protect Kubernetes traffic in a server of your own.
 ///
-/// It reads, from the request's extensions: the [`Identity`] the authentication layer set
+/// It reads, from the request's extensions, the [`Identity`] the authentication layer set
 /// (none: a 500 `no user found for request`, kube-apiserver's answer to a request that
-/// carries no user), the [`RequestMeta`] routing set (verb and objectRef), and an
-/// `Arc<CompiledScope>` when the authenticator gave one as the credential's scope. The
-/// request path is routed again with the router given here for the target the scope is
-/// checked against and for the path non-resource rules match (the decoded rest below the
-/// target's prefix, as kube-apiserver matches `nonResourceURLs` against its decoded path).
+/// carries no user) and the credential's scope: the authenticator's
+/// [`Authenticated::scope`](crate::Authenticated::scope) as an `Arc<CompiledScope>` (or a
+/// `CompiledScope`). A scope of any other type is refused with a 500 rather than ignored
+/// ([`ScopeAttached`] tells it is there). What is asked comes from the request itself: its
+/// path is routed again with the router given here, for the target the scope is checked
+/// against, and the rest below the target's prefix is parsed into kube's RequestInfo (verb,
+/// resource, namespace, name, and the decoded path non-resource rules match), so a
+/// [`RequestMeta`](crate::RequestMeta) made for metrics labels decides nothing.
 ///
 /// A request no authorizer allows gets kube-apiserver's 403 with its exact message
 /// (`User "jane" cannot delete resource "namespaces" in API group "" at the cluster scope`,
@@ -39,8 +42,8 @@ impl<A> fmt::Debug for RbacAuthorizer<A> {
 }
 
 impl<A> RbacAuthorizer<A> {
-    /// Decides with `authorizer` for requests routed by `router` (the one that set the
-    /// requests' [`RequestMeta`]).
+    /// Decides with `authorizer` for requests routed by `router` (the router the server
+    /// routes its requests with).
     pub fn new(router: Router, authorizer: A) -> Self {
         RbacAuthorizer {
             router,
@@ -64,29 +67,35 @@ where
         let Some(user) = req.extensions.get::<Identity>() else {
             return Decision::Error("no user found for request".into());
         };
-        let Some(meta) = req.extensions.get::<RequestMeta>() else {
-            return Decision::Error("request was not routed".into());
-        };
         let Ok(route) = self.router.route(req.uri.path(), req.uri.query()) else {
             return Decision::Error("request was not routed".into());
         };
-        // What `Attributes::from_request_info` builds: the objectRef holds RequestInfo's
-        // resource fields.
-        let object = meta.object_ref.as_ref();
-        let field = |f: fn(&ObjectRef) -> &str| object.map_or("", f);
-        let attributes = Attributes {
-            user,
-            verb: &meta.verb,
-            is_resource_request: object.is_some(),
-            path: &route.rest,
-            api_group: field(ObjectRef::api_group),
-            api_version: field(ObjectRef::api_version),
-            resource: field(ObjectRef::resource),
-            subresource: field(ObjectRef::subresource),
-            namespace: field(ObjectRef::namespace),
-            name: field(ObjectRef::name),
+        // Parsed here from the request itself, as kube-apiserver's authorization filter reads
+        // the RequestInfo its own filter computed: a `RequestMeta` made for labels, or before
+        // the request was rewritten, must not decide what is authorized.
+        let info = match RequestInfo::parse(req.method.as_str(), &route.rest, route.query) {
+            Ok(info) => info,
+            Err(e) => return Decision::Error(e.to_string()),
         };
-        let scope = req.extensions.get::<Arc<CompiledScope>>().map(|s| &**s);
+        let attributes = Attributes::from_request_info(user, &info);
+        let scope = match (
+            req.extensions.get::<Arc<CompiledScope>>(),
+            req.extensions.get::<CompiledScope>(),
+        ) {
+            (Some(scope), _) => Some(&**scope),
+            (None, Some(scope)) => Some(scope),
+            (None, None) => {
+                // The credential has a scope this authorizer cannot read: refused, never
+                // decided as if the credential were unrestricted.
+                if let Some(ScopeAttached(type_name)) = req.extensions.get::<ScopeAttached>() {
+                    return Decision::Error(format!(
+                        "the credential's scope ({type_name}) cannot be enforced: \
+                         RbacAuthorizer reads a kubegate_authz::CompiledScope"
+                    ));
+                }
+                None
+            }
+        };
         let decision = authorize_scoped(scope, &route.target, &attributes, &*self.authorizer);
         match decision.verdict {
             Verdict::Allow => Decision::Allow {
@@ -214,8 +223,70 @@ mod tests {
             z.decide(&head("GET", uri, None, None)),
             Decision::Error(e) if e == "no user found for request"
         ));
-        let (mut parts, ()) = http::Request::get(uri).body(()).unwrap().into_parts();
+        let (mut parts, ()) = http::Request::get("/elsewhere/api/v1/configmaps")
+            .body(())
+            .unwrap()
+            .into_parts();
         parts.extensions.insert(Identity::new("jane", vec![]));
-        assert!(matches!(z.decide(&parts), Decision::Error(_)));
+        assert!(matches!(
+            z.decide(&parts),
+            Decision::Error(e) if e == "request was not routed"
+        ));
+    }
+
+    /// The request itself is authorized, not what a `RequestMeta` says of it: one made for
+    /// metrics labels (no objectRef), or left from before the request changed, decides nothing.
+    #[test]
+    fn the_request_decides_not_its_labels() {
+        let z = RbacAuthorizer::new(Router::central(), policy());
+        const SECRETS: &str = "/kubernetes/cluster/prod/api/v1/namespaces/kube-system/secrets";
+        let mut parts = head("GET", SECRETS, Some("jane"), None);
+        // Labels only: as if a non-resource GET of the path.
+        parts.extensions.insert(RequestMeta {
+            target: Arc::from("cluster/prod"),
+            verb: "get".into(),
+            object_ref: None,
+        });
+        let Decision::Deny { status, .. } = z.decide(&parts) else {
+            panic!("jane read secrets");
+        };
+        assert_eq!(
+            status.message,
+            "secrets is forbidden: User \"jane\" cannot list resource \"secrets\" in API group \"\" in the namespace \"kube-system\""
+        );
+        // A stale one: says GET configmaps, the request deletes them.
+        const CM: &str = "/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps/x";
+        let mut parts = head("GET", CM, Some("jane"), None);
+        parts.method = http::Method::DELETE;
+        assert!(matches!(z.decide(&parts), Decision::Deny { .. }));
+        // None at all: decided all the same.
+        parts.method = http::Method::GET;
+        parts.extensions.remove::<RequestMeta>();
+        assert!(matches!(z.decide(&parts), Decision::Allow { .. }));
+    }
+
+    /// A credential's scope is enforced as the authenticator hands it over (shared or not);
+    /// one of a type the authorizer cannot read refuses the request instead of being ignored.
+    #[test]
+    fn a_scope_it_cannot_read_refuses_the_request() {
+        let z = RbacAuthorizer::new(Router::central(), policy());
+        let only_staging =
+            || CompiledScope::from_json(br#"{"clusters":[{"cluster":"staging"}]}"#).unwrap();
+        const CM: &str = "/kubernetes/cluster/prod/api/v1/namespaces/default/configmaps";
+        let mut parts = head("GET", CM, Some("jane"), None);
+        parts.extensions.insert(only_staging());
+        assert!(matches!(z.decide(&parts), Decision::Deny { .. }));
+
+        #[derive(Clone)]
+        struct OwnScope;
+        let mut parts = head("GET", CM, Some("jane"), None);
+        parts.extensions.insert(OwnScope);
+        parts
+            .extensions
+            .insert(ScopeAttached(std::any::type_name::<OwnScope>()));
+        match z.decide(&parts) {
+            Decision::Error(e) => assert!(e.contains("OwnScope"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
