@@ -28,17 +28,20 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::get;
 use http::Request;
 use http::request::Parts;
 use http_body_util::BodyExt;
 use kubegate_authz::Policy;
+use kubegate_proxy::status::not_found_text;
 use kubegate_proxy::{
     AuditLayer, Authenticated, Authenticator, AuthnError, AuthnLayer, AuthzLayer, ClientAddr,
     Credential, ForwardService, Identity, JsonLinesSink, LongRunning, MetricsLayer, RbacAuthorizer,
     RequestMeta, Upstream, UpstreamPath,
 };
-use kubegate_routing::{RequestInfo, Router as KubeRouter};
+use kubegate_routing::{RequestInfo, Router as KubeRouter, Target};
 use kubegate_testkit::{Rbac, TestApiServer, TestApiServerConfig, UserInfo};
 use prometheus_client::registry::Registry;
 use serde_json::json;
@@ -91,7 +94,13 @@ fn gateway_policy() -> Policy {
 }
 
 /// Routing: what the gateway does before the layers (prefix → upstream path, RequestInfo).
-fn route(mut req: Request<Body>) -> Request<Body> {
+///
+/// This app has one upstream, so it serves one target: a path that does not route, or routes
+/// to any other target (another cluster, a space, the management API), gets kube's 404 here
+/// and never reaches the prod upstream. A server with several upstreams picks the one whose
+/// target the request routed to; what the authorizer checked (the target in the path) must
+/// be where the request goes.
+async fn route(mut req: Request<Body>, next: Next) -> Response {
     static ROUTER: std::sync::OnceLock<KubeRouter> = std::sync::OnceLock::new();
     let router = ROUTER.get_or_init(KubeRouter::central);
     let path = req.uri().path().to_owned();
@@ -100,18 +109,25 @@ fn route(mut req: Request<Body>) -> Request<Body> {
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
         req.extensions_mut().insert(ClientAddr(peer));
     }
-    if let Ok(route) = router.route(&path, query.as_deref())
-        && let Ok(info) = RequestInfo::parse(&method, &route.rest, route.query)
-        && let Ok(upstream_path) = UpstreamPath::from_route(route.raw_rest, route.query)
-    {
-        let meta = RequestMeta::new(&route.target, &info);
-        let long_running = LongRunning(info.is_long_running());
-        let ext = req.extensions_mut();
-        ext.insert(upstream_path);
-        ext.insert(long_running);
-        ext.insert(meta);
+    let Ok(route) = router.route(&path, query.as_deref()) else {
+        return not_found_text();
+    };
+    if route.target != (Target::Cluster { cluster: "prod" }) {
+        return not_found_text();
     }
-    req
+    let (Ok(info), Ok(upstream_path)) = (
+        RequestInfo::parse(&method, &route.rest, route.query),
+        UpstreamPath::from_route(route.raw_rest, route.query),
+    ) else {
+        return not_found_text();
+    };
+    let meta = RequestMeta::new(&route.target, &info);
+    let long_running = LongRunning(info.is_long_running());
+    let ext = req.extensions_mut();
+    ext.insert(upstream_path);
+    ext.insert(long_running);
+    ext.insert(meta);
+    next.run(req).await
 }
 
 #[tokio::main]
@@ -162,7 +178,7 @@ pub(crate) async fn demo(serve: bool) {
         .fallback_service(ForwardService::<Body>::new(upstream))
         .layer(
             ServiceBuilder::new()
-                .map_request(route)
+                .layer(axum::middleware::from_fn(route))
                 .layer(metrics)
                 .layer(AuditLayer::new(JsonLinesSink::new(std::io::stderr())))
                 .layer(AuthnLayer::new(DemoTokens))
@@ -204,7 +220,8 @@ pub(crate) async fn demo(serve: bool) {
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     // What each request must get: axum's own route, 401 without a token, the configmap read
     // through the upstream, kube's 403 from gateway RBAC (a namespace is its own namespace in
-    // kube's RequestInfo, hence "in the namespace"), the metrics.
+    // kube's RequestInfo, hence "in the namespace"), 404 for targets it does not serve, the
+    // metrics.
     for (method, path, token, expected, needle) in [
         ("GET", "/healthz", None, 200, "ok"),
         (
@@ -227,6 +244,21 @@ pub(crate) async fn demo(serve: bool) {
             Some("demo"),
             403,
             "namespaces \\\"default\\\" is forbidden: User \\\"jane\\\" cannot delete resource \\\"namespaces\\\" in API group \\\"\\\" in the namespace \\\"default\\\"",
+        ),
+        // Targets this app does not serve never reach the prod upstream, token or not.
+        (
+            "GET",
+            "/kubernetes/cluster/staging/api/v1/namespaces/default/configmaps/hello",
+            Some("demo"),
+            404,
+            "404 page not found",
+        ),
+        (
+            "GET",
+            "/kubernetes/management/apis/management.loft.sh/v1/clusters",
+            Some("demo"),
+            404,
+            "404 page not found",
         ),
         (
             "GET",
