@@ -231,6 +231,12 @@ pub fn import(kc: &Kubeconfig) -> (Vec<ClusterConfig>, Vec<(String, String)>) {
                 .as_ref()
                 .map(|k| k.expose_secret().to_owned());
         }
+        // kubectl refuses some of these too (a CA with insecure-skip-tls-verify); one such
+        // context must not keep the gateway from starting on the others.
+        if let Some(problem) = crate::config::upstream_problem(&upstream) {
+            skipped.push((ctx.name.clone(), problem));
+            continue;
+        }
         clusters.push(ClusterConfig {
             name,
             display_name: Some(ctx.name.clone()),
@@ -323,5 +329,44 @@ mod tests {
         );
         assert_eq!(cluster_name("--"), "");
         assert_eq!(cluster_name(&"a".repeat(80)).len(), 63);
+    }
+
+    /// A context whose settings a config could not load with is skipped with the reason, so
+    /// it cannot keep the gateway from starting on the others.
+    #[test]
+    fn contexts_a_config_would_refuse_are_skipped() {
+        let kc = Kubeconfig::from_yaml(
+            r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: good
+  cluster: {server: "https://good.example:6443", certificate-authority-data: "Y2E="}
+- name: both
+  cluster: {server: "https://both.example:6443", certificate-authority-data: "Y2E=", insecure-skip-tls-verify: true}
+users:
+- name: u
+  user: {token: t}
+contexts:
+- name: good
+  context: {cluster: good, user: u}
+- name: both
+  context: {cluster: both, user: u}
+"#,
+        )
+        .unwrap();
+        let (clusters, skipped) = import(&kc);
+        assert_eq!(
+            clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["good"]
+        );
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, "both");
+        assert!(
+            skipped[0]
+                .1
+                .contains("with insecureSkipTlsVerify is not allowed"),
+            "{skipped:?}"
+        );
     }
 }

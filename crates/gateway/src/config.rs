@@ -1043,6 +1043,14 @@ fn check_direct_endpoint(field: &str, c: &ClusterConfig) -> Result<(), Problem> 
     Ok(())
 }
 
+/// What loading a config would refuse in an upstream's settings, as one message (bootstrap
+/// skips a kubeconfig context with such settings instead of writing a config that cannot load).
+pub(crate) fn upstream_problem(u: &UpstreamConfig) -> Option<String> {
+    check_upstream("upstream", u)
+        .err()
+        .map(|p| format!("{}: {}", p.field, p.message))
+}
+
 fn check_upstream(field: &str, u: &UpstreamConfig) -> Result<(), Problem> {
     if !u.server.starts_with("https://") && !u.server.starts_with("http://") {
         return Err(Problem::new(
@@ -1063,6 +1071,20 @@ fn check_upstream(field: &str, u: &UpstreamConfig) -> Result<(), Problem> {
         return Err(Problem::new(
             format!("{field}.clientCertFile"),
             "a client certificate needs its key and a key needs its certificate".into(),
+        ));
+    }
+    if cert && u.server.starts_with("http://") {
+        return Err(Problem::new(
+            format!("{field}.clientCertFile"),
+            "a client certificate is only presented over https".into(),
+        ));
+    }
+    // client-go refuses the same pair in a kubeconfig.
+    if u.insecure_skip_tls_verify && (u.ca_file.is_some() || u.ca_data.is_some()) {
+        return Err(Problem::new(
+            format!("{field}.insecureSkipTlsVerify"),
+            "specifying a CA bundle (caFile, caData) with insecureSkipTlsVerify is not allowed"
+                .into(),
         ));
     }
     Ok(())
@@ -1143,5 +1165,42 @@ mod tests {
             assert!(!text.contains("pw1") && !text.contains("s3cret"), "{text}");
             assert!(text.contains("ftp://<redacted>@k8s/?<redacted>"), "{text}");
         }
+    }
+
+    /// Upstream settings that contradict each other fail the load, naming the field.
+    #[test]
+    fn contradictory_upstream_settings_are_refused() {
+        let path = Path::new("c.yaml");
+        for (upstream, field, message) in [
+            (
+                r#"{server: "https://k8s:6443", caData: "Y2E=", insecureSkipTlsVerify: true}"#,
+                "clusters[0].upstream.insecureSkipTlsVerify",
+                "with insecureSkipTlsVerify is not allowed",
+            ),
+            (
+                r#"{server: "http://k8s:8080", clientCertData: "Y2E=", clientKeyData: "Y2E="}"#,
+                "clusters[0].upstream.clientCertFile",
+                "only presented over https",
+            ),
+            (
+                r#"{server: "https://k8s:6443", token: t, tokenFile: /t}"#,
+                "clusters[0].upstream.token",
+                "not both",
+            ),
+        ] {
+            let yaml = format!("clusters:\n  - name: a\n    upstream: {upstream}\n");
+            let err = Config::parse(&yaml, path).unwrap_err().to_string();
+            assert!(
+                err.contains(field) && err.contains(message),
+                "{upstream}: {err}"
+            );
+        }
+        // A plain-HTTP upstream the config names as such loads (and builds: the scheme is
+        // the author's opt-in).
+        let yaml =
+            "clusters:\n  - name: a\n    upstream: {server: \"http://127.0.0.1:8080\", token: t}\n";
+        let config = Config::parse(yaml, path).unwrap_or_else(|e| panic!("{e}"));
+        crate::upstreams::build_one_for_test(&config.clusters[0].upstream)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -231,6 +231,12 @@ impl Upstreams {
     }
 }
 
+/// One upstream built from its settings alone (its files read), as a reload would build it.
+#[cfg(test)]
+pub(crate) fn build_one_for_test(u: &UpstreamConfig) -> Result<Upstream, UpstreamError> {
+    build_upstream("test", u, &Files::read("test", u)?, false)
+}
+
 fn build_upstream(
     name: &str,
     u: &UpstreamConfig,
@@ -258,6 +264,8 @@ fn build_upstream(
                 .unwrap_or(kubegate_proxy::DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS),
         )
         .insecure_skip_tls_verify(u.insecure_skip_tls_verify)
+        // The config's author wrote `http://` for this upstream: that is the opt-in.
+        .allow_plaintext(u.server.starts_with("http://"))
         .identity_mode(match u.identity_mode {
             config::IdentityMode::Impersonate => IdentityMode::Impersonate,
             // The gateway puts its own minted token in `Authorization` before forwarding.

@@ -77,6 +77,22 @@ pub enum Error {
         "upstream {0:?}: identity mode passthrough cannot be combined with a client certificate"
     )]
     PassthroughWithClientCert(String),
+    /// An `http://` upstream without [`UpstreamBuilder::allow_plaintext`](upstream::UpstreamBuilder::allow_plaintext):
+    /// the credential, the identity headers and every body would cross the network in
+    /// cleartext.
+    #[error(
+        "upstream {0:?} uses http://, which sends its credential and the callers' identities in cleartext; allow it explicitly (allow_plaintext) if that is meant"
+    )]
+    Plaintext(String),
+    /// A client certificate on an `http://` upstream: it would never be presented.
+    #[error("upstream {0:?}: a client certificate is only presented over https")]
+    ClientCertOverPlaintext(String),
+    /// A CA bundle with verification off: one of the two is a mistake (client-go refuses the
+    /// same combination).
+    #[error(
+        "upstream {0:?}: specifying a CA bundle with TLS verification turned off is not allowed"
+    )]
+    InsecureWithCaBundle(String),
     /// The TLS configuration could not be built.
     #[error("TLS configuration for upstream {upstream:?}: {source}")]
     Tls {

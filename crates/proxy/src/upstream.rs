@@ -67,6 +67,7 @@ pub struct UpstreamBuilder {
     credential: Credential,
     identity_mode: IdentityMode,
     insecure_skip_tls_verify: bool,
+    allow_plaintext: bool,
     connect_timeout: Duration,
     response_header_timeout: Duration,
     token_file_recheck: Duration,
@@ -87,6 +88,7 @@ impl fmt::Debug for UpstreamBuilder {
             .field("credential", &self.credential)
             .field("identity_mode", &self.identity_mode)
             .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field("allow_plaintext", &self.allow_plaintext)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_header_timeout", &self.response_header_timeout)
             .field("token_file_recheck", &self.token_file_recheck)
@@ -244,9 +246,21 @@ impl UpstreamBuilder {
     }
 
     /// Turns off certificate verification. Only for clusters whose config says so by name.
+    /// Not with a CA bundle ([`Error::InsecureWithCaBundle`]).
     #[must_use]
     pub fn insecure_skip_tls_verify(mut self, skip: bool) -> Self {
         self.insecure_skip_tls_verify = skip;
+        self
+    }
+
+    /// Lets an `http://` URL build (default: refused, [`Error::Plaintext`]). Over plain HTTP the
+    /// upstream credential, the `Impersonate-*` headers naming each caller, and every body
+    /// cross the network unprotected; say so only for an upstream reached over a link that is
+    /// private by other means (a loopback address, a sidecar). A client certificate is never
+    /// presented there, so one with `http://` is refused whatever this says.
+    #[must_use]
+    pub fn allow_plaintext(mut self, allow: bool) -> Self {
+        self.allow_plaintext = allow;
         self
     }
 
@@ -308,6 +322,17 @@ impl UpstreamBuilder {
             && matches!(self.credential, Credential::ClientCert { .. })
         {
             return Err(Error::PassthroughWithClientCert(self.name));
+        }
+        if scheme == Scheme::HTTP {
+            if !self.allow_plaintext {
+                return Err(Error::Plaintext(self.name));
+            }
+            if matches!(self.credential, Credential::ClientCert { .. }) {
+                return Err(Error::ClientCertOverPlaintext(self.name));
+            }
+        }
+        if self.insecure_skip_tls_verify && self.ca_pem.is_some() {
+            return Err(Error::InsecureWithCaBundle(self.name));
         }
         let server_name = self.tls_server_name.clone().unwrap_or_else(|| {
             authority
@@ -651,6 +676,7 @@ impl Upstream {
             credential: Credential::None,
             identity_mode: IdentityMode::Impersonate,
             insecure_skip_tls_verify: false,
+            allow_plaintext: false,
             connect_timeout: Duration::from_secs(10),
             response_header_timeout: Duration::from_secs(60),
             token_file_recheck: Duration::from_secs(1),
@@ -829,6 +855,7 @@ mod tests {
     #[test]
     fn debug_redacts_secrets() {
         let up = Upstream::builder("prod", "http://127.0.0.1:1")
+            .allow_plaintext(true)
             .credential(Credential::BearerToken("s3cr3t-token".into()))
             .build()
             .unwrap();
@@ -857,10 +884,34 @@ mod tests {
             ("/relative", false),
         ] {
             let r = Upstream::builder("c", url)
+                .allow_plaintext(true)
                 .insecure_skip_tls_verify(true)
                 .build();
             assert_eq!(r.is_ok(), ok, "{url}: {r:?}");
         }
+    }
+
+    /// Plain HTTP only when asked for, never with a client certificate; a CA bundle and
+    /// verification off together are a mistake either way.
+    #[test]
+    fn plaintext_and_insecure_settings_are_explicit_and_consistent() {
+        let plain = || Upstream::builder("c", "http://10.0.0.1:8080");
+        assert!(matches!(plain().build(), Err(Error::Plaintext(_))));
+        assert!(plain().allow_plaintext(true).build().is_ok());
+        let with_cert = plain()
+            .allow_plaintext(true)
+            .credential(Credential::ClientCert {
+                cert_pem: b"CERT".to_vec(),
+                key_pem: b"KEY".to_vec(),
+            });
+        assert!(matches!(
+            with_cert.build(),
+            Err(Error::ClientCertOverPlaintext(_))
+        ));
+        let both = Upstream::builder("c", "https://10.0.0.1:6443")
+            .insecure_skip_tls_verify(true)
+            .ca_bundle_pem(b"-----BEGIN CERTIFICATE-----".to_vec());
+        assert!(matches!(both.build(), Err(Error::InsecureWithCaBundle(_))));
     }
 
     #[test]
@@ -886,7 +937,9 @@ mod tests {
                 "https://<redacted>@?<redacted>",
             ),
         ] {
-            let builder = Upstream::builder("c", url).insecure_skip_tls_verify(true);
+            let builder = Upstream::builder("c", url)
+                .allow_plaintext(true)
+                .insecure_skip_tls_verify(true);
             let debug = format!("{builder:?}");
             assert!(!debug.contains("s3"), "{debug}");
             assert!(debug.contains(&format!("{shown:?}")), "{debug}");
@@ -955,13 +1008,17 @@ mod tests {
     #[test]
     fn base_path_is_prepended() {
         let up = Upstream::builder("c", "http://h:1/prefix/")
+            .allow_plaintext(true)
             .build()
             .unwrap();
         let pq = PathAndQuery::from_static("/api/v1/pods?limit=1");
         assert_eq!(up.origin_form(&pq).unwrap(), "/prefix/api/v1/pods?limit=1");
         // Without a base path (also when the URL ends in `/`), the path is the request's.
         for url in ["http://h:6443", "http://h:6443/"] {
-            let up = Upstream::builder("c", url).build().unwrap();
+            let up = Upstream::builder("c", url)
+                .allow_plaintext(true)
+                .build()
+                .unwrap();
             let uri = up.origin_form(&pq).unwrap();
             assert_eq!(uri, "/api/v1/pods?limit=1");
             assert_eq!(uri.path_and_query(), Some(&pq));
@@ -975,6 +1032,7 @@ mod tests {
         let path = dir.join("token");
         std::fs::write(&path, "first\n").unwrap();
         let up = Upstream::builder("c", "http://h:1")
+            .allow_plaintext(true)
             .credential(Credential::TokenFile(path.clone()))
             .token_file_recheck(Duration::ZERO)
             .build()
@@ -1003,6 +1061,7 @@ mod tests {
         // With the usual once-a-second check too: every request past the grace fails, not
         // only the one that checks.
         let cached = Upstream::builder("c", "http://h:1")
+            .allow_plaintext(true)
             .credential(Credential::TokenFile(path.clone()))
             .token_file_recheck(Duration::from_secs(3600))
             .build()
@@ -1029,6 +1088,7 @@ mod tests {
         assert_eq!(up.authorization().unwrap().unwrap(), "Bearer fourth");
         std::fs::remove_dir_all(&dir).unwrap();
         let missing = Upstream::builder("c", "http://h:1")
+            .allow_plaintext(true)
             .credential(Credential::TokenFile(dir.join("nope")))
             .build()
             .unwrap();
@@ -1048,6 +1108,7 @@ mod tests {
             ("https://example.com:6443", true, "example.com:6443"),
         ] {
             let up = Upstream::builder("c", url)
+                .allow_plaintext(true)
                 .http2(http2)
                 .insecure_skip_tls_verify(true)
                 .build()
