@@ -44,8 +44,8 @@ use kubegate_client::{
                   4 credentials refused, 5 forbidden, 6 gateway unreachable, 7 not found."
 )]
 struct Cli {
-    /// Where login details are kept (default: $KUBEGATE_CONFIG or ~/.kubegate/config.json).
-    #[arg(long, global = true, env = "KUBEGATE_CONFIG")]
+    /// Where login details are kept (default: $KUBEGATE_CLI_CONFIG or ~/.kubegate/config.json).
+    #[arg(long, global = true, env = "KUBEGATE_CLI_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,

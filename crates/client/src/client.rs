@@ -271,6 +271,10 @@ pub const DIRECT_ENDPOINT_CA_ANNOTATION: &str = "loft.sh/direct-cluster-endpoint
 impl GatewayClient {
     /// A client of `cluster`'s direct endpoint, from its `loft.sh/direct-cluster-endpoint*`
     /// annotations, with this client's credential; `None` when the cluster has none.
+    ///
+    /// The annotations decide where the credential is sent and, as loftctl honours
+    /// `…-insecure: "true"`, whether the endpoint's certificate is checked: read the Cluster
+    /// from a gateway you trust. An endpoint that is not `https` is refused.
     pub fn direct_endpoint_of(
         &self,
         cluster: &kubegate_api::Cluster,
@@ -290,6 +294,14 @@ impl GatewayClient {
         } else {
             format!("https://{host}")
         };
+        // Whoever can annotate the Cluster chooses where this client's credential goes; over
+        // plain HTTP anyone on the way would read it too.
+        if !url.starts_with("https://") {
+            return Err(Error::InvalidUrl {
+                url: redacted(&url),
+                reason: format!("{DIRECT_ENDPOINT_ANNOTATION} must be an https endpoint"),
+            });
+        }
         let mut direct = GatewayClient::direct(&url, self.credential.clone())?;
         if let Some(ca) = annotations
             .get(DIRECT_ENDPOINT_CA_ANNOTATION)
@@ -308,11 +320,40 @@ impl GatewayClient {
     }
 }
 
+/// `url` with its userinfo and query replaced by `<redacted>`: either may hold a credential,
+/// and the URL goes into errors and `Debug` output.
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (rest, query) = match rest.split_once(['?', '#']) {
+        Some((before, _)) => (before, "?<redacted>"),
+        None => (rest, ""),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("<redacted>{}", &rest[at..]),
+        None => rest.to_owned(),
+    };
+    if scheme.is_empty() {
+        format!("{rest}{query}")
+    } else {
+        format!("{scheme}://{rest}{query}")
+    }
+}
+
 fn normalize_url(url: &str) -> Result<String, Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: url.to_owned(),
+        url: redacted(url),
         reason: reason.to_owned(),
     };
+    if url
+        .split_once("://")
+        .map_or(url, |(_, rest)| rest)
+        .split(['/', '?', '#'])
+        .next()
+        .is_some_and(|authority| authority.contains('@'))
+    {
+        return Err(invalid("user info is not allowed"));
+    }
     let parsed: http::Uri = url
         .parse()
         .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
@@ -365,6 +406,24 @@ mod tests {
         }
     }
 
+    /// A URL's userinfo or query may hold a credential: refused, and never shown.
+    #[test]
+    fn urls_with_credentials_are_refused_without_showing_them() {
+        for (bad, shown) in [
+            (
+                "https://admin:pw1@gw:8443/base",
+                "https://<redacted>@gw:8443/base",
+            ),
+            ("https://gw/?token=pw1", "https://gw/?<redacted>"),
+        ] {
+            let err = GatewayClient::new(bad, Credential::bearer("k")).unwrap_err();
+            for text in [err.to_string(), format!("{err:?}")] {
+                assert!(!text.contains("pw1"), "{text}");
+                assert!(text.contains(shown), "{text}");
+            }
+        }
+    }
+
     #[test]
     fn direct_endpoint_from_cluster_annotations() {
         let gw = GatewayClient::new("https://gw", Credential::bearer("k")).unwrap();
@@ -385,6 +444,16 @@ mod tests {
         );
         let direct = gw.direct_endpoint_of(&cluster).unwrap().unwrap();
         assert_eq!(direct.endpoint(), Endpoint::Direct);
+        // Never over plain HTTP.
+        let mut plain = cluster;
+        if let Some(a) = plain.metadata.annotations.as_mut() {
+            a.insert(
+                DIRECT_ENDPOINT_ANNOTATION.to_owned(),
+                "http://agent.example:8443".to_owned(),
+            );
+        }
+        let err = gw.direct_endpoint_of(&plain).unwrap_err().to_string();
+        assert!(err.contains("must be an https endpoint"), "{err}");
         assert!(direct.accepts_invalid_certs());
         assert_eq!(
             direct.server_url(&Target::cluster("a")).unwrap(),

@@ -33,7 +33,7 @@ pub enum Error {
     /// The gateway URL is not an absolute `https://` (or `http://`) URL.
     #[error("invalid gateway URL {url:?}: {reason}")]
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, with any userinfo and query replaced by `<redacted>`.
         url: String,
         /// Why it was refused.
         reason: String,

@@ -260,7 +260,7 @@ impl Env {
     pub async fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = tokio::process::Command::new(cli_path());
         cmd.args(args)
-            .env("KUBEGATE_CONFIG", self.cli_config())
+            .env("KUBEGATE_CLI_CONFIG", self.cli_config())
             .env("KUBECONFIG", self.path("kubeconfig"))
             .env("HOME", self.path("home"))
             .env_remove("KUBEGATE_ACCESS_KEY")
