@@ -25,9 +25,19 @@ const SECRET_BYTES: usize = 32;
 /// Length of the base64url body of a generated key (32 bytes, no padding).
 const BODY_LEN: usize = 43;
 
-/// A bearer access key in clear text. `Debug` is redacted.
-#[derive(Clone, PartialEq, Eq)]
+/// A bearer access key in clear text. `Debug` is redacted. Equality compares the keys'
+/// SHA-256 digests in constant time: how long it takes depends on the keys' lengths, never on
+/// where they differ.
+#[derive(Clone)]
 pub struct AccessKeySecret(String);
+
+impl PartialEq for AccessKeySecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.digest() == other.digest()
+    }
+}
+
+impl Eq for AccessKeySecret {}
 
 impl fmt::Debug for AccessKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -348,6 +358,14 @@ impl AccessKeyLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_equal_when_their_texts_are() {
+        let a = AccessKeySecret::from_presented("kgak_same");
+        assert_eq!(a, AccessKeySecret::from_presented("kgak_same"));
+        assert_ne!(a, AccessKeySecret::from_presented("kgak_samf"));
+        assert_ne!(a, AccessKeySecret::from_presented("kgak_sam"));
+    }
 
     #[test]
     fn generated_keys_have_prefix_entropy_and_shape() {

@@ -50,7 +50,9 @@ pub struct LoftClaim {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<AccessKeyScope>,
     /// The access key the token was made from, directly or through other tokens (its uid;
-    /// kubegate's own claim): the token is good only while that key is.
+    /// kubegate's own claim): the token is good only while that key is. The
+    /// [`Verifier`](crate::Verifier) cannot know that; its caller checks the key
+    /// still exists and is usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     /// The token is a login's session (kubegate's own claim): the gateway's `/auth/login`

@@ -15,6 +15,13 @@ use crate::{Error, KeySet, RevocationSet, jws};
 /// until `exp + leeway`, so a repeat costs one hash and a map lookup; revocation and generation are still checked on
 /// every call. The key set is fixed for the verifier's life: on rotation build a new
 /// `Verifier` (its cache starts empty, so retired keys stop working at once).
+///
+/// What the verifier cannot know is left to its caller: a token minted from an access key
+/// names that key in its `parent` claim ([`LoftClaim::parent`](crate::LoftClaim::parent)),
+/// and is meant to be good only while the key is. Whether the key still exists, is enabled
+/// and unexpired is in the caller's store, so after `verify` look the parent up and refuse
+/// the token when it is gone (the reference gateway does). Likewise the user the token names
+/// may have been removed; the verifier checks only what the token and the revocation set say.
 pub struct Verifier {
     keys: Arc<KeySet>,
     issuer: String,
