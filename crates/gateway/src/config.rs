@@ -703,6 +703,19 @@ impl Config {
         Ok(config)
     }
 
+    /// The names a generated self-signed serving certificate is made for besides `localhost`
+    /// and the loopback addresses: the host of an explicit `issuer` (the gateway's public
+    /// URL), so clients that reach the gateway by that name can verify it.
+    pub fn serving_names(&self) -> Vec<String> {
+        self.issuer
+            .as_deref()
+            .and_then(|url| url.parse::<http::Uri>().ok())
+            .and_then(|uri| uri.host().map(|h| h.trim_matches(['[', ']']).to_owned()))
+            .filter(|h| !h.is_empty() && !["localhost", "127.0.0.1", "::1"].contains(&h.as_str()))
+            .into_iter()
+            .collect()
+    }
+
     /// The issuer URL tokens are minted with.
     pub fn issuer(&self) -> String {
         self.issuer
@@ -1165,6 +1178,27 @@ mod tests {
             assert!(!text.contains("pw1") && !text.contains("s3cret"), "{text}");
             assert!(text.contains("ftp://<redacted>@k8s/?<redacted>"), "{text}");
         }
+    }
+
+    #[test]
+    fn a_self_signed_certificate_also_names_the_issuers_host() {
+        let names = |issuer: &str| {
+            let yaml = if issuer.is_empty() {
+                String::new()
+            } else {
+                format!("issuer: {issuer:?}\n")
+            };
+            Config::parse(&yaml, Path::new("c.yaml"))
+                .unwrap_or_else(|e| panic!("{e}"))
+                .serving_names()
+        };
+        assert_eq!(names("https://gw.example.com/oidc"), ["gw.example.com"]);
+        assert_eq!(names("https://[2001:db8::1]:8443/oidc"), ["2001:db8::1"]);
+        assert!(names("https://127.0.0.1:8443/oidc").is_empty());
+        assert!(
+            names("").is_empty(),
+            "the default issuer is the listen address"
+        );
     }
 
     /// Upstream settings that contradict each other fail the load, naming the field.

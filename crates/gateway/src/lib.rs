@@ -140,7 +140,11 @@ impl Gateway {
         let state = store.snapshot().await?;
         service::apply_revocations(&verifier, &state);
         let runtime = build_runtime(config.clone(), &state, Arc::clone(&verifier), None)?;
-        let serving_cert = tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?;
+        let serving_cert = tls::ensure_serving_cert(
+            config.tls.as_ref(),
+            &config.state_dir,
+            &config.serving_names(),
+        )?;
         let tls = Arc::new(ArcSwap::new(server_tls(&config, &serving_cert)?));
         let audit = Arc::new(
             audit::GatewayAuditSink::open(&config.audit).map_err(|source| GatewayError::Io {
@@ -480,7 +484,11 @@ impl Reloaded {
         let serving_cert = if old.tls.is_none() && config.tls.is_none() {
             tls::existing_serving_cert(None, &config.state_dir)
         } else {
-            tls::ensure_serving_cert(config.tls.as_ref(), &config.state_dir, &[])?
+            tls::ensure_serving_cert(
+                config.tls.as_ref(),
+                &config.state_dir,
+                &config.serving_names(),
+            )?
         };
         let server_tls = server_tls(&config, &serving_cert)?;
         // Upstreams whose settings and files are unchanged keep their pooled connections.
