@@ -77,8 +77,9 @@ impl AuthnError {
 ///         Box::pin(async move {
 ///             // … ask the API server about `token` …
 ///             match token {
+///                 // `authenticated` adds `system:authenticated`, as kube-apiserver does.
 ///                 Some(_) => Ok(Authenticated {
-///                     identity: Identity::new("jane", vec![]),
+///                     identity: Identity::authenticated("jane", "", vec![], Default::default()),
 ///                     scope: None,
 ///                 }),
 ///                 None => Err(AuthnError::Unauthorized),
