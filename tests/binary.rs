@@ -125,9 +125,13 @@ fn kubeconfig(dir: &Path, port: u16, cluster: &str) -> PathBuf {
 }
 
 async fn kubectl(kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    // Its own discovery cache, beside the kubeconfig: never `$HOME`'s.
+    let cache = kubeconfig.with_extension("kubectl-cache");
     Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(&cache)
         .arg("--request-timeout=10s")
         .args(args)
         .kill_on_drop(true)
@@ -223,6 +227,8 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
     let mut watch = Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kc_a)
+        .arg("--cache-dir")
+        .arg(kc_a.with_extension("kubectl-cache"))
         .args([
             "get",
             "configmaps",

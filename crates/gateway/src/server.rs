@@ -492,12 +492,14 @@ mod tests {
 
     use super::*;
 
-    /// A gateway listener with a 300 ms header read timeout and a 400 ms idle timeout over a
-    /// trivial service, and a client TLS config that trusts it and offers `alpn`.
+    /// A gateway listener with a 1 s header read timeout and a 2 s idle timeout over a
+    /// trivial service, and a client TLS config that trusts it and offers `alpn`. (Long
+    /// enough that a slow machine's pauses between a test's steps close nothing the test did
+    /// not mean to leave idle.)
     async fn listener_and_client(alpn: &[&[u8]]) -> (SocketAddr, tokio_rustls::TlsConnector) {
         let limits = ServerLimits {
-            header_read_timeout: Duration::from_millis(300),
-            idle_timeout: Duration::from_millis(400),
+            header_read_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(2),
             ..ServerLimits::default()
         };
         listener_and_client_with(alpn, limits).await
@@ -520,7 +522,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // Answers with the `Host` header it was given, if any; `/slow` streams its body for
-        // 1.2 s, longer than the idle timeout.
+        // 3.2 s, longer than the idle timeout.
         let service = tower::service_fn(|req: http::Request<Incoming>| async move {
             use futures_util::StreamExt as _;
             let chunks = if req.uri().path() == "/slow" { 8 } else { 0 };
@@ -528,7 +530,7 @@ mod tests {
                 if left == 0 {
                     return None;
                 }
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
                 let frame = http_body::Frame::data(bytes::Bytes::from_static(b"x"));
                 Some((Ok::<_, std::convert::Infallible>(frame), left - 1))
             });
@@ -600,7 +602,7 @@ mod tests {
     async fn an_http1_connection_waits_the_idle_timeout_between_requests() {
         let limits = ServerLimits {
             header_read_timeout: Duration::from_millis(200),
-            idle_timeout: Duration::from_millis(1500),
+            idle_timeout: Duration::from_secs(5),
             ..ServerLimits::default()
         };
         let (addr, connector) = listener_and_client_with(&[b"http/1.1"], limits).await;
@@ -624,11 +626,11 @@ mod tests {
             assert_eq!(res.status(), 200);
             use http_body_util::BodyExt as _;
             res.into_body().collect().await.unwrap();
-            // Three header read timeouts, well inside the idle timeout.
-            tokio::time::sleep(Duration::from_millis(600)).await;
+            // Five header read timeouts, well inside the idle timeout.
+            tokio::time::sleep(Duration::from_secs(1)).await;
             assert!(!conn.is_finished(), "closed between requests");
         }
-        let closed = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        let closed = tokio::time::timeout(Duration::from_secs(20), conn).await;
         assert!(closed.is_ok(), "an idle connection stayed open");
     }
 
@@ -662,7 +664,7 @@ mod tests {
     }
 
     /// A connection that has served a request is not closed by that deadline, nor while a
-    /// request comes every 200 ms (half the idle timeout).
+    /// request comes every 200 ms (a tenth of the idle timeout).
     #[tokio::test]
     async fn an_http2_connection_in_use_stays_open() {
         let (addr, connector) = listener_and_client(&[b"h2"]).await;

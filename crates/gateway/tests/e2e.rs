@@ -632,6 +632,8 @@ async fn every_target_kind_forwards_get_watch_and_exec() {
         let mut watch = tokio::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&kc)
+            .arg("--cache-dir")
+            .arg(env.dir.join("kubectl-cache"))
             .args([
                 "get",
                 "configmaps",
@@ -1408,6 +1410,8 @@ fn spdy_kubectl(env: &Env, prefix: &str, args: &[&str]) -> tokio::process::Comma
     let mut cmd = tokio::process::Command::new("kubectl");
     cmd.arg("--kubeconfig")
         .arg(env.kubeconfig(ADMIN_KEY, prefix))
+        .arg("--cache-dir")
+        .arg(env.dir.join("kubectl-cache"))
         .args(args)
         .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
         .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")

@@ -14,8 +14,10 @@ const LEGACY_VC: &str = "/kubernetes/virtualcluster/a/team/vc1";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rate_limit_returns_429_and_recovers() {
+    // A token every 5 s: the fourth request meets an empty bucket however slowly the first
+    // three went (a faster refill let a slow machine's fourth request through).
     let env =
-        Env::start_with("rateLimits:\n  perIdentity: {requestsPerSecond: 5, burst: 3}\n").await;
+        Env::start_with("rateLimits:\n  perIdentity: {requestsPerSecond: 0.2, burst: 3}\n").await;
     let client = env.client();
     let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
     let mut codes = Vec::new();
@@ -25,7 +27,14 @@ async fn rate_limit_returns_429_and_recovers() {
     assert!(codes[..3].iter().all(|r| r.status == 200));
     let limited = &codes[3];
     assert_eq!(limited.status, 429, "{}", limited.body);
-    assert_eq!(limited.headers.get("retry-after").unwrap(), "1");
+    // The wait for the next token, rounded up: at most 5 s at one token per 5 s (less by the
+    // time the first three requests took).
+    let retry: u64 = limited.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry), "Retry-After {retry}");
     assert!(
         limited.body.contains("\"reason\":\"TooManyRequests\""),
         "{}",
@@ -40,9 +49,9 @@ async fn rate_limit_returns_429_and_recovers() {
     );
     // Another identity has its own bucket.
     assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 200);
-    // The bucket refills (5/s): poll, bounded.
+    // The bucket refills (one token in 5 s): poll, bounded.
     let mut recovered = false;
-    for _ in 0..50 {
+    for _ in 0..300 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         if client.get(&url, VIEWER_KEY, &[]).await.status == 200 {
             recovered = true;
@@ -132,8 +141,11 @@ async fn open_stream_accepting(
 /// Watches are not counted and run on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_past_the_request_timeout_ends_and_frees_its_slot() {
+    // The held list is cut 3 to 6 s after its connection opened, long before its ≈ 90 bytes
+    // have trickled out at one a tenth of a second; until then its slot is taken, so the
+    // watch and the refused GET below have seconds to get there, not a fraction of one.
     let limits = kubegate_gateway::ServerLimits {
-        response_timeout: Duration::from_millis(300),
+        response_timeout: Duration::from_secs(3),
         ..kubegate_gateway::ServerLimits::default()
     };
     let env = Env::start_with_limits(|_, _| "maxRequestsInFlight: 1\n".into(), limits).await;
@@ -221,7 +233,7 @@ async fn a_protobuf_watch_keeps_its_media_type_and_frames() {
             if let Some(event) = kubegate_testkit::decode_protobuf_watch_event(&mut buf) {
                 break event.unwrap();
             }
-            match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+            match tokio::time::timeout(Duration::from_secs(20), body.frame()).await {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
                         buf.extend_from_slice(&data);
@@ -310,9 +322,13 @@ async fn next_event(
     loop {
         if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=pos).collect();
-            return serde_json::from_slice(&line).ok();
+            // A line that is not JSON is a broken stream, never its clean end.
+            return Some(
+                serde_json::from_slice(&line)
+                    .unwrap_or_else(|e| panic!("a watch line that is not JSON ({e}): {line:?}")),
+            );
         }
-        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await {
+        match tokio::time::timeout(Duration::from_secs(20), body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     buf.extend_from_slice(&data);
@@ -320,7 +336,7 @@ async fn next_event(
             }
             Ok(Some(Err(e))) => panic!("watch stream broke: {e}"),
             Ok(None) => return None,
-            Err(_) => panic!("no watch event within 10 s"),
+            Err(_) => panic!("no watch event within 20 s"),
         }
     }
 }
@@ -333,7 +349,9 @@ async fn next_event(
 async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
     let env = Env::start_with("maxRequestsInFlight: 1\n").await;
     let list = format!("{A}/api/v1/namespaces/default/configmaps");
-    let held = open_slow_list(&env, 8, Duration::from_millis(50)).await;
+    // ≈ 90 bytes, two every tenth of a second: the slot stays taken for seconds, time
+    // enough for the requests below on a slow machine.
+    let held = open_slow_list(&env, 2, Duration::from_millis(100)).await;
     assert_eq!(held.status(), 200);
 
     let client = env.client();

@@ -98,7 +98,7 @@ async fn gateway(pki: &Pki, backend_port: u16) -> SocketAddr {
 }
 
 fn upstream(pki: &Pki, backend_port: u16) -> kubegate_proxy::UpstreamBuilder {
-    Upstream::builder("prod", format!("https://localhost:{backend_port}"))
+    Upstream::builder("prod", format!("https://127.0.0.1:{backend_port}"))
         .ca_bundle_pem(pki.ca_pem.clone())
         .credential(Credential::BearerToken("gateway-token".into()))
 }
@@ -567,7 +567,7 @@ async fn an_upgraded_session_is_audited_and_in_flight_until_it_ends() {
     let pki = Pki::new();
     let response = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\nEARLY".to_vec();
     let mut backend = RawBackend::start(&pki, response, true).await;
-    let up = Upstream::builder("prod", format!("https://localhost:{}", backend.addr.port()))
+    let up = Upstream::builder("prod", format!("https://127.0.0.1:{}", backend.addr.port()))
         .ca_bundle_pem(pki.ca_pem.clone())
         .credential(Credential::BearerToken("gateway-token".into()))
         .build()
