@@ -84,6 +84,12 @@ pub enum Error {
         "upstream {0:?} uses http://, which sends its credential and the callers' identities in cleartext; allow it explicitly (allow_plaintext) if that is meant"
     )]
     Plaintext(String),
+    /// `Impersonate` mode with no credential: every request would reach the upstream as an
+    /// anonymous caller asking to impersonate, and be refused there.
+    #[error(
+        "upstream {0:?} impersonates callers but has no credential of its own (token, token file or client certificate)"
+    )]
+    NoCredentialToImpersonateWith(String),
     /// A client certificate on an `http://` upstream: it would never be presented.
     #[error("upstream {0:?}: a client certificate is only presented over https")]
     ClientCertOverPlaintext(String),

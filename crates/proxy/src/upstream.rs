@@ -323,6 +323,11 @@ impl UpstreamBuilder {
         {
             return Err(Error::PassthroughWithClientCert(self.name));
         }
+        if self.identity_mode == IdentityMode::Impersonate
+            && matches!(self.credential, Credential::None)
+        {
+            return Err(Error::NoCredentialToImpersonateWith(self.name));
+        }
         if scheme == Scheme::HTTP {
             if !self.allow_plaintext {
                 return Err(Error::Plaintext(self.name));
@@ -852,9 +857,30 @@ impl ServerCertVerifier for NoVerification {
 mod tests {
     use super::*;
 
+    /// A builder with a credential, as impersonate mode (the default) requires.
+    fn builder(name: &str, url: impl Into<String>) -> UpstreamBuilder {
+        Upstream::builder(name, url).credential(Credential::BearerToken("t".into()))
+    }
+
+    #[test]
+    fn impersonating_needs_a_credential_of_its_own() {
+        let none = || Upstream::builder("c", "https://k8s:6443").insecure_skip_tls_verify(true);
+        assert!(matches!(
+            none().build(),
+            Err(Error::NoCredentialToImpersonateWith(_))
+        ));
+        // Passthrough forwards the caller's own.
+        assert!(
+            none()
+                .identity_mode(IdentityMode::Passthrough)
+                .build()
+                .is_ok()
+        );
+    }
+
     #[test]
     fn debug_redacts_secrets() {
-        let up = Upstream::builder("prod", "http://127.0.0.1:1")
+        let up = builder("prod", "http://127.0.0.1:1")
             .allow_plaintext(true)
             .credential(Credential::BearerToken("s3cr3t-token".into()))
             .build()
@@ -883,7 +909,7 @@ mod tests {
             ("https://x/?a=b", false),
             ("/relative", false),
         ] {
-            let r = Upstream::builder("c", url)
+            let r = builder("c", url)
                 .allow_plaintext(true)
                 .insecure_skip_tls_verify(true)
                 .build();
@@ -895,7 +921,7 @@ mod tests {
     /// verification off together are a mistake either way.
     #[test]
     fn plaintext_and_insecure_settings_are_explicit_and_consistent() {
-        let plain = || Upstream::builder("c", "http://10.0.0.1:8080");
+        let plain = || builder("c", "http://10.0.0.1:8080");
         assert!(matches!(plain().build(), Err(Error::Plaintext(_))));
         assert!(plain().allow_plaintext(true).build().is_ok());
         let with_cert = plain()
@@ -908,7 +934,7 @@ mod tests {
             with_cert.build(),
             Err(Error::ClientCertOverPlaintext(_))
         ));
-        let both = Upstream::builder("c", "https://10.0.0.1:6443")
+        let both = builder("c", "https://10.0.0.1:6443")
             .insecure_skip_tls_verify(true)
             .ca_bundle_pem(b"-----BEGIN CERTIFICATE-----".to_vec());
         assert!(matches!(both.build(), Err(Error::InsecureWithCaBundle(_))));
@@ -937,7 +963,7 @@ mod tests {
                 "https://<redacted>@?<redacted>",
             ),
         ] {
-            let builder = Upstream::builder("c", url)
+            let builder = builder("c", url)
                 .allow_plaintext(true)
                 .insecure_skip_tls_verify(true);
             let debug = format!("{builder:?}");
@@ -950,7 +976,7 @@ mod tests {
             }
         }
         // http's parser drops a fragment: the upstream builds, and keeps none.
-        let builder = Upstream::builder("c", "https://k8s/#s3cret").insecure_skip_tls_verify(true);
+        let builder = builder("c", "https://k8s/#s3cret").insecure_skip_tls_verify(true);
         assert!(!format!("{builder:?}").contains("s3"));
         assert!(!format!("{:?}", builder.build().unwrap()).contains("s3"));
         assert_eq!(redact_url("https://k8s/#s3cret"), "https://k8s/#<redacted>");
@@ -961,26 +987,24 @@ mod tests {
     #[test]
     fn https_without_ca_is_refused_unless_insecure() {
         assert!(matches!(
-            Upstream::builder("c", "https://x").build(),
+            builder("c", "https://x").build(),
             Err(Error::MissingCaBundle(_))
         ));
         assert!(
-            Upstream::builder("c", "https://x")
+            builder("c", "https://x")
                 .insecure_skip_tls_verify(true)
                 .build()
                 .is_ok()
         );
         assert!(matches!(
-            Upstream::builder("c", "https://x")
-                .ca_bundle_pem("not pem")
-                .build(),
+            builder("c", "https://x").ca_bundle_pem("not pem").build(),
             Err(Error::InvalidCaBundle { .. })
         ));
     }
 
     #[test]
     fn passthrough_with_client_cert_is_refused() {
-        let r = Upstream::builder("c", "https://x")
+        let r = builder("c", "https://x")
             .insecure_skip_tls_verify(true)
             .identity_mode(IdentityMode::Passthrough)
             .credential(Credential::ClientCert {
@@ -993,7 +1017,7 @@ mod tests {
 
     #[test]
     fn bad_key_error_does_not_echo_key() {
-        let r = Upstream::builder("c", "https://x")
+        let r = builder("c", "https://x")
             .insecure_skip_tls_verify(true)
             .credential(Credential::ClientCert {
                 cert_pem: b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
@@ -1007,7 +1031,7 @@ mod tests {
 
     #[test]
     fn base_path_is_prepended() {
-        let up = Upstream::builder("c", "http://h:1/prefix/")
+        let up = builder("c", "http://h:1/prefix/")
             .allow_plaintext(true)
             .build()
             .unwrap();
@@ -1015,10 +1039,7 @@ mod tests {
         assert_eq!(up.origin_form(&pq).unwrap(), "/prefix/api/v1/pods?limit=1");
         // Without a base path (also when the URL ends in `/`), the path is the request's.
         for url in ["http://h:6443", "http://h:6443/"] {
-            let up = Upstream::builder("c", url)
-                .allow_plaintext(true)
-                .build()
-                .unwrap();
+            let up = builder("c", url).allow_plaintext(true).build().unwrap();
             let uri = up.origin_form(&pq).unwrap();
             assert_eq!(uri, "/api/v1/pods?limit=1");
             assert_eq!(uri.path_and_query(), Some(&pq));
@@ -1031,7 +1052,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("token");
         std::fs::write(&path, "first\n").unwrap();
-        let up = Upstream::builder("c", "http://h:1")
+        let up = builder("c", "http://h:1")
             .allow_plaintext(true)
             .credential(Credential::TokenFile(path.clone()))
             .token_file_recheck(Duration::ZERO)
@@ -1060,7 +1081,7 @@ mod tests {
         ));
         // With the usual once-a-second check too: every request past the grace fails, not
         // only the one that checks.
-        let cached = Upstream::builder("c", "http://h:1")
+        let cached = builder("c", "http://h:1")
             .allow_plaintext(true)
             .credential(Credential::TokenFile(path.clone()))
             .token_file_recheck(Duration::from_secs(3600))
@@ -1087,7 +1108,7 @@ mod tests {
         std::fs::write(&path, "fourth").unwrap();
         assert_eq!(up.authorization().unwrap().unwrap(), "Bearer fourth");
         std::fs::remove_dir_all(&dir).unwrap();
-        let missing = Upstream::builder("c", "http://h:1")
+        let missing = builder("c", "http://h:1")
             .allow_plaintext(true)
             .credential(Credential::TokenFile(dir.join("nope")))
             .build()
@@ -1107,7 +1128,7 @@ mod tests {
             // With h2 offered an HTTP/1.1 connection may still be negotiated.
             ("https://example.com:6443", true, "example.com:6443"),
         ] {
-            let up = Upstream::builder("c", url)
+            let up = builder("c", url)
                 .allow_plaintext(true)
                 .http2(http2)
                 .insecure_skip_tls_verify(true)

@@ -1150,10 +1150,12 @@ async fn upstream_failures_are_counted_by_kind() {
     let upstreams = [
         Upstream::builder("prod", format!("https://127.0.0.1:{}", refused_port()))
             .ca_bundle_pem(pki.ca_pem.clone())
+            .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
             .build()
             .unwrap(),
         Upstream::builder("prod", untrusted.url())
             .ca_bundle_pem(pki.ca_pem.clone())
+            .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
             .build()
             .unwrap(),
         upstream(&pki, &slow)
