@@ -1934,6 +1934,40 @@ async fn made_up_targets_share_one_metrics_label() {
     assert!(!metrics.body.contains("junk"), "{}", metrics.body);
 }
 
+/// `POST selves` with `spec.accessKey` describes that key, as Loft's does for a CLI checking a
+/// stored key; a key that does not work gets 401; the key never comes back in the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn selves_describes_the_key_it_is_given() {
+    let env = Env::start().await;
+    let client = env.client();
+    let url = format!("{}/selves", v1_url(&env));
+    let ask = |key: &str| {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "management.loft.sh/v1",
+            "kind": "Self",
+            "spec": {"accessKey": key},
+        }))
+        .unwrap()
+    };
+    let described = client
+        .post(&url, ADMIN_KEY, "application/json", ask(VIEWER_KEY))
+        .await;
+    assert_eq!(described.status, 201, "{}", described.body);
+    let body: serde_json::Value = serde_json::from_str(&described.body).unwrap();
+    assert_eq!(body["status"]["subject"], "viewer", "{body}");
+    assert!(!described.body.contains(VIEWER_KEY), "{}", described.body);
+    // Without one, the caller.
+    let own = client
+        .post(&url, ADMIN_KEY, "application/json", ask(""))
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&own.body).unwrap();
+    assert_eq!(body["status"]["subject"], "admin", "{body}");
+    let refused = client
+        .post(&url, ADMIN_KEY, "application/json", ask("kgak_made-up"))
+        .await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+}
+
 /// What the management API answers a method or verb its routes do not serve, as
 /// kube-apiserver does: go-restful's 405 (the path is served under other methods) or 404 (no
 /// route for the path), both with empty details, and `ListResource`'s answer to a watch of a

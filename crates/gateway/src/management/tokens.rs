@@ -123,20 +123,37 @@ fn now() -> u64 {
     kubegate_tokens::unix_now()
 }
 
-/// `POST selves`: who the caller is, with the credential's scope.
+/// `POST selves`: who the caller is, with the credential's scope; with `spec.accessKey`, who
+/// that key is instead (Loft's way for a CLI to check that a stored key still works: an
+/// invalid one gets 401). Describing a key to whoever presents it tells them nothing the key
+/// itself would not: they could as well send it as their bearer token. The key is never
+/// echoed back.
 pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Response<ProxyBody> {
+    let format = StatusFormat::for_request(req.uri(), req.headers());
     let decoded = match decode::<Self_>(req, ctx.resource.kind).await {
         Ok(d) => d,
         Err(res) => return *res,
     };
     let mut object = decoded.object;
-    if !object.spec.access_key.is_empty() {
-        // Validating another key would turn this endpoint into a key oracle for any caller;
-        // only the caller's own credential is described.
-        object.spec.access_key.clear();
-    }
-    let identity = &ctx.caller.identity;
-    let (access_key, access_key_type) = match &ctx.caller.credential {
+    let presented = std::mem::take(&mut object.spec.access_key);
+    let other;
+    let caller = if presented.trim().is_empty() {
+        ctx.caller
+    } else {
+        match ctx
+            .runtime
+            .credentials
+            .authenticate(presented.trim(), &ctx.runtime.directory, now())
+        {
+            Ok(described) => {
+                other = described;
+                &other
+            }
+            Err(_) => return Status::unauthorized().to_response_as(format),
+        }
+    };
+    let identity = &caller.identity;
+    let (access_key, access_key_type) = match &caller.credential {
         CallerCredential::AccessKey(key) => {
             (key.name.clone(), AccessKeyType::from(key.key_type.as_str()))
         }
@@ -150,7 +167,7 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
             ..UserInfo::default()
         }),
         access_key,
-        access_key_scope: ctx.caller.raw_scope.as_deref().cloned(),
+        access_key_scope: caller.raw_scope.as_deref().cloned(),
         access_key_type,
         subject: identity.name.clone(),
         uid: identity.uid.clone(),
