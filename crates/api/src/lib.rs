@@ -12,9 +12,9 @@ mod storage;
 pub use auth::PlatformVersion;
 pub use management::{
     Access, AllowedCluster, Cluster, ClusterRef, ClusterSpec, DirectClusterEndpointToken,
-    DirectClusterEndpointTokenSpec, DirectClusterEndpointTokenStatus, EntityInfo, Member,
-    OwnedAccessKey, PhaseStatus, Project, ProjectSpec, ProjectStatus, SecretRef, Self_, SelfSpec,
-    SelfStatus, SpaceInstance, SpaceInstanceSpec, TemplateRef, UserInfo, UserOrTeam,
+    DirectClusterEndpointTokenSpec, DirectClusterEndpointTokenStatus, EntityInfo, InstanceStatus,
+    Member, OwnedAccessKey, PhaseStatus, Project, ProjectSpec, ProjectStatus, SecretRef, Self_,
+    SelfSpec, SelfStatus, SpaceInstance, SpaceInstanceSpec, TemplateRef, UserInfo, UserOrTeam,
     VirtualClusterClusterRef, VirtualClusterInstance, VirtualClusterInstanceSpec,
 };
 pub use meta::GoObjectMeta;

@@ -368,6 +368,45 @@ pub struct PhaseStatus {
     pub message: String,
 }
 
+/// Status of a `VirtualClusterInstance` or `SpaceInstance`: the stored phase, and what the
+/// requester may do with the instance, which management v1 works out per request. The
+/// `vcluster platform` CLI lists only instances whose `canUse` is true.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    /// Phase (`Ready`, `Sleeping`, `Failed`, …; kept as sent).
+    #[serde(
+        default,
+        deserialize_with = "crate::object::nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub phase: String,
+    /// Machine-readable reason.
+    #[serde(
+        default,
+        deserialize_with = "crate::object::nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub reason: String,
+    /// Human-readable message.
+    #[serde(
+        default,
+        deserialize_with = "crate::object::nullable",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub message: String,
+    /// The requester may use the instance.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub can_use: bool,
+    /// The requester may update the instance.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub can_update: bool,
+    /// A virtual cluster instance without an agent has a network peer available (not on
+    /// space instances).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub online: bool,
+}
+
 api_object! {
     /// `clusters`: a connected cluster (cluster-scoped). The direct endpoint lives in the
     /// `loft.sh/direct-cluster-endpoint*` annotations of `metadata`.
@@ -575,7 +614,7 @@ api_object! {
     /// `virtualclusterinstances` (namespaced, in the project namespace).
     VirtualClusterInstance {
         spec: VirtualClusterInstanceSpec,
-        status: PhaseStatus,
+        status: InstanceStatus,
         group: "management.loft.sh",
         version: "v1",
         kind: "VirtualClusterInstance",
@@ -674,7 +713,7 @@ api_object! {
     /// `spaceinstances` (namespaced, in the project namespace).
     SpaceInstance {
         spec: SpaceInstanceSpec,
-        status: PhaseStatus,
+        status: InstanceStatus,
         group: "management.loft.sh",
         version: "v1",
         kind: "SpaceInstance",

@@ -152,11 +152,24 @@ async fn management_documents_are_written_in_go_field_order() {
     )
     .await;
     let expected = format!(
-        r#"{{"kind":"SpaceInstanceList","apiVersion":"management.loft.sh/v1","metadata":{{}},"items":[{{"metadata":{{"name":"s1","namespace":"p-p1","uid":"{}"}},"spec":{{"clusterRef":{{"cluster":"a","namespace":"s1"}}}},"status":{{"phase":"Ready"}}}}]}}
+        r#"{{"kind":"SpaceInstanceList","apiVersion":"management.loft.sh/v1","metadata":{{}},"items":[{{"metadata":{{"name":"s1","namespace":"p-p1","uid":"{}"}},"spec":{{"clusterRef":{{"cluster":"a","namespace":"s1"}}}},"status":{{"phase":"Ready","canUse":true}}}}]}}
 "#,
         uid(&body)
     );
     assert_eq!(body, expected);
+
+    // `vcluster platform` lists only the instances whose status says it can use them.
+    let body = get(
+        "/apis/management.loft.sh/v1/namespaces/p-p1/virtualclusterinstances/pv1",
+        json,
+    )
+    .await;
+    let vci: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        vci["status"],
+        serde_json::json!({"phase": "Ready", "canUse": true}),
+        "{body}"
+    );
 
     let body = get("/apis/management.loft.sh/v1/projects/p1", json).await;
     let expected = format!(

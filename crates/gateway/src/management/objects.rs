@@ -6,8 +6,9 @@ use http::{Request, Response};
 use k8s_openapi::Metadata;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kubegate_api::{
-    Cluster, ClusterRef, ClusterSpec, PhaseStatus, Project, ProjectSpec, ProjectStatus,
-    SpaceInstance, SpaceInstanceSpec, VirtualClusterInstance, VirtualClusterInstanceSpec,
+    Cluster, ClusterRef, ClusterSpec, InstanceStatus, PhaseStatus, Project, ProjectSpec,
+    ProjectStatus, SpaceInstance, SpaceInstanceSpec, VirtualClusterInstance,
+    VirtualClusterInstanceSpec,
 };
 use kubegate_authz::Attributes;
 use kubegate_proxy::ProxyBody;
@@ -53,6 +54,15 @@ fn uid(parts: &[&str]) -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+/// What an instance the caller may use says of it: listed only when usable, so `canUse`.
+fn usable_instance() -> Option<InstanceStatus> {
+    Some(InstanceStatus {
+        phase: "Ready".to_owned(),
+        can_use: true,
+        ..InstanceStatus::default()
+    })
 }
 
 fn phase(phase: &str) -> Option<PhaseStatus> {
@@ -122,7 +132,7 @@ fn spaces(ctx: &Ctx<'_>) -> Vec<SpaceInstance> {
                 }),
                 ..SpaceInstanceSpec::default()
             },
-            status: phase("Ready"),
+            status: usable_instance(),
         })
         .collect()
 }
@@ -141,7 +151,7 @@ fn virtual_clusters(ctx: &Ctx<'_>) -> Vec<VirtualClusterInstance> {
         .map(|(project, name)| VirtualClusterInstance {
             metadata: meta(name, Some(&project_namespace(project))),
             spec: VirtualClusterInstanceSpec::default(),
-            status: phase("Ready"),
+            status: usable_instance(),
         })
         .collect()
 }
