@@ -226,14 +226,40 @@ async fn management_documents_are_written_in_go_field_order() {
         groups.starts_with(r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[{"metadata":{"name":"management.loft.sh"},"versions":[{"version":"v1","resources":[{"resource":"clusters","responseKind":{"group":"management.loft.sh","version":"v1","kind":"Cluster"},"scope":"Cluster","singularResource":"cluster","verbs":["get","list"]},"#),
         "{groups}"
     );
+    // `WriteObjectNegotiated`'s encoder ends the document with a newline, as for every object.
     assert!(
-        groups.ends_with(r#"}],"freshness":"Current"}]}]}"#),
+        groups.ends_with(
+            r#"}],"freshness":"Current"}]}]}
+"#
+        ),
         "{groups}"
     );
     assert_eq!(
         get("/api", aggregated).await,
-        r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}"#
+        r#"{"kind":"APIGroupDiscoveryList","apiVersion":"apidiscovery.k8s.io/v2","metadata":{},"items":[]}
+"#
     );
+    // The ETag: SHA-512 of `json.Marshal`'s bytes (no newline), upper-case hex, quoted; asked
+    // again with it, a 304.
+    let url = format!("{}/kubernetes/management/apis", env.url);
+    let reply = client.get(&url, ADMIN_KEY, &[("accept", aggregated)]).await;
+    let etag = reply.headers["etag"].to_str().unwrap().to_owned();
+    let marshalled = reply.body.strip_suffix('\n').unwrap();
+    use sha2::Digest;
+    let digest: String = sha2::Sha512::digest(marshalled.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect();
+    assert_eq!(etag, format!("\"{digest}\""));
+    let again = client
+        .get(
+            &url,
+            ADMIN_KEY,
+            &[("accept", aggregated), ("if-none-match", etag.as_str())],
+        )
+        .await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
     let version = get("/version", json).await;
     assert!(
         version.starts_with(

@@ -205,12 +205,18 @@ fn aggregated_response(items: &[Value], headers: &HeaderMap) -> Response<Body> {
         "metadata": {},
         "items": items,
     });
-    let bytes = serde_json::to_vec(&doc).unwrap_or_default();
-    let etag = format!(
-        "\"{:016X}{:016X}\"",
-        fnv(&bytes),
-        fnv(&[&bytes[..], b"2"].concat())
-    );
+    // kube-apiserver's ETag: SHA-512 of `json.Marshal`'s bytes, upper-case hex, quoted; the
+    // body as `WriteObjectNegotiated` writes it, with the encoder's closing newline.
+    let mut bytes = serde_json::to_vec(&doc).unwrap_or_default();
+    let etag = {
+        use sha2::Digest;
+        let hex: String = sha2::Sha512::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        format!("\"{hex}\"")
+    };
+    bytes.push(b'\n');
     let not_modified = headers
         .get(http::header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())

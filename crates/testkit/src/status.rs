@@ -397,18 +397,17 @@ pub(crate) fn forbidden_for(attrs: &Attributes<'_>, authorizer_reason: &str) -> 
     }
 }
 
-/// `pretty` query parses true, or a browser/curl/wget User-Agent (apiserver `isPrettyPrint`).
+/// apiserver's `isPrettyPrint`: a non-empty `pretty` query value decides (Go's
+/// `strconv.ParseBool`; anything it cannot parse is false); otherwise a browser, curl or Wget
+/// User-Agent.
 pub(crate) fn wants_pretty(query: Option<&str>, user_agent: Option<&str>) -> bool {
-    let q = query
-        .unwrap_or("")
-        .split('&')
-        .find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == "pretty").then_some(v)
-        })
-        .map(|v| !(v.eq_ignore_ascii_case("false") || v == "0"));
-    if let Some(p) = q {
-        return p;
+    // `url.Values.Get`: the first `pretty`'s value.
+    let first = query.unwrap_or("").split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == "pretty").then_some(v)
+    });
+    if let Some(v) = first.filter(|v| !v.is_empty()) {
+        return matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True");
     }
     let ua = user_agent.unwrap_or("");
     ["curl", "Wget", "Mozilla/5.0"]
@@ -589,5 +588,11 @@ mod tests {
         assert!(wants_pretty(Some("pretty=true"), None));
         assert!(!wants_pretty(Some("pretty=false"), Some("curl/8.0")));
         assert!(!wants_pretty(None, Some("kubectl/v1.32")));
+        // Go's ParseBool, and an empty value left to the User-Agent.
+        assert!(wants_pretty(Some("pretty=t"), None));
+        assert!(!wants_pretty(Some("pretty=yes"), Some("curl/8.0")));
+        assert!(!wants_pretty(Some("pretty=f"), None));
+        assert!(!wants_pretty(Some("pretty"), Some("kubectl/v1.32")));
+        assert!(wants_pretty(Some("pretty"), Some("curl/8.0")));
     }
 }

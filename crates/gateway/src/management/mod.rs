@@ -226,17 +226,25 @@ fn serve_non_resource(info: &RequestInfo<'_>, req: &Request<RequestBody>) -> Res
     }
 }
 
-/// Aggregated discovery with kube-apiserver's caching headers (`ETag` over the body, 304 on a
-/// matching `If-None-Match`).
+/// Aggregated discovery with kube-apiserver's caching headers (`ETag`: SHA-512 of the
+/// document as `json.Marshal` writes it; 304 on a matching `If-None-Match`). The body is
+/// written as `WriteObjectNegotiated` writes it: compact with a closing newline, or pretty.
 fn aggregated_response(
     body: &impl serde::Serialize,
     req: &Request<RequestBody>,
 ) -> Response<ProxyBody> {
     use sha2::Digest;
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut marshalled = kubegate_proxy::status::encode_json(body, false).unwrap_or_default();
+    let bytes = if request::pretty(req) {
+        kubegate_proxy::status::encode_json(body, true).unwrap_or_default()
+    } else {
+        marshalled.clone()
+    };
+    // `json.Marshal`'s bytes: the encoder's, without its closing newline.
+    marshalled.pop();
     let etag = format!(
         "\"{}\"",
-        sha2::Sha512::digest(&bytes)
+        sha2::Sha512::digest(&marshalled)
             .iter()
             .map(|b| format!("{b:02X}"))
             .collect::<String>()
