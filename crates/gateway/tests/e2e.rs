@@ -1021,6 +1021,35 @@ async fn owned_access_keys_and_narrowing() {
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"OwnedAccessKey.management.loft.sh \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')","reason":"Invalid","details":{"name":"Bad_Name","group":"management.loft.sh","kind":"OwnedAccessKey","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')","field":"metadata.name"}]},"code":422}"#
         )
     );
+    // An owned key is its creator's: asking for another user's (or a team's, or more groups)
+    // is refused, never answered with a key for the caller.
+    let for_bob = client
+        .post(
+            &keys,
+            ADMIN_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"for-bob"},"spec":{"user":"bob","groups":["system:masters"]}}"#
+                .to_vec(),
+        )
+        .await;
+    assert_eq!(for_bob.status, 422, "{}", for_bob.body);
+    assert!(
+        for_bob.body.contains(
+            r#"is invalid: [spec.user: Forbidden: an owned access key belongs to the user who creates it, spec.groups: Forbidden: an owned access key carries its owner's groups, no others]"#
+        ),
+        "{}",
+        for_bob.body
+    );
+    // Naming oneself is fine.
+    let own = client
+        .post(
+            &keys,
+            ADMIN_KEY,
+            "application/json",
+            br#"{"metadata":{"name":"for-me"},"spec":{"user":"admin"}}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(own.status, 201, "{}", own.body);
     // A scope too large to fit a token is refused before it is compared with the caller's.
     let clusters: Vec<serde_json::Value> = (0..400)
         .map(|i| serde_json::json!({"cluster": format!("cluster-number-{i}")}))

@@ -119,6 +119,48 @@ fn narrowed_scope(
     }
 }
 
+/// What an owned access key's spec may not ask for: another owner, extra groups, or an
+/// inactivity expiry (kubegate's keys expire at a fixed time).
+fn owner_errors(spec: &kubegate_api::AccessKeySpec, caller: &str) -> Vec<FieldError> {
+    let forbidden = |field: &str, detail: &str| FieldError {
+        reason: "FieldValueForbidden",
+        field: field.to_owned(),
+        body: format!("Forbidden: {detail}"),
+    };
+    let mut errors = Vec::new();
+    if !spec.user.is_empty() && spec.user != caller {
+        errors.push(forbidden(
+            "spec.user",
+            "an owned access key belongs to the user who creates it",
+        ));
+    }
+    if !spec.team.is_empty() {
+        errors.push(forbidden(
+            "spec.team",
+            "an owned access key belongs to the user who creates it",
+        ));
+    }
+    if !spec.subject.is_empty() && spec.subject != caller {
+        errors.push(forbidden(
+            "spec.subject",
+            "an owned access key belongs to the user who creates it",
+        ));
+    }
+    if !spec.groups.is_empty() {
+        errors.push(forbidden(
+            "spec.groups",
+            "an owned access key carries its owner's groups, no others",
+        ));
+    }
+    if spec.ttl_after_last_activity {
+        errors.push(forbidden(
+            "spec.ttlAfterLastActivity",
+            "keys expire a fixed time after they are made",
+        ));
+    }
+    errors
+}
+
 fn now() -> u64 {
     kubegate_tokens::unix_now()
 }
@@ -293,6 +335,13 @@ pub(super) async fn create_owned_access_key(
     let name_errors = name_errors(&name);
     if !name_errors.is_empty() {
         return fail(invalid(ctx.resource.kind, &name, &name_errors));
+    }
+    // An owned key is its creator's. A request that names someone else, a team, extra groups
+    // or an expiry kubegate does not keep is refused rather than quietly given a key for the
+    // caller: an admin asking for bob's key must not walk away with an admin key for bob.
+    let owner_errors = owner_errors(&object.spec, &ctx.caller.identity.name);
+    if !owner_errors.is_empty() {
+        return fail(invalid(ctx.resource.kind, &name, &owner_errors));
     }
     // Checked before the scope is compared and a secret drawn: a type the API does not make
     // is refused whatever else the request holds, and without spending work on it.
