@@ -228,29 +228,42 @@ fn is_spdy(headers: &HeaderMap) -> bool {
 
 const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
 
-/// The `101` of a SPDY upgrade with the negotiated stream protocol, or kube's refusal when the
-/// client offered none of `supported` (apimachinery `httpstream.Handshake`).
+/// The `101` of a SPDY upgrade with the negotiated stream protocol, or kube's refusals
+/// (apimachinery `httpstream.Handshake`): 400 when the client names no stream protocol, 403
+/// with `X-Accepted-Stream-Protocol-Versions` when none of its protocols is in `supported`.
+/// The client's order decides, and each header value is one protocol, as in Go.
 fn spdy_handshake(req: &Request<Incoming>, supported: &[&'static str]) -> Response<Body> {
-    let offered: Vec<String> = req
+    let offered: Vec<&str> = req
         .headers()
         .get_all(STREAM_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
         .collect();
-    let Some(protocol) = supported
-        .iter()
-        .copied()
-        .find(|p| offered.iter().any(|o| o == p))
-    else {
+    if offered.is_empty() {
         return body::text(
+            StatusCode::BAD_REQUEST,
+            "unable to upgrade: X-Stream-Protocol-Version is required\n".to_owned(),
+        );
+    }
+    let Some(protocol) = offered
+        .iter()
+        .find_map(|o| supported.iter().copied().find(|p| p == o))
+    else {
+        let mut refused = body::text(
             StatusCode::FORBIDDEN,
             format!(
-                "unable to upgrade: unable to negotiate protocol: client supports [{}], server supports [{}]\n",
+                "unable to upgrade: unable to negotiate protocol: client supports [{}], server accepts [{}]\n",
                 offered.join(" "),
                 supported.join(" ")
             ),
         );
+        for p in supported {
+            refused.headers_mut().append(
+                "x-accepted-stream-protocol-versions",
+                HeaderValue::from_static(p),
+            );
+        }
+        return refused;
     };
     let mut resp = switching_protocols("SPDY/3.1");
     resp.headers_mut()

@@ -606,6 +606,40 @@ async fn privileged_identity_impersonates_and_rbac_applies_to_the_impersonated_u
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// kubernetes-edges §5.2: a SPDY exec that names no stream protocol gets httpstream's 400, one
+/// whose protocols the server does not speak its 403 listing what it accepts.
+#[tokio::test]
+async fn spdy_handshake_refusals_are_apimachinerys() {
+    let s = server().await;
+    s.create(
+        "pods",
+        "default",
+        json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}),
+    )
+    .unwrap();
+    let exec = "/api/v1/namespaces/default/pods/p/exec?command=ls&stdout=true";
+    let spdy = [("connection", "Upgrade"), ("upgrade", "SPDY/3.1")];
+    let (status, _, body) = send(&s, as_user(&s, s.admin_token(), exec, &spdy)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        text(&body),
+        "unable to upgrade: X-Stream-Protocol-Version is required\n"
+    );
+    let mut unknown = spdy.to_vec();
+    unknown.push(("x-stream-protocol-version", "v9.channel.k8s.io"));
+    unknown.push(("x-stream-protocol-version", "channel.k8s.io"));
+    let (status, headers, body) = send(&s, as_user(&s, s.admin_token(), exec, &unknown)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        text(&body),
+        "unable to upgrade: unable to negotiate protocol: client supports [v9.channel.k8s.io channel.k8s.io], server accepts [v4.channel.k8s.io]\n"
+    );
+    assert_eq!(
+        headers["x-accepted-stream-protocol-versions"],
+        "v4.channel.k8s.io"
+    );
+}
+
 #[tokio::test]
 async fn websocket_exec_also_needs_create() {
     let rbac = Rbac::default()
