@@ -374,27 +374,9 @@ pub struct PhaseStatus {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
-    /// Phase (`Ready`, `Sleeping`, `Failed`, …; kept as sent).
-    #[serde(
-        default,
-        deserialize_with = "crate::object::nullable",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub phase: String,
-    /// Machine-readable reason.
-    #[serde(
-        default,
-        deserialize_with = "crate::object::nullable",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub reason: String,
-    /// Human-readable message.
-    #[serde(
-        default,
-        deserialize_with = "crate::object::nullable",
-        skip_serializing_if = "String::is_empty"
-    )]
-    pub message: String,
+    /// Phase, reason and message, as stored.
+    #[serde(flatten)]
+    pub phase: PhaseStatus,
     /// The requester may use the instance.
     #[serde(default, skip_serializing_if = "is_false")]
     pub can_use: bool,

@@ -428,6 +428,21 @@ fn objects_and_list_items_are_written_in_go_order() {
     );
 }
 
+/// An instance's status: the stored phase inline with management v1's per-request
+/// `canUse`/`canUpdate`/`online`, each left out when false, as Go's `omitempty` does; what
+/// a platform sends (nulls, fields kubegate does not model) still decodes.
+#[test]
+fn instance_status_inlines_the_phase_beside_what_the_requester_may_do() {
+    let sent = r#"{"phase":"Ready","reason":null,"canUse":true,"canUpdate":false,"online":true,"conditions":[]}"#;
+    let status: InstanceStatus = serde_json::from_str(sent).unwrap();
+    assert_eq!(status.phase.phase, "Ready");
+    assert!(status.can_use && !status.can_update && status.online);
+    assert_eq!(
+        serde_json::to_string(&status).unwrap(),
+        r#"{"phase":"Ready","canUse":true,"online":true}"#
+    );
+}
+
 /// The platform's `/version` (Loft's `auth.Version`, spec/loft-api.md §3): every field, in
 /// Go's order; an older platform's reply without the upgrade fields still decodes.
 #[test]

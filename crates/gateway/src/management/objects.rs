@@ -59,7 +59,10 @@ fn uid(parts: &[&str]) -> String {
 /// What an instance the caller may use says of it: listed only when usable, so `canUse`.
 fn usable_instance() -> Option<InstanceStatus> {
     Some(InstanceStatus {
-        phase: "Ready".to_owned(),
+        phase: PhaseStatus {
+            phase: "Ready".to_owned(),
+            ..PhaseStatus::default()
+        },
         can_use: true,
         ..InstanceStatus::default()
     })
