@@ -170,11 +170,8 @@ impl Upstreams {
             let service = match unchanged {
                 Some(old) => old.service.clone(),
                 None => {
-                    // Kubernetes API servers (some run by tenants: virtual clusters) may not
-                    // redirect the gateway's clients elsewhere; Grafana redirects by design
-                    // (login, trailing slashes) within its own site.
-                    let redirects_allowed = matches!(key, UpstreamKey::Grafana(_));
-                    let built = build_upstream(&name, upstream, &files, redirects_allowed)?;
+                    let grafana = matches!(key, UpstreamKey::Grafana(_));
+                    let built = build_upstream(&name, upstream, &files, grafana)?;
                     ForwardService::new(built)
                 }
             };
@@ -237,11 +234,15 @@ pub(crate) fn build_one_for_test(u: &UpstreamConfig) -> Result<Upstream, Upstrea
     build_upstream("test", u, &Files::read("test", u)?, false)
 }
 
+/// `grafana`: the upstream is a cluster's Grafana, not a Kubernetes API server. Kubernetes API
+/// servers (some run by tenants: virtual clusters) may not redirect the gateway's clients
+/// elsewhere, and must be given a credential to impersonate with; Grafana redirects by design
+/// (login, trailing slashes) within its own site, and may serve anonymous callers.
 fn build_upstream(
     name: &str,
     u: &UpstreamConfig,
     files: &Files,
-    redirects_allowed: bool,
+    grafana: bool,
 ) -> Result<Upstream, UpstreamError> {
     let err = |message: String| UpstreamError {
         name: name.to_owned(),
@@ -253,7 +254,8 @@ fn build_upstream(
             .map_err(|e| err(format!("{what} is not valid base64: {e}")))
     };
     let mut builder = Upstream::builder(name, u.server.clone())
-        .reject_forwarding_redirects(!redirects_allowed)
+        .reject_forwarding_redirects(!grafana)
+        .allow_no_credential(grafana)
         .http2(u.http2.unwrap_or(true))
         .http2_max_streams_per_connection(
             u.http2_max_streams_per_connection
@@ -335,6 +337,21 @@ mod tests {
 
     /// A rebuild keeps the services (and pools) of upstreams whose settings and files did not
     /// change, and builds anew those whose did: a setting, or a file's content at the same path.
+    /// A cluster's upstream needs a credential to impersonate with; its Grafana, which may
+    /// serve anonymous callers, does not.
+    #[test]
+    fn only_grafana_may_go_without_a_credential() {
+        let u: UpstreamConfig = serde_json::from_value(serde_json::json!({
+            "server": "https://127.0.0.1:1",
+            "insecureSkipTlsVerify": true,
+        }))
+        .unwrap();
+        let files = Files::read("x", &u).unwrap();
+        let err = build_upstream("cluster/a", &u, &files, false).unwrap_err();
+        assert!(err.to_string().contains("has no credential"), "{err}");
+        assert!(build_upstream("grafana/a", &u, &files, true).is_ok());
+    }
+
     #[test]
     fn rebuilds_keep_the_pools_of_unchanged_upstreams() {
         let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));

@@ -68,6 +68,7 @@ pub struct UpstreamBuilder {
     identity_mode: IdentityMode,
     insecure_skip_tls_verify: bool,
     allow_plaintext: bool,
+    allow_no_credential: bool,
     connect_timeout: Duration,
     response_header_timeout: Duration,
     token_file_recheck: Duration,
@@ -89,6 +90,7 @@ impl fmt::Debug for UpstreamBuilder {
             .field("identity_mode", &self.identity_mode)
             .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
             .field("allow_plaintext", &self.allow_plaintext)
+            .field("allow_no_credential", &self.allow_no_credential)
             .field("connect_timeout", &self.connect_timeout)
             .field("response_header_timeout", &self.response_header_timeout)
             .field("token_file_recheck", &self.token_file_recheck)
@@ -253,6 +255,17 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Lets an upstream in `Impersonate` mode build without a credential of its own (default:
+    /// refused, [`Error::NoCredentialToImpersonateWith`], as a Kubernetes API server refuses
+    /// an anonymous caller that asks to impersonate). Only for an upstream that is not a
+    /// Kubernetes API server and serves anonymous callers, such as a Grafana with anonymous
+    /// access.
+    #[must_use]
+    pub fn allow_no_credential(mut self, allow: bool) -> Self {
+        self.allow_no_credential = allow;
+        self
+    }
+
     /// Lets an `http://` URL build (default: refused, [`Error::Plaintext`]). Over plain HTTP the
     /// upstream credential, the `Impersonate-*` headers naming each caller, and every body
     /// cross the network unprotected; say so only for an upstream reached over a link that is
@@ -325,6 +338,7 @@ impl UpstreamBuilder {
         }
         if self.identity_mode == IdentityMode::Impersonate
             && matches!(self.credential, Credential::None)
+            && !self.allow_no_credential
         {
             return Err(Error::NoCredentialToImpersonateWith(self.name));
         }
@@ -682,6 +696,7 @@ impl Upstream {
             identity_mode: IdentityMode::Impersonate,
             insecure_skip_tls_verify: false,
             allow_plaintext: false,
+            allow_no_credential: false,
             connect_timeout: Duration::from_secs(10),
             response_header_timeout: Duration::from_secs(60),
             token_file_recheck: Duration::from_secs(1),
@@ -876,6 +891,8 @@ mod tests {
                 .build()
                 .is_ok()
         );
+        // Said outright, for an upstream that is no API server.
+        assert!(none().allow_no_credential(true).build().is_ok());
     }
 
     #[test]
