@@ -116,6 +116,19 @@ impl<'a> Attributes<'a> {
         Self { verb, ..self }
     }
 
+    /// Pod `exec`, `attach` or `portforward` asked with a verb other than `create`: a
+    /// WebSocket upgrade is a `GET` (SPDY's is a `POST`, already `create`), yet it runs
+    /// commands or opens ports. kube-apiserver (since 1.35,
+    /// `AuthorizePodWebsocketUpgradeCreatePermission`) then also requires `create`:
+    /// authorize [`with_verb("create")`](Self::with_verb) too.
+    pub fn also_needs_create(&self) -> bool {
+        self.is_resource_request
+            && self.api_group.is_empty()
+            && self.resource == "pods"
+            && matches!(self.subresource, "exec" | "attach" | "portforward")
+            && self.verb != "create"
+    }
+
     /// The same request asked by another user.
     pub fn as_user(self, user: &'a Identity) -> Self {
         Self { user, ..self }

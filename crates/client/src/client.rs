@@ -324,14 +324,15 @@ impl GatewayClient {
 /// and the URL goes into errors and `Debug` output.
 fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let (rest, query) = match rest.split_once(['?', '#']) {
-        Some((before, _)) => (before, "?<redacted>"),
-        None => (rest, ""),
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let rest = match rest[..authority_end].rfind('@') {
+    // Everything up to the last `@` may be userinfo: a password may hold `/`, `?` or `#`,
+    // so no delimiter is trusted to end it first.
+    let rest = match rest.rfind('@') {
         Some(at) => format!("<redacted>{}", &rest[at..]),
         None => rest.to_owned(),
+    };
+    let (rest, query) = match rest.split_once(['?', '#']) {
+        Some((before, _)) => (before.to_owned(), "?<redacted>"),
+        None => (rest, ""),
     };
     if scheme.is_empty() {
         format!("{rest}{query}")
@@ -345,12 +346,12 @@ fn normalize_url(url: &str) -> Result<String, Error> {
         url: redacted(url),
         reason: reason.to_owned(),
     };
+    // Any `@` after the scheme: a password may hold `/`, `?` or `#`, which would otherwise
+    // hide the userinfo from a check that stops at the authority's usual end.
     if url
         .split_once("://")
         .map_or(url, |(_, rest)| rest)
-        .split(['/', '?', '#'])
-        .next()
-        .is_some_and(|authority| authority.contains('@'))
+        .contains('@')
     {
         return Err(invalid("user info is not allowed"));
     }
@@ -415,6 +416,8 @@ mod tests {
                 "https://<redacted>@gw:8443/base",
             ),
             ("https://gw/?token=pw1", "https://gw/?<redacted>"),
+            ("https://admin:ab/pw1@gw", "https://<redacted>@gw"),
+            ("https://u:pw1?x@gw", "https://<redacted>@gw"),
         ] {
             let err = GatewayClient::new(bad, Credential::bearer("k")).unwrap_err();
             for text in [err.to_string(), format!("{err:?}")] {

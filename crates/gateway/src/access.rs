@@ -152,7 +152,7 @@ pub fn authorize_upstream<'p>(
     if !allowed.is_allowed() {
         return Err(Refusal::new(&attrs, &allowed.reason));
     }
-    if needs_create_too(&attrs) {
+    if attrs.also_needs_create() {
         // A WebSocket exec is a `get`, yet it runs commands: kube-apiserver (since 1.35,
         // `AuthorizePodWebsocketUpgradeCreatePermission`) also requires `create`, and so do
         // the scope and the write gate, which would otherwise let a shell through a
@@ -180,16 +180,6 @@ pub fn authorize_upstream<'p>(
     // kube-apiserver's audit annotation is the request's own decision; the `create` check
     // comes later there, in the pod handlers.
     Ok(allowed.reason)
-}
-
-/// Pod `exec`, `attach` and `portforward` asked with a verb other than `create` (WebSocket
-/// upgrades are `GET`s; SPDY's are `POST`s, already `create`).
-fn needs_create_too(a: &Attributes<'_>) -> bool {
-    a.is_resource_request
-        && a.api_group.is_empty()
-        && a.resource == "pods"
-        && matches!(a.subresource, "exec" | "attach" | "portforward")
-        && a.verb != "create"
 }
 
 /// A project space's fence: its requests stay in the space's `namespace` ([`within_fence`]).

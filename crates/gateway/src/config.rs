@@ -1086,7 +1086,8 @@ fn check_upstream(field: &str, u: &UpstreamConfig) -> Result<(), Problem> {
             "a client certificate needs its key and a key needs its certificate".into(),
         ));
     }
-    if cert && u.server.starts_with("http://") {
+    // Presented only when no token is set, and never over plain HTTP.
+    if cert && u.server.starts_with("http://") && u.token.is_none() && u.token_file.is_none() {
         return Err(Problem::new(
             format!("{field}.clientCertFile"),
             "a client certificate is only presented over https".into(),

@@ -406,6 +406,8 @@ impl Reloaded {
         state: &store::State,
     ) -> Result<Reloaded, GatewayError> {
         let old = &current.config;
+        let file_sink = config.audit.sink == config::AuditSinkKind::File
+            && old.audit.sink == config::AuditSinkKind::File;
         let restart_only = [
             ("mode", config.mode != old.mode),
             (
@@ -427,19 +429,38 @@ impl Reloaded {
             // Opened, bounded and sized once at start: a reload that accepted a new audit
             // file or connection limit and went on with the old would mislead whoever relies
             // on it (the audit level, per target, does reload).
+            // Compared as applied: the file's settings only for a file sink, and a default
+            // written out the same as left out.
             ("audit.sink", config.audit.sink != old.audit.sink),
-            ("audit.path", config.audit.path != old.audit.path),
+            (
+                "audit.path",
+                file_sink && config.audit.path != old.audit.path,
+            ),
             (
                 "audit.maxSizeBytes",
-                config.audit.max_size_bytes != old.audit.max_size_bytes,
+                file_sink
+                    && config
+                        .audit
+                        .max_size_bytes
+                        .unwrap_or(audit::DEFAULT_MAX_SIZE)
+                        != old.audit.max_size_bytes.unwrap_or(audit::DEFAULT_MAX_SIZE),
             ),
             (
                 "audit.maxFiles",
-                config.audit.max_files != old.audit.max_files,
+                file_sink
+                    && config.audit.max_files.unwrap_or(audit::DEFAULT_MAX_FILES)
+                        != old.audit.max_files.unwrap_or(audit::DEFAULT_MAX_FILES),
             ),
             (
                 "audit.maxRecordedBodyBytes",
-                config.audit.max_recorded_body_bytes != old.audit.max_recorded_body_bytes,
+                config
+                    .audit
+                    .max_recorded_body_bytes
+                    .unwrap_or(kubegate_proxy::audit::DEFAULT_MAX_RECORDED_BODY)
+                    != old
+                        .audit
+                        .max_recorded_body_bytes
+                        .unwrap_or(kubegate_proxy::audit::DEFAULT_MAX_RECORDED_BODY),
             ),
             (
                 "maxConnections",

@@ -22,7 +22,8 @@ pub(crate) const LINES_PER_SECOND: u32 = 20;
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
 pub(crate) enum Refused {
-    /// A request's credentials were not accepted (401), or none were sent where one is needed.
+    /// A request's credentials were not accepted (401), or none were sent where one is needed;
+    /// or a key `POST selves` was asked to describe was not.
     authentication,
     /// A login (`/auth/password/login`, `/auth/login`) was refused or failed.
     login,

@@ -255,7 +255,9 @@ fn build_upstream(
     };
     let mut builder = Upstream::builder(name, u.server.clone())
         .reject_forwarding_redirects(!grafana)
-        .allow_no_credential(grafana)
+        // Checked below, with a warning rather than a refusal: a proxy in front of the
+        // upstream may add its own credential, and one bad target must not stop the rest.
+        .allow_no_credential(true)
         .http2(u.http2.unwrap_or(true))
         .http2_max_streams_per_connection(
             u.http2_max_streams_per_connection
@@ -300,6 +302,15 @@ fn build_upstream(
             _ => Credential::None,
         }
     };
+    let impersonating = u.identity_mode == config::IdentityMode::Impersonate;
+    if impersonating && !grafana && matches!(credential, Credential::None) {
+        tracing::warn!(
+            upstream = name,
+            "impersonates callers without a credential of its own (token, tokenFile or a client \
+             certificate): a Kubernetes API server refuses every such request unless a proxy in \
+             front of it adds one"
+        );
+    }
     builder
         .credential(credential)
         .build()
@@ -335,23 +346,23 @@ mod tests {
             .shares_pool_with(new.get(&key).unwrap())
     }
 
-    /// A rebuild keeps the services (and pools) of upstreams whose settings and files did not
-    /// change, and builds anew those whose did: a setting, or a file's content at the same path.
-    /// A cluster's upstream needs a credential to impersonate with; its Grafana, which may
-    /// serve anonymous callers, does not.
+    /// An upstream without a credential of its own still builds (the gateway warns: a proxy in
+    /// front of it may add one), a cluster's and a Grafana's alike; one such target does not
+    /// stop the others from being served.
     #[test]
-    fn only_grafana_may_go_without_a_credential() {
+    fn upstreams_without_a_credential_build() {
         let u: UpstreamConfig = serde_json::from_value(serde_json::json!({
             "server": "https://127.0.0.1:1",
             "insecureSkipTlsVerify": true,
         }))
         .unwrap();
         let files = Files::read("x", &u).unwrap();
-        let err = build_upstream("cluster/a", &u, &files, false).unwrap_err();
-        assert!(err.to_string().contains("has no credential"), "{err}");
+        assert!(build_upstream("cluster/a", &u, &files, false).is_ok());
         assert!(build_upstream("grafana/a", &u, &files, true).is_ok());
     }
 
+    /// A rebuild keeps the services (and pools) of upstreams whose settings and files did not
+    /// change, and builds anew those whose did: a setting, or a file's content at the same path.
     #[test]
     fn rebuilds_keep_the_pools_of_unchanged_upstreams() {
         let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));

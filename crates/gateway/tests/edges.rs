@@ -838,6 +838,15 @@ async fn reload_rebuilds_authenticators_and_tls_and_refuses_restart_only_changes
         .unwrap_err()
         .to_string();
     assert!(err.contains("`maxConnections` changes only"), "{err}");
+    // Compared as applied: a default written out is no change.
+    let mut spelled_out = config.clone();
+    spelled_out.audit.max_files = Some(
+        spelled_out
+            .audit
+            .max_files
+            .unwrap_or(kubegate_gateway::audit::DEFAULT_MAX_FILES),
+    );
+    env.gateway.reload(spelled_out).await.unwrap();
     // The audit level still reloads.
     let mut level = config.clone();
     level.audit.level = kubegate_proxy::AuditLevel::Request;

@@ -225,7 +225,13 @@ pub(crate) fn insert_impersonation(
     headers: &mut HeaderMap,
     identity: &Identity,
 ) -> Result<(), InvalidIdentityHeader> {
+    // Leading or trailing spaces and tabs are refused, not sent: HTTP/1.1 servers (Go's among
+    // them) trim them from header values, so the upstream would see `system:masters` where
+    // the gateway's own checks saw ` system:masters`, another name.
     let value = |s: &str, what: &'static str| {
+        if s.starts_with([' ', '\t']) || s.ends_with([' ', '\t']) {
+            return Err(InvalidIdentityHeader(what));
+        }
         HeaderValue::from_str(s).map_err(|_| InvalidIdentityHeader(what))
     };
     headers.insert(IMPERSONATE_USER, value(&identity.name, "user name")?);
@@ -470,6 +476,28 @@ mod tests {
         let mut h = HeaderMap::new();
         insert_impersonation(&mut h, &Identity::new("bob", vec![])).unwrap();
         assert!(h.get("impersonate-uid").is_none());
+    }
+
+    /// An HTTP/1.1 server trims spaces and tabs around header values: ` system:masters`
+    /// checked by the gateway would arrive as `system:masters`. Such values are refused.
+    #[test]
+    fn identity_values_that_a_server_would_trim_are_rejected() {
+        for (name, group) in [
+            (" admin", "g"),
+            ("admin\t", "g"),
+            ("bob", " system:masters"),
+            ("bob", "system:masters "),
+        ] {
+            let mut h = HeaderMap::new();
+            let id = Identity::new(name, vec![group.to_owned()]);
+            assert!(
+                insert_impersonation(&mut h, &id).is_err(),
+                "{name:?} {group:?}"
+            );
+        }
+        // Inner spaces are part of the name.
+        let mut h = HeaderMap::new();
+        assert!(insert_impersonation(&mut h, &Identity::new("jane doe", vec![])).is_ok());
     }
 
     #[test]

@@ -27,6 +27,9 @@ use crate::status::Status;
 /// resource, namespace, name, and the decoded path non-resource rules match), so a
 /// [`RequestMeta`](crate::RequestMeta) made for metrics labels decides nothing.
 ///
+/// A WebSocket exec, attach or port-forward (a `GET`) also needs `create`, as kube-apiserver
+/// asks since 1.35; the reference gateway decides so too.
+///
 /// A request no authorizer allows gets kube-apiserver's 403 with its exact message
 /// (`User "jane" cannot delete resource "namespaces" in API group "" at the cluster scope`,
 /// the reason after it); the reason of an allowed one goes to the audit annotation.
@@ -88,23 +91,41 @@ where
                 // The credential has a scope this authorizer cannot read: refused, never
                 // decided as if the credential were unrestricted.
                 if let Some(ScopeAttached(type_name)) = req.extensions.get::<ScopeAttached>() {
-                    return Decision::Error(format!(
-                        "the credential's scope ({type_name}) cannot be enforced: \
-                         RbacAuthorizer reads a kubegate_authz::CompiledScope"
-                    ));
+                    // The type is the embedder's business: logged, not told to the client.
+                    tracing::error!(
+                        scope_type = type_name,
+                        "RbacAuthorizer cannot enforce this credential scope: it reads a kubegate_authz::CompiledScope"
+                    );
+                    return Decision::Error("the credential's scope cannot be enforced".into());
                 }
                 None
             }
         };
         let decision = authorize_scoped(scope, &route.target, &attributes, &*self.authorizer);
-        match decision.verdict {
-            Verdict::Allow => Decision::Allow {
-                reason: decision.reason.into_owned(),
-            },
-            Verdict::Deny | Verdict::NoOpinion => Decision::Deny {
+        if decision.verdict != Verdict::Allow {
+            return Decision::Deny {
                 status: Status::from(kubegate_authz::forbidden(&attributes, &decision.reason)),
                 reason: decision.reason.into_owned(),
-            },
+            };
+        }
+        if attributes.also_needs_create() {
+            // A WebSocket exec, attach or port-forward is a `get` that runs commands: as
+            // kube-apiserver since 1.35, `create` too (the scope's and RBAC's).
+            let create = attributes.with_verb("create");
+            let also = authorize_scoped(scope, &route.target, &create, &*self.authorizer);
+            if also.verdict != Verdict::Allow {
+                return Decision::Deny {
+                    status: Status::from(kubegate_authz::forbidden_reason_only(
+                        &create,
+                        &also.reason,
+                    )),
+                    reason: also.reason.into_owned(),
+                };
+            }
+        }
+        // The audit annotation is the request's own decision, as kube-apiserver's.
+        Decision::Allow {
+            reason: decision.reason.into_owned(),
         }
     }
 }
@@ -265,6 +286,53 @@ mod tests {
         assert!(matches!(z.decide(&parts), Decision::Allow { .. }));
     }
 
+    /// A WebSocket exec is a `GET` that runs commands: `get` on pods/exec is not enough, it
+    /// needs `create` too (kube-apiserver since 1.35); SPDY's `POST` is `create` already.
+    #[test]
+    fn a_websocket_exec_needs_create_too() {
+        let role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "exec-get"},
+            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}],
+        }))
+        .unwrap();
+        let binding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "jane-exec-get"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "exec-get"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}],
+        }))
+        .unwrap();
+        let get_only = Policy::compile(&[], &[role], &[], &[binding]).unwrap();
+        let z = RbacAuthorizer::new(Router::central(), get_only);
+        const EXEC: &str =
+            "/kubernetes/cluster/prod/api/v1/namespaces/default/pods/p/exec?command=sh";
+        let Decision::Deny { status, .. } = z.decide(&head("GET", EXEC, Some("jane"), None)) else {
+            panic!("a shell on get alone");
+        };
+        // kube's pod handler words this refusal with the authorizer's reason alone (RBAC
+        // gives none).
+        assert_eq!(status.message, "pods \"p\" is forbidden: ");
+        // With `create` as well, the shell opens.
+        let role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "exec"},
+            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}],
+        }))
+        .unwrap();
+        let binding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "jane-exec"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "exec"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}],
+        }))
+        .unwrap();
+        let z = RbacAuthorizer::new(
+            Router::central(),
+            Policy::compile(&[], &[role], &[], &[binding]).unwrap(),
+        );
+        assert!(matches!(
+            z.decide(&head("GET", EXEC, Some("jane"), None)),
+            Decision::Allow { .. }
+        ));
+    }
+
     /// A credential's scope is enforced as the authenticator hands it over (shared or not);
     /// one of a type the authorizer cannot read refuses the request instead of being ignored.
     #[test]
@@ -285,7 +353,7 @@ mod tests {
             .extensions
             .insert(ScopeAttached(std::any::type_name::<OwnScope>()));
         match z.decide(&parts) {
-            Decision::Error(e) => assert!(e.contains("OwnScope"), "{e}"),
+            Decision::Error(e) => assert_eq!(e, "the credential's scope cannot be enforced"),
             other => panic!("{other:?}"),
         }
     }

@@ -231,13 +231,17 @@ const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
 /// The `101` of a SPDY upgrade with the negotiated stream protocol, or kube's refusals
 /// (apimachinery `httpstream.Handshake`): 400 when the client names no stream protocol, 403
 /// with `X-Accepted-Stream-Protocol-Versions` when none of its protocols is in `supported`.
-/// The client's order decides, and each header value is one protocol, as in Go.
+/// The client's order decides; values are split on commas, trimmed of spaces and empty ones
+/// dropped (`commaSeparatedHeaderValues`).
 fn spdy_handshake(req: &Request<Incoming>, supported: &[&'static str]) -> Response<Body> {
     let offered: Vec<&str> = req
         .headers()
         .get_all(STREAM_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim_matches(' '))
+        .filter(|p| !p.is_empty())
         .collect();
     if offered.is_empty() {
         return body::text(

@@ -637,7 +637,19 @@ async fn spdy_handshake_refusals_are_apimachinerys() {
     assert_eq!(
         headers["x-accepted-stream-protocol-versions"],
         "v4.channel.k8s.io"
-    );
+    ); // One value may list several, comma-separated; an empty one names none.
+    let mut listed = spdy.to_vec();
+    listed.push((
+        "x-stream-protocol-version",
+        "v5.channel.k8s.io, v4.channel.k8s.io",
+    ));
+    let (status, headers, _) = send(&s, as_user(&s, s.admin_token(), exec, &listed)).await;
+    assert_eq!(status, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(headers["x-stream-protocol-version"], "v4.channel.k8s.io");
+    let mut empty = spdy.to_vec();
+    empty.push(("x-stream-protocol-version", " , "));
+    let (status, _, _) = send(&s, as_user(&s, s.admin_token(), exec, &empty)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

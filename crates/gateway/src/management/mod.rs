@@ -45,8 +45,9 @@ pub async fn handle(
         }
     };
     let attrs = Attributes::from_request_info(&caller.identity, &info);
-    // Every credential may describe itself (`POST selves`): clients and agents use it to check
-    // a key, whatever the key's scope.
+    // Every credential may ask `POST selves`, whatever its scope: clients and agents use it to
+    // check a key (the caller's own, or one in `spec.accessKey`, which a holder of that key
+    // could use as its bearer token anyway).
     let describes_itself = info.is_resource_request
         && info.verb == "create"
         && info.api_group == discovery::GROUP

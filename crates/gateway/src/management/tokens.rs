@@ -21,6 +21,7 @@ use super::request::{
     rfc3339, with_warnings,
 };
 use crate::authn::CallerCredential;
+use crate::refusals::Refused;
 use crate::service::respond;
 use crate::store::StoredAccessKey;
 
@@ -191,7 +192,16 @@ pub(super) async fn create_self(ctx: &Ctx<'_>, req: Request<RequestBody>) -> Res
                 other = described;
                 &other
             }
-            Err(_) => return Status::unauthorized().to_response_as(format),
+            Err(failure) => {
+                // Counted and logged (within the budget) as a refused credential is.
+                if ctx.shared.refusals.count(Refused::authentication) {
+                    tracing::info!(
+                        reason = %crate::service::clipped(&failure.to_string()),
+                        "selves: the access key to describe was refused"
+                    );
+                }
+                return Status::unauthorized().to_response_as(format);
+            }
         }
     };
     let identity = &caller.identity;
