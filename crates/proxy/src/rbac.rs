@@ -152,12 +152,17 @@ mod tests {
 
     /// `jane` may read configmaps everywhere and `GET /version`.
     fn policy() -> Policy {
+        jane_may(&serde_json::json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
+            {"nonResourceURLs": ["/version"], "verbs": ["get"]},
+        ]))
+    }
+
+    /// A policy that grants `jane` the RBAC `rules` (cluster-wide).
+    fn jane_may(rules: &serde_json::Value) -> Policy {
         let role = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "reader"},
-            "rules": [
-                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]},
-                {"nonResourceURLs": ["/version"], "verbs": ["get"]},
-            ],
+            "rules": rules,
         }))
         .unwrap();
         let binding = serde_json::from_value(serde_json::json!({
@@ -290,18 +295,9 @@ mod tests {
     /// needs `create` too (kube-apiserver since 1.35); SPDY's `POST` is `create` already.
     #[test]
     fn a_websocket_exec_needs_create_too() {
-        let role = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "exec-get"},
-            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]}],
-        }))
-        .unwrap();
-        let binding = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "jane-exec-get"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "exec-get"},
-            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}],
-        }))
-        .unwrap();
-        let get_only = Policy::compile(&[], &[role], &[], &[binding]).unwrap();
+        let get_only = jane_may(&serde_json::json!([
+            {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get"]},
+        ]));
         let z = RbacAuthorizer::new(Router::central(), get_only);
         const EXEC: &str =
             "/kubernetes/cluster/prod/api/v1/namespaces/default/pods/p/exec?command=sh";
@@ -312,20 +308,11 @@ mod tests {
         // gives none).
         assert_eq!(status.message, "pods \"p\" is forbidden: ");
         // With `create` as well, the shell opens.
-        let role = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "exec"},
-            "rules": [{"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}],
-        }))
-        .unwrap();
-        let binding = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "jane-exec"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "exec"},
-            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "jane"}],
-        }))
-        .unwrap();
         let z = RbacAuthorizer::new(
             Router::central(),
-            Policy::compile(&[], &[role], &[], &[binding]).unwrap(),
+            jane_may(&serde_json::json!([
+                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]},
+            ])),
         );
         assert!(matches!(
             z.decide(&head("GET", EXEC, Some("jane"), None)),
