@@ -76,12 +76,66 @@ pub fn ensure_serving_cert(
         write_private(&key_file, generated.signing_key.serialize_pem().as_bytes())
             .map_err(file_err(&key_file))?;
         std::fs::write(&cert_file, generated.cert.pem()).map_err(file_err(&cert_file))?;
+    } else {
+        let missing = names_not_covered(&cert_file, extra_names);
+        if !missing.is_empty() {
+            // Made before these names were configured: kept (a new pair would change the
+            // gateway's identity under every kubeconfig), but clients reaching it by them
+            // fail to verify it.
+            tracing::warn!(
+                certificate = %cert_file.display(),
+                missing = %missing.join(", "),
+                "the self-signed serving certificate does not name every name the gateway is \
+                 reached by; delete it and its key to have one made for them, or configure `tls`"
+            );
+        }
     }
     Ok(ServingCert {
         cert_file,
         key_file,
         self_signed: true,
     })
+}
+
+/// Which of `names` (DNS names or IP addresses) the first certificate in `cert_file` does not
+/// list among its subject alternative names. Empty when the file cannot be read or parsed:
+/// loading it will say why.
+pub(crate) fn names_not_covered(cert_file: &Path, names: &[String]) -> Vec<String> {
+    let Some(Ok(der)) = CertificateDer::pem_file_iter(cert_file)
+        .ok()
+        .and_then(|mut certs| certs.next())
+    else {
+        return Vec::new();
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return Vec::new();
+    };
+    let Ok(Some(sans)) = cert.subject_alternative_name() else {
+        return names.to_vec();
+    };
+    let listed: Vec<String> = sans
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+            x509_parser::extensions::GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(|b| std::net::IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    names
+        .iter()
+        .filter(|n| !listed.iter().any(|l| l.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect()
 }
 
 /// The serving certificate `tls` names, or the self-signed one in `state_dir`, without making
@@ -266,4 +320,37 @@ pub fn server_config_with_client_ca(
     let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generated pair names localhost, the loopback addresses and the extra names; a pair
+    /// made before a name was configured is found not to name it.
+    #[test]
+    fn the_names_a_certificate_lacks_are_found() {
+        let dir = std::env::temp_dir().join(format!("kubegate-tls-{}", uuid::Uuid::new_v4()));
+        let cert = ensure_serving_cert(None, &dir, &["gw.example.com".to_owned()]).unwrap();
+        let asked = [
+            "gw.example.com",
+            "127.0.0.1",
+            "::1",
+            "LOCALHOST",
+            "other.example",
+            "10.0.0.1",
+        ]
+        .map(str::to_owned);
+        assert_eq!(
+            names_not_covered(&cert.cert_file, &asked),
+            ["other.example", "10.0.0.1"]
+        );
+        // Reused as it is, whatever is asked now.
+        let again = ensure_serving_cert(None, &dir, &["other.example".to_owned()]).unwrap();
+        assert_eq!(
+            names_not_covered(&again.cert_file, &["other.example".to_owned()]),
+            ["other.example"]
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
