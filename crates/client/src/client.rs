@@ -324,9 +324,11 @@ impl GatewayClient {
 /// and the URL goes into errors and `Debug` output.
 fn redacted(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    // Everything up to the last `@` may be userinfo: a password may hold `/`, `?` or `#`,
-    // so no delimiter is trusted to end it first.
+    // Everything up to the last `@` may be userinfo: a password may hold `/`. With a `?` or
+    // `#` before that `@`, the `@` may as well be in a query holding a secret: nothing after
+    // the scheme is shown.
     let rest = match rest.rfind('@') {
+        Some(at) if rest[..at].contains(['?', '#']) => "<redacted>".to_owned(),
         Some(at) => format!("<redacted>{}", &rest[at..]),
         None => rest.to_owned(),
     };
@@ -417,7 +419,8 @@ mod tests {
             ),
             ("https://gw/?token=pw1", "https://gw/?<redacted>"),
             ("https://admin:ab/pw1@gw", "https://<redacted>@gw"),
-            ("https://u:pw1?x@gw", "https://<redacted>@gw"),
+            ("https://u:pw1?x@gw", "https://<redacted>"),
+            ("https://gw/?token=a@pw1", "https://<redacted>"),
         ] {
             let err = GatewayClient::new(bad, Credential::bearer("k")).unwrap_err();
             for text in [err.to_string(), format!("{err:?}")] {

@@ -131,9 +131,21 @@ pub(crate) fn names_not_covered(cert_file: &Path, names: &[String]) -> Vec<Strin
             _ => None,
         })
         .collect();
+    let covers = |listed: &str, name: &str| {
+        // Addresses compared as addresses (`2001:0db8::1` is `2001:db8::1`); names
+        // case-insensitively, a wildcard standing for one left-most label.
+        if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            return listed.parse::<std::net::IpAddr>() == Ok(ip);
+        }
+        listed.eq_ignore_ascii_case(name)
+            || listed.strip_prefix("*.").is_some_and(|domain| {
+                name.split_once('.')
+                    .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(domain))
+            })
+    };
     names
         .iter()
-        .filter(|n| !listed.iter().any(|l| l.eq_ignore_ascii_case(n)))
+        .filter(|n| !listed.iter().any(|l| covers(l, n)))
         .cloned()
         .collect()
 }
@@ -333,6 +345,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kubegate-tls-{}", uuid::Uuid::new_v4()));
         let cert = ensure_serving_cert(None, &dir, &["gw.example.com".to_owned()]).unwrap();
         let asked = [
+            "0:0:0:0:0:0:0:1",
             "gw.example.com",
             "127.0.0.1",
             "::1",

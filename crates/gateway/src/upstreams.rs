@@ -236,8 +236,9 @@ pub(crate) fn build_one_for_test(u: &UpstreamConfig) -> Result<Upstream, Upstrea
 
 /// `grafana`: the upstream is a cluster's Grafana, not a Kubernetes API server. Kubernetes API
 /// servers (some run by tenants: virtual clusters) may not redirect the gateway's clients
-/// elsewhere, and must be given a credential to impersonate with; Grafana redirects by design
-/// (login, trailing slashes) within its own site, and may serve anonymous callers.
+/// elsewhere, and without a credential to impersonate with they refuse every request (warned
+/// about, not refused: a proxy in front may add one); Grafana redirects by design (login,
+/// trailing slashes) within its own site, and may serve anonymous callers.
 fn build_upstream(
     name: &str,
     u: &UpstreamConfig,

@@ -257,9 +257,10 @@ impl UpstreamBuilder {
 
     /// Lets an upstream in `Impersonate` mode build without a credential of its own (default:
     /// refused, [`Error::NoCredentialToImpersonateWith`], as a Kubernetes API server refuses
-    /// an anonymous caller that asks to impersonate). Only for an upstream that is not a
-    /// Kubernetes API server and serves anonymous callers, such as a Grafana with anonymous
-    /// access.
+    /// an anonymous caller that asks to impersonate). For an upstream that needs none from
+    /// the gateway: one that serves anonymous callers (a Grafana with anonymous access), or
+    /// one behind a proxy that adds its own credential (the reference gateway allows it and
+    /// warns).
     #[must_use]
     pub fn allow_no_credential(mut self, allow: bool) -> Self {
         self.allow_no_credential = allow;
