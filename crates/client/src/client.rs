@@ -298,7 +298,7 @@ impl GatewayClient {
         // plain HTTP anyone on the way would read it too.
         if !url.starts_with("https://") {
             return Err(Error::InvalidUrl {
-                url: redacted(&url),
+                url: kubegate_routing::redact_url(&url),
                 reason: format!("{DIRECT_ENDPOINT_ANNOTATION} must be an https endpoint"),
             });
         }
@@ -320,32 +320,9 @@ impl GatewayClient {
     }
 }
 
-/// `url` with its userinfo and query replaced by `<redacted>`: either may hold a credential,
-/// and the URL goes into errors and `Debug` output.
-fn redacted(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    // Everything up to the last `@` may be userinfo: a password may hold `/`. With a `?` or
-    // `#` before that `@`, the `@` may as well be in a query holding a secret: nothing after
-    // the scheme is shown.
-    let rest = match rest.rfind('@') {
-        Some(at) if rest[..at].contains(['?', '#']) => "<redacted>".to_owned(),
-        Some(at) => format!("<redacted>{}", &rest[at..]),
-        None => rest.to_owned(),
-    };
-    let (rest, query) = match rest.split_once(['?', '#']) {
-        Some((before, _)) => (before.to_owned(), "?<redacted>"),
-        None => (rest, ""),
-    };
-    if scheme.is_empty() {
-        format!("{rest}{query}")
-    } else {
-        format!("{scheme}://{rest}{query}")
-    }
-}
-
 fn normalize_url(url: &str) -> Result<String, Error> {
     let invalid = |reason: &str| Error::InvalidUrl {
-        url: redacted(url),
+        url: kubegate_routing::redact_url(url),
         reason: reason.to_owned(),
     };
     // Any `@` after the scheme: a password may hold `/`, `?` or `#`, which would otherwise
