@@ -265,10 +265,12 @@ impl AuditSink for BackgroundJsonLines {
     fn record_owned(&self, event: Box<AuditEvent>) {
         let size = event.estimated_json_len();
         let mut state = self.shared.lock();
-        if !state.queued.is_empty() && state.queued_bytes >= self.shared.limit {
+        let full =
+            |state: &State| !state.queued.is_empty() && state.queued_bytes >= self.shared.limit;
+        if full(&state) {
             self.shared.counts.waits.inc();
         }
-        while !state.queued.is_empty() && state.queued_bytes >= self.shared.limit {
+        while full(&state) {
             state.full = true;
             self.shared.work.notify_one();
             state = self
