@@ -746,6 +746,22 @@ impl Config {
                 ))
             }
         };
+        // Users' names, uids and groups reach upstreams as impersonation headers: a value an
+        // upstream would read differently (trimmed) or not at all is refused here, where the
+        // file can be fixed, rather than on every request.
+        let impersonable = |field: String, value: &str| {
+            use kubegate_proxy::UnforwardableIdentity as Why;
+            let why = match kubegate_proxy::check_impersonable_value(value, "value") {
+                Ok(()) => return Ok(()),
+                Err(Why::Padded(_)) => {
+                    "must not start or end with a space or tab (an upstream would trim it off the impersonation header)"
+                }
+                Err(_) => {
+                    "must not hold control characters (it is sent upstream in an impersonation header)"
+                }
+            };
+            Err(Problem::new(field, format!("{value:?} {why}")))
+        };
         if self.mode == Mode::Agent && self.agent.is_none() {
             return Err(Problem::new(
                 "agent",
@@ -809,9 +825,20 @@ impl Config {
                     "must not be empty".into(),
                 ));
             }
+            impersonable(format!("users[{i}].name"), &u.name)?;
             unique(&format!("users[{i}].name"), &mut users, &u.name)?;
+            if let Some(uid) = &u.uid {
+                impersonable(format!("users[{i}].uid"), uid)?;
+            }
+            for (j, g) in u.groups.iter().enumerate() {
+                impersonable(format!("users[{i}].groups[{j}]"), g)?;
+            }
         }
         for (i, t) in self.teams.iter().enumerate() {
+            impersonable(format!("teams[{i}].name"), &t.name)?;
+            for (j, g) in t.groups.iter().enumerate() {
+                impersonable(format!("teams[{i}].groups[{j}]"), g)?;
+            }
             for (j, m) in t.members.iter().enumerate() {
                 if !users.contains(m) {
                     return Err(Problem::new(
@@ -1237,5 +1264,52 @@ mod tests {
         let config = Config::parse(yaml, path).unwrap_or_else(|e| panic!("{e}"));
         crate::upstreams::build_one_for_test(&config.clusters[0].upstream)
             .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Names, uids and groups reach upstreams as impersonation headers: a value an upstream
+    /// would read as another (trimmed) or could not read fails the load, naming the field.
+    #[test]
+    fn identity_values_an_upstream_would_misread_are_refused() {
+        let path = Path::new("c.yaml");
+        for (yaml, field, message) in [
+            (
+                "users: [{name: \"alice \"}]",
+                "users[0].name",
+                "must not start or end with a space or tab",
+            ),
+            (
+                "users: [{name: alice, uid: \"\\tu1\"}]",
+                "users[0].uid",
+                "must not start or end",
+            ),
+            (
+                "users: [{name: alice, groups: [devs, \" system:masters\"]}]",
+                "users[0].groups[1]",
+                "must not start or end",
+            ),
+            (
+                "users: [{name: \"al\\nice\"}]",
+                "users[0].name",
+                "must not hold control characters",
+            ),
+            (
+                "teams: [{name: \"ops \"}]",
+                "teams[0].name",
+                "must not start or end",
+            ),
+            (
+                "teams: [{name: ops, groups: [\"x\\u007f\"]}]",
+                "teams[0].groups[0]",
+                "must not hold control characters",
+            ),
+        ] {
+            let err = Config::parse(yaml, path).unwrap_err().to_string();
+            assert!(
+                err.contains(field) && err.contains(message),
+                "{yaml}: {err}"
+            );
+        }
+        let fine = "users: [{name: jane doe, uid: u-1, groups: [\"team a\"]}]\nteams: [{name: ops, members: [jane doe]}]";
+        Config::parse(fine, path).unwrap_or_else(|e| panic!("{e}"));
     }
 }

@@ -703,7 +703,17 @@ enum Settled {
 fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<RequestBody>) -> Settled {
     use crate::authenticators::AuthnOutcome;
     match outcome {
-        AuthnOutcome::Authenticated(caller) => Settled::Done(Ok(caller)),
+        // An authenticator that takes names from outside (an OIDC claim, a front proxy's
+        // header) can accept one an upstream would read as another name, or as none: such a
+        // credential does not authenticate here, rather than fail every forwarded request.
+        AuthnOutcome::Authenticated(caller) => {
+            match kubegate_proxy::check_impersonable(&caller.identity) {
+                Ok(()) => Settled::Done(Ok(caller)),
+                Err(e) => Settled::Next(Some(format!(
+                    "the authenticated identity cannot be impersonated upstream: {e}"
+                ))),
+            }
+        }
         AuthnOutcome::Skip => Settled::Next(None),
         AuthnOutcome::Rejected(why) => Settled::Next(Some(why)),
         AuthnOutcome::Forbidden(why) => Settled::Done(Err(Box::new(respond(

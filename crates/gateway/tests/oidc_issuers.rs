@@ -244,6 +244,18 @@ async fn wrong_audience_unknown_key_and_expired_tokens_are_unauthorized() {
         401
     );
 
+    // A name an upstream would read as another (a group `idp:ops ` arrives as `idp:ops`: Go
+    // trims header values) does not authenticate, here or upstream.
+    for (claim, value) in [
+        ("groups", serde_json::json!(["devs", "ops "])),
+        ("email", serde_json::json!("alice@example.com\t")),
+    ] {
+        let mut padded = idp.claims(CLIENT_ID);
+        padded[claim] = value;
+        let reply = client.get(&pods, &idp.sign(&padded), &[]).await;
+        assert_eq!(reply.status, 401, "{claim}: {}", reply.body);
+    }
+
     // A token of an issuer that is not configured is not accepted.
     let mut other = idp.claims(CLIENT_ID);
     other["iss"] = serde_json::json!("https://elsewhere.example");

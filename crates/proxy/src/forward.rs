@@ -340,21 +340,10 @@ pub(crate) fn prepare_headers(
                     return Err(Box::new(res));
                 }
             }
-            // kube-apiserver takes an empty `Impersonate-User` for no impersonation: the
-            // request would run as the gateway's own credential.
-            if identity.name.trim().is_empty() {
-                return Err(Box::new(
-                    Status::internal_error(
-                        "the authenticated user has no name and cannot be impersonated",
-                    )
-                    .response_for(uri, headers),
-                ));
-            }
             if let Err(e) = headers::insert_impersonation(headers, identity) {
                 return Err(Box::new(
                     Status::internal_error(&format!(
-                        "the authenticated {} cannot be sent as an impersonation header",
-                        e.0
+                        "the authenticated user cannot be impersonated: {e}"
                     ))
                     .response_for(uri, headers),
                 ));

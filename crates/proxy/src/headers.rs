@@ -215,37 +215,91 @@ const IMPERSONATE_USER: HeaderName = HeaderName::from_static("impersonate-user")
 const IMPERSONATE_UID: HeaderName = HeaderName::from_static("impersonate-uid");
 const IMPERSONATE_GROUP: HeaderName = HeaderName::from_static("impersonate-group");
 
-/// Error for identity fields that cannot be represented as header values.
-#[derive(Debug)]
-pub(crate) struct InvalidIdentityHeader(pub(crate) &'static str);
+/// Why an identity cannot be sent upstream as impersonation headers. The gateway's own checks
+/// (RBAC, scopes, audit) saw the identity as it is; the upstream would see another one, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnforwardableIdentity {
+    /// The user name is empty (or blank): kube-apiserver takes an empty `Impersonate-User` for
+    /// no impersonation, so the request would run as the gateway's own credential.
+    #[error("the user has no name")]
+    NoName,
+    /// A value starts or ends with a space or tab: HTTP/1.1 servers (Go's among them) trim
+    /// those from header values, so ` system:masters` would arrive as `system:masters`.
+    #[error("its {0} starts or ends with a space or tab, which an upstream would trim off")]
+    Padded(&'static str),
+    /// A value holds a character no header value can carry (a control character such as a
+    /// line break), or an extra key makes no header name.
+    #[error("its {0} holds a character an HTTP header cannot carry")]
+    NotAHeaderValue(&'static str),
+}
+
+/// Checks that `identity` can be impersonated upstream exactly as it is: a name, and no value
+/// (name, uid, group, extra key or value) that [`insert_impersonation`] would refuse. An
+/// authenticator that takes names from outside (an OIDC claim, a front proxy's header) can
+/// call it to refuse such an identity at the door rather than fail each forwarded request.
+pub fn check_impersonable(identity: &Identity) -> Result<(), UnforwardableIdentity> {
+    if identity.name.trim().is_empty() {
+        return Err(UnforwardableIdentity::NoName);
+    }
+    header_value(&identity.name, "user name")?;
+    if !identity.uid.is_empty() {
+        header_value(&identity.uid, "uid")?;
+    }
+    for g in &identity.groups {
+        header_value(g, "group")?;
+    }
+    for (key, values) in &identity.extra {
+        extra_header_name(key)?;
+        for v in values {
+            header_value(v, "extra value")?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks one identity value (`what` names it in the error) as [`check_impersonable`] does:
+/// for names that are configured rather than authenticated (users, groups, teams).
+pub fn check_impersonable_value(
+    value: &str,
+    what: &'static str,
+) -> Result<(), UnforwardableIdentity> {
+    header_value(value, what).map(drop)
+}
+
+fn header_value(s: &str, what: &'static str) -> Result<HeaderValue, UnforwardableIdentity> {
+    if s.starts_with([' ', '\t']) || s.ends_with([' ', '\t']) {
+        return Err(UnforwardableIdentity::Padded(what));
+    }
+    HeaderValue::from_str(s).map_err(|_| UnforwardableIdentity::NotAHeaderValue(what))
+}
+
+fn extra_header_name(key: &str) -> Result<HeaderName, UnforwardableIdentity> {
+    HeaderName::try_from(format!("impersonate-extra-{}", escape_extra_key(key)))
+        .map_err(|_| UnforwardableIdentity::NotAHeaderValue("extra key"))
+}
 
 /// Adds `Impersonate-User`, `-Uid`, `-Group`, `-Extra-<key>` for `identity`, byte-for-byte as
-/// client-go's `ImpersonatingRoundTripper` would.
+/// client-go's `ImpersonatingRoundTripper` would, or refuses an identity the upstream would
+/// see as another one ([`check_impersonable`]'s rules).
 pub(crate) fn insert_impersonation(
     headers: &mut HeaderMap,
     identity: &Identity,
-) -> Result<(), InvalidIdentityHeader> {
-    // Leading or trailing spaces and tabs are refused, not sent: HTTP/1.1 servers (Go's among
-    // them) trim them from header values, so the upstream would see `system:masters` where
-    // the gateway's own checks saw ` system:masters`, another name.
-    let value = |s: &str, what: &'static str| {
-        if s.starts_with([' ', '\t']) || s.ends_with([' ', '\t']) {
-            return Err(InvalidIdentityHeader(what));
-        }
-        HeaderValue::from_str(s).map_err(|_| InvalidIdentityHeader(what))
-    };
-    headers.insert(IMPERSONATE_USER, value(&identity.name, "user name")?);
+) -> Result<(), UnforwardableIdentity> {
+    if identity.name.trim().is_empty() {
+        return Err(UnforwardableIdentity::NoName);
+    }
+    headers.insert(IMPERSONATE_USER, header_value(&identity.name, "user name")?);
     if !identity.uid.is_empty() {
-        headers.insert(IMPERSONATE_UID, value(&identity.uid, "uid")?);
+        headers.insert(IMPERSONATE_UID, header_value(&identity.uid, "uid")?);
     }
     for g in &identity.groups {
-        headers.append(IMPERSONATE_GROUP, value(g, "group")?);
+        headers.append(IMPERSONATE_GROUP, header_value(g, "group")?);
     }
     for (key, values) in &identity.extra {
-        let name = HeaderName::try_from(format!("impersonate-extra-{}", escape_extra_key(key)))
-            .map_err(|_| InvalidIdentityHeader("extra key"))?;
+        let name = extra_header_name(key)?;
         for v in values {
-            headers.append(name.clone(), value(v, "extra value")?);
+            headers.append(name.clone(), header_value(v, "extra value")?);
         }
     }
     Ok(())
@@ -498,6 +552,52 @@ mod tests {
         // Inner spaces are part of the name.
         let mut h = HeaderMap::new();
         assert!(insert_impersonation(&mut h, &Identity::new("jane doe", vec![])).is_ok());
+    }
+
+    #[test]
+    fn what_makes_an_identity_unforwardable_is_named() {
+        use UnforwardableIdentity::*;
+        let with_extra = |key: &str, value: &str| {
+            let mut id = Identity::new("bob", vec![]);
+            id.extra.insert(key.to_owned(), vec![value.to_owned()]);
+            id
+        };
+        for (id, want) in [
+            (Identity::new("", vec![]), Err(NoName)),
+            (Identity::new(" \t", vec![]), Err(NoName)),
+            (Identity::new("bob ", vec![]), Err(Padded("user name"))),
+            (
+                Identity::new("bob", vec!["\tdevs".into()]),
+                Err(Padded("group")),
+            ),
+            (
+                Identity::new("bob\n", vec![]),
+                Err(NotAHeaderValue("user name")),
+            ),
+            (
+                Identity::new("b\x7fob", vec![]),
+                Err(NotAHeaderValue("user name")),
+            ),
+            (with_extra("scopes", " x"), Err(Padded("extra value"))),
+            (
+                with_extra("scopes", "a\rb"),
+                Err(NotAHeaderValue("extra value")),
+            ),
+            (with_extra("example.org/Scopes Ü", "x y"), Ok(())),
+            (
+                Identity::new("jane doe", vec!["system:authenticated".into()]),
+                Ok(()),
+            ),
+        ] {
+            assert_eq!(check_impersonable(&id), want, "{id:?}");
+            // What the check refuses, forwarding refuses; what it allows, forwarding sends.
+            let mut h = HeaderMap::new();
+            assert_eq!(insert_impersonation(&mut h, &id), want, "{id:?}");
+        }
+        assert_eq!(
+            check_impersonable_value("ops ", "group"),
+            Err(Padded("group"))
+        );
     }
 
     #[test]

@@ -1327,7 +1327,7 @@ async fn impersonate_mode_refuses_an_identity_without_a_name() {
         assert_eq!(res.status(), 500);
         let body = body_string(res.into_body()).await;
         assert!(
-            body.contains("the authenticated user has no name"),
+            body.contains("the authenticated user cannot be impersonated: the user has no name"),
             "{body}"
         );
     }
