@@ -255,7 +255,10 @@ fn build_upstream(
             .map_err(|e| err(format!("{what} is not valid base64: {e}")))
     };
     let mut builder = Upstream::builder(name, u.server.clone())
+        // A redirect to the upstream itself (kube-apiserver's service and pod proxies send
+        // them) is rewritten onto the target's prefix; one anywhere else is refused.
         .reject_forwarding_redirects(!grafana)
+        .rewrite_redirects(!grafana)
         // Checked below, with a warning rather than a refusal: a proxy in front of the
         // upstream may add its own credential, and one bad target must not stop the rest.
         .allow_no_credential(true)

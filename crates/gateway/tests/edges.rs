@@ -943,7 +943,7 @@ fn limits_that_would_break_the_gateway_are_refused_at_load() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn upstream_redirects_never_reach_clients() {
+async fn upstream_redirects_elsewhere_never_reach_clients() {
     use kubegate_testkit::{Fault, FaultRule};
     let env = Env::start().await;
     // A tenant's virtual cluster (upstream b) tries to send kubectl elsewhere.
@@ -976,6 +976,33 @@ async fn upstream_redirects_never_reach_clients() {
         !stderr(&out).contains("evil.example.com"),
         "{}",
         stderr(&out)
+    );
+    // A redirect to the upstream itself, as kube-apiserver's service proxy sends one, is
+    // passed on with its Location under the target's prefix, so kubectl follows it to the
+    // same virtual cluster through the gateway.
+    env.b.faults().clear();
+    env.b.faults().inject(
+        FaultRule::new(Fault::Redirect {
+            code: 302,
+            location: "/api/v1/namespaces/default/services/web:80/proxy/login".into(),
+        })
+        .path_prefix("/api/v1/namespaces/default/services/web:80/proxy/"),
+    );
+    let reply = env
+        .client()
+        .get(
+            &format!(
+                "{}{LEGACY_VC}/api/v1/namespaces/default/services/web:80/proxy/",
+                env.url
+            ),
+            ADMIN_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 302, "{}", reply.body);
+    assert_eq!(
+        reply.headers["location"],
+        format!("{LEGACY_VC}/api/v1/namespaces/default/services/web:80/proxy/login")
     );
     // Grafana (served from upstream a's /grafana-root) redirects by design: passed on.
     env.a.faults().inject(

@@ -396,12 +396,21 @@ where
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.headers_mut() = parts.headers;
+        let redirect_from = (self.upstream.rejects_forwarding_redirects()
+            && self.upstream.rewrites_redirects())
+        .then(|| {
+            Box::new(RedirectFrom {
+                client: parts.uri,
+                forwarded: pq,
+            })
+        });
         Ok(InFlight {
             response: self.pool.send(out, long_running),
             limit: (!long_running).then(|| self.upstream.response_header_timeout()),
             deadline: None,
             upstream: self.upstream.clone(),
             format,
+            redirect_from,
         })
     }
 }
@@ -420,7 +429,17 @@ pin_project_lite::pin_project! {
         deadline: Option<tokio::time::Sleep>,
         upstream: Upstream,
         format: StatusFormat,
+        // What a redirect to the upstream itself is rewritten from, when the upstream
+        // rewrites them (boxed: most upstreams do not, and the future stays small).
+        redirect_from: Option<Box<RedirectFrom>>,
     }
+}
+
+/// The paths a redirect's `Location` is mapped between: the client's request and the path
+/// forwarded upstream.
+struct RedirectFrom {
+    client: Uri,
+    forwarded: PathAndQuery,
 }
 
 impl<F> Future for InFlight<F>
@@ -434,7 +453,12 @@ where
         // The response first, as `tokio::time::timeout` does: a response that is ready wins
         // over a deadline that passed meanwhile.
         if let Poll::Ready(result) = this.response.poll(cx) {
-            return Poll::Ready(Ok(finish(this.upstream, *this.format, result)));
+            return Poll::Ready(Ok(finish(
+                this.upstream,
+                *this.format,
+                this.redirect_from.as_deref(),
+                result,
+            )));
         }
         let Some(limit) = *this.limit else {
             return Poll::Pending;
@@ -449,15 +473,23 @@ where
     }
 }
 
-/// The client's answer as the response to give: headers stripped, upstream redirects refused,
-/// failures mapped onto kube-style Status.
+/// The client's answer as the response to give: headers stripped, upstream redirects refused
+/// (or rewritten onto the client's path, when they point at the upstream itself and
+/// `redirect_from` says from where), failures mapped onto kube-style Status.
 fn finish(
     upstream: &Upstream,
     format: StatusFormat,
+    redirect_from: Option<&RedirectFrom>,
     result: Result<Response<PooledBody>, SendError>,
 ) -> Response<ProxyBody> {
     match result {
-        Ok(res) if upstream.rejects_forwarding_redirects() && is_redirect(&res) => {
+        Ok(mut res) if upstream.rejects_forwarding_redirects() && is_redirect(&res) => {
+            if let Some(location) = redirect_from.and_then(|from| rewritten(upstream, from, &res)) {
+                res.headers_mut().insert(http::header::LOCATION, location);
+                let (mut parts, body) = res.into_parts();
+                headers::strip_response(&mut parts.headers, false);
+                return Response::from_parts(parts, ProxyBody::pooled(body));
+            }
             tracing::info!(
                 upstream = upstream.name(),
                 status = res.status().as_u16(),
@@ -531,6 +563,24 @@ pub(crate) fn timed_out(
 /// kube-apiserver's body for a refused upstream redirect (apimachinery `upgradeaware.go`).
 const REDIRECT_REFUSED: &str =
     "the backend attempted to redirect this request, which is not permitted";
+
+/// The `Location` of an upstream redirect as the client must follow it through the gateway,
+/// if it points at the upstream itself (kubegate-routing's `rewrite_location`).
+fn rewritten<B>(
+    upstream: &Upstream,
+    from: &RedirectFrom,
+    res: &Response<B>,
+) -> Option<http::HeaderValue> {
+    let location = res.headers().get(http::header::LOCATION)?.to_str().ok()?;
+    let prepend = kubegate_routing::path_prepend(from.client.path(), from.forwarded.path())?;
+    let rewritten = kubegate_routing::rewrite_location(
+        location,
+        &upstream.origin(),
+        from.forwarded.as_str(),
+        prepend,
+    )?;
+    http::HeaderValue::try_from(rewritten).ok()
+}
 
 /// A 3xx carrying a `Location` (a 304 without one is a cache answer, not a redirect).
 fn is_redirect<B>(res: &Response<B>) -> bool {

@@ -78,6 +78,7 @@ pub struct UpstreamBuilder {
     http2_max_streams: u32,
     http1_for_short_requests: u32,
     reject_forwarding_redirects: bool,
+    rewrite_redirects: bool,
 }
 
 impl fmt::Debug for UpstreamBuilder {
@@ -103,6 +104,7 @@ impl fmt::Debug for UpstreamBuilder {
                 "reject_forwarding_redirects",
                 &self.reject_forwarding_redirects,
             )
+            .field("rewrite_redirects", &self.rewrite_redirects)
             .finish()
     }
 }
@@ -133,6 +135,20 @@ impl UpstreamBuilder {
     #[must_use]
     pub fn reject_forwarding_redirects(mut self, reject: bool) -> Self {
         self.reject_forwarding_redirects = reject;
+        self
+    }
+
+    /// Whether, while redirects are rejected, one that points at the upstream itself is
+    /// passed on instead, its `Location` rewritten onto the path the client used (default
+    /// off). kube-apiserver's own `proxy` subresources send such redirects (a Service's
+    /// `/` → `/login` comes back as `/api/v1/namespaces/…/services/…/proxy/login`), and
+    /// kube's proxy transport rewrites them the same way (kubegate-routing's
+    /// [`rewrite_location`](kubegate_routing::rewrite_location) says how). A redirect anywhere
+    /// else still gets the 502. The client's prefix is its request path less the forwarded
+    /// path ([`UpstreamPath`](crate::UpstreamPath), or the request path itself without one).
+    #[must_use]
+    pub fn rewrite_redirects(mut self, rewrite: bool) -> Self {
+        self.rewrite_redirects = rewrite;
         self
     }
 
@@ -381,6 +397,7 @@ impl UpstreamBuilder {
                 http1_host,
                 dial,
                 reject_forwarding_redirects: self.reject_forwarding_redirects,
+                rewrite_redirects: self.rewrite_redirects,
                 insecure: self.insecure_skip_tls_verify,
                 connect_timeout: self.connect_timeout,
                 response_header_timeout: self.response_header_timeout,
@@ -487,6 +504,7 @@ struct Inner {
     /// `scheme://authority/`: what the connection pool dials.
     dial: Uri,
     reject_forwarding_redirects: bool,
+    rewrite_redirects: bool,
     insecure: bool,
     connect_timeout: Duration,
     response_header_timeout: Duration,
@@ -667,6 +685,7 @@ impl Upstream {
             http2_max_streams: DEFAULT_HTTP2_MAX_STREAMS_PER_CONNECTION,
             http1_for_short_requests: DEFAULT_HTTP1_CONNECTIONS_FOR_SHORT_REQUESTS,
             reject_forwarding_redirects: true,
+            rewrite_redirects: false,
         }
     }
 
@@ -698,6 +717,21 @@ impl Upstream {
     /// Whether upstream redirects are replaced by a 502.
     pub fn rejects_forwarding_redirects(&self) -> bool {
         self.inner.reject_forwarding_redirects
+    }
+
+    /// Whether a redirect to the upstream itself is rewritten onto the client's path instead
+    /// (see [`UpstreamBuilder::rewrite_redirects`]).
+    pub fn rewrites_redirects(&self) -> bool {
+        self.inner.rewrite_redirects
+    }
+
+    /// The upstream as a redirect's `Location` is compared with it.
+    pub(crate) fn origin(&self) -> kubegate_routing::UpstreamOrigin<'_> {
+        kubegate_routing::UpstreamOrigin {
+            scheme: self.inner.scheme.as_str(),
+            authority: self.inner.authority.as_str(),
+            base_path: &self.inner.base_path,
+        }
     }
 
     /// Connect timeout.

@@ -1363,6 +1363,79 @@ async fn token_file_rotation_is_picked_up() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// With `rewrite_redirects`, a redirect to the upstream itself reaches the client with its
+/// `Location` under the client's prefix (kube's proxy transport; §V5.6's `pathPrepend`), body
+/// and all; one anywhere else still gets §V5.4's 502.
+#[tokio::test]
+async fn redirects_to_the_upstream_itself_are_rewritten_onto_the_clients_path() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, &[b"http/1.1"], |req: Request<Incoming>| async move {
+        let host = req.headers()["host"].to_str().unwrap().to_owned();
+        let location = match req.uri().path().rsplit('/').next().unwrap() {
+            "absolute-path" => "/api/v1/namespaces/web/services/ui/proxy/login".to_owned(),
+            "own-url" => format!("https://{host}/api/v1/x?y=1"),
+            "relative" => "../login".to_owned(),
+            "elsewhere" => "https://evil.example/api".to_owned(),
+            "other-port" => "https://127.0.0.1:1/api".to_owned(),
+            other => panic!("no case {other}"),
+        };
+        let mut res = Response::new(full("redirecting"));
+        *res.status_mut() = http::StatusCode::FOUND;
+        res.headers_mut()
+            .insert("location", location.parse().unwrap());
+        res
+    })
+    .await;
+    let svc = ForwardService::new(
+        upstream(&pki, &backend)
+            .rewrite_redirects(true)
+            .build()
+            .unwrap(),
+    );
+    let addr = gateway(svc, Some(identity())).await;
+    let proxy = "/kubernetes/cluster/prod/api/v1/namespaces/web/services/ui/proxy";
+    for (case, location) in [
+        ("absolute-path", Some(format!("{proxy}/login"))),
+        (
+            "own-url",
+            Some("/kubernetes/cluster/prod/api/v1/x?y=1".to_owned()),
+        ),
+        (
+            "relative",
+            Some("/kubernetes/cluster/prod/api/v1/namespaces/web/services/ui/login".to_owned()),
+        ),
+        ("elsewhere", None),
+        ("other-port", None),
+    ] {
+        let res = h1_client()
+            .get(format!("http://{addr}{proxy}/{case}").parse().unwrap())
+            .await
+            .unwrap();
+        let got = res
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let status = res.status().as_u16();
+        let body = body_string(res.into_body()).await;
+        match location {
+            Some(want) => {
+                assert_eq!(
+                    (status, got.as_deref(), &*body),
+                    (302, Some(&*want), "redirecting"),
+                    "{case}"
+                );
+            }
+            None => {
+                assert_eq!((status, got), (502, None), "{case}");
+                assert_eq!(
+                    body,
+                    "the backend attempted to redirect this request, which is not permitted"
+                );
+            }
+        }
+    }
+}
+
 /// §V5.4 `TestRejectForwardingRedirectsOption` (non-upgrade path; backend body `some data`).
 #[tokio::test]
 async fn upstream_redirects_are_refused_unless_allowed() {
