@@ -428,9 +428,12 @@ fn standing_keys(config: &Config, state: &State) -> std::collections::HashMap<St
     standing
 }
 
-/// The bearer token of a request: exactly one `Authorization: Bearer <token>` header (the
-/// scheme in any case, then one space; the token trimmed of surrounding whitespace). A value
-/// with a byte `HeaderValue::to_str` refuses has no token.
+/// The bearer token of a request, read as kube-apiserver's bearer-token authenticator reads it
+/// (apiserver `pkg/authentication/request/bearertoken`): exactly one `Authorization` header;
+/// its value trimmed, split on spaces into at most three parts, the first `bearer` in any
+/// case, the token the second (so `Bearer  x`, with two spaces, has none, and `Bearer x y` has
+/// `x`). An upstream that is passed the header reads the same token the gateway checked. A
+/// value with a byte `HeaderValue::to_str` refuses has no token.
 pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let value = values.next()?;
@@ -443,12 +446,16 @@ pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
     let valid = bytes.iter().fold(true, |ok, &b| {
         ok & (matches!(b, b' '..=b'~') | (b == b'\t'))
     });
-    let (scheme, token) = bytes.split_at_checked(BEARER.len())?;
+    // All ASCII by now, where `trim_ascii` trims what Go's `strings.TrimSpace` would.
+    let (scheme, rest) = bytes.trim_ascii().split_at_checked(BEARER.len())?;
     if !valid || !scheme.eq_ignore_ascii_case(BEARER) {
         return None;
     }
-    // All ASCII by now, where `trim_ascii` trims what `str::trim` would.
-    let token = std::str::from_utf8(token).ok()?.trim_ascii();
+    let token = match rest.iter().position(|&b| b == b' ') {
+        Some(end) => &rest[..end],
+        None => rest,
+    };
+    let token = std::str::from_utf8(token).ok()?;
     (!token.is_empty()).then_some(token)
 }
 
@@ -549,18 +556,24 @@ mod tests {
         headers
     }
 
-    /// The rule as first written, on `str`: what the byte-wise version must agree with.
+    /// kube-apiserver's rule transcribed from Go, on `str`: what the byte-wise version must
+    /// agree with.
     fn bearer_by_str(headers: &http::HeaderMap) -> Option<&str> {
         let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
         let value = values.next()?;
         if values.next().is_some() {
             return None;
         }
-        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        // auth := strings.TrimSpace(req.Header.Get("Authorization"))
+        let auth = value.to_str().ok()?.trim();
+        // parts := strings.SplitN(auth, " ", 3)
+        let parts: Vec<&str> = auth.splitn(3, ' ').collect();
+        // if len(parts) < 2 || strings.ToLower(parts[0]) != "bearer"
+        if parts.len() < 2 || parts[0].to_lowercase() != "bearer" {
             return None;
         }
-        let token = token.trim();
+        // token := parts[1]; if len(token) == 0 { return nil, false, nil }
+        let token = parts[1];
         (!token.is_empty()).then_some(token)
     }
 
@@ -570,8 +583,13 @@ mod tests {
             (&[b"Bearer abc.def"], Some("abc.def")),
             (&[b"bearer abc"], Some("abc")),
             (&[b"BEARER abc"], Some("abc")),
-            (&[b"Bearer   abc \t"], Some("abc")),
-            (&[b"Bearer a b"], Some("a b")),
+            (&[b"Bearer abc \t"], Some("abc")),
+            (&[b" \tBearer abc"], Some("abc")),
+            // kube's second part: a second space makes it empty, a later one ends it.
+            (&[b"Bearer   abc \t"], None),
+            (&[b"Bearer  abc"], None),
+            (&[b"Bearer a b"], Some("a")),
+            (&[b"Bearer a\tb"], Some("a\tb")),
             // No token, another scheme, no space after the scheme, a tab instead of it.
             (&[], None),
             (&[b"Bearer"], None),
@@ -595,7 +613,7 @@ mod tests {
     proptest! {
         #[test]
         fn bearer_agrees_with_the_str_rule(
-            scheme in prop::sample::select(vec!["Bearer", "bearer", "BeArEr", "Basic", "Bearer\t", ""]),
+            scheme in prop::sample::select(vec!["Bearer", "bearer", "BeArEr", "Basic", "Bearer\t", "", " Bearer", "\tbearer"]),
             gap in "[ \t]{0,3}",
             // Mostly token characters, some whitespace, now and then a byte `to_str` refuses
             // (DEL and other controls cannot be in a `HeaderValue` at all).

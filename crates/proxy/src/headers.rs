@@ -70,14 +70,19 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
 
 /// Whether a client's header (or trailer) field must never reach an upstream, whatever
 /// `Connection` names: it describes one hop, or it carries or claims an identity (`Host` is set
-/// for the upstream by the client connection).
+/// for the upstream by the client connection). A name with `_` is judged as if each were `-`:
+/// CGI, WSGI and PHP servers behind a `proxy` subresource, and nginx with
+/// `underscores_in_headers on`, read `Impersonate_User` as `Impersonate-User`.
 fn is_withheld(name: &str) -> bool {
-    is_hop_by_hop(name)
-        || name == "upgrade"
-        || name == "host"
-        || name == "authorization"
-        || name.starts_with("impersonate-")
-        || name.starts_with("x-remote-")
+    let withheld = |name: &str| {
+        is_hop_by_hop(name)
+            || name == "upgrade"
+            || name == "host"
+            || name == "authorization"
+            || name.starts_with("impersonate-")
+            || name.starts_with("x-remote-")
+    };
+    withheld(name) || (name.contains('_') && withheld(&name.replace('_', "-")))
 }
 
 /// Removes from a client request everything that must not reach an upstream: hop-by-hop headers
@@ -142,12 +147,14 @@ const SEC_WEBSOCKET_PROTOCOL: HeaderName = HeaderName::from_static("sec-websocke
 /// request has no other credential (passthrough of a token it does not accept), so the
 /// gateway's authorization and audit would have named someone else. The other subprotocols
 /// are kept, joined by `,` as kube-apiserver rejoins them after taking the token out; the
-/// header goes when none is left. The prefix is matched in any case (kube-apiserver matches
-/// it exactly; another upstream may not).
+/// header goes when none is left. An entry is taken for a token if it holds the prefix
+/// anywhere, in any case: kube-apiserver trims Unicode spaces (Go's `strings.TrimSpace`) before
+/// it looks for the prefix, and another upstream may read entries more loosely still, so an
+/// entry led by a no-break space or any other byte is a token all the same.
 fn strip_bearer_protocols(headers: &mut HeaderMap) {
     let is_bearer = |p: &[u8]| {
-        p.len() >= BEARER_PROTOCOL_PREFIX.len()
-            && p[..BEARER_PROTOCOL_PREFIX.len()].eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX)
+        p.windows(BEARER_PROTOCOL_PREFIX.len())
+            .any(|w| w.eq_ignore_ascii_case(BEARER_PROTOCOL_PREFIX))
     };
     let offered = || {
         headers
@@ -635,6 +642,10 @@ mod tests {
             ("content-type", "application/json"),
             ("content-length", "2"),
             ("audit-id", "abc"),
+            // Underscore lookalikes, read as the real names by CGI-style servers.
+            ("impersonate_user", "evil"),
+            ("X-Remote_User", "evil"),
+            ("x_request_id", "1"),
         ] {
             h.append(
                 HeaderName::from_bytes(n.as_bytes()).unwrap(),
@@ -653,7 +664,8 @@ mod tests {
                 "content-length",
                 "content-type",
                 "te",
-                "trailer"
+                "trailer",
+                "x_request_id"
             ]
         );
         assert_eq!(h["te"], "trailers");
@@ -728,6 +740,24 @@ mod tests {
                 Some("channel.k8s.io"),
             ),
             (vec!["base64url.bearer.authorization.k8s.io., x"], Some("x")),
+            // Led by a Unicode space kube-apiserver trims (NBSP, NEL, ideographic space), or
+            // by anything at all: still a token.
+            (
+                vec!["v5.channel.k8s.io,\u{a0}base64url.bearer.authorization.k8s.io.eA"],
+                Some("v5.channel.k8s.io"),
+            ),
+            (
+                vec!["\u{85}base64url.bearer.authorization.k8s.io.eA, v5.channel.k8s.io"],
+                Some("v5.channel.k8s.io"),
+            ),
+            (
+                vec!["\u{3000}base64url.bearer.authorization.k8s.io.eA"],
+                None,
+            ),
+            (
+                vec!["x-base64url.bearer.authorization.k8s.io.eA, y"],
+                Some("y"),
+            ),
             // Without a token, the header is left as the client sent it.
             (
                 vec!["v5.channel.k8s.io, v4.channel.k8s.io"],
@@ -740,7 +770,10 @@ mod tests {
         ] {
             let mut h = HeaderMap::new();
             for v in &sent {
-                h.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(v).unwrap());
+                h.append(
+                    SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_bytes(v.as_bytes()).unwrap(),
+                );
             }
             strip_request(&mut h);
             let left: Vec<_> = h
