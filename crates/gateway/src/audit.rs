@@ -29,8 +29,9 @@ pub enum GatewayAuditSink {
     /// must not stop the request threads with it.
     Stdout(BackgroundJsonLines),
     /// JSON lines in a rotated file, written by a thread of its own (request tasks never wait
-    /// for the disk unless thousands of lines are already queued; nothing is dropped unless
-    /// the disk refuses a write, whose lines are lost and logged, never left torn).
+    /// for the disk: while 8 MiB of lines are queued new requests are refused instead; nothing
+    /// is dropped unless the disk refuses a write, whose lines are lost and logged, never left
+    /// torn, or 64 MiB are queued).
     File(BackgroundJsonLines),
 }
 
@@ -76,6 +77,15 @@ impl GatewayAuditSink {
 impl AuditSink for GatewayAuditSink {
     fn enabled(&self) -> bool {
         !matches!(self, GatewayAuditSink::None)
+    }
+
+    fn backlogged(&self) -> bool {
+        match self {
+            GatewayAuditSink::File(writer) | GatewayAuditSink::Stdout(writer) => {
+                writer.is_backlogged()
+            }
+            GatewayAuditSink::None => false,
+        }
     }
 
     fn record_owned(&self, event: Box<AuditEvent>) {

@@ -200,6 +200,7 @@ impl Gateway {
     pub fn service(&self) -> GatewayStack {
         service::Classify::new(
             Arc::clone(&self.shared),
+            Arc::clone(&self.audit),
             self.shutdown.clone(),
             self.metrics.layer(
                 AuditLayer::from_arc(Arc::clone(&self.audit))

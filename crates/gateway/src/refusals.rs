@@ -29,6 +29,9 @@ pub(crate) enum Refused {
     login,
     /// A session lookup or logout found no valid session, or came from a foreign origin.
     session,
+    /// A request arrived while the audit log's writer was behind (its queue at its bound):
+    /// answered kube's 429 before anything was audited.
+    audit_backlog,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -272,20 +272,34 @@ static UNKNOWN_TARGET: std::sync::LazyLock<Arc<str>> =
 #[derive(Debug, Clone)]
 pub struct Classify<S> {
     shared: Arc<Shared>,
+    audit: Arc<crate::audit::GatewayAuditSink>,
     shutdown: CancellationToken,
     inner: S,
 }
 
 impl<S> Classify<S> {
-    /// Wraps `inner`; watches end when `shutdown` is cancelled.
-    pub fn new(shared: Arc<Shared>, shutdown: CancellationToken, inner: S) -> Self {
+    /// Wraps `inner`; watches end when `shutdown` is cancelled. While `audit` is backlogged,
+    /// requests other than the ops endpoints are marked to be refused, unaudited.
+    pub fn new(
+        shared: Arc<Shared>,
+        audit: Arc<crate::audit::GatewayAuditSink>,
+        shutdown: CancellationToken,
+        inner: S,
+    ) -> Self {
         Classify {
             shared,
+            audit,
             shutdown,
             inner,
         }
     }
 }
+
+/// Marks a request [`Classify`] took in while the audit log was backlogged: the gateway
+/// answers it kube's 429 at once, and the audit layer (told `AuditLevel::None`) records
+/// nothing for it, so a stalled log cannot grow without bound from new requests.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuditBacklog;
 
 impl<S, B, RB> Service<Request<B>> for Classify<S>
 where
@@ -317,16 +331,25 @@ where
                         meta.target = Arc::clone(&UNKNOWN_TARGET);
                     }
                     let level = runtime.directory.audit_level(&route.target, &meta.target);
-                    (meta, info.is_long_running(), level)
+                    let ops = matches!(route.target, Target::Ops(_));
+                    (meta, info.is_long_running(), level, ops)
                 }),
             Err(_) => None,
         };
         let watch = classified.as_ref().is_some_and(|(m, ..)| m.verb == "watch");
-        if let Some((meta, long_running, level)) = classified {
+        // Health checks and metrics stay served while the audit log is behind: an orchestrator
+        // must not restart the gateway for it, and the metrics say why requests are refused.
+        let ops = classified.as_ref().is_some_and(|c| c.3);
+        if let Some((meta, long_running, level, _)) = classified {
             let ext = req.extensions_mut();
             ext.insert(meta);
             ext.insert(LongRunning(long_running));
             ext.insert(level);
+        }
+        if !ops && kubegate_proxy::AuditSink::backlogged(&*self.audit) {
+            let ext = req.extensions_mut();
+            ext.insert(kubegate_proxy::AuditLevel::None);
+            ext.insert(AuditBacklog);
         }
         ClassifyFuture {
             inner: self.inner.call(req),
@@ -428,6 +451,15 @@ pub(crate) enum OwnCredentials {
 /// access key or a token of the gateway's own (the traffic a gateway lives on) are decided
 /// here and handed to their upstream in `call`, without a boxed future around them.
 fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step {
+    if req.extensions().get::<AuditBacklog>().is_some() {
+        if shared.refusals.count(Refused::audit_backlog) {
+            tracing::warn!(
+                path = %clipped(req.uri().path()),
+                "refused a request: the audit log's writer is behind"
+            );
+        }
+        return Step::Respond(crate::inflight::too_many_requests());
+    }
     let uri = req.uri().clone();
     let route = match route(shared, &uri, &req) {
         Ok(route) => route,

@@ -1866,3 +1866,109 @@ async fn a_bare_prefix_redirects_gets_and_heads_below_it() {
         reply.body
     );
 }
+
+/// A stalled audit log (a pipe nobody reads: a log collector that stopped) never stalls the
+/// gateway: once the writer's queue is at its bound, new requests get kube-apiserver's 429,
+/// unaudited, while health checks and metrics are still served; when the log drains, requests
+/// are served again. (Recording used to wait for room on the runtime's threads, which froze
+/// every connection, `/healthz` included.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_audit_log_refuses_new_requests_but_never_stalls_the_gateway() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let reader: Arc<Mutex<Option<std::fs::File>>> = Arc::default();
+    let mut env = {
+        let reader = reader.clone();
+        Env::start_with_fn(move |_, dir| {
+            let state = dir.join("state");
+            std::fs::create_dir_all(&state).unwrap();
+            let fifo = state.join("audit.log");
+            let made = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            // Held open for reading (O_NONBLOCK, so the open does not wait for a writer) and
+            // not read: the gateway's writes block once the pipe's buffer is full.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(0o4000)
+                .open(&fifo)
+                .unwrap();
+            *reader.lock().unwrap() = Some(file);
+            String::new()
+        })
+        .await
+    };
+    let client = env.client();
+    let api = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    // Refused callers are audited too: each with a 100 KB User-Agent fills the queue quickly.
+    let big = "x".repeat(100_000);
+    let mut refused = None;
+    for _ in 0..2_000 {
+        let reply = client.get(&api, "not-a-key", &[("user-agent", &big)]).await;
+        if reply.status == 429 {
+            refused = Some(reply);
+            break;
+        }
+        assert_eq!(reply.status, 401, "{}", reply.body);
+    }
+    let refused = refused.expect("the stalled audit log never refused a request");
+    assert_eq!(refused.body, "Too many requests, please try again later.\n");
+    assert_eq!(refused.headers["retry-after"], "1");
+    // A caller with a good key is refused alike, before anything is audited or forwarded.
+    let reply = client.get(&api, ADMIN_KEY, &[]).await;
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    // Health checks and metrics are still served.
+    assert_eq!(
+        client
+            .get(&format!("{}/healthz", env.url), "", &[])
+            .await
+            .status,
+        200
+    );
+    let metrics = client
+        .get(&format!("{}/metrics", env.url), ADMIN_KEY, &[])
+        .await;
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert!(
+        metrics.body.lines().any(|l| l
+            .starts_with("kubegate_refusals_total{kind=\"audit_backlog\"}")
+            && !l.ends_with(" 0")),
+        "{}",
+        metrics.body
+    );
+    // The collector comes back: the log drains and requests are served again.
+    let draining = Arc::new(AtomicBool::new(true));
+    let drain = {
+        let draining = draining.clone();
+        let mut file = reader.lock().unwrap().take().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while draining.load(Ordering::Relaxed) {
+                match file.read(&mut buf) {
+                    Ok(n) if n > 0 => {}
+                    _ => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let reply = client.get(&api, ADMIN_KEY, &[]).await;
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 429, "{}", reply.body);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "requests were still refused after the log drained"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.stop().await;
+    draining.store(false, Ordering::Relaxed);
+    drain.join().unwrap();
+}

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +14,11 @@ use super::{AuditEvent, AuditSink};
 /// Default bound on the events waiting for the writer thread, in (estimated) bytes of JSON:
 /// 8 MiB.
 pub const DEFAULT_QUEUE: usize = 8 << 20;
+/// Past this many times the queue bound, events are dropped (and counted as lost) rather than
+/// queued: the memory a writer stuck for good (a log pipe nobody reads) can make the gateway
+/// hold. Only events of requests admitted before the queue reached its bound get this far when
+/// the server refuses new requests while [`BackgroundJsonLines::is_backlogged`].
+const OVERFLOW_FACTOR: usize = 8;
 /// The writer wakes at least this often while events are waiting...
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 /// ...and at once when this much is waiting.
@@ -31,8 +37,10 @@ struct State {
     flush_done: u64,
     /// The sink was dropped: finish and exit.
     closed: bool,
-    /// A recorder waits for room: write now instead of lingering.
+    /// The queue reached its bound: write now instead of lingering.
     full: bool,
+    /// Events have been dropped since the writer last took the queue (logged once).
+    dropping: bool,
     /// Events written, for the next recorder to free (see `record_owned`).
     #[allow(clippy::vec_box)]
     written: Vec<Box<AuditEvent>>,
@@ -40,6 +48,9 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// The queue is at its bound: set by the recorder that reached it, cleared when the
+    /// writer takes the queue. Read without the lock by [`BackgroundJsonLines::is_backlogged`].
+    backlogged: AtomicBool,
     counts: Counts,
     /// Wakes the writer: events arrived (into an empty queue), a flush was asked, or closing.
     work: Condvar,
@@ -55,9 +66,9 @@ struct Shared {
 struct Counts {
     /// Events taken from the queue to be written (whether the write then worked or not).
     events: Counter,
-    /// Events lost because their write failed.
+    /// Events lost because their write failed, or dropped because the queue overflowed.
     lost: Counter,
-    /// Times a recorder waited for room because the queue had reached its bound.
+    /// Events queued past the queue's bound (the writer is behind).
     waits: Counter,
 }
 
@@ -81,10 +92,17 @@ impl Shared {
 /// The thread wakes every few milliseconds while events wait, or at once when 64 KiB of JSON
 /// are waiting, so a busy gateway pays a thread wake-up per batch, not per event (on a small
 /// machine a wake-up per event costs more than the write), and a slow disk slows the log, not
-/// the requests. When the queue bound is reached, recording waits for the writer rather than
-/// lose an event (so the queue holds at most the bound plus one event). Dropping the sink lets
-/// the thread finish and exit; [`flush`](Self::flush) waits until everything recorded so far
-/// is written. Events are written in the order they were recorded.
+/// the requests.
+///
+/// Recording never blocks: a recorder runs on an async runtime's thread, where waiting for a
+/// stalled writer (a full disk, a log pipe nobody reads) would stop every connection the
+/// thread serves, health checks included. When the queue reaches its bound the sink says it is
+/// [backlogged](Self::is_backlogged) until the writer takes the queue: a server should refuse
+/// new requests meanwhile (the reference gateway answers them kube-apiserver's 429 before it
+/// audits anything), so that only requests already admitted add to the queue. Past eight times
+/// the bound, events are dropped, counted in `kubegate_audit_errors_total` and logged once.
+/// Dropping the sink lets the thread finish and exit; [`flush`](Self::flush) waits until
+/// everything recorded so far is written. Events are written in the order they were recorded.
 pub struct BackgroundJsonLines {
     shared: Arc<Shared>,
 }
@@ -109,6 +127,7 @@ impl BackgroundJsonLines {
     ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
+            backlogged: AtomicBool::new(false),
             counts: Counts::default(),
             work: Condvar::new(),
             written: Condvar::new(),
@@ -153,10 +172,12 @@ impl BackgroundJsonLines {
                         std::mem::swap(&mut events, &mut state.queued);
                         state.queued_bytes = 0;
                         state.full = false;
+                        if std::mem::take(&mut state.dropping) {
+                            tracing::warn!("the audit log's queue has room again");
+                        }
+                        worker.backlogged.store(false, Ordering::Relaxed);
                         (state.flush_requested, state.closed)
                     };
-                    // Room again for recorders waiting on a full queue.
-                    worker.written.notify_all();
                     for event in &events {
                         event.write_json_line(&mut batch);
                     }
@@ -209,8 +230,8 @@ impl BackgroundJsonLines {
     /// | metric | type | counts |
     /// |---|---|---|
     /// | `kubegate_audit_events` (`_total`) | counter | events the writer took to write |
-    /// | `kubegate_audit_errors` (`_total`) | counter | events lost because their write failed (a full disk) |
-    /// | `kubegate_audit_queue_full` (`_total`) | counter | times a request waited for the writer because the queue was full (the disk is slower than the requests) |
+    /// | `kubegate_audit_errors` (`_total`) | counter | events lost because their write failed (a full disk), or dropped past eight times the queue bound |
+    /// | `kubegate_audit_queue_full` (`_total`) | counter | events queued past the queue bound (the disk is slower than the requests: the sink is backlogged) |
     ///
     /// The writer logs a failure once and its end once; `kubegate_audit_errors_total` is what
     /// an alert can watch between the two.
@@ -223,14 +244,21 @@ impl BackgroundJsonLines {
         );
         registry.register(
             "kubegate_audit_errors",
-            "Audit events lost because writing them failed",
+            "Audit events lost because writing them failed or the queue overflowed",
             counts.lost.clone(),
         );
         registry.register(
             "kubegate_audit_queue_full",
-            "Times a request waited for the audit log's writer because its queue was full",
+            "Audit events queued past the queue's bound while the writer was behind",
             counts.waits.clone(),
         );
+    }
+
+    /// Whether the queue has reached its bound and the writer has not taken it since: new
+    /// requests should be refused (their events could only add to it). One relaxed atomic
+    /// load.
+    pub fn is_backlogged(&self) -> bool {
+        self.shared.backlogged.load(Ordering::Relaxed)
     }
 
     /// Waits until every event recorded so far is written and the writer flushed. Blocks the
@@ -264,34 +292,47 @@ impl AuditSink for BackgroundJsonLines {
 
     fn record_owned(&self, event: Box<AuditEvent>) {
         let size = event.estimated_json_len();
+        let limit = self.shared.limit;
         let mut state = self.shared.lock();
-        let full =
-            |state: &State| !state.queued.is_empty() && state.queued_bytes >= self.shared.limit;
-        if full(&state) {
+        if !state.queued.is_empty() && state.queued_bytes >= limit {
+            if state.queued_bytes >= limit.saturating_mul(OVERFLOW_FACTOR) {
+                let first = !std::mem::replace(&mut state.dropping, true);
+                drop(state);
+                self.shared.counts.lost.inc();
+                if first {
+                    tracing::error!(
+                        "the audit log's queue overflowed (its writer is stuck); audit events are dropped until it has room"
+                    );
+                }
+                drop(event);
+                return;
+            }
             self.shared.counts.waits.inc();
-        }
-        while full(&state) {
-            state.full = true;
-            self.shared.work.notify_one();
-            state = self
-                .shared
-                .written
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
         }
         let before = state.queued_bytes;
         let was_empty = state.queued.is_empty();
         state.queued.push(event);
         state.queued_bytes += size;
         let crossed_batch = before < BATCH && state.queued_bytes >= BATCH;
+        let reached_bound = before < limit && state.queued_bytes >= limit;
+        if reached_bound {
+            // The writer writes at once instead of lingering; new requests are refused until
+            // it has taken the queue.
+            state.full = true;
+            self.shared.backlogged.store(true, Ordering::Relaxed);
+        }
         let written = std::mem::take(&mut state.written);
         drop(state);
         // Freed outside the lock, on this (the allocating) thread.
         drop(written);
         // The writer sleeps while nothing waits; after that it lingers on its own timer.
-        if was_empty || crossed_batch {
+        if was_empty || crossed_batch || reached_bound {
             self.shared.work.notify_one();
         }
+    }
+
+    fn backlogged(&self) -> bool {
+        self.is_backlogged()
     }
 }
 
@@ -315,7 +356,9 @@ mod tests {
     #[test]
     fn events_recorded_owned_and_by_reference_are_written_in_order() {
         let out = Shared::default();
-        let sink = BackgroundJsonLines::with_queue(out.clone(), 4096).unwrap();
+        // A bound whose overflow (eight times it) the 600 events stay under: they are
+        // written in several batches (one per 64 KiB), none dropped.
+        let sink = BackgroundJsonLines::with_queue(out.clone(), 128 << 10).unwrap();
         for i in 0..300 {
             // A long-running request's two stages: the first by reference (the layer keeps
             // the event), the second handed over.
@@ -403,8 +446,11 @@ mod tests {
         assert_eq!(written.lines().count() as u64, 5 - lost);
     }
 
+    /// A stalled writer never stalls a recorder (it runs on an async runtime's thread, which
+    /// serves every connection): at the bound the sink says it is backlogged, past it events
+    /// still queue (counted), past eight times the bound they are dropped (counted as lost).
     #[test]
-    fn a_recorder_that_waits_for_room_is_counted() {
+    fn a_stalled_writer_never_blocks_a_recorder() {
         // A writer held shut until the test lets it go, behind a queue of one event.
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
         struct Held(Arc<(Mutex<bool>, Condvar)>);
@@ -421,12 +467,13 @@ mod tests {
                 Ok(())
             }
         }
-        let sink = Arc::new(BackgroundJsonLines::with_queue(Held(gate.clone()), 1).unwrap());
+        let event = crate::audit::tests::sample_event();
+        let bound = event.estimated_json_len();
+        let sink = Arc::new(BackgroundJsonLines::with_queue(Held(gate.clone()), bound).unwrap());
         let mut registry = Registry::default();
         sink.register_metrics(&mut registry);
-        // The writer takes the first event and blocks in its write; the second fills the
-        // queue; the third has to wait.
-        sink.record(&crate::audit::tests::sample_event());
+        // The writer takes the first event and blocks in its write.
+        sink.record(&event);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while counter(&registry, "kubegate_audit_events_total") < 1 {
             assert!(
@@ -435,25 +482,40 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        sink.record(&crate::audit::tests::sample_event());
+        assert!(!sink.is_backlogged(), "the writer took the queue");
+        // The second reaches the bound; eight more queue past it, the last is dropped: all
+        // recorded without waiting for the writer.
+        let (done, finished) = std::sync::mpsc::channel();
         let recorder = {
             let sink = sink.clone();
-            std::thread::spawn(move || sink.record(&crate::audit::tests::sample_event()))
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    sink.record(&event);
+                    if i == 0 {
+                        done.send(sink.is_backlogged()).unwrap();
+                    }
+                }
+                done.send(true).unwrap();
+            })
         };
-        while counter(&registry, "kubegate_audit_queue_full_total") < 1 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the recorder never waited"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let timeout = std::time::Duration::from_secs(20);
+        assert!(
+            finished.recv_timeout(timeout).unwrap(),
+            "backlogged at the bound"
+        );
+        assert!(
+            finished.recv_timeout(timeout).is_ok(),
+            "a recorder waited for the stalled writer"
+        );
+        recorder.join().unwrap();
+        assert!(sink.is_backlogged());
+        assert_eq!(counter(&registry, "kubegate_audit_queue_full_total"), 7);
+        assert_eq!(counter(&registry, "kubegate_audit_errors_total"), 2);
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
-        recorder.join().unwrap();
         sink.flush();
-        assert_eq!(counter(&registry, "kubegate_audit_events_total"), 3);
-        assert_eq!(counter(&registry, "kubegate_audit_queue_full_total"), 1);
-        assert_eq!(counter(&registry, "kubegate_audit_errors_total"), 0);
+        assert!(!sink.is_backlogged());
+        assert_eq!(counter(&registry, "kubegate_audit_events_total"), 1 + 1 + 7);
     }
 
     #[test]
@@ -472,8 +534,9 @@ mod tests {
     #[test]
     fn every_event_from_every_thread_is_written_once() {
         let out = Shared::default();
-        // A queue of a few lines, so recording also waits for the writer.
-        let sink = Arc::new(BackgroundJsonLines::with_queue(out.clone(), 1024).unwrap());
+        // Room for them all within the overflow bound (eight times this), so none is
+        // dropped, while threads keep crossing the bound itself.
+        let sink = Arc::new(BackgroundJsonLines::with_queue(out.clone(), 256 << 10).unwrap());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let sink = sink.clone();

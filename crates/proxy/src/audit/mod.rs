@@ -242,6 +242,15 @@ pub trait AuditSink: Send + Sync + 'static {
     fn enabled(&self) -> bool {
         true
     }
+
+    /// Whether the sink is behind and new requests should be refused until it catches up
+    /// (their events could only add to its backlog). The default: never.
+    /// [`BackgroundJsonLines`] says so while its queue is at its bound; it never blocks a
+    /// recorder, so a server that keeps admitting requests meanwhile makes it drop events past
+    /// eight times the bound.
+    fn backlogged(&self) -> bool {
+        false
+    }
 }
 
 /// Writes each event as one JSON line (kube's `--audit-log-format=json`) to any writer, on the
