@@ -268,9 +268,13 @@ pub async fn serve<S, B>(
                     hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                         use futures_util::FutureExt as _;
                         activity.requests.fetch_add(1, Ordering::Relaxed);
+                        let large_head = head_len(&req) > LARGE_HEAD;
                         prepare(&mut req);
                         let permit = permit.clone();
-                        call_when_ready(service.clone(), req).map(move |res| {
+                        call_when_ready(service.clone(), req).map(move |mut res| {
+                            if large_head && let Ok(res) = &mut res {
+                                close_after(res);
+                            }
                             // An exec or port-forward outlives this connection's task once
                             // hyper hands its socket over: it keeps the connection's place
                             // under `max_connections` until it ends, as the open
@@ -455,6 +459,35 @@ async fn idle(activity: &Activity, limit: Duration) {
     }
 }
 
+/// A request head past this size (request line and headers, as [`head_len`] counts them)
+/// ends its HTTP/1.1 connection after the response. hyper grows a connection's read buffer to
+/// hold the largest head it has read (up to `max_header_bytes`, 1 MiB by default, as Go's) and
+/// never shrinks it: without this, one large head per connection left every idle connection
+/// holding ≈ 2 MiB, which an unauthenticated client could repeat over thousands of them. Go
+/// reads heads through a fixed 4 KiB buffer; closing the rare connection that sent a large
+/// head gives its memory back as surely.
+const LARGE_HEAD: usize = 64 << 10;
+
+/// The size of a request's head as it was read, near enough: the request target and each
+/// header's name and value with their separators.
+fn head_len<B>(req: &http::Request<B>) -> usize {
+    let target = req.uri().path_and_query().map_or(1, |pq| pq.as_str().len());
+    req.headers().iter().fold(target + 16, |n, (name, value)| {
+        n + name.as_str().len() + value.len() + 4
+    })
+}
+
+/// Asks hyper to close the HTTP/1.1 connection once `res` is written (`Connection: close`),
+/// unless `res` switches protocols, whose connection is handed over.
+fn close_after<B>(res: &mut http::Response<B>) {
+    if res.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        res.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 /// Calls `service` with `req`: at once when it is ready now, which every layer of the
 /// gateway's stack is, else through [`ServiceExt::oneshot`], which waits for it. Checking
 /// readiness first saves the request's trip through `Oneshot`'s two states (two moves of the
@@ -585,6 +618,46 @@ mod tests {
         })
         .await;
         assert!(closed.is_ok(), "still open after {:?}", start.elapsed());
+    }
+
+    /// hyper keeps a connection's read buffer as large as the largest head it read: an
+    /// HTTP/1.1 connection that sent a head past 64 KiB is closed after its response (so an
+    /// idle connection cannot be made to hold a megabyte), one with usual heads is kept alive.
+    #[tokio::test]
+    async fn an_http1_connection_that_sent_a_large_head_is_closed_after_its_response() {
+        let (addr, connector) = listener_and_client(&[b"http/1.1"]).await;
+        let exchange = |header: String| {
+            let connector = connector.clone();
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let mut tls = connector.connect(name, tcp).await.unwrap();
+                let head = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: {header}\r\n\r\n");
+                tls.write_all(head.as_bytes()).await.unwrap();
+                // The response head, then whether the connection stays open.
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                let closed = tokio::time::timeout(Duration::from_secs(1), async {
+                    loop {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                })
+                .await
+                .is_ok();
+                (String::from_utf8_lossy(&seen).to_ascii_lowercase(), closed)
+            }
+        };
+        let (response, closed) = exchange("x".repeat(100_000)).await;
+        assert!(response.starts_with("http/1.1 200"), "{response}");
+        assert!(response.contains("connection: close"), "{response}");
+        assert!(closed, "the connection stayed open after a 100 KB head");
+        let (response, closed) = exchange("x".repeat(1_000)).await;
+        assert!(response.starts_with("http/1.1 200"), "{response}");
+        assert!(!response.contains("connection: close"), "{response}");
+        assert!(!closed, "a usual head closed the connection");
     }
 
     #[tokio::test]
