@@ -1972,3 +1972,24 @@ async fn a_stalled_audit_log_refuses_new_requests_but_never_stalls_the_gateway()
     draining.store(false, Ordering::Relaxed);
     drain.join().unwrap();
 }
+
+/// With no password configured for anyone (this config's case), a password login is refused
+/// at once: no argon2 check runs (it would only burn a CPU for whoever keeps asking) and
+/// nothing is counted against the caller, so more attempts than the failure limit all get the
+/// same 401 instead of a lock-out.
+#[tokio::test(flavor = "multi_thread")]
+async fn password_logins_without_any_password_configured_are_refused_without_a_check() {
+    let env = Env::start().await;
+    let client = env.client();
+    for attempt in 0..12 {
+        let reply = client
+            .post(
+                &format!("{}/auth/password/login", env.url),
+                "",
+                "application/json",
+                br#"{"username":"admin","password":"guess"}"#.to_vec(),
+            )
+            .await;
+        assert_eq!(reply.status, 401, "attempt {attempt}: {}", reply.body);
+    }
+}

@@ -16,11 +16,28 @@ pub(crate) enum LoginKey {
     /// The SHA-256 of a user name as sent (known or not: unknown names are limited the same
     /// way). A digest, so a flood of long made-up names costs 32 bytes per key, not the name.
     User([u8; 32]),
-    /// The client's IP address.
+    /// The client's address: an IPv4 address, or an IPv6 address's /64 network (see
+    /// [`LoginKey::source`]).
     Source(IpAddr),
 }
 
 impl LoginKey {
+    /// The key of a client at `ip`. An IPv6 client is counted by its /64 network, the block a
+    /// single host or customer is routinely given: one address per attempt would otherwise
+    /// give each attempt a fresh allowance. An IPv4-mapped address counts as its IPv4 one.
+    pub(crate) fn source(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => LoginKey::Source(IpAddr::V4(v4)),
+                None => {
+                    let network = u128::from(v6) & !((1u128 << 64) - 1);
+                    LoginKey::Source(IpAddr::V6(std::net::Ipv6Addr::from(network)))
+                }
+            },
+            v4 => LoginKey::Source(v4),
+        }
+    }
+
     /// The key of user name `name`.
     pub(crate) fn user(name: &str) -> Self {
         use sha2::Digest;
@@ -314,6 +331,29 @@ mod tests {
         );
         // Other keys are unaffected.
         assert_eq!(l.locked_for(&[LoginKey::user("bob")], 3, WINDOW, at), None);
+    }
+
+    /// An IPv6 client is counted by its /64: rotating through the addresses of one network
+    /// (which a host is routinely given whole) earns no fresh allowance.
+    #[test]
+    fn sources_in_one_ipv6_64_share_a_key() {
+        let key = |s: &str| LoginKey::source(s.parse().unwrap());
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+        assert_ne!(key("192.0.2.7"), key("192.0.2.8"));
+        let l = LoginLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..3 {
+            l.record_failure(&[key(&format!("2001:db8::{i}"))], 3, WINDOW, t0);
+        }
+        assert!(
+            l.locked_for(&[key("2001:db8::ff")], 3, WINDOW, t0)
+                .is_some()
+        );
     }
 
     #[test]

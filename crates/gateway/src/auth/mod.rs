@@ -303,7 +303,7 @@ fn too_many_requests(retry_after: Duration) -> Status {
 fn source_key(req: &Request<RequestBody>) -> Option<LoginKey> {
     req.extensions()
         .get::<kubegate_proxy::ClientAddr>()
-        .map(|a| LoginKey::Source(a.0.ip()))
+        .map(|a| LoginKey::source(a.0.ip()))
 }
 
 /// A login request's checks (method, content type, CSRF) and JSON body, with the source it
@@ -342,6 +342,14 @@ async fn password_login(
     let user_key = LoginKey::user(&login.username);
     let shown = shown_name(&login.username);
     let keys: Vec<LoginKey> = std::iter::once(user_key.clone()).chain(source).collect();
+    // With no password configured for anyone, no login can succeed: refused without an argon2
+    // check, which would only burn a CPU for whoever keeps asking (there is no user to hide).
+    if !config.users.iter().any(|u| u.password_hash.is_some()) {
+        if shared.refusals.count(Refused::login) {
+            tracing::info!(user = %shown, "password login failed: no user has a password");
+        }
+        return respond(&Status::unauthorized(), &head);
+    }
     // A check slot first: at most one argon2 check per CPU (up to 8) runs at once, each
     // holding its slot until argon2 is done.
     let Some(slot) = password::check_slot().await else {
