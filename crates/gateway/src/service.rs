@@ -542,18 +542,59 @@ async fn handle(
             strip_upstream_session_cookie(res.headers_mut());
             res
         }
-        _ => match forward(shared, runtime, caller, &route, req) {
-            Ok(forwarding) => match forwarding.await {
-                Ok(mut res) => {
-                    strip_upstream_session_cookie(res.headers_mut());
-                    res
-                }
-                Err(never) => match never {},
-            },
-            Err(res) => *res,
-        },
+        _ => {
+            let by_cookie = matches!(
+                caller.credential,
+                CallerCredential::Token { session: true, .. }
+            );
+            match forward(shared, runtime, caller, &route, req) {
+                Ok(forwarding) => match forwarding.await {
+                    Ok(mut res) => {
+                        strip_upstream_session_cookie(res.headers_mut());
+                        if by_cookie {
+                            sandbox_documents(res.headers_mut());
+                        }
+                        res
+                    }
+                    Err(never) => match never {},
+                },
+                Err(res) => *res,
+            }
+        }
     };
     res.map(|body| body.holding(slot))
+}
+
+/// For a browser that sent the session cookie: an upstream's answer that is not a Kubernetes
+/// API type (JSON, YAML, protobuf, CBOR) gets `Content-Security-Policy: sandbox`, and every
+/// answer `X-Content-Type-Options: nosniff`. A page a workload serves through a `proxy`
+/// subresource, or any document a tenant's virtual cluster chooses to send, would otherwise
+/// run its script as the gateway's own origin, where it could send the user's cookie-borne
+/// requests (a same-origin `Origin` passes the CSRF check). Sandboxed, it runs in an opaque
+/// origin without script. Bearer-token clients (kubectl, `kubectl proxy` and the browser
+/// behind it) are answered as the upstream answered.
+fn sandbox_documents(headers: &mut http::HeaderMap) {
+    const API_TYPES: [&str; 4] = [
+        "application/json",
+        "application/yaml",
+        "application/vnd.kubernetes.protobuf",
+        "application/cbor",
+    ];
+    let api = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
+        .is_some_and(|essence| API_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t)));
+    if !api {
+        headers.insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            http::HeaderValue::from_static("sandbox"),
+        );
+    }
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// What follows authentication on every authenticated path: the audit event learns who asked,

@@ -933,6 +933,39 @@ async fn cookie_flow_through_a_cluster() {
         "the session cookie must not reach the upstream"
     );
 
+    // A page a workload serves through a proxy subresource (or a tenant's API server) reaches
+    // a cookie-carrying browser sandboxed: its script cannot act as the gateway's origin.
+    // API answers are left as they are (bar `nosniff`).
+    assert!(pods.headers.get("content-security-policy").is_none());
+    assert_eq!(pods.headers["x-content-type-options"], "nosniff");
+    let proxied = "/api/v1/namespaces/default/services/web:80/proxy/";
+    env.a.faults().inject(
+        kubegate_testkit::FaultRule::new(kubegate_testkit::Fault::Document {
+            content_type: "text/html; charset=utf-8".into(),
+            body: "<script>fetch('/kubernetes/cluster/a/api/v1/secrets')</script>".into(),
+        })
+        .path_prefix(proxied),
+    );
+    let page_url = format!("{}/kubernetes/cluster/a{proxied}", env.url);
+    let by_cookie = client
+        .send(http::Method::GET, &page_url, &[("cookie", &cookie)], None)
+        .await;
+    assert_eq!(by_cookie.status, 200, "{}", by_cookie.body);
+    assert_eq!(by_cookie.headers["content-security-policy"], "sandbox");
+    assert_eq!(by_cookie.headers["x-content-type-options"], "nosniff");
+    let bearer = format!("Bearer {ADMIN_KEY}");
+    let by_token = client
+        .send(
+            http::Method::GET,
+            &page_url,
+            &[("authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert_eq!(by_token.status, 200, "{}", by_token.body);
+    assert!(by_token.headers.get("content-security-policy").is_none());
+    env.a.faults().clear();
+
     let cm = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
     let url = format!("{}{CONFIGMAPS}", env.url);
     let no_origin = client

@@ -31,6 +31,14 @@ pub enum Fault {
     /// Answer normally, with this `Set-Cookie` header added: an upstream (a tenant's virtual
     /// cluster, a Grafana) trying to plant a cookie on the gateway's host.
     SetCookie(String),
+    /// Answer with 200 and this body of this `Content-Type`: a page a workload serves through a
+    /// `proxy` subresource, or a tenant's API server serving a document of its choosing.
+    Document {
+        /// `Content-Type` (e.g. `text/html`).
+        content_type: String,
+        /// The body.
+        body: String,
+    },
     /// Answer a non-upgrade request with this redirect (status and `Location`), body `ok`, the
     /// way a compromised or misconfigured API server might.
     Redirect {

@@ -181,6 +181,14 @@ pub(crate) async fn handle(
         Some(Fault::Redirect { code, location }) => {
             return upgrade_refusal(code, Some(&location), pretty);
         }
+        Some(Fault::Document { content_type, body }) => {
+            let mut resp = body::text(StatusCode::OK, body);
+            resp.headers_mut().remove("x-content-type-options");
+            if let Ok(value) = HeaderValue::from_str(&content_type) {
+                resp.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            }
+            return resp;
+        }
     }
     let mut resp = match admission {
         Admission::Reject(status) => out.respond(&status),
