@@ -128,9 +128,13 @@ pin_project! {
         // the body is dropped.
         Upstream { #[pin] body: Incoming, lease: Option<Lease> },
         Local { #[pin] body: Full<Bytes> },
-        // An upstream body that ends, however much is left, when `deadline` passes (boxed: the
-        // other variants stay as small as they were).
-        Deadlined { #[pin] body: Incoming, deadline: Pin<Box<tokio::time::Sleep>> },
+        // An upstream body that fails, however much is left, when `deadline` (`limit` from its
+        // start) passes (boxed: the other variants stay as small as they were).
+        Deadlined {
+            #[pin] body: Incoming,
+            deadline: Pin<Box<tokio::time::Sleep>>,
+            limit: std::time::Duration,
+        },
     }
 }
 
@@ -160,13 +164,15 @@ impl From<Incoming> for ProxyBody {
 }
 
 impl ProxyBody {
-    /// `body`, cut off `limit` from now: a response streaming slower than that ends there
-    /// (hyper then closes the connection if the body was shorter than it announced).
+    /// `body`, cut off `limit` from now: a response streaming slower than that fails there
+    /// with [`BodyError::Deadline`], so the client sees an incomplete body (hyper aborts the
+    /// chunked stream or resets the HTTP/2 stream), never a clean end of a cut answer.
     pub(crate) fn with_deadline(body: Incoming, limit: std::time::Duration) -> Self {
         ProxyBody {
             kind: Kind::Deadlined {
                 body,
                 deadline: Box::pin(tokio::time::sleep(limit)),
+                limit,
             },
             slot: None,
         }
@@ -190,21 +196,38 @@ impl ProxyBody {
     }
 }
 
+/// Why a [`ProxyBody`] failed mid-stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The upstream's body failed (reset, cut short, malformed).
+    #[error(transparent)]
+    Upstream(#[from] hyper::Error),
+    /// The upstream's refusal of an upgrade was still streaming when the time it has (10 s,
+    /// kube-apiserver's read and write deadline for it) ran out.
+    #[error("the upstream's response did not end within {0:?}")]
+    Deadline(std::time::Duration),
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project().kind.project() {
-            KindProj::Upstream { body, .. } => body.poll_frame(cx),
-            KindProj::Deadlined { body, deadline } => {
+            KindProj::Upstream { body, .. } => body.poll_frame(cx).map_err(BodyError::Upstream),
+            KindProj::Deadlined {
+                body,
+                deadline,
+                limit,
+            } => {
                 if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Some(Err(BodyError::Deadline(*limit))));
                 }
-                body.poll_frame(cx)
+                body.poll_frame(cx).map_err(BodyError::Upstream)
             }
             KindProj::Local { body } => match body.poll_frame(cx) {
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),

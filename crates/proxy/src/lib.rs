@@ -22,7 +22,9 @@ pub use audit::{
 };
 pub use authn::{Authenticated, Authenticator, AuthnError, AuthnLayer};
 pub use authz::{Authorizer, AuthzLayer, Decision};
-pub use body::{ConnectionResponses, GuardedBody, InFlightSlot, ProxyBody, ResponseWatch};
+pub use body::{
+    BodyError, ConnectionResponses, GuardedBody, InFlightSlot, ProxyBody, ResponseWatch,
+};
 pub use ext::{
     ClientAddr, Identity, LongRunning, ObjectRef, RequestMeta, ScopeAttached, SessionEnd,
     UpgradeSession, UpstreamPath,

@@ -517,27 +517,44 @@ async fn a_chunked_response_that_also_states_a_length_reaches_the_client_whole()
 }
 
 // kube-apiserver gives a backend's error answer to an upgrade 10 s to pass through. A backend
-// that sends the head of a 403 and then trickles (here: stops) must not hold the client's
-// connection: it ends once the 10 s are up, with whatever part of the body had arrived.
+// that sends the head of an error and then trickles (here: stops) must not hold the client's
+// connection: it ends once the 10 s are up, with whatever part of the body had arrived, and
+// the client can tell the body is incomplete: a length it was not given, or a chunked body
+// without its last chunk (before, the chunked one ended as if complete).
 #[tokio::test]
 async fn a_stalled_error_answer_to_an_upgrade_is_cut_off_after_10_s() {
     let pki = Pki::new();
-    let response = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\npartial".to_vec();
-    let backend = RawBackend::start(&pki, response, false).await;
-    let gw = gateway(&pki, backend.addr.port()).await;
-    let mut c = TcpStream::connect(gw).await.unwrap();
-    c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
-    let started = std::time::Instant::now();
-    let mut out = Vec::new();
-    tokio::time::timeout(FAILSAFE, c.read_to_end(&mut out))
-        .await
-        .expect("the gateway held the connection past the 10 s an error answer gets")
-        .unwrap_or_default();
-    let waited = started.elapsed();
-    let out = String::from_utf8_lossy(&out);
-    assert!(out.starts_with("HTTP/1.1 403 "), "{out}");
-    assert!(out.ends_with("partial"), "{out}");
-    assert!(waited >= Duration::from_secs(9), "cut off after {waited:?}");
+    let through = |response: &'static [u8]| {
+        let pki = &pki;
+        async move {
+            let backend = RawBackend::start(pki, response.to_vec(), false).await;
+            let gw = gateway(pki, backend.addr.port()).await;
+            let mut c = TcpStream::connect(gw).await.unwrap();
+            c.write_all(EXEC_HEAD.as_bytes()).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut out = Vec::new();
+            tokio::time::timeout(FAILSAFE, c.read_to_end(&mut out))
+                .await
+                .expect("the gateway held the connection past the 10 s an error answer gets")
+                .unwrap_or_default();
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_secs(9), "cut off after {waited:?}");
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let (sized, chunked) = tokio::join!(
+        through(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\npartial"),
+        through(b"HTTP/1.1 500 Internal Server Error\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n"),
+    );
+    assert!(sized.starts_with("HTTP/1.1 403 "), "{sized}");
+    assert!(sized.contains("content-length: 100"), "{sized}");
+    assert!(sized.ends_with("partial"), "{sized}");
+    assert!(chunked.starts_with("HTTP/1.1 500 "), "{chunked}");
+    assert!(chunked.contains("partial"), "{chunked}");
+    assert!(
+        !chunked.ends_with("0\r\n\r\n"),
+        "a cut chunked body ended as if complete: {chunked:?}"
+    );
 }
 
 /// Sends every event it records down a channel, so a test can wait for one without polling.
