@@ -177,6 +177,7 @@ impl Gateway {
             key_creation: Arc::default(),
             impersonation_modes: kubegate_authz::ImpersonationModes::default(),
             refusals,
+            audit: Arc::clone(&audit),
         });
         spawn_state_watcher(&shared, changes);
         health::spawn_prober(&shared);
@@ -200,7 +201,6 @@ impl Gateway {
     pub fn service(&self) -> GatewayStack {
         service::Classify::new(
             Arc::clone(&self.shared),
-            Arc::clone(&self.audit),
             self.shutdown.clone(),
             self.metrics.layer(
                 AuditLayer::from_arc(Arc::clone(&self.audit))

@@ -160,6 +160,8 @@ pub struct Shared {
     pub(crate) impersonation_modes: ImpersonationModes,
     /// Refusals of unauthenticated callers: counted, and logged at a bounded rate.
     pub(crate) refusals: crate::refusals::Refusals,
+    /// The audit sink, asked per request whether it is backlogged (see [`Classify`]).
+    pub(crate) audit: Arc<crate::audit::GatewayAuditSink>,
 }
 
 /// The request body inside the audit layer: the client's body, copied for the audit event when
@@ -272,23 +274,17 @@ static UNKNOWN_TARGET: std::sync::LazyLock<Arc<str>> =
 #[derive(Debug, Clone)]
 pub struct Classify<S> {
     shared: Arc<Shared>,
-    audit: Arc<crate::audit::GatewayAuditSink>,
     shutdown: CancellationToken,
     inner: S,
 }
 
 impl<S> Classify<S> {
-    /// Wraps `inner`; watches end when `shutdown` is cancelled. While `audit` is backlogged,
-    /// requests other than the ops endpoints are marked to be refused, unaudited.
-    pub fn new(
-        shared: Arc<Shared>,
-        audit: Arc<crate::audit::GatewayAuditSink>,
-        shutdown: CancellationToken,
-        inner: S,
-    ) -> Self {
+    /// Wraps `inner`; watches end when `shutdown` is cancelled. While the audit sink is
+    /// backlogged, requests other than the ops endpoints are marked to be refused, and no
+    /// request is audited.
+    pub fn new(shared: Arc<Shared>, shutdown: CancellationToken, inner: S) -> Self {
         Classify {
             shared,
-            audit,
             shutdown,
             inner,
         }
@@ -337,8 +333,10 @@ where
             Err(_) => None,
         };
         let watch = classified.as_ref().is_some_and(|(m, ..)| m.verb == "watch");
-        // Health checks and metrics stay served while the audit log is behind: an orchestrator
-        // must not restart the gateway for it, and the metrics say why requests are refused.
+        // Health checks and metrics stay served while the audit log is behind, unaudited: an
+        // orchestrator must not restart the gateway for it, the metrics say why requests are
+        // refused, and none of it adds to the backlog (which would then drop the events of
+        // requests already served).
         let ops = classified.as_ref().is_some_and(|c| c.3);
         if let Some((meta, long_running, level, _)) = classified {
             let ext = req.extensions_mut();
@@ -346,10 +344,12 @@ where
             ext.insert(LongRunning(long_running));
             ext.insert(level);
         }
-        if !ops && kubegate_proxy::AuditSink::backlogged(&*self.audit) {
+        if kubegate_proxy::AuditSink::backlogged(&*self.shared.audit) {
             let ext = req.extensions_mut();
             ext.insert(kubegate_proxy::AuditLevel::None);
-            ext.insert(AuditBacklog);
+            if !ops {
+                ext.insert(AuditBacklog);
+            }
         }
         ClassifyFuture {
             inner: self.inner.call(req),
@@ -543,15 +543,17 @@ async fn handle(
             res
         }
         _ => {
-            let by_cookie = matches!(
+            // Browsers send these: the session cookie, or a front proxy's own (an SSO proxy
+            // that authenticates the browser and names the user in headers).
+            let by_browser = matches!(
                 caller.credential,
-                CallerCredential::Token { session: true, .. }
+                CallerCredential::Token { session: true, .. } | CallerCredential::FrontProxy
             );
             match forward(shared, runtime, caller, &route, req) {
                 Ok(forwarding) => match forwarding.await {
                     Ok(mut res) => {
                         strip_upstream_session_cookie(res.headers_mut());
-                        if by_cookie {
+                        if by_browser {
                             sandbox_documents(res.headers_mut());
                         }
                         res
@@ -565,13 +567,16 @@ async fn handle(
     res.map(|body| body.holding(slot))
 }
 
-/// For a browser that sent the session cookie: an upstream's answer that is not a Kubernetes
-/// API type (JSON, YAML, protobuf, CBOR) gets `Content-Security-Policy: sandbox`, and every
-/// answer `X-Content-Type-Options: nosniff`. A page a workload serves through a `proxy`
-/// subresource, or any document a tenant's virtual cluster chooses to send, would otherwise
-/// run its script as the gateway's own origin, where it could send the user's cookie-borne
-/// requests (a same-origin `Origin` passes the CSRF check). Sandboxed, it runs in an opaque
-/// origin without script. Bearer-token clients (kubectl, `kubectl proxy` and the browser
+/// For a browser (the session cookie, or a front proxy's): an upstream's answer that is not
+/// a Kubernetes API type (JSON, YAML, protobuf, CBOR) gets `Content-Security-Policy: sandbox`
+/// (beside any policy of the upstream's: browsers enforce them all), and every answer
+/// `X-Content-Type-Options: nosniff`. A page a workload serves through a `proxy` subresource,
+/// or any document a tenant's virtual cluster chooses to send, would otherwise run its script
+/// as the gateway's own origin, where it could send the user's cookie-borne requests (a
+/// same-origin `Origin` passes the CSRF check). Sandboxed, it runs in an opaque origin without
+/// script. An answer is an API type only with exactly one `Content-Type` holding no `,`:
+/// browsers take the last of several types (and of a list in one value), which a checker of
+/// the first would not see. Bearer-token clients (kubectl, `kubectl proxy` and the browser
 /// behind it) are answered as the upstream answered.
 fn sandbox_documents(headers: &mut http::HeaderMap) {
     const API_TYPES: [&str; 4] = [
@@ -580,13 +585,18 @@ fn sandbox_documents(headers: &mut http::HeaderMap) {
         "application/vnd.kubernetes.protobuf",
         "application/cbor",
     ];
-    let api = headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or_default().trim())
-        .is_some_and(|essence| API_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t)));
+    let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let api = match (types.next(), types.next()) {
+        (Some(only), None) => only
+            .to_str()
+            .ok()
+            .filter(|v| !v.contains(','))
+            .map(|v| v.split(';').next().unwrap_or_default().trim())
+            .is_some_and(|essence| API_TYPES.iter().any(|t| essence.eq_ignore_ascii_case(t))),
+        _ => false,
+    };
     if !api {
-        headers.insert(
+        headers.append(
             http::header::CONTENT_SECURITY_POLICY,
             http::HeaderValue::from_static("sandbox"),
         );
@@ -780,7 +790,7 @@ fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<RequestBod
         // header) can accept one an upstream would read as another name, or as none: such a
         // credential does not authenticate here, rather than fail every forwarded request.
         AuthnOutcome::Authenticated(caller) => {
-            match kubegate_proxy::check_impersonable(&caller.identity) {
+            match kubegate_proxy::check_impersonable_name(&caller.identity) {
                 Ok(()) => Settled::Done(Ok(caller)),
                 Err(e) => Settled::Next(Some(format!(
                     "the authenticated identity cannot be impersonated upstream: {e}"

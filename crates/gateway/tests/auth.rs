@@ -941,7 +941,7 @@ async fn cookie_flow_through_a_cluster() {
     let proxied = "/api/v1/namespaces/default/services/web:80/proxy/";
     env.a.faults().inject(
         kubegate_testkit::FaultRule::new(kubegate_testkit::Fault::Document {
-            content_type: "text/html; charset=utf-8".into(),
+            content_types: vec!["text/html; charset=utf-8".into()],
             body: "<script>fetch('/kubernetes/cluster/a/api/v1/secrets')</script>".into(),
         })
         .path_prefix(proxied),
@@ -964,6 +964,29 @@ async fn cookie_flow_through_a_cluster() {
         .await;
     assert_eq!(by_token.status, 200, "{}", by_token.body);
     assert!(by_token.headers.get("content-security-policy").is_none());
+    // A JSON type first and HTML last (browsers take the last), or a list in one value: not
+    // an API answer, sandboxed.
+    for content_types in [
+        vec!["application/json".to_owned(), "text/html".to_owned()],
+        vec!["application/json;a=\",text/html\"".to_owned()],
+    ] {
+        env.a.faults().clear();
+        env.a.faults().inject(
+            kubegate_testkit::FaultRule::new(kubegate_testkit::Fault::Document {
+                content_types: content_types.clone(),
+                body: "<script>alert(1)</script>".into(),
+            })
+            .path_prefix(proxied),
+        );
+        let reply = client
+            .send(http::Method::GET, &page_url, &[("cookie", &cookie)], None)
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(
+            reply.headers["content-security-policy"], "sandbox",
+            "{content_types:?}"
+        );
+    }
     env.a.faults().clear();
 
     let cm = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});

@@ -693,6 +693,19 @@ async fn front_proxy_headers_only_from_trusted_networks() {
             .keys()
             .all(|k| !k.as_str().starts_with("x-remote-"))
     );
+    // A front proxy's callers are browsers too (an SSO proxy's cookie): an upstream document
+    // reaches them sandboxed, an API answer as it was (bar `nosniff`).
+    assert!(reply.headers.get("content-security-policy").is_none());
+    assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+    trusted.a.faults().inject(kubegate_testkit::FaultRule::new(
+        kubegate_testkit::Fault::Document {
+            content_types: vec!["text/html".into()],
+            body: "<script>alert(1)</script>".into(),
+        },
+    ));
+    let page = trusted.client().get(&url_of(&trusted), "", &headers).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(page.headers["content-security-policy"], "sandbox");
     let untrusted = Env::start_with("frontProxy:\n  trustedCidrs: [10.0.0.0/8]\n").await;
     let reply = untrusted
         .client()
@@ -1904,11 +1917,12 @@ async fn a_stalled_audit_log_refuses_new_requests_but_never_stalls_the_gateway()
     };
     let client = env.client();
     let api = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
-    // Refused callers are audited too: each with a 100 KB User-Agent fills the queue quickly.
-    let big = "x".repeat(100_000);
+    // Refused callers are audited too: each with a 60 KB query (the request URI is recorded
+    // whole, as kube records it) fills the queue quickly.
+    let big = format!("{api}?filler={}", "x".repeat(60_000));
     let mut refused = None;
     for _ in 0..2_000 {
-        let reply = client.get(&api, "not-a-key", &[("user-agent", &big)]).await;
+        let reply = client.get(&big, "not-a-key", &[]).await;
         if reply.status == 429 {
             refused = Some(reply);
             break;

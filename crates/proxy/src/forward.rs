@@ -396,13 +396,12 @@ where
         *out.method_mut() = parts.method;
         *out.uri_mut() = uri;
         *out.headers_mut() = parts.headers;
+        // Moved, not copied or allocated: the request's own path and the forwarded one.
         let redirect_from = (self.upstream.rejects_forwarding_redirects()
             && self.upstream.rewrites_redirects())
-        .then(|| {
-            Box::new(RedirectFrom {
-                client: parts.uri,
-                forwarded: pq,
-            })
+        .then(|| RedirectFrom {
+            client: parts.uri.into_parts().path_and_query,
+            forwarded: pq,
         });
         Ok(InFlight {
             response: self.pool.send(out, long_running),
@@ -430,15 +429,15 @@ pin_project_lite::pin_project! {
         upstream: Upstream,
         format: StatusFormat,
         // What a redirect to the upstream itself is rewritten from, when the upstream
-        // rewrites them (boxed: most upstreams do not, and the future stays small).
-        redirect_from: Option<Box<RedirectFrom>>,
+        // rewrites them.
+        redirect_from: Option<RedirectFrom>,
     }
 }
 
 /// The paths a redirect's `Location` is mapped between: the client's request and the path
 /// forwarded upstream.
 struct RedirectFrom {
-    client: Uri,
+    client: Option<PathAndQuery>,
     forwarded: PathAndQuery,
 }
 
@@ -456,7 +455,7 @@ where
             return Poll::Ready(Ok(finish(
                 this.upstream,
                 *this.format,
-                this.redirect_from.as_deref(),
+                this.redirect_from.as_ref(),
                 result,
             )));
         }
@@ -572,7 +571,8 @@ fn rewritten<B>(
     res: &Response<B>,
 ) -> Option<http::HeaderValue> {
     let location = res.headers().get(http::header::LOCATION)?.to_str().ok()?;
-    let prepend = kubegate_routing::path_prepend(from.client.path(), from.forwarded.path())?;
+    let prepend =
+        kubegate_routing::path_prepend(from.client.as_ref()?.path(), from.forwarded.path())?;
     let rewritten = kubegate_routing::rewrite_location(
         location,
         &upstream.origin(),

@@ -30,7 +30,9 @@ pub use ext::{
     UpgradeSession, UpstreamPath,
 };
 pub use forward::ForwardService;
-pub use headers::{UnforwardableIdentity, check_impersonable, check_impersonable_value};
+pub use headers::{
+    UnforwardableIdentity, check_impersonable, check_impersonable_name, check_impersonable_value,
+};
 pub use metrics::MetricsLayer;
 pub use rbac::RbacAuthorizer;
 pub use status::{FieldError, Status};

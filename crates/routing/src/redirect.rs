@@ -122,6 +122,11 @@ pub fn rewrite_location(
     let mut out = String::with_capacity(prepend.len() + location.len() + forwarded_path.len());
     out.push_str(prepend);
     out.push_str(path);
+    // `//host/…` is a reference to another host (with an empty prefix, `/.//evil.example`
+    // and `https://<upstream>//evil.example` both come to that).
+    if out.starts_with("//") {
+        return None;
+    }
     // A relative reference with neither path nor query keeps the request's (RFC 3986 §5.2.2).
     let query = match (reference.scheme, reference.authority, reference.path) {
         (None, None, "") => reference.query.or(forwarded_query),
@@ -401,6 +406,38 @@ mod tests {
                 "{location} from {upstream:?}"
             );
         }
+    }
+
+    /// With no prefix (an embedder that forwards paths as they came), a path whose first
+    /// segment is empty would read as another host: refused.
+    #[test]
+    fn an_empty_prefix_never_makes_a_reference_to_another_host() {
+        let up = UpstreamOrigin {
+            scheme: "https",
+            authority: "k8s.example",
+            base_path: "",
+        };
+        for location in [
+            "https://k8s.example//evil.example/x",
+            "/.//evil.example",
+            "..//evil.example",
+            "//k8s.example//evil.example",
+        ] {
+            assert_eq!(
+                rewrite_location(location, &up, "/a/b", ""),
+                None,
+                "{location}"
+            );
+        }
+        assert_eq!(
+            rewrite_location("/x//y", &up, "/a/b", "").as_deref(),
+            Some("/x//y")
+        );
+        // Under a prefix the same path stays under it.
+        assert_eq!(
+            rewrite_location("/.//evil.example", &up, "/a/b", "/p").as_deref(),
+            Some("/p//evil.example")
+        );
     }
 
     #[test]

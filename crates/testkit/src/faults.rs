@@ -34,8 +34,9 @@ pub enum Fault {
     /// Answer with 200 and this body of this `Content-Type`: a page a workload serves through a
     /// `proxy` subresource, or a tenant's API server serving a document of its choosing.
     Document {
-        /// `Content-Type` (e.g. `text/html`).
-        content_type: String,
+        /// `Content-Type` values, each a header of its own (e.g. `["text/html"]`; two to
+        /// see what a client makes of a contradiction).
+        content_types: Vec<String>,
         /// The body.
         body: String,
     },

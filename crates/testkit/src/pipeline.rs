@@ -181,11 +181,17 @@ pub(crate) async fn handle(
         Some(Fault::Redirect { code, location }) => {
             return upgrade_refusal(code, Some(&location), pretty);
         }
-        Some(Fault::Document { content_type, body }) => {
+        Some(Fault::Document {
+            content_types,
+            body,
+        }) => {
             let mut resp = body::text(StatusCode::OK, body);
             resp.headers_mut().remove("x-content-type-options");
-            if let Ok(value) = HeaderValue::from_str(&content_type) {
-                resp.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            resp.headers_mut().remove(http::header::CONTENT_TYPE);
+            for value in content_types {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    resp.headers_mut().append(http::header::CONTENT_TYPE, value);
+                }
             }
             return resp;
         }

@@ -15,9 +15,10 @@ use super::{AuditEvent, AuditSink};
 /// 8 MiB.
 pub const DEFAULT_QUEUE: usize = 8 << 20;
 /// Past this many times the queue bound, events are dropped (and counted as lost) rather than
-/// queued: the memory a writer stuck for good (a log pipe nobody reads) can make the gateway
-/// hold. Only events of requests admitted before the queue reached its bound get this far when
-/// the server refuses new requests while [`BackgroundJsonLines::is_backlogged`].
+/// queued: what bounds the queue behind a writer stuck for good (a log pipe nobody reads),
+/// besides the batch the writer holds (at most this much again, and its JSON). Only events of
+/// requests admitted before the queue reached its bound get this far when the server refuses
+/// new requests, and audits none, while [`BackgroundJsonLines::is_backlogged`].
 const OVERFLOW_FACTOR: usize = 8;
 /// The writer wakes at least this often while events are waiting...
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
@@ -483,8 +484,8 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert!(!sink.is_backlogged(), "the writer took the queue");
-        // The second reaches the bound; eight more queue past it, the last is dropped: all
-        // recorded without waiting for the writer.
+        // The second reaches the bound, seven more queue past it (to eight times the bound),
+        // the last two are dropped: all recorded without waiting for the writer.
         let (done, finished) = std::sync::mpsc::channel();
         let recorder = {
             let sink = sink.clone();

@@ -646,6 +646,22 @@ impl<K: AuditSink> Drop for Pending<K> {
     }
 }
 
+/// A `User-Agent` as kube-apiserver records it (apiserver `pkg/audit/request.go`
+/// `maybeTruncateUserAgent`): at most 1,024 bytes, then `...TRUNCATED`. A head may hold a
+/// megabyte of it, which every event would carry otherwise.
+fn audited_user_agent(ua: &str) -> String {
+    const MAX: usize = 1024;
+    if ua.len() <= MAX {
+        return ua.to_owned();
+    }
+    // `to_str` let only ASCII through, but a cut must not split a character regardless.
+    let mut end = MAX;
+    while !ua.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...TRUNCATED", &ua[..end])
+}
+
 /// Whether `headers` describe a body that can be recorded as a JSON object.
 fn recordable(headers: &http::HeaderMap) -> Result<(), &'static str> {
     let encoded = headers
@@ -759,7 +775,7 @@ where
                     .headers()
                     .get(http::header::USER_AGENT)
                     .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
+                    .map(audited_user_agent),
                 object_ref: meta.and_then(|m| m.object_ref.clone()),
                 response_status: None,
                 request_object: None,
@@ -1084,6 +1100,19 @@ mod tests {
             object_ref: Some(ObjectRef::new("pods", "default", "", "", "v1", "")),
         });
         req
+    }
+
+    /// kube-apiserver's `maybeTruncateUserAgent`: 1,024 bytes kept, then `...TRUNCATED`.
+    #[test]
+    fn long_user_agents_are_cut_as_kube_apiserver_cuts_them() {
+        assert_eq!(audited_user_agent("kubectl/v1.34.0"), "kubectl/v1.34.0");
+        let exact = "a".repeat(1024);
+        assert_eq!(audited_user_agent(&exact), exact);
+        let long = "b".repeat(100_000);
+        assert_eq!(
+            audited_user_agent(&long),
+            format!("{}...TRUNCATED", "b".repeat(1024))
+        );
     }
 
     #[test]
