@@ -3,7 +3,9 @@
 //! once; the next one gets a plain-text 429 with `Retry-After: 1` at once (no queue), as
 //! apiserver's `WithMaxInFlightLimit` answers it. Long-running requests (watches, exec, attach,
 //! port-forward, logs followed) are not counted, and members of `system:masters` are always
-//! served, as there.
+//! served, as there. Each Kubernetes target has an [`InFlight`] of its own (kept with its
+//! forwarding service across reloads), as each kube-apiserver has its own limit; the gateway's
+//! own endpoints share one more.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

@@ -475,12 +475,12 @@ fn begin(shared: &Shared, runtime: &Runtime, req: Request<RequestBody>) -> Step 
         Ok(caller) => caller,
         Err(reason) => return Step::Wait(req, OwnCredentials::Rejected(reason)),
     };
-    let slot = match admit(shared, runtime, &caller, &req) {
-        Ok(slot) => slot,
-        Err(res) => return Step::Respond(*res),
-    };
+    // Counted against the target's own budget once it is found (in `forward`).
+    if let Err(res) = admit(runtime, &caller, &req, None) {
+        return Step::Respond(*res);
+    }
     match forward(shared, runtime, caller, &route, req) {
-        Ok(forwarding) => Step::Forward(forwarding, slot),
+        Ok((forwarding, slot)) => Step::Forward(forwarding, slot),
         Err(res) => Step::Respond(*res),
     }
 }
@@ -529,7 +529,10 @@ async fn handle(
         Ok(caller) => caller,
         Err(res) => return *res,
     };
-    let slot = match admit(shared, runtime, &caller, &req) {
+    // Requests to a Kubernetes target are counted against that target's own budget once it
+    // is found (in `forward`); the gateway's own endpoints share the gateway's.
+    let budget = (!route.target.is_kubernetes_upstream()).then_some(&*shared.in_flight);
+    let mut slot = match admit(runtime, &caller, &req, budget) {
         Ok(slot) => slot,
         Err(res) => return *res,
     };
@@ -550,8 +553,9 @@ async fn handle(
                 CallerCredential::Token { session: true, .. } | CallerCredential::FrontProxy
             );
             match forward(shared, runtime, caller, &route, req) {
-                Ok(forwarding) => match forwarding.await {
+                Ok((forwarding, counted)) => match forwarding.await {
                     Ok(mut res) => {
+                        slot = counted;
                         strip_upstream_session_cookie(res.headers_mut());
                         if by_browser {
                             sandbox_documents(res.headers_mut());
@@ -608,13 +612,14 @@ fn sandbox_documents(headers: &mut http::HeaderMap) {
 }
 
 /// What follows authentication on every authenticated path: the audit event learns who asked,
-/// the per-identity rate limit applies, and the request takes a max-in-flight slot (for its
-/// response body to hold; `None` when it is not counted).
+/// the per-identity rate limit applies, and the request takes a max-in-flight slot of `budget`
+/// (for its response body to hold; `None` when it is not counted, or counted later: see
+/// [`take_slot`]).
 fn admit(
-    shared: &Shared,
     runtime: &Runtime,
     caller: &Caller,
     req: &Request<RequestBody>,
+    budget: Option<&crate::inflight::InFlight>,
 ) -> Result<Option<InFlightSlot>, Box<Response<ProxyBody>>> {
     if let Some(slot) = req.extensions().get::<IdentitySlot>() {
         slot.set(caller.identity.clone());
@@ -626,6 +631,22 @@ fn admit(
         );
         return Err(too_many(message, retry_after, req));
     }
+    match budget {
+        Some(budget) => take_slot(budget, runtime, &caller.identity.groups, req),
+        None => Ok(None),
+    }
+}
+
+/// A max-in-flight slot of `budget` for `req`, made by a user of `groups` (`None` when the
+/// request is not counted), or kube-apiserver's 429 when the budget is spent. Each Kubernetes
+/// target has a budget of its own, as each kube-apiserver has its own limit: a target that
+/// stops answering holds only its own slots, never another's.
+fn take_slot(
+    budget: &crate::inflight::InFlight,
+    runtime: &Runtime,
+    groups: &[String],
+    req: &Request<RequestBody>,
+) -> Result<Option<InFlightSlot>, Box<Response<ProxyBody>>> {
     let verb = req
         .extensions()
         .get::<RequestMeta>()
@@ -635,10 +656,7 @@ fn admit(
         runtime.config.max_requests_in_flight,
         runtime.config.max_mutating_requests_in_flight,
     );
-    match shared
-        .in_flight
-        .admit(verb, long_running, &caller.identity.groups, limits)
-    {
+    match budget.admit(verb, long_running, groups, limits) {
         // The slot's response is watched by its connection: one that runs past the request
         // timeout (a client that stopped reading) ends with the connection.
         Admission::Admitted(slot) => Ok(slot.map(|slot| {
@@ -920,15 +938,23 @@ fn strip_upstream_session_cookie(headers: &mut http::HeaderMap) {
 }
 
 /// Authorizes a request to a Kubernetes target and hands it to the target's forwarding service.
+/// The forwarding of an authorized request, with the max-in-flight slot it took of its
+/// target's budget (`None` when it is not counted).
+type Forwarding = (
+    kubegate_proxy::forward::ResponseFuture,
+    Option<InFlightSlot>,
+);
+
 fn forward(
     shared: &Shared,
     runtime: &Runtime,
     caller: Caller,
     route: &Route<'_>,
     mut req: Request<RequestBody>,
-) -> Result<kubegate_proxy::forward::ResponseFuture, Box<Response<ProxyBody>>> {
+) -> Result<Forwarding, Box<Response<ProxyBody>>> {
     let Prepared {
         service,
+        in_flight,
         upstream_path,
         long_running,
         identity,
@@ -936,6 +962,8 @@ fn forward(
         withhold_authorization,
     } = prepare_forward(route, runtime, &shared.impersonation_modes, caller, &req)?;
     admit_to_target(runtime, &req)?;
+    // The identity kube-apiserver's limit would see: the impersonated one, if any.
+    let slot = take_slot(in_flight, runtime, &identity.groups, &req)?;
     // An empty location below the prefix: kube-apiserver's proxy handler redirects a GET or
     // HEAD to the path plus `/` (V5.5), once the request is authenticated and authorized, and
     // passes other methods on (here to `/`).
@@ -969,12 +997,14 @@ fn forward(
         ext.insert(LongRunning(long_running));
     }
     ext.insert(identity);
-    Ok(service.clone().call(req))
+    Ok((service.clone().call(req), slot))
 }
 
 /// Everything decided about a request before it is forwarded.
 struct Prepared<'r> {
     service: &'r kubegate_proxy::ForwardService<RequestBody>,
+    /// The target's max-in-flight budget.
+    in_flight: &'r crate::inflight::InFlight,
     upstream_path: UpstreamPath,
     long_running: bool,
     identity: kubegate_authz::Identity,
@@ -1068,7 +1098,7 @@ fn prepare_forward<'r>(
     }
     let upstream_path = UpstreamPath::from_route(route.raw_rest, route.query)
         .map_err(|e| fail(Status::bad_request(e.to_string())))?;
-    let Some(service) = runtime.upstreams.get(key) else {
+    let Some((service, in_flight)) = runtime.upstreams.get_with_budget(key) else {
         return Err(fail(Status::service_unavailable(format!(
             "{} is not available",
             key.describe()
@@ -1076,6 +1106,7 @@ fn prepare_forward<'r>(
     };
     Ok(Prepared {
         service,
+        in_flight,
         upstream_path,
         long_running: info.is_long_running(),
         // Passthrough forwards the bearer token only when it is what authenticated the

@@ -1,5 +1,7 @@
 //! Turns configured upstreams into forwarding services, built once per configuration.
 
+use std::sync::Arc;
+
 use crate::service::RequestBody;
 use base64::Engine;
 use kubegate_proxy::{Credential, ForwardService, IdentityMode, Upstream};
@@ -76,6 +78,9 @@ pub struct Upstreams {
 #[derive(Clone)]
 struct Built {
     service: ForwardService<RequestBody>,
+    /// The target's own max-in-flight budget: kept across reloads (requests in flight hold
+    /// slots of it), whatever else changed.
+    in_flight: Arc<crate::inflight::InFlight>,
     config: UpstreamConfig,
     /// SHA-256 over the files the service was built from (a digest, so no copy of a client key
     /// is kept).
@@ -164,9 +169,9 @@ impl Upstreams {
             let name = key.describe();
             let files = Files::read(&name, upstream)?;
             let digest = files.digest();
-            let unchanged = previous
-                .and_then(|p| p.services.get(&key))
-                .filter(|old| old.config == *upstream && old.files == digest);
+            let old = previous.and_then(|p| p.services.get(&key));
+            let in_flight = old.map_or_else(Arc::default, |old| Arc::clone(&old.in_flight));
+            let unchanged = old.filter(|old| old.config == *upstream && old.files == digest);
             let service = match unchanged {
                 Some(old) => old.service.clone(),
                 None => {
@@ -179,6 +184,7 @@ impl Upstreams {
                 key,
                 Built {
                     service,
+                    in_flight,
                     config: upstream.clone(),
                     files: digest,
                 },
@@ -218,6 +224,16 @@ impl Upstreams {
     /// The service for a key.
     pub fn get(&self, key: &UpstreamKey) -> Option<&ForwardService<RequestBody>> {
         self.services.get(key).map(|built| &built.service)
+    }
+
+    /// The service for `key` and the target's own max-in-flight budget, with one lookup.
+    pub(crate) fn get_with_budget(
+        &self,
+        key: &UpstreamKey,
+    ) -> Option<(&ForwardService<RequestBody>, &crate::inflight::InFlight)> {
+        self.services
+            .get(key)
+            .map(|built| (&built.service, &*built.in_flight))
     }
 
     /// Every upstream, for readiness probes.

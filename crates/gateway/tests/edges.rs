@@ -341,9 +341,9 @@ async fn next_event(
     }
 }
 
-/// kube-apiserver's max-in-flight limit: with one read allowed, a read whose response body is
-/// still streaming holds the slot, and a second read gets kube's plain-text 429 with
-/// `Retry-After: 1`. Watches and writes are not charged to it. Once the body ends, reads are
+/// kube-apiserver's max-in-flight limit, per target: with one read allowed, a read whose
+/// response body is still streaming holds its target's slot, and a second read of that target
+/// gets kube's plain-text 429 with `Retry-After: 1`; other targets are served. Watches and writes are not charged to it. Once the body ends, reads are
 /// served again.
 #[tokio::test(flavor = "multi_thread")]
 async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
@@ -361,6 +361,31 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
     assert_eq!(refused.body, "Too many requests, please try again later.\n");
     assert_eq!(refused.headers["retry-after"], "1");
     assert_eq!(refused.headers["content-type"], "text/plain; charset=utf-8");
+    // Each target has a budget of its own, as each kube-apiserver has its own limit: cluster
+    // a's held slot (or a hung upstream holding them all) leaves cluster b served, and the
+    // management API too.
+    let other = client
+        .get(
+            &format!(
+                "{}/kubernetes/cluster/b/api/v1/namespaces/default/configmaps",
+                env.url
+            ),
+            ADMIN_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(other.status, 200, "{}", other.body);
+    let management = client
+        .get(
+            &format!(
+                "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
+                env.url
+            ),
+            ADMIN_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(management.status, 200, "{}", management.body);
     // Not charged: a watch (long-running) and a write (its own limit).
     let watch = open_watch(&env).await;
     drop(watch);
