@@ -412,11 +412,7 @@ mod tests {
     /// segment is empty would read as another host: refused.
     #[test]
     fn an_empty_prefix_never_makes_a_reference_to_another_host() {
-        let up = UpstreamOrigin {
-            scheme: "https",
-            authority: "k8s.example",
-            base_path: "",
-        };
+        let up = origin("https", "k8s.example");
         for location in [
             "https://k8s.example//evil.example/x",
             "/.//evil.example",
@@ -440,13 +436,17 @@ mod tests {
         );
     }
 
+    fn origin<'a>(scheme: &'a str, authority: &'a str) -> UpstreamOrigin<'a> {
+        UpstreamOrigin {
+            scheme,
+            authority,
+            base_path: "",
+        }
+    }
+
     #[test]
     fn ipv6_and_plain_http_authorities_compare_by_origin() {
-        let v6 = UpstreamOrigin {
-            scheme: "https",
-            authority: "[2001:db8::1]",
-            base_path: "",
-        };
+        let v6 = origin("https", "[2001:db8::1]");
         assert_eq!(
             rewrite_location("https://[2001:db8::1]:443/x", &v6, "/", "/p").as_deref(),
             Some("/p/x")
@@ -455,11 +455,7 @@ mod tests {
             rewrite_location("https://[2001:db8::2]/x", &v6, "/", "/p"),
             None
         );
-        let http = UpstreamOrigin {
-            scheme: "http",
-            authority: "127.0.0.1:80",
-            base_path: "",
-        };
+        let http = origin("http", "127.0.0.1:80");
         assert_eq!(
             rewrite_location("http://127.0.0.1/x", &http, "/", "/p").as_deref(),
             Some("/p/x")
