@@ -109,20 +109,27 @@ impl CentralAuthenticator {
                 "central gateway token: not a kubegate claims object".into(),
             );
         };
-        // Whether the central still stands by it (revocation, generation, user, parent key).
-        match self.selves.check_verified(token).await {
-            SelfAnswer::Valid(_) => {}
+        // Whether the central still stands by it (revocation, generation, user, parent key),
+        // and who the user is now: the central authenticates the token with the user's
+        // current groups, not the ones written into it when it was minted, so the agent
+        // impersonates those (a user taken out of a group loses it here when the central
+        // says so, not when the token expires). The scope is the token's own, signed.
+        let me = match self.selves.check_verified(token).await {
+            SelfAnswer::Valid(me) => me,
             SelfAnswer::Refused(why) => {
                 return AuthnOutcome::Rejected(format!("central gateway token: {why}"));
             }
             SelfAnswer::Unavailable(message) => return AuthnOutcome::Unavailable(message),
+        };
+        let Some(identity) = me.status.as_ref().map(identity_of) else {
+            return AuthnOutcome::Rejected("the selves answer has no status".into());
+        };
+        if identity.name != claims.loft.name {
+            return AuthnOutcome::Rejected(format!(
+                "central gateway token: the central describes it as another user ({:?})",
+                clipped_name(&identity.name)
+            ));
         }
-        let identity = Identity::authenticated(
-            claims.loft.name.clone(),
-            claims.loft.uid.clone(),
-            claims.groups.clone(),
-            Default::default(),
-        );
         AuthnOutcome::Authenticated(Box::new(Caller {
             identity,
             scope: Arc::new(CompiledScope::new(claims.loft.scope.as_ref())),
@@ -144,18 +151,7 @@ impl CentralAuthenticator {
                 let Some(status) = me.status.as_ref() else {
                     return AuthnOutcome::Rejected("the selves answer has no status".into());
                 };
-                let name = status
-                    .user
-                    .as_ref()
-                    .map(|u| u.name.clone())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| status.subject.clone());
-                let identity = Identity::authenticated(
-                    name,
-                    status.uid.clone(),
-                    status.groups.clone(),
-                    Default::default(),
-                );
+                let identity = identity_of(status);
                 AuthnOutcome::Authenticated(Box::new(Caller {
                     identity,
                     scope: Arc::new(CompiledScope::new(status.access_key_scope.as_ref())),
@@ -174,12 +170,35 @@ impl CentralAuthenticator {
         }
     }
 
+    /// The 503's message when the central's signing keys cannot be had: nothing of its
+    /// address or of why for the client (an unauthenticated one, as often as not), the cause
+    /// in the log.
     fn unreachable(&self, cause: &str) -> String {
-        format!(
-            "the central gateway at {} cannot be reached: {cause}",
-            self.central
-        )
+        tracing::debug!(central = %self.central, error = %cause, "the central gateway's signing keys cannot be had; a token is not checked now");
+        super::selves::UNAVAILABLE.to_owned()
     }
+}
+
+/// The identity the central's `selves` answer describes: the user (or subject), uid and the
+/// user's current groups.
+fn identity_of(status: &kubegate_api::SelfStatus) -> Identity {
+    let name = status
+        .user
+        .as_ref()
+        .map(|u| u.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| status.subject.clone());
+    Identity::authenticated(
+        name,
+        status.uid.clone(),
+        status.groups.clone(),
+        Default::default(),
+    )
+}
+
+/// A name for a log line or message, cut to 64 characters.
+fn clipped_name(name: &str) -> String {
+    name.chars().take(64).collect()
 }
 
 impl ExternalAuthenticator for CentralAuthenticator {

@@ -5,12 +5,16 @@
 //! - only bearers shaped like access keys ([`is_access_key_shaped`]) are asked about; anything
 //!   else is refused at once, without a call;
 //! - concurrent checks of one key share one call;
-//! - at most [`MAX_CONCURRENT_CALLS`] calls are in flight at once. A check that finds them all
-//!   busy does not queue: a key accepted within [`STALE_IF_ERROR`] keeps working from the
-//!   cache, another key gets [`SelfAnswer::Unavailable`] (a 503 clients retry), so a flood of
-//!   made-up keys costs the central at most that many calls at a time and queues nothing at
-//!   the agent. Since anyone can cause it, this is logged at debug level only, and not as the
-//!   central being unreachable.
+//! - at most [`MAX_CONCURRENT_CALLS`] calls are in flight at once. A check of an unknown key that
+//!   finds them all busy does not queue: it gets [`SelfAnswer::Unavailable`] (a 503 clients
+//!   retry), so a flood of made-up keys costs the central at most that many calls at a time
+//!   and queues nothing at the agent. Since anyone can cause it, this is logged at debug level
+//!   only, and not as the central being unreachable;
+//! - a key the central accepted before is re-checked with permits of its own
+//!   ([`MAX_CONCURRENT_CALLS`] more, waited for up to [`RECHECK_WAIT`]), which made-up keys
+//!   cannot take: a flood cannot make the agent skip asking about a key the central may have
+//!   revoked since. A check that was not asked (every permit taken, or the central answering
+//!   429) is never answered from the stale cache: that is for a central that cannot answer.
 //!
 //! Cache rules (entries are keyed by the SHA-256 of the key; the key itself is never stored):
 //! - an answer is reused for [`FRESH_FOR`] (30 s), then re-validated on the next use;
@@ -35,6 +39,11 @@ use tokio::sync::{OnceCell, Semaphore};
 use super::FetchError;
 use super::client::HttpsClient;
 
+/// What a client is told when its credential cannot be checked with the central now (a 503):
+/// nothing of the central's address or of why, which are in the agent's log.
+pub const UNAVAILABLE: &str =
+    "the central gateway cannot check this credential now; try again later";
+
 /// How long an answer of the central is used without asking again.
 pub const FRESH_FOR: Duration = Duration::from_secs(30);
 /// How long a refusal of the central is remembered.
@@ -54,6 +63,9 @@ pub const REFUSED_CAPACITY: usize = 1_024;
 /// Most `selves` calls in flight at once; a check that finds them all busy is answered from
 /// the stale cache or not at all (see the module documentation).
 pub const MAX_CONCURRENT_CALLS: usize = 32;
+/// How long a re-check of a key the central accepted before waits for one of its own permits
+/// when every one is taken.
+pub const RECHECK_WAIT: Duration = Duration::from_secs(2);
 
 /// Length of a Loft access key: 64 random alphanumeric characters (`vcluster platform create
 /// accesskey --in-cluster`; see spec/loft-api.md).
@@ -178,6 +190,10 @@ pub struct SelfCache {
     /// their own, so a flood of made-up key-shaped bearers, which fills `calls`, cannot keep
     /// the central's tokens from being checked.
     verified_calls: Semaphore,
+    /// Permits for re-checks of keys and tokens the central accepted before (past their fresh
+    /// window): made-up bearers never reach this pool, so they cannot keep the agent from
+    /// asking whether an accepted credential was revoked since.
+    rechecks: Semaphore,
     /// Set while the central is taken to be unreachable.
     outage: Mutex<Option<Outage>>,
 }
@@ -235,6 +251,10 @@ impl Drop for Probing<'_> {
 struct Unanswered {
     cause: String,
     unreachable: bool,
+    /// The central answered 429: it was not asked, as when every permit is taken. Not a
+    /// central that cannot answer, so no stale answer stands in (anyone who can spend the
+    /// central's rate limit could otherwise keep a revoked key working).
+    throttled: bool,
 }
 
 /// The central found unreachable: why, and until when it is not asked.
@@ -299,6 +319,7 @@ impl SelfCache {
             in_flight: Mutex::new(HashMap::new()),
             calls: Semaphore::new(MAX_CONCURRENT_CALLS),
             verified_calls: Semaphore::new(MAX_CONCURRENT_CALLS),
+            rechecks: Semaphore::new(MAX_CONCURRENT_CALLS),
             outage: Mutex::new(None),
         }
     }
@@ -463,8 +484,16 @@ impl SelfCache {
         if let Some(answer) = self.cached_answer(&digest) {
             return answer;
         }
-        let Ok(_permit) = permits.try_acquire() else {
-            return self.busy(&digest);
+        let known = self.caches().accepted.get(&digest).is_some();
+        let _permit = match permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) if known => {
+                match tokio::time::timeout(RECHECK_WAIT, self.rechecks.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => return self.busy(),
+                }
+            }
+            Err(_) => return self.busy(),
         };
         let mut probing = match self.outage() {
             Outlook::Down(cause) => return self.unreachable(&digest, &cause),
@@ -481,6 +510,7 @@ impl SelfCache {
                 Err(Unanswered {
                     cause,
                     unreachable: true,
+                    ..
                 }) => Some(cause.as_str()),
                 _ => None,
             },
@@ -489,8 +519,19 @@ impl SelfCache {
         if let Some(probing) = probing.as_mut() {
             probing.done = true;
         }
-        match answer.map_err(|e| e.cause) {
-            Ok(Ok(me)) => {
+        match answer {
+            Err(Unanswered {
+                throttled: true, ..
+            }) => self.busy(),
+            Err(Unanswered { cause, .. }) => self.unreachable(&digest, &cause),
+            Ok(answer) => self.record(digest, answer),
+        }
+    }
+
+    /// Caches what the central said about the credential with `digest`.
+    fn record(&self, digest: KeyDigest, answer: Result<Self_, String>) -> SelfAnswer {
+        match answer {
+            Ok(me) => {
                 let me = Arc::new(me);
                 let mut caches = self.caches();
                 caches.refused.remove(&digest);
@@ -499,7 +540,7 @@ impl SelfCache {
                     .insert(digest, Arc::clone(&me), Instant::now());
                 SelfAnswer::Valid(me)
             }
-            Ok(Err(why)) => {
+            Err(why) => {
                 let mut caches = self.caches();
                 // A key the central now refuses (disabled, deleted) must not outlive the refusal
                 // through the stale window.
@@ -507,31 +548,17 @@ impl SelfCache {
                 caches.refused.insert(digest, why.clone(), Instant::now());
                 SelfAnswer::Refused(why)
             }
-            Err(cause) => self.unreachable(&digest, &cause),
         }
     }
 
-    /// The answer when every call permit is taken: the last accepted validation within the
-    /// stale window, or [`SelfAnswer::Unavailable`]. The central was not asked, so nothing
-    /// says it is down; and anyone can fill the permits with made-up keys, so this logs at
-    /// debug level, not the warning of [`unreachable`](Self::unreachable).
-    fn busy(&self, digest: &KeyDigest) -> SelfAnswer {
-        let cause = format!("{MAX_CONCURRENT_CALLS} checks are already waiting for it");
-        let mut caches = self.caches();
-        match caches.accepted.get(digest) {
-            Some((me, at)) if at.elapsed() < self.windows.stale => {
-                tracing::debug!(central = %self.central, "every call to the central gateway is taken; using a cached validation");
-                SelfAnswer::Valid(me)
-            }
-            _ => {
-                caches.accepted.remove(digest);
-                tracing::debug!(central = %self.central, "every call to the central gateway is taken; a credential it does not hold is not checked now");
-                SelfAnswer::Unavailable(format!(
-                    "the central gateway at {} is not asked now: {cause}",
-                    self.central
-                ))
-            }
-        }
+    /// The answer when the central was not asked (every permit taken, or it answered 429):
+    /// [`SelfAnswer::Unavailable`], never a stale validation, since anyone can cause it (with
+    /// made-up keys, or by spending the central's rate limit), and the credential may have
+    /// been revoked since. Nothing says the central is down, so this logs at debug level, not
+    /// the warning of [`unreachable`](Self::unreachable).
+    fn busy(&self) -> SelfAnswer {
+        tracing::debug!(central = %self.central, "the central gateway is not asked now (every call to it is taken, or it asked for fewer); a credential is not checked now");
+        SelfAnswer::Unavailable(UNAVAILABLE.into())
     }
 
     /// The answer while the central cannot answer: the last accepted validation within the
@@ -546,10 +573,8 @@ impl SelfCache {
             }
             _ => {
                 caches.accepted.remove(digest);
-                SelfAnswer::Unavailable(format!(
-                    "the central gateway at {} cannot be reached: {cause}",
-                    self.central
-                ))
+                tracing::debug!(central = %self.central, error = %cause, "the central gateway cannot be reached; a credential it does not hold is not checked now");
+                SelfAnswer::Unavailable(UNAVAILABLE.into())
             }
         }
     }
@@ -560,6 +585,7 @@ impl SelfCache {
         let bad = |cause: String| Unanswered {
             cause,
             unreachable: false,
+            throttled: false,
         };
         let reply = match self
             .client
@@ -572,6 +598,7 @@ impl SelfCache {
                 return Err(Unanswered {
                     cause: e.to_string(),
                     unreachable: true,
+                    throttled: false,
                 });
             }
         };
@@ -590,7 +617,14 @@ impl SelfCache {
                 Err(e) => Err(bad(format!("the selves answer is not a Self object: {e}"))),
             };
         }
-        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+        if status == http::StatusCode::TOO_MANY_REQUESTS {
+            return Err(Unanswered {
+                cause: format!("{} answered {status}", self.url),
+                unreachable: false,
+                throttled: true,
+            });
+        }
+        if status.is_server_error() {
             return Err(bad(format!("{} answered {status}", self.url)));
         }
         Ok(Err(format!(
@@ -741,22 +775,31 @@ mod tests {
     }
 
     /// A central that answers badly (a 503, a 429) is reachable: each check still asks it,
-    /// as before, rather than every key it has not cached being refused for the window.
+    /// as before, rather than every key it has not cached being refused for the window. A
+    /// 503 is a central that cannot answer, so a key it accepted before keeps working in its
+    /// stale window; a 429 is a central not asked, and anyone able to spend its rate limit
+    /// could cause it, so no stale answer stands in.
     #[tokio::test]
     async fn a_central_that_answers_badly_is_not_taken_to_be_down() {
         use std::sync::atomic::Ordering;
-        for status in [
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            http::StatusCode::TOO_MANY_REQUESTS,
+        for (status, stale_served) in [
+            (http::StatusCode::SERVICE_UNAVAILABLE, true),
+            (http::StatusCode::TOO_MANY_REQUESTS, false),
         ] {
             let (cache, calls) = answering(status).await;
             accept(&cache, &key(1), "alice");
-            assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+            match cache.check(&key(1)).await {
+                SelfAnswer::Valid(_) => assert!(stale_served, "{status}: a stale answer"),
+                SelfAnswer::Unavailable(why) => {
+                    assert!(!stale_served, "{status}: {why}");
+                    assert_eq!(why, UNAVAILABLE);
+                }
+                other => panic!("{status}: got {other:?}"),
+            }
             for n in 2..5 {
                 match cache.check(&key(n)).await {
-                    SelfAnswer::Unavailable(why) => {
-                        assert!(why.contains(&status.as_u16().to_string()), "{why}")
-                    }
+                    // Nothing of the central's address or answer for the client.
+                    SelfAnswer::Unavailable(why) => assert_eq!(why, UNAVAILABLE),
                     other => panic!("{status}: expected Unavailable, got {other:?}"),
                 }
             }
@@ -856,10 +899,11 @@ mod tests {
             other => panic!("expected the cached answer, got {other:?}"),
         }
         match cache.check(&key(2)).await {
-            SelfAnswer::Unavailable(message) => assert!(
-                message.starts_with(&format!("the central gateway at {url} cannot be reached: ")),
-                "{message}"
-            ),
+            // The client is told nothing of the central's address or of why.
+            SelfAnswer::Unavailable(message) => {
+                assert_eq!(message, UNAVAILABLE);
+                assert!(!message.contains(&url));
+            }
             other => panic!("expected Unavailable, got {other:?}"),
         }
 
@@ -924,23 +968,28 @@ mod tests {
     /// verified is still asked about, with a permit of its own pool.
     #[tokio::test]
     async fn verified_tokens_are_checked_while_key_checks_are_all_taken() {
-        let (cache, url) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
+        let (cache, calls) = answering(http::StatusCode::UNAUTHORIZED).await;
         let _all = cache
             .calls
             .try_acquire_many(MAX_CONCURRENT_CALLS as u32)
             .unwrap();
-        match cache.check_verified("header.claims.signature").await {
-            // Asked (and the central is down): not refused for want of a permit.
-            SelfAnswer::Unavailable(message) => assert!(
-                message.contains(&format!("the central gateway at {url} cannot be reached")),
-                "{message}"
-            ),
-            other => panic!("expected Unavailable, got {other:?}"),
-        }
+        // Asked (and refused): not left unchecked for want of a permit.
+        assert!(matches!(
+            cache.check_verified("header.claims.signature").await,
+            SelfAnswer::Refused(_)
+        ));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
+    /// Anyone can take every permit for key checks with made-up keys. A key the central
+    /// accepted before is then re-checked with a permit of its own pool, so a revocation is
+    /// still seen; with that pool taken too, it is not checked now (never answered from the
+    /// stale cache, which would let a flood keep a revoked key working for ten minutes). An
+    /// unknown key gets Unavailable at once, without a call. None of it reports the central
+    /// down, or warns.
     #[tokio::test]
-    async fn checks_beyond_the_call_limit_use_the_stale_cache_and_do_not_report_the_central_down() {
+    async fn checks_beyond_the_call_limit_never_keep_a_revoked_key_working() {
+        use std::sync::atomic::Ordering;
         let logs = Logs::default();
         let writer = logs.clone();
         let _logging = tracing::subscriber::set_default(
@@ -950,35 +999,36 @@ mod tests {
                 .with_writer(move || writer.clone())
                 .finish(),
         );
-        let (cache, url) = unreachable(Duration::ZERO, STALE_IF_ERROR).await;
-        // Accepted before, and past the fresh window: only the stale cache can answer it.
+        // The central has revoked everything since.
+        let (cache, calls) = answering(http::StatusCode::UNAUTHORIZED).await;
+        // Accepted before, and past the fresh window: the stale cache holds it.
         accept(&cache, &key(1), "dave");
         let _all = cache
             .calls
             .try_acquire_many(MAX_CONCURRENT_CALLS as u32)
             .unwrap();
-        // A key accepted before keeps working without a permit; another cannot be checked
-        // now, and nothing waits.
-        assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Valid(_)));
+        assert!(matches!(cache.check(&key(1)).await, SelfAnswer::Refused(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "the re-check asked");
+        // Another key accepted before, with the re-check pool taken too.
+        accept(&cache, &key(3), "erin");
+        let _rechecks = cache
+            .rechecks
+            .try_acquire_many(MAX_CONCURRENT_CALLS as u32)
+            .unwrap();
+        match cache.check(&key(3)).await {
+            SelfAnswer::Unavailable(message) => assert_eq!(message, UNAVAILABLE),
+            other => panic!("expected Unavailable (never the stale answer), got {other:?}"),
+        }
         match cache.check(&key(2)).await {
-            SelfAnswer::Unavailable(message) => assert_eq!(
-                message,
-                format!(
-                    "the central gateway at {url} is not asked now: {MAX_CONCURRENT_CALLS} checks are already waiting for it"
-                )
-            ),
+            SelfAnswer::Unavailable(message) => assert_eq!(message, UNAVAILABLE),
             other => panic!("expected Unavailable, got {other:?}"),
         }
-        // Anyone can fill the permits: that is no sign of the central being down, and it
-        // is not worth a warning.
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "nothing else asked");
         let text = logs.text();
         assert!(!text.contains("cannot be reached"), "{text}");
         assert!(!text.contains("WARN"), "{text}");
         assert!(
-            text.contains("DEBUG")
-                && text.contains(
-                    "every call to the central gateway is taken; using a cached validation"
-                ),
+            text.contains("DEBUG") && text.contains("the central gateway is not asked now"),
             "{text}"
         );
     }
