@@ -15,7 +15,9 @@
 //! Contexts call `cli token` as an exec credential plugin by default: it prints a
 //! `client.authentication.k8s.io/v1` ExecCredential holding a short-lived gateway token, cached
 //! for 30 minutes and reused up to its expiry while the gateway is unreachable. `--static-token`
-//! embeds the access key instead.
+//! embeds the access key instead. A `use cluster … --direct-cluster-endpoint` context asks for
+//! tokens narrowed to that cluster (`cli token --cluster <name>`): the agent runs inside the
+//! cluster, where its admins can read what it is sent, and such a token works nowhere else.
 //!
 //! Progress and errors go to stderr in plain words; results go to stdout. Exit codes:
 //! 0 success, 1 any other failure, 2 bad usage, 3 not logged in, 4 credentials refused (401),
@@ -162,6 +164,10 @@ struct TokenArgs {
     /// Age in seconds after which a cached token is replaced.
     #[arg(long, default_value_t = 30 * 60, hide = true)]
     refresh_after: u64,
+    /// Mint tokens narrowed to these clusters and projects (a direct-cluster-endpoint
+    /// context asks for its own cluster alone, so a token an agent sees works nowhere else).
+    #[command(flatten)]
+    scope: ScopeArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -509,7 +515,7 @@ async fn use_target(target: UseTarget, config: &Path) -> Result<(), Failure> {
         None => ContextNaming::loftctl(),
     };
     let mut endpoint = gateway.clone();
-    let plugin_args = vec![
+    let mut plugin_args = vec![
         "token".to_owned(),
         "--config".to_owned(),
         config.display().to_string(),
@@ -542,6 +548,13 @@ async fn use_target(target: UseTarget, config: &Path) -> Result<(), Failure> {
                     format!("cluster {cluster:?} has no direct cluster endpoint"),
                 )
             })?;
+        // The agent runs inside the cluster, where the cluster's admins can read what it is
+        // sent: a token narrowed to this cluster works nowhere else if read there (at the
+        // central, at other clusters). A legacy virtual cluster's requests are not a cluster
+        // target, so its context keeps the caller's scope.
+        if matches!(target, Target::Cluster { .. }) {
+            plugin_args.extend(["--cluster".to_owned(), cluster]);
+        }
     }
     let auth = if out.static_token {
         KubeconfigAuth::Token(profile.access_key.clone().into())
@@ -586,7 +599,7 @@ async fn token(args: TokenArgs, config: &Path) -> Result<(), Failure> {
     } else {
         TokenSource::DirectClusterEndpointToken {
             ttl: args.ttl.map(Duration::from_secs),
-            scope: None,
+            scope: args.scope.scope(),
         }
     };
     let policy = RefreshPolicy {

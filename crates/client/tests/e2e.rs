@@ -397,6 +397,21 @@ async fn exec_plugin_contexts_work_with_kubectl_for_every_target_kind() {
     let beta: serde_json::Value = serde_json::from_str(&assert_ok(&beta)).unwrap();
     assert_eq!(beta["apiVersion"], "client.authentication.k8s.io/v1beta1");
     assert_eq!(beta["status"]["token"], v1["status"]["token"]);
+    // `--cluster a` (what a direct-cluster-endpoint context asks for): a token narrowed to
+    // cluster a, which works there and nowhere else (another cluster, the management API).
+    let narrowed: serde_json::Value =
+        serde_json::from_str(&assert_ok(&env.cli(&["token", "--cluster", "a"]).await)).unwrap();
+    let narrowed = narrowed["status"]["token"].as_str().unwrap().to_owned();
+    assert_ne!(narrowed, v1["status"]["token"].as_str().unwrap());
+    let with_narrowed = env
+        .gateway(ADMIN_KEY)
+        .with_credential(Credential::bearer(narrowed));
+    let pods_a: Api<Pod> = Api::default_namespaced(with_narrowed.cluster("a").unwrap());
+    pods_a.list(&ListParams::default()).await.unwrap();
+    let pods_b: Api<Pod> = Api::default_namespaced(with_narrowed.cluster("b").unwrap());
+    assert!(pods_b.list(&ListParams::default()).await.is_err());
+    let management = with_narrowed.management().unwrap();
+    assert!(management.clusters().await.is_err());
     // `--access-key` hands out the key itself, with no expiry.
     let key: serde_json::Value =
         serde_json::from_str(&assert_ok(&env.cli(&["token", "--access-key"]).await)).unwrap();
