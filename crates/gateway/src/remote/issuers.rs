@@ -123,10 +123,15 @@ impl OidcIssuersAuthenticator {
             Err(KeyFailure::Invalid(e)) => {
                 AuthnOutcome::Rejected(format!("ID token of {}: {e}", issuer.url))
             }
-            Err(KeyFailure::Unavailable(cause)) => AuthnOutcome::Unavailable(format!(
-                "the OIDC issuer {} cannot be reached: {cause}",
-                issuer.url
-            )),
+            // The issuer is the one the token names; why it cannot be reached (addresses,
+            // TLS reasons) is for the log, not for whoever sent a token.
+            Err(KeyFailure::Unavailable(cause)) => {
+                tracing::debug!(issuer = %issuer.url, error = %cause, "an OIDC issuer's keys cannot be had; an ID token is not checked now");
+                AuthnOutcome::Unavailable(format!(
+                    "the OIDC issuer {} cannot be reached now; try again later",
+                    issuer.url
+                ))
+            }
         }
     }
 }
