@@ -60,8 +60,9 @@ pub const CAPACITY: usize = 10_000;
 /// Most refused keys remembered; beyond it, the oldest refusal is dropped (never an accepted
 /// key: refusals are kept apart).
 pub const REFUSED_CAPACITY: usize = 1_024;
-/// Most `selves` calls in flight at once; a check that finds them all busy is answered from
-/// the stale cache or not at all (see the module documentation).
+/// Most `selves` calls in flight at once per pool (keys, tokens, re-checks of accepted
+/// credentials); a check that finds its pool busy is not answered now (see the module
+/// documentation).
 pub const MAX_CONCURRENT_CALLS: usize = 32;
 /// How long a re-check of a key the central accepted before waits for one of its own permits
 /// when every one is taken.
