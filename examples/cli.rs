@@ -15,9 +15,11 @@
 //! Contexts call `cli token` as an exec credential plugin by default: it prints a
 //! `client.authentication.k8s.io/v1` ExecCredential holding a short-lived gateway token, cached
 //! for 30 minutes and reused up to its expiry while the gateway is unreachable. `--static-token`
-//! embeds the access key instead. A `use cluster … --direct-cluster-endpoint` context asks for
-//! tokens narrowed to that cluster (`cli token --cluster <name>`): the agent runs inside the
-//! cluster, where its admins can read what it is sent, and such a token works nowhere else.
+//! embeds the access key instead. A `--direct-cluster-endpoint` context (a cluster, or a legacy
+//! virtual cluster on it) asks for tokens narrowed to that cluster (`cli token --cluster
+//! <name>`): the agent runs inside the cluster, where its admins can read what it is sent, and
+//! such a token works nowhere else. With `--static-token` it holds the access key itself (said
+//! so when written).
 //!
 //! Progress and errors go to stderr in plain words; results go to stdout. Exit codes:
 //! 0 success, 1 any other failure, 2 bad usage, 3 not logged in, 4 credentials refused (401),
@@ -549,11 +551,15 @@ async fn use_target(target: UseTarget, config: &Path) -> Result<(), Failure> {
                 )
             })?;
         // The agent runs inside the cluster, where the cluster's admins can read what it is
-        // sent: a token narrowed to this cluster works nowhere else if read there (at the
-        // central, at other clusters). A legacy virtual cluster's requests are not a cluster
-        // target, so its context keeps the caller's scope.
-        if matches!(target, Target::Cluster { .. }) {
-            plugin_args.extend(["--cluster".to_owned(), cluster]);
+        // sent: a token narrowed to this cluster (which admits its legacy virtual clusters
+        // too) works nowhere else if read there (at the central, at other clusters).
+        plugin_args.extend(["--cluster".to_owned(), cluster]);
+        if out.static_token {
+            eprintln!(
+                "Note: with --static-token the context holds your access key itself, which the \
+                 agent (and whoever can read what it is sent) sees; without it, the context \
+                 gets short-lived tokens good for this cluster alone."
+            );
         }
     }
     let auth = if out.static_token {

@@ -98,11 +98,13 @@ pub struct Config {
     /// Maximum number of open client connections (0 = unlimited).
     #[serde(default)]
     pub max_connections: usize,
-    /// Reads (`get`, `list`) served at once, as kube-apiserver's `--max-requests-inflight`
-    /// (default 400; 0 = unlimited). Long-running requests are not counted.
+    /// Reads (`get`, `list`) served at once per upstream (each Kubernetes target, each Grafana)
+    /// and as many again for the gateway's own endpoints, as kube-apiserver's
+    /// `--max-requests-inflight` (default 400; 0 = unlimited). Long-running requests are not
+    /// counted.
     #[serde(default = "default_max_requests_in_flight")]
     pub max_requests_in_flight: usize,
-    /// Writes (every other verb) served at once, as kube-apiserver's
+    /// Writes (every other verb) served at once, counted as reads are, as kube-apiserver's
     /// `--max-mutating-requests-inflight` (default 200; 0 = unlimited).
     #[serde(default = "default_max_mutating_requests_in_flight")]
     pub max_mutating_requests_in_flight: usize,

@@ -529,9 +529,12 @@ async fn handle(
         Ok(caller) => caller,
         Err(res) => return *res,
     };
-    // Requests to a Kubernetes target are counted against that target's own budget once it
-    // is found (in `forward`); the gateway's own endpoints share the gateway's.
-    let budget = (!route.target.is_kubernetes_upstream()).then_some(&*shared.in_flight);
+    // Requests to a Kubernetes target or a Grafana are counted against that upstream's own
+    // budget once it is found and the request authorized (in `forward`, `grafana`); the
+    // gateway's own endpoints share the gateway's.
+    let own_budget =
+        route.target.is_kubernetes_upstream() || matches!(route.target, Target::Grafana { .. });
+    let budget = (!own_budget).then_some(&*shared.in_flight);
     let mut slot = match admit(runtime, &caller, &req, budget) {
         Ok(slot) => slot,
         Err(res) => return *res,
@@ -541,7 +544,8 @@ async fn handle(
             Box::pin(crate::management::handle(shared, runtime, &caller, req)).await
         }
         Target::Grafana { cluster } => {
-            let mut res = grafana(runtime, &caller, cluster, &route, req).await;
+            let (mut res, counted) = grafana(runtime, &caller, cluster, &route, req).await;
+            slot = counted;
             strip_upstream_session_cookie(res.headers_mut());
             res
         }
@@ -830,14 +834,15 @@ fn settle(outcome: crate::authenticators::AuthnOutcome, req: &Request<RequestBod
 
 /// `/grafana/$CLUSTER/…`: allowed with gateway RBAC `get` on `clusters/grafana` named after the
 /// cluster and a scope that admits the cluster; forwarded to the cluster's Grafana with the
-/// caller's identity as impersonation headers and never the caller's credential.
+/// caller's identity as impersonation headers and never the caller's credential. With the
+/// max-in-flight slot it took of the Grafana's own budget (`None` when not counted).
 async fn grafana(
     runtime: &Runtime,
     caller: &Caller,
     cluster: &str,
     route: &Route<'_>,
     mut req: Request<RequestBody>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<InFlightSlot>) {
     let attrs = kubegate_authz::Attributes::resource(
         &caller.identity,
         "get",
@@ -855,17 +860,24 @@ async fn grafana(
         let reason = format!("access to {} is not granted", describe(&route.target));
         access::audit_decision(&req, false, (&reason).into());
         let status = access::forbidden_status(&kubegate_authz::forbidden(&attrs, &reason));
-        return respond(&status, &req);
+        return (respond(&status, &req), None);
     };
     access::audit_decision(&req, true, decision.reason);
     let key = upstreams::UpstreamKey::Grafana(cluster.to_owned());
     let path = UpstreamPath::from_route(route.raw_rest, route.query).ok();
-    let (Some(service), Some(path)) = (runtime.upstreams.get(&key), path) else {
-        return not_found_text();
+    let (Some((service, budget)), Some(path)) = (runtime.upstreams.get_with_budget(&key), path)
+    else {
+        return (not_found_text(), None);
     };
     if let Err(res) = admit_to_target(runtime, &req) {
-        return *res;
+        return (*res, None);
     }
+    // The Grafana's own budget: a stuck one holds only its own slots, not the management
+    // API's (whose `selves` the agents ask).
+    let slot = match take_slot(budget, runtime, &caller.identity.groups, &req) {
+        Ok(slot) => slot,
+        Err(res) => return (*res, None),
+    };
     strip_session_cookie(req.headers_mut());
     strip_front_proxy_headers(runtime, req.headers_mut());
     let ext = req.extensions_mut();
@@ -873,7 +885,7 @@ async fn grafana(
     ext.insert(LongRunning(false));
     ext.insert(caller.identity.clone());
     match service.clone().call(req).await {
-        Ok(res) => res,
+        Ok(res) => (res, slot),
         Err(never) => match never {},
     }
 }

@@ -222,10 +222,6 @@ async fn central_credentials_work_at_the_agent_and_survive_the_central_going_awa
     assert!(!reply.body.contains(&central_url));
 }
 
-/// A token the central has revoked is refused at the agent, which cannot see revocations
-/// itself: it asks the central's `selves` about every token that verifies, as about access
-/// keys. A scoped token still works there, and while the central is down a token the agent
-/// never validated gets a 503 rather than going unchecked.
 /// The agent impersonates the user the central describes now, not the groups written into a
 /// token when it was minted: the central authenticates the same token with the user's current
 /// groups, so a user taken out of a group (here: given one) must be so at the agent too, not
@@ -249,6 +245,10 @@ async fn the_agent_impersonates_the_groups_the_central_gives_the_user_now() {
     );
 }
 
+/// A token the central has revoked is refused at the agent, which cannot see revocations
+/// itself: it asks the central's `selves` about every token that verifies, as about access
+/// keys. A scoped token still works there, and while the central is down a token the agent
+/// never validated gets a 503 rather than going unchecked.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_refuses_tokens_the_central_revoked() {
     let central = Env::start().await;

@@ -2032,3 +2032,53 @@ async fn password_logins_without_any_password_configured_are_refused_without_a_c
         assert_eq!(reply.status, 401, "attempt {attempt}: {}", reply.body);
     }
 }
+
+/// A Grafana has a max-in-flight budget of its own, as each Kubernetes target has: one that
+/// stalls holds only its own slots, and the management API, whose `selves` every agent asks,
+/// stays served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_grafana_holds_only_its_own_in_flight_slots() {
+    use kubegate_testkit::{Fault, FaultRule};
+    let env = Env::start_with("maxRequestsInFlight: 1\n").await;
+    // Cluster b's Grafana is served from upstream a's /grafana-root; this request waits there,
+    // holding its slot, until the test is done.
+    env.a.faults().inject(
+        FaultRule::new(Fault::Delay(Duration::from_secs(30)))
+            .path_prefix("/grafana-root/held")
+            .times(1),
+    );
+    let client = env.client();
+    let grafana_url = format!("{}/grafana/b/api/health", env.url);
+    let held = {
+        let client = env.client();
+        let url = format!("{}/grafana/b/held", env.url);
+        tokio::spawn(async move { client.get(&url, ADMIN_KEY, &[]).await })
+    };
+    // Once the held request has its slot, the Grafana's budget is spent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let grafana = client.get(&grafana_url, ADMIN_KEY, &[]).await;
+        if grafana.status == 429 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held request never took its slot: {} {}",
+            grafana.status,
+            grafana.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let management = client
+        .get(
+            &format!(
+                "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
+                env.url
+            ),
+            ADMIN_KEY,
+            &[],
+        )
+        .await;
+    assert_eq!(management.status, 200, "{}", management.body);
+    held.abort();
+}

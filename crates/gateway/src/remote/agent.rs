@@ -11,15 +11,18 @@
 //!   only bearers shaped like access keys (kubegate's `kgak_…` or Loft's 64-character keys, see
 //!   [`super::selves::is_access_key_shaped`]) are asked about; any other bearer is refused at the
 //!   agent without a call. Calls are bounded (one per key at a time, at most
-//!   [`super::selves::MAX_CONCURRENT_CALLS`] at once).
+//!   [`super::selves::MAX_CONCURRENT_CALLS`] at once in each of three pools: keys, tokens, and
+//!   re-checks of credentials the central accepted before).
 //!
-//! The identity comes from the token's claims or the `selves` answer: the user need not be
-//! configured at the agent. The agent then enforces its own gateway RBAC (its config's `rbac`)
+//! The identity (user, uid, current groups) comes from the `selves` answer, for tokens too;
+//! a token's scope comes from its signed claims. The user need not be configured at the agent. The agent then enforces its own gateway RBAC (its config's `rbac`)
 //! and the credential's scope, as the central would.
 //!
 //! Limits: a credential the central revokes (an access key disabled or deleted, a token
 //! revoked) keeps working at the agent for up to [`super::selves::FRESH_FOR`] after the agent
-//! last asked about it, or [`super::selves::STALE_IF_ERROR`] while the central is down. A
+//! last asked about it, or [`super::selves::STALE_IF_ERROR`] while the central is down
+//! (unreachable, or answering 5xx or something that is not a `Self`; never while it is merely
+//! busy or answering 429). A
 //! credential the agent has not validated before gets a 503 while the central cannot be
 //! reached: without the central, revocation cannot be checked.
 
