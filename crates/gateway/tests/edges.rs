@@ -386,6 +386,14 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
         )
         .await;
     assert_eq!(management.status, 200, "{}", management.body);
+    // A reload keeps each target's budget (the held slot counts on), even one that rebuilds
+    // the target's forwarding service: a fresh budget would let every reload double what a
+    // target may hold.
+    let mut changed = env.config.clone();
+    changed.clusters[0].upstream.http2 = Some(false);
+    env.gateway.reload(changed).await.unwrap();
+    let after_reload = client.get(&url, ADMIN_KEY, &[]).await;
+    assert_eq!(after_reload.status, 429, "{}", after_reload.body);
     // Not charged: a watch (long-running) and a write (its own limit).
     let watch = open_watch(&env).await;
     drop(watch);
