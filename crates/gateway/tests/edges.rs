@@ -375,17 +375,7 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
         )
         .await;
     assert_eq!(other.status, 200, "{}", other.body);
-    let management = client
-        .get(
-            &format!(
-                "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
-                env.url
-            ),
-            ADMIN_KEY,
-            &[],
-        )
-        .await;
-    assert_eq!(management.status, 200, "{}", management.body);
+    assert_management_served(&env).await;
     // A reload keeps each target's budget (the held slot counts on), even one that rebuilds
     // the target's forwarding service: a fresh budget would let every reload double what a
     // target may hold.
@@ -2090,7 +2080,14 @@ async fn a_slow_grafana_holds_only_its_own_in_flight_slots() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let management = client
+    assert_management_served(&env).await;
+    held.abort();
+}
+
+/// Lists the management API's clusters as the admin and asserts it is served.
+async fn assert_management_served(env: &Env) {
+    let management = env
+        .client()
         .get(
             &format!(
                 "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
@@ -2101,5 +2098,4 @@ async fn a_slow_grafana_holds_only_its_own_in_flight_slots() {
         )
         .await;
     assert_eq!(management.status, 200, "{}", management.body);
-    held.abort();
 }

@@ -282,9 +282,7 @@ pub fn check_impersonable_value(
     value: &str,
     what: &'static str,
 ) -> Result<(), UnforwardableIdentity> {
-    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
-        return Err(UnforwardableIdentity::Padded(what));
-    }
+    unpadded(value, what)?;
     // `HeaderValue`'s rule: visible ASCII, space, tab, and bytes past ASCII.
     if value
         .bytes()
@@ -296,8 +294,19 @@ pub fn check_impersonable_value(
     }
 }
 
+/// Refuses a value with leading or trailing spaces or tabs (an HTTP/1.1 server trims them).
+fn unpadded(value: &str, what: &'static str) -> Result<(), UnforwardableIdentity> {
+    if value.starts_with([' ', '\t']) || value.ends_with([' ', '\t']) {
+        Err(UnforwardableIdentity::Padded(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// The header value for an identity value, per request: `HeaderValue::from_str` checks the
+/// bytes itself, so they are scanned once.
 fn header_value(s: &str, what: &'static str) -> Result<HeaderValue, UnforwardableIdentity> {
-    check_impersonable_value(s, what)?;
+    unpadded(s, what)?;
     HeaderValue::from_str(s).map_err(|_| UnforwardableIdentity::NotAHeaderValue(what))
 }
 

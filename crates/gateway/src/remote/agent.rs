@@ -130,7 +130,7 @@ impl CentralAuthenticator {
         if identity.name != claims.loft.name {
             return AuthnOutcome::Rejected(format!(
                 "central gateway token: the central describes it as another user ({:?})",
-                clipped_name(&identity.name)
+                crate::service::clipped(&identity.name)
             ));
         }
         AuthnOutcome::Authenticated(Box::new(Caller {
@@ -197,11 +197,6 @@ fn identity_of(status: &kubegate_api::SelfStatus) -> Identity {
         status.groups.clone(),
         Default::default(),
     )
-}
-
-/// A name for a log line or message, cut to 64 characters.
-fn clipped_name(name: &str) -> String {
-    name.chars().take(64).collect()
 }
 
 impl ExternalAuthenticator for CentralAuthenticator {
