@@ -2065,21 +2065,19 @@ async fn a_slow_grafana_holds_only_its_own_in_flight_slots() {
         let url = format!("{}/grafana/b/held", env.url);
         tokio::spawn(async move { client.get(&url, ADMIN_KEY, &[]).await })
     };
-    // Once the held request has its slot, the Grafana's budget is spent.
+    // Probe only once the upstream has the held request: a probe sent earlier could take the
+    // one slot first and have the held request refused instead.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let grafana = client.get(&grafana_url, ADMIN_KEY, &[]).await;
-        if grafana.status == 429 {
-            break;
-        }
+    while env.a.last_request_to("/grafana-root/held").is_none() {
         assert!(
-            std::time::Instant::now() < deadline,
-            "the held request never took its slot: {} {}",
-            grafana.status,
-            grafana.body
+            !held.is_finished() && std::time::Instant::now() < deadline,
+            "the held request never reached the Grafana"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // It holds its slot, so the Grafana's budget is spent.
+    let grafana = client.get(&grafana_url, ADMIN_KEY, &[]).await;
+    assert_eq!(grafana.status, 429, "{}", grafana.body);
     assert_management_served(&env).await;
     held.abort();
 }
