@@ -869,15 +869,16 @@ async fn grafana(
     else {
         return (not_found_text(), None);
     };
-    if let Err(res) = admit_to_target(runtime, &req) {
-        return (*res, None);
-    }
     // The Grafana's own budget: a stuck one holds only its own slots, not the management
-    // API's (whose `selves` the agents ask).
+    // API's (whose `selves` the agents ask). Taken before the rate-limit token, as in
+    // `forward`, so that a refused request spends no token.
     let slot = match take_slot(budget, runtime, &caller.identity.groups, &req) {
         Ok(slot) => slot,
         Err(res) => return (*res, None),
     };
+    if let Err(res) = admit_to_target(runtime, &req) {
+        return (*res, None);
+    }
     strip_session_cookie(req.headers_mut());
     strip_front_proxy_headers(runtime, req.headers_mut());
     let ext = req.extensions_mut();
@@ -973,9 +974,12 @@ fn forward(
         oidc_audience,
         withhold_authorization,
     } = prepare_forward(route, runtime, &shared.impersonation_modes, caller, &req)?;
-    admit_to_target(runtime, &req)?;
-    // The identity kube-apiserver's limit would see: the impersonated one, if any.
+    // The identity kube-apiserver's limit would see: the impersonated one, if any. The slot
+    // comes first: a request the in-flight limit refuses is not served, so it must not spend
+    // one of the target's rate-limit tokens (a refused rate-limited request gives its slot
+    // back as it is dropped).
     let slot = take_slot(in_flight, runtime, &identity.groups, &req)?;
+    admit_to_target(runtime, &req)?;
     // An empty location below the prefix: kube-apiserver's proxy handler redirects a GET or
     // HEAD to the path plus `/` (V5.5), once the request is authenticated and authorized, and
     // passes other methods on (here to `/`).

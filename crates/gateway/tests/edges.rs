@@ -427,6 +427,57 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
     assert!(served.is_ok(), "the slot never came back");
 }
 
+/// A request the in-flight limit refuses is not served, so it spends none of its target's
+/// rate-limit tokens: with a burst of two and one slot held by the first, any number of
+/// in-flight refusals leave the second token for the next request once the slot is free.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_in_flight_refusal_spends_no_rate_limit_token() {
+    let env = Env::start_with(
+        "maxRequestsInFlight: 1\nrateLimits:\n  perTarget: {requestsPerSecond: 0.01, burst: 2}\n",
+    )
+    .await;
+    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
+    let held = open_slow_list(&env, 2, Duration::from_millis(100)).await;
+    assert_eq!(held.status(), 200);
+    let client = env.client();
+    for attempt in 0..5 {
+        let refused = client.get(&url, ADMIN_KEY, &[]).await;
+        assert_eq!(refused.status, 429, "{}", refused.body);
+        assert_eq!(
+            refused.body, "Too many requests, please try again later.\n",
+            "attempt {attempt}: refused by the in-flight limit, not the rate limit"
+        );
+    }
+    let body = held.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.starts_with(b"{"), "the held list arrived whole");
+    // The slot comes back once the body has gone out; the second token is still there.
+    let served = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let reply = client.get(&url, ADMIN_KEY, &[]).await;
+            if reply.status == 200 {
+                return;
+            }
+            assert_eq!(
+                reply.body, "Too many requests, please try again later.\n",
+                "only the in-flight limit may refuse while the slot is coming back"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the slot never came back");
+    // Both tokens spent: the next request is rate-limited.
+    let limited = client.get(&url, ADMIN_KEY, &[]).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert!(
+        limited
+            .body
+            .contains("too many requests to cluster/a, please try again later"),
+        "{}",
+        limited.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn reload_mid_watch_keeps_the_watch() {
     let env = Env::start().await;
