@@ -64,6 +64,14 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Whether a counted request still holds a slot of this budget.
+    pub(crate) fn in_use(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.reads.load(Ordering::Relaxed) > 0 || self.writes.load(Ordering::Relaxed) > 0
+    }
+}
+
 /// kube-apiserver's answer when the limit is reached: `http.Error`'s plain text, and
 /// `Retry-After: 1`.
 pub(crate) fn too_many_requests() -> Response<ProxyBody> {

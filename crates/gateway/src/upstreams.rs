@@ -71,6 +71,10 @@ pub struct Upstreams {
     /// [`Directory`](crate::directory::Directory) holds for the target): foldhash, as for
     /// RBAC's subject index.
     services: foldhash::HashMap<UpstreamKey, Built>,
+    /// The budgets of targets a reload took out while requests to them still held slots:
+    /// a target added back takes its budget up again, so removing and re-adding it cannot
+    /// double what it may hold. Dropped at the first rebuild after their last slot is back.
+    retired: foldhash::HashMap<UpstreamKey, Arc<crate::inflight::InFlight>>,
 }
 
 /// A forwarding service and what it was built from, so a reload can tell whether it would
@@ -170,7 +174,11 @@ impl Upstreams {
             let files = Files::read(&name, upstream)?;
             let digest = files.digest();
             let old = previous.and_then(|p| p.services.get(&key));
-            let in_flight = old.map_or_else(Arc::default, |old| Arc::clone(&old.in_flight));
+            let retired = previous.and_then(|p| p.retired.get(&key));
+            let in_flight = old
+                .map(|old| &old.in_flight)
+                .or(retired)
+                .map_or_else(Arc::default, Arc::clone);
             let unchanged = old.filter(|old| old.config == *upstream && old.files == digest);
             let service = match unchanged {
                 Some(old) => old.service.clone(),
@@ -218,7 +226,20 @@ impl Upstreams {
                 )?;
             }
         }
-        Ok(Upstreams { services })
+        let retired = previous
+            .map(|p| {
+                let removed = p
+                    .services
+                    .iter()
+                    .map(|(key, built)| (key, &built.in_flight))
+                    .chain(p.retired.iter());
+                removed
+                    .filter(|(key, budget)| !services.contains_key(*key) && budget.in_use())
+                    .map(|(key, budget)| (key.clone(), Arc::clone(budget)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Upstreams { services, retired })
     }
 
     /// The service for a key.
@@ -402,6 +423,46 @@ mod tests {
         assert!(!shared(&same, &new_ca, "a") && shared(&same, &new_ca, "b"));
         let new_token = Upstreams::rebuild(&config(&dir, "t2"), Some(&new_ca)).unwrap();
         assert!(shared(&new_ca, &new_token, "a") && !shared(&new_ca, &new_token, "b"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A target a reload takes out while one of its requests holds a slot, and a later reload
+    /// adds back, gets its old budget again, with the slot still counted: a fresh budget would
+    /// let each remove-and-add double what the target may hold. Once the last slot is back,
+    /// the removed budget is forgotten.
+    #[test]
+    fn a_target_added_back_keeps_the_budget_its_requests_still_hold() {
+        use crate::inflight::Admission;
+        let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_ca(&dir, "ca-a.pem");
+        write_ca(&dir, "ca-b.pem");
+        let both = config(&dir, "t");
+        let mut only_b = both.clone();
+        only_b.clusters.retain(|c| c.name == "b");
+        let a = UpstreamKey::Cluster("a".into());
+        let admit = |upstreams: &Upstreams| {
+            let (_, budget) = upstreams.get_with_budget(&a).unwrap();
+            budget.admit("get", false, &[], (1, 1))
+        };
+        let first = Upstreams::build(&both).unwrap();
+        let Admission::Admitted(Some(slot)) = admit(&first) else {
+            panic!("the first read takes the only slot");
+        };
+        let removed = Upstreams::rebuild(&only_b, Some(&first)).unwrap();
+        assert!(removed.get(&a).is_none());
+        // Kept through a reload that leaves it out too.
+        let still_removed = Upstreams::rebuild(&only_b, Some(&removed)).unwrap();
+        let back = Upstreams::rebuild(&both, Some(&still_removed)).unwrap();
+        assert!(
+            matches!(admit(&back), Admission::Full),
+            "the held slot counts in the budget the target got back"
+        );
+        drop(slot);
+        assert!(matches!(admit(&back), Admission::Admitted(Some(_))));
+        // With no slot held, a removed target's budget is let go.
+        let removed = Upstreams::rebuild(&only_b, Some(&back)).unwrap();
+        assert!(removed.retired.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
