@@ -70,23 +70,24 @@ async fn open_watch(env: &Env) -> hyper::Response<hyper::body::Incoming> {
     .await
 }
 
-/// Lists configmaps in `default` through the gateway while upstream `a` sends the body
-/// `chunk_size` bytes every `interval`; the response, its body not yet read.
-async fn open_slow_list(
+/// Lists configmaps in `default` through the gateway while upstream `a` holds the body back
+/// until the returned gate opens: the response (its head only, so far) holds a max-in-flight
+/// slot for exactly as long as the test needs, however slow the machine.
+async fn open_held_list(
     env: &Env,
-    chunk_size: usize,
-    interval: Duration,
-) -> hyper::Response<hyper::body::Incoming> {
-    use kubegate_testkit::{Fault, FaultRule};
+) -> (
+    hyper::Response<hyper::body::Incoming>,
+    kubegate_testkit::BodyGate,
+) {
+    use kubegate_testkit::{BodyGate, Fault, FaultRule};
+    let gate = BodyGate::new();
     env.a.faults().inject(
-        FaultRule::new(Fault::SlowBody {
-            chunk_size,
-            interval,
-        })
-        .path_prefix("/api/v1/namespaces/default/configmaps")
-        .times(1),
+        FaultRule::new(Fault::HoldBody(gate.clone()))
+            .path_prefix("/api/v1/namespaces/default/configmaps")
+            .times(1),
     );
-    open_stream(env, &format!("{A}/api/v1/namespaces/default/configmaps")).await
+    let res = open_stream(env, &format!("{A}/api/v1/namespaces/default/configmaps")).await;
+    (res, gate)
 }
 
 /// GETs `path` through the gateway as the admin with a raw client and returns the response,
@@ -141,16 +142,16 @@ async fn open_stream_accepting(
 /// Watches are not counted and run on.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_past_the_request_timeout_ends_and_frees_its_slot() {
-    // The held list is cut 3 to 6 s after its connection opened, long before its ≈ 90 bytes
-    // have trickled out at one a tenth of a second; until then its slot is taken, so the
-    // watch and the refused GET below have seconds to get there, not a fraction of one.
+    // The held list sends no body until it is cut, 6 to 12 s after its connection opened;
+    // until then its slot is taken, so the watch and the refused GET below have seconds to
+    // get there, not a fraction of one.
     let limits = kubegate_gateway::ServerLimits {
-        response_timeout: Duration::from_secs(3),
+        response_timeout: Duration::from_secs(6),
         ..kubegate_gateway::ServerLimits::default()
     };
     let env = Env::start_with_limits(|_, _| "maxRequestsInFlight: 1\n".into(), limits).await;
     let list = format!("{A}/api/v1/namespaces/default/configmaps");
-    let held = open_slow_list(&env, 1, Duration::from_millis(100)).await;
+    let (held, _never_opened) = open_held_list(&env).await;
     let watch = open_watch(&env).await;
     let client = env.client();
     let url = format!("{}{list}", env.url);
@@ -349,9 +350,8 @@ async fn next_event(
 async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
     let env = Env::start_with("maxRequestsInFlight: 1\n").await;
     let list = format!("{A}/api/v1/namespaces/default/configmaps");
-    // ≈ 90 bytes, two every tenth of a second: the slot stays taken for seconds, time
-    // enough for the requests below on a slow machine.
-    let held = open_slow_list(&env, 2, Duration::from_millis(100)).await;
+    // Its body held back: the slot stays taken until the test lets it go.
+    let (held, gate) = open_held_list(&env).await;
     assert_eq!(held.status(), 200);
 
     let client = env.client();
@@ -410,6 +410,7 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
 
+    gate.open();
     let body = held.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"{"), "the held list arrived whole");
     // The slot comes back when the body has gone out; the response is then done.
@@ -437,7 +438,7 @@ async fn an_in_flight_refusal_spends_no_rate_limit_token() {
     )
     .await;
     let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
-    let held = open_slow_list(&env, 2, Duration::from_millis(100)).await;
+    let (held, gate) = open_held_list(&env).await;
     assert_eq!(held.status(), 200);
     let client = env.client();
     for attempt in 0..5 {
@@ -448,6 +449,7 @@ async fn an_in_flight_refusal_spends_no_rate_limit_token() {
             "attempt {attempt}: refused by the in-flight limit, not the rate limit"
         );
     }
+    gate.open();
     let body = held.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"{"), "the held list arrived whole");
     // The slot comes back once the body has gone out; the second token is still there.

@@ -40,6 +40,9 @@ pub enum Fault {
         /// The body.
         body: String,
     },
+    /// Answer normally, but send no byte of the body until the gate is opened: a response
+    /// held open for exactly as long as a test needs it, however slow the machine.
+    HoldBody(BodyGate),
     /// Answer a non-upgrade request with this redirect (status and `Location`), body `ok`, the
     /// way a compromised or misconfigured API server might.
     Redirect {
@@ -49,6 +52,43 @@ pub enum Fault {
         location: String,
     },
 }
+
+/// What a [`Fault::HoldBody`] response waits on. Clones share the gate; once opened it stays
+/// open. Two gates are equal when they are the same gate.
+#[derive(Debug, Clone)]
+pub struct BodyGate(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl BodyGate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::Sender::new(false)))
+    }
+
+    /// Opens the gate: every held body, and any held later, is sent.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Resolves once the gate is open.
+    pub(crate) async fn opened(&self) {
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = self.0.subscribe().wait_for(|open| *open).await;
+    }
+}
+
+impl Default for BodyGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for BodyGate {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BodyGate {}
 
 /// A fault with the requests it applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]

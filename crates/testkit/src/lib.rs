@@ -38,7 +38,7 @@ pub use authz::{Attributes, Authorizer, Decision, FnAuthorizer};
 pub use body::Body;
 pub use certs::CertifiedKey;
 pub use exec::EXEC_STDOUT_PREFIX;
-pub use faults::{Fault, FaultRule, Faults};
+pub use faults::{BodyGate, Fault, FaultRule, Faults};
 pub use identity::{
     SYSTEM_ANONYMOUS, SYSTEM_AUTHENTICATED, SYSTEM_MASTERS, SYSTEM_UNAUTHENTICATED, UserInfo,
 };

@@ -158,6 +158,7 @@ pub(crate) async fn handle(
         });
     }
     let mut slow = None;
+    let mut held = None;
     let mut set_cookie = None;
     match shared.faults.take(req.method(), &raw_path, upgrade) {
         None => {}
@@ -174,6 +175,7 @@ pub(crate) async fn handle(
             chunk_size,
             interval,
         }) => slow = Some((chunk_size, interval)),
+        Some(Fault::HoldBody(gate)) => held = Some(gate),
         Some(Fault::SetCookie(cookie)) => set_cookie = HeaderValue::from_str(&cookie).ok(),
         Some(Fault::UpgradeStatus { code, location }) => {
             return upgrade_refusal(code, location.as_deref(), pretty);
@@ -222,10 +224,25 @@ pub(crate) async fn handle(
     if let Some(cookie) = set_cookie {
         resp.headers_mut().append(http::header::SET_COOKIE, cookie);
     }
+    if let Some(gate) = held {
+        resp = hold_body(resp, gate);
+    }
     match slow {
         Some((chunk, interval)) => slow_down(resp, chunk.max(1), interval),
         None => resp,
     }
+}
+
+/// The response with its body held back until `gate` opens (the head goes out at once).
+fn hold_body(resp: Response<Body>, gate: crate::faults::BodyGate) -> Response<Body> {
+    let (parts, inner) = resp.into_parts();
+    let frames = inner.into_data_stream().map(|r| r.unwrap_or_default());
+    let held = futures_util::stream::once(async move {
+        gate.opened().await;
+        frames
+    })
+    .flatten();
+    Response::from_parts(parts, body::stream(held))
 }
 
 fn upgrade_refusal(code: u16, location: Option<&str>, pretty: bool) -> Response<Body> {
