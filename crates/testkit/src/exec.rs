@@ -161,8 +161,13 @@ fn websocket_handshake(
     (Some(protocol), resp)
 }
 
-/// How long the fake process takes to print its first line over WebSocket (see `run_exec`).
-const FIRST_OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long the fake process takes to print its first line over WebSocket when the client
+/// sends no stdin (see `run_exec`).
+const FIRST_OUTPUT_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a session with stdin waits for the client's first message before it prints its
+/// first line anyway (a v4 client with nothing to send sends nothing).
+const FIRST_INPUT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
@@ -181,18 +186,39 @@ async fn run_exec<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    // client-go's WebSocket executor (before kubernetes#131203, in kubectl 1.32 among others)
+    // starts reading before it registers its streams, and drops what arrives for a stream it
+    // does not know yet ("Unknown stream id 1, discarding message"). A real process's first
+    // output comes later than the upgrade; answering in the same instant lost the line to that
+    // race now and then. With stdin, the client's first message (data, or v5's close of
+    // stdin) comes after its streams are registered, so the line waits for it; without, for a
+    // fixed delay.
+    let mut first = None;
+    let mut ended = false;
+    if stdin {
+        match tokio::time::timeout(FIRST_INPUT_WAIT, ws.next()).await {
+            Ok(Some(msg)) => first = Some(msg?),
+            Ok(None) => ended = true,
+            Err(_waited) => {}
+        }
+    }
     if stdout {
-        // client-go's WebSocket executor starts reading before it registers its streams, and
-        // drops what arrives for a stream it does not know yet ("Unknown stream id 1,
-        // discarding message"). A real process's first output comes later than the upgrade;
-        // answering in the same instant lost the line to that race now and then.
-        tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
+        if first.is_none() {
+            tokio::time::sleep(FIRST_OUTPUT_DELAY).await;
+        }
         let line = format!("{EXEC_STDOUT_PREFIX} {}\n", commands.join(" "));
         ws.send(frame(STDOUT, line.as_bytes())).await?;
     }
-    if stdin {
-        while let Some(msg) = ws.next().await {
-            match msg? {
+    if stdin && !ended {
+        loop {
+            let msg = match first.take() {
+                Some(msg) => msg,
+                None => match ws.next().await {
+                    Some(msg) => msg?,
+                    None => break,
+                },
+            };
+            match msg {
                 Message::Binary(data) => match data.first() {
                     Some(&STDIN) if data.len() > 1 && stdout => {
                         ws.send(frame(STDOUT, &data[1..])).await?;
