@@ -35,15 +35,18 @@ async fn upstream() -> TestApiServer {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The port in the gateway's `kubegate listening on https://127.0.0.1:<port> (…)` line. The
+/// configs listen on port 0, so no other process can take the port between a test choosing
+/// it and the gateway binding it.
+fn listening_port(line: &str) -> u16 {
+    line.split("https://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"))
 }
 
-fn config(port: u16, state: &Path, clusters: &[(&str, &TestApiServer)]) -> String {
+fn config(state: &Path, clusters: &[(&str, &TestApiServer)]) -> String {
     let clusters: String = clusters
         .iter()
         .map(|(name, s)| {
@@ -58,7 +61,7 @@ fn config(port: u16, state: &Path, clusters: &[(&str, &TestApiServer)]) -> Strin
         })
         .collect();
     format!(
-        r#"listen: 127.0.0.1:{port}
+        r#"listen: 127.0.0.1:0
 stateDir: {state}
 clusters:
 {clusters}users:
@@ -157,9 +160,8 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
-    let port = free_port();
     let config_path = dir.join("kubegate.yaml");
-    std::fs::write(&config_path, config(port, &state, &[("a", &a)])).unwrap();
+    std::fs::write(&config_path, config(&state, &[("a", &a)])).unwrap();
 
     let mut child = Command::new(gateway_binary())
         .arg("--config")
@@ -171,9 +173,9 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
         .spawn()
         .unwrap();
     let mut lines = stderr_lines(&mut child);
-    wait_for_line(&mut lines, "kubegate listening on").await;
-    let kc_a = kubeconfig(&dir, port, "a");
-    let kc_b = kubeconfig(&dir, port, "b");
+    let listening = listening_port(&wait_for_line(&mut lines, "kubegate listening on").await);
+    let kc_a = kubeconfig(&dir, listening, "a");
+    let kc_b = kubeconfig(&dir, listening, "b");
     let out = kubectl(&kc_a, &["get", "configmaps"]).await;
     assert!(
         out.status.success(),
@@ -195,7 +197,7 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
     );
 
     // A good one adding cluster b applies.
-    std::fs::write(&config_path, config(port, &state, &[("a", &a), ("b", &b)])).unwrap();
+    std::fs::write(&config_path, config(&state, &[("a", &a), ("b", &b)])).unwrap();
     signal(&child, "-HUP");
     wait_for_line(&mut lines, "configuration reloaded").await;
     let out = kubectl(&kc_b, &["get", "configmaps"]).await;
@@ -208,14 +210,14 @@ async fn sighup_reloads_and_sigterm_ends_watches_and_exits_zero() {
     // A cluster whose CA bundle is not there yet (its Secret volume updated after the
     // config): the change is seen without SIGHUP and refused; the bundle's arrival alone then
     // applies it.
-    let with_c = config(port, &state, &[("a", &a), ("b", &b), ("c", &b)]);
+    let with_c = config(&state, &[("a", &a), ("b", &b), ("c", &b)]);
     let ca_c = dir.join("c-ca.pem");
     std::fs::remove_file(&ca_c).unwrap();
     std::fs::write(&config_path, with_c).unwrap();
     wait_for_line(&mut lines, "new configuration refused").await;
     std::fs::write(&ca_c, b.ca_pem()).unwrap();
     wait_for_line(&mut lines, "configuration reloaded").await;
-    let kc_c = kubeconfig(&dir, port, "c");
+    let kc_c = kubeconfig(&dir, listening, "c");
     let out = kubectl(&kc_c, &["get", "configmaps"]).await;
     assert!(
         out.status.success(),
@@ -279,12 +281,8 @@ async fn stdout_audit_events_are_written_and_flushed_at_exit() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let state = dir.join("state");
-    let port = free_port();
     let config_path = dir.join("kubegate.yaml");
-    let yaml = format!(
-        "{}audit: {{sink: stdout}}\n",
-        config(port, &state, &[("a", &a)])
-    );
+    let yaml = format!("{}audit: {{sink: stdout}}\n", config(&state, &[("a", &a)]));
     std::fs::write(&config_path, yaml).unwrap();
     let mut child = Command::new(gateway_binary())
         .arg("--config")
@@ -296,8 +294,8 @@ async fn stdout_audit_events_are_written_and_flushed_at_exit() {
         .unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut lines = stderr_lines(&mut child);
-    wait_for_line(&mut lines, "kubegate listening on").await;
-    let out = kubectl(&kubeconfig(&dir, port, "a"), &["get", "configmaps"]).await;
+    let listening = listening_port(&wait_for_line(&mut lines, "kubegate listening on").await);
+    let out = kubectl(&kubeconfig(&dir, listening, "a"), &["get", "configmaps"]).await;
     assert!(
         out.status.success(),
         "{}",

@@ -542,22 +542,37 @@ async fn reload_keeps_the_connections_of_upstreams_it_leaves_alone() {
             .map(|r| r.peer)
             .unwrap()
     };
+    // A connection given back an instant before the next request may not be ready for it
+    // yet (its exchange still ending on the connection's task), and the pool then dials
+    // another: of three requests in a row, one is on the pooled connection all the same.
+    let peers_of_three_gets = || async {
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            peers.push(peer_of_a_get().await);
+        }
+        peers
+    };
     let before = peer_of_a_get().await;
-    assert_eq!(peer_of_a_get().await, before, "pooled: the same connection");
+    assert!(
+        peers_of_three_gets().await.contains(&before),
+        "pooled: the same connection"
+    );
     // Policy and cluster b change; cluster a's upstream does not.
     let mut config = env.config.clone();
     config.read_only = true;
     let b = config.clusters.iter_mut().find(|c| c.name == "b").unwrap();
     b.upstream.http2 = Some(false);
     env.gateway.reload(config.clone()).await.unwrap();
-    assert_eq!(peer_of_a_get().await, before, "kept across the reload");
+    assert!(
+        peers_of_three_gets().await.contains(&before),
+        "kept across the reload"
+    );
     // Now cluster a's upstream changes: its next request dials a new connection.
     let a = config.clusters.iter_mut().find(|c| c.name == "a").unwrap();
     a.upstream.http2 = Some(false);
     env.gateway.reload(config).await.unwrap();
-    assert_ne!(
-        peer_of_a_get().await,
-        before,
+    assert!(
+        !peers_of_three_gets().await.contains(&before),
         "a changed upstream gets a new pool"
     );
 }

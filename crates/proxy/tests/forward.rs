@@ -84,10 +84,20 @@ fn ok(body: &'static str) -> Response<TestBody> {
     Response::new(full(body))
 }
 
-/// A port nothing listens on (bound, then released).
-fn refused_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A port nothing listens on, with the socket that keeps it so: bound and never listening,
+/// so a connection to it is refused, and no other test's listener can be given the port
+/// while the socket lives.
+fn refused_port() -> (u16, socket2::Socket) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&any.into()).unwrap();
+    let port = socket
+        .local_addr()
+        .unwrap()
+        .as_socket()
+        .map(|a| a.port())
+        .unwrap();
+    (port, socket)
 }
 
 /// `GET` through the gateway over HTTP/1.1: the status and the body.
@@ -1020,7 +1030,7 @@ async fn responses_stream_without_buffering_and_client_disconnect_reaches_upstre
 #[tokio::test]
 async fn unreachable_upstream_is_503_status_naming_the_cluster() {
     let pki = Pki::new();
-    let port = refused_port();
+    let (port, _refusing) = refused_port();
     let up = Upstream::builder("prod", format!("https://127.0.0.1:{port}"))
         .ca_bundle_pem(pki.ca_pem.clone())
         .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
@@ -1068,7 +1078,7 @@ async fn requests_waiting_for_a_dial_that_fails_fail_with_its_cause_without_dial
         .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
         // Long enough for all eight requests to reach the dial's gate on a slow machine
         // before the dial fails: one that came later would rightly dial again.
-        .connect_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(6))
         .http1_connections_for_short_requests(0)
         .build()
         .unwrap();
@@ -1147,8 +1157,9 @@ async fn upstream_failures_are_counted_by_kind() {
         ok("late")
     })
     .await;
+    let (refused, _refusing) = refused_port();
     let upstreams = [
-        Upstream::builder("prod", format!("https://127.0.0.1:{}", refused_port()))
+        Upstream::builder("prod", format!("https://127.0.0.1:{refused}"))
             .ca_bundle_pem(pki.ca_pem.clone())
             .credential(Credential::BearerToken(UPSTREAM_TOKEN.into()))
             .build()
