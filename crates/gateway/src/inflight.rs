@@ -8,7 +8,7 @@
 //! own endpoints share one more.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderValue, Response, StatusCode};
 use kubegate_proxy::{InFlightSlot, ProxyBody};
@@ -62,12 +62,9 @@ impl InFlight {
             None => Admission::Full,
         }
     }
-}
 
-impl InFlight {
     /// Whether a counted request still holds a slot of this budget.
     pub(crate) fn in_use(&self) -> bool {
-        use std::sync::atomic::Ordering;
         self.reads.load(Ordering::Relaxed) > 0 || self.writes.load(Ordering::Relaxed) > 0
     }
 }

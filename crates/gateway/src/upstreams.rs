@@ -71,9 +71,10 @@ pub struct Upstreams {
     /// [`Directory`](crate::directory::Directory) holds for the target): foldhash, as for
     /// RBAC's subject index.
     services: foldhash::HashMap<UpstreamKey, Built>,
-    /// The budgets of targets a reload took out while requests to them still held slots:
-    /// a target added back takes its budget up again, so removing and re-adding it cannot
-    /// double what it may hold. Dropped at the first rebuild after their last slot is back.
+    /// The budgets of targets a reload took out: a target added back takes its budget up
+    /// again while requests still hold (or may yet take) slots of it, so removing and
+    /// re-adding it cannot double what it may hold. Dropped at the first rebuild after no slot
+    /// and no older directory holds them.
     retired: foldhash::HashMap<UpstreamKey, Arc<crate::inflight::InFlight>>,
 }
 
@@ -226,15 +227,23 @@ impl Upstreams {
                 )?;
             }
         }
+        // Every budget this rebuild takes out is kept: a request that loaded the previous
+        // directory before the reload may take a slot of it later (after authentication). One
+        // kept before is let go once nothing holds a slot of it and nothing else holds it (no
+        // older directory a request still works with).
         let retired = previous
             .map(|p| {
                 let removed = p
                     .services
                     .iter()
-                    .map(|(key, built)| (key, &built.in_flight))
-                    .chain(p.retired.iter());
+                    .map(|(key, built)| (key, &built.in_flight));
+                let still_held = p
+                    .retired
+                    .iter()
+                    .filter(|(_, budget)| budget.in_use() || Arc::strong_count(budget) > 1);
                 removed
-                    .filter(|(key, budget)| !services.contains_key(*key) && budget.in_use())
+                    .chain(still_held)
+                    .filter(|(key, _)| !services.contains_key(*key))
                     .map(|(key, budget)| (key.clone(), Arc::clone(budget)))
                     .collect()
             })
@@ -446,11 +455,12 @@ mod tests {
             budget.admit("get", false, &[], (1, 1))
         };
         let first = Upstreams::build(&both).unwrap();
+        let removed = Upstreams::rebuild(&only_b, Some(&first)).unwrap();
+        assert!(removed.get(&a).is_none());
+        // A request that loaded the directory before the reload takes its slot after it.
         let Admission::Admitted(Some(slot)) = admit(&first) else {
             panic!("the first read takes the only slot");
         };
-        let removed = Upstreams::rebuild(&only_b, Some(&first)).unwrap();
-        assert!(removed.get(&a).is_none());
         // Kept through a reload that leaves it out too.
         let still_removed = Upstreams::rebuild(&only_b, Some(&removed)).unwrap();
         let back = Upstreams::rebuild(&both, Some(&still_removed)).unwrap();
@@ -460,9 +470,18 @@ mod tests {
         );
         drop(slot);
         assert!(matches!(admit(&back), Admission::Admitted(Some(_))));
-        // With no slot held, a removed target's budget is let go.
+        // With no slot held and no older directory holding it, a removed target's budget is
+        // let go at the next rebuild.
+        drop((first, removed, still_removed));
         let removed = Upstreams::rebuild(&only_b, Some(&back)).unwrap();
-        assert!(removed.retired.is_empty());
+        assert_eq!(
+            removed.retired.len(),
+            1,
+            "kept while `back` may still be in use"
+        );
+        drop(back);
+        let again = Upstreams::rebuild(&only_b, Some(&removed)).unwrap();
+        assert!(again.retired.is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
