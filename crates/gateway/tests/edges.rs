@@ -410,17 +410,31 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
 
+    release_and_read_again(held, &gate, &client, &url).await;
+}
+
+/// Lets the held list's body go, checks it arrives whole, then reads `url` until it is
+/// served: its slot comes back once the body has gone out, and until then only the
+/// in-flight limit may refuse.
+async fn release_and_read_again(
+    held: hyper::Response<hyper::body::Incoming>,
+    gate: &kubegate_testkit::BodyGate,
+    client: &reqwest_like::Client,
+    url: &str,
+) {
     gate.open();
     let body = held.into_body().collect().await.unwrap().to_bytes();
     assert!(body.starts_with(b"{"), "the held list arrived whole");
-    // The slot comes back when the body has gone out; the response is then done.
     let served = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let reply = client.get(&url, ADMIN_KEY, &[]).await;
+            let reply = client.get(url, ADMIN_KEY, &[]).await;
             if reply.status == 200 {
                 return;
             }
-            assert_eq!(reply.status, 429, "{}", reply.body);
+            assert_eq!(
+                reply.body, "Too many requests, please try again later.\n",
+                "only the in-flight limit may refuse while the slot is coming back"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -449,25 +463,8 @@ async fn an_in_flight_refusal_spends_no_rate_limit_token() {
             "attempt {attempt}: refused by the in-flight limit, not the rate limit"
         );
     }
-    gate.open();
-    let body = held.into_body().collect().await.unwrap().to_bytes();
-    assert!(body.starts_with(b"{"), "the held list arrived whole");
-    // The slot comes back once the body has gone out; the second token is still there.
-    let served = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            let reply = client.get(&url, ADMIN_KEY, &[]).await;
-            if reply.status == 200 {
-                return;
-            }
-            assert_eq!(
-                reply.body, "Too many requests, please try again later.\n",
-                "only the in-flight limit may refuse while the slot is coming back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(served.is_ok(), "the slot never came back");
+    // The second token is still there for the read once the slot is back.
+    release_and_read_again(held, &gate, &client, &url).await;
     // Both tokens spent: the next request is rate-limited.
     let limited = client.get(&url, ADMIN_KEY, &[]).await;
     assert_eq!(limited.status, 429, "{}", limited.body);
