@@ -413,6 +413,14 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
     release_and_read_again(held, &gate, &client, &url).await;
 }
 
+/// Reads `url` as the admin and asserts the per-target rate limit of `target` refuses it.
+async fn assert_rate_limited(client: &reqwest_like::Client, url: &str, target: &str) {
+    let limited = client.get(url, ADMIN_KEY, &[]).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    let message = format!("too many requests to {target}, please try again later");
+    assert!(limited.body.contains(&message), "{}", limited.body);
+}
+
 /// Lets the held list's body go, checks it arrives whole, then reads `url` until it is
 /// served: its slot comes back once the body has gone out, and until then only the
 /// in-flight limit may refuse.
@@ -466,15 +474,7 @@ async fn an_in_flight_refusal_spends_no_rate_limit_token() {
     // The second token is still there for the read once the slot is back.
     release_and_read_again(held, &gate, &client, &url).await;
     // Both tokens spent: the next request is rate-limited.
-    let limited = client.get(&url, ADMIN_KEY, &[]).await;
-    assert_eq!(limited.status, 429, "{}", limited.body);
-    assert!(
-        limited
-            .body
-            .contains("too many requests to cluster/a, please try again later"),
-        "{}",
-        limited.body
-    );
+    assert_rate_limited(&client, &url, "cluster/a").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -729,15 +729,7 @@ async fn a_target_bucket_is_charged_only_for_authorized_requests() {
     // Cluster a's bucket is untouched: its burst is still there for those allowed in.
     assert_eq!(client.get(&url, ADMIN_KEY, &[]).await.status, 200);
     assert_eq!(client.get(&url, VIEWER_KEY, &[]).await.status, 200);
-    let limited = client.get(&url, ADMIN_KEY, &[]).await;
-    assert_eq!(limited.status, 429, "{}", limited.body);
-    assert!(
-        limited
-            .body
-            .contains("too many requests to cluster/a, please try again later"),
-        "{}",
-        limited.body
-    );
+    assert_rate_limited(&client, &url, "cluster/a").await;
     // The same for the management API: a key whose scope leaves it out is refused without
     // draining its bucket.
     let clusters = format!(
