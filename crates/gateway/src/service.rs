@@ -337,8 +337,9 @@ where
         // orchestrator must not restart the gateway for it, the metrics say why requests are
         // refused, and none of it adds to the backlog (which would then drop the events of
         // requests already served).
-        let ops = classified.as_ref().is_some_and(|c| c.3);
-        if let Some((meta, long_running, level, _)) = classified {
+        let mut ops = false;
+        if let Some((meta, long_running, level, is_ops)) = classified {
+            ops = is_ops;
             let ext = req.extensions_mut();
             ext.insert(meta);
             ext.insert(LongRunning(long_running));
@@ -950,7 +951,6 @@ fn strip_upstream_session_cookie(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Authorizes a request to a Kubernetes target and hands it to the target's forwarding service.
 /// The forwarding of an authorized request, with the max-in-flight slot it took of its
 /// target's budget (`None` when it is not counted).
 type Forwarding = (
@@ -958,6 +958,7 @@ type Forwarding = (
     Option<InFlightSlot>,
 );
 
+/// Authorizes a request to a Kubernetes target and hands it to the target's forwarding service.
 fn forward(
     shared: &Shared,
     runtime: &Runtime,
