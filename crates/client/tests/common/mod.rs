@@ -42,6 +42,11 @@ pub struct Env {
     pub b: TestApiServer,
     pub url: String,
     pub addr: SocketAddr,
+    /// Bound to `addr` for the whole test and never listening: while the gateway is stopped,
+    /// connections to `addr` are refused as they would be with nothing there, and no other
+    /// socket on the machine (an outgoing connection's ephemeral port, another test's
+    /// listener) can take the port before [`Env::restart`] listens on it again.
+    _reserved: socket2::Socket,
     pub dir: PathBuf,
     pub ca_pem: Vec<u8>,
     pub config: Config,
@@ -155,6 +160,29 @@ rbac:
     )
 }
 
+/// A socket bound to `addr` with `SO_REUSEPORT` and without `SO_REUSEADDR`: the listeners of
+/// one [`Env`] (`SO_REUSEPORT` too, same user) may share its port, and no other socket may bind
+/// it, not even one with `SO_REUSEADDR` (tokio's listeners) while no listener is there.
+fn reserve(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// A listener on `addr` (port 0: a free one) that shares its port with [`reserve`]'s socket:
+/// only a listening socket takes connections, so it gets every one. `SO_REUSEADDR` lets it
+/// bind beside the last listener's connections in TIME_WAIT.
+fn listen_sharing(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 async fn serve(config: &Config, listener: tokio::net::TcpListener) -> (Gateway, Running) {
     let gateway = Gateway::new(config.clone()).await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -183,8 +211,9 @@ impl Env {
         std::fs::create_dir_all(&dir).unwrap();
         let yaml = config_yaml(&a, &b, &dir);
         let config = Config::parse(&yaml, Path::new("e2e.yaml")).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = listen_sharing(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let addr = listener.local_addr().unwrap();
+        let reserved = reserve(addr).unwrap();
         let (gateway, running) = serve(&config, listener).await;
         let ca_pem = std::fs::read(&gateway.serving_cert().cert_file).unwrap();
         Env {
@@ -192,6 +221,7 @@ impl Env {
             b,
             url: format!("https://{addr}"),
             addr,
+            _reserved: reserved,
             dir,
             ca_pem,
             config,
@@ -211,18 +241,8 @@ impl Env {
     /// signing key and serving certificate, as a restarted binary would have).
     pub async fn restart(&self) {
         self.stop().await;
-        let mut tries = 0;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(l) => break l,
-                Err(e) if tries < 50 => {
-                    tries += 1;
-                    let _ = e;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("rebinding {}: {e}", self.addr),
-            }
-        };
+        let listener = listen_sharing(self.addr)
+            .unwrap_or_else(|e| panic!("listening on {} again: {e}", self.addr));
         let (_gateway, running) = serve(&self.config, listener).await;
         *self.running.lock().await = Some(running);
     }
