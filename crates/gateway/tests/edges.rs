@@ -1786,6 +1786,7 @@ mod rebuilds {
     async fn one_key_short_of_the_limit() -> (
         Arc<GatedStore>,
         impl Fn(&'static str) -> tokio::task::JoinHandle<u16>,
+        Gateway,
         std::path::PathBuf,
     ) {
         let dir = std::env::temp_dir().join(format!("kubegate-limit-{}", uuid::Uuid::new_v4()));
@@ -1847,7 +1848,29 @@ mod rebuilds {
                     .status
             })
         };
-        (store, create, dir)
+        (store, create, gateway, dir)
+    }
+
+    /// Waits until `n` requests to the management API are in flight at `gateway`, by its
+    /// `kubegate_requests_in_flight` gauge: a request counts from the moment it is read, so
+    /// a request counted is in the gateway and not still on its way.
+    async fn until_management_in_flight(gateway: &Gateway, n: u32, what: &str) {
+        let line = format!("kubegate_requests_in_flight{{target=\"management\"}} {n}");
+        tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            loop {
+                let mut text = String::new();
+                {
+                    let registry = gateway.shared().registry.lock().unwrap();
+                    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+                }
+                if text.lines().any(|l| l == line) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no `{line}`"));
     }
 
     /// Keys created side by side cannot all pass the per-user limit (1,000): alice, one key
@@ -1855,12 +1878,14 @@ mod rebuilds {
     /// her keys; the second must not count and store meanwhile.
     #[tokio::test(flavor = "multi_thread")]
     async fn keys_created_side_by_side_cannot_pass_the_per_user_limit() {
-        let (store, create, dir) = one_key_short_of_the_limit().await;
+        let (store, create, gateway, dir) = one_key_short_of_the_limit().await;
         store.arm();
         let first = create("first");
         until_reached(&store, "the first create counted alice's keys").await;
         let second = create("second");
-        // Long enough for the second to count and store, were it free to.
+        until_management_in_flight(&gateway, 2, "the second create reached the gateway").await;
+        // From there to counting and storing is the gateway's own work (authentication, the
+        // body, which came with the head): long enough for it, were the second free to.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         store.release();
         let mut statuses = [first.await.unwrap(), second.await.unwrap()];
@@ -1877,15 +1902,17 @@ mod rebuilds {
     /// next create must find 1,000 keys.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_create_given_up_on_still_counts_against_the_next() {
-        let (store, create, dir) = one_key_short_of_the_limit().await;
+        let (store, create, gateway, dir) = one_key_short_of_the_limit().await;
         store.arm_create();
         let given_up = create("given-up");
         until_reached(&store, "the first create's write began").await;
+        until_management_in_flight(&gateway, 1, "the first create is in flight").await;
         given_up.abort();
-        // Long enough for the gateway to see the connection go and drop the request.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        until_management_in_flight(&gateway, 0, "the gateway dropped the given-up create").await;
         let next = create("next");
-        // Long enough for the next create to count and store, were it free to.
+        until_management_in_flight(&gateway, 1, "the next create reached the gateway").await;
+        // From there to counting and storing is the gateway's own work: long enough for it,
+        // were the next create free to.
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         store.release();
         assert_eq!(next.await.unwrap(), 403);
