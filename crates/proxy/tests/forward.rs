@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -709,16 +710,24 @@ async fn http2_is_negotiated_with_alpn_and_trailers_stream_through() {
 async fn clients_that_stop_reading_do_not_stall_the_shared_h2_connection() {
     const BIG: usize = 16 << 20;
     let pki = Pki::new();
-    let backend = Backend::start(&pki, &[b"h2"], |req: Request<Incoming>| async move {
-        if req.uri().path().ends_with("/big") {
-            // 16 MiB in 64 KiB frames, sent as fast as the reader takes them.
-            let chunk = Bytes::from(vec![b'x'; 64 << 10]);
-            let frames = (0..BIG / chunk.len()).map(move |_| {
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
-            });
-            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
-        } else {
-            Response::new(full("small"))
+    // Bytes the upstream has handed to its h2 connection: hyper takes a frame from a body only
+    // once the stream has window for it, so this stops growing when the windows are full.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&sent);
+    let backend = Backend::start(&pki, &[b"h2"], move |req: Request<Incoming>| {
+        let counted = Arc::clone(&counted);
+        async move {
+            if req.uri().path().ends_with("/big") {
+                // 16 MiB in 64 KiB frames, sent as fast as the reader takes them.
+                let chunk = Bytes::from(vec![b'x'; 64 << 10]);
+                let frames = (0..BIG / chunk.len()).map(move |_| {
+                    counted.fetch_add(chunk.len(), Ordering::Relaxed);
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Frame::data(chunk.clone()))
+                });
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+            } else {
+                Response::new(full("small"))
+            }
         }
     })
     .await;
@@ -738,8 +747,25 @@ async fn clients_that_stop_reading_do_not_stall_the_shared_h2_connection() {
         assert_eq!(res.status(), 200);
         held.push(res);
     }
-    // Give the upstream time to fill every window it is given.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the upstream has filled every window it is given: what it sent stops growing
+    // (and is more than the four streams' first frames).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = sent.load(Ordering::Relaxed);
+            if now == last && now > 4 * (64 << 10) {
+                break;
+            }
+            last = now;
+        }
+    })
+    .await
+    .expect("the upstream's sending settled");
+    assert!(
+        sent.load(Ordering::Relaxed) < 4 * BIG,
+        "the stalled downloads were read to the end"
+    );
     let other = h2c_client();
     let res = tokio::time::timeout(Duration::from_secs(20), async {
         let res = other
