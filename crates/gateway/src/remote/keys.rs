@@ -369,7 +369,10 @@ mod tests {
     struct Idp {
         url: String,
         jwks: Arc<Mutex<String>>,
+        /// Key sets served (counted as each goes out, after `delay`).
         fetches: Arc<AtomicUsize>,
+        /// Key-set requests received (counted as each arrives, before `delay`).
+        asked: Arc<AtomicUsize>,
         /// How long the key set takes to arrive.
         delay: Arc<Mutex<Duration>>,
         client: HttpsClient,
@@ -381,16 +384,19 @@ mod tests {
             serde_json::json!({"issuer": url, "jwks_uri": format!("{url}/keys")}).to_string();
         let jwks = Arc::new(Mutex::new(String::new()));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::new(AtomicUsize::new(0));
         let delay = Arc::new(Mutex::new(Duration::ZERO));
         let (served, counted, slow) = (Arc::clone(&jwks), Arc::clone(&fetches), Arc::clone(&delay));
+        let arrived = Arc::clone(&asked);
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
-                let (discovery, served, counted, slow) = (
+                let (discovery, served, counted, slow, arrived) = (
                     discovery.clone(),
                     Arc::clone(&served),
                     Arc::clone(&counted),
                     Arc::clone(&slow),
+                    Arc::clone(&arrived),
                 );
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
@@ -401,6 +407,7 @@ mod tests {
                         let (served, counted, discovery) =
                             (Arc::clone(&served), Arc::clone(&counted), discovery.clone());
                         let delay = if keys {
+                            arrived.fetch_add(1, Ordering::SeqCst);
                             *slow.lock().unwrap()
                         } else {
                             Duration::ZERO
@@ -428,6 +435,7 @@ mod tests {
             url,
             jwks,
             fetches,
+            asked,
             delay,
             client,
         }
@@ -528,7 +536,14 @@ mod tests {
             let (keys, token) = (Arc::clone(&keys), token.clone());
             async move { keys.verify(&token, now).await.is_ok() }
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Dropped once its fetch is under way at the issuer.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while idp.asked.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the dropped caller's fetch reached the issuer");
         gone.abort();
         let who = keys.verify(&token, now).await;
         assert!(who.is_ok(), "{who:?}");
