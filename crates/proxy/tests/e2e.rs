@@ -494,12 +494,24 @@ async fn a_64_mib_list_and_a_1000_event_watch_stream_through() {
     // Streamed, not collected: with the first bytes here and the client reading no more, the
     // upstream can only have made as much of the list as the sockets and buffers between
     // hold. A gateway that collected the list would have made the upstream finish it before
-    // the client saw its first byte. The pause lets whatever would run ahead run ahead; the
-    // assertion holds for any length of it.
+    // the client saw its first byte. Waiting until the upstream stops making more lets
+    // whatever would run ahead run ahead (a gateway that read ahead without bound would only
+    // stop at the end); the assertion holds for any length of the wait.
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     bytes += first.len();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let produced = e.api.list_bytes_produced();
+    let produced = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut last = e.api.list_bytes_produced();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = e.api.list_bytes_produced();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await
+    .expect("the upstream's list settled");
     assert!(
         produced < (total / 2) as u64,
         "the upstream made {produced} of {total} bytes while the client read none: the list was buffered"
