@@ -234,19 +234,7 @@ async fn typed_management_calls_and_status_errors() {
         .unwrap();
     let token = minted.status.unwrap().token;
     assert_eq!(token.split('.').count(), 3, "a JWT");
-    let with_token = env
-        .gateway(ADMIN_KEY)
-        .with_credential(Credential::bearer(token));
-    let pods_a: Api<Pod> = Api::default_namespaced(with_token.cluster("a").unwrap());
-    pods_a.list(&ListParams::default()).await.unwrap();
-    let pods_b: Api<Pod> = Api::default_namespaced(with_token.cluster("b").unwrap());
-    match pods_b.list(&ListParams::default()).await {
-        Err(kubegate_client::kube_client::Error::Api(status)) => {
-            assert_eq!(status.code, 403);
-            assert!(status.message.contains("scope"), "{}", status.message);
-        }
-        other => panic!("expected a 403 Status, got {other:?}"),
-    }
+    works_at_cluster_a_alone(&env, token).await;
 
     // A scoped caller cannot mint a broader token: 403 with the Status, via `Error::status`.
     let scoped = env.gateway(SCOPED_KEY).management().unwrap();
@@ -403,13 +391,7 @@ async fn exec_plugin_contexts_work_with_kubectl_for_every_target_kind() {
         serde_json::from_str(&assert_ok(&env.cli(&["token", "--cluster", "a"]).await)).unwrap();
     let narrowed = narrowed["status"]["token"].as_str().unwrap().to_owned();
     assert_ne!(narrowed, v1["status"]["token"].as_str().unwrap());
-    let with_narrowed = env
-        .gateway(ADMIN_KEY)
-        .with_credential(Credential::bearer(narrowed));
-    let pods_a: Api<Pod> = Api::default_namespaced(with_narrowed.cluster("a").unwrap());
-    pods_a.list(&ListParams::default()).await.unwrap();
-    let pods_b: Api<Pod> = Api::default_namespaced(with_narrowed.cluster("b").unwrap());
-    assert!(pods_b.list(&ListParams::default()).await.is_err());
+    let with_narrowed = works_at_cluster_a_alone(&env, narrowed).await;
     let management = with_narrowed.management().unwrap();
     assert!(management.clusters().await.is_err());
     // `--access-key` hands out the key itself, with no expiry.
@@ -417,6 +399,25 @@ async fn exec_plugin_contexts_work_with_kubectl_for_every_target_kind() {
         serde_json::from_str(&assert_ok(&env.cli(&["token", "--access-key"]).await)).unwrap();
     assert_eq!(key["status"]["token"], ADMIN_KEY);
     assert!(key["status"].get("expirationTimestamp").is_none());
+}
+
+/// Asserts that `token`, narrowed to cluster a, lists pods there and gets the scope's 403 at
+/// cluster b; the client that holds it.
+async fn works_at_cluster_a_alone(env: &Env, token: String) -> GatewayClient {
+    let with_token = env
+        .gateway(ADMIN_KEY)
+        .with_credential(Credential::bearer(token));
+    let pods_a: Api<Pod> = Api::default_namespaced(with_token.cluster("a").unwrap());
+    pods_a.list(&ListParams::default()).await.unwrap();
+    let pods_b: Api<Pod> = Api::default_namespaced(with_token.cluster("b").unwrap());
+    match pods_b.list(&ListParams::default()).await {
+        Err(kubegate_client::kube_client::Error::Api(status)) => {
+            assert_eq!(status.code, 403);
+            assert!(status.message.contains("scope"), "{}", status.message);
+        }
+        other => panic!("expected a 403 Status, got {other:?}"),
+    }
+    with_token
 }
 
 /// Merging into a kubeconfig that already has other contexts keeps them exactly, and they still

@@ -396,6 +396,15 @@ mod tests {
             .shares_pool_with(new.get(&key).unwrap())
     }
 
+    /// A fresh directory holding the CA files [`config`]'s clusters `a` and `b` name.
+    fn dir_with_both_cas() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write_ca(&dir, "ca-a.pem");
+        write_ca(&dir, "ca-b.pem");
+        dir
+    }
+
     /// An upstream without a credential of its own still builds (the gateway warns: a proxy in
     /// front of it may add one), a cluster's and a Grafana's alike; one such target does not
     /// stop the others from being served.
@@ -415,10 +424,7 @@ mod tests {
     /// change, and builds anew those whose did: a setting, or a file's content at the same path.
     #[test]
     fn rebuilds_keep_the_pools_of_unchanged_upstreams() {
-        let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        write_ca(&dir, "ca-a.pem");
-        write_ca(&dir, "ca-b.pem");
+        let dir = dir_with_both_cas();
         let first = Upstreams::build(&config(&dir, "t")).unwrap();
         let same = Upstreams::rebuild(&config(&dir, "t"), Some(&first)).unwrap();
         assert!(shared(&first, &same, "a") && shared(&first, &same, "b"));
@@ -442,10 +448,7 @@ mod tests {
     #[test]
     fn a_target_added_back_keeps_the_budget_its_requests_still_hold() {
         use crate::inflight::Admission;
-        let dir = std::env::temp_dir().join(format!("kubegate-upstreams-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        write_ca(&dir, "ca-a.pem");
-        write_ca(&dir, "ca-b.pem");
+        let dir = dir_with_both_cas();
         let both = config(&dir, "t");
         let mut only_b = both.clone();
         only_b.clusters.retain(|c| c.name == "b");

@@ -1651,19 +1651,15 @@ async fn disabled_and_expired_keys_are_refused_and_minting_inherits_the_scope() 
     // machine. Then it is refused within a second or two of its expiry.
     let short = create(r#"{"metadata":{"name":"short"},"spec":{"ttl":6}}"#).await;
     assert_eq!(client.get(&pods, &short, &[]).await.status, 200);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let reply = client.get(&pods, &short, &[]).await;
-        if reply.status == 401 {
-            break;
-        }
-        assert_eq!(reply.status, 200, "{}", reply.body);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the key outlived its TTL"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
+    client
+        .until_status_turns(
+            &pods,
+            &short,
+            (200, 401),
+            std::time::Duration::from_secs(20),
+            "the key outlived its TTL",
+        )
+        .await;
 
     // SCOPED_KEY admits cluster a (and the management API); a token it mints with no scope
     // of its own carries that scope, so cluster b stays closed to it.

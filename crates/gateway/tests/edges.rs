@@ -192,9 +192,7 @@ async fn a_zero_request_timeout_is_none() {
         ..kubegate_gateway::ServerLimits::default()
     };
     let env = Env::start_with_limits(|_, _| String::new(), limits).await;
-    let url = format!("{}{A}/api/v1/namespaces/default/configmaps", env.url);
-    let reply = env.client().get(&url, ADMIN_KEY, &[]).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_served(&env, &format!("{A}/api/v1/namespaces/default/configmaps")).await;
 }
 
 /// V6.2's protobuf watch row through the reference gateway: a controller that speaks
@@ -364,17 +362,11 @@ async fn max_in_flight_refuses_reads_past_the_limit_until_the_body_ends() {
     // Each target has a budget of its own, as each kube-apiserver has its own limit: cluster
     // a's held slot (or a hung upstream holding them all) leaves cluster b served, and the
     // management API too.
-    let other = client
-        .get(
-            &format!(
-                "{}/kubernetes/cluster/b/api/v1/namespaces/default/configmaps",
-                env.url
-            ),
-            ADMIN_KEY,
-            &[],
-        )
-        .await;
-    assert_eq!(other.status, 200, "{}", other.body);
+    assert_served(
+        &env,
+        "/kubernetes/cluster/b/api/v1/namespaces/default/configmaps",
+    )
+    .await;
     assert_management_served(&env).await;
     // A reload keeps each target's budget (the held slot counts on), even one that rebuilds
     // the target's forwarding service: a fresh budget would let every reload double what a
@@ -2106,19 +2098,15 @@ async fn a_stalled_audit_log_refuses_new_requests_but_never_stalls_the_gateway()
             }
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = client.get(&api, ADMIN_KEY, &[]).await;
-        if reply.status == 200 {
-            break;
-        }
-        assert_eq!(reply.status, 429, "{}", reply.body);
-        assert!(
-            std::time::Instant::now() < deadline,
-            "requests were still refused after the log drained"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    client
+        .until_status_turns(
+            &api,
+            ADMIN_KEY,
+            (429, 200),
+            Duration::from_secs(60),
+            "requests were still refused after the log drained",
+        )
+        .await;
     env.stop().await;
     draining.store(false, Ordering::Relaxed);
     drain.join().unwrap();
@@ -2185,16 +2173,18 @@ async fn a_slow_grafana_holds_only_its_own_in_flight_slots() {
 
 /// Lists the management API's clusters as the admin and asserts it is served.
 async fn assert_management_served(env: &Env) {
-    let management = env
+    assert_served(
+        env,
+        "/kubernetes/management/apis/management.loft.sh/v1/clusters",
+    )
+    .await;
+}
+
+/// GETs `path` on the gateway as the admin and asserts it is served.
+async fn assert_served(env: &Env, path: &str) {
+    let reply = env
         .client()
-        .get(
-            &format!(
-                "{}/kubernetes/management/apis/management.loft.sh/v1/clusters",
-                env.url
-            ),
-            ADMIN_KEY,
-            &[],
-        )
+        .get(&format!("{}{path}", env.url), ADMIN_KEY, &[])
         .await;
-    assert_eq!(management.status, 200, "{}", management.body);
+    assert_eq!(reply.status, 200, "{path}: {}", reply.body);
 }

@@ -408,6 +408,28 @@ pub mod reqwest_like {
             self.send(b.body(Full::new(Bytes::new())).unwrap()).await
         }
 
+        /// GETs `url` every 50 ms until it answers `to`, asserting every answer before that
+        /// is `from`; panics with `what` when `within` has passed first.
+        pub async fn until_status_turns(
+            &self,
+            url: &str,
+            token: &str,
+            (from, to): (u16, u16),
+            within: std::time::Duration,
+            what: &str,
+        ) {
+            let deadline = std::time::Instant::now() + within;
+            loop {
+                let reply = self.get(url, token, &[]).await;
+                if reply.status == to {
+                    return;
+                }
+                assert_eq!(reply.status, from, "{}", reply.body);
+                assert!(std::time::Instant::now() < deadline, "{what}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+
         pub async fn post(
             &self,
             url: &str,
